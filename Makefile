@@ -1,0 +1,47 @@
+# The two commands a newcomer needs:  make run   and   make test
+# Both create .venv on first use. PYTHON must be 3.11 or newer.
+
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { command -v $$p; break; }; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint clean help
+
+help:
+	@echo "make run     create .venv, install detour, run it with the built-in config"
+	@echo "make test    create .venv with test extras, run the whole test suite"
+	@echo "make bench   run the side-by-side benchmarks (benchmarks/)"
+	@echo "make clean   remove .venv and caches"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "detour needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[speed]'
+	@touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[speed,test]'
+	@touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[speed,test,bench]'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/detour run --headless $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/relay.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -1,0 +1,172 @@
+"""The `detour` command: argument parsing only; each subcommand calls into the modules.
+
+Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from transports import Endpoint
+
+from . import __version__
+from .config import ConfigError, check_exposure, default_config_text, load_config, parse_listen_address
+
+log = logging.getLogger("detour")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2 with one clear line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _listen_arg(text: str) -> Endpoint:
+    try:
+        return parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="detour",
+        description="A local proxy that finds a working path to WhatsApp, Telegram and Signal "
+        "on networks that block them. Point apps at its SOCKS5/HTTP port.",
+        epilog="Without a command, detour runs the proxy with the given (or built-in) config.",
+    )
+    parser.add_argument("--version", action="version", version=f"detour {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE", help="config file (default: built-in)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the proxy", description="Run the proxy.")
+    run.add_argument("--headless", action="store_true", help="no terminal UI; log to stdout")
+    run.add_argument("-c", "--config", metavar="FILE", dest="run_config", help="config file (default: built-in)")
+    run.add_argument(
+        "--listen", metavar="HOST:PORT", type=_listen_arg, help="override listen.mixed"
+    )
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    run.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info", help="log verbosity"
+    )
+
+    config = sub.add_parser("config", help="check or print configurations", description="Configuration tools.")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    check = config_sub.add_parser(
+        "check", help="validate a config file", description="Validate a config file; exit 2 if it has problems."
+    )
+    check.add_argument("file", metavar="FILE")
+    config_sub.add_parser(
+        "default", help="print the built-in config", description="Print the built-in config (a starting point)."
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        print(
+            "detour: the terminal UI is not available yet; running headless (Ctrl-C stops).",
+            file=sys.stderr,
+        )
+        return _run(args.config, None, "text", "info")
+    if args.command == "run":
+        return _run(args.run_config or args.config, args.listen, args.log_format, args.log_level)
+    if args.command == "config":
+        if args.config_command == "check":
+            return _config_check(args.file)
+        if args.config_command == "default":
+            sys.stdout.write(default_config_text())
+            return EXIT_OK
+        parser.parse_args(["config", "--help"])
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _config_check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
+    services = ", ".join(s.name for s in config.services) or "none"
+    print(f"{path}: ok")
+    print(f"  listen:   {config.listen.mixed}")
+    print(f"  routes:   {routes}")
+    print(f"  services: {services}")
+    print(f"  default:  {config.default_policy}")
+    return EXIT_OK
+
+
+def _run(path: str | None, listen: Endpoint | None, log_format: str, log_level: str) -> int:
+    from .logs import setup_logging
+
+    setup_logging(log_level, log_format)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if listen is not None:
+        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, mixed=listen))
+        problems: list[str] = []
+        check_exposure(config.listen, lambda key, msg: problems.append(f"--listen: {msg}"))
+        if problems:
+            print(f"detour: {problems[0]}", file=sys.stderr)
+            return EXIT_USAGE
+    return run_async(lambda: _serve(config))
+
+
+async def _serve(config: Any) -> int:
+    from .engine import Engine
+
+    engine = Engine(config)
+    try:
+        await engine.start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen.mixed, exc.strerror or exc)
+        return EXIT_FAILURE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
+            pass
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await engine.stop()
+    return EXIT_OK
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a faster event loop), unless DETOUR_LOOP=asyncio."""
+    if os.environ.get("DETOUR_LOOP", "auto") == "asyncio":
+        return None
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(main())
+    except KeyboardInterrupt:
+        return EXIT_OK

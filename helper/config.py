@@ -1,0 +1,498 @@
+"""TOML configuration -> typed, validated Config.
+
+Every problem is reported with the key path it concerns and what would be valid
+(`route[2].chain: unknown layer 'sock5' (known: direct, http, socks4a, socks5)`), all of
+them at once, so a user fixes a file in one pass. Unknown keys are errors, with a
+did-you-mean. The built-in configuration is config/default.toml, shipped in the package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from transports import Chain, ChainError, Endpoint, parse_chain
+
+from .services import ProbeTarget, Service, normalize_domain
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ListenConfig",
+    "RouteConfig",
+    "User",
+    "default_config_text",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DENY = "deny"
+RESOLVERS = ("system",)
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration; each names its key path."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(problems))
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        return f"{self.source}:\n{lines}"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    mixed: Endpoint = Endpoint("127.0.0.1", 1080)
+    users: tuple[User, ...] = ()
+    allow: tuple[IPNetwork, ...] = ()
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    resolver: str = "system"
+    # Fixed answers, like a hosts file for detour alone: name -> addresses.
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    interval: float = 300.0
+    timeout: float = 5.0
+    stagger: float = 0.25
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    chain: Chain
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig
+    dns: DnsConfig
+    probe: ProbeConfig
+    routes: tuple[RouteConfig, ...]
+    services: tuple[Service, ...]
+    default_policy: str  # a route name, or "deny"
+    source: str = "built-in"
+
+    def route(self, name: str) -> RouteConfig:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise KeyError(name)
+
+
+# --- values -------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms', '5s', '1m30s', '2h', or a number of seconds -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '5s' or '250ms'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise ValueError(f"{value!r} is not a duration (like '5s', '250ms', '1m30s')")
+    else:
+        raise ValueError("expected a duration like '5s' or '250ms'")
+    if not 0 < seconds <= 7 * 86400:
+        raise ValueError(f"{value!r} is out of range (more than 0, at most a week)")
+    return seconds
+
+
+def parse_listen_address(value: Any) -> Endpoint:
+    if not isinstance(value, str):
+        raise ValueError("expected \"HOST:PORT\", e.g. \"127.0.0.1:1080\"")
+    try:
+        endpoint = Endpoint.parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (e.g. \"127.0.0.1:1080\" or \"[::1]:1080\")") from None
+    if endpoint.host != "localhost" and endpoint.ip is None:
+        raise ValueError(f"{value!r}: listen on an IP address (or localhost), not a name")
+    return endpoint
+
+
+def is_loopback(endpoint: Endpoint) -> bool:
+    ip = endpoint.ip
+    return endpoint.host == "localhost" or (ip is not None and ip.is_loopback)
+
+
+def _network(value: Any) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ValueError("expected a CIDR string like \"192.168.1.0/24\"")
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError:
+        try:
+            net = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address or CIDR range") from None
+        raise ValueError(f"{value!r} has host bits set; did you mean \"{net}\"?") from None
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _domain(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a domain name string")
+    name = normalize_domain(value)
+    if name.startswith("*."):
+        name = name[2:]  # suffix matching already covers subdomains
+    labels = name.split(".")
+    if not name or len(name) > 253 or any(
+        not label or len(label) > 63 or not re.fullmatch(r"[a-z0-9_-]+", label) for label in labels
+    ):
+        raise ValueError(f"{value!r} is not a domain name")
+    return name
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+
+class _Table:
+    """Reads keys from one TOML table, recording problems; `finish` reports unknown keys."""
+
+    def __init__(self, path: str, data: Any, problems: _Problems, keys: tuple[str, ...]) -> None:
+        self.path = path
+        self.problems = problems
+        self.keys = keys
+        if not isinstance(data, dict):
+            problems.add(path, "expected a table")
+            data = {}
+        self.data = data
+
+    def _key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, convert: Callable[[Any], Any], default: Any = None, *, required: bool = False) -> Any:
+        assert key in self.keys, key
+        if key not in self.data:
+            if required:
+                self.problems.add(self._key_path(key), "is required")
+            return default
+        try:
+            return convert(self.data[key])
+        except ValueError as exc:
+            self.problems.add(self._key_path(key), str(exc))
+            return default
+
+    def get_list(self, key: str, convert: Callable[[Any], Any]) -> list[Any]:
+        assert key in self.keys, key
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            self.problems.add(self._key_path(key), "expected a list")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(convert(item))
+            except ValueError as exc:
+                self.problems.add(f"{self._key_path(key)}[{i}]", str(exc))
+        return out
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.keys:
+                close = difflib.get_close_matches(key, self.keys, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                valid = ", ".join(self.keys)
+                self.problems.add(self._key_path(key), f"unknown key ({hint}valid: {valid})")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _route_name(value: Any) -> str:
+    name = _string(value)
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{name!r}: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{value!r} is not a port (1-65535)")
+    return value
+
+
+def _credential(what: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _string(value)
+        if not 0 < len(text.encode()) < 256:
+            raise ValueError(f"a {what} is 1-255 bytes (SOCKS5 limit)")
+        return text
+
+    return convert
+
+
+def _chain(value: Any) -> Chain:
+    try:
+        return parse_chain(_string(value))
+    except ChainError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _resolver(value: Any) -> str:
+    text = _string(value)
+    if text not in RESOLVERS:
+        raise ValueError(f"unknown resolver {text!r} (known: {', '.join(RESOLVERS)})")
+    return text
+
+
+def _array_of_tables(name: str, data: Any, problems: _Problems) -> list[tuple[str, Any]]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        problems.add(name, f"expected [[{name}]] tables")
+        return []
+    return [(f"{name}[{i}]", item) for i, item in enumerate(data)]
+
+
+# --- the file -----------------------------------------------------------------------------
+
+_TOP = ("listen", "dns", "probe", "default", "route", "service")
+
+
+def parse_config(text: str, source: str = "config") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    problems = _Problems()
+    top = _Table("", data, problems, _TOP)
+
+    listen = _parse_listen(top.data.get("listen", {}), problems)
+    dns_table = _Table("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
+    dns = DnsConfig(
+        resolver=dns_table.get("resolver", _resolver, "system"),
+        hosts=_parse_hosts(dns_table.data.get("hosts", {}), problems),
+    )
+    dns_table.finish()
+    probe_table = _Table("probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger"))
+    probe = ProbeConfig(
+        interval=probe_table.get("interval", parse_duration, 300.0),
+        timeout=probe_table.get("timeout", parse_duration, 5.0),
+        stagger=probe_table.get("stagger", parse_duration, 0.25),
+    )
+    probe_table.finish()
+
+    routes = _parse_routes(top.data.get("route"), problems)
+    route_names = [r.name for r in routes]
+    services = _parse_services(top.data.get("service"), route_names, problems)
+
+    default_table = _Table("default", top.data.get("default", {}), problems, ("policy",))
+    implicit = "direct" if "direct" in route_names else (route_names[0] if route_names else DENY)
+    policy = default_table.get("policy", _string, implicit)
+    if policy != DENY and policy not in route_names:
+        problems.add(
+            "default.policy",
+            f"no route named {policy!r} (routes: {', '.join(route_names) or 'none'}; or \"deny\")",
+        )
+    default_table.finish()
+    top.finish()
+
+    if problems.items:
+        raise ConfigError(problems.items, source)
+    return Config(listen, dns, probe, tuple(routes), tuple(services), policy, source)
+
+
+def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict):
+        problems.add("dns.hosts", 'expected a table like { "example.org" = ["192.0.2.1"] }')
+        return {}
+    hosts: dict[str, tuple[str, ...]] = {}
+    for name, addresses in data.items():
+        path = f'dns.hosts."{name}"'
+        try:
+            domain = _domain(name)
+        except ValueError as exc:
+            problems.add(path, str(exc))
+            continue
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        if not isinstance(addresses, list) or not addresses:
+            problems.add(path, "expected a list of IP addresses")
+            continue
+        parsed = []
+        for i, address in enumerate(addresses):
+            try:
+                parsed.append(str(ipaddress.ip_address(_string(address))))
+            except ValueError:
+                problems.add(f"{path}[{i}]", f"{address!r} is not an IP address")
+        hosts[domain] = tuple(parsed)
+    return hosts
+
+
+def _parse_listen(data: Any, problems: _Problems) -> ListenConfig:
+    table = _Table("listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout"))
+    mixed = table.get("mixed", parse_listen_address, ListenConfig.mixed)
+    users: list[User] = []
+    for path, item in _array_of_tables("listen.users", table.data.get("users"), problems):
+        user_table = _Table(path, item, problems, ("name", "password"))
+        name = user_table.get("name", _credential("user name"), required=True)
+        password = user_table.get("password", _credential("password"), required=True)
+        user_table.finish()
+        if name is None or password is None:
+            continue
+        if any(u.name == name for u in users):
+            problems.add(f"{path}.name", f"user {name!r} is listed twice")
+        users.append(User(name, password))
+    allow = tuple(table.get_list("allow", _network))
+    listen = ListenConfig(
+        mixed=mixed,
+        users=tuple(users),
+        allow=allow,
+        handshake_timeout=table.get("handshake_timeout", parse_duration, 10.0),
+        idle_timeout=table.get("idle_timeout", parse_duration, 600.0),
+    )
+    table.finish()
+    check_exposure(listen, problems.add)
+    return listen
+
+
+def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> None:
+    """Nothing is an open proxy by accident: a listener other machines can reach needs
+    users or an allow-list."""
+    if not is_loopback(listen.mixed) and not listen.users and not listen.allow:
+        report(
+            "listen.mixed",
+            f"{listen.mixed} is reachable from other machines; set listen.users (passwords) "
+            "or listen.allow (client ranges), or listen on 127.0.0.1",
+        )
+
+
+def _parse_routes(data: Any, problems: _Problems) -> list[RouteConfig]:
+    routes: list[RouteConfig] = []
+    entries = _array_of_tables("route", data, problems)
+    if not entries:
+        problems.add("route", "at least one [[route]] is needed (e.g. name = \"direct\", chain = \"direct\")")
+    for path, item in entries:
+        table = _Table(path, item, problems, ("name", "chain", "timeout"))
+        name = table.get("name", _route_name, required=True)
+        chain = table.get("chain", _chain, required=True)
+        timeout = table.get("timeout", parse_duration, 10.0)
+        table.finish()
+        if name is None or chain is None:
+            continue
+        if name == DENY:
+            problems.add(f"{path}.name", "'deny' is reserved for [default] policy")
+            continue
+        if any(r.name == name for r in routes):
+            problems.add(f"{path}.name", f"route {name!r} is defined twice")
+            continue
+        routes.append(RouteConfig(name, chain, timeout))
+    return routes
+
+
+def _parse_services(data: Any, route_names: list[str], problems: _Problems) -> list[Service]:
+    services: list[Service] = []
+    for path, item in _array_of_tables("service", data, problems):
+        table = _Table(path, item, problems, ("name", "domains", "cidrs", "ports", "probes", "routes"))
+        name = table.get("name", _route_name, required=True)
+        domains = table.get_list("domains", _domain)
+        cidrs = table.get_list("cidrs", _network)
+        ports = table.get_list("ports", _port)
+
+        def probe(value: Any) -> ProbeTarget:
+            return ProbeTarget.parse(_string(value))
+
+        probes = table.get_list("probes", probe)
+        routes = table.get_list("routes", _string)
+        for i, route in enumerate(routes):
+            if route not in route_names:
+                problems.add(
+                    f"{path}.routes[{i}]",
+                    f"no route named {route!r} (routes: {', '.join(route_names) or 'none'})",
+                )
+        table.finish()
+        if name is None:
+            continue
+        if any(s.name == name for s in services):
+            problems.add(f"{path}.name", f"service {name!r} is defined twice")
+            continue
+        if not domains and not cidrs:
+            problems.add(path, f"service {name!r} needs domains or cidrs to match connections")
+        services.append(
+            Service(
+                name=name,
+                domains=tuple(dict.fromkeys(domains)),
+                cidrs=tuple(cidrs),
+                ports=frozenset(ports),
+                probes=tuple(probes),
+                routes=tuple(routes),
+            )
+        )
+    return services
+
+
+def default_config_text() -> str:
+    """The built-in configuration: packaged as helper/_config/default.toml, or read from
+    config/default.toml when running from a source checkout."""
+    packaged = resources.files("helper").joinpath("_config", "default.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    source = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+    return source.read_text(encoding="utf-8")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a config file, or the built-in one when `path` is None."""
+    if path is None:
+        return parse_config(default_config_text(), "built-in config")
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"no such file: {file}"], str(file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(file)) from None
+    return parse_config(text, str(file))

@@ -1,0 +1,6 @@
+"""The inbound side: the listeners applications connect to, and the relay pump."""
+
+from .listener import ActiveConnection, MixedListener
+from .relay import RelayStats, relay
+
+__all__ = ["ActiveConnection", "MixedListener", "RelayStats", "relay"]

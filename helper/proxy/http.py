@@ -1,0 +1,210 @@
+"""HTTP proxy requests, server side (RFC 9110, RFC 9112): parse a request head, decide the
+destination, rewrite absolute-form requests for the origin, and build detour's answers.
+
+Two kinds of request are served:
+- `CONNECT host:port` opens a tunnel (HTTPS and anything else);
+- absolute-form `GET http://host/path` is forwarded as one request: hop-by-hop headers
+  are dropped, the request line becomes origin-form, and `Connection: close` makes the
+  origin end the exchange, after which the bytes flow through untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from transports import Endpoint
+
+from .handshake import ProtocolError, destination
+
+MAX_HEAD = 32 * 1024
+MAX_HEADERS = 100
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard Proxy-Connection.
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+}
+
+_TOKEN_CHARS = frozenset(  # RFC 9110 §5.6.2 tchar
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    target: str  # as sent: authority-form for CONNECT, absolute-form otherwise
+    version: str
+    headers: list[tuple[str, str]]
+    destination: Endpoint
+    path: str = ""  # origin-form path for forwarded requests
+
+    @property
+    def is_connect(self) -> bool:
+        return self.method == "CONNECT"
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def error_response(status: int, message: str, extra_headers: str = "") -> bytes:
+    """A complete, closing HTTP response with a one-line plain-text body."""
+    body = f"detour: {message}\n".encode("utf-8", "replace")
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        f"{extra_headers}"
+        "\r\n"
+    ).encode("latin-1") + body
+
+
+CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+AUTH_REQUIRED = error_response(
+    407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="detour"\r\n'
+)
+
+
+def _bad(message: str, status: int = 400) -> ProtocolError:
+    return ProtocolError(message, error_response(status, message))
+
+
+def parse_request_head(head: bytes) -> HttpRequest:
+    """Parse a request head ending in CRLF CRLF (as read by the listener)."""
+    if len(head) > MAX_HEAD:
+        raise _bad("request head too large", 431)
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise _bad("undecodable request") from None
+    lines = text.split("\r\n")
+    if lines[-2:] == ["", ""]:
+        lines = lines[:-2]
+    request_line, header_lines = lines[0], lines[1:]
+    parts = request_line.split(" ")
+    if len(parts) != 3:
+        raise _bad("malformed request line")
+    method, target, version = parts
+    if not method or not all(ord(c) in _TOKEN_CHARS for c in method):
+        raise _bad("malformed method")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        status = 505 if version.startswith("HTTP/") else 400
+        raise _bad(f"unsupported protocol version {version[:16]!r}", status)
+    if len(header_lines) > MAX_HEADERS:
+        raise _bad(f"more than {MAX_HEADERS} header fields", 431)
+    headers: list[tuple[str, str]] = []
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name or not all(ord(c) in _TOKEN_CHARS for c in name):
+            # RFC 9112 §5.1: no whitespace between field name and colon; obs-fold rejected.
+            raise _bad("malformed header field")
+        value = value.strip(" \t")
+        if any(c in value for c in "\r\n\0"):
+            raise _bad("malformed header value")
+        headers.append((name, value))
+    if method == "CONNECT":
+        return HttpRequest(method, target, version, headers, _authority(target, None))
+    if target.startswith("/") or target == "*":
+        raise _bad("this is a proxy: send absolute-form requests (http://host/path) or CONNECT")
+    try:
+        url = urlsplit(target)
+    except ValueError:
+        raise _bad("malformed request target") from None
+    scheme = url.scheme.lower()
+    if scheme == "https":
+        raise _bad("use CONNECT for https:// through a proxy")
+    if scheme != "http" or not url.netloc:
+        raise _bad("only http:// targets and CONNECT are supported", 501 if scheme else 400)
+    if "@" in url.netloc:
+        raise _bad("credentials in the request target are not forwarded")
+    dest = _authority(url.netloc, 80)
+    path = url.path or "/"
+    if url.query:
+        path += "?" + url.query
+    return HttpRequest(method, target, version, headers, dest, path)
+
+
+def _authority(text: str, default_port: int | None) -> Endpoint:
+    try:
+        endpoint = Endpoint.parse(text, default_port)
+        return destination(endpoint.host, endpoint.port)
+    except ValueError as exc:
+        raise _bad(f"bad destination {text[:64]!r}: {exc}") from None
+
+
+def check_basic_auth(request: HttpRequest) -> tuple[str, str] | None:
+    """The (username, password) of a Proxy-Authorization: Basic header, if well-formed."""
+    value = request.header("proxy-authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def forwarded_head(request: HttpRequest) -> bytes:
+    """The head to send to the origin for an absolute-form request."""
+    connection_tokens: set[str] = set()
+    for name, value in request.headers:
+        if name.lower() in ("connection", "proxy-connection"):
+            connection_tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    upgrade = "upgrade" in connection_tokens and request.header("upgrade") is not None
+    lines = [f"{request.method} {request.path} {request.version}"]
+    has_host = False
+    for name, value in request.headers:
+        key = name.lower()
+        if key in _HOP_BY_HOP or key in connection_tokens:
+            continue
+        if key == "host":
+            if has_host:
+                continue
+            has_host = True
+            value = _host_header(request.destination)
+        lines.append(f"{name}: {value}")
+    if not has_host:
+        lines.insert(1, f"Host: {_host_header(request.destination)}")
+    if upgrade:
+        lines.append(f"Upgrade: {request.header('upgrade')}")
+        lines.append("Connection: Upgrade")
+    else:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _host_header(dest: Endpoint) -> str:
+    host = f"[{dest.host}]" if ":" in dest.host else dest.host
+    return host if dest.port == 80 else f"{host}:{dest.port}"

@@ -1,0 +1,364 @@
+"""The mixed listener: one port that speaks SOCKS5, SOCKS4/4a and HTTP proxy, told apart by
+the first byte a client sends (0x05, 0x04, or an HTTP method's first letter).
+
+Flow per connection: access check (allow-list) -> handshake within the handshake timeout
+(authentication included) -> router.connect (routes and their own timeouts) -> the
+protocol's success or error reply -> relay until both directions end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from transports import Endpoint, Failure
+from transports.socks import (
+    METHOD_NO_AUTH,
+    METHOD_NONE_ACCEPTABLE,
+    METHOD_USER_PASS,
+    REP_CONNECTION_REFUSED,
+    REP_GENERAL_FAILURE,
+    REP_HOST_UNREACHABLE,
+    REP_NETWORK_UNREACHABLE,
+    REP_NOT_ALLOWED,
+    REP_SUCCEEDED,
+    SOCKS5,
+)
+from transports.tcp import SocketStream, StreamProtocol
+
+from ..config import ListenConfig
+from ..routing import AllRoutesFailed, Connection, Denied, Router
+from . import http as http_proto
+from . import socks as socks_proto
+from .handshake import ProtocolError, read_message
+from .relay import RelayStats, relay
+
+__all__ = ["ActiveConnection", "MixedListener"]
+
+log = logging.getLogger("detour.proxy")
+
+_HTTP_FIRST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass
+class ActiveConnection:
+    """A client connection as status views see it."""
+
+    id: int
+    client: str
+    protocol: str = ""
+    target: Endpoint | None = None
+    service: str | None = None
+    route: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    stats: RelayStats = field(default_factory=RelayStats)
+
+
+@dataclass
+class _Request:
+    """What a handshake produced: where to go and how to answer the client."""
+
+    protocol: str
+    target: Endpoint
+    success: bytes
+    failure: Callable[[BaseException], bytes]
+    first_upstream_bytes: bytes = b""
+
+
+class _ClientProtocol(StreamProtocol):
+    def __init__(self, listener: MixedListener) -> None:
+        super().__init__()
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.listener._accepted(SocketStream(self.transport, self))
+
+
+class MixedListener:
+    def __init__(self, config: ListenConfig, router: Router, *, address: Endpoint | None = None) -> None:
+        self.config = config
+        self.router = router
+        self.address = address or config.mixed
+        self.connections: dict[int, ActiveConnection] = {}
+        self._users = {user.name: user.password.encode() for user in config.users}
+        self._allow = config.allow
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        if self._server is None:
+            return []
+        return [sock.getsockname()[:2] for sock in self._server.sockets]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ClientProtocol(self),
+            host=self.address.host,
+            port=self.address.port,
+            backlog=1024,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting and end every connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- per connection -------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _accepted(self, stream: SocketStream) -> None:
+        peer = stream.get_extra_info("peername")
+        client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
+        if self._allow and not self._allowed(client):
+            log.info("refused client %s: not in listen.allow", client)
+            stream.abort()
+            return
+        conn_id = next(self._ids)
+        self._spawn(self._serve(conn_id, client, stream), name=f"detour-conn-{conn_id}")
+
+    def _allowed(self, client: Endpoint) -> bool:
+        ip = client.ip
+        if ip is None:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._allow if net.version == ip.version)
+
+    async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
+        active = ActiveConnection(conn_id, str(client))
+        self.connections[conn_id] = active
+        try:
+            await self._serve_client(active, stream)
+        except Exception:
+            log.exception("connection %d from %s: internal error", conn_id, client)
+            stream.abort()
+        finally:
+            del self.connections[conn_id]
+            if not stream.is_closing():
+                stream.close()
+
+    async def _serve_client(self, active: ActiveConnection, stream: SocketStream) -> None:
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                request = await self._handshake(stream)
+        except TimeoutError:
+            log.info("client %s: no complete request within %gs; closed", active.client, self.config.handshake_timeout)
+            stream.abort()
+            return
+        except ProtocolError as exc:
+            log.info("client %s: %s", active.client, exc)
+            if exc.reply and not stream.is_closing():
+                stream.write(exc.reply)
+            stream.close()
+            return
+        except OSError as exc:
+            log.debug("client %s: gone during handshake: %s", active.client, exc)
+            stream.abort()
+            return
+        if request is None:
+            stream.close()
+            return
+
+        active.protocol = request.protocol
+        active.target = request.target
+        try:
+            connection = await self.router.connect(request.target)
+        except (Denied, AllRoutesFailed) as exc:
+            log.info("client %s: %s %s: %s", active.client, request.protocol, request.target, exc)
+            if not stream.is_closing():
+                stream.write(request.failure(exc))
+            stream.close()
+            return
+        await self._relay(active, stream, request, connection)
+
+    async def _relay(
+        self, active: ActiveConnection, stream: SocketStream, request: _Request, connection: Connection
+    ) -> None:
+        active.service = connection.service.name if connection.service else None
+        active.route = connection.route.name
+        upstream = connection.stream
+        if stream.is_closing():
+            upstream.abort()
+            return
+        if request.success:
+            stream.write(request.success)
+        if request.first_upstream_bytes:
+            upstream.write(request.first_upstream_bytes)
+        try:
+            await relay(stream, upstream, idle_timeout=self.config.idle_timeout, stats=active.stats)
+        finally:
+            stats = active.stats
+            how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
+            log.info(
+                "client %s: %s %s via %s: %d bytes up, %d down, %.1fs, %s",
+                active.client,
+                request.protocol,
+                request.target,
+                connection.route.name,
+                stats.up,
+                stats.down,
+                time.monotonic() - active.started,
+                how,
+            )
+
+    # --- handshakes -----------------------------------------------------------------------
+
+    async def _handshake(self, stream: SocketStream) -> _Request | None:
+        first = await stream.read(1)
+        if not first:
+            return None
+        stream.unread(first)
+        if first[0] == SOCKS5:
+            return await self._socks5(stream)
+        if first[0] == 0x04:
+            return await self._socks4(stream)
+        if first[0] in _HTTP_FIRST_BYTES:
+            return await self._http(stream)
+        raise ProtocolError(f"not SOCKS or HTTP (first byte {first[0]:#04x})")
+
+    def _check_user(self, username: str, password: str) -> bool:
+        expected = self._users.get(username)
+        # compare_digest on equal-length inputs only avoids a timing hint about the length
+        given = password.encode()
+        if expected is None:
+            hmac.compare_digest(given, given)
+            return False
+        return hmac.compare_digest(given, expected)
+
+    async def _socks5(self, stream: SocketStream) -> _Request:
+        greeting = await read_message(
+            stream, socks_proto.parse_socks5_greeting, socks_proto.SOCKS5_GREETING_LIMIT
+        )
+        if self._users:
+            if METHOD_USER_PASS not in greeting.methods:
+                raise ProtocolError(
+                    "client offers no username/password authentication, which is required",
+                    bytes([SOCKS5, METHOD_NONE_ACCEPTABLE]),
+                )
+            stream.write(bytes([SOCKS5, METHOD_USER_PASS]))
+            creds = await read_message(
+                stream, socks_proto.parse_socks5_auth, socks_proto.SOCKS5_AUTH_LIMIT
+            )
+            if not self._check_user(creds.username, creds.password):
+                raise ProtocolError("SOCKS5 login failed (wrong user name or password)", b"\x01\x01")
+            stream.write(b"\x01\x00")
+        elif METHOD_NO_AUTH in greeting.methods:
+            stream.write(bytes([SOCKS5, METHOD_NO_AUTH]))
+        elif METHOD_USER_PASS in greeting.methods:
+            # No users configured, but the client insists on logging in: accept any login.
+            stream.write(bytes([SOCKS5, METHOD_USER_PASS]))
+            await read_message(stream, socks_proto.parse_socks5_auth, socks_proto.SOCKS5_AUTH_LIMIT)
+            stream.write(b"\x01\x00")
+        else:
+            raise ProtocolError(
+                "client offers no authentication method detour supports",
+                bytes([SOCKS5, METHOD_NONE_ACCEPTABLE]),
+            )
+        request = await read_message(
+            stream, socks_proto.parse_socks5_request, socks_proto.SOCKS5_REQUEST_LIMIT
+        )
+        return _Request(
+            "socks5",
+            request.target,
+            socks_proto.socks5_reply(REP_SUCCEEDED),
+            lambda exc: socks_proto.socks5_reply(_socks5_error_code(exc)),
+        )
+
+    async def _socks4(self, stream: SocketStream) -> _Request:
+        request = await read_message(
+            stream, socks_proto.parse_socks4_request, socks_proto.SOCKS4_REQUEST_LIMIT
+        )
+        if self._users:
+            raise ProtocolError(
+                "SOCKS4 has no passwords and this listener requires a login; use SOCKS5",
+                socks_proto.socks4_reply(False),
+            )
+        protocol = "socks4a" if request.target.ip is None else "socks4"
+        return _Request(
+            protocol,
+            request.target,
+            socks_proto.socks4_reply(True),
+            lambda exc: socks_proto.socks4_reply(False),
+        )
+
+    async def _http(self, stream: SocketStream) -> _Request:
+        try:
+            head = await stream.readuntil(b"\r\n\r\n", http_proto.MAX_HEAD)
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(
+                "request head too large", http_proto.error_response(431, "request head too large")
+            ) from None
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("client closed the connection mid-request") from None
+        request = http_proto.parse_request_head(head)
+        if self._users:
+            login = http_proto.check_basic_auth(request)
+            if login is None or not self._check_user(*login):
+                raise ProtocolError("HTTP proxy login missing or wrong", http_proto.AUTH_REQUIRED)
+        if request.is_connect:
+            return _Request(
+                "http-connect",
+                request.destination,
+                http_proto.CONNECT_ESTABLISHED,
+                _http_error,
+            )
+        return _Request(
+            "http",
+            request.destination,
+            b"",
+            _http_error,
+            first_upstream_bytes=http_proto.forwarded_head(request),
+        )
+
+
+def _socks5_error_code(exc: BaseException) -> int:
+    if isinstance(exc, Denied):
+        return REP_NOT_ALLOWED
+    if isinstance(exc, AllRoutesFailed):
+        failure = exc.primary.failure
+        if failure is Failure.CONNECTION_REFUSED:
+            return REP_CONNECTION_REFUSED
+        if failure is Failure.NETWORK_UNREACHABLE:
+            return REP_NETWORK_UNREACHABLE
+        if failure in (
+            Failure.HOST_UNREACHABLE,
+            Failure.TIMEOUT,
+            Failure.DNS_NXDOMAIN,
+            Failure.DNS_TIMEOUT,
+            Failure.DNS_SERVFAIL,
+            Failure.DNS_NO_ANSWER,
+            Failure.DNS_BOGON,
+        ):
+            return REP_HOST_UNREACHABLE
+    return REP_GENERAL_FAILURE
+
+
+def _http_error(exc: BaseException) -> bytes:
+    if isinstance(exc, Denied):
+        return http_proto.error_response(403, str(exc))
+    if isinstance(exc, AllRoutesFailed):
+        failure = exc.primary.failure
+        status = 504 if failure in (Failure.TIMEOUT, Failure.DNS_TIMEOUT) else 502
+        return http_proto.error_response(status, exc.describe())
+    return http_proto.error_response(502, "cannot reach the destination")
+

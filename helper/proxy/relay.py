@@ -1,0 +1,259 @@
+"""The relay pump: move bytes both ways between a client and the route's stream until both
+directions have ended, with half-close, byte counters, an idle timeout and bounded memory.
+
+Fast path: when both streams are plain TCP underneath, their transports are handed to a
+pair of asyncio Protocols that write what one receives straight into the other, pausing the
+reader while the writer's buffer is full. No task, no await, no Python-level buffering per
+chunk; on loopback this is 3-4x faster than a read/write loop over streams.
+
+Generic path: any other Stream (TLS in Python, a wrapper that rewrites bytes) is pumped by
+two copy tasks with read/write/drain.
+
+Ends of stream: a FIN on one side becomes a FIN (write_eof) on the other, and the other
+direction keeps flowing. A reset on one side becomes a reset on the other, so a truncated
+transfer is never passed off as a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from transports import Stream
+from transports.tcp import SocketStream, StreamProtocol, reset_transport
+
+__all__ = ["RelayStats", "relay"]
+
+CHUNK = 256 * 1024
+# Per-direction write buffer limit on the fast path: past it the other side stops reading.
+WRITE_HIGH_WATER = 512 * 1024
+
+
+@dataclass
+class RelayStats:
+    """Bytes moved so far; updated live so status views can read them mid-transfer."""
+
+    up: int = 0  # client -> destination
+    down: int = 0  # destination -> client
+    idle_timed_out: bool = False
+    reset: bool = False  # a side was reset (or failed): the transfer did not end cleanly
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def relay(
+    client: Stream,
+    upstream: Stream,
+    *,
+    idle_timeout: float | None = None,
+    stats: RelayStats | None = None,
+) -> RelayStats:
+    """Relay until both directions end, a side fails, or nothing moves for `idle_timeout`."""
+    stats = stats if stats is not None else RelayStats()
+    fast_client = client.raw_socket_stream()
+    fast_upstream = upstream.raw_socket_stream()
+    try:
+        if fast_client is not None and fast_upstream is not None:
+            await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
+        else:
+            await _copy_both(client, upstream, stats, idle_timeout)
+    finally:
+        stats.ended.set()
+    return stats
+
+
+# --- fast path ----------------------------------------------------------------------------
+
+
+class _Leg(asyncio.Protocol):
+    """One side of the pipe: receives from its own transport, writes into its peer's."""
+
+    def __init__(self, pipe: _TransportPipe, transport: asyncio.Transport, upward: bool) -> None:
+        self.pipe = pipe
+        self.transport = transport
+        self.upward = upward  # True for the client side: what it receives goes up
+        self.peer: _Leg
+        self.eof = False
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        pipe = self.pipe
+        if self.upward:
+            pipe.stats.up += len(data)
+        else:
+            pipe.stats.down += len(data)
+        pipe.active = True
+        if not self.peer.lost:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if not peer.lost and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        self.pipe.check_finished()
+        return True  # keep our transport: the other direction may still be flowing
+
+    def pause_writing(self) -> None:
+        # Our transport's outgoing buffer is full: stop reading what feeds it.
+        if not self.peer.lost:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.peer.lost and not self.peer.eof:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pipe.leg_lost(self, exc)
+
+
+class _TransportPipe:
+    def __init__(
+        self,
+        client: SocketStream,
+        upstream: SocketStream,
+        stats: RelayStats,
+        idle_timeout: float | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stats = stats
+        self.idle_timeout = idle_timeout
+        self.active = False
+        self.closing = False  # we chose to close (both ends done, or idle): no resets
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self._streams = (client, upstream)
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def run(self) -> None:
+        client, upstream = self._streams
+        ct, c_pending, c_state = client.detach()
+        ut, u_pending, u_state = upstream.detach()
+        a = _Leg(self, ct, upward=True)
+        b = _Leg(self, ut, upward=False)
+        a.peer, b.peer = b, a
+        self.legs = (a, b)
+        for transport in (ct, ut):
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        ct.set_protocol(a)
+        ut.set_protocol(b)
+        # Carry over what the streams' protocols saw before the hand-over.
+        for leg, pending, state in ((a, c_pending, c_state), (b, u_pending, u_state)):
+            self._adopt(leg, pending, state)
+        if self.idle_timeout:
+            self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
+        try:
+            await asyncio.shield(self.done)
+        except asyncio.CancelledError:
+            for leg in self.legs:
+                if not leg.lost:
+                    reset_transport(leg.transport)
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _adopt(self, leg: _Leg, pending: bytes, state: StreamProtocol) -> None:
+        if state.lost:
+            leg.connection_lost(state.exc)
+            return
+        if pending:
+            leg.data_received(pending)
+        if state.writing_paused:
+            leg.pause_writing()
+        if state.reading_paused:
+            leg.transport.resume_reading()
+        if state.eof:
+            leg.eof_received()
+
+    def check_finished(self) -> None:
+        a, b = self.legs
+        if a.eof and b.eof:
+            # Both directions ended cleanly: close once the buffers are flushed.
+            self.closing = True
+            a.transport.close()
+            b.transport.close()
+
+    def leg_lost(self, leg: _Leg, exc: Exception | None) -> None:
+        peer = leg.peer
+        if not peer.lost:
+            if exc is not None or not (leg.eof or self.closing):
+                # Reset, or gone without a clean end: tell the other side the same way.
+                self.stats.reset = True
+                reset_transport(peer.transport)
+            else:
+                peer.transport.close()
+        if all(leg.lost for leg in self.legs) and not self.done.done():
+            self.done.set_result(None)
+
+    def _idle_check(self) -> None:
+        if self.active:
+            self.active = False
+            assert self.idle_timeout is not None
+            self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
+            return
+        self.stats.idle_timed_out = True
+        self.closing = True
+        for leg in self.legs:
+            if not leg.lost:
+                leg.transport.close()
+
+
+# --- generic path -------------------------------------------------------------------------
+
+
+async def _copy(
+    src: Stream, dst: Stream, stats: RelayStats, upward: bool, clock: list[float]
+) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await src.read(CHUNK)
+        if not data:
+            break
+        if upward:
+            stats.up += len(data)
+        else:
+            stats.down += len(data)
+        clock[0] = loop.time()
+        dst.write(data)
+        await dst.drain()
+    # Pass the end of stream on. A stream that cannot half-close (TLS in Python) just stops
+    # receiving; the other direction keeps flowing until it ends too.
+    if dst.can_write_eof():
+        dst.write_eof()
+
+
+async def _copy_both(
+    client: Stream, upstream: Stream, stats: RelayStats, idle_timeout: float | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    clock = [loop.time()]  # time of the last chunk, either way
+    tasks = {
+        asyncio.ensure_future(_copy(client, upstream, stats, True, clock)),
+        asyncio.ensure_future(_copy(upstream, client, stats, False, clock)),
+    }
+    failed = False
+    try:
+        pending = tasks
+        while pending and not failed:
+            timeout = None
+            if idle_timeout:
+                timeout = max(0.0, clock[0] + idle_timeout - loop.time())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done and idle_timeout and loop.time() - clock[0] >= idle_timeout:
+                stats.idle_timed_out = True
+                break
+            failed = any(not t.cancelled() and t.exception() is not None for t in done)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Reap both tasks; what went wrong is already recorded in `failed`.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if failed:
+            stats.reset = True
+            client.abort()
+            upstream.abort()
+        else:
+            client.close()
+            upstream.close()

@@ -1,0 +1,107 @@
+"""Services: what a user wants to reach (WhatsApp, Telegram, Signal, ...), described by the
+domains, address ranges and ports its apps connect to, and the endpoints to probe it with.
+
+The router asks `ServiceTable.match` which service a destination belongs to; a destination
+that matches none follows the `[default]` policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from transports import Endpoint
+
+__all__ = ["ProbeTarget", "Service", "ServiceTable", "normalize_domain"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80}
+
+
+def normalize_domain(name: str) -> str:
+    return name.strip().lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """An endpoint a probe checks: `tcp://host:port` (connect), `tls://host:port` (connect
+    and TLS handshake with that SNI, certificate checked), `https://host/path` and
+    `http://host/path` (a request)."""
+
+    kind: str
+    endpoint: Endpoint
+    path: str = "/"
+
+    @classmethod
+    def parse(cls, text: str) -> ProbeTarget:
+        try:
+            url = urlsplit(text)
+            port = url.port
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        kind = url.scheme.lower()
+        if kind not in PROBE_KINDS:
+            known = ", ".join(f"{k}://" for k in PROBE_KINDS)
+            raise ValueError(f"{text!r}: unknown probe kind '{kind}' (known: {known})")
+        if not url.hostname:
+            raise ValueError(f"{text!r}: missing host")
+        port = port or PROBE_KINDS[kind]
+        if port is None:
+            raise ValueError(f"{text!r}: tcp:// probes need a port (tcp://HOST:PORT)")
+        if kind in ("tcp", "tls") and url.path not in ("", "/"):
+            raise ValueError(f"{text!r}: {kind}:// probes take no path")
+        path = url.path or "/"
+        if url.query:
+            path += "?" + url.query
+        return cls(kind, Endpoint(url.hostname, port), path)
+
+    def __str__(self) -> str:
+        suffix = self.path if self.kind in ("http", "https") else ""
+        return f"{self.kind}://{self.endpoint}{suffix}"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    domains: tuple[str, ...] = ()
+    cidrs: tuple[IPNetwork, ...] = ()
+    ports: frozenset[int] = frozenset()  # empty: any port
+    probes: tuple[ProbeTarget, ...] = ()
+    routes: tuple[str, ...] = ()  # route names in order; empty: every route, config order
+    _suffixes: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_suffixes", tuple("." + d for d in self.domains))
+
+    def matches(self, target: Endpoint) -> bool:
+        if self.ports and target.port not in self.ports:
+            return False
+        ip = target.ip
+        if ip is not None:
+            if ip.version == 6 and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is an IPv4 destination
+            return any(ip in net for net in self.cidrs if net.version == ip.version)
+        host = normalize_domain(target.host)
+        return host in self.domains or host.endswith(self._suffixes)
+
+
+class ServiceTable:
+    """Services in config order; the first that matches a destination wins."""
+
+    def __init__(self, services: Iterable[Service]) -> None:
+        self.services = list(services)
+
+    def match(self, target: Endpoint) -> Service | None:
+        for service in self.services:
+            if service.matches(target):
+                return service
+        return None
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.services)
+
+    def __len__(self) -> int:
+        return len(self.services)

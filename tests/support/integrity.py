@@ -1,0 +1,112 @@
+"""An exchange that proves bytes arrive intact both ways, and that half-close works.
+
+    client -> server   REQUEST: want (8 bytes, big-endian) seed (8 bytes)
+    client -> server   the client's payload (any length), then the client shuts down writing
+    server -> client   `want` bytes of seeded random data, sent while the payload arrives
+    server -> client   after the client's end of stream: sha256 of everything it received
+    server             closes
+
+The client checks the sha256 of what it received against the seeded data it expected and
+the server's digest against what it sent. The digest comes after the client's shutdown, so a
+pass also shows that a client that stops writing still receives the full reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import struct
+from dataclasses import dataclass
+
+CHUNK = 1 << 20
+
+
+def seeded_chunks(size: int, seed: int):  # noqa: ANN201 - a generator of bytes
+    rng = random.Random(seed)
+    left = size
+    while left:
+        n = min(CHUNK, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+async def serve_integrity(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        want, seed = struct.unpack("!QQ", await reader.readexactly(16))
+
+        async def send() -> None:
+            for chunk in seeded_chunks(want, seed):
+                writer.write(chunk)
+                await writer.drain()
+
+        async def receive() -> bytes:
+            digest = hashlib.sha256()
+            while data := await reader.read(CHUNK):
+                digest.update(data)
+            return digest.digest()
+
+        _, received = await asyncio.gather(send(), receive())
+        writer.write(received)
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # the client gave up; its side of the test reports the failure
+    finally:
+        writer.close()
+
+
+@dataclass
+class IntegrityResult:
+    sent: int
+    received: int
+    ok_down: bool  # what the client received is what the server sent
+    ok_up: bool  # what the server received is what the client sent
+
+    @property
+    def ok(self) -> bool:
+        return self.ok_down and self.ok_up
+
+
+async def run_integrity(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    up: int,
+    down: int,
+    seed: int = 1,
+) -> IntegrityResult:
+    """Run the exchange over an already-connected (e.g. proxied) stream pair."""
+    writer.write(struct.pack("!QQ", down, seed + 1))
+    sent_digest = hashlib.sha256()
+
+    async def send() -> None:
+        for chunk in seeded_chunks(up, seed):
+            sent_digest.update(chunk)
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()
+
+    async def receive() -> tuple[int, bool, bytes]:
+        digest = hashlib.sha256()
+        expected = hashlib.sha256()
+        for chunk in seeded_chunks(down, seed + 1):
+            expected.update(chunk)
+        got = 0
+        while got < down:
+            data = await reader.read(min(CHUNK, down - got))
+            if not data:
+                break
+            digest.update(data)
+            got += len(data)
+        tail = b""
+        while data := await reader.read(64):  # the server's digest, then its end of stream
+            tail += data
+        return got, digest.digest() == expected.digest(), tail
+
+    _, (got, intact, server_digest) = await asyncio.gather(send(), receive())
+    writer.close()
+    return IntegrityResult(
+        sent=up,
+        received=got,
+        ok_down=got == down and intact,
+        ok_up=server_digest == sent_digest.digest(),
+    )

@@ -1,0 +1,224 @@
+"""Destination servers for tests and benchmarks: what detour's clients reach through it.
+
+- TestCA: a throw-away certificate authority (cryptography) and leaf certificates, so real
+  clients (curl --cacert, Python ssl) verify HTTPS through the proxy as they would for real.
+- BackgroundLoop: an asyncio loop in a thread. Origins run there, so synchronous tests (curl,
+  PySocks in subprocesses or threads) and asyncio tests use the same servers.
+- Origins: an HTTP(S) server (aiohttp), an echo server, and an integrity server that streams
+  seeded random data while hashing what it receives (see tests/support/integrity.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import random
+import ssl
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+T = TypeVar("T")
+
+
+class TestCA:
+    """A certificate authority that exists only for one test session."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "detour test CA")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._name = name
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.ca_path = directory / "test-ca.pem"
+        self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, *names: str) -> tuple[Path, Path]:
+        """A leaf certificate for DNS names and IP literals; returns (cert, key) PEM paths."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        alt: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        stem = names[0].replace("*", "star").replace(":", "_")
+        cert_path = self.directory / f"{stem}.pem"
+        key_path = self.directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        cert, key = self.issue(*names)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+
+class BackgroundLoop:
+    """An event loop running in a daemon thread until `close`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="origins", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Origin:
+    host: str
+    port: int
+    server: Any
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+def _http_app() -> web.Application:
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello from origin {request.host}{request.path_qs}\n")
+
+    async def headers(request: web.Request) -> web.Response:
+        lines = [f"{name}: {value}" for name, value in request.headers.items()]
+        return web.Response(text=f"{request.method} {request.path_qs}\n" + "\n".join(lines) + "\n")
+
+    async def sized(request: web.Request) -> web.Response:
+        size = int(request.match_info["size"])
+        return web.Response(body=random.Random(size).randbytes(size))
+
+    async def echo_body(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(text=hashlib.sha256(body).hexdigest() + f" {len(body)}\n")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_get("/headers", headers)
+    app.router.add_get("/bytes/{size:\\d+}", sized)
+    app.router.add_post("/sha256", echo_body)
+    app.router.add_get("/{tail:.*}", index)
+    return app
+
+
+async def start_http(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> Origin:
+    runner = web.AppRunner(_http_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
+    await site.start()
+    return Origin(host, runner.addresses[0][1], runner)
+
+
+async def start_echo(host: str = "127.0.0.1") -> Origin:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+        except ConnectionError:
+            pass  # the client went away; nothing to echo to
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, host, 0)
+    return Origin(host, server.sockets[0].getsockname()[1], server)
+
+
+async def start_integrity(host: str = "127.0.0.1") -> Origin:
+    """See tests/support/integrity.py for the exchange this server takes part in."""
+    from .integrity import serve_integrity
+
+    server = await asyncio.start_server(serve_integrity, host, 0, limit=1 << 20)
+    return Origin(host, server.sockets[0].getsockname()[1], server)
+
+
+async def stop(origin: Origin) -> None:
+    if isinstance(origin.server, web.AppRunner):
+        await origin.server.cleanup()
+    else:
+        origin.server.close()
+        await origin.server.wait_closed()

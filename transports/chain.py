@@ -1,0 +1,228 @@
+"""Chain strings: the user-facing syntax for a route, parsed into nested Dialers.
+
+    direct
+    socks5://alice:secret@10.0.0.2:1080
+    socks5://127.0.0.1:9050 | http://proxy.example:3128
+
+Layers are separated by `|`; the left-most is closest to the network and each layer to its
+right is reached through the ones before it. A chain that does not start with a base layer
+(`direct`) starts with an implicit `direct`.
+
+Parsing (`parse_chain`) checks everything without building anything, so a config can be
+validated without side effects; `Chain.build` turns it into a Dialer. Chains are shown with
+credentials redacted (`str(chain)`, `redact`), everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .base import Dialer, Endpoint
+from .direct import DirectDialer
+from .http_connect import HttpConnectDialer
+from .resolver import Resolver
+from .socks import Socks4aDialer, Socks5Dialer
+
+__all__ = ["Chain", "ChainError", "DialOptions", "Layer", "known_layers", "parse_chain", "redact"]
+
+
+class ChainError(ValueError):
+    """A chain string is not valid; the message says what would be."""
+
+
+@dataclass(frozen=True)
+class DialOptions:
+    """What building a chain needs from its surroundings."""
+
+    resolver: Resolver | None = None
+    connect_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    attempt_delay: float = 0.25
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    text: str = ""  # as written, secrets included: never show it, show str(layer)
+    implicit: bool = False  # added by the parser, not written by the user
+
+    def __str__(self) -> str:
+        return redact(self.text or self.name)
+
+
+@dataclass(frozen=True)
+class _LayerKind:
+    parse: Callable[[str, str], dict[str, Any]]  # (name, text) -> params
+    build: Callable[[Dialer | None, dict[str, Any], DialOptions], Dialer]
+    base: bool = False  # only as the first layer: it makes the connection itself
+    syntax: str = ""
+
+
+def _parse_direct(name: str, text: str) -> dict[str, Any]:
+    if text != name:
+        raise ChainError(f"'{name}' takes no arguments (got {redact(text)!r})")
+    return {}
+
+
+def _build_direct(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return DirectDialer(
+        opts.resolver, attempt_delay=opts.attempt_delay, connect_timeout=opts.connect_timeout
+    )
+
+
+def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
+    shown = redact(text)
+    if not text.startswith(f"{name}://"):
+        raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {shown!r})")
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as exc:
+        raise ChainError(f"{shown!r}: {exc}") from None
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ChainError(f"{shown!r}: a proxy address takes no path or query")
+    if not url.hostname:
+        raise ChainError(f"{shown!r}: missing proxy host ({_KINDS[name].syntax})")
+    if port is None:
+        raise ChainError(f"{shown!r}: missing proxy port ({_KINDS[name].syntax})")
+    if port == 0:
+        raise ChainError(f"{shown!r}: port 0 is not a valid proxy port")
+    username = unquote(url.username) if url.username is not None else None
+    password = unquote(url.password) if url.password is not None else None
+    params: dict[str, Any] = {"proxy": Endpoint(url.hostname, port)}
+    if name == "socks4a":
+        if password is not None:
+            raise ChainError(f"{shown!r}: SOCKS4a has no passwords (socks4a://USERID@HOST:PORT)")
+        params["user_id"] = username or ""
+        return params
+    if (username is None) != (password is None) or username == "":
+        raise ChainError(f"{shown!r}: give both a username and a password (USER:PASS@HOST:PORT)")
+    if name == "http" and username is not None and ":" in username:
+        raise ChainError(f"{shown!r}: an HTTP proxy username cannot contain ':'")
+    for value, what in ((username, "username"), (password, "password")):
+        if value is not None and not 0 < len(value.encode()) < 256:
+            raise ChainError(f"{shown!r}: the {what} must be 1-255 bytes")
+    params["username"] = username
+    params["password"] = password
+    return params
+
+
+def _require_inner(inner: Dialer | None) -> Dialer:
+    assert inner is not None, "proxy layers are never the base"
+    return inner
+
+
+def _build_socks5(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return Socks5Dialer(
+        _require_inner(inner),
+        params["proxy"],
+        params["username"],
+        params["password"],
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+def _build_socks4a(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return Socks4aDialer(
+        _require_inner(inner),
+        params["proxy"],
+        params["user_id"],
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+def _build_http(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return HttpConnectDialer(
+        _require_inner(inner),
+        params["proxy"],
+        params["username"],
+        params["password"],
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+_KINDS: dict[str, _LayerKind] = {
+    "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
+    "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
+    "socks4a": _LayerKind(_parse_proxy_url, _build_socks4a, syntax="socks4a://[USERID@]HOST:PORT"),
+    "http": _LayerKind(_parse_proxy_url, _build_http, syntax="http://[USER:PASS@]HOST:PORT"),
+}
+# Names people write for the same thing (curl's socks5h means "proxy resolves names",
+# which is what socks5 always does here).
+_ALIASES = {"socks5h": "socks5"}
+
+
+def known_layers() -> list[str]:
+    return sorted(_KINDS)
+
+
+def _layer_name(text: str) -> str:
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)(?=://|:|$)", text)
+    return match.group(1).lower() if match else text
+
+
+def _parse_layer(text: str) -> Layer:
+    name = _layer_name(text)
+    name = _ALIASES.get(name, name)
+    kind = _KINDS.get(name)
+    if kind is None:
+        shown = redact(_layer_name(text))
+        known = ", ".join(known_layers())
+        close = difflib.get_close_matches(name, list(_KINDS) + list(_ALIASES), n=1)
+        hint = f"; did you mean '{_ALIASES.get(close[0], close[0])}'?" if close else ""
+        raise ChainError(f"unknown layer '{shown}' (known: {known}){hint}")
+    if text.lower().startswith(tuple(f"{alias}://" for alias in _ALIASES)):
+        text = name + text[text.index("://") :]
+    return Layer(name, kind.parse(name, text), text)
+
+
+@dataclass(frozen=True)
+class Chain:
+    layers: tuple[Layer, ...]
+
+    def __str__(self) -> str:
+        return " | ".join(str(layer) for layer in self.layers if not layer.implicit)
+
+    def build(self, options: DialOptions | None = None) -> Dialer:
+        options = options or DialOptions()
+        dialer: Dialer | None = None
+        for layer in self.layers:
+            dialer = _KINDS[layer.name].build(dialer, layer.params, options)
+        assert dialer is not None
+        return dialer
+
+
+def parse_chain(text: str) -> Chain:
+    """Parse a chain string; raise ChainError with a message naming what is valid."""
+    if not isinstance(text, str) or not text.strip():
+        raise ChainError(f"empty chain (known layers: {', '.join(known_layers())})")
+    parts = [part.strip() for part in text.split("|")]
+    if any(not part for part in parts):
+        raise ChainError("empty layer between '|' separators")
+    layers = [_parse_layer(part) for part in parts]
+    for position, layer in enumerate(layers):
+        if position > 0 and _KINDS[layer.name].base:
+            raise ChainError(f"'{layer.name}' can only be the first layer of a chain")
+    if not _KINDS[layers[0].name].base:
+        layers.insert(0, Layer("direct", {}, "direct", implicit=True))
+    return Chain(tuple(layers))
+
+
+# user:password@ in URLs, and key=value parameters whose values are secrets.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/|\s]*):[^@/|\s]*@")
+_SECRET_PARAM = re.compile(
+    r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
+)
+
+
+def redact(text: str) -> str:
+    """Hide passwords and keys in a chain (or any text that may quote one)."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)
+

@@ -1,0 +1,102 @@
+"""`direct`: plain TCP to the destination, the base of every chain.
+
+Resolves names with an injectable Resolver, then connects with Happy Eyeballs (RFC 8305):
+addresses interleaved by family, the next attempt started 250 ms after the previous one or
+as soon as it fails, the first connection wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
+from .race import RaceFailed, staggered_race
+from .resolver import Resolver, SystemResolver
+from .tcp import SocketStream, connect_tcp
+
+__all__ = ["DirectDialer", "interleave_families"]
+
+# Failures that say least about the destination: shown only if nothing better was seen.
+_UNINFORMATIVE = (Failure.NETWORK_UNREACHABLE, Failure.HOST_UNREACHABLE, Failure.UNKNOWN)
+
+
+def interleave_families(addresses: list[IPAddress]) -> list[IPAddress]:
+    """RFC 8305 section 4: alternate address families, starting with the first one given."""
+    if not addresses:
+        return []
+    first = addresses[0].version
+    same = [a for a in addresses if a.version == first]
+    other = [a for a in addresses if a.version != first]
+    out: list[IPAddress] = []
+    for i in range(max(len(same), len(other))):
+        out.extend(group[i] for group in (same, other) if i < len(group))
+    return out
+
+
+class DirectDialer:
+    """Connect straight to the destination."""
+
+    def __init__(
+        self,
+        resolver: Resolver | None = None,
+        *,
+        attempt_delay: float = 0.25,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if attempt_delay < 0 or connect_timeout <= 0:
+            raise ValueError("attempt_delay must be >= 0 and connect_timeout > 0")
+        self.resolver = resolver if resolver is not None else SystemResolver()
+        self.attempt_delay = attempt_delay
+        self.connect_timeout = connect_timeout
+
+    async def dial(self, target: Endpoint) -> SocketStream:
+        ip = target.ip
+        addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
+        addresses = interleave_families(addresses)
+
+        def attempt(addr: IPAddress):  # noqa: ANN202 - a coroutine factory
+            async def connect() -> SocketStream:
+                try:
+                    return await connect_tcp(str(addr), target.port)
+                except OSError as exc:
+                    where = Endpoint(str(addr), target.port)
+                    raise classify_os_error(exc, Op.CONNECT, f"{where}: {_reason(exc)}") from None
+
+            return connect
+
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, stream = await staggered_race(
+                    [attempt(a) for a in addresses],
+                    self.attempt_delay,
+                    discard=lambda s: s.abort(),
+                )
+        except TimeoutError:
+            shown = ", ".join(str(Endpoint(str(a), target.port)) for a in addresses[:3])
+            more = f" and {len(addresses) - 3} more" if len(addresses) > 3 else ""
+            raise DialError(
+                Failure.TIMEOUT,
+                Op.CONNECT,
+                f"no answer from {shown}{more} within {self.connect_timeout:g}s",
+            ) from None
+        except RaceFailed as failed:
+            raise _most_informative(failed.errors) from None
+        return stream
+
+    def __repr__(self) -> str:
+        return f"DirectDialer(resolver={self.resolver!r})"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _most_informative(errors: list[BaseException | None]) -> DialError:
+    dial_errors = [e for e in errors if isinstance(e, DialError)]
+    for err in dial_errors:
+        if err.failure not in _UNINFORMATIVE:
+            return err
+    if dial_errors:
+        return dial_errors[0]
+    return DialError(Failure.UNKNOWN, Op.CONNECT, "connection attempts failed")
+

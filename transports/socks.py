@@ -1,0 +1,288 @@
+"""`socks5://` and `socks4a://`: reach the destination through an upstream SOCKS proxy.
+
+Names are sent to the proxy unresolved (SOCKS5 ATYP 3, SOCKS4a's trailing domain), so a
+poisoned local resolver never sees them. The wire constants and address codec here are also
+used by detour's own SOCKS server (helper/proxy/socks.py).
+
+SOCKS5 (RFC 1928, RFC 1929)::
+
+    greeting  +-----+----------+----------+      choice  +-----+--------+
+              | VER | NMETHODS | METHODS  |              | VER | METHOD |
+              | 05  |    1     | 1..255   |              | 05  |   1    |
+              +-----+----------+----------+              +-----+--------+
+    auth      +-----+------+-------+------+--------+     status +-----+--------+
+    (1929 §2) | 01  | ULEN | UNAME | PLEN | PASSWD |            | 01  | 00=ok  |
+              +-----+------+-------+------+--------+            +-----+--------+
+    request   +-----+-----+-----+------+----------+----------+
+              | VER | CMD | RSV | ATYP | DST.ADDR | DST.PORT |   CMD 01 connect
+              | 05  |  1  | 00  |  1   | variable |    2     |   ATYP 01 v4, 03 name, 04 v6
+              +-----+-----+-----+------+----------+----------+
+    reply     | VER | REP | RSV | ATYP | BND.ADDR | BND.PORT |   REP 00 = succeeded
+
+SOCKS4a::
+
+    request   | VN=04 | CD=01 | DSTPORT(2) | DSTIP(4)=0.0.0.1 | USERID | 00 | DOMAIN | 00 |
+    reply     | VN=00 | CD (5A granted, 5B failed, 5C/5D identd) | DSTPORT(2) | DSTIP(4) |
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from .base import DialError, Dialer, Endpoint, Failure, Op, Stream
+from .upstream import dial_through_proxy
+
+__all__ = [
+    "Socks4aDialer",
+    "Socks5Dialer",
+    "encode_address",
+    "encode_name",
+    "SOCKS5_REPLY_TEXT",
+]
+
+SOCKS5 = 0x05
+SOCKS4 = 0x04
+
+METHOD_NO_AUTH = 0x00
+METHOD_USER_PASS = 0x02
+METHOD_NONE_ACCEPTABLE = 0xFF
+AUTH_VERSION = 0x01
+
+CMD_CONNECT = 0x01
+CMD_BIND = 0x02
+CMD_UDP_ASSOCIATE = 0x03
+
+ATYP_IPV4 = 0x01
+ATYP_DOMAIN = 0x03
+ATYP_IPV6 = 0x04
+
+# RFC 1928 §6 reply codes
+REP_SUCCEEDED = 0x00
+REP_GENERAL_FAILURE = 0x01
+REP_NOT_ALLOWED = 0x02
+REP_NETWORK_UNREACHABLE = 0x03
+REP_HOST_UNREACHABLE = 0x04
+REP_CONNECTION_REFUSED = 0x05
+REP_TTL_EXPIRED = 0x06
+REP_COMMAND_NOT_SUPPORTED = 0x07
+REP_ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+
+SOCKS5_REPLY_TEXT = {
+    REP_GENERAL_FAILURE: "general failure",
+    REP_NOT_ALLOWED: "connection not allowed by ruleset",
+    REP_NETWORK_UNREACHABLE: "network unreachable",
+    REP_HOST_UNREACHABLE: "host unreachable",
+    REP_CONNECTION_REFUSED: "connection refused",
+    REP_TTL_EXPIRED: "TTL expired",
+    REP_COMMAND_NOT_SUPPORTED: "command not supported",
+    REP_ADDRESS_TYPE_NOT_SUPPORTED: "address type not supported",
+}
+
+# What a SOCKS5 reply code tells about the destination, and which operation it was.
+_REPLY_FAILURES = {
+    REP_GENERAL_FAILURE: (Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE),
+    REP_NOT_ALLOWED: (Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE),
+    REP_NETWORK_UNREACHABLE: (Failure.NETWORK_UNREACHABLE, Op.CONNECT),
+    REP_HOST_UNREACHABLE: (Failure.HOST_UNREACHABLE, Op.CONNECT),
+    REP_CONNECTION_REFUSED: (Failure.CONNECTION_REFUSED, Op.CONNECT),
+    REP_TTL_EXPIRED: (Failure.TIMEOUT, Op.CONNECT),
+}
+
+SOCKS4_GRANTED = 0x5A
+SOCKS4_REJECTED = 0x5B
+SOCKS4_NO_IDENTD = 0x5C
+SOCKS4_IDENTD_MISMATCH = 0x5D
+
+
+def encode_name(host: str) -> bytes:
+    """A host name as it goes on the wire: ASCII, or IDNA for international names."""
+    try:
+        name = host.encode("ascii") if host.isascii() else host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a valid host name") from None
+    if b"\0" in name:
+        raise ValueError("host name contains NUL")
+    return name
+
+
+def encode_address(host: str, port: int) -> bytes:
+    """ATYP + DST.ADDR + DST.PORT for a SOCKS5 request or reply."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        name = encode_name(host)
+        if not 0 < len(name) < 256:
+            raise ValueError(f"host name of {len(name)} bytes cannot be sent over SOCKS5") from None
+        return bytes([ATYP_DOMAIN, len(name)]) + name + struct.pack("!H", port)
+    if ip.version == 4:
+        return bytes([ATYP_IPV4]) + ip.packed + struct.pack("!H", port)
+    return bytes([ATYP_IPV6]) + ip.packed + struct.pack("!H", port)
+
+
+async def _read_socks5_address(stream: Stream, atyp: int) -> None:
+    """Consume BND.ADDR and BND.PORT of a reply (detour has no use for them)."""
+    if atyp == ATYP_IPV4:
+        await stream.readexactly(4 + 2)
+    elif atyp == ATYP_IPV6:
+        await stream.readexactly(16 + 2)
+    elif atyp == ATYP_DOMAIN:
+        (length,) = await stream.readexactly(1)
+        await stream.readexactly(length + 2)
+    else:
+        raise DialError(
+            Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"reply has address type {atyp}"
+        )
+
+
+def _credential(value: str | None, what: str) -> bytes | None:
+    if value is None:
+        return None
+    raw = value.encode("utf-8")
+    if not 0 < len(raw) < 256:
+        raise ValueError(f"SOCKS5 {what} must be 1-255 bytes")
+    return raw
+
+
+class Socks5Dialer:
+    """CONNECT through a SOCKS5 proxy, with RFC 1929 user/password when given."""
+
+    def __init__(
+        self,
+        inner: Dialer,
+        proxy: Endpoint,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("SOCKS5 needs both a username and a password, or neither")
+        self.inner = inner
+        self.proxy = proxy
+        self._username = _credential(username, "username")
+        self._password = _credential(password, "password")
+        self.handshake_timeout = handshake_timeout
+
+    async def dial(self, target: Endpoint) -> Stream:
+        try:
+            request = (
+                bytes([SOCKS5, CMD_CONNECT, 0x00]) + encode_address(target.host, target.port)
+            )
+        except ValueError as exc:
+            raise _protocol_error(str(exc)) from None
+
+        async def handshake(stream: Stream) -> None:
+            methods = [METHOD_NO_AUTH]
+            if self._username is not None:
+                methods = [METHOD_USER_PASS, METHOD_NO_AUTH]
+            stream.write(bytes([SOCKS5, len(methods), *methods]))
+            version, method = await stream.readexactly(2)
+            if version != SOCKS5:
+                raise _protocol_error(f"proxy answered version {version}, not SOCKS5")
+            if method == METHOD_USER_PASS and self._username is not None:
+                assert self._password is not None
+                stream.write(
+                    bytes([AUTH_VERSION, len(self._username)])
+                    + self._username
+                    + bytes([len(self._password)])
+                    + self._password
+                )
+                _, status = await stream.readexactly(2)
+                if status != 0:
+                    raise DialError(
+                        Failure.PROXY_AUTH_FAILED,
+                        Op.PROXY_HANDSHAKE,
+                        f"proxy {self.proxy} rejected the username or password",
+                    )
+            elif method == METHOD_NONE_ACCEPTABLE:
+                wanted = "accepts none of our methods" if self._username else "requires a login"
+                raise DialError(
+                    Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE, f"proxy {self.proxy} {wanted}"
+                )
+            elif method != METHOD_NO_AUTH:
+                raise _protocol_error(f"proxy chose method {method:#04x}, which was not offered")
+            stream.write(request)
+            version, reply, _rsv, atyp = await stream.readexactly(4)
+            if version != SOCKS5:
+                raise _protocol_error(f"reply version {version}, not SOCKS5")
+            if reply != REP_SUCCEEDED:
+                failure, op = _REPLY_FAILURES.get(
+                    reply, (Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE)
+                )
+                text = SOCKS5_REPLY_TEXT.get(reply, f"unknown reply {reply:#04x}")
+                raise DialError(failure, op, f"proxy {self.proxy} answered: {text}")
+            await _read_socks5_address(stream, atyp)
+
+        return await dial_through_proxy(
+            self.inner, self.proxy, handshake, self.handshake_timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"Socks5Dialer({self.proxy}, auth={self._username is not None})"
+
+
+class Socks4aDialer:
+    """CONNECT through a SOCKS4a proxy (names resolved by the proxy; no passwords)."""
+
+    def __init__(
+        self,
+        inner: Dialer,
+        proxy: Endpoint,
+        user_id: str = "",
+        *,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        if "\x00" in user_id:
+            raise ValueError("SOCKS4 user id cannot contain NUL")
+        self.inner = inner
+        self.proxy = proxy
+        self._user_id = user_id.encode("utf-8")
+        self.handshake_timeout = handshake_timeout
+
+    async def dial(self, target: Endpoint) -> Stream:
+        ip = target.ip
+        port = struct.pack("!H", target.port)
+        if ip is not None and ip.version == 4:
+            request = bytes([SOCKS4, CMD_CONNECT]) + port + ip.packed + self._user_id + b"\0"
+        else:
+            try:
+                host = encode_name(target.host)
+            except ValueError as exc:
+                raise _protocol_error(str(exc)) from None
+            # 0.0.0.1: "the destination follows as a name" (SOCKS4a)
+            request = (
+                bytes([SOCKS4, CMD_CONNECT]) + port + b"\0\0\0\1" + self._user_id + b"\0"
+                + host + b"\0"
+            )
+
+        async def handshake(stream: Stream) -> None:
+            stream.write(request)
+            reply = await stream.readexactly(8)
+            if reply[0] != 0x00:
+                raise _protocol_error(f"reply version {reply[0]}, not SOCKS4")
+            code = reply[1]
+            if code == SOCKS4_GRANTED:
+                return
+            if code in (SOCKS4_NO_IDENTD, SOCKS4_IDENTD_MISMATCH):
+                raise DialError(
+                    Failure.PROXY_AUTH_FAILED,
+                    Op.PROXY_HANDSHAKE,
+                    f"proxy {self.proxy} rejected the user id",
+                )
+            raise DialError(
+                Failure.PROXY_REFUSED,
+                Op.PROXY_HANDSHAKE,
+                f"proxy {self.proxy} rejected or failed the request (code {code:#04x})",
+            )
+
+        return await dial_through_proxy(
+            self.inner, self.proxy, handshake, self.handshake_timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"Socks4aDialer({self.proxy})"
+
+
+def _protocol_error(detail: str) -> DialError:
+    return DialError(Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, detail)

@@ -1,0 +1,230 @@
+"""SocketStream: a Stream over an asyncio transport (plain TCP, or TLS via asyncio's SSL
+transport), with bounded buffering in both directions.
+
+Used on both sides of detour: for accepted client connections and for connections detour
+dials. Because it owns the protocol object, the relay can take the transport over for its
+transport-to-transport fast path (`detach`), including bytes already buffered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any, cast
+
+from .base import Stream
+
+__all__ = ["SocketStream", "StreamProtocol", "connect_tcp", "reset_transport"]
+
+# Stop reading from the socket once this much is buffered and unread; the kernel buffer and
+# the peer's TCP window then hold the rest. Bounded memory per connection.
+READ_HIGH_WATER = 256 * 1024
+
+
+class StreamProtocol(asyncio.Protocol):
+    """Buffers what the transport delivers until SocketStream.read asks for it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.tls = False
+        self.buffer = bytearray()
+        self.eof = False
+        self.exc: BaseException | None = None
+        self.lost = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed: asyncio.Future[None] | None = None
+
+    # asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop transports are not subclasses
+        self.transport = transport
+        self.tls = transport.get_extra_info("sslcontext") is not None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > READ_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        # Keep the transport open: the other direction may still be flowing. (asyncio's TLS
+        # transport ignores the answer and warns about True, so don't give it one.)
+        return not self.tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.eof = True
+        self.exc = exc
+        self._wake_reader()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+        self._drain_waiters.clear()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # helpers for SocketStream ------------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_readable(self) -> None:
+        assert self._read_waiter is None, "concurrent read() on one stream"
+        self._read_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._read_waiter
+        finally:
+            self._read_waiter = None
+
+    async def wait_drained(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    async def wait_closed(self) -> None:
+        if self.lost:
+            return
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+        await self._closed
+
+
+class SocketStream(Stream):
+    """Stream over an asyncio transport whose protocol is a StreamProtocol."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: StreamProtocol) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self._detached = False
+
+    # reading -----------------------------------------------------------------------------
+
+    async def read(self, n: int = 65536) -> bytes:
+        proto = self.protocol
+        while not proto.buffer:
+            if proto.eof:
+                if proto.exc is not None and proto.lost:
+                    raise proto.exc if isinstance(proto.exc, OSError) else ConnectionResetError(
+                        str(proto.exc)
+                    )
+                return b""
+            await proto.wait_readable()
+        if n >= len(proto.buffer):
+            data = bytes(proto.buffer)
+            proto.buffer.clear()
+        else:
+            data = bytes(proto.buffer[:n])
+            del proto.buffer[:n]
+        if proto.reading_paused and len(proto.buffer) <= READ_HIGH_WATER // 2 and not proto.lost:
+            proto.reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        if data:
+            self.protocol.buffer[:0] = data
+
+    # writing -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.protocol.lost:
+            raise ConnectionResetError("connection lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        proto = self.protocol
+        if proto.lost:
+            if proto.exc is not None:
+                raise proto.exc if isinstance(proto.exc, OSError) else ConnectionResetError()
+            raise ConnectionResetError("connection lost")
+        if proto.writing_paused:
+            await proto.wait_drained()
+
+    def can_write_eof(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        if not self.protocol.lost and not self.transport.is_closing():
+            self.transport.write_eof()
+
+    # closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def abort(self) -> None:
+        reset_transport(self.transport)
+
+    async def wait_closed(self) -> None:
+        await self.protocol.wait_closed()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing() or self.protocol.lost
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    # relay fast path ---------------------------------------------------------------------
+
+    def raw_socket_stream(self) -> SocketStream | None:
+        # A TLS transport carries plaintext in Python; only a plain socket can be piped.
+        if self._detached or self.protocol.tls:
+            return None
+        return self
+
+    def detach(self) -> tuple[asyncio.Transport, bytes, StreamProtocol]:
+        """Give up the transport: return it, the unread bytes, and the old protocol (for its
+        eof / lost / writing_paused state). The stream must not be used afterwards."""
+        self._detached = True
+        data = bytes(self.protocol.buffer)
+        self.protocol.buffer.clear()
+        return self.transport, data, self.protocol
+
+
+def reset_transport(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP reset (SO_LINGER 0) so the peer learns the stream was cut, rather
+    than reading a clean end of stream after a truncated transfer."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # already closed underneath us: abort() below still releases it
+    transport.abort()
+
+
+async def connect_tcp(
+    address: str, port: int, *, local_addr: tuple[str, int] | None = None
+) -> SocketStream:
+    """Open a TCP connection to an IP address (no name resolution here)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        StreamProtocol, host=address, port=port, local_addr=local_addr
+    )
+    transport = cast(asyncio.Transport, transport)  # uvloop transports are not subclasses
+    return SocketStream(transport, protocol)
+

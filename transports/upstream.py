@@ -1,0 +1,56 @@
+"""What upstream-proxy dialers (socks, http_connect) share: reach the proxy through the inner
+dialer, run the handshake under a timeout, and translate whatever goes wrong into a DialError
+that names the proxy (never its credentials)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from .base import DialError, Dialer, Endpoint, Failure, Op, Stream, classify_os_error
+
+__all__ = ["dial_through_proxy"]
+
+
+async def dial_through_proxy(
+    inner: Dialer,
+    proxy: Endpoint,
+    handshake: Callable[[Stream], Awaitable[None]],
+    timeout: float,
+) -> Stream:
+    """Dial `proxy` with `inner`, then run `handshake` on the stream within `timeout`.
+
+    Returns the stream positioned at the first byte from the destination.
+    """
+    try:
+        stream = await inner.dial(proxy)
+    except DialError as exc:
+        raise DialError(exc.failure, exc.op, f"proxy {proxy}: {exc.detail}") from None
+    try:
+        async with asyncio.timeout(timeout):
+            await handshake(stream)
+    except DialError:
+        stream.abort()
+        raise
+    except TimeoutError:
+        stream.abort()
+        raise DialError(
+            Failure.TIMEOUT, Op.PROXY_HANDSHAKE, f"proxy {proxy} did not answer within {timeout:g}s"
+        ) from None
+    except asyncio.IncompleteReadError:
+        stream.abort()
+        raise DialError(
+            Failure.EOF, Op.PROXY_HANDSHAKE, f"proxy {proxy} closed the connection mid-handshake"
+        ) from None
+    except asyncio.LimitOverrunError:
+        stream.abort()
+        raise DialError(
+            Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"proxy {proxy}: reply too long"
+        ) from None
+    except OSError as exc:
+        stream.abort()
+        raise classify_os_error(exc, Op.PROXY_HANDSHAKE, f"proxy {proxy}: {exc}") from None
+    except BaseException:
+        stream.abort()
+        raise
+    return stream

@@ -22,6 +22,8 @@ MAX_RESPONSE_HEAD = 16 * 1024
 
 # Status codes and what they say about the route.
 _STATUS_FAILURES = {
+    # 407 is the standard answer; tinyproxy answers a wrong password with 401.
+    401: (Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE),
     407: (Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE),
     504: (Failure.TIMEOUT, Op.CONNECT),
 }
@@ -79,7 +81,7 @@ class HttpConnectDialer:
             reason = "".join(c for c in parts[2] if c.isprintable())[:80] if len(parts) > 2 else ""
             failure, op = _STATUS_FAILURES.get(status, (Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE))
             text = f"proxy {self.proxy} answered {status} {reason}".rstrip()
-            if status == 407:
+            if status in (401, 407):
                 text += (
                     " (wrong username or password)"
                     if self._authorization

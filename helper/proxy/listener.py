@@ -162,8 +162,12 @@ class MixedListener:
             async with asyncio.timeout(self.config.handshake_timeout):
                 request = await self._handshake(stream)
         except TimeoutError:
-            log.info("client %s: no complete request within %gs; closed", active.client, self.config.handshake_timeout)
-            stream.abort()
+            log.info(
+                "client %s: no complete request within %gs; closed",
+                active.client,
+                self.config.handshake_timeout,
+            )
+            stream.close()
             return
         except ProtocolError as exc:
             log.info("client %s: %s", active.client, exc)

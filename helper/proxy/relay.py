@@ -37,6 +37,7 @@ class RelayStats:
     down: int = 0  # destination -> client
     idle_timed_out: bool = False
     reset: bool = False  # a side was reset (or failed): the transfer did not end cleanly
+    fast_path: bool = False  # moved transport-to-transport (both sides plain TCP)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -53,6 +54,7 @@ async def relay(
     fast_upstream = upstream.raw_socket_stream()
     try:
         if fast_client is not None and fast_upstream is not None:
+            stats.fast_path = True
             await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
         else:
             await _copy_both(client, upstream, stats, idle_timeout)

@@ -1,14 +1,16 @@
 """An exchange that proves bytes arrive intact both ways, and that half-close works.
 
-    client -> server   REQUEST: want (8 bytes, big-endian) seed (8 bytes)
-    client -> server   the client's payload (any length), then the client shuts down writing
+    client -> server   REQUEST: want (8 bytes, big-endian), seed (8), expect (8)
+    client -> server   the client's payload: `expect` bytes, or with expect = UNTIL_EOF any
+                       length followed by the client shutting down its writing side
     server -> client   `want` bytes of seeded random data, sent while the payload arrives
-    server -> client   after the client's end of stream: sha256 of everything it received
+    server -> client   once the payload is complete: sha256 of everything it received
     server             closes
 
 The client checks the sha256 of what it received against the seeded data it expected and
-the server's digest against what it sent. The digest comes after the client's shutdown, so a
-pass also shows that a client that stops writing still receives the full reply.
+the server's digest against what it sent. In UNTIL_EOF mode the digest comes only after the
+client's shutdown, so a pass also shows that a client that stops writing still receives the
+full reply (half-close carried end to end).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import struct
 from dataclasses import dataclass
 
 CHUNK = 1 << 20
+UNTIL_EOF = (1 << 64) - 1
 
 
 def seeded_chunks(size: int, seed: int):  # noqa: ANN201 - a generator of bytes
@@ -33,7 +36,7 @@ def seeded_chunks(size: int, seed: int):  # noqa: ANN201 - a generator of bytes
 
 async def serve_integrity(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        want, seed = struct.unpack("!QQ", await reader.readexactly(16))
+        want, seed, expect = struct.unpack("!QQQ", await reader.readexactly(24))
 
         async def send() -> None:
             for chunk in seeded_chunks(want, seed):
@@ -42,8 +45,14 @@ async def serve_integrity(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
         async def receive() -> bytes:
             digest = hashlib.sha256()
-            while data := await reader.read(CHUNK):
+            left = expect
+            while left:
+                data = await reader.read(min(CHUNK, left))
+                if not data:
+                    break
                 digest.update(data)
+                if expect != UNTIL_EOF:
+                    left -= len(data)
             return digest.digest()
 
         _, received = await asyncio.gather(send(), receive())
@@ -73,9 +82,14 @@ async def run_integrity(
     up: int,
     down: int,
     seed: int = 1,
+    half_close: bool = True,
 ) -> IntegrityResult:
-    """Run the exchange over an already-connected (e.g. proxied) stream pair."""
-    writer.write(struct.pack("!QQ", down, seed + 1))
+    """Run the exchange over an already-connected (e.g. proxied) stream pair.
+
+    With `half_close`, the client ends its payload by shutting down writing and the server
+    replies after that; without, the server is told the payload's length instead.
+    """
+    writer.write(struct.pack("!QQQ", down, seed + 1, UNTIL_EOF if half_close else up))
     sent_digest = hashlib.sha256()
 
     async def send() -> None:
@@ -83,7 +97,8 @@ async def run_integrity(
             sent_digest.update(chunk)
             writer.write(chunk)
             await writer.drain()
-        writer.write_eof()
+        if half_close:
+            writer.write_eof()
 
     async def receive() -> tuple[int, bool, bytes]:
         digest = hashlib.sha256()

@@ -1,0 +1,195 @@
+"""The `detour` command as users run it: exit codes, messages, help, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helper import __version__
+from helper.config import parse_config
+from tests.conftest import ROOT, config_text, detour_command
+from tests.support.peers import free_port
+
+
+def detour(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(detour_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_version() -> None:
+    result = detour("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"detour {__version__}"
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "detour"
+    if not script.exists():
+        pytest.skip("detour is not installed as a console script in this environment")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
+    assert result.stdout.strip() == f"detour {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("run",), ("config",), ("config", "check"), ("config", "default")],
+    ids=["detour", "run", "config", "config-check", "config-default"],
+)
+def test_every_command_has_help(args: tuple[str, ...]) -> None:
+    result = detour(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: detour")
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = detour("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_config_check_ok(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(config_text(routes={"direct": "direct", "up": "socks5://u:hunter2@127.0.0.1:9050"}))
+    result = detour("config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert "socks5://u:***@127.0.0.1:9050" in result.stdout
+    assert "hunter2" not in result.stdout
+
+
+def test_config_check_names_the_key_and_what_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        config_text(routes={"direct": "direct", "a": "direct", "b": "sock5://u:hunter2@h:1"})
+        + "\n[probe]\nintervall = \"5m\"\n"
+    )
+    result = detour("config", "check", str(path))
+    assert result.returncode == 2
+    assert "route[2].chain: unknown layer 'sock5' (known: direct, http, socks4a, socks5)" in result.stderr
+    assert "probe.intervall: unknown key (did you mean 'interval'?" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[listen\nmixed=1", "not valid TOML"),
+        (None, "no such file"),
+    ],
+    ids=["toml-syntax", "missing-file"],
+)
+def test_config_check_unreadable(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "c.toml"
+    if content is not None:
+        path.write_text(content)
+    result = detour("config", "check", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_config_default_prints_the_built_in_config() -> None:
+    result = detour("config", "default")
+    assert result.returncode == 0
+    config = parse_config(result.stdout)
+    assert [s.name for s in config.services] == ["telegram", "whatsapp", "signal"]
+    assert config.listen.mixed.port == 1080
+
+
+def test_run_rejects_exposed_listener_without_auth() -> None:
+    result = detour("run", "--headless", "--listen", f"0.0.0.0:{free_port()}")
+    assert result.returncode == 2
+    assert "reachable from other machines" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nonsense", "example.org:1080", "127.0.0.1:99999"])
+def test_run_rejects_bad_listen_address(value: str) -> None:
+    result = detour("run", "--headless", "--listen", value)
+    assert result.returncode == 2
+    assert "--listen" in result.stderr
+
+
+def test_run_reports_port_in_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = detour("run", "--headless", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[route]]\nname = "x"\nchain = "direct"\n[default]\npolicy = "y"\n')
+    result = detour("run", "--headless", "-c", str(path))
+    assert result.returncode == 2
+    assert "default.policy: no route named 'y'" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signals_shut_down_cleanly_with_a_connection_open(detour_process, echo_origin, sig) -> None:  # noqa: ANN001
+    proc = detour_process(config_text())
+    client = socket.create_connection(proc.address)
+    client.settimeout(5)
+    # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
+    client.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big"))
+    reply = b""
+    while len(reply) < 12:
+        reply += client.recv(12 - len(reply))
+    assert reply[:4] == b"\x05\x00\x05\x00"
+    client.sendall(b"ping")
+    assert client.recv(4) == b"ping"
+    assert proc.stop(sig) == 0
+    assert "shutting down" in proc.output
+    assert "Traceback" not in proc.output
+    try:
+        assert client.recv(100) == b""  # the shutdown closed the relayed connection
+    except ConnectionResetError:
+        pass  # ... or reset it: either way the client is not left hanging
+    client.close()
+
+
+def test_plain_detour_runs_headless_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    port = free_port()
+    path.write_text(config_text().replace('mixed = "127.0.0.1:0"', f'mixed = "127.0.0.1:{port}"'))
+    process = subprocess.Popen(
+        detour_command("-c", str(path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 15
+        lines = []
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if "listening on" in line:
+                break
+        text = "".join(lines)
+        assert "terminal UI is not available yet; running headless" in text
+        assert f"listening on 127.0.0.1:{port}" in text
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def test_json_log_lines(detour_process, http_origin) -> None:  # noqa: ANN001
+    proc = detour_process(config_text(), "--log-format", "json")
+    with socket.create_connection(proc.address) as client:
+        client.sendall(f"GET http://127.0.0.1:{http_origin.port}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        while client.recv(65536):
+            pass
+    time.sleep(0.2)
+    proc.stop()
+    entries = [json.loads(line) for line in proc.output.splitlines() if line.strip()]
+    assert {"ts", "level", "logger", "msg"} <= entries[0].keys()
+    assert any("http 127.0.0.1" in e["msg"] and "via direct" in e["msg"] for e in entries)

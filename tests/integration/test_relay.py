@@ -1,0 +1,190 @@
+"""The relay pump on real loopback sockets, on both of its paths: transport-to-transport
+(both sides plain TCP) and the generic stream copy (any other Stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from helper.proxy.relay import RelayStats, relay
+from transports import Stream
+from transports.tcp import SocketStream, StreamProtocol, connect_tcp
+
+
+class PassThrough(Stream):
+    """A wrapper that changes nothing but hides the socket: forces the generic path."""
+
+    def __init__(self, inner: Stream) -> None:
+        self.inner = inner
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self.inner.read(n)
+
+    def unread(self, data: bytes) -> None:
+        self.inner.unread(data)
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+
+    async def drain(self) -> None:
+        await self.inner.drain()
+
+    def can_write_eof(self) -> bool:
+        return self.inner.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.inner.write_eof()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    async def wait_closed(self) -> None:
+        await self.inner.wait_closed()
+
+    def is_closing(self) -> bool:
+        return self.inner.is_closing()
+
+
+Pair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def stream_pair() -> tuple[SocketStream, Pair]:
+    """A SocketStream for the relay, and the plain asyncio streams at its other end."""
+    accepted: asyncio.Future[Pair] = asyncio.get_running_loop().create_future()
+
+    async def on_accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.set_result((r, w))
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stream = await connect_tcp("127.0.0.1", port)
+    peer = await accepted
+    server.close()
+    return stream, peer
+
+
+@pytest.fixture(params=["fast", "generic"])
+def path(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def relayed(path: str) -> AsyncIterator[Callable[..., Awaitable[tuple[Pair, Pair, asyncio.Task[RelayStats]]]]]:
+    """Start a relay between two socket pairs; return (client end, server end, relay task)."""
+    tasks: list[asyncio.Task[RelayStats]] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(idle_timeout: float | None = None) -> tuple[Pair, Pair, asyncio.Task[RelayStats]]:
+        a, client = await stream_pair()
+        b, server = await stream_pair()
+        left: Stream = a if path == "fast" else PassThrough(a)
+        right: Stream = b if path == "fast" else PassThrough(b)
+        task = asyncio.ensure_future(relay(left, right, idle_timeout=idle_timeout))
+        tasks.append(task)
+        writers.extend([client[1], server[1]])
+        return client, server, task
+
+    yield start
+    for writer in writers:
+        writer.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_takes_the_fast_path_only_for_plain_sockets(relayed, path) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed()
+    cw.write(b"x")
+    assert await sr.readexactly(1) == b"x"
+    cw.close()
+    sw.close()
+    stats = await asyncio.wait_for(task, 5)
+    assert stats.fast_path == (path == "fast")
+
+
+async def test_counts_bytes_and_carries_half_close(relayed) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed()
+    cw.write(b"a" * 100_000)
+    cw.write_eof()  # client done sending ...
+    assert await sr.read() == b"a" * 100_000  # ... the server sees the end of stream ...
+    sw.write(b"b" * 300_000)  # ... and can still answer in full
+    sw.write_eof()
+    assert await cr.read() == b"b" * 300_000
+    stats = await asyncio.wait_for(task, 5)
+    assert (stats.up, stats.down) == (100_000, 300_000)
+    assert not stats.reset and not stats.idle_timed_out
+
+
+async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed()
+    sw.write(b"partial answer")
+    await sw.drain()
+    assert await cr.readexactly(14) == b"partial answer"
+    sock = sw.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sw.transport.abort()  # the server side dies with a RST
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(1):  # the client learns within a second
+            while await cr.read(65536):
+                pass
+    stats = await asyncio.wait_for(task, 5)
+    assert stats.reset
+
+
+async def test_peer_closing_without_reading_ends_both(relayed) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed()
+    cw.close()  # client vanishes entirely (FIN, then nothing)
+    assert await asyncio.wait_for(sr.read(), 5) == b""
+    sw.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_idle_timeout_closes_both_sides(relayed) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed(idle_timeout=0.3)
+    cw.write(b"hi")
+    assert await sr.readexactly(2) == b"hi"
+    stats = await asyncio.wait_for(task, 5)
+    assert stats.idle_timed_out
+    assert await asyncio.wait_for(cr.read(), 1) == b""
+
+
+async def test_activity_keeps_an_idle_timeout_away(relayed) -> None:  # noqa: ANN001
+    (cr, cw), (sr, sw), task = await relayed(idle_timeout=0.4)
+    for _ in range(8):  # 8 x 0.1 s of traffic: twice the idle timeout in total
+        cw.write(b".")
+        assert await sr.readexactly(1) == b"."
+        await asyncio.sleep(0.1)
+    assert not task.done()
+
+
+async def test_memory_stays_bounded_when_the_client_never_reads(relayed) -> None:  # noqa: ANN001
+    """The server pushes as fast as it can while the client reads nothing: detour must stop
+    reading from the server (flow control) rather than buffer without bound."""
+    (cr, cw), (sr, sw), task = await relayed()
+    chunk = b"z" * (1 << 20)
+    sent = 0
+
+    async def push() -> None:
+        nonlocal sent
+        while True:
+            sw.write(chunk)
+            await sw.drain()
+            sent += len(chunk)
+
+    pusher = asyncio.ensure_future(push())
+    await asyncio.sleep(1.0)
+    stalled_at = sent
+    await asyncio.sleep(0.5)
+    pusher.cancel()
+    await asyncio.gather(pusher, return_exceptions=True)
+    # Kernel socket buffers on loopback take several MiB on each hop; detour itself holds at
+    # most its write-buffer limit plus one read. Without flow control this would be GiBs.
+    assert sent - stalled_at <= 2 * (1 << 20), "the sender was never paused"
+    assert sent < 64 * (1 << 20), f"{sent >> 20} MiB accepted without the client reading"

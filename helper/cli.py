@@ -18,7 +18,13 @@ from typing import Any
 from transports import Endpoint
 
 from . import __version__
-from .config import ConfigError, check_exposure, default_config_text, load_config, parse_listen_address
+from .config import (
+    ConfigError,
+    check_exposure,
+    default_config_text,
+    load_config,
+    parse_listen_address,
+)
 
 log = logging.getLogger("detour")
 
@@ -51,23 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the proxy", description="Run the proxy.")
     run.add_argument("--headless", action="store_true", help="no terminal UI; log to stdout")
-    run.add_argument("-c", "--config", metavar="FILE", dest="run_config", help="config file (default: built-in)")
+    run.add_argument(
+        "-c", "--config", metavar="FILE", dest="run_config", help="config file (default: built-in)"
+    )
     run.add_argument(
         "--listen", metavar="HOST:PORT", type=_listen_arg, help="override listen.mixed"
     )
-    run.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     run.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info", help="log verbosity"
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log verbosity",
     )
 
-    config = sub.add_parser("config", help="check or print configurations", description="Configuration tools.")
-    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    config = sub.add_parser(
+        "config", help="check or print configurations", description="Configuration tools."
+    )
+    config_sub = config.add_subparsers(
+        dest="config_command", metavar="ACTION", parser_class=_Parser
+    )
     check = config_sub.add_parser(
-        "check", help="validate a config file", description="Validate a config file; exit 2 if it has problems."
+        "check",
+        help="validate a config file",
+        description="Validate a config file; exit 2 if it has problems.",
     )
     check.add_argument("file", metavar="FILE")
     config_sub.add_parser(
-        "default", help="print the built-in config", description="Print the built-in config (a starting point)."
+        "default",
+        help="print the built-in config",
+        description="Print the built-in config (a starting point).",
     )
     return parser
 
@@ -120,7 +141,9 @@ def _run(path: str | None, listen: Endpoint | None, log_format: str, log_level: 
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
     if listen is not None:
-        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, mixed=listen))
+        config = dataclasses.replace(
+            config, listen=dataclasses.replace(config.listen, mixed=listen)
+        )
         problems: list[str] = []
         check_exposure(config.listen, lambda key, msg: problems.append(f"--listen: {msg}"))
         if problems:

@@ -61,7 +61,7 @@ class User:
 
 @dataclass(frozen=True)
 class ListenConfig:
-    mixed: Endpoint = Endpoint("127.0.0.1", 1080)
+    mixed: Endpoint = Endpoint("127.0.0.1", 1080)  # noqa: RUF009 - immutable
     users: tuple[User, ...] = ()
     allow: tuple[IPNetwork, ...] = ()
     handshake_timeout: float = 10.0
@@ -137,11 +137,11 @@ def parse_duration(value: Any) -> float:
 
 def parse_listen_address(value: Any) -> Endpoint:
     if not isinstance(value, str):
-        raise ValueError("expected \"HOST:PORT\", e.g. \"127.0.0.1:1080\"")
+        raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:1080"')
     try:
         endpoint = Endpoint.parse(value)
     except ValueError as exc:
-        raise ValueError(f"{exc} (e.g. \"127.0.0.1:1080\" or \"[::1]:1080\")") from None
+        raise ValueError(f'{exc} (e.g. "127.0.0.1:1080" or "[::1]:1080")') from None
     if endpoint.host != "localhost" and endpoint.ip is None:
         raise ValueError(f"{value!r}: listen on an IP address (or localhost), not a name")
     return endpoint
@@ -154,7 +154,7 @@ def is_loopback(endpoint: Endpoint) -> bool:
 
 def _network(value: Any) -> IPNetwork:
     if not isinstance(value, str):
-        raise ValueError("expected a CIDR string like \"192.168.1.0/24\"")
+        raise ValueError('expected a CIDR string like "192.168.1.0/24"')
     try:
         return ipaddress.ip_network(value.strip())
     except ValueError:
@@ -162,7 +162,7 @@ def _network(value: Any) -> IPNetwork:
             net = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise ValueError(f"{value!r} is not an address or CIDR range") from None
-        raise ValueError(f"{value!r} has host bits set; did you mean \"{net}\"?") from None
+        raise ValueError(f'{value!r} has host bits set; did you mean "{net}"?') from None
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -175,8 +175,13 @@ def _domain(value: Any) -> str:
     if name.startswith("*."):
         name = name[2:]  # suffix matching already covers subdomains
     labels = name.split(".")
-    if not name or len(name) > 253 or any(
-        not label or len(label) > 63 or not re.fullmatch(r"[a-z0-9_-]+", label) for label in labels
+    if (
+        not name
+        or len(name) > 253
+        or any(
+            not label or len(label) > 63 or not re.fullmatch(r"[a-z0-9_-]+", label)
+            for label in labels
+        )
     ):
         raise ValueError(f"{value!r} is not a domain name")
     return name
@@ -208,7 +213,14 @@ class _Table:
     def _key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def get(self, key: str, convert: Callable[[Any], Any], default: Any = None, *, required: bool = False) -> Any:
+    def get(
+        self,
+        key: str,
+        convert: Callable[[Any], Any],
+        default: Any = None,
+        *,
+        required: bool = False,
+    ) -> Any:
         assert key in self.keys, key
         if key not in self.data:
             if required:
@@ -253,7 +265,8 @@ def _route_name(value: Any) -> str:
     name = _string(value)
     if not _NAME.match(name):
         raise ValueError(
-            f"{name!r}: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"{name!r}: names are 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
         )
     return name
 
@@ -317,7 +330,9 @@ def parse_config(text: str, source: str = "config") -> Config:
         hosts=_parse_hosts(dns_table.data.get("hosts", {}), problems),
     )
     dns_table.finish()
-    probe_table = _Table("probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger"))
+    probe_table = _Table(
+        "probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger")
+    )
     probe = ProbeConfig(
         interval=probe_table.get("interval", parse_duration, 300.0),
         timeout=probe_table.get("timeout", parse_duration, 5.0),
@@ -335,7 +350,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     if policy != DENY and policy not in route_names:
         problems.add(
             "default.policy",
-            f"no route named {policy!r} (routes: {', '.join(route_names) or 'none'}; or \"deny\")",
+            f'no route named {policy!r} (routes: {", ".join(route_names) or "none"}; or "deny")',
         )
     default_table.finish()
     top.finish()
@@ -373,7 +388,9 @@ def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:
 
 
 def _parse_listen(data: Any, problems: _Problems) -> ListenConfig:
-    table = _Table("listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout"))
+    table = _Table(
+        "listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout")
+    )
     mixed = table.get("mixed", parse_listen_address, ListenConfig.mixed)
     users: list[User] = []
     for path, item in _array_of_tables("listen.users", table.data.get("users"), problems):
@@ -414,7 +431,9 @@ def _parse_routes(data: Any, problems: _Problems) -> list[RouteConfig]:
     routes: list[RouteConfig] = []
     entries = _array_of_tables("route", data, problems)
     if not entries:
-        problems.add("route", "at least one [[route]] is needed (e.g. name = \"direct\", chain = \"direct\")")
+        problems.add(
+            "route", 'at least one [[route]] is needed (e.g. name = "direct", chain = "direct")'
+        )
     for path, item in entries:
         table = _Table(path, item, problems, ("name", "chain", "timeout"))
         name = table.get("name", _route_name, required=True)
@@ -436,7 +455,9 @@ def _parse_routes(data: Any, problems: _Problems) -> list[RouteConfig]:
 def _parse_services(data: Any, route_names: list[str], problems: _Problems) -> list[Service]:
     services: list[Service] = []
     for path, item in _array_of_tables("service", data, problems):
-        table = _Table(path, item, problems, ("name", "domains", "cidrs", "ports", "probes", "routes"))
+        table = _Table(
+            path, item, problems, ("name", "domains", "cidrs", "ports", "probes", "routes")
+        )
         name = table.get("name", _route_name, required=True)
         domains = table.get_list("domains", _domain)
         cidrs = table.get_list("cidrs", _network)

@@ -100,7 +100,7 @@ class ServiceTable:
                 return service
         return None
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self.services)
 
     def __len__(self) -> int:

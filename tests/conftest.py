@@ -36,7 +36,7 @@ def background() -> Iterator[origins.BackgroundLoop]:
     loop.close()
 
 
-def _session_origin(background: origins.BackgroundLoop, start) -> Iterator[origins.Origin]:  # noqa: ANN001
+def _session_origin(background: origins.BackgroundLoop, start) -> Iterator[origins.Origin]:
     origin = background.run(start)
     yield origin
     background.run(origins.stop(origin))
@@ -48,7 +48,9 @@ def http_origin(background: origins.BackgroundLoop) -> Iterator[origins.Origin]:
 
 
 @pytest.fixture(scope="session")
-def https_origin(background: origins.BackgroundLoop, test_ca: origins.TestCA) -> Iterator[origins.Origin]:
+def https_origin(
+    background: origins.BackgroundLoop, test_ca: origins.TestCA
+) -> Iterator[origins.Origin]:
     context = test_ca.server_context("origin.test", "127.0.0.1")
     yield from _session_origin(background, origins.start_http(ssl_context=context))
 
@@ -63,11 +65,13 @@ def integrity_origin(background: origins.BackgroundLoop) -> Iterator[origins.Ori
     yield from _session_origin(background, origins.start_integrity())
 
 
-def config_text(*, routes: dict[str, str] | None = None, default: str | None = None, extra: str = "") -> str:
+def config_text(
+    *, routes: dict[str, str] | None = None, default: str | None = None, extra: str = ""
+) -> str:
     """A small config: the given routes (name -> chain), hosts for origin.test, extra TOML."""
     routes = routes or {"direct": "direct"}
     parts = [
-        "[listen]\nmixed = \"127.0.0.1:0\"\nhandshake_timeout = \"2s\"\n",
+        '[listen]\nmixed = "127.0.0.1:0"\nhandshake_timeout = "2s"\n',
         '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n',
     ]
     if default:
@@ -79,11 +83,11 @@ def config_text(*, routes: dict[str, str] | None = None, default: str | None = N
 
 
 @pytest.fixture
-async def start_engine() -> AsyncIterator[Callable[..., "asyncio.Future[Engine]"]]:
+async def start_engine() -> AsyncIterator[Callable[..., asyncio.Future[Engine]]]:
     """Start detour in-process from config text; stopped when the test ends."""
     engines: list[Engine] = []
 
-    async def start(text: str | Config, **kwargs) -> Engine:  # noqa: ANN003
+    async def start(text: str | Config, **kwargs) -> Engine:
         config = text if isinstance(text, Config) else parse_config(text, "test config")
         engine = Engine(config, **kwargs)
         await engine.start()
@@ -113,7 +117,9 @@ class DetourProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"detour did not stop on signal {sig}:\n{self.output}") from None
+                raise AssertionError(
+                    f"detour did not stop on signal {sig}:\n{self.output}"
+                ) from None
         return self.process.returncode
 
 
@@ -136,7 +142,11 @@ def detour_process(tmp_path: Path) -> Iterator[Callable[..., DetourProcess]]:
         output_path = tmp_path / f"detour-{len(started)}.log"
         with output_path.open("w") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         proc = DetourProcess(process, ("127.0.0.1", port), output_path)

@@ -31,7 +31,7 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class Failure(str, enum.Enum):
+class Failure(enum.StrEnum):
     """Why a dial failed. Values follow OONI's failure strings where one fits, so users and
     researchers read them the way they read OONI measurements."""
 
@@ -59,11 +59,8 @@ class Failure(str, enum.Enum):
     PROXY_PROTOCOL_ERROR = "proxy_protocol_error"
     UNKNOWN = "unknown_failure"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Op(str, enum.Enum):
+class Op(enum.StrEnum):
     """The operation that failed."""
 
     RESOLVE = "resolve"
@@ -73,9 +70,6 @@ class Op(str, enum.Enum):
     HTTP_ROUND_TRIP = "http_round_trip"
     READ = "read"
     WRITE = "write"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class DialError(ConnectionError):

@@ -225,4 +225,3 @@ def redact(text: str) -> str:
     """Hide passwords and keys in a chain (or any text that may quote one)."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)
-

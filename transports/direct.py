@@ -54,7 +54,7 @@ class DirectDialer:
         addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
         addresses = interleave_families(addresses)
 
-        def attempt(addr: IPAddress):  # noqa: ANN202 - a coroutine factory
+        def attempt(addr: IPAddress):
             async def connect() -> SocketStream:
                 try:
                     return await connect_tcp(str(addr), target.port)
@@ -99,4 +99,3 @@ def _most_informative(errors: list[BaseException | None]) -> DialError:
     if dial_errors:
         return dial_errors[0]
     return DialError(Failure.UNKNOWN, Op.CONNECT, "connection attempts failed")
-

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 
-from .base import DialError, Dialer, Endpoint, Failure, Op, Stream, format_hostport
+from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, format_hostport
 from .socks import encode_name
 from .upstream import dial_through_proxy
 
-__all__ = ["HttpConnectDialer", "MAX_RESPONSE_HEAD"]
+__all__ = ["MAX_RESPONSE_HEAD", "HttpConnectDialer"]
 
 MAX_RESPONSE_HEAD = 16 * 1024
 
@@ -58,7 +58,11 @@ class HttpConnectDialer:
             raise DialError(Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, str(exc)) from None
         authority = format_hostport(host, target.port).encode("ascii")
         request = (
-            b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n"
+            b"CONNECT "
+            + authority
+            + b" HTTP/1.1\r\nHost: "
+            + authority
+            + b"\r\n"
             + (self._authorization or b"")
             + b"\r\n"
         )

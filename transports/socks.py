@@ -30,15 +30,15 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from .base import DialError, Dialer, Endpoint, Failure, Op, Stream
+from .base import Dialer, DialError, Endpoint, Failure, Op, Stream
 from .upstream import dial_through_proxy
 
 __all__ = [
+    "SOCKS5_REPLY_TEXT",
     "Socks4aDialer",
     "Socks5Dialer",
     "encode_address",
     "encode_name",
-    "SOCKS5_REPLY_TEXT",
 ]
 
 SOCKS5 = 0x05
@@ -166,9 +166,7 @@ class Socks5Dialer:
 
     async def dial(self, target: Endpoint) -> Stream:
         try:
-            request = (
-                bytes([SOCKS5, CMD_CONNECT, 0x00]) + encode_address(target.host, target.port)
-            )
+            request = bytes([SOCKS5, CMD_CONNECT, 0x00]) + encode_address(target.host, target.port)
         except ValueError as exc:
             raise _protocol_error(str(exc)) from None
 
@@ -214,9 +212,7 @@ class Socks5Dialer:
                 raise DialError(failure, op, f"proxy {self.proxy} answered: {text}")
             await _read_socks5_address(stream, atyp)
 
-        return await dial_through_proxy(
-            self.inner, self.proxy, handshake, self.handshake_timeout
-        )
+        return await dial_through_proxy(self.inner, self.proxy, handshake, self.handshake_timeout)
 
     def __repr__(self) -> str:
         return f"Socks5Dialer({self.proxy}, auth={self._username is not None})"
@@ -252,8 +248,13 @@ class Socks4aDialer:
                 raise _protocol_error(str(exc)) from None
             # 0.0.0.1: "the destination follows as a name" (SOCKS4a)
             request = (
-                bytes([SOCKS4, CMD_CONNECT]) + port + b"\0\0\0\1" + self._user_id + b"\0"
-                + host + b"\0"
+                bytes([SOCKS4, CMD_CONNECT])
+                + port
+                + b"\0\0\0\1"
+                + self._user_id
+                + b"\0"
+                + host
+                + b"\0"
             )
 
         async def handshake(stream: Stream) -> None:
@@ -276,9 +277,7 @@ class Socks4aDialer:
                 f"proxy {self.proxy} rejected or failed the request (code {code:#04x})",
             )
 
-        return await dial_through_proxy(
-            self.inner, self.proxy, handshake, self.handshake_timeout
-        )
+        return await dial_through_proxy(self.inner, self.proxy, handshake, self.handshake_timeout)
 
     def __repr__(self) -> str:
         return f"Socks4aDialer({self.proxy})"

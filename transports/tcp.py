@@ -128,8 +128,10 @@ class SocketStream(Stream):
         while not proto.buffer:
             if proto.eof:
                 if proto.exc is not None and proto.lost:
-                    raise proto.exc if isinstance(proto.exc, OSError) else ConnectionResetError(
-                        str(proto.exc)
+                    raise (
+                        proto.exc
+                        if isinstance(proto.exc, OSError)
+                        else ConnectionResetError(str(proto.exc))
                     )
                 return b""
             await proto.wait_readable()
@@ -227,4 +229,3 @@ async def connect_tcp(
     )
     transport = cast(asyncio.Transport, transport)  # uvloop transports are not subclasses
     return SocketStream(transport, protocol)
-

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .base import DialError, Dialer, Endpoint, Failure, Op, Stream, classify_os_error
+from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_error
 
 __all__ = ["dial_through_proxy"]
 

@@ -53,9 +53,7 @@ def destination(host: str, port: int) -> Endpoint:
     return Endpoint(name, port)
 
 
-async def read_message(
-    stream: Stream, parse: Callable[[bytes], tuple[int, T]], limit: int
-) -> T:
+async def read_message(stream: Stream, parse: Callable[[bytes], tuple[int, T]], limit: int) -> T:
     """Read from `stream` until `parse` accepts a prefix of the bytes (it raises NeedMore
     until then); bytes after the message are put back for whoever reads next.
 

@@ -83,7 +83,9 @@ class _ClientProtocol(StreamProtocol):
 
 
 class MixedListener:
-    def __init__(self, config: ListenConfig, router: Router, *, address: Endpoint | None = None) -> None:
+    def __init__(
+        self, config: ListenConfig, router: Router, *, address: Endpoint | None = None
+    ) -> None:
         self.config = config
         self.router = router
         self.address = address or config.mixed
@@ -196,7 +198,11 @@ class MixedListener:
         await self._relay(active, stream, request, connection)
 
     async def _relay(
-        self, active: ActiveConnection, stream: SocketStream, request: _Request, connection: Connection
+        self,
+        active: ActiveConnection,
+        stream: SocketStream,
+        request: _Request,
+        connection: Connection,
     ) -> None:
         active.service = connection.service.name if connection.service else None
         active.route = connection.route.name
@@ -264,7 +270,9 @@ class MixedListener:
                 stream, socks_proto.parse_socks5_auth, socks_proto.SOCKS5_AUTH_LIMIT
             )
             if not self._check_user(creds.username, creds.password):
-                raise ProtocolError("SOCKS5 login failed (wrong user name or password)", b"\x01\x01")
+                raise ProtocolError(
+                    "SOCKS5 login failed (wrong user name or password)", b"\x01\x01"
+                )
             stream.write(b"\x01\x00")
         elif METHOD_NO_AUTH in greeting.methods:
             stream.write(bytes([SOCKS5, METHOD_NO_AUTH]))
@@ -365,4 +373,3 @@ def _http_error(exc: BaseException) -> bytes:
         status = 504 if failure in (Failure.TIMEOUT, Failure.DNS_TIMEOUT) else 502
         return http_proto.error_response(status, exc.describe())
     return http_proto.error_response(502, "cannot reach the destination")
-

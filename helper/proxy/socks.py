@@ -153,9 +153,7 @@ def parse_socks5_request(buf: bytes) -> tuple[int, Socks5Request]:
     try:
         target = destination(host, port)
     except ValueError as exc:
-        raise ProtocolError(
-            f"bad destination: {exc}", socks5_reply(REP_GENERAL_FAILURE)
-        ) from None
+        raise ProtocolError(f"bad destination: {exc}", socks5_reply(REP_GENERAL_FAILURE)) from None
     return end, Socks5Request(command, target)
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from transports import Chain, DialError, Dialer, DialOptions, Endpoint, Stream
+from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Stream
 from transports.resolver import Resolver
 
 from ..config import DENY, Config
@@ -40,7 +40,9 @@ class Denied(Exception):
 class AllRoutesFailed(Exception):
     """Every candidate route failed; `attempts` lists (route name, error) in order tried."""
 
-    def __init__(self, target: Endpoint, service: Service | None, attempts: list[tuple[str, DialError]]) -> None:
+    def __init__(
+        self, target: Endpoint, service: Service | None, attempts: list[tuple[str, DialError]]
+    ) -> None:
         self.target = target
         self.service = service
         self.attempts = attempts
@@ -65,7 +67,9 @@ class Connection:
 
 
 class Router:
-    def __init__(self, routes: Sequence[Route], services: ServiceTable, default_policy: str) -> None:
+    def __init__(
+        self, routes: Sequence[Route], services: ServiceTable, default_policy: str
+    ) -> None:
         self.routes = list(routes)
         self.services = services
         self.default_policy = default_policy
@@ -95,7 +99,9 @@ class Router:
         service = self.services.match(target)
         if service is None:
             if self.default_policy == DENY:
-                raise Denied(f"{target} belongs to no configured service and the default policy is deny")
+                raise Denied(
+                    f"{target} belongs to no configured service and the default policy is deny"
+                )
             return None, [self._by_name[self.default_policy]]
         if service.routes:
             return service, [self._by_name[name] for name in service.routes]

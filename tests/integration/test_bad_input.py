@@ -21,21 +21,57 @@ CASES = [
     ("socks5-truncated-methods", b"\x05\x03\x00", b""),  # 3 methods announced, 1 sent
     ("socks5-zero-methods", b"\x05\x00", b"\x05\xff"),  # no acceptable methods
     ("socks5-only-gssapi", b"\x05\x01\x01", b"\x05\xff"),  # GSSAPI only: not supported
-    ("socks5-bind", b"\x05\x01\x00" + b"\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50", b"\x05\x00\x05\x07"),
-    ("socks5-udp-associate", b"\x05\x01\x00" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", b"\x05\x00\x05\x07"),
-    ("socks5-unknown-command", b"\x05\x01\x00" + b"\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x50", b"\x05\x00\x05\x07"),
-    ("socks5-unknown-atyp", b"\x05\x01\x00" + b"\x05\x01\x00\x07\x7f\x00\x00\x01\x00\x50", b"\x05\x00\x05\x08"),
+    (
+        "socks5-bind",
+        b"\x05\x01\x00" + b"\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50",
+        b"\x05\x00\x05\x07",
+    ),
+    (
+        "socks5-udp-associate",
+        b"\x05\x01\x00" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00",
+        b"\x05\x00\x05\x07",
+    ),
+    (
+        "socks5-unknown-command",
+        b"\x05\x01\x00" + b"\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x50",
+        b"\x05\x00\x05\x07",
+    ),
+    (
+        "socks5-unknown-atyp",
+        b"\x05\x01\x00" + b"\x05\x01\x00\x07\x7f\x00\x00\x01\x00\x50",
+        b"\x05\x00\x05\x08",
+    ),
     ("socks5-empty-name", b"\x05\x01\x00" + b"\x05\x01\x00\x03\x00\x00\x50", b"\x05\x00\x05\x01"),
-    ("socks5-name-255", b"\x05\x01\x00" + b"\x05\x01\x00\x03\xff" + b"a" * 255 + b"\x00\x50", b"\x05\x00\x05\x01"),
-    ("socks5-name-with-nul", b"\x05\x01\x00" + b"\x05\x01\x00\x03\x05a\x00b.c\x00\x50", b"\x05\x00\x05\x01"),
-    ("socks5-port-zero", b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x00", b"\x05\x00\x05\x01"),
+    (
+        "socks5-name-255",
+        b"\x05\x01\x00" + b"\x05\x01\x00\x03\xff" + b"a" * 255 + b"\x00\x50",
+        b"\x05\x00\x05\x01",
+    ),
+    (
+        "socks5-name-with-nul",
+        b"\x05\x01\x00" + b"\x05\x01\x00\x03\x05a\x00b.c\x00\x50",
+        b"\x05\x00\x05\x01",
+    ),
+    (
+        "socks5-port-zero",
+        b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x00",
+        b"\x05\x00\x05\x01",
+    ),
     ("socks5-truncated-request", b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00", b"\x05\x00"),
-    ("socks5-wrong-request-version", b"\x05\x01\x00" + b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50", b"\x05\x00"),
+    (
+        "socks5-wrong-request-version",
+        b"\x05\x01\x00" + b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50",
+        b"\x05\x00",
+    ),
     ("socks5-bad-auth-version", b"\x05\x01\x02" + b"\x02\x01a\x01b", b"\x05\x02\x01\x01"),
     ("socks4-bind", b"\x04\x02\x00\x50\x7f\x00\x00\x01\x00", b"\x00\x5b"),
     ("socks4-unterminated-userid", b"\x04\x01\x00\x50\x7f\x00\x00\x01" + b"u" * 100, b""),
     ("socks4a-empty-name", b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x00", b"\x00\x5b"),
-    ("socks4a-name-300", b"\x04\x01\x00\x50\x00\x00\x00\x01\x00" + b"a" * 300 + b"\x00", b"\x00\x5b"),
+    (
+        "socks4a-name-300",
+        b"\x04\x01\x00\x50\x00\x00\x00\x01\x00" + b"a" * 300 + b"\x00",
+        b"\x00\x5b",
+    ),
     ("socks4a-unterminated-name", b"\x04\x01\x00\x50\x00\x00\x00\x01\x00" + b"a" * 1000, b""),
     ("garbage-binary", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc", b""),  # a TLS ClientHello
     ("garbage-lowercase", b"hello there\r\n\r\n", b""),
@@ -49,17 +85,29 @@ CASES = [
     ("http-connect-port-zero", b"CONNECT example.org:0 HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
     ("http-connect-name-300", b"CONNECT " + b"a" * 300 + b":443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
     ("http-connect-empty-host", b"CONNECT :443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
-    ("http-header-space-before-colon", b"GET http://x/ HTTP/1.1\r\nHost : x\r\n\r\n", b"HTTP/1.1 400"),
+    (
+        "http-header-space-before-colon",
+        b"GET http://x/ HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
     ("http-obs-fold", b"GET http://x/ HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n", b"HTTP/1.1 400"),
-    ("http-header-flood-count", b"GET http://x/ HTTP/1.1\r\n" + b"X-A: 1\r\n" * 500 + b"\r\n", b"HTTP/1.1 431"),
-    ("http-header-flood-size", b"GET http://x/ HTTP/1.1\r\nX-A: " + b"a" * 40000 + b"\r\n\r\n", b"HTTP/1.1 431"),
+    (
+        "http-header-flood-count",
+        b"GET http://x/ HTTP/1.1\r\n" + b"X-A: 1\r\n" * 500 + b"\r\n",
+        b"HTTP/1.1 431",
+    ),
+    (
+        "http-header-flood-size",
+        b"GET http://x/ HTTP/1.1\r\nX-A: " + b"a" * 40000 + b"\r\n\r\n",
+        b"HTTP/1.1 431",
+    ),
     ("http-endless-line", b"GET http://x/ " + b"a" * 70000, b"HTTP/1.1 431"),
     ("http-truncated-head", b"CONNECT example.org:443 HTTP/1.1\r\nHost: exa", b""),
 ]
 
 
 @pytest.fixture
-async def listener(start_engine, http_origin):  # noqa: ANN001, ANN201
+async def listener(start_engine, http_origin):
     engine = await start_engine(
         config_text(extra=""),
     )
@@ -72,7 +120,7 @@ def _assert_clean_log(caplog: pytest.LogCaptureFixture) -> None:
         assert record.levelno < logging.ERROR, f"error logged: {record.getMessage()}"
 
 
-async def _still_serves(address: tuple[str, int], http_origin) -> None:  # noqa: ANN001
+async def _still_serves(address: tuple[str, int], http_origin) -> None:
     reader, writer = await open_socks5(address, "127.0.0.1", http_origin.port)
     writer.write(b"GET /after HTTP/1.0\r\n\r\n")
     assert (await reader.read()).endswith(b"/after\n")
@@ -80,7 +128,9 @@ async def _still_serves(address: tuple[str, int], http_origin) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("payload, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-async def test_bad_input_gets_error_reply_or_close(listener, http_origin, caplog, payload, expected) -> None:  # noqa: ANN001
+async def test_bad_input_gets_error_reply_or_close(
+    listener, http_origin, caplog, payload, expected
+) -> None:
     caplog.set_level(logging.INFO)
     address = listener.mixed_address
     reply = await exchange(address, payload, timeout=HANDSHAKE_TIMEOUT + 5)
@@ -94,12 +144,24 @@ async def test_bad_input_gets_error_reply_or_close(listener, http_origin, caplog
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"\x05", b"\x05\x01\x00\x05\x01", b"\x04\x01\x00\x50", b"CONNECT example.org:443 HTTP/1.1\r\n"],
+    [
+        b"",
+        b"\x05",
+        b"\x05\x01\x00\x05\x01",
+        b"\x04\x01\x00\x50",
+        b"CONNECT example.org:443 HTTP/1.1\r\n",
+    ],
     ids=["nothing", "socks5-half-greeting", "socks5-half-request", "socks4-half", "http-half-head"],
 )
-async def test_silent_client_is_closed_within_handshake_timeout(start_engine, http_origin, caplog, payload) -> None:  # noqa: ANN001
+async def test_silent_client_is_closed_within_handshake_timeout(
+    start_engine, http_origin, caplog, payload
+) -> None:
     caplog.set_level(logging.INFO)
-    engine = await start_engine(config_text().replace('handshake_timeout = "2s"', f'handshake_timeout = "{HANDSHAKE_TIMEOUT}s"'))
+    engine = await start_engine(
+        config_text().replace(
+            'handshake_timeout = "2s"', f'handshake_timeout = "{HANDSHAKE_TIMEOUT}s"'
+        )
+    )
     address = engine.mixed_address
     reader, writer = await asyncio.open_connection(*address)
     writer.write(payload)
@@ -118,17 +180,23 @@ async def test_silent_client_is_closed_within_handshake_timeout(start_engine, ht
     _assert_clean_log(caplog)
 
 
-async def test_many_bad_clients_at_once_do_not_stop_good_ones(listener, http_origin, caplog) -> None:  # noqa: ANN001
+async def test_many_bad_clients_at_once_do_not_stop_good_ones(
+    listener, http_origin, caplog
+) -> None:
     caplog.set_level(logging.INFO)
     address = listener.mixed_address
     payloads = [case[1] for case in CASES] * 5
-    results = await asyncio.gather(*(exchange(address, p, timeout=10) for p in payloads), return_exceptions=True)
-    assert not [r for r in results if isinstance(r, BaseException) and not isinstance(r, ConnectionError)]
+    results = await asyncio.gather(
+        *(exchange(address, p, timeout=10) for p in payloads), return_exceptions=True
+    )
+    assert not [
+        r for r in results if isinstance(r, BaseException) and not isinstance(r, ConnectionError)
+    ]
     await _still_serves(address, http_origin)
     _assert_clean_log(caplog)
 
 
-async def test_client_reset_mid_handshake_is_quiet(listener, http_origin, caplog) -> None:  # noqa: ANN001
+async def test_client_reset_mid_handshake_is_quiet(listener, http_origin, caplog) -> None:
     import socket
 
     caplog.set_level(logging.INFO)

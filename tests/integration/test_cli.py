@@ -19,7 +19,9 @@ from tests.support.peers import free_port
 
 
 def detour(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(detour_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        detour_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_version() -> None:
@@ -56,7 +58,9 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 def test_config_check_ok(tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
-    path.write_text(config_text(routes={"direct": "direct", "up": "socks5://u:hunter2@127.0.0.1:9050"}))
+    path.write_text(
+        config_text(routes={"direct": "direct", "up": "socks5://u:hunter2@127.0.0.1:9050"})
+    )
     result = detour("config", "check", str(path))
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
@@ -68,11 +72,14 @@ def test_config_check_names_the_key_and_what_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
         config_text(routes={"direct": "direct", "a": "direct", "b": "sock5://u:hunter2@h:1"})
-        + "\n[probe]\nintervall = \"5m\"\n"
+        + '\n[probe]\nintervall = "5m"\n'
     )
     result = detour("config", "check", str(path))
     assert result.returncode == 2
-    assert "route[2].chain: unknown layer 'sock5' (known: direct, http, socks4a, socks5)" in result.stderr
+    assert (
+        "route[2].chain: unknown layer 'sock5' (known: direct, http, socks4a, socks5)"
+        in result.stderr
+    )
     assert "probe.intervall: unknown key (did you mean 'interval'?" in result.stderr
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
@@ -136,12 +143,14 @@ def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signals_shut_down_cleanly_with_a_connection_open(detour_process, echo_origin, sig) -> None:  # noqa: ANN001
+def test_signals_shut_down_cleanly_with_a_connection_open(detour_process, echo_origin, sig) -> None:
     proc = detour_process(config_text())
     client = socket.create_connection(proc.address)
     client.settimeout(5)
     # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
-    client.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big"))
+    client.sendall(
+        b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big")
+    )
     reply = b""
     while len(reply) < 12:
         reply += client.recv(12 - len(reply))
@@ -163,7 +172,11 @@ def test_plain_detour_runs_headless_and_says_so(tmp_path: Path) -> None:
     port = free_port()
     path.write_text(config_text().replace('mixed = "127.0.0.1:0"', f'mixed = "127.0.0.1:{port}"'))
     process = subprocess.Popen(
-        detour_command("-c", str(path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        detour_command("-c", str(path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + 15
@@ -182,10 +195,12 @@ def test_plain_detour_runs_headless_and_says_so(tmp_path: Path) -> None:
         process.stdout.close()  # type: ignore[union-attr]
 
 
-def test_json_log_lines(detour_process, http_origin) -> None:  # noqa: ANN001
+def test_json_log_lines(detour_process, http_origin) -> None:
     proc = detour_process(config_text(), "--log-format", "json")
     with socket.create_connection(proc.address) as client:
-        client.sendall(f"GET http://127.0.0.1:{http_origin.port}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        client.sendall(
+            f"GET http://127.0.0.1:{http_origin.port}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
         while client.recv(65536):
             pass
     time.sleep(0.2)

@@ -51,7 +51,7 @@ def route(request: pytest.FixtureRequest) -> Iterator[tuple[str, bool]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("inbound", ["socks5", "http-connect"])
-def test_64mib_each_way_sha256(route, inbound, loop, integrity_origin) -> None:  # noqa: ANN001
+def test_64mib_each_way_sha256(route, inbound, loop, integrity_origin) -> None:
     chain, half_close = route
     config = parse_config(config_text(routes={"r": chain}, default="r"))
     opener = open_socks5 if inbound == "socks5" else open_http_connect
@@ -68,7 +68,7 @@ def test_64mib_each_way_sha256(route, inbound, loop, integrity_origin) -> None: 
         runner.run(scenario())
 
 
-async def test_half_close_small_reply_after_client_eof(start_engine, integrity_origin) -> None:  # noqa: ANN001
+async def test_half_close_small_reply_after_client_eof(start_engine, integrity_origin) -> None:
     """The smallest case: nothing sent, then EOF; the whole reply still arrives."""
     engine = await start_engine(config_text())
     reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", integrity_origin.port)

@@ -274,6 +274,5 @@ def test_start_failure_reports_output(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_config(*args, **kwargs) + "this is not dante syntax\n"
 
     monkeypatch.setattr(peers, "_dante_config", broken)
-    with pytest.raises(peers.PeerStartError, match="syntax error"):
-        with peers.danted():
-            pass
+    with pytest.raises(peers.PeerStartError, match="syntax error"), peers.danted():
+        pass

@@ -23,7 +23,7 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def detour(detour_process):  # noqa: ANN001, ANN201
+def detour(detour_process):
     return detour_process(config_text())
 
 
@@ -36,37 +36,48 @@ def detour(detour_process):  # noqa: ANN001, ANN201
         pytest.param("--socks4", id="socks4"),
     ],
 )
-def test_curl_socks_fetches_https_with_test_ca(detour, https_origin, test_ca, proxy_option) -> None:  # noqa: ANN001
+def test_curl_socks_fetches_https_with_test_ca(detour, https_origin, test_ca, proxy_option) -> None:
     host, port = detour.address
     # Names that only detour can resolve ([dns] hosts) prove that detour resolved them; the
     # socks5/socks4 variants resolve locally, so they use the IP the certificate also names.
     name = "origin.test" if proxy_option in ("--socks5-hostname", "--socks4a") else "127.0.0.1"
     result = curl(
-        proxy_option, f"{host}:{port}", "--cacert", str(test_ca.ca_path),
+        proxy_option,
+        f"{host}:{port}",
+        "--cacert",
+        str(test_ca.ca_path),
         f"https://{name}:{https_origin.port}/hello",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"hello from origin {name}:{https_origin.port}/hello\n"
 
 
-def test_curl_http_proxy_connect_to_https(detour, https_origin, test_ca) -> None:  # noqa: ANN001
+def test_curl_http_proxy_connect_to_https(detour, https_origin, test_ca) -> None:
     host, port = detour.address
     result = curl(
-        "-x", f"http://{host}:{port}", "--cacert", str(test_ca.ca_path),
+        "-x",
+        f"http://{host}:{port}",
+        "--cacert",
+        str(test_ca.ca_path),
         f"https://origin.test:{https_origin.port}/tunnel",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"hello from origin origin.test:{https_origin.port}/tunnel\n"
 
 
-def test_curl_http_proxy_plain_request_strips_hop_by_hop(detour, http_origin) -> None:  # noqa: ANN001
+def test_curl_http_proxy_plain_request_strips_hop_by_hop(detour, http_origin) -> None:
     host, port = detour.address
     result = curl(
-        "-x", f"http://{host}:{port}",
-        "-H", "Proxy-Connection: keep-alive",
-        "-H", "Connection: X-Secret-Hop",
-        "-H", "X-Secret-Hop: must not reach the origin",
-        "-H", "X-End-To-End: kept",
+        "-x",
+        f"http://{host}:{port}",
+        "-H",
+        "Proxy-Connection: keep-alive",
+        "-H",
+        "Connection: X-Secret-Hop",
+        "-H",
+        "X-Secret-Hop: must not reach the origin",
+        "-H",
+        "X-End-To-End: kept",
         f"http://origin.test:{http_origin.port}/headers?q=1",
     )
     assert result.returncode == 0, result.stderr
@@ -80,7 +91,7 @@ def test_curl_http_proxy_plain_request_strips_hop_by_hop(detour, http_origin) ->
     assert "Proxy-Connection" not in headers
 
 
-def test_curl_http_proxy_post_body_arrives_intact(detour, http_origin, tmp_path) -> None:  # noqa: ANN001
+def test_curl_http_proxy_post_body_arrives_intact(detour, http_origin, tmp_path) -> None:
     import hashlib
     import os
 
@@ -89,15 +100,19 @@ def test_curl_http_proxy_post_body_arrives_intact(detour, http_origin, tmp_path)
     path.write_bytes(body)
     host, port = detour.address
     result = curl(
-        "-x", f"http://{host}:{port}", "--data-binary", f"@{path}",
-        "-H", "Content-Type: application/octet-stream",
+        "-x",
+        f"http://{host}:{port}",
+        "--data-binary",
+        f"@{path}",
+        "-H",
+        "Content-Type: application/octet-stream",
         f"http://origin.test:{http_origin.port}/sha256",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{hashlib.sha256(body).hexdigest()} {len(body)}\n"
 
 
-def test_curl_reports_unreachable_destination(detour) -> None:  # noqa: ANN001
+def test_curl_reports_unreachable_destination(detour) -> None:
     host, port = detour.address
     closed = _closed_port()
     result = curl("-x", f"http://{host}:{port}", f"http://127.0.0.1:{closed}/")
@@ -108,8 +123,10 @@ def test_curl_reports_unreachable_destination(detour) -> None:  # noqa: ANN001
     assert "(5)" in result.stderr or "refused" in result.stderr.lower()
 
 
-@pytest.mark.parametrize("proxy_type", [socks.SOCKS5, socks.SOCKS4, socks.HTTP], ids=["socks5", "socks4a", "http"])
-def test_pysocks_fetches(detour, http_origin, proxy_type) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "proxy_type", [socks.SOCKS5, socks.SOCKS4, socks.HTTP], ids=["socks5", "socks4a", "http"]
+)
+def test_pysocks_fetches(detour, http_origin, proxy_type) -> None:
     host, port = detour.address
     sock = socks.socksocket()
     sock.settimeout(10)
@@ -123,11 +140,10 @@ def test_pysocks_fetches(detour, http_origin, proxy_type) -> None:  # noqa: ANN0
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.0 200")
-    assert data.endswith(f"hello from origin origin.test/pysocks\n".encode())
+    assert data.endswith(b"hello from origin origin.test/pysocks\n")
 
 
 def _closed_port() -> int:
     from tests.support.peers import free_port
 
     return free_port()
-

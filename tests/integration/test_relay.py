@@ -12,7 +12,7 @@ import pytest
 
 from helper.proxy.relay import RelayStats, relay
 from transports import Stream
-from transports.tcp import SocketStream, StreamProtocol, connect_tcp
+from transports.tcp import SocketStream, connect_tcp
 
 
 class PassThrough(Stream):
@@ -76,12 +76,16 @@ def path(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def relayed(path: str) -> AsyncIterator[Callable[..., Awaitable[tuple[Pair, Pair, asyncio.Task[RelayStats]]]]]:
+async def relayed(
+    path: str,
+) -> AsyncIterator[Callable[..., Awaitable[tuple[Pair, Pair, asyncio.Task[RelayStats]]]]]:
     """Start a relay between two socket pairs; return (client end, server end, relay task)."""
     tasks: list[asyncio.Task[RelayStats]] = []
     writers: list[asyncio.StreamWriter] = []
 
-    async def start(idle_timeout: float | None = None) -> tuple[Pair, Pair, asyncio.Task[RelayStats]]:
+    async def start(
+        idle_timeout: float | None = None,
+    ) -> tuple[Pair, Pair, asyncio.Task[RelayStats]]:
         a, client = await stream_pair()
         b, server = await stream_pair()
         left: Stream = a if path == "fast" else PassThrough(a)
@@ -99,7 +103,7 @@ async def relayed(path: str) -> AsyncIterator[Callable[..., Awaitable[tuple[Pair
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_takes_the_fast_path_only_for_plain_sockets(relayed, path) -> None:  # noqa: ANN001
+async def test_takes_the_fast_path_only_for_plain_sockets(relayed, path) -> None:
     (cr, cw), (sr, sw), task = await relayed()
     cw.write(b"x")
     assert await sr.readexactly(1) == b"x"
@@ -109,7 +113,7 @@ async def test_takes_the_fast_path_only_for_plain_sockets(relayed, path) -> None
     assert stats.fast_path == (path == "fast")
 
 
-async def test_counts_bytes_and_carries_half_close(relayed) -> None:  # noqa: ANN001
+async def test_counts_bytes_and_carries_half_close(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed()
     cw.write(b"a" * 100_000)
     cw.write_eof()  # client done sending ...
@@ -122,7 +126,7 @@ async def test_counts_bytes_and_carries_half_close(relayed) -> None:  # noqa: AN
     assert not stats.reset and not stats.idle_timed_out
 
 
-async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:  # noqa: ANN001
+async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed()
     sw.write(b"partial answer")
     await sw.drain()
@@ -138,7 +142,7 @@ async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:  #
     assert stats.reset
 
 
-async def test_peer_closing_without_reading_ends_both(relayed) -> None:  # noqa: ANN001
+async def test_peer_closing_without_reading_ends_both(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed()
     cw.close()  # client vanishes entirely (FIN, then nothing)
     assert await asyncio.wait_for(sr.read(), 5) == b""
@@ -146,7 +150,7 @@ async def test_peer_closing_without_reading_ends_both(relayed) -> None:  # noqa:
     await asyncio.wait_for(task, 5)
 
 
-async def test_idle_timeout_closes_both_sides(relayed) -> None:  # noqa: ANN001
+async def test_idle_timeout_closes_both_sides(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed(idle_timeout=0.3)
     cw.write(b"hi")
     assert await sr.readexactly(2) == b"hi"
@@ -155,7 +159,7 @@ async def test_idle_timeout_closes_both_sides(relayed) -> None:  # noqa: ANN001
     assert await asyncio.wait_for(cr.read(), 1) == b""
 
 
-async def test_activity_keeps_an_idle_timeout_away(relayed) -> None:  # noqa: ANN001
+async def test_activity_keeps_an_idle_timeout_away(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed(idle_timeout=0.4)
     for _ in range(8):  # 8 x 0.1 s of traffic: twice the idle timeout in total
         cw.write(b".")
@@ -164,7 +168,7 @@ async def test_activity_keeps_an_idle_timeout_away(relayed) -> None:  # noqa: AN
     assert not task.done()
 
 
-async def test_memory_stays_bounded_when_the_client_never_reads(relayed) -> None:  # noqa: ANN001
+async def test_memory_stays_bounded_when_the_client_never_reads(relayed) -> None:
     """The server pushes as fast as it can while the client reads nothing: detour must stop
     reading from the server (flow control) rather than buffer without bound."""
     (cr, cw), (sr, sw), task = await relayed()

@@ -49,7 +49,11 @@ async def open_socks5(
 
 
 async def open_http_connect(
-    proxy: tuple[str, int], host: str, port: int, username: str | None = None, password: str | None = None
+    proxy: tuple[str, int],
+    host: str,
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(*proxy, limit=1 << 20)
     auth = ""
@@ -65,7 +69,9 @@ async def open_http_connect(
     return reader, writer
 
 
-async def exchange(proxy: tuple[str, int], payload: bytes, *, close_write: bool = True, timeout: float = 5) -> bytes:
+async def exchange(
+    proxy: tuple[str, int], payload: bytes, *, close_write: bool = True, timeout: float = 5
+) -> bytes:
     """Send raw bytes to the proxy port, optionally half-close, return all it answers."""
     reader, writer = await asyncio.open_connection(*proxy)
     try:

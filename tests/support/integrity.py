@@ -25,7 +25,7 @@ CHUNK = 1 << 20
 UNTIL_EOF = (1 << 64) - 1
 
 
-def seeded_chunks(size: int, seed: int):  # noqa: ANN201 - a generator of bytes
+def seeded_chunks(size: int, seed: int):
     rng = random.Random(seed)
     left = size
     while left:

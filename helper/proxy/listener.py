@@ -214,6 +214,7 @@ class MixedListener:
             stream.write(request.success)
         if request.first_upstream_bytes:
             upstream.write(request.first_upstream_bytes)
+            active.stats.up += len(request.first_upstream_bytes)
         try:
             await relay(stream, upstream, idle_timeout=self.config.idle_timeout, stats=active.stats)
         finally:

@@ -117,7 +117,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like '5s' or '250ms'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{value!r} is out of range (more than 0, at most a week)") from None
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         pos, seconds = 0, 0.0
@@ -320,6 +323,8 @@ def parse_config(text: str, source: str = "config") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    except RecursionError:
+        raise ConfigError(["not valid TOML: nested too deeply"], source) from None
     problems = _Problems()
     top = _Table("", data, problems, _TOP)
 

@@ -48,7 +48,10 @@ class ProbeTarget:
             raise ValueError(f"{text!r}: unknown probe kind '{kind}' (known: {known})")
         if not url.hostname:
             raise ValueError(f"{text!r}: missing host")
-        port = port or PROBE_KINDS[kind]
+        if port == 0:
+            raise ValueError(f"{text!r}: port 0 is not a valid port")
+        if port is None:
+            port = PROBE_KINDS[kind]
         if port is None:
             raise ValueError(f"{text!r}: tcp:// probes need a port (tcp://HOST:PORT)")
         if kind in ("tcp", "tls") and url.path not in ("", "/"):

@@ -24,6 +24,15 @@ from tests.support.peers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run tests/fuzz with the 'long' hypothesis profile (200,000 examples per property)",
+    )
+
+
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> origins.TestCA:
     return origins.TestCA(tmp_path_factory.mktemp("ca"))

@@ -140,7 +140,7 @@ class Endpoint:
                 raise ValueError(f"{text!r}: expected HOST:PORT")
             port = default_port
         else:
-            if not port_text.isdigit():
+            if not (port_text.isascii() and port_text.isdigit()):
                 raise ValueError(f"{text!r}: port {port_text!r} is not a number")
             port = int(port_text)
         if not host:
@@ -318,9 +318,9 @@ def _gai_failure(exc: socket.gaierror) -> Failure:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return exc.verify_message  # more telling than its strerror
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return exc.verify_message
     text = str(exc)
     return text or type(exc).__name__

@@ -55,6 +55,9 @@ class Layer:
     def __str__(self) -> str:
         return redact(self.text or self.name)
 
+    def __repr__(self) -> str:
+        return f"Layer({str(self)!r})"
+
 
 @dataclass(frozen=True)
 class _LayerKind:
@@ -80,11 +83,21 @@ def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
     shown = redact(text)
     if not text.startswith(f"{name}://"):
         raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {shown!r})")
+    invalid = ChainError(
+        f"{shown!r} is not a valid proxy address ({_KINDS[name].syntax}; "
+        "percent-encode '@', ':' and '/' in user names and passwords)"
+    )  # (not urlsplit's own message: it may quote part of a password)
     try:
         url = urlsplit(text)
+    except ValueError:
+        raise invalid from None
+    try:
         port = url.port
-    except ValueError as exc:
-        raise ChainError(f"{shown!r}: {exc}") from None
+    except ValueError:
+        port_text = url.netloc.rpartition(":")[2]
+        if port_text.isascii() and port_text.isdigit():
+            raise ChainError(f"{shown!r}: port {port_text} is out of range (1-65535)") from None
+        raise invalid from None
     if url.path not in ("", "/") or url.query or url.fragment:
         raise ChainError(f"{shown!r}: a proxy address takes no path or query")
     if not url.hostname:
@@ -162,23 +175,26 @@ def known_layers() -> list[str]:
     return sorted(_KINDS)
 
 
-def _layer_name(text: str) -> str:
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)(?=://|:|$)", text)
-    return match.group(1).lower() if match else text
+_LAYER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://|:|$)")
 
 
 def _parse_layer(text: str) -> Layer:
-    name = _layer_name(text)
-    name = _ALIASES.get(name, name)
+    match = _LAYER_NAME.match(text)
+    known = ", ".join(known_layers())
+    if match is None:
+        # Show only what precedes any ':' (a URL's user:password comes after one).
+        leading = re.match(r"[^:/@\s]*", text)
+        shown = leading.group(0) if leading else ""
+        raise ChainError(f"'{shown}' does not start with a layer name (known: {known})")
+    written = match.group(0)
+    name = _ALIASES.get(written.lower(), written.lower())
     kind = _KINDS.get(name)
     if kind is None:
-        shown = redact(_layer_name(text))
-        known = ", ".join(known_layers())
         close = difflib.get_close_matches(name, list(_KINDS) + list(_ALIASES), n=1)
         hint = f"; did you mean '{_ALIASES.get(close[0], close[0])}'?" if close else ""
-        raise ChainError(f"unknown layer '{shown}' (known: {known}){hint}")
-    if text.lower().startswith(tuple(f"{alias}://" for alias in _ALIASES)):
-        text = name + text[text.index("://") :]
+        raise ChainError(f"unknown layer '{written}' (known: {known}){hint}")
+    # Layer names are case-insensitive; aliases become the canonical name.
+    text = name + text[len(written) :]
     return Layer(name, kind.parse(name, text), text)
 
 
@@ -188,6 +204,9 @@ class Chain:
 
     def __str__(self) -> str:
         return " | ".join(str(layer) for layer in self.layers if not layer.implicit)
+
+    def __repr__(self) -> str:
+        return f"Chain({str(self)!r})"
 
     def build(self, options: DialOptions | None = None) -> Dialer:
         options = options or DialOptions()
@@ -214,14 +233,28 @@ def parse_chain(text: str) -> Chain:
     return Chain(tuple(layers))
 
 
-# user:password@ in URLs, and key=value parameters whose values are secrets.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/|\s]*):[^@/|\s]*@")
+# key=value parameters whose values are secrets.
 _SECRET_PARAM = re.compile(
     r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
 )
+_SEGMENT = re.compile(r"[^\s|]+")
+
+
+def _redact_userinfo(segment: str) -> str:
+    """`user:password@host` -> `user:***@host`. The password runs to the last '@' (as URL
+    parsers read it), and a segment without '://' is treated as all userinfo up to it."""
+    at = segment.rfind("@")
+    if at < 0:
+        return segment
+    start = segment.find("://")
+    start = start + 3 if 0 <= start < at else 0
+    colon = segment.find(":", start, at)
+    if colon < 0:
+        return segment  # a user name alone is not a secret
+    return f"{segment[: colon + 1]}***{segment[at:]}"
 
 
 def redact(text: str) -> str:
     """Hide passwords and keys in a chain (or any text that may quote one)."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

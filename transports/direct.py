@@ -53,6 +53,8 @@ class DirectDialer:
         ip = target.ip
         addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
         addresses = interleave_families(addresses)
+        if not addresses:
+            raise DialError(Failure.DNS_NO_ANSWER, Op.RESOLVE, f"no addresses for {target.host}")
 
         def attempt(addr: IPAddress):
             async def connect() -> SocketStream:

@@ -46,7 +46,7 @@ def destination(host: str, port: int) -> Endpoint:
     name = host[:-1] if host.endswith(".") else host
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"host name of {len(host)} characters (at most {MAX_NAME_LENGTH})")
-    if any(ord(c) < 0x21 or c in "\x7f/\\@[]" for c in name):
+    if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in name):
         raise ValueError("host name contains characters no host name has")
     if any(not label or len(label.encode()) > 63 for label in name.split(".")):
         raise ValueError("host name has an empty or over-long label")

@@ -11,7 +11,6 @@ Two kinds of request are served:
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -141,8 +140,10 @@ def parse_request_head(head: bytes) -> HttpRequest:
     scheme = url.scheme.lower()
     if scheme == "https":
         raise _bad("use CONNECT for https:// through a proxy")
-    if scheme != "http" or not url.netloc:
+    if scheme != "http":
         raise _bad("only http:// targets and CONNECT are supported", 501 if scheme else 400)
+    if not url.netloc:
+        raise _bad("the request target has no host")
     if "@" in url.netloc:
         raise _bad("credentials in the request target are not forwarded")
     dest = _authority(url.netloc, 80)
@@ -170,7 +171,7 @@ def check_basic_auth(request: HttpRequest) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, non-ASCII input, UnicodeDecodeError
         return None
     username, sep, password = decoded.partition(":")
     return (username, password) if sep else None

@@ -66,8 +66,14 @@ async def relay(
 # --- fast path ----------------------------------------------------------------------------
 
 
-class _Leg(asyncio.Protocol):
-    """One side of the pipe: receives from its own transport, writes into its peer's."""
+class _Leg(asyncio.BufferedProtocol):
+    """One side of the pipe: receives from its own transport, writes into its peer's.
+
+    A BufferedProtocol: the transport reads straight into this leg's buffer, which is then
+    handed to the peer's transport as a memoryview. When that transport cannot send it all at
+    once it may keep a reference to the view (Python 3.12+ and uvloop do), so the next read
+    goes into a fresh buffer instead of overwriting bytes still waiting to be sent.
+    """
 
     def __init__(self, pipe: _TransportPipe, transport: asyncio.Transport, upward: bool) -> None:
         self.pipe = pipe
@@ -76,16 +82,28 @@ class _Leg(asyncio.Protocol):
         self.peer: _Leg
         self.eof = False
         self.lost = False
+        self._view = memoryview(bytearray(CHUNK))
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.forward(self._view[:nbytes]):
+            self._view = memoryview(bytearray(CHUNK))
+
+    def forward(self, data: bytes | memoryview) -> bool:
+        """Write `data` to the peer; True if some of it is still queued there."""
         pipe = self.pipe
         if self.upward:
             pipe.stats.up += len(data)
         else:
             pipe.stats.down += len(data)
         pipe.active = True
-        if not self.peer.lost:
-            self.peer.transport.write(data)
+        peer = self.peer
+        if peer.lost:
+            return False
+        peer.transport.write(data)
+        return peer.transport.get_write_buffer_size() > 0
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -159,7 +177,7 @@ class _TransportPipe:
             leg.connection_lost(state.exc)
             return
         if pending:
-            leg.data_received(pending)
+            leg.forward(pending)
         if state.writing_paused:
             leg.pause_writing()
         if state.reading_paused:

@@ -1,0 +1,127 @@
+"""Property tests for the SOCKS parsers, which read bytes from anyone who can connect.
+
+One property per parser (so each parser gets the profile's full example count), checking for
+every example:
+
+- any bytes (random, or a valid message mutated) give a result, NeedMore, or ProtocolError
+  whose reply is bytes; nothing else;
+- a verdict, once reached, never changes when more bytes arrive (the listener re-parses a
+  growing buffer), and a result consumes exactly the message;
+- a valid message gives NeedMore for every proper prefix and the expected message for the
+  whole, with the bytes after it left alone;
+- read_message returns the same message however the bytes are chunked, and puts exactly the
+  bytes after the message back on the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helper.proxy.handshake import NeedMore, ProtocolError, read_message
+from helper.proxy.socks import (
+    SOCKS4_REQUEST_LIMIT,
+    SOCKS5_AUTH_LIMIT,
+    SOCKS5_GREETING_LIMIT,
+    SOCKS5_REQUEST_LIMIT,
+    parse_socks4_request,
+    parse_socks5_auth,
+    parse_socks5_greeting,
+    parse_socks5_request,
+)
+from tests.fuzz.strategies import (
+    mutate,
+    socks4_requests,
+    socks5_greetings,
+    socks5_logins,
+    socks5_requests,
+)
+from tests.unit.scripted import ScriptedStream, run_without_loop
+
+Parser = Callable[[bytes], tuple[int, Any]]
+
+
+def verdict(parse: Parser, buf: bytes) -> tuple[str, Any]:
+    """("ok", (consumed, message)) | ("more", None) | ("error", reply); any other exception
+    propagates and fails the property."""
+    error: ProtocolError | None = None
+    try:
+        consumed, message = parse(buf)
+    except NeedMore:
+        return "more", None
+    except ProtocolError as exc:
+        error = exc
+    if error is not None:
+        assert isinstance(error.reply, bytes), f"reply is {type(error.reply).__name__}"
+        assert str(error), "a ProtocolError says what was wrong"
+        return "error", error.reply
+    assert 0 < consumed <= len(buf)
+    return "ok", (consumed, message)
+
+
+def check_any_bytes(parse: Parser, buf: bytes, extra: bytes) -> None:
+    first = verdict(parse, buf)
+    if first[0] == "ok":
+        consumed, message = first[1]
+        assert verdict(parse, buf[:consumed]) == first
+        assert verdict(parse, buf[: consumed - 1])[0] != "ok"
+    if first[0] != "more":
+        assert verdict(parse, buf + extra) == first, "more bytes changed a verdict"
+
+
+def check_valid(parse: Parser, wire: bytes, expected: Any, trailing: bytes) -> None:
+    for cut in range(len(wire)):
+        try:  # (pytest.raises costs more than the parser: this loop runs per byte)
+            parse(wire[:cut])
+        except NeedMore:
+            continue
+        raise AssertionError(f"a {cut}-byte prefix of a valid message did not raise NeedMore")
+    assert parse(wire) == (len(wire), expected)
+    assert parse(wire + trailing) == (len(wire), expected)
+
+
+def check_read_message(
+    parse: Parser, limit: int, data: bytes, cuts: bytes, expected: Any, trailing: bytes
+) -> None:
+    # Each byte of `cuts` is a split point, scaled to the data's length.
+    bounds = sorted({0, len(data), *(c * len(data) // 256 for c in cuts)})
+    stream = ScriptedStream(data[a:b] for a, b in pairwise(bounds))
+    assert run_without_loop(read_message(stream, parse, limit)) == expected
+    assert stream.remaining() == trailing
+    assert all(n <= limit for n in stream.read_sizes)
+
+
+def _property(name: str, parse: Parser, valid: st.SearchStrategy[Any], limit: int) -> Any:
+    def test(example: tuple[tuple[bytes, Any], bytes, bytes, bytes, bytes]) -> None:
+        (wire, expected), trailing, cuts, junk, edits = example
+        check_valid(parse, wire, expected, trailing)
+        check_read_message(parse, limit, wire + trailing, cuts, expected, trailing)
+        check_any_bytes(parse, junk, trailing)
+        check_any_bytes(parse, mutate(wire, edits), trailing)
+
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = f"{parse.__name__}: the properties in this module's docstring."
+    examples = st.tuples(
+        valid,  # (wire, expected message)
+        st.binary(max_size=24),  # bytes after the message
+        st.binary(max_size=6),  # split points for read_message
+        st.binary(max_size=600),  # random bytes
+        st.binary(min_size=3, max_size=12),  # edits that make the message near-valid
+    )
+    return given(examples)(test)
+
+
+test_socks5_greeting = _property(
+    "socks5_greeting", parse_socks5_greeting, socks5_greetings, SOCKS5_GREETING_LIMIT
+)
+test_socks5_auth = _property("socks5_auth", parse_socks5_auth, socks5_logins, SOCKS5_AUTH_LIMIT)
+test_socks5_request = _property(
+    "socks5_request", parse_socks5_request, socks5_requests, SOCKS5_REQUEST_LIMIT
+)
+test_socks4_request = _property(
+    "socks4_request", parse_socks4_request, socks4_requests, SOCKS4_REQUEST_LIMIT
+)

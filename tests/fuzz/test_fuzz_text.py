@@ -1,0 +1,142 @@
+"""Property tests for user-supplied text: chain strings, durations and whole config files
+raise only their documented errors, and passwords never come back out of redact(), a
+chain's str() or an error message.
+
+Leak checks are differential: the same input is also parsed with each password replaced by
+a placeholder of the same length. A password that shows up in the real output but not in
+the placeholder's is a leak; one that shows up in both is just a coincidence of words.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given, note
+
+from helper.config import DENY, Config, ConfigError, is_loopback, parse_config, parse_duration
+from tests.fuzz.strategies import chains, configs, durations, redact_cases, toml_document
+from transports.chain import Chain, ChainError, parse_chain, redact
+
+
+def placeholders(text: str, passwords: list[str]) -> str:
+    for pw in passwords:
+        text = text.replace(f":{pw}@", ":" + "Q" * len(pw) + "@")
+    return text
+
+
+def assert_no_leak(shown: str, shown_with_placeholders: str, passwords: list[str]) -> None:
+    for pw in passwords:
+        if pw not in shown_with_placeholders:
+            assert pw not in shown, f"password {pw!r} shown in {shown!r}"
+
+
+# --- chains -------------------------------------------------------------------------------
+
+
+def comparable(chain: Chain) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for layer in chain.layers:
+        params = dict(layer.params)
+        if params.get("password") is not None:
+            params["password"] = "***"
+        out.append((layer.name, params))
+    return out
+
+
+def shown_chain(text: str) -> tuple[Chain | None, str]:
+    try:
+        chain = parse_chain(text)
+    except ChainError as exc:
+        message = str(exc)
+    else:
+        return chain, str(chain)
+    assert message, "a ChainError says what would be valid"
+    return None, message
+
+
+@given(chains)
+def test_parse_chain(case: tuple[str, list[str]]) -> None:
+    """Any text is a Chain or a ChainError (nothing else); a Chain starts with its base and
+    its str() parses back to the same layers (passwords shown as ***); neither str() nor the
+    error shows a password."""
+    text, passwords = case
+    chain, shown = shown_chain(text)
+    if chain is not None:
+        assert chain.layers[0].name == "direct"
+        assert comparable(parse_chain(str(chain) or "direct")) == comparable(chain)
+    if passwords:
+        _, shown_placeholder = shown_chain(placeholders(text, passwords))
+        assert_no_leak(shown, shown_placeholder, passwords)
+
+
+@given(redact_cases)
+def test_redact_hides_userinfo_passwords(case: tuple[str, str, str]) -> None:
+    text, pw, expected = case
+    redacted = redact(text)
+    assert expected in redacted
+    assert_no_leak(redacted, redact(placeholders(text, [pw])), [pw])
+
+
+# --- durations ----------------------------------------------------------------------------
+
+
+@given(durations)
+def test_parse_duration_raises_only_value_error(value: Any) -> None:
+    """Whatever TOML hands over: seconds in (0, a week], or ValueError."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return
+    assert isinstance(seconds, float)
+    assert 0 < seconds <= 7 * 86400 and not math.isnan(seconds)
+
+
+# --- whole config files -------------------------------------------------------------------
+
+
+def check_config(cfg: Config) -> None:
+    names = [r.name for r in cfg.routes]
+    assert names and len(set(names)) == len(names)
+    assert DENY not in names
+    assert cfg.default_policy == DENY or cfg.default_policy in names
+    assert is_loopback(cfg.listen.mixed) or cfg.listen.users or cfg.listen.allow
+    services = [s.name for s in cfg.services]
+    assert len(set(services)) == len(services)
+    for service in cfg.services:
+        assert service.domains or service.cidrs
+        assert set(service.routes) <= set(names)
+        assert all(0 < port < 65536 for port in service.ports)
+
+
+def shown_config(text: str) -> tuple[Config | None, str]:
+    try:
+        cfg = parse_config(text, "fuzz.toml")
+    except ConfigError as exc:
+        error = exc
+    else:
+        return cfg, ""
+    assert error.problems
+    for problem in error.problems:
+        assert problem.startswith("not valid TOML: ") or ": " in problem, problem
+    return None, str(error)
+
+
+@given(configs)
+def test_parse_config(case: tuple[dict[str, Any], list[str], str]) -> None:
+    """Any document is a Config that keeps the promises validation makes, or a ConfigError
+    whose problems each name a key path (or TOML); no problem quotes a chain's password.
+    Any text at all, and the document cut in half, are a ConfigError too (or a Config)."""
+    doc, passwords, raw = case
+    text = toml_document(doc)
+    note(text)
+    cfg, shown = shown_config(text)
+    if cfg is not None:
+        check_config(cfg)
+    elif passwords:
+        _, shown_placeholder = shown_config(placeholders(text, passwords))
+        assert_no_leak(shown, shown_placeholder, passwords)
+    for other in (raw, text[: len(text) // 2]):
+        cfg, _ = shown_config(other)
+        if cfg is not None:
+            check_config(cfg)

@@ -1,0 +1,382 @@
+"""Chain strings (transports/chain.py): every form users write, the errors that tell them
+what would be valid, redaction of secrets, and the Dialers a chain builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from transports import Endpoint
+from transports.chain import Chain, ChainError, DialOptions, parse_chain, redact
+from transports.direct import DirectDialer
+from transports.http_connect import HttpConnectDialer
+from transports.resolver import StaticResolver
+from transports.socks import Socks4aDialer, Socks5Dialer
+
+KNOWN = "(known: direct, http, socks4a, socks5)"
+
+
+def names(chain: Chain) -> list[str]:
+    return [layer.name for layer in chain.layers]
+
+
+# --- valid chains -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "layers", "shown"),
+    [
+        pytest.param("direct", ["direct"], "direct", id="direct"),
+        pytest.param("  direct  ", ["direct"], "direct", id="whitespace"),
+        pytest.param(
+            "socks5://127.0.0.1:9050",
+            ["direct", "socks5"],
+            "socks5://127.0.0.1:9050",
+            id="socks5-implicit-direct",
+        ),
+        pytest.param(
+            "direct | socks5://127.0.0.1:9050",
+            ["direct", "socks5"],
+            "direct | socks5://127.0.0.1:9050",
+            id="socks5-explicit-direct",
+        ),
+        pytest.param(
+            "socks5h://127.0.0.1:9050",
+            ["direct", "socks5"],
+            "socks5://127.0.0.1:9050",
+            id="socks5h-alias",
+        ),
+        pytest.param(
+            "socks5://alice:secret@10.0.0.2:1080",
+            ["direct", "socks5"],
+            "socks5://alice:***@10.0.0.2:1080",
+            id="socks5-auth",
+        ),
+        pytest.param(
+            "socks4a://127.0.0.1:1080",
+            ["direct", "socks4a"],
+            "socks4a://127.0.0.1:1080",
+            id="socks4a",
+        ),
+        pytest.param(
+            "socks4a://bob@127.0.0.1:1080",
+            ["direct", "socks4a"],
+            "socks4a://bob@127.0.0.1:1080",
+            id="socks4a-user-id",
+        ),
+        pytest.param(
+            "http://proxy.example:3128", ["direct", "http"], "http://proxy.example:3128", id="http"
+        ),
+        pytest.param(
+            "http://alice:secret@proxy.example:3128",
+            ["direct", "http"],
+            "http://alice:***@proxy.example:3128",
+            id="http-auth",
+        ),
+        pytest.param(
+            "socks5://127.0.0.1:9050 | http://proxy.example:3128",
+            ["direct", "socks5", "http"],
+            "socks5://127.0.0.1:9050 | http://proxy.example:3128",
+            id="socks5-then-http",
+        ),
+        pytest.param(
+            "socks5://10.0.0.2:1080|socks4a://10.0.0.3:1080",
+            ["direct", "socks5", "socks4a"],
+            "socks5://10.0.0.2:1080 | socks4a://10.0.0.3:1080",
+            id="no-spaces-around-bar",
+        ),
+        pytest.param(
+            "socks5://[::1]:1080", ["direct", "socks5"], "socks5://[::1]:1080", id="ipv6-proxy"
+        ),
+        pytest.param(
+            "socks5://127.0.0.1:1080/", ["direct", "socks5"], "socks5://127.0.0.1:1080/", id="slash"
+        ),
+    ],
+)
+def test_valid_chains(text: str, layers: list[str], shown: str) -> None:
+    chain = parse_chain(text)
+    assert names(chain) == layers
+    assert str(chain) == shown
+    assert chain.layers[0].implicit == (not text.strip().startswith("direct"))
+
+
+def test_socks5_params() -> None:
+    layer = parse_chain("socks5://alice:secret@10.0.0.2:1080").layers[1]
+    assert layer.params == {
+        "proxy": Endpoint("10.0.0.2", 1080),
+        "username": "alice",
+        "password": "secret",
+    }
+
+
+def test_socks5_without_auth_params() -> None:
+    layer = parse_chain("socks5h://[::1]:9050").layers[1]
+    assert layer.params == {"proxy": Endpoint("::1", 9050), "username": None, "password": None}
+
+
+def test_socks4a_user_id_params() -> None:
+    assert parse_chain("socks4a://bob@h.example:1080").layers[1].params == {
+        "proxy": Endpoint("h.example", 1080),
+        "user_id": "bob",
+    }
+    assert parse_chain("socks4a://h.example:1080").layers[1].params["user_id"] == ""
+
+
+def test_percent_encoded_credentials_are_decoded() -> None:
+    """Passwords with '@', ':' or '/' must be percent-encoded in a URL; detour decodes them."""
+    layer = parse_chain("socks5://al%40ice:p%40ss%3Aw%2Frd%20x@proxy.example:1080").layers[1]
+    assert layer.params["username"] == "al@ice"
+    assert layer.params["password"] == "p@ss:w/rd x"
+    assert str(layer) == "socks5://al%40ice:***@proxy.example:1080"
+
+
+def test_colon_in_socks5_password_needs_no_encoding() -> None:
+    layer = parse_chain("socks5://alice:pa:ss@proxy.example:1080").layers[1]
+    assert (layer.params["username"], layer.params["password"]) == ("alice", "pa:ss")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("SOCKS5://127.0.0.1:1080", id="socks5-upper"),
+        pytest.param("Http://proxy.example:3128", id="http-mixed"),
+    ],
+)
+def test_layer_scheme_is_case_insensitive(text: str) -> None:
+    """URL schemes are case-insensitive (RFC 3986 §3.1) and the layer name is looked up
+    lower-cased (`SOCKS5H://` already works), so `SOCKS5://` must not be refused with
+    "write socks5 layers as socks5://..."."""
+    chain = parse_chain(text)
+    assert names(chain) == ["direct", text.split(":", 1)[0].lower()]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("", "empty chain (known layers: direct, http, socks4a, socks5)", id="empty"),
+        pytest.param("   ", "empty chain", id="blank"),
+        pytest.param("direct |", "empty layer between '|' separators", id="trailing-bar"),
+        pytest.param("| direct", "empty layer", id="leading-bar"),
+        pytest.param("direct || socks5://h:1", "empty layer", id="double-bar"),
+        pytest.param(
+            "sock5://h:1080", f"unknown layer 'sock5' {KNOWN}; did you mean 'socks5'?", id="sock5"
+        ),
+        pytest.param(
+            "socks4://h:1080",
+            f"unknown layer 'socks4' {KNOWN}; did you mean 'socks4a'?",
+            id="socks4",
+        ),
+        pytest.param(
+            "https://h:443", f"unknown layer 'https' {KNOWN}; did you mean 'http'?", id="https"
+        ),
+        pytest.param("drect", f"unknown layer 'drect' {KNOWN}; did you mean 'direct'?", id="drect"),
+        pytest.param(
+            "sock5h://h:1",
+            f"unknown layer 'sock5h' {KNOWN}; did you mean 'socks5'?",
+            id="alias-typo",
+        ),
+        pytest.param("tlsfrag:sni", f"unknown layer 'tlsfrag' {KNOWN}", id="not-implemented-yet"),
+        pytest.param("socks5://proxy.example", "missing proxy port (socks5://", id="no-port"),
+        pytest.param("http://proxy.example", "missing proxy port (http://", id="http-no-port"),
+        pytest.param("socks5://:1080", "missing proxy host", id="no-host"),
+        pytest.param("socks5://h:0", "port 0 is not a valid proxy port", id="port-0"),
+        pytest.param("socks5://h:99999", "out of range", id="port-too-big"),
+        pytest.param("socks5://h:port", "socks5://h:port", id="port-not-a-number"),
+        pytest.param("socks5://h:1080/path", "takes no path or query", id="path"),
+        pytest.param("socks5://h:1080?timeout=5", "takes no path or query", id="query"),
+        pytest.param("http://h:3128#x", "takes no path or query", id="fragment"),
+        pytest.param("socks5:h:1080", "write socks5 layers as socks5://", id="no-slashes"),
+        pytest.param("socks5", "write socks5 layers as socks5://[USER:PASS@]HOST:PORT", id="bare"),
+        pytest.param(
+            "socks5://h:1 | direct", "'direct' can only be the first layer", id="direct-not-first"
+        ),
+        pytest.param("direct | direct", "'direct' can only be the first layer", id="two-directs"),
+        pytest.param("direct:fast", "'direct' takes no arguments", id="direct-args"),
+        pytest.param("socks5://alice@h:1080", "give both a username and a password", id="no-pass"),
+        pytest.param("socks5://:pw@h:1080", "give both a username and a password", id="no-user"),
+        pytest.param("socks4a://bob:pw@h:1080", "SOCKS4a has no passwords", id="socks4a-pass"),
+        pytest.param("http://al%3Aice:pw@h:3128", "cannot contain ':'", id="http-colon-user"),
+        pytest.param(f"socks5://{'u' * 256}:pw@h:1080", "username must be 1-255", id="long-user"),
+        pytest.param(f"socks5://u:{'p' * 256}@h:1080", "password must be 1-255", id="long-pass"),
+    ],
+)
+def test_chain_errors(text: str, message: str) -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert message in str(err.value)
+
+
+def test_chain_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse_chain("nope")
+
+
+@pytest.mark.parametrize("value", [None, 5, b"direct"])
+def test_non_string_chain(value: object) -> None:
+    with pytest.raises(ChainError, match="empty chain"):
+        parse_chain(value)  # type: ignore[arg-type]
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "socks5://alice:secret@10.0.0.2:1080",
+            "socks5://alice:***@10.0.0.2:1080",
+            id="userinfo",
+        ),
+        pytest.param("socks5://:secret@h:1", "socks5://:***@h:1", id="empty-user"),
+        pytest.param("socks5://alice@h:1", "socks5://alice@h:1", id="no-password"),
+        pytest.param(
+            "socks5://a:x@h:1 | http://b:y@p:2",
+            "socks5://a:***@h:1 | http://b:***@p:2",
+            id="two-layers",
+        ),
+        pytest.param(
+            "front:https://relay.example/ws?front=cdn.example&key=c2VjcmV0a2V5",
+            "front:https://relay.example/ws?front=cdn.example&key=***",
+            id="key-param",
+        ),
+        pytest.param(
+            "pt:obfs4?cert=AbCdEf&iat-mode=0", "pt:obfs4?cert=***&iat-mode=0", id="obfs4-cert"
+        ),
+        pytest.param("x?password=hunter2&token=t0k", "x?password=***&token=***", id="params"),
+        pytest.param("x?KEY=abc", "x?KEY=***", id="param-case"),
+        pytest.param(
+            "direct | socks5://127.0.0.1:9050", "direct | socks5://127.0.0.1:9050", id="none"
+        ),
+        pytest.param(
+            "route[0].chain: 'socks5://bob:pw@h:1': missing port",
+            "route[0].chain: 'socks5://bob:***@h:1': missing port",
+            id="inside-a-message",
+        ),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("socks5://alice:s3cr3tPW@h", id="missing-port"),
+        pytest.param("socks5://alice:s3cr3tPW@h:0", id="port-0"),
+        pytest.param("socks5://alice:s3cr3tPW@h:99999", id="port-range"),
+        pytest.param("socks5://alice:s3cr3tPW@h:1080/x", id="path"),
+        pytest.param("socks5://alice:s3cr3tPW@:1080", id="no-host"),
+        pytest.param("socks4a://alice:s3cr3tPW@h:1080", id="socks4a-password"),
+        pytest.param("socks5:alice:s3cr3tPW@h:1080", id="no-slashes"),
+        pytest.param("socks5://:s3cr3tPW@h:1080", id="no-user"),
+        pytest.param("sock5://alice:s3cr3tPW@h:1080", id="unknown-layer"),
+        pytest.param("socks5://alice:s3cr3tPW@h:1080 | direct", id="direct-not-first"),
+        pytest.param("http://al%3Ace:s3cr3tPW@h:1080", id="http-colon-user"),
+        pytest.param(f"socks5://{'u' * 300}:s3cr3tPW@h:1080", id="long-user"),
+    ],
+)
+def test_errors_never_show_the_password(text: str) -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert "s3cr3tPW" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("socks5 ://alice:s3cr3tPW@h:1080", id="space-before-scheme-separator"),
+        pytest.param("://alice:s3cr3tPW@h:1080", id="no-scheme"),
+        pytest.param("5ocks://alice:s3cr3tPW@h:1080", id="scheme-starts-with-digit"),
+    ],
+)
+def test_unknown_layer_error_never_shows_the_password(text: str) -> None:
+    """A typo before '://' makes the layer name unreadable; the error then quotes the whole
+    layer text, and redact() does not recognise it as a URL, so the password is printed."""
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert "s3cr3tPW" not in str(err.value)
+
+
+def test_unencoded_slash_in_password_is_not_shown_in_the_error() -> None:
+    """Users paste passwords as they are; a '/' ends the authority, urlsplit then reads
+    "pa" as the port and the error quotes the text unredacted."""
+    with pytest.raises(ChainError) as err:
+        parse_chain("socks5://alice:pa/ss-s3cr3t@h:1080")
+    assert "s3cr3t" not in str(err.value)
+    assert "alice:pa" not in str(err.value)
+
+
+def test_unencoded_at_in_password_is_not_shown() -> None:
+    """urlsplit splits userinfo at the last '@' so the chain is accepted with password
+    "hunter2@s3cr3t", but redact() stops at the first '@' and shows "s3cr3t"."""
+    chain = parse_chain("socks5://alice:hunter2@s3cr3t@h:1080")
+    assert chain.layers[1].params["password"] == "hunter2@s3cr3t"
+    assert "s3cr3t" not in str(chain)
+    assert "hunter2" not in str(chain)
+
+
+def test_str_keeps_username_and_hides_password() -> None:
+    chain = parse_chain("socks5://alice:s3cr3tPW@10.0.0.2:1080 | http://bob:0therPW@p:3128")
+    shown = str(chain)
+    assert shown == "socks5://alice:***@10.0.0.2:1080 | http://bob:***@p:3128"
+    for layer in chain.layers:
+        assert "s3cr3tPW" not in str(layer) and "0therPW" not in str(layer)
+
+
+def test_repr_never_shows_the_password() -> None:
+    """Chains end up in RouteConfig and Config, whose reprs land in logs, debuggers and
+    tracebacks; config.User already hides its password from repr."""
+    chain = parse_chain("socks5://alice:s3cr3tPW@10.0.0.2:1080")
+    assert "s3cr3tPW" not in repr(chain)
+    assert "s3cr3tPW" not in repr(chain.layers[1])
+
+
+# --- building -----------------------------------------------------------------------------
+
+
+def test_build_direct_uses_the_options() -> None:
+    resolver = StaticResolver({"example.com": ["192.0.2.1"]})
+    dialer = parse_chain("direct").build(
+        DialOptions(resolver=resolver, connect_timeout=3.0, attempt_delay=0.1)
+    )
+    assert isinstance(dialer, DirectDialer)
+    assert dialer.resolver is resolver
+    assert dialer.connect_timeout == 3.0
+    assert dialer.attempt_delay == 0.1
+
+
+def test_build_nests_layers_left_to_right() -> None:
+    """The left-most layer is closest to the network: the right-most Dialer is outermost."""
+    dialer = parse_chain(
+        "socks5://alice:secret@10.0.0.2:1080 | socks4a://bob@10.0.0.3:1080 | http://p.example:3128"
+    ).build(DialOptions(handshake_timeout=4.0))
+    assert isinstance(dialer, HttpConnectDialer)
+    assert dialer.proxy == Endpoint("p.example", 3128)
+    assert dialer.handshake_timeout == 4.0
+    socks4 = dialer.inner
+    assert isinstance(socks4, Socks4aDialer)
+    assert socks4.proxy == Endpoint("10.0.0.3", 1080)
+    assert socks4._user_id == b"bob"
+    socks5 = socks4.inner
+    assert isinstance(socks5, Socks5Dialer)
+    assert socks5.proxy == Endpoint("10.0.0.2", 1080)
+    assert (socks5._username, socks5._password) == (b"alice", b"secret")
+    assert socks5.handshake_timeout == 4.0
+    assert isinstance(socks5.inner, DirectDialer)
+
+
+def test_build_http_with_credentials_sends_basic_auth() -> None:
+    dialer = parse_chain("http://alice:secret@p.example:3128").build()
+    assert isinstance(dialer, HttpConnectDialer)
+    assert dialer._authorization == b"Proxy-Authorization: Basic YWxpY2U6c2VjcmV0\r\n"
+    assert "secret" not in repr(dialer)
+
+
+def test_build_default_options() -> None:
+    dialer = parse_chain("socks5://127.0.0.1:9050").build()
+    assert isinstance(dialer, Socks5Dialer)
+    assert dialer.handshake_timeout == DialOptions().handshake_timeout
+    assert isinstance(dialer.inner, DirectDialer)

@@ -17,6 +17,7 @@ transfer is never passed off as a complete one.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 
 from transports import Stream
@@ -66,14 +67,27 @@ async def relay(
 # --- fast path ----------------------------------------------------------------------------
 
 
-class _Leg(asyncio.BufferedProtocol):
-    """One side of the pipe: receives from its own transport, writes into its peer's.
+class _Scratch(threading.local):
+    """The buffer fast-path reads land in, shared by every leg on this thread's event loop.
 
-    A BufferedProtocol: the transport reads straight into this leg's buffer, which is then
-    handed to the peer's transport as a memoryview. When that transport cannot send it all at
-    once it may keep a reference to the view (Python 3.12+ and uvloop do), so the next read
-    goes into a fresh buffer instead of overwriting bytes still waiting to be sent.
+    A read is forwarded before the next one starts, so one buffer serves all connections
+    and an idle connection holds none. When the receiving transport cannot send a chunk at
+    once it may keep a reference to it (a memoryview: Python 3.12+ and uvloop do), so that
+    buffer is handed over and the next read gets a fresh one.
     """
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(CHUNK))
+
+    def retire(self) -> None:
+        self.view = memoryview(bytearray(CHUNK))
+
+
+_scratch = _Scratch()
+
+
+class _Leg(asyncio.BufferedProtocol):
+    """One side of the pipe: receives from its own transport, writes into its peer's."""
 
     def __init__(self, pipe: _TransportPipe, transport: asyncio.Transport, upward: bool) -> None:
         self.pipe = pipe
@@ -82,14 +96,13 @@ class _Leg(asyncio.BufferedProtocol):
         self.peer: _Leg
         self.eof = False
         self.lost = False
-        self._view = memoryview(bytearray(CHUNK))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        return _scratch.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.forward(self._view[:nbytes]):
-            self._view = memoryview(bytearray(CHUNK))
+        if self.forward(_scratch.view[:nbytes]):
+            _scratch.retire()
 
     def forward(self, data: bytes | memoryview) -> bool:
         """Write `data` to the peer; True if some of it is still queued there."""

@@ -7,7 +7,9 @@ reader while the writer's buffer is full. No task, no await, no Python-level buf
 chunk; on loopback this is 3-4x faster than a read/write loop over streams.
 
 Generic path: any other Stream (TLS in Python, a wrapper that rewrites bytes) is pumped by
-two copy tasks with read/write/drain.
+two copy tasks with read/write/drain. A wrapper that only rewrites the first bytes (tlsfrag,
+split) becomes a plain socket underneath once they are out; the relay then switches to the
+fast path mid-stream.
 
 Ends of stream: a FIN on one side becomes a FIN (write_eof) on the other, and the other
 direction keeps flowing. A reset on one side becomes a reset on the other, so a truncated
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transports import Stream
@@ -38,7 +41,7 @@ class RelayStats:
     down: int = 0  # destination -> client
     idle_timed_out: bool = False
     reset: bool = False  # a side was reset (or failed): the transfer did not end cleanly
-    fast_path: bool = False  # moved transport-to-transport (both sides plain TCP)
+    fast_path: bool = False  # (ended) transport-to-transport: both sides plain TCP underneath
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -54,11 +57,14 @@ async def relay(
     fast_client = client.raw_socket_stream()
     fast_upstream = upstream.raw_socket_stream()
     try:
-        if fast_client is not None and fast_upstream is not None:
-            stats.fast_path = True
-            await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
-        else:
-            await _copy_both(client, upstream, stats, idle_timeout)
+        if fast_client is None or fast_upstream is None:
+            if not await _copy_both(client, upstream, stats, idle_timeout):
+                return stats
+            fast_client = client.raw_socket_stream()
+            fast_upstream = upstream.raw_socket_stream()
+            assert fast_client is not None and fast_upstream is not None
+        stats.fast_path = True
+        await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
     finally:
         stats.ended.set()
     return stats
@@ -235,7 +241,12 @@ class _TransportPipe:
 
 
 async def _copy(
-    src: Stream, dst: Stream, stats: RelayStats, upward: bool, clock: list[float]
+    src: Stream,
+    dst: Stream,
+    stats: RelayStats,
+    upward: bool,
+    clock: list[float],
+    on_chunk: Callable[[], None],
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -249,6 +260,7 @@ async def _copy(
         clock[0] = loop.time()
         dst.write(data)
         await dst.drain()
+        on_chunk()
     # Pass the end of stream on. A stream that cannot half-close (TLS in Python) just stops
     # receiving; the other direction keeps flowing until it ends too.
     if dst.can_write_eof():
@@ -257,36 +269,63 @@ async def _copy(
 
 async def _copy_both(
     client: Stream, upstream: Stream, stats: RelayStats, idle_timeout: float | None
-) -> None:
+) -> bool:
+    """Copy both ways until both end, a side fails or the idle timeout passes (then close
+    both streams and return False), or until both streams have become plain sockets
+    underneath while both directions still flow (then return True, streams left open, for
+    the caller to continue on the fast path). A wrapper that rewrites only the first bytes
+    (tlsfrag, split) becomes such a stream once they are out."""
     loop = asyncio.get_running_loop()
     clock = [loop.time()]  # time of the last chunk, either way
-    tasks = {
-        asyncio.ensure_future(_copy(client, upstream, stats, True, clock)),
-        asyncio.ensure_future(_copy(upstream, client, stats, False, clock)),
+    upgrade = loop.create_future()
+
+    def check_upgrade() -> None:
+        if (
+            not upgrade.done()
+            and client.raw_socket_stream() is not None
+            and upstream.raw_socket_stream() is not None
+        ):
+            upgrade.set_result(None)
+
+    copies = {
+        asyncio.ensure_future(_copy(client, upstream, stats, True, clock, check_upgrade)),
+        asyncio.ensure_future(_copy(upstream, client, stats, False, clock, check_upgrade)),
     }
-    failed = False
+    failed = upgraded = False
     try:
-        pending = tasks
+        pending: set[asyncio.Future[None]] = set(copies)
         while pending and not failed:
             timeout = None
             if idle_timeout:
                 timeout = max(0.0, clock[0] + idle_timeout - loop.time())
-            done, pending = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            waiting = pending | ({upgrade} if not upgrade.done() else set())
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            pending -= done
+            if upgrade in done and len(pending) == 2:
+                upgraded = True
+                break
             if not done and idle_timeout and loop.time() - clock[0] >= idle_timeout:
                 stats.idle_timed_out = True
                 break
-            failed = any(not t.cancelled() and t.exception() is not None for t in done)
+            failed = any(
+                not t.cancelled() and t.exception() is not None for t in done if t is not upgrade
+            )
     finally:
-        for task in tasks:
+        for task in copies:
             task.cancel()
-        # Reap both tasks; what went wrong is already recorded in `failed`.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Reap both tasks; what went wrong is already recorded in `failed`. A copy cancelled
+        # while waiting to read has taken nothing; one cancelled in drain has written its
+        # chunk: no byte is lost by switching paths.
+        await asyncio.gather(*copies, return_exceptions=True)
+        if not upgrade.done():
+            upgrade.cancel()
         if failed:
             stats.reset = True
             client.abort()
             upstream.abort()
-        else:
+        elif not upgraded:
             client.close()
             upstream.close()
+    return upgraded

@@ -52,6 +52,24 @@ class PassThrough(Stream):
         return self.inner.is_closing()
 
 
+class FirstWriteMarker(PassThrough):
+    """Like tlsfrag: rewrites the first write (here: prefixes a marker), then steps aside,
+    reporting the socket underneath so the relay can move to its fast path."""
+
+    def __init__(self, inner: SocketStream) -> None:
+        super().__init__(inner)
+        self.first_done = False
+
+    def write(self, data: bytes) -> None:
+        if not self.first_done:
+            self.first_done = True
+            data = b"[first]" + data
+        self.inner.write(data)
+
+    def raw_socket_stream(self) -> SocketStream | None:
+        return self.inner.raw_socket_stream() if self.first_done else None
+
+
 Pair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -192,3 +210,41 @@ async def test_memory_stays_bounded_when_the_client_never_reads(relayed) -> None
     # most its write-buffer limit plus one read. Without flow control this would be GiBs.
     assert sent - stalled_at <= 2 * (1 << 20), "the sender was never paused"
     assert sent < 64 * (1 << 20), f"{sent >> 20} MiB accepted without the client reading"
+
+
+async def test_switches_to_the_fast_path_once_a_wrapper_steps_aside() -> None:
+    a, (cr, cw) = await stream_pair()
+    b, (sr, sw) = await stream_pair()
+    task = asyncio.ensure_future(relay(a, FirstWriteMarker(b)))
+    cw.write(b"hello")
+    assert await sr.readexactly(12) == b"[first]hello"
+    # After the switch, both directions keep flowing, byte for byte, and half-close holds.
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    cw.write(payload)
+    cw.write_eof()
+    assert await sr.readexactly(len(payload)) == payload
+    assert await sr.read() == b""
+    sw.write(payload)
+    sw.write_eof()
+    assert await cr.readexactly(len(payload)) == payload
+    assert await cr.read() == b""
+    stats = await asyncio.wait_for(task, 5)
+    assert stats.fast_path
+    assert (stats.up, stats.down) == (5 + len(payload), len(payload))
+    cw.close()
+    sw.close()
+
+
+async def test_stays_on_the_generic_path_if_a_direction_already_ended() -> None:
+    a, (cr, cw) = await stream_pair()
+    b, (sr, sw) = await stream_pair()
+    task = asyncio.ensure_future(relay(a, FirstWriteMarker(b)))
+    sw.write_eof()  # the server is done before the client's first byte
+    assert await cr.read() == b""
+    cw.write(b"late")
+    cw.write_eof()
+    assert await sr.read() == b"[first]late"
+    stats = await asyncio.wait_for(task, 5)
+    assert not stats.fast_path
+    cw.close()
+    sw.close()

@@ -62,7 +62,8 @@ async def relay(
                 return stats
             fast_client = client.raw_socket_stream()
             fast_upstream = upstream.raw_socket_stream()
-            assert fast_client is not None and fast_upstream is not None
+            assert fast_client is not None
+            assert fast_upstream is not None
         stats.fast_path = True
         await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
     finally:

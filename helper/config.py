@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,13 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    # Extra root certificates to trust when detour itself verifies TLS (probes, fronts):
+    # the lab's CA. Never needed against the real services.
+    extra_ca: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProbeConfig:
     interval: float = 300.0
     timeout: float = 5.0
@@ -93,6 +101,7 @@ class RouteConfig:
 class Config:
     listen: ListenConfig
     dns: DnsConfig
+    tls: TlsConfig
     probe: ProbeConfig
     routes: tuple[RouteConfig, ...]
     services: tuple[Service, ...]
@@ -155,7 +164,7 @@ def is_loopback(endpoint: Endpoint) -> bool:
     return endpoint.host == "localhost" or (ip is not None and ip.is_loopback)
 
 
-def _network(value: Any) -> IPNetwork:
+def network(value: Any) -> IPNetwork:
     if not isinstance(value, str):
         raise ValueError('expected a CIDR string like "192.168.1.0/24"')
     try:
@@ -171,7 +180,7 @@ def _network(value: Any) -> IPNetwork:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _domain(value: Any) -> str:
+def domain(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a domain name string")
     name = normalize_domain(value)
@@ -193,7 +202,9 @@ def _domain(value: Any) -> str:
 # --- tables -------------------------------------------------------------------------------
 
 
-class _Problems:
+class Problems:
+    """Problems found while reading a file, each prefixed with its key path."""
+
     def __init__(self) -> None:
         self.items: list[str] = []
 
@@ -201,10 +212,10 @@ class _Problems:
         self.items.append(f"{path}: {message}")
 
 
-class _Table:
+class TableReader:
     """Reads keys from one TOML table, recording problems; `finish` reports unknown keys."""
 
-    def __init__(self, path: str, data: Any, problems: _Problems, keys: tuple[str, ...]) -> None:
+    def __init__(self, path: str, data: Any, problems: Problems, keys: tuple[str, ...]) -> None:
         self.path = path
         self.problems = problems
         self.keys = keys
@@ -258,14 +269,14 @@ class _Table:
                 self.problems.add(self._key_path(key), f"unknown key ({hint}valid: {valid})")
 
 
-def _string(value: Any) -> str:
+def string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     return value
 
 
 def _route_name(value: Any) -> str:
-    name = _string(value)
+    name = string(value)
     if not _NAME.match(name):
         raise ValueError(
             f"{name!r}: names are 1-64 letters, digits, '.', '_' or '-', "
@@ -274,7 +285,7 @@ def _route_name(value: Any) -> str:
     return name
 
 
-def _port(value: Any) -> int:
+def port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ValueError(f"{value!r} is not a port (1-65535)")
     return value
@@ -282,7 +293,7 @@ def _port(value: Any) -> int:
 
 def _credential(what: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        text = _string(value)
+        text = string(value)
         if not 0 < len(text.encode()) < 256:
             raise ValueError(f"a {what} is 1-255 bytes (SOCKS5 limit)")
         return text
@@ -292,19 +303,39 @@ def _credential(what: str) -> Callable[[Any], str]:
 
 def _chain(value: Any) -> Chain:
     try:
-        return parse_chain(_string(value))
+        return parse_chain(string(value))
     except ChainError as exc:
         raise ValueError(str(exc)) from None
 
 
 def _resolver(value: Any) -> str:
-    text = _string(value)
+    text = string(value)
     if text not in RESOLVERS:
         raise ValueError(f"unknown resolver {text!r} (known: {', '.join(RESOLVERS)})")
     return text
 
 
-def _array_of_tables(name: str, data: Any, problems: _Problems) -> list[tuple[str, Any]]:
+def _ca_file(base: Path | None) -> Callable[[Any], Path]:
+    def convert(value: Any) -> Path:
+        path = Path(string(value)).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return _check_ca_file(path)
+
+    return convert
+
+
+def _check_ca_file(path: Path) -> Path:
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a PEM certificate file ({exc})") from None
+    return path
+
+
+def array_of_tables(name: str, data: Any, problems: Problems) -> list[tuple[str, Any]]:
     if data is None:
         return []
     if not isinstance(data, list):
@@ -315,27 +346,32 @@ def _array_of_tables(name: str, data: Any, problems: _Problems) -> list[tuple[st
 
 # --- the file -----------------------------------------------------------------------------
 
-_TOP = ("listen", "dns", "probe", "default", "route", "service")
+_TOP = ("listen", "dns", "tls", "probe", "default", "route", "service")
 
 
-def parse_config(text: str, source: str = "config") -> Config:
+def parse_config(text: str, source: str = "config", base: Path | None = None) -> Config:
+    """Parse and validate a config. Relative file paths in it are taken from `base` (the
+    config file's directory), or from the working directory."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source) from None
     except RecursionError:
         raise ConfigError(["not valid TOML: nested too deeply"], source) from None
-    problems = _Problems()
-    top = _Table("", data, problems, _TOP)
+    problems = Problems()
+    top = TableReader("", data, problems, _TOP)
 
     listen = _parse_listen(top.data.get("listen", {}), problems)
-    dns_table = _Table("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
+    dns_table = TableReader("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
     dns = DnsConfig(
         resolver=dns_table.get("resolver", _resolver, "system"),
         hosts=_parse_hosts(dns_table.data.get("hosts", {}), problems),
     )
     dns_table.finish()
-    probe_table = _Table(
+    tls_table = TableReader("tls", top.data.get("tls", {}), problems, ("extra_ca",))
+    tls = TlsConfig(extra_ca=tuple(tls_table.get_list("extra_ca", _ca_file(base))))
+    tls_table.finish()
+    probe_table = TableReader(
         "probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger")
     )
     probe = ProbeConfig(
@@ -349,9 +385,9 @@ def parse_config(text: str, source: str = "config") -> Config:
     route_names = [r.name for r in routes]
     services = _parse_services(top.data.get("service"), route_names, problems)
 
-    default_table = _Table("default", top.data.get("default", {}), problems, ("policy",))
+    default_table = TableReader("default", top.data.get("default", {}), problems, ("policy",))
     implicit = "direct" if "direct" in route_names else (route_names[0] if route_names else DENY)
-    policy = default_table.get("policy", _string, implicit)
+    policy = default_table.get("policy", string, implicit)
     if policy != DENY and policy not in route_names:
         problems.add(
             "default.policy",
@@ -362,10 +398,10 @@ def parse_config(text: str, source: str = "config") -> Config:
 
     if problems.items:
         raise ConfigError(problems.items, source)
-    return Config(listen, dns, probe, tuple(routes), tuple(services), policy, source)
+    return Config(listen, dns, tls, probe, tuple(routes), tuple(services), policy, source)
 
 
-def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:
+def _parse_hosts(data: Any, problems: Problems) -> dict[str, tuple[str, ...]]:
     if not isinstance(data, dict):
         problems.add("dns.hosts", 'expected a table like { "example.org" = ["192.0.2.1"] }')
         return {}
@@ -373,7 +409,7 @@ def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:
     for name, addresses in data.items():
         path = f'dns.hosts."{name}"'
         try:
-            domain = _domain(name)
+            normalized = domain(name)
         except ValueError as exc:
             problems.add(path, str(exc))
             continue
@@ -385,21 +421,21 @@ def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:
         parsed = []
         for i, address in enumerate(addresses):
             try:
-                parsed.append(str(ipaddress.ip_address(_string(address))))
+                parsed.append(str(ipaddress.ip_address(string(address))))
             except ValueError:
                 problems.add(f"{path}[{i}]", f"{address!r} is not an IP address")
-        hosts[domain] = tuple(parsed)
+        hosts[normalized] = tuple(parsed)
     return hosts
 
 
-def _parse_listen(data: Any, problems: _Problems) -> ListenConfig:
-    table = _Table(
+def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
+    table = TableReader(
         "listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout")
     )
     mixed = table.get("mixed", parse_listen_address, ListenConfig.mixed)
     users: list[User] = []
-    for path, item in _array_of_tables("listen.users", table.data.get("users"), problems):
-        user_table = _Table(path, item, problems, ("name", "password"))
+    for path, item in array_of_tables("listen.users", table.data.get("users"), problems):
+        user_table = TableReader(path, item, problems, ("name", "password"))
         name = user_table.get("name", _credential("user name"), required=True)
         password = user_table.get("password", _credential("password"), required=True)
         user_table.finish()
@@ -408,7 +444,7 @@ def _parse_listen(data: Any, problems: _Problems) -> ListenConfig:
         if any(u.name == name for u in users):
             problems.add(f"{path}.name", f"user {name!r} is listed twice")
         users.append(User(name, password))
-    allow = tuple(table.get_list("allow", _network))
+    allow = tuple(table.get_list("allow", network))
     listen = ListenConfig(
         mixed=mixed,
         users=tuple(users),
@@ -432,15 +468,15 @@ def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> 
         )
 
 
-def _parse_routes(data: Any, problems: _Problems) -> list[RouteConfig]:
+def _parse_routes(data: Any, problems: Problems) -> list[RouteConfig]:
     routes: list[RouteConfig] = []
-    entries = _array_of_tables("route", data, problems)
+    entries = array_of_tables("route", data, problems)
     if not entries:
         problems.add(
             "route", 'at least one [[route]] is needed (e.g. name = "direct", chain = "direct")'
         )
     for path, item in entries:
-        table = _Table(path, item, problems, ("name", "chain", "timeout"))
+        table = TableReader(path, item, problems, ("name", "chain", "timeout"))
         name = table.get("name", _route_name, required=True)
         chain = table.get("chain", _chain, required=True)
         timeout = table.get("timeout", parse_duration, 10.0)
@@ -457,22 +493,22 @@ def _parse_routes(data: Any, problems: _Problems) -> list[RouteConfig]:
     return routes
 
 
-def _parse_services(data: Any, route_names: list[str], problems: _Problems) -> list[Service]:
+def _parse_services(data: Any, route_names: list[str], problems: Problems) -> list[Service]:
     services: list[Service] = []
-    for path, item in _array_of_tables("service", data, problems):
-        table = _Table(
+    for path, item in array_of_tables("service", data, problems):
+        table = TableReader(
             path, item, problems, ("name", "domains", "cidrs", "ports", "probes", "routes")
         )
         name = table.get("name", _route_name, required=True)
-        domains = table.get_list("domains", _domain)
-        cidrs = table.get_list("cidrs", _network)
-        ports = table.get_list("ports", _port)
+        domains = table.get_list("domains", domain)
+        cidrs = table.get_list("cidrs", network)
+        ports = table.get_list("ports", port)
 
         def probe(value: Any) -> ProbeTarget:
-            return ProbeTarget.parse(_string(value))
+            return ProbeTarget.parse(string(value))
 
         probes = table.get_list("probes", probe)
-        routes = table.get_list("routes", _string)
+        routes = table.get_list("routes", string)
         for i, route in enumerate(routes):
             if route not in route_names:
                 problems.add(
@@ -521,4 +557,4 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError([f"no such file: {file}"], str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(file)) from None
-    return parse_config(text, str(file))
+    return parse_config(text, str(file), file.parent)

@@ -8,6 +8,7 @@ as soon as it fails, the first connection wins.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
 from .race import RaceFailed, staggered_race
@@ -42,24 +43,38 @@ class DirectDialer:
         *,
         attempt_delay: float = 0.25,
         connect_timeout: float = 10.0,
+        local_address: str | None = None,
     ) -> None:
         if attempt_delay < 0 or connect_timeout <= 0:
             raise ValueError("attempt_delay must be >= 0 and connect_timeout > 0")
         self.resolver = resolver if resolver is not None else SystemResolver()
         self.attempt_delay = attempt_delay
         self.connect_timeout = connect_timeout
+        # The source address for outgoing connections (a multi-homed router's uplink; the
+        # lab's servers outside its censor); only addresses of its family are dialled.
+        self.local_address = ipaddress.ip_address(local_address) if local_address else None
 
     async def dial(self, target: Endpoint) -> SocketStream:
         ip = target.ip
         addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
-        addresses = interleave_families(addresses)
         if not addresses:
             raise DialError(Failure.DNS_NO_ANSWER, Op.RESOLVE, f"no addresses for {target.host}")
+        if self.local_address is not None:
+            version = self.local_address.version
+            addresses = [a for a in addresses if a.version == version]
+            if not addresses:
+                raise DialError(
+                    Failure.NETWORK_UNREACHABLE,
+                    Op.CONNECT,
+                    f"{target.host} has no IPv{version} address to dial from {self.local_address}",
+                )
+        addresses = interleave_families(addresses)
 
         def attempt(addr: IPAddress):
             async def connect() -> SocketStream:
+                local = (str(self.local_address), 0) if self.local_address else None
                 try:
-                    return await connect_tcp(str(addr), target.port)
+                    return await connect_tcp(str(addr), target.port, local_addr=local)
                 except OSError as exc:
                     where = Endpoint(str(addr), target.port)
                     raise classify_os_error(exc, Op.CONNECT, f"{where}: {_reason(exc)}") from None

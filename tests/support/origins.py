@@ -1,7 +1,7 @@
 """Destination servers for tests and benchmarks: what detour's clients reach through it.
 
-- TestCA: a throw-away certificate authority (cryptography) and leaf certificates, so real
-  clients (curl --cacert, Python ssl) verify HTTPS through the proxy as they would for real.
+- TestCA: a throw-away certificate authority (the lab's, helper/lab/ca.py), so real clients
+  (curl --cacert, Python ssl) verify HTTPS through the proxy as they would for real.
 - BackgroundLoop: an asyncio loop in a thread. Origins run there, so synchronous tests (curl,
   PySocks in subprocesses or threads) and asyncio tests use the same servers.
 - Origins: an HTTP(S) server (aiohttp), an echo server, and an integrity server that streams
@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
-import ipaddress
 import random
 import ssl
 import threading
@@ -24,104 +22,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from helper.lab.ca import LabCA
 
 T = TypeVar("T")
 
 
-class TestCA:
+class TestCA(LabCA):
     """A certificate authority that exists only for one test session."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "detour test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self._name = name
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        self.ca_path = directory / "test-ca.pem"
-        self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, *names: str) -> tuple[Path, Path]:
-        """A leaf certificate for DNS names and IP literals; returns (cert, key) PEM paths."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        stem = names[0].replace("*", "star").replace(":", "_")
-        cert_path = self.directory / f"{stem}.pem"
-        key_path = self.directory / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_path, key_path
-
-    def server_context(self, *names: str) -> ssl.SSLContext:
-        cert, key = self.issue(*names)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_path))
+        super().__init__(directory, "detour test CA")
 
 
 class BackgroundLoop:

@@ -1,0 +1,1 @@
+"""The lab: mock blocking servers that reproduce censorship techniques on one machine."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from transports import Chain, ChainError, Endpoint, parse_chain
+from transports import Chain, ChainError, Endpoint, parse_chain, redact
+from transports.dns import ResolverSpec, parse_resolver
 
 from .services import ProbeTarget, Service, normalize_domain
 
@@ -37,7 +39,6 @@ __all__ = [
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DENY = "deny"
-RESOLVERS = ("system",)
 
 
 class ConfigError(Exception):
@@ -70,9 +71,21 @@ class ListenConfig:
 
 @dataclass(frozen=True)
 class DnsConfig:
-    resolver: str = "system"
+    resolver: ResolverSpec = ResolverSpec("system")  # noqa: RUF009 - immutable
     # Fixed answers, like a hosts file for detour alone: name -> addresses.
     hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    # CA certificates (PEM files) trusted besides the system's, for DoH/DoT servers.
+    extra_ca: tuple[Path, ...] = ()
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for path in self.extra_ca:
+            context.load_verify_locations(cafile=path)
+        return context
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class RouteConfig:
 class Config:
     listen: ListenConfig
     dns: DnsConfig
+    tls: TlsConfig
     probe: ProbeConfig
     routes: tuple[RouteConfig, ...]
     services: tuple[Service, ...]
@@ -297,11 +311,22 @@ def _chain(value: Any) -> Chain:
         raise ValueError(str(exc)) from None
 
 
-def _resolver(value: Any) -> str:
-    text = _string(value)
-    if text not in RESOLVERS:
-        raise ValueError(f"unknown resolver {text!r} (known: {', '.join(RESOLVERS)})")
-    return text
+def _resolver(value: Any) -> ResolverSpec:
+    try:
+        return parse_resolver(_string(value))
+    except ValueError as exc:
+        raise ValueError(redact(str(exc))) from None
+
+
+def _ca_file(value: Any) -> Path:
+    path = Path(_string(value)).expanduser()
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ValueError(f"{value!r}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"{value!r} is not a PEM CA certificate file ({exc})") from None
+    return path
 
 
 def _array_of_tables(name: str, data: Any, problems: _Problems) -> list[tuple[str, Any]]:
@@ -315,7 +340,7 @@ def _array_of_tables(name: str, data: Any, problems: _Problems) -> list[tuple[st
 
 # --- the file -----------------------------------------------------------------------------
 
-_TOP = ("listen", "dns", "probe", "default", "route", "service")
+_TOP = ("listen", "dns", "tls", "probe", "default", "route", "service")
 
 
 def parse_config(text: str, source: str = "config") -> Config:
@@ -331,10 +356,13 @@ def parse_config(text: str, source: str = "config") -> Config:
     listen = _parse_listen(top.data.get("listen", {}), problems)
     dns_table = _Table("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
     dns = DnsConfig(
-        resolver=dns_table.get("resolver", _resolver, "system"),
+        resolver=dns_table.get("resolver", _resolver, DnsConfig.resolver),
         hosts=_parse_hosts(dns_table.data.get("hosts", {}), problems),
     )
     dns_table.finish()
+    tls_table = _Table("tls", top.data.get("tls", {}), problems, ("extra_ca",))
+    tls = TlsConfig(tuple(tls_table.get_list("extra_ca", _ca_file)))
+    tls_table.finish()
     probe_table = _Table(
         "probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger")
     )
@@ -362,7 +390,7 @@ def parse_config(text: str, source: str = "config") -> Config:
 
     if problems.items:
         raise ConfigError(problems.items, source)
-    return Config(listen, dns, probe, tuple(routes), tuple(services), policy, source)
+    return Config(listen, dns, tls, probe, tuple(routes), tuple(services), policy, source)
 
 
 def _parse_hosts(data: Any, problems: _Problems) -> dict[str, tuple[str, ...]]:

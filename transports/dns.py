@@ -344,6 +344,9 @@ class DnsResolver:
 
     async def resolve(self, host: str) -> list[IPAddress]:
         key = host.lower().rstrip(".")
+        # Letters (IDN too), digits, '-', '_', '.': nothing a server could misread.
+        if not key or not all(ch.isalnum() or ch in "-_." for ch in key):
+            raise DialError(Failure.UNKNOWN, Op.RESOLVE, f"{host!r} is not a valid host name")
         cached = self._cache.get(key)
         if cached is not None:
             expires, value = cached

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from transports import Chain, ChainError, Endpoint, parse_chain, redact
-from transports.dns import ResolverSpec, parse_resolver
+from transports.resolver import ResolverSpec, parse_resolver
 
 from .services import ProbeTarget, Service, normalize_domain
 

@@ -30,9 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 from .base import Dialer, Endpoint
 from .direct import DirectDialer
-from .dns import parse_resolver
 from .http_connect import HttpConnectDialer
-from .resolver import Resolver, StaticResolver
+from .resolver import Resolver, StaticResolver, parse_resolver
 from .socks import Socks4aDialer, Socks5Dialer
 from .split import SplitDialer
 from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer

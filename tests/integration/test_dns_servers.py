@@ -15,7 +15,7 @@ from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.origins import TestCA
 from transports import DialError, Failure, Op
-from transports.dns import parse_resolver
+from transports.resolver import parse_resolver
 
 pytestmark = pytest.mark.peer
 

@@ -11,9 +11,9 @@ import pytest
 from transports import Endpoint
 from transports.chain import Chain, ChainError, DialOptions, parse_chain, redact
 from transports.direct import DirectDialer
-from transports.dns import DnsResolver, HttpsTransport, ResolverSpec, UdpTransport
+from transports.dns import DnsResolver, HttpsTransport, UdpTransport
 from transports.http_connect import HttpConnectDialer
-from transports.resolver import StaticResolver, SystemResolver
+from transports.resolver import ResolverSpec, StaticResolver, SystemResolver
 from transports.socks import Socks4aDialer, Socks5Dialer
 from transports.split import SplitDialer
 from transports.tlsfrag import Fragmenting, TlsFragDialer

@@ -18,7 +18,7 @@ from helper.config import (
 from helper.services import ProbeTarget
 from tests.support.origins import TestCA
 from transports import Endpoint
-from transports.dns import ResolverSpec
+from transports.resolver import ResolverSpec
 
 ROUTE = '[[route]]\nname = "direct"\nchain = "direct"\n'
 

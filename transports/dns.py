@@ -148,8 +148,8 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class UdpTransport:
-    """Plain DNS over UDP: resent after 1 s, 2 s, 4 s ...; truncated answers are asked again
-    over TCP (RFC 7766)."""
+    """Plain DNS over UDP: resent after 1 s, 2 s, 4 s ... until the resolver's timeout ends
+    the wait; truncated answers are asked again over TCP (RFC 7766)."""
 
     def __init__(self, server: Endpoint, retry_after: float = 1.0) -> None:
         self.server = server

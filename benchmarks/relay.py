@@ -179,10 +179,20 @@ class Timeout:
 # ------------------------------------------------------------------------------------------
 
 
+def _read_size(conn: socket.socket) -> int:
+    """The 8-byte transfer size. TLS handshake records before it are skipped: the tlsfrag
+    contestant's client sends a ClientHello first, which detour cuts into several records.
+    (A size's first byte is 0, never 0x16.)"""
+    while (first := recv_exact(conn, 1)) == b"\x16":
+        header = recv_exact(conn, 4)  # version, length
+        recv_exact(conn, int.from_bytes(header[2:4], "big"))
+    return struct.unpack("!Q", first + recv_exact(conn, 7))[0]
+
+
 def _sink(conn: socket.socket) -> None:
     """Read an 8-byte size, count that many bytes with recv_into, acknowledge the count."""
     with conn:
-        size = struct.unpack("!Q", recv_exact(conn, 8))[0]
+        size = _read_size(conn)
         buf = memoryview(bytearray(CHUNK))
         total = 0
         while total < size:
@@ -198,7 +208,7 @@ def _sink(conn: socket.socket) -> None:
 def _source(conn: socket.socket) -> None:
     """Read an 8-byte size, send that many bytes from one buffer, wait for the close."""
     with conn:
-        size = struct.unpack("!Q", recv_exact(conn, 8))[0]
+        size = _read_size(conn)
         data = memoryview(bytearray(CHUNK))
         remaining = size
         while remaining >= CHUNK:
@@ -374,6 +384,13 @@ def wait_accepting(
         time.sleep(0.05)
 
 
+def _client_hello() -> bytes:
+    """A real ClientHello (OpenSSL's, with a server name) for the tlsfrag contestant."""
+    from tests.support.tls import openssl_client_hello
+
+    return openssl_client_hello("web.telegram.org")
+
+
 def free_port() -> int:
     from tests.support.peers import free_port as _free_port
 
@@ -381,23 +398,25 @@ def free_port() -> int:
 
 
 DETOUR_CONFIG = """\
-# written by benchmarks/relay.py: one direct route, everything goes direct
+# written by benchmarks/relay.py: one route, everything goes through it
 [listen]
 mixed = "127.0.0.1:1080"
 
 [default]
-policy = "direct"
+policy = "only"
 
 [[route]]
-name = "direct"
-chain = "direct"
+name = "only"
+chain = "{chain}"
 """
 
 
 @contextlib.contextmanager
-def run_detour(tmp: Path, loop: str) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
-    config = tmp / "detour.toml"
-    config.write_text(DETOUR_CONFIG)
+def run_detour(
+    tmp: Path, loop: str, chain: str = "direct"
+) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
+    config = tmp / f"detour-{loop}-{chain.replace(':', '-')}.toml"
+    config.write_text(DETOUR_CONFIG.format(chain=chain))
     port = free_port()
     argv = [
         sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
@@ -519,15 +538,20 @@ def socks5_connect(sock: socket.socket, target: tuple[str, int]) -> None:
     recv_exact(sock, rest)
 
 
-def open_tunnel(proxy: tuple[str, int] | None, target: tuple[str, int]) -> socket.socket:
+def open_tunnel(
+    proxy: tuple[str, int] | None, target: tuple[str, int], preamble: bytes = b""
+) -> socket.socket:
+    """Connect (through the proxy), then send `preamble`: a TLS ClientHello for the tlsfrag
+    contestant, so detour rewrites it before the measured transfer starts."""
     sock = socket.create_connection(proxy or target)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if proxy is not None:
-        try:
+    try:
+        if proxy is not None:
             socks5_connect(sock, target)
-        except BaseException:
-            sock.close()
-            raise
+        sock.sendall(preamble)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -543,11 +567,16 @@ class Transfer:
 
 
 def upload(
-    proxy: tuple[str, int] | None, servers: Servers, size: int, pid: int | None, timeout: float
+    proxy: tuple[str, int] | None,
+    servers: Servers,
+    size: int,
+    pid: int | None,
+    timeout: float,
+    preamble: bytes = b"",
 ) -> Transfer:
     data = memoryview(bytearray(CHUNK))
     with Timeout(timeout, "upload"):
-        sock = open_tunnel(proxy, servers.sink)
+        sock = open_tunnel(proxy, servers.sink, preamble)
         with sock:
             cpu0 = (
                 process_cpu_seconds(pid),
@@ -575,11 +604,16 @@ def upload(
 
 
 def download(
-    proxy: tuple[str, int] | None, servers: Servers, size: int, pid: int | None, timeout: float
+    proxy: tuple[str, int] | None,
+    servers: Servers,
+    size: int,
+    pid: int | None,
+    timeout: float,
+    preamble: bytes = b"",
 ) -> Transfer:
     buf = memoryview(bytearray(CHUNK))
     with Timeout(timeout, "download"):
-        sock = open_tunnel(proxy, servers.source)
+        sock = open_tunnel(proxy, servers.source, preamble)
         with sock:
             cpu0 = (
                 process_cpu_seconds(pid),
@@ -651,15 +685,18 @@ class Contestant:
     down: list[Transfer] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     setup_cpu: float = 0.0  # proxy CPU seconds spent during the set-up test
+    preamble: bytes = b""  # sent before each transfer (not timed)
 
 
 ALL_CONTESTANTS = (
-    "direct", "detour", "detour-asyncio", "pproxy", "pproxy-asyncio", "microsocks",
+    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "pproxy", "pproxy-asyncio",
+    "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
     "detour": "detour (uvloop)",
     "detour-asyncio": "detour (asyncio)",
+    "detour-tlsfrag": "detour tlsfrag:sni",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -741,6 +778,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     address, pid, info = stack.enter_context(run_detour(tmp, "uvloop"))
                 elif key == "detour-asyncio":
                     address, pid, info = stack.enter_context(run_detour(tmp, "asyncio"))
+                elif key == "detour-tlsfrag":
+                    address, pid, info = stack.enter_context(
+                        run_detour(tmp, "uvloop", "tlsfrag:sni")
+                    )
                 elif key == "pproxy":
                     address, pid, info = stack.enter_context(run_pproxy(tmp, "uvloop"))
                 elif key == "pproxy-asyncio":
@@ -751,21 +792,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 skipped[key] = " ".join(str(exc).split())
                 log(f"skipping {key}: {exc}")
                 continue
-            contestants.append(Contestant(key, LABELS[key], address, pid, info))
+            preamble = _client_hello() if key == "detour-tlsfrag" else b""
+            contestants.append(Contestant(key, LABELS[key], address, pid, info, preamble=preamble))
             if info:
                 log(f"started {LABELS[key]}: {info}")
 
         # Warm-up: first connections, page faults, TCP buffer autotuning; not measured.
         warm = min(args.size, 32 << 20)
         for c in contestants:
-            upload(c.address, servers, warm, c.pid, timeout)
-            download(c.address, servers, warm, c.pid, timeout)
+            upload(c.address, servers, warm, c.pid, timeout, c.preamble)
+            download(c.address, servers, warm, c.pid, timeout, c.preamble)
             setup_latency(c.address, servers.echo, 20, timeout)
 
         for rnd in range(args.repeat):
             for c in rotated(contestants, rnd):
-                up = upload(c.address, servers, args.size, c.pid, timeout)
-                down = download(c.address, servers, args.size, c.pid, timeout)
+                up = upload(c.address, servers, args.size, c.pid, timeout, c.preamble)
+                down = download(c.address, servers, args.size, c.pid, timeout, c.preamble)
                 c.up.append(up)
                 c.down.append(down)
                 log(

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from transports import Chain, ChainError, Endpoint, parse_chain
+from transports import Chain, ChainError, Endpoint, parse_chain, redact
+from transports.resolver import ResolverSpec, parse_resolver
 
 from .services import ProbeTarget, Service, normalize_domain
 
@@ -38,7 +39,6 @@ __all__ = [
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DENY = "deny"
-RESOLVERS = ("system",)
 
 
 class ConfigError(Exception):
@@ -71,16 +71,22 @@ class ListenConfig:
 
 @dataclass(frozen=True)
 class DnsConfig:
-    resolver: str = "system"
+    resolver: ResolverSpec = ResolverSpec("system")  # noqa: RUF009 - immutable
     # Fixed answers, like a hosts file for detour alone: name -> addresses.
     hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TlsConfig:
-    # Extra root certificates to trust when detour itself verifies TLS (probes, fronts):
-    # the lab's CA. Never needed against the real services.
+    # Extra root certificates (PEM files) to trust, besides the system's, where detour itself
+    # verifies TLS: DoH/DoT servers, probes, fronts. The lab's CA; rarely anything else.
     extra_ca: tuple[Path, ...] = ()
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for path in self.extra_ca:
+            context.load_verify_locations(cafile=path)
+        return context
 
 
 @dataclass(frozen=True)
@@ -308,11 +314,11 @@ def _chain(value: Any) -> Chain:
         raise ValueError(str(exc)) from None
 
 
-def _resolver(value: Any) -> str:
-    text = string(value)
-    if text not in RESOLVERS:
-        raise ValueError(f"unknown resolver {text!r} (known: {', '.join(RESOLVERS)})")
-    return text
+def _resolver(value: Any) -> ResolverSpec:
+    try:
+        return parse_resolver(string(value))
+    except ValueError as exc:
+        raise ValueError(redact(str(exc))) from None
 
 
 def _ca_file(base: Path | None) -> Callable[[Any], Path]:
@@ -331,7 +337,7 @@ def _check_ca_file(path: Path) -> Path:
     except FileNotFoundError:
         raise ValueError(f"{str(path)!r}: no such file") from None
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ValueError(f"{str(path)!r} is not a PEM certificate file ({exc})") from None
+        raise ValueError(f"{str(path)!r} is not a PEM CA certificate file ({exc})") from None
     return path
 
 
@@ -364,7 +370,7 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
     listen = _parse_listen(top.data.get("listen", {}), problems)
     dns_table = TableReader("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
     dns = DnsConfig(
-        resolver=dns_table.get("resolver", _resolver, "system"),
+        resolver=dns_table.get("resolver", _resolver, DnsConfig.resolver),
         hosts=_parse_hosts(dns_table.data.get("hosts", {}), problems),
     )
     dns_table.finish()

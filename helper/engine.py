@@ -4,10 +4,11 @@ ends on the same Engine."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from transports import Endpoint
-from transports.resolver import Resolver, StaticResolver, SystemResolver
+from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
 from .proxy import MixedListener
@@ -27,12 +28,19 @@ class Engine:
         listen: Endpoint | None = None,
     ) -> None:
         self.config = config
+        # Resolvers that keep connections (DoH) are closed when the engine stops.
+        self._resources = contextlib.AsyncExitStack()
+        tls = config.tls.client_context()
         if resolver is None:
-            resolver = SystemResolver()
+            resolver = config.dns.resolver.build(tls)
+            close = getattr(resolver, "aclose", None)
+            if close is not None:
+                self._resources.push_async_callback(close)
             if config.dns.hosts:
+                # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         self.resolver = resolver
-        self.router = Router.from_config(config, self.resolver)
+        self.router = Router.from_config(config, self.resolver, tls=tls, resources=self._resources)
         self.listener = MixedListener(config.listen, self.router, address=listen)
 
     @property
@@ -52,6 +60,7 @@ class Engine:
 
     async def stop(self) -> None:
         await self.listener.stop()
+        await self._resources.aclose()
 
     async def __aenter__(self) -> Engine:
         await self.start()

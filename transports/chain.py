@@ -3,10 +3,13 @@
     direct
     socks5://alice:secret@10.0.0.2:1080
     socks5://127.0.0.1:9050 | http://proxy.example:3128
+    resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni
 
 Layers are separated by `|`; the left-most is closest to the network and each layer to its
 right is reached through the ones before it. A chain that does not start with a base layer
-(`direct`) starts with an implicit `direct`.
+(`direct`, or `resolve:` which is `direct` with its own resolver) starts with an implicit
+`direct`. `tlsfrag` and `split` wrap what the layers before them produce: after a proxy
+layer they shape the bytes that go through the tunnel.
 
 Parsing (`parse_chain`) checks everything without building anything, so a config can be
 validated without side effects; `Chain.build` turns it into a Dialer. Chains are shown with
@@ -15,18 +18,23 @@ credentials redacted (`str(chain)`, `redact`), everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .base import Dialer, Endpoint
 from .direct import DirectDialer
 from .http_connect import HttpConnectDialer
-from .resolver import Resolver
+from .resolver import Resolver, StaticResolver, parse_resolver
 from .socks import Socks4aDialer, Socks5Dialer
+from .split import SplitDialer
+from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer
 
 __all__ = ["Chain", "ChainError", "DialOptions", "Layer", "known_layers", "parse_chain", "redact"]
 
@@ -43,6 +51,12 @@ class DialOptions:
     connect_timeout: float = 10.0
     handshake_timeout: float = 10.0
     attempt_delay: float = 0.25
+    # For `resolve:` layers: fixed answers that go before their resolver ([dns] hosts), the
+    # TLS settings for DoH/DoT servers, and where resolvers that hold connections are
+    # registered to be closed (the engine closes it when it stops).
+    hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
+    resources: contextlib.AsyncExitStack | None = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +141,71 @@ def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
 
 
 def _require_inner(inner: Dialer | None) -> Dialer:
-    assert inner is not None, "proxy layers are never the base"
+    assert inner is not None, "only base layers come first"
     return inner
+
+
+def _arguments(name: str, text: str) -> list[str]:
+    """The comma-separated arguments after `name:`."""
+    if not text.startswith(f"{name}:") or not text[len(name) + 1 :].strip():
+        raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {redact(text)!r})")
+    return [arg.strip().lower() for arg in text[len(name) + 1 :].split(",")]
+
+
+def _offset(name: str, arg: str, limit: int) -> int:
+    if not (arg.isascii() and arg.isdigit()) or not 0 < int(arg) <= limit:
+        raise ChainError(f"{name}: {arg!r} is not a byte offset 1-{limit} ({_KINDS[name].syntax})")
+    return int(arg)
+
+
+def _parse_tlsfrag(name: str, text: str) -> dict[str, Any]:
+    args = _arguments(name, text)
+    if len(set(args)) != len(args):
+        raise ChainError(f"{name}: an argument is given twice in {text!r}")
+    offsets = tuple(_offset(name, a, MAX_RECORD - 1) for a in args if a not in ("sni", "segments"))
+    how = Fragmenting(offsets, sni="sni" in args, segments="segments" in args)
+    if not how.offsets and not how.sni:
+        raise ChainError(f"{name}: give where to cut, an offset or sni ({_KINDS[name].syntax})")
+    return {"how": how}
+
+
+def _build_tlsfrag(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return TlsFragDialer(_require_inner(inner), params["how"])
+
+
+_MAX_SPLIT = 65535
+
+
+def _parse_split(name: str, text: str) -> dict[str, Any]:
+    offsets = tuple(_offset(name, a, _MAX_SPLIT) for a in _arguments(name, text))
+    if any(b <= a for a, b in pairwise(offsets)):
+        raise ChainError(f"{name}: offsets must be strictly increasing (got {text!r})")
+    return {"offsets": offsets}
+
+
+def _build_split(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return SplitDialer(_require_inner(inner), params["offsets"])
+
+
+def _parse_resolve(name: str, text: str) -> dict[str, Any]:
+    if not text.startswith(f"{name}:"):
+        raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {redact(text)!r})")
+    try:
+        return {"resolver": parse_resolver(text[len(name) + 1 :])}
+    except ValueError as exc:
+        raise ChainError(f"{name}: {redact(str(exc))}") from None
+
+
+def _build_resolve(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    resolver = params["resolver"].build(opts.tls)
+    close = getattr(resolver, "aclose", None)
+    if close is not None and opts.resources is not None:
+        opts.resources.push_async_callback(close)
+    if opts.hosts:
+        resolver = StaticResolver(opts.hosts, fallback=resolver)
+    return DirectDialer(
+        resolver, attempt_delay=opts.attempt_delay, connect_timeout=opts.connect_timeout
+    )
 
 
 def _build_socks5(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
@@ -165,6 +242,17 @@ _KINDS: dict[str, _LayerKind] = {
     "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
     "socks4a": _LayerKind(_parse_proxy_url, _build_socks4a, syntax="socks4a://[USERID@]HOST:PORT"),
     "http": _LayerKind(_parse_proxy_url, _build_http, syntax="http://[USER:PASS@]HOST:PORT"),
+    "resolve": _LayerKind(
+        _parse_resolve,
+        _build_resolve,
+        base=True,
+        syntax="resolve:system, resolve:udp=IP[:PORT], resolve:tcp=IP[:PORT], "
+        "resolve:dot=HOST[:PORT], resolve:doh=https://HOST/PATH",
+    ),
+    "tlsfrag": _LayerKind(
+        _parse_tlsfrag, _build_tlsfrag, syntax="tlsfrag:N|sni[,N|sni...][,segments]"
+    ),
+    "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
 }
 # Names people write for the same thing (curl's socks5h means "proxy resolves names",
 # which is what socks5 always does here).

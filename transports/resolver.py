@@ -1,20 +1,26 @@
 """Name resolution for the base of a chain.
 
 A Resolver turns a host name into addresses or raises DialError(op=resolve). The system
-resolver is the default; `resolve:` layers (encrypted DNS) and the lab plug in others.
+resolver is the default; `resolve:` layers and `[dns] resolver` configure others (DNS over
+HTTPS, TLS, UDP, TCP: transports/dns.py) with the text `parse_resolver` reads; the lab plugs
+in its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
-from .base import DialError, Failure, IPAddress, Op, classify_os_error
+from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
 
-__all__ = ["Resolver", "StaticResolver", "SystemResolver"]
+__all__ = ["Resolver", "ResolverSpec", "StaticResolver", "SystemResolver", "parse_resolver"]
 
 
 class Resolver(Protocol):
@@ -80,3 +86,125 @@ class StaticResolver:
         if self.fallback is not None:
             return await self.fallback.resolve(host)
         raise DialError(Failure.DNS_NXDOMAIN, Op.RESOLVE, f"{host}: no such name")
+
+
+# --- the resolver users configure ----------------------------------------------------------
+
+RESOLVER_SYNTAX = (
+    "system, udp=IP[:PORT], tcp=IP[:PORT], dot=HOST[:PORT], doh=https://HOST/PATH; "
+    "options after ';': bootstrap=IP[,IP...], allow_private=true"
+)
+_DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
+# KIND=ADDRESS, or the URL-like spellings KIND://ADDRESS and doh:https://...
+_FORM = re.compile(r"(?P<kind>[A-Za-z]+)(?:=|://|:(?=https://))(?P<address>.*)", re.S)
+
+
+@dataclass(frozen=True)
+class ResolverSpec:
+    """A resolver as configured: checked when parsed, built when the engine starts."""
+
+    kind: str  # system, udp, tcp, dot, doh
+    server: Endpoint | None = None  # for doh: the URL's host and port
+    url: str = ""
+    bootstrap: tuple[IPAddress, ...] = ()
+    allow_private: bool = False
+
+    def build(self, context: ssl.SSLContext | None = None, timeout: float = 5.0) -> Resolver:
+        if self.kind == "system":
+            return SystemResolver(timeout)
+        # Imported here: parsing and checking a config needs neither aiohttp nor dnspython.
+        from .dns import (
+            DnsResolver,
+            DnsTransport,
+            HttpsTransport,
+            TcpTransport,
+            TlsTransport,
+            UdpTransport,
+        )
+
+        assert self.server is not None
+        context = context or ssl.create_default_context()
+        addresses = self.bootstrap or (ipaddress.ip_address(self.server.host),)
+        transport: DnsTransport
+        if self.kind == "udp":
+            transport = UdpTransport(self.server)
+        elif self.kind == "tcp":
+            transport = TcpTransport(self.server)
+        elif self.kind == "dot":
+            transport = TlsTransport(self.server, addresses, context)
+        else:
+            transport = HttpsTransport(self.url, self.bootstrap, context)
+        return DnsResolver(
+            transport,
+            allow_private=self.allow_private,
+            timeout=timeout,
+            query_id_zero=self.kind == "doh",
+        )
+
+
+def parse_resolver(text: str) -> ResolverSpec:
+    """`system`, `udp=IP[:PORT]`, `tcp=...`, `dot=HOST[:PORT]`, `doh=URL`, with `;key=value`
+    options. The spellings `udp://IP:PORT`, `tcp://`, `dot://` and `doh:URL` are accepted too.
+    Raises ValueError naming the valid forms."""
+    text = text.strip()
+    head, *options = text.split(";")
+    if head.strip().lower() == "system" and not options:
+        return ResolverSpec("system")
+    form = _FORM.fullmatch(head.strip())
+    kind = form["kind"].lower() if form else ""
+    if form is None or kind not in ("udp", "tcp", "dot", "doh") or not form["address"]:
+        raise ValueError(f"unknown resolver {text!r} (known: {RESOLVER_SYNTAX})")
+    address = form["address"]
+    bootstrap: tuple[IPAddress, ...] = ()
+    allow_private = False
+    for option in options:
+        key, _, value = option.partition("=")
+        key = key.strip().lower()
+        if key == "bootstrap" and kind in ("dot", "doh"):
+            try:
+                bootstrap = tuple(ipaddress.ip_address(a.strip()) for a in value.split(","))
+            except ValueError:
+                raise ValueError(
+                    f"{text!r}: bootstrap= takes IP addresses, like 1.1.1.1,1.0.0.1"
+                ) from None
+        elif key == "allow_private" and value.strip().lower() in ("true", "false"):
+            allow_private = value.strip().lower() == "true"
+        else:
+            valid = (
+                "bootstrap=IP[,IP...], allow_private=true|false"
+                if kind in ("dot", "doh")
+                else "allow_private=true|false"
+            )
+            raise ValueError(f"{text!r}: unknown option {option.strip()!r} (valid: {valid})")
+    if kind == "doh":
+        server, url = _doh_server(text, address.strip())
+    else:
+        url = ""
+        try:
+            server = Endpoint.parse(address, default_port=_DEFAULT_PORTS[kind])
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        if server.port == 0:
+            raise ValueError(f"{text!r}: port 0 is not a valid resolver port")
+    is_ip = server.ip is not None
+    if is_ip and bootstrap:
+        raise ValueError(f"{text!r}: bootstrap= is only needed when the server is given by name")
+    if not is_ip and not bootstrap:
+        if kind in ("udp", "tcp"):
+            raise ValueError(f"{text!r}: give the resolver's IP address, not a name")
+        raise ValueError(
+            f"{text!r}: {server.host} is a name; add its addresses with ;bootstrap=IP[,IP...] "
+            "(detour never asks the local resolver where its resolver is)"
+        )
+    return ResolverSpec(kind, server, url, bootstrap, allow_private)
+
+
+def _doh_server(text: str, url: str) -> tuple[Endpoint, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 443
+    except ValueError:
+        raise ValueError(f"{text!r}: not a valid URL (doh=https://HOST[:PORT]/PATH)") from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ValueError(f"{text!r}: a DoH server is an https:// URL (doh=https://HOST/PATH)")
+    return Endpoint(parts.hostname, port), url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from typing import Any, cast
 
@@ -220,12 +221,23 @@ def reset_transport(transport: asyncio.BaseTransport) -> None:
 
 
 async def connect_tcp(
-    address: str, port: int, *, local_addr: tuple[str, int] | None = None
+    address: str,
+    port: int,
+    *,
+    local_addr: tuple[str, int] | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> SocketStream:
-    """Open a TCP connection to an IP address (no name resolution here)."""
+    """Open a TCP connection to an IP address (no name resolution here), with TLS on top
+    when `tls` is given (the certificate is checked for `server_hostname`)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(
-        StreamProtocol, host=address, port=port, local_addr=local_addr
+        StreamProtocol,
+        host=address,
+        port=port,
+        local_addr=local_addr,
+        ssl=tls,
+        server_hostname=server_hostname if tls is not None else None,
     )
     transport = cast(asyncio.Transport, transport)  # uvloop transports are not subclasses
     return SocketStream(transport, protocol)

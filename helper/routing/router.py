@@ -8,7 +8,9 @@ order; the client gets an error only when every candidate has failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,7 +78,14 @@ class Router:
         self._by_name = {route.name: route for route in self.routes}
 
     @classmethod
-    def from_config(cls, config: Config, resolver: Resolver | None = None) -> Router:
+    def from_config(
+        cls,
+        config: Config,
+        resolver: Resolver | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        resources: contextlib.AsyncExitStack | None = None,
+    ) -> Router:
         routes = [
             Route(
                 rc.name,
@@ -87,6 +96,9 @@ class Router:
                         connect_timeout=rc.timeout,
                         handshake_timeout=rc.timeout,
                         attempt_delay=0.25,
+                        hosts=config.dns.hosts,
+                        tls=tls,
+                        resources=resources,
                     )
                 ),
             )

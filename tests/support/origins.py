@@ -6,6 +6,8 @@
   PySocks in subprocesses or threads) and asyncio tests use the same servers.
 - Origins: an HTTP(S) server (aiohttp), an echo server, and an integrity server that streams
   seeded random data while hashing what it receives (see tests/support/integrity.py).
+- A recording relay in front of an origin: it keeps every byte clients send, so a test can
+  assert what went over the wire (TLS record boundaries after `tlsfrag`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,35 @@ async def start_integrity(host: str = "127.0.0.1") -> Origin:
     from .integrity import serve_integrity
 
     server = await asyncio.start_server(serve_integrity, host, 0, limit=1 << 20)
+    return Origin(host, server.sockets[0].getsockname()[1], server)
+
+
+async def start_recorder(upstream: tuple[str, int], host: str = "127.0.0.1") -> Origin:
+    """A TCP relay to `upstream` that records what each client sent, in `server.received`
+    (one bytearray per connection, in accept order)."""
+    received: list[bytearray] = []
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log=None) -> None:
+        try:
+            while data := await reader.read(65536):
+                if log is not None:
+                    log += data
+                writer.write(data)
+                await writer.drain()
+            writer.write_eof()
+        except (ConnectionError, OSError):
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        log = bytearray()
+        received.append(log)
+        up_reader, up_writer = await asyncio.open_connection(*upstream)
+        await asyncio.gather(pump(reader, up_writer, log), pump(up_reader, writer))
+        writer.close()
+        up_writer.close()
+
+    server = await asyncio.start_server(relay, host, 0)
+    server.received = received  # type: ignore[attr-defined]
     return Origin(host, server.sockets[0].getsockname()[1], server)
 
 

@@ -1,4 +1,5 @@
-"""Real third-party proxies (dante, microsocks, tinyproxy) as test and benchmark peers.
+"""Real third-party servers as test and benchmark peers: proxies (dante, microsocks, tinyproxy)
+and DNS servers (unbound for DNS over UDP, TCP and TLS; dnsdist for DNS over HTTPS).
 
 detour talks to upstream SOCKS5 and HTTP CONNECT proxies that it did not write. Mocks of those
 proxies only encode our own reading of the RFCs, so the integration tests and the benchmarks
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -46,10 +47,12 @@ __all__ = [
     "Peer",
     "PeerStartError",
     "danted",
+    "dnsdist_doh",
     "free_port",
     "microsocks",
     "require_peer",
     "tinyproxy",
+    "unbound",
 ]
 
 #: How long a peer may take to accept its first TCP connection.
@@ -133,6 +136,8 @@ class Peer:
     tmpdir: Path
     log_path: Path | None = None
     output_path: Path | None = None
+    #: Further ports the program listens on, by purpose (unbound's "dot").
+    extra_ports: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -700,4 +705,94 @@ def danted(username: str | None = None, password: str | None = None) -> Iterator
         return [sys.executable, "-c", _REAPER, *argv], log_path
 
     with _running("danted", "socks5", prepare, username, password) as peer:
+        yield peer
+
+
+# --------------------------------------------------------------------------------------------
+# DNS: unbound (UDP, TCP, TLS) and dnsdist (HTTPS)
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def unbound(
+    local_data: Sequence[str],
+    static_zones: Sequence[str],
+    tls: tuple[Path, Path],
+    *,
+    max_udp_size: int = 512,
+) -> Iterator[Peer]:
+    """unbound answering from local data only: DNS over UDP and TCP on ``peer.port``, DNS over
+    TLS on ``peer.extra_ports["dot"]`` with ``tls`` = (certificate, key) PEM files.
+
+    ``local_data`` are resource records (``"web.telegram.org. 300 IN A 149.154.167.99"``);
+    names under a ``static_zones`` zone without data are NXDOMAIN. Nothing is recursed. UDP
+    answers are limited to ``max_udp_size`` bytes, so a large answer comes back truncated
+    and a client must ask again over TCP.
+
+    unbound 1.17 also serves DNS over HTTPS, but over HTTP/2 only; detour's DoH client speaks
+    HTTP/1.1 (as every public DoH service accepts), so DoH tests use ``dnsdist_doh`` in front.
+    """
+    binary = require_peer("unbound", "unbound")
+    cert, key = tls
+    ports: dict[str, int] = {}
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        ports["dot"] = free_port()
+        lines = [
+            "server:",
+            f"  interface: 127.0.0.1@{port}",
+            f"  interface: 127.0.0.1@{ports['dot']}",
+            f"  tls-port: {ports['dot']}",
+            f'  tls-service-pem: "{cert}"',
+            f'  tls-service-key: "{key}"',
+            # In the foreground, in our directory, as the user who started it, logging to
+            # stderr (output.log).
+            "  do-daemonize: no",
+            '  chroot: ""',
+            '  username: ""',
+            f'  directory: "{tmpdir}"',
+            '  pidfile: ""',
+            "  use-syslog: no",
+            '  logfile: ""',
+            "  verbosity: 1",
+            "  access-control: 127.0.0.0/8 allow",
+            f"  max-udp-size: {max_udp_size}",
+            *(f'  local-zone: "{zone}" static' for zone in static_zones),
+            *(f'  local-data: "{record}"' for record in local_data),
+            "remote-control:",
+            "  control-enable: no",
+        ]
+        conf = tmpdir / "unbound.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return [binary, "-d", "-c", str(conf)], None
+
+    with _running("unbound", "dns", prepare, None, None) as peer:
+        peer.extra_ports = dict(ports)
+        yield peer
+
+
+@contextlib.contextmanager
+def dnsdist_doh(backend: Peer, tls: tuple[Path, Path]) -> Iterator[Peer]:
+    """dnsdist as a DNS-over-HTTPS front (HTTP/1.1 and HTTP/2, path ``/dns-query``) for
+    ``backend``, a plain DNS server such as ``unbound``. ``peer.url`` + "/dns-query" is the
+    DoH URL."""
+    binary = require_peer("dnsdist", "dnsdist")
+    cert, key = tls
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        lines = [
+            "-- written by tests/support/peers.py",
+            # Its plain DNS listener would default to port 53: put it on a free port.
+            f'setLocal("127.0.0.1:{free_port()}")',
+            f'addDOHLocal("127.0.0.1:{port}", "{cert}", "{key}", "/dns-query")',
+            # Up from the start: its health check asks for a.root-servers.net, which a
+            # local-data-only backend does not know, and a backend marked down drops queries.
+            f'newServer({{address="127.0.0.1:{backend.port}"}}):setUp()',
+            'setSecurityPollSuffix("")',  # no version check over the network
+        ]
+        conf = tmpdir / "dnsdist.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return [binary, "--supervised", "--disable-syslog", "-C", str(conf)], None
+
+    with _running("dnsdist", "https", prepare, None, None) as peer:
         yield peer

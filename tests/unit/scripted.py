@@ -11,13 +11,16 @@ from transports.base import Stream
 
 class ScriptedStream(Stream):
     """Reads return the scripted chunks in order (a chunk longer than the read size is split),
-    then b"" for end of stream. Records the size of every read and every unread."""
+    then b"" for end of stream. Records the size of every read and every unread, and every
+    write separately (`writes`), so a test can assert the boundaries a wrapper produced."""
 
     def __init__(self, chunks: Iterable[bytes] = ()) -> None:
         self.chunks: deque[bytes] = deque(c for c in chunks if c)
         self.read_sizes: list[int] = []
         self.unread_calls: list[bytes] = []
         self.written = bytearray()
+        self.writes: list[bytes] = []
+        self.eof_written = False
         self.closed = False
 
     async def read(self, n: int = 65536) -> bytes:
@@ -40,6 +43,7 @@ class ScriptedStream(Stream):
 
     def write(self, data: bytes) -> None:
         self.written += data
+        self.writes.append(bytes(data))
 
     async def drain(self) -> None:
         return None
@@ -48,7 +52,7 @@ class ScriptedStream(Stream):
         return True
 
     def write_eof(self) -> None:
-        return None
+        self.eof_written = True
 
     def close(self) -> None:
         self.closed = True

@@ -3,16 +3,22 @@ what would be valid, redaction of secrets, and the Dialers a chain builds."""
 
 from __future__ import annotations
 
+import contextlib
+from ipaddress import ip_address
+
 import pytest
 
 from transports import Endpoint
 from transports.chain import Chain, ChainError, DialOptions, parse_chain, redact
 from transports.direct import DirectDialer
+from transports.dns import DnsResolver, HttpsTransport, UdpTransport
 from transports.http_connect import HttpConnectDialer
-from transports.resolver import StaticResolver
+from transports.resolver import ResolverSpec, StaticResolver, SystemResolver
 from transports.socks import Socks4aDialer, Socks5Dialer
+from transports.split import SplitDialer
+from transports.tlsfrag import Fragmenting, TlsFragDialer
 
-KNOWN = "(known: direct, http, socks4a, socks5)"
+KNOWN = "(known: direct, http, resolve, socks4a, socks5, split, tlsfrag)"
 
 
 def names(chain: Chain) -> list[str]:
@@ -90,13 +96,106 @@ def names(chain: Chain) -> list[str]:
         pytest.param(
             "socks5://127.0.0.1:1080/", ["direct", "socks5"], "socks5://127.0.0.1:1080/", id="slash"
         ),
+        pytest.param("tlsfrag:sni", ["direct", "tlsfrag"], "tlsfrag:sni", id="tlsfrag-sni"),
+        pytest.param(
+            "TLSFRAG:1, SNI ,Segments",
+            ["direct", "tlsfrag"],
+            "tlsfrag:1, SNI ,Segments",
+            id="tlsfrag-case-and-spaces",
+        ),
+        pytest.param("split:2,40", ["direct", "split"], "split:2,40", id="split"),
+        pytest.param(
+            "resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni",
+            ["resolve", "tlsfrag"],
+            "resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni",
+            id="doh-then-tlsfrag",
+        ),
+        pytest.param(
+            "socks5://10.0.0.2:1080 | tlsfrag:1",
+            ["direct", "socks5", "tlsfrag"],
+            "socks5://10.0.0.2:1080 | tlsfrag:1",
+            id="tlsfrag-through-socks",
+        ),
+        pytest.param(
+            "resolve:udp=9.9.9.9 | split:1 | tlsfrag:sni",
+            ["resolve", "split", "tlsfrag"],
+            "resolve:udp=9.9.9.9 | split:1 | tlsfrag:sni",
+            id="split-and-tlsfrag",
+        ),
     ],
 )
 def test_valid_chains(text: str, layers: list[str], shown: str) -> None:
     chain = parse_chain(text)
     assert names(chain) == layers
     assert str(chain) == shown
-    assert chain.layers[0].implicit == (not text.strip().startswith("direct"))
+    assert chain.layers[0].implicit == (layers[0] == "direct" and "direct" not in text)
+
+
+@pytest.mark.parametrize(
+    ("text", "how"),
+    [
+        pytest.param("tlsfrag:sni", Fragmenting(sni=True), id="sni"),
+        pytest.param("tlsfrag:1", Fragmenting(offsets=(1,)), id="offset"),
+        pytest.param(
+            "tlsfrag:sni,segments", Fragmenting(sni=True, segments=True), id="sni-segments"
+        ),
+        pytest.param(
+            "tlsfrag:5,1,sni", Fragmenting(offsets=(5, 1), sni=True), id="several-cut-points"
+        ),
+    ],
+)
+def test_tlsfrag_params(text: str, how: Fragmenting) -> None:
+    assert parse_chain(text).layers[1].params == {"how": how}
+
+
+def test_split_params() -> None:
+    assert parse_chain("split:1,5,300").layers[1].params == {"offsets": (1, 5, 300)}
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        pytest.param("resolve:system", ResolverSpec("system"), id="system"),
+        pytest.param("resolve:udp=1.1.1.1", ResolverSpec("udp", Endpoint("1.1.1.1", 53)), id="udp"),
+        pytest.param(
+            "resolve:tcp=[2606:4700:4700::1111]:5353",
+            ResolverSpec("tcp", Endpoint("2606:4700:4700::1111", 5353)),
+            id="tcp-v6",
+        ),
+        pytest.param(
+            "resolve:dot=dns.quad9.net;bootstrap=9.9.9.9,149.112.112.112",
+            ResolverSpec(
+                "dot",
+                Endpoint("dns.quad9.net", 853),
+                bootstrap=(ip_address("9.9.9.9"), ip_address("149.112.112.112")),
+            ),
+            id="dot-name-bootstrap",
+        ),
+        pytest.param(
+            "resolve:doh=https://1.1.1.1/dns-query",
+            ResolverSpec("doh", Endpoint("1.1.1.1", 443), "https://1.1.1.1/dns-query"),
+            id="doh-ip",
+        ),
+        pytest.param(
+            "resolve:doh:https://dns.google:8443/dns-query;bootstrap=8.8.8.8;allow_private=true",
+            ResolverSpec(
+                "doh",
+                Endpoint("dns.google", 8443),
+                "https://dns.google:8443/dns-query",
+                (ip_address("8.8.8.8"),),
+                allow_private=True,
+            ),
+            id="doh-url-spelling-and-options",
+        ),
+        pytest.param(
+            "resolve:udp://10.0.0.1:5353",
+            ResolverSpec("udp", Endpoint("10.0.0.1", 5353)),
+            id="udp-url-spelling",
+        ),
+    ],
+)
+def test_resolve_params(text: str, spec: ResolverSpec) -> None:
+    assert parse_chain(text).layers[0].params == {"resolver": spec}
 
 
 def test_socks5_params() -> None:
@@ -155,7 +254,11 @@ def test_layer_scheme_is_case_insensitive(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param("", "empty chain (known layers: direct, http, socks4a, socks5)", id="empty"),
+        pytest.param(
+            "",
+            "empty chain (known layers: direct, http, resolve, socks4a, socks5, split, tlsfrag)",
+            id="empty",
+        ),
         pytest.param("   ", "empty chain", id="blank"),
         pytest.param("direct |", "empty layer between '|' separators", id="trailing-bar"),
         pytest.param("| direct", "empty layer", id="leading-bar"),
@@ -177,7 +280,49 @@ def test_layer_scheme_is_case_insensitive(text: str) -> None:
             f"unknown layer 'sock5h' {KNOWN}; did you mean 'socks5'?",
             id="alias-typo",
         ),
-        pytest.param("tlsfrag:sni", f"unknown layer 'tlsfrag' {KNOWN}", id="not-implemented-yet"),
+        pytest.param(
+            "tlsfrg:sni", f"unknown layer 'tlsfrg' {KNOWN}; did you mean 'tlsfrag'?", id="tlsfrg"
+        ),
+        pytest.param("tlsfrag", "write tlsfrag layers as tlsfrag:N|sni", id="tlsfrag-bare"),
+        pytest.param("tlsfrag:", "write tlsfrag layers as tlsfrag:N|sni", id="tlsfrag-empty"),
+        pytest.param("tlsfrag:segments", "give where to cut, an offset or sni", id="no-cut"),
+        pytest.param("tlsfrag:0", "'0' is not a byte offset 1-16383", id="tlsfrag-0"),
+        pytest.param("tlsfrag:16384", "not a byte offset 1-16383", id="tlsfrag-past-record"),
+        pytest.param("tlsfrag:-1", "'-1' is not a byte offset", id="tlsfrag-negative"),
+        pytest.param("tlsfrag:host", "'host' is not a byte offset", id="tlsfrag-word"),
+        pytest.param("tlsfrag:sni,sni", "an argument is given twice", id="tlsfrag-twice"),
+        pytest.param("split", "write split layers as split:N[,M...]", id="split-bare"),
+        pytest.param("split:0", "'0' is not a byte offset 1-65535", id="split-0"),
+        pytest.param("split:1,", "'' is not a byte offset", id="split-trailing-comma"),
+        pytest.param("split:5,2", "offsets must be strictly increasing", id="split-order"),
+        pytest.param("split:3,3", "offsets must be strictly increasing", id="split-repeat"),
+        pytest.param("resolve", "write resolve layers as resolve:system", id="resolve-bare"),
+        pytest.param("resolve:8.8.8.8", "resolve: unknown resolver '8.8.8.8'", id="resolve-ip"),
+        pytest.param("resolve:udp=dns.google", "give the resolver's IP address", id="udp-name"),
+        pytest.param(
+            "resolve:doh=https://dns.google/dns-query",
+            "dns.google is a name; add its addresses with ;bootstrap=IP",
+            id="doh-name-without-bootstrap",
+        ),
+        pytest.param("resolve:doh=http://1.1.1.1/q", "is an https:// URL", id="doh-http"),
+        pytest.param(
+            "resolve:dot=1.1.1.1;bootstrap=1.0.0.1",
+            "only needed when the server is given by name",
+            id="bootstrap-for-ip",
+        ),
+        pytest.param(
+            "resolve:udp=1.1.1.1;bootstrap=1.0.0.1",
+            "unknown option 'bootstrap=1.0.0.1'",
+            id="udp-bootstrap",
+        ),
+        pytest.param(
+            "tlsfrag:sni | resolve:system",
+            "'resolve' can only be the first layer",
+            id="resolve-2nd",
+        ),
+        pytest.param(
+            "resolve:system | direct", "'direct' can only be the first layer", id="two-bases"
+        ),
         pytest.param("socks5://proxy.example", "missing proxy port (socks5://", id="no-port"),
         pytest.param("http://proxy.example", "missing proxy port (http://", id="http-no-port"),
         pytest.param("socks5://:1080", "missing proxy host", id="no-host"),
@@ -380,3 +525,57 @@ def test_build_default_options() -> None:
     assert isinstance(dialer, Socks5Dialer)
     assert dialer.handshake_timeout == DialOptions().handshake_timeout
     assert isinstance(dialer.inner, DirectDialer)
+
+
+def test_build_tlsfrag_wraps_the_proxy_tunnel() -> None:
+    """`socks5://... | tlsfrag:1`: the ClientHello sent through the tunnel is fragmented."""
+    dialer = parse_chain("socks5://10.0.0.2:1080 | tlsfrag:1,segments").build()
+    assert isinstance(dialer, TlsFragDialer)
+    assert dialer.how == Fragmenting(offsets=(1,), segments=True)
+    assert isinstance(dialer.inner, Socks5Dialer)
+
+
+def test_build_split_then_tlsfrag() -> None:
+    dialer = parse_chain("split:1 | tlsfrag:sni").build()
+    assert isinstance(dialer, TlsFragDialer)
+    assert isinstance(dialer.inner, SplitDialer) and dialer.inner.offsets == (1,)
+    assert isinstance(dialer.inner.inner, DirectDialer)
+
+
+def test_build_resolve_makes_a_direct_dialer_with_its_own_resolver() -> None:
+    engine_resolver = StaticResolver({})
+    dialer = parse_chain("resolve:udp=9.9.9.9").build(
+        DialOptions(resolver=engine_resolver, connect_timeout=3.0)
+    )
+    assert isinstance(dialer, DirectDialer)
+    assert dialer.connect_timeout == 3.0
+    assert isinstance(dialer.resolver, DnsResolver)
+    assert isinstance(dialer.resolver.transport, UdpTransport)
+    assert dialer.resolver.transport.server == Endpoint("9.9.9.9", 53)
+    assert not dialer.resolver.allow_private
+
+
+def test_build_resolve_system() -> None:
+    dialer = parse_chain("resolve:system").build()
+    assert isinstance(dialer, DirectDialer) and isinstance(dialer.resolver, SystemResolver)
+
+
+async def test_build_resolve_puts_hosts_first_and_registers_closing() -> None:
+    async with contextlib.AsyncExitStack() as resources:
+        dialer = parse_chain("resolve:doh=https://1.1.1.1/dns-query").build(
+            DialOptions(hosts={"origin.test": ["127.0.0.1"]}, resources=resources)
+        )
+        assert isinstance(dialer, DirectDialer)
+        static = dialer.resolver
+        assert isinstance(static, StaticResolver)
+        assert await static.resolve("origin.test") == [ip_address("127.0.0.1")]
+        assert isinstance(static.fallback, DnsResolver)
+        assert isinstance(static.fallback.transport, HttpsTransport)
+        assert static.fallback.query_id_zero  # RFC 8484 §4.1
+        assert len(resources._exit_callbacks) == 1  # the DoH session is closed with the stack
+
+
+def test_resolve_error_never_shows_a_password() -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain("resolve:doh=https://user:s3cr3tPW@dns.example/q")
+    assert "s3cr3tPW" not in str(err.value)

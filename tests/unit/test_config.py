@@ -16,7 +16,9 @@ from helper.config import (
     parse_duration,
 )
 from helper.services import ProbeTarget
+from tests.support.origins import TestCA
 from transports import Endpoint
+from transports.resolver import ResolverSpec
 
 ROUTE = '[[route]]\nname = "direct"\nchain = "direct"\n'
 
@@ -40,7 +42,7 @@ def test_default_config_parses() -> None:
     assert cfg.listen.mixed == Endpoint("127.0.0.1", 1080)
     assert cfg.listen.handshake_timeout == 10.0
     assert cfg.listen.idle_timeout == 600.0
-    assert cfg.dns.resolver == "system"
+    assert cfg.dns.resolver == ResolverSpec("system")
     assert (cfg.probe.interval, cfg.probe.timeout, cfg.probe.stagger) == (300.0, 5.0, 0.25)
     assert cfg.default_policy == "direct"
     assert [r.name for r in cfg.routes] == ["direct"]
@@ -215,7 +217,8 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
         pytest.param(
             '[[route]]\nname = "a"\nchain = "direct"\n[[route]]\nname = "b"\nchain = "direct"\n'
             '[[route]]\nname = "c"\nchain = "sock5://127.0.0.1:9050"\n',
-            "route[2].chain: unknown layer 'sock5' (known: direct, http, socks4a, socks5)",
+            "route[2].chain: unknown layer 'sock5' (known: direct, http, resolve, socks4a, "
+            "socks5, split, tlsfrag)",
             id="chain-unknown-layer",
         ),
         pytest.param(
@@ -286,7 +289,7 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
         ),
         pytest.param(
             '[dns]\nresolver = "8.8.8.8"\n',
-            "dns.resolver: unknown resolver '8.8.8.8' (known: system)",
+            "dns.resolver: unknown resolver '8.8.8.8' (known: system, udp=IP[:PORT], ",
             id="resolver",
         ),
         pytest.param(
@@ -386,6 +389,34 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
             '[[service]]\nname = "x"\ndomain = ["x.example"]\n',
             "service[0].domain: unknown key (did you mean 'domains'?",
             id="service-typo",
+        ),
+        pytest.param(
+            '[dns]\nresolver = "doh=https://dns.google/dns-query"\n',
+            "dns.resolver: 'doh=https://dns.google/dns-query': dns.google is a name; add its "
+            "addresses with ;bootstrap=IP[,IP...]",
+            id="doh-without-bootstrap",
+        ),
+        pytest.param(
+            '[dns]\nresolver = "udp=1.1.1.1;allow_private=yes"\n',
+            "dns.resolver: 'udp=1.1.1.1;allow_private=yes': unknown option 'allow_private=yes' "
+            "(valid: allow_private=true|false)",
+            id="allow-private-value",
+        ),
+        pytest.param(
+            "[dns]\nresolver = 53\n", "dns.resolver: expected a string, got int", id="resolver-int"
+        ),
+        pytest.param(
+            '[tls]\nextra_ca = ["/nonexistent/ca.pem"]\n',
+            "tls.extra_ca[0]: '/nonexistent/ca.pem': no such file",
+            id="extra-ca-missing",
+        ),
+        pytest.param(
+            '[tls]\nextra_ca = "ca.pem"\n', "tls.extra_ca: expected a list", id="extra-ca-string"
+        ),
+        pytest.param(
+            "[tls]\nextra-ca = []\n",
+            "tls.extra-ca: unknown key (did you mean 'extra_ca'?",
+            id="tls-typo",
         ),
     ],
 )
@@ -533,3 +564,48 @@ def test_config_errors_elsewhere_do_not_quote_a_valid_chain_password() -> None:
 def test_route_repr_does_not_show_the_chain_password() -> None:
     cfg = parse_config('[[route]]\nname = "r"\nchain = "socks5://alice:s3cr3tPW@127.0.0.1:1080"\n')
     assert "s3cr3tPW" not in repr(cfg.routes[0])
+
+
+# --- [dns] resolver and [tls] -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "spec"),
+    [
+        pytest.param("system", ResolverSpec("system"), id="system"),
+        pytest.param("udp=1.1.1.1", ResolverSpec("udp", Endpoint("1.1.1.1", 53)), id="udp"),
+        pytest.param(
+            "udp://1.1.1.1:53", ResolverSpec("udp", Endpoint("1.1.1.1", 53)), id="udp-url-form"
+        ),
+        pytest.param("tcp://[::1]:53", ResolverSpec("tcp", Endpoint("::1", 53)), id="tcp"),
+        pytest.param(
+            "doh:https://1.1.1.1/dns-query",
+            ResolverSpec("doh", Endpoint("1.1.1.1", 443), "https://1.1.1.1/dns-query"),
+            id="doh-as-in-the-design",
+        ),
+        pytest.param(
+            "dot://127.0.0.1:8853;allow_private=true",
+            ResolverSpec("dot", Endpoint("127.0.0.1", 8853), allow_private=True),
+            id="dot-lab",
+        ),
+    ],
+)
+def test_resolver_forms(value: str, spec: ResolverSpec) -> None:
+    """`[dns] resolver` takes what follows `resolve:` in a chain, and the URL-like spellings
+    of the design document."""
+    assert config(f'[dns]\nresolver = "{value}"\n').dns.resolver == spec
+
+
+def test_extra_ca_is_loaded(tmp_path) -> None:
+    ca = TestCA(tmp_path)
+    cfg = config(f'[tls]\nextra_ca = ["{ca.ca_path}"]\n')
+    assert cfg.tls.extra_ca == (ca.ca_path,)
+    subjects = [entry["subject"] for entry in cfg.tls.client_context().get_ca_certs()]
+    assert ((("commonName", "detour test CA"),),) in subjects
+
+
+def test_extra_ca_that_is_not_a_certificate(tmp_path) -> None:
+    path = tmp_path / "ca.pem"
+    path.write_text("not a certificate")
+    [problem] = problems(f'[tls]\nextra_ca = ["{path}"]\n')
+    assert problem.startswith(f"tls.extra_ca[0]: '{path}' is not a PEM CA certificate file")

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from transports import Endpoint
@@ -90,7 +91,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the built-in config",
         description="Print the built-in config (a starting point).",
     )
+
+    lab = sub.add_parser(
+        "lab",
+        help="run the mock blocking network",
+        description="Run the lab: mock messaging servers behind a censor that reproduces a "
+        "censorship scenario, on loopback addresses. Prints the detour config to use with it.",
+    )
+    lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    _lab_arguments(lab)
+    lab.add_argument(
+        "--write-config", metavar="FILE", type=Path, help="write the detour config to FILE"
+    )
+    lab.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:1080",
+        help="detour's listener in the written config (default: 127.0.0.1:1080)",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run the lab and detour against it",
+        description="Run a lab scenario and detour against it in one process.",
+    )
+    _lab_arguments(demo)
+    demo.add_argument(
+        "--listen", metavar="HOST:PORT", default="127.0.0.1:1080", help="detour's listener"
+    )
     return parser
+
+
+def _lab_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario",
+        metavar="NAME|FILE",
+        default="baseline",
+        help="a scenario name (see detour lab --list) or a scenario file (default: baseline)",
+    )
+    parser.add_argument(
+        "--network",
+        metavar="CIDR",
+        default="127.77.0.0/16",
+        help="loopback network for the lab's addresses (default: 127.77.0.0/16)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +154,36 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(default_config_text())
             return EXIT_OK
         parser.parse_args(["config", "--help"])
+    if args.command in ("lab", "demo"):
+        return _lab(args)
     parser.print_help()
     return EXIT_USAGE
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from .lab import runner
+    from .logs import setup_logging
+
+    if args.command == "lab" and args.list:
+        sys.stdout.write(runner.list_scenarios())
+        return EXIT_OK
+    setup_logging("info", "text")
+
+    async def lab() -> int:
+        return await runner.serve_lab(
+            args.scenario,
+            network=args.network,
+            listen=args.listen,
+            write_config=args.write_config,
+            stop=_stop_event(),
+        )
+
+    async def demo() -> int:
+        return await runner.serve_demo(
+            args.scenario, network=args.network, listen=args.listen, stop=_stop_event()
+        )
+
+    return run_async(lab if args.command == "lab" else demo)
 
 
 def _config_check(path: str) -> int:
@@ -161,6 +232,17 @@ async def _serve(config: Any) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen.mixed, exc.strerror or exc)
         return EXIT_FAILURE
+    stop = _stop_event()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await engine.stop()
+    return EXIT_OK
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM (call from inside the running loop)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,12 +250,7 @@ async def _serve(config: Any) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
             pass
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await engine.stop()
-    return EXIT_OK
+    return stop
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from transports import Chain, ChainError, Endpoint, parse_chain, redact
+from transports.base import IPNetwork
 from transports.resolver import ResolverSpec, parse_resolver
 
 from .services import ProbeTarget, Service, normalize_domain
@@ -36,7 +37,6 @@ __all__ = [
     "parse_duration",
 ]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DENY = "deny"
 

@@ -7,16 +7,15 @@ that matches none follows the `[default]` policy.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from transports import Endpoint
+from transports.base import IPNetwork
 
 __all__ = ["ProbeTarget", "Service", "ServiceTable", "normalize_domain"]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80}
 

@@ -39,7 +39,7 @@ import dns.rcode
 import dns.rdatatype
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
+from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
 from .tcp import SocketStream, connect_tcp
 
 __all__ = [
@@ -327,11 +327,15 @@ class DnsResolver:
         transport: DnsTransport,
         *,
         allow_private: bool = False,
+        public: tuple[IPNetwork, ...] = (),
         timeout: float = 5.0,
         query_id_zero: bool = False,
     ) -> None:
         self.transport = transport
         self.allow_private = allow_private
+        # Ranges that stand for the public internet although they are private (the lab's
+        # 127.77.0.0/16): answers there are not bogons, everything else is still checked.
+        self.public = public
         self.timeout = timeout
         # RFC 8484 §4.1: DoH clients use ID 0, so HTTP caches can share answers.
         self.query_id_zero = query_id_zero
@@ -395,7 +399,12 @@ class DnsResolver:
                 self._store(name, error, NEGATIVE_TTL)
             raise error
         if not self.allow_private and _is_public(name):
-            bogons = [str(a) for a in addresses if is_bogon(a)]
+            bogons = [
+                str(a)
+                for a in addresses
+                if is_bogon(a)
+                and not any(a in net for net in self.public if net.version == a.version)
+            ]
             if bogons:
                 raise DialError(
                     Failure.DNS_BOGON,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
+from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
 
 __all__ = ["Resolver", "ResolverSpec", "StaticResolver", "SystemResolver", "parse_resolver"]
 
@@ -92,7 +92,7 @@ class StaticResolver:
 
 RESOLVER_SYNTAX = (
     "system, udp=IP[:PORT], tcp=IP[:PORT], dot=HOST[:PORT], doh=https://HOST/PATH; "
-    "options after ';': bootstrap=IP[,IP...], allow_private=true"
+    "options after ';': bootstrap=IP[,IP...], allow_private=true, public=CIDR[,CIDR...]"
 )
 _DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
 # KIND=ADDRESS, or the URL-like spellings KIND://ADDRESS and doh:https://...
@@ -108,6 +108,7 @@ class ResolverSpec:
     url: str = ""
     bootstrap: tuple[IPAddress, ...] = ()
     allow_private: bool = False
+    public: tuple[IPNetwork, ...] = ()  # private ranges to treat as public (a lab network)
 
     def build(self, context: ssl.SSLContext | None = None, timeout: float = 5.0) -> Resolver:
         if self.kind == "system":
@@ -137,6 +138,7 @@ class ResolverSpec:
         return DnsResolver(
             transport,
             allow_private=self.allow_private,
+            public=self.public,
             timeout=timeout,
             query_id_zero=self.kind == "doh",
         )
@@ -157,6 +159,7 @@ def parse_resolver(text: str) -> ResolverSpec:
     address = form["address"]
     bootstrap: tuple[IPAddress, ...] = ()
     allow_private = False
+    public: tuple[IPNetwork, ...] = ()
     for option in options:
         key, _, value = option.partition("=")
         key = key.strip().lower()
@@ -169,12 +172,17 @@ def parse_resolver(text: str) -> ResolverSpec:
                 ) from None
         elif key == "allow_private" and value.strip().lower() in ("true", "false"):
             allow_private = value.strip().lower() == "true"
+        elif key == "public":
+            try:
+                public = tuple(ipaddress.ip_network(n.strip()) for n in value.split(","))
+            except ValueError:
+                raise ValueError(
+                    f"{text!r}: public= takes CIDR ranges, like 127.77.0.0/16"
+                ) from None
         else:
-            valid = (
-                "bootstrap=IP[,IP...], allow_private=true|false"
-                if kind in ("dot", "doh")
-                else "allow_private=true|false"
-            )
+            valid = "allow_private=true|false, public=CIDR[,CIDR...]"
+            if kind in ("dot", "doh"):
+                valid = "bootstrap=IP[,IP...], " + valid
             raise ValueError(f"{text!r}: unknown option {option.strip()!r} (valid: {valid})")
     if kind == "doh":
         server, url = _doh_server(text, address.strip())
@@ -196,7 +204,7 @@ def parse_resolver(text: str) -> ResolverSpec:
             f"{text!r}: {server.host} is a name; add its addresses with ;bootstrap=IP[,IP...] "
             "(detour never asks the local resolver where its resolver is)"
         )
-    return ResolverSpec(kind, server, url, bootstrap, allow_private)
+    return ResolverSpec(kind, server, url, bootstrap, allow_private, public)
 
 
 def _doh_server(text: str, url: str) -> tuple[Endpoint, str]:

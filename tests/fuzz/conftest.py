@@ -49,5 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile(fuzz_profile(config))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A soak runs for minutes per property: lift the suite's per-test timeout for it.
+    if settings.get_current_profile_name() == "long":
+        for item in items:
+            if "tests/fuzz/" in item.nodeid.replace("\\", "/"):
+                item.add_marker(pytest.mark.timeout(0))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"detour fuzz profile: {settings.get_current_profile_name()}"

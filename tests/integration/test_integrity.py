@@ -23,8 +23,12 @@ SIZE = 64 * 1024 * 1024
 # name -> (peer factory or None, whether the upstream itself passes a half-close on).
 # microsocks and tinyproxy close both directions at the first end of stream, so through
 # them the exchange announces its length instead of half-closing.
-ROUTES: dict[str, tuple[Callable[[], contextlib.AbstractContextManager] | None, bool]] = {
+ROUTES: dict[str, tuple[Callable[[], contextlib.AbstractContextManager] | str | None, bool]] = {
     "direct": (None, True),
+    # The exchange does not start with a ClientHello, so these step aside after the first
+    # write and the relay continues on its fast path: that switch is what they test here.
+    "tlsfrag": ("tlsfrag:sni", True),
+    "split": ("split:1,5", True),
     "dante": (lambda: peers.danted(), True),
     "microsocks-auth": (lambda: peers.microsocks("alice", "pw-1"), False),
     "tinyproxy": (lambda: peers.tinyproxy(), False),
@@ -41,8 +45,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 @pytest.fixture(params=list(ROUTES))
 def route(request: pytest.FixtureRequest) -> Iterator[tuple[str, bool]]:
     make_peer, half_close = ROUTES[request.param]
-    if make_peer is None:
-        yield "direct", half_close
+    if make_peer is None or isinstance(make_peer, str):
+        yield make_peer or "direct", half_close
         return
     with make_peer() as peer:
         yield peer.url, half_close

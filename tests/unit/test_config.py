@@ -399,7 +399,7 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
         pytest.param(
             '[dns]\nresolver = "udp=1.1.1.1;allow_private=yes"\n',
             "dns.resolver: 'udp=1.1.1.1;allow_private=yes': unknown option 'allow_private=yes' "
-            "(valid: allow_private=true|false)",
+            "(valid: allow_private=true|false, public=CIDR[,CIDR...])",
             id="allow-private-value",
         ),
         pytest.param(
@@ -587,6 +587,13 @@ def test_route_repr_does_not_show_the_chain_password() -> None:
             "dot://127.0.0.1:8853;allow_private=true",
             ResolverSpec("dot", Endpoint("127.0.0.1", 8853), allow_private=True),
             id="dot-lab",
+        ),
+        pytest.param(
+            "udp://127.77.0.53:53;public=127.77.0.0/16",
+            ResolverSpec(
+                "udp", Endpoint("127.77.0.53", 53), public=(ipaddress.ip_network("127.77.0.0/16"),)
+            ),
+            id="udp-lab-network-public",
         ),
     ],
 )

@@ -5,7 +5,7 @@ lookups, the bogon check. Real servers (unbound, dnsdist) are in tests/integrati
 from __future__ import annotations
 
 import asyncio
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 import dns.flags
 import dns.message
@@ -268,6 +268,20 @@ async def test_allow_private_turns_the_check_off() -> None:
     """The lab answers its fake public names with 127.x addresses."""
     res, _ = resolver({"web.telegram.org": [("A", "127.0.0.5")]}, allow_private=True)
     assert await res.resolve("web.telegram.org") == [ip_address("127.0.0.5")]
+
+
+async def test_public_ranges_are_exempt_and_other_bogons_still_flagged() -> None:
+    """The lab's network stands for the internet; its lying resolver's 10.10.34.34 must
+    still read as tampering."""
+    lab = (ip_network("127.77.0.0/16"),)
+    res, _ = resolver(
+        {"web.telegram.org": [("A", "127.77.1.10")], "g.whatsapp.net": [("A", "10.10.34.34")]},
+        public=lab,
+    )
+    assert await res.resolve("web.telegram.org") == [ip_address("127.77.1.10")]
+    with pytest.raises(DialError) as err:
+        await res.resolve("g.whatsapp.net")
+    assert err.value.failure is Failure.DNS_BOGON
 
 
 # --- read_answer --------------------------------------------------------------------------

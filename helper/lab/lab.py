@@ -1,0 +1,263 @@
+"""The lab: a mock network on one machine -- the host table's servers, the lab resolver
+(UDP, TCP and DoH), the censor in front of every server, and the routes the lab offers --
+started and stopped as one thing, in-process (the test suite's fixture) or by `detour lab`.
+
+A scenario sets the censor's policy and the resolver's rules; `set_scenario` changes them
+while the lab runs (new flows and queries see the change). `helper_config` writes the detour
+configuration that uses the lab: its resolver, its CA, its routes, its services.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable
+from pathlib import Path
+
+from aiohttp import web
+
+from .ca import LabCA
+from .censor import Censor
+from .dns import DnsServer, LabResolver, doh_routes
+from .hosts import DEFAULT_NETWORK, HostTable, LabHost
+from .scenario import Scenario, load_scenario
+from .servers import Backend, start_backend, websocket_echo_app
+
+__all__ = ["Lab", "LabError"]
+
+log = logging.getLogger("detour.lab")
+
+# Hidden backends behind the CDN front, by the Host name a fronted request carries.
+CDN_BACKENDS = ("ws-echo.lab.test",)
+
+
+class LabError(Exception):
+    """The lab cannot start; the message says why and what to do."""
+
+
+class Lab:
+    def __init__(
+        self,
+        scenario: Scenario | str = "baseline",
+        *,
+        network: str | ipaddress.IPv4Network = DEFAULT_NETWORK,
+        directory: Path | None = None,
+    ) -> None:
+        self.table = HostTable(ipaddress.IPv4Network(network))
+        self.scenario = (
+            load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
+        )
+        self._given_directory = directory
+        self.directory: Path | None = None
+        self._ca: LabCA | None = None
+        # The network's resolver (UDP and TCP on port 53), which lies as the scenario says,
+        # and an honest encrypted one (DoH), as a public DoH service is, unless blocked.
+        self.resolver = LabResolver(
+            self.table.dns_table(),
+            self.scenario.dns,
+            blockpage_v4=self.table.address("blockpage"),
+        )
+        self.honest_resolver = LabResolver(self.table.dns_table())
+        self.dns: DnsServer | None = None
+        self.censor: Censor | None = None
+        self._backends: list[Backend] = []
+
+    # --- addresses a client (or a helper config) needs ------------------------------------
+
+    @property
+    def dns_address(self) -> tuple[str, int]:
+        return self.table.dns_address, 53
+
+    @property
+    def doh_url(self) -> str:
+        return "https://doh.lab.test/dns-query"
+
+    @property
+    def socks_url(self) -> str:
+        return f"socks5://{self.table.address('socks')}:1080"
+
+    @property
+    def http_proxy_url(self) -> str:
+        return f"http://{self.table.address('http-proxy')}:3128"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    @property
+    def ca(self) -> LabCA:
+        if self._ca is None:
+            raise LabError("the lab is not running")
+        return self._ca
+
+    async def _start(self) -> None:
+        if self._given_directory is not None:
+            self.directory = self._given_directory
+        else:
+            self.directory = Path(tempfile.mkdtemp(prefix="detour-lab-"))
+        self._ca = LabCA(self.directory / "ca")
+        self.dns = DnsServer(self.resolver, self.table.dns_address, 53)
+        await _bind(self.dns.start(), f"{self.table.dns_address}:53")
+        hidden: dict[str, tuple[str, int]] = {}
+        for name in CDN_BACKENDS:
+            backend = await _serve_hidden(websocket_echo_app())
+            self._backends.append(backend)
+            hidden[name] = ("127.0.0.1", backend.port)
+        routes: dict[tuple[str, int], tuple[str, int]] = {}
+        for host in self.table:
+            context = self.ca.server_context(*self._cert_names(host))
+            for port in host.ports:
+                backend = await start_backend(
+                    host.kind,
+                    context=context,
+                    port=port,
+                    dns_table=self.table.dns_table(),
+                    local_address=self.table.address(host),
+                    cdn_backends=hidden,
+                    doh=lambda app: app.add_routes(doh_routes(self.honest_resolver)),
+                )
+                self._backends.append(backend)
+                routes[(self.table.address(host), port)] = ("127.0.0.1", backend.port)
+        # The lab's own routes dial from their lab addresses; the censor lets those through.
+        outside = {self.table.address(key) for key in ("socks", "http-proxy", "cdn")}
+        self.censor = Censor(routes, self.scenario.policy(self.table), outside=outside)
+        await _bind(self.censor.start(), f"the addresses of {self.table.network}")
+        log.info("lab running on %s, scenario %s", self.table.network, self.scenario.name)
+
+    def _cert_names(self, host: LabHost) -> tuple[str, ...]:
+        return (*host.names, self.table.address(host))
+
+    async def stop(self) -> None:
+        if self.censor is not None:
+            await self.censor.stop()
+            self.censor = None
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
+        for backend in reversed(self._backends):
+            await backend.stop()
+        self._backends.clear()
+        if self.directory is not None and self._given_directory is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory = None
+        self._ca = None
+
+    async def __aenter__(self) -> Lab:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def set_scenario(self, scenario: Scenario | str) -> None:
+        """Switch to another scenario while running: new flows and queries follow it."""
+        if isinstance(scenario, str):
+            scenario = load_scenario(scenario, self.table)
+        self.scenario = scenario
+        self.resolver.rules = scenario.dns
+        if self.censor is not None:
+            await self.censor.set_policy(scenario.policy(self.table))
+
+    # --- the helper's configuration -------------------------------------------------------
+
+    def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
+        """A detour config that uses this lab: its resolver, CA, routes and services."""
+        t = self.table
+        lines = [
+            f"# detour configuration for the lab on {t.network}, scenario {self.scenario.name!r}",
+            "# (written by `detour lab`; valid while that lab runs)",
+            "",
+            "[listen]",
+            f'mixed = "{listen}"',
+            "",
+            "[dns]",
+            "# The network's resolver, which the scenario may make lie. The lab's addresses",
+            "# stand for the public internet: private answers there are not tampering.",
+            f'resolver = "udp://{t.dns_address}:53;public={t.network}"',
+            "",
+            "[tls]",
+            f'extra_ca = ["{self.ca.ca_path}"]',
+            "",
+            "[default]",
+            'policy = "direct"',
+            "",
+        ]
+        for name, chain in (
+            ("direct", "direct"),
+            ("tls-fragment", "tlsfrag:sni"),
+            ("doh", f"resolve:doh={self.doh_url};bootstrap={t.address('doh')};public={t.network}"),
+            (
+                "doh-fragment",
+                f"resolve:doh={self.doh_url};bootstrap={t.address('doh')};"
+                f"public={t.network} | tlsfrag:sni",
+            ),
+            ("lab-socks", self.socks_url),
+            ("lab-http", self.http_proxy_url),
+        ):
+            lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
+        for service, domains, probes in (
+            (
+                "telegram",
+                ("telegram.org", "t.me"),
+                ("tls://web.telegram.org:443", f"tcp://{t.address('telegram-dc2')}:443"),
+            ),
+            (
+                "whatsapp",
+                ("whatsapp.net", "whatsapp.com"),
+                ("tcp://g.whatsapp.net:5222", "tls://web.whatsapp.com:443"),
+            ),
+            (
+                "signal",
+                ("signal.org",),
+                ("tls://chat.signal.org:443", "tls://storage.signal.org:443"),
+            ),
+        ):
+            cidr = t.subnet({"telegram": 1, "whatsapp": 2, "signal": 3}[service])
+            lines += [
+                "[[service]]",
+                f'name = "{service}"',
+                "domains = [" + ", ".join(f'"{d}"' for d in domains) + "]",
+                f'cidrs = ["{cidr}"]',
+                "probes = [" + ", ".join(f'"{p}"' for p in probes) + "]",
+                "",
+            ]
+        return "\n".join(lines)
+
+
+async def _serve_hidden(app: web.Application) -> Backend:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return Backend(runner.addresses[0][1], runner.cleanup)
+
+
+async def _bind(start: Awaitable[None], what: str) -> None:
+    try:
+        await start
+    except PermissionError:
+        raise LabError(
+            f"cannot listen on {what}: the lab serves the real ports (53, 80, 443, 5222). "
+            "Run it as root, give Python CAP_NET_BIND_SERVICE, or allow low ports with "
+            "`sysctl net.ipv4.ip_unprivileged_port_start=0`."
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise LabError(
+                f"cannot listen on {what}: address in use (another lab on this network? "
+                "use --network to pick another, e.g. 127.78.0.0/16)"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise LabError(
+                f"cannot listen on {what}: address not available. On Linux every 127.x.y.z "
+                "is loopback; on other systems add the lab addresses to lo first."
+            ) from None
+        raise

@@ -1,0 +1,144 @@
+"""`detour lab` and `detour demo`: the lab as a program a tester runs, until Ctrl-C.
+
+`detour lab` starts the mock network and prints (or writes) the detour config to use with
+it; the scenario can be switched while it runs (SIGHUP re-reads it; a scenario given as a
+file is re-read when the file changes). `detour demo` runs a scenario and detour against it
+in one process, so a newcomer sees every route's fate with one command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from helper.config import ConfigError, parse_config
+
+from .lab import Lab, LabError
+from .scenario import load_scenario, scenario_names
+
+__all__ = ["list_scenarios", "serve_demo", "serve_lab"]
+
+log = logging.getLogger("detour.lab")
+
+WATCH_INTERVAL = 1.0
+
+
+def list_scenarios() -> str:
+    lines = []
+    for name in scenario_names():
+        scenario = load_scenario(name)
+        lines.append(f"{name:24} {scenario.summary}")
+    return "\n".join(lines) + "\n"
+
+
+def _usage(lab: Lab, config_path: Path | None, listen: str) -> str:
+    host, port = listen.rsplit(":", 1)
+    where = f"written to {config_path}" if config_path else "printed above"
+    return (
+        f"lab running on {lab.table.network}, scenario {lab.scenario.name!r} "
+        f"({lab.scenario.summary})\n"
+        f"  resolver   udp/tcp {lab.table.dns_address}:53 (lies as the scenario says), "
+        f"DoH {lab.doh_url} (honest)\n"
+        f"  lab CA     {lab.ca.ca_path}\n"
+        f"  routes     {lab.socks_url} and {lab.http_proxy_url} (outside the censor)\n"
+        f"  config     {where}; run detour with it:\n"
+        f"               detour run --headless -c {config_path or 'FILE'}\n"
+        f"  then try   curl --socks5-hostname {host}:{port} --cacert {lab.ca.ca_path} "
+        "https://web.telegram.org/\n"
+        "Ctrl-C stops the lab; SIGHUP re-reads the scenario.\n"
+    )
+
+
+async def _watch(lab: Lab, source: str, reload: asyncio.Event) -> None:
+    """Re-read the scenario on SIGHUP, or when its file changes."""
+    path = Path(source)
+    mtime = path.stat().st_mtime if path.suffix and path.exists() else None
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reload.wait(), WATCH_INTERVAL)
+        changed = reload.is_set()
+        if mtime is not None and path.exists() and path.stat().st_mtime != mtime:
+            mtime = path.stat().st_mtime
+            changed = True
+        if not changed:
+            continue
+        reload.clear()
+        try:
+            await lab.set_scenario(load_scenario(source, lab.table))
+        except ConfigError as exc:
+            log.error("scenario not changed: %s", exc)
+        else:
+            log.info("scenario is now %s", lab.scenario.name)
+
+
+async def serve_lab(
+    scenario: str,
+    *,
+    network: str,
+    listen: str,
+    write_config: Path | None,
+    stop: asyncio.Event,
+) -> int:
+    try:
+        lab = Lab(scenario, network=network)
+        await lab.start()
+    except (ConfigError, LabError, ValueError) as exc:
+        print(f"detour lab: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError | ValueError) else 1
+    try:
+        text = lab.helper_config(listen=listen)
+        if write_config is not None:
+            write_config.write_text(text)
+        else:
+            print(text)
+        print(_usage(lab, write_config, listen), file=sys.stderr, flush=True)
+        reload = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload.set)
+        watcher = asyncio.ensure_future(_watch(lab, scenario, reload))
+        await stop.wait()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    finally:
+        log.info("stopping the lab")
+        await lab.stop()
+    return 0
+
+
+async def serve_demo(scenario: str, *, network: str, listen: str, stop: asyncio.Event) -> int:
+    """The lab and detour against it, in one process."""
+    from helper.engine import Engine
+
+    try:
+        lab = Lab(scenario, network=network)
+        await lab.start()
+    except (ConfigError, LabError, ValueError) as exc:
+        print(f"detour demo: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError | ValueError) else 1
+    try:
+        config = parse_config(lab.helper_config(listen=listen), "lab config")
+        engine = Engine(config)
+        try:
+            await engine.start()
+        except OSError as exc:
+            print(f"detour demo: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        host, port = engine.mixed_address
+        print(
+            f"demo: scenario {lab.scenario.name!r} ({lab.scenario.summary}); detour on "
+            f"{host}:{port}.\n  try: curl --socks5-hostname {host}:{port} --cacert "
+            f"{lab.ca.ca_path} https://web.telegram.org/\nCtrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await engine.stop()
+    finally:
+        await lab.stop()
+    return 0

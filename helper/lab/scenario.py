@@ -1,0 +1,367 @@
+"""Scenarios: one censorship recipe each, as a TOML file in config/lab/ -- the censor's rules
+and DPI model, the lying resolver's rules, and what a tester should observe: which endpoints
+fail how for a plain client (`[[check]]`), and which of detour's routes work for which
+service (`[[expect]]`).
+
+Rules name lab hosts by key (`hosts = ["telegram-web"]`) or by service
+(`services = ["telegram"]`), so a scenario works on any lab network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from helper.config import (
+    ConfigError,
+    Problems,
+    TableReader,
+    array_of_tables,
+    domain,
+    network,
+    parse_duration,
+    port,
+    string,
+)
+from transports import Failure, Op
+
+from . import dns
+from .censor import ACTIONS, MATCH_MODES, AllowList, Policy, Rule
+from .dns import DnsRule
+from .dpi import Depth
+from .hosts import HostTable
+
+__all__ = ["Check", "Expectation", "Scenario", "load_scenario", "scenario_names"]
+
+DNS_ACTIONS = tuple(sorted(dns.DNS_ACTIONS))
+CHECK_KINDS = ("tcp", "tls", "http", "https")
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a plain client (no detour) observes at one endpoint under this scenario."""
+
+    target: str  # tcp://HOST:PORT, tls://HOST:PORT, http(s)://HOST[:PORT]/PATH
+    failure: str | None = None  # None: it works
+    op: str | None = None
+    download: int | None = None  # fetch this many bytes (https/http targets)
+    stalled_between: tuple[int, int] | None = None  # the transfer stops within this range
+    rate: int | None = None  # the measured rate is this many bytes/s (within 25%)
+
+    @property
+    def works(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What `detour probe` should report for one service through one route."""
+
+    service: str
+    route: str
+    works: bool
+    failure: str | None = None
+    op: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str = ""
+    models: str = ""
+    source: str = ""
+    depth: Depth = Depth.FULL
+    residual_ban: float = 0.0
+    rules: tuple[dict[str, Any], ...] = ()  # as written; placed on a lab network by policy()
+    allow: dict[str, Any] | None = None
+    dns: tuple[DnsRule, ...] = ()
+    checks: tuple[Check, ...] = ()
+    expectations: tuple[Expectation, ...] = field(default=())
+
+    def policy(self, table: HostTable) -> Policy:
+        """The censor policy on a concrete lab network."""
+        rules = tuple(
+            Rule(
+                action=r["action"],
+                name=r.get("name", ""),
+                cidrs=_cidrs(r, table),
+                ports=frozenset(r.get("ports", ())),
+                sni=r.get("sni"),
+                host=r.get("host"),
+                match=r.get("match", "suffix"),
+                rate=r.get("rate"),
+                after=r.get("after"),
+                probability=r.get("probability", 1.0),
+            )
+            for r in self.rules
+        )
+        allow = None
+        if self.allow is not None:
+            allow = AllowList(
+                cidrs=_cidrs(self.allow, table), names=tuple(self.allow.get("names", ()))
+            )
+        return Policy(rules, self.depth, allow, self.residual_ban, self.name)
+
+
+def _cidrs(entry: dict[str, Any], table: HostTable) -> tuple[Any, ...]:
+    nets = list(entry.get("cidrs", ()))
+    for key in entry.get("hosts", ()):
+        nets.append(ipaddress.ip_network(table.address(key)))
+    for service in entry.get("services", ()):
+        nets.extend(ipaddress.ip_network(table.address(h)) for h in table if h.service == service)
+    return tuple(nets)
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "KB": 1000, "MiB": 1 << 20, "MB": 1_000_000}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: an integer, or a string like '16KiB', '64KB', '1MiB'."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes, like 16384 or '16KiB'")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a size (like 16384, '16KiB' or '64KB')")
+    if size <= 0:
+        raise ValueError("a size must be more than 0")
+    return size
+
+
+def _choice(options: tuple[str, ...]):
+    def convert(value: Any) -> str:
+        text = string(value)
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
+        return text
+
+    return convert
+
+
+def _probability(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError("a probability is a number more than 0 and at most 1")
+    return float(value)
+
+
+def _check_target(table: HostTable) -> Callable[[Any], str]:
+    """Targets are URLs; `@KEY` stands for the address of lab host KEY (for IP literals
+    that must follow the lab network: `tcp://@telegram-dc2:443`)."""
+
+    def convert(value: Any) -> str:
+        text = string(value)
+        kind = text.split("://", 1)[0]
+        if kind not in CHECK_KINDS or "://" not in text:
+            forms = ", ".join(k + "://..." for k in CHECK_KINDS)
+            raise ValueError(f"{text!r}: write targets as {forms}")
+
+        def address(match: re.Match[str]) -> str:
+            try:
+                return table.address(match.group(1))
+            except KeyError:
+                raise ValueError(f"{text!r}: no lab host {match.group(1)!r}") from None
+
+        return re.sub(r"@([A-Za-z0-9.-]+)", address, text)
+
+    return convert
+
+
+def _failure(value: Any) -> str:
+    text = string(value)
+    known = {f.value for f in Failure}
+    if text not in known:
+        raise ValueError(f"unknown failure {text!r} (known: {', '.join(sorted(known))})")
+    return text
+
+
+def _op(value: Any) -> str:
+    text = string(value)
+    known = [o.value for o in Op]
+    if text not in known:
+        raise ValueError(f"unknown operation {text!r} (known: {', '.join(known)})")
+    return text
+
+
+def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scenario:
+    """Parse and validate a scenario; every problem is reported with its key path."""
+    source = f"scenario {name}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    table = table or HostTable()
+    problems = Problems()
+    top = TableReader(
+        "", data, problems,
+        ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect"),
+    )  # fmt: skip
+    dpi = TableReader("dpi", top.data.get("dpi", {}), problems, ("depth", "residual_ban"))
+    depth = Depth(dpi.get("depth", _choice(tuple(Depth)), "full"))
+    residual_ban = dpi.get("residual_ban", parse_duration, 0.0)
+    dpi.finish()
+
+    host_keys = tuple(h.key for h in table)
+    services = tuple(sorted({h.service for h in table if h.service}))
+
+    def host_key(value: Any) -> str:
+        return _choice(host_keys)(value)
+
+    def service(value: Any) -> str:
+        return _choice(services)(value)
+
+    def targets(reader: TableReader) -> dict[str, Any]:
+        return {
+            "cidrs": tuple(reader.get_list("cidrs", network)),
+            "hosts": tuple(reader.get_list("hosts", host_key)),
+            "services": tuple(reader.get_list("services", service)),
+        }
+
+    allow = None
+    if "allow" in top.data:
+        reader = TableReader(
+            "allow", top.data["allow"], problems, ("cidrs", "hosts", "services", "names")
+        )
+        allow = {**targets(reader), "names": tuple(reader.get_list("names", domain))}
+        reader.finish()
+
+    rules: list[dict[str, Any]] = []
+    for path, item in array_of_tables("rule", top.data.get("rule"), problems):
+        reader = TableReader(
+            path, item, problems,
+            ("name", "action", "cidrs", "hosts", "services", "ports", "sni", "host", "match",
+             "rate", "after", "probability"),
+        )  # fmt: skip
+        rule = {
+            "name": reader.get("name", string, ""),
+            "action": reader.get("action", _choice(ACTIONS), required=True),
+            **targets(reader),
+            "ports": tuple(reader.get_list("ports", port)),
+            "sni": reader.get("sni", domain),
+            "host": reader.get("host", domain),
+            "match": reader.get("match", _choice(MATCH_MODES), "suffix"),
+            "rate": reader.get("rate", parse_size),
+            "after": reader.get("after", parse_size),
+            "probability": reader.get("probability", _probability, 1.0),
+        }
+        reader.finish()
+        if rule["action"] is None:
+            continue
+        try:  # the censor's own checks (a throttle needs a rate, ...), with this rule's path
+            Rule(
+                action=rule["action"], sni=rule["sni"], host=rule["host"], match=rule["match"],
+                rate=rule["rate"], after=rule["after"], probability=rule["probability"],
+            )  # fmt: skip
+        except ValueError as exc:
+            problems.add(path, str(exc))
+            continue
+        rules.append({k: v for k, v in rule.items() if v not in (None, ())})
+
+    dns_rules: list[DnsRule] = []
+    for path, item in array_of_tables("dns", top.data.get("dns"), problems):
+        reader = TableReader(path, item, problems, ("match", "action"))
+        match = reader.get("match", domain, required=True)
+        action = reader.get("action", _choice(DNS_ACTIONS), required=True)
+        reader.finish()
+        if match and action:
+            dns_rules.append(DnsRule(match, action))
+
+    checks: list[Check] = []
+    for path, item in array_of_tables("check", top.data.get("check"), problems):
+        reader = TableReader(
+            path, item, problems,
+            ("target", "failure", "op", "download", "stalled_between", "rate"),
+        )  # fmt: skip
+        stalled = reader.get_list("stalled_between", parse_size)
+        if stalled and (len(stalled) != 2 or stalled[0] > stalled[1]):
+            problems.add(f"{path}.stalled_between", "expected [LOW, HIGH] in bytes")
+        check = Check(
+            target=reader.get("target", _check_target(table), "", required=True),
+            failure=reader.get("failure", _failure),
+            op=reader.get("op", _op),
+            download=reader.get("download", parse_size),
+            stalled_between=(stalled[0], stalled[1]) if len(stalled) == 2 else None,
+            rate=reader.get("rate", parse_size),
+        )
+        reader.finish()
+        if (check.failure is None) != (check.op is None):
+            problems.add(path, "give both failure and op (or neither, for a working endpoint)")
+        checks.append(check)
+
+    expectations: list[Expectation] = []
+    for path, item in array_of_tables("expect", top.data.get("expect"), problems):
+        reader = TableReader(path, item, problems, ("service", "route", "works", "failure", "op"))
+        works = reader.get("works", _bool, None)
+        failure = reader.get("failure", _failure)
+        expectation = Expectation(
+            service=reader.get("service", service, "", required=True),
+            route=reader.get("route", string, "", required=True),
+            works=works if works is not None else failure is None,
+            failure=failure,
+            op=reader.get("op", _op),
+        )
+        reader.finish()
+        expectations.append(expectation)
+
+    scenario = Scenario(
+        name=top.get("name", string, name),
+        summary=top.get("summary", string, ""),
+        models=top.get("models", string, ""),
+        source=top.get("source", string, ""),
+        depth=depth,
+        residual_ban=residual_ban,
+        rules=tuple(rules),
+        allow=allow,
+        dns=tuple(dns_rules),
+        checks=tuple(checks),
+        expectations=tuple(expectations),
+    )
+    top.finish()
+    if problems.items:
+        raise ConfigError(problems.items, source)
+    return scenario
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+# --- the shipped scenarios ------------------------------------------------------------------
+
+
+def _scenario_dir() -> Path:
+    packaged = resources.files("helper").joinpath("_config", "lab")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "config" / "lab"
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in _scenario_dir().glob("*.toml"))
+
+
+def load_scenario(name_or_path: str, table: HostTable | None = None) -> Scenario:
+    """A shipped scenario by name, or a scenario file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = _scenario_dir() / f"{name_or_path}.toml"
+        if not path.exists():
+            known = ", ".join(scenario_names())
+            raise ConfigError([f"no scenario named {name_or_path!r} (known: {known})"], "lab")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror or exc}"], "lab") from None
+    return parse_scenario(text, path.stem, table)

@@ -1,0 +1,137 @@
+"""`detour lab` and `detour demo` as a tester runs them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helper.config import load_config
+from helper.lab.scenario import scenario_names
+from tests.conftest import ROOT, detour_command
+from tests.support.peers import free_port, require_peer
+
+
+def start(*args: str, log: Path) -> subprocess.Popen[str]:
+    out = log.open("w")
+    process = subprocess.Popen(
+        detour_command(*args), stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    out.close()
+    return process
+
+
+def wait_for(log: Path, text: str, process: subprocess.Popen[str], timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = log.read_text()
+        if text in content:
+            return content
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{text!r} never appeared:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[str], log: Path) -> str:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(15) == 0, log.read_text()
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    return output
+
+
+def listening(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((address, port)) == 0
+
+
+def test_list_names_every_scenario() -> None:
+    result = subprocess.run(
+        detour_command("lab", "--list"), capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == scenario_names()
+
+
+def test_unknown_scenario_is_a_usage_error() -> None:
+    result = subprocess.run(
+        detour_command("lab", "--scenario", "nope"), capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 2
+    assert "no scenario named 'nope' (known: allow-list, baseline" in result.stderr
+
+
+def test_lab_writes_a_config_detour_accepts_and_stops_cleanly(tmp_path: Path) -> None:
+    config_path, log = tmp_path / "lab.toml", tmp_path / "lab.log"
+    process = start(
+        "lab", "--scenario", "sni-reset", "--network", "127.83.0.0/16",
+        "--write-config", str(config_path), log=log,
+    )  # fmt: skip
+    try:
+        wait_for(log, "Ctrl-C stops the lab", process)
+        config = load_config(config_path)
+        assert [r.name for r in config.routes][:2] == ["direct", "tls-fragment"]
+        assert listening("127.83.1.10", 443)
+    finally:
+        output = stop(process, log)
+    assert "stopping the lab" in output
+    assert not listening("127.83.1.10", 443)
+
+
+def test_lab_follows_an_edited_scenario_file(tmp_path: Path) -> None:
+    scenario = tmp_path / "mine.toml"
+    scenario.write_text('summary = "open"\n')
+    log = tmp_path / "lab.log"
+    process = start(
+        "lab", "--scenario", str(scenario), "--network", "127.84.0.0/16",
+        "--write-config", str(tmp_path / "c.toml"), log=log,
+    )  # fmt: skip
+    try:
+        wait_for(log, "Ctrl-C stops the lab", process)
+        assert listening("127.84.9.2", 443)
+        time.sleep(0.05)
+        scenario.write_text('[[rule]]\naction = "refuse"\nhosts = ["control"]\n')
+        wait_for(log, "scenario is now mine", process)
+        deadline = time.monotonic() + 5
+        while listening("127.84.9.2", 443) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not listening("127.84.9.2", 443)
+    finally:
+        stop(process, log)
+
+
+def test_demo_runs_the_lab_and_detour(tmp_path: Path) -> None:
+    curl = require_peer("curl", "curl")
+    log, port = tmp_path / "demo.log", free_port()
+    process = start(
+        "demo", "--scenario", "baseline", "--network", "127.85.0.0/16",
+        "--listen", f"127.0.0.1:{port}", log=log,
+    )  # fmt: skip
+    try:
+        output = wait_for(log, "Ctrl-C stops.", process)
+        ca = output.split("--cacert ")[1].split()[0]
+        result = subprocess.run(
+            [curl, "-sS", "--max-time", "5", "--socks5-hostname", f"127.0.0.1:{port}",
+             "--cacert", ca, "https://web.telegram.org/"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("hello from web.telegram.org")
+    finally:
+        stop(process, log)
+
+
+@pytest.mark.parametrize("command", ["lab", "demo"])
+def test_help(command: str) -> None:
+    result = subprocess.run(
+        detour_command(command, "--help"), capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+    assert "--scenario NAME|FILE" in result.stdout

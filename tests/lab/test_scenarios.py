@@ -1,0 +1,39 @@
+"""Every scenario, checked with a plain client (no detour): each blocked endpoint fails the
+way the scenario says, at the operation it says, and its unblocked controls work -- in the
+same lab, switched from scenario to scenario while it runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from helper.lab.lab import Lab
+from helper.lab.scenario import load_scenario, scenario_names
+from tests.lab.conftest import plain_check
+
+CASES = [
+    pytest.param(name, i, id=f"{name}:{check.target}")
+    for name in scenario_names()
+    for i, check in enumerate(load_scenario(name).checks)
+]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("scenario, index", CASES)
+async def test_check(lab: Lab, scenario: str, index: int) -> None:
+    if lab.scenario.name != scenario:
+        await lab.set_scenario(scenario)
+    check = lab.scenario.checks[index]
+    outcome = await plain_check(lab, check.target, download=check.download)
+    assert (outcome.failure, outcome.op) == (check.failure, check.op), str(outcome)
+    if check.stalled_between:
+        low, high = check.stalled_between
+        assert low <= outcome.received <= high, f"stalled after {outcome.received} bytes"
+    if check.rate:
+        assert outcome.rate is not None
+        assert check.rate * 0.75 <= outcome.rate <= check.rate * 1.25, f"{outcome.rate:.0f} B/s"
+
+
+def test_every_scenario_has_a_working_control() -> None:
+    for name in scenario_names():
+        scenario = load_scenario(name)
+        assert any(c.works for c in scenario.checks), f"{name} has no negative control"

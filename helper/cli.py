@@ -131,8 +131,14 @@ def _lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network",
         metavar="CIDR",
-        default="127.77.0.0/16",
-        help="loopback network for the lab's addresses (default: 127.77.0.0/16)",
+        help="network for the lab's addresses (default: 127.77.0.0/16, or 10.77.0.0/16 with "
+        "--netns)",
+    )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="Linux, root: put the lab in a network namespace behind nftables, so black-holes "
+        "drop SYNs and refusals reset them, as on a real network",
     )
 
 
@@ -172,6 +178,7 @@ def _lab(args: argparse.Namespace) -> int:
     async def lab() -> int:
         return await runner.serve_lab(
             args.scenario,
+            netns=args.netns,
             network=args.network,
             listen=args.listen,
             write_config=args.write_config,
@@ -180,7 +187,11 @@ def _lab(args: argparse.Namespace) -> int:
 
     async def demo() -> int:
         return await runner.serve_demo(
-            args.scenario, network=args.network, listen=args.listen, stop=_stop_event()
+            args.scenario,
+            netns=args.netns,
+            network=args.network,
+            listen=args.listen,
+            stop=_stop_event(),
         )
 
     return run_async(lab if args.command == "lab" else demo)

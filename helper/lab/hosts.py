@@ -97,10 +97,16 @@ class HostTable:
         self,
         network: ipaddress.IPv4Network = DEFAULT_NETWORK,
         hosts: tuple[LabHost, ...] = HOSTS,
+        *,
+        routable: bool = False,
     ) -> None:
         if network.prefixlen > 16:
             raise ValueError(f"lab network {network} is too small (use a /16 or larger)")
-        if not network.is_loopback:
+        if routable:
+            # In its own network namespace the lab needs addresses a veth can route to.
+            if not network.is_private or network.is_loopback:
+                raise ValueError(f"lab network {network} must be private, like 10.77.0.0/16")
+        elif not network.is_loopback:
             raise ValueError(f"lab network {network} must be inside 127.0.0.0/8")
         self.network = network
         self.hosts = hosts
@@ -128,6 +134,16 @@ class HostTable:
 
     def __iter__(self) -> Iterator[LabHost]:
         return iter(self.hosts)
+
+    @property
+    def socks_url(self) -> str:
+        return f"socks5://{self.address('socks')}:1080"
+
+    @property
+    def http_proxy_url(self) -> str:
+        return f"http://{self.address('http-proxy')}:3128"
+
+    doh_url = "https://doh.lab.test/dns-query"
 
     def dns_table(self) -> dict[str, list[str]]:
         """Name -> addresses, as the honest resolver answers."""

@@ -39,14 +39,19 @@ class LabError(Exception):
 
 
 class Lab:
+    netns = False  # userland: every flow passes the censor in this process
+
     def __init__(
         self,
         scenario: Scenario | str = "baseline",
         *,
         network: str | ipaddress.IPv4Network = DEFAULT_NETWORK,
         directory: Path | None = None,
+        routable: bool = False,
     ) -> None:
-        self.table = HostTable(ipaddress.IPv4Network(network))
+        # routable: the lab runs in its own network namespace (netns.py) on a private network
+        # instead of loopback addresses.
+        self.table = HostTable(ipaddress.IPv4Network(network), routable=routable)
         self.scenario = (
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
         )
@@ -65,23 +70,9 @@ class Lab:
         self.censor: Censor | None = None
         self._backends: list[Backend] = []
 
-    # --- addresses a client (or a helper config) needs ------------------------------------
-
     @property
     def dns_address(self) -> tuple[str, int]:
         return self.table.dns_address, 53
-
-    @property
-    def doh_url(self) -> str:
-        return "https://doh.lab.test/dns-query"
-
-    @property
-    def socks_url(self) -> str:
-        return f"socks5://{self.table.address('socks')}:1080"
-
-    @property
-    def http_proxy_url(self) -> str:
-        return f"http://{self.table.address('http-proxy')}:3128"
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -166,70 +157,72 @@ class Lab:
         if self.censor is not None:
             await self.censor.set_policy(scenario.policy(self.table))
 
-    # --- the helper's configuration -------------------------------------------------------
-
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
         """A detour config that uses this lab: its resolver, CA, routes and services."""
-        t = self.table
-        lines = [
-            f"# detour configuration for the lab on {t.network}, scenario {self.scenario.name!r}",
-            "# (written by `detour lab`; valid while that lab runs)",
-            "",
-            "[listen]",
-            f'mixed = "{listen}"',
-            "",
-            "[dns]",
-            "# The network's resolver, which the scenario may make lie. The lab's addresses",
-            "# stand for the public internet: private answers there are not tampering.",
-            f'resolver = "udp://{t.dns_address}:53;public={t.network}"',
-            "",
-            "[tls]",
-            f'extra_ca = ["{self.ca.ca_path}"]',
-            "",
-            "[default]",
-            'policy = "direct"',
+        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen)
+
+
+def helper_config(table: HostTable, ca_path: Path, scenario: str, listen: str) -> str:
+    """The detour configuration for a lab on `table`'s network."""
+    t = table
+    doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
+    lines = [
+        f"# detour configuration for the lab on {t.network}, scenario {scenario!r}",
+        "# (written by `detour lab`; valid while that lab runs)",
+        "",
+        "[listen]",
+        f'mixed = "{listen}"',
+        "",
+        "[dns]",
+        "# The network's resolver, which the scenario may make lie. The lab's addresses",
+        "# stand for the public internet: private answers there are not tampering.",
+        f'resolver = "udp://{t.dns_address}:53;public={t.network}"',
+        "",
+        "[tls]",
+        f'extra_ca = ["{ca_path}"]',
+        "",
+        "[default]",
+        'policy = "direct"',
+        "",
+    ]
+    for name, chain in (
+        ("direct", "direct"),
+        ("tls-fragment", "tlsfrag:sni"),
+        ("doh", doh),
+        ("doh-fragment", f"{doh} | tlsfrag:sni"),
+        ("lab-socks", t.socks_url),
+        ("lab-http", t.http_proxy_url),
+    ):
+        lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
+    for service, third, domains, probes in (
+        (
+            "telegram",
+            1,
+            ("telegram.org", "t.me"),
+            ("tls://web.telegram.org:443", f"tcp://{t.address('telegram-dc2')}:443"),
+        ),
+        (
+            "whatsapp",
+            2,
+            ("whatsapp.net", "whatsapp.com"),
+            ("tcp://g.whatsapp.net:5222", "tls://web.whatsapp.com:443"),
+        ),
+        (
+            "signal",
+            3,
+            ("signal.org",),
+            ("tls://chat.signal.org:443", "tls://storage.signal.org:443"),
+        ),
+    ):
+        lines += [
+            "[[service]]",
+            f'name = "{service}"',
+            "domains = [" + ", ".join(f'"{d}"' for d in domains) + "]",
+            f'cidrs = ["{t.subnet(third)}"]',
+            "probes = [" + ", ".join(f'"{p}"' for p in probes) + "]",
             "",
         ]
-        for name, chain in (
-            ("direct", "direct"),
-            ("tls-fragment", "tlsfrag:sni"),
-            ("doh", f"resolve:doh={self.doh_url};bootstrap={t.address('doh')};public={t.network}"),
-            (
-                "doh-fragment",
-                f"resolve:doh={self.doh_url};bootstrap={t.address('doh')};"
-                f"public={t.network} | tlsfrag:sni",
-            ),
-            ("lab-socks", self.socks_url),
-            ("lab-http", self.http_proxy_url),
-        ):
-            lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
-        for service, domains, probes in (
-            (
-                "telegram",
-                ("telegram.org", "t.me"),
-                ("tls://web.telegram.org:443", f"tcp://{t.address('telegram-dc2')}:443"),
-            ),
-            (
-                "whatsapp",
-                ("whatsapp.net", "whatsapp.com"),
-                ("tcp://g.whatsapp.net:5222", "tls://web.whatsapp.com:443"),
-            ),
-            (
-                "signal",
-                ("signal.org",),
-                ("tls://chat.signal.org:443", "tls://storage.signal.org:443"),
-            ),
-        ):
-            cidr = t.subnet({"telegram": 1, "whatsapp": 2, "signal": 3}[service])
-            lines += [
-                "[[service]]",
-                f'name = "{service}"',
-                "domains = [" + ", ".join(f'"{d}"' for d in domains) + "]",
-                f'cidrs = ["{cidr}"]',
-                "probes = [" + ", ".join(f'"{p}"' for p in probes) + "]",
-                "",
-            ]
-        return "\n".join(lines)
+    return "\n".join(lines)
 
 
 async def _serve_hidden(app: web.Application) -> Backend:

@@ -14,13 +14,18 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helper.config import ConfigError, parse_config
 
+from .hosts import DEFAULT_NETWORK
 from .lab import Lab, LabError
 from .scenario import load_scenario, scenario_names
 
 __all__ = ["list_scenarios", "serve_demo", "serve_lab"]
+
+if TYPE_CHECKING:
+    from .netns import NetnsLab
 
 log = logging.getLogger("detour.lab")
 
@@ -35,16 +40,17 @@ def list_scenarios() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _usage(lab: Lab, config_path: Path | None, listen: str) -> str:
+def _usage(lab: Lab | NetnsLab, config_path: Path | None, listen: str) -> str:
     host, port = listen.rsplit(":", 1)
     where = f"written to {config_path}" if config_path else "printed above"
     return (
-        f"lab running on {lab.table.network}, scenario {lab.scenario.name!r} "
+        f"lab running on {lab.table.network}{' in a network namespace' if lab.netns else ''}, "
+        f"scenario {lab.scenario.name!r} "
         f"({lab.scenario.summary})\n"
         f"  resolver   udp/tcp {lab.table.dns_address}:53 (lies as the scenario says), "
-        f"DoH {lab.doh_url} (honest)\n"
+        f"DoH {lab.table.doh_url} (honest)\n"
         f"  lab CA     {lab.ca.ca_path}\n"
-        f"  routes     {lab.socks_url} and {lab.http_proxy_url} (outside the censor)\n"
+        f"  routes     {lab.table.socks_url} and {lab.table.http_proxy_url} (outside the censor)\n"
         f"  config     {where}; run detour with it:\n"
         f"               detour run --headless -c {config_path or 'FILE'}\n"
         f"  then try   curl --socks5-hostname {host}:{port} --cacert {lab.ca.ca_path} "
@@ -53,7 +59,7 @@ def _usage(lab: Lab, config_path: Path | None, listen: str) -> str:
     )
 
 
-async def _watch(lab: Lab, source: str, reload: asyncio.Event) -> None:
+async def _watch(lab: Lab | NetnsLab, source: str, reload: asyncio.Event) -> None:
     """Re-read the scenario on SIGHUP, or when its file changes."""
     path = Path(source)
     mtime = path.stat().st_mtime if path.suffix and path.exists() else None
@@ -75,16 +81,25 @@ async def _watch(lab: Lab, source: str, reload: asyncio.Event) -> None:
             log.info("scenario is now %s", lab.scenario.name)
 
 
+def _make_lab(scenario: str, netns: bool, network: str | None) -> Lab | NetnsLab:
+    if netns:
+        from .netns import DEFAULT_NETNS_NETWORK, NetnsLab
+
+        return NetnsLab(scenario, network=network or DEFAULT_NETNS_NETWORK)
+    return Lab(scenario, network=network or str(DEFAULT_NETWORK))
+
+
 async def serve_lab(
     scenario: str,
     *,
-    network: str,
+    netns: bool = False,
+    network: str | None,
     listen: str,
     write_config: Path | None,
     stop: asyncio.Event,
 ) -> int:
     try:
-        lab = Lab(scenario, network=network)
+        lab = _make_lab(scenario, netns, network)
         await lab.start()
     except (ConfigError, LabError, ValueError) as exc:
         print(f"detour lab: {exc}", file=sys.stderr)
@@ -109,12 +124,14 @@ async def serve_lab(
     return 0
 
 
-async def serve_demo(scenario: str, *, network: str, listen: str, stop: asyncio.Event) -> int:
+async def serve_demo(
+    scenario: str, *, netns: bool = False, network: str | None, listen: str, stop: asyncio.Event
+) -> int:
     """The lab and detour against it, in one process."""
     from helper.engine import Engine
 
     try:
-        lab = Lab(scenario, network=network)
+        lab = _make_lab(scenario, netns, network)
         await lab.start()
     except (ConfigError, LabError, ValueError) as exc:
         print(f"detour demo: {exc}", file=sys.stderr)

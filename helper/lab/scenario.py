@@ -53,10 +53,20 @@ class Check:
     download: int | None = None  # fetch this many bytes (https/http targets)
     stalled_between: tuple[int, int] | None = None  # the transfer stops within this range
     rate: int | None = None  # the measured rate is this many bytes/s (within 25%)
+    # Where the kernel-level lab (--netns) shows it differently: an address black-hole drops
+    # the SYN there (timeout at connect) where userland can only go silent after accepting.
+    netns_failure: str | None = None
+    netns_op: str | None = None
 
     @property
     def works(self) -> bool:
         return self.failure is None
+
+    def expected(self, netns: bool) -> tuple[str | None, str | None]:
+        """(failure, op) a plain client should see in this mode of the lab."""
+        if netns and self.netns_op is not None:
+            return (self.netns_failure or self.failure, self.netns_op)
+        return (self.failure, self.op)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class Scenario:
     dns: tuple[DnsRule, ...] = ()
     checks: tuple[Check, ...] = ()
     expectations: tuple[Expectation, ...] = field(default=())
+    text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
 
     def policy(self, table: HostTable) -> Policy:
         """The censor policy on a concrete lab network."""
@@ -280,7 +291,8 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     for path, item in array_of_tables("check", top.data.get("check"), problems):
         reader = TableReader(
             path, item, problems,
-            ("target", "failure", "op", "download", "stalled_between", "rate"),
+            ("target", "failure", "op", "netns_failure", "netns_op", "download",
+             "stalled_between", "rate"),
         )  # fmt: skip
         stalled = reader.get_list("stalled_between", parse_size)
         if stalled and (len(stalled) != 2 or stalled[0] > stalled[1]):
@@ -292,6 +304,8 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
             download=reader.get("download", parse_size),
             stalled_between=(stalled[0], stalled[1]) if len(stalled) == 2 else None,
             rate=reader.get("rate", parse_size),
+            netns_failure=reader.get("netns_failure", _failure),
+            netns_op=reader.get("netns_op", _op),
         )
         reader.finish()
         if (check.failure is None) != (check.op is None):
@@ -325,6 +339,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         dns=tuple(dns_rules),
         checks=tuple(checks),
         expectations=tuple(expectations),
+        text=text,
     )
     top.finish()
     if problems.items:

@@ -135,3 +135,22 @@ def test_help(command: str) -> None:
     )
     assert result.returncode == 0
     assert "--scenario NAME|FILE" in result.stdout
+
+
+def test_lab_in_a_network_namespace(tmp_path: Path) -> None:
+    from tests.lab.conftest import require_netns
+
+    require_netns()
+    log = tmp_path / "lab.log"
+    process = start(
+        "lab", "--netns", "--scenario", "ip-blackhole", "--network", "10.81.0.0/16",
+        "--write-config", str(tmp_path / "c.toml"), log=log,
+    )  # fmt: skip
+    try:
+        wait_for(log, "Ctrl-C stops the lab", process)
+        assert "in a network namespace" in log.read_text()
+        assert listening("10.81.9.2", 443)  # the control, over the veth
+    finally:
+        stop(process, log)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "detour-lab" not in names

@@ -51,6 +51,7 @@ __all__ = [
     "free_port",
     "microsocks",
     "require_peer",
+    "skip_or_fail",
     "tinyproxy",
     "unbound",
 ]
@@ -71,7 +72,7 @@ class PeerStartError(RuntimeError):
     """The peer program exited or never listened; the message carries its output and log."""
 
 
-def _skip_or_fail(message: str) -> None:
+def skip_or_fail(message: str) -> None:
     """Skip the current test, or fail it when the run promised that every peer is present.
 
     pytest is only imported when it is already running, so benchmark scripts can use this
@@ -100,8 +101,8 @@ def require_peer(binary: str, package: str) -> str:
                 path = candidate
                 break
     if path is None:
-        _skip_or_fail(f"{binary} not installed (Debian package {package!r}; {_INSTALL_HINT})")
-        raise AssertionError("unreachable: _skip_or_fail always raises")
+        skip_or_fail(f"{binary} not installed (Debian package {package!r}; {_INSTALL_HINT})")
+        raise AssertionError("unreachable: skip_or_fail always raises")
     return path
 
 
@@ -685,7 +686,7 @@ def danted(username: str | None = None, password: str | None = None) -> Iterator
     if with_auth:
         reason = _private_mounts_unavailable()
         if reason is not None:
-            _skip_or_fail(f"danted with user/password {reason}")
+            skip_or_fail(f"danted with user/password {reason}")
 
     def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
         log_path = tmpdir / "danted.log"

@@ -122,6 +122,7 @@ def cdn_app(backends: Mapping[str, tuple[str, int]], local_address: str) -> web.
             return web.Response(text=f"cdn edge {host}: nothing here\n")
         url = f"http://{backend[0]}:{backend[1]}{request.path_qs}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers["Host"] = request.host  # the backend sees the name the client asked for
         session = request.app[_SESSION]
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _websocket_bridge(request, session, url, headers)

@@ -92,6 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the built-in config (a starting point).",
     )
 
+    probe = sub.add_parser(
+        "probe",
+        help="check every service through every route, once",
+        description="Probe every service through every route and say which work and why the "
+        "others fail. Exit 0 if every service has a working route, 1 if any has none, 2 on a "
+        "bad config or usage.",
+    )
+    probe.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        dest="probe_config",
+        help="config file (default: built-in)",
+    )
+    probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
+    probe.add_argument("--json", action="store_true", help="print the result as JSON")
+
     lab = sub.add_parser(
         "lab",
         help="run the mock blocking network",
@@ -162,8 +179,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
+    if args.command == "probe":
+        return _probe(args.probe_config or args.config, args.service, args.json)
     parser.print_help()
     return EXIT_USAGE
+
+
+def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
+    from .probe.run import probe_services
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    known = [s.name for s in config.services]
+    unknown = [name for name in services or () if name not in known]
+    if unknown:
+        print(
+            f"detour probe: no service {unknown[0]!r} (services: {', '.join(known) or 'none'})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return run_async(lambda: probe_services(config, services, as_json=as_json))
 
 
 def _lab(args: argparse.Namespace) -> int:

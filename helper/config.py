@@ -94,6 +94,11 @@ class ProbeConfig:
     interval: float = 300.0
     timeout: float = 5.0
     stagger: float = 0.25
+    # A probe download slower than this (bytes per second) reports the route "throttled"; 0: never.
+    min_rate: int = 32_000
+    # How long a route may take to answer a client's TLS ClientHello before detour sends it
+    # through the next route instead (0: never retry).
+    first_answer: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,39 @@ def parse_duration(value: Any) -> float:
     if not 0 < seconds <= 7 * 86400:
         raise ValueError(f"{value!r} is out of range (more than 0, at most a week)")
     return seconds
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "KB": 1000, "MiB": 1 << 20, "MB": 1_000_000}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: an integer, or a string like '16KiB', '64KB', '1MiB' (more than 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes, like 16384 or '16KiB'")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a size (like 16384, '16KiB' or '64KB')")
+    if size <= 0:
+        raise ValueError("a size must be more than 0")
+    return size
+
+
+def _duration_or_off(value: Any) -> float:
+    """A duration, or 0 (or "off") to turn the feature off."""
+    if value == 0 or value == "off":
+        return 0.0
+    return parse_duration(value)
+
+
+def _rate(value: Any) -> int:
+    """Bytes per second, written as a size ('32KB' is 32 KB/s); 0 turns the check off."""
+    if value == 0:
+        return 0
+    return parse_size(value)
 
 
 def parse_listen_address(value: Any) -> Endpoint:
@@ -378,12 +416,17 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
     tls = TlsConfig(extra_ca=tuple(tls_table.get_list("extra_ca", _ca_file(base))))
     tls_table.finish()
     probe_table = TableReader(
-        "probe", top.data.get("probe", {}), problems, ("interval", "timeout", "stagger")
+        "probe",
+        top.data.get("probe", {}),
+        problems,
+        ("interval", "timeout", "stagger", "min_rate", "first_answer"),
     )
     probe = ProbeConfig(
         interval=probe_table.get("interval", parse_duration, 300.0),
         timeout=probe_table.get("timeout", parse_duration, 5.0),
         stagger=probe_table.get("stagger", parse_duration, 0.25),
+        min_rate=probe_table.get("min_rate", _rate, ProbeConfig.min_rate),
+        first_answer=probe_table.get("first_answer", _duration_or_off, ProbeConfig.first_answer),
     )
     probe_table.finish()
 

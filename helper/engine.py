@@ -1,6 +1,7 @@
-"""The running proxy, built from a Config: the router with its routes and services, and the
-listeners applications connect to. The headless runner and the terminal UI are two front
-ends on the same Engine."""
+"""The running proxy, built from a Config: the router with its routes and services, the
+prober and the monitor that keep route health fresh, the event stream, and the listeners
+applications connect to. The headless runner and the terminal UI are two front ends on the
+same Engine."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from transports import Endpoint
 from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
+from .events import EventBus
+from .probe.probe import Prober
 from .proxy import MixedListener
 from .routing import Router
+from .routing.monitor import HealthMonitor
+from .routing.state import HealthStore, network_id
 
 __all__ = ["Engine"]
 
@@ -26,8 +31,14 @@ class Engine:
         *,
         resolver: Resolver | None = None,
         listen: Endpoint | None = None,
+        store: HealthStore | None = None,
+        network: str | None = None,
+        probe_on_start: bool = True,
     ) -> None:
+        """`store` remembers route health per network (None: nothing remembered); `network`
+        names the network (default: detected from the gateway and subnet)."""
         self.config = config
+        self.events = EventBus()
         # Resolvers that keep connections (DoH) are closed when the engine stops.
         self._resources = contextlib.AsyncExitStack()
         tls = config.tls.client_context()
@@ -40,8 +51,31 @@ class Engine:
                 # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         self.resolver = resolver
-        self.router = Router.from_config(config, self.resolver, tls=tls, resources=self._resources)
-        self.listener = MixedListener(config.listen, self.router, address=listen)
+        self.router = Router.from_config(
+            config, self.resolver, tls=tls, resources=self._resources, events=self.events
+        )
+        self.prober = Prober(
+            timeout=config.probe.timeout,
+            tls=tls,
+            min_rate=config.probe.min_rate,
+            compare_resolver=_encrypted_resolver(self.router),
+            events=self.events,
+        )
+        self.monitor = HealthMonitor(
+            self.router,
+            self.prober,
+            interval=config.probe.interval,
+            store=store,
+            network=network_id() if network is None and store is not None else (network or ""),
+        )
+        self._probe_on_start = probe_on_start
+        self.listener = MixedListener(
+            config.listen,
+            self.router,
+            address=listen,
+            events=self.events,
+            first_answer=config.probe.first_answer,
+        )
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -50,6 +84,7 @@ class Engine:
 
     async def start(self) -> None:
         await self.listener.start()
+        await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
             "listening on %s (SOCKS5, SOCKS4a, HTTP); routes: %s; services: %s",
@@ -59,6 +94,7 @@ class Engine:
         )
 
     async def stop(self) -> None:
+        await self.monitor.stop()
         await self.listener.stop()
         await self._resources.aclose()
 
@@ -68,3 +104,11 @@ class Engine:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _encrypted_resolver(router: Router) -> Resolver | None:
+    """A route's encrypted resolver (DoH, DoT), to check the network's DNS answers against."""
+    for route in router.routes:
+        if route.resolver is not None and route.chain.resolver_kind in ("doh", "dot"):
+            return route.resolver
+    return None

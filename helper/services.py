@@ -33,6 +33,9 @@ class ProbeTarget:
     kind: str
     endpoint: Endpoint
     path: str = "/"
+    # `#no-verify`: accept any certificate (Signal's servers present Signal's own CA); the
+    # probe still sees resets, timeouts and block pages, not interception.
+    verify: bool = True
 
     @classmethod
     def parse(cls, text: str) -> ProbeTarget:
@@ -58,11 +61,15 @@ class ProbeTarget:
         path = url.path or "/"
         if url.query:
             path += "?" + url.query
-        return cls(kind, Endpoint(url.hostname, port), path)
+        if url.fragment not in ("", "no-verify"):
+            raise ValueError(f"{text!r}: unknown option #{url.fragment} (valid: #no-verify)")
+        if url.fragment and kind not in ("tls", "https"):
+            raise ValueError(f"{text!r}: #no-verify is for tls:// and https:// probes")
+        return cls(kind, Endpoint(url.hostname, port), path, verify=not url.fragment)
 
     def __str__(self) -> str:
         suffix = self.path if self.kind in ("http", "https") else ""
-        return f"{self.kind}://{self.endpoint}{suffix}"
+        return f"{self.kind}://{self.endpoint}{suffix}" + ("" if self.verify else "#no-verify")
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,17 @@ _KINDS: dict[str, _LayerKind] = {
     ),
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
 }
+# Layers that carry the destination name to something else, which resolves it.
+_NAME_TAKING = {"socks5", "socks4a", "http"}
+
+
+def base_dialer(dialer: Dialer) -> Dialer:
+    """The innermost dialer of a built chain (the one that makes the connection)."""
+    while (inner := getattr(dialer, "inner", None)) is not None:
+        dialer = inner
+    return dialer
+
+
 # Names people write for the same thing (curl's socks5h means "proxy resolves names",
 # which is what socks5 always does here).
 _ALIASES = {"socks5h": "socks5"}
@@ -295,6 +306,23 @@ class Chain:
 
     def __repr__(self) -> str:
         return f"Chain({str(self)!r})"
+
+    @property
+    def resolves_locally(self) -> bool:
+        """Whether detour resolves destination names itself on this route (no proxy layer
+        that takes names)."""
+        return not any(layer.name in _NAME_TAKING for layer in self.layers)
+
+    @property
+    def splits_client_hello(self) -> bool:
+        return any(layer.name in ("tlsfrag", "split") for layer in self.layers)
+
+    @property
+    def resolver_kind(self) -> str:
+        """How the base resolves: "system" for `direct` (or whatever the engine's resolver
+        is: "default"), else the `resolve:` layer's kind (udp, tcp, dot, doh)."""
+        base = self.layers[0]
+        return base.params["resolver"].kind if base.name == "resolve" else "default"
 
     def build(self, options: DialOptions | None = None) -> Dialer:
         options = options or DialOptions()

@@ -26,6 +26,7 @@ from helper.config import (
     domain,
     network,
     parse_duration,
+    parse_size,
     port,
     string,
 )
@@ -130,24 +131,6 @@ def _cidrs(entry: dict[str, Any], table: HostTable) -> tuple[Any, ...]:
 
 
 # --- parsing --------------------------------------------------------------------------------
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "KB": 1000, "MiB": 1 << 20, "MB": 1_000_000}
-
-
-def parse_size(value: Any) -> int:
-    """Bytes: an integer, or a string like '16KiB', '64KB', '1MiB'."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size in bytes, like 16384 or '16KiB'")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a size (like 16384, '16KiB' or '64KB')")
-    if size <= 0:
-        raise ValueError("a size must be more than 0")
-    return size
 
 
 def _choice(options: tuple[str, ...]):

@@ -33,11 +33,13 @@ from transports.socks import (
 from transports.tcp import SocketStream, StreamProtocol
 
 from ..config import ListenConfig
+from ..events import ConnectionClosed, ConnectionOpened, EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from . import http as http_proto
 from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
 from .relay import RelayStats, relay
+from .retry import first_exchange
 
 __all__ = ["ActiveConnection", "MixedListener"]
 
@@ -84,8 +86,18 @@ class _ClientProtocol(StreamProtocol):
 
 class MixedListener:
     def __init__(
-        self, config: ListenConfig, router: Router, *, address: Endpoint | None = None
+        self,
+        config: ListenConfig,
+        router: Router,
+        *,
+        address: Endpoint | None = None,
+        events: EventBus | None = None,
+        first_answer: float = 0.0,
     ) -> None:
+        self.events = events
+        # How long a route may take to answer a TLS client's ClientHello before detour sends
+        # it through the next route (0: never retry).
+        self.first_answer = first_answer
         self.config = config
         self.router = router
         self.address = address or config.mixed
@@ -195,6 +207,16 @@ class MixedListener:
                 stream.write(request.failure(exc))
             stream.close()
             return
+        if request.success and not stream.is_closing():
+            stream.write(request.success)
+        if not request.first_upstream_bytes:
+            retried = await first_exchange(
+                stream, connection, self.router, request.target, self.first_answer, active.stats
+            )
+            if retried is None:
+                stream.abort()  # every route failed the client's ClientHello: tell it so
+                return
+            connection = retried
         await self._relay(active, stream, request, connection)
 
     async def _relay(
@@ -210,16 +232,27 @@ class MixedListener:
         if stream.is_closing():
             upstream.abort()
             return
-        if request.success:
-            stream.write(request.success)
         if request.first_upstream_bytes:
             upstream.write(request.first_upstream_bytes)
             active.stats.up += len(request.first_upstream_bytes)
+        if self.events is not None:
+            self.events.publish(
+                ConnectionOpened(
+                    active.id, active.client, str(request.target), active.service, active.route
+                )
+            )
         try:
             await relay(stream, upstream, idle_timeout=self.config.idle_timeout, stats=active.stats)
         finally:
             stats = active.stats
+            if stats.down:
+                self.router.record_success(connection.service, connection.route)
             how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
+            duration = time.monotonic() - active.started
+            if self.events is not None:
+                self.events.publish(
+                    ConnectionClosed(active.id, stats.up, stats.down, duration, how)
+                )
             log.info(
                 "client %s: %s %s via %s: %d bytes up, %d down, %.1fs, %s",
                 active.client,
@@ -228,7 +261,7 @@ class MixedListener:
                 connection.route.name,
                 stats.up,
                 stats.down,
-                time.monotonic() - active.started,
+                duration,
                 how,
             )
 

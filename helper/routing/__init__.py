@@ -1,5 +1,15 @@
-"""Routes and how a connection picks one."""
+"""Routes and how a connection picks one: health, racing, failover, memory."""
 
-from .router import AllRoutesFailed, Connection, Denied, Route, Router
+from .health import HealthBook, RouteHealth
+from .router import AllRoutesFailed, Connection, Denied, Route, Router, build_routes
 
-__all__ = ["AllRoutesFailed", "Connection", "Denied", "Route", "Router"]
+__all__ = [
+    "AllRoutesFailed",
+    "Connection",
+    "Denied",
+    "HealthBook",
+    "Route",
+    "RouteHealth",
+    "Router",
+    "build_routes",
+]

@@ -1,24 +1,36 @@
-"""The router: which service a destination belongs to, which routes may carry it, and
-dialing through them with failover.
+"""The router: which service a destination belongs to, which routes may carry it and in what
+order, and dialing them as a staggered race.
 
 Candidates are the service's routes (its own order, or every route in config order), or the
-`[default]` policy route for destinations that belong to no service. Routes are tried in
-order; the client gets an error only when every candidate has failed.
+`[default]` policy route for destinations that belong to no service; disabled routes are left
+out and a pinned route is the only candidate. Health orders them: routes known to work first,
+then unknown, then failing ones.
+
+Connecting races the candidates Happy-Eyeballs style (RFC 8305's algorithm over routes): start
+the best route; start the next after the stagger or as soon as the running ones have failed;
+the first to connect wins and the others are cancelled. The client sees an error only when
+every candidate has failed, and the error names each failure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Stream
+from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
+from transports.chain import base_dialer
+from transports.direct import DirectDialer
+from transports.race import RaceFailed, staggered_race
 from transports.resolver import Resolver
 
 from ..config import DENY, Config
+from ..events import EventBus, RouteChanged
 from ..services import Service, ServiceTable
+from .health import HealthBook
 
 __all__ = ["AllRoutesFailed", "Connection", "Denied", "Route", "Router"]
 
@@ -30,6 +42,9 @@ class Route:
     name: str
     chain: Chain
     dialer: Dialer
+    # The resolver this route uses for destination names, when detour resolves them itself
+    # (None when a proxy on the route resolves them).
+    resolver: Resolver | None = None
 
     def __str__(self) -> str:
         return f"{self.name} ({self.chain})"
@@ -53,6 +68,8 @@ class AllRoutesFailed(Exception):
     @property
     def primary(self) -> DialError:
         """The preferred route's error: what the client's error reply is based on."""
+        if not self.attempts:
+            return DialError(Failure.UNKNOWN, Op.CONNECT, "no route left to try")
         return self.attempts[0][1]
 
     def describe(self) -> str:
@@ -66,16 +83,61 @@ class Connection:
     stream: Stream
     route: Route
     service: Service | None
+    setup_ms: float = 0.0
+
+
+def build_routes(
+    config: Config, resolver: Resolver | None, options: DialOptions | None = None
+) -> list[Route]:
+    """The configured routes as Dialers (resources that need closing go on options.resources)."""
+    base = options or DialOptions()
+    routes = []
+    for rc in config.routes:
+        dialer = rc.chain.build(
+            DialOptions(
+                resolver=resolver,
+                connect_timeout=rc.timeout,
+                handshake_timeout=rc.timeout,
+                attempt_delay=base.attempt_delay,
+                hosts=base.hosts,
+                tls=base.tls,
+                resources=base.resources,
+            )
+        )
+        local = base_dialer(dialer)
+        own = (
+            local.resolver
+            if rc.chain.resolves_locally and isinstance(local, DirectDialer)
+            else None
+        )
+        routes.append(Route(rc.name, rc.chain, dialer, own))
+    return routes
 
 
 class Router:
     def __init__(
-        self, routes: Sequence[Route], services: ServiceTable, default_policy: str
+        self,
+        routes: Sequence[Route],
+        services: ServiceTable,
+        default_policy: str,
+        *,
+        stagger: float = 0.25,
+        health: HealthBook | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.routes = list(routes)
         self.services = services
         self.default_policy = default_policy
+        self.stagger = stagger
+        self.health = health or HealthBook()
+        self.events = events
+        self.pins: dict[str, str] = {}  # service name -> route name
+        self.disabled: set[str] = set()  # route names
+        # Told about every service a client uses, and about a route that keeps failing.
+        self.on_use: Callable[[Service], None] | None = None
+        self.on_failing: Callable[[Service | None, Route], None] | None = None
         self._by_name = {route.name: route for route in self.routes}
+        self._active: dict[str, str | None] = {}
 
     @classmethod
     def from_config(
@@ -84,50 +146,123 @@ class Router:
         resolver: Resolver | None = None,
         *,
         tls: ssl.SSLContext | None = None,
-        resources: contextlib.AsyncExitStack | None = None,
+        resources: AsyncExitStack | None = None,
+        events: EventBus | None = None,
     ) -> Router:
-        routes = [
-            Route(
-                rc.name,
-                rc.chain,
-                rc.chain.build(
-                    DialOptions(
-                        resolver=resolver,
-                        connect_timeout=rc.timeout,
-                        handshake_timeout=rc.timeout,
-                        attempt_delay=0.25,
-                        hosts=config.dns.hosts,
-                        tls=tls,
-                        resources=resources,
-                    )
-                ),
-            )
-            for rc in config.routes
-        ]
-        return cls(routes, ServiceTable(config.services), config.default_policy)
+        options = DialOptions(
+            hosts=config.dns.hosts, tls=tls or config.tls.client_context(), resources=resources
+        )
+        return cls(
+            build_routes(config, resolver, options),
+            ServiceTable(config.services),
+            config.default_policy,
+            stagger=config.probe.stagger,
+            events=events,
+        )
+
+    def route(self, name: str) -> Route:
+        return self._by_name[name]
+
+    # --- which routes ---------------------------------------------------------------------
+
+    def candidates(self, service: Service | None) -> list[Route]:
+        """The routes a connection may take, in config order (not yet ordered by health)."""
+        if service is None:
+            return [self._by_name[self.default_policy]] if self.default_policy != DENY else []
+        pinned = self.pins.get(service.name)
+        if pinned is not None:
+            return [self._by_name[pinned]]
+        names = service.routes or [route.name for route in self.routes]
+        return [self._by_name[n] for n in names if n not in self.disabled]
 
     def plan(self, target: Endpoint) -> tuple[Service | None, list[Route]]:
         """The service `target` belongs to and the routes to try, best first."""
         service = self.services.match(target)
-        if service is None:
-            if self.default_policy == DENY:
-                raise Denied(
-                    f"{target} belongs to no configured service and the default policy is deny"
-                )
-            return None, [self._by_name[self.default_policy]]
-        if service.routes:
-            return service, [self._by_name[name] for name in service.routes]
-        return service, list(self.routes)
+        if service is None and self.default_policy == DENY:
+            raise Denied(
+                f"{target} belongs to no configured service and the default policy is deny"
+            )
+        candidates = self.candidates(service)
+        if not candidates:
+            raise Denied(f"every route for {service.name if service else target} is disabled")
+        return service, self.health.order(_key(service), candidates)
 
-    async def connect(self, target: Endpoint) -> Connection:
-        service, candidates = self.plan(target)
-        attempts: list[tuple[str, DialError]] = []
-        for route in candidates:
-            try:
-                stream = await route.dialer.dial(target)
-            except DialError as exc:
-                log.debug("%s via %s failed: %s", target, route.name, exc)
-                attempts.append((route.name, exc))
-                continue
-            return Connection(stream, route, service)
-        raise AllRoutesFailed(target, service, attempts)
+    def active_route(self, service: Service) -> Route | None:
+        """The route a new connection of `service` would try first, if one is known to work."""
+        candidates = self.candidates(service)
+        if service.name in self.pins:
+            return candidates[0]
+        return self.health.active(service.name, candidates)
+
+    def note_health_change(self, reason: str) -> None:
+        """Publish RouteChanged for every service whose active route changed."""
+        for service in self.services:
+            active = self.active_route(service)
+            name = active.name if active else None
+            if self._active.get(service.name, "?") != name:
+                old = self._active.get(service.name)
+                self._active[service.name] = name
+                if self.events is not None:
+                    self.events.publish(RouteChanged(service.name, old, name, reason))
+                log.info(
+                    "%s: %s", service.name, f"now via {name}" if name else "no route known to work"
+                )
+
+    # --- connecting -----------------------------------------------------------------------
+
+    async def connect(self, target: Endpoint, *, exclude: Sequence[str] = ()) -> Connection:
+        """Dial `target` through its routes (less those in `exclude`, already tried)."""
+        service, ordered = self.plan(target)
+        ordered = [route for route in ordered if route.name not in exclude]
+        if not ordered:
+            raise AllRoutesFailed(target, service, [])
+        if service is not None and self.on_use is not None:
+            self.on_use(service)
+        errors: dict[str, DialError] = {}
+        started = time.monotonic()
+
+        def attempt(route: Route):
+            async def dial() -> Stream:
+                try:
+                    stream = await route.dialer.dial(target)
+                except DialError as exc:
+                    errors[route.name] = exc
+                    log.debug("%s via %s failed: %s", target, route.name, exc)
+                    self._account(service, route, exc)
+                    raise
+                return stream
+
+            return dial
+
+        try:
+            index, stream = await staggered_race(
+                [attempt(route) for route in ordered], self.stagger, discard=lambda s: s.abort()
+            )
+        except RaceFailed as failed:
+            attempts = [
+                (route.name, errors[route.name]) for route in ordered if route.name in errors
+            ]
+            if not attempts:  # a dialer broke its contract: let the real error through
+                raise next(e for e in failed.errors if e is not None) from None
+            raise AllRoutesFailed(target, service, attempts) from None
+        setup = (time.monotonic() - started) * 1000
+        return Connection(stream, ordered[index], service, setup)
+
+    def record_failure(self, service: Service | None, route: Route, error: DialError) -> None:
+        """A connection through `route` failed after its dial (reset after the ClientHello,
+        silence): it counts like a failed dial."""
+        self._account(service, route, error)
+
+    def record_success(self, service: Service | None, route: Route) -> None:
+        """The destination answered through `route`: its run of failures ends."""
+        self._account(service, route, None)
+
+    def _account(self, service: Service | None, route: Route, error: DialError | None) -> None:
+        if self.health.record_dial(_key(service), route.name, error):
+            self.note_health_change(f"{route.name} failed repeatedly")
+            if self.on_failing is not None:
+                self.on_failing(service, route)
+
+
+def _key(service: Service | None) -> str:
+    return service.name if service is not None else ""

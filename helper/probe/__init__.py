@@ -1,0 +1,1 @@
+"""Probing services through routes, and saying why a route fails."""

@@ -1,0 +1,55 @@
+"""`detour probe`: one pass over every service and route, with progress on a terminal, then
+the table (or JSON) and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from ..config import Config
+from ..events import ProbeFinished, ProbeStarted
+from .report import FAIL_MARK, OK_MARK, ServiceReport, json_report, summary, table
+
+__all__ = ["probe_services"]
+
+
+async def probe_services(config: Config, only: list[str] | None, *, as_json: bool) -> int:
+    from ..engine import Engine
+
+    engine = Engine(config, probe_on_start=False)
+    services = [s for s in engine.router.services if s.probes and (not only or s.name in only)]
+    progress = asyncio.ensure_future(_show_progress(engine)) if sys.stderr.isatty() else None
+    try:
+        reports = []
+        for service in services:
+            routes = [engine.router.route(n) for n in service.routes] or engine.router.routes
+            results = await engine.prober.probe_service(service, routes)
+            reports.append(ServiceReport(service.name, results))
+    finally:
+        if progress is not None:
+            progress.cancel()
+            await asyncio.gather(progress, return_exceptions=True)
+        await engine.stop()
+    if as_json:
+        json.dump(json_report(reports), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(table(reports))
+        sys.stdout.write("\n" + summary(reports))
+    return 0 if all(r.reachable for r in reports) else 1
+
+
+async def _show_progress(engine) -> None:
+    """One line per probe as it finishes, on the terminal (stderr)."""
+    running: set[tuple[str, str]] = set()
+    async for event in engine.events.subscribe():
+        if isinstance(event, ProbeStarted):
+            running.add((event.service, event.route))
+        elif isinstance(event, ProbeFinished):
+            result = event.result
+            running.discard((result.service, result.route))
+            mark = OK_MARK if result.ok else FAIL_MARK
+            text = "works" if result.ok else (result.diagnosis or str(result.failure))
+            left = f" ({len(running)} running)" if running else ""
+            print(f"  {mark} {result.service} via {result.route}: {text}{left}", file=sys.stderr)

@@ -1,0 +1,109 @@
+"""What detour knows about each route for each service: the last probe's verdict, what dials
+through it have done since, and the order that follows from it.
+
+Health only orders routes, it never forbids one: working routes first (in the service's
+order), then routes not yet known, then failing ones -- so a network where nothing is known
+to work still gets every route tried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from transports import DialError
+
+if TYPE_CHECKING:
+    from ..probe.result import ProbeResult
+    from .router import Route
+
+__all__ = ["DIAL_FAILURES_BEFORE_REPROBE", "HealthBook", "RouteHealth"]
+
+# Consecutive dial failures of a route that make it count as failing (and ask for a re-probe).
+DIAL_FAILURES_BEFORE_REPROBE = 3
+
+
+@dataclass
+class RouteHealth:
+    ok: bool | None = None  # None: not known
+    failure: str | None = None
+    op: str | None = None
+    diagnosis: str = ""
+    latency_ms: float | None = None
+    rate_kbps: float | None = None
+    checked_at: float = 0.0  # wall-clock time of what this is based on
+    source: str = ""  # "probe", "dial" or "memory" (a previous run on this network)
+    dial_failures: int = 0  # consecutive, since the last success
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RouteHealth:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class HealthBook:
+    """Health per (service, route). The service key "" stands for destinations that belong
+    to no service."""
+
+    def __init__(self) -> None:
+        self._health: dict[tuple[str, str], RouteHealth] = {}
+
+    def get(self, service: str, route: str) -> RouteHealth:
+        return self._health.get((service, route)) or RouteHealth()
+
+    def items(self) -> list[tuple[tuple[str, str], RouteHealth]]:
+        return list(self._health.items())
+
+    def set(self, service: str, route: str, health: RouteHealth) -> None:
+        self._health[(service, route)] = health
+
+    def record_probe(self, result: ProbeResult) -> None:
+        self._health[(result.service, result.route)] = RouteHealth(
+            ok=result.ok,
+            failure=result.failure.value if result.failure else None,
+            op=result.op.value if result.op else None,
+            diagnosis=result.diagnosis,
+            latency_ms=result.latency_ms,
+            rate_kbps=result.rate_kbps,
+            checked_at=result.checked_at,
+            source="probe",
+        )
+
+    def record_dial(self, service: str, route: str, error: DialError | None) -> bool:
+        """Account a client connection through a route: `error` if it failed (to dial, or to
+        get an answer), None once the destination answered. True when the failure tips the
+        route into failing. (A dial alone that succeeds proves little: DPI strikes after it.)"""
+        health = self._health.setdefault((service, route), RouteHealth())
+        if error is None:
+            health.dial_failures = 0
+            return False
+        health.dial_failures += 1
+        if health.dial_failures == DIAL_FAILURES_BEFORE_REPROBE:
+            health.ok = False
+            health.failure, health.op = error.failure.value, error.op.value
+            health.diagnosis = f"{health.dial_failures} connections in a row failed: {error}"
+            health.checked_at = time.time()
+            health.source = "dial"
+            return True
+        return False
+
+    def order(self, service: str, routes: Sequence[Route]) -> list[Route]:
+        """Working routes first (in the given order), then unknown, then failing."""
+
+        def rank(route: Route) -> int:
+            ok = self.get(service, route.name).ok
+            return 0 if ok else (1 if ok is None else 2)
+
+        return sorted(routes, key=rank)  # stable: the given order within each rank
+
+    def active(self, service: str, routes: Sequence[Route]) -> Route | None:
+        """The route new connections of this service go to first, if one is known to work."""
+        for route in routes:
+            if self.get(service, route.name).ok:
+                return route
+        return None

@@ -1,0 +1,152 @@
+"""Keeping route health fresh while detour runs.
+
+- At start: what worked on this network last time (the state file), then a probe of every
+  service, in the background.
+- Every `[probe] interval` (jittered by 10%, so many detours do not probe in step): a
+  re-probe of each service that clients used since the last one ("lazy": an idle service
+  costs no traffic).
+- At once, when a route keeps failing client connections.
+
+Each probe result updates the health book, which orders routes for new connections: when a
+preferred route recovers, new connections go back to it; connections in progress are never
+moved or cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from ..probe.probe import Prober
+from ..services import Service
+from .router import Route, Router
+from .state import HealthStore
+
+__all__ = ["HealthMonitor"]
+
+log = logging.getLogger("detour.routing")
+
+TICK = 1.0
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        router: Router,
+        prober: Prober,
+        *,
+        interval: float,
+        store: HealthStore | None = None,
+        network: str = "",
+        lazy: bool = True,
+    ) -> None:
+        self.router = router
+        self.prober = prober
+        self.interval = interval
+        self.store = store
+        self.network = network
+        self.lazy = lazy
+        self._used: dict[str, float] = {}  # service -> when a client last used it
+        self._next: dict[str, float] = {}  # service -> when its next periodic probe is due
+        self._requested: set[str] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        router.on_use = self.note_use
+        router.on_failing = self._route_failing
+
+    @property
+    def services(self) -> list[Service]:
+        return [s for s in self.router.services if s.probes]
+
+    async def start(self, probe_now: bool = True) -> None:
+        if self.store is not None:
+            known = self.store.load(self.network, self.router.health)
+            if known:
+                log.info("remembered %d route results from this network", known)
+                self.router.note_health_change("remembered from the last run on this network")
+        now = time.monotonic()
+        for service in self.services:
+            if probe_now:
+                self._requested.add(service.name)
+            self._next[service.name] = now + self._jittered()
+        self._loop_task = asyncio.ensure_future(self._loop())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+        self._save()
+
+    def note_use(self, service: Service) -> None:
+        self._used[service.name] = time.monotonic()
+
+    def request(self, service: Service) -> None:
+        """Re-probe `service` now (a user asked, or its route keeps failing)."""
+        self._requested.add(service.name)
+        self._wake.set()
+
+    async def probe_now(self, service: Service) -> None:
+        """Probe `service` and wait for the result (used by the UI and tests)."""
+        await self._probe(service)
+
+    def _route_failing(self, service: Service | None, route: Route) -> None:
+        if service is not None and service.probes:
+            log.info(
+                "%s via %s keeps failing: probing %s again", service.name, route.name, service.name
+            )
+            self.request(service)
+
+    def _jittered(self) -> float:
+        return self.interval * random.uniform(0.9, 1.1)
+
+    def _probe_routes(self, service: Service) -> list[Route]:
+        names = service.routes or [route.name for route in self.router.routes]
+        return [self.router.route(n) for n in names if n not in self.router.disabled]
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+            self._wake.clear()
+            now = time.monotonic()
+            for service in self.services:
+                name = service.name
+                if name in self._running:
+                    continue
+                periodic = now >= self._next[name] and (
+                    not self.lazy or self._used.get(name, -1.0) >= now - 2 * self.interval
+                )
+                if name in self._requested or periodic:
+                    self._requested.discard(name)
+                    self._next[name] = now + self._jittered()
+                    task = asyncio.ensure_future(self._probe(service))
+                    self._running[name] = task
+                    task.add_done_callback(lambda _t, n=name: self._running.pop(n, None))
+
+    async def _probe(self, service: Service) -> None:
+        try:
+            results = await self.prober.probe_service(service, self._probe_routes(service))
+        except Exception:
+            # A bug, not a network condition (those are results): report it, keep monitoring.
+            log.exception("probing %s failed", service.name)
+            return
+        for result in results:
+            self.router.health.record_probe(result)
+            if result.ok:
+                log.info(
+                    "%s via %s: works, %.0f ms", service.name, result.route, result.latency_ms or 0
+                )
+            else:
+                log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
+        self.router.note_health_change(f"probed {service.name}")
+        self._save()
+
+    def _save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.network, self.router.health)

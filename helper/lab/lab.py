@@ -184,6 +184,10 @@ def helper_config(table: HostTable, ca_path: Path, scenario: str, listen: str) -
         "[default]",
         'policy = "direct"',
         "",
+        "[probe]",
+        "# Everything in the lab answers at once: a short timeout keeps probing quick.",
+        'timeout = "3s"',
+        "",
     ]
     for name, chain in (
         ("direct", "direct"),
@@ -199,13 +203,17 @@ def helper_config(table: HostTable, ca_path: Path, scenario: str, listen: str) -
             "telegram",
             1,
             ("telegram.org", "t.me"),
-            ("tls://web.telegram.org:443", f"tcp://{t.address('telegram-dc2')}:443"),
+            ("https://web.telegram.org/bytes/65536", f"tcp://{t.address('telegram-dc2')}:443"),
         ),
         (
             "whatsapp",
             2,
             ("whatsapp.net", "whatsapp.com"),
-            ("tcp://g.whatsapp.net:5222", "tls://web.whatsapp.com:443"),
+            (
+                "tcp://g.whatsapp.net:5222",
+                "tls://web.whatsapp.com:443",
+                "https://mmg.whatsapp.net/bytes/65536",
+            ),
         ),
         (
             "signal",

@@ -79,6 +79,11 @@ class Expectation:
     works: bool
     failure: str | None = None
     op: str | None = None
+    netns_op: str | None = None  # where the kernel-level lab differs (a dropped SYN)
+
+    def expected(self, netns: bool) -> tuple[bool, str | None, str | None]:
+        op = self.netns_op if netns and self.netns_op is not None else self.op
+        return self.works, self.failure, op
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class Scenario:
     dns: tuple[DnsRule, ...] = ()
     checks: tuple[Check, ...] = ()
     expectations: tuple[Expectation, ...] = field(default=())
+    # The route `detour probe` should name best for each service (None: no route works).
+    best: dict[str, str | None] = field(default_factory=dict, compare=False)
     text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
 
     def policy(self, table: HostTable) -> Policy:
@@ -198,7 +205,8 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     problems = Problems()
     top = TableReader(
         "", data, problems,
-        ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect"),
+        ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect",
+         "best"),
     )  # fmt: skip
     dpi = TableReader("dpi", top.data.get("dpi", {}), problems, ("depth", "residual_ban"))
     depth = Depth(dpi.get("depth", _choice(tuple(Depth)), "full"))
@@ -297,18 +305,38 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
 
     expectations: list[Expectation] = []
     for path, item in array_of_tables("expect", top.data.get("expect"), problems):
-        reader = TableReader(path, item, problems, ("service", "route", "works", "failure", "op"))
+        reader = TableReader(
+            path, item, problems,
+            ("service", "route", "routes", "works", "failure", "op", "netns_op"),
+        )  # fmt: skip
         works = reader.get("works", _bool, None)
         failure = reader.get("failure", _failure)
-        expectation = Expectation(
-            service=reader.get("service", service, "", required=True),
-            route=reader.get("route", string, "", required=True),
-            works=works if works is not None else failure is None,
-            failure=failure,
-            op=reader.get("op", _op),
-        )
+        routes = reader.get_list("routes", string)
+        if (route := reader.get("route", string)) is not None:
+            routes.insert(0, route)
+        if not routes:
+            problems.add(path, "give route = NAME or routes = [NAMES]")
+        what = reader.get("service", service, "", required=True)
+        for name in routes:
+            expectations.append(
+                Expectation(
+                    service=what,
+                    route=name,
+                    works=works if works is not None else failure is None,
+                    failure=failure,
+                    op=reader.get("op", _op),
+                    netns_op=reader.get("netns_op", _op),
+                )
+            )
         reader.finish()
-        expectations.append(expectation)
+
+    best: dict[str, str | None] = {}
+    best_table = TableReader("best", top.data.get("best", {}), problems, services)
+    for name in services:
+        if name in best_table.data:
+            route = best_table.get(name, string)
+            best[name] = None if route == "none" else route
+    best_table.finish()
 
     scenario = Scenario(
         name=top.get("name", string, name),
@@ -322,6 +350,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         dns=tuple(dns_rules),
         checks=tuple(checks),
         expectations=tuple(expectations),
+        best=best,
         text=text,
     )
     top.finish()

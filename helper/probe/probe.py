@@ -157,7 +157,7 @@ class Prober:
             if target.kind == "tcp":
                 return
             if target.kind in ("http", "https"):
-                await self._request(target, stream, result, timed, step)
+                await self._request(target, stream, result, timed, step, began + self.timeout)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         finally:
@@ -170,6 +170,7 @@ class Prober:
         result: TargetResult,
         timed: Callable[..., Awaitable[Any]],
         step: list[str],
+        deadline: float,
     ) -> None:
         host = target.endpoint.host
         stream.write(
@@ -183,37 +184,51 @@ class Prober:
             raise _Failed(DialError(Failure.UNKNOWN, Op.HTTP_ROUND_TRIP, "the answer is not HTTP"))
         length = _content_length(head)
         step[0] = "download"
+        await self._download(stream, head, length, result, deadline)
+
+    async def _download(
+        self, stream: Any, head: bytes, length: int | None, result: TargetResult, deadline: float
+    ) -> None:
+        """Read the body until it ends, or until the probe's time is nearly up (enough to
+        measure a rate): a body that stops arriving is "stalled", one that crawls is
+        "throttled"."""
         body = bytearray()
-        t0 = time.monotonic()
-        while len(body) < min(MAX_BODY, length if length is not None else MAX_BODY):
+        wanted = min(MAX_BODY, length if length is not None else MAX_BODY)
+        t0 = last_byte = time.monotonic()
+        budget_end = deadline - 0.25  # leave time to report before the probe's timeout
+        ended = False
+        while len(body) < wanted:
+            remaining = budget_end - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                async with asyncio.timeout(STALL):
+                async with asyncio.timeout(min(STALL, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
-                result.received = len(body)
-                result.steps.append(Step("download", (time.monotonic() - t0) * 1000, False))
-                if _is_block_page(bytes(head + body)):
-                    raise _Failed(_block_page()) from None
-                raise _Failed(
-                    DialError(Failure.STALLED, Op.READ, f"stopped after {len(body)} bytes")
-                ) from None
+                break
             except (OSError, EOFError) as exc:
                 raise _Failed(classify_os_error(exc, Op.READ)) from None
             if not chunk:
+                ended = True
                 break
             body += chunk
-            if len(body) <= 4096 and _is_block_page(bytes(head + body)):
+            last_byte = time.monotonic()
+            if len(body) <= 4096 and _is_block_page(head + body):
                 raise _Failed(_block_page())
-        elapsed = time.monotonic() - t0
+        now = time.monotonic()
+        elapsed = now - t0
         result.received = len(body)
-        result.steps.append(Step("download", elapsed * 1000, True))
-        if _is_block_page(bytes(head + body[:4096])):
+        complete = len(body) >= wanted
+        result.steps.append(Step("download", elapsed * 1000, complete))
+        if _is_block_page(head + body[:4096]):
             raise _Failed(_block_page())
-        if length is not None and len(body) < min(length, MAX_BODY):
+        if ended and length is not None and not complete:
             raise _Failed(
                 DialError(Failure.EOF, Op.READ, f"body ended after {len(body)} of {length} bytes")
             )
-        if len(body) >= MIN_RATE_SAMPLE and elapsed > 0:
+        if not complete and not ended and now - last_byte >= min(STALL, 1.0):
+            raise _Failed(DialError(Failure.STALLED, Op.READ, f"stopped after {len(body)} bytes"))
+        if elapsed > 0 and (len(body) >= MIN_RATE_SAMPLE or not complete):
             rate = len(body) / elapsed
             result.rate_kbps = rate / 1000
             if self.min_rate and rate < self.min_rate:

@@ -317,11 +317,11 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         if not routes:
             problems.add(path, "give route = NAME or routes = [NAMES]")
         what = reader.get("service", service, "", required=True)
-        for name in routes:
+        for route_name in routes:
             expectations.append(
                 Expectation(
                     service=what,
-                    route=name,
+                    route=route_name,
                     works=works if works is not None else failure is None,
                     failure=failure,
                     op=reader.get("op", _op),
@@ -332,10 +332,10 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
 
     best: dict[str, str | None] = {}
     best_table = TableReader("best", top.data.get("best", {}), problems, services)
-    for name in services:
-        if name in best_table.data:
-            route = best_table.get(name, string)
-            best[name] = None if route == "none" else route
+    for key in services:
+        if key in best_table.data:
+            route = best_table.get(key, string)
+            best[key] = None if route == "none" else route
     best_table.finish()
 
     scenario = Scenario(

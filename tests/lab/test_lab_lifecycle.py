@@ -126,3 +126,12 @@ def test_scenario_errors_name_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_scenario(text, "bad")
     assert any(message in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_every_scenario_is_named_after_its_file() -> None:
+    from helper.lab.scenario import load_scenario, scenario_names
+
+    for name in scenario_names():
+        scenario = load_scenario(name)
+        assert scenario.name == name
+        assert set(scenario.best) <= {"telegram", "whatsapp", "signal"}

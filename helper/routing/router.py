@@ -7,8 +7,8 @@ out and a pinned route is the only candidate. Health orders them: routes known t
 then unknown, then failing ones.
 
 Connecting races the candidates Happy-Eyeballs style (RFC 8305's algorithm over routes): start
-the best route; start the next after the stagger or as soon as the running ones have failed;
-the first to connect wins and the others are cancelled. The client sees an error only when
+the best route; start the next after the stagger, or at once when an attempt fails; the first
+to connect wins and the others are cancelled. The client sees an error only when
 every candidate has failed, and the error names each failure.
 """
 

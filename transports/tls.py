@@ -68,9 +68,9 @@ class TlsStream(Stream):
     """TLS over an inner Stream (ssl.SSLObject + MemoryBIO). Made by tls_connect/tls_accept.
 
     One task may read while another writes (the relay does that). Writes never wait for the
-    peer; bytes OpenSSL produces while reading (a TLS 1.3 KeyUpdate answer, a TLS 1.2
-    renegotiation) are written to the inner stream before the read returns, in the order
-    OpenSSL produced them.
+    peer; messages OpenSSL produces while reading (a TLS 1.2 renegotiation's) are written to
+    the inner stream before the read returns, in the order OpenSSL produced them. (OpenSSL
+    answers a TLS 1.3 KeyUpdate request with the next write, as RFC 8446 §4.6.3 allows.)
     """
 
     def __init__(

@@ -12,6 +12,7 @@ import ssl
 
 import pytest
 
+from helper.proxy.relay import relay
 from tests.support.memory import MemoryStream, memory_pipe
 from tests.support.origins import TestCA
 from tests.support.tls import read_records
@@ -320,6 +321,27 @@ async def test_a_reset_after_the_handshake_is_a_read_error(pair) -> None:
         await client.read()
     client.close()
     server.close()
+
+
+async def test_the_relay_pumps_a_tls_stream_and_passes_half_close_on(pair) -> None:
+    """detour's relay between a plain client and a TLS 1.3 stream: the client's end of
+    request becomes close_notify, the server still answers in full, and its close_notify
+    becomes the client's end of stream."""
+    app, accepted = memory_pipe()
+    client, server, _, _ = await pair(TLS13)
+    relaying = asyncio.ensure_future(relay(accepted, client))
+    app.write(b"request")
+    app.write_eof()
+    request = bytearray()
+    while chunk := await server.read():
+        request += chunk
+    assert request == b"request"
+    server.write(b"a" * 100_000)
+    server.close()
+    assert await app.readexactly(100_000) == b"a" * 100_000
+    assert await app.read() == b""
+    stats = await relaying
+    assert (stats.up, stats.down, stats.reset) == (7, 100_000, False)
 
 
 # --- ALPN and extra info ------------------------------------------------------------------

@@ -158,6 +158,30 @@ async def test_a_cancelled_read_loses_nothing(pair) -> None:
     server.close()
 
 
+async def test_tls_inside_tls(test_ca, certificate) -> None:
+    """The fronted transport's shape: an end-to-end TLS connection inside another one. The
+    outer one is TLS 1.2 (no half-close), so the inner one's write_eof is its close_notify
+    alone."""
+    outer_client, outer_server, _, _ = await handshake(*contexts(test_ca, certificate, TLS12))
+    client_context, server_context = contexts(test_ca, certificate, TLS13)
+    client, server = await asyncio.gather(
+        tls_connect(outer_client, client_context, NAME, timeout=5),
+        tls_accept(outer_server, server_context, timeout=5),
+    )
+    assert client.get_extra_info("version") == "TLSv1.3"
+    assert client.inner.get_extra_info("version") == "TLSv1.2"
+    client.write(b"x" * 200_000)
+    client.write_eof()
+    assert await server.readexactly(200_000) == b"x" * 200_000
+    assert await server.read() == b""
+    server.write(b"answer")
+    assert await client.read() == b"answer"
+    server.close()
+    assert await client.read() == b""
+    assert await outer_client.read() == b""  # the outer connection ended cleanly too
+    client.close()
+
+
 # --- what the layer below sees ------------------------------------------------------------
 
 

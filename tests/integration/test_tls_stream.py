@@ -33,6 +33,7 @@ from transports.base import Endpoint
 from transports.resolver import StaticResolver
 from transports.tcp import SocketStream, StreamProtocol, connect_tcp
 from transports.tls import TlsStream, tls_accept, tls_connect
+from transports.wrapped import WrappedStream
 
 HOSTS = StaticResolver({"origin.test": ["127.0.0.1"]})
 Handler = Callable[[SocketStream], Awaitable[None]]
@@ -459,14 +460,48 @@ async def test_a_key_update_that_asks_for_one_back(s_server, test_ca) -> None:
     tls.close()
 
 
+class HoldRecords(WrappedStream):
+    """Once armed, the next read waits until `count` whole TLS records have arrived and
+    returns them together: the test, not the scheduler, decides what one read brings."""
+
+    def __init__(self, inner: Stream) -> None:
+        super().__init__(inner)
+        self.count = 0
+
+    async def read(self, n: int = 65536) -> bytes:
+        if not self.count:
+            return await self.inner.read(n)
+        held = bytearray()
+        while whole_records(held) < self.count:
+            chunk = await self.inner.read()
+            if not chunk:
+                break
+            held += chunk
+        self.count = 0
+        self.inner.unread(bytes(held[n:]))
+        return bytes(held[:n])
+
+
+def whole_records(data: bytes) -> int:
+    """How many whole TLS records `data` starts with."""
+    count = pos = 0
+    while pos + 5 <= len(data):
+        pos += 5 + int.from_bytes(data[pos + 3 : pos + 5], "big")
+        if pos > len(data):
+            break
+        count += 1
+    return count
+
+
 async def test_a_renegotiation_while_writing(s_server, test_ca) -> None:
     """TLS 1.2: the server starts a renegotiation and sends data right behind its
     HelloRequest. The read that returns that data leaves the renegotiation half done, so
     the next write has to wait for the server's answer; with no other task reading, drain()
     reads it, and the write goes out once the new handshake completes."""
     server = await s_server("-tls1_2")
-    stream = await connect_tcp("127.0.0.1", server.port)
-    tls = await tls_connect(stream, test_ca.client_context(), "origin.test", timeout=5)
+    held = HoldRecords(await connect_tcp("127.0.0.1", server.port))
+    tls = await tls_connect(held, test_ca.client_context(), "origin.test", timeout=5)
+    held.count = 2  # the HelloRequest and the data, in one read
     await server.send("r")
     await server.wait_for(b"HelloRequest")
     await server.send("during")

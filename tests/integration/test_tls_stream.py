@@ -462,14 +462,21 @@ async def test_a_key_update_that_asks_for_one_back(s_server, test_ca) -> None:
 
 class HoldRecords(WrappedStream):
     """Once armed, the next read waits until `count` whole TLS records have arrived and
-    returns them together: the test, not the scheduler, decides what one read brings."""
+    returns them together; reads after it wait for `then` when it is given. The test, not
+    the scheduler, decides what each read brings."""
 
     def __init__(self, inner: Stream) -> None:
         super().__init__(inner)
         self.count = 0
+        self.then: asyncio.Event | None = None
+
+    def arm(self, count: int, then: asyncio.Event | None = None) -> None:
+        self.count, self.then = count, then
 
     async def read(self, n: int = 65536) -> bytes:
         if not self.count:
+            if self.then is not None:
+                await self.then.wait()
             return await self.inner.read(n)
         held = bytearray()
         while whole_records(held) < self.count:
@@ -501,7 +508,7 @@ async def test_a_renegotiation_while_writing(s_server, test_ca) -> None:
     server = await s_server("-tls1_2")
     held = HoldRecords(await connect_tcp("127.0.0.1", server.port))
     tls = await tls_connect(held, test_ca.client_context(), "origin.test", timeout=5)
-    held.count = 2  # the HelloRequest and the data, in one read
+    held.arm(2)  # the HelloRequest and the data, in one read
     await server.send("r")
     await server.wait_for(b"HelloRequest")
     await server.send("during")
@@ -514,4 +521,27 @@ async def test_a_renegotiation_while_writing(s_server, test_ca) -> None:
     assert server.output.count(b"ClientHello") == 2  # the first handshake, and the new one
     await server.send("after")
     assert await tls.readexactly(6) == b"after\n"
+    tls.close()
+
+
+async def test_a_renegotiation_while_a_reader_waits(s_server, test_ca) -> None:
+    """The relay's case: a task is reading when the HelloRequest comes. A write made while
+    the new handshake is under way waits in the backlog, and the reading task sends it as
+    soon as the handshake completes."""
+    server = await s_server("-tls1_2")
+    held = HoldRecords(await connect_tcp("127.0.0.1", server.port))
+    tls = await tls_connect(held, test_ca.client_context(), "origin.test", timeout=5)
+    answer_arrives = asyncio.Event()
+    held.arm(1, then=answer_arrives)  # the HelloRequest; the server's answer waits for us
+    reading = asyncio.ensure_future(tls.read())
+    await server.send("r")
+    await server.wait_for(b"ClientHello", count=2)  # the reader answered the HelloRequest
+    tls.write(b"during the handshake\n")
+    assert tls._backlog and not reading.done()
+    answer_arrives.set()
+    await server.wait_for(b"during the handshake")
+    assert not tls._backlog
+    await server.send("bye")
+    async with asyncio.timeout(5):
+        assert await reading == b"bye\n"
     tls.close()

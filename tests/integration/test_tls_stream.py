@@ -171,12 +171,14 @@ def test_eight_mib_each_way_over_tcp(loop, test_ca) -> None:
             tls = await tls_accept(stream, server_context, timeout=5)
             at_server.set_result(await exchange(tls, down))
             tls.close()
+            await tls.wait_closed()
 
         async with stream_server(serve) as port:
             stream = await connect_tcp("127.0.0.1", port)
             tls = await tls_connect(stream, client_context, "origin.test", timeout=5)
             at_client = await exchange(tls, up)
             tls.close()
+            await tls.wait_closed()
             return at_client, await at_server
 
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:

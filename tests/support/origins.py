@@ -137,8 +137,9 @@ async def start_integrity(host: str = "127.0.0.1") -> Origin:
 
 async def start_recorder(upstream: tuple[str, int], host: str = "127.0.0.1") -> Origin:
     """A TCP relay to `upstream` that records what each client sent, in `server.received`
-    (one bytearray per connection, in accept order)."""
+    (one bytearray per connection, in accept order). `stop` ends the relays still running."""
     received: list[bytearray] = []
+    relays: set[asyncio.Task[None]] = set()
 
     async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log=None) -> None:
         try:
@@ -152,15 +153,26 @@ async def start_recorder(upstream: tuple[str, int], host: str = "127.0.0.1") -> 
             writer.close()
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        relays.add(task)
         log = bytearray()
         received.append(log)
-        up_reader, up_writer = await asyncio.open_connection(*upstream)
-        await asyncio.gather(pump(reader, up_writer, log), pump(up_reader, writer))
-        writer.close()
-        up_writer.close()
+        up_writer = None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*upstream)
+            await asyncio.gather(pump(reader, up_writer, log), pump(up_reader, writer))
+        finally:
+            # Also when cancelled by stop(): a relay left behind would leak both sockets
+            # into a closed event loop.
+            writer.close()
+            if up_writer is not None:
+                up_writer.close()
+            relays.discard(task)
 
     server = await asyncio.start_server(relay, host, 0)
     server.received = received  # type: ignore[attr-defined]
+    server.relays = relays  # type: ignore[attr-defined]
     return Origin(host, server.sockets[0].getsockname()[1], server)
 
 
@@ -169,4 +181,9 @@ async def stop(origin: Origin) -> None:
         await origin.server.cleanup()
     else:
         origin.server.close()
+        relays = getattr(origin.server, "relays", set())
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
         await origin.server.wait_closed()
+        await asyncio.sleep(0)  # let the transports closed above finish closing

@@ -8,6 +8,7 @@ built on the inner one's streams. Nothing here knows about services, routes or t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import errno
 import ipaddress
@@ -71,6 +72,12 @@ class Op(enum.StrEnum):
     HTTP_ROUND_TRIP = "http_round_trip"
     READ = "read"
     WRITE = "write"
+
+
+# Where a dial in this task has got to: CONNECT until a proxy layer has its connection, then
+# PROXY_HANDSHAKE. A caller whose own timeout cuts a dial short reads it to say which step
+# was running (a probe's report), since the dialer never got to raise its own DialError.
+dial_phase: contextvars.ContextVar[Op] = contextvars.ContextVar("dial_phase", default=Op.CONNECT)
 
 
 class DialError(ConnectionError):

@@ -215,8 +215,8 @@ def reset_transport(transport: asyncio.BaseTransport) -> None:
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass  # already closed underneath us: abort() below still releases it
+        except (OSError, ValueError):
+            pass  # closed underneath us (uvloop says ValueError): abort() still releases it
     transport.abort()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_error
+from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_error, dial_phase
 
 __all__ = ["dial_through_proxy"]
 
@@ -26,6 +26,7 @@ async def dial_through_proxy(
         stream = await inner.dial(proxy)
     except DialError as exc:
         raise DialError(exc.failure, exc.op, f"proxy {proxy}: {exc.detail}") from None
+    dial_phase.set(Op.PROXY_HANDSHAKE)
     try:
         async with asyncio.timeout(timeout):
             await handshake(stream)

@@ -193,9 +193,13 @@ def decide(
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
+    if writer.transport.is_closing():
+        writer.transport.abort()
+        return
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # (uvloop raises ValueError for a socket closed underneath it)
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 

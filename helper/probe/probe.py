@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
-from transports.base import IPAddress, classify_os_error
+from transports.base import IPAddress, classify_os_error, dial_phase
 from transports.resolver import Resolver
+from transports.tls import tls_connect
 
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
@@ -105,7 +106,7 @@ class Prober:
                 async with asyncio.timeout(self.timeout):
                     await self._run(route, target, result, step)
             except TimeoutError:
-                op = _OPS.get(step[0], Op.CONNECT)
+                op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
                 failure = Failure.TIMEOUT
                 if step[0] == "download" and result.received:
@@ -139,14 +140,13 @@ class Prober:
         answer: list[IPAddress] = []
         if route.resolver is not None and endpoint.ip is None:
             answer = await timed("resolve", route.resolver.resolve(endpoint.host), Op.RESOLVE)
+        dial_phase.set(Op.CONNECT)
         try:
             stream = await timed("connect", route.dialer.dial(endpoint), Op.CONNECT)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         try:
             if target.kind in ("tls", "https"):
-                from transports.tls import tls_connect
-
                 context = self.tls if target.verify else self._no_verify
                 stream = await timed(
                     "tls_handshake",

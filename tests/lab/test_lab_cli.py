@@ -154,3 +154,63 @@ def test_lab_in_a_network_namespace(tmp_path: Path) -> None:
         stop(process, log)
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "detour-lab" not in names
+
+
+def test_detour_probe_json_against_a_running_lab(tmp_path: Path) -> None:
+    import json
+
+    config, log = tmp_path / "lab.toml", tmp_path / "lab.log"
+    process = start(
+        "lab", "--scenario", "sni-reset", "--network", "127.86.0.0/16",
+        "--write-config", str(config), log=log,
+    )  # fmt: skip
+    try:
+        wait_for(log, "Ctrl-C stops the lab", process)
+        result = subprocess.run(
+            detour_command("probe", "-c", str(config), "--json"),
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr  # every service reachable
+        report = {s["name"]: s for s in json.loads(result.stdout)["services"]}
+        assert {name: s["best_route"] for name, s in report.items()} == {
+            "telegram": "tls-fragment", "whatsapp": "tls-fragment", "signal": "tls-fragment",
+        }  # fmt: skip
+        direct = next(r for r in report["telegram"]["routes"] if r["route"] == "direct")
+        assert (direct["ok"], direct["failure"], direct["op"]) == (
+            False, "connection_reset", "tls_handshake",
+        )  # fmt: skip
+        assert {"latency_ms", "rate_kbps", "diagnosis", "targets"} <= direct.keys()
+
+        table = subprocess.run(
+            detour_command("probe", "-c", str(config), "--service", "signal"),
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert "reset right after the TLS ClientHello: SNI-based DPI" in table.stdout
+        assert "works via tls-fragment" in table.stdout
+
+        missing = subprocess.run(
+            detour_command("probe", "-c", str(config), "--service", "icq"),
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert missing.returncode == 2
+        assert "no service 'icq' (services: telegram, whatsapp, signal)" in missing.stderr
+    finally:
+        stop(process, log)
+
+
+def test_detour_probe_exits_1_when_a_service_has_no_route(tmp_path: Path) -> None:
+    config, log = tmp_path / "lab.toml", tmp_path / "lab.log"
+    process = start(
+        "lab", "--scenario", "allow-list", "--network", "127.87.0.0/16",
+        "--write-config", str(config), log=log,
+    )  # fmt: skip
+    try:
+        wait_for(log, "Ctrl-C stops the lab", process)
+        result = subprocess.run(
+            detour_command("probe", "-c", str(config), "--service", "telegram"),
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert "✗ telegram  no route works" in result.stdout
+    finally:
+        stop(process, log)

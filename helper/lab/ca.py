@@ -59,12 +59,15 @@ class LabCA:
         self.ca_path = directory / "lab-ca.pem"
         self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, *names: str, days: int = 30) -> tuple[Path, Path]:
-        """A leaf certificate for DNS names and IP literals; returns (cert, key) PEM paths."""
+    def issue(self, *names: str, days: int = 30, expired: bool = False) -> tuple[Path, Path]:
+        """A leaf certificate for DNS names and IP literals; returns (cert, key) PEM paths.
+        `expired`: one that ran out yesterday (what an intercepting box may present)."""
         if not names:
             raise ValueError("a certificate needs at least one name")
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= datetime.timedelta(days=days + 1)
         alt: list[x509.GeneralName] = []
         for name in names:
             try:
@@ -88,7 +91,7 @@ class LabCA:
             )
             .sign(self._key, hashes.SHA256())
         )
-        stem = names[0].replace("*", "star").replace(":", "_")
+        stem = names[0].replace("*", "star").replace(":", "_") + ("-expired" if expired else "")
         cert_path = self.directory / f"{stem}.pem"
         key_path = self.directory / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

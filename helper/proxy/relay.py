@@ -262,7 +262,7 @@ async def _copy(
         dst.write(data)
         await dst.drain()
         on_chunk()
-    # Pass the end of stream on. A stream that cannot half-close (TLS in Python) just stops
+    # Pass the end of stream on. A stream that cannot half-close (TLS 1.2) just stops
     # receiving; the other direction keeps flowing until it ends too.
     if dst.can_write_eof():
         dst.write_eof()

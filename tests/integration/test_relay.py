@@ -13,43 +13,14 @@ import pytest
 from helper.proxy.relay import RelayStats, relay
 from transports import Stream
 from transports.tcp import SocketStream, connect_tcp
+from transports.wrapped import WrappedStream
 
 
-class PassThrough(Stream):
-    """A wrapper that changes nothing but hides the socket: forces the generic path."""
+class PassThrough(WrappedStream):
+    """A wrapper that changes nothing but never reports its socket: forces the generic path."""
 
-    def __init__(self, inner: Stream) -> None:
-        self.inner = inner
-
-    async def read(self, n: int = 65536) -> bytes:
-        return await self.inner.read(n)
-
-    def unread(self, data: bytes) -> None:
-        self.inner.unread(data)
-
-    def write(self, data: bytes) -> None:
-        self.inner.write(data)
-
-    async def drain(self) -> None:
-        await self.inner.drain()
-
-    def can_write_eof(self) -> bool:
-        return self.inner.can_write_eof()
-
-    def write_eof(self) -> None:
-        self.inner.write_eof()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-    async def wait_closed(self) -> None:
-        await self.inner.wait_closed()
-
-    def is_closing(self) -> bool:
-        return self.inner.is_closing()
+    def raw_socket_stream(self) -> None:
+        return None
 
 
 class FirstWriteMarker(PassThrough):

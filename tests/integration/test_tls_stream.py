@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hashlib
 import os
 import random
@@ -16,13 +15,8 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import config_text
 from tests.support import origins
@@ -190,62 +184,12 @@ def test_eight_mib_each_way_over_tcp(loop, test_ca) -> None:
 # --- every way a handshake fails, as a probe reports it -------------------------------------
 
 
-def expired_certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A CA of its own and a certificate for `name` that expired yesterday, with the
-    extensions strict verification wants; returns (server context, client context)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired-test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=10))
-        .not_valid_after(now + datetime.timedelta(days=10))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=3))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (directory / "expired-ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "expired.pem").write_bytes(leaf.public_bytes(pem))
-    (directory / "expired.key").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+def expired_certificate(ca: origins.TestCA, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A certificate for `name` that expired yesterday; returns (server, client) contexts."""
+    cert, key = ca.issue(name, expired=True)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(directory / "expired.pem", directory / "expired.key")
-    return server, ssl.create_default_context(cafile=str(directory / "expired-ca.pem"))
+    server.load_cert_chain(cert, key)
+    return server, ca.client_context()
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +200,7 @@ def setups(test_ca, tmp_path_factory) -> dict[str, tuple[ssl.SSLContext, ssl.SSL
         "good": (test_ca.server_context("origin.test"), test_ca.client_context()),
         "other-name": (test_ca.server_context("other.test"), test_ca.client_context()),
         "unknown-ca": (stranger.server_context("origin.test"), test_ca.client_context()),
-        "expired": expired_certificate(tmp_path_factory.mktemp("expired"), "origin.test"),
+        "expired": expired_certificate(test_ca, "origin.test"),
     }
 
 

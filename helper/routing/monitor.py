@@ -21,6 +21,7 @@ import random
 import time
 
 from ..probe.probe import Prober
+from ..probe.result import ProbeResult
 from ..services import Service
 from .router import Route, Router
 from .state import HealthStore
@@ -49,6 +50,9 @@ class HealthMonitor:
         self.store = store
         self.network = network
         self.lazy = lazy
+        # The latest probe of each (service, route), steps and all: what a UI shows in detail.
+        self.results: dict[tuple[str, str], ProbeResult] = {}
+        self.probing: set[str] = set()  # services being probed right now
         self._used: dict[str, float] = {}  # service -> when a client last used it
         self._next: dict[str, float] = {}  # service -> when its next periodic probe is due
         self._requested: set[str] = set()
@@ -130,13 +134,17 @@ class HealthMonitor:
                     task.add_done_callback(lambda _t, n=name: self._running.pop(n, None))
 
     async def _probe(self, service: Service) -> None:
+        self.probing.add(service.name)
         try:
             results = await self.prober.probe_service(service, self._probe_routes(service))
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)
             return
+        finally:
+            self.probing.discard(service.name)
         for result in results:
+            self.results[(result.service, result.route)] = result
             self.router.health.record_probe(result)
             if result.ok:
                 log.info(

@@ -109,6 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    relay = sub.add_parser(
+        "relay",
+        help="run the far end of fronted tunnels",
+        description="The relay: the far end of domain-fronted tunnels (docs/relay.md). "
+        "Without an action it runs; the actions manage its keys and clients.",
+    )
+    relay.add_argument("-c", "--config", metavar="FILE", dest="relay_config", required=True,
+                       help="the relay's config file")  # fmt: skip
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="ACTION", parser_class=_Parser)
+    keygen = relay_sub.add_parser(
+        "keygen", help="create the relay's keys", description="Create the relay's keys and path."
+    )
+    keygen.add_argument("--force", action="store_true", help="replace existing keys")
+    add = relay_sub.add_parser(
+        "add-client",
+        help="issue an access key",
+        description="Issue a client credential and print its access key (once).",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--qr", action="store_true", help="also print the key as a QR code")
+    gone = relay_sub.add_parser(
+        "revoke", help="revoke a client", description="Revoke a client's access key."
+    )
+    gone.add_argument("name", metavar="NAME")
+    relay_sub.add_parser("clients", help="list clients", description="List the relay's clients.")
+
     lab = sub.add_parser(
         "lab",
         help="run the mock blocking network",
@@ -179,10 +205,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
+    if args.command == "relay":
+        return _relay(args)
     if args.command == "probe":
         return _probe(args.probe_config or args.config, args.service, args.json)
     parser.print_help()
     return EXIT_USAGE
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from .relay import run
+
+    path, action = args.relay_config, args.relay_command
+    if action == "keygen":
+        return run.keygen(path, args.force)
+    if action == "add-client":
+        return run.add_client(path, args.name, args.qr)
+    if action == "revoke":
+        return run.revoke(path, args.name)
+    if action == "clients":
+        return run.list_clients(path)
+    from .logs import setup_logging
+
+    setup_logging("info", "text")
+
+    async def serve() -> int:
+        return await run.serve(path, _stop_event())
+
+    return run_async(serve)
 
 
 def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:

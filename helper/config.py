@@ -402,6 +402,13 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
         raise ConfigError([f"not valid TOML: {exc}"], source) from None
     except RecursionError:
         raise ConfigError(["not valid TOML: nested too deeply"], source) from None
+    return parse_config_data(data, source, base)
+
+
+def parse_config_data(
+    data: dict[str, Any], source: str = "config", base: Path | None = None
+) -> Config:
+    """parse_config for TOML already read (the relay's config embeds detour's sections)."""
     problems = Problems()
     top = TableReader("", data, problems, _TOP)
 

@@ -173,6 +173,44 @@ def _build_tlsfrag(inner: Dialer | None, params: dict[str, Any], opts: DialOptio
     return TlsFragDialer(_require_inner(inner), params["how"])
 
 
+def _parse_front(name: str, text: str) -> dict[str, Any]:
+    from .fronted.accesskey import AccessKey, AccessKeyError
+
+    body = text[len(name) + 1 :] if text.startswith(f"{name}:") else ""
+    key_text, *options = body.split(";")
+    if not key_text:
+        raise ChainError(f"write front layers as {_KINDS[name].syntax}")
+    try:
+        key = AccessKey.decode(key_text)
+    except AccessKeyError as exc:
+        raise ChainError(f"{name}: {exc}") from None
+    changes: dict[str, Any] = {}
+    for option in options:
+        field_name, _, value = option.partition("=")
+        field_name, value = field_name.strip().lower(), value.strip()
+        if field_name == "addr" and value:
+            try:
+                changes["address"] = Endpoint.parse(value, 443)
+            except ValueError as exc:
+                raise ChainError(f"{name}: addr={value!r}: {exc}") from None
+        elif field_name in ("front", "host") and value:
+            changes[field_name] = value
+        else:
+            raise ChainError(
+                f"{name}: unknown option {option.strip()!r} (valid: addr=HOST:PORT, front=NAME, "
+                "host=NAME)"
+            )
+    return {"key": key.with_overrides(**changes)}
+
+
+def _build_front(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .fronted.client import FrontDialer
+
+    return FrontDialer(
+        _require_inner(inner), params["key"], tls=opts.tls, handshake_timeout=opts.handshake_timeout
+    )
+
+
 _MAX_SPLIT = 65535
 
 
@@ -253,9 +291,12 @@ _KINDS: dict[str, _LayerKind] = {
         _parse_tlsfrag, _build_tlsfrag, syntax="tlsfrag:N|sni[,N|sni...][,segments]"
     ),
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
+    "front": _LayerKind(
+        _parse_front, _build_front, syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT]"
+    ),
 }
 # Layers that carry the destination name to something else, which resolves it.
-_NAME_TAKING = {"socks5", "socks4a", "http"}
+_NAME_TAKING = {"socks5", "socks4a", "http", "front"}
 
 
 def base_dialer(dialer: Dialer) -> Dialer:
@@ -370,7 +411,12 @@ def _redact_userinfo(segment: str) -> str:
     return f"{segment[: colon + 1]}***{segment[at:]}"
 
 
+# A relay access key holds a private key: all of it is secret.
+_ACCESS_KEY = re.compile(r"\bdtr1:[A-Za-z0-9_=-]*")
+
+
 def redact(text: str) -> str:
     """Hide passwords and keys in a chain (or any text that may quote one)."""
+    text = _ACCESS_KEY.sub("dtr1:***", text)
     text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

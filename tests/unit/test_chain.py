@@ -9,7 +9,7 @@ from ipaddress import ip_address
 import pytest
 
 from transports import Endpoint
-from transports.chain import Chain, ChainError, DialOptions, parse_chain, redact
+from transports.chain import Chain, ChainError, DialOptions, known_layers, parse_chain, redact
 from transports.direct import DirectDialer
 from transports.dns import DnsResolver, HttpsTransport, UdpTransport
 from transports.http_connect import HttpConnectDialer
@@ -18,7 +18,7 @@ from transports.socks import Socks4aDialer, Socks5Dialer
 from transports.split import SplitDialer
 from transports.tlsfrag import Fragmenting, TlsFragDialer
 
-KNOWN = "(known: direct, http, resolve, socks4a, socks5, split, tlsfrag)"
+KNOWN = f"(known: {', '.join(known_layers())})"
 
 
 def names(chain: Chain) -> list[str]:
@@ -254,11 +254,7 @@ def test_layer_scheme_is_case_insensitive(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param(
-            "",
-            "empty chain (known layers: direct, http, resolve, socks4a, socks5, split, tlsfrag)",
-            id="empty",
-        ),
+        pytest.param("", f"empty chain (known layers: {', '.join(known_layers())})", id="empty"),
         pytest.param("   ", "empty chain", id="blank"),
         pytest.param("direct |", "empty layer between '|' separators", id="trailing-bar"),
         pytest.param("| direct", "empty layer", id="leading-bar"),

@@ -1,0 +1,1 @@
+"""The relay: the far end of domain-fronted tunnels (`detour relay`)."""

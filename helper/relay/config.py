@@ -1,0 +1,199 @@
+"""The relay's configuration file (`detour relay -c FILE`), checked like detour's own: every
+problem named by its key path.
+
+    [relay]
+    listen = "127.0.0.1:8080"   # plain HTTP behind a CDN or nginx (they terminate TLS)
+    state = "relay-state"       # keys and clients (relative to this file)
+    # tls_cert = "..."          # serve HTTPS itself instead (own domain, no CDN)
+    # tls_key = "..."
+
+    [public]                    # how clients reach the relay: written into access keys
+    address = "cdn.example.net:443"
+    front = "cdn.example.net"   # the TLS name a censor sees
+    host = "relay.example.org"  # the Host the CDN routes to the relay
+
+    [limits]
+    connections_per_client = 64
+    idle_timeout = "10m"
+    handshake_timeout = "10s"
+
+    [destinations]
+    allow = "services"          # or "any"; never loopback, private or link-local addresses
+    # public = ["127.77.0.0/16"]  private ranges that stand for the internet (a lab)
+
+    [dns]                       # as in detour's config
+    [[service]]                 # as in detour's config; default: the built-in services
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transports import Endpoint
+from transports.base import IPNetwork
+from transports.resolver import ResolverSpec
+
+from ..config import (
+    ConfigError,
+    Problems,
+    TableReader,
+    domain,
+    load_config,
+    network,
+    parse_config_data,
+    parse_duration,
+    parse_listen_address,
+    string,
+)
+from ..services import Service
+
+__all__ = ["RelayConfig", "load_relay_config", "parse_relay_config"]
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    listen: Endpoint
+    state: Path
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    public_address: Endpoint | None = None
+    public_front: str | None = None
+    public_host: str | None = None
+    connections_per_client: int = 64
+    idle_timeout: float = 600.0
+    handshake_timeout: float = 10.0
+    allow: str = "services"
+    public_networks: tuple[IPNetwork, ...] = ()
+    resolver: ResolverSpec = field(default_factory=lambda: ResolverSpec("system"))
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    services: tuple[Service, ...] = ()
+    decoy_server: str = "nginx"
+    source: str = "relay config"
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100_000:
+        raise ValueError(f"{value!r} is not a count (1-100000)")
+    return value
+
+
+def _choice(*options: str):
+    def convert(value: Any) -> str:
+        text = string(value)
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
+        return text
+
+    return convert
+
+
+def _endpoint(value: Any) -> Endpoint:
+    try:
+        return Endpoint.parse(string(value), 443)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_TOP = ("relay", "public", "limits", "destinations", "dns", "decoy", "service")
+
+
+def parse_relay_config(
+    text: str, source: str = "relay config", base: Path | None = None
+) -> RelayConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    problems = Problems()
+    top = TableReader("", data, problems, _TOP)
+    base = base or Path.cwd()
+
+    def path(value: Any) -> Path:
+        p = Path(string(value)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    relay = TableReader(
+        "relay", top.data.get("relay", {}), problems, ("listen", "state", "tls_cert", "tls_key")
+    )
+    listen = relay.get("listen", parse_listen_address, Endpoint("127.0.0.1", 8080))
+    state = relay.get("state", path, None, required=True)
+    tls_cert, tls_key = relay.get("tls_cert", path), relay.get("tls_key", path)
+    if (tls_cert is None) != (tls_key is None):
+        problems.add("relay", "give both tls_cert and tls_key (or neither, behind a CDN or nginx)")
+    relay.finish()
+
+    public = TableReader(
+        "public", top.data.get("public", {}), problems, ("address", "front", "host")
+    )
+    address = public.get("address", _endpoint)
+    front = public.get("front", domain)
+    host = public.get("host", domain)
+    public.finish()
+
+    limits = TableReader(
+        "limits", top.data.get("limits", {}), problems,
+        ("connections_per_client", "idle_timeout", "handshake_timeout"),
+    )  # fmt: skip
+    per_client = limits.get("connections_per_client", _positive_int, 64)
+    idle = limits.get("idle_timeout", parse_duration, 600.0)
+    handshake = limits.get("handshake_timeout", parse_duration, 10.0)
+    limits.finish()
+
+    dest = TableReader(
+        "destinations", top.data.get("destinations", {}), problems, ("allow", "public")
+    )
+    allow = dest.get("allow", _choice("services", "any"), "services")
+    public_networks = tuple(dest.get_list("public", network))
+    dest.finish()
+
+    decoy = TableReader("decoy", top.data.get("decoy", {}), problems, ("server",))
+    decoy_server = decoy.get("server", string, "nginx")
+    decoy.finish()
+
+    # [dns] and [[service]] are detour's own sections: read them the way detour does.
+    detour = {k: top.data[k] for k in ("dns", "service") if k in top.data}
+    detour["route"] = [{"name": "direct", "chain": "direct"}]
+    try:
+        parsed = parse_config_data(detour, source, base)
+    except ConfigError as exc:
+        problems.items.extend(exc.problems)
+        parsed = None
+    services: tuple[Service, ...] = parsed.services if parsed else ()
+    if not services and allow == "services" and "service" not in top.data:
+        services = load_config().services  # the built-in WhatsApp, Telegram, Signal
+    top.finish()
+    if problems.items:
+        raise ConfigError(problems.items, source)
+    return RelayConfig(
+        listen=listen,
+        state=state,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        public_address=address,
+        public_front=front,
+        public_host=host,
+        connections_per_client=per_client,
+        idle_timeout=idle,
+        handshake_timeout=handshake,
+        allow=allow,
+        public_networks=public_networks,
+        resolver=parsed.dns.resolver if parsed else ResolverSpec("system"),
+        hosts=parsed.dns.hosts if parsed else {},
+        services=services,
+        decoy_server=decoy_server,
+        source=source,
+    )
+
+
+def load_relay_config(path: str | Path) -> RelayConfig:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"no such file: {file}"], str(file)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(file)) from None
+    return parse_relay_config(text, str(file), file.parent)

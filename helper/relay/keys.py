@@ -1,0 +1,229 @@
+"""The relay's keys and its clients, in its state directory.
+
+    relay.key, relay.pem        the relay's own key and self-signed certificate; clients pin
+                                its SHA-256, so no CA is involved
+    clients-ca.key, clients-ca.pem
+                                signs each client's certificate (the inner TLS asks for one)
+    clients.json                per client: certificate fingerprint, access-token secret,
+                                added / revoked; only listed, unrevoked clients get in
+    path                        the secret WebSocket path
+
+Private keys and clients.json are written mode 0600. Nothing here is ever logged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from transports.base import Endpoint
+from transports.fronted.accesskey import AccessKey
+
+__all__ = ["ClientRecord", "RelayKeys", "RelayKeysError"]
+
+VALIDITY = datetime.timedelta(days=10 * 365)
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class RelayKeysError(Exception):
+    """The state directory is missing something, or a request about clients cannot be met."""
+
+
+@dataclass
+class ClientRecord:
+    fingerprint: str  # SHA-256 of the client's certificate (DER)
+    token: str  # hex access-token secret
+    added: float
+    revoked: float | None = None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool,
+    usage: x509.ObjectIdentifier | None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name, issuer_key = issuer if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class RelayKeys:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.relay_key = directory / "relay.key"
+        self.relay_cert = directory / "relay.pem"
+        self.ca_key = directory / "clients-ca.key"
+        self.ca_cert = directory / "clients-ca.pem"
+        self.clients_file = directory / "clients.json"
+        self.path_file = directory / "path"
+
+    def exists(self) -> bool:
+        return all(
+            p.exists()
+            for p in (self.relay_key, self.relay_cert, self.ca_key, self.ca_cert, self.path_file)
+        )
+
+    def generate(self, *, force: bool = False) -> None:
+        """keygen: the relay's key and certificate, the clients' CA, a secret path."""
+        if self.exists() and not force:
+            raise RelayKeysError(
+                f"{self.directory} already has the relay's keys (keygen --force replaces them, "
+                "and every access key issued so far stops working)"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        relay_key = ec.generate_private_key(ec.SECP256R1())
+        relay_cert = _certificate(
+            "relay", relay_key, None, ca=False, usage=ExtendedKeyUsageOID.SERVER_AUTH
+        )
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = _certificate("detour relay clients", ca_key, None, ca=True, usage=None)
+        _write_private(self.relay_key, _key_pem(relay_key))
+        self.relay_cert.write_bytes(relay_cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(self.ca_key, _key_pem(ca_key))
+        self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        self.path_file.write_text("/" + secrets.token_urlsafe(18) + "\n")
+        _write_private(self.clients_file, b"{}\n")
+
+    def _require(self) -> None:
+        if not self.exists():
+            raise RelayKeysError(
+                f"no relay keys in {self.directory}: run `detour relay keygen` first"
+            )
+
+    @property
+    def path(self) -> str:
+        self._require()
+        return self.path_file.read_text().strip()
+
+    @property
+    def pin(self) -> str:
+        self._require()
+        cert = x509.load_pem_x509_certificate(self.relay_cert.read_bytes())
+        return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    # --- clients --------------------------------------------------------------------------
+
+    def clients(self) -> dict[str, ClientRecord]:
+        self._require()
+        try:
+            data = json.loads(self.clients_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise RelayKeysError(f"{self.clients_file} is damaged: {exc}") from None
+        return {name: ClientRecord(**record) for name, record in data.items()}
+
+    def _save(self, clients: dict[str, ClientRecord]) -> None:
+        data = {name: record.__dict__ for name, record in sorted(clients.items())}
+        _write_private(self.clients_file, (json.dumps(data, indent=1) + "\n").encode())
+
+    def add_client(self, name: str, address: Endpoint, front: str, host: str) -> AccessKey:
+        """Issue a client credential and return its access key (shown once, never stored)."""
+        self._require()
+        if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+            raise RelayKeysError(
+                f"{name!r}: a client name is 1-64 letters, digits, '.', '_' or '-'"
+            )
+        clients = self.clients()
+        if name in clients and clients[name].revoked is None:
+            raise RelayKeysError(f"there is already a client {name!r} (revoke it first)")
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(
+            name,
+            key,
+            ("detour relay clients", ca_key),
+            ca=False,
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        token = secrets.token_bytes(32)
+        clients[name] = ClientRecord(hashlib.sha256(der).hexdigest(), token.hex(), time.time())
+        self._save(clients)
+        return AccessKey(
+            address=address,
+            front=front,
+            host=host,
+            path=self.path,
+            pin=self.pin,
+            name=name,
+            token=token,
+            cert=der,
+            key=key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+
+    def revoke(self, name: str) -> None:
+        clients = self.clients()
+        if name not in clients or clients[name].revoked is not None:
+            active = ", ".join(n for n, r in clients.items() if r.revoked is None) or "none"
+            raise RelayKeysError(f"no active client {name!r} (active: {active})")
+        clients[name].revoked = time.time()
+        self._save(clients)
+
+    def active(self) -> dict[str, ClientRecord]:
+        return {n: r for n, r in self.clients().items() if r.revoked is None}
+
+    def server_context(self) -> ssl.SSLContext:
+        """The inner TLS, relay side: TLS 1.3 only, a client certificate from our CA required."""
+        self._require()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(self.relay_cert, self.relay_key)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(self.ca_cert))
+        return context

@@ -1,0 +1,383 @@
+"""The relay (`detour relay`): the far end of fronted tunnels.
+
+An aiohttp web app. A request for the secret path that upgrades to a WebSocket and carries a
+valid access token becomes a tunnel: TLS 1.3 inside the WebSocket (the relay's pinned
+certificate; a client certificate from the relay's own CA, of a client not revoked), one
+request naming a destination, the destination dialed under the relay's policy, then the bytes
+relayed both ways. Every other request -- another path, a wrong or revoked token, a browser --
+gets an ordinary small website, identical whatever the reason, so a prober learns nothing.
+
+Destinations: the configured services only (by default), and never loopback, private or
+link-local addresses. Per-client connection limits, idle timeouts, a graceful stop. The relay
+keeps no session state, so any number of them can sit behind one CDN or load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from transports import DialError, Endpoint, Failure, Op, Stream
+from transports.base import IPAddress, IPNetwork
+from transports.direct import DirectDialer
+from transports.fronted.accesskey import check_access_token
+from transports.fronted.client import COOKIE
+from transports.fronted.protocol import (
+    NeedMore,
+    ProtocolError,
+    encode_failure,
+    encode_success,
+    parse_request,
+)
+from transports.resolver import Resolver, StaticResolver
+from transports.tls import tls_accept
+
+from ..proxy.relay import relay
+from ..services import ServiceTable
+from .config import RelayConfig
+from .keys import RelayKeys
+
+__all__ = ["RelayServer", "ServerWebSocketStream"]
+
+log = logging.getLogger("detour.relay")
+
+MAX_REQUEST = 3 + 255 + 2
+
+DECOY_HOME = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Ink &amp; Margin</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:Georgia,serif;max-width:38em;margin:3em auto;padding:0 1em;color:#222}
+h1{font-weight:normal}footer{margin-top:4em;color:#777;font-size:.9em}</style></head>
+<body><h1>Ink &amp; Margin</h1>
+<p>Notes on fountain pens, paper and the slow pleasure of writing by hand.</p>
+<h2>Latest</h2><ul><li>Iron gall inks, revisited</li><li>Why Tomoe River paper feathers less</li>
+<li>Cleaning a piston filler without taking it apart</li></ul>
+<footer>&copy; Ink &amp; Margin</footer></body></html>
+"""
+DECOY_MISSING = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Not found - Ink &amp; Margin</title></head>
+<body><h1>Not found</h1><p>There is nothing here. <a href="/">Back to the front page</a>.</p>
+</body></html>
+"""
+
+
+class ServerWebSocketStream(Stream):
+    """A Stream over an aiohttp server WebSocket's binary messages."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._pending = bytearray()
+        self._eof = False
+        self._outgoing: list[bytes] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._failed: BaseException | None = None
+
+    async def read(self, n: int = 65536) -> bytes:
+        while not self._pending and not self._eof:
+            message = await self.ws.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                self._pending += message.data
+            elif message.type in (
+                aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+            ):  # fmt: skip
+                self._eof = True
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                raise ConnectionResetError(f"WebSocket error: {self.ws.exception()}")
+            else:
+                raise ConnectionResetError("a text message in a byte tunnel")
+        data = bytes(self._pending[:n])
+        del self._pending[:n]
+        return data
+
+    def unread(self, data: bytes) -> None:
+        if data:
+            self._pending[:0] = data
+
+    def write(self, data: bytes) -> None:
+        if self._failed is not None:
+            raise ConnectionResetError("the WebSocket failed")
+        if data:
+            self._outgoing.append(bytes(data))
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._outgoing:
+                await self.ws.send_bytes(b"".join(self._outgoing[:64]))
+                del self._outgoing[:64]
+        except (ConnectionError, RuntimeError) as exc:
+            self._failed = exc
+            self._outgoing.clear()
+
+    async def drain(self) -> None:
+        while self._sender is not None and not self._sender.done():
+            await asyncio.shield(self._sender)
+        if self._failed is not None:
+            raise ConnectionResetError("the WebSocket failed")
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("WebSockets cannot half-close")
+
+    def close(self) -> None:
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self._close(drain=True))
+
+    def abort(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self._close(drain=False))
+
+    async def _close(self, drain: bool) -> None:
+        try:
+            if drain:
+                await self.drain()
+        except ConnectionError:
+            pass  # nothing more can be sent anyway; close what is left
+        finally:
+            await self.ws.close(code=1000 if drain else 1011)
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def is_closing(self) -> bool:
+        return self.ws.closed or self._failed is not None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _PolicyResolver:
+    """Resolves for the relay and refuses what the relay must never reach."""
+
+    def __init__(self, inner: Resolver, public: tuple[IPNetwork, ...]) -> None:
+        self.inner = inner
+        self.public = public
+
+    async def resolve(self, host: str) -> list[IPAddress]:
+        addresses = await self.inner.resolve(host)
+        allowed = [a for a in addresses if _allowed_address(a, self.public)]
+        if not allowed:
+            raise DialError(
+                Failure.PROXY_REFUSED, Op.CONNECT, f"{host} resolves only to private addresses"
+            )
+        return allowed
+
+
+def _allowed_address(address: IPAddress, public: tuple[IPNetwork, ...]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in net for net in public if net.version == address.version):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+class RelayServer:
+    def __init__(
+        self,
+        config: RelayConfig,
+        keys: RelayKeys,
+        *,
+        resolver: Resolver | None = None,
+        local_address: str | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.server_tls = keys.server_context()
+        base = resolver or config.resolver.build()
+        if config.hosts:
+            base = StaticResolver(config.hosts, fallback=base)
+        self.dialer = DirectDialer(
+            _PolicyResolver(base, config.public_networks),
+            connect_timeout=config.handshake_timeout,
+            local_address=local_address,
+        )
+        self.services = ServiceTable(config.services)
+        self.per_client: Counter[str] = Counter()
+        self.tunnels: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+
+    # --- the web app ----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = self._tunnel_client(request)
+        if name is None or self._stopping:
+            return self.decoy(request)
+        if self.per_client[name] >= self.config.connections_per_client:
+            log.info(
+                "relay: %s is at its limit of %d tunnels", name, self.config.connections_per_client
+            )
+            return self.decoy(request)
+        return await self.tunnel(request, name)
+
+    def _tunnel_client(self, request: web.Request) -> str | None:
+        if request.method != "GET" or request.path != self.keys.path:
+            return None
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return None
+        tokens = {n: bytes.fromhex(r.token) for n, r in self.keys.active().items()}
+        return check_access_token(token, tokens, self.keys.path)
+
+    def decoy(self, request: web.Request) -> web.Response:
+        """The ordinary website: the same answer to every request that is not a tunnel."""
+        home = request.path in ("/", "/index.html")
+        body = DECOY_HOME if home else DECOY_MISSING
+        response = web.Response(
+            status=200 if home else 404,
+            body=b"" if request.method == "HEAD" else body,
+            content_type="text/html",
+            charset="utf-8",
+        )
+        response.headers["Server"] = self.config.decoy_server
+        return response
+
+    # --- a tunnel -------------------------------------------------------------------------
+
+    async def tunnel(self, request: web.Request, name: str) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=4 << 20, autoping=True)
+        await ws.prepare(request)
+        self.per_client[name] += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tunnels.add(task)
+        try:
+            await self._serve(ws, name)
+        finally:
+            self.tunnels.discard(task)
+            self.per_client[name] -= 1
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, name: str) -> None:
+        stream = ServerWebSocketStream(ws)
+        try:
+            tls = await tls_accept(stream, self.server_tls, timeout=self.config.handshake_timeout)
+        except DialError as exc:
+            log.info("relay: %s: inner TLS failed: %s", name, exc)
+            return
+        fingerprint = hashlib.sha256(
+            tls.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+        ).hexdigest()
+        record = self.keys.active().get(name)
+        if record is None or record.fingerprint != fingerprint:
+            log.warning("relay: a tunnel with %s's token but not its certificate: closed", name)
+            tls.abort()
+            return
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                target = await self._read_request(tls)
+        except (TimeoutError, ProtocolError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("relay: %s: no valid request (%s)", name, type(exc).__name__)
+            tls.abort()
+            return
+        started = time.monotonic()
+        try:
+            upstream = await self._dial(name, target)
+        except DialError as exc:
+            tls.write(encode_failure(exc))
+            await _quietly(tls.drain())
+            tls.close()
+            return
+        tls.write(encode_success())
+        stats = await relay(tls, upstream, idle_timeout=self.config.idle_timeout)
+        log.info(
+            "relay: %s -> %s: %d bytes up, %d down, %.1fs",
+            name, target, stats.up, stats.down, time.monotonic() - started,
+        )  # fmt: skip
+
+    async def _read_request(self, tls: Stream) -> Endpoint:
+        buf = b""
+        while True:
+            try:
+                used, target = parse_request(buf)
+            except NeedMore:
+                if len(buf) >= MAX_REQUEST:
+                    raise ProtocolError("request too long") from None
+                chunk = await tls.read(MAX_REQUEST - len(buf))
+                if not chunk:
+                    raise asyncio.IncompleteReadError(buf, None) from None
+                buf += chunk
+                continue
+            tls.unread(buf[used:])
+            return target
+
+    async def _dial(self, name: str, target: Endpoint) -> Stream:
+        ip = target.ip
+        if ip is not None and not _allowed_address(ip, self.config.public_networks):
+            log.warning("relay: %s asked for %s: a private address, refused", name, target)
+            raise DialError(Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not reachable here")
+        if self.config.allow == "services" and self.services.match(target) is None:
+            log.warning("relay: %s asked for %s: not a configured service, refused", name, target)
+            raise DialError(
+                Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not a service this relay serves"
+            )
+        try:
+            return await self.dialer.dial(target)
+        except DialError as exc:
+            if exc.failure is Failure.PROXY_REFUSED:
+                log.warning("relay: %s asked for %s: %s", name, target, exc.detail)
+            raise
+
+    # --- running --------------------------------------------------------------------------
+
+    async def start(self) -> tuple[str, int]:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        context = None
+        if self.config.tls_cert and self.config.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        site = web.TCPSite(
+            self._runner, self.config.listen.host, self.config.listen.port, ssl_context=context
+        )
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        log.info(
+            "relay listening on %s (%d clients)", Endpoint(host, port), len(self.keys.active())
+        )
+        return host, port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking tunnels; give the open ones `grace` seconds, then close them."""
+        self._stopping = True
+        if self.tunnels:
+            _, pending = await asyncio.wait(set(self.tunnels), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except ConnectionError:
+        pass  # the client is gone; nothing to tell it

@@ -1,0 +1,151 @@
+"""Access keys: everything a detour needs to use one relay, in one string a user pastes into a
+route (`front:dtr1:...`) or scans as a QR code.
+
+    dtr1:BASE64URL(zlib(JSON))   JSON: {"v": 1, "a": front address HOST:PORT, "f": front
+                                  name (TLS SNI), "h": relay host (HTTP Host), "p": path,
+                                  "pin": SHA-256 of the relay's certificate, "n": client name,
+                                  "t": access token secret, "c": client certificate (DER),
+                                  "k": client private key (DER)}
+
+The whole string is a secret (it holds the client's private key): it is redacted wherever a
+chain is shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..base import Endpoint
+
+__all__ = ["PREFIX", "AccessKey", "AccessKeyError", "access_token", "check_access_token"]
+
+PREFIX = "dtr1:"
+MAX_KEY = 16 * 1024
+TOKEN_WINDOW = 300  # seconds a token is valid either side of the relay's clock
+
+
+class AccessKeyError(ValueError):
+    """Not an access key; the message says what is wrong, never the key."""
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    address: Endpoint  # where to connect: the CDN front (or the relay itself)
+    front: str  # the TLS server name on the wire: what the censor sees
+    host: str  # the HTTP Host inside: which hidden relay the CDN forwards to
+    path: str  # the relay's secret WebSocket path
+    pin: str  # hex SHA-256 of the relay's certificate (DER)
+    name: str  # the client's name at the relay
+    token: bytes = b""  # secret for the per-request access token
+    cert: bytes = b""  # client certificate, DER
+    key: bytes = b""  # client private key, PKCS#8 DER
+
+    def __repr__(self) -> str:
+        return f"AccessKey(front={self.front!r}, host={self.host!r}, name={self.name!r})"
+
+    def encode(self) -> str:
+        data = {
+            "v": 1,
+            "a": str(self.address),
+            "f": self.front,
+            "h": self.host,
+            "p": self.path,
+            "pin": self.pin,
+            "n": self.name,
+            "t": _b64(self.token),
+            "c": _b64(self.cert),
+            "k": _b64(self.key),
+        }
+        packed = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 9)
+        return PREFIX + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> AccessKey:
+        text = "".join(text.split())  # tolerate line breaks from copy and paste
+        if not text.startswith(PREFIX):
+            raise AccessKeyError(f"an access key starts with {PREFIX!r}")
+        body = text[len(PREFIX) :]
+        if len(body) > MAX_KEY:
+            raise AccessKeyError("the access key is too long")
+        try:
+            packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            raw = zlib.decompressobj().decompress(packed, MAX_KEY)
+            data = json.loads(raw)
+        except (binascii.Error, ValueError, zlib.error):
+            raise AccessKeyError("the access key is damaged (was it cut short?)") from None
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise AccessKeyError("not an access key this version of detour understands")
+        try:
+            key = cls(
+                address=Endpoint.parse(_text(data, "a"), 443),
+                front=_text(data, "f"),
+                host=_text(data, "h"),
+                path=_text(data, "p"),
+                pin=_text(data, "pin").lower(),
+                name=_text(data, "n"),
+                token=_unb64(data, "t"),
+                cert=_unb64(data, "c"),
+                key=_unb64(data, "k"),
+            )
+        except (KeyError, ValueError, TypeError, binascii.Error):
+            raise AccessKeyError("the access key is incomplete or damaged") from None
+        if len(key.pin) != 64 or any(c not in "0123456789abcdef" for c in key.pin):
+            raise AccessKeyError("the access key's certificate pin is not a SHA-256")
+        if not key.path.startswith("/") or not key.token or not key.cert or not key.key:
+            raise AccessKeyError("the access key is incomplete")
+        return key
+
+    def with_overrides(self, **changes: Any) -> AccessKey:
+        return replace(self, **changes)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(data: dict[str, Any], name: str) -> bytes:
+    text = _text(data, name)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(name)
+    return value
+
+
+def _mac(token: bytes, name: str, stamp: int, path: str) -> str:
+    digest = hmac.new(token, f"{name}.{stamp}.{path}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def access_token(key: AccessKey, now: float | None = None) -> str:
+    """The value a tunnel request carries (in a cookie): the client's name, a time stamp and
+    a MAC over both and the path. It only decides whether the relay answers as a relay or as
+    its ordinary website; the inner TLS is what authenticates."""
+    stamp = int(time.time() if now is None else now)
+    return f"{key.name}.{stamp}.{_mac(key.token, key.name, stamp, key.path)}"
+
+
+def check_access_token(
+    value: str, tokens: dict[str, bytes], path: str, now: float | None = None
+) -> str | None:
+    """The client's name if `value` is a fresh, valid token for one of `tokens`, else None."""
+    name, sep, rest = value.rpartition(".")
+    name, sep2, stamp_text = name.rpartition(".")
+    if not (sep and sep2 and stamp_text.isdigit()) or name not in tokens:
+        return None
+    stamp = int(stamp_text)
+    if abs((time.time() if now is None else now) - stamp) > TOKEN_WINDOW:
+        return None
+    expected = _mac(tokens[name], name, stamp, path)
+    return name if hmac.compare_digest(expected.encode(), rest.encode()) else None

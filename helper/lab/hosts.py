@@ -27,7 +27,11 @@ DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 #   socks        an upstream SOCKS5 proxy outside the censor
 #   http-proxy   an upstream HTTP CONNECT proxy outside the censor
 #   cdn          a CDN front: TLS for front names, routes by Host to hidden backends
-KINDS = ("https", "echo", "telegram-dc", "bulk", "blockpage", "doh", "socks", "http-proxy", "cdn")
+#   relay        a detour relay behind the CDN front (the far end of a `front:` route)
+KINDS = (
+    "https", "echo", "telegram-dc", "bulk", "blockpage", "doh", "socks", "http-proxy", "cdn",
+    "relay",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ HOSTS: tuple[LabHost, ...] = (
     LabHost("socks", ("socks.lab.test",), _at(8, 1), "socks", (1080,)),
     LabHost("http-proxy", ("proxy.lab.test",), _at(8, 2), "http-proxy", (3128,)),
     LabHost("cdn", ("cdn.lab.test", "static.cdn.lab.test"), _at(8, 3), "cdn", (443,)),
+    # A detour relay hidden behind the CDN (no port of its own: reached only through the
+    # front, by Host); its connections leave from this address.
+    LabHost("relay", ("relay.lab.test",), _at(8, 4), "relay", ()),
     # --- controls and measurement -----------------------------------------------------------
     LabHost("bulk", ("files.lab.test",), _at(9, 1), "bulk", (80, 443)),
     LabHost("control", ("control.lab.test",), _at(9, 2), "https", (443,)),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from transports.resolver import StaticResolver
+
 from .ca import LabCA
 from .censor import Censor
 from .dns import DnsServer, LabResolver, doh_routes
@@ -102,6 +104,7 @@ class Lab:
             backend = await _serve_hidden(websocket_echo_app())
             self._backends.append(backend)
             hidden[name] = ("127.0.0.1", backend.port)
+        hidden["relay.lab.test"] = await self._start_relay()
         routes: dict[tuple[str, int], tuple[str, int]] = {}
         for host in self.table:
             context = self.ca.server_context(*self._cert_names(host))
@@ -118,10 +121,47 @@ class Lab:
                 self._backends.append(backend)
                 routes[(self.table.address(host), port)] = ("127.0.0.1", backend.port)
         # The lab's own routes dial from their lab addresses; the censor lets those through.
-        outside = {self.table.address(key) for key in ("socks", "http-proxy", "cdn")}
+        outside = {self.table.address(key) for key in ("socks", "http-proxy", "cdn", "relay")}
         self.censor = Censor(routes, self.scenario.policy(self.table), outside=outside)
         await _bind(self.censor.start(), f"the addresses of {self.table.network}")
         log.info("lab running on %s, scenario %s", self.table.network, self.scenario.name)
+
+    async def _start_relay(self) -> tuple[str, int]:
+        """A detour relay behind the CDN, and an access key to it for the helper's config."""
+        from transports import Endpoint
+
+        from ..relay.config import RelayConfig
+        from ..relay.keys import RelayKeys
+        from ..relay.server import RelayServer
+
+        assert self.directory is not None
+        keys = RelayKeys(self.directory / "relay")
+        keys.generate()
+        config = RelayConfig(
+            listen=Endpoint("127.0.0.1", 0),
+            state=keys.directory,
+            allow="any",
+            public_networks=(self.table.network,),
+        )
+        server = RelayServer(
+            config,
+            keys,
+            resolver=StaticResolver(self.table.dns_table()),
+            local_address=self.table.address("relay"),
+        )
+        _, port = await server.start()
+        self._backends.append(Backend(port, server.stop))
+        key = keys.add_client(
+            "lab", Endpoint(self.table.address("cdn"), 443), "cdn.lab.test", "relay.lab.test"
+        )
+        self.front_key_path.write_text(key.encode() + "\n")
+        self.front_key_path.chmod(0o600)
+        return "127.0.0.1", port
+
+    @property
+    def front_key_path(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "front.key"
 
     def _cert_names(self, host: LabHost) -> tuple[str, ...]:
         return (*host.names, self.table.address(host))
@@ -159,10 +199,13 @@ class Lab:
 
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
         """A detour config that uses this lab: its resolver, CA, routes and services."""
-        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen)
+        front = self.front_key_path.read_text().strip()
+        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen, front)
 
 
-def helper_config(table: HostTable, ca_path: Path, scenario: str, listen: str) -> str:
+def helper_config(
+    table: HostTable, ca_path: Path, scenario: str, listen: str, front_key: str
+) -> str:
     """The detour configuration for a lab on `table`'s network."""
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
@@ -196,6 +239,7 @@ def helper_config(table: HostTable, ca_path: Path, scenario: str, listen: str) -
         ("doh-fragment", f"{doh} | tlsfrag:sni"),
         ("lab-socks", t.socks_url),
         ("lab-http", t.http_proxy_url),
+        ("front", f"front:{front_key}"),  # a tunnel to the lab's relay, fronted by cdn.lab.test
     ):
         lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
     for service, third, domains, probes in (

@@ -146,7 +146,9 @@ class NetnsLab:
         return _CA(self.directory / "ca" / "lab-ca.pem")
 
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
-        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen)
+        assert self.directory is not None
+        front = (self.directory / "front.key").read_text().strip()
+        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen, front)
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -152,8 +152,11 @@ def test_lab_in_a_network_namespace(tmp_path: Path) -> None:
         assert listening("10.81.9.2", 443)  # the control, over the veth
     finally:
         stop(process, log)
+    from helper.lab.netns import NetnsLab
+
+    ours = NetnsLab("baseline", network="10.81.0.0/16").name
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "detour-lab" not in names
+    assert ours not in names.split()
 
 
 def test_detour_probe_json_against_a_running_lab(tmp_path: Path) -> None:
@@ -199,9 +202,11 @@ def test_detour_probe_json_against_a_running_lab(tmp_path: Path) -> None:
 
 
 def test_detour_probe_exits_1_when_a_service_has_no_route(tmp_path: Path) -> None:
+    scenario = tmp_path / "nothing.toml"  # an allow-list with nothing on it but DNS
+    scenario.write_text('summary = "nothing gets out"\n[allow]\nhosts = ["doh"]\n')
     config, log = tmp_path / "lab.toml", tmp_path / "lab.log"
     process = start(
-        "lab", "--scenario", "allow-list", "--network", "127.87.0.0/16",
+        "lab", "--scenario", str(scenario), "--network", "127.87.0.0/16",
         "--write-config", str(config), log=log,
     )  # fmt: skip
     try:
@@ -210,7 +215,7 @@ def test_detour_probe_exits_1_when_a_service_has_no_route(tmp_path: Path) -> Non
             detour_command("probe", "-c", str(config), "--service", "telegram"),
             capture_output=True, text=True, cwd=ROOT, timeout=120,
         )  # fmt: skip
-        assert result.returncode == 1
+        assert result.returncode == 1, result.stdout
         assert "✗ telegram  no route works" in result.stdout
     finally:
         stop(process, log)

@@ -797,3 +797,78 @@ def dnsdist_doh(backend: Peer, tls: tuple[Path, Path]) -> Iterator[Peer]:
 
     with _running("dnsdist", "https", prepare, None, None) as peer:
         yield peer
+
+
+# --------------------------------------------------------------------------------------------
+# nginx as a CDN front
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def nginx_front(
+    front_names: Sequence[str],
+    tls: tuple[Path, Path],
+    backends: dict[str, tuple[str, int]],
+) -> Iterator[Peer]:
+    """nginx as a CDN edge: TLS for `front_names` (certificate `tls`), and for each Host in
+    `backends` a reverse proxy to that backend with WebSocket upgrades passed on. A request
+    whose Host is a front name gets the edge's own page. Domain fronting works as on a CDN:
+    nginx picks the certificate by the TLS server name and the site by the Host header."""
+    binary = require_peer("nginx", "nginx-light")
+    cert, key = tls
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        log_path = tmpdir / "error.log"
+        sites = [
+            f"""
+    server {{
+        listen 127.0.0.1:{port} ssl default_server;
+        server_name {" ".join(front_names)};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{ return 200 "cdn edge\\n"; }}
+    }}"""
+        ]
+        for host, (address, backend_port) in backends.items():
+            sites.append(
+                f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {host};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://{address}:{backend_port};
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 600s;
+            proxy_buffering off;
+        }}
+    }}"""
+            )
+        conf = tmpdir / "nginx.conf"
+        conf.write_text(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmpdir}/nginx.pid;
+error_log {log_path} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmpdir}/body;
+    proxy_temp_path {tmpdir}/proxy;
+    fastcgi_temp_path {tmpdir}/fastcgi;
+    uwsgi_temp_path {tmpdir}/uwsgi;
+    scgi_temp_path {tmpdir}/scgi;
+{"".join(sites)}
+}}
+"""
+        )
+        return [binary, "-p", str(tmpdir), "-c", str(conf)], log_path
+
+    with _running("nginx", "https", prepare, None, None) as peer:
+        yield peer

@@ -401,7 +401,7 @@ DETOUR_CONFIG = """\
 # written by benchmarks/relay.py: one route, everything goes through it
 [listen]
 mixed = "127.0.0.1:1080"
-
+{extra}
 [default]
 policy = "only"
 
@@ -413,10 +413,11 @@ chain = "{chain}"
 
 @contextlib.contextmanager
 def run_detour(
-    tmp: Path, loop: str, chain: str = "direct"
+    tmp: Path, loop: str, chain: str = "direct", extra: str = "", label: str | None = None
 ) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
-    config = tmp / f"detour-{loop}-{chain.replace(':', '-')}.toml"
-    config.write_text(DETOUR_CONFIG.format(chain=chain))
+    label = label or loop
+    config = tmp / f"detour-{label}.toml"
+    config.write_text(DETOUR_CONFIG.format(chain=chain, extra=extra))
     port = free_port()
     argv = [
         sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
@@ -426,7 +427,7 @@ def run_detour(
     env.pop("DETOUR_LOOP", None)
     if loop == "asyncio":
         env["DETOUR_LOOP"] = "asyncio"
-    log = tmp / f"detour-{loop}.log"
+    log = tmp / f"detour-{label}.log"
     with (
         log.open("wb") as out,
         started(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) as proc,
@@ -444,6 +445,60 @@ def run_detour(
             text = log.read_text(errors="replace")
             if "Traceback" in text:
                 print(f"warning: detour ({loop}) logged a traceback:\n{text}", file=sys.stderr)
+
+
+RELAY_CONFIG = """\
+# written by benchmarks/relay.py: a relay that serves HTTPS itself (no CDN in between)
+[relay]
+listen = "{host}:{port}"
+state = "{state}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[public]
+address = "{host}:{port}"
+front = "relay.bench.test"
+host = "relay.bench.test"
+
+[destinations]
+allow = "any"
+public = ["127.0.0.0/8"]  # the benchmark's servers stand for the internet
+"""
+
+
+@contextlib.contextmanager
+def run_detour_front(tmp: Path) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
+    """detour with one front: route to a `detour relay` process of its own, both on uvloop:
+    the client's bytes cross TLS to the front, WebSocket framing and the inner TLS to the
+    relay, which dials the benchmark's servers. The relay's CPU is not in the CPU columns."""
+    from helper.lab.ca import LabCA
+    from helper.relay.config import load_relay_config
+    from helper.relay.keys import RelayKeys
+    from transports import Endpoint
+
+    ca = LabCA(tmp / "front-ca")
+    cert, key = ca.issue("relay.bench.test")
+    port = free_port()
+    config = tmp / "relay.toml"
+    config.write_text(
+        RELAY_CONFIG.format(host=HOST, port=port, state=tmp / "relay-state", cert=cert, key=key)
+    )
+    keys = RelayKeys(load_relay_config(config).state)
+    keys.generate()
+    access = keys.add_client("bench", Endpoint(HOST, port), "relay.bench.test", "relay.bench.test")
+    argv = [sys.executable, "-m", "helper", "relay", "-c", str(config)]
+    log_path = tmp / "relay.log"
+    with (
+        log_path.open("wb") as out,
+        started(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) as relay,
+    ):
+        wait_accepting(relay, (HOST, port), "detour relay", log_path)
+        extra = f'\n[tls]\nextra_ca = ["{ca.ca_path}"]\n'
+        with run_detour(tmp, "uvloop", "front:" + access.encode(), extra, "front") as (
+            address, pid, info,
+        ):  # fmt: skip
+            info = dict(info, relay=shlex.join(["python", *argv[1:]]))
+            yield address, pid, info
 
 
 # pproxy's main() calls uvloop.install() and then asyncio.get_event_loop(), which raises with
@@ -689,14 +744,15 @@ class Contestant:
 
 
 ALL_CONTESTANTS = (
-    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "pproxy", "pproxy-asyncio",
-    "microsocks",
+    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "detour-front", "pproxy",
+    "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
     "detour": "detour (uvloop)",
     "detour-asyncio": "detour (asyncio)",
     "detour-tlsfrag": "detour tlsfrag:sni",
+    "detour-front": "detour front: tunnel",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -782,6 +838,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     address, pid, info = stack.enter_context(
                         run_detour(tmp, "uvloop", "tlsfrag:sni")
                     )
+                elif key == "detour-front":
+                    address, pid, info = stack.enter_context(run_detour_front(tmp))
                 elif key == "pproxy":
                     address, pid, info = stack.enter_context(run_pproxy(tmp, "uvloop"))
                 elif key == "pproxy-asyncio":

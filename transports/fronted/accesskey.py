@@ -79,7 +79,7 @@ class AccessKey:
             packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             raw = zlib.decompressobj().decompress(packed, MAX_KEY)
             data = json.loads(raw)
-        except (binascii.Error, ValueError, zlib.error):
+        except (binascii.Error, ValueError, zlib.error, RecursionError):
             raise AccessKeyError("the access key is damaged (was it cut short?)") from None
         if not isinstance(data, dict) or data.get("v") != 1:
             raise AccessKeyError("not an access key this version of detour understands")
@@ -136,16 +136,22 @@ def access_token(key: AccessKey, now: float | None = None) -> str:
     return f"{key.name}.{stamp}.{_mac(key.token, key.name, stamp, key.path)}"
 
 
+def _is_stamp(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts "²" and other scripts' digits.
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
+
+
 def check_access_token(
     value: str, tokens: dict[str, bytes], path: str, now: float | None = None
 ) -> str | None:
     """The client's name if `value` is a fresh, valid token for one of `tokens`, else None."""
     name, sep, rest = value.rpartition(".")
     name, sep2, stamp_text = name.rpartition(".")
-    if not (sep and sep2 and stamp_text.isdigit()) or name not in tokens:
+    if not (sep and sep2 and _is_stamp(stamp_text)) or name not in tokens:
         return None
     stamp = int(stamp_text)
     if abs((time.time() if now is None else now) - stamp) > TOKEN_WINDOW:
         return None
     expected = _mac(tokens[name], name, stamp, path)
-    return name if hmac.compare_digest(expected.encode(), rest.encode()) else None
+    given = rest.encode() if rest.isascii() else b""
+    return name if hmac.compare_digest(expected.encode(), given) else None

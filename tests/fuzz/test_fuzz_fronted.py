@@ -1,0 +1,281 @@
+"""Property tests for what the fronted tunnel parses: WebSocket frames (from the CDN or
+anyone on the path), the tunnel's request and reply (the relay reads one from each client,
+the client one from the relay), access keys (pasted by users, scanned from QR codes) and
+access tokens (a cookie anyone can send to the relay).
+
+For every example: a result, NeedMore or the parser's own error, never anything else; a
+verdict never changes when more bytes arrive (the readers re-parse a growing buffer); every
+valid message round-trips through its encoder and is NeedMore for each proper prefix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import zlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.fuzz.strategies import Choices, mutate
+from transports import DialError, Endpoint, Failure, Op
+from transports.fronted.accesskey import (
+    PREFIX,
+    AccessKey,
+    AccessKeyError,
+    access_token,
+    check_access_token,
+)
+from transports.fronted.protocol import (
+    MAX_TEXT,
+    NeedMore,
+    ProtocolError,
+    encode_failure,
+    encode_request,
+    encode_success,
+    parse_reply,
+    parse_request,
+)
+from transports.websocket import (
+    MAX_FRAME,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    WebSocketError,
+    _apply_mask,
+    _apply_mask_python,
+    encode_frame,
+    parse_frame,
+)
+from transports.websocket import NeedMore as FrameNeedMore
+
+# --- WebSocket frames ---------------------------------------------------------------------
+
+
+def _frame_verdict(buf: bytes, masked: bool) -> object:
+    try:
+        return parse_frame(buf, expect_masked=masked)
+    except FrameNeedMore:
+        return FrameNeedMore
+    except WebSocketError as exc:
+        message = str(exc)
+        assert message
+        return WebSocketError
+
+
+def _valid_frame(data: bytes) -> tuple[bytes, int, bytes, bool, bool]:
+    c = Choices(data)
+    opcode = c.pick([OP_BINARY, OP_CONTINUATION, OP_TEXT, OP_PING, OP_PONG, OP_CLOSE])
+    control = opcode >= OP_CLOSE
+    # Lengths near the 7-bit, 16-bit and 64-bit encodings' edges, cheaply stretched.
+    size = c.pick([0, 1, 125, 126, 127, 65535, 65536, 70000]) if not control else c.size(125)
+    payload = c.stretch(size, seed=8) if not control else c.take(size)
+    payload = (payload * (size // max(1, len(payload)) + 1))[:size] if payload else bytes(size)
+    fin = control or not c.chance(20)
+    masked = c.chance(50)
+    return encode_frame(opcode, payload, mask=masked, fin=fin), opcode, payload, fin, masked
+
+
+@given(st.binary(max_size=200), st.booleans())
+def test_any_bytes_are_a_frame_needmore_or_an_error(data: bytes, masked: bool) -> None:
+    first = _frame_verdict(data, masked)
+    if isinstance(first, tuple):
+        used, frame = first
+        assert 2 <= used <= len(data)
+        assert len(frame.payload) <= MAX_FRAME
+    # More bytes never change a verdict that was reached.
+    if first is not FrameNeedMore:
+        assert _frame_verdict(data + b"\x00\xff" * 8, masked) == first
+
+
+@given(st.binary(max_size=60), st.binary(max_size=30))
+def test_valid_frames_round_trip_and_mutations_stay_contained(data: bytes, edits: bytes) -> None:
+    wire, opcode, payload, fin, masked = _valid_frame(data)
+    used, frame = parse_frame(wire + b"rest", expect_masked=masked)
+    assert used == len(wire)
+    assert (frame.opcode, frame.payload, frame.fin) == (opcode, payload, fin)
+    for cut in sorted({0, 1, 2, len(wire) // 2, len(wire) - 1}):
+        if cut < len(wire):
+            assert _frame_verdict(wire[:cut], masked) is FrameNeedMore
+    # The other side's framing is refused, not misread.
+    assert _frame_verdict(wire, not masked) is WebSocketError
+    _frame_verdict(mutate(wire[:300], edits), masked)
+
+
+@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
+def test_compiled_and_python_masking_agree(data: bytes, key: bytes) -> None:
+    assert _apply_mask(data, key) == _apply_mask_python(data, key)
+    assert _apply_mask(_apply_mask(data, key), key) == data
+
+
+# --- tunnel request and reply -------------------------------------------------------------
+
+
+def _request_verdict(buf: bytes) -> object:
+    try:
+        return parse_request(buf)
+    except NeedMore:
+        return NeedMore
+    except ProtocolError as exc:
+        message = str(exc)
+        assert message
+        return ProtocolError
+
+
+def _reply_verdict(buf: bytes) -> object:
+    try:
+        used, error = parse_reply(buf)
+    except NeedMore:
+        return NeedMore
+    except ProtocolError as exc:
+        message = str(exc)
+        assert message
+        return ProtocolError
+    if error is not None:
+        assert isinstance(error, DialError)
+        assert error.detail.isprintable() and len(error.detail) <= 250
+        return used, (error.failure, error.op, error.detail)
+    return used, None
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
+    first = _request_verdict(data)
+    if isinstance(first, tuple):
+        used, target = first
+        assert used <= len(data) and 0 < target.port < 65536 and target.host
+    if first is not NeedMore:
+        assert _request_verdict(data + b"\x01" * 300) == first
+
+
+@given(st.binary(max_size=80), st.binary(max_size=30))
+def test_valid_requests_round_trip(data: bytes, edits: bytes) -> None:
+    c = Choices(data)
+    target = Endpoint(c.hostname(255), c.port())
+    wire = encode_request(target)
+    assert parse_request(wire + b"data") == (len(wire), target)
+    for cut in range(len(wire)):
+        assert _request_verdict(wire[:cut]) is NeedMore
+    _request_verdict(mutate(wire, edits))
+
+
+@given(st.binary(max_size=600))
+def test_any_bytes_are_a_reply_needmore_or_an_error(data: bytes) -> None:
+    first = _reply_verdict(data)
+    if first is not NeedMore:
+        assert _reply_verdict(data + b"\x00" * 600) == first
+
+
+@given(st.binary(max_size=80), st.binary(max_size=30))
+def test_valid_replies_round_trip(data: bytes, edits: bytes) -> None:
+    c = Choices(data)
+    if c.chance(30):
+        wire, expected = encode_success(), None
+    else:
+        failure, op = c.pick(list(Failure)), c.pick(list(Op))
+        detail = c.text(700)
+        wire = encode_failure(DialError(failure, op, detail))
+        expected = (failure, op)
+    assert len(wire) <= 4 + MAX_TEXT
+    used, error = parse_reply(wire + b"data")
+    assert used == len(wire)
+    if expected is None:
+        assert error is None
+    else:
+        assert error is not None and (error.failure, error.op) == expected
+        assert error.detail.startswith("at the relay:")
+    for cut in range(len(wire)):
+        assert _reply_verdict(wire[:cut]) is NeedMore
+    _reply_verdict(mutate(wire, edits))
+
+
+# --- access keys and tokens ---------------------------------------------------------------
+
+_KEY = AccessKey(
+    address=Endpoint("cdn.example.net", 443),
+    front="cdn.example.net",
+    host="relay.example.org",
+    path="/t/abc",
+    pin="ab" * 32,
+    name="alice",
+    token=b"t" * 32,
+    cert=b"c" * 40,
+    key=b"k" * 40,
+)
+_FIELDS = ["v", "a", "f", "h", "p", "pin", "n", "t", "c", "k"]
+_ODD_VALUES: list[object] = [None, 1, 1.5, True, [], {}, "", "x", "a" * 300, "é", "\ud800", "1:2:3"]
+
+
+def _packed(obj: object) -> str:
+    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    raw = text.encode("utf-8", "surrogatepass")
+    return PREFIX + base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+
+
+def _decode_verdict(text: str) -> object:
+    try:
+        key = AccessKey.decode(text)
+    except AccessKeyError as exc:
+        message = str(exc)
+        assert message and "dtr1:" not in message.replace(f"with {PREFIX!r}", "")
+        return AccessKeyError
+    assert key.path.startswith("/") and len(key.pin) == 64
+    return key
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_a_key_or_a_clear_error(text: str) -> None:
+    _decode_verdict(text)
+    _decode_verdict(PREFIX + text)
+
+
+@given(st.binary(max_size=60))
+def test_damaged_keys_are_refused_clearly(data: bytes) -> None:
+    c = Choices(data)
+    encoded = _KEY.encode()
+    assert AccessKey.decode(encoded) == _KEY
+    body = encoded[len(PREFIX) :]
+    doc = json.loads(zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
+    choice = c.byte() % 6
+    if choice == 0:  # a field changed to an odd value or removed
+        name = c.pick(_FIELDS)
+        if c.chance(30):
+            doc.pop(name, None)
+        else:
+            doc[name] = c.pick(_ODD_VALUES)
+        _decode_verdict(_packed(doc))
+    elif choice == 1:  # cut short (a copy and paste that missed the end)
+        _decode_verdict(encoded[: c.size(len(encoded))])
+    elif choice == 2:  # a character changed
+        i = c.size(len(encoded) - 1)
+        _decode_verdict(encoded[:i] + chr(c.byte()) + encoded[i + 1 :])
+    elif choice == 3:  # deeply nested or huge JSON inside a valid envelope
+        depth = 1 + c.size(5000)
+        _decode_verdict(_packed("[" * depth + "]" * depth))
+    elif choice == 4:  # a zip bomb: decompresses far beyond the limit
+        bomb = zlib.compress(b" " * (c.size(1000) << 12) + b"{}")
+        _decode_verdict(PREFIX + base64.urlsafe_b64encode(bomb).decode())
+    else:  # not a JSON object at all
+        _decode_verdict(_packed(json.dumps(c.pick(_ODD_VALUES))))
+
+
+@given(st.text(max_size=120), st.integers(min_value=-(10**12), max_value=10**12))
+def test_any_cookie_value_is_a_name_or_none(value: str, skew: int) -> None:
+    tokens = {"alice": b"t" * 32, "": b"e" * 32, "a.b": b"d" * 32}
+    now = float(int(time.time()))  # a whole second: the stamp has no fraction
+    assert check_access_token(value, tokens, "/t/abc", now) is None
+    good = access_token(_KEY, now=now + skew)
+    verdict = check_access_token(good, {"alice": _KEY.token}, _KEY.path, now)
+    assert verdict == ("alice" if abs(skew) <= 300 else None)
+    # Digits Python reads as numbers only in some scripts, and stamps past int()'s limit.
+    for stamp in ("\u00b2", "\u0661\u0662", "9" * 5000, "-1", " 1"):
+        odd = f"alice.{stamp}.{good.rsplit('.', 1)[1]}"
+        assert check_access_token(odd, {"alice": _KEY.token}, _KEY.path, now) is None
+    assert check_access_token(good + value, {"alice": _KEY.token}, _KEY.path, now) in (
+        None,
+        "alice",
+    )

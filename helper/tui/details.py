@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
-from .model import FAILS, WORKS, Cell, format_duration
+from .model import FAILS, WORKS, Cell, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult, TargetResult
@@ -73,7 +73,7 @@ def _target(text: Text, target: TargetResult, ok_style: str, fail_style: str) ->
     text.append(f"{WORKS if target.ok else FAILS} ", ok_style if target.ok else fail_style)
     text.append(target.target)
     if target.rate_kbps is not None:
-        text.append(f"  {target.rate_kbps:.0f} KB/s", "dim")
+        text.append(f"  {format_bytes(round(target.rate_kbps * 1000))}/s", "dim")
     text.append("\n    ")
     for i, step in enumerate(target.steps):
         if i:

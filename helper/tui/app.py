@@ -86,8 +86,10 @@ class DetourApp(App[int]):
         return proxy_settings(host, port, self.engine.config.listen.users, **kwargs)
 
     def on_mount(self) -> None:
-        self.push_screen(MainScreen())
-        self.set_interval(REFRESH, self.tick)
+        main = MainScreen()
+        self.push_screen(main)
+        # The main screen owns the timer, so it stops before the screen is taken apart.
+        main.set_interval(REFRESH, self.tick)
 
     def on_unmount(self) -> None:
         self._events.close()

@@ -13,7 +13,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ..events import ProbeFinished, ProbeStarted, RouteChanged
-from .appsetup import ProxySettings, proxy_settings, qr_rows
+from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen
 from .log_screen import LogScreen
 from .logbuffer import LogBuffer
@@ -72,7 +72,6 @@ class DetourApp(App[int]):
         # round of probes is seen from its start.
         self._events = engine.events.subscribe(EVENT_BACKLOG)
         self._addresses = addresses
-        self.qr_rows = qr_rows
 
     @property
     def proxy(self) -> ProxySettings:

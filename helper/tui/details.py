@@ -94,7 +94,12 @@ def _target(text: Text, target: TargetResult, ok_style: str, fail_style: str) ->
 class CellDetails(Static):
     """Shows details_text for the cell under the matrix cursor."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: Text | None = None
+
     def show(self, content: Text) -> None:
-        if getattr(self, "_shown", None) != content.plain:
-            self._shown = content.plain
+        # Redrawn four times a second: only a change is worth a repaint.
+        if self._shown is None or self._shown != content:
+            self._shown = content
             self.update(content)

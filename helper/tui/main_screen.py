@@ -94,7 +94,13 @@ class MainScreen(Screen[None]):
         selected = self.query_one(RouteMatrix).selected
         widget = self.query_one(CellDetails)
         if selected is None:
-            widget.show(Text("No routes or services configured."))
+            widget.show(
+                Text(
+                    "No services configured: detour relays every destination through the "
+                    "[default] policy route. Add [[service]] entries to see which routes "
+                    "reach them (docs/configuration.md)."
+                )
+            )
             return
         engine = self.app.engine
         service_name, route_name = selected

@@ -45,6 +45,10 @@ class RouteMatrix(DataTable[Text]):
             row=self.get_row_index(route), column=self.get_column_index(service), animate=False
         )
 
+    def action_select_cursor(self) -> None:
+        if self.selected is not None:  # a config without services has no cell to select
+            super().action_select_cursor()
+
     def show(self, view: MatrixView) -> None:
         self._view = view
         self._rebuild()

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from .appsetup import HIDDEN, telegram_link
+from .appsetup import HIDDEN, qr_rows, telegram_link
 
 if TYPE_CHECKING:
     from .app import DetourApp
@@ -65,7 +65,7 @@ class SetupScreen(Screen[None]):
             qr.update(Text("\n QR code hidden: it holds \n the password. v shows it. \n"))
             qr.add_class("hidden")
         else:
-            qr.update("\n".join(self.app.qr_rows(telegram_link(proxy, reveal=True))))
+            qr.update("\n".join(qr_rows(telegram_link(proxy, reveal=True))))
             qr.remove_class("hidden")
         self.query_one("#setup-text", Static).update(self._text())
 

@@ -10,9 +10,11 @@ import logging
 import pytest
 from textual.widgets import RichLog, TabbedContent
 
-from helper.config import User
+from helper.config import User, parse_config
+from helper.engine import Engine
 from helper.events import RouteChanged
 from helper.tui import model
+from helper.tui.app import DetourApp
 from helper.tui.connections import ConnectionsTable
 from helper.tui.details import CellDetails
 from helper.tui.help_screen import HelpScreen
@@ -20,6 +22,7 @@ from helper.tui.log_screen import LogScreen
 from helper.tui.main_screen import MainScreen
 from helper.tui.matrix import RouteMatrix
 from helper.tui.setup_screen import SetupScreen
+from tests.conftest import config_text
 from tests.tui.scenes import MONOTONIC, fixed_app, scene
 from tests.tui.screen import screen_text
 
@@ -273,3 +276,15 @@ async def test_a_drawing_bug_is_logged_not_shown(engine, monkeypatch) -> None:
         lines = [line for _, _, line in app.log_buffer.since(0)]
         assert any("the terminal UI failed to redraw   (RuntimeError: drawing bug)" in line
                    for line in lines)  # fmt: skip
+
+
+async def test_a_config_without_services_is_not_a_crash() -> None:
+    engine = Engine(parse_config(config_text()), probe_on_start=False)
+    try:
+        app = DetourApp(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("enter", "p", "d", "r", "R", "c", "c")
+            assert app.is_running
+            assert "No services configured" in screen_text(app)
+    finally:
+        await engine.stop()

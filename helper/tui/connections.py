@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionsTable"]
 
+# (key, label, width): the counters get a fixed width ("999.9 KB", "59 m 59 s"), so their
+# changes four times a second never make the table measure its columns again.
 COLUMNS = (
-    ("client", "client"),
-    ("destination", "destination"),
-    ("service", "service"),
-    ("route", "route"),
-    ("up", "↑ up"),
-    ("down", "↓ down"),
-    ("duration", "time"),
+    ("client", "client", None),
+    ("destination", "destination", None),
+    ("service", "service", None),
+    ("route", "route", None),
+    ("up", "↑ up", 8),
+    ("down", "↓ down", 8),
+    ("duration", "time", 9),
 )
 
 
@@ -37,8 +39,8 @@ class ConnectionsTable(DataTable[str]):
         self._rows: dict[int, ConnectionRow] = {}
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
 
     def show(self, connections: Mapping[int, ActiveConnection], now: float) -> None:
         """`now`: time.monotonic()."""
@@ -51,9 +53,9 @@ class ConnectionsTable(DataTable[str]):
             if old is None:
                 self.add_row(*astuple(row), key=str(conn_id))
             elif old != row:
-                for (key, _), before, after in zip(
+                for (key, _, width), before, after in zip(
                     COLUMNS, astuple(old), astuple(row), strict=True
                 ):
                     if before != after:
-                        self.update_cell(str(conn_id), key, after, update_width=True)
+                        self.update_cell(str(conn_id), key, after, update_width=width is None)
             self._rows[conn_id] = row

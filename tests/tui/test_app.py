@@ -191,17 +191,59 @@ async def test_a_password_is_shown_only_on_request(engine) -> None:
     listen = dataclasses.replace(engine.config.listen, users=(User("alice", "s3cret-pw"),))
     engine.config = dataclasses.replace(engine.config, listen=listen)
     app = fixed_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
-        hidden = screen_text(app)
-        assert "s3cret" not in hidden
-        assert "user=alice&pass=••••••••" in hidden
-        assert "QR code hidden" in hidden and "█" not in hidden
-        await pilot.press("v")
-        shown = screen_text(app)
-        assert "password s3cret-pw" in shown and "█" in shown
-        await pilot.press("v")
-        assert "s3cret" not in screen_text(app)
+    root = logging.getLogger()
+    root.addHandler(app.log_buffer)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await see_the_password_only_on_request(pilot)
+    finally:
+        root.removeHandler(app.log_buffer)
+    assert not [line for *_, line in app.log_buffer.since(0) if "s3cret" in line]
+
+
+async def see_the_password_only_on_request(pilot) -> None:
+    app = pilot.app
+    await pilot.press("s")
+    hidden = screen_text(app)
+    assert "s3cret" not in hidden
+    assert "user=alice&pass=••••••••" in hidden
+    assert "QR code hidden" in hidden and "█" not in hidden
+    await pilot.press("v")
+    shown = screen_text(app)
+    assert "password s3cret-pw" in shown and "█" in shown
+    await pilot.press("v")
+    assert "s3cret" not in screen_text(app)
+
+
+async def test_route_credentials_never_reach_the_screen() -> None:
+    text = config_text(
+        routes={"vps": "socks5://alice:s3cret@127.0.0.1:9", "direct": "direct"},
+        extra="""
+        [[service]]
+        name = "telegram"
+        domains = ["telegram.org"]
+        probes = ["tcp://127.0.0.1:9"]
+        """,
+    )
+    engine = Engine(parse_config(text), probe_on_start=False)
+    app = DetourApp(engine)
+    await engine.start()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter")
+            assert "chain: socks5://alice:***@127.0.0.1:9" in screen_text(app)
+            await pilot.press("r")
+            for _ in range(100):  # the probe through the dead upstream proxy fails at once
+                await pilot.pause(0.05)
+                if len(engine.monitor.results) == 2:
+                    break
+            await pilot.pause(0.3)
+            assert "✗ refused" in screen_text(app)
+            for keys in ((), ("c",), ("c", "s"), ("escape", "l")):
+                await pilot.press(*keys)
+                assert "s3cret" not in screen_text(app), keys
+    finally:
+        await engine.stop()
 
 
 async def test_the_log_view_shows_detours_log(engine) -> None:

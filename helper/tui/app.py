@@ -17,7 +17,7 @@ from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen
 from .log_screen import LogScreen
 from .logbuffer import LogBuffer
-from .main_screen import MainScreen
+from .main_screen import BY_THE_USER, MainScreen
 from .model import ProbeProgress
 from .setup_screen import SetupScreen
 
@@ -112,7 +112,11 @@ class DetourApp(App[int]):
                 self.progress.start(event.service, event.route)
             elif isinstance(event, ProbeFinished):
                 self.progress.finish(event.result.service, event.result.route)
-            elif isinstance(event, RouteChanged) and event.old is not None:
+            elif (
+                isinstance(event, RouteChanged)
+                and event.old is not None
+                and not event.reason.endswith(BY_THE_USER)
+            ):
                 if event.new is None:
                     self.notify(
                         f"{event.service}: no route works any more ({event.reason})",

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from ..services import Service
     from .app import DetourApp
 
-__all__ = ["MainScreen"]
+__all__ = ["BY_THE_USER", "MainScreen"]
+
+# Ends the reason of a route change made from the keyboard (the key's action says it already).
+BY_THE_USER = "by the user"
 
 
 class MainScreen(Screen[None]):
@@ -163,7 +166,7 @@ class MainScreen(Screen[None]):
         router = self.app.engine.router
         if router.pins.get(service.name) == route:
             del router.pins[service.name]
-            router.note_health_change("unpinned by the user")
+            router.note_health_change(f"unpinned {BY_THE_USER}")
             self.notify(f"{service.name}: unpinned; detour chooses the route again")
         elif service.routes and route not in service.routes:
             self.notify(f"{route} is not one of {service.name}'s routes", severity="warning")
@@ -171,7 +174,7 @@ class MainScreen(Screen[None]):
             self.notify(f"{route} is disabled: press d to enable it first", severity="warning")
         else:
             router.pins[service.name] = route
-            router.note_health_change("pinned by the user")
+            router.note_health_change(f"pinned {BY_THE_USER}")
             self.notify(f"{service.name}: pinned to {route}, the only route it takes now")
         self.refresh_view()
 
@@ -183,7 +186,7 @@ class MainScreen(Screen[None]):
         router = self.app.engine.router
         if route in router.disabled:
             router.disabled.discard(route)
-            router.note_health_change(f"{route} enabled by the user")
+            router.note_health_change(f"{route} enabled {BY_THE_USER}")
             self.notify(f"{route}: enabled")
             self.refresh_view()
             return
@@ -201,7 +204,7 @@ class MainScreen(Screen[None]):
                 severity="warning",
             )
             return
-        router.note_health_change(f"{route} disabled by the user")
+        router.note_health_change(f"{route} disabled {BY_THE_USER}")
         more = f"; {', '.join(unpinned)} no longer pinned" if unpinned else ""
         self.notify(f"{route}: disabled, new connections avoid it{more}")
         self.refresh_view()

@@ -330,3 +330,19 @@ async def test_a_config_without_services_is_not_a_crash() -> None:
             assert "No services configured" in screen_text(app)
     finally:
         await engine.stop()
+
+
+async def test_route_changes_from_probes_are_announced(engine, monkeypatch) -> None:
+    app = fixed_app(engine)
+    said: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        monkeypatch.setattr(app, "notify", lambda message, **kwargs: said.append(message))
+        engine.events.publish(RouteChanged("signal", "tls-fragment", "lab-socks", "probed signal"))
+        engine.events.publish(RouteChanged("signal", "lab-socks", None, "probed signal"))
+        engine.events.publish(RouteChanged("signal", None, "lab-socks", "probed signal"))
+        engine.events.publish(RouteChanged("signal", "lab-socks", "direct", "pinned by the user"))
+        await pilot.pause(0.6)
+    assert said == [
+        "signal: now via lab-socks (probed signal)",
+        "signal: no route works any more (probed signal)",
+    ]  # not the first verdict at start, nor the user's own change (the key says so)

@@ -3,10 +3,11 @@ Textual drew): one string per terminal line, cell by cell."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 
-__all__ = ["screen_text", "svg_text"]
+__all__ = ["settled_screenshot", "settled_text", "svg_text"]
 
 CHAR_WIDTH = 12.2  # Rich's SVG export: 0.61 x its 20 px font, per terminal cell
 
@@ -29,6 +30,22 @@ def svg_text(svg: str, width: int, height: int) -> str:
     return "\n".join("".join(line).rstrip() for line in lines)
 
 
-def screen_text(app) -> str:
-    width, height = app.size
-    return svg_text(app.export_screenshot(), width, height)
+async def settled_text(pilot) -> str:
+    """The screen's text once it stopped changing (see settled_screenshot)."""
+    width, height = pilot.app.size
+    return svg_text(await settled_screenshot(pilot), width, height)
+
+
+async def settled_screenshot(pilot, title: str | None = None, timeout: float = 10) -> str:
+    """The SVG screenshot once the screen stopped changing: widgets such as DataTable size
+    their columns when the app is idle, so a busy machine can catch a frame in between."""
+    app = pilot.app
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    previous = app.export_screenshot(title=title)
+    while True:
+        await pilot.pause(0.1)
+        current = app.export_screenshot(title=title)
+        if current == previous or loop.time() > deadline:
+            return current
+        previous = current

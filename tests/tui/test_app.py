@@ -24,7 +24,7 @@ from helper.tui.matrix import RouteMatrix
 from helper.tui.setup_screen import SetupScreen
 from tests.conftest import config_text
 from tests.tui.scenes import MONOTONIC, fixed_app, scene
-from tests.tui.screen import screen_text
+from tests.tui.screen import settled_text
 
 SIZE = (100, 30)
 ROUTES = ["direct", "tls-fragment", "doh", "doh-fragment", "lab-socks", "lab-http"]
@@ -61,7 +61,7 @@ async def test_the_matrix_shows_route_and_diagnosis_per_service(engine) -> None:
             assert cell_text(app, "direct", service) == " ✗ reset after ClientHello"
             assert cell_text(app, "tls-fragment", service).startswith("▶✓ works")
             assert cell_text(app, "lab-http", service).startswith(" ✓ works")
-        text = screen_text(app)
+        text = await settled_text(pilot)
         assert text.count("✓ via tls-fragment") == 3
         assert "proxy 127.0.0.1:1080" in text
 
@@ -75,7 +75,7 @@ async def test_pin_and_unpin(engine) -> None:
         assert engine.router.pins == {"whatsapp": "lab-socks"}
         assert cell_text(app, "lab-socks", "whatsapp").startswith("◆✓")
         assert cell_text(app, "tls-fragment", "whatsapp").startswith(" ✓")  # no longer active
-        assert "✓ pinned: lab-socks" in screen_text(app)
+        assert "✓ pinned: lab-socks" in await settled_text(pilot)
         await pilot.press("p")
         assert engine.router.pins == {}
         assert cell_text(app, "tls-fragment", "whatsapp").startswith("▶✓")
@@ -94,7 +94,7 @@ async def test_disable_and_enable_a_route(engine) -> None:
         assert engine.router.disabled == {"tls-fragment"}
         assert cell_text(app, "tls-fragment", "signal") == " – disabled"
         assert cell_text(app, "doh-fragment", "signal").startswith("▶✓")  # the next that works
-        assert "tls-fragment (off)" in screen_text(app)
+        assert "tls-fragment (off)" in await settled_text(pilot)
         await pilot.press("p")  # a disabled route cannot be pinned
         assert engine.router.pins == {}
         await pilot.press("d")
@@ -169,7 +169,7 @@ async def test_live_connections_follow_the_listener_a_few_times_a_second(engine)
         await pilot.pause(0.6)  # the next refresh
         assert table.row_count == 3
         assert table.get_cell("1", "down") == "10.0 MB"
-        assert "Connections (3)" in screen_text(app)
+        assert "Connections (3)" in await settled_text(pilot)
         assert table.get_cell("9", "duration") == "0.0 s"
 
 
@@ -178,7 +178,7 @@ async def test_the_setup_screen_tells_apps_where_to_go(engine) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         assert isinstance(app.screen, SetupScreen)
-        text = screen_text(app)
+        text = await settled_text(pilot)
         assert "tg://socks?server=127.0.0.1&port=1080" in text
         assert "127.0.0.1:1080  SOCKS5, SOCKS4a and HTTP on one port" in text
         assert "█" in text and "▀" in text  # the QR code
@@ -202,17 +202,16 @@ async def test_a_password_is_shown_only_on_request(engine) -> None:
 
 
 async def see_the_password_only_on_request(pilot) -> None:
-    app = pilot.app
     await pilot.press("s")
-    hidden = screen_text(app)
+    hidden = await settled_text(pilot)
     assert "s3cret" not in hidden
     assert "user=alice&pass=••••••••" in hidden
     assert "QR code hidden" in hidden and "█" not in hidden
     await pilot.press("v")
-    shown = screen_text(app)
+    shown = await settled_text(pilot)
     assert "password s3cret-pw" in shown and "█" in shown
     await pilot.press("v")
-    assert "s3cret" not in screen_text(app)
+    assert "s3cret" not in await settled_text(pilot)
 
 
 async def test_route_credentials_never_reach_the_screen() -> None:
@@ -231,17 +230,17 @@ async def test_route_credentials_never_reach_the_screen() -> None:
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("enter")
-            assert "chain: socks5://alice:***@127.0.0.1:9" in screen_text(app)
+            assert "chain: socks5://alice:***@127.0.0.1:9" in await settled_text(pilot)
             await pilot.press("r")
             for _ in range(100):  # the probe through the dead upstream proxy fails at once
                 await pilot.pause(0.05)
                 if len(engine.monitor.results) == 2:
                     break
             await pilot.pause(0.3)
-            assert "✗ refused" in screen_text(app)
+            assert "✗ refused" in await settled_text(pilot)
             for keys in ((), ("c",), ("c", "s"), ("escape", "l")):
                 await pilot.press(*keys)
-                assert "s3cret" not in screen_text(app), keys
+                assert "s3cret" not in await settled_text(pilot), keys
     finally:
         await engine.stop()
 
@@ -272,7 +271,7 @@ async def test_help_and_quit(engine) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert "pin the selected route" in screen_text(app)
+        assert "pin the selected route" in await settled_text(pilot)
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
         await pilot.press("q")
@@ -284,7 +283,7 @@ async def test_80x24_keeps_everything_essential(engine) -> None:
     app = fixed_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        lines = screen_text(app).splitlines()
+        lines = (await settled_text(pilot)).splitlines()
         assert len(lines) == 24 and max(len(line) for line in lines) <= 80
         text = "\n".join(lines)
         for word in ("telegram", "whatsapp", "signal", *ROUTES):
@@ -327,7 +326,7 @@ async def test_a_config_without_services_is_not_a_crash() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("enter", "p", "d", "r", "R", "c", "c")
             assert app.is_running
-            assert "No services configured" in screen_text(app)
+            assert "No services configured" in await settled_text(pilot)
     finally:
         await engine.stop()
 

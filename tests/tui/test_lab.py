@@ -20,7 +20,7 @@ from helper.tui.app import DetourApp
 from helper.tui.connections import ConnectionsTable
 from helper.tui.matrix import RouteMatrix
 from tests.support.clients import open_socks5
-from tests.tui.screen import screen_text
+from tests.tui.screen import settled_text
 from transports import Failure, Op
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -68,7 +68,7 @@ async def test_the_matrix_shows_what_the_scenario_says_and_the_keys_work(lab: La
                     splits = engine.router.route(expect.route).chain.splits_client_hello
                     words = short(Failure(failure), Op(op), splits_client_hello=splits)
                     assert text[1:] == f"✗ {words}", (expect, text)
-            screen = screen_text(app)
+            screen = await settled_text(pilot)
             for service, best in lab.scenario.best.items():
                 assert matrix.get_cell(best, service).plain.startswith("▶✓"), service
             assert screen.count("✓ via tls-fragment") == 3
@@ -123,7 +123,7 @@ async def test_a_connection_shows_up_live(lab: Lab) -> None:
                 "direct",
                 "5.0 KB",
             )
-            assert "Connections (1)" in screen_text(app)
+            assert "Connections (1)" in await settled_text(pilot)
             writer.close()
             await until(lambda: table.row_count == 0)
     finally:

@@ -15,7 +15,7 @@ import pytest
 import textual
 
 from tests.tui.scenes import fixed_app, scene
-from tests.tui.screen import svg_text
+from tests.tui.screen import settled_screenshot, svg_text
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 VERSION_FILE = SNAPSHOTS / "TEXTUAL_VERSION"
@@ -28,7 +28,7 @@ async def screenshot(scenario: str, size: tuple[int, int], **kwargs) -> str:
         app = fixed_app(engine)
         async with app.run_test(size=size) as pilot:
             await pilot.pause(0.3)  # past the first refresh
-            return app.export_screenshot(title=f"detour · {scenario}")
+            return await settled_screenshot(pilot, title=f"detour · {scenario}")
     finally:
         await engine.stop()
 

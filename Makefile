@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: run test bench lint clean help
 
 help:
-	@echo "make run     create .venv, install detour, run it with the built-in config"
+	@echo "make run     create .venv, install detour, run it with the built-in config (ARGS=--headless: no UI)"
 	@echo "make test    create .venv with test extras, run the whole test suite"
 	@echo "make bench   run the side-by-side benchmarks (benchmarks/)"
 	@echo "make clean   remove .venv and caches"
@@ -35,7 +35,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	@touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/detour run --headless $(ARGS)
+	$(BIN)/detour run $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -50,13 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="detour",
         description="A local proxy that finds a working path to WhatsApp, Telegram and Signal "
         "on networks that block them. Point apps at its SOCKS5/HTTP port.",
-        epilog="Without a command, detour runs the proxy with the given (or built-in) config.",
+        epilog="Without a command, detour runs the proxy and its terminal UI with the given (or "
+        "built-in) config.",
     )
     parser.add_argument("--version", action="version", version=f"detour {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE", help="config file (default: built-in)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run the proxy", description="Run the proxy.")
+    run = sub.add_parser(
+        "run", help="run the proxy", description="Run the proxy, with the terminal UI."
+    )
     run.add_argument("--headless", action="store_true", help="no terminal UI; log to stdout")
     run.add_argument(
         "-c", "--config", metavar="FILE", dest="run_config", help="config file (default: built-in)"
@@ -72,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="info",
         help="log verbosity",
+    )
+
+    tui = sub.add_parser(
+        "tui",
+        help="run the proxy with the terminal UI",
+        description="Run the proxy with the terminal UI: which route works for each service, "
+        "why the others fail, live connections, and how to set up apps.",
+    )
+    tui.add_argument(
+        "-c", "--config", metavar="FILE", dest="tui_config", help="config file (default: built-in)"
+    )
+    tui.add_argument(
+        "--listen", metavar="HOST:PORT", type=_listen_arg, help="override listen.mixed"
     )
 
     config = sub.add_parser(
@@ -155,12 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run the lab and detour against it",
-        description="Run a lab scenario and detour against it in one process.",
+        description="Run a lab scenario and detour against it in one process, with the "
+        "terminal UI.",
     )
     _lab_arguments(demo)
     demo.add_argument(
         "--listen", metavar="HOST:PORT", default="127.0.0.1:1080", help="detour's listener"
     )
+    demo.add_argument("--headless", action="store_true", help="no terminal UI; log to stdout")
     return parser
 
 
@@ -189,13 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        print(
-            "detour: the terminal UI is not available yet; running headless (Ctrl-C stops).",
-            file=sys.stderr,
-        )
-        return _run(args.config, None, "text", "info")
+        return _run(args.config, None, "text", "info", ui=_ui_or_headless())
     if args.command == "run":
-        return _run(args.run_config or args.config, args.listen, args.log_format, args.log_level)
+        ui = not args.headless and _ui_or_headless()
+        return _run(
+            args.run_config or args.config, args.listen, args.log_format, args.log_level, ui=ui
+        )
+    if args.command == "tui":
+        if not _is_terminal():
+            print("detour tui: needs a terminal (try detour run --headless)", file=sys.stderr)
+            return EXIT_USAGE
+        return _run(args.tui_config or args.config, args.listen, "text", "info", ui=True)
     if args.command == "config":
         if args.config_command == "check":
             return _config_check(args.file)
@@ -261,7 +283,12 @@ def _lab(args: argparse.Namespace) -> int:
     if args.command == "lab" and args.list:
         sys.stdout.write(runner.list_scenarios())
         return EXIT_OK
-    setup_logging("info", "text")
+    log_buffer = None
+    if args.command == "demo" and not args.headless and _ui_or_headless():
+        from .tui.logbuffer import LogBuffer
+
+        log_buffer = LogBuffer()
+    setup_logging("info", "text", handler=log_buffer)
 
     async def lab() -> int:
         return await runner.serve_lab(
@@ -280,6 +307,7 @@ def _lab(args: argparse.Namespace) -> int:
             network=args.network,
             listen=args.listen,
             stop=_stop_event(),
+            log_buffer=log_buffer,
         )
 
     return run_async(lab if args.command == "lab" else demo)
@@ -301,10 +329,36 @@ def _config_check(path: str) -> int:
     return EXIT_OK
 
 
-def _run(path: str | None, listen: Endpoint | None, log_format: str, log_level: str) -> int:
+def _is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _ui_or_headless() -> bool:
+    """The UI where there is a terminal; headless, with a word, where there is none (a
+    service manager, a pipe)."""
+    if _is_terminal():
+        return True
+    print("detour: not a terminal; running headless (Ctrl-C stops).", file=sys.stderr)
+    return False
+
+
+def _run(
+    path: str | None,
+    listen: Endpoint | None,
+    log_format: str,
+    log_level: str,
+    *,
+    ui: bool = False,
+) -> int:
     from .logs import setup_logging
 
-    setup_logging(log_level, log_format)
+    log_buffer = None
+    if ui:
+        # While the UI owns the screen, log lines go to its log view, not to stdout.
+        from .tui.logbuffer import LogBuffer
+
+        log_buffer = LogBuffer()
+    setup_logging(log_level, log_format, handler=log_buffer)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -319,7 +373,34 @@ def _run(path: str | None, listen: Endpoint | None, log_format: str, log_level: 
         if problems:
             print(f"detour: {problems[0]}", file=sys.stderr)
             return EXIT_USAGE
+    if log_buffer is not None:
+        return run_async(lambda: _serve_tui(config, log_buffer))
     return run_async(lambda: _serve(config))
+
+
+async def _serve_tui(config: Any, log_buffer: Any) -> int:
+    from .engine import Engine
+    from .tui import build_app
+
+    engine = Engine(config)
+    app = build_app(engine, log_buffer=log_buffer)  # subscribes before the first probe
+    try:
+        await engine.start()
+    except OSError as exc:
+        print(
+            f"detour: cannot listen on {config.listen.mixed}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    stop = _stop_event()
+    stopper = asyncio.ensure_future(stop.wait())
+    stopper.add_done_callback(lambda task: task.cancelled() or app.exit())
+    try:
+        await app.run_async()
+    finally:
+        stopper.cancel()
+        await engine.stop()
+    return EXIT_OK
 
 
 async def _serve(config: Any) -> int:

@@ -1,4 +1,5 @@
-"""Logging set-up for the headless mode: readable text lines, or JSON lines for machines."""
+"""Logging set-up: readable text lines or JSON lines for machines (headless), or the terminal
+UI's log buffer."""
 
 from __future__ import annotations
 
@@ -24,14 +25,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
-        )
+def setup_logging(
+    level: str = "info", fmt: str = "text", handler: logging.Handler | None = None
+) -> None:
+    """Log to stdout, or to `handler` (the terminal UI's log buffer) instead."""
+    if handler is None:
+        handler = logging.StreamHandler(sys.stdout)
+        if fmt == "json":
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+            )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -25,6 +25,8 @@ from .scenario import load_scenario, scenario_names
 __all__ = ["list_scenarios", "serve_demo", "serve_lab"]
 
 if TYPE_CHECKING:
+    from helper.tui.logbuffer import LogBuffer
+
     from .netns import NetnsLab
 
 log = logging.getLogger("detour.lab")
@@ -81,6 +83,23 @@ async def _watch(lab: Lab | NetnsLab, source: str, reload: asyncio.Event) -> Non
             log.info("scenario is now %s", lab.scenario.name)
 
 
+def _demo_notes(lab: Lab | NetnsLab, listen: str) -> list[str]:
+    return [
+        f"Lab scenario {lab.scenario.name!r}: {lab.scenario.summary}.",
+        f"Try: curl --socks5-hostname {listen} --cacert {lab.ca.ca_path} https://web.telegram.org/",
+    ]
+
+
+async def _run_ui(app, stop: asyncio.Event) -> None:
+    """Run the UI until the user quits it, or Ctrl-C / SIGTERM arrive from outside."""
+    stopper = asyncio.ensure_future(stop.wait())
+    stopper.add_done_callback(lambda task: task.cancelled() or app.exit())
+    try:
+        await app.run_async()
+    finally:
+        stopper.cancel()
+
+
 def _make_lab(scenario: str, netns: bool, network: str | None) -> Lab | NetnsLab:
     if netns:
         from .netns import DEFAULT_NETNS_NETWORK, NetnsLab
@@ -125,9 +144,16 @@ async def serve_lab(
 
 
 async def serve_demo(
-    scenario: str, *, netns: bool = False, network: str | None, listen: str, stop: asyncio.Event
+    scenario: str,
+    *,
+    netns: bool = False,
+    network: str | None,
+    listen: str,
+    stop: asyncio.Event,
+    log_buffer: LogBuffer | None = None,
 ) -> int:
-    """The lab and detour against it, in one process."""
+    """The lab and detour against it, in one process; with the terminal UI when given the
+    log buffer it shows (logging already goes there), headless otherwise."""
     from helper.engine import Engine
 
     try:
@@ -139,11 +165,28 @@ async def serve_demo(
     try:
         config = parse_config(lab.helper_config(listen=listen), "lab config")
         engine = Engine(config)
+        app = None
+        if log_buffer is not None:
+            from helper.tui import build_app
+
+            # Built before the engine starts, so it sees the first probes begin.
+            app = build_app(
+                engine,
+                log_buffer=log_buffer,
+                title=f"detour demo · {lab.scenario.name}",
+                notes=_demo_notes(lab, listen),
+            )
         try:
             await engine.start()
         except OSError as exc:
             print(f"detour demo: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+        if app is not None:
+            try:
+                await _run_ui(app, stop)
+            finally:
+                await engine.stop()
+            return 0
         host, port = engine.mixed_address
         print(
             f"demo: scenario {lab.scenario.name!r} ({lab.scenario.summary}); detour on "

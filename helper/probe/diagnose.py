@@ -1,64 +1,121 @@
-"""One line a person understands, from a failure and the operation that failed.
+"""What a failure means, in words: a line a person understands, from a failure and the
+operation that failed, and a short form of it for places with little room (the terminal UI's
+matrix cells).
 
-    "reset right after the TLS ClientHello: SNI-based DPI"
-    "DNS answer is a private address: DNS poisoning"
-    "transfer froze after 16 KB"
+    "reset right after the TLS ClientHello: SNI-based DPI"    "reset after ClientHello"
+    "DNS answer is a private address: DNS poisoning"          "DNS poisoned"
+    "transfer froze after 16 KB"                              "frozen after 16 KB"
 
-The phrase is derived from (failure, op) and what the route does (a route that splits the
+Both are derived from (failure, op) and what the route does (a route that splits the
 ClientHello and is still reset faces a DPI that reassembles it); never from message text.
+Each entry below holds the long and the short form together, so the two cannot drift apart.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from transports import Failure, Op
 
 from .result import ProbeResult, TargetResult
 
-__all__ = ["diagnose", "phrase"]
+__all__ = ["diagnose", "phrase", "short", "short_for"]
+
+
+class _Words(NamedTuple):
+    long: str
+    short: str
+
 
 _AT_TLS = {
-    Failure.CONNECTION_RESET: "reset right after the TLS ClientHello: SNI-based DPI",
-    Failure.EOF: "closed right after the TLS ClientHello: SNI-based DPI",
-    Failure.TIMEOUT: "silence after the TLS ClientHello: dropped by DPI (or an allow-list)",
+    Failure.CONNECTION_RESET: _Words(
+        "reset right after the TLS ClientHello: SNI-based DPI", "reset after ClientHello"
+    ),
+    Failure.EOF: _Words(
+        "closed right after the TLS ClientHello: SNI-based DPI", "closed after ClientHello"
+    ),
+    Failure.TIMEOUT: _Words(
+        "silence after the TLS ClientHello: dropped by DPI (or an allow-list)",
+        "dropped after ClientHello",
+    ),
 }
 _SPLIT_STILL_BLOCKED = {
-    Failure.CONNECTION_RESET: "reset even with the ClientHello split: the DPI reassembles it",
-    Failure.EOF: "closed even with the ClientHello split: the DPI reassembles it",
-    Failure.TIMEOUT: "silence even with the ClientHello split: the DPI reassembles it "
-    "(or an allow-list)",
+    Failure.CONNECTION_RESET: _Words(
+        "reset even with the ClientHello split: the DPI reassembles it", "reset, split or not"
+    ),
+    Failure.EOF: _Words(
+        "closed even with the ClientHello split: the DPI reassembles it", "closed, split or not"
+    ),
+    Failure.TIMEOUT: _Words(
+        "silence even with the ClientHello split: the DPI reassembles it (or an allow-list)",
+        "dropped, split or not",
+    ),
 }
 _BY_FAILURE = {
-    Failure.DNS_NXDOMAIN: "the resolver says the name does not exist: DNS blocking",
-    Failure.DNS_BOGON: "DNS answer is a private address: DNS poisoning",
-    Failure.DNS_SPOOFED: "DNS answer differs from encrypted DNS: DNS poisoning",
-    Failure.DNS_TIMEOUT: "no answer from the resolver",
-    Failure.DNS_SERVFAIL: "the resolver fails for this name",
-    Failure.DNS_NO_ANSWER: "the resolver has no address for this name",
-    Failure.CONNECTION_REFUSED: "connection refused (by the server, or a middlebox resetting it)",
-    Failure.HOST_UNREACHABLE: "no route to the address",
-    Failure.NETWORK_UNREACHABLE: "no route to that network (no IPv6 here?)",
-    Failure.SSL_INVALID_HOSTNAME: "certificate for another name: a block page or interception",
-    Failure.SSL_UNKNOWN_AUTHORITY: "certificate from an unknown authority: TLS interception",
-    Failure.SSL_INVALID_CERTIFICATE: "invalid certificate (expired? wrong clock?) or interception",
-    Failure.SSL_FAILED_HANDSHAKE: "TLS handshake failed: not the service's server answering",
-    Failure.HTTP_BLOCKPAGE: "a block page instead of the service",
-    Failure.PROXY_AUTH_FAILED: "the upstream proxy rejected the login",
-    Failure.PROXY_REFUSED: "the upstream proxy refused the request",
-    Failure.PROXY_PROTOCOL_ERROR: "the upstream proxy does not speak the expected protocol",
+    Failure.DNS_NXDOMAIN: _Words(
+        "the resolver says the name does not exist: DNS blocking", "DNS: no such name"
+    ),
+    Failure.DNS_BOGON: _Words("DNS answer is a private address: DNS poisoning", "DNS poisoned"),
+    Failure.DNS_SPOOFED: _Words(
+        "DNS answer differs from encrypted DNS: DNS poisoning", "DNS poisoned"
+    ),
+    Failure.DNS_TIMEOUT: _Words("no answer from the resolver", "DNS timeout"),
+    Failure.DNS_SERVFAIL: _Words("the resolver fails for this name", "DNS fails"),
+    Failure.DNS_NO_ANSWER: _Words("the resolver has no address for this name", "DNS: no address"),
+    Failure.CONNECTION_REFUSED: _Words(
+        "connection refused (by the server, or a middlebox resetting it)", "refused"
+    ),
+    Failure.HOST_UNREACHABLE: _Words("no route to the address", "unreachable"),
+    Failure.NETWORK_UNREACHABLE: _Words(
+        "no route to that network (no IPv6 here?)", "network unreachable"
+    ),
+    Failure.SSL_INVALID_HOSTNAME: _Words(
+        "certificate for another name: a block page or interception", "wrong certificate"
+    ),
+    Failure.SSL_UNKNOWN_AUTHORITY: _Words(
+        "certificate from an unknown authority: TLS interception", "TLS intercepted"
+    ),
+    Failure.SSL_INVALID_CERTIFICATE: _Words(
+        "invalid certificate (expired? wrong clock?) or interception", "bad certificate"
+    ),
+    Failure.SSL_FAILED_HANDSHAKE: _Words(
+        "TLS handshake failed: not the service's server answering", "TLS failed"
+    ),
+    Failure.HTTP_BLOCKPAGE: _Words("a block page instead of the service", "block page"),
+    Failure.PROXY_AUTH_FAILED: _Words(
+        "the upstream proxy rejected the login", "proxy login rejected"
+    ),
+    Failure.PROXY_REFUSED: _Words("the upstream proxy refused the request", "proxy refused"),
+    Failure.PROXY_PROTOCOL_ERROR: _Words(
+        "the upstream proxy does not speak the expected protocol", "not that kind of proxy"
+    ),
 }
 _BY_FAILURE_AND_OP = {
-    (
-        Failure.TIMEOUT,
-        Op.CONNECT,
-    ): "no answer to the connection attempt: the address is black-holed",
-    (Failure.TIMEOUT, Op.PROXY_HANDSHAKE): "the upstream proxy does not answer",
-    (Failure.TIMEOUT, Op.READ): "silence after connecting: traffic is dropped",
-    (Failure.TIMEOUT, Op.HTTP_ROUND_TRIP): "no answer to the request: traffic is dropped",
-    (Failure.CONNECTION_RESET, Op.CONNECT): "connection reset while connecting",
-    (Failure.CONNECTION_RESET, Op.READ): "reset during the exchange",
-    (Failure.CONNECTION_RESET, Op.HTTP_ROUND_TRIP): "reset after the request: DPI on the request",
-    (Failure.EOF, Op.HTTP_ROUND_TRIP): "closed without an answer to the request",
-    (Failure.EOF, Op.PROXY_HANDSHAKE): "the upstream proxy closed the connection",
+    (Failure.TIMEOUT, Op.CONNECT): _Words(
+        "no answer to the connection attempt: the address is black-holed", "black-holed"
+    ),
+    (Failure.TIMEOUT, Op.PROXY_HANDSHAKE): _Words(
+        "the upstream proxy does not answer", "proxy silent"
+    ),
+    (Failure.TIMEOUT, Op.READ): _Words(
+        "silence after connecting: traffic is dropped", "silent after connect"
+    ),
+    (Failure.TIMEOUT, Op.HTTP_ROUND_TRIP): _Words(
+        "no answer to the request: traffic is dropped", "no answer to request"
+    ),
+    (Failure.CONNECTION_RESET, Op.CONNECT): _Words(
+        "connection reset while connecting", "reset at connect"
+    ),
+    (Failure.CONNECTION_RESET, Op.READ): _Words("reset during the exchange", "reset mid-transfer"),
+    (Failure.CONNECTION_RESET, Op.HTTP_ROUND_TRIP): _Words(
+        "reset after the request: DPI on the request", "reset after request"
+    ),
+    (Failure.EOF, Op.HTTP_ROUND_TRIP): _Words(
+        "closed without an answer to the request", "closed, no answer"
+    ),
+    (Failure.EOF, Op.PROXY_HANDSHAKE): _Words(
+        "the upstream proxy closed the connection", "proxy closed"
+    ),
 }
 
 
@@ -66,23 +123,35 @@ def _kb(n: float) -> str:
     return f"{n / 1000:.0f} KB" if n >= 1000 else f"{n:.0f} bytes"
 
 
-def phrase(target: TargetResult, splits_client_hello: bool = False) -> str:
-    """The diagnosis for one failed target (empty when it worked)."""
-    failure, op = target.failure, target.op
-    if target.ok or failure is None or op is None:
-        return ""
+def _words(
+    failure: Failure,
+    op: Op,
+    splits_client_hello: bool,
+    rate_kbps: float | None,
+    received: int | None,
+) -> _Words:
     if failure is Failure.STALLED:
-        return f"transfer froze after {_kb(target.received)}"
+        if received is None:  # known from a dial or memory, without the probe's byte count
+            return _Words("transfer froze partway", "frozen")
+        return _Words(f"transfer froze after {_kb(received)}", f"frozen after {_kb(received)}")
     if failure is Failure.THROTTLED:
-        rate = f"{target.rate_kbps:.0f} KB/s" if target.rate_kbps is not None else "a crawl"
-        return f"throttled to {rate}"
+        rate = f"{rate_kbps:.0f} KB/s" if rate_kbps is not None else "a crawl"
+        return _Words(f"throttled to {rate}", f"throttled {rate}")
     if op is Op.TLS_HANDSHAKE and failure in _AT_TLS:
         return (_SPLIT_STILL_BLOCKED if splits_client_hello else _AT_TLS)[failure]
     if (failure, op) in _BY_FAILURE_AND_OP:
         return _BY_FAILURE_AND_OP[(failure, op)]
     if failure in _BY_FAILURE:
         return _BY_FAILURE[failure]
-    return f"{failure.value} during {op.value}"
+    return _Words(f"{failure.value} during {op.value}", failure.value)
+
+
+def phrase(target: TargetResult, splits_client_hello: bool = False) -> str:
+    """The diagnosis for one failed target (empty when it worked)."""
+    failure, op = target.failure, target.op
+    if target.ok or failure is None or op is None:
+        return ""
+    return _words(failure, op, splits_client_hello, target.rate_kbps, target.received).long
 
 
 def diagnose(result: ProbeResult, splits_client_hello: bool = False) -> str:
@@ -93,3 +162,29 @@ def diagnose(result: ProbeResult, splits_client_hello: bool = False) -> str:
         return ""
     text = phrase(failed, splits_client_hello)
     return f"{text} ({failed.target})" if len(result.targets) > 1 else text
+
+
+def short(
+    failure: Failure,
+    op: Op,
+    *,
+    splits_client_hello: bool = False,
+    rate_kbps: float | None = None,
+    received: int | None = None,
+) -> str:
+    """The diagnosis in a few words ("reset after ClientHello", "throttled 14 KB/s"), for a
+    failure known with or without the probe that found it (a dial, a remembered result)."""
+    return _words(failure, op, splits_client_hello, rate_kbps, received).short
+
+
+def short_for(target: TargetResult, splits_client_hello: bool = False) -> str:
+    """The short diagnosis of one failed target (empty when it worked)."""
+    if target.ok or target.failure is None or target.op is None:
+        return ""
+    return short(
+        target.failure,
+        target.op,
+        splits_client_hello=splits_client_hello,
+        rate_kbps=target.rate_kbps,
+        received=target.received,
+    )

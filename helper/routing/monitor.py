@@ -109,7 +109,8 @@ class HealthMonitor:
     def _jittered(self) -> float:
         return self.interval * random.uniform(0.9, 1.1)
 
-    def _probe_routes(self, service: Service) -> list[Route]:
+    def probe_routes(self, service: Service) -> list[Route]:
+        """The routes a probe of `service` goes through: its routes, less disabled ones."""
         names = service.routes or [route.name for route in self.router.routes]
         return [self.router.route(n) for n in names if n not in self.router.disabled]
 
@@ -136,7 +137,7 @@ class HealthMonitor:
     async def _probe(self, service: Service) -> None:
         self.probing.add(service.name)
         try:
-            results = await self.prober.probe_service(service, self._probe_routes(service))
+            results = await self.prober.probe_service(service, self.probe_routes(service))
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)

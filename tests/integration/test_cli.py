@@ -41,8 +41,8 @@ def test_console_script_is_installed() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("run",), ("config",), ("config", "check"), ("config", "default")],
-    ids=["detour", "run", "config", "config-check", "config-default"],
+    [(), ("run",), ("tui",), ("config",), ("config", "check"), ("config", "default")],
+    ids=["detour", "run", "tui", "config", "config-check", "config-default"],
 )
 def test_every_command_has_help(args: tuple[str, ...]) -> None:
     result = detour(*args, "--help")
@@ -166,7 +166,7 @@ def test_signals_shut_down_cleanly_with_a_connection_open(detour_process, echo_o
     client.close()
 
 
-def test_plain_detour_runs_headless_and_says_so(tmp_path: Path) -> None:
+def test_plain_detour_without_a_terminal_runs_headless_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     port = free_port()
     path.write_text(config_text().replace('mixed = "127.0.0.1:0"', f'mixed = "127.0.0.1:{port}"'))
@@ -186,12 +186,18 @@ def test_plain_detour_runs_headless_and_says_so(tmp_path: Path) -> None:
             if "listening on" in line:
                 break
         text = "".join(lines)
-        assert "terminal UI is not available yet; running headless" in text
+        assert "not a terminal; running headless" in text
         assert f"listening on 127.0.0.1:{port}" in text
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
         process.stdout.close()  # type: ignore[union-attr]
+
+
+def test_tui_needs_a_terminal() -> None:
+    result = detour("tui")
+    assert result.returncode == 2
+    assert result.stderr == "detour tui: needs a terminal (try detour run --headless)\n"
 
 
 def test_json_log_lines(detour_process, http_origin) -> None:

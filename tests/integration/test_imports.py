@@ -1,12 +1,25 @@
 """What the proxy path must not load: the lab (a tester's tool) and, for the router build,
-the terminal UI. Checked in a fresh interpreter, after starting the engine's modules."""
+the terminal UI. Checked in a fresh interpreter, after starting the engine's modules, and in
+detour running headless."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import ROOT, config_text, detour_command
+from tests.support.peers import free_port
+
+UI_MODULES = ("textual", "segno", "helper.tui")
+
+
+def is_ui(module: str) -> bool:
+    return any(module == ui or module.startswith(f"{ui}.") for ui in UI_MODULES)
 
 
 def loaded_after(code: str) -> set[str]:
@@ -26,4 +39,32 @@ def test_the_proxy_path_loads_neither_the_lab_nor_the_ui() -> None:
         "Engine(load_config())"
     )
     assert not {m for m in modules if m.startswith("helper.lab")}
-    assert "textual" not in modules
+    assert not {m for m in modules if is_ui(m)}
+
+
+@pytest.mark.parametrize(
+    "args", [("run", "--headless"), ()], ids=["run-headless", "no-command-no-terminal"]
+)
+def test_detour_headless_never_imports_the_ui(tmp_path: Path, args: tuple[str, ...]) -> None:
+    port = free_port()
+    path = tmp_path / "c.toml"
+    path.write_text(config_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+    # -X importtime names every module the interpreter imports, on stderr.
+    command = [sys.executable, "-X", "importtime", *detour_command(*args, "-c", str(path))[1:]]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            if "listening on" in line or not line:
+                break
+        assert "listening on" in line, line
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, imports = process.communicate(timeout=10)
+    assert process.returncode == 0, imports[-2000:]
+    imported = {row.rsplit("|", 1)[-1].strip() for row in imports.splitlines() if "|" in row}
+    assert "helper.engine" in imported  # the check sees what it should
+    assert not [m for m in imported if is_ui(m)]

@@ -34,6 +34,7 @@ def test_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "helper/_config/default.toml" in names
     assert "helper/cli.py" in names and "transports/base.py" in names
+    assert "helper/tui/detour.tcss" in names  # the UI's styles are package data too
     assert not any(name.startswith("tests/") for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "detour = helper.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -111,7 +111,7 @@ def test_demo_runs_the_lab_and_detour(tmp_path: Path) -> None:
     curl = require_peer("curl", "curl")
     log, port = tmp_path / "demo.log", free_port()
     process = start(
-        "demo", "--scenario", "baseline", "--network", "127.85.0.0/16",
+        "demo", "--headless", "--scenario", "baseline", "--network", "127.85.0.0/16",
         "--listen", f"127.0.0.1:{port}", log=log,
     )  # fmt: skip
     try:

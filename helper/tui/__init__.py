@@ -1,0 +1,39 @@
+"""The terminal UI: a Textual front end on a running Engine (the headless runner is the other).
+
+Importing this package does not import Textual, so the router build and `detour run
+--headless` never load it; `run` does, when a UI is wanted.
+
+    app.py          the App: subscribes to the engine's events, redraws on a 4 Hz timer
+    main_screen.py  status line, routes x services matrix, details / live connections
+    matrix.py details.py connections.py   the main screen's widgets
+    setup_screen.py appsetup.py           pointing apps at detour; Telegram link and QR code
+    log_screen.py logbuffer.py            the log, kept in a bounded buffer while the UI runs
+    help_screen.py                        keys and marks
+    model.py        what the widgets show, computed from the engine without any UI code
+    detour.tcss     styles
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from .logbuffer import LogBuffer
+
+__all__ = ["build_app"]
+
+
+def build_app(
+    engine: Engine,
+    *,
+    log_buffer: LogBuffer | None = None,
+    title: str | None = None,
+    notes: Sequence[str] = (),
+):
+    """The app for `engine`: build it before starting the engine (it subscribes to the
+    engine's events, and should see the first probes), then `await app.run_async()`."""
+    from .app import DetourApp
+
+    return DetourApp(engine, log_buffer=log_buffer, title=title, notes=notes)

@@ -1,0 +1,105 @@
+"""The details of one cell: the route's chain (credentials redacted), what is known and where
+it came from, the diagnosis in full, and each probe target's steps with their timings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.widgets import Static
+
+from .model import FAILS, WORKS, Cell, format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from ..probe.result import ProbeResult, TargetResult
+    from ..routing.health import RouteHealth
+    from ..routing.router import Route
+
+__all__ = ["CellDetails", "details_text"]
+
+_SOURCES = {
+    "probe": "probed",
+    "dial": "from client connections",
+    "memory": "remembered from the last run on this network",
+}
+
+
+def details_text(
+    service: str,
+    route: Route,
+    cell: Cell,
+    health: RouteHealth,
+    result: ProbeResult | None,
+    now: float,
+    styles: dict[str, str] | None = None,
+) -> Text:
+    """`now` is wall-clock time (probes are stamped with it)."""
+    styles = styles or {}
+    ok_style, fail_style = styles.get("ok", "green"), styles.get("fail", "red")
+    text = Text()
+    text.append(f"{service} via {route.name}", "bold")
+    text.append(f"   chain: {route.chain}\n", "dim")
+    state = cell.label().strip()
+    text.append(state, styles.get(cell.state, ""))
+    notes = []
+    if cell.pinned:
+        notes.append("pinned by you: the only route it takes")
+    elif cell.active:
+        notes.append("new connections take this route first")
+    if health.checked_at:
+        ago = format_duration(max(0.0, now - health.checked_at))
+        notes.append(f"{_SOURCES.get(health.source, health.source)} {ago} ago")
+    if notes:
+        text.append("   (" + "; ".join(notes) + ")", "dim")
+    text.append("\n")
+    if health.ok is False:
+        text.append(health.diagnosis or (health.failure or "fails"), fail_style)
+        if health.failure and health.op:
+            text.append(f"\n{health.failure} during {health.op}", "dim")
+        text.append("\n")
+    if result is None:
+        if cell.state not in ("disabled", "unused"):
+            text.append("No probe through this route yet: r probes this service.", "dim")
+        return text
+    if result.checked_at != health.checked_at:
+        ago = format_duration(max(0.0, now - result.checked_at))
+        text.append(f"The last probe, {ago} ago:\n", "dim")
+    for target in result.targets:
+        _target(text, target, ok_style, fail_style)
+    return text
+
+
+def _target(text: Text, target: TargetResult, ok_style: str, fail_style: str) -> None:
+    text.append(f"{WORKS if target.ok else FAILS} ", ok_style if target.ok else fail_style)
+    text.append(target.target)
+    if target.rate_kbps is not None:
+        text.append(f"  {format_bytes(round(target.rate_kbps * 1000))}/s", "dim")
+    text.append("\n    ")
+    for i, step in enumerate(target.steps):
+        if i:
+            text.append(" · ", "dim")
+        text.append(f"{step.name} {step.ms:.0f} ms ")
+        text.append(WORKS if step.ok else FAILS, ok_style if step.ok else fail_style)
+    if not target.steps:
+        text.append("no step completed", "dim")
+    text.append("\n")
+    if not target.ok:
+        what = f"{target.failure} during {target.op}" if target.failure else "failed"
+        text.append(f"    {what}", fail_style)
+        if target.detail:
+            text.append(f": {target.detail}", "dim")
+        text.append("\n")
+
+
+class CellDetails(Static):
+    """Shows details_text for the cell under the matrix cursor."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: Text | None = None
+
+    def show(self, content: Text) -> None:
+        # Redrawn four times a second: only a change is worth a repaint.
+        if self._shown is None or self._shown != content:
+            self._shown = content
+            self.update(content)

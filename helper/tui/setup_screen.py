@@ -1,0 +1,119 @@
+"""Pointing applications at detour: the proxy address, Telegram's settings with its
+`tg://socks` link and a QR code of it, browsers and the command line.
+
+A listener with users puts a password in the link. It is shown (in the text and in the QR
+code, which carries it too) only after the user presses v, and hidden again with v."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from .appsetup import HIDDEN, qr_rows, telegram_link
+
+if TYPE_CHECKING:
+    from .app import DetourApp
+
+__all__ = ["SetupScreen"]
+
+
+class SetupScreen(Screen[None]):
+    BINDINGS = [  # noqa: RUF012 - Textual's declaration style
+        Binding("escape,s", "app.pop_screen", "back"),
+        Binding("v", "reveal", "password"),
+    ]
+
+    app: DetourApp  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revealed = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("Set up your apps", id="setup-title")
+        with Horizontal(id="setup-body"):
+            yield Static(id="qr")
+            with VerticalScroll(id="setup-scroll"):
+                yield Static(id="setup-text")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._redraw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reveal":
+            return self.app.proxy.user is not None
+        return True
+
+    def action_reveal(self) -> None:
+        self.revealed = not self.revealed
+        self._redraw()
+
+    def _redraw(self) -> None:
+        proxy = self.app.proxy
+        secret = proxy.user is not None
+        qr = self.query_one("#qr", Static)
+        if secret and not self.revealed:
+            qr.update(Text("\n QR code hidden: it holds \n the password. v shows it. \n"))
+            qr.add_class("hidden")
+        else:
+            qr.update("\n".join(qr_rows(telegram_link(proxy, reveal=True))))
+            qr.remove_class("hidden")
+        self.query_one("#setup-text", Static).update(self._text())
+
+    def _text(self) -> Group:
+        proxy = self.app.proxy
+        link = telegram_link(proxy, reveal=self.revealed)
+        parts: list[RenderableType] = []
+
+        def heading(words: str) -> None:
+            parts.append(Text(words, "bold"))
+
+        def para(words: str, style: str = "") -> None:
+            parts.append(Padding(Text(words, style), (0, 0, 0, 2)))
+
+        heading("Proxy")
+        para(f"{proxy.address}  SOCKS5, SOCKS4a and HTTP on one port")
+        if proxy.user is not None:
+            password = proxy.password if self.revealed else HIDDEN
+            para(f"user {proxy.user}, password {password}" + ("" if self.revealed else "  (v)"))
+        if proxy.only_this_machine:
+            para("Only apps on this computer can use it (a loopback address).", "dim")
+        if proxy.unknown_host:
+            para("detour listens on every address: use one of this computer's.", "dim")
+        heading("\nTelegram")
+        para("Open this link in Telegram, or scan the code with the phone's camera:")
+        para(link)
+        login = ", with the login above" if proxy.user else ""
+        para(
+            "or Settings → Advanced → Connection type → Use custom proxy → SOCKS5, "
+            f"server {proxy.host}, port {proxy.port}{login}."
+        )
+        if proxy.only_this_machine:
+            para(
+                "A phone reaches detour only on your network's address: listen.mixed on "
+                "that address, with users or an allow-list (docs/configuration.md).",
+                "dim",
+            )
+        heading("\nBrowsers")
+        para(
+            f"Firefox: Settings → Network Settings → Manual proxy → SOCKS Host {proxy.host}, "
+            f"port {proxy.port}, SOCKS v5, “Proxy DNS when using SOCKS v5” on."
+        )
+        para("A PAC file comes with the status API (not in this version).", "dim")
+        heading("\nCommand line")
+        para(f"curl --socks5-hostname {proxy.address} https://web.telegram.org/")
+        para(f"export https_proxy=http://{proxy.address} http_proxy=http://{proxy.address}")
+        if self.app.notes:
+            heading("\nThis run")
+            for note in self.app.notes:
+                para(note)
+        return Group(*parts)

@@ -1,0 +1,347 @@
+"""The terminal UI driven by its keys (Textual's pilot) on fixed scenes: the matrix, pinning,
+disabling, re-probing, details, live connections, the setup screen and its secret, the log,
+help, quitting, and an 80x24 terminal."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+from textual.widgets import RichLog, TabbedContent
+
+from helper.config import User, parse_config
+from helper.engine import Engine
+from helper.events import RouteChanged
+from helper.tui import model
+from helper.tui.app import DetourApp
+from helper.tui.connections import ConnectionsTable
+from helper.tui.details import CellDetails
+from helper.tui.help_screen import HelpScreen
+from helper.tui.log_screen import LogScreen
+from helper.tui.main_screen import MainScreen
+from helper.tui.matrix import RouteMatrix
+from helper.tui.setup_screen import SetupScreen
+from tests.conftest import config_text
+from tests.tui.scenes import MONOTONIC, fixed_app, scene
+from tests.tui.screen import settled_text
+
+SIZE = (100, 30)
+ROUTES = ["direct", "tls-fragment", "doh", "doh-fragment", "lab-socks", "lab-http", "front"]
+
+
+@pytest.fixture
+async def engine():
+    engine = scene("sni-reset", connections=3)
+    yield engine
+    await engine.stop()
+
+
+def cell_text(app, route: str, service: str) -> str:
+    return app.screen.query_one(RouteMatrix).get_cell(route, service).plain
+
+
+async def go_to(pilot, route: str, service: str) -> None:
+    """Move the matrix cursor with the arrow keys, as a user would."""
+    matrix = pilot.app.screen.query_one(RouteMatrix)
+    row, column = ROUTES.index(route), [s.name for s in matrix.view.services].index(service)
+    while matrix.cursor_coordinate.row != row:
+        await pilot.press("down" if matrix.cursor_coordinate.row < row else "up")
+    while matrix.cursor_coordinate.column != column:
+        await pilot.press("right" if matrix.cursor_coordinate.column < column else "left")
+    assert matrix.selected == (service, route)
+
+
+async def test_the_matrix_shows_route_and_diagnosis_per_service(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        for service in ("telegram", "whatsapp", "signal"):
+            assert cell_text(app, "direct", service) == " ✗ reset after ClientHello"
+            assert cell_text(app, "tls-fragment", service).startswith("▶✓ works")
+            assert cell_text(app, "lab-http", service).startswith(" ✓ works")
+        text = await settled_text(pilot)
+        assert text.count("✓ via tls-fragment") == 3
+        assert "proxy 127.0.0.1:1080" in text
+
+
+async def test_pin_and_unpin(engine) -> None:
+    events = engine.events.subscribe()
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "lab-socks", "whatsapp")
+        await pilot.press("p")
+        assert engine.router.pins == {"whatsapp": "lab-socks"}
+        assert cell_text(app, "lab-socks", "whatsapp").startswith("◆✓")
+        assert cell_text(app, "tls-fragment", "whatsapp").startswith(" ✓")  # no longer active
+        assert "✓ pinned: lab-socks" in await settled_text(pilot)
+        await pilot.press("p")
+        assert engine.router.pins == {}
+        assert cell_text(app, "tls-fragment", "whatsapp").startswith("▶✓")
+    changes = [e for e in iter(events.get_nowait, None) if isinstance(e, RouteChanged)]
+    assert [(e.service, e.old, e.new, e.reason) for e in changes] == [
+        ("whatsapp", "tls-fragment", "lab-socks", "pinned by the user"),
+        ("whatsapp", "lab-socks", "tls-fragment", "unpinned by the user"),
+    ]
+
+
+async def test_disable_and_enable_a_route(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "tls-fragment", "telegram")
+        await pilot.press("d")
+        assert engine.router.disabled == {"tls-fragment"}
+        assert cell_text(app, "tls-fragment", "signal") == " – disabled"
+        assert cell_text(app, "doh-fragment", "signal").startswith("▶✓")  # the next that works
+        assert "tls-fragment (off)" in await settled_text(pilot)
+        await pilot.press("p")  # a disabled route cannot be pinned
+        assert engine.router.pins == {}
+        await pilot.press("d")
+        assert engine.router.disabled == set()
+        assert cell_text(app, "tls-fragment", "signal").startswith("▶✓")
+
+
+async def test_disabling_a_pinned_route_unpins_it_and_the_last_route_stays(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "lab-http", "signal")
+        await pilot.press("p", "d")
+        assert engine.router.pins == {}
+        assert engine.router.disabled == {"lab-http"}
+        for route in [r for r in ROUTES if r != "lab-http"]:
+            await go_to(pilot, route, "signal")
+            await pilot.press("d")
+        assert engine.router.disabled == set(ROUTES) - {"front"}  # the last one stayed
+        assert [s for s in engine.router.services if not engine.router.candidates(s)] == []
+
+
+async def test_reprobe_the_selection_or_everything(engine, monkeypatch) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(engine.monitor, "request", lambda service: asked.append(service.name))
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "doh", "signal")
+        await pilot.press("r")
+        assert asked == ["signal"]
+        await pilot.press("R")
+        assert asked == ["signal", "telegram", "whatsapp", "signal"]
+
+
+async def test_details_follow_the_cursor(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        tabs = app.screen.query_one(TabbedContent)
+        await pilot.press("c")
+        assert tabs.active == "connections-pane"
+        await go_to(pilot, "doh", "whatsapp")
+        await pilot.press("enter")
+        assert tabs.active == "details-pane"
+        details = str(app.screen.query_one(CellDetails).render())
+        assert "whatsapp via doh" in details
+        assert "chain: resolve:doh=https://doh.lab.test/dns-query" in details
+        assert (
+            "reset right after the TLS ClientHello: SNI-based DPI (tls://web.whatsapp.com:443)"
+            in details
+        )
+        assert "connection_reset during tls_handshake" in details
+        assert "connect 1 ms ✓ · tls_handshake 8 ms ✗" in details
+        assert "probed 12 s ago" in details
+        await go_to(pilot, "tls-fragment", "whatsapp")
+        details = str(app.screen.query_one(CellDetails).render())
+        assert "new connections take this route first" in details
+
+
+async def test_live_connections_follow_the_listener_a_few_times_a_second(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        table = app.screen.query_one(ConnectionsTable)
+        assert table.row_count == 3
+        assert table.get_row("1") == [
+            "127.0.0.1:40000", "web.telegram.org:443", "telegram", "tls-fragment",
+            "517 B", "48.2 KB", "3.5 s",
+        ]  # fmt: skip
+        connections = engine.listener.connections
+        connections[1].stats.down += 10_000_000
+        del connections[2]
+        connections[9] = dataclasses.replace(connections[3], id=9, started=MONOTONIC)
+        await pilot.pause(0.6)  # the next refresh
+        assert table.row_count == 3
+        assert table.get_cell("1", "down") == "10.0 MB"
+        assert "Connections (3)" in await settled_text(pilot)
+        assert table.get_cell("9", "duration") == "0.0 s"
+
+
+async def test_the_setup_screen_tells_apps_where_to_go(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, SetupScreen)
+        text = await settled_text(pilot)
+        assert "tg://socks?server=127.0.0.1&port=1080" in text
+        assert "127.0.0.1:1080  SOCKS5, SOCKS4a and HTTP on one port" in text
+        assert "█" in text and "▀" in text  # the QR code
+        assert "PAC file comes with the status API" in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_a_password_is_shown_only_on_request(engine) -> None:
+    listen = dataclasses.replace(engine.config.listen, users=(User("alice", "s3cret-pw"),))
+    engine.config = dataclasses.replace(engine.config, listen=listen)
+    app = fixed_app(engine)
+    root = logging.getLogger()
+    root.addHandler(app.log_buffer)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await see_the_password_only_on_request(pilot)
+    finally:
+        root.removeHandler(app.log_buffer)
+    assert not [line for *_, line in app.log_buffer.since(0) if "s3cret" in line]
+
+
+async def see_the_password_only_on_request(pilot) -> None:
+    await pilot.press("s")
+    hidden = await settled_text(pilot)
+    assert "s3cret" not in hidden
+    assert "user=alice&pass=••••••••" in hidden
+    assert "QR code hidden" in hidden and "█" not in hidden
+    await pilot.press("v")
+    shown = await settled_text(pilot)
+    assert "password s3cret-pw" in shown and "█" in shown
+    await pilot.press("v")
+    assert "s3cret" not in await settled_text(pilot)
+
+
+async def test_route_credentials_never_reach_the_screen() -> None:
+    text = config_text(
+        routes={"vps": "socks5://alice:s3cret@127.0.0.1:9", "direct": "direct"},
+        extra="""
+        [[service]]
+        name = "telegram"
+        domains = ["telegram.org"]
+        probes = ["tcp://127.0.0.1:9"]
+        """,
+    )
+    engine = Engine(parse_config(text), probe_on_start=False)
+    app = DetourApp(engine)
+    await engine.start()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter")
+            assert "chain: socks5://alice:***@127.0.0.1:9" in await settled_text(pilot)
+            await pilot.press("r")
+            for _ in range(100):  # the probe through the dead upstream proxy fails at once
+                await pilot.pause(0.05)
+                if len(engine.monitor.results) == 2:
+                    break
+            await pilot.pause(0.3)
+            assert "✗ refused" in await settled_text(pilot)
+            for keys in ((), ("c",), ("c", "s"), ("escape", "l")):
+                await pilot.press(*keys)
+                assert "s3cret" not in await settled_text(pilot), keys
+    finally:
+        await engine.stop()
+
+
+async def test_the_log_view_shows_detours_log(engine) -> None:
+    app = fixed_app(engine)
+    logger = logging.getLogger("detour.test-tui")
+    logger.addHandler(app.log_buffer)
+    try:
+        logger.warning("before the log view opened")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("l")
+            assert isinstance(app.screen, LogScreen)
+            logger.warning("while it is open")
+            await pilot.pause(0.6)
+            lines = [str(line.text) for line in app.screen.query_one(RichLog).lines]
+            text = "\n".join(lines)
+            assert "WARNING before the log view opened" in text
+            assert "WARNING while it is open" in text
+            await pilot.press("l")
+            assert isinstance(app.screen, MainScreen)
+    finally:
+        logger.removeHandler(app.log_buffer)
+
+
+async def test_help_and_quit(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "pin the selected route" in await settled_text(pilot)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_80x24_keeps_everything_essential(engine) -> None:
+    app = fixed_app(engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = (await settled_text(pilot)).splitlines()
+        assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+        text = "\n".join(lines)
+        for word in ("telegram", "whatsapp", "signal", *ROUTES):
+            assert word in text, word
+        for route in ROUTES:
+            row = next(line for line in lines if line.startswith(f"│ {route} "))
+            marks = [c for c in row if c in (model.WORKS, model.FAILS)]
+            assert len(marks) == 3, row  # one glyph per service, none cut off
+        assert text.count("✓ via tls-fragment") == 3
+        footer = lines[-1]
+        for key in ("r probe", "p pin", "d on/off", "c conns", "q quit", "? help", "s apps"):
+            assert key in footer, footer
+        assert "l log" in footer
+
+
+async def test_a_drawing_bug_is_logged_not_shown(engine, monkeypatch) -> None:
+    app = fixed_app(engine)
+    logger = logging.getLogger("detour.tui")
+    logger.addHandler(app.log_buffer)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("drawing bug")
+
+            monkeypatch.setattr(model, "matrix", broken)
+            await pilot.pause(0.6)
+            assert app.is_running
+    finally:
+        logger.removeHandler(app.log_buffer)
+        lines = [line for _, _, line in app.log_buffer.since(0)]
+        assert any("the terminal UI failed to redraw   (RuntimeError: drawing bug)" in line
+                   for line in lines)  # fmt: skip
+
+
+async def test_a_config_without_services_is_not_a_crash() -> None:
+    engine = Engine(parse_config(config_text()), probe_on_start=False)
+    try:
+        app = DetourApp(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("enter", "p", "d", "r", "R", "c", "c")
+            assert app.is_running
+            assert "No services configured" in await settled_text(pilot)
+    finally:
+        await engine.stop()
+
+
+async def test_route_changes_from_probes_are_announced(engine, monkeypatch) -> None:
+    app = fixed_app(engine)
+    said: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        monkeypatch.setattr(app, "notify", lambda message, **kwargs: said.append(message))
+        engine.events.publish(RouteChanged("signal", "tls-fragment", "lab-socks", "probed signal"))
+        engine.events.publish(RouteChanged("signal", "lab-socks", None, "probed signal"))
+        engine.events.publish(RouteChanged("signal", None, "lab-socks", "probed signal"))
+        engine.events.publish(RouteChanged("signal", "lab-socks", "direct", "pinned by the user"))
+        await pilot.pause(0.6)
+    assert said == [
+        "signal: now via lab-socks (probed signal)",
+        "signal: no route works any more (probed signal)",
+    ]  # not the first verdict at start, nor the user's own change (the key says so)

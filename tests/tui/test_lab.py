@@ -1,0 +1,130 @@
+"""The terminal UI on a real engine probing the lab: what the matrix shows once the probes
+are done matches what the scenario says for every service and route; pinning and re-probing
+change what they should; a client's connection shows up live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+from helper.config import parse_config
+from helper.engine import Engine
+from helper.events import ProbeStarted
+from helper.lab.lab import Lab
+from helper.probe.diagnose import short
+from helper.tui.app import DetourApp
+from helper.tui.connections import ConnectionsTable
+from helper.tui.matrix import RouteMatrix
+from tests.support.clients import open_socks5
+from tests.tui.screen import settled_text
+from transports import Failure, Op
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def lab() -> AsyncIterator[Lab]:
+    async with Lab("sni-reset", network="127.96.0.0/16") as running:
+        yield running
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.05)
+
+
+def probed(app: DetourApp) -> bool:
+    """Every cell known, and the UI has drawn what it knows."""
+    engine = app.engine
+    cells = sum(len(engine.monitor.probe_routes(s)) for s in engine.monitor.services)
+    if engine.monitor.probing or len(engine.monitor.results) < cells or app.progress.running:
+        return False
+    view = app.screen.query_one(RouteMatrix).view
+    return view is not None and all(c.state != "probing" for row in view.cells for c in row)
+
+
+async def test_the_matrix_shows_what_the_scenario_says_and_the_keys_work(lab: Lab) -> None:
+    engine = Engine(parse_config(lab.helper_config(listen="127.0.0.1:0")))
+    events = engine.events.subscribe()
+    app = DetourApp(engine)  # before the engine starts, as the command line does
+    await engine.start()
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(lambda: probed(app))
+            await pilot.pause(0.3)
+            matrix = app.screen.query_one(RouteMatrix)
+            for expect in lab.scenario.expectations:
+                works, failure, op = expect.expected(netns=False)
+                text = matrix.get_cell(expect.route, expect.service).plain
+                if works:
+                    assert text[1:].startswith("✓ works"), (expect, text)
+                else:
+                    splits = engine.router.route(expect.route).chain.splits_client_hello
+                    words = short(Failure(failure), Op(op), splits_client_hello=splits)
+                    assert text[1:] == f"✗ {words}", (expect, text)
+            screen = await settled_text(pilot)
+            for service, best in lab.scenario.best.items():
+                assert matrix.get_cell(best, service).plain.startswith("▶✓"), service
+            assert screen.count("✓ via tls-fragment") == 3
+            assert f"proxy 127.0.0.1:{engine.mixed_address[1]}" in screen
+
+            # Pin telegram to the lab's HTTP proxy: the router follows, the cell says so.
+            await pilot.press("down", "down", "down", "down", "down")
+            assert matrix.selected == ("telegram", "lab-http")
+            await pilot.press("p")
+            assert engine.router.pins == {"telegram": "lab-http"}
+            telegram = next(s for s in engine.router.services if s.name == "telegram")
+            assert engine.router.active_route(telegram).name == "lab-http"
+            await pilot.pause(0.3)
+            assert matrix.get_cell("lab-http", "telegram").plain.startswith("◆✓")
+            assert matrix.get_cell("tls-fragment", "telegram").plain.startswith(" ✓")
+
+            # Re-probe telegram: new probes of telegram start.
+            seen = []
+
+            def telegram_probed_again() -> bool:
+                while (event := events.get_nowait()) is not None:
+                    seen.append(event)
+                return any(isinstance(e, ProbeStarted) and e.service == "telegram" for e in seen)
+
+            while events.get_nowait() is not None:
+                pass  # the probes at start
+            await pilot.press("r")
+            await until(telegram_probed_again)
+            await until(lambda: probed(app))
+            assert engine.router.pins == {"telegram": "lab-http"}  # a probe keeps the pin
+    finally:
+        await engine.stop()
+
+
+async def test_a_connection_shows_up_live(lab: Lab) -> None:
+    engine = Engine(parse_config(lab.helper_config(listen="127.0.0.1:0")), probe_on_start=False)
+    app = DetourApp(engine)
+    await engine.start()
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("c")
+            table = app.screen.query_one(ConnectionsTable)
+            reader, writer = await open_socks5(engine.mixed_address, "g.whatsapp.net", 5222)
+            writer.write(b"x" * 5000)
+            assert len(await reader.readexactly(5000)) == 5000  # the lab's echo
+            await until(lambda: table.row_count == 1)
+            await until(lambda: table.get_row_at(0)[5] == "5.0 KB")
+            client, destination, service, route, up, down, _ = table.get_row_at(0)
+            assert (destination, service, route, up) == (
+                "g.whatsapp.net:5222",
+                "whatsapp",
+                "direct",
+                "5.0 KB",
+            )
+            assert "Connections (1)" in await settled_text(pilot)
+            writer.close()
+            await until(lambda: table.row_count == 0)
+    finally:
+        await engine.stop()

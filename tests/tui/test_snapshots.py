@@ -1,0 +1,52 @@
+"""Screenshots of the main screen for two lab scenarios, compared with the SVGs committed in
+snapshots/ (open them in a browser to review a change).
+
+The words and the layout (the screen's text, cell by cell) must match always. The SVG must
+match byte for byte when the installed Textual is the one that made the snapshots: another
+Textual may draw the same screen in other colours, which is not detour's regression. After an
+intended change: DETOUR_UPDATE_SNAPSHOTS=1, review the new SVGs, commit them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import textual
+
+from tests.tui.scenes import fixed_app, scene
+from tests.tui.screen import settled_screenshot, svg_text
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+VERSION_FILE = SNAPSHOTS / "TEXTUAL_VERSION"
+UPDATE = os.environ.get("DETOUR_UPDATE_SNAPSHOTS") == "1"
+
+
+async def screenshot(scenario: str, size: tuple[int, int], **kwargs) -> str:
+    engine = scene(scenario, **kwargs)
+    try:
+        app = fixed_app(engine)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.3)  # past the first refresh
+            return await settled_screenshot(pilot, title=f"detour · {scenario}")
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("name", "scenario", "size", "options"),
+    [
+        ("main-sni-reset", "sni-reset", (100, 30), {"connections": 3}),
+        ("main-allow-list-80x24", "allow-list", (80, 24), {"probing": ("whatsapp",)}),
+    ],
+)
+async def test_main_screen(name: str, scenario: str, size: tuple[int, int], options: dict) -> None:
+    svg = await screenshot(scenario, size, **options)
+    path = SNAPSHOTS / f"{name}.svg"
+    if UPDATE:
+        path.write_text(svg)
+        VERSION_FILE.write_text(textual.__version__ + "\n")
+    expected = path.read_text()
+    assert svg_text(svg, *size) == svg_text(expected, *size)
+    if VERSION_FILE.read_text().strip() == textual.__version__:
+        assert svg == expected, f"{path.name} differs in style; DETOUR_UPDATE_SNAPSHOTS=1 to review"

@@ -45,6 +45,8 @@ _BY_FAILURE = {
     Failure.PROXY_AUTH_FAILED: "the upstream proxy rejected the login",
     Failure.PROXY_REFUSED: "the upstream proxy refused the request",
     Failure.PROXY_PROTOCOL_ERROR: "the upstream proxy does not speak the expected protocol",
+    Failure.PT_NOT_INSTALLED: "the pluggable transport's program is not installed",
+    Failure.PT_FAILED: "the pluggable transport's program failed or exited",
 }
 _BY_FAILURE_AND_OP = {
     (

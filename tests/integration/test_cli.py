@@ -77,8 +77,8 @@ def test_config_check_names_the_key_and_what_is_valid(tmp_path: Path) -> None:
     result = detour("config", "check", str(path))
     assert result.returncode == 2
     assert (
-        "route[2].chain: unknown layer 'sock5' (known: direct, http, resolve, socks4a, "
-        "socks5, split, tlsfrag)" in result.stderr
+        "route[2].chain: unknown layer 'sock5' (known: direct, http, pt, resolve, "
+        "socks4a, socks5, split, tlsfrag)" in result.stderr
     )
     assert "probe.intervall: unknown key (did you mean 'interval'?" in result.stderr
     assert "hunter2" not in result.stderr

@@ -217,8 +217,8 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
         pytest.param(
             '[[route]]\nname = "a"\nchain = "direct"\n[[route]]\nname = "b"\nchain = "direct"\n'
             '[[route]]\nname = "c"\nchain = "sock5://127.0.0.1:9050"\n',
-            "route[2].chain: unknown layer 'sock5' (known: direct, http, resolve, socks4a, "
-            "socks5, split, tlsfrag)",
+            "route[2].chain: unknown layer 'sock5' (known: direct, http, pt, resolve, "
+            "socks4a, socks5, split, tlsfrag)",
             id="chain-unknown-layer",
         ),
         pytest.param(

@@ -11,6 +11,9 @@ from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_
 
 __all__ = ["dial_through_proxy"]
 
+# A pluggable transport's client program below this proxy layer failed (transports/pt).
+_ABOUT_A_PROGRAM = (Failure.PT_NOT_INSTALLED, Failure.PT_FAILED)
+
 
 async def dial_through_proxy(
     inner: Dialer,
@@ -28,6 +31,8 @@ async def dial_through_proxy(
     try:
         stream = await inner.dial(proxy)
     except DialError as exc:
+        if exc.failure in _ABOUT_A_PROGRAM:
+            raise  # not about reaching the proxy: about a program on this machine
         raise DialError(exc.failure, exc.op, f"{who}: {exc.detail}") from None
     dial_phase.set(Op.PROXY_HANDSHAKE)
     try:

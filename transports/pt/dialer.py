@@ -19,10 +19,12 @@ import contextlib
 from ..base import DialError, Endpoint, Failure, Op, Stream
 from ..direct import DirectDialer
 from ..socks import Socks4aDialer, Socks5Dialer
-from .process import PtManager
+from ..wrapped import WrappedStream
+from .ipc import CMethod
+from .process import ClientRun, PtManager
 from .spec import PtSpec, encode_args, find_client, socks5_login
 
-__all__ = ["PtDialer"]
+__all__ = ["PtDialer", "PtStream"]
 
 # How long a failed handshake waits to learn whether the child died (its exit is reported a
 # moment after its sockets close).
@@ -54,13 +56,39 @@ class PtDialer:
         spec = self.spec
         binary = find_client(spec)
         client = self.manager.client(binary, spec.transport, self._proxy_url, spec.state)
-        method, child = await client.method()
+        # A child that died a moment ago may not have been noticed yet: its port refuses or
+        # closes. Nothing reached the bridge then, so the dial starts a new child and tries
+        # once more.
+        for attempt in (1, 2):
+            method, child = await client.method()
+            try:
+                stream = await self._socks(method, client.name).dial(spec.bridge)
+            except DialError as exc:
+                if not await _exited(child.exited):
+                    label = f"the {client.name}"
+                    raise _about_bridge(
+                        exc, spec.transport, label, self._handshake_timeout
+                    ) from None
+                if attempt == 2:
+                    raise self._died(client.name, child.process.returncode) from None
+                continue
+            if child.exited.is_set():
+                stream.abort()
+                if attempt == 2:
+                    raise self._died(client.name, child.process.returncode)
+                continue
+            wrapped = PtStream(stream, child)
+            client.track(child, wrapped)
+            return wrapped
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _socks(self, method: CMethod, name: str) -> Socks5Dialer | Socks4aDialer:
+        """A SOCKS client for the child's port, with the bridge's arguments as the login."""
         local = DirectDialer(connect_timeout=self._connect_timeout)
-        label = f"the {client.name}"
-        dialer: Socks5Dialer | Socks4aDialer
+        label = f"the {name}"
         if method.protocol == "socks5":
             username, password = self._login or (None, None)
-            dialer = Socks5Dialer(
+            return Socks5Dialer(
                 local,
                 method.address,
                 username,
@@ -68,25 +96,13 @@ class PtDialer:
                 handshake_timeout=self._handshake_timeout,
                 label=label,
             )
-        else:
-            dialer = Socks4aDialer(
-                local,
-                method.address,
-                self._user_id,
-                handshake_timeout=self._handshake_timeout,
-                label=label,
-            )
-        try:
-            stream = await dialer.dial(spec.bridge)
-        except DialError as exc:
-            if await _exited(child.exited):
-                raise self._died(client.name, child.process.returncode) from None
-            raise _about_bridge(exc, spec.transport, label, self._handshake_timeout) from None
-        if child.exited.is_set():
-            stream.abort()
-            raise self._died(client.name, child.process.returncode)
-        client.track(child, stream)
-        return stream
+        return Socks4aDialer(
+            local,
+            method.address,
+            self._user_id,
+            handshake_timeout=self._handshake_timeout,
+            label=label,
+        )
 
     @staticmethod
     def _died(name: str, code: int | None) -> DialError:
@@ -99,6 +115,29 @@ class PtDialer:
 
     def __repr__(self) -> str:
         return f"PtDialer({self.spec.transport})"
+
+
+class PtStream(WrappedStream):
+    """A connection through a PT child. Its end of stream counts only while the child
+    lives: a child that crashes closes its sockets like a normal end (FIN), and a client
+    must not take a cut transfer for a complete one, so that end becomes a reset.
+
+    The relay copies these streams itself (no transport fast path), so that it sees every
+    end of stream through `read`; the PT child costs far more per byte than that copy.
+    """
+
+    def __init__(self, inner: Stream, child: ClientRun) -> None:
+        super().__init__(inner)
+        self._child = child
+
+    async def read(self, n: int = 65536) -> bytes:
+        data = await self.inner.read(n)
+        if not data and await self._child.ended():
+            raise ConnectionResetError(f"the {self._child.name} exited")
+        return data
+
+    def raw_socket_stream(self) -> None:
+        return None
 
 
 async def _exited(event: asyncio.Event) -> bool:

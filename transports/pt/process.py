@@ -132,8 +132,8 @@ class ManagedClient:
         self.key = key
         self._manager = manager
         self.name = f"{key.transport} client ({os.path.basename(key.binary)})"
-        self._child: _Child | None = None
-        self._starting: asyncio.Future[_Child] | None = None
+        self._child: ClientRun | None = None
+        self._starting: asyncio.Future[ClientRun] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failures = 0  # in a row: starts that failed, and children that died young
         self._next_start = 0.0
@@ -145,7 +145,7 @@ class ManagedClient:
         child = self._child
         return child.process.pid if child is not None and not child.exited.is_set() else None
 
-    async def method(self) -> tuple[CMethod, _Child]:
+    async def method(self) -> tuple[CMethod, ClientRun]:
         """Where to send SOCKS requests, starting the program if it is not running."""
         child = self._child
         if child is not None and not child.exited.is_set():
@@ -157,8 +157,8 @@ class ManagedClient:
                 raise DialError(
                     Failure.PT_FAILED,
                     Op.CONNECT,
-                    f"the {self.name} {self._last_error}; it failed {self._failures} times in "
-                    f"a row, next start in {wait:.1f} s",
+                    f"{self._last_error}; it failed {self._failures} times in a row, next "
+                    f"start in {wait:.1f} s",
                 )
             self._starting = self._spawn(self._start(), f"detour-pt-start-{self.key.transport}")
         # Shielded: a connection that gives up (a lost race) must not stop the start that
@@ -173,7 +173,7 @@ class ManagedClient:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _start(self) -> _Child:
+    async def _start(self) -> ClientRun:
         try:
             child = await self._launch()
         except DialError as exc:
@@ -185,7 +185,7 @@ class ManagedClient:
         self._spawn(self._supervise(child), f"detour-pt-{self.key.transport}-{child.process.pid}")
         return child
 
-    async def _launch(self) -> _Child:
+    async def _launch(self) -> ClientRun:
         key = self.key
         try:
             key.state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -217,7 +217,7 @@ class ManagedClient:
                 Failure.PT_FAILED, Op.CONNECT, f"cannot run {key.binary}: {exc.strerror or exc}"
             ) from None
         self.starts += 1
-        child = _Child(process, Launch(key.transport, proxy=key.proxy is not None), self.name)
+        child = ClientRun(process, Launch(key.transport, proxy=key.proxy is not None), self.name)
         child.readers = [
             self._spawn(child.read_stdout(), f"detour-pt-stdout-{process.pid}"),
             self._spawn(child.read_stderr(), f"detour-pt-stderr-{process.pid}"),
@@ -250,7 +250,7 @@ class ManagedClient:
         log.info("%s ready: %s on %s", self.name, outcome.protocol, outcome.address)
         return child
 
-    async def _supervise(self, child: _Child) -> None:
+    async def _supervise(self, child: ClientRun) -> None:
         await child.exited.wait()
         if child.stopping:
             return
@@ -272,9 +272,10 @@ class ManagedClient:
         )
         if self._child is child:
             self._child = None
-        self._failed(how, healthy=lived >= HEALTHY_AFTER)
+        self._failed(f"the {self.name} {how}", healthy=lived >= HEALTHY_AFTER)
 
     def _failed(self, reason: str, healthy: bool = False) -> None:
+        """Count a failure (`reason`: a sentence) and set when the next start may be."""
         self._failures = 1 if healthy else self._failures + 1
         self._last_error = reason
         # The first failure restarts at once (the next connection does it); more in a row
@@ -286,12 +287,9 @@ class ManagedClient:
             )
         self._next_start = time.monotonic() + delay
 
-    def track(self, child: _Child, stream: Stream) -> None:
+    def track(self, child: ClientRun, stream: Stream) -> None:
         """Reset `stream` if `child` exits while it is open."""
         child.streams.add(stream)
-
-    def child_exited(self, child: _Child) -> bool:
-        return child.exited.is_set()
 
     async def stop(self) -> None:
         starting = self._starting
@@ -309,7 +307,7 @@ class ManagedClient:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class _Child:
+class ClientRun:
     """One run of the program: its process, output readers and launch state."""
 
     def __init__(self, process: asyncio.subprocess.Process, launch: Launch, name: str) -> None:
@@ -375,15 +373,32 @@ class _Child:
 
     async def wait_exit(self) -> None:
         code = await self.process.wait()
-        # The pipes may still hold its last words (a VERSION-ERROR printed just before it
-        # exited, a crash's message): let the readers take them first. A grandchild that
-        # keeps the pipes open must not keep detour waiting, hence the bound.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.5):
-                await asyncio.gather(*self.readers, return_exceptions=True)
+        await self._drain_readers()
         how = f"killed by signal {-code}" if code < 0 else f"status {code}"
         self._decide(LaunchFailed(f"exited ({how}) before it was ready"))
         self.exited.set()
+
+    async def _drain_readers(self) -> None:
+        """The pipes may still hold its last words (a VERSION-ERROR printed just before it
+        exited, a crash's message): let the readers take them. A grandchild that keeps the
+        pipes open must not keep detour waiting, hence the bound."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await asyncio.gather(*self.readers, return_exceptions=True)
+
+    async def ended(self) -> bool:
+        """Whether the child has exited or is exiting, asked when one of its connections
+        has just ended: a dying child closes its sockets exactly like a normal end."""
+        if self.exited.is_set() or self.process.returncode is not None:
+            return True
+        exiting = _exiting(self.process.pid)
+        if exiting is not None:
+            return exiting
+        # Without /proc: the exit is reported a moment after the sockets close.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_EXIT_NOTICE):
+                await self.exited.wait()
+        return self.exited.is_set()
 
     def stderr_tail(self) -> str:
         if not self._stderr:
@@ -410,6 +425,7 @@ class _Child:
             with contextlib.suppress(ProcessLookupError):
                 send()
         await process.wait()
+        await self._drain_readers()
         self.exited.set()
         tasks = [*self.readers, *([self.waiter] if self.waiter is not None else [])]
         for task in tasks:
@@ -425,6 +441,30 @@ class _Child:
         except TimeoutError:
             return False
         return True
+
+
+# Linux task flag: set first thing in do_exit(), before the process's files (its sockets)
+# are closed, so it is already visible when a connection's end arrives.
+_PF_EXITING = 0x4
+_EXIT_NOTICE = 0.1
+
+
+def _exiting(pid: int) -> bool | None:
+    """Whether a process is exiting or gone, from /proc (None where there is no /proc)."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True  # reaped already
+    except OSError:
+        return None
+    # pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may hold ") "
+    fields = stat[stat.rindex(")") + 2 :].split()
+    try:
+        return fields[0] in ("Z", "X", "x") or bool(int(fields[6]) & _PF_EXITING)
+    except (IndexError, ValueError):
+        return None
 
 
 class _TextLines:

@@ -157,6 +157,29 @@ async def test_routes_share_one_child_per_transport(
     assert client.starts == 1
 
 
+async def test_the_proxy_behind_the_bridge_with_a_login(client_engine, echo_origin) -> None:
+    """The recipe in docs/transports.md: detour's listener behind the bridge, with a login
+    that keeps out others who learn the bridge line."""
+    text = (
+        '[listen]\nmixed = "127.0.0.1:0"\nusers = [{ name = "bridge", password = "s3cret" }]\n'
+        '[[route]]\nname = "direct"\nchain = "direct"\n'
+    )
+    async with Engine(parse_config(text), probe_on_start=False) as forward:
+        with peers.obfs4_server(forward.mixed_address) as server:
+            host, port = forward.mixed_address
+            chain = f"pt:{server.bridge} | socks5://bridge:s3cret@{host}:{port}"
+            engine = await client_engine(chain, wrong=chain.replace("s3cret", "guess"))
+            reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
+            writer.write(b"logged in")
+            assert await reader.readexactly(9) == b"logged in"
+            writer.close()
+            with pytest.raises(DialError) as caught:
+                await engine.router.route("wrong").dialer.dial(
+                    Endpoint("127.0.0.1", echo_origin.port)
+                )
+            assert caught.value.failure is Failure.PROXY_AUTH_FAILED
+
+
 async def test_wrong_cert_is_a_clear_timeout_not_a_hang(
     bridge: peers.Peer, forward_target: Engine
 ) -> None:

@@ -170,6 +170,11 @@ def test_spec_repr_hides_the_bridge() -> None:
         pytest.param("Bridge", "give the bridge", id="bridge-word-alone"),
         pytest.param("Bridge cert=x", "starts with its transport", id="bridge-then-argument"),
         pytest.param(f"192.0.2.3:443 {FP}", "plain Tor bridge", id="vanilla-bridge"),
+        pytest.param(
+            f"Bridge obfs4 <IP ADDRESS>:<PORT> <FINGERPRINT> cert={CERT} iat-mode=0",
+            "placeholders",
+            id="obfs4proxy-bridgeline-template",
+        ),
         pytest.param("obfs4 cert=x iat-mode=0", "no IP:PORT", id="no-address"),
         pytest.param(f"obfs4 192.0.2.3 cert={CERT} iat-mode=0", "HOST:PORT", id="no-port"),
         pytest.param(f"obfs4 192.0.2.3:0 cert={CERT} iat-mode=0", "1-65535", id="port-0"),

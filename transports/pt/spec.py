@@ -61,7 +61,7 @@ class ClientProgram:
 
 _OBFS4_FAMILY = ClientProgram(
     ("lyrebird", "obfs4proxy"),
-    "the Debian package obfs4proxy (Debian 12) or lyrebird (its successor, Debian 13)",
+    "the Debian package obfs4proxy (Debian 12) or lyrebird (its successor in newer releases)",
 )
 CLIENT_PROGRAMS = {
     "obfs4": _OBFS4_FAMILY,
@@ -127,6 +127,12 @@ def _query_form(text: str) -> PtSpec:
 def _bridge_line(words: Sequence[str]) -> PtSpec:
     if words[0].lower() == "bridge":
         words = words[1:]
+    if any(word.startswith("<") for word in words):
+        raise PtSpecError(
+            "a pt layer's bridge line still has placeholders (<IP ADDRESS>:<PORT>, "
+            "<FINGERPRINT>): put in the server's public address and port, and drop the "
+            "fingerprint (detour does not need it)"
+        )
     if not words or "=" in words[0]:
         raise PtSpecError(
             "a pt layer's bridge line starts with its transport (obfs4, webtunnel, ...)"

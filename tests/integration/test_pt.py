@@ -37,6 +37,7 @@ from tests.support.integrity import run_integrity
 from transports import DialError, Endpoint, Failure, Op, parse_chain
 from transports.chain import DialOptions
 from transports.pt import PtManager
+from transports.pt.process import _exiting
 
 pytestmark = pytest.mark.peer
 
@@ -322,6 +323,16 @@ async def test_killed_pt_resets_its_connections_and_the_next_dial_restarts_it(
     assert client.pid not in (None, pid)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_exiting_is_read_from_proc() -> None:
+    assert _exiting(os.getpid()) is False
+    child = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    assert _exiting(child.pid) is True
+    child.wait()
+    assert _exiting(child.pid) is True  # gone
+
+
 # --- stopping ---------------------------------------------------------------------------------
 
 
@@ -547,6 +558,20 @@ async def test_a_child_that_ignores_stdin_and_sigterm_is_killed(tmp_path: Path) 
         await manager.aclose()
     assert child.process.returncode == -signal.SIGKILL
     assert not alive(pid)
+
+
+async def test_nothing_starts_after_the_manager_closed(tmp_path: Path) -> None:
+    program = fake_pt(
+        tmp_path, 'print("VERSION 1\\nCMETHOD obfs4 socks5 127.0.0.1:9\\nCMETHODS DONE")\n'
+    )
+    manager = PtManager(tmp_path / "pt")
+    client = manager.client(str(program), "obfs4")
+    await manager.aclose()
+    with pytest.raises(DialError, match="shutting down"):
+        await client.method()
+    with pytest.raises(DialError, match="shutting down"):
+        manager.client(str(program), "obfs4")
+    assert client.starts == 0
 
 
 async def test_logs_and_status_lines_go_to_the_debug_log(tmp_path: Path, caplog) -> None:

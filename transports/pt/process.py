@@ -139,6 +139,7 @@ class ManagedClient:
         self._next_start = 0.0
         self._last_error: str | None = None
         self.starts = 0  # how many children were started (for tests and the status view)
+        self._stopped = False
 
     @property
     def pid(self) -> int | None:
@@ -147,6 +148,8 @@ class ManagedClient:
 
     async def method(self) -> tuple[CMethod, ClientRun]:
         """Where to send SOCKS requests, starting the program if it is not running."""
+        if self._stopped:  # a dial that began before the engine stopped starts nothing
+            raise DialError(Failure.PT_FAILED, Op.CONNECT, "detour is shutting down")
         child = self._child
         if child is not None and not child.exited.is_set():
             assert child.method is not None
@@ -292,6 +295,7 @@ class ManagedClient:
         child.streams.add(stream)
 
     async def stop(self) -> None:
+        self._stopped = True
         starting = self._starting
         if starting is not None:
             starting.cancel()

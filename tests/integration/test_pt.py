@@ -24,6 +24,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -558,6 +559,71 @@ async def test_a_child_that_ignores_stdin_and_sigterm_is_killed(tmp_path: Path) 
         await manager.aclose()
     assert child.process.returncode == -signal.SIGKILL
     assert not alive(pid)
+
+
+RECORDING_PT = """
+import socket, threading
+PROTOCOL = "{protocol}"
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+print("VERSION 1")
+print(f"CMETHOD obfs4 {{PROTOCOL}} 127.0.0.1:{{server.getsockname()[1]}}")
+print("CMETHODS DONE", flush=True)
+
+def serve():
+    conn, _ = server.accept()
+    stream = conn.makefile("rb")
+    if PROTOCOL == "socks5":
+        stream.read(stream.read(2)[1])  # VER NMETHODS, then the METHODS
+        conn.sendall(b"\\x05\\x02")  # user/password
+        stream.read(1)
+        login = stream.read(stream.read(1)[0])
+        login += b"|" + stream.read(stream.read(1)[0])
+        conn.sendall(b"\\x01\\x00")
+        stream.read(4 + 4 + 2)  # VER CMD RSV ATYP=1 IPv4 PORT
+        conn.sendall(b"\\x05\\x00\\x00\\x01" + bytes(6))
+    else:
+        stream.read(8)  # VN CD PORT IPv4
+        login = b""
+        while (byte := stream.read(1)) != b"\\x00":
+            login += byte
+        conn.sendall(b"\\x00\\x5a" + bytes(6))
+    with open(os.path.join(os.environ["TOR_PT_STATE_LOCATION"], "login"), "wb") as out:
+        out.write(login)
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+threading.Thread(target=serve, daemon=True).start()
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("protocol", ["socks5", "socks4"])
+async def test_arguments_reach_the_pt_as_the_spec_says(
+    manager: PtManager, tmp_path: Path, protocol: str
+) -> None:
+    """Long arguments: SOCKS5 carries the first 255 bytes as the username and the rest as
+    the password; SOCKS4 carries them all as the user id."""
+    program = fake_pt(tmp_path, RECORDING_PT.format(protocol=protocol))
+    pad = "x;y=z\\" * 25
+    chain = (
+        f"pt:obfs4?addr=192.0.2.3:443&cert={CERT}&iat-mode=0&pad={quote(pad)}&bin={program}"
+        " | socks5://127.0.0.1:1080"
+    )
+    pt = parse_chain(chain).build(DialOptions(pluggable=manager)).inner
+    stream = await pt.dial(Endpoint("127.0.0.1", 1080))
+    stream.write(b"echo")
+    assert await stream.readexactly(4) == b"echo"
+    stream.close()
+    escaped = pad.replace("\\", "\\\\").replace(";", "\\;").replace("=", "\\=")
+    encoded = f"cert={CERT};iat-mode=0;pad={escaped}".encode()
+    assert len(encoded) > 255
+    login = (tmp_path / "pt" / "obfs4" / "login").read_bytes()
+    if protocol == "socks5":
+        assert login == encoded[:255] + b"|" + encoded[255:]
+    else:
+        assert login == encoded
 
 
 async def test_nothing_starts_after_the_manager_closed(tmp_path: Path) -> None:

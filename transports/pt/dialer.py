@@ -13,9 +13,6 @@ speaks to that forward target through the stream and names the real destination.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from ..base import DialError, Endpoint, Failure, Op, Stream
 from ..direct import DirectDialer
 from ..socks import Socks4aDialer, Socks5Dialer
@@ -25,10 +22,6 @@ from .process import ClientRun, PtManager
 from .spec import PtSpec, encode_args, find_client, socks5_login
 
 __all__ = ["PtDialer", "PtStream"]
-
-# How long a failed handshake waits to learn whether the child died (its exit is reported a
-# moment after its sockets close).
-_EXIT_NOTICE = 0.3
 
 
 class PtDialer:
@@ -64,7 +57,7 @@ class PtDialer:
             try:
                 stream = await self._socks(method, client.name).dial(spec.bridge)
             except DialError as exc:
-                if not await _exited(child.exited):
+                if not await child.ended():
                     label = f"the {client.name}"
                     raise _about_bridge(
                         exc, spec.transport, label, self._handshake_timeout
@@ -138,13 +131,6 @@ class PtStream(WrappedStream):
 
     def raw_socket_stream(self) -> None:
         return None
-
-
-async def _exited(event: asyncio.Event) -> bool:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_EXIT_NOTICE):
-            await event.wait()
-    return event.is_set()
 
 
 def _about_bridge(exc: DialError, transport: str, label: str, timeout: float) -> DialError:

@@ -151,7 +151,7 @@ class ManagedClient:
         if self._stopped:  # a dial that began before the engine stopped starts nothing
             raise DialError(Failure.PT_FAILED, Op.CONNECT, "detour is shutting down")
         child = self._child
-        if child is not None and not child.exited.is_set():
+        if child is not None and not child.gone():
             assert child.method is not None
             return child.method, child
         if self._starting is None:
@@ -389,6 +389,13 @@ class ClientRun:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.5):
                 await asyncio.gather(*self.readers, return_exceptions=True)
+
+    def gone(self) -> bool:
+        """Whether the child has exited or is exiting, as far as can be told at once (the
+        exit is reported a moment after the process dies; /proc knows sooner)."""
+        if self.exited.is_set() or self.process.returncode is not None:
+            return True
+        return bool(_exiting(self.process.pid))
 
     async def ended(self) -> bool:
         """Whether the child has exited or is exiting, asked when one of its connections

@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 from transports import Endpoint
+from transports.pt import PtManager
 from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
@@ -17,7 +18,7 @@ from .probe.probe import Prober
 from .proxy import MixedListener
 from .routing import Router
 from .routing.monitor import HealthMonitor
-from .routing.state import HealthStore, network_id
+from .routing.state import HealthStore, network_id, state_dir
 
 __all__ = ["Engine"]
 
@@ -51,8 +52,17 @@ class Engine:
                 # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         self.resolver = resolver
+        # Pluggable transport clients (`pt:` routes) start on first use, keep their state
+        # under the state directory, and stop with the engine.
+        self.pluggable = PtManager(state_dir() / "pt")
+        self._resources.push_async_callback(self.pluggable.aclose)
         self.router = Router.from_config(
-            config, self.resolver, tls=tls, resources=self._resources, events=self.events
+            config,
+            self.resolver,
+            tls=tls,
+            resources=self._resources,
+            events=self.events,
+            pluggable=self.pluggable,
         )
         self.prober = Prober(
             timeout=config.probe.timeout,

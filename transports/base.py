@@ -59,6 +59,10 @@ class Failure(enum.StrEnum):
     PROXY_AUTH_FAILED = "proxy_auth_failed"
     PROXY_REFUSED = "proxy_refused"
     PROXY_PROTOCOL_ERROR = "proxy_protocol_error"
+    # A pluggable transport's client program (transports/pt): not installed, or it did not
+    # start (VERSION-ERROR, CMETHOD-ERROR, ...) or exited. OONI has no strings for these.
+    PT_NOT_INSTALLED = "pt_not_installed"
+    PT_FAILED = "pt_failed"
     UNKNOWN = "unknown_failure"
 
 

@@ -4,12 +4,18 @@
     socks5://alice:secret@10.0.0.2:1080
     socks5://127.0.0.1:9050 | http://proxy.example:3128
     resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni
+    pt:obfs4 192.0.2.3:443 cert=... iat-mode=0 | socks5://127.0.0.1:1080
 
 Layers are separated by `|`; the left-most is closest to the network and each layer to its
 right is reached through the ones before it. A chain that does not start with a base layer
 (`direct`, or `resolve:` which is `direct` with its own resolver) starts with an implicit
 `direct`. `tlsfrag` and `split` wrap what the layers before them produce: after a proxy
 layer they shape the bytes that go through the tunnel.
+
+A `pt:` layer (transports/pt) makes its own connections through a child process, so only
+`direct` and one upstream proxy (which the child is told to use) may come before it; its
+stream ends at whatever the bridge forwards to, so the layer after it must be a proxy
+there that names the destination (`pt:... | socks5://127.0.0.1:1080`).
 
 Parsing (`parse_chain`) checks everything without building anything, so a config can be
 validated without side effects; `Chain.build` turns it into a Dialer. Chains are shown with
@@ -26,11 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .base import Dialer, Endpoint
 from .direct import DirectDialer
 from .http_connect import HttpConnectDialer
+from .pt import PtDialer, PtManager, PtSpecError, parse_pt
 from .resolver import Resolver, StaticResolver, parse_resolver
 from .socks import Socks4aDialer, Socks5Dialer
 from .split import SplitDialer
@@ -57,6 +64,9 @@ class DialOptions:
     hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
     tls: ssl.SSLContext | None = None
     resources: contextlib.AsyncExitStack | None = None
+    # For `pt:` layers: the pluggable transport children every route of an engine shares
+    # (without one, each pt layer gets its own, closed with `resources`).
+    pluggable: PtManager | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class Layer:
     implicit: bool = False  # added by the parser, not written by the user
 
     def __str__(self) -> str:
+        if self.name == "pt":
+            return f"pt:{self.params['spec'].transport} ***"  # a bridge line is a secret
         return redact(self.text or self.name)
 
     def __repr__(self) -> str:
@@ -275,6 +287,29 @@ def _build_http(inner: Dialer | None, params: dict[str, Any], opts: DialOptions)
     )
 
 
+def _parse_pt(name: str, text: str) -> dict[str, Any]:
+    try:
+        return {"spec": parse_pt(text[len(name) + 1 :])}
+    except PtSpecError as exc:
+        raise ChainError(str(exc)) from None
+
+
+def _build_pt(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    # `inner` is not used: the layers before a pt layer became its TOR_PT_PROXY (parse_chain).
+    manager = opts.pluggable
+    if manager is None:
+        manager = PtManager()
+        if opts.resources is not None:
+            opts.resources.push_async_callback(manager.aclose)
+    return PtDialer(
+        params["spec"],
+        manager,
+        proxy_url=params.get("upstream"),
+        connect_timeout=opts.connect_timeout,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
 _KINDS: dict[str, _LayerKind] = {
     "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
     "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
@@ -293,6 +328,11 @@ _KINDS: dict[str, _LayerKind] = {
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
     "front": _LayerKind(
         _parse_front, _build_front, syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT]"
+    ),
+    "pt": _LayerKind(
+        _parse_pt,
+        _build_pt,
+        syntax="pt:NAME?addr=HOST:PORT&KEY=VALUE..., or pt: and a bridge line",
     ),
 }
 # Layers that carry the destination name to something else, which resolves it.
@@ -387,7 +427,59 @@ def parse_chain(text: str) -> Chain:
             raise ChainError(f"'{layer.name}' can only be the first layer of a chain")
     if not _KINDS[layers[0].name].base:
         layers.insert(0, Layer("direct", {}, "direct", implicit=True))
+    _place_pt(layers)
     return Chain(tuple(layers))
+
+
+_PROXY_SCHEMES = ("socks5", "socks4a", "http")
+
+
+def _place_pt(layers: list[Layer]) -> None:
+    """Check where a pt layer stands, and hand it the upstream proxy written before it."""
+    at = [i for i, layer in enumerate(layers) if layer.name == "pt"]
+    if not at:
+        return
+    if len(at) > 1:
+        raise ChainError("a chain can hold only one pt layer")
+    i = at[0]
+    layer = layers[i]
+    where = f"pt:{layer.params['spec'].transport}"
+    before = [b for b in layers[:i] if b.name != "direct"]
+    if len(before) > 1 or any(b.name not in _PROXY_SCHEMES for b in before):
+        raise ChainError(
+            f"{where}: only direct and one upstream proxy (socks5://, socks4a://, http://) can "
+            "come before a pt layer: the transport's client program makes its own connections"
+        )
+    after = layers[i + 1 : i + 2]
+    if not after or after[0].name not in _NAME_TAKING:
+        raise ChainError(
+            f"{where}: the bridge forwards every connection to one address, a proxy that "
+            "must be named next, e.g. '| socks5://127.0.0.1:1080' (its address as the bridge "
+            "server sees it); see docs/transports.md"
+        )
+    if before:
+        upstream = _proxy_url(before[0], where)
+        layers[i] = Layer(layer.name, {**layer.params, "upstream": upstream}, layer.text)
+
+
+def _proxy_url(layer: Layer, where: str) -> str:
+    """TOR_PT_PROXY for the proxy layer before a pt layer (pt-spec 3.2.2: an IP address)."""
+    proxy: Endpoint = layer.params["proxy"]
+    if proxy.ip is None:
+        raise ChainError(
+            f"{where}: write the proxy before a pt layer with an IP address, not a name "
+            "(the transport's client does not resolve it)"
+        )
+    userinfo = ""
+    if layer.name == "socks4a":
+        if layer.params["user_id"]:
+            userinfo = quote(layer.params["user_id"], safe="") + "@"
+    elif layer.params["username"] is not None:
+        userinfo = (
+            f"{quote(layer.params['username'], safe='')}:"
+            f"{quote(layer.params['password'], safe='')}@"
+        )
+    return f"{layer.name}://{userinfo}{proxy}"
 
 
 # key=value parameters whose values are secrets.
@@ -395,6 +487,13 @@ _SECRET_PARAM = re.compile(
     r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
 )
 _SEGMENT = re.compile(r"[^\s|]+")
+# A pt layer (where a layer starts) and its bridge up to the next layer or line: all of it
+# is secret, down to the address, also when it is malformed (a quote in it ends nothing).
+# "pt:obfs4: ..." (a message about one) and "pt://" (a URL, not this layer) are left alone.
+_PT_LAYER = re.compile(
+    r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]*:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
+    re.I,
+)
 
 
 def _redact_userinfo(segment: str) -> str:
@@ -415,8 +514,15 @@ def _redact_userinfo(segment: str) -> str:
 _ACCESS_KEY = re.compile(r"\bdtr1:[A-Za-z0-9_=-]*")
 
 
+def _redact_pt(match: re.Match[str]) -> str:
+    text = match.group(0)
+    tail = text[len(text.rstrip()) :]  # the space before a following '|' stays
+    return f"pt:{match['name'] or ''} ***{tail}"
+
+
 def redact(text: str) -> str:
-    """Hide passwords and keys in a chain (or any text that may quote one)."""
+    """Hide passwords, keys and bridges in a chain (or any text that may quote one)."""
     text = _ACCESS_KEY.sub("dtr1:***", text)
+    text = _PT_LAYER.sub(_redact_pt, text)
     text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

@@ -135,10 +135,11 @@ async def _read_socks5_address(stream: Stream, atyp: int) -> None:
         )
 
 
-def _credential(value: str | None, what: str) -> bytes | None:
+def _credential(value: str | bytes | None, what: str) -> bytes | None:
     if value is None:
         return None
-    raw = value.encode("utf-8")
+    # bytes go out as given: a pluggable transport's arguments end in a NUL password.
+    raw = value if isinstance(value, bytes) else value.encode("utf-8")
     if not 0 < len(raw) < 256:
         raise ValueError(f"SOCKS5 {what} must be 1-255 bytes")
     return raw
@@ -151,11 +152,13 @@ class Socks5Dialer:
         self,
         inner: Dialer,
         proxy: Endpoint,
-        username: str | None = None,
-        password: str | None = None,
+        username: str | bytes | None = None,
+        password: str | bytes | None = None,
         *,
         handshake_timeout: float = 10.0,
+        label: str | None = None,
     ) -> None:
+        """`label` names the proxy in messages (default "proxy HOST:PORT")."""
         if (username is None) != (password is None):
             raise ValueError("SOCKS5 needs both a username and a password, or neither")
         self.inner = inner
@@ -163,6 +166,7 @@ class Socks5Dialer:
         self._username = _credential(username, "username")
         self._password = _credential(password, "password")
         self.handshake_timeout = handshake_timeout
+        self.label = label or f"proxy {proxy}"
 
     async def dial(self, target: Endpoint) -> Stream:
         try:
@@ -191,12 +195,12 @@ class Socks5Dialer:
                     raise DialError(
                         Failure.PROXY_AUTH_FAILED,
                         Op.PROXY_HANDSHAKE,
-                        f"proxy {self.proxy} rejected the username or password",
+                        f"{self.label} rejected the username or password",
                     )
             elif method == METHOD_NONE_ACCEPTABLE:
                 wanted = "accepts none of our methods" if self._username else "requires a login"
                 raise DialError(
-                    Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE, f"proxy {self.proxy} {wanted}"
+                    Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE, f"{self.label} {wanted}"
                 )
             elif method != METHOD_NO_AUTH:
                 raise _protocol_error(f"proxy chose method {method:#04x}, which was not offered")
@@ -209,10 +213,12 @@ class Socks5Dialer:
                     reply, (Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE)
                 )
                 text = SOCKS5_REPLY_TEXT.get(reply, f"unknown reply {reply:#04x}")
-                raise DialError(failure, op, f"proxy {self.proxy} answered: {text}")
+                raise DialError(failure, op, f"{self.label} answered: {text}")
             await _read_socks5_address(stream, atyp)
 
-        return await dial_through_proxy(self.inner, self.proxy, handshake, self.handshake_timeout)
+        return await dial_through_proxy(
+            self.inner, self.proxy, handshake, self.handshake_timeout, self.label
+        )
 
     def __repr__(self) -> str:
         return f"Socks5Dialer({self.proxy}, auth={self._username is not None})"
@@ -228,13 +234,16 @@ class Socks4aDialer:
         user_id: str = "",
         *,
         handshake_timeout: float = 10.0,
+        label: str | None = None,
     ) -> None:
+        """`label` names the proxy in messages (default "proxy HOST:PORT")."""
         if "\x00" in user_id:
             raise ValueError("SOCKS4 user id cannot contain NUL")
         self.inner = inner
         self.proxy = proxy
         self._user_id = user_id.encode("utf-8")
         self.handshake_timeout = handshake_timeout
+        self.label = label or f"proxy {proxy}"
 
     async def dial(self, target: Endpoint) -> Stream:
         ip = target.ip
@@ -269,15 +278,17 @@ class Socks4aDialer:
                 raise DialError(
                     Failure.PROXY_AUTH_FAILED,
                     Op.PROXY_HANDSHAKE,
-                    f"proxy {self.proxy} rejected the user id",
+                    f"{self.label} rejected the user id",
                 )
             raise DialError(
                 Failure.PROXY_REFUSED,
                 Op.PROXY_HANDSHAKE,
-                f"proxy {self.proxy} rejected or failed the request (code {code:#04x})",
+                f"{self.label} rejected or failed the request (code {code:#04x})",
             )
 
-        return await dial_through_proxy(self.inner, self.proxy, handshake, self.handshake_timeout)
+        return await dial_through_proxy(
+            self.inner, self.proxy, handshake, self.handshake_timeout, self.label
+        )
 
     def __repr__(self) -> str:
         return f"Socks4aDialer({self.proxy})"

@@ -11,21 +11,29 @@ from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_
 
 __all__ = ["dial_through_proxy"]
 
+# A pluggable transport's client program below this proxy layer failed (transports/pt).
+_ABOUT_A_PROGRAM = (Failure.PT_NOT_INSTALLED, Failure.PT_FAILED)
+
 
 async def dial_through_proxy(
     inner: Dialer,
     proxy: Endpoint,
     handshake: Callable[[Stream], Awaitable[None]],
     timeout: float,
+    label: str | None = None,
 ) -> Stream:
     """Dial `proxy` with `inner`, then run `handshake` on the stream within `timeout`.
 
-    Returns the stream positioned at the first byte from the destination.
+    Returns the stream positioned at the first byte from the destination. `label` names the
+    proxy in messages (default "proxy HOST:PORT").
     """
+    who = label or f"proxy {proxy}"
     try:
         stream = await inner.dial(proxy)
     except DialError as exc:
-        raise DialError(exc.failure, exc.op, f"proxy {proxy}: {exc.detail}") from None
+        if exc.failure in _ABOUT_A_PROGRAM:
+            raise  # not about reaching the proxy: about a program on this machine
+        raise DialError(exc.failure, exc.op, f"{who}: {exc.detail}") from None
     dial_phase.set(Op.PROXY_HANDSHAKE)
     try:
         async with asyncio.timeout(timeout):
@@ -36,21 +44,21 @@ async def dial_through_proxy(
     except TimeoutError:
         stream.abort()
         raise DialError(
-            Failure.TIMEOUT, Op.PROXY_HANDSHAKE, f"proxy {proxy} did not answer within {timeout:g}s"
+            Failure.TIMEOUT, Op.PROXY_HANDSHAKE, f"{who} did not answer within {timeout:g}s"
         ) from None
     except asyncio.IncompleteReadError:
         stream.abort()
         raise DialError(
-            Failure.EOF, Op.PROXY_HANDSHAKE, f"proxy {proxy} closed the connection mid-handshake"
+            Failure.EOF, Op.PROXY_HANDSHAKE, f"{who} closed the connection mid-handshake"
         ) from None
     except asyncio.LimitOverrunError:
         stream.abort()
         raise DialError(
-            Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"proxy {proxy}: reply too long"
+            Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"{who}: reply too long"
         ) from None
     except OSError as exc:
         stream.abort()
-        raise classify_os_error(exc, Op.PROXY_HANDSHAKE, f"proxy {proxy}: {exc}") from None
+        raise classify_os_error(exc, Op.PROXY_HANDSHAKE, f"{who}: {exc}") from None
     except BaseException:
         stream.abort()
         raise

@@ -89,6 +89,10 @@ _BY_FAILURE = {
     Failure.PROXY_PROTOCOL_ERROR: _Words(
         "the upstream proxy does not speak the expected protocol", "not that kind of proxy"
     ),
+    Failure.PT_NOT_INSTALLED: _Words(
+        "the pluggable transport's program is not installed", "PT not installed"
+    ),
+    Failure.PT_FAILED: _Words("the pluggable transport's program failed or exited", "PT failed"),
 }
 _BY_FAILURE_AND_OP = {
     (Failure.TIMEOUT, Op.CONNECT): _Words(

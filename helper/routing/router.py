@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.chain import base_dialer
 from transports.direct import DirectDialer
+from transports.pt import PtManager
 from transports.race import RaceFailed, staggered_race
 from transports.resolver import Resolver
 
@@ -102,6 +103,7 @@ def build_routes(
                 hosts=base.hosts,
                 tls=base.tls,
                 resources=base.resources,
+                pluggable=base.pluggable,
             )
         )
         local = base_dialer(dialer)
@@ -148,9 +150,15 @@ class Router:
         tls: ssl.SSLContext | None = None,
         resources: AsyncExitStack | None = None,
         events: EventBus | None = None,
+        pluggable: PtManager | None = None,
     ) -> Router:
+        """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
+        layer without it)."""
         options = DialOptions(
-            hosts=config.dns.hosts, tls=tls or config.tls.client_context(), resources=resources
+            hosts=config.dns.hosts,
+            tls=tls or config.tls.client_context(),
+            resources=resources,
+            pluggable=pluggable,
         )
         return cls(
             build_routes(config, resolver, options),

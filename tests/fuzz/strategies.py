@@ -1,5 +1,6 @@
 """Hypothesis strategies for detour's untrusted inputs: valid SOCKS messages (with the message
-the parser should return), near-valid mutations of them, and HTTP request heads.
+the parser should return), near-valid mutations of them, HTTP request heads, and what a
+pluggable transport writes on its stdout.
 
 Speed matters: the ci profile runs 10,000 examples per property, and hypothesis spends far
 more time generating than the parsers spend parsing. Every structured input here is
@@ -355,6 +356,9 @@ LAYERS = [
     "direct:x",
     "",
     " ",
+    "pt:obfs4 192.0.2.3:443 cert=AAAA iat-mode=0",
+    "pt:obfs4?addr=192.0.2.3:443&cert=A%2BA&iat-mode=1",
+    "pt:snowflake",
 ]
 PORT_TEXTS = ["1080", "", "0", "99999", "x", "-1", "65535", "08"]
 SUFFIXES = ["", "/", "/path", "?key=v", "#frag", " ", "/?"]
@@ -600,3 +604,166 @@ def _toml_string(text: str) -> str:
 
 def toml_document(doc: dict[str, object]) -> str:
     return "\n".join(f"{_toml_string(k)} = {toml_value(v)}" for k, v in doc.items())
+
+
+# --- pluggable transports: their stdout, bridge lines, per-connection arguments -------------
+
+PT_TRANSPORTS = ["obfs4", "meek_lite", "snowflake", "webtunnel", "x", "_9", "obfs-4", ""]
+PT_PROTOCOLS = ["socks5", "socks4", "SOCKS5", "socks4a", "http", ""]
+
+
+def _pt_address(c: Choices) -> tuple[str, Endpoint | None]:
+    """An address as a PT may print it, and the Endpoint it means (None: not valid)."""
+    kind = c.pick(["v4", "v6", "name", "noport"])
+    port = c.port()
+    if kind == "v4":
+        ip = str(ipaddress.IPv4Address(c.take(4).ljust(4, NUL)))
+        return f"{ip}:{port}", Endpoint(ip, port)
+    if kind == "v6":
+        ip = str(ipaddress.IPv6Address(c.take(16).ljust(16, NUL)))
+        return f"[{ip}]:{port}", Endpoint(ip, port)
+    if kind == "name":
+        return f"{c.hostname(20)}:{port}", None
+    return str(ipaddress.IPv4Address(c.take(4).ljust(4, NUL))), None
+
+
+def _kv_value(c: Choices) -> str:
+    text = c.text(24, b'abc XYZ=\\"\n\t019')
+    if c.chance(50):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return '"' + escaped.replace("\t", "\\t") + '"'
+    return text.replace(" ", "_")
+
+
+def _pt_line(c: Choices) -> bytes:
+    kind = c.pick(
+        [
+            "version", "cmethod", "done", "cmethod", "log", "status", "verror", "cerror",
+            "enverror", "proxy", "perror", "unknown", "text",
+        ]
+    )  # fmt: skip
+    transport = c.pick(PT_TRANSPORTS)
+    if kind == "version":
+        line = f"VERSION {c.pick(['1', '1', '2', '', '1 1'])}"
+    elif kind == "cmethod":
+        line = f"CMETHOD {transport} {c.pick(PT_PROTOCOLS)} {_pt_address(c)[0]}"
+        if c.chance(20):
+            line += " ARGS:cert=x,iat-mode=0"
+    elif kind == "done":
+        line = c.pick(["CMETHODS DONE", "CMETHODS DONE", "CMETHODS", "CMETHODS DONE X"])
+    elif kind == "log":
+        line = f"LOG SEVERITY={c.pick(['debug', 'error', ''])} MESSAGE={_kv_value(c)}"
+    elif kind == "status":
+        line = f"STATUS TRANSPORT={transport} {c.text(8, USER_CHARS)}={_kv_value(c)}"
+    elif kind == "verror":
+        line = f"VERSION-ERROR {c.text(30)}"
+    elif kind == "cerror":
+        line = f"CMETHOD-ERROR {transport} {c.text(30)}"
+    elif kind == "enverror":
+        line = f"ENV-ERROR {c.text(30)}"
+    elif kind == "proxy":
+        line = c.pick(["PROXY DONE", "PROXY", "PROXY done"])
+    elif kind == "perror":
+        line = f"PROXY-ERROR {c.text(30)}"
+    elif kind == "unknown":
+        line = f"{c.text(10, USER_CHARS).upper() or 'X'} {c.text(20)}"
+    else:
+        line = c.text(40)
+    raw = line.encode("latin-1")
+    if c.chance(15):
+        raw = mutate(raw, c.take(6))
+    return raw
+
+
+def _pt_output(data: bytes) -> bytes:
+    """What a PT writes on stdout: mostly protocol lines, some mutated, any line ends."""
+    c = Choices(data)
+    if c.chance(10):
+        return data
+    lines = [_pt_line(c) for _ in range(1 + c.byte() % 8)]
+    return b"".join(line + c.pick([b"\n", b"\n", b"\r\n", b""]) for line in lines)
+
+
+pt_outputs = st.binary(min_size=16, max_size=300).map(_pt_output)
+
+
+def _pt_lines(data: bytes) -> list[bytes]:
+    c = Choices(data)
+    return [_pt_line(c) for _ in range(1 + c.byte() % 10)]
+
+
+pt_line_lists = st.binary(min_size=24, max_size=300).map(_pt_lines)
+
+
+def _cmethod_line(data: bytes) -> tuple[bytes, str, str, Endpoint]:
+    """A valid CMETHOD line, its transport, protocol (as parsed) and address."""
+    c = Choices(data)
+    first = c.pick(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+    transport = chr(first) + c.text(20, b"abcdefghijklmnopqrstuvwxyz0123456789_")
+    protocol = c.pick(["socks5", "socks4", "SOCKS5", "Socks4a"])
+    kind = c.pick(["v4", "v6"])
+    port = c.port()
+    if kind == "v4":
+        host = str(ipaddress.IPv4Address(c.take(4).ljust(4, NUL)))
+        address = f"{host}:{port}"
+    else:
+        host = str(ipaddress.IPv6Address(c.take(16).ljust(16, NUL)))
+        address = f"[{host}]:{port}"
+    parsed = "socks5" if protocol.lower() == "socks5" else "socks4"
+    line = f"CMETHOD {transport} {protocol} {address}".encode()
+    return line, transport, parsed, Endpoint(host, port)
+
+
+cmethod_lines = st.binary(min_size=24, max_size=40).map(_cmethod_line)
+
+
+def _kv_pairs(data: bytes) -> list[tuple[str, str]]:
+    c = Choices(data)
+    return [
+        (c.text(8, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_") or "K", c.text(30, KV_CHARS))
+        for _ in range(c.byte() % 5)
+    ]
+
+
+KV_CHARS = b'ab Z09=\\"\n\t\r\x00\x7f\xe9/:'
+kv_pairs = st.binary(max_size=160).map(_kv_pairs)
+
+ARG_CHARS = b"abz09-_.;=\\,:/+ \x01\xe9"
+
+
+def _pt_args(data: bytes) -> list[tuple[str, str]]:
+    c = Choices(data)
+    return [(c.text(12, ARG_CHARS), c.text(30, ARG_CHARS)) for _ in range(c.byte() % 6)]
+
+
+pt_args = st.binary(min_size=0, max_size=200).map(_pt_args)
+
+B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _bridge_line(data: bytes) -> tuple[str, str]:
+    """(a pt layer's text after "pt:", near-valid, in either form; the cert in it)."""
+    c = Choices(data)
+    cert = "Q" + c.text(60, B64).rjust(20, "Z")
+    address = _pt_address(c)[0]
+    words = [c.pick(["obfs4", "obfs4", "webtunnel", "meek_lite", "x", "Bridge obfs4"]), address]
+    if c.chance(50):
+        words.append(c.text(40, b"0123456789ABCDEFabcdefg"))
+    words += [f"cert={cert}", f"iat-mode={c.pick(['0', '1', '2', '3', ''])}"]
+    for _ in range(c.byte() % 3):
+        words.append(c.pick(["url=https://a.example/p", "bin=/x", "state=/y", "k=v", "oops"]))
+    if c.chance(30):
+        query = "&".join(
+            w.replace(" ", "") if "=" in w else f"addr={w}" for w in words[1:] if w != words[2]
+        )
+        text = f"{words[0]}?{query}"
+    else:
+        text = c.pick([" ", "  ", "\t"]).join(words)
+    if c.chance(20):
+        text = mutate(text.encode(), c.take(6)).decode("utf-8", "replace")
+    # '|' starts the next layer and a newline the next line, whatever the user meant: past
+    # them, text is no longer the bridge (and not hidden as one).
+    return text.replace("|", "").replace("\n", ""), cert
+
+
+bridge_texts = st.binary(min_size=40, max_size=200).map(_bridge_line)

@@ -58,13 +58,17 @@ def shown_chain(text: str) -> tuple[Chain | None, str]:
 @given(chains)
 def test_parse_chain(case: tuple[str, list[str]]) -> None:
     """Any text is a Chain or a ChainError (nothing else); a Chain starts with its base and
-    its str() parses back to the same layers (passwords shown as ***); neither str() nor the
-    error shows a password."""
+    its str() parses back to the same layers (passwords shown as ***; a pt layer's bridge is
+    hidden whole); neither str() nor the error shows a password."""
     text, passwords = case
     chain, shown = shown_chain(text)
     if chain is not None:
         assert chain.layers[0].name == "direct"
-        assert comparable(parse_chain(str(chain) or "direct")) == comparable(chain)
+        if any(layer.name == "pt" for layer in chain.layers):
+            # A bridge is hidden whole (pt:NAME ***), so that str() is not a chain again.
+            assert "pt:" in shown and "***" in shown
+        else:
+            assert comparable(parse_chain(str(chain) or "direct")) == comparable(chain)
     if passwords:
         _, shown_placeholder = shown_chain(placeholders(text, passwords))
         assert_no_leak(shown, shown_placeholder, passwords)

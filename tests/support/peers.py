@@ -1,5 +1,6 @@
-"""Real third-party servers as test and benchmark peers: proxies (dante, microsocks, tinyproxy)
-and DNS servers (unbound for DNS over UDP, TCP and TLS; dnsdist for DNS over HTTPS).
+"""Real third-party servers as test and benchmark peers: proxies (dante, microsocks, tinyproxy),
+DNS servers (unbound for DNS over UDP, TCP and TLS; dnsdist for DNS over HTTPS) and the server
+side of an obfs4 bridge (obfs4proxy).
 
 detour talks to upstream SOCKS5 and HTTP CONNECT proxies that it did not write. Mocks of those
 proxies only encode our own reading of the RFCs, so the integration tests and the benchmarks
@@ -50,6 +51,7 @@ __all__ = [
     "dnsdist_doh",
     "free_port",
     "microsocks",
+    "obfs4_server",
     "require_peer",
     "skip_or_fail",
     "tinyproxy",
@@ -139,6 +141,8 @@ class Peer:
     output_path: Path | None = None
     #: Further ports the program listens on, by purpose (unbound's "dot").
     extra_ports: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: For a pluggable transport server: the bridge line a client needs (a secret in real use).
+    bridge: str | None = None
 
     @property
     def url(self) -> str:
@@ -871,4 +875,44 @@ http {{
         return [binary, "-p", str(tmpdir), "-c", str(conf)], log_path
 
     with _running("nginx", "https", prepare, None, None) as peer:
+        yield peer
+
+
+# --------------------------------------------------------------------------------------------
+# obfs4proxy: the server side of an obfs4 bridge
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def obfs4_server(forward_to: tuple[str, int], iat_mode: int = 0) -> Iterator[Peer]:
+    """obfs4proxy in pluggable-transport server mode (PT 1.0, TOR_PT_SERVER_* environment),
+    as a bridge operator runs it: it listens on ``peer.port`` and forwards every connection,
+    de-obfuscated, to ``forward_to`` (TOR_PT_ORPORT; a SOCKS server in detour's setup).
+
+    ``peer.bridge`` is the client's bridge line for it (``obfs4 127.0.0.1:PORT cert=...
+    iat-mode=0``): obfs4proxy makes its keys on first start and writes the line, with
+    placeholders for the address, to obfs4_bridgeline.txt in its state directory.
+    """
+    binary = require_peer("obfs4proxy", "obfs4proxy")
+    env_program = require_peer("env", "coreutils")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        state = tmpdir / "state"
+        environment = [
+            "TOR_PT_MANAGED_TRANSPORT_VER=1",
+            f"TOR_PT_STATE_LOCATION={state}",
+            "TOR_PT_SERVER_TRANSPORTS=obfs4",
+            f"TOR_PT_SERVER_BINDADDR=obfs4-127.0.0.1:{port}",
+            f"TOR_PT_ORPORT={forward_to[0]}:{forward_to[1]}",
+            f"TOR_PT_SERVER_TRANSPORT_OPTIONS=obfs4:iat-mode={iat_mode}",
+        ]  # (no TOR_PT_EXIT_ON_STDIN_CLOSE: its stdin is /dev/null)
+        argv = [env_program, *environment, binary, "-enableLogging", "-logLevel", "INFO"]
+        return argv, state / "obfs4proxy.log"
+
+    with _running("obfs4proxy", "obfs4", prepare, None, None) as peer:
+        line = (peer.tmpdir / "state" / "obfs4_bridgeline.txt").read_text()
+        cert = re.search(r"\bcert=(\S+)", line)
+        if cert is None:
+            raise PeerStartError(f"obfs4proxy wrote no cert= in its bridge line\n{peer.logs()}")
+        peer.bridge = f"obfs4 127.0.0.1:{peer.port} cert={cert.group(1)} iat-mode={iat_mode}"
         yield peer

@@ -9,10 +9,19 @@ from ipaddress import ip_address
 import pytest
 
 from transports import Endpoint
-from transports.chain import Chain, ChainError, DialOptions, known_layers, parse_chain, redact
+from transports.chain import (
+    Chain,
+    ChainError,
+    DialOptions,
+    base_dialer,
+    known_layers,
+    parse_chain,
+    redact,
+)
 from transports.direct import DirectDialer
 from transports.dns import DnsResolver, HttpsTransport, UdpTransport
 from transports.http_connect import HttpConnectDialer
+from transports.pt import PtDialer, PtManager
 from transports.resolver import ResolverSpec, StaticResolver, SystemResolver
 from transports.socks import Socks4aDialer, Socks5Dialer
 from transports.split import SplitDialer
@@ -383,8 +392,22 @@ def test_non_string_chain(value: object) -> None:
             "front:https://relay.example/ws?front=cdn.example&key=***",
             id="key-param",
         ),
+        # A bridge is a secret down to its address: the whole pt layer goes.
+        pytest.param("pt:obfs4?cert=AbCdEf&iat-mode=0", "pt:obfs4 ***", id="pt-query"),
         pytest.param(
-            "pt:obfs4?cert=AbCdEf&iat-mode=0", "pt:obfs4?cert=***&iat-mode=0", id="obfs4-cert"
+            "pt:obfs4 192.0.2.3:443 cert=AbCdEf iat-mode=0 | socks5://127.0.0.1:1080",
+            "pt:obfs4 *** | socks5://127.0.0.1:1080",
+            id="pt-bridge-line",
+        ),
+        pytest.param(
+            "route 'pt:Bridge webtunnel [2001:db8::1]:443 url=https://a.example/x' failed",
+            "route 'pt:webtunnel ***",  # to the end of the line: a quote may be in the bridge
+            id="pt-quoted-bridge-word",
+        ),
+        pytest.param(
+            "pt:obfs4: the bridge needs iat-mode=0, 1 or 2",
+            "pt:obfs4: the bridge needs iat-mode=0, 1 or 2",
+            id="pt-message-left-alone",
         ),
         pytest.param("x?password=hunter2&token=t0k", "x?password=***&token=***", id="params"),
         pytest.param("x?KEY=abc", "x?KEY=***", id="param-case"),
@@ -575,3 +598,119 @@ def test_resolve_error_never_shows_a_password() -> None:
     with pytest.raises(ChainError) as err:
         parse_chain("resolve:doh=https://user:s3cr3tPW@dns.example/q")
     assert "s3cr3tPW" not in str(err.value)
+
+
+# --- pt layers ----------------------------------------------------------------------------
+
+BRIDGE = "obfs4 192.0.2.3:443 cert=s3cr3tCERT+/x iat-mode=0"
+
+
+@pytest.mark.parametrize(
+    ("text", "layers", "shown", "upstream"),
+    [
+        pytest.param(
+            f"pt:{BRIDGE} | socks5://127.0.0.1:1080",
+            ["direct", "pt", "socks5"],
+            "pt:obfs4 *** | socks5://127.0.0.1:1080",
+            None,
+            id="bridge-line",
+        ),
+        pytest.param(
+            f"PT:Bridge {BRIDGE} | http://127.0.0.1:3128 | tlsfrag:sni",
+            ["direct", "pt", "http", "tlsfrag"],
+            "pt:obfs4 *** | http://127.0.0.1:3128 | tlsfrag:sni",
+            None,
+            id="bridge-word-then-http-then-tlsfrag",
+        ),
+        pytest.param(
+            "direct | pt:obfs4?addr=192.0.2.3:443&cert=s3cr3tCERT&iat-mode=0 | socks4a://h:1",
+            ["direct", "pt", "socks4a"],
+            "direct | pt:obfs4 *** | socks4a://h:1",
+            None,
+            id="query-form-explicit-direct",
+        ),
+        pytest.param(
+            f"socks5://al%40ice:p%3Aw@10.0.0.2:1080 | pt:{BRIDGE} | socks5://127.0.0.1:1080",
+            ["direct", "socks5", "pt", "socks5"],
+            "socks5://al%40ice:***@10.0.0.2:1080 | pt:obfs4 *** | socks5://127.0.0.1:1080",
+            "socks5://al%40ice:p%3Aw@10.0.0.2:1080",
+            id="through-socks5-with-login",
+        ),
+        pytest.param(
+            f"socks4a://bob@10.0.0.2:1080 | pt:{BRIDGE} | socks5://127.0.0.1:1080",
+            ["direct", "socks4a", "pt", "socks5"],
+            "socks4a://bob@10.0.0.2:1080 | pt:obfs4 *** | socks5://127.0.0.1:1080",
+            "socks4a://bob@10.0.0.2:1080",
+            id="through-socks4a",
+        ),
+        pytest.param(
+            f"http://[2001:db8::2]:3128 | pt:{BRIDGE} | socks5://127.0.0.1:1080",
+            ["direct", "http", "pt", "socks5"],
+            "http://[2001:db8::2]:3128 | pt:obfs4 *** | socks5://127.0.0.1:1080",
+            "http://[2001:db8::2]:3128",
+            id="through-http-ipv6",
+        ),
+    ],
+)
+def test_pt_chains(text: str, layers: list[str], shown: str, upstream: str | None) -> None:
+    chain = parse_chain(text)
+    assert names(chain) == layers
+    assert str(chain) == shown
+    assert "s3cr3t" not in repr(chain)
+    pt = next(layer for layer in chain.layers if layer.name == "pt")
+    assert pt.params.get("upstream") == upstream
+    assert not chain.resolves_locally
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(f"pt:{BRIDGE}", "must be named next", id="nothing-after"),
+        pytest.param(f"pt:{BRIDGE} | tlsfrag:sni", "must be named next", id="tlsfrag-after"),
+        pytest.param(f"tlsfrag:1 | pt:{BRIDGE} | socks5://h:1", "only direct and one", id="frag"),
+        pytest.param(
+            f"resolve:udp=9.9.9.9 | pt:{BRIDGE} | socks5://h:1", "only direct and one", id="resolve"
+        ),
+        pytest.param(
+            f"socks5://10.0.0.1:1 | http://10.0.0.2:2 | pt:{BRIDGE} | socks5://h:1",
+            "only direct and one",
+            id="two-proxies",
+        ),
+        pytest.param(
+            f"pt:{BRIDGE} | socks5://h:1 | pt:{BRIDGE} | socks5://h:1", "only one pt", id="two"
+        ),
+        pytest.param(
+            f"socks5://proxy.example:1080 | pt:{BRIDGE} | socks5://h:1",
+            "IP address, not a name",
+            id="proxy-by-name",
+        ),
+        pytest.param(
+            "pt:obfs4 192.0.2.3:443 cert=s3cr3tCERT | socks5://h:1", "iat-mode", id="spec"
+        ),
+    ],
+)
+def test_pt_chain_errors(text: str, message: str) -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert message in str(err.value)
+    assert "s3cr3t" not in str(err.value) and "192.0.2.3" not in str(err.value)
+
+
+async def test_build_pt_shares_the_engines_manager_or_makes_its_own() -> None:
+    chain = parse_chain(f"socks5://10.0.0.2:1080 | pt:{BRIDGE} | socks5://127.0.0.1:1080")
+    manager = PtManager()
+    dialer = chain.build(DialOptions(pluggable=manager, handshake_timeout=4.0))
+    assert isinstance(dialer, Socks5Dialer) and dialer.proxy == Endpoint("127.0.0.1", 1080)
+    pt = dialer.inner
+    assert isinstance(pt, PtDialer)
+    assert pt.manager is manager
+    assert pt._proxy_url == "socks5://10.0.0.2:1080"
+    assert pt._handshake_timeout == 4.0
+    assert base_dialer(dialer) is pt  # the PT client makes the connection
+    assert "s3cr3t" not in repr(dialer)
+    async with contextlib.AsyncExitStack() as resources:
+        own = parse_chain(f"pt:{BRIDGE} | socks5://127.0.0.1:1080").build(
+            DialOptions(resources=resources)
+        )
+        assert isinstance(own.inner, PtDialer)
+        assert len(resources._exit_callbacks) == 1  # its children stop with the stack

@@ -160,6 +160,32 @@ async def test_socks5_with_rfc1929_login() -> None:
     assert proxy.received == GREETING_AUTH + LOGIN + REQUEST_NAME
 
 
+async def test_socks5_login_as_bytes_goes_out_unchanged() -> None:
+    """A pluggable transport's arguments: any bytes, and a password of one NUL."""
+    login = b"\x01\x0acert=a;b\\=\x01\x00"  # VER=1 ULEN=10 cert=a;b\= PLEN=1 NUL
+    async with ScriptedProxy(
+        Read(4),
+        Send(CHOOSE_USERPASS),
+        Read(len(login)),
+        Send(LOGIN_OK),
+        Read(len(REQUEST_NAME)),
+        Send(REPLY_OK),
+    ) as proxy:
+        dialer = socks5(proxy, username=b"cert=a;b\\=", password=b"\x00")
+        stream = await dial(dialer, TARGET)
+        await finish(stream)
+    assert proxy.received == GREETING_AUTH + login + REQUEST_NAME
+
+
+async def test_socks5_label_names_the_proxy_in_messages() -> None:
+    async with ScriptedProxy(Read(3), Send(CHOOSE_NONE)) as proxy:
+        err = await dial_error(socks5(proxy, label="the obfs4 client"), TARGET)
+    assert err.detail == "the obfs4 client requires a login"
+    async with ScriptedProxy(Read(3)) as proxy:
+        err = await dial_error(socks5(proxy, label="the obfs4 client", timeout=0.2), TARGET)
+    assert err.detail == "the obfs4 client did not answer within 0.2s"
+
+
 async def test_socks5_with_credentials_but_proxy_wants_none() -> None:
     """Offering user/pass does not force it: the proxy may pick no-auth."""
     async with ScriptedProxy(

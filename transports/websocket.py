@@ -289,7 +289,9 @@ async def websocket_connect(
         ) from None
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
+    digits = len(parts) > 1 and parts[1].isascii() and parts[1].isdigit()
+    status = int(parts[1]) if digits else 0
     fields = {}
     for line in header_lines:
         name, sep, value = line.partition(":")

@@ -229,7 +229,10 @@ class WebSocketStream(Stream):
     def close(self) -> None:
         if not self._closing and not self.inner.is_closing():
             self._closing = True
-            self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            try:
+                self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            except OSError:
+                pass  # best effort: the peer is gone (a TLS layer below raises SSLEOFError)
         self.inner.close()
 
     def abort(self) -> None:

@@ -119,7 +119,9 @@ def load_route(name: str, tmp: Path) -> Iterator[tuple[str, bool, str]]:
 @pytest.mark.parametrize("name", LOAD_ROUTES)
 def test_many_connections_at_once_sha256(name: str, tmp_path: Path, record_property) -> None:
     with load_route(name, tmp_path) as (chain, half_close, extra):
-        text = config_text(routes={"r": chain}, default="r", extra=extra)
+        text = config_text(routes={"r": chain}, default="r", extra=extra).replace(
+            'handshake_timeout = "2s"', 'handshake_timeout = "60s"'
+        )
         origin = harness.origin(tmp_path)
         detour = harness.detour(tmp_path, text)
         with harness.running(origin, detour):

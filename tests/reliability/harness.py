@@ -144,10 +144,10 @@ def detour(
     )
 
 
-def origin(tmp: Path, name: str = "origin") -> Process:
-    """The integrity origin (tests/reliability/origin.py) in its own process."""
+def origin(tmp: Path, name: str = "origin", mode: str = "integrity") -> Process:
+    """The integrity (or echo) origin, tests/reliability/origin.py, in its own process."""
     port = free_port()
-    argv = [sys.executable, "-m", "tests.reliability.origin", HOST, str(port)]
+    argv = [sys.executable, "-m", "tests.reliability.origin", HOST, str(port), mode]
     return Process(name, argv, (HOST, port), tmp / f"{name}.log", "origin ready")
 
 
@@ -250,28 +250,39 @@ async def run_load(
     half_close: bool = True,
     timeout: float = 600,
 ) -> LoadResult:
-    """`connections` exchanges at once through the SOCKS5 proxy, `size` bytes each way."""
+    """`connections` exchanges at once through the SOCKS5 proxy, `size` bytes each way.
+
+    The client's own work (generating and hashing the data) can hold its event loop for
+    seconds: give detour a handshake timeout to match (config_text's 2 s is too short)."""
     result = LoadResult(connections, size)
 
-    async def one(i: int) -> None:
+    async def connect(i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
-            reader, writer = await open_socks5(proxy, *origin)
-            exchange = await run_integrity(
-                reader, writer, up=size, down=size, seed=2 * i, half_close=half_close
+            return await open_socks5(proxy, *origin)
+        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            result.errors[f"connect: {type(exc).__name__}: {exc}"[:120]] += 1
+            return None
+
+    async def exchange(i: int, pair: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        try:
+            outcome = await run_integrity(
+                *pair, up=size, down=size, seed=2 * i, half_close=half_close
             )
         except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
-            result.errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            result.errors[f"exchange: {type(exc).__name__}: {exc}"[:120]] += 1
             return
-        if exchange.ok:
+        if outcome.ok:
             result.intact += 1
-        elif exchange.received < size:
+        elif outcome.received < size:
             result.short += 1
         else:
             result.mismatched += 1
 
     started = time.monotonic()
     async with asyncio.timeout(timeout):
-        await asyncio.gather(*(one(i) for i in range(connections)))
+        # All connections open first, then all exchanges run: 1,000 at once, really.
+        pairs = await asyncio.gather(*(connect(i) for i in range(connections)))
+        await asyncio.gather(*(exchange(i, pair) for i, pair in enumerate(pairs) if pair))
     result.seconds = time.monotonic() - started
     return result
 

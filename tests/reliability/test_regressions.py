@@ -22,3 +22,16 @@ def test_websocket_close_after_the_peer_vanished() -> None:
     inner = DeadTls()
     WebSocketStream(inner).close()
     assert inner.closed
+
+
+def test_http_head_of_one_empty_line() -> None:
+    """Found by the atheris harness: b'\\r\\n' made parse_request_head raise IndexError (the
+    listener only passes heads ending in CRLF CRLF, so no client could reach it)."""
+    import pytest
+
+    from helper.proxy.handshake import ProtocolError
+    from helper.proxy.http import parse_request_head
+
+    for head in (b"\r\n", b""):
+        with pytest.raises(ProtocolError):
+            parse_request_head(head)

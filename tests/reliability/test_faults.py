@@ -74,30 +74,35 @@ def service_config(origin_port: int, routes: dict[str, str]) -> str:
     )
 
 
+UPSTREAMS = {"dante": peers.danted, "tinyproxy": peers.tinyproxy}
+
+
 @pytest.mark.timeout(120)
-def test_upstream_killed_mid_transfer(tmp_path: Path, record_property) -> None:
-    """dante dies (SIGKILL) while a download runs through it: the client's connection is
-    closed, short of what it asked for; the next connection goes direct."""
-    with peers.danted() as dante:
+@pytest.mark.parametrize("upstream", list(UPSTREAMS))
+def test_upstream_killed_mid_transfer(tmp_path: Path, record_property, upstream: str) -> None:
+    """The upstream proxy dies (SIGKILL, with every process it forked) while a download runs
+    through it: the client's connection is closed, short of what it asked for; the next
+    connection goes through the next route (direct)."""
+    with UPSTREAMS[upstream]() as peer:
         origin = harness.origin(tmp_path)
         with harness.running(origin):
-            text = service_config(origin.address[1], {"up": dante.url, "direct": "direct"})
+            text = service_config(origin.address[1], {"up": peer.url, "direct": "direct"})
             detour = harness.detour(tmp_path, text)
             with harness.running(detour):
 
                 async def scenario() -> tuple[int, float, float]:
                     reader, writer = await start_big_transfer(detour.address, origin.address)
                     got = await read_until_closed(reader, stop_after=4 << 20)
-                    assert got >= 4 << 20, "the transfer through dante did not start"
-                    assert dante.process is not None
+                    assert got >= 4 << 20, f"the transfer through {upstream} did not start"
+                    assert peer.process is not None
                     killed = time.monotonic()
-                    os.killpg(dante.process.pid, signal.SIGKILL)
+                    os.killpg(peer.process.pid, signal.SIGKILL)
                     async with asyncio.timeout(SAFETY):
                         got += await read_until_closed(reader)
                     closed_after = time.monotonic() - killed
                     writer.close()
                     assert got < BIG  # the byte count shows the cut: nothing claimed success
-                    # A new connection: dante refuses now, so the race moves on to direct.
+                    # A new connection: the upstream refuses now, so the race moves on to direct.
                     async with asyncio.timeout(SAFETY):
                         while True:
                             try:
@@ -114,7 +119,7 @@ def test_upstream_killed_mid_transfer(tmp_path: Path, record_property) -> None:
                 assert detour.alive()
             output = detour.output
     report = (
-        f"upstream killed after {got} bytes: client closed {closed_after:.3f}s later; "
+        f"{upstream} killed after {got} bytes: client closed {closed_after:.3f}s later; "
         f"new connection through the next route {failover_after:.3f}s after the kill"
     )
     print(report)

@@ -39,6 +39,7 @@ class Process:
     output_path: Path
     ready: str  # a line fragment the program prints once it accepts connections
     preexec: Callable[[], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +59,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 preexec_fn=self.preexec,
             )
         deadline = time.monotonic() + START_TIMEOUT
@@ -125,9 +126,16 @@ def running(*processes: Process) -> Iterator[None]:
 
 
 def detour(
-    tmp: Path, config: str, *, log_level: str = "info", nofile: int | None = None, name="detour"
+    tmp: Path,
+    config: str,
+    *,
+    log_level: str = "info",
+    nofile: int | None = None,
+    loop: str | None = None,
+    name: str = "detour",
 ) -> Process:
-    """`detour run --headless` with this config on a free port (not started yet)."""
+    """`detour run --headless` with this config on a free port (not started yet); `loop`
+    "asyncio" forces asyncio's own event loop (DETOUR_LOOP), the default uses uvloop."""
     path = tmp / f"{name}.toml"
     path.write_text(config)
     path.chmod(0o600)
@@ -141,6 +149,7 @@ def detour(
         tmp / f"{name}.log",
         "listening on",
         nofile_limit(nofile) if nofile else None,
+        {"DETOUR_LOOP": loop} if loop else {},
     )
 
 

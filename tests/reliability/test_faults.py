@@ -185,13 +185,26 @@ def test_relay_restarted_clients_reconnect(tmp_path: Path, record_property) -> N
 NOFILE = 48
 
 
+# asyncio's own loop logs every accept() that fails for want of descriptors at ERROR, with a
+# traceback (uvloop's does not); that record is asyncio's, not detour's.
+ACCEPT_FAILED = "socket.accept() out of system resource"
+
+
+def tracebacks_of_detour(output: str) -> list[str]:
+    records = output.split("\n20")  # a log record starts with the year
+    return [r for r in records if "Traceback" in r and ACCEPT_FAILED not in r]
+
+
 @pytest.mark.timeout(120)
-def test_file_descriptors_exhausted(tmp_path: Path, record_property) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_file_descriptors_exhausted(tmp_path: Path, record_property, loop: str) -> None:
     """detour with RLIMIT_NOFILE = 48: connections are opened until new ones fail; each
     failure is an error reply, a reset or an end of stream (never a hang); the open ones
     keep echoing; once they are closed new connections work again; detour never exits."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
     origin = harness.origin(tmp_path, mode="echo")
-    detour = harness.detour(tmp_path, config_text(), nofile=NOFILE)
+    detour = harness.detour(tmp_path, config_text(), nofile=NOFILE, loop=loop)
     with harness.running(origin, detour):
 
         async def scenario() -> tuple[int, int, list[str]]:
@@ -235,9 +248,9 @@ def test_file_descriptors_exhausted(tmp_path: Path, record_property) -> None:
         held, fds, refusals = run(scenario())
         assert detour.alive(), detour.output
     report = (
-        f"RLIMIT_NOFILE={NOFILE}: {held} connections held and kept flowing; new ones refused "
-        f"({', '.join(sorted(set(refusals)))}); detour recovered and survived"
+        f"{loop}, RLIMIT_NOFILE={NOFILE}: {held} connections held and kept flowing; "
+        f"new ones refused ({', '.join(sorted(set(refusals)))}); detour recovered and survived"
     )
     print(report)
     record_property("fault", report)
-    assert "Traceback" not in detour.output, detour.output
+    assert not tracebacks_of_detour(detour.output), detour.output

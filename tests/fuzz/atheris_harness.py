@@ -20,7 +20,9 @@ test dependency.
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
+import zlib
 from collections.abc import Callable
 
 Target = Callable[[bytes], None]
@@ -54,13 +56,21 @@ def _targets() -> dict[str, Target]:
         return target
 
     def http_head(data: bytes) -> None:
-        try:
-            request = proxy_http.parse_request_head(data)
-        except ProtocolError:
-            return
-        proxy_http.check_basic_auth(request)
-        if not request.is_connect:
-            proxy_http.forwarded_head(request)
+        # The bytes as a head, and in the places of a valid head that hold the client's text:
+        # libFuzzer alone rarely builds a whole request line.
+        for head in (
+            data,
+            b"CONNECT " + data + b" HTTP/1.1\r\n\r\n",
+            b"GET http://" + data + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://h/ HTTP/1.1\r\nProxy-Authorization: " + data + b"\r\n\r\n",
+        ):
+            try:
+                request = proxy_http.parse_request_head(head)
+            except ProtocolError:
+                continue
+            proxy_http.check_basic_auth(request)
+            if not request.is_connect:
+                proxy_http.forwarded_head(request)
 
     def tlsfrag(data: bytes) -> None:
         server_name_span(data)
@@ -112,10 +122,13 @@ def _targets() -> dict[str, Target]:
             pass
 
     def access_key(data: bytes) -> None:
-        try:
-            AccessKey.decode(text(data))
-        except AccessKeyError:
-            pass
+        # As text, and as the compressed JSON inside a key (past the prefix and base64).
+        packed = base64.urlsafe_b64encode(zlib.compress(data)).decode()
+        for candidate in (text(data), "dtr1:" + packed):
+            try:
+                AccessKey.decode(candidate)
+            except AccessKeyError:
+                pass
 
     loop = asyncio.new_event_loop()
     proxy, destination = Endpoint("192.0.2.1", 1080), Endpoint("web.telegram.org", 443)

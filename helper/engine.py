@@ -1,12 +1,21 @@
 """The running proxy, built from a Config: the router with its routes and services, the
 prober and the monitor that keep route health fresh, the event stream, and the listeners
 applications connect to. The headless runner and the terminal UI are two front ends on the
-same Engine."""
+same Engine.
+
+A reload (`Engine.reload`, SIGHUP when headless) builds a new router from a new Config and
+switches new connections to it; connections already relayed keep the router (and the
+resolvers) they started with, which are closed when the last of them ends. Draining
+(`Engine.drain`) stops accepting and lets established connections finish, up to a deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
+from dataclasses import dataclass
 
 from transports import Endpoint
 from transports.pt import PtManager
@@ -20,9 +29,28 @@ from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "ReloadResult"]
 
 log = logging.getLogger("detour")
+
+
+@dataclass
+class _Generation:
+    """One config's router and the resources only it uses (resolvers that keep
+    connections), closed when its last connection has ended."""
+
+    config: Config
+    router: Router
+    resolver: Resolver
+    resources: contextlib.AsyncExitStack
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload changed (applied to new connections) and what needs a restart."""
+
+    changed: tuple[str, ...]
+    needs_restart: tuple[str, ...]
 
 
 class Engine:
@@ -38,46 +66,21 @@ class Engine:
     ) -> None:
         """`store` remembers route health per network (None: nothing remembered); `network`
         names the network (default: detected from the gateway and subnet)."""
-        self.config = config
         self.events = EventBus()
-        # Resolvers that keep connections (DoH) are closed when the engine stops.
-        self._resources = contextlib.AsyncExitStack()
-        tls = config.tls.client_context()
-        if resolver is None:
-            resolver = config.dns.resolver.build(tls)
-            close = getattr(resolver, "aclose", None)
-            if close is not None:
-                self._resources.push_async_callback(close)
-            if config.dns.hosts:
-                # Names in [dns] hosts never reach the resolver (nor its bogon check).
-                resolver = StaticResolver(config.dns.hosts, fallback=resolver)
-        self.resolver = resolver
         # Pluggable transport clients (`pt:` routes) start on first use, keep their state
-        # under the state directory, and stop with the engine.
+        # under the state directory, and stop with the engine. They are shared by every
+        # config a reload brings in: a child is keyed by program, transport and proxy, so an
+        # unchanged `pt:` route keeps its running (bootstrapped) child across a reload.
         self.pluggable = PtManager(state_dir() / "pt")
+        self._resources = contextlib.AsyncExitStack()
         self._resources.push_async_callback(self.pluggable.aclose)
-        self.router = Router.from_config(
-            config,
-            self.resolver,
-            tls=tls,
-            resources=self._resources,
-            events=self.events,
-            pluggable=self.pluggable,
-        )
-        self.prober = Prober(
-            timeout=config.probe.timeout,
-            tls=tls,
-            min_rate=config.probe.min_rate,
-            compare_resolver=_encrypted_resolver(self.router),
-            events=self.events,
-        )
-        self.monitor = HealthMonitor(
-            self.router,
-            self.prober,
-            interval=config.probe.interval,
-            store=store,
-            network=network_id() if network is None and store is not None else (network or ""),
-        )
+        self._given_resolver = resolver
+        self._store = store
+        self._network = network_id() if network is None and store is not None else (network or "")
+        self._generation = self._build(config, contextlib.AsyncExitStack())
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()
+        self.prober, self.monitor = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
         self.listener = MixedListener(
             config.listen,
@@ -86,6 +89,60 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+
+    # The current generation's parts, as the front ends and the status views know them.
+    @property
+    def config(self) -> Config:
+        return self._generation.config
+
+    @property
+    def router(self) -> Router:
+        return self._generation.router
+
+    @property
+    def resolver(self) -> Resolver:
+        return self._generation.resolver
+
+    def _build(self, config: Config, resources: contextlib.AsyncExitStack) -> _Generation:
+        tls = config.tls.client_context()
+        resolver = self._given_resolver
+        if resolver is None:
+            resolver = config.dns.resolver.build(tls)
+            close = getattr(resolver, "aclose", None)
+            if close is not None:
+                resources.push_async_callback(close)
+            if config.dns.hosts:
+                # Names in [dns] hosts never reach the resolver (nor its bogon check).
+                resolver = StaticResolver(config.dns.hosts, fallback=resolver)
+        router = Router.from_config(
+            config,
+            resolver,
+            tls=tls,
+            resources=resources,
+            events=self.events,
+            pluggable=self.pluggable,
+        )
+        return _Generation(config, router, resolver, resources)
+
+    def _monitoring(
+        self, generation: _Generation, store: HealthStore | None
+    ) -> tuple[Prober, HealthMonitor]:
+        config = generation.config
+        prober = Prober(
+            timeout=config.probe.timeout,
+            tls=config.tls.client_context(),
+            min_rate=config.probe.min_rate,
+            compare_resolver=_encrypted_resolver(generation.router),
+            events=self.events,
+        )
+        monitor = HealthMonitor(
+            generation.router,
+            prober,
+            interval=config.probe.interval,
+            store=store,
+            network=self._network,
+        )
+        return prober, monitor
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -103,9 +160,71 @@ class Engine:
             ", ".join(s.name for s in self.router.services) or "none",
         )
 
+    async def reload(self, config: Config) -> ReloadResult:
+        """Switch new connections to a router built from `config`. Established connections
+        keep theirs. Raises what building the routes raises (the old config stays)."""
+        async with self._reloading:
+            old = self._generation
+            changed, restart = describe_changes(old.config, config)
+            # What cannot change without a restart keeps its running value.
+            config = dataclasses.replace(config, listen=old.config.listen)
+            resources = contextlib.AsyncExitStack()
+            try:
+                new = self._build(config, resources)
+            except BaseException:
+                await resources.aclose()
+                raise
+            _carry_over(old.router, new.router)
+            await self.monitor.stop()
+            self._generation = new
+            self.prober, self.monitor = self._monitoring(new, None)
+            self.listener.router = new.router
+            self.listener.first_answer = config.probe.first_answer
+            # Probe at once (the routes or services may be new); the health carried over
+            # orders connections meanwhile. The store is not re-read: what this run learnt
+            # is fresher than what it remembers.
+            await self.monitor.start(probe_now=self._probe_on_start)
+            self.monitor.store = self._store
+            self._retire(old)
+            return ReloadResult(tuple(changed), tuple(restart))
+
+    def _retire(self, old: _Generation) -> None:
+        """Close the old router's resources once no connection uses it any more."""
+
+        async def retire() -> None:
+            try:
+                await self.listener.released(old.router)
+            finally:
+                await old.resources.aclose()
+                log.debug("closed the resources of the previous config (%s)", old.config.source)
+
+        task = asyncio.get_running_loop().create_task(retire(), name="detour-retire-config")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def drain(self, timeout: float, force: asyncio.Event | None = None) -> int:
+        """Stop accepting; wait until every connection has ended, `timeout` seconds pass, or
+        `force` is set. Returns how many connections were still open (stop() cuts them)."""
+        await self.listener.stop_accepting()
+        waiter = asyncio.ensure_future(self.listener.idle())
+        waits: set[asyncio.Future[object]] = {waiter}
+        if force is not None:
+            waits.add(asyncio.ensure_future(force.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        return len(self.listener.connections)
+
     async def stop(self) -> None:
         await self.monitor.stop()
         await self.listener.stop()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self._generation.resources.aclose()
         await self._resources.aclose()
 
     async def __aenter__(self) -> Engine:
@@ -114,6 +233,68 @@ class Engine:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+# Keys a running engine cannot change: its listening sockets and who may use them.
+_RESTART_SECTIONS = ("listen",)
+
+
+def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """What differs between two configs, as short phrases: (applied by a reload, needing a
+    restart). Secrets never appear: routes are named, not shown."""
+    changed: list[str] = []
+    old_routes = {r.name: r for r in old.routes}
+    new_routes = {r.name: r for r in new.routes}
+    added = [n for n in new_routes if n not in old_routes]
+    removed = [n for n in old_routes if n not in new_routes]
+    modified = [n for n in new_routes if n in old_routes and new_routes[n] != old_routes[n]]
+    if added:
+        changed.append(f"routes added: {', '.join(added)}")
+    if removed:
+        changed.append(f"routes removed: {', '.join(removed)}")
+    if modified:
+        changed.append(f"routes changed: {', '.join(modified)}")
+    kept = [n for n in new_routes if n in old_routes]
+    if not added and not removed and kept != [n for n in old_routes if n in new_routes]:
+        changed.append(f"route order: {', '.join(new_routes)}")
+    old_services = {s.name: s for s in old.services}
+    new_services = {s.name: s for s in new.services}
+    for label, names in (
+        ("services added", [n for n in new_services if n not in old_services]),
+        ("services removed", [n for n in old_services if n not in new_services]),
+        (
+            "services changed",
+            [n for n in new_services if n in old_services and new_services[n] != old_services[n]],
+        ),
+    ):
+        if names:
+            changed.append(f"{label}: {', '.join(names)}")
+    if old.default_policy != new.default_policy:
+        changed.append(f"default policy: {old.default_policy} -> {new.default_policy}")
+    for section in ("dns", "tls", "probe"):
+        if getattr(old, section) != getattr(new, section):
+            changed.append(f"[{section}] settings")
+    restart = []
+    for section in _RESTART_SECTIONS:
+        before, after = getattr(old, section), getattr(new, section)
+        for field in dataclasses.fields(before):
+            if getattr(before, field.name) != getattr(after, field.name):
+                restart.append(f"{section}.{field.name}")
+    return changed, restart
+
+
+def _carry_over(old: Router, new: Router) -> None:
+    """Keep what the old router learnt about routes that did not change (same name, same
+    chain), and the user's pins and disabled routes where they still make sense."""
+    before = {route.name: route.chain for route in old.routes}
+    same = {route.name for route in new.routes if before.get(route.name) == route.chain}
+    for (service, route), health in old.health.items():
+        if route in same:
+            new.health.set(service, route, health)
+    names = {route.name for route in new.routes}
+    services = {service.name for service in new.services}
+    new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
+    new.disabled.update(name for name in old.disabled if name in names)
 
 
 def _encrypted_resolver(router: Router) -> Resolver | None:

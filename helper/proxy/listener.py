@@ -107,6 +107,10 @@ class MixedListener:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+        # The router each connection started with: a reload swaps `router` for new
+        # connections, and the old one's resources are closed once `released`.
+        self._routers: dict[int, Router] = {}
+        self._ended = asyncio.Event()
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -123,22 +127,44 @@ class MixedListener:
             backlog=1024,
         )
 
-    async def stop(self) -> None:
-        """Stop accepting and end every connection."""
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; connections already accepted go on."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        """Stop accepting and end every connection (cut: the clients see a reset)."""
+        await self.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until no connection is open."""
+        while self._tasks:
+            await self._one_ended()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no connection that started with `router` is open."""
+        while router in self._routers.values():
+            await self._one_ended()
+
+    async def _one_ended(self) -> None:
+        self._ended.clear()
+        await self._ended.wait()
 
     # --- per connection -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._ended.set()
 
     def _accepted(self, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
@@ -161,17 +187,24 @@ class MixedListener:
     async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
         active = ActiveConnection(conn_id, str(client))
         self.connections[conn_id] = active
+        router = self._routers[conn_id] = self.router
         try:
-            await self._serve_client(active, stream)
+            await self._serve_client(active, stream, router)
+        except asyncio.CancelledError:
+            stream.abort()  # cut short (detour is stopping): a reset, never a clean end
+            raise
         except Exception:
             log.exception("connection %d from %s: internal error", conn_id, client)
             stream.abort()
         finally:
             del self.connections[conn_id]
+            del self._routers[conn_id]
             if not stream.is_closing():
                 stream.close()
 
-    async def _serve_client(self, active: ActiveConnection, stream: SocketStream) -> None:
+    async def _serve_client(
+        self, active: ActiveConnection, stream: SocketStream, router: Router
+    ) -> None:
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
                 request = await self._handshake(stream)
@@ -200,7 +233,7 @@ class MixedListener:
         active.protocol = request.protocol
         active.target = request.target
         try:
-            connection = await self.router.connect(request.target)
+            connection = await router.connect(request.target)
         except (Denied, AllRoutesFailed) as exc:
             log.info("client %s: %s %s: %s", active.client, request.protocol, request.target, exc)
             if not stream.is_closing():
@@ -211,13 +244,13 @@ class MixedListener:
             stream.write(request.success)
         if not request.first_upstream_bytes:
             retried = await first_exchange(
-                stream, connection, self.router, request.target, self.first_answer, active.stats
+                stream, connection, router, request.target, self.first_answer, active.stats
             )
             if retried is None:
                 stream.abort()  # every route failed the client's ClientHello: tell it so
                 return
             connection = retried
-        await self._relay(active, stream, request, connection)
+        await self._relay(active, stream, request, connection, router)
 
     async def _relay(
         self,
@@ -225,6 +258,7 @@ class MixedListener:
         stream: SocketStream,
         request: _Request,
         connection: Connection,
+        router: Router,
     ) -> None:
         active.service = connection.service.name if connection.service else None
         active.route = connection.route.name
@@ -246,7 +280,7 @@ class MixedListener:
         finally:
             stats = active.stats
             if stats.down:
-                self.router.record_success(connection.service, connection.route)
+                router.record_success(connection.service, connection.route)
             how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
             duration = time.monotonic() - active.started
             if self.events is not None:
@@ -263,6 +297,18 @@ class MixedListener:
                 stats.down,
                 duration,
                 how,
+                extra={
+                    "event": "connection_closed",
+                    "client": active.client,
+                    "protocol": request.protocol,
+                    "target": str(request.target),
+                    "service": active.service,
+                    "route": connection.route.name,
+                    "up": stats.up,
+                    "down": stats.down,
+                    "seconds": round(duration, 3),
+                    "end": how,
+                },
             )
 
     # --- handshakes -----------------------------------------------------------------------

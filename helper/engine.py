@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 from dataclasses import dataclass
 
 from transports import Endpoint
@@ -43,6 +44,7 @@ class _Generation:
     router: Router
     resolver: Resolver
     resources: contextlib.AsyncExitStack
+    tls: ssl.SSLContext  # one per config: each holds its own copy of the CA store
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class Engine:
             events=self.events,
             pluggable=self.pluggable,
         )
-        return _Generation(config, router, resolver, resources)
+        return _Generation(config, router, resolver, resources, tls)
 
     def _monitoring(
         self, generation: _Generation, store: HealthStore | None
@@ -130,7 +132,7 @@ class Engine:
         config = generation.config
         prober = Prober(
             timeout=config.probe.timeout,
-            tls=config.tls.client_context(),
+            tls=generation.tls,
             min_rate=config.probe.min_rate,
             compare_resolver=_encrypted_resolver(generation.router),
             events=self.events,

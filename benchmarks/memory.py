@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Resident memory of `detour run --headless`: idle, and holding 1,000 client connections.
+
+    .venv/bin/python benchmarks/memory.py                    # uvloop and asyncio, 1,000 conns
+    .venv/bin/python benchmarks/memory.py --connections 300  # a quicker run
+    .venv/bin/python benchmarks/memory.py --json out.json    # also write the raw numbers
+
+What runs, each in its own process, so that detour's process holds only detour:
+
+* an echo server (this file with ``--serve``) on 127.0.0.1, on asyncio;
+* detour as a subprocess, once on uvloop (the default) and once with DETOUR_LOOP=asyncio,
+  with a router-style config: the built-in config's services (without their probes, so the
+  benchmark sends nothing beyond loopback) and the routes ``direct`` and ``tlsfrag:sni``;
+* this script is the client: blocking sockets, one SOCKS5 handshake each, to the echo server
+  (which belongs to no service, so the default policy's ``direct`` carries it).
+
+Measured from /proc/PID/status (Linux only): VmRSS (resident now) and VmHWM (the peak), at
+
+1. idle: 2 s after "listening on";
+2. N connections open and relayed, nothing moving;
+3. the same N connections after a little traffic: 4 rounds of 4 KiB echoed on each;
+4. after the client closed them all (what detour gives back).
+
+Figures are in MB (10^6 bytes). The bars (docs/performance.md): at most 40 MB idle, at most
+120 MB with 1,000 connections (the peak, VmHWM, counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+MB = 1_000_000
+BAR_IDLE = 40 * MB
+BAR_CONNECTIONS = 120 * MB
+ROUNDS, ROUND_BYTES = 4, 4096
+START_TIMEOUT = 20.0
+PR_SET_PDEATHSIG = 1
+LOOPS = (("uvloop", "auto"), ("asyncio", "asyncio"))
+
+
+def log(message: str) -> None:
+    print(f"[memory] {message}", file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """Children die with the benchmark even if it is killed (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def raise_nofile(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise SystemExit(f"need {needed} open files, the hard limit is {hard}")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of `pid`, in bytes."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+# --- the echo server ------------------------------------------------------------------------
+
+
+def serve_main() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(echo, HOST, 0, backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def start_echo() -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
+# --- detour ---------------------------------------------------------------------------------
+
+
+def router_config(port: int) -> str:
+    """The built-in config's services without probes, routes direct and tlsfrag:sni."""
+    from helper.config import default_config_text
+
+    text = default_config_text()
+    text = re.sub(r"(?ms)^probes = \[.*?^\]\n", "", text)
+    text = text.replace('mixed = "127.0.0.1:1080"', f'mixed = "{HOST}:{port}"')
+    return text + '\n[[route]]\nname = "tls-fragment"\nchain = "tlsfrag:sni"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_detour(config: Path, port: int, loop: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DETOUR_LOOP": loop, "PYTHONUNBUFFERED": "1"}
+    env["DETOUR_STATE_DIR"] = str(config.parent / "state")
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while "listening on" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"detour did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    return process
+
+
+def socks5_connect(proxy: tuple[str, int], port: int) -> socket.socket:
+    sock = socket.create_connection(proxy, timeout=30)
+    # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
+    sock.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + struct.pack("!H", port))
+    reply = b""
+    while len(reply) < 12:
+        data = sock.recv(12 - len(reply))
+        if not data:
+            raise ConnectionError("detour closed the connection during the handshake")
+        reply += data
+    if reply[:4] != b"\x05\x00\x05\x00":
+        raise ConnectionError(f"SOCKS5 refused: {reply.hex()}")
+    return sock
+
+
+def recv_exactly(sock: socket.socket, n: int) -> None:
+    while n:
+        data = sock.recv(n)
+        if not data:
+            raise ConnectionError("connection closed mid-echo")
+        n -= len(data)
+
+
+def measure(
+    name: str, loop: str, connections: int, echo_port: int, workdir: Path
+) -> dict[str, Any]:
+    port = free_port()
+    config = workdir / f"detour-{name}.toml"
+    config.write_text(router_config(port))
+    log_path = workdir / f"detour-{name}.log"
+    process = start_detour(config, port, loop, log_path)
+    result: dict[str, Any] = {}
+    socks: list[socket.socket] = []
+    try:
+        time.sleep(2)
+        result["idle"] = memory(process.pid)
+        log(f"{name}: idle {result['idle']['VmRSS'] / MB:.1f} MB")
+        for _ in range(connections):
+            socks.append(socks5_connect((HOST, port), echo_port))
+        time.sleep(1)
+        result["open"] = memory(process.pid)
+        log(f"{name}: {connections} open {result['open']['VmRSS'] / MB:.1f} MB")
+        payload = os.urandom(ROUND_BYTES)
+        for _ in range(ROUNDS):
+            for sock in socks:
+                sock.sendall(payload)
+            for sock in socks:
+                recv_exactly(sock, ROUND_BYTES)
+        time.sleep(1)
+        result["traffic"] = memory(process.pid)
+        log(f"{name}: after traffic {result['traffic']['VmRSS'] / MB:.1f} MB")
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        deadline = time.monotonic() + 30
+        while log_path.read_text(errors="replace").count(" closed") < connections:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+        result["closed"] = memory(process.pid)
+    finally:
+        for sock in socks:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return result
+
+
+def markdown(report: dict[str, Any]) -> str:
+    n = report["connections"]
+    loops = [name for name, _ in LOOPS if name in report["results"]]
+    rows = [
+        ("idle", "idle after start"),
+        ("open", f"{n:,} connections open"),
+        ("traffic", f"{n:,} connections, after {ROUNDS}x{ROUND_BYTES // 1024} KiB echoed"),
+        ("closed", "after they closed"),
+    ]
+    head = "| | " + " | ".join(f"{loop} VmRSS | {loop} VmHWM" for loop in loops) + " |"
+    lines = [
+        f"detour {report['detour']}, Python {report['python']}, {report['machine']}, "
+        f"{report['date']}",
+        "",
+        head,
+        "|---|" + "---:|" * (2 * len(loops)),
+    ]
+    for key, label in rows:
+        cells = []
+        for loop in loops:
+            values = report["results"][loop][key]
+            cells += [f"{values['VmRSS'] / MB:.1f} MB", f"{values['VmHWM'] / MB:.1f} MB"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for loop in loops:
+        values = report["results"][loop]
+        idle = values["idle"]["VmRSS"]
+        peak = values["traffic"]["VmHWM"]
+        per = (values["traffic"]["VmRSS"] - idle) / n / 1000
+        lines.append(
+            f"- {loop}: idle {idle / MB:.1f} MB (bar {BAR_IDLE // MB} MB: "
+            f"{'met' if idle <= BAR_IDLE else 'MISSED'}); peak with {n:,} connections "
+            f"{peak / MB:.1f} MB (bar {BAR_CONNECTIONS // MB} MB: "
+            f"{'met' if peak <= BAR_CONNECTIONS else 'MISSED'}); about {per:.1f} kB per "
+            "connection"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from helper import __version__
+
+    raise_nofile(2 * args.connections + 256)  # inherited by detour and the echo server
+    echo, echo_port = start_echo()
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="detour-memory-") as tmp:
+            for name, value in LOOPS:
+                if name in args.loops:
+                    results[name] = measure(name, value, args.connections, echo_port, Path(tmp))
+    finally:
+        echo.terminate()
+        echo.wait()
+    return {
+        "detour": __version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "date": datetime.date.today().isoformat(),
+        "connections": args.connections,
+        "results": results,
+    }
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally: children are stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/memory.py",
+        description="Resident memory of detour run --headless: idle and with N connections.",
+    )
+    parser.add_argument("--connections", type=int, default=1000, metavar="N", help="(default 1000)")
+    parser.add_argument(
+        "--loops",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=[name for name, _ in LOOPS],
+        help="comma-separated subset of uvloop,asyncio (default: both)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_main()
+        return 0
+    if not sys.platform.startswith("linux"):
+        parser.error("reads /proc/PID/status: Linux only")
+    signal.signal(signal.SIGTERM, _terminate)
+    report = run(args)
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,9 @@ Measured from /proc/PID/status (Linux only): VmRSS (resident now) and VmHWM (the
 1. idle: 2 s after "listening on";
 2. N connections open and relayed, nothing moving;
 3. the same N connections after a little traffic: 4 rounds of 4 KiB echoed on each;
-4. after the client closed them all (what detour gives back).
+4. after the client closed them all (what detour gives back);
+5. the same again with a second wave of N connections (memory that grows from wave to wave
+   would be a leak).
 
 Figures are in MB (10^6 bytes). The bars (docs/performance.md): at most 40 MB idle, at most
 120 MB with 1,000 connections (the peak, VmHWM, counts).
@@ -185,7 +187,7 @@ def recv_exactly(sock: socket.socket, n: int) -> None:
 
 
 def measure(
-    name: str, loop: str, connections: int, echo_port: int, workdir: Path
+    name: str, loop: str, connections: int, echo_port: int, workdir: Path, waves: int = 2
 ) -> dict[str, Any]:
     port = free_port()
     config = workdir / f"detour-{name}.toml"
@@ -194,34 +196,38 @@ def measure(
     process = start_detour(config, port, loop, log_path)
     result: dict[str, Any] = {}
     socks: list[socket.socket] = []
+
+    def note(key: str) -> None:
+        result[key] = memory(process.pid)
+        log(f"{name}: {key} {result[key]['VmRSS'] / MB:.1f} MB")
+
     try:
         time.sleep(2)
-        result["idle"] = memory(process.pid)
-        log(f"{name}: idle {result['idle']['VmRSS'] / MB:.1f} MB")
-        for _ in range(connections):
-            socks.append(socks5_connect((HOST, port), echo_port))
-        time.sleep(1)
-        result["open"] = memory(process.pid)
-        log(f"{name}: {connections} open {result['open']['VmRSS'] / MB:.1f} MB")
-        payload = os.urandom(ROUND_BYTES)
-        for _ in range(ROUNDS):
+        note("idle")
+        for wave in range(1, waves + 1):
+            suffix = "" if wave == 1 else f"_{wave}"
+            for _ in range(connections):
+                socks.append(socks5_connect((HOST, port), echo_port))
+            time.sleep(1)
+            note(f"open{suffix}")
+            payload = os.urandom(ROUND_BYTES)
+            for _ in range(ROUNDS):
+                for sock in socks:
+                    sock.sendall(payload)
+                for sock in socks:
+                    recv_exactly(sock, ROUND_BYTES)
+            time.sleep(1)
+            note(f"traffic{suffix}")
             for sock in socks:
-                sock.sendall(payload)
-            for sock in socks:
-                recv_exactly(sock, ROUND_BYTES)
-        time.sleep(1)
-        result["traffic"] = memory(process.pid)
-        log(f"{name}: after traffic {result['traffic']['VmRSS'] / MB:.1f} MB")
-        for sock in socks:
-            sock.close()
-        socks.clear()
-        deadline = time.monotonic() + 30
-        while log_path.read_text(errors="replace").count(" closed") < connections:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        time.sleep(1)
-        result["closed"] = memory(process.pid)
+                sock.close()
+            socks.clear()
+            deadline = time.monotonic() + 30
+            while log_path.read_text(errors="replace").count(" closed") < wave * connections:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            time.sleep(1)
+            note(f"closed{suffix}")
     finally:
         for sock in socks:
             sock.close()
@@ -243,6 +249,12 @@ def markdown(report: dict[str, Any]) -> str:
         ("traffic", f"{n:,} connections, after {ROUNDS}x{ROUND_BYTES // 1024} KiB echoed"),
         ("closed", "after they closed"),
     ]
+    waves = report.get("waves", 2)
+    for wave in range(2, waves + 1):
+        rows += [
+            (f"traffic_{wave}", f"wave {wave} of {n:,}, after its traffic"),
+            (f"closed_{wave}", f"after wave {wave} closed"),
+        ]
     head = "| | " + " | ".join(f"{loop} VmRSS | {loop} VmHWM" for loop in loops) + " |"
     lines = [
         f"detour {report['detour']}, Python {report['python']}, {report['machine']}, "
@@ -261,7 +273,7 @@ def markdown(report: dict[str, Any]) -> str:
     for loop in loops:
         values = report["results"][loop]
         idle = values["idle"]["VmRSS"]
-        peak = values["traffic"]["VmHWM"]
+        peak = max(v["VmHWM"] for k, v in values.items() if k.startswith("traffic"))
         per = (values["traffic"]["VmRSS"] - idle) / n / 1000
         lines.append(
             f"- {loop}: idle {idle / MB:.1f} MB (bar {BAR_IDLE // MB} MB: "
@@ -283,7 +295,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="detour-memory-") as tmp:
             for name, value in LOOPS:
                 if name in args.loops:
-                    results[name] = measure(name, value, args.connections, echo_port, Path(tmp))
+                    results[name] = measure(
+                        name, value, args.connections, echo_port, Path(tmp), args.waves
+                    )
     finally:
         echo.terminate()
         echo.wait()
@@ -293,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": datetime.date.today().isoformat(),
         "connections": args.connections,
+        "waves": args.waves,
         "results": results,
     }
 
@@ -313,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[name for name, _ in LOOPS],
         help="comma-separated subset of uvloop,asyncio (default: both)",
     )
+    parser.add_argument(
+        "--waves", type=int, default=2, choices=range(2, 11), metavar="N",
+        help="waves of N connections, one after the other (default 2; 2-10)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -177,17 +177,20 @@ class Engine:
                 await resources.aclose()
                 raise
             _carry_over(old.router, new.router)
-            await self.monitor.stop()
+            # The switch itself does not wait for anything: no connection can start between
+            # the old router and the new one.
+            old_monitor = self.monitor
             self._generation = new
             self.prober, self.monitor = self._monitoring(new, None)
             self.listener.router = new.router
             self.listener.first_answer = config.probe.first_answer
+            self._retire(old)
+            await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over
             # orders connections meanwhile. The store is not re-read: what this run learnt
             # is fresher than what it remembers.
             await self.monitor.start(probe_now=self._probe_on_start)
             self.monitor.store = self._store
-            self._retire(old)
             return ReloadResult(tuple(changed), tuple(restart))
 
     def _retire(self, old: _Generation) -> None:
@@ -207,7 +210,7 @@ class Engine:
     async def drain(self, timeout: float, force: asyncio.Event | None = None) -> int:
         """Stop accepting; wait until every connection has ended, `timeout` seconds pass, or
         `force` is set. Returns how many connections were still open (stop() cuts them)."""
-        await self.listener.stop_accepting()
+        self.listener.stop_accepting()
         waiter = asyncio.ensure_future(self.listener.idle())
         waits: set[asyncio.Future[object]] = {waiter}
         if force is not None:

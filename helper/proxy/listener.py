@@ -127,19 +127,21 @@ class MixedListener:
             backlog=1024,
         )
 
-    async def stop_accepting(self) -> None:
+    def stop_accepting(self) -> None:
         """Close the listening socket; connections already accepted go on."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
 
     async def stop(self) -> None:
         """Stop accepting and end every connection (cut: the clients see a reset)."""
-        await self.stop_accepting()
+        self.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            # Only now: since Python 3.12 this also waits for every connection to close.
+            await self._server.wait_closed()
 
     async def idle(self) -> None:
         """Wait until no connection is open."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -26,7 +28,6 @@ from tests.conftest import ROOT, detour_command
 from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import CHUNK, seeded_chunks
-from tests.support.peers import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -35,17 +36,17 @@ HALFWAY = min(4 * CHUNK, SIZE // 2)  # where the client holds the transfer
 SEED = 11
 
 
-def ops_config(port: int, routes: dict[str, str], extra: str = "") -> str:
+def ops_config(routes: dict[str, str], listen: str = "127.0.0.1:0") -> str:
     """Every loopback destination belongs to one service that uses the routes in the given
     order (a long stagger: the first route is the one that carries a connection)."""
     parts = [
-        f'[listen]\nmixed = "127.0.0.1:{port}"\nhandshake_timeout = "5s"\n',
+        f'[listen]\nmixed = "{listen}"\nhandshake_timeout = "5s"\n',
         '[probe]\nstagger = "20s"\n',
     ]
     for name, chain in routes.items():
         parts.append(f'[[route]]\nname = "{name}"\nchain = "{chain}"\n')
     parts.append('[[service]]\nname = "local"\ncidrs = ["127.0.0.0/8"]\n')
-    return "\n".join(parts) + extra
+    return "\n".join(parts)
 
 
 class Detour:
@@ -65,6 +66,10 @@ class Detour:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.wait_log_sync("listening on")
+        # Port 0 in the config: the system picks a free port, and the log says which.
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.output)
+        assert found, self.output
+        self.address = ("127.0.0.1", int(found.group(1)))
 
     @property
     def output(self) -> str:
@@ -205,23 +210,22 @@ async def test_sighup_moves_new_connections_and_keeps_the_transfer_intact(
     start_detour, integrity_origin, echo_origin
 ) -> None:
     with peers.microsocks() as first, peers.microsocks() as second:
-        port = free_port()
-        detour = start_detour(ops_config(port, {"a": first.url, "b": second.url}))
+        detour = start_detour(ops_config({"a": first.url, "b": second.url}))
         halfway, go_on = asyncio.Event(), asyncio.Event()
         transfer = asyncio.ensure_future(
-            held_transfer(("127.0.0.1", port), integrity_origin.port, SIZE, halfway, go_on)
+            held_transfer(detour.address, integrity_origin.port, SIZE, halfway, go_on)
         )
         await asyncio.wait_for(halfway.wait(), 60)
         assert f"connected to 127.0.0.1:{integrity_origin.port}" in first.logs()
 
         # The same routes, the other way round.
-        detour.config.write_text(ops_config(port, {"b": second.url, "a": first.url}))
+        detour.config.write_text(ops_config({"b": second.url, "a": first.url}))
         detour.signal(signal.SIGHUP)
         await detour.wait_log("reloaded")
         assert "route order: b, a" in detour.output
         assert "new connections use routes: b, a" in detour.output
 
-        await echo_through(("127.0.0.1", port), echo_origin.port)
+        await echo_through(detour.address, echo_origin.port)
         assert f"connected to 127.0.0.1:{echo_origin.port}" in second.logs()
         assert f"connected to 127.0.0.1:{echo_origin.port}" not in first.logs()
 
@@ -239,17 +243,16 @@ async def test_sighup_moves_new_connections_and_keeps_the_transfer_intact(
 
 async def test_sighup_with_a_bad_config_keeps_the_old_one(start_detour, echo_origin) -> None:
     with peers.microsocks() as first, peers.microsocks() as second:
-        port = free_port()
-        detour = start_detour(ops_config(port, {"a": first.url, "b": second.url}))
+        detour = start_detour(ops_config({"a": first.url, "b": second.url}))
         detour.config.write_text(
-            ops_config(port, {"b": second.url, "a": "sock5://127.0.0.1:1"})
+            ops_config({"b": second.url, "a": "sock5://127.0.0.1:1"})
             + '\n[default]\npolicy = "nope"\n'
         )
         detour.signal(signal.SIGHUP)
         await detour.wait_log("still running with the previous config")
         assert "route[1].chain: unknown layer 'sock5'" in detour.output
         assert "default.policy: no route named 'nope'" in detour.output
-        await echo_through(("127.0.0.1", port), echo_origin.port)  # still serving, via a
+        await echo_through(detour.address, echo_origin.port)  # still serving, via a
         assert f"connected to 127.0.0.1:{echo_origin.port}" in first.logs()
         assert "connected to" not in second.logs()
         assert detour.process.poll() is None
@@ -259,7 +262,7 @@ async def test_sighup_with_a_bad_config_keeps_the_old_one(start_detour, echo_ori
         detour.signal(signal.SIGHUP)
         await detour.wait_log("still running with the previous config", count=2)
         assert "no such file" in detour.output
-        detour.config.write_text(ops_config(port, {"b": second.url, "a": first.url}))
+        detour.config.write_text(ops_config({"b": second.url, "a": first.url}))
         detour.signal(signal.SIGHUP)
         await detour.wait_log("reloaded")
         detour.signal(signal.SIGTERM)
@@ -267,14 +270,14 @@ async def test_sighup_with_a_bad_config_keeps_the_old_one(start_detour, echo_ori
 
 
 async def test_sighup_reports_what_needs_a_restart(start_detour, echo_origin) -> None:
-    port = free_port()
-    detour = start_detour(ops_config(port, {"direct": "direct"}))
-    detour.config.write_text(ops_config(free_port(), {"direct": "direct", "frag": "tlsfrag:sni"}))
+    detour = start_detour(ops_config({"direct": "direct"}))
+    changed = ops_config({"direct": "direct", "frag": "tlsfrag:sni"}, listen="127.0.0.1:1")
+    detour.config.write_text(changed)
     detour.signal(signal.SIGHUP)
     await detour.wait_log("needs a restart")
     assert "listen.mixed changed but needs a restart" in detour.output
     assert "routes added: frag" in detour.output
-    await echo_through(("127.0.0.1", port), echo_origin.port)  # the old address still serves
+    await echo_through(detour.address, echo_origin.port)  # the old address still serves
     detour.signal(signal.SIGTERM)
     assert await detour.exit_code() == 0
 
@@ -285,18 +288,17 @@ async def test_sighup_reports_what_needs_a_restart(start_detour, echo_origin) ->
 async def test_sigterm_lets_the_transfer_finish_then_exits_0(
     start_detour, integrity_origin
 ) -> None:
-    port = free_port()
-    detour = start_detour(ops_config(port, {"direct": "direct"}), "--drain-timeout", "120")
+    detour = start_detour(ops_config({"direct": "direct"}), "--drain-timeout", "120")
     halfway, go_on = asyncio.Event(), asyncio.Event()
     transfer = asyncio.ensure_future(
-        held_transfer(("127.0.0.1", port), integrity_origin.port, SIZE, halfway, go_on)
+        held_transfer(detour.address, integrity_origin.port, SIZE, halfway, go_on)
     )
     await asyncio.wait_for(halfway.wait(), 60)
     detour.signal(signal.SIGTERM)
     await detour.wait_log("shutting down: 1 connection(s) open, waiting up to 120s")
     # Draining: no new connections are accepted.
     with pytest.raises(ConnectionRefusedError):
-        await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.open_connection(*detour.address)
     go_on.set()
     result = await asyncio.wait_for(transfer, 300)
     assert result.ok, (result, detour.output)
@@ -307,11 +309,10 @@ async def test_sigterm_lets_the_transfer_finish_then_exits_0(
 async def test_a_transfer_longer_than_the_deadline_is_cut_visibly(
     start_detour, integrity_origin
 ) -> None:
-    port = free_port()
-    detour = start_detour(ops_config(port, {"direct": "direct"}), "--drain-timeout", "1")
+    detour = start_detour(ops_config({"direct": "direct"}), "--drain-timeout", "1")
     halfway, go_on = asyncio.Event(), asyncio.Event()
     transfer = asyncio.ensure_future(
-        held_transfer(("127.0.0.1", port), integrity_origin.port, SIZE, halfway, go_on)
+        held_transfer(detour.address, integrity_origin.port, SIZE, halfway, go_on)
     )
     await asyncio.wait_for(halfway.wait(), 60)
     detour.signal(signal.SIGTERM)
@@ -324,11 +325,10 @@ async def test_a_transfer_longer_than_the_deadline_is_cut_visibly(
 
 
 async def test_a_second_sigterm_stops_at_once(start_detour, integrity_origin) -> None:
-    port = free_port()
-    detour = start_detour(ops_config(port, {"direct": "direct"}), "--drain-timeout", "3600")
+    detour = start_detour(ops_config({"direct": "direct"}), "--drain-timeout", "3600")
     halfway, go_on = asyncio.Event(), asyncio.Event()
     transfer = asyncio.ensure_future(
-        held_transfer(("127.0.0.1", port), integrity_origin.port, SIZE, halfway, go_on)
+        held_transfer(detour.address, integrity_origin.port, SIZE, halfway, go_on)
     )
     await asyncio.wait_for(halfway.wait(), 60)
     detour.signal(signal.SIGTERM)
@@ -358,27 +358,35 @@ def test_bad_drain_timeout_is_a_usage_error(value: str) -> None:
 
 
 def test_sighup_without_a_config_file_keeps_running(tmp_path: Path) -> None:
-    port = free_port()
+    # The built-in config probes real services: run detour where only loopback exists.
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) for a network namespace")
+    netns = f"dtops{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=30)
     log_path = tmp_path / "out.log"
-    with log_path.open("w") as out:
-        process = subprocess.Popen(
-            detour_command("run", "--headless", "--listen", f"127.0.0.1:{port}"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    process = None
     try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, timeout=30)
+        with log_path.open("w") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", netns, *detour_command("run", "--headless")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        # The built-in listen address, 127.0.0.1:1080, is free in a namespace of its own.
         deadline = time.monotonic() + 20
         while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
-        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGHUP)  # ip netns exec replaces itself with detour
         while "no file to reload" not in log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "no file to reload" in log_path.read_text()
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     finally:
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+        subprocess.run(["ip", "netns", "delete", netns], timeout=30)

@@ -169,7 +169,9 @@ class Engine:
             old = self._generation
             changed, restart = describe_changes(old.config, config)
             # What cannot change without a restart keeps its running value.
-            config = dataclasses.replace(config, listen=old.config.listen)
+            config = dataclasses.replace(
+                config, **{name: getattr(old.config, name) for name in _restart_sections()}
+            )
             resources = contextlib.AsyncExitStack()
             try:
                 new = self._build(config, resources)
@@ -240,8 +242,14 @@ class Engine:
         await self.stop()
 
 
-# Keys a running engine cannot change: its listening sockets and who may use them.
-_RESTART_SECTIONS = ("listen",)
+# What a reload applies: everything the router, its resolvers and the prober are built
+# from. Every other part of a Config (the listeners and who may use them, and any section
+# added later) keeps its running value until a restart, and a reload says so.
+_RELOADABLE = frozenset({"dns", "tls", "probe", "routes", "services", "default_policy", "source"})
+
+
+def _restart_sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config) if f.name not in _RELOADABLE]
 
 
 def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
@@ -280,11 +288,18 @@ def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         if getattr(old, section) != getattr(new, section):
             changed.append(f"[{section}] settings")
     restart = []
-    for section in _RESTART_SECTIONS:
+    for section in _restart_sections():
         before, after = getattr(old, section), getattr(new, section)
-        for field in dataclasses.fields(before):
-            if getattr(before, field.name) != getattr(after, field.name):
-                restart.append(f"{section}.{field.name}")
+        if before == after:
+            continue
+        if dataclasses.is_dataclass(before) and type(before) is type(after):
+            restart += [
+                f"{section}.{field.name}"
+                for field in dataclasses.fields(before)
+                if getattr(before, field.name) != getattr(after, field.name)
+            ]
+        else:
+            restart.append(section)
     return changed, restart
 
 

@@ -54,6 +54,8 @@ def setup_logging(
             )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Python's warnings become log lines too (JSON lines stay all JSON).
+    logging.captureWarnings(True)
     root.setLevel(level.upper())
     # asyncio's debug chatter (peers resetting mid-write) is normal for a proxy.
     logging.getLogger("asyncio").setLevel(max(logging.WARNING, root.level))

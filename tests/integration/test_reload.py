@@ -4,13 +4,14 @@ started with, and that the old router's resources close when its last connection
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
-from helper.config import parse_config
-from helper.engine import describe_changes
+from helper.config import Config, parse_config
+from helper.engine import _RELOADABLE, _restart_sections, describe_changes
 from helper.routing import RouteHealth
 from tests.conftest import config_text
 from tests.support.clients import open_socks5
@@ -39,6 +40,13 @@ def test_describe_changes() -> None:
         "[probe] settings",
     ]
     assert restart == ["listen.mixed"]
+
+
+def test_every_config_section_is_either_reloaded_or_needs_a_restart() -> None:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert fields >= _RELOADABLE  # a renamed section would silently need a restart
+    assert "listen" in _restart_sections()
+    assert set(_restart_sections()) == fields - _RELOADABLE
 
 
 def test_describe_changes_never_shows_a_secret() -> None:

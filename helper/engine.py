@@ -18,8 +18,9 @@ import logging
 import ssl
 from dataclasses import dataclass
 
-from transports import Endpoint
-from transports.pt import PtManager
+from transports import DialError, Endpoint
+from transports.chain import base_dialer
+from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
@@ -45,6 +46,8 @@ class _Generation:
     resolver: Resolver
     resources: contextlib.AsyncExitStack
     tls: ssl.SSLContext  # one per config: each holds its own copy of the CA store
+    # The pluggable transport children its routes use (shared with other generations).
+    pt_clients: frozenset[ManagedClient] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Engine:
         self._network = network_id() if network is None and store is not None else (network or "")
         self._generation = self._build(config, contextlib.AsyncExitStack())
         self._retiring: set[asyncio.Task[None]] = set()
+        self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
         self.prober, self.monitor = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
@@ -124,7 +128,7 @@ class Engine:
             events=self.events,
             pluggable=self.pluggable,
         )
-        return _Generation(config, router, resolver, resources, tls)
+        return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
 
     def _monitoring(
         self, generation: _Generation, store: HealthStore | None
@@ -198,11 +202,19 @@ class Engine:
     def _retire(self, old: _Generation) -> None:
         """Close the old router's resources once no connection uses it any more."""
 
+        self._old.append(old)
+
         async def retire() -> None:
             try:
                 await self.listener.released(old.router)
             finally:
+                self._old.remove(old)
                 await old.resources.aclose()
+                # PT children are shared: stop those no config in use needs any more.
+                wanted = self._generation.pt_clients.union(*(g.pt_clients for g in self._old))
+                for client in old.pt_clients - wanted:
+                    log.info("stopping the %s: no route uses it any more", client.name)
+                    await self.pluggable.forget(client)
                 log.debug("closed the resources of the previous config (%s)", old.config.source)
 
         task = asyncio.get_running_loop().create_task(retire(), name="detour-retire-config")
@@ -315,6 +327,19 @@ def _carry_over(old: Router, new: Router) -> None:
     services = {service.name for service in new.services}
     new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
     new.disabled.update(name for name in old.disabled if name in names)
+
+
+def _pt_clients(router: Router) -> frozenset[ManagedClient]:
+    """The pluggable transport children a router's routes dial through (made, not started)."""
+    clients = set()
+    for route in router.routes:
+        base = base_dialer(route.dialer)
+        if isinstance(base, PtDialer):
+            try:
+                clients.add(base.client())
+            except DialError:
+                pass  # its program is not installed: nothing runs for it
+    return frozenset(clients)
 
 
 def _encrypted_resolver(router: Router) -> Resolver | None:

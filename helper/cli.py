@@ -1,5 +1,5 @@
-"""The `detour` command: argument parsing only; each subcommand calls into the modules,
-plus the headless run's signals (SIGHUP reloads, SIGTERM/SIGINT drain).
+"""The `detour` command: argument parsing only; each subcommand calls into the modules
+(the headless run: helper/headless.py).
 
 Exit codes: 0 success (and a clean stop on a signal), 1 runtime failure (e.g. the port is
 taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route.
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -29,6 +27,7 @@ from .config import (
     load_config,
     parse_listen_address,
 )
+from .headless import serve, with_listen
 
 log = logging.getLogger("detour")
 
@@ -393,7 +392,7 @@ def _run(
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
     if listen is not None:
-        config = _override_listen(config, listen)
+        config = with_listen(config, listen)
         problems: list[str] = []
         check_exposure(config.listen, lambda key, msg: problems.append(f"--listen: {msg}"))
         if problems:
@@ -401,11 +400,7 @@ def _run(
             return EXIT_USAGE
     if log_buffer is not None:
         return run_async(lambda: _serve_tui(config, log_buffer))
-    return run_async(lambda: _serve(config, path, listen, drain_timeout))
-
-
-def _override_listen(config: Any, listen: Endpoint) -> Any:
-    return dataclasses.replace(config, listen=dataclasses.replace(config.listen, mixed=listen))
+    return run_async(lambda: serve(config, path, listen, drain_timeout))
 
 
 async def _serve_tui(config: Any, log_buffer: Any) -> int:
@@ -431,148 +426,6 @@ async def _serve_tui(config: Any, log_buffer: Any) -> int:
         stopper.cancel()
         await engine.stop()
     return EXIT_OK
-
-
-async def _serve(
-    config: Any,
-    path: str | None = None,
-    listen: Endpoint | None = None,
-    drain_timeout: float = DRAIN_TIMEOUT,
-) -> int:
-    """Headless: run until SIGTERM or Ctrl-C, then drain; SIGHUP reloads `path`."""
-    from .engine import Engine
-
-    engine = Engine(config)
-    try:
-        await engine.start()
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", config.listen.mixed, exc.strerror or exc)
-        return EXIT_FAILURE
-    signals = _ShutdownSignals()
-    reloads = _Reloads(engine, path, listen, signals.stop)
-    try:
-        await signals.stop.wait()
-        open_now = len(engine.listener.connections)
-        if open_now and drain_timeout > 0:
-            log.info(
-                "shutting down: %d connection(s) open, waiting up to %gs for them to finish "
-                "(signal again to stop at once)",
-                open_now,
-                drain_timeout,
-            )
-            left = await engine.drain(drain_timeout, signals.force)
-            if left:
-                why = "stopping at once" if signals.force.is_set() else "drain deadline passed"
-                log.warning("%s: closing %d connection(s)", why, left)
-        else:
-            log.info("shutting down")
-    finally:
-        signals.remove()
-        await reloads.close()
-        await engine.stop()
-    return EXIT_OK
-
-
-class _ShutdownSignals:
-    """SIGTERM or SIGINT once: `stop` (drain); again: `force` (stop at once)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.force = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        for sig in self.SIGNALS:
-            try:
-                self._loop.add_signal_handler(sig, self._received)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is KeyboardInterrupt
-                pass
-
-    def _received(self) -> None:
-        (self.force if self.stop.is_set() else self.stop).set()
-
-    def remove(self) -> None:
-        for sig in self.SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                self._loop.remove_signal_handler(sig)
-
-
-class _Reloads:
-    """SIGHUP: read the config file again and switch new connections to it. A file with
-    problems changes nothing (they are logged); detour keeps running. Not on Windows."""
-
-    def __init__(
-        self, engine: Any, path: str | None, listen: Endpoint | None, stopping: asyncio.Event
-    ) -> None:
-        self.engine = engine
-        self.path = path
-        self.listen = listen
-        self.stopping = stopping
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop = asyncio.get_running_loop()
-        self._installed = False
-        if sys.platform != "win32" and hasattr(signal, "SIGHUP"):
-            try:
-                self._loop.add_signal_handler(signal.SIGHUP, self._received)
-                self._installed = True
-            except (NotImplementedError, RuntimeError):
-                pass
-
-    def _received(self) -> None:
-        if self.stopping.is_set():
-            log.info("SIGHUP while shutting down: not reloading")
-            return
-        task = self._loop.create_task(self.reload(), name="detour-reload")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def reload(self) -> None:
-        if self.path is None:
-            log.warning("SIGHUP: running with the built-in config, so there is no file to reload")
-            return
-        try:
-            config = load_config(self.path)
-        except ConfigError as exc:
-            log.error(
-                "reload: config problems in %s\nstill running with the previous config",
-                exc,
-                extra={"event": "reload_failed", "problems": exc.problems},
-            )
-            return
-        if self.listen is not None:
-            config = _override_listen(config, self.listen)
-        try:
-            result = await self.engine.reload(config)
-        except Exception as exc:  # building a route failed (a CA file vanished, ...)
-            log.error(
-                "reload: cannot use %s: %s; still running with the previous config",
-                self.path,
-                exc,
-                extra={"event": "reload_failed", "problems": [str(exc)]},
-            )
-            return
-        summary = "; ".join(result.changed) or "no changes that affect routing"
-        log.info(
-            "reloaded %s: %s; new connections use routes: %s",
-            self.path,
-            summary,
-            ", ".join(route.name for route in self.engine.router.routes),
-            extra={"event": "reloaded", "changed": list(result.changed)},
-        )
-        if result.needs_restart:
-            log.warning(
-                "reload: %s changed but needs a restart; still using the running value",
-                ", ".join(result.needs_restart),
-                extra={"event": "needs_restart", "keys": list(result.needs_restart)},
-            )
-
-    async def close(self) -> None:
-        if self._installed:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                self._loop.remove_signal_handler(signal.SIGHUP)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _stop_event() -> asyncio.Event:

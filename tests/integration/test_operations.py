@@ -15,9 +15,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,9 @@ def ops_config(routes: dict[str, str], listen: str = "127.0.0.1:0") -> str:
 class Detour:
     """`detour run --headless -c FILE` as a real process; the file can be rewritten."""
 
-    def __init__(self, tmp_path: Path, text: str, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, text: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.config = tmp_path / "detour.toml"
         self.config.write_text(text)
         self.log_path = tmp_path / "detour.log"
@@ -63,7 +67,7 @@ class Detour:
                 stderr=subprocess.STDOUT,
                 text=True,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         self.wait_log_sync("listening on")
         # Port 0 in the config: the system picks a free port, and the log says which.
@@ -111,8 +115,8 @@ class Detour:
 def start_detour(tmp_path: Path):
     started: list[Detour] = []
 
-    def start(text: str, *args: str) -> Detour:
-        detour = Detour(tmp_path, text, *args)
+    def start(text: str, *args: str, env: dict[str, str] | None = None) -> Detour:
+        detour = Detour(tmp_path, text, *args, env=env)
         started.append(detour)
         return detour
 
@@ -390,3 +394,30 @@ def test_sighup_without_a_config_file_keeps_running(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         subprocess.run(["ip", "netns", "delete", netns], timeout=30)
+
+
+# --- systemd ------------------------------------------------------------------------------
+
+
+async def test_systemd_is_told_ready_reloading_and_stopping(start_detour) -> None:
+    """Type=notify: READY=1 once listening, RELOADING=1 then READY=1 around a reload,
+    STOPPING=1 at the drain (sd_notify datagrams to $NOTIFY_SOCKET)."""
+    directory = Path(tempfile.mkdtemp(prefix="dtn"))  # short: a socket path has 108 bytes
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(directory / "notify"))
+            sock.settimeout(20)
+            env = {"NOTIFY_SOCKET": str(directory / "notify")}
+            detour = start_detour(ops_config({"direct": "direct"}), env=env)
+            assert sock.recv(4096) == b"READY=1"
+            detour.signal(signal.SIGHUP)
+            reloading = sock.recv(4096).decode().split("\n")
+            assert reloading[0] == "RELOADING=1"
+            assert reloading[1].startswith("MONOTONIC_USEC=") and int(reloading[1][15:]) > 0
+            assert sock.recv(4096) == b"READY=1"
+            assert "reloaded" in detour.output
+            detour.signal(signal.SIGTERM)
+            assert sock.recv(4096) == b"STOPPING=1"
+            assert await detour.exit_code() == 0
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -40,6 +40,7 @@ def check_detour_command(argv: list[str]) -> None:
 def test_the_systemd_unit_runs_detour_headless_and_reloads_with_sighup() -> None:
     settings = unit_settings()
     check_detour_command(shlex.split(settings["ExecStart"][0]))
+    assert settings["Type"] == ["notify"]  # READY=1 once listening: test_operations.py
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert float(settings["TimeoutStopSec"][0]) > DRAIN_TIMEOUT
     assert settings["Restart"] == ["on-failure"]

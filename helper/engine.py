@@ -101,6 +101,11 @@ class Engine:
     def config(self) -> Config:
         return self._generation.config
 
+    @config.setter
+    def config(self, config: Config) -> None:
+        """What the front ends show as the config; the routes stay (reload() rebuilds them)."""
+        self._generation.config = config
+
     @property
     def router(self) -> Router:
         return self._generation.router

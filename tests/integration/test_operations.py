@@ -289,8 +289,9 @@ async def test_sighup_reports_what_needs_a_restart(start_detour, echo_origin) ->
 # --- drain --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_sigterm_lets_the_transfer_finish_then_exits_0(
-    start_detour, integrity_origin
+    start_detour, integrity_origin, sig: int
 ) -> None:
     detour = start_detour(ops_config({"direct": "direct"}), "--drain-timeout", "120")
     halfway, go_on = asyncio.Event(), asyncio.Event()
@@ -298,7 +299,7 @@ async def test_sigterm_lets_the_transfer_finish_then_exits_0(
         held_transfer(detour.address, integrity_origin.port, SIZE, halfway, go_on)
     )
     await asyncio.wait_for(halfway.wait(), 60)
-    detour.signal(signal.SIGTERM)
+    detour.signal(sig)
     await detour.wait_log("shutting down: 1 connection(s) open, waiting up to 120s")
     # Draining: no new connections are accepted.
     with pytest.raises(ConnectionRefusedError):

@@ -156,6 +156,13 @@ class Engine:
         return prober, monitor
 
     @property
+    def listeners(self) -> list[MixedListener]:
+        """Every listener clients connect to. Each takes `router` for its new connections,
+        keeps the router a connection started with, and can `stop_accepting`, wait until
+        `idle` and until a router is `released` (reload and drain rely on these)."""
+        return [self.listener]
+
+    @property
     def mixed_address(self) -> tuple[str, int]:
         """Where the mixed listener actually listens (port 0 in a config means any)."""
         return self.listener.sockets[0]
@@ -193,7 +200,8 @@ class Engine:
             old_monitor = self.monitor
             self._generation = new
             self.prober, self.monitor = self._monitoring(new, None)
-            self.listener.router = new.router
+            for listener in self.listeners:
+                listener.router = new.router
             self.listener.first_answer = config.probe.first_answer
             self._retire(old)
             await old_monitor.stop()
@@ -211,7 +219,8 @@ class Engine:
 
         async def retire() -> None:
             try:
-                await self.listener.released(old.router)
+                for listener in self.listeners:
+                    await listener.released(old.router)
             finally:
                 self._old.remove(old)
                 await old.resources.aclose()
@@ -229,8 +238,11 @@ class Engine:
     async def drain(self, timeout: float, force: asyncio.Event | None = None) -> int:
         """Stop accepting; wait until every connection has ended, `timeout` seconds pass, or
         `force` is set. Returns how many connections were still open (stop() cuts them)."""
-        self.listener.stop_accepting()
-        waiter = asyncio.ensure_future(self.listener.idle())
+        for listener in self.listeners:
+            listener.stop_accepting()
+        waiter = asyncio.ensure_future(
+            asyncio.gather(*(listener.idle() for listener in self.listeners))
+        )
         waits: set[asyncio.Future[object]] = {waiter}
         if force is not None:
             waits.add(asyncio.ensure_future(force.wait()))
@@ -240,7 +252,7 @@ class Engine:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-        return len(self.listener.connections)
+        return sum(len(listener.connections) for listener in self.listeners)
 
     async def stop(self) -> None:
         await self.monitor.stop()

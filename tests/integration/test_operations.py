@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -422,3 +423,33 @@ async def test_systemd_is_told_ready_reloading_and_stopping(start_detour) -> Non
             assert await detour.exit_code() == 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+
+async def test_json_logs_are_one_object_a_line_with_event_fields(start_detour, echo_origin) -> None:
+    detour = start_detour(ops_config({"direct": "direct"}), "--log-format", "json")
+    await echo_through(detour.address, echo_origin.port)
+    await detour.wait_log('"connection_closed"')
+    detour.config.write_text(ops_config({"direct": "direct", "frag": "tlsfrag:sni"}))
+    detour.signal(signal.SIGHUP)
+    await detour.wait_log('"reloaded"')
+    detour.config.write_text("[[route]]\nname = 'x'\n")
+    detour.signal(signal.SIGHUP)
+    await detour.wait_log('"reload_failed"')
+    detour.signal(signal.SIGTERM)
+    assert await detour.exit_code() == 0
+
+    entries = [json.loads(line) for line in detour.output.splitlines()]  # every line
+    for entry in entries:
+        assert {"ts", "level", "logger", "msg"} <= entry.keys(), entry
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["ts"])
+    by_event = {entry.get("event"): entry for entry in entries}
+    closed = by_event["connection_closed"]
+    assert closed["route"] == "direct" and closed["service"] == "local"
+    assert closed["target"] == f"127.0.0.1:{echo_origin.port}"
+    assert (closed["up"], closed["down"], closed["end"]) == (4, 4, "closed")
+    assert by_event["reloaded"]["changed"] == ["routes added: frag"]
+    assert by_event["reload_failed"]["level"] == "error"
+    assert by_event["reload_failed"]["problems"] == ["route[0].chain: is required"]

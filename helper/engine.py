@@ -256,11 +256,15 @@ class Engine:
 
     async def stop(self) -> None:
         await self.monitor.stop()
-        await self.listener.stop()
+        for listener in self.listeners:
+            await listener.stop()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
-        await self._generation.resources.aclose()
+        # A retirement cancelled before it ran has not closed its config's resources.
+        for generation in [*self._old, self._generation]:
+            await generation.resources.aclose()
+        self._old.clear()
         await self._resources.aclose()
 
     async def __aenter__(self) -> Engine:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helper.config import Config, parse_config
-from helper.engine import _RELOADABLE, _restart_sections, describe_changes
+from helper.engine import _RELOADABLE, Engine, _restart_sections, describe_changes
 from helper.routing import RouteHealth
 from tests.conftest import config_text
 from tests.support.clients import open_socks5
@@ -117,3 +117,21 @@ async def test_a_reload_that_cannot_build_keeps_the_old_config(
         await engine.reload(new)
     assert engine.router is router
     assert engine.monitor.router is router
+
+
+async def test_stop_closes_the_resources_of_a_config_still_in_use(echo_origin) -> None:
+    engine = Engine(config({"a": "direct"}), probe_on_start=False)
+    await engine.start()
+    closed = asyncio.Event()
+    engine._generation.resources.callback(closed.set)
+    reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
+    writer.write(b"one")
+    assert await reader.readexactly(3) == b"one"
+    await engine.reload(config({"b": "direct"}))
+    await engine.stop()  # the old config's connection is cut, its resources closed
+    assert closed.is_set()
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(5):
+            while await reader.read(100):
+                pass
+    writer.close()

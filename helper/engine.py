@@ -15,7 +15,7 @@ from transports.resolver import Resolver, StaticResolver
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
-from .proxy import MixedListener
+from .proxy import MixedListener, TransparentListener
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
@@ -86,6 +86,19 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+        # Redirected connections share the mixed listener's limits and destination policy.
+        self.transparent = (
+            TransparentListener(
+                config.listen,
+                self.router,
+                events=self.events,
+                first_answer=config.probe.first_answer,
+                book=self.listener.book,
+                policy=self.listener.policy,
+            )
+            if config.listen.transparent is not None
+            else None
+        )
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -94,6 +107,9 @@ class Engine:
 
     async def start(self) -> None:
         await self.listener.start()
+        if self.transparent is not None:
+            await self.transparent.start()
+            log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -105,6 +121,8 @@ class Engine:
 
     async def stop(self) -> None:
         await self.monitor.stop()
+        if self.transparent is not None:
+            await self.transparent.stop()
         await self.listener.stop()
         await self._resources.aclose()
 

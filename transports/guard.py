@@ -157,11 +157,13 @@ class AddressPolicy:
     def refusal(self, address: IPAddress) -> str | None:
         """Why `address` is refused (a phrase like "a private address"), or None if allowed."""
         address = normalize_address(address)
+        if not any(address in net for net in self.public if net.version == address.version):
+            kind = _kind_refused(address)
+            if kind is not None:
+                return kind
         if self.local is not None and address in self.local:
             return "an address of this machine"
-        if any(address in net for net in self.public if net.version == address.version):
-            return None
-        return _kind_refused(address)
+        return None
 
     def allowed(self, addresses: Iterable[IPAddress]) -> list[IPAddress]:
         return [a for a in addresses if self.refusal(a) is None]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import itertools
 import logging
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transports import Endpoint, Failure
+from transports.base import IPNetwork
 from transports.guard import AddressPolicy, LocalAddresses, guarded, normalize_address
 from transports.socks import (
     METHOD_NO_AUTH,
@@ -55,6 +57,10 @@ __all__ = ["ActiveConnection", "MixedListener"]
 log = logging.getLogger("detour.proxy")
 
 _HTTP_FIRST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 @dataclass
@@ -120,6 +126,9 @@ class MixedListener:
         self.book = book or ConnectionBook(listen_limits(config))
         self.policy = policy or AddressPolicy(config.remote_public, LocalAddresses())
         self.throttled = ThrottledLog(log)
+        # Clients from these addresses are this machine's own user (tests narrow it to tell
+        # loopback addresses apart).
+        self.local_clients: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
@@ -238,7 +247,7 @@ class MixedListener:
 
         active.protocol = request.protocol
         active.target = request.target
-        if _is_local(client):
+        if self._is_local(client):
             await self._connect_and_relay(active, stream, request)
             return
         refusal = self.remote_refusal(request.target)
@@ -247,6 +256,13 @@ class MixedListener:
                 await self._connect_and_relay(active, stream, request)
             return
         self._refuse(active, stream, request, Denied(refusal))
+
+    def _is_local(self, client: Endpoint) -> bool:
+        ip = client.ip
+        if ip is None:
+            return False
+        ip = normalize_address(ip)
+        return any(ip in net for net in self.local_clients if net.version == ip.version)
 
     def remote_refusal(self, target: Endpoint) -> str | None:
         """Why a client not on loopback may not go to `target`, or None. What a name resolves
@@ -275,9 +291,7 @@ class MixedListener:
             request.target,
             exc,
         )
-        if not stream.is_closing():
-            stream.write(request.failure(exc))
-        stream.close()
+        _answer(stream, request.failure(exc))
 
     async def _connect_and_relay(
         self, active: ActiveConnection, stream: SocketStream, request: _Request
@@ -289,9 +303,7 @@ class MixedListener:
             return
         except AllRoutesFailed as exc:
             log.info("client %s: %s %s: %s", active.client, request.protocol, request.target, exc)
-            if not stream.is_closing():
-                stream.write(request.failure(exc))
-            stream.close()
+            _answer(stream, request.failure(exc))
             return
         if request.success and not stream.is_closing():
             stream.write(request.success)
@@ -463,6 +475,17 @@ class MixedListener:
         )
 
 
+def _answer(stream: SocketStream, reply: bytes) -> None:
+    """Send the protocol's error reply and close; with no reply to send (a redirected
+    connection), reset: the client learns the connection failed, not that it ended."""
+    if not reply:
+        stream.abort()
+        return
+    if not stream.is_closing():
+        stream.write(reply)
+    stream.close()
+
+
 def listen_limits(config: ListenConfig) -> Limits:
     return Limits(
         config.max_connections,
@@ -476,11 +499,6 @@ def _client_key(client: Endpoint) -> str:
     """Limits count per address (an IPv4-mapped address is its IPv4 address)."""
     ip = client.ip
     return str(normalize_address(ip)) if ip is not None else client.host
-
-
-def _is_local(client: Endpoint) -> bool:
-    ip = client.ip
-    return ip is not None and normalize_address(ip).is_loopback
 
 
 def _socks5_error_code(exc: BaseException) -> int:

@@ -96,7 +96,7 @@ class ThrottledLog:
         self,
         logger: logging.Logger,
         *,
-        burst: int = 5,
+        burst: int = 20,
         period: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -262,7 +262,7 @@ async def test_slowloris_from_one_address_does_not_starve_another(
         for sock in held:
             sock.close()
     refusals = [r for r in caplog.records if "at the limit" in r.getMessage()]
-    assert 1 <= len(refusals) <= 10  # throttled: not one line per connection
+    assert 1 <= len(refusals) <= 25  # throttled: not one line per connection
 
 
 async def test_connection_limits_per_client_and_total(start_engine, echo_origin) -> None:

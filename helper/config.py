@@ -80,7 +80,7 @@ class ListenConfig:
     max_connections: int = 1024
     max_connections_per_client: int = 256
     max_handshakes: int = 128
-    max_handshakes_per_client: int = 16
+    max_handshakes_per_client: int = 32
 
 
 @dataclass(frozen=True)

@@ -60,17 +60,20 @@ def normalize_address(address: IPAddress) -> IPAddress:
 
 
 class LocalAddresses:
-    """The addresses of this machine's interfaces, refreshed every `ttl` seconds.
+    """The addresses of this machine's interfaces, answers kept for `ttl` seconds.
 
-    On Linux they are read from the kernel's tables (/proc/net/fib_trie: every "host LOCAL"
-    entry, which includes whole local ranges like 127.0.0.0/8; /proc/net/if_inet6), which
-    answers for the network namespace detour runs in. Elsewhere an address counts as local
-    when a socket can be bound to it (the answers cached for `ttl`).
+    An address is this machine's when a socket can be bound to it: cheap, right for the
+    network namespace detour runs in, and the same on every system. Where the kernel lets
+    sockets bind to any address (Linux's ip_nonlocal_bind, set on some routers for failover
+    addresses), the kernel's tables are read instead (`proc`: /proc/net/fib_trie, every
+    "host LOCAL" entry, which includes local ranges like 127.0.0.0/8; /proc/net/if_inet6).
     """
 
-    def __init__(self, ttl: float = 5.0, *, proc: Path | None = Path("/proc/net")) -> None:
+    def __init__(self, ttl: float = 5.0, *, proc: Path | str | None = "auto") -> None:
         self.ttl = ttl
-        self.proc = proc if proc is not None and sys.platform.startswith("linux") else None
+        if proc == "auto":
+            proc = Path("/proc/net") if _nonlocal_bind() else None
+        self.proc = proc if isinstance(proc, Path) else None
         self._networks: tuple[IPNetwork, ...] = ()
         self._read_at = -float("inf")
         self._probed: dict[IPAddress, tuple[bool, float]] = {}
@@ -126,6 +129,19 @@ def parse_fib_trie(text: str) -> Iterator[IPNetwork]:
                 yield ipaddress.IPv4Network(f"{last}{stripped.split()[0]}", strict=False)
             except ValueError:
                 continue
+
+
+def _nonlocal_bind() -> bool:
+    """Whether this (Linux) network namespace lets sockets bind to addresses it lacks."""
+    if not sys.platform.startswith("linux"):
+        return False
+    for family in ("ipv4", "ipv6"):
+        try:
+            if Path(f"/proc/sys/net/{family}/ip_nonlocal_bind").read_text().strip() != "0":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _bindable(address: IPAddress) -> bool:

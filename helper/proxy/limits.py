@@ -29,7 +29,7 @@ class Limits:
     connections: int = 1024
     connections_per_client: int = 256
     handshakes: int = 128
-    handshakes_per_client: int = 16
+    handshakes_per_client: int = 32
 
 
 class ConnectionBook:

@@ -248,7 +248,7 @@ class MixedListener:
         active.protocol = request.protocol
         active.target = request.target
         if self._is_local(client):
-            await self._connect_and_relay(active, stream, request)
+            await self._connect_and_relay(active, stream, request, local=True)
             return
         refusal = self.remote_refusal(request.target)
         if refusal is None:
@@ -280,11 +280,18 @@ class MixedListener:
         return None
 
     def _refuse(
-        self, active: ActiveConnection, stream: SocketStream, request: _Request, exc: Denied
+        self,
+        active: ActiveConnection,
+        stream: SocketStream,
+        request: _Request,
+        exc: Denied,
+        local: bool = False,
     ) -> None:
+        # A LAN client asking for what it may not have is worth a warning; the machine's own
+        # user meeting the default policy is not.
         self.throttled.log(
             "denied",
-            logging.WARNING,
+            logging.INFO if local else logging.WARNING,
             "refused client %s: %s %s: %s",
             active.client,
             request.protocol,
@@ -294,12 +301,12 @@ class MixedListener:
         _answer(stream, request.failure(exc))
 
     async def _connect_and_relay(
-        self, active: ActiveConnection, stream: SocketStream, request: _Request
+        self, active: ActiveConnection, stream: SocketStream, request: _Request, local: bool = False
     ) -> None:
         try:
             connection = await self.router.connect(request.target)
         except Denied as exc:
-            self._refuse(active, stream, request, exc)
+            self._refuse(active, stream, request, exc, local)
             return
         except AllRoutesFailed as exc:
             log.info("client %s: %s %s: %s", active.client, request.protocol, request.target, exc)

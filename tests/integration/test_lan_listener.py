@@ -252,7 +252,7 @@ async def test_slowloris_from_one_address_does_not_starve_another(
             with contextlib.suppress(OSError):
                 sock.send(b"\x05")  # a greeting that never completes
         await asyncio.sleep(0.2)
-        assert listener.book.handshaking[LAN_A] <= 16
+        assert listener.book.handshaking[LAN_A] <= listener.book.limits.handshakes_per_client
         code, reader, writer = await socks5(address, LAN_B, "127.0.0.1", http_origin.port)
         assert code == 0
         writer.write(b"GET /other HTTP/1.0\r\n\r\n")

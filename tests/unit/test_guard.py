@@ -119,23 +119,23 @@ def test_local_addresses_from_proc(tmp_path: Path) -> None:
         "00000000000000000000000000000001 01 80 10 80       lo\n"
     )
     local = LocalAddresses(proc=tmp_path)
-    if local.proc is None:
-        pytest.skip("reads /proc only on Linux")
     assert ip("203.0.113.7") in local
     assert ip("::ffff:203.0.113.7") in local
     assert ip("2001:db8::5") in local
     assert ip("203.0.113.8") not in local
 
 
-def test_local_addresses_of_this_machine() -> None:
-    local = LocalAddresses()
+@pytest.mark.parametrize("proc", ["auto", None])
+def test_local_addresses_of_this_machine(proc) -> None:
+    local = LocalAddresses(proc=proc)
     assert ip("127.0.0.1") in local
+    assert ip("127.0.0.1") in local  # cached
     assert ip("8.8.8.8") not in local
 
 
-def test_bind_probe_elsewhere() -> None:
-    local = LocalAddresses(proc=None)
-    local.proc = None
+@pytest.mark.skipif(not Path("/proc/net/fib_trie").exists(), reason="no /proc/net/fib_trie")
+def test_local_addresses_from_the_real_proc() -> None:
+    local = LocalAddresses(proc=Path("/proc/net"))
     assert ip("127.0.0.1") in local
     assert ip("8.8.8.8") not in local
 

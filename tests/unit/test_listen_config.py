@@ -18,7 +18,7 @@ def test_defaults() -> None:
     assert listen.remote_default == "deny"
     assert listen.remote_public == ()
     assert (listen.max_connections, listen.max_connections_per_client) == (1024, 256)
-    assert (listen.max_handshakes, listen.max_handshakes_per_client) == (128, 16)
+    assert (listen.max_handshakes, listen.max_handshakes_per_client) == (128, 32)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent is Linux-only")

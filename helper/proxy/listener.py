@@ -168,6 +168,9 @@ class MixedListener:
     def _accepted(self, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
         client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
+        if client.ip is not None and client.ip.version == 6:
+            # An IPv4 client of a dual-stack socket is shown, allowed and counted as IPv4.
+            client = Endpoint(str(normalize_address(client.ip)), client.port)
         if self._allow and not self._allowed(client):
             self.throttled.log(
                 "not-allowed", logging.WARNING, "refused client %s: not in listen.allow", client

@@ -35,7 +35,7 @@ from transports.tcp import SocketStream
 from transports.tlsfrag import server_name_span
 
 from .handshake import ProtocolError
-from .listener import MixedListener, _Request
+from .listener import MixedListener, _ClientProtocol, _Request
 
 __all__ = [
     "TransparentListener",
@@ -147,6 +147,27 @@ class TransparentListener(MixedListener):
             self.address = self.config.transparent
         self._users = {}  # a redirected connection has no login; access is the allow-list
         self._local = LocalAddresses()
+
+    async def start(self) -> None:
+        """`[::]` takes both families' redirects on one socket (IPv4 ones as mapped
+        addresses), since there is one `transparent` key; any other address, its own."""
+        ip = self.address.ip
+        if ip is None or ip.version != 6 or not ip.is_unspecified:
+            await super().start()
+            return
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", self.address.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _ClientProtocol(self), sock=sock
+        )
 
     async def _handshake(self, stream: SocketStream) -> _Request | None:
         sock = stream.get_extra_info("socket")

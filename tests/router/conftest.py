@@ -42,6 +42,8 @@ CLONE_NEWNET = 0x40000000
 SERVICE_IP = "10.203.0.10"
 ROUTER_LAN = "10.202.0.1"
 CLIENT = "10.202.0.2"
+SERVICE_IP6 = "fd23::10"
+CLIENT6 = "fd20::2"
 STRANGER = "10.202.0.3"  # on the LAN but not in listen.allow
 PASSWORD = "lan-pass-7"
 
@@ -56,7 +58,8 @@ async def echo(reader, writer):
         pass
     writer.close()
 async def main():
-    servers = [await asyncio.start_server(echo, sys.argv[1], int(p)) for p in sys.argv[2:]]
+    hosts, ports = sys.argv[1:3], sys.argv[3:]
+    servers = [await asyncio.start_server(echo, h, int(p)) for h in hosts for p in ports]
     print("ready", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -130,6 +133,15 @@ class RouterNet:
             ("ip", "-n", c, "link", "set", lan_c, "up"),
             ("ip", "-n", u, "link", "set", wan_u, "up"),
             ("ip", "-n", c, "route", "add", "default", "via", ROUTER_LAN),
+            # IPv6 alongside (no duplicate address detection: usable at once)
+            ("ip", "-n", r, "addr", "add", "fd20::1/64", "dev", lan_r, "nodad"),
+            ("ip", "-n", r, "addr", "add", "fd21::1/64", "dev", wan_r, "nodad"),
+            ("ip", "-n", c, "addr", "add", f"{CLIENT6}/64", "dev", lan_c, "nodad"),
+            ("ip", "-n", u, "addr", "add", "fd21::2/64", "dev", wan_u, "nodad"),
+            ("ip", "-n", u, "addr", "add", f"{SERVICE_IP6}/128", "dev", "lo"),
+            ("ip", "-n", c, "-6", "route", "add", "default", "via", "fd20::1"),
+            ("ip", "-n", r, "-6", "route", "add", "fd23::/64", "via", "fd21::2"),
+            ("ip", "-n", u, "-6", "route", "add", "default", "via", "fd21::1"),
             ("ip", "-n", r, "route", "add", "10.203.0.0/24", "via", "10.201.0.2"),
             ("ip", "-n", u, "route", "add", "default", "via", "10.201.0.1"),
         ):  # fmt: skip
@@ -140,6 +152,7 @@ class RouterNet:
               chain prerouting {{
                 type nat hook prerouting priority dstnat; policy accept;
                 ip daddr 10.203.0.0/24 tcp dport {{ 80, 443 }} redirect to :1090
+                ip6 daddr fd23::/64 tcp dport {{ 80, 443 }} redirect to :1090
               }}
             }}
         """)
@@ -163,7 +176,7 @@ class RouterNet:
     def start_echo(self) -> None:
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
-             SERVICE_IP, "443", "80"],
+             SERVICE_IP, SERVICE_IP6, "443", "80"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.processes.append(process)
@@ -211,7 +224,8 @@ class RouterNet:
                 with open(f"/run/netns/{self.client_ns}") as handle:
                     if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                         raise OSError(ctypes.get_errno(), "setns failed")
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                family = socket.AF_INET6 if ":" in source else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.bind((source, 0))
                 made.append(sock)
             except BaseException as exc:  # handed to the caller's thread
@@ -247,10 +261,10 @@ def router_net() -> Iterator[RouterNet]:
 ROUTER_CONFIG = f"""
 [listen]
 mixed = "{ROUTER_LAN}:1080"
-transparent = "0.0.0.0:1090"
-allow = ["{CLIENT}/32"]
+transparent = "[::]:1090"
+allow = ["{CLIENT}/32", "{CLIENT6}/128"]
 users = [{{ name = "lan", password = "{PASSWORD}" }}]
-remote_public = ["10.203.0.0/24", "10.201.0.0/24"]
+remote_public = ["10.203.0.0/24", "10.201.0.0/24", "fd23::/64"]
 handshake_timeout = "3s"
 
 [dns]
@@ -270,6 +284,6 @@ chain = "direct"
 [[service]]
 name = "svc"
 domains = ["svc.example"]
-cidrs = ["10.203.0.0/24"]
+cidrs = ["10.203.0.0/24", "fd23::/64"]
 probes = ["tcp://{SERVICE_IP}:443"]
 """

@@ -10,7 +10,16 @@ import struct
 
 import pytest
 
-from tests.router.conftest import CLIENT, PASSWORD, ROUTER_LAN, SERVICE_IP, STRANGER, RouterNet
+from tests.router.conftest import (
+    CLIENT,
+    CLIENT6,
+    PASSWORD,
+    ROUTER_LAN,
+    SERVICE_IP,
+    SERVICE_IP6,
+    STRANGER,
+    RouterNet,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,6 +85,16 @@ def test_transparent_redirect_carries_a_service_connection(router_net: RouterNet
         assert _recv_exactly(sock, 30) == b"not http, just bytes to echo\r\n"
     log = router_net.wait_for_log(f"transparent {SERVICE_IP}:80 via direct")
     assert f"client {CLIENT}" in log
+
+
+def test_transparent_redirect_over_ipv6(router_net: RouterNet) -> None:
+    sock = router_net.client_socket(CLIENT6)
+    with sock:
+        sock.connect((SERVICE_IP6, 80))
+        sock.sendall(b"over IPv6\r\n")
+        assert _recv_exactly(sock, 11) == b"over IPv6\r\n"
+    log = router_net.wait_for_log(f"transparent [{SERVICE_IP6}]:80 via direct")
+    assert f"client [{CLIENT6}]" in log
 
 
 def test_transparent_redirect_routes_by_server_name(router_net: RouterNet) -> None:

@@ -338,3 +338,32 @@ async def test_a_client_that_never_reads_does_not_grow_buffers(lan_engine) -> No
         writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_upstream_proxy_on_loopback_still_carries_lan_clients(
+    start_engine, http_origin
+) -> None:
+    """The policy is about where clients go, not how detour gets there: a route through a
+    SOCKS proxy on 127.0.0.1 works for LAN clients. That proxy resolves the name itself, so
+    what the name becomes is its business (docs/router.md says so): here "localhost"."""
+    from tests.support import peers
+
+    with peers.microsocks() as proxy:
+        engine = await start_engine(
+            config_text(
+                routes={"upstream": f"socks5://127.0.0.1:{proxy.port}"},
+                extra='[[service]]\nname = "local"\ndomains = ["localhost"]\n',
+            )
+        )
+        _lan(engine)
+        code, reader, writer = await socks5(
+            engine.mixed_address, LAN_A, "localhost", http_origin.port
+        )
+        assert code == 0
+        writer.write(b"GET /via-proxy HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        assert (await reader.read()).endswith(b"/via-proxy\n")
+        writer.close()
+        # A literal loopback address is refused before any route is tried.
+        code, _, writer = await socks5(engine.mixed_address, LAN_A, "127.0.0.1", http_origin.port)
+        writer.close()
+        assert code == 0x02

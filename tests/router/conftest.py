@@ -245,7 +245,11 @@ class RouterNet:
 @pytest.fixture(scope="module")
 def router_net() -> Iterator[RouterNet]:
     require_router_netns()
-    suffix = f"{os.getpid() % 1000:03d}{random.randint(0, 99):02d}"  # names stay <= 15 chars
+    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    while True:  # names stay <= 15 chars; runs of other people may be going on
+        suffix = f"{os.getpid() % 1000:03d}{random.randint(0, 99):02d}"
+        if f"-{suffix}" not in existing:
+            break
     import tempfile
 
     net = RouterNet(suffix, Path(tempfile.mkdtemp(prefix="detour-router-")))

@@ -9,6 +9,8 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from transports import Endpoint
 from transports.direct import DirectDialer
@@ -176,3 +178,24 @@ async def test_guard_follows_into_tasks_not_other_connections() -> None:
         await asyncio.ensure_future(inner())
         await other
     assert seen == [True]
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_ipv4_allowed_only_when_global_unicast(value: int) -> None:
+    address = ipaddress.IPv4Address(value)
+    allowed = AddressPolicy().refusal(address) is None
+    expected = (
+        address.is_global
+        and not address.is_multicast
+        and address not in ipaddress.ip_network("100.64.0.0/10")
+    )
+    assert allowed == expected
+    mapped = ipaddress.IPv6Address(f"::ffff:{address}")
+    assert AddressPolicy().refusal(mapped) == AddressPolicy().refusal(address)
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_ipv6_never_allows_what_is_not_global(value: int) -> None:
+    address = ipaddress.IPv6Address(value)
+    if AddressPolicy().refusal(address) is None:
+        assert address.is_global and not address.is_multicast

@@ -97,10 +97,10 @@ def router(tmp_path: Path) -> Iterator[Router]:
         run("ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", inner)
         run("ip", "-n", namespace, "link", "set", inner, "up")
         run("ip", "-n", namespace, "link", "set", "lo", "up")
+        detour = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)]
         with log.open("w") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, sys.executable, "-m", "helper"]
-                + ["run", "--headless", "-c", str(config)],
+                ["ip", "netns", "exec", namespace, *detour],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,

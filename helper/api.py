@@ -131,6 +131,8 @@ class StatusApi:
         return response
 
     def _needs_token(self, request: web.Request) -> bool:
+        if request.path in self.config.public:
+            return False
         if self.config.loopback_token:
             return True
         return not _is_loopback(_peer_ip(request))

@@ -79,6 +79,12 @@ class ApiConfig:
     # `loopback_token` (a local script should not have to read a secret to see status).
     token: str | None = field(default=None, repr=False)
     loopback_token: bool = False
+    # Endpoints served to anyone without the token: what browsers fetch (a PAC) and
+    # watchdogs poll, which cannot send a token. Neither says who connects where.
+    public: frozenset[str] = frozenset()
+
+
+API_PUBLIC_PATHS = ("/proxy.pac", "/healthz")
 
 
 @dataclass(frozen=True)
@@ -561,11 +567,20 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _public_path(value: Any) -> str:
+    path = string(value)
+    if path not in API_PUBLIC_PATHS:
+        valid = ", ".join(f'"{p}"' for p in API_PUBLIC_PATHS)
+        raise ValueError(f"{path!r} cannot be public (these can: {valid})")
+    return path
+
+
 def _parse_api(data: Any, problems: Problems) -> ApiConfig:
-    table = TableReader("api", data, problems, ("listen", "token", "loopback_token"))
+    table = TableReader("api", data, problems, ("listen", "token", "loopback_token", "public"))
     listen = table.get("listen", parse_listen_address)
     token = table.get("token", _api_token)
     loopback_token = table.get("loopback_token", _flag, False)
+    public = frozenset(table.get_list("public", _public_path))
     table.finish()
     exposed = listen is not None and not is_loopback(listen)
     if exposed and token is None and "token" not in table.data:
@@ -576,7 +591,7 @@ def _parse_api(data: Any, problems: Problems) -> ApiConfig:
         )
     if loopback_token and token is None and "token" not in table.data:
         problems.add("api.loopback_token", "needs api.token")
-    return ApiConfig(listen, token, loopback_token)
+    return ApiConfig(listen, token, loopback_token, public)
 
 
 def _parse_routes(data: Any, problems: Problems) -> list[RouteConfig]:

@@ -1,8 +1,9 @@
 """The status API as a router serves it: detour (a real `detour run --headless` process) in a
 network namespace of its own, listening on every address, asked from the other end of a veth
-pair -- a client that is not on loopback, so the bearer token is required -- and from inside
-the namespace over loopback, where it is not. The PAC names the address each request came in
-on. Needs root and iproute2; the namespace and veth pair are removed afterwards."""
+pair -- a client that is not on loopback, so the bearer token is required, except for the
+`public` PAC -- and from inside the namespace over loopback, where it is not. The PAC names
+the address each request came in on. Needs root and iproute2; the namespace and veth pair
+are removed afterwards."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def router(tmp_path: Path) -> Iterator[Router]:
             [api]
             listen = "0.0.0.0:{API_PORT}"
             token = "{TOKEN}"
+            public = ["/proxy.pac"]
 
             [[route]]
             name = "direct"
@@ -127,7 +129,7 @@ def router(tmp_path: Path) -> Iterator[Router]:
 
 
 def test_lan_clients_need_the_token_loopback_clients_do_not(router: Router) -> None:
-    for path in ("/status", "/metrics", "/proxy.pac", "/healthz"):
+    for path in ("/status", "/metrics", "/healthz"):
         status, body = router.curl(path)
         assert status == 401, path
         assert TOKEN not in body
@@ -135,10 +137,13 @@ def test_lan_clients_need_the_token_loopback_clients_do_not(router: Router) -> N
         assert router.curl(path, token=TOKEN)[0] == 200, path
         assert router.curl(path, inside=True)[0] == 200, path
     assert router.curl("/nothing", token=TOKEN)[0] == 404
+    # `public` endpoints are served to anyone: a browser fetching its PAC sends no token
+    assert router.curl("/proxy.pac")[0] == 200
+    assert router.curl("/proxy.pac", token="not-the-token-but-as-long")[0] == 200
 
 
 def test_the_pac_names_the_address_the_request_came_in_on(router: Router) -> None:
-    status, pac = router.curl("/proxy.pac", token=TOKEN)
+    status, pac = router.curl("/proxy.pac")
     assert status == 200
     proxy = f"{router.address}:{MIXED_PORT}"
     assert f'var DETOUR = "SOCKS5 {proxy}; SOCKS {proxy}";' in pac

@@ -67,3 +67,12 @@ def test_the_token_is_not_in_the_repr() -> None:
     api = config(f'[api]\nlisten = "127.0.0.1:9080"\ntoken = "{TOKEN}"\n').api
     assert TOKEN not in repr(api)
     assert TOKEN not in repr(config(f'[api]\ntoken = "{TOKEN}"\n'))
+
+
+def test_only_the_pac_and_healthz_can_be_public() -> None:
+    api = config('[api]\nlisten = "127.0.0.1:9080"\npublic = ["/proxy.pac", "/healthz"]\n').api
+    assert api.public == {"/proxy.pac", "/healthz"}
+    (problem,) = problems('[api]\npublic = ["/status"]\n')
+    assert problem == (
+        'api.public[0]: \'/status\' cannot be public (these can: "/proxy.pac", "/healthz")'
+    )

@@ -409,7 +409,7 @@ def array_of_tables(name: str, data: Any, problems: Problems) -> list[tuple[str,
 
 # --- the file -----------------------------------------------------------------------------
 
-_TOP = ("listen", "api", "dns", "tls", "probe", "default", "route", "service")
+_TOP = ("listen", "dns", "tls", "probe", "default", "route", "service", "api")
 
 
 def parse_config(text: str, source: str = "config", base: Path | None = None) -> Config:

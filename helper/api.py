@@ -65,10 +65,10 @@ class StatusApi:
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the API actually listens (port 0 in a config means any)."""
-        if self._site is None or self._site._server is None:
+        if self._runner is None or not self._runner.addresses:
             return None
-        sockets = getattr(self._site._server, "sockets", None) or []
-        return sockets[0].getsockname()[:2] if sockets else None
+        host, port = self._runner.addresses[0][:2]
+        return host, port
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth])
@@ -239,16 +239,17 @@ def connections(engine: Engine) -> list[dict[str, Any]]:
 
 def health(engine: Engine) -> tuple[bool, str]:
     """Healthy: the mixed listener accepts connections, and some service has a route known
-    to work -- or nothing is known yet (just started, never probed) or no service is set."""
+    to work -- or some service is not checked yet (just started), or there are none."""
     if not engine.listener.sockets:
         return False, "listener not running"
     router = engine.router
-    known = any(
-        router.health.get(service.name, name).ok is not None
-        for service in router.services
-        for name in service.routes or [route.name for route in router.routes]
-    )
-    if not known or any(router.active_route(service) is not None for service in router.services):
+    if any(router.active_route(service) is not None for service in router.services):
+        return True, "ok"
+    for service in router.services:
+        names = service.routes or [route.name for route in router.routes]
+        if all(router.health.get(service.name, name).ok is None for name in names):
+            return True, "ok"  # not checked yet: it may work
+    if not router.services:
         return True, "ok"
     return False, "no service has a working route"
 

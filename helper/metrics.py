@@ -156,6 +156,10 @@ class Metrics:
             [_sample("detour_start_time_seconds", (), self.started)],
         )
 
+        # With the queue drained, a connection the listener no longer has but still counted
+        # open lost its ConnectionClosed to an overflow: forget it rather than keep it forever.
+        for gone in self._open.keys() - engine.listener.connections.keys():
+            del self._open[gone]
         open_now: dict[tuple[str, str], int] = defaultdict(int)
         live: dict[tuple[str, str, str], int] = defaultdict(int)
         for conn in engine.listener.connections.values():

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -214,11 +215,18 @@ async def test_probe_failures_are_counted_by_failure_and_op(start_engine) -> Non
         name = "gone"
         cidrs = ["127.0.0.0/8"]
         probes = ["tcp://127.0.0.1:{closed}"]
+
+        [[service]]
+        name = "later"
+        domains = ["later.test"]
+        probes = ["tcp://127.0.0.1:{closed}"]
         """
     )
     engine = await start_engine(text, probe_on_start=False)
-    (service,) = engine.router.services
+    service, later = engine.router.services
     await engine.monitor.probe_now(service)
+    # one service failing, the other not checked yet: it may still work
+    assert await get(engine, "/healthz") == (200, ANY, "ok\n")
     metrics = samples((await get(engine, "/metrics"))[2])
     labels = {"service": "gone", "route": "direct"}
     assert value(metrics, "detour_route_healthy", **labels) == 0
@@ -226,9 +234,11 @@ async def test_probe_failures_are_counted_by_failure_and_op(start_engine) -> Non
     assert value(metrics, "detour_failures_total", **failure) == 1
     document = parse_json((await get(engine, "/status"))[2])
     route = document["services"][0]["routes"][0]
+    assert document["services"][1]["routes"] == []
     assert (route["ok"], route["failure"], route["op"]) == (False, "connection_refused", "connect")
     assert not document["services"][0]["reachable"]
-    # every route probed and failing: unhealthy, and says why
+    # every service checked and none works: unhealthy, and says why
+    await engine.monitor.probe_now(later)
     status, _, body = await get(engine, "/healthz")
     assert (status, body) == (503, "no service has a working route\n")
 
@@ -250,6 +260,14 @@ async def test_healthz_pac_errors_and_methods(start_engine, echo_origin) -> None
     assert status == 405
     status, headers, body = await get(engine, "/status", method="HEAD")
     assert status == 200 and headers["Cache-Control"] == "no-store"
+
+
+def test_healthz_without_a_running_listener(echo_origin) -> None:
+    from helper.api import health
+    from helper.config import parse_config
+
+    engine = Engine(parse_config(echo_config(echo_origin.port)))  # never started
+    assert health(engine) == (False, "listener not running")
 
 
 async def test_a_bug_answers_500_without_a_traceback(

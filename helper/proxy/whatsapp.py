@@ -251,6 +251,14 @@ class WhatsAppProxy:
         except OSError:
             await self.stop()
             raise
+        for upstream in dict.fromkeys(endpoint.upstream for endpoint in self.endpoints):
+            if self.router.services.match(upstream) is None:
+                log.warning(
+                    "WhatsApp proxy: %s belongs to no [[service]]; its connections take the "
+                    "[default] policy (%s)",
+                    upstream,
+                    self.router.default_policy,
+                )
         log.info(
             "WhatsApp proxy on %s: %s",
             self.config.listen,

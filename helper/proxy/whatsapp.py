@@ -239,18 +239,28 @@ class WhatsAppProxy:
                 certificate, key = await asyncio.to_thread(self_signed, self.state)
             self._tls = server_context(certificate, key)
         loop = asyncio.get_running_loop()
-        try:
-            for endpoint in self.endpoints:
+        for endpoint in self.endpoints:
+            try:
                 server = await loop.create_server(
                     lambda endpoint=endpoint: _ClientProtocol(self, endpoint),
                     host=self.config.listen,
                     port=endpoint.port,
                     backlog=256,
                 )
-                self._servers.append((endpoint, server))
-        except OSError:
-            await self.stop()
-            raise
+            except OSError as exc:
+                await self.stop()
+                # Say which port: 80 and 443 are often the router's own web interface.
+                key = "media_ports" if endpoint.kind == "media" else f"{endpoint.kind}_port"
+                where = Endpoint(self.config.listen, endpoint.port)
+                hint = (
+                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                    if isinstance(exc, PermissionError)
+                    else ""
+                )
+                raise OSError(
+                    exc.errno, f"whatsapp_proxy.{key} {where}: {exc.strerror or exc}{hint}"
+                ) from exc
+            self._servers.append((endpoint, server))
         for upstream in dict.fromkeys(endpoint.upstream for endpoint in self.endpoints):
             if self.router.services.match(upstream) is None:
                 log.warning(

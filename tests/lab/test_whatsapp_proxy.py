@@ -45,10 +45,18 @@ def whatsapp_config(lab: Lab, extra: str = "", section: str = "") -> Config:
     text = lab.helper_config(listen="127.0.0.1:0")
     if extra:  # it brings its own [listen]
         text = text.replace('[listen]\nmixed = "127.0.0.1:0"\n', "", 1)
-    text += (
-        f'\n{extra}\n[whatsapp_proxy]\nlisten = "127.0.0.1"\ntls_port = 0\nchat_port = 0\n'
-        f"http_port = 0\nmedia_ports = [0]\n{section}\n"
-    )
+    keys = {
+        "listen": '"127.0.0.1"',
+        "tls_port": "0",
+        "chat_port": "0",
+        "http_port": "0",
+        "media_ports": "[0]",
+    }
+    for line in section.splitlines():  # the section's own keys win
+        key, value = line.split("=", 1)
+        keys[key.strip()] = value.strip()
+    body = "".join(f"{key} = {value}\n" for key, value in keys.items())
+    text += f"\n{extra}\n[whatsapp_proxy]\n{body}"
     config = parse_config(text, "lab config")
     routes = tuple(dataclasses.replace(config.route(name), timeout=2.0) for name in ROUTES)
     services = tuple(dataclasses.replace(s, routes=ROUTES) for s in config.services)
@@ -184,4 +192,19 @@ async def test_connections_over_the_per_client_limit_are_refused(lab: Lab, state
         answer, _ = await talk(address, b"three")
         assert answer == b"three"
     finally:
+        await engine.stop()
+
+
+async def test_a_port_in_use_is_named_and_nothing_stays_open(lab: Lab, state: Path) -> None:
+    taken = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    engine = Engine(whatsapp_config(lab, section=f"media_ports = [{port}]"), probe_on_start=False)
+    try:
+        with pytest.raises(OSError) as err:
+            await engine.start()
+        assert f"whatsapp_proxy.media_ports 127.0.0.1:{port}:" in str(err.value)
+        assert engine.listener.sockets == [] and engine.whatsapp.sockets == []
+    finally:
+        taken.close()
+        await taken.wait_closed()
         await engine.stop()

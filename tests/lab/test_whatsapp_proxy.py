@@ -216,3 +216,19 @@ async def test_a_port_in_use_is_named_and_nothing_stays_open(lab: Lab, state: Pa
         taken.close()
         await taken.wait_closed()
         await engine.stop()
+
+
+async def test_connections_over_the_total_limit_are_refused(lab: Lab, state: Path) -> None:
+    engine = await started(lab, section="max_connections = 1")
+    try:
+        assert engine.whatsapp is not None
+        address = ("127.0.0.1", engine.whatsapp.port("media"))
+        reader, writer = await asyncio.open_connection(*address, local_addr=("127.0.0.1", 0))
+        writer.write(b"one")
+        assert await asyncio.wait_for(reader.readexactly(3), 10) == b"one"
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await talk(address, b"two", local="127.0.0.3")  # another client: over the total
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await engine.stop()

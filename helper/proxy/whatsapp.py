@@ -250,7 +250,7 @@ class WhatsAppProxy:
             except OSError as exc:
                 await self.stop()
                 # Say which port: 80 and 443 are often the router's own web interface.
-                key = "media_ports" if endpoint.kind == "media" else f"{endpoint.kind}_port"
+                setting = "media_ports" if endpoint.kind == "media" else f"{endpoint.kind}_port"
                 where = Endpoint(self.config.listen, endpoint.port)
                 hint = (
                     "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
@@ -258,7 +258,7 @@ class WhatsAppProxy:
                     else ""
                 )
                 raise OSError(
-                    exc.errno, f"whatsapp_proxy.{key} {where}: {exc.strerror or exc}{hint}"
+                    exc.errno, f"whatsapp_proxy.{setting} {where}: {exc.strerror or exc}{hint}"
                 ) from exc
             self._servers.append((endpoint, server))
         for upstream in dict.fromkeys(endpoint.upstream for endpoint in self.endpoints):

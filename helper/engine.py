@@ -16,6 +16,7 @@ from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
 from .proxy import MixedListener
+from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
@@ -86,6 +87,20 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
+        # status view shows them.
+        self.whatsapp: WhatsAppProxy | None = None
+        if config.whatsapp_proxy is not None:
+            self.whatsapp = WhatsAppProxy(
+                config.whatsapp_proxy,
+                self.router,
+                allow=config.listen.allow,
+                state=state_dir() / "whatsapp-proxy",
+                events=self.events,
+                connections=self.listener.connections,
+                ids=self.listener._ids,
+                first_answer=config.probe.first_answer,
+            )
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -94,6 +109,12 @@ class Engine:
 
     async def start(self) -> None:
         await self.listener.start()
+        if self.whatsapp is not None:
+            try:
+                await self.whatsapp.start()
+            except BaseException:
+                await self.listener.stop()
+                raise
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -105,6 +126,8 @@ class Engine:
 
     async def stop(self) -> None:
         await self.monitor.stop()
+        if self.whatsapp is not None:
+            await self.whatsapp.stop()
         await self.listener.stop()
         await self._resources.aclose()
 

@@ -211,6 +211,11 @@ def listeners(engine: Engine, api: StatusApi | None = None) -> list[dict[str, st
         {"kind": "mixed", "address": str(Endpoint(host, port))}
         for host, port in engine.listener.sockets
     ]
+    if engine.whatsapp is not None:
+        out.extend(
+            {"kind": f"whatsapp-{kind}", "address": str(Endpoint(host, port))}
+            for kind, host, port in engine.whatsapp.sockets
+        )
     if api is not None and api.address is not None:
         out.append({"kind": "api", "address": str(Endpoint(*api.address))})
     return out

@@ -17,6 +17,7 @@ from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
 from .proxy import MixedListener
+from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
@@ -97,6 +98,20 @@ class Engine:
             from .api import StatusApi
 
             self.api = StatusApi(self, config.api)
+        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
+        # status view shows them.
+        self.whatsapp: WhatsAppProxy | None = None
+        if config.whatsapp_proxy is not None:
+            self.whatsapp = WhatsAppProxy(
+                config.whatsapp_proxy,
+                self.router,
+                allow=config.listen.allow,
+                state=state_dir() / "whatsapp-proxy",
+                events=self.events,
+                connections=self.listener.connections,
+                ids=self.listener._ids,
+                first_answer=config.probe.first_answer,
+            )
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -108,6 +123,12 @@ class Engine:
             await self.api.start()
         try:
             await self.listener.start()
+            if self.whatsapp is not None:
+                try:
+                    await self.whatsapp.start()
+                except BaseException:
+                    await self.listener.stop()
+                    raise
         except BaseException:
             if self.api is not None:
                 await self.api.stop()
@@ -125,6 +146,8 @@ class Engine:
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
+        if self.whatsapp is not None:
+            await self.whatsapp.stop()
         await self.listener.stop()
         await self._resources.aclose()
 

@@ -367,3 +367,20 @@ async def test_no_secret_in_any_answer(start_engine, echo_origin, tmp_path: Path
     assert "front:dtr1:***" in everything and "socks5://bob:***@127.0.0.1" in everything
     for secret in secrets:
         assert secret not in everything
+
+
+async def test_the_whatsapp_proxy_ports_are_listed(start_engine, echo_origin) -> None:
+    section = """
+    [whatsapp_proxy]
+    listen = "127.0.0.1"
+    tls_port = false
+    chat_port = 0
+    http_port = false
+    media_ports = [0]
+    """
+    engine = await start_engine(echo_config(echo_origin.port, section), probe_on_start=False)
+    document = parse_json((await get(engine, "/status"))[2])
+    kinds = [listener["kind"] for listener in document["listeners"]]
+    assert kinds == ["mixed", "whatsapp-chat", "whatsapp-media", "api"]
+    chat = document["listeners"][1]["address"]
+    assert chat == f"127.0.0.1:{engine.whatsapp.port('chat')}"

@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -91,9 +92,8 @@ class StatusApi:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise OSError(
-                exc.errno, f"status API on {self.config.listen}: {exc.strerror or exc}"
-            ) from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(exc.errno, f"status API on {self.config.listen}: {reason}") from None
         self._runner, self._site = runner, site
         self.metrics.start()
         host, port = self.address or (self.config.listen.host, self.config.listen.port)

@@ -306,7 +306,9 @@ async def test_an_api_port_in_use_is_named(start_engine) -> None:
     port = blocker.sockets[0].getsockname()[1]
     try:
         text = config_text(extra=f'\n[api]\nlisten = "127.0.0.1:{port}"\n')
-        with pytest.raises(OSError, match=rf"status API on 127\.0\.0\.1:{port}"):
+        with pytest.raises(
+            OSError, match=rf"status API on 127\.0\.0\.1:{port}: Address already in use"
+        ):
             await start_engine(text, probe_on_start=False)
     finally:
         blocker.close()

@@ -73,6 +73,7 @@ class StatusApi:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth])
+        app.on_response_prepare.append(_no_store)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/proxy.pac", self._pac)
@@ -126,9 +127,7 @@ class StatusApi:
                 text="a bearer token is required (Authorization: Bearer TOKEN)\n",
                 headers={"WWW-Authenticate": 'Bearer realm="detour"'},
             )
-        response = await handler(request)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return await handler(request)
 
     def _needs_token(self, request: web.Request) -> bool:
         if request.path in self.config.public:
@@ -173,6 +172,11 @@ class StatusApi:
     async def _healthz(self, request: web.Request) -> web.Response:
         healthy, reason = health(self.engine)
         return web.Response(status=200 if healthy else 503, text=reason + "\n")
+
+
+async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """Status is live: no cache on the way may keep an answer (errors included)."""
+    response.headers["Cache-Control"] = "no-store"
 
 
 # --- documents ----------------------------------------------------------------------------

@@ -254,8 +254,9 @@ async def test_healthz_pac_errors_and_methods(start_engine, echo_origin) -> None
     host, port = engine.mixed_address
     assert f'var DETOUR = "SOCKS5 {host}:{port}; SOCKS {host}:{port}";' in pac
 
-    status, _, body = await get(engine, "/nothing-here")
+    status, headers, body = await get(engine, "/nothing-here")
     assert status == 404 and "Traceback" not in body
+    assert headers["Cache-Control"] == "no-store"
     status, _, body = await get(engine, "/status", method="POST")
     assert status == 405
     status, headers, body = await get(engine, "/status", method="HEAD")

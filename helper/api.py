@@ -9,8 +9,9 @@ running detour (docs/status-api.md).
     GET /healthz    "ok" (200) or why not (503), for watchdogs
 
 Off unless `[api] listen` is set. Clients on other machines must send `Authorization:
-Bearer TOKEN`; loopback clients need it only with `loopback_token = true`. Nothing served
-carries a secret: chains are redacted, listener passwords and the token are never read here.
+Bearer TOKEN`; loopback clients need it only with `loopback_token = true`; endpoints in
+`public` need it from nobody. Nothing served carries a secret: chains are redacted, listener
+passwords are never read here, and the token is kept only as a digest to compare against.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from transports.resolver import ResolverSpec, parse_resolver
 from .services import ProbeTarget, Service, normalize_domain
 
 __all__ = [
+    "ApiConfig",
     "Config",
     "ConfigError",
     "ListenConfig",
@@ -68,6 +69,23 @@ class ListenConfig:
     allow: tuple[IPNetwork, ...] = ()
     handshake_timeout: float = 10.0
     idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The headless status API (docs/status-api.md); off while `listen` is None."""
+
+    listen: Endpoint | None = None
+    # Bearer token clients on other machines must send; loopback clients need it only with
+    # `loopback_token` (a local script should not have to read a secret to see status).
+    token: str | None = field(default=None, repr=False)
+    loopback_token: bool = False
+    # Endpoints served to anyone without the token: what browsers fetch (a PAC) and
+    # watchdogs poll, which cannot send a token. Neither says who connects where.
+    public: frozenset[str] = frozenset()
+
+
+API_PUBLIC_PATHS = ("/proxy.pac", "/healthz")
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,7 @@ class Config:
     default_policy: str  # a route name, or "deny"
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    api: ApiConfig = ApiConfig()
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -412,7 +431,17 @@ def array_of_tables(name: str, data: Any, problems: Problems) -> list[tuple[str,
 
 # --- the file -----------------------------------------------------------------------------
 
-_TOP = ("listen", "dns", "tls", "probe", "default", "route", "service", "whatsapp_proxy")
+_TOP = (
+    "listen",
+    "dns",
+    "tls",
+    "probe",
+    "default",
+    "route",
+    "service",
+    "whatsapp_proxy",
+    "api",
+)
 
 
 def parse_config(text: str, source: str = "config", base: Path | None = None) -> Config:
@@ -435,6 +464,7 @@ def parse_config_data(
     top = TableReader("", data, problems, _TOP)
 
     listen = _parse_listen(top.data.get("listen", {}), problems)
+    api = _parse_api(top.data.get("api", {}), problems)
     dns_table = TableReader("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
     dns = DnsConfig(
         resolver=dns_table.get("resolver", _resolver, DnsConfig.resolver),
@@ -489,6 +519,7 @@ def parse_config_data(
         policy,
         source,
         whatsapp_proxy=whatsapp_proxy,
+        api=api,
     )
 
 
@@ -557,6 +588,56 @@ def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> 
             f"{listen.mixed} is reachable from other machines; set listen.users (passwords) "
             "or listen.allow (client ranges), or listen on 127.0.0.1",
         )
+
+
+# A token is a password a script stores: long enough not to be guessed over the network.
+API_TOKEN_MIN = 16
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: it travels in an HTTP header
+
+
+def _api_token(value: Any) -> str:
+    token = string(value)
+    if not _TOKEN.match(token):
+        raise ValueError("use printable ASCII without spaces (it is sent in an HTTP header)")
+    if len(token) < API_TOKEN_MIN:
+        raise ValueError(
+            f"too short ({len(token)} characters; at least {API_TOKEN_MIN}); generate one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _public_path(value: Any) -> str:
+    path = string(value)
+    if path not in API_PUBLIC_PATHS:
+        valid = ", ".join(f'"{p}"' for p in API_PUBLIC_PATHS)
+        raise ValueError(f"{path!r} cannot be public (these can: {valid})")
+    return path
+
+
+def _parse_api(data: Any, problems: Problems) -> ApiConfig:
+    table = TableReader("api", data, problems, ("listen", "token", "loopback_token", "public"))
+    listen = table.get("listen", parse_listen_address)
+    token = table.get("token", _api_token)
+    loopback_token = table.get("loopback_token", _flag, False)
+    public = frozenset(table.get_list("public", _public_path))
+    table.finish()
+    exposed = listen is not None and not is_loopback(listen)
+    if exposed and token is None and "token" not in table.data:
+        problems.add(
+            "api.token",
+            f"required because api.listen ({listen}) is reachable from other machines "
+            "(or listen on 127.0.0.1)",
+        )
+    if loopback_token and token is None and "token" not in table.data:
+        problems.add("api.loopback_token", "needs api.token")
+    return ApiConfig(listen, token, loopback_token, public)
 
 
 _WHATSAPP_KEYS = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from transports import Endpoint
 from transports.pt import PtManager
@@ -20,6 +21,9 @@ from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
+
+if TYPE_CHECKING:
+    from .api import StatusApi
 
 __all__ = ["Engine"]
 
@@ -87,6 +91,13 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+        # The status API (off unless [api] listen is set) subscribes to the events now, so
+        # its metrics count the first probes too.
+        self.api: StatusApi | None = None
+        if config.api.listen is not None:
+            from .api import StatusApi
+
+            self.api = StatusApi(self, config.api)
         # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
         # status view shows them.
         self.whatsapp: WhatsAppProxy | None = None
@@ -108,13 +119,20 @@ class Engine:
         return self.listener.sockets[0]
 
     async def start(self) -> None:
-        await self.listener.start()
-        if self.whatsapp is not None:
-            try:
-                await self.whatsapp.start()
-            except BaseException:
-                await self.listener.stop()
-                raise
+        if self.api is not None:
+            await self.api.start()
+        try:
+            await self.listener.start()
+            if self.whatsapp is not None:
+                try:
+                    await self.whatsapp.start()
+                except BaseException:
+                    await self.listener.stop()
+                    raise
+        except BaseException:
+            if self.api is not None:
+                await self.api.stop()
+            raise
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -125,6 +143,8 @@ class Engine:
         )
 
     async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         await self.monitor.stop()
         if self.whatsapp is not None:
             await self.whatsapp.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from transports import Endpoint
 from transports.pt import PtManager
@@ -16,9 +17,13 @@ from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
 from .proxy import MixedListener, TransparentListener
+from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
+
+if TYPE_CHECKING:
+    from .api import StatusApi
 
 __all__ = ["Engine"]
 
@@ -86,9 +91,11 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
-        # Redirected connections share the mixed listener's limits and destination policy.
-        self.transparent = (
-            TransparentListener(
+        # Redirected connections share the mixed listener's limits, destination policy and
+        # connection table (so every status view shows them).
+        self.transparent: TransparentListener | None = None
+        if config.listen.transparent is not None:
+            self.transparent = TransparentListener(
                 config.listen,
                 self.router,
                 events=self.events,
@@ -96,9 +103,29 @@ class Engine:
                 book=self.listener.book,
                 policy=self.listener.policy,
             )
-            if config.listen.transparent is not None
-            else None
-        )
+            self.transparent.connections = self.listener.connections
+            self.transparent._ids = self.listener._ids
+        # The status API (off unless [api] listen is set) subscribes to the events now, so
+        # its metrics count the first probes too.
+        self.api: StatusApi | None = None
+        if config.api.listen is not None:
+            from .api import StatusApi
+
+            self.api = StatusApi(self, config.api)
+        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
+        # status view shows them.
+        self.whatsapp: WhatsAppProxy | None = None
+        if config.whatsapp_proxy is not None:
+            self.whatsapp = WhatsAppProxy(
+                config.whatsapp_proxy,
+                self.router,
+                allow=config.listen.allow,
+                state=state_dir() / "whatsapp-proxy",
+                events=self.events,
+                connections=self.listener.connections,
+                ids=self.listener._ids,
+                first_answer=config.probe.first_answer,
+            )
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -106,10 +133,25 @@ class Engine:
         return self.listener.sockets[0]
 
     async def start(self) -> None:
-        await self.listener.start()
-        if self.transparent is not None:
-            await self.transparent.start()
-            log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+        if self.api is not None:
+            await self.api.start()
+        try:
+            await self.listener.start()
+            try:
+                if self.transparent is not None:
+                    await self.transparent.start()
+                    log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+                if self.whatsapp is not None:
+                    await self.whatsapp.start()
+            except BaseException:
+                if self.transparent is not None:
+                    await self.transparent.stop()
+                await self.listener.stop()
+                raise
+        except BaseException:
+            if self.api is not None:
+                await self.api.stop()
+            raise
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -120,7 +162,11 @@ class Engine:
         )
 
     async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         await self.monitor.stop()
+        if self.whatsapp is not None:
+            await self.whatsapp.stop()
         if self.transparent is not None:
             await self.transparent.stop()
         await self.listener.stop()

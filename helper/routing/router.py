@@ -30,7 +30,7 @@ from transports.race import RaceFailed, staggered_race
 from transports.resolver import Resolver
 
 from ..config import DENY, Config
-from ..events import EventBus, RouteChanged
+from ..events import DialFailed, EventBus, RouteChanged
 from ..services import Service, ServiceTable
 from .health import HealthBook
 
@@ -270,6 +270,9 @@ class Router:
         self._account(service, route, None)
 
     def _account(self, service: Service | None, route: Route, error: DialError | None) -> None:
+        if error is not None and self.events is not None:
+            name = service.name if service is not None else None
+            self.events.publish(DialFailed(name, route.name, error.failure.value, error.op.value))
         if self.health.record_dial(_key(service), route.name, error):
             self.note_health_change(f"{route.name} failed repeatedly")
             if self.on_failing is not None:

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import sys
 
 import pytest
 
@@ -367,3 +368,23 @@ async def test_an_upstream_proxy_on_loopback_still_carries_lan_clients(
         code, _, writer = await socks5(engine.mixed_address, LAN_A, "127.0.0.1", http_origin.port)
         writer.close()
         assert code == 0x02
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent is Linux-only")
+async def test_engine_runs_a_transparent_listener(start_engine, caplog) -> None:
+    """Wired into the engine with the mixed listener's limits and connection table; a
+    connection made straight to it (not redirected) is closed and says why."""
+    caplog.set_level(logging.INFO, "detour")
+    engine = await start_engine(
+        config_text().replace(
+            'handshake_timeout = "2s"\n', 'handshake_timeout = "2s"\ntransparent = "127.0.0.1:0"\n'
+        )
+    )
+    transparent = engine.transparent
+    assert transparent is not None
+    assert transparent.book is engine.listener.book
+    assert transparent.connections is engine.listener.connections
+    reply = await raw(transparent.sockets[0], "127.0.0.1", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply in (b"", b"<reset>")
+    assert "not a redirected connection" in caplog.text or "refused a loop" in caplog.text
+    assert engine.listener.book.open_total == 0

@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import re
 import ssl
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,19 @@ class ListenConfig:
     allow: tuple[IPNetwork, ...] = ()
     handshake_timeout: float = 10.0
     idle_timeout: float = 600.0
+    # Connections redirected here by nftables/iptables (Linux); None: no such listener.
+    transparent: Endpoint | None = None
+    # What clients that are not on loopback may reach besides the services: "deny" (nothing)
+    # or "default" (whatever [default] policy allows). Never private addresses either way.
+    remote_default: str = "deny"
+    # Private ranges that stand for the internet for remote clients (a lab or test network).
+    remote_public: tuple[IPNetwork, ...] = ()
+    # Limits, each 0 for none: open connections in all and per client address, and those of
+    # them still in their handshake.
+    max_connections: int = 1024
+    max_connections_per_client: int = 256
+    max_handshakes: int = 128
+    max_handshakes_per_client: int = 32
 
 
 @dataclass(frozen=True)
@@ -550,10 +564,54 @@ def _parse_hosts(data: Any, problems: Problems) -> dict[str, tuple[str, ...]]:
     return hosts
 
 
+_LISTEN_KEYS = (
+    "mixed", "users", "allow", "handshake_timeout", "idle_timeout", "transparent",
+    "remote_default", "remote_public", "max_connections", "max_connections_per_client",
+    "max_handshakes", "max_handshakes_per_client",
+)  # fmt: skip
+REMOTE_DEFAULTS = ("deny", "default")
+
+
+def _remote_default(value: Any) -> str:
+    if value not in REMOTE_DEFAULTS:
+        raise ValueError(
+            '"deny" (remote clients reach only the services) or "default" (also what '
+            "[default] policy allows)"
+        )
+    return str(value)
+
+
+def _public_network(value: Any) -> IPNetwork:
+    net = network(value)
+    never = ("loopback", "link-local", "multicast", "unspecified")
+    kinds = [n for n, flag in zip(never, (
+        net.is_loopback, net.is_link_local, net.is_multicast, net.is_unspecified
+    ), strict=True) if flag]  # fmt: skip
+    if kinds or net.prefixlen == 0:
+        raise ValueError(
+            f"{net} cannot stand for the internet: remote clients never reach "
+            f"{kinds[0] if kinds else 'every'} address"
+        )
+    return net
+
+
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a whole number >= 0 (0: no limit)")
+    return value
+
+
+def _transparent(value: Any) -> Endpoint:
+    endpoint = parse_listen_address(value)
+    if not sys.platform.startswith("linux"):
+        raise ValueError(
+            f"transparent redirect needs Linux (SO_ORIGINAL_DST); this is {sys.platform}"
+        )
+    return endpoint
+
+
 def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
-    table = TableReader(
-        "listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout")
-    )
+    table = TableReader("listen", data, problems, _LISTEN_KEYS)
     mixed = table.get("mixed", parse_listen_address, ListenConfig.mixed)
     users: list[User] = []
     for path, item in array_of_tables("listen.users", table.data.get("users"), problems):
@@ -567,12 +625,24 @@ def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
             problems.add(f"{path}.name", f"user {name!r} is listed twice")
         users.append(User(name, password))
     allow = tuple(table.get_list("allow", network))
+    defaults = ListenConfig()
     listen = ListenConfig(
         mixed=mixed,
         users=tuple(users),
         allow=allow,
         handshake_timeout=table.get("handshake_timeout", parse_duration, 10.0),
         idle_timeout=table.get("idle_timeout", parse_duration, 600.0),
+        transparent=table.get("transparent", _transparent, None),
+        remote_default=table.get("remote_default", _remote_default, defaults.remote_default),
+        remote_public=tuple(table.get_list("remote_public", _public_network)),
+        max_connections=table.get("max_connections", _limit, defaults.max_connections),
+        max_connections_per_client=table.get(
+            "max_connections_per_client", _limit, defaults.max_connections_per_client
+        ),
+        max_handshakes=table.get("max_handshakes", _limit, defaults.max_handshakes),
+        max_handshakes_per_client=table.get(
+            "max_handshakes_per_client", _limit, defaults.max_handshakes_per_client
+        ),
     )
     table.finish()
     check_exposure(listen, problems.add)
@@ -581,12 +651,18 @@ def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
 
 def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> None:
     """Nothing is an open proxy by accident: a listener other machines can reach needs
-    users or an allow-list."""
+    users or an allow-list; the transparent listener, which has no login, an allow-list."""
     if not is_loopback(listen.mixed) and not listen.users and not listen.allow:
         report(
             "listen.mixed",
             f"{listen.mixed} is reachable from other machines; set listen.users (passwords) "
             "or listen.allow (client ranges), or listen on 127.0.0.1",
+        )
+    if listen.transparent is not None and not is_loopback(listen.transparent) and not listen.allow:
+        report(
+            "listen.transparent",
+            f"{listen.transparent} is reachable from other machines and has no login; set "
+            'listen.allow to the LAN\'s client ranges (e.g. ["192.168.1.0/24"])',
         )
 
 

@@ -16,7 +16,7 @@ from transports.resolver import Resolver, StaticResolver
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
-from .proxy import MixedListener
+from .proxy import MixedListener, TransparentListener
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
@@ -91,6 +91,20 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+        # Redirected connections share the mixed listener's limits, destination policy and
+        # connection table (so every status view shows them).
+        self.transparent: TransparentListener | None = None
+        if config.listen.transparent is not None:
+            self.transparent = TransparentListener(
+                config.listen,
+                self.router,
+                events=self.events,
+                first_answer=config.probe.first_answer,
+                book=self.listener.book,
+                policy=self.listener.policy,
+            )
+            self.transparent.connections = self.listener.connections
+            self.transparent._ids = self.listener._ids
         # The status API (off unless [api] listen is set) subscribes to the events now, so
         # its metrics count the first probes too.
         self.api: StatusApi | None = None
@@ -123,12 +137,17 @@ class Engine:
             await self.api.start()
         try:
             await self.listener.start()
-            if self.whatsapp is not None:
-                try:
+            try:
+                if self.transparent is not None:
+                    await self.transparent.start()
+                    log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+                if self.whatsapp is not None:
                     await self.whatsapp.start()
-                except BaseException:
-                    await self.listener.stop()
-                    raise
+            except BaseException:
+                if self.transparent is not None:
+                    await self.transparent.stop()
+                await self.listener.stop()
+                raise
         except BaseException:
             if self.api is not None:
                 await self.api.stop()
@@ -148,6 +167,8 @@ class Engine:
         await self.monitor.stop()
         if self.whatsapp is not None:
             await self.whatsapp.stop()
+        if self.transparent is not None:
+            await self.transparent.stop()
         await self.listener.stop()
         await self._resources.aclose()
 

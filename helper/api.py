@@ -216,6 +216,11 @@ def listeners(engine: Engine, api: StatusApi | None = None) -> list[dict[str, st
         {"kind": "mixed", "address": str(Endpoint(host, port))}
         for host, port in engine.listener.sockets
     ]
+    if engine.transparent is not None:
+        out.extend(
+            {"kind": "transparent", "address": str(Endpoint(host, port))}
+            for host, port in engine.transparent.sockets
+        )
     if engine.whatsapp is not None:
         out.extend(
             {"kind": f"whatsapp-{kind}", "address": str(Endpoint(host, port))}

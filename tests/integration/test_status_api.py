@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,15 @@ async def test_the_whatsapp_proxy_ports_are_listed(start_engine, echo_origin) ->
     assert kinds == ["mixed", "whatsapp-chat", "whatsapp-media", "api"]
     chat = document["listeners"][1]["address"]
     assert chat == f"127.0.0.1:{engine.whatsapp.port('chat')}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+async def test_the_transparent_listener_is_listed(start_engine, echo_origin) -> None:
+    text = echo_config(echo_origin.port).replace(
+        'mixed = "127.0.0.1:0"\n', 'mixed = "127.0.0.1:0"\ntransparent = "127.0.0.1:0"\n', 1
+    )
+    engine = await start_engine(text, probe_on_start=False)
+    document = parse_json((await get(engine, "/status"))[2])
+    assert engine.transparent is not None
+    host, port = engine.transparent.sockets[0]
+    assert {"kind": "transparent", "address": f"{host}:{port}"} in document["listeners"]

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.chain import base_dialer
@@ -26,10 +27,15 @@ from transports.resolver import Resolver, StaticResolver
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
-from .proxy import MixedListener
+from .proxy import MixedListener, TransparentListener
+from .proxy.serving import ClientListener
+from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
+
+if TYPE_CHECKING:
+    from .api import StatusApi
 
 __all__ = ["Engine", "ReloadResult"]
 
@@ -95,6 +101,41 @@ class Engine:
             events=self.events,
             first_answer=config.probe.first_answer,
         )
+        # Redirected connections share the mixed listener's limits, destination policy and
+        # connection table (so every status view shows them).
+        self.transparent: TransparentListener | None = None
+        if config.listen.transparent is not None:
+            self.transparent = TransparentListener(
+                config.listen,
+                self.router,
+                events=self.events,
+                first_answer=config.probe.first_answer,
+                book=self.listener.book,
+                policy=self.listener.policy,
+            )
+            self.transparent.connections = self.listener.connections
+            self.transparent._ids = self.listener._ids
+        # The status API (off unless [api] listen is set) subscribes to the events now, so
+        # its metrics count the first probes too.
+        self.api: StatusApi | None = None
+        if config.api.listen is not None:
+            from .api import StatusApi
+
+            self.api = StatusApi(self, config.api)
+        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
+        # status view shows them.
+        self.whatsapp: WhatsAppProxy | None = None
+        if config.whatsapp_proxy is not None:
+            self.whatsapp = WhatsAppProxy(
+                config.whatsapp_proxy,
+                self.router,
+                allow=config.listen.allow,
+                state=state_dir() / "whatsapp-proxy",
+                events=self.events,
+                connections=self.listener.connections,
+                ids=self.listener._ids,
+                first_answer=config.probe.first_answer,
+            )
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -156,11 +197,15 @@ class Engine:
         return prober, monitor
 
     @property
-    def listeners(self) -> list[MixedListener]:
-        """Every listener clients connect to. Each takes `router` for its new connections,
-        keeps the router a connection started with, and can `stop_accepting`, wait until
-        `idle` and until a router is `released` (reload and drain rely on these)."""
-        return [self.listener]
+    def listeners(self) -> list[ClientListener]:
+        """Every listener clients connect to: reload gives each the new router, drain stops
+        them accepting and waits for their connections (helper/proxy/serving.py)."""
+        found: list[ClientListener] = [self.listener]
+        if self.transparent is not None:
+            found.append(self.transparent)
+        if self.whatsapp is not None:
+            found.append(self.whatsapp)
+        return found
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -168,7 +213,25 @@ class Engine:
         return self.listener.sockets[0]
 
     async def start(self) -> None:
-        await self.listener.start()
+        if self.api is not None:
+            await self.api.start()
+        try:
+            await self.listener.start()
+            try:
+                if self.transparent is not None:
+                    await self.transparent.start()
+                    log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+                if self.whatsapp is not None:
+                    await self.whatsapp.start()
+            except BaseException:
+                if self.transparent is not None:
+                    await self.transparent.stop()
+                await self.listener.stop()
+                raise
+        except BaseException:
+            if self.api is not None:
+                await self.api.stop()
+            raise
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -202,7 +265,7 @@ class Engine:
             self.prober, self.monitor = self._monitoring(new, None)
             for listener in self.listeners:
                 listener.router = new.router
-            self.listener.first_answer = config.probe.first_answer
+                listener.first_answer = config.probe.first_answer
             self._retire(old)
             await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over
@@ -252,11 +315,13 @@ class Engine:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-        return sum(len(listener.connections) for listener in self.listeners)
+        return sum(listener.open_connections for listener in self.listeners)
 
     async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         await self.monitor.stop()
-        for listener in self.listeners:
+        for listener in reversed(self.listeners):
             await listener.stop()
         for task in list(self._retiring):
             task.cancel()

@@ -135,3 +135,18 @@ async def test_stop_closes_the_resources_of_a_config_still_in_use(echo_origin) -
             while await reader.read(100):
                 pass
     writer.close()
+
+
+async def test_a_reload_reaches_every_listener(start_engine) -> None:
+    text = config_text().replace(
+        'handshake_timeout = "2s"\n', 'handshake_timeout = "2s"\ntransparent = "127.0.0.1:0"\n'
+    )
+    engine = await start_engine(text, probe_on_start=False)
+    assert engine.transparent is not None
+    assert engine.listeners == [engine.listener, engine.transparent]
+    new = parse_config(text.replace('name = "direct"', 'name = "direct2"'), "test config")
+    changed, restart = describe_changes(engine.config, new)
+    await engine.reload(new)
+    assert all(listener.router is engine.router for listener in engine.listeners)
+    assert [route.name for route in engine.router.routes] == ["direct2"]
+    assert restart == [] and "routes added: direct2" in changed

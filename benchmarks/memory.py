@@ -127,12 +127,17 @@ def start_echo() -> tuple[subprocess.Popen[str], int]:
 
 
 def router_config(port: int) -> str:
-    """The built-in config's services without probes, routes direct and tlsfrag:sni."""
+    """The built-in config's services without probes, routes direct and tlsfrag:sni, and
+    connection limits above what the benchmark opens."""
     from helper.config import default_config_text
 
     text = default_config_text()
     text = re.sub(r"(?ms)^probes = \[.*?^\]\n", "", text)
-    text = text.replace('mixed = "127.0.0.1:1080"', f'mixed = "{HOST}:{port}"')
+    # One client (this script) holds every connection: above the default per-client limit.
+    text = text.replace(
+        'mixed = "127.0.0.1:1080"',
+        f'mixed = "{HOST}:{port}"\nmax_connections = 10000\nmax_connections_per_client = 10000',
+    )
     return text + '\n[[route]]\nname = "tls-fragment"\nchain = "tlsfrag:sni"\n'
 
 

@@ -413,7 +413,7 @@ async def _serve_tui(config: Any, log_buffer: Any) -> int:
         await engine.start()
     except OSError as exc:
         print(
-            f"detour: cannot listen on {config.listen.mixed}: {exc.strerror or exc}",
+            f"detour: cannot start: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return EXIT_FAILURE

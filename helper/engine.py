@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -216,10 +217,10 @@ class Engine:
         if self.api is not None:
             await self.api.start()
         try:
-            await self.listener.start()
+            await _listen(self.listener, "listen.mixed")
             try:
                 if self.transparent is not None:
-                    await self.transparent.start()
+                    await _listen(self.transparent, "listen.transparent")
                     log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
                 if self.whatsapp is not None:
                     await self.whatsapp.start()
@@ -413,6 +414,18 @@ def _carry_over(old: Router, new: Router) -> None:
     services = {service.name for service in new.services}
     new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
     new.disabled.update(name for name in old.disabled if name in names)
+
+
+async def _listen(listener: MixedListener, key: str) -> None:
+    """Start `listener`; a failure says which setting and address, in a sentence (as the
+    status API's and the WhatsApp proxy's do)."""
+    try:
+        await listener.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if isinstance(exc, PermissionError):
+            reason += "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        raise OSError(exc.errno, f"{key} {listener.address}: {reason}") from None
 
 
 def _pt_clients(router: Router) -> frozenset[ManagedClient]:

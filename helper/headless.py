@@ -56,7 +56,9 @@ async def serve(
         try:
             await engine.start()
         except OSError as exc:
-            log.error("cannot listen on %s: %s", config.listen.mixed, exc.strerror or exc)
+            # Which listener and why, in a sentence: "listen.mixed 127.0.0.1:1080: Address
+            # already in use", "status API on ...", "whatsapp_proxy.tls_port ...".
+            log.error("cannot start: %s", exc.strerror or exc)
             return EXIT_FAILURE
         started.set()
         notify("READY=1")

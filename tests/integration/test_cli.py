@@ -129,7 +129,7 @@ def test_run_reports_port_in_use() -> None:
         port = busy.getsockname()[1]
         result = detour("run", "--headless", "--listen", f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stdout
+    assert f"cannot start: listen.mixed 127.0.0.1:{port}: Address already in use" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -150,3 +150,35 @@ async def test_a_reload_reaches_every_listener(start_engine) -> None:
     assert all(listener.router is engine.router for listener in engine.listeners)
     assert [route.name for route in engine.router.routes] == ["direct2"]
     assert restart == [] and "routes added: direct2" in changed
+
+
+async def test_reloads_in_a_row_while_connections_come_and_go(start_engine, echo_origin) -> None:
+    engine = await start_engine(config({"a": "direct"}), probe_on_start=False)
+    closed: list[asyncio.Event] = []
+
+    def track() -> None:
+        event = asyncio.Event()
+        engine._generation.resources.callback(event.set)
+        closed.append(event)
+
+    track()
+
+    async def client(n: int) -> None:
+        reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
+        for i in range(5):
+            message = f"{n}:{i};".encode()
+            writer.write(message)
+            assert await reader.readexactly(len(message)) == message
+            await asyncio.sleep(0.01)
+        writer.close()
+
+    clients = [asyncio.ensure_future(client(n)) for n in range(20)]
+    for n in range(10):
+        await engine.reload(config({f"r{n}": "direct", "a": "direct"}))
+        track()
+        await asyncio.sleep(0.005)
+    await asyncio.wait_for(asyncio.gather(*clients), 30)
+    # Every config but the running one has closed its resources.
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in closed[:-1])), 10)
+    assert not closed[-1].is_set()
+    assert not engine._old

@@ -21,7 +21,9 @@ Measured from /proc/PID/status (Linux only): VmRSS (resident now) and VmHWM (the
 3. the same N connections after a little traffic: 4 rounds of 4 KiB echoed on each;
 4. after the client closed them all (what detour gives back);
 5. the same again with a second wave of N connections (memory that grows from wave to wave
-   would be a leak).
+   would be a leak);
+6. idle again, in new processes, with the status API, with the WhatsApp proxy (first when it
+   makes its certificate, then when it finds it kept), and with both.
 
 Figures are in MB (10^6 bytes). The bars (docs/performance.md): at most 40 MB idle, at most
 120 MB with 1,000 connections (the peak, VmHWM, counts).
@@ -141,6 +143,16 @@ def router_config(port: int) -> str:
     return text + '\n[[route]]\nname = "tls-fragment"\nchain = "tlsfrag:sni"\n'
 
 
+# Everything else a router may turn on, each on a free loopback port.
+EXTRAS = {
+    "api": '[api]\nlisten = "127.0.0.1:0"\n',
+    "whatsapp": (
+        '[whatsapp_proxy]\nlisten = "127.0.0.1"\n'
+        "tls_port = 0\nchat_port = 0\nhttp_port = 0\nmedia_ports = [0]\n"
+    ),
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -189,6 +201,25 @@ def recv_exactly(sock: socket.socket, n: int) -> None:
         if not data:
             raise ConnectionError("connection closed mid-echo")
         n -= len(data)
+
+
+def measure_idle(name: str, loop: str, extra: str, workdir: Path) -> dict[str, int]:
+    """Idle memory with `extra` config sections on (state kept in `workdir`/state)."""
+    port = free_port()
+    config = workdir / f"detour-{name}-idle.toml"
+    config.write_text(router_config(port) + "\n" + extra)
+    log_path = workdir / f"detour-{name}-idle.log"
+    process = start_detour(config, port, loop, log_path)
+    try:
+        time.sleep(2)
+        return memory(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def measure(
@@ -260,6 +291,12 @@ def markdown(report: dict[str, Any]) -> str:
             (f"traffic_{wave}", f"wave {wave} of {n:,}, after its traffic"),
             (f"closed_{wave}", f"after wave {wave} closed"),
         ]
+    rows += [
+        ("idle_api", "idle, with the status API (`[api]`)"),
+        ("idle_whatsapp_new", "idle, WhatsApp proxy making its certificate"),
+        ("idle_whatsapp", "idle, WhatsApp proxy (certificate kept)"),
+        ("idle_all", "idle, status API and WhatsApp proxy"),
+    ]
     head = "| | " + " | ".join(f"{loop} VmRSS | {loop} VmHWM" for loop in loops) + " |"
     lines = [
         f"detour {report['detour']}, Python {report['python']}, {report['machine']}, "
@@ -270,6 +307,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for key, label in rows:
         cells = []
+        if not all(key in report["results"][loop] for loop in loops):
+            continue
         for loop in loops:
             values = report["results"][loop][key]
             cells += [f"{values['VmRSS'] / MB:.1f} MB", f"{values['VmHWM'] / MB:.1f} MB"]
@@ -303,6 +342,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[name] = measure(
                         name, value, args.connections, echo_port, Path(tmp), args.waves
                     )
+                    # The status API, and the WhatsApp proxy: first when it makes its
+                    # certificate, then when it finds it in the state directory.
+                    extra = Path(tmp) / f"extra-{name}"
+                    extra.mkdir()
+                    results[name]["idle_api"] = measure_idle(name, value, EXTRAS["api"], extra)
+                    for key in ("idle_whatsapp_new", "idle_whatsapp"):
+                        results[name][key] = measure_idle(name, value, EXTRAS["whatsapp"], extra)
+                    both = EXTRAS["api"] + EXTRAS["whatsapp"]
+                    results[name]["idle_all"] = measure_idle(name, value, both, extra)
     finally:
         echo.terminate()
         echo.wait()

@@ -36,6 +36,7 @@ import itertools
 import logging
 import os
 import ssl
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -55,7 +56,14 @@ from .relay import relay
 from .retry import first_exchange
 from .serving import RouterSwitch
 
-__all__ = ["UPSTREAMS", "WhatsAppEndpoint", "WhatsAppProxy", "endpoints", "self_signed"]
+__all__ = [
+    "UPSTREAMS",
+    "WhatsAppEndpoint",
+    "WhatsAppProxy",
+    "endpoints",
+    "ensure_certificate",
+    "self_signed",
+]
 
 log = logging.getLogger("detour.proxy")
 
@@ -105,12 +113,8 @@ def endpoints(config: WhatsAppProxyConfig) -> list[WhatsAppEndpoint]:
 # --- the certificate ----------------------------------------------------------------------
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """The TLS port's certificate and key in `directory`, made once and then reused.
-
-    The app does not verify the proxy's certificate, so a self-signed one is all it needs;
-    keeping it (rather than a new one per start) keeps the proxy looking the same on the
-    LAN across restarts. The key file is readable by its owner only."""
+def kept_certificate(directory: Path) -> tuple[Path, Path] | None:
+    """The certificate and key kept in `directory`, if there is a usable pair."""
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if cert_path.is_file() and key_path.is_file():
         try:
@@ -119,6 +123,53 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
             log.warning("WhatsApp proxy: replacing unusable certificate in %s (%s)", directory, exc)
         else:
             return cert_path, key_path
+    return None
+
+
+# Run by ensure_certificate in a child process.
+_MAKE_CERTIFICATE = (
+    "import sys; from pathlib import Path; from helper.proxy.whatsapp import self_signed; "
+    "self_signed(Path(sys.argv[1]))"
+)
+
+
+async def ensure_certificate(directory: Path) -> tuple[Path, Path]:
+    """The kept certificate, or a new one made in a child process: the library that makes
+    it (cryptography) would stay in this long-running process's memory, about 12 MB, for
+    nothing (docs/performance.md, "Memory (headless)")."""
+    kept = await asyncio.to_thread(kept_certificate, directory)
+    if kept is not None:
+        return kept
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _MAKE_CERTIFICATE,
+        str(directory),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, errors = await process.communicate()
+    made = await asyncio.to_thread(kept_certificate, directory)
+    if process.returncode != 0 or made is None:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise OSError(
+            f"whatsapp_proxy: cannot make a certificate in {directory}: "
+            f"{lines[-1] if lines else f'exit status {process.returncode}'}"
+        )
+    log.info("WhatsApp proxy: made a self-signed certificate in %s", directory)
+    return made
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """The TLS port's certificate and key in `directory`, made once and then reused.
+
+    The app does not verify the proxy's certificate, so a self-signed one is all it needs;
+    keeping it (rather than a new one per start) keeps the proxy looking the same on the
+    LAN across restarts. The key file is readable by its owner only."""
+    kept = kept_certificate(directory)
+    if kept is not None:
+        return kept
+    cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -251,7 +302,7 @@ class WhatsAppProxy:
         if any(endpoint.tls for endpoint in self.endpoints):
             certificate, key = self.config.certificate, self.config.key
             if certificate is None or key is None:
-                certificate, key = await asyncio.to_thread(self_signed, self.state)
+                certificate, key = await ensure_certificate(self.state)
             self._tls = server_context(certificate, key)
         loop = asyncio.get_running_loop()
         for endpoint in self.endpoints:

@@ -51,6 +51,7 @@ from .handshake import ProtocolError, read_message
 from .limits import ConnectionBook, Limits, ThrottledLog
 from .relay import RelayStats, relay
 from .retry import first_exchange
+from .serving import RouterSwitch
 
 __all__ = ["ActiveConnection", "MixedListener"]
 
@@ -118,7 +119,7 @@ class MixedListener:
         # it through the next route (0: never retry).
         self.first_answer = first_answer
         self.config = config
-        self.router = router
+        self.switch = RouterSwitch(router)
         self.address = address or config.mixed
         self.connections: dict[int, ActiveConnection] = {}
         self._users = {user.name: user.password.encode() for user in config.users}
@@ -132,6 +133,20 @@ class MixedListener:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+
+    @property
+    def router(self) -> Router:
+        """The router for new connections; inside a connection's task, the one that
+        connection started with (helper/proxy/serving.py)."""
+        return self.switch.current()
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self.switch.newest = router
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -148,22 +163,41 @@ class MixedListener:
             backlog=1024,
         )
 
-    async def stop(self) -> None:
-        """Stop accepting and end every connection."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already accepted go on."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        """Stop accepting and end every connection (cut: the clients see a reset)."""
+        self.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            # Only now: since Python 3.12 this also waits for every connection to close.
+            await self._server.wait_closed()
+
+    async def idle(self) -> None:
+        """Wait until no connection is open."""
+        while self._tasks:
+            await self.switch.wait_changed()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no open connection uses `router`."""
+        await self.switch.released(router)
 
     # --- per connection -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.switch.changed()
 
     def _accepted(self, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
@@ -201,13 +235,18 @@ class MixedListener:
         self.connections[conn_id] = active
         key = _client_key(client)
         handshaking = [True]
+        self.switch.begin(conn_id)
         try:
             await self._serve_client(active, stream, client, handshaking)
+        except asyncio.CancelledError:
+            stream.abort()  # cut short (detour is stopping): a reset, never a clean end
+            raise
         except Exception:
             log.exception("connection %d from %s: internal error", conn_id, client)
             stream.abort()
         finally:
             del self.connections[conn_id]
+            self.switch.end(conn_id)
             self.book.release(key, handshaking=handshaking[0])
             if not stream.is_closing():
                 stream.close()
@@ -371,6 +410,18 @@ class MixedListener:
                 stats.down,
                 duration,
                 how,
+                extra={
+                    "event": "connection_closed",
+                    "client": active.client,
+                    "protocol": request.protocol,
+                    "target": str(request.target),
+                    "service": active.service,
+                    "route": connection.route.name,
+                    "up": stats.up,
+                    "down": stats.down,
+                    "seconds": round(duration, 3),
+                    "end": how,
+                },
             )
 
     # --- handshakes -----------------------------------------------------------------------

@@ -36,6 +36,7 @@ import itertools
 import logging
 import os
 import ssl
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -53,8 +54,16 @@ from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .listener import ActiveConnection
 from .relay import relay
 from .retry import first_exchange
+from .serving import RouterSwitch
 
-__all__ = ["UPSTREAMS", "WhatsAppEndpoint", "WhatsAppProxy", "endpoints", "self_signed"]
+__all__ = [
+    "UPSTREAMS",
+    "WhatsAppEndpoint",
+    "WhatsAppProxy",
+    "endpoints",
+    "ensure_certificate",
+    "self_signed",
+]
 
 log = logging.getLogger("detour.proxy")
 
@@ -104,12 +113,8 @@ def endpoints(config: WhatsAppProxyConfig) -> list[WhatsAppEndpoint]:
 # --- the certificate ----------------------------------------------------------------------
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """The TLS port's certificate and key in `directory`, made once and then reused.
-
-    The app does not verify the proxy's certificate, so a self-signed one is all it needs;
-    keeping it (rather than a new one per start) keeps the proxy looking the same on the
-    LAN across restarts. The key file is readable by its owner only."""
+def kept_certificate(directory: Path) -> tuple[Path, Path] | None:
+    """The certificate and key kept in `directory`, if there is a usable pair."""
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if cert_path.is_file() and key_path.is_file():
         try:
@@ -118,6 +123,53 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
             log.warning("WhatsApp proxy: replacing unusable certificate in %s (%s)", directory, exc)
         else:
             return cert_path, key_path
+    return None
+
+
+# Run by ensure_certificate in a child process.
+_MAKE_CERTIFICATE = (
+    "import sys; from pathlib import Path; from helper.proxy.whatsapp import self_signed; "
+    "self_signed(Path(sys.argv[1]))"
+)
+
+
+async def ensure_certificate(directory: Path) -> tuple[Path, Path]:
+    """The kept certificate, or a new one made in a child process: the library that makes
+    it (cryptography) would stay in this long-running process's memory, about 12 MB, for
+    nothing (docs/performance.md, "Memory (headless)")."""
+    kept = await asyncio.to_thread(kept_certificate, directory)
+    if kept is not None:
+        return kept
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _MAKE_CERTIFICATE,
+        str(directory),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, errors = await process.communicate()
+    made = await asyncio.to_thread(kept_certificate, directory)
+    if process.returncode != 0 or made is None:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise OSError(
+            f"whatsapp_proxy: cannot make a certificate in {directory}: "
+            f"{lines[-1] if lines else f'exit status {process.returncode}'}"
+        )
+    log.info("WhatsApp proxy: made a self-signed certificate in %s", directory)
+    return made
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """The TLS port's certificate and key in `directory`, made once and then reused.
+
+    The app does not verify the proxy's certificate, so a self-signed one is all it needs;
+    keeping it (rather than a new one per start) keeps the proxy looking the same on the
+    LAN across restarts. The key file is readable by its owner only."""
+    kept = kept_certificate(directory)
+    if kept is not None:
+        return kept
+    cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -200,7 +252,7 @@ class WhatsAppProxy:
         table status views read and its id counter (the mixed listener's, so one table shows
         every client connection)."""
         self.config = config
-        self.router = router
+        self.switch = RouterSwitch(router)
         self.events = events
         self.first_answer = first_answer
         self.state = state
@@ -215,6 +267,20 @@ class WhatsAppProxy:
         self._per_client: collections.Counter[str] = collections.Counter()
         self._open = 0
         self._tls: ssl.SSLContext | None = None
+
+    @property
+    def router(self) -> Router:
+        """The router for new connections; inside a connection's task, the one that
+        connection started with (helper/proxy/serving.py)."""
+        return self.switch.current()
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self.switch.newest = router
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
 
     @property
     def sockets(self) -> list[tuple[str, str, int]]:
@@ -236,7 +302,7 @@ class WhatsAppProxy:
         if any(endpoint.tls for endpoint in self.endpoints):
             certificate, key = self.config.certificate, self.config.key
             if certificate is None or key is None:
-                certificate, key = await asyncio.to_thread(self_signed, self.state)
+                certificate, key = await ensure_certificate(self.state)
             self._tls = server_context(certificate, key)
         loop = asyncio.get_running_loop()
         for endpoint in self.endpoints:
@@ -278,24 +344,42 @@ class WhatsAppProxy:
             ),
         )
 
-    async def stop(self) -> None:
-        """Stop accepting and end every connection."""
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; connections already accepted go on."""
         for _endpoint, server in self._servers:
             server.close()
-        for _endpoint, server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+
+    async def stop(self) -> None:
+        """Stop accepting and end every connection (cut: the clients see a reset)."""
+        self.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Only now: since Python 3.12 this also waits for every connection to close.
+        for _endpoint, server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def idle(self) -> None:
+        """Wait until no connection is open."""
+        while self._tasks:
+            await self.switch.wait_changed()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no open connection uses `router`."""
+        await self.switch.released(router)
 
     # --- per connection -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.switch.changed()
 
     def _accepted(self, endpoint: WhatsAppEndpoint, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
@@ -336,13 +420,18 @@ class WhatsAppProxy:
             conn_id, str(client), protocol=f"whatsapp-{endpoint.kind}", target=endpoint.upstream
         )
         self.connections[conn_id] = active
+        self.switch.begin(conn_id)
         try:
             await self._serve_client(active, endpoint, stream)
+        except asyncio.CancelledError:
+            stream.abort()  # cut short (detour is stopping): a reset, never a clean end
+            raise
         except Exception:
             log.exception("connection %d from %s: internal error", conn_id, client)
             stream.abort()
         finally:
             self.connections.pop(conn_id, None)
+            self.switch.end(conn_id)
             self._open -= 1
             self._per_client[client.host] -= 1
             if self._per_client[client.host] <= 0:

@@ -232,3 +232,32 @@ async def test_connections_over_the_total_limit_are_refused(lab: Lab, state: Pat
         await writer.wait_closed()
     finally:
         await engine.stop()
+
+
+async def test_a_reload_and_a_drain_leave_an_open_connection_alone(lab: Lab, state: Path) -> None:
+    engine = await started(lab)
+    try:
+        assert engine.whatsapp is not None
+        port = engine.whatsapp.port("chat")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
+        old = engine.router
+
+        await engine.reload(whatsapp_config(lab))
+        assert engine.router is not old
+        assert engine.whatsapp.router is engine.router  # for new connections
+        writer.write(b"pong")  # the open one goes on, on the router it started with
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"pong"
+
+        drain = asyncio.ensure_future(engine.drain(30))
+        await asyncio.sleep(0.1)
+        with pytest.raises(ConnectionRefusedError):  # the drain stopped accepting
+            await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"more")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"more"
+        assert not drain.done()
+        writer.close()
+        assert await asyncio.wait_for(drain, 10) == 0  # it ended: nothing left to cut
+    finally:
+        await engine.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helper.config import ConfigError, WhatsAppProxyConfig, parse_config
-from helper.proxy.whatsapp import UPSTREAMS, endpoints, self_signed
+from helper.proxy.whatsapp import UPSTREAMS, endpoints, ensure_certificate, self_signed
 from tests.support.origins import TestCA
 from transports import Endpoint
 
@@ -162,3 +162,18 @@ def test_self_signed_certificate_is_made_once_with_a_private_key(tmp_path: Path)
     self_signed(directory)  # an unusable pair is replaced
     assert cert.read_bytes() != first
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+async def test_a_certificate_is_made_in_a_child_process_once(tmp_path: Path) -> None:
+    directory = tmp_path / "state" / "whatsapp-proxy"
+    cert, key = await ensure_certificate(directory)
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    made = cert.read_bytes()
+    assert await ensure_certificate(directory) == (cert, key)
+    assert cert.read_bytes() == made  # kept, not made again
+
+
+async def test_a_certificate_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the directory should be")
+    with pytest.raises(OSError, match=r"whatsapp_proxy: cannot make a certificate in .*taken"):
+        await ensure_certificate(tmp_path / "taken")

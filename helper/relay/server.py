@@ -37,7 +37,7 @@ from transports.fronted.protocol import (
     encode_success,
     parse_request,
 )
-from transports.guard import AddressPolicy
+from transports.guard import AddressPolicy, LocalAddresses
 from transports.resolver import Resolver, StaticResolver
 from transports.tls import tls_accept
 
@@ -195,9 +195,13 @@ class RelayServer:
         base = resolver or config.resolver.build()
         if config.hosts:
             base = StaticResolver(config.hosts, fallback=base)
-        # The same rules as for a LAN client of the listeners, less the check for this
-        # machine's own addresses (a relay's lab stands the internet on loopback ranges).
-        self.policy = AddressPolicy(config.public_networks)
+        # The same rules as for a LAN client of the listeners: never private, loopback, ...,
+        # and never this machine's own addresses (a service listening on the relay's public
+        # address, ssh say, is not for its clients). A lab that stands the internet on
+        # loopback ranges (`destinations.public`) is all on this machine: no own-address
+        # check there.
+        local = None if config.public_networks else LocalAddresses()
+        self.policy = AddressPolicy(config.public_networks, local)
         self.dialer = DirectDialer(
             _PolicyResolver(base, self.policy),
             connect_timeout=config.handshake_timeout,

@@ -1,13 +1,14 @@
-"""The `detour` command: argument parsing only; each subcommand calls into the modules.
+"""The `detour` command: argument parsing only; each subcommand calls into the modules
+(the headless run: helper/headless.py).
 
-Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 bad config or usage.
+Exit codes: 0 success (and a clean stop on a signal), 1 runtime failure (e.g. the port is
+taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -26,10 +27,12 @@ from .config import (
     load_config,
     parse_listen_address,
 )
+from .headless import serve, with_listen
 
 log = logging.getLogger("detour")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DRAIN_TIMEOUT = 10.0  # seconds established connections get to finish on SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +46,16 @@ def _listen_arg(text: str) -> Endpoint:
         return parse_listen_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 to 86400)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="info",
         help="log verbosity",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=DRAIN_TIMEOUT,
+        help="headless: on SIGTERM or Ctrl-C, how long established connections may take to "
+        f"finish before they are cut (default: {DRAIN_TIMEOUT:g}; 0: cut at once)",
     )
 
     tui = sub.add_parser(
@@ -211,7 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         ui = not args.headless and _ui_or_headless()
         return _run(
-            args.run_config or args.config, args.listen, args.log_format, args.log_level, ui=ui
+            args.run_config or args.config,
+            args.listen,
+            args.log_format,
+            args.log_level,
+            ui=ui,
+            drain_timeout=args.drain_timeout,
         )
     if args.command == "tui":
         if not _is_terminal():
@@ -349,6 +375,7 @@ def _run(
     log_level: str,
     *,
     ui: bool = False,
+    drain_timeout: float = DRAIN_TIMEOUT,
 ) -> int:
     from .logs import setup_logging
 
@@ -365,9 +392,7 @@ def _run(
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
     if listen is not None:
-        config = dataclasses.replace(
-            config, listen=dataclasses.replace(config.listen, mixed=listen)
-        )
+        config = with_listen(config, listen)
         problems: list[str] = []
         check_exposure(config.listen, lambda key, msg: problems.append(f"--listen: {msg}"))
         if problems:
@@ -375,7 +400,7 @@ def _run(
             return EXIT_USAGE
     if log_buffer is not None:
         return run_async(lambda: _serve_tui(config, log_buffer))
-    return run_async(lambda: _serve(config))
+    return run_async(lambda: serve(config, path, listen, drain_timeout))
 
 
 async def _serve_tui(config: Any, log_buffer: Any) -> int:
@@ -388,7 +413,7 @@ async def _serve_tui(config: Any, log_buffer: Any) -> int:
         await engine.start()
     except OSError as exc:
         print(
-            f"detour: cannot listen on {config.listen.mixed}: {exc.strerror or exc}",
+            f"detour: cannot start: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return EXIT_FAILURE
@@ -399,24 +424,6 @@ async def _serve_tui(config: Any, log_buffer: Any) -> int:
         await app.run_async()
     finally:
         stopper.cancel()
-        await engine.stop()
-    return EXIT_OK
-
-
-async def _serve(config: Any) -> int:
-    from .engine import Engine
-
-    engine = Engine(config)
-    try:
-        await engine.start()
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", config.listen.mixed, exc.strerror or exc)
-        return EXIT_FAILURE
-    stop = _stop_event()
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
         await engine.stop()
     return EXIT_OK
 

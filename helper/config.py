@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import ssl
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,11 +29,13 @@ from transports.resolver import ResolverSpec, parse_resolver
 from .services import ProbeTarget, Service, normalize_domain
 
 __all__ = [
+    "ApiConfig",
     "Config",
     "ConfigError",
     "ListenConfig",
     "RouteConfig",
     "User",
+    "WhatsAppProxyConfig",
     "default_config_text",
     "load_config",
     "parse_config",
@@ -71,6 +74,36 @@ class ListenConfig:
     allow: tuple[IPNetwork, ...] = ()
     handshake_timeout: float = 10.0
     idle_timeout: float = 600.0
+    # Connections redirected here by nftables/iptables (Linux); None: no such listener.
+    transparent: Endpoint | None = None
+    # What clients that are not on loopback may reach besides the services: "deny" (nothing)
+    # or "default" (whatever [default] policy allows). Never private addresses either way.
+    remote_default: str = "deny"
+    # Private ranges that stand for the internet for remote clients (a lab or test network).
+    remote_public: tuple[IPNetwork, ...] = ()
+    # Limits, each 0 for none: open connections in all and per client address, and those of
+    # them still in their handshake.
+    max_connections: int = 1024
+    max_connections_per_client: int = 256
+    max_handshakes: int = 128
+    max_handshakes_per_client: int = 32
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The headless status API (docs/status-api.md); off while `listen` is None."""
+
+    listen: Endpoint | None = None
+    # Bearer token clients on other machines must send; loopback clients need it only with
+    # `loopback_token` (a local script should not have to read a secret to see status).
+    token: str | None = field(default=None, repr=False)
+    loopback_token: bool = False
+    # Endpoints served to anyone without the token: what browsers fetch (a PAC) and
+    # watchdogs poll, which cannot send a token. Neither says who connects where.
+    public: frozenset[str] = frozenset()
+
+
+API_PUBLIC_PATHS = ("/proxy.pac", "/healthz")
 
 
 @dataclass(frozen=True)
@@ -113,6 +146,26 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class WhatsAppProxyConfig:
+    """[whatsapp_proxy]: raw TCP endpoints the WhatsApp app's own proxy setting can use
+    (see helper/proxy/whatsapp.py). A port of None is turned off; 0 takes any free port."""
+
+    listen: str  # an IP address; the ports are fixed by what the app expects
+    tls_port: int | None = 443  # TLS with the proxy's certificate, then g.whatsapp.net:5222
+    chat_port: int | None = 5222  # plain, to g.whatsapp.net:5222
+    http_port: int | None = 80  # plain, to g.whatsapp.net:80
+    media_ports: tuple[int, ...] = (587, 7777)  # plain, to whatsapp.net:443
+    # The TLS port's certificate and key (PEM); None: a self-signed one kept in the state
+    # directory, made on first use.
+    certificate: Path | None = None
+    key: Path | None = None
+    max_connections: int = 512
+    max_per_client: int = 64
+    handshake_timeout: float = 10.0  # the TLS port's handshake
+    idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig
     dns: DnsConfig
@@ -122,6 +175,8 @@ class Config:
     services: tuple[Service, ...]
     default_policy: str  # a route name, or "deny"
     source: str = "built-in"
+    whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    api: ApiConfig = ApiConfig()
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -394,7 +449,17 @@ def array_of_tables(name: str, data: Any, problems: Problems) -> list[tuple[str,
 
 # --- the file -----------------------------------------------------------------------------
 
-_TOP = ("listen", "dns", "tls", "probe", "default", "route", "service")
+_TOP = (
+    "listen",
+    "dns",
+    "tls",
+    "probe",
+    "default",
+    "route",
+    "service",
+    "whatsapp_proxy",
+    "api",
+)
 
 
 def parse_config(text: str, source: str = "config", base: Path | None = None) -> Config:
@@ -417,6 +482,7 @@ def parse_config_data(
     top = TableReader("", data, problems, _TOP)
 
     listen = _parse_listen(top.data.get("listen", {}), problems)
+    api = _parse_api(top.data.get("api", {}), problems)
     dns_table = TableReader("dns", top.data.get("dns", {}), problems, ("resolver", "hosts"))
     dns = DnsConfig(
         resolver=dns_table.get("resolver", _resolver, DnsConfig.resolver),
@@ -454,11 +520,25 @@ def parse_config_data(
             f'no route named {policy!r} (routes: {", ".join(route_names) or "none"}; or "deny")',
         )
     default_table.finish()
+    whatsapp_proxy = None
+    if "whatsapp_proxy" in top.data:
+        whatsapp_proxy = _parse_whatsapp_proxy(top.data["whatsapp_proxy"], listen, base, problems)
     top.finish()
 
     if problems.items:
         raise ConfigError(problems.items, source)
-    return Config(listen, dns, tls, probe, tuple(routes), tuple(services), policy, source)
+    return Config(
+        listen,
+        dns,
+        tls,
+        probe,
+        tuple(routes),
+        tuple(services),
+        policy,
+        source,
+        whatsapp_proxy=whatsapp_proxy,
+        api=api,
+    )
 
 
 def _parse_hosts(data: Any, problems: Problems) -> dict[str, tuple[str, ...]]:
@@ -488,10 +568,54 @@ def _parse_hosts(data: Any, problems: Problems) -> dict[str, tuple[str, ...]]:
     return hosts
 
 
+_LISTEN_KEYS = (
+    "mixed", "users", "allow", "handshake_timeout", "idle_timeout", "transparent",
+    "remote_default", "remote_public", "max_connections", "max_connections_per_client",
+    "max_handshakes", "max_handshakes_per_client",
+)  # fmt: skip
+REMOTE_DEFAULTS = ("deny", "default")
+
+
+def _remote_default(value: Any) -> str:
+    if value not in REMOTE_DEFAULTS:
+        raise ValueError(
+            '"deny" (remote clients reach only the services) or "default" (also what '
+            "[default] policy allows)"
+        )
+    return str(value)
+
+
+def _public_network(value: Any) -> IPNetwork:
+    net = network(value)
+    never = ("loopback", "link-local", "multicast", "unspecified")
+    kinds = [n for n, flag in zip(never, (
+        net.is_loopback, net.is_link_local, net.is_multicast, net.is_unspecified
+    ), strict=True) if flag]  # fmt: skip
+    if kinds or net.prefixlen == 0:
+        raise ValueError(
+            f"{net} cannot stand for the internet: remote clients never reach "
+            f"{kinds[0] if kinds else 'every'} address"
+        )
+    return net
+
+
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a whole number >= 0 (0: no limit)")
+    return value
+
+
+def _transparent(value: Any) -> Endpoint:
+    endpoint = parse_listen_address(value)
+    if not sys.platform.startswith("linux"):
+        raise ValueError(
+            f"transparent redirect needs Linux (SO_ORIGINAL_DST); this is {sys.platform}"
+        )
+    return endpoint
+
+
 def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
-    table = TableReader(
-        "listen", data, problems, ("mixed", "users", "allow", "handshake_timeout", "idle_timeout")
-    )
+    table = TableReader("listen", data, problems, _LISTEN_KEYS)
     mixed = table.get("mixed", parse_listen_address, ListenConfig.mixed)
     users: list[User] = []
     for path, item in array_of_tables("listen.users", table.data.get("users"), problems):
@@ -505,12 +629,24 @@ def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
             problems.add(f"{path}.name", f"user {name!r} is listed twice")
         users.append(User(name, password))
     allow = tuple(table.get_list("allow", network))
+    defaults = ListenConfig()
     listen = ListenConfig(
         mixed=mixed,
         users=tuple(users),
         allow=allow,
         handshake_timeout=table.get("handshake_timeout", parse_duration, 10.0),
         idle_timeout=table.get("idle_timeout", parse_duration, 600.0),
+        transparent=table.get("transparent", _transparent, None),
+        remote_default=table.get("remote_default", _remote_default, defaults.remote_default),
+        remote_public=tuple(table.get_list("remote_public", _public_network)),
+        max_connections=table.get("max_connections", _limit, defaults.max_connections),
+        max_connections_per_client=table.get(
+            "max_connections_per_client", _limit, defaults.max_connections_per_client
+        ),
+        max_handshakes=table.get("max_handshakes", _limit, defaults.max_handshakes),
+        max_handshakes_per_client=table.get(
+            "max_handshakes_per_client", _limit, defaults.max_handshakes_per_client
+        ),
     )
     table.finish()
     check_exposure(listen, problems.add)
@@ -519,13 +655,191 @@ def _parse_listen(data: Any, problems: Problems) -> ListenConfig:
 
 def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> None:
     """Nothing is an open proxy by accident: a listener other machines can reach needs
-    users or an allow-list."""
+    users or an allow-list; the transparent listener, which has no login, an allow-list."""
     if not is_loopback(listen.mixed) and not listen.users and not listen.allow:
         report(
             "listen.mixed",
             f"{listen.mixed} is reachable from other machines; set listen.users (passwords) "
             "or listen.allow (client ranges), or listen on 127.0.0.1",
         )
+    if listen.transparent is not None and not is_loopback(listen.transparent) and not listen.allow:
+        report(
+            "listen.transparent",
+            f"{listen.transparent} is reachable from other machines and has no login; set "
+            'listen.allow to the LAN\'s client ranges (e.g. ["192.168.1.0/24"])',
+        )
+
+
+# A token is a password a script stores: long enough not to be guessed over the network.
+API_TOKEN_MIN = 16
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: it travels in an HTTP header
+
+
+def _api_token(value: Any) -> str:
+    token = string(value)
+    if not _TOKEN.match(token):
+        raise ValueError("use printable ASCII without spaces (it is sent in an HTTP header)")
+    if len(token) < API_TOKEN_MIN:
+        raise ValueError(
+            f"too short ({len(token)} characters; at least {API_TOKEN_MIN}); generate one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _public_path(value: Any) -> str:
+    path = string(value)
+    if path not in API_PUBLIC_PATHS:
+        valid = ", ".join(f'"{p}"' for p in API_PUBLIC_PATHS)
+        raise ValueError(f"{path!r} cannot be public (these can: {valid})")
+    return path
+
+
+def _parse_api(data: Any, problems: Problems) -> ApiConfig:
+    table = TableReader("api", data, problems, ("listen", "token", "loopback_token", "public"))
+    listen = table.get("listen", parse_listen_address)
+    token = table.get("token", _api_token)
+    loopback_token = table.get("loopback_token", _flag, False)
+    public = frozenset(table.get_list("public", _public_path))
+    table.finish()
+    exposed = listen is not None and not is_loopback(listen)
+    if exposed and token is None and "token" not in table.data:
+        problems.add(
+            "api.token",
+            f"required because api.listen ({listen}) is reachable from other machines "
+            "(or listen on 127.0.0.1)",
+        )
+    if loopback_token and token is None and "token" not in table.data:
+        problems.add("api.loopback_token", "needs api.token")
+    return ApiConfig(listen, token, loopback_token, public)
+
+
+_WHATSAPP_KEYS = (
+    "listen",
+    "tls_port",
+    "chat_port",
+    "http_port",
+    "media_ports",
+    "certificate",
+    "key",
+    "max_connections",
+    "max_per_client",
+    "handshake_timeout",
+    "idle_timeout",
+)
+
+
+def _listen_ip(value: Any) -> str:
+    text = string(value).strip()
+    if text == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        raise ValueError(
+            f'{value!r} is not an IP address (the ports are set apart, e.g. "192.168.1.1")'
+        ) from None
+
+
+def _port_or_off(value: Any) -> int | None:
+    """A port, 0 for any free port, or false to turn this endpoint off."""
+    if value is False:
+        return None
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    try:
+        return port(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a port (1-65535), 0 (any) or false (off)") from None
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return value
+
+
+def _pem_file(base: Path | None) -> Callable[[Any], Path]:
+    def convert(value: Any) -> Path:
+        path = Path(string(value)).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r}: no such file")
+        return path
+
+    return convert
+
+
+def _parse_whatsapp_proxy(
+    data: Any, listen: ListenConfig, base: Path | None, problems: Problems
+) -> WhatsAppProxyConfig | None:
+    table = TableReader("whatsapp_proxy", data, problems, _WHATSAPP_KEYS)
+    defaults = WhatsAppProxyConfig("127.0.0.1")
+    address = table.get("listen", _listen_ip, required=True)
+    ports = {
+        key: table.get(key, _port_or_off, getattr(defaults, key))
+        for key in ("tls_port", "chat_port", "http_port")
+    }
+    media = (
+        tuple(table.get_list("media_ports", _port_or_off))
+        if "media_ports" in table.data
+        else defaults.media_ports
+    )
+    certificate = table.get("certificate", _pem_file(base))
+    key = table.get("key", _pem_file(base))
+    config = WhatsAppProxyConfig(
+        listen=address or defaults.listen,
+        media_ports=tuple(p for p in media if p is not None),
+        certificate=certificate,
+        key=key,
+        max_connections=table.get("max_connections", _count, defaults.max_connections),
+        max_per_client=table.get("max_per_client", _count, defaults.max_per_client),
+        handshake_timeout=table.get(
+            "handshake_timeout", parse_duration, defaults.handshake_timeout
+        ),
+        idle_timeout=table.get("idle_timeout", parse_duration, defaults.idle_timeout),
+        **ports,
+    )
+    table.finish()
+    if ("certificate" in table.data) != ("key" in table.data):
+        given, missing = (
+            ("certificate", "key") if "certificate" in table.data else ("key", "certificate")
+        )
+        problems.add(
+            f"whatsapp_proxy.{missing}",
+            f"is required with whatsapp_proxy.{given} (a PEM certificate and its private key)",
+        )
+    elif certificate is not None and key is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+        except (ssl.SSLError, OSError) as exc:
+            problems.add(
+                "whatsapp_proxy.certificate",
+                f"cannot use {str(certificate)!r} with key {str(key)!r} ({exc})",
+            )
+    used: dict[int, str] = {}
+    for name, number in [*ports.items(), *(("media_ports", p) for p in config.media_ports)]:
+        if not number:
+            continue
+        if number in used:
+            problems.add(f"whatsapp_proxy.{name}", f"port {number} is also {used[number]}")
+        used.setdefault(number, name)
+    if not (any(p is not None for p in ports.values()) or config.media_ports):
+        problems.add("whatsapp_proxy", "every port is off; remove the section to turn it off")
+    if address is not None and not is_loopback(Endpoint(address, 1)) and not listen.allow:
+        problems.add(
+            "whatsapp_proxy.listen",
+            f"{address} is reachable from other machines and the WhatsApp app cannot log in "
+            "to a proxy; set listen.allow (the phones' address ranges), or listen on 127.0.0.1",
+        )
+    return config
 
 
 def _parse_routes(data: Any, problems: Problems) -> list[RouteConfig]:
@@ -624,7 +938,8 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def secrets_held(config: Config) -> list[str]:
     """What in `config` another user of the machine must not read: listener passwords,
-    proxy passwords in chains, front access keys, pluggable-transport bridge lines."""
+    proxy passwords in chains, front access keys, pluggable-transport bridge lines, the
+    status API's token."""
     held = ["listen.users passwords"] if config.listen.users else []
     for route in config.routes:
         for layer in route.chain.layers:
@@ -634,9 +949,7 @@ def secrets_held(config: Config) -> list[str]:
                 held.append(f"route {route.name!r} access key")
             elif layer.name == "pt":
                 held.append(f"route {route.name!r} bridge line")
-    # An [api] token, once the config carries one, is a secret too.
-    api = getattr(config, "api", None)
-    if getattr(api, "token", None):
+    if config.api.token:
         held.append("api.token")
     return held
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectionClosed",
     "ConnectionOpened",
+    "DialFailed",
     "Event",
     "EventBus",
     "ProbeFinished",
@@ -67,6 +68,16 @@ class ConnectionClosed(Event):
     down: int
     duration: float
     outcome: str  # closed, reset, idle timeout
+
+
+@dataclass(frozen=True)
+class DialFailed(Event):
+    """A client connection's attempt through a route failed (to dial, or to get an answer)."""
+
+    service: str | None
+    route: str
+    failure: str  # the taxonomy's failure string
+    op: str
 
 
 class Subscription:

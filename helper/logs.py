@@ -1,5 +1,11 @@
 """Logging set-up: readable text lines or JSON lines for machines (headless), or the terminal
-UI's log buffer."""
+UI's log buffer.
+
+JSON lines: one object per line, with `ts` (UTC, ISO 8601 with milliseconds), `level`,
+`logger`, `msg`, `exc` (a traceback, when there is one) and whatever fields the call passed in
+`extra=` (e.g. a reload's `event` and `changed`), so a log collector can filter on them
+without parsing sentences.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,31 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
-__all__ = ["setup_logging"]
+__all__ = ["JsonFormatter", "setup_logging"]
+
+# What every LogRecord carries; anything else on a record came from `extra=`.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in entry and not key.startswith("_"):
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # default=str: a field that is not JSON (an Endpoint, a Path) is written as text
+        # rather than losing the line.
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def setup_logging(
@@ -39,6 +54,8 @@ def setup_logging(
             )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Python's warnings become log lines too (JSON lines stay all JSON).
+    logging.captureWarnings(True)
     root.setLevel(level.upper())
     # asyncio's debug chatter (peers resetting mid-write) is normal for a proxy.
     logging.getLogger("asyncio").setLevel(max(logging.WARNING, root.level))

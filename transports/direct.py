@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 
 from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
+from .guard import check_addresses
 from .race import RaceFailed, staggered_race
 from .resolver import Resolver, SystemResolver
 from .tcp import SocketStream, connect_tcp
@@ -59,6 +60,8 @@ class DirectDialer:
         addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
         if not addresses:
             raise DialError(Failure.DNS_NO_ANSWER, Op.RESOLVE, f"no addresses for {target.host}")
+        # A destination dialed for a LAN client may not be private, loopback, this machine...
+        addresses = check_addresses(target.host, addresses)
         if self.local_address is not None:
             version = self.local_address.version
             addresses = [a for a in addresses if a.version == version]

@@ -60,7 +60,15 @@ HOSTS: tuple[LabHost, ...] = (
         for n in range(1, 6)
     ),
     # --- WhatsApp ---------------------------------------------------------------------------
-    LabHost("whatsapp-g", ("g.whatsapp.net",), _at(2, 1), "echo", (80, 443, 5222), "whatsapp"),
+    # whatsapp.net itself stands in for the media host WhatsApp's proxy forwards to (:443).
+    LabHost(
+        "whatsapp-g",
+        ("g.whatsapp.net", "whatsapp.net"),
+        _at(2, 1),
+        "echo",
+        (80, 443, 5222),
+        "whatsapp",
+    ),
     *(
         LabHost(
             f"whatsapp-e{n}",

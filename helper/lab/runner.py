@@ -181,7 +181,7 @@ async def serve_demo(
         try:
             await engine.start()
         except OSError as exc:
-            print(f"detour demo: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"detour demo: cannot start: {exc.strerror or exc}", file=sys.stderr)
             return 1
         if app is not None:
             try:

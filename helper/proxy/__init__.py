@@ -2,5 +2,6 @@
 
 from .listener import ActiveConnection, MixedListener
 from .relay import RelayStats, relay
+from .transparent import TransparentListener
 
-__all__ = ["ActiveConnection", "MixedListener", "RelayStats", "relay"]
+__all__ = ["ActiveConnection", "MixedListener", "RelayStats", "TransparentListener", "relay"]

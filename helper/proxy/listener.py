@@ -1,15 +1,23 @@
 """The mixed listener: one port that speaks SOCKS5, SOCKS4/4a and HTTP proxy, told apart by
 the first byte a client sends (0x05, 0x04, or an HTTP method's first letter).
 
-Flow per connection: access check (allow-list) -> handshake within the handshake timeout
-(authentication included) -> router.connect (routes and their own timeouts) -> the
-protocol's success or error reply -> relay until both directions end.
+Flow per connection: access check (allow-list) and limits, before reading a byte ->
+handshake within the handshake timeout (authentication included) -> destination policy for
+clients not on loopback -> router.connect (routes and their own timeouts) -> the protocol's
+success or error reply -> relay until both directions end.
+
+Clients not on loopback ("remote": the LAN of a router) reach only the configured services
+unless `listen.remote_default` says otherwise, and never loopback, private or link-local
+addresses nor this machine's own, neither as literal addresses nor as what a name resolves
+to (transports.guard checks the addresses right before connecting). Loopback clients are the
+machine's own user and may go wherever the router's policy lets them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import itertools
 import logging
 import time
@@ -18,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transports import Endpoint, Failure
+from transports.base import IPNetwork
+from transports.guard import AddressPolicy, LocalAddresses, guarded, normalize_address
 from transports.socks import (
     METHOD_NO_AUTH,
     METHOD_NONE_ACCEPTABLE,
@@ -38,14 +48,20 @@ from ..routing import AllRoutesFailed, Connection, Denied, Router
 from . import http as http_proto
 from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
+from .limits import ConnectionBook, Limits, ThrottledLog
 from .relay import RelayStats, relay
 from .retry import first_exchange
+from .serving import RouterSwitch
 
 __all__ = ["ActiveConnection", "MixedListener"]
 
 log = logging.getLogger("detour.proxy")
 
 _HTTP_FIRST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 @dataclass
@@ -93,20 +109,44 @@ class MixedListener:
         address: Endpoint | None = None,
         events: EventBus | None = None,
         first_answer: float = 0.0,
+        book: ConnectionBook | None = None,
+        policy: AddressPolicy | None = None,
     ) -> None:
+        """`book` counts connections against the limits (pass one book to several listeners
+        to share them); `policy` is what remote clients may reach (default: from config)."""
         self.events = events
         # How long a route may take to answer a TLS client's ClientHello before detour sends
         # it through the next route (0: never retry).
         self.first_answer = first_answer
         self.config = config
-        self.router = router
+        self.switch = RouterSwitch(router)
         self.address = address or config.mixed
         self.connections: dict[int, ActiveConnection] = {}
         self._users = {user.name: user.password.encode() for user in config.users}
         self._allow = config.allow
+        self.book = book or ConnectionBook(listen_limits(config))
+        self.policy = policy or AddressPolicy(config.remote_public, LocalAddresses())
+        self.throttled = ThrottledLog(log)
+        # Clients from these addresses are this machine's own user (tests narrow it to tell
+        # loopback addresses apart).
+        self.local_clients: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+
+    @property
+    def router(self) -> Router:
+        """The router for new connections; inside a connection's task, the one that
+        connection started with (helper/proxy/serving.py)."""
+        return self.switch.current()
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self.switch.newest = router
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -123,28 +163,60 @@ class MixedListener:
             backlog=1024,
         )
 
-    async def stop(self) -> None:
-        """Stop accepting and end every connection."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already accepted go on."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        """Stop accepting and end every connection (cut: the clients see a reset)."""
+        self.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            # Only now: since Python 3.12 this also waits for every connection to close.
+            await self._server.wait_closed()
+
+    async def idle(self) -> None:
+        """Wait until no connection is open."""
+        while self._tasks:
+            await self.switch.wait_changed()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no open connection uses `router`."""
+        await self.switch.released(router)
 
     # --- per connection -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.switch.changed()
 
     def _accepted(self, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
         client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
+        if client.ip is not None and client.ip.version == 6:
+            # An IPv4 client of a dual-stack socket is shown, allowed and counted as IPv4.
+            client = Endpoint(str(normalize_address(client.ip)), client.port)
         if self._allow and not self._allowed(client):
-            log.info("refused client %s: not in listen.allow", client)
+            self.throttled.log(
+                "not-allowed", logging.WARNING, "refused client %s: not in listen.allow", client
+            )
+            stream.abort()
+            return
+        key = _client_key(client)
+        over = self.book.admit(key)
+        if over is not None:
+            self.throttled.log(
+                "limit", logging.WARNING, "refused client %s: at the limit of %s", client, over
+            )
             stream.abort()
             return
         conn_id = next(self._ids)
@@ -161,20 +233,38 @@ class MixedListener:
     async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
         active = ActiveConnection(conn_id, str(client))
         self.connections[conn_id] = active
+        key = _client_key(client)
+        handshaking = [True]
+        self.switch.begin(conn_id)
         try:
-            await self._serve_client(active, stream)
+            await self._serve_client(active, stream, client, handshaking)
+        except asyncio.CancelledError:
+            stream.abort()  # cut short (detour is stopping): a reset, never a clean end
+            raise
         except Exception:
             log.exception("connection %d from %s: internal error", conn_id, client)
             stream.abort()
         finally:
             del self.connections[conn_id]
+            self.switch.end(conn_id)
+            self.book.release(key, handshaking=handshaking[0])
             if not stream.is_closing():
                 stream.close()
 
-    async def _serve_client(self, active: ActiveConnection, stream: SocketStream) -> None:
+    async def _serve_client(
+        self,
+        active: ActiveConnection,
+        stream: SocketStream,
+        client: Endpoint,
+        handshaking: list[bool],
+    ) -> None:
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
-                request = await self._handshake(stream)
+                try:
+                    request = await self._handshake(stream)
+                finally:
+                    handshaking[0] = False
+                    self.book.handshake_over(_client_key(client))
         except TimeoutError:
             log.info(
                 "client %s: no complete request within %gs; closed",
@@ -199,13 +289,70 @@ class MixedListener:
 
         active.protocol = request.protocol
         active.target = request.target
+        if self._is_local(client):
+            await self._connect_and_relay(active, stream, request, local=True)
+            return
+        refusal = self.remote_refusal(request.target)
+        if refusal is None:
+            with guarded(request.target.host, self.policy):
+                await self._connect_and_relay(active, stream, request)
+            return
+        self._refuse(active, stream, request, Denied(refusal))
+
+    def _is_local(self, client: Endpoint) -> bool:
+        ip = client.ip
+        if ip is None:
+            return False
+        ip = normalize_address(ip)
+        return any(ip in net for net in self.local_clients if net.version == ip.version)
+
+    def remote_refusal(self, target: Endpoint) -> str | None:
+        """Why a client not on loopback may not go to `target`, or None. What a name resolves
+        to is checked later, right before connecting."""
+        ip = target.ip
+        if ip is not None:
+            reason = self.policy.refusal(ip)
+            if reason is not None:
+                return f"{target} is {reason}, which LAN clients may not reach"
+        if self.config.remote_default == "deny" and self.router.services.match(target) is None:
+            return (
+                f"{target} belongs to no configured service, and LAN clients may reach only "
+                "services (listen.remote_default)"
+            )
+        return None
+
+    def _refuse(
+        self,
+        active: ActiveConnection,
+        stream: SocketStream,
+        request: _Request,
+        exc: Denied,
+        local: bool = False,
+    ) -> None:
+        # A LAN client asking for what it may not have is worth a warning; the machine's own
+        # user meeting the default policy is not.
+        self.throttled.log(
+            "denied",
+            logging.INFO if local else logging.WARNING,
+            "refused client %s: %s %s: %s",
+            active.client,
+            request.protocol,
+            request.target,
+            exc,
+        )
+        _answer(stream, request.failure(exc))
+
+    async def _connect_and_relay(
+        self, active: ActiveConnection, stream: SocketStream, request: _Request, local: bool = False
+    ) -> None:
         try:
             connection = await self.router.connect(request.target)
-        except (Denied, AllRoutesFailed) as exc:
+        except Denied as exc:
+            self._refuse(active, stream, request, exc, local)
+            return
+        except AllRoutesFailed as exc:
             log.info("client %s: %s %s: %s", active.client, request.protocol, request.target, exc)
-            if not stream.is_closing():
-                stream.write(request.failure(exc))
-            stream.close()
+            _answer(stream, request.failure(exc))
             return
         if request.success and not stream.is_closing():
             stream.write(request.success)
@@ -263,6 +410,18 @@ class MixedListener:
                 stats.down,
                 duration,
                 how,
+                extra={
+                    "event": "connection_closed",
+                    "client": active.client,
+                    "protocol": request.protocol,
+                    "target": str(request.target),
+                    "service": active.service,
+                    "route": connection.route.name,
+                    "up": stats.up,
+                    "down": stats.down,
+                    "seconds": round(duration, 3),
+                    "end": how,
+                },
             )
 
     # --- handshakes -----------------------------------------------------------------------
@@ -375,6 +534,32 @@ class MixedListener:
             _http_error,
             first_upstream_bytes=http_proto.forwarded_head(request),
         )
+
+
+def _answer(stream: SocketStream, reply: bytes) -> None:
+    """Send the protocol's error reply and close; with no reply to send (a redirected
+    connection), reset: the client learns the connection failed, not that it ended."""
+    if not reply:
+        stream.abort()
+        return
+    if not stream.is_closing():
+        stream.write(reply)
+    stream.close()
+
+
+def listen_limits(config: ListenConfig) -> Limits:
+    return Limits(
+        config.max_connections,
+        config.max_connections_per_client,
+        config.max_handshakes,
+        config.max_handshakes_per_client,
+    )
+
+
+def _client_key(client: Endpoint) -> str:
+    """Limits count per address (an IPv4-mapped address is its IPv4 address)."""
+    ip = client.ip
+    return str(normalize_address(ip)) if ip is not None else client.host
 
 
 def _socks5_error_code(exc: BaseException) -> int:

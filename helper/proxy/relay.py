@@ -313,6 +313,9 @@ async def _copy_both(
             failed = any(
                 not t.cancelled() and t.exception() is not None for t in done if t is not upgrade
             )
+    except asyncio.CancelledError:
+        failed = True  # cut short (detour is stopping): reset both sides, never a clean end
+        raise
     finally:
         for task in copies:
             task.cancel()

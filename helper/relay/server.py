@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -28,7 +27,7 @@ import aiohttp
 from aiohttp import web, web_protocol
 
 from transports import DialError, Endpoint, Failure, Op, Stream
-from transports.base import IPAddress, IPNetwork
+from transports.base import IPAddress
 from transports.direct import DirectDialer
 from transports.fronted.accesskey import check_access_token
 from transports.fronted.client import COOKIE
@@ -39,6 +38,7 @@ from transports.fronted.protocol import (
     encode_success,
     parse_request,
 )
+from transports.guard import AddressPolicy, LocalAddresses
 from transports.resolver import Resolver, StaticResolver
 from transports.tls import tls_accept
 
@@ -167,26 +167,18 @@ class ServerWebSocketStream(Stream):
 class _PolicyResolver:
     """Resolves for the relay and refuses what the relay must never reach."""
 
-    def __init__(self, inner: Resolver, public: tuple[IPNetwork, ...]) -> None:
+    def __init__(self, inner: Resolver, policy: AddressPolicy) -> None:
         self.inner = inner
-        self.public = public
+        self.policy = policy
 
     async def resolve(self, host: str) -> list[IPAddress]:
         addresses = await self.inner.resolve(host)
-        allowed = [a for a in addresses if _allowed_address(a, self.public)]
+        allowed = self.policy.allowed(addresses)
         if not allowed:
             raise DialError(
                 Failure.PROXY_REFUSED, Op.CONNECT, f"{host} resolves only to private addresses"
             )
         return allowed
-
-
-def _allowed_address(address: IPAddress, public: tuple[IPNetwork, ...]) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in net for net in public if net.version == address.version):
-        return True
-    return address.is_global and not address.is_multicast
 
 
 # What nginx sends for an error of its own (a request it cannot parse), as the decoy answers.
@@ -258,8 +250,15 @@ class RelayServer:
         base = resolver or config.resolver.build()
         if config.hosts:
             base = StaticResolver(config.hosts, fallback=base)
+        # The same rules as for a LAN client of the listeners: never private, loopback, ...,
+        # and never this machine's own addresses (a service listening on the relay's public
+        # address, ssh say, is not for its clients). A lab that stands the internet on
+        # loopback ranges (`destinations.public`) is all on this machine: no own-address
+        # check there.
+        local = None if config.public_networks else LocalAddresses()
+        self.policy = AddressPolicy(config.public_networks, local)
         self.dialer = DirectDialer(
-            _PolicyResolver(base, config.public_networks),
+            _PolicyResolver(base, self.policy),
             connect_timeout=config.handshake_timeout,
             local_address=local_address,
         )
@@ -383,7 +382,7 @@ class RelayServer:
 
     async def _dial(self, name: str, target: Endpoint) -> Stream:
         ip = target.ip
-        if ip is not None and not _allowed_address(ip, self.config.public_networks):
+        if ip is not None and self.policy.refusal(ip) is not None:
             log.warning("relay: %s asked for %s: a private address, refused", name, target)
             raise DialError(Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not reachable here")
         if self.config.allow == "services" and self.services.match(target) is None:

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.chain import base_dialer
 from transports.direct import DirectDialer
+from transports.guard import DestinationRefused
 from transports.pt import PtManager
 from transports.race import RaceFailed, staggered_race
 from transports.resolver import Resolver
 
 from ..config import DENY, Config
-from ..events import EventBus, RouteChanged
+from ..events import DialFailed, EventBus, RouteChanged
 from ..services import Service, ServiceTable
 from .health import HealthBook
 
@@ -236,7 +237,8 @@ class Router:
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)
-                    self._account(service, route, exc)
+                    if not isinstance(exc, DestinationRefused):  # policy, not the route
+                        self._account(service, route, exc)
                     raise
                 return stream
 
@@ -252,6 +254,8 @@ class Router:
             ]
             if not attempts:  # a dialer broke its contract: let the real error through
                 raise next(e for e in failed.errors if e is not None) from None
+            if all(isinstance(error, DestinationRefused) for _, error in attempts):
+                raise Denied(attempts[0][1].detail) from None
             raise AllRoutesFailed(target, service, attempts) from None
         setup = (time.monotonic() - started) * 1000
         return Connection(stream, ordered[index], service, setup)
@@ -266,6 +270,9 @@ class Router:
         self._account(service, route, None)
 
     def _account(self, service: Service | None, route: Route, error: DialError | None) -> None:
+        if error is not None and self.events is not None:
+            name = service.name if service is not None else None
+            self.events.publish(DialFailed(name, route.name, error.failure.value, error.op.value))
         if self.health.record_dial(_key(service), route.name, error):
             self.note_health_change(f"{route.name} failed repeatedly")
             if self.on_failing is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from tests.support import origins
 from tests.support.integrity import run_integrity
 from transports import DialError, DialOptions, Endpoint, Failure, Op, parse_chain
 from transports.fronted.accesskey import AccessKey, access_token
+from transports.guard import LocalAddresses
 
 
 @dataclasses.dataclass
@@ -325,3 +327,21 @@ async def test_a_tampered_or_replayed_record_closes_the_tunnel(
         stream.abort()
     finally:
         await runner.cleanup()
+
+
+async def test_the_relays_own_addresses_are_refused(
+    tmp_path: Path, test_ca: origins.TestCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service on the relay machine's public address (ssh, say) is not for its clients.
+    This machine has no public address to test with: one is made its own for the test."""
+    own = ipaddress.ip_address("8.8.8.8")
+    monkeypatch.setattr(LocalAddresses, "__contains__", lambda self, address: address == own)
+    config = relay_config(tmp_path, test_ca, '[destinations]\nallow = "any"\n')
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    assert server.policy.refusal(own) == "an address of this machine"
+    assert server.policy.refusal(ipaddress.ip_address("1.1.1.1")) is None
+    # A lab stands the internet on this machine's loopback ranges: no own-address check.
+    lab = dataclasses.replace(config, public_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    assert RelayServer(lab, keys).policy.refusal(own) is None

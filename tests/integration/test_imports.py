@@ -4,6 +4,7 @@ detour running headless."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -42,17 +43,70 @@ def test_the_proxy_path_loads_neither_the_lab_nor_the_ui() -> None:
     assert not {m for m in modules if is_ui(m)}
 
 
+# What a router runs: a login and an allow-list on the listener, a transparent listener,
+# the status API and the WhatsApp proxy, services, nothing else allowed, upstream and
+# DPI-evading routes, JSON logs for the system's log collector. (Ports: the mixed one is
+# filled in below, 0 is any free one.)
+ROUTER_CONFIG = """
+[listen]
+mixed = "127.0.0.1:0"
+users = [{ name = "lan", password = "router-secret" }]
+allow = ["127.0.0.0/8", "192.168.0.0/16"]
+transparent = "127.0.0.2:0"
+[api]
+listen = "127.0.0.3:0"
+[whatsapp_proxy]
+listen = "127.0.0.4"
+tls_port = 0
+chat_port = 0
+http_port = 0
+media_ports = [0]
+[default]
+policy = "deny"
+[[route]]
+name = "direct"
+chain = "direct"
+[[route]]
+name = "frag"
+chain = "tlsfrag:sni"
+[[route]]
+name = "upstream"
+chain = "socks5://127.0.0.1:9"
+[[service]]
+name = "telegram"
+domains = ["telegram.org", "t.me"]
+cidrs = ["149.154.160.0/20"]
+[[service]]
+name = "whatsapp"
+domains = ["whatsapp.net", "whatsapp.com"]
+"""
+
+
 @pytest.mark.parametrize(
-    "args", [("run", "--headless"), ()], ids=["run-headless", "no-command-no-terminal"]
+    "args, config",
+    [
+        (("run", "--headless"), config_text()),
+        (("run", "--headless", "--log-format", "json"), ROUTER_CONFIG),
+        ((), config_text()),
+    ],
+    ids=["run-headless", "run-headless-router-config", "no-command-no-terminal"],
 )
-def test_detour_headless_never_imports_the_ui(tmp_path: Path, args: tuple[str, ...]) -> None:
+def test_detour_headless_never_imports_the_ui(
+    tmp_path: Path, args: tuple[str, ...], config: str
+) -> None:
     port = free_port()
     path = tmp_path / "c.toml"
-    path.write_text(config_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+    path.write_text(config.replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
     # -X importtime names every module the interpreter imports, on stderr.
     command = [sys.executable, "-X", "importtime", *detour_command(*args, "-c", str(path))[1:]]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        # The WhatsApp proxy keeps its certificate in the state directory: the test's own.
+        env={**os.environ, "DETOUR_STATE_DIR": str(tmp_path / "state")},
     )
     try:
         deadline = time.monotonic() + 15

@@ -679,3 +679,44 @@ async def test_snowflake_client_launches(tmp_path: Path) -> None:
         await manager.aclose()
     assert method.transport == "snowflake" and method.protocol == "socks5"
     assert method.address.ip is not None and method.address.ip.is_loopback
+
+
+# --- reloads ------------------------------------------------------------------------------
+
+
+async def test_a_reload_keeps_an_unchanged_pt_child_and_stops_a_removed_one_after_its_use(
+    bridge: peers.Peer, forward_target: Engine, client_engine, echo_origin
+) -> None:
+    chain = pt_chain(bridge, forward_target)
+    engine = await client_engine(chain, direct="direct")
+    reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
+    writer.write(b"one")
+    assert await reader.readexactly(3) == b"one"
+    [client] = engine.pluggable.clients
+    pid = client.pid
+    assert pid is not None
+
+    # The same pt route: the same child goes on serving new connections.
+    same = config_text(routes={"pt": chain, "direct": "direct"}, default="pt")
+    await engine.reload(parse_config(same))
+    again_reader, again_writer = await open_socks5(
+        engine.mixed_address, "127.0.0.1", echo_origin.port
+    )
+    again_writer.write(b"two")
+    assert await again_reader.readexactly(3) == b"two"
+    again_writer.close()
+    assert engine.pluggable.clients == [client] and client.pid == pid and client.starts == 1
+
+    # No pt route any more: the child stays while a connection through it is open ...
+    await engine.reload(parse_config(config_text(routes={"direct": "direct"})))
+    await asyncio.sleep(0.2)
+    assert alive(pid)
+    writer.write(b"three")
+    assert await reader.readexactly(5) == b"three"
+    # ... and stops when that connection ends.
+    writer.close()
+    for _ in range(400):  # up to 20 s, a safety net
+        if not alive(pid) and not engine.pluggable.clients:
+            break
+        await asyncio.sleep(0.05)
+    assert not alive(pid) and not engine.pluggable.clients

@@ -131,6 +131,20 @@ async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:
     assert stats.reset
 
 
+async def test_cancelling_the_relay_resets_both_sides(relayed) -> None:
+    """detour stopping cuts a relay by cancelling it: both ends must see a reset, never a
+    clean end of stream that would pass a truncated transfer off as complete."""
+    (cr, cw), (sr, sw), task = await relayed()
+    cw.write(b"up")
+    assert await sr.readexactly(2) == b"up"
+    task.cancel()
+    for reader in (cr, sr):
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while await reader.read(65536):
+                    pass
+
+
 async def test_peer_closing_without_reading_ends_both(relayed) -> None:
     (cr, cw), (sr, sw), task = await relayed()
     cw.close()  # client vanishes entirely (FIN, then nothing)

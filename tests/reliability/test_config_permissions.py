@@ -75,6 +75,16 @@ def test_file_without_secrets_is_quiet(tmp_path: Path, caplog: pytest.LogCapture
     assert warnings(caplog) == []
 
 
+def test_api_token_is_a_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    token = "t" * 40
+    text = BASE + f'[api]\nlisten = "127.0.0.1:0"\ntoken = "{token}"\n'
+    config = load_config(write(tmp_path, text, 0o604))
+    assert secrets_held(config) == ["api.token"]
+    (message,) = warnings(caplog)
+    assert "api.token" in message and token not in message
+
+
 def test_front_key_is_a_secret(tmp_path: Path) -> None:
     from helper.relay.keys import RelayKeys
     from transports import Endpoint

@@ -4,8 +4,8 @@ bridge line), probes every route, serves connections that succeed after failing 
 connections that fail on every route; then every line detour wrote, every reply a client
 got and everything `detour probe` printed are searched for each secret.
 
-(The terminal UI has its own secrets tests in tests/tui; the status API's output should be
-added to OUTPUTS here once it exists.)
+(The terminal UI has its own secrets tests in tests/tui.) The status API's every endpoint is
+asked too, with the right token and a wrong one, while a connection is open.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def test_no_secret_in_any_output(tmp_path: Path) -> None:
     listener_pw, client_wrong_pw = token("lst-"), token("cwr-")
     good_pw, wrong_pw, http_pw, pt_socks_pw = token("gd-"), token("wr-"), token("ht-"), token("pt-")
     cert = base64.b64encode(secrets.token_bytes(52)).decode().rstrip("=")
+    api_token, wrong_api_token, api_port = token("api-"), token("wat-"), dead_port()
     keys = RelayKeys(tmp_path / "relay-state")
     keys.generate()
     key = keys.add_client("alice", Endpoint("127.0.0.1", dead_port()), "cdn.test", "relay.test")
@@ -100,6 +101,8 @@ def test_no_secret_in_any_output(tmp_path: Path) -> None:
         "front key": front_key[5:40],
         "front key token": key.token.hex(),
         "front access token": access_token(key).rsplit(".", 1)[1],
+        "status API token": api_token,
+        "wrong status API token a client tried": wrong_api_token,
     }
 
     with (
@@ -132,6 +135,11 @@ timeout = "3s"
 
 [default]
 policy = "wrong"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+token = "{api_token}"
+loopback_token = true
 """ + "".join(
                 f'\n[[route]]\nname = "{n}"\nchain = "{c}"\ntimeout = "5s"\n'
                 for n, c in routes.items()
@@ -191,6 +199,16 @@ routes = [{failing_list}]
                     replies["default route"] = await raw_exchange(
                         address, socks5_attempt(("alice", listener_pw), "elsewhere.test", port)
                     )
+                    # The status API, while a connection through the working route is open.
+                    _, writer = await open_socks5(address, "127.0.0.1", port, "alice", listener_pw)
+                    for path in ("/status", "/metrics", "/proxy.pac", "/healthz", "/nope"):
+                        for bearer in (api_token, wrong_api_token):
+                            replies[f"status API {path} ({bearer[:4]})"] = await raw_exchange(
+                                ("127.0.0.1", api_port),
+                                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                                f"Bearer {bearer}\r\nConnection: close\r\n\r\n".encode(),
+                            )
+                    writer.close()
 
                 with asyncio.Runner() as runner:
                     runner.run(clients())
@@ -223,6 +241,10 @@ routes = [{failing_list}]
     log = detour.output
     assert "proxy_auth_failed" in log and " DEBUG " in log, log
     assert any(b"HTTP/1.1 5" in reply for reply in replies.values()), replies
+    status = replies["status API /status (api-)"]
+    assert status.startswith(b"HTTP/1.1 200") and b'"connections"' in status, status
+    assert b"socks5://bob:***@" in status or b'"good"' in status, status
+    assert replies["status API /status (wat-)"].startswith(b"HTTP/1.1 401"), replies
     leaks = [
         f"{what} in {where}"
         for where, text in outputs.items()

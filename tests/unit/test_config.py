@@ -224,7 +224,7 @@ def test_huge_integer_duration_in_a_file_is_a_config_error() -> None:
         pytest.param(
             '[listen]\nmixd = "127.0.0.1:1080"\n',
             "listen.mixd: unknown key (did you mean 'mixed'? valid: mixed, users, allow, "
-            "handshake_timeout, idle_timeout)",
+            "handshake_timeout, idle_timeout, transparent",
             id="unknown-key-did-you-mean",
         ),
         pytest.param("rout = 1\n", "rout: unknown key (did you mean 'route'?", id="top-level-typo"),

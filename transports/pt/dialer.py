@@ -18,7 +18,7 @@ from ..direct import DirectDialer
 from ..socks import Socks4aDialer, Socks5Dialer
 from ..wrapped import WrappedStream
 from .ipc import CMethod
-from .process import ClientRun, PtManager
+from .process import ClientRun, ManagedClient, PtManager
 from .spec import PtSpec, encode_args, find_client, socks5_login
 
 __all__ = ["PtDialer", "PtStream"]
@@ -45,10 +45,15 @@ class PtDialer:
         self._user_id = encoded
         self._login = socks5_login(encoded.encode())
 
+    def client(self) -> ManagedClient:
+        """The child this layer dials through (made now if new, started on first use).
+        Raises DialError(pt_not_installed) when its program is not found."""
+        spec = self.spec
+        return self.manager.client(find_client(spec), spec.transport, self._proxy_url, spec.state)
+
     async def dial(self, target: Endpoint) -> Stream:
         spec = self.spec
-        binary = find_client(spec)
-        client = self.manager.client(binary, spec.transport, self._proxy_url, spec.state)
+        client = self.client()
         # A child that died a moment ago may not have been noticed yet: its port refuses or
         # closes. Nothing reached the bridge then, so the dial starts a new child and tries
         # once more.

@@ -115,6 +115,13 @@ class PtManager:
     def clients(self) -> list[ManagedClient]:
         return list(self._clients.values())
 
+    async def forget(self, client: ManagedClient) -> None:
+        """Stop one child and forget it: no route uses it any more (a reload removed it).
+        A later dial for the same key makes a new one."""
+        if self._clients.get(client.key) is client:
+            del self._clients[client.key]
+        await client.stop()
+
     async def aclose(self) -> None:
         """Stop every child (stdin closed, then SIGTERM, then SIGKILL) and forget them."""
         self._closed = True

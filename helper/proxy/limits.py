@@ -1,0 +1,123 @@
+"""Admission limits for the listeners and a log that a flood cannot fill.
+
+A router's listener is reachable by every device on the LAN, including a broken or hostile
+one. Each accepted connection costs memory and a task, and one still in its handshake costs
+them while it gives nothing back; a client that opens a thousand connections and never
+finishes a handshake (slowloris) would otherwise take them all. So detour counts, per client
+address and in all, open connections and the ones still in their handshake, and closes a new
+connection at once when it would pass a limit. The per-client limits are what keep one device
+from starving the others; the totals bound what the process holds whoever connects.
+
+Bookkeeping only (no sockets), so the rules are tested as plain functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["ConnectionBook", "Limits", "ThrottledLog"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Each 0 for no limit."""
+
+    connections: int = 1024
+    connections_per_client: int = 256
+    handshakes: int = 128
+    handshakes_per_client: int = 32
+
+
+class ConnectionBook:
+    """Open connections and pending handshakes, in all and per client address."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.open: Counter[str] = Counter()
+        self.handshaking: Counter[str] = Counter()
+        self.open_total = 0
+        self.handshaking_total = 0
+
+    def admit(self, client: str) -> str | None:
+        """Take a new connection from `client` (an address, no port) into its handshake; or
+        say which limit it would pass (and take nothing)."""
+        limits = self.limits
+        if limits.connections and self.open_total >= limits.connections:
+            return f"{limits.connections} connections in all (listen.max_connections)"
+        if limits.connections_per_client and self.open[client] >= limits.connections_per_client:
+            return (
+                f"{limits.connections_per_client} connections from one client "
+                "(listen.max_connections_per_client)"
+            )
+        if limits.handshakes and self.handshaking_total >= limits.handshakes:
+            return f"{limits.handshakes} pending handshakes in all (listen.max_handshakes)"
+        per_client = limits.handshakes_per_client
+        if per_client and self.handshaking[client] >= per_client:
+            return (
+                f"{limits.handshakes_per_client} pending handshakes from one client "
+                "(listen.max_handshakes_per_client)"
+            )
+        self.open[client] += 1
+        self.open_total += 1
+        self.handshaking[client] += 1
+        self.handshaking_total += 1
+        return None
+
+    def handshake_over(self, client: str) -> None:
+        """The connection's handshake ended (either way); it stays open."""
+        self._drop(self.handshaking, client)
+        self.handshaking_total -= 1
+
+    def release(self, client: str, *, handshaking: bool) -> None:
+        """The connection closed (`handshaking`: before its handshake ended)."""
+        if handshaking:
+            self.handshake_over(client)
+        self._drop(self.open, client)
+        self.open_total -= 1
+
+    @staticmethod
+    def _drop(counter: Counter[str], client: str) -> None:
+        # Entries at zero are removed: the book's size follows the clients connected now,
+        # not every address ever seen.
+        counter[client] -= 1
+        if counter[client] <= 0:
+            del counter[client]
+
+
+class ThrottledLog:
+    """Log lines of one kind at most `burst` per `period` seconds; the rest are counted and
+    the count is told with the next line of that kind that is let through."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = 20,
+        period: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.period = period
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int, int]] = {}  # kind -> (start, sent, dropped)
+
+    def log(self, kind: str, level: int, message: str, *args: object) -> bool:
+        """Log unless this kind is over its budget; True if the line was written."""
+        now = self.clock()
+        start, sent, dropped = self._windows.get(kind, (now, 0, 0))
+        if now - start >= self.period:
+            start, sent = now, 0
+        if sent >= self.burst:
+            self._windows[kind] = (start, sent, dropped + 1)
+            return False
+        if dropped:
+            message += " (%d more like this not logged)"
+            args = (*args, dropped)
+        self.logger.log(level, message, *args)
+        self._windows[kind] = (start, sent + 1, 0)
+        return True

@@ -1,0 +1,78 @@
+"""Which router each open client connection uses, across reloads.
+
+A reload gives every listener a new router for new connections, while a connection keeps the
+router it started with to its end. Inside a connection's task, a listener's `router` is that
+connection's: a context variable set when the task starts, so the code that serves a
+connection reads `self.router` as always, and a reload in the middle of a handshake or a
+relay changes nothing for it. Elsewhere, `router` is the newest.
+
+`released` waits until no open connection uses a router (then its resources can be closed);
+listeners also offer `stop_accepting` and `idle`, which the engine's drain uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from typing import Protocol
+
+from ..routing import Router
+
+__all__ = ["ClientListener", "RouterSwitch"]
+
+_SERVING: ContextVar[Router | None] = ContextVar("detour_serving_router", default=None)
+
+
+class RouterSwitch:
+    """A listener's routers: the newest, and the one each open connection started with."""
+
+    def __init__(self, router: Router) -> None:
+        self.newest = router
+        self._routers: dict[int, Router] = {}  # connection id -> its router
+        self._changed = asyncio.Event()
+
+    def current(self) -> Router:
+        """The router of the connection this task serves, else the newest."""
+        serving = _SERVING.get()
+        return self.newest if serving is None else serving
+
+    def begin(self, conn_id: int) -> Router:
+        """Call first thing in a connection's own task: it keeps the newest router."""
+        router = self._routers[conn_id] = self.newest
+        _SERVING.set(router)
+        return router
+
+    def end(self, conn_id: int) -> None:
+        self._routers.pop(conn_id, None)
+        self.changed()
+
+    def changed(self) -> None:
+        """A connection ended (or its task did)."""
+        self._changed.set()
+
+    async def wait_changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no open connection uses `router`."""
+        while router in self._routers.values():
+            await self.wait_changed()
+
+
+class ClientListener(Protocol):
+    """What reload and drain need of a listener."""
+
+    router: Router
+    first_answer: float
+
+    @property
+    def open_connections(self) -> int: ...
+
+    def stop_accepting(self) -> None: ...
+
+    async def idle(self) -> None: ...
+
+    async def released(self, router: Router) -> None: ...
+
+    async def stop(self) -> None: ...

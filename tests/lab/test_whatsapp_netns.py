@@ -1,0 +1,194 @@
+"""The WhatsApp proxy on a router, with real network namespaces: a "phone" namespace and a
+"router" namespace joined by a veth pair; in the router, the lab (sni-reset) and detour as a
+real process (`python -m helper run --headless -c FILE`); the phone sets the router's LAN
+address as its WhatsApp proxy and reaches the lab's WhatsApp mock through it.
+
+    phone netns                         router netns
+    192.168.77.2 --- veth pair ---  192.168.77.1: detour, [whatsapp_proxy] 443 5222 80 587 7777
+                                    lo: the lab on 127.77.0.0/16 (`detour lab`)
+
+Needs root and `ip`; skipped otherwise (a failure under DETOUR_REQUIRE_PEERS=1)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.peers import require_peer, skip_or_fail
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ROUTER_IP = "192.168.77.1"
+PHONE_IP = "192.168.77.2"
+
+# What the phone runs: each port in turn, 64 KiB each way; TLS on 443 without checking the
+# certificate, as the app does. Prints one line per port.
+PHONE = textwrap.dedent(
+    """
+    import random, socket, ssl, sys
+    host = sys.argv[1]
+    payload = random.Random(7).randbytes(65536)
+    for port in (443, 5222, 80, 587, 7777):
+        sock = socket.create_connection((host, port), timeout=20)
+        if port == 443:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock)
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        sock.close()
+        print(port, "intact" if got == payload else f"broken ({len(got)} bytes)", flush=True)
+    """
+)
+
+
+@dataclass
+class Namespaces:
+    phone: str
+    router: str
+    ip: str  # the `ip` program
+
+
+def _ip(ip: str, *args: str) -> None:
+    subprocess.run([ip, *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Namespaces]:
+    ip = require_peer("ip", "iproute2")
+    if os.geteuid() != 0:
+        skip_or_fail("the router test needs root (network namespaces, a veth pair)")
+    suffix = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
+    made = Namespaces(f"detour-phone-{suffix}", f"detour-router-{suffix}", ip)
+    phone_if, router_if = f"wap{suffix}"[:15], f"war{suffix}"[:15]
+    try:
+        _ip(ip, "netns", "add", made.phone)
+        _ip(ip, "netns", "add", made.router)
+        _ip(ip, "link", "add", phone_if, "type", "veth", "peer", "name", router_if)
+        _ip(ip, "link", "set", phone_if, "netns", made.phone)
+        _ip(ip, "link", "set", router_if, "netns", made.router)
+        for ns, interface, address in (
+            (made.phone, phone_if, PHONE_IP),
+            (made.router, router_if, ROUTER_IP),
+        ):
+            _ip(ip, "-n", ns, "addr", "add", f"{address}/24", "dev", interface)
+            _ip(ip, "-n", ns, "link", "set", interface, "up")
+            _ip(ip, "-n", ns, "link", "set", "lo", "up")
+        yield made
+    finally:
+        for ns in (made.phone, made.router):  # deleting a namespace deletes its veth end
+            subprocess.run([ip, "netns", "delete", ns], capture_output=True)
+        subprocess.run([ip, "link", "delete", phone_if], capture_output=True)
+
+
+def _start(
+    namespaces: Namespaces, args: list[str], log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """detour as a real process in the router namespace."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                namespaces.ip,
+                "netns",
+                "exec",
+                namespaces.router,
+                sys.executable,
+                "-m",
+                "helper",
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+
+
+def _wait_for(what: str, log: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while what not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {what!r}:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(
+    namespaces: Namespaces, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path / "state")}
+    config = tmp_path / "router.toml"
+    lab_log, detour_log = tmp_path / "lab.log", tmp_path / "detour.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        lab = _start(
+            namespaces,
+            ["lab", "--scenario", "sni-reset", "--write-config", str(config)],
+            lab_log,
+            env,
+        )
+        processes.append(lab)
+        _wait_for("lab running on", lab_log, lab, 60)
+        text = config.read_text().replace(
+            '[listen]\nmixed = "127.0.0.1:1080"\n',
+            f'[listen]\nmixed = "127.0.0.1:1080"\nallow = ["{PHONE_IP}/32"]\n',
+        )
+        config.write_text(text + f'\n[whatsapp_proxy]\nlisten = "{ROUTER_IP}"\n')
+        detour = _start(namespaces, ["run", "--headless", "-c", str(config)], detour_log, env)
+        processes.append(detour)
+        _wait_for("listening on", detour_log, detour, 30)
+        _wait_for("whatsapp: now via", detour_log, detour, 60)  # the first probe is done
+
+        phone = subprocess.run(
+            [
+                namespaces.ip,
+                "netns",
+                "exec",
+                namespaces.phone,
+                sys.executable,
+                "-c",
+                PHONE,
+                ROUTER_IP,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = detour_log.read_text(errors="replace")
+        assert phone.returncode == 0, phone.stderr + output
+        assert phone.stdout.split("\n")[:5] == [
+            f"{port} intact" for port in (443, 5222, 80, 587, 7777)
+        ], output
+        active = output.split("whatsapp: now via ")[-1].split()[0]
+        assert active != "direct"  # sni-reset: direct fails the whatsapp probe
+        assert f"client {PHONE_IP}:" in output
+        assert f"whatsapp-tls g.whatsapp.net:5222 via {active}: 65536 bytes up" in output
+        assert f"whatsapp-media whatsapp.net:443 via {active}: 65536 bytes up" in output
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+    assert "Traceback" not in detour_log.read_text(errors="replace")

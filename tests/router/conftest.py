@@ -1,0 +1,293 @@
+"""A small router network in three namespaces, with detour running as a real process in the
+router namespace (Linux, root, `ip` and `nft`):
+
+    client ns                     router ns                          upstream ns
+    10.202.0.2, .3 (LAN)  veth  10.202.0.1 | 10.201.0.1    veth    10.201.0.2
+    default via .1               detour: mixed :1080,               lo: 10.203.0.10 (the
+                                 transparent :1090                  service), echo on :443
+                                 nft: 10.203.0.0/24 tcp -> :1090    and :80
+
+The service's range 10.203.0.0/24 and the uplink 10.201.0.0/24 stand for the internet
+(`listen.remote_public`), so the policy's refusals of private ranges are still tested with
+every other 10/8 address. Namespace, interface and nft table names carry a per-run suffix;
+deleting the namespaces removes everything else with them.
+
+Client sockets are made inside the client namespace by a short-lived thread that enters it
+(setns), so the test process itself plays the LAN device without a subprocess per
+connection.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support.peers import require_peer, skip_or_fail
+
+ROOT = Path(__file__).resolve().parents[2]
+CLONE_NEWNET = 0x40000000
+SERVICE_IP = "10.203.0.10"
+ROUTER_LAN = "10.202.0.1"
+CLIENT = "10.202.0.2"
+SERVICE_IP6 = "fd23::10"
+CLIENT6 = "fd20::2"
+STRANGER = "10.202.0.3"  # on the LAN but not in listen.allow
+PASSWORD = "lan-pass-7"
+
+ECHO_SERVER = """
+import asyncio, sys
+async def echo(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    writer.close()
+async def main():
+    hosts, ports = sys.argv[1:3], sys.argv[3:]
+    servers = [await asyncio.start_server(echo, h, int(p)) for h in hosts for p in ports]
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def _run(*argv: str, stdin: str | None = None) -> None:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
+
+
+def require_router_netns() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("network namespaces are Linux-only")
+    require_peer("ip", "iproute2")
+    require_peer("nft", "nftables")
+    if os.geteuid() != 0:
+        skip_or_fail("the router tests need root (network namespaces, nftables)")
+
+
+@dataclass
+class RouterNet:
+    suffix: str
+    directory: Path
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    log_path: Path | None = None
+
+    @property
+    def client_ns(self) -> str:
+        return f"dtr-c-{self.suffix}"
+
+    @property
+    def router_ns(self) -> str:
+        return f"dtr-r-{self.suffix}"
+
+    @property
+    def upstream_ns(self) -> str:
+        return f"dtr-u-{self.suffix}"
+
+    @property
+    def nft_table(self) -> str:
+        return f"detour_test_{self.suffix}"
+
+    @property
+    def detour_log(self) -> str:
+        assert self.log_path is not None
+        return self.log_path.read_text()
+
+    # --- building and tearing down --------------------------------------------------------
+
+    def build(self) -> None:
+        c, r, u, s = self.client_ns, self.router_ns, self.upstream_ns, self.suffix
+        for ns in (c, r, u):
+            _run("ip", "netns", "add", ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        lan_r, lan_c, wan_r, wan_u = f"dtl{s}r", f"dtl{s}c", f"dtw{s}r", f"dtw{s}u"
+        for argv in (
+            ("ip", "-n", r, "link", "add", lan_r, "type", "veth", "peer", "name", lan_c,
+             "netns", c),
+            ("ip", "-n", r, "link", "add", wan_r, "type", "veth", "peer", "name", wan_u,
+             "netns", u),
+            ("ip", "-n", r, "addr", "add", f"{ROUTER_LAN}/24", "dev", lan_r),
+            ("ip", "-n", r, "addr", "add", "10.201.0.1/24", "dev", wan_r),
+            ("ip", "-n", c, "addr", "add", f"{CLIENT}/24", "dev", lan_c),
+            ("ip", "-n", c, "addr", "add", f"{STRANGER}/24", "dev", lan_c),
+            ("ip", "-n", u, "addr", "add", "10.201.0.2/24", "dev", wan_u),
+            ("ip", "-n", u, "addr", "add", f"{SERVICE_IP}/32", "dev", "lo"),
+            ("ip", "-n", r, "link", "set", lan_r, "up"),
+            ("ip", "-n", r, "link", "set", wan_r, "up"),
+            ("ip", "-n", c, "link", "set", lan_c, "up"),
+            ("ip", "-n", u, "link", "set", wan_u, "up"),
+            ("ip", "-n", c, "route", "add", "default", "via", ROUTER_LAN),
+            # IPv6 alongside (no duplicate address detection: usable at once)
+            ("ip", "-n", r, "addr", "add", "fd20::1/64", "dev", lan_r, "nodad"),
+            ("ip", "-n", r, "addr", "add", "fd21::1/64", "dev", wan_r, "nodad"),
+            ("ip", "-n", c, "addr", "add", f"{CLIENT6}/64", "dev", lan_c, "nodad"),
+            ("ip", "-n", u, "addr", "add", "fd21::2/64", "dev", wan_u, "nodad"),
+            ("ip", "-n", u, "addr", "add", f"{SERVICE_IP6}/128", "dev", "lo"),
+            ("ip", "-n", c, "-6", "route", "add", "default", "via", "fd20::1"),
+            ("ip", "-n", r, "-6", "route", "add", "fd23::/64", "via", "fd21::2"),
+            ("ip", "-n", u, "-6", "route", "add", "default", "via", "fd21::1"),
+            ("ip", "-n", r, "route", "add", "10.203.0.0/24", "via", "10.201.0.2"),
+            ("ip", "-n", u, "route", "add", "default", "via", "10.201.0.1"),
+        ):  # fmt: skip
+            _run(*argv)
+        # The recipe of docs/router.md: redirect only the service's range.
+        ruleset = textwrap.dedent(f"""\
+            table inet {self.nft_table} {{
+              chain prerouting {{
+                type nat hook prerouting priority dstnat; policy accept;
+                ip daddr 10.203.0.0/24 tcp dport {{ 80, 443 }} redirect to :1090
+                ip6 daddr fd23::/64 tcp dport {{ 80, 443 }} redirect to :1090
+              }}
+            }}
+        """)
+        _run("ip", "netns", "exec", r, "nft", "-f", "-", stdin=ruleset)
+
+    def teardown(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for ns in (self.client_ns, self.router_ns, self.upstream_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # --- processes ------------------------------------------------------------------------
+
+    def start_echo(self) -> None:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
+             SERVICE_IP, SERVICE_IP6, "443", "80"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"the echo server did not start: {line}")
+
+    def start_detour(self, config: str) -> None:
+        path = self.directory / "detour.toml"
+        path.write_text(config)
+        self.log_path = self.directory / "detour.log"
+        with self.log_path.open("w") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.router_ns, sys.executable, "-m", "helper", "run",
+                 "--headless", "-c", str(path)],
+                stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                     "DETOUR_STATE_DIR": str(self.directory / "state")},
+            )  # fmt: skip
+        self.processes.append(process)
+        deadline = time.monotonic() + 20
+        while "transparent listener on" not in self.detour_log:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"detour did not start:\n{self.detour_log}")
+            time.sleep(0.05)
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.detour_log:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in detour's log:\n{self.detour_log}")
+            time.sleep(0.05)
+        return self.detour_log
+
+    # --- the LAN device -------------------------------------------------------------------
+
+    def client_socket(self, source: str = CLIENT) -> socket.socket:
+        """A TCP socket of the client namespace, bound to `source`."""
+        made: list[socket.socket | BaseException] = []
+
+        def enter_and_make() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                with open(f"/run/netns/{self.client_ns}") as handle:
+                    if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns failed")
+                family = socket.AF_INET6 if ":" in source else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.bind((source, 0))
+                made.append(sock)
+            except BaseException as exc:  # handed to the caller's thread
+                made.append(exc)
+
+        # A thread of its own: it stays in the namespace until it ends, and ends at once.
+        thread = threading.Thread(target=enter_and_make)
+        thread.start()
+        thread.join()
+        result = made[0]
+        if isinstance(result, BaseException):
+            raise result
+        result.settimeout(10)
+        return result
+
+
+@pytest.fixture(scope="module")
+def router_net() -> Iterator[RouterNet]:
+    require_router_netns()
+    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    while True:  # names stay <= 15 chars; runs of other people may be going on
+        suffix = f"{os.getpid() % 1000:03d}{random.randint(0, 99):02d}"
+        if f"-{suffix}" not in existing:
+            break
+    import tempfile
+
+    net = RouterNet(suffix, Path(tempfile.mkdtemp(prefix="detour-router-")))
+    try:
+        net.build()
+        net.start_echo()
+        net.start_detour(ROUTER_CONFIG)
+        yield net
+    finally:
+        net.teardown()
+
+
+ROUTER_CONFIG = f"""
+[listen]
+mixed = "{ROUTER_LAN}:1080"
+transparent = "[::]:1090"
+allow = ["{CLIENT}/32", "{CLIENT6}/128"]
+users = [{{ name = "lan", password = "{PASSWORD}" }}]
+remote_public = ["10.203.0.0/24", "10.201.0.0/24", "fd23::/64"]
+handshake_timeout = "3s"
+
+[dns]
+hosts = {{ "svc.example" = ["{SERVICE_IP}"] }}
+
+[probe]
+interval = "1h"
+timeout = "2s"
+
+[default]
+policy = "direct"
+
+[[route]]
+name = "direct"
+chain = "direct"
+
+[[service]]
+name = "svc"
+domains = ["svc.example"]
+cidrs = ["10.203.0.0/24", "fd23::/64"]
+probes = ["tcp://{SERVICE_IP}:443"]
+"""

@@ -3,6 +3,7 @@ for runs longer than the hypothesis properties next to this file (which run in C
 
     pip install atheris
     python -m tests.fuzz.atheris_harness --list
+    mkdir -p corpus/socks5   # libFuzzer wants the corpus directory to exist
     python -m tests.fuzz.atheris_harness socks5_request -max_total_time=600 corpus/socks5/
     python -m tests.fuzz.atheris_harness all -runs=200000
 
@@ -35,6 +36,7 @@ def _targets() -> dict[str, Target]:
     from helper.proxy import http as proxy_http
     from helper.proxy import socks as proxy_socks
     from helper.proxy.handshake import NeedMore, ProtocolError
+    from helper.proxy.transparent import first_bytes_complete, name_in_first_bytes
     from tests.unit.scripted import ScriptedStream
     from transports import ChainError, DialError, Endpoint, parse_chain
     from transports import websocket as ws
@@ -71,6 +73,11 @@ def _targets() -> dict[str, Target]:
             proxy_http.check_basic_auth(request)
             if not request.is_connect:
                 proxy_http.forwarded_head(request)
+
+    def transparent_first_bytes(data: bytes) -> None:
+        for first in (data, b"\x16" + data, b"GET / HTTP/1.1\r\n" + data):
+            first_bytes_complete(first)
+            name_in_first_bytes(first)
 
     def tlsfrag(data: bytes) -> None:
         server_name_span(data)
@@ -166,6 +173,7 @@ def _targets() -> dict[str, Target]:
         "socks5_request": listener(proxy_socks.parse_socks5_request),
         "socks4_request": listener(proxy_socks.parse_socks4_request),
         "http_request": http_head,
+        "transparent_first_bytes": transparent_first_bytes,
         "tlsfrag_client_hello": tlsfrag,
         "dns_answer": dns_answer,
         "tunnel_message": tunnel_message,

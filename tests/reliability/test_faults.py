@@ -185,14 +185,8 @@ def test_relay_restarted_clients_reconnect(tmp_path: Path, record_property) -> N
 NOFILE = 48
 
 
-# asyncio's own loop logs every accept() that fails for want of descriptors at ERROR, with a
-# traceback (uvloop's does not); that record is asyncio's, not detour's.
-ACCEPT_FAILED = "socket.accept() out of system resource"
-
-
-def tracebacks_of_detour(output: str) -> list[str]:
-    records = output.split("\n20")  # a log record starts with the year
-    return [r for r in records if "Traceback" in r and ACCEPT_FAILED not in r]
+def accept_failures(output: str) -> int:
+    return output.count("cannot accept new connections: too many open files")
 
 
 @pytest.mark.timeout(120)
@@ -253,4 +247,7 @@ def test_file_descriptors_exhausted(tmp_path: Path, record_property, loop: str) 
     )
     print(report)
     record_property("fault", report)
-    assert not tracebacks_of_detour(detour.output), detour.output
+    # asyncio's loop reports failed accepts itself: once, as a sentence, not once a second
+    # per waiting client with a traceback (helper/logs.py).
+    assert accept_failures(detour.output) <= 1, detour.output
+    assert "Traceback" not in detour.output, detour.output

@@ -35,3 +35,32 @@ def test_http_head_of_one_empty_line() -> None:
     for head in (b"\r\n", b""):
         with pytest.raises(ProtocolError):
             parse_request_head(head)
+
+
+def test_failed_accepts_are_one_sentence_now_and_then() -> None:
+    """asyncio's loop logged every accept() without file descriptors at ERROR with a
+    traceback, once a second per waiting client; AcceptFailures lets one sentence through
+    per interval and leaves every other record alone."""
+    import logging
+
+    from helper.logs import AcceptFailures
+
+    def record(msg: str) -> logging.LogRecord:
+        error = OSError(24, "Too many open files")
+        return logging.makeLogRecord(
+            {
+                "name": "asyncio",
+                "levelno": logging.ERROR,
+                "msg": msg,
+                "exc_info": (OSError, error, None),
+            }
+        )
+
+    accept = AcceptFailures(interval=3600)
+    first = record("socket.accept() out of system resource\nsocket: <...>")
+    assert accept.filter(first)
+    assert first.exc_info is None
+    assert first.getMessage().startswith("cannot accept new connections: too many open files")
+    assert not accept.filter(record("socket.accept() out of system resource\nsocket: <...>"))
+    other = record("Unclosed connection")
+    assert accept.filter(other) and other.exc_info is not None

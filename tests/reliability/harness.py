@@ -130,6 +130,7 @@ def detour(
     config: str,
     *,
     log_level: str = "info",
+    log_format: str = "text",
     nofile: int | None = None,
     loop: str | None = None,
     name: str = "detour",
@@ -141,7 +142,7 @@ def detour(
     path.chmod(0o600)
     port = free_port()
     argv = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(path)]
-    argv += ["--listen", f"{HOST}:{port}", "--log-level", log_level]
+    argv += ["--listen", f"{HOST}:{port}", "--log-level", log_level, "--log-format", log_format]
     return Process(
         name,
         argv,

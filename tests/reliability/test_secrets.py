@@ -1,7 +1,8 @@
 """Credentials never come back out: detour runs headless with debug logging and a config
 full of secrets (listener passwords, proxy passwords that work and that fail, a front key, a
 bridge line), probes every route, serves connections that succeed after failing routes and
-connections that fail on every route; then every line detour wrote, every reply a client
+connections that fail on every route, reloads (SIGHUP) a broken config and a changed one;
+then every line detour wrote, every reply a client
 got and everything `detour probe` printed are searched for each secret.
 
 (The terminal UI has its own secrets tests in tests/tui.) The status API's every endpoint is
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,8 @@ def basic(user: str, password: str) -> str:
 
 
 @pytest.mark.timeout(180)
-def test_no_secret_in_any_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])  # JSON lines carry extra fields too
+def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
     from helper.relay.keys import RelayKeys
     from transports import Endpoint
 
@@ -84,6 +88,7 @@ def test_no_secret_in_any_output(tmp_path: Path) -> None:
     good_pw, wrong_pw, http_pw, pt_socks_pw = token("gd-"), token("wr-"), token("ht-"), token("pt-")
     cert = base64.b64encode(secrets.token_bytes(52)).decode().rstrip("=")
     api_token, wrong_api_token, api_port = token("api-"), token("wat-"), dead_port()
+    broken_pw, changed_pw = token("brk-"), token("chg-")
     keys = RelayKeys(tmp_path / "relay-state")
     keys.generate()
     key = keys.add_client("alice", Endpoint("127.0.0.1", dead_port()), "cdn.test", "relay.test")
@@ -103,6 +108,8 @@ def test_no_secret_in_any_output(tmp_path: Path) -> None:
         "front access token": access_token(key).rsplit(".", 1)[1],
         "status API token": api_token,
         "wrong status API token a client tried": wrong_api_token,
+        "password in a config that failed to reload": broken_pw,
+        "password in a reloaded config": changed_pw,
     }
 
     with (
@@ -158,7 +165,8 @@ domains = ["fails.test"]
 probes = ["tcp://fails.test:{port}"]
 routes = [{failing_list}]
 """
-            detour = harness.detour(tmp_path, config, log_level="debug")
+            detour = harness.detour(tmp_path, config, log_level="debug", log_format=log_format)
+            config_file = tmp_path / "detour.toml"  # where harness.detour wrote it
             replies: dict[str, bytes] = {}
             with harness.running(detour):
 
@@ -212,8 +220,22 @@ routes = [{failing_list}]
 
                 with asyncio.Runner() as runner:
                     runner.run(clients())
+                # SIGHUP with a broken config, then with a changed password: what the
+                # reload reports (JSON lines carry its problems and changes as fields).
+                wrong_chain = f"socks5://bob:{wrong_pw}@{socks.host}:{socks.port}"
+                for replacement, outcome in [
+                    (f"socks5://bob:{broken_pw}@{socks.host}:{socks.port} | sock5://x:1", "reload"),
+                    (f"socks5://bob:{changed_pw}@{socks.host}:{socks.port}", "reloaded"),
+                ]:
+                    config_file.write_text(config.replace(wrong_chain, replacement))
+                    seen = detour.output.count(outcome)
+                    detour.process.send_signal(signal.SIGHUP)
+                    deadline = time.monotonic() + SAFETY
+                    while detour.output.count(outcome) == seen:
+                        assert time.monotonic() < deadline, detour.output[-2000:]
+                        time.sleep(0.05)
                 assert detour.alive(), detour.output
-            config_path = tmp_path / "detour.toml"
+            config_path = config_file
             probe = subprocess.run(
                 [sys.executable, "-m", "helper", "probe", "-c", str(config_path)],
                 capture_output=True,
@@ -239,7 +261,7 @@ routes = [{failing_list}]
     }
     # The test reached what it meant to: failing routes were tried and explained.
     log = detour.output
-    assert "proxy_auth_failed" in log and " DEBUG " in log, log
+    assert "proxy_auth_failed" in log and ("DEBUG" in log or '"debug"' in log), log
     assert any(b"HTTP/1.1 5" in reply for reply in replies.values()), replies
     status = replies["status API /status (api-)"]
     assert status.startswith(b"HTTP/1.1 200") and b'"connections"' in status, status

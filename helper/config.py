@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
+import os
 import re
 import ssl
 import sys
@@ -42,6 +44,8 @@ __all__ = [
 
 
 DENY = "deny"
+
+log = logging.getLogger("detour.config")
 
 
 class ConfigError(Exception):
@@ -927,4 +931,46 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError([f"no such file: {file}"], str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(file)) from None
-    return parse_config(text, str(file), file.parent)
+    config = parse_config(text, str(file), file.parent)
+    warn_if_readable(file, config)
+    return config
+
+
+def secrets_held(config: Config) -> list[str]:
+    """What in `config` another user of the machine must not read: listener passwords,
+    proxy passwords in chains, front access keys, pluggable-transport bridge lines, the
+    status API's token."""
+    held = ["listen.users passwords"] if config.listen.users else []
+    for route in config.routes:
+        for layer in route.chain.layers:
+            if layer.params.get("password") is not None:
+                held.append(f"route {route.name!r} proxy password")
+            elif layer.name == "front":
+                held.append(f"route {route.name!r} access key")
+            elif layer.name == "pt":
+                held.append(f"route {route.name!r} bridge line")
+    if config.api.token:
+        held.append("api.token")
+    return held
+
+
+def warn_if_readable(file: Path, config: Config) -> None:
+    """Warn when a file holding secrets can be read by the group or by everyone: on a shared
+    machine or a router, any local user could take the passwords and keys from it."""
+    if os.name != "posix":
+        return  # Windows has ACLs, not mode bits
+    held = secrets_held(config)
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if held and mode & 0o044:
+        who = "everyone" if mode & 0o004 else "its group"
+        log.warning(
+            "%s holds secrets (%s) and %s can read it (mode %03o); fix it with: chmod 600 %s",
+            file,
+            ", ".join(dict.fromkeys(held)),
+            who,
+            mode & 0o777,
+            file,
+        )

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["AcceptFailures", "JsonFormatter", "setup_logging"]
 
 # What every LogRecord carries; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -40,6 +40,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class AcceptFailures(logging.Filter):
+    """asyncio's own event loop logs every accept() that fails for want of file descriptors,
+    at ERROR with a traceback, again each time it retries (every second, for every client
+    still waiting): hundreds of records a minute that say one thing. Let one through every
+    `interval` seconds, as one sentence that says what to do."""
+
+    PREFIX = "socket.accept() out of system resource"
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = -interval
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        error = record.exc_info[1] if record.exc_info else None
+        reason = getattr(error, "strerror", None) or "out of a system resource"
+        record.msg = (
+            "cannot accept new connections: %s (the open-file limit, ulimit -n, is too low "
+            "for this many connections); open ones are unaffected"
+        )
+        record.args = (reason.lower(),)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 def setup_logging(
     level: str = "info", fmt: str = "text", handler: logging.Handler | None = None
 ) -> None:
@@ -58,4 +90,8 @@ def setup_logging(
     logging.captureWarnings(True)
     root.setLevel(level.upper())
     # asyncio's debug chatter (peers resetting mid-write) is normal for a proxy.
-    logging.getLogger("asyncio").setLevel(max(logging.WARNING, root.level))
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.setLevel(max(logging.WARNING, root.level))
+    for old in [f for f in asyncio_log.filters if isinstance(f, AcceptFailures)]:
+        asyncio_log.removeFilter(old)
+    asyncio_log.addFilter(AcceptFailures())

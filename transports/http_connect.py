@@ -72,7 +72,12 @@ class HttpConnectDialer:
             head = await stream.readuntil(b"\r\n\r\n", MAX_RESPONSE_HEAD)
             status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             parts = status_line.split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
+            if (
+                len(parts) < 2
+                or not parts[0].startswith("HTTP/1.")
+                or not (parts[1].isascii() and parts[1].isdigit())
+            ):
                 raise DialError(
                     Failure.PROXY_PROTOCOL_ERROR,
                     Op.PROXY_HANDSHAKE,

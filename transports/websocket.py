@@ -229,7 +229,10 @@ class WebSocketStream(Stream):
     def close(self) -> None:
         if not self._closing and not self.inner.is_closing():
             self._closing = True
-            self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            try:
+                self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            except OSError:
+                pass  # best effort: the peer is gone (a TLS layer below raises SSLEOFError)
         self.inner.close()
 
     def abort(self) -> None:
@@ -289,7 +292,9 @@ async def websocket_connect(
         ) from None
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
+    digits = len(parts) > 1 and parts[1].isascii() and parts[1].isdigit()
+    status = int(parts[1]) if digits else 0
     fields = {}
     for line in header_lines:
         name, sep, value = line.partition(":")

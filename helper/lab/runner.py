@@ -126,6 +126,8 @@ async def serve_lab(
     try:
         text = lab.helper_config(listen=listen)
         if write_config is not None:
+            write_config.touch(mode=0o600)  # it holds the lab front's access key
+            write_config.chmod(0o600)
             write_config.write_text(text)
         else:
             print(text)

@@ -107,6 +107,8 @@ def parse_request_head(head: bytes) -> HttpRequest:
     lines = text.split("\r\n")
     if lines[-2:] == ["", ""]:
         lines = lines[:-2]
+    if not lines:  # b'\r\n': not a head the listener reads, but no IndexError either
+        raise _bad("malformed request line")
     request_line, header_lines = lines[0], lines[1:]
     parts = request_line.split(" ")
     if len(parts) != 3:

@@ -20,10 +20,11 @@ import logging
 import ssl
 import time
 from collections import Counter
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import IPAddress
@@ -180,6 +181,60 @@ class _PolicyResolver:
         return allowed
 
 
+# What nginx sends for an error of its own (a request it cannot parse), as the decoy answers.
+DECOY_ERROR = """<html>
+<head><title>{status}</title></head>
+<body>
+<center><h1>{status}</h1></center>
+<hr><center>{server}</center>
+</body>
+</html>
+"""
+
+
+class _DecoyErrors(web_protocol.RequestHandler):
+    """aiohttp answers a request it cannot parse with its own text and `Server: Python/3.x
+    aiohttp/3.x`, and logs a traceback: that would tell a prober what listens here, and let
+    anyone flood the log. Answer as the web server the decoy claims to be, and note it at
+    debug level (probers send junk all day)."""
+
+    decoy_server = "nginx"
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        log.debug("relay: an unreadable request from %s (%s)", request.remote, status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was already sent; the connection is broken")
+        try:
+            code = HTTPStatus(status)
+        except ValueError:
+            code = HTTPStatus.BAD_REQUEST
+        page = DECOY_ERROR.format(status=f"{code.value} {code.phrase}", server=self.decoy_server)
+        response = web.Response(status=code.value, text=page, content_type="text/html")
+        response.headers["Server"] = self.decoy_server
+        response.force_close()
+        return response
+
+
+class _DecoyServer(web.Server):
+    """aiohttp's low-level server with _DecoyErrors as its protocol."""
+
+    def __init__(self, handler: Any, decoy_server: str, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.decoy_server = decoy_server
+        self.handler_kwargs = kwargs
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        protocol = _DecoyErrors(self, loop=asyncio.get_event_loop(), **self.handler_kwargs)
+        protocol.decoy_server = self.decoy_server
+        return protocol
+
+
 class RelayServer:
     def __init__(
         self,
@@ -210,17 +265,16 @@ class RelayServer:
         self.services = ServiceTable(config.services)
         self.per_client: Counter[str] = Counter()
         self.tunnels: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._stopping = False
 
     # --- the web app ----------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def web_server(self) -> web.Server:
+        """Every request, any method and path, goes to handle()."""
+        return _DecoyServer(self.handle, self.config.decoy_server, access_log=None)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         name = self._tunnel_client(request)
         if name is None or self._stopping:
             return self.decoy(request)
@@ -231,7 +285,7 @@ class RelayServer:
             return self.decoy(request)
         return await self.tunnel(request, name)
 
-    def _tunnel_client(self, request: web.Request) -> str | None:
+    def _tunnel_client(self, request: web.BaseRequest) -> str | None:
         if request.method != "GET" or request.path != self.keys.path:
             return None
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -242,7 +296,7 @@ class RelayServer:
         tokens = {n: bytes.fromhex(r.token) for n, r in self.keys.active().items()}
         return check_access_token(token, tokens, self.keys.path)
 
-    def decoy(self, request: web.Request) -> web.Response:
+    def decoy(self, request: web.BaseRequest) -> web.Response:
         """The ordinary website: the same answer to every request that is not a tunnel."""
         home = request.path in ("/", "/index.html")
         body = DECOY_HOME if home else DECOY_MISSING
@@ -257,7 +311,7 @@ class RelayServer:
 
     # --- a tunnel -------------------------------------------------------------------------
 
-    async def tunnel(self, request: web.Request, name: str) -> web.StreamResponse:
+    async def tunnel(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=4 << 20, autoping=True)
         await ws.prepare(request)
         self.per_client[name] += 1
@@ -346,7 +400,7 @@ class RelayServer:
     # --- running --------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.ServerRunner(self.web_server(), handle_signals=False)
         await self._runner.setup()
         context = None
         if self.config.tls_cert and self.config.tls_key:

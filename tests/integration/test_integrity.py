@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from helper.config import parse_config
 from helper.engine import Engine
 from tests.conftest import config_text
+from tests.reliability import harness
 from tests.support import peers
 from tests.support.clients import open_http_connect, open_socks5
 from tests.support.integrity import run_integrity
@@ -78,3 +81,71 @@ async def test_half_close_small_reply_after_client_eof(start_engine, integrity_o
     reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", integrity_origin.port)
     result = await run_integrity(reader, writer, up=0, down=1000)
     assert result.ok
+
+
+# --- many connections at once -----------------------------------------------------------------
+#
+# detour, the origin and the front's relay run as processes of their own (tests/reliability/
+# harness.py), so the peak memory measured is detour's alone. The default run keeps each route
+# to a few seconds; DETOUR_FULL_LOAD=1 runs the full 1,000 connections x 1 MiB each way.
+
+FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
+LOAD_CONNECTIONS = 1000
+LOAD_SIZE = (1 << 20) if FULL_LOAD else (64 << 10)
+LOAD_ROUTES = ["direct", "dante", "tinyproxy", "tlsfrag", "front"]
+UNLIMITED_LISTENER = """handshake_timeout = "60s"
+max_connections = 0
+max_connections_per_client = 0
+max_handshakes = 0
+max_handshakes_per_client = 0"""
+
+
+@contextlib.contextmanager
+def load_route(name: str, tmp: Path) -> Iterator[tuple[str, bool, str]]:
+    """(chain, half-close passes, extra config) for a route of the load test."""
+    if name == "direct":
+        yield "direct", True, ""
+    elif name == "tlsfrag":
+        yield "tlsfrag:sni", True, ""
+    elif name == "dante":
+        with peers.danted() as peer:
+            yield peer.url, True, ""
+    elif name == "tinyproxy":
+        with peers.tinyproxy() as peer:
+            yield peer.url, False, ""
+    else:
+        front = harness.relay(tmp)
+        with harness.running(front.process):
+            yield front.chain, True, front.tls_extra
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800 if FULL_LOAD else 300)
+@pytest.mark.parametrize("name", LOAD_ROUTES)
+def test_many_connections_at_once_sha256(name: str, tmp_path: Path, record_property) -> None:
+    with load_route(name, tmp_path) as (chain, half_close, extra):
+        # All 1,000 come from one address: lift the listener's per-client limits (and the
+        # handshake timeout: the client's own work can hold its loop for seconds).
+        text = config_text(routes={"r": chain}, default="r", extra=extra).replace(
+            'handshake_timeout = "2s"', UNLIMITED_LISTENER
+        )
+        origin = harness.origin(tmp_path)
+        detour = harness.detour(tmp_path, text)
+        with harness.running(origin, detour):
+            with asyncio.Runner(loop_factory=harness.loop_factory()) as runner:
+                result = runner.run(
+                    harness.run_load(
+                        detour.address,
+                        origin.address,
+                        LOAD_CONNECTIONS,
+                        LOAD_SIZE,
+                        half_close=half_close,
+                    )
+                )
+            peak = detour.peak_rss()
+            assert detour.alive(), detour.output
+        assert "Traceback" not in detour.output, detour.output
+    report = f"{name}: {result.summary}; detour peak RSS {peak / 2**20:.0f} MiB"
+    record_property("load", report)
+    print(report)
+    assert result.intact == LOAD_CONNECTIONS, report

@@ -78,6 +78,7 @@ def test_lab_writes_a_config_detour_accepts_and_stops_cleanly(tmp_path: Path) ->
         wait_for(log, "Ctrl-C stops the lab", process)
         config = load_config(config_path)
         assert [r.name for r in config.routes][:2] == ["direct", "tls-fragment"]
+        assert config_path.stat().st_mode & 0o077 == 0  # it holds the front's access key
         assert listening("127.83.1.10", 443)
     finally:
         output = stop(process, log)

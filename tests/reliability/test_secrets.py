@@ -1,0 +1,306 @@
+"""Credentials never come back out: detour runs headless with debug logging and a config
+full of secrets (listener passwords, proxy passwords that work and that fail, a front key, a
+bridge line), probes every route, serves connections that succeed after failing routes and
+connections that fail on every route, reloads (SIGHUP) a broken config and a changed one;
+then every line detour wrote, every reply a client
+got and everything `detour probe` printed are searched for each secret.
+
+(The terminal UI has its own secrets tests in tests/tui.) The status API's every endpoint is
+asked too, with the right token and a wrong one, while a connection is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.reliability import harness
+from tests.support import peers
+from tests.support.clients import open_socks5
+from tests.support.integrity import run_integrity
+from transports.fronted.accesskey import access_token
+
+SAFETY = 20.0
+
+
+def token(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(10)}"
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    return peers.free_port()
+
+
+async def raw_exchange(address: tuple[str, int], request: bytes) -> bytes:
+    """Send `request` and return everything the proxy answers until it closes (or goes quiet)."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(request)
+    answer = b""
+    try:
+        async with asyncio.timeout(SAFETY):
+            while data := await reader.read(65536):
+                answer += data
+                if b"\r\n\r\n" in answer and answer.startswith(b"HTTP/1.1 200"):
+                    break  # a tunnel opened: nothing more to read unless we send
+    except (ConnectionError, TimeoutError):
+        pass
+    writer.close()
+    return answer
+
+
+def socks5_attempt(login: tuple[str, str], host: str, port: int) -> bytes:
+    """Greeting, login and CONNECT in one go; the raw answer."""
+    user, password = (part.encode() for part in login)
+    name = host.encode()
+    return (
+        b"\x05\x01\x02"  # v5, 1 method: user/password
+        + bytes([1, len(user)])
+        + user
+        + bytes([len(password)])
+        + password
+        + b"\x05\x01\x00\x03"  # v5 CONNECT rsv DOMAIN
+        + bytes([len(name)])
+        + name
+        + port.to_bytes(2, "big")
+    )
+
+
+def basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("log_format", ["text", "json"])  # JSON lines carry extra fields too
+def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
+    from helper.relay.keys import RelayKeys
+    from transports import Endpoint
+
+    listener_pw, client_wrong_pw = token("lst-"), token("cwr-")
+    good_pw, wrong_pw, http_pw, pt_socks_pw = token("gd-"), token("wr-"), token("ht-"), token("pt-")
+    cert = base64.b64encode(secrets.token_bytes(52)).decode().rstrip("=")
+    api_token, wrong_api_token, api_port = token("api-"), token("wat-"), dead_port()
+    broken_pw, changed_pw = token("brk-"), token("chg-")
+    keys = RelayKeys(tmp_path / "relay-state")
+    keys.generate()
+    key = keys.add_client("alice", Endpoint("127.0.0.1", dead_port()), "cdn.test", "relay.test")
+    front_key = key.encode()
+    secret_values = {
+        "listener password": listener_pw,
+        "wrong password a client tried": client_wrong_pw,
+        "proxy password": good_pw,
+        "wrong proxy password": wrong_pw,
+        "http proxy password": http_pw,
+        "pt proxy password": pt_socks_pw,
+        "listener Basic token": basic("alice", listener_pw),
+        "http proxy Basic token": basic("carol", http_pw),
+        "bridge cert": cert,
+        "front key": front_key[5:40],
+        "front key token": key.token.hex(),
+        "front access token": access_token(key).rsplit(".", 1)[1],
+        "status API token": api_token,
+        "wrong status API token a client tried": wrong_api_token,
+        "password in a config that failed to reload": broken_pw,
+        "password in a reloaded config": changed_pw,
+    }
+
+    with (
+        peers.microsocks("bob", good_pw) as socks,
+        peers.tinyproxy("carol", token("other-")) as tiny,
+    ):
+        origin = harness.origin(tmp_path)
+        with harness.running(origin):
+            port = origin.address[1]
+            failing = {
+                "front": f"front:{front_key}",
+                "bridge": f"pt:obfs4 127.0.0.1:{dead_port()} cert={cert} iat-mode=0 | "
+                f"socks5://ptuser:{pt_socks_pw}@127.0.0.1:{dead_port()}",
+                "web": f"http://carol:{http_pw}@{tiny.host}:{tiny.port}",
+                "wrong": f"socks5://bob:{wrong_pw}@{socks.host}:{socks.port}",
+            }
+            routes = {**failing, "good": f"socks5://bob:{good_pw}@{socks.host}:{socks.port}"}
+            route_list = ", ".join(f'"{name}"' for name in routes)
+            failing_list = ", ".join(f'"{name}"' for name in failing)
+            config = f"""
+[listen]
+users = [{{ name = "alice", password = "{listener_pw}" }}]
+handshake_timeout = "5s"
+
+[dns]
+hosts = {{ "fails.test" = ["127.0.0.1"] }}
+
+[probe]
+timeout = "3s"
+
+[default]
+policy = "wrong"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+token = "{api_token}"
+loopback_token = true
+""" + "".join(
+                f'\n[[route]]\nname = "{n}"\nchain = "{c}"\ntimeout = "5s"\n'
+                for n, c in routes.items()
+            )
+            config += f"""
+[[service]]
+name = "works"
+cidrs = ["127.0.0.1/32"]
+ports = [{port}]
+probes = ["tcp://127.0.0.1:{port}"]
+routes = [{route_list}]
+
+[[service]]
+name = "fails"
+domains = ["fails.test"]
+probes = ["tcp://fails.test:{port}"]
+routes = [{failing_list}]
+"""
+            detour = harness.detour(tmp_path, config, log_level="debug", log_format=log_format)
+            config_file = tmp_path / "detour.toml"  # where harness.detour wrote it
+            replies: dict[str, bytes] = {}
+            with harness.running(detour):
+
+                async def clients() -> None:
+                    address = detour.address
+                    pair = await open_socks5(address, "127.0.0.1", port, "alice", listener_pw)
+                    # microsocks closes both ways at the first end of stream: announce the length
+                    assert (await run_integrity(*pair, up=1000, down=1000, half_close=False)).ok
+                    replies["socks5 to a failing service"] = await raw_exchange(
+                        address, socks5_attempt(("alice", listener_pw), "fails.test", port)
+                    )
+                    replies["socks5 with a wrong password"] = await raw_exchange(
+                        address, socks5_attempt(("alice", client_wrong_pw), "fails.test", port)
+                    )
+                    replies["socks4a"] = await raw_exchange(
+                        address,
+                        b"\x04\x01" + port.to_bytes(2, "big") + b"\0\0\0\1alice\0fails.test\0",
+                    )
+                    for what, user, password in [
+                        ("http connect", "alice", listener_pw),
+                        ("http connect with a wrong password", "alice", client_wrong_pw),
+                    ]:
+                        auth = f"Proxy-Authorization: Basic {basic(user, password)}\r\n"
+                        replies[what] = await raw_exchange(
+                            address,
+                            f"CONNECT fails.test:{port} HTTP/1.1\r\nHost: fails.test:{port}\r\n"
+                            f"{auth}\r\n".encode(),
+                        )
+                        replies[what.replace("connect", "get")] = await raw_exchange(
+                            address,
+                            f"GET http://fails.test:{port}/x HTTP/1.1\r\nHost: fails.test:{port}"
+                            f"\r\n{auth}Connection: close\r\n\r\n".encode(),
+                        )
+                    # Unauthenticated, and to the default policy's (failing) route.
+                    replies["http connect without a login"] = await raw_exchange(
+                        address, f"CONNECT fails.test:{port} HTTP/1.1\r\n\r\n".encode()
+                    )
+                    replies["default route"] = await raw_exchange(
+                        address, socks5_attempt(("alice", listener_pw), "elsewhere.test", port)
+                    )
+                    # The status API, while a connection through the working route is open.
+                    _, writer = await open_socks5(address, "127.0.0.1", port, "alice", listener_pw)
+                    for path in ("/status", "/metrics", "/proxy.pac", "/healthz", "/nope"):
+                        for bearer in (api_token, wrong_api_token):
+                            replies[f"status API {path} ({bearer[:4]})"] = await raw_exchange(
+                                ("127.0.0.1", api_port),
+                                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                                f"Bearer {bearer}\r\nConnection: close\r\n\r\n".encode(),
+                            )
+                    writer.close()
+
+                with asyncio.Runner() as runner:
+                    runner.run(clients())
+                # SIGHUP with a broken config, then with a changed password: what the
+                # reload reports (JSON lines carry its problems and changes as fields).
+                wrong_chain = f"socks5://bob:{wrong_pw}@{socks.host}:{socks.port}"
+                for replacement, outcome in [
+                    (f"socks5://bob:{broken_pw}@{socks.host}:{socks.port} | sock5://x:1", "reload"),
+                    (f"socks5://bob:{changed_pw}@{socks.host}:{socks.port}", "reloaded"),
+                ]:
+                    config_file.write_text(config.replace(wrong_chain, replacement))
+                    seen = detour.output.count(outcome)
+                    detour.process.send_signal(signal.SIGHUP)
+                    deadline = time.monotonic() + SAFETY
+                    while detour.output.count(outcome) == seen:
+                        assert time.monotonic() < deadline, detour.output[-2000:]
+                        time.sleep(0.05)
+                assert detour.alive(), detour.output
+            config_path = config_file
+            probe = subprocess.run(
+                [sys.executable, "-m", "helper", "probe", "-c", str(config_path)],
+                capture_output=True,
+                text=True,
+                cwd=harness.ROOT,
+                timeout=120,
+                check=False,
+            )
+            probe_json = subprocess.run(
+                [sys.executable, "-m", "helper", "probe", "-c", str(config_path), "--json"],
+                capture_output=True,
+                text=True,
+                cwd=harness.ROOT,
+                timeout=120,
+                check=False,
+            )
+
+    outputs = {
+        "detour's log": detour.output,
+        "detour probe": probe.stdout + probe.stderr,
+        "detour probe --json": probe_json.stdout + probe_json.stderr,
+        **{f"reply to {what}": reply.decode("latin-1") for what, reply in replies.items()},
+    }
+    # The test reached what it meant to: failing routes were tried and explained.
+    log = detour.output
+    assert "proxy_auth_failed" in log and ("DEBUG" in log or '"debug"' in log), log
+    assert any(b"HTTP/1.1 5" in reply for reply in replies.values()), replies
+    status = replies["status API /status (api-)"]
+    assert status.startswith(b"HTTP/1.1 200") and b'"connections"' in status, status
+    assert b"socks5://bob:***@" in status or b'"good"' in status, status
+    assert replies["status API /status (wat-)"].startswith(b"HTTP/1.1 401"), replies
+    leaks = [
+        f"{what} in {where}"
+        for where, text in outputs.items()
+        for what, value in secret_values.items()
+        if value in text
+    ]
+    assert not leaks, "\n".join(leaks)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        "socks5://bob:{pw}@127.0.0.1:1080 | sock5://x:1",  # an unknown layer after a password
+        "http://bob:{pw}@127.0.0.1:notaport",
+        "socks5://bob:{pw}@127.0.0.1:1080 | front:dtr1:{pw}",
+        "pt:obfs4 192.0.2.3:443 cert={pw} iat-mode=0",  # a bridge without its proxy
+    ],
+)
+def test_config_errors_quote_the_chain_without_its_secrets(tmp_path: Path, chain: str) -> None:
+    """A chain that does not parse is quoted in the error (so the user finds it), with its
+    secrets hidden, by `detour config check` and by `detour run`."""
+    pw = token("cfg-")
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[[route]]\nname = "r"\nchain = "{chain.format(pw=pw)}"\n')
+    path.chmod(0o600)
+    for argv in (["config", "check", str(path)], ["run", "--headless", "-c", str(path)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "helper", *argv],
+            capture_output=True,
+            text=True,
+            cwd=harness.ROOT,
+            timeout=60,
+            check=False,
+        )
+        shown = done.stdout + done.stderr
+        assert done.returncode == 2 and "route[0].chain" in shown, shown
+        assert pw not in shown, shown

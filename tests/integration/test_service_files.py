@@ -14,6 +14,7 @@ import pytest
 
 from helper.cli import DRAIN_TIMEOUT, EXIT_USAGE, build_parser
 from tests.conftest import ROOT
+from tests.support.peers import require_peer
 
 UNIT = ROOT / "config" / "systemd" / "detour.service"
 INIT = ROOT / "config" / "openwrt" / "detour.init"
@@ -84,9 +85,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shell", ["sh", "dash", "busybox"])
 def test_the_openwrt_init_script_parses(shell: str) -> None:
-    path = shutil.which(shell)
-    if path is None:
-        pytest.skip(f"{shell} is not installed")
+    path = require_peer(shell, {"sh": "dash", "dash": "dash", "busybox": "busybox"}[shell])
     argv = [path, "sh", "-n", str(INIT)] if shell == "busybox" else [path, "-n", str(INIT)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -21,9 +21,8 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from transports import Endpoint, Failure
 from transports.base import IPNetwork
@@ -51,7 +50,7 @@ from .handshake import ProtocolError, read_message
 from .limits import ConnectionBook, Limits, ThrottledLog
 from .relay import RelayStats, relay
 from .retry import first_exchange
-from .serving import RouterSwitch
+from .serving import RouterSwitch, ServingTasks
 
 __all__ = ["ActiveConnection", "MixedListener"]
 
@@ -100,7 +99,7 @@ class _ClientProtocol(StreamProtocol):
         self.listener._accepted(SocketStream(self.transport, self))
 
 
-class MixedListener:
+class MixedListener(ServingTasks):
     def __init__(
         self,
         config: ListenConfig,
@@ -135,20 +134,6 @@ class MixedListener:
         self._ids = itertools.count(1)
 
     @property
-    def router(self) -> Router:
-        """The router for new connections; inside a connection's task, the one that
-        connection started with (helper/proxy/serving.py)."""
-        return self.switch.current()
-
-    @router.setter
-    def router(self, router: Router) -> None:
-        self.switch.newest = router
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._tasks)
-
-    @property
     def sockets(self) -> list[tuple[str, int]]:
         if self._server is None:
             return []
@@ -179,25 +164,7 @@ class MixedListener:
             # Only now: since Python 3.12 this also waits for every connection to close.
             await self._server.wait_closed()
 
-    async def idle(self) -> None:
-        """Wait until no connection is open."""
-        while self._tasks:
-            await self.switch.wait_changed()
-
-    async def released(self, router: Router) -> None:
-        """Wait until no open connection uses `router`."""
-        await self.switch.released(router)
-
     # --- per connection -------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self.switch.changed()
 
     def _accepted(self, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")

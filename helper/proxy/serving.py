@@ -13,12 +13,13 @@ listeners also offer `stop_accepting` and `idle`, which the engine's drain uses.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..routing import Router
 
-__all__ = ["ClientListener", "RouterSwitch"]
+__all__ = ["ClientListener", "RouterSwitch", "ServingTasks"]
 
 _SERVING: ContextVar[Router | None] = ContextVar("detour_serving_router", default=None)
 
@@ -58,6 +59,46 @@ class RouterSwitch:
         """Wait until no open connection uses `router`."""
         while router in self._routers.values():
             await self.wait_changed()
+
+
+class ServingTasks:
+    """What every listener shares: one task per client connection, and the router switch.
+    A subclass sets `switch` and `_tasks` in its __init__."""
+
+    switch: RouterSwitch
+    _tasks: set[asyncio.Task[None]]
+
+    @property
+    def router(self) -> Router:
+        """The router for new connections; inside a connection's task, the one that
+        connection started with."""
+        return self.switch.current()
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self.switch.newest = router
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
+    async def idle(self) -> None:
+        """Wait until no connection is open."""
+        while self._tasks:
+            await self.switch.wait_changed()
+
+    async def released(self, router: Router) -> None:
+        """Wait until no open connection uses `router`."""
+        await self.switch.released(router)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.switch.changed()
 
 
 class ClientListener(Protocol):

@@ -38,10 +38,9 @@ import os
 import ssl
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from transports import Endpoint, Stream
 from transports.base import IPNetwork
@@ -54,7 +53,7 @@ from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .listener import ActiveConnection
 from .relay import relay
 from .retry import first_exchange
-from .serving import RouterSwitch
+from .serving import RouterSwitch, ServingTasks
 
 __all__ = [
     "UPSTREAMS",
@@ -235,7 +234,7 @@ class _ClientProtocol(StreamProtocol):
         self.proxy._accepted(self.endpoint, SocketStream(self.transport, self))
 
 
-class WhatsAppProxy:
+class WhatsAppProxy(ServingTasks):
     def __init__(
         self,
         config: WhatsAppProxyConfig,
@@ -267,20 +266,6 @@ class WhatsAppProxy:
         self._per_client: collections.Counter[str] = collections.Counter()
         self._open = 0
         self._tls: ssl.SSLContext | None = None
-
-    @property
-    def router(self) -> Router:
-        """The router for new connections; inside a connection's task, the one that
-        connection started with (helper/proxy/serving.py)."""
-        return self.switch.current()
-
-    @router.setter
-    def router(self, router: Router) -> None:
-        self.switch.newest = router
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._tasks)
 
     @property
     def sockets(self) -> list[tuple[str, str, int]]:
@@ -361,25 +346,7 @@ class WhatsAppProxy:
             await server.wait_closed()
         self._servers.clear()
 
-    async def idle(self) -> None:
-        """Wait until no connection is open."""
-        while self._tasks:
-            await self.switch.wait_changed()
-
-    async def released(self, router: Router) -> None:
-        """Wait until no open connection uses `router`."""
-        await self.switch.released(router)
-
     # --- per connection -------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self.switch.changed()
 
     def _accepted(self, endpoint: WhatsAppEndpoint, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")

@@ -349,6 +349,15 @@ def _config_check(path: str) -> int:
     services = ", ".join(s.name for s in config.services) or "none"
     print(f"{path}: ok")
     print(f"  listen:   {config.listen.mixed}")
+    if config.listen.transparent is not None:
+        print(f"  transparent: {config.listen.transparent}")
+    if config.whatsapp_proxy is not None:
+        wa = config.whatsapp_proxy
+        ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
+        shown = ", ".join(str(p) for p in ports if p is not None)
+        print(f"  whatsapp proxy: {wa.listen} ports {shown}")
+    if config.api.listen is not None:
+        print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")

@@ -115,7 +115,7 @@ class Engine:
                 policy=self.listener.policy,
             )
             self.transparent.connections = self.listener.connections
-            self.transparent._ids = self.listener._ids
+            self.transparent.ids = self.listener.ids
         # The status API (off unless [api] listen is set) subscribes to the events now, so
         # its metrics count the first probes too.
         self.api: StatusApi | None = None
@@ -134,7 +134,7 @@ class Engine:
                 state=state_dir() / "whatsapp-proxy",
                 events=self.events,
                 connections=self.listener.connections,
-                ids=self.listener._ids,
+                ids=self.listener.ids,
                 first_answer=config.probe.first_answer,
             )
 

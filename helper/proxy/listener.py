@@ -131,7 +131,8 @@ class MixedListener(ServingTasks):
         self.local_clients: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ids = itertools.count(1)
+        # Connection ids; listeners that share a connection table share these too.
+        self.ids = itertools.count(1)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -186,7 +187,7 @@ class MixedListener(ServingTasks):
             )
             stream.abort()
             return
-        conn_id = next(self._ids)
+        conn_id = next(self.ids)
         self._spawn(self._serve(conn_id, client, stream), name=f"detour-conn-{conn_id}")
 
     def _allowed(self, client: Endpoint) -> bool:

@@ -259,7 +259,7 @@ class WhatsAppProxy(ServingTasks):
         self.connections: dict[int, ActiveConnection] = (
             connections if connections is not None else {}
         )
-        self._ids = ids if ids is not None else itertools.count(1)
+        self.ids = ids if ids is not None else itertools.count(1)
         self._allow = allow
         self._servers: list[tuple[WhatsAppEndpoint, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -375,7 +375,7 @@ class WhatsAppProxy(ServingTasks):
             return
         self._open += 1
         self._per_client[client.host] += 1
-        conn_id = next(self._ids)
+        conn_id = next(self.ids)
         self._spawn(
             self._serve(conn_id, endpoint, client, stream), name=f"detour-whatsapp-{conn_id}"
         )

@@ -69,6 +69,26 @@ def test_config_check_ok(tmp_path: Path) -> None:
     assert "hunter2" not in result.stdout
 
 
+def test_config_check_shows_the_router_listeners(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    text = config_text(
+        extra="""
+        [api]
+        listen = "127.0.0.1:9080"
+
+        [whatsapp_proxy]
+        listen = "127.0.0.1"
+        http_port = false
+        """
+    ).replace('mixed = "127.0.0.1:0"\n', 'mixed = "127.0.0.1:0"\ntransparent = "127.0.0.1:1090"\n')
+    path.write_text(text)
+    result = detour("config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "transparent: 127.0.0.1:1090" in result.stdout
+    assert "whatsapp proxy: 127.0.0.1 ports 443, 5222, 587, 7777" in result.stdout
+    assert "status API: 127.0.0.1:9080" in result.stdout
+
+
 def test_config_check_names_the_key_and_what_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(

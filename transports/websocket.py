@@ -44,11 +44,13 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_FRAME = 1 << 20
 MAX_HEAD = 16 * 1024
 # A write larger than this goes out as several messages. Each message costs a frame head,
-# a masking pass and a write to the stream below, so fewer, larger ones are cheaper; the
-# relay takes messages of up to 4 MiB.
-CHUNK = 256 * 1024
-# Asked of the stream below at a time: a whole message of CHUNK bytes in one read.
-READ_SIZE = 256 * 1024
+# a masking pass and a write to the stream below, so fewer, larger ones are cheaper. Above
+# what a TlsStream writes at a time (256 KiB of plaintext plus record overhead), so one of
+# its writes is one message, never a large one and a small remainder. The relay takes
+# messages of up to 4 MiB.
+CHUNK = 512 * 1024
+# Asked of the stream below at a time: at least a whole message in one read.
+READ_SIZE = 512 * 1024
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA

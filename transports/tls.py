@@ -46,11 +46,15 @@ from .base import DialError, Failure, Op, Stream, classify_os_error
 __all__ = ["TlsStream", "TlsTruncationError", "tls_accept", "tls_connect"]
 
 # Ciphertext asked of the inner stream at a time. Reads happen only when OpenSSL has used up
-# what it was given, so the incoming BIO never holds much more than this.
-READ_SIZE = 64 * 1024
+# what it was given, so the incoming BIO never holds much more than this. Larger than what a
+# peer writes at a time (WRITE_CHUNK plus record overhead): a WebSocket below hands over a
+# whole message per read instead of splitting it into a large piece and a small one.
+READ_SIZE = 512 * 1024
 # Plaintext encrypted per SSLObject call; the outgoing BIO is emptied into the inner stream
-# after each, so a large write never holds a second full-size copy inside OpenSSL.
-WRITE_CHUNK = 64 * 1024
+# after each, so a large write never holds a second full-size copy inside OpenSSL. Each
+# call's ciphertext is one write below (one WebSocket message in a fronted tunnel): larger
+# chunks mean fewer of those, each with its framing and per-write costs.
+WRITE_CHUNK = 256 * 1024
 # OpenSSL returns at most one record's plaintext per read (RFC 8446 §5.1: 2^14 bytes); asking
 # for more only makes the ssl module allocate a larger buffer it then shrinks.
 MAX_RECORD = 1 << 14

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import os
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,14 @@ __all__ = [
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_FRAME = 1 << 20
 MAX_HEAD = 16 * 1024
-CHUNK = 64 * 1024  # a write larger than this goes out as several messages
+# A write larger than this goes out as several messages. Each message costs a frame head,
+# a masking pass and a write to the stream below, so fewer, larger ones are cheaper. Above
+# what a TlsStream writes at a time (256 KiB of plaintext plus record overhead), so one of
+# its writes is one message, never a large one and a small remainder. The relay takes
+# messages of up to 4 MiB.
+CHUNK = 512 * 1024
+# Asked of the stream below at a time: at least a whole message in one read.
+READ_SIZE = 512 * 1024
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -65,11 +73,16 @@ class Frame:
     payload: bytes
 
 
-def parse_frame(buf: bytes | bytearray, *, expect_masked: bool = False) -> tuple[int, Frame]:
-    """(bytes consumed, frame) from the start of `buf`; raises NeedMore or WebSocketError."""
-    if len(buf) < 2:
+def parse_frame(
+    buf: bytes | bytearray, *, expect_masked: bool = False, start: int = 0
+) -> tuple[int, Frame]:
+    """(bytes consumed, frame) from `buf[start:]`; raises NeedMore or WebSocketError.
+
+    `start` lets a reader walk a buffer of several frames without slicing it (a copy)."""
+    end = len(buf)
+    if end < start + 2:
         raise NeedMore
-    first, second = buf[0], buf[1]
+    first, second = buf[start], buf[start + 1]
     fin, rsv, opcode = bool(first & 0x80), first & 0x70, first & 0x0F
     masked, length = bool(second & 0x80), second & 0x7F
     if rsv:
@@ -78,33 +91,35 @@ def parse_frame(buf: bytes | bytearray, *, expect_masked: bool = False) -> tuple
         raise WebSocketError(f"unknown opcode {opcode:#x}")
     if masked != expect_masked:
         raise WebSocketError("masked frame from the server" if masked else "unmasked frame")
-    pos = 2
+    pos = start + 2
     if length == 126:
-        if len(buf) < 4:
+        if end < pos + 2:
             raise NeedMore
-        (length,) = struct.unpack_from("!H", buf, 2)
-        pos = 4
+        (length,) = struct.unpack_from("!H", buf, pos)
+        pos += 2
     elif length == 127:
-        if len(buf) < 10:
+        if end < pos + 8:
             raise NeedMore
-        (length,) = struct.unpack_from("!Q", buf, 2)
-        pos = 10
+        (length,) = struct.unpack_from("!Q", buf, pos)
+        pos += 8
     if opcode in _CONTROL_OPS and (length > 125 or not fin):
         raise WebSocketError("control frames are short and unfragmented")
     if length > MAX_FRAME:
         raise WebSocketError(f"frame of {length} bytes (at most {MAX_FRAME})")
     mask = b""
     if masked:
-        if len(buf) < pos + 4:
+        if end < pos + 4:
             raise NeedMore
         mask = bytes(buf[pos : pos + 4])
         pos += 4
-    if len(buf) < pos + length:
+    if end < pos + length:
         raise NeedMore
-    payload = bytes(buf[pos : pos + length])
-    if mask:
-        payload = _apply_mask(payload, mask)
-    return pos + length, Frame(fin, opcode, payload)
+    with memoryview(buf) as view:
+        if mask:
+            payload = _apply_mask(view[pos : pos + length], mask)
+        else:
+            payload = bytes(view[pos : pos + length])  # one copy, not a slice and a copy
+    return pos + length - start, Frame(fin, opcode, payload)
 
 
 def _apply_mask_python(data: bytes | bytearray, mask: bytes) -> bytes:
@@ -121,15 +136,17 @@ except ImportError:  # pragma: no cover - another aiohttp layout; the Python ver
     _mask_in_place = None
 
 
-def _apply_mask(data: bytes | bytearray, mask: bytes) -> bytes:
+def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     if _mask_in_place is None:
-        return _apply_mask_python(data, mask)
+        return _apply_mask_python(bytes(data), mask)
     buf = bytearray(data)
     _mask_in_place(mask, buf)
     return bytes(buf)
 
 
-def encode_frame(opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True) -> bytes:
+def encode_frame(
+    opcode: int, payload: bytes | bytearray | memoryview, *, mask: bool = True, fin: bool = True
+) -> bytes | bytearray:
     length = len(payload)
     head = bytes([(0x80 if fin else 0) | opcode])
     flag = 0x80 if mask else 0
@@ -140,9 +157,20 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool = True, fin: bool = 
     else:
         head += bytes([flag | 127]) + struct.pack("!Q", length)
     if not mask:
-        return head + payload
+        return b"".join((head, payload))
     key = os.urandom(4)
-    return head + key + _apply_mask(payload, key)
+    if _mask_in_place is None:
+        return head + key + _apply_mask(payload, key)
+    # The whole frame in one buffer with one copy of the payload, masked in place. The
+    # masking helper starts at the buffer's first byte, so it gets the key rotated to line
+    # up with the payload's start; the head it garbles on the way is written back after.
+    start = len(head) + 4
+    frame = bytearray(head + key)
+    frame += payload
+    shift = start % 4
+    _mask_in_place(key[-shift:] + key[:-shift] if shift else key, frame)
+    frame[:start] = head + key
+    return frame
 
 
 def accept_key(key: str) -> str:
@@ -155,67 +183,94 @@ class WebSocketStream(Stream):
     def __init__(self, inner: Stream) -> None:
         self.inner = inner
         self._buffer = bytearray()  # received frame bytes not yet parsed
-        self._pending = bytearray()  # message bytes not yet read
+        self._ready: deque[bytes] = deque()  # message bytes not yet read, in order
         self._fragments: list[bytes] = []
         self._eof = False
         self._closing = False
 
     async def read(self, n: int = 65536) -> bytes:
-        while not self._pending:
+        while not self._ready:
             if self._eof:
                 return b""
             await self._receive()
-        data = bytes(self._pending[:n])
-        del self._pending[:n]
-        return data
+        # Whole messages are handed on as they are (no copy) when they fit.
+        data = self._ready[0]
+        if len(data) <= n:
+            self._ready.popleft()
+            return data
+        self._ready[0] = data[n:]
+        return data[:n]
 
     async def _receive(self) -> None:
+        """Parse every complete frame buffered; read more only when none is complete.
+        Returns once some message bytes are ready or the stream has ended."""
         while True:
+            buf = self._buffer
+            start = 0
             try:
-                used, frame = parse_frame(self._buffer)
+                while True:
+                    used, frame = parse_frame(buf, start=start)
+                    start += used
+                    self._take(frame)
+                    if self._eof:
+                        break
             except NeedMore:
-                chunk = await self.inner.read(65536)
-                if not chunk:
-                    if self._buffer:
-                        raise WebSocketError("the connection ended inside a frame") from None
-                    self._eof = True  # ended without a close frame: still an end
-                    return
-                self._buffer += chunk
-                continue
-            del self._buffer[:used]
-            if frame.opcode == OP_PING:
-                self.inner.write(encode_frame(OP_PONG, frame.payload))
-                continue
-            if frame.opcode == OP_PONG:
-                continue
-            if frame.opcode == OP_CLOSE:
-                if not self._closing:
-                    self._closing = True
-                    self.inner.write(encode_frame(OP_CLOSE, frame.payload[:2]))
-                self._eof = True
+                pass
+            finally:
+                if start:
+                    del buf[:start]  # once per batch of frames, not once per frame
+            if self._ready or self._eof:
                 return
-            if frame.opcode == OP_TEXT:
-                raise WebSocketError("a text message where bytes were expected")
-            if frame.opcode == OP_CONTINUATION and not self._fragments and not frame.fin:
-                raise WebSocketError("a continuation frame with nothing to continue")
-            self._fragments.append(frame.payload)
-            if sum(len(f) for f in self._fragments) > MAX_FRAME:
-                raise WebSocketError("message too large")
-            if frame.fin:
-                self._pending += b"".join(self._fragments)
-                self._fragments.clear()
-                if self._pending:
-                    return
+            chunk = await self.inner.read(READ_SIZE)
+            if not chunk:
+                if self._buffer:
+                    raise WebSocketError("the connection ended inside a frame") from None
+                self._eof = True  # ended without a close frame: still an end
+                return
+            self._buffer += chunk
+
+    def _take(self, frame: Frame) -> None:
+        if frame.opcode == OP_PING:
+            self.inner.write(encode_frame(OP_PONG, frame.payload))
+            return
+        if frame.opcode == OP_PONG:
+            return
+        if frame.opcode == OP_CLOSE:
+            if not self._closing:
+                self._closing = True
+                self.inner.write(encode_frame(OP_CLOSE, frame.payload[:2]))
+            self._eof = True
+            return
+        if frame.opcode == OP_TEXT:
+            raise WebSocketError("a text message where bytes were expected")
+        if frame.opcode == OP_CONTINUATION and not self._fragments and not frame.fin:
+            raise WebSocketError("a continuation frame with nothing to continue")
+        if frame.fin and not self._fragments:
+            if frame.payload:
+                self._ready.append(frame.payload)
+            return
+        self._fragments.append(frame.payload)
+        if sum(len(f) for f in self._fragments) > MAX_FRAME:
+            raise WebSocketError("message too large")
+        if frame.fin:
+            message = b"".join(self._fragments)
+            self._fragments.clear()
+            if message:
+                self._ready.append(message)
 
     def unread(self, data: bytes) -> None:
         if data:
-            self._pending[:0] = data
+            self._ready.appendleft(bytes(data))
 
     def write(self, data: bytes) -> None:
         if self._closing:
             raise ConnectionResetError("the WebSocket is closing")
-        for start in range(0, len(data), CHUNK):
-            self.inner.write(encode_frame(OP_BINARY, data[start : start + CHUNK]))
+        if len(data) <= CHUNK:
+            self.inner.write(encode_frame(OP_BINARY, data))
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            self.inner.write(encode_frame(OP_BINARY, view[start : start + CHUNK]))
 
     async def drain(self) -> None:
         await self.inner.drain()

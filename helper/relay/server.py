@@ -19,7 +19,7 @@ import hashlib
 import logging
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from http import HTTPStatus
 from typing import Any
 
@@ -52,6 +52,7 @@ __all__ = ["RelayServer", "ServerWebSocketStream"]
 log = logging.getLogger("detour.relay")
 
 MAX_REQUEST = 3 + 255 + 2
+MESSAGE_SIZE = 256 * 1024
 
 DECOY_HOME = b"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Ink &amp; Margin</title>
@@ -76,7 +77,7 @@ class ServerWebSocketStream(Stream):
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
-        self._pending = bytearray()
+        self._pending: deque[bytes] = deque()  # received message bytes not yet read
         self._eof = False
         self._outgoing: list[bytes] = []
         self._sender: asyncio.Task[None] | None = None
@@ -88,7 +89,8 @@ class ServerWebSocketStream(Stream):
         while not self._pending and not self._eof:
             message = await self.ws.receive()
             if message.type == aiohttp.WSMsgType.BINARY:
-                self._pending += message.data
+                if message.data:
+                    self._pending.append(message.data)
             elif message.type in (
                 aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
             ):  # fmt: skip
@@ -97,13 +99,19 @@ class ServerWebSocketStream(Stream):
                 raise ConnectionResetError(f"WebSocket error: {self.ws.exception()}")
             else:
                 raise ConnectionResetError("a text message in a byte tunnel")
-        data = bytes(self._pending[:n])
-        del self._pending[:n]
-        return data
+        if not self._pending:
+            return b""
+        # A whole message is handed on as it is (no copy) when it fits.
+        data = self._pending[0]
+        if len(data) <= n:
+            self._pending.popleft()
+            return bytes(data)
+        self._pending[0] = data[n:]
+        return bytes(data[:n])
 
     def unread(self, data: bytes) -> None:
         if data:
-            self._pending[:0] = data
+            self._pending.appendleft(bytes(data))
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -116,8 +124,16 @@ class ServerWebSocketStream(Stream):
     async def _send(self) -> None:
         try:
             while self._outgoing:
-                await self.ws.send_bytes(b"".join(self._outgoing[:64]))
-                del self._outgoing[:64]
+                # What piled up while the last message went out, as one message of at most
+                # about MESSAGE_SIZE (the client takes messages of up to 1 MiB).
+                count = size = 0
+                for chunk in self._outgoing:
+                    if count and size + len(chunk) > MESSAGE_SIZE:
+                        break
+                    count += 1
+                    size += len(chunk)
+                await self.ws.send_bytes(b"".join(self._outgoing[:count]))
+                del self._outgoing[:count]
         except (ConnectionError, RuntimeError) as exc:
             self._failed = exc
             self._outgoing.clear()

@@ -42,13 +42,13 @@ from transports.socks import (
 from transports.tcp import SocketStream, StreamProtocol
 
 from ..config import ListenConfig
-from ..events import ConnectionClosed, ConnectionOpened, EventBus
+from ..events import EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from . import http as http_proto
 from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
 from .limits import ConnectionBook, Limits, ThrottledLog
-from .relay import RelayStats, relay
+from .relay import RelayStats
 from .retry import first_exchange
 from .serving import RouterSwitch, ServingTasks
 
@@ -350,47 +350,13 @@ class MixedListener(ServingTasks):
         if request.first_upstream_bytes:
             upstream.write(request.first_upstream_bytes)
             active.stats.up += len(request.first_upstream_bytes)
-        if self.events is not None:
-            self.events.publish(
-                ConnectionOpened(
-                    active.id, active.client, str(request.target), active.service, active.route
-                )
-            )
-        try:
-            await relay(stream, upstream, idle_timeout=self.config.idle_timeout, stats=active.stats)
-        finally:
-            stats = active.stats
-            if stats.down:
-                self.router.record_success(connection.service, connection.route)
-            how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
-            duration = time.monotonic() - active.started
-            if self.events is not None:
-                self.events.publish(
-                    ConnectionClosed(active.id, stats.up, stats.down, duration, how)
-                )
-            log.info(
-                "client %s: %s %s via %s: %d bytes up, %d down, %.1fs, %s",
-                active.client,
-                request.protocol,
-                request.target,
-                connection.route.name,
-                stats.up,
-                stats.down,
-                duration,
-                how,
-                extra={
-                    "event": "connection_closed",
-                    "client": active.client,
-                    "protocol": request.protocol,
-                    "target": str(request.target),
-                    "service": active.service,
-                    "route": connection.route.name,
-                    "up": stats.up,
-                    "down": stats.down,
-                    "seconds": round(duration, 3),
-                    "end": how,
-                },
-            )
+        await self._relay_accounted(
+            active,
+            stream,
+            connection,
+            events=self.events,
+            idle_timeout=self.config.idle_timeout,
+        )
 
     # --- handshakes -----------------------------------------------------------------------
 

@@ -13,13 +13,24 @@ listeners also offer `stop_accepting` and `idle`, which the engine's drain uses.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Coroutine
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..routing import Router
+from transports import Stream
+
+from ..events import ConnectionClosed, ConnectionOpened, EventBus
+from ..routing import Connection, Router
+from .relay import relay
+
+if TYPE_CHECKING:
+    from .listener import ActiveConnection
 
 __all__ = ["ClientListener", "RouterSwitch", "ServingTasks"]
+
+log = logging.getLogger("detour.proxy")
 
 _SERVING: ContextVar[Router | None] = ContextVar("detour_serving_router", default=None)
 
@@ -99,6 +110,57 @@ class ServingTasks:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self.switch.changed()
+
+    async def _relay_accounted(
+        self,
+        active: ActiveConnection,
+        client: Stream,
+        connection: Connection,
+        *,
+        events: EventBus | None,
+        idle_timeout: float,
+    ) -> None:
+        """Relay until both directions end, with what every listener tells about a
+        connection: the opened and closed events, route success, and one log line."""
+        if events is not None:
+            events.publish(
+                ConnectionOpened(
+                    active.id, active.client, str(active.target), active.service, active.route
+                )
+            )
+        try:
+            await relay(client, connection.stream, idle_timeout=idle_timeout, stats=active.stats)
+        finally:
+            stats = active.stats
+            if stats.down:
+                self.router.record_success(connection.service, connection.route)
+            how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
+            duration = time.monotonic() - active.started
+            if events is not None:
+                events.publish(ConnectionClosed(active.id, stats.up, stats.down, duration, how))
+            log.info(
+                "client %s: %s %s via %s: %d bytes up, %d down, %.1fs, %s",
+                active.client,
+                active.protocol,
+                active.target,
+                connection.route.name,
+                stats.up,
+                stats.down,
+                duration,
+                how,
+                extra={
+                    "event": "connection_closed",
+                    "client": active.client,
+                    "protocol": active.protocol,
+                    "target": str(active.target),
+                    "service": active.service,
+                    "route": connection.route.name,
+                    "up": stats.up,
+                    "down": stats.down,
+                    "seconds": round(duration, 3),
+                    "end": how,
+                },
+            )
 
 
 class ClientListener(Protocol):

@@ -37,7 +37,6 @@ import logging
 import os
 import ssl
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +47,9 @@ from transports.tcp import SocketStream, StreamProtocol
 from transports.tls import tls_accept
 
 from ..config import WhatsAppProxyConfig
-from ..events import ConnectionClosed, ConnectionOpened, EventBus
+from ..events import EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .listener import ActiveConnection
-from .relay import relay
 from .retry import first_exchange
 from .serving import RouterSwitch, ServingTasks
 
@@ -441,37 +439,15 @@ class WhatsAppProxy(ServingTasks):
     ) -> None:
         active.service = connection.service.name if connection.service else None
         active.route = connection.route.name
-        if self.events is not None:
-            self.events.publish(
-                ConnectionOpened(
-                    active.id, active.client, str(active.target), active.service, active.route
-                )
-            )
         try:
-            await relay(
-                client, connection.stream, idle_timeout=self.config.idle_timeout, stats=active.stats
+            await self._relay_accounted(
+                active,
+                client,
+                connection,
+                events=self.events,
+                idle_timeout=self.config.idle_timeout,
             )
         finally:
-            stats = active.stats
-            if stats.down:
-                self.router.record_success(connection.service, connection.route)
-            how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
-            duration = time.monotonic() - active.started
-            if self.events is not None:
-                self.events.publish(
-                    ConnectionClosed(active.id, stats.up, stats.down, duration, how)
-                )
-            log.info(
-                "client %s: %s %s via %s: %d bytes up, %d down, %.1fs, %s",
-                active.client,
-                active.protocol,
-                active.target,
-                connection.route.name,
-                stats.up,
-                stats.down,
-                duration,
-                how,
-            )
             if not client.is_closing():
                 client.close()
 

@@ -19,17 +19,46 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ConnectionBook", "Limits", "ThrottledLog"]
+from transports import Endpoint
+from transports.base import IPNetwork
+from transports.guard import normalize_address
+
+__all__ = ["ConnectionBook", "Limits", "ThrottledLog", "client_allowed", "client_key"]
+
+# The config keys that set each limit, named when a connection is refused.
+LISTEN_KEYS = (
+    "listen.max_connections",
+    "listen.max_connections_per_client",
+    "listen.max_handshakes",
+    "listen.max_handshakes_per_client",
+)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Each 0 for no limit."""
+    """Each 0 for no limit; `keys` names the config keys of the four, in this order."""
 
     connections: int = 1024
     connections_per_client: int = 256
     handshakes: int = 128
     handshakes_per_client: int = 32
+    keys: tuple[str, str, str, str] = LISTEN_KEYS
+
+
+def client_key(client: Endpoint) -> str:
+    """Limits count per address (an IPv4-mapped address is its IPv4 address)."""
+    ip = client.ip
+    return str(normalize_address(ip)) if ip is not None else client.host
+
+
+def client_allowed(client: Endpoint, allow: tuple[IPNetwork, ...]) -> bool:
+    """Whether `client` is in the allow-list (an IPv4-mapped address as its IPv4 address)."""
+    ip = client.ip
+    if ip is None:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in allow if net.version == ip.version)
 
 
 class ConnectionBook:
@@ -46,20 +75,20 @@ class ConnectionBook:
         """Take a new connection from `client` (an address, no port) into its handshake; or
         say which limit it would pass (and take nothing)."""
         limits = self.limits
+        total, per_client, handshakes, handshakes_per_client = limits.keys
         if limits.connections and self.open_total >= limits.connections:
-            return f"{limits.connections} connections in all (listen.max_connections)"
+            return f"{limits.connections} connections in all ({total})"
         if limits.connections_per_client and self.open[client] >= limits.connections_per_client:
-            return (
-                f"{limits.connections_per_client} connections from one client "
-                "(listen.max_connections_per_client)"
-            )
+            return f"{limits.connections_per_client} connections from one client ({per_client})"
         if limits.handshakes and self.handshaking_total >= limits.handshakes:
-            return f"{limits.handshakes} pending handshakes in all (listen.max_handshakes)"
-        per_client = limits.handshakes_per_client
-        if per_client and self.handshaking[client] >= per_client:
+            return f"{limits.handshakes} pending handshakes in all ({handshakes})"
+        if (
+            limits.handshakes_per_client
+            and self.handshaking[client] >= limits.handshakes_per_client
+        ):
             return (
                 f"{limits.handshakes_per_client} pending handshakes from one client "
-                "(listen.max_handshakes_per_client)"
+                f"({handshakes_per_client})"
             )
         self.open[client] += 1
         self.open_total += 1

@@ -47,7 +47,7 @@ from ..routing import AllRoutesFailed, Connection, Denied, Router
 from . import http as http_proto
 from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
-from .limits import ConnectionBook, Limits, ThrottledLog
+from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
 from .relay import RelayStats
 from .retry import first_exchange
 from .serving import RouterSwitch, ServingTasks
@@ -157,10 +157,7 @@ class MixedListener(ServingTasks):
     async def stop(self) -> None:
         """Stop accepting and end every connection (cut: the clients see a reset)."""
         self.stop_accepting()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cut_connections()
         if self._server is not None:
             # Only now: since Python 3.12 this also waits for every connection to close.
             await self._server.wait_closed()
@@ -173,13 +170,13 @@ class MixedListener(ServingTasks):
         if client.ip is not None and client.ip.version == 6:
             # An IPv4 client of a dual-stack socket is shown, allowed and counted as IPv4.
             client = Endpoint(str(normalize_address(client.ip)), client.port)
-        if self._allow and not self._allowed(client):
+        if self._allow and not client_allowed(client, self._allow):
             self.throttled.log(
                 "not-allowed", logging.WARNING, "refused client %s: not in listen.allow", client
             )
             stream.abort()
             return
-        key = _client_key(client)
+        key = client_key(client)
         over = self.book.admit(key)
         if over is not None:
             self.throttled.log(
@@ -190,18 +187,10 @@ class MixedListener(ServingTasks):
         conn_id = next(self.ids)
         self._spawn(self._serve(conn_id, client, stream), name=f"detour-conn-{conn_id}")
 
-    def _allowed(self, client: Endpoint) -> bool:
-        ip = client.ip
-        if ip is None:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._allow if net.version == ip.version)
-
     async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
         active = ActiveConnection(conn_id, str(client))
         self.connections[conn_id] = active
-        key = _client_key(client)
+        key = client_key(client)
         handshaking = [True]
         self.switch.begin(conn_id)
         try:
@@ -232,7 +221,7 @@ class MixedListener(ServingTasks):
                     request = await self._handshake(stream)
                 finally:
                     handshaking[0] = False
-                    self.book.handshake_over(_client_key(client))
+                    self.book.handshake_over(client_key(client))
         except TimeoutError:
             log.info(
                 "client %s: no complete request within %gs; closed",
@@ -488,12 +477,6 @@ def listen_limits(config: ListenConfig) -> Limits:
         config.max_handshakes,
         config.max_handshakes_per_client,
     )
-
-
-def _client_key(client: Endpoint) -> str:
-    """Limits count per address (an IPv4-mapped address is its IPv4 address)."""
-    ip = client.ip
-    return str(normalize_address(ip)) if ip is not None else client.host
 
 
 def _socks5_error_code(exc: BaseException) -> int:

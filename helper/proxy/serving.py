@@ -102,6 +102,13 @@ class ServingTasks:
         """Wait until no open connection uses `router`."""
         await self.switch.released(router)
 
+    async def _cut_connections(self) -> None:
+        """End every open connection (cut: the clients see a reset)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)

@@ -29,7 +29,6 @@ listener's, in the same table, for every status view.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime
 import itertools
@@ -49,6 +48,7 @@ from transports.tls import tls_accept
 from ..config import WhatsAppProxyConfig
 from ..events import EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
+from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
 from .listener import ActiveConnection
 from .retry import first_exchange
 from .serving import RouterSwitch, ServingTasks
@@ -261,8 +261,18 @@ class WhatsAppProxy(ServingTasks):
         self._allow = allow
         self._servers: list[tuple[WhatsAppEndpoint, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._per_client: collections.Counter[str] = collections.Counter()
-        self._open = 0
+        # Its own limits (whatsapp_proxy.*), counted as the listeners count theirs; the TLS
+        # handshake is bounded by its timeout alone.
+        self.book = ConnectionBook(
+            Limits(
+                config.max_connections,
+                config.max_per_client,
+                0,
+                0,
+                keys=("whatsapp_proxy.max_connections", "whatsapp_proxy.max_per_client", "", ""),
+            )
+        )
+        self.throttled = ThrottledLog(log)
         self._tls: ssl.SSLContext | None = None
 
     @property
@@ -335,10 +345,7 @@ class WhatsAppProxy(ServingTasks):
     async def stop(self) -> None:
         """Stop accepting and end every connection (cut: the clients see a reset)."""
         self.stop_accepting()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cut_connections()
         # Only now: since Python 3.12 this also waits for every connection to close.
         for _endpoint, server in self._servers:
             await server.wait_closed()
@@ -349,30 +356,26 @@ class WhatsAppProxy(ServingTasks):
     def _accepted(self, endpoint: WhatsAppEndpoint, stream: SocketStream) -> None:
         peer = stream.get_extra_info("peername")
         client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
-        if self._allow and not _allowed(client, self._allow):
-            log.info("WhatsApp proxy: refused client %s: not in listen.allow", client)
-            stream.abort()
-            return
-        if self._open >= self.config.max_connections:
-            log.warning(
-                "WhatsApp proxy: refused client %s: %d connections open "
-                "(whatsapp_proxy.max_connections)",
+        if self._allow and not client_allowed(client, self._allow):
+            self.throttled.log(
+                "not-allowed",
+                logging.INFO,
+                "WhatsApp proxy: refused client %s: not in listen.allow",
                 client,
-                self._open,
             )
             stream.abort()
             return
-        if self._per_client[client.host] >= self.config.max_per_client:
-            log.warning(
-                "WhatsApp proxy: refused client %s: %d connections open from it "
-                "(whatsapp_proxy.max_per_client)",
+        over = self.book.admit(client_key(client))
+        if over is not None:
+            self.throttled.log(
+                "limit",
+                logging.WARNING,
+                "WhatsApp proxy: refused client %s: at the limit of %s",
                 client,
-                self._per_client[client.host],
+                over,
             )
             stream.abort()
             return
-        self._open += 1
-        self._per_client[client.host] += 1
         conn_id = next(self.ids)
         self._spawn(
             self._serve(conn_id, endpoint, client, stream), name=f"detour-whatsapp-{conn_id}"
@@ -397,10 +400,7 @@ class WhatsAppProxy(ServingTasks):
         finally:
             self.connections.pop(conn_id, None)
             self.switch.end(conn_id)
-            self._open -= 1
-            self._per_client[client.host] -= 1
-            if self._per_client[client.host] <= 0:
-                del self._per_client[client.host]
+            self.book.release(client_key(client), handshaking=True)
             if not stream.is_closing():
                 stream.close()
 
@@ -450,12 +450,3 @@ class WhatsAppProxy(ServingTasks):
         finally:
             if not client.is_closing():
                 client.close()
-
-
-def _allowed(client: Endpoint, allow: tuple[IPNetwork, ...]) -> bool:
-    ip = client.ip
-    if ip is None:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in allow if net.version == ip.version)

@@ -16,7 +16,7 @@ import re
 import ssl
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -376,6 +376,19 @@ def string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def choice(options: Iterable[str]) -> Callable[[Any], str]:
+    """A converter that takes one of `options` (strings)."""
+    options = tuple(options)
+
+    def convert(value: Any) -> str:
+        text = string(value)
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
+        return text
+
+    return convert
 
 
 def _route_name(value: Any) -> str:

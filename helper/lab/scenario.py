@@ -23,6 +23,7 @@ from helper.config import (
     Problems,
     TableReader,
     array_of_tables,
+    choice,
     domain,
     network,
     parse_duration,
@@ -140,16 +141,6 @@ def _cidrs(entry: dict[str, Any], table: HostTable) -> tuple[Any, ...]:
 # --- parsing --------------------------------------------------------------------------------
 
 
-def _choice(options: tuple[str, ...]):
-    def convert(value: Any) -> str:
-        text = string(value)
-        if text not in options:
-            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
-        return text
-
-    return convert
-
-
 def _probability(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ValueError("a probability is a number more than 0 and at most 1")
@@ -209,7 +200,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
          "best"),
     )  # fmt: skip
     dpi = TableReader("dpi", top.data.get("dpi", {}), problems, ("depth", "residual_ban"))
-    depth = Depth(dpi.get("depth", _choice(tuple(Depth)), "full"))
+    depth = Depth(dpi.get("depth", choice(tuple(Depth)), "full"))
     residual_ban = dpi.get("residual_ban", parse_duration, 0.0)
     dpi.finish()
 
@@ -217,10 +208,10 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     services = tuple(sorted({h.service for h in table if h.service}))
 
     def host_key(value: Any) -> str:
-        return _choice(host_keys)(value)
+        return choice(host_keys)(value)
 
     def service(value: Any) -> str:
-        return _choice(services)(value)
+        return choice(services)(value)
 
     def targets(reader: TableReader) -> dict[str, Any]:
         return {
@@ -246,12 +237,12 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         )  # fmt: skip
         rule = {
             "name": reader.get("name", string, ""),
-            "action": reader.get("action", _choice(ACTIONS), required=True),
+            "action": reader.get("action", choice(ACTIONS), required=True),
             **targets(reader),
             "ports": tuple(reader.get_list("ports", port)),
             "sni": reader.get("sni", domain),
             "host": reader.get("host", domain),
-            "match": reader.get("match", _choice(MATCH_MODES), "suffix"),
+            "match": reader.get("match", choice(MATCH_MODES), "suffix"),
             "rate": reader.get("rate", parse_size),
             "after": reader.get("after", parse_size),
             "probability": reader.get("probability", _probability, 1.0),
@@ -273,7 +264,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     for path, item in array_of_tables("dns", top.data.get("dns"), problems):
         reader = TableReader(path, item, problems, ("match", "action"))
         match = reader.get("match", domain, required=True)
-        action = reader.get("action", _choice(DNS_ACTIONS), required=True)
+        action = reader.get("action", choice(DNS_ACTIONS), required=True)
         reader.finish()
         if match and action:
             dns_rules.append(DnsRule(match, action))

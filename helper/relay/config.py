@@ -40,6 +40,7 @@ from ..config import (
     ConfigError,
     Problems,
     TableReader,
+    choice,
     domain,
     load_config,
     network,
@@ -78,16 +79,6 @@ def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100_000:
         raise ValueError(f"{value!r} is not a count (1-100000)")
     return value
-
-
-def _choice(*options: str):
-    def convert(value: Any) -> str:
-        text = string(value)
-        if text not in options:
-            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
-        return text
-
-    return convert
 
 
 def _endpoint(value: Any) -> Endpoint:
@@ -145,7 +136,7 @@ def parse_relay_config(
     dest = TableReader(
         "destinations", top.data.get("destinations", {}), problems, ("allow", "public")
     )
-    allow = dest.get("allow", _choice("services", "any"), "services")
+    allow = dest.get("allow", choice(("services", "any")), "services")
     public_networks = tuple(dest.get_list("public", network))
     dest.finish()
 

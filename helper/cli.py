@@ -414,7 +414,7 @@ def _run(
 
 async def _serve_tui(config: Any, log_buffer: Any) -> int:
     from .engine import Engine
-    from .tui import build_app
+    from .tui import build_app, run_until_stopped
 
     engine = Engine(config)
     app = build_app(engine, log_buffer=log_buffer)  # subscribes before the first probe
@@ -426,13 +426,9 @@ async def _serve_tui(config: Any, log_buffer: Any) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    stop = _stop_event()
-    stopper = asyncio.ensure_future(stop.wait())
-    stopper.add_done_callback(lambda task: task.cancelled() or app.exit())
     try:
-        await app.run_async()
+        await run_until_stopped(app, _stop_event())
     finally:
-        stopper.cancel()
         await engine.stop()
     return EXIT_OK
 

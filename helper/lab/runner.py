@@ -90,16 +90,6 @@ def _demo_notes(lab: Lab | NetnsLab, listen: str) -> list[str]:
     ]
 
 
-async def _run_ui(app, stop: asyncio.Event) -> None:
-    """Run the UI until the user quits it, or Ctrl-C / SIGTERM arrive from outside."""
-    stopper = asyncio.ensure_future(stop.wait())
-    stopper.add_done_callback(lambda task: task.cancelled() or app.exit())
-    try:
-        await app.run_async()
-    finally:
-        stopper.cancel()
-
-
 def _make_lab(scenario: str, netns: bool, network: str | None) -> Lab | NetnsLab:
     if netns:
         from .netns import DEFAULT_NETNS_NETWORK, NetnsLab
@@ -169,7 +159,7 @@ async def serve_demo(
         engine = Engine(config)
         app = None
         if log_buffer is not None:
-            from helper.tui import build_app
+            from helper.tui import build_app, run_until_stopped
 
             # Built before the engine starts, so it sees the first probes begin.
             app = build_app(
@@ -185,7 +175,7 @@ async def serve_demo(
             return 1
         if app is not None:
             try:
-                await _run_ui(app, stop)
+                await run_until_stopped(app, stop)
             finally:
                 await engine.stop()
             return 0

@@ -15,14 +15,15 @@ Importing this package does not import Textual, so the router build and `detour 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from .logbuffer import LogBuffer
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "run_until_stopped"]
 
 
 def build_app(
@@ -37,3 +38,13 @@ def build_app(
     from .app import DetourApp
 
     return DetourApp(engine, log_buffer=log_buffer, title=title, notes=notes)
+
+
+async def run_until_stopped(app: Any, stop: asyncio.Event) -> None:
+    """Run the UI until the user quits it, or `stop` is set (Ctrl-C, SIGTERM from outside)."""
+    stopper = asyncio.ensure_future(stop.wait())
+    stopper.add_done_callback(lambda task: task.cancelled() or app.exit())
+    try:
+        await app.run_async()
+    finally:
+        stopper.cancel()

@@ -180,6 +180,16 @@ def start_detour(config: Path, port: int, loop: str, log_path: Path) -> subproce
     return process
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if detour has not exited within 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def socks5_connect(proxy: tuple[str, int], port: int) -> socket.socket:
     sock = socket.create_connection(proxy, timeout=30)
     # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
@@ -214,12 +224,7 @@ def measure_idle(name: str, loop: str, extra: str, workdir: Path) -> dict[str, i
         time.sleep(2)
         return memory(process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def measure(
@@ -267,12 +272,7 @@ def measure(
     finally:
         for sock in socks:
             sock.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     return result
 
 

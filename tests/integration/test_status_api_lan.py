@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.peers import require_peer, skip_or_fail
+from tests.support.peers import require_peer, skip_or_fail, terminate
 
 TOKEN = "lan-token-" + secrets.token_hex(12)
 MIXED_PORT, API_PORT = 1080, 9080  # the namespace is new: every port is free
@@ -116,13 +115,8 @@ def router(tmp_path: Path) -> Iterator[Router]:
             time.sleep(0.05)
         yield Router(namespace, address, process, log)
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            terminate(process)
         subprocess.run(["ip", "link", "del", outer], capture_output=True, timeout=30)
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
     assert "Traceback" not in log.read_text(), log.read_text()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.peers import require_peer, skip_or_fail
+from tests.support.peers import require_peer, skip_or_fail, terminate
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTER_IP = "192.168.77.1"
@@ -127,16 +126,6 @@ def _wait_for(what: str, log: Path, process: subprocess.Popen[bytes], timeout: f
         time.sleep(0.1)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(
     namespaces: Namespaces, tmp_path: Path
 ) -> None:
@@ -190,5 +179,5 @@ def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(
         assert f"whatsapp-media whatsapp.net:443 via {active}: 65536 bytes up" in output
     finally:
         for process in reversed(processes):
-            _stop(process)
+            terminate(process, 15)
     assert "Traceback" not in detour_log.read_text(errors="replace")

@@ -180,6 +180,17 @@ class Peer:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+def terminate(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a process that is not a group leader; SIGKILL it if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _terminate_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, wait up to STOP_TIMEOUT, then SIGKILL whatever remains.
 

@@ -113,9 +113,9 @@ class Engine:
                 first_answer=config.probe.first_answer,
                 book=self.listener.book,
                 policy=self.listener.policy,
+                connections=self.listener.connections,
+                ids=self.listener.ids,
             )
-            self.transparent.connections = self.listener.connections
-            self.transparent.ids = self.listener.ids
         # The status API (off unless [api] listen is set) subscribes to the events now, so
         # its metrics count the first probes too.
         self.api: StatusApi | None = None

@@ -21,7 +21,7 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from transports import Endpoint, Failure
@@ -110,9 +110,12 @@ class MixedListener(ServingTasks):
         first_answer: float = 0.0,
         book: ConnectionBook | None = None,
         policy: AddressPolicy | None = None,
+        connections: dict[int, ActiveConnection] | None = None,
+        ids: Iterator[int] | None = None,
     ) -> None:
         """`book` counts connections against the limits (pass one book to several listeners
-        to share them); `policy` is what remote clients may reach (default: from config)."""
+        to share them); `policy` is what remote clients may reach (default: from config);
+        `connections` and `ids`: another listener's table and ids, to share them."""
         self.events = events
         # How long a route may take to answer a TLS client's ClientHello before detour sends
         # it through the next route (0: never retry).
@@ -120,7 +123,7 @@ class MixedListener(ServingTasks):
         self.config = config
         self.switch = RouterSwitch(router)
         self.address = address or config.mixed
-        self.connections: dict[int, ActiveConnection] = {}
+        self.connections = connections if connections is not None else {}
         self._users = {user.name: user.password.encode() for user in config.users}
         self._allow = config.allow
         self.book = book or ConnectionBook(listen_limits(config))
@@ -132,7 +135,7 @@ class MixedListener(ServingTasks):
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Connection ids; listeners that share a connection table share these too.
-        self.ids = itertools.count(1)
+        self.ids = ids if ids is not None else itertools.count(1)
 
     @property
     def sockets(self) -> list[tuple[str, int]]:

@@ -146,7 +146,8 @@ class TransparentListener(MixedListener):
                 raise ValueError("listen.transparent is not set")
             self.address = self.config.transparent
         self._users = {}  # a redirected connection has no login; access is the allow-list
-        self._local = LocalAddresses()
+        # This machine's addresses, to tell a loop: the policy's cache where it has one.
+        self._local = self.policy.local or LocalAddresses()
 
     async def start(self) -> None:
         """`[::]` takes both families' redirects on one socket (IPv4 ones as mapped

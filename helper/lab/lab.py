@@ -21,6 +21,7 @@ from aiohttp import web
 
 from transports.resolver import StaticResolver
 
+from ..files import write_private
 from .ca import LabCA
 from .censor import Censor
 from .dns import DnsServer, LabResolver, doh_routes
@@ -154,8 +155,7 @@ class Lab:
         key = keys.add_client(
             "lab", Endpoint(self.table.address("cdn"), 443), "cdn.lab.test", "relay.lab.test"
         )
-        self.front_key_path.write_text(key.encode() + "\n")
-        self.front_key_path.chmod(0o600)
+        write_private(self.front_key_path, key.encode() + "\n")
         return "127.0.0.1", port
 
     @property

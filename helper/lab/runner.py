@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helper.config import ConfigError, parse_config
+from helper.files import write_private
 
 from .hosts import DEFAULT_NETWORK
 from .lab import Lab, LabError
@@ -116,9 +117,7 @@ async def serve_lab(
     try:
         text = lab.helper_config(listen=listen)
         if write_config is not None:
-            write_config.touch(mode=0o600)  # it holds the lab front's access key
-            write_config.chmod(0o600)
-            write_config.write_text(text)
+            write_private(write_config, text)  # it holds the lab front's access key
         else:
             print(text)
         print(_usage(lab, write_config, listen), file=sys.stderr, flush=True)

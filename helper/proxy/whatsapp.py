@@ -29,11 +29,9 @@ listener's, in the same table, for every status view.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import itertools
 import logging
-import os
 import ssl
 import sys
 from collections.abc import Iterator
@@ -47,6 +45,7 @@ from transports.tls import tls_accept
 
 from ..config import WhatsAppProxyConfig
 from ..events import EventBus
+from ..files import write_private
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
 from .listener import ActiveConnection
@@ -192,22 +191,10 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private(key_path, key_pem)
+    write_private(key_path, key_pem)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log.info("WhatsApp proxy: made a self-signed certificate in %s", directory)
     return cert_path, key_path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file that is never readable by others, not even for a moment."""
-    temporary = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    os.chmod(temporary, 0o600)  # whatever the umask did
-    os.replace(temporary, path)
 
 
 def server_context(certificate: Path, key: Path) -> ssl.SSLContext:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import secrets
 import ssl
 import time
@@ -30,6 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from transports.base import Endpoint
 from transports.fronted.accesskey import AccessKey
+
+from ..files import write_private
 
 __all__ = ["ClientRecord", "RelayKeys", "RelayKeysError"]
 
@@ -47,14 +48,6 @@ class ClientRecord:
     token: str  # hex access-token secret
     added: float
     revoked: float | None = None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -127,12 +120,12 @@ class RelayKeys:
         )
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _certificate("detour relay clients", ca_key, None, ca=True, usage=None)
-        _write_private(self.relay_key, _key_pem(relay_key))
+        write_private(self.relay_key, _key_pem(relay_key))
         self.relay_cert.write_bytes(relay_cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(self.ca_key, _key_pem(ca_key))
+        write_private(self.ca_key, _key_pem(ca_key))
         self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         self.path_file.write_text("/" + secrets.token_urlsafe(18) + "\n")
-        _write_private(self.clients_file, b"{}\n")
+        write_private(self.clients_file, b"{}\n")
 
     def _require(self) -> None:
         if not self.exists():
@@ -165,7 +158,7 @@ class RelayKeys:
 
     def _save(self, clients: dict[str, ClientRecord]) -> None:
         data = {name: record.__dict__ for name, record in sorted(clients.items())}
-        _write_private(self.clients_file, (json.dumps(data, indent=1) + "\n").encode())
+        write_private(self.clients_file, (json.dumps(data, indent=1) + "\n").encode())
 
     def add_client(self, name: str, address: Endpoint, front: str, host: str) -> AccessKey:
         """Issue a client credential and return its access key (shown once, never stored)."""

@@ -7,6 +7,8 @@ import asyncio
 import html
 import re
 
+from helper.tui.app import REFRESH
+
 __all__ = ["settled_screenshot", "settled_text", "svg_text"]
 
 CHAR_WIDTH = 12.2  # Rich's SVG export: 0.61 x its 20 px font, per terminal cell
@@ -38,13 +40,15 @@ async def settled_text(pilot) -> str:
 
 async def settled_screenshot(pilot, title: str | None = None, timeout: float = 10) -> str:
     """The SVG screenshot once the screen stopped changing: widgets such as DataTable size
-    their columns when the app is idle, so a busy machine can catch a frame in between."""
+    their columns when the app is idle, so a busy machine can catch a frame in between. Two
+    frames compared are more than one UI refresh apart, so a redraw due at the next tick
+    cannot fall between two equal frames unseen."""
     app = pilot.app
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     previous = app.export_screenshot(title=title)
     while True:
-        await pilot.pause(0.1)
+        await pilot.pause(REFRESH + 0.05)
         current = app.export_screenshot(title=title)
         if current == previous or loop.time() > deadline:
             return current

@@ -487,6 +487,8 @@ _SECRET_PARAM = re.compile(
     r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
 )
 _SEGMENT = re.compile(r"[^\s|]+")
+# The last separator before a position (searched with an end): where its segment starts.
+_SEGMENT_START = re.compile(r"[\s|](?=[^\s|]*\Z)")
 # A pt layer (where a layer starts) and its bridge up to the next layer or line: all of it
 # is secret, down to the address, also when it is malformed (a quote in it ends nothing).
 # "pt:obfs4: ..." (a message about one) and "pt://" (a URL, not this layer) are left alone.
@@ -516,6 +518,12 @@ _ACCESS_KEY = re.compile(r"\bdtr1:[A-Za-z0-9_=-]*")
 
 def _redact_pt(match: re.Match[str]) -> str:
     text = match.group(0)
+    # "pt:" inside a URL's user name ("socks5://joe'pt:PASSWORD@host") is no layer: the
+    # userinfo redaction hides that password, and calling it a transport would show it.
+    start = match.start()
+    segment = _SEGMENT_START.search(match.string, 0, start)
+    if "://" in match.string[segment.end() if segment else 0 : start]:
+        return text
     tail = text[len(text.rstrip()) :]  # the space before a following '|' stays
     return f"pt:{match['name'] or ''} ***{tail}"
 

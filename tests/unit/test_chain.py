@@ -409,6 +409,11 @@ def test_non_string_chain(value: object) -> None:
             "pt:obfs4: the bridge needs iat-mode=0, 1 or 2",
             id="pt-message-left-alone",
         ),
+        pytest.param(
+            "socks5://joe'pt:hunter2@h:1",
+            "socks5://joe'pt:***@h:1",  # a user name ending in 'pt: is no pt layer
+            id="pt-inside-a-user-name",
+        ),
         pytest.param("x?password=hunter2&token=t0k", "x?password=***&token=***", id="params"),
         pytest.param("x?KEY=abc", "x?KEY=***", id="param-case"),
         pytest.param(

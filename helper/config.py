@@ -700,7 +700,7 @@ def _api_token(value: Any) -> str:
     return token
 
 
-def _flag(value: Any) -> bool:
+def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
     return value
@@ -718,7 +718,7 @@ def _parse_api(data: Any, problems: Problems) -> ApiConfig:
     table = TableReader("api", data, problems, ("listen", "token", "loopback_token", "public"))
     listen = table.get("listen", parse_listen_address)
     token = table.get("token", _api_token)
-    loopback_token = table.get("loopback_token", _flag, False)
+    loopback_token = table.get("loopback_token", flag, False)
     public = frozenset(table.get_list("public", _public_path))
     table.finish()
     exposed = listen is not None and not is_loopback(listen)

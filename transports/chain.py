@@ -197,10 +197,13 @@ def _parse_front(name: str, text: str) -> dict[str, Any]:
     except AccessKeyError as exc:
         raise ChainError(f"{name}: {exc}") from None
     changes: dict[str, Any] = {}
+    mux = True
     for option in options:
         field_name, _, value = option.partition("=")
         field_name, value = field_name.strip().lower(), value.strip()
-        if field_name == "addr" and value:
+        if field_name == "mux" and value.lower() in ("on", "off"):
+            mux = value.lower() == "on"
+        elif field_name == "addr" and value:
             try:
                 changes["address"] = Endpoint.parse(value, 443)
             except ValueError as exc:
@@ -210,17 +213,24 @@ def _parse_front(name: str, text: str) -> dict[str, Any]:
         else:
             raise ChainError(
                 f"{name}: unknown option {option.strip()!r} (valid: addr=HOST:PORT, front=NAME, "
-                "host=NAME)"
+                "host=NAME, mux=on|off)"
             )
-    return {"key": key.with_overrides(**changes)}
+    return {"key": key.with_overrides(**changes), "mux": mux}
 
 
 def _build_front(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
     from .fronted.client import FrontDialer
 
-    return FrontDialer(
-        _require_inner(inner), params["key"], tls=opts.tls, handshake_timeout=opts.handshake_timeout
+    dialer = FrontDialer(
+        _require_inner(inner),
+        params["key"],
+        tls=opts.tls,
+        handshake_timeout=opts.handshake_timeout,
+        mux=params["mux"],
     )
+    if opts.resources is not None:
+        opts.resources.push_async_callback(dialer.aclose)  # its open tunnels
+    return dialer
 
 
 _MAX_SPLIT = 65535
@@ -327,7 +337,9 @@ _KINDS: dict[str, _LayerKind] = {
     ),
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
     "front": _LayerKind(
-        _parse_front, _build_front, syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT]"
+        _parse_front,
+        _build_front,
+        syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT][;mux=off]",
     ),
     "pt": _LayerKind(
         _parse_pt,

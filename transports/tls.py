@@ -53,8 +53,9 @@ READ_SIZE = 512 * 1024
 # Plaintext encrypted per SSLObject call; the outgoing BIO is emptied into the inner stream
 # after each, so a large write never holds a second full-size copy inside OpenSSL. Each
 # call's ciphertext is one write below (one WebSocket message in a fronted tunnel): larger
-# chunks mean fewer of those, each with its framing and per-write costs.
-WRITE_CHUNK = 256 * 1024
+# chunks mean fewer of those, each with its framing and per-write costs. The extra KiB keeps
+# a 256 KiB relay chunk with a small header in front (a multiplexed tunnel's frame) in one.
+WRITE_CHUNK = 256 * 1024 + 1024
 # OpenSSL returns at most one record's plaintext per read (RFC 8446 §5.1: 2^14 bytes); asking
 # for more only makes the ssl module allocate a larger buffer it then shrinks.
 MAX_RECORD = 1 << 14

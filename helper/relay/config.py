@@ -4,6 +4,7 @@ problem named by its key path.
     [relay]
     listen = "127.0.0.1:8080"   # plain HTTP behind a CDN or nginx (they terminate TLS)
     state = "relay-state"       # keys and clients (relative to this file)
+    multiplex = true            # many connections per tunnel for clients that offer it
     # tls_cert = "..."          # serve HTTPS itself instead (own domain, no CDN)
     # tls_key = "..."
 
@@ -42,6 +43,7 @@ from ..config import (
     TableReader,
     choice,
     domain,
+    flag,
     load_config,
     network,
     parse_config_data,
@@ -72,6 +74,7 @@ class RelayConfig:
     hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
     decoy_server: str = "nginx"
+    multiplex: bool = True
     source: str = "relay config"
 
 
@@ -107,11 +110,13 @@ def parse_relay_config(
         return p if p.is_absolute() else base / p
 
     relay = TableReader(
-        "relay", top.data.get("relay", {}), problems, ("listen", "state", "tls_cert", "tls_key")
-    )
+        "relay", top.data.get("relay", {}), problems,
+        ("listen", "state", "tls_cert", "tls_key", "multiplex"),
+    )  # fmt: skip
     listen = relay.get("listen", parse_listen_address, Endpoint("127.0.0.1", 8080))
     state = relay.get("state", path, None, required=True)
     tls_cert, tls_key = relay.get("tls_cert", path), relay.get("tls_key", path)
+    multiplex = relay.get("multiplex", flag, True)
     if (tls_cert is None) != (tls_key is None):
         problems.add("relay", "give both tls_cert and tls_key (or neither, behind a CDN or nginx)")
     relay.finish()
@@ -175,6 +180,7 @@ def parse_relay_config(
         hosts=parsed.dns.hosts if parsed else {},
         services=services,
         decoy_server=decoy_server,
+        multiplex=multiplex,
         source=source,
     )
 

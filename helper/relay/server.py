@@ -15,6 +15,7 @@ keeps no session state, so any number of them can sit behind one CDN or load bal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import ssl
@@ -31,6 +32,7 @@ from transports.base import IPAddress
 from transports.direct import DirectDialer
 from transports.fronted.accesskey import check_access_token
 from transports.fronted.client import COOKIE
+from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
     NeedMore,
     ProtocolError,
@@ -263,6 +265,8 @@ class RelayServer:
         self.config = config
         self.keys = keys
         self.server_tls = keys.server_context()
+        if config.multiplex:
+            self.server_tls.set_alpn_protocols([ALPN])
         base = resolver or config.resolver.build()
         if config.hosts:
             base = StaticResolver(config.hosts, fallback=base)
@@ -279,7 +283,9 @@ class RelayServer:
             local_address=local_address,
         )
         self.services = ServiceTable(config.services)
-        self.per_client: Counter[str] = Counter()
+        self.per_client: Counter[str] = Counter()  # tunnels (WebSockets)
+        self.streams_of: Counter[str] = Counter()  # connections in multiplexed tunnels
+        self.sessions: set[MuxSession] = set()
         self.tunnels: set[asyncio.Task[Any]] = set()
         self._runner: web.BaseRunner | None = None
         self._stopping = False
@@ -358,6 +364,13 @@ class RelayServer:
             log.warning("relay: a tunnel with %s's token but not its certificate: closed", name)
             tls.abort()
             return
+        if tls.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN:
+            await self._serve_mux(tls, name)
+        else:
+            await self._serve_one(tls, name)
+
+    async def _serve_one(self, tls: Stream, name: str) -> None:
+        """A tunnel that carries one connection (a client that does not multiplex)."""
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
                 target = await self._read_request(tls)
@@ -379,6 +392,61 @@ class RelayServer:
             "relay: %s -> %s: %d bytes up, %d down, %.1fs",
             name, target, stats.up, stats.down, time.monotonic() - started,
         )  # fmt: skip
+
+    async def _serve_mux(self, tls: Stream, name: str) -> None:
+        """A tunnel that carries many connections (transports/fronted/mux.py). It ends when
+        the client closes it, when it has had no connection for the idle timeout, or when
+        the relay stops (GOAWAY, then the open connections' grace)."""
+        session = MuxSession(
+            tls, on_open=lambda stream, target: self._serve_stream(name, stream, target),
+            name=f"relay: {name}",
+        )  # fmt: skip
+        self.sessions.add(session)
+        loop = asyncio.get_running_loop()
+        idle = self.config.idle_timeout
+        try:
+            if self._stopping:
+                session.go_away()
+            while session.alive:
+                idle_for = loop.time() - session.idle_since
+                if not session.streams and (session.going_away or idle_for >= idle):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(idle, 5.0)):
+                        await session.ended.wait()
+        finally:
+            self.sessions.discard(session)
+            await session.aclose()
+
+    async def _serve_stream(self, name: str, stream: MuxStream, target: Endpoint) -> None:
+        session = stream.session
+        limit = self.config.connections_per_client
+        if self.streams_of[name] >= limit:
+            log.info("relay: %s is at its limit of %d connections", name, limit)
+            session.refuse(stream, encode_failure(DialError(
+                Failure.PROXY_REFUSED, Op.CONNECT,
+                f"this access key has {limit} connections open, the relay's limit",
+            )))  # fmt: skip
+            return
+        self.streams_of[name] += 1
+        started = time.monotonic()
+        try:
+            try:
+                upstream = await self._dial(name, target)
+            except DialError as exc:
+                session.refuse(stream, encode_failure(exc))
+                return
+            if stream.is_closing():  # the client gave up waiting
+                upstream.abort()
+                return
+            session.accept(stream)
+            stats = await relay(stream, upstream, idle_timeout=self.config.idle_timeout)
+            log.info(
+                "relay: %s -> %s: %d bytes up, %d down, %.1fs",
+                name, target, stats.up, stats.down, time.monotonic() - started,
+            )  # fmt: skip
+        finally:
+            self.streams_of[name] -= 1
 
     async def _read_request(self, tls: Stream) -> Endpoint:
         buf = b""
@@ -435,6 +503,8 @@ class RelayServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking tunnels; give the open ones `grace` seconds, then close them."""
         self._stopping = True
+        for session in self.sessions:
+            session.go_away()
         if self.tunnels:
             _, pending = await asyncio.wait(set(self.tunnels), timeout=grace)
             for task in pending:

@@ -41,6 +41,7 @@ def _targets() -> dict[str, Target]:
     from transports import ChainError, DialError, Endpoint, parse_chain
     from transports import websocket as ws
     from transports.dns import read_answer
+    from transports.fronted import mux
     from transports.fronted import protocol as tunnel
     from transports.fronted.accesskey import AccessKey, AccessKeyError
     from transports.http_connect import HttpConnectDialer
@@ -98,6 +99,15 @@ def _targets() -> dict[str, Target]:
                 parse(data)
             except (tunnel.NeedMore, tunnel.ProtocolError):
                 pass
+
+    def mux_frame(data: bytes) -> None:
+        start = 0
+        try:
+            while True:
+                used, _ = mux.parse_frame(data, start)
+                start += used
+        except (tunnel.NeedMore, tunnel.ProtocolError):
+            pass
 
     def websocket_frame(data: bytes) -> None:
         for masked in (False, True):
@@ -177,6 +187,7 @@ def _targets() -> dict[str, Target]:
         "tlsfrag_client_hello": tlsfrag,
         "dns_answer": dns_answer,
         "tunnel_message": tunnel_message,
+        "mux_frame": mux_frame,
         "websocket_frame": websocket_frame,
         "websocket_upgrade": websocket_upgrade,
         "upstream_reply": upstream_reply,

@@ -4,9 +4,7 @@ change what they should; a client's connection shows up live."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -20,6 +18,7 @@ from helper.tui.app import DetourApp
 from helper.tui.connections import ConnectionsTable
 from helper.tui.matrix import RouteMatrix
 from tests.support.clients import open_socks5
+from tests.support.waiting import until
 from tests.tui.screen import settled_text
 from transports import Failure, Op
 
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def lab() -> AsyncIterator[Lab]:
     async with Lab("sni-reset", network="127.96.0.0/16") as running:
         yield running
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not in time"
-        await asyncio.sleep(0.05)
 
 
 def probed(app: DetourApp) -> bool:

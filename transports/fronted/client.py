@@ -1,33 +1,48 @@
 """`front:ACCESS_KEY`: reach the destination through a detour relay behind a CDN front.
 
-One dial: connect to the front (through the inner dialer), TLS with the front's name
+A tunnel: connect to the front (through the inner dialer), TLS with the front's name
 (certificate checked as for any site), a WebSocket upgrade with the relay's Host, path and
 access token, TLS 1.3 inside the WebSocket with the relay's certificate pinned and detour's
-client certificate, then one request naming the destination. What comes back is the
+client certificate. Then a request naming the destination; what comes back is the
 destination's stream, end-to-end encrypted between detour and the relay.
+
+A relay that multiplexes (ALPN "detour-mux/1", mux.py) carries many connections in one
+tunnel: a dial then costs one round trip to the relay instead of three handshakes. The
+dialer keeps such tunnels open while they carry connections, and a little longer; an older
+relay, or `;mux=off`, gets one tunnel per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import ssl
 import tempfile
 from pathlib import Path
 
-from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream
+from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
 from ..tls import TlsStream, tls_connect
 from ..websocket import websocket_connect
 from .accesskey import AccessKey, access_token
+from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
 
 __all__ = ["FrontDialer", "inner_client_context"]
 
+log = logging.getLogger("detour.transports.front")
+
 # What a browser sends: the upgrade should look like any web app's WebSocket.
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 COOKIE = "__session"
+
+MAX_STREAMS = 100  # connections per tunnel; one more opens a second tunnel
+IDLE_CLOSE = 60.0  # a tunnel with no connection is closed after this long
+KEEPALIVE = 20.0  # a silent tunnel is pinged after this long (CDNs cut idle WebSockets)
+PLAIN_RETRY = 600.0  # after a relay declined multiplexing, ask again after this long
 
 
 def inner_client_context(key: AccessKey) -> ssl.SSLContext:
@@ -63,25 +78,136 @@ class FrontDialer:
         *,
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
+        mux: bool = True,
     ) -> None:
         self.inner = inner
         self.key = key
         self.outer_tls = tls or ssl.create_default_context()
         self.inner_tls = inner_client_context(key)
+        self.mux_tls = inner_client_context(key)
+        self.mux_tls.set_alpn_protocols([ALPN])
         self.handshake_timeout = handshake_timeout
+        self.mux = mux
+        self.sessions: list[MuxSession] = []
+        self._opening: asyncio.Future[MuxSession | None] | None = None
+        self._plain_until = 0.0
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"FrontDialer(front={self.key.front!r}, relay={self.key.host!r})"
 
     async def dial(self, target: Endpoint) -> Stream:
+        if not self.mux or self._closed:
+            return await self._dial_plain(target)
+        session = await self._session()  # bounded by the connect and handshake timeouts
+        if session is None:
+            return await self._dial_plain(target)
+        dial_phase.set(Op.PROXY_HANDSHAKE)
+        asked = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                return await session.open(target)
+        except TimeoutError:
+            if session.last_heard < asked:
+                # Not a word since the request, not even to the ping that went with it:
+                # the tunnel is dead (a NAT or middlebox dropped it). The next dial opens
+                # a new one.
+                session.close()
+            raise DialError(
+                Failure.TIMEOUT,
+                Op.PROXY_HANDSHAKE,
+                f"the relay did not answer through {self.key.front} within "
+                f"{self.handshake_timeout:g}s",
+            ) from None
+
+    async def _session(self) -> MuxSession | None:
+        """A tunnel with room for one more connection: an open one, the one being opened, or
+        a new one. None when the relay does not multiplex."""
+        if asyncio.get_running_loop().time() < self._plain_until:
+            return None
+        for session in self.sessions:
+            if session.usable(MAX_STREAMS):
+                return session
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._open_session())
+        # Shared by every dial waiting for it; one caller giving up does not stop it.
+        return await asyncio.shield(self._opening)
+
+    async def _open_session(self) -> MuxSession | None:
+        inner = await self._connect(self.mux_tls)
+        if inner.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN:
+            # A relay from before multiplexing: one tunnel per connection, as it expects.
+            inner.close()
+            self._plain_until = asyncio.get_running_loop().time() + PLAIN_RETRY
+            log.info(
+                "front %s: the relay does not multiplex; one tunnel per connection", self.key.front
+            )
+            return None
+        session = MuxSession(inner, keepalive=KEEPALIVE, name=f"front {self.key.front}")
+        self.sessions.append(session)
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap())
+        return session
+
+    async def _reap(self) -> None:
+        """Drop ended tunnels; close those that have carried nothing for IDLE_CLOSE."""
+        loop = asyncio.get_running_loop()
+        while self.sessions:
+            await asyncio.sleep(min(IDLE_CLOSE / 4, 5.0))
+            for session in list(self.sessions):
+                idle = not session.streams and loop.time() - session.idle_since >= IDLE_CLOSE
+                if idle or not session.alive:
+                    self.sessions.remove(session)
+                    await session.aclose()
+
+    async def aclose(self) -> None:
+        """Close the open tunnels (on shutdown, or when a new config replaces this one)."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        sessions, self.sessions = self.sessions, []
+        await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
+
+    async def _dial_plain(self, target: Endpoint) -> Stream:
+        """One tunnel for one connection."""
+        inner = await self._connect(self.inner_tls)
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                return await self._request(inner, target)
+        except TimeoutError:
+            inner.abort()
+            raise DialError(
+                Failure.TIMEOUT,
+                Op.PROXY_HANDSHAKE,
+                f"the relay did not answer through {self.key.front} within "
+                f"{self.handshake_timeout:g}s",
+            ) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            inner.abort()
+            if isinstance(exc, DialError):
+                raise
+            raise DialError(
+                Failure.CONNECTION_RESET if isinstance(exc, ConnectionError) else Failure.EOF,
+                Op.PROXY_HANDSHAKE,
+                f"the tunnel through {self.key.front} broke: {exc or type(exc).__name__}",
+            ) from None
+
+    async def _connect(self, inner_tls: ssl.SSLContext) -> TlsStream:
+        """A tunnel up to the inner TLS, its pin checked: DialError otherwise."""
         key = self.key
         try:
             stream = await self.inner.dial(key.address)
         except DialError as exc:
             raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        dial_phase.set(Op.PROXY_HANDSHAKE)
         try:
             async with asyncio.timeout(self.handshake_timeout):
-                return await self._tunnel(stream, target)
+                return await self._tunnel(stream, inner_tls)
         except TimeoutError:
             stream.abort()
             raise DialError(
@@ -100,7 +226,7 @@ class FrontDialer:
                 f"the tunnel through {key.front} broke: {exc or type(exc).__name__}",
             ) from None
 
-    async def _tunnel(self, stream: Stream, target: Endpoint) -> Stream:
+    async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext) -> TlsStream:
         key = self.key
         outer = await tls_connect(stream, self.outer_tls, key.front, timeout=self.handshake_timeout)
         ws = await websocket_connect(
@@ -115,10 +241,13 @@ class FrontDialer:
             timeout=self.handshake_timeout,
         )
         try:
-            inner = await tls_connect(ws, self.inner_tls, None, timeout=self.handshake_timeout)
+            inner = await tls_connect(ws, inner_tls, None, timeout=self.handshake_timeout)
         except DialError as exc:
             raise DialError(exc.failure, Op.PROXY_HANDSHAKE, f"relay: {exc.detail}") from None
         self._check_pin(inner)
+        return inner
+
+    async def _request(self, inner: TlsStream, target: Endpoint) -> Stream:
         inner.write(encode_request(target))
         await inner.drain()
         reply = b""

@@ -1,0 +1,250 @@
+"""Many connections in one fronted tunnel (transports/fronted/mux.py) against a real
+`detour relay` on loopback: sharing, limits, the fallback to one tunnel per connection
+(an older relay, or `;mux=off`), a tunnel that dies silently, idle tunnels, integrity."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from helper.relay.keys import RelayKeys
+from helper.relay.server import RelayServer
+from tests.integration.test_fronted import Relay, relay_config
+from tests.support import origins
+from tests.support.integrity import run_integrity
+from tests.support.waiting import until
+from transports import DialError, DialOptions, Endpoint, Failure, parse_chain
+from transports.fronted import client as front_client
+from transports.fronted.accesskey import AccessKey
+
+ANY = '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    tmp_path: Path, ca: origins.TestCA, extra: str = ""
+) -> AsyncIterator[Relay]:
+    config = relay_config(tmp_path, ca, extra + ANY)  # extra: more [limits] keys
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, port = await server.start()
+    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
+    try:
+        yield Relay(server, keys, port, key, ca)
+    finally:
+        await server.stop(grace=0.5)
+
+
+@contextlib.asynccontextmanager
+async def front_dialer(
+    relay: Relay, key: AccessKey | None = None, options: str = ""
+) -> AsyncIterator[front_client.FrontDialer]:
+    async with contextlib.AsyncExitStack() as resources:
+        chain = parse_chain("front:" + (key or relay.key).encode() + options)
+        dialer = chain.build(
+            DialOptions(tls=relay.ca.client_context(), handshake_timeout=3, resources=resources)
+        )
+        assert isinstance(dialer, front_client.FrontDialer)
+        yield dialer
+
+
+async def echo(stream, data: bytes) -> bytes:
+    stream.write(data)
+    await stream.drain()
+    return await stream.readexactly(len(data))
+
+
+async def test_connections_share_one_tunnel(tmp_path: Path, test_ca, echo_origin) -> None:
+    async with running_relay(tmp_path, test_ca) as relay, front_dialer(relay) as dialer:
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        streams = await asyncio.gather(*(dialer.dial(target) for _ in range(20)))
+        replies = await asyncio.gather(*(echo(s, b"n%d" % i) for i, s in enumerate(streams)))
+        assert replies == [b"n%d" % i for i in range(20)]
+        assert len(dialer.sessions) == 1
+        assert relay.server.per_client["alice"] == 1  # one WebSocket
+        assert relay.server.streams_of["alice"] == 20
+        for stream in streams:
+            stream.close()
+        await until(lambda: relay.server.streams_of["alice"] == 0)
+        # The next connection reuses the open tunnel: no new handshakes.
+        stream = await dialer.dial(target)
+        assert await echo(stream, b"again") == b"again"
+        assert relay.server.per_client["alice"] == 1
+        stream.close()
+
+
+@pytest.mark.parametrize("how", ["relay-without-multiplex", "mux=off"])
+async def test_one_tunnel_per_connection_without_multiplexing(
+    tmp_path: Path, test_ca, echo_origin, how: str
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if how == "relay-without-multiplex":
+            relay = await stack.enter_async_context(running_relay_plain(tmp_path, test_ca))
+        else:
+            relay = await stack.enter_async_context(running_relay(tmp_path, test_ca))
+        options = ";mux=off" if how == "mux=off" else ""
+        dialer = await stack.enter_async_context(front_dialer(relay, options=options))
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        streams = [await dialer.dial(target) for _ in range(3)]
+        for i, stream in enumerate(streams):
+            assert await echo(stream, b"x%d" % i) == b"x%d" % i
+        assert relay.server.per_client["alice"] == 3
+        assert not dialer.sessions
+        for stream in streams:
+            stream.close()
+
+
+@contextlib.asynccontextmanager
+async def running_relay_plain(tmp_path: Path, ca: origins.TestCA) -> AsyncIterator[Relay]:
+    """A relay that does not multiplex (as one from before multiplexing)."""
+    import dataclasses
+
+    config = dataclasses.replace(relay_config(tmp_path, ca, ANY), multiplex=False)
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, port = await server.start()
+    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
+    try:
+        yield Relay(server, keys, port, key, ca)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_the_connection_limit_is_a_clear_refusal(
+    tmp_path: Path, test_ca, echo_origin
+) -> None:
+    async with (
+        running_relay(tmp_path, test_ca, "connections_per_client = 3\n") as relay,
+        front_dialer(relay) as dialer,
+    ):
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        streams = [await dialer.dial(target) for _ in range(3)]
+        with pytest.raises(DialError) as caught:
+            await dialer.dial(target)
+        assert caught.value.failure is Failure.PROXY_REFUSED
+        assert "limit" in caught.value.detail
+        streams[0].close()
+        await until(lambda: relay.server.streams_of["alice"] == 2)
+        fourth = await dialer.dial(target)  # room again
+        assert await echo(fourth, b"ok") == b"ok"
+        for stream in (*streams[1:], fourth):
+            stream.close()
+
+
+async def test_many_transfers_at_once_arrive_intact(
+    tmp_path: Path, test_ca, start_engine, integrity_origin
+) -> None:
+    from tests.conftest import config_text
+    from tests.support.clients import open_socks5
+
+    async with running_relay(tmp_path, test_ca) as relay:
+        text = config_text(routes={"front": "front:" + relay.key.encode()}, default="front")
+        text += f'\n[tls]\nextra_ca = ["{relay.ca.ca_path}"]\n'
+        engine = await start_engine(text)
+        size = 4 * 1024 * 1024
+
+        async def one() -> None:
+            reader, writer = await open_socks5(
+                engine.mixed_address, "127.0.0.1", integrity_origin.port
+            )
+            result = await run_integrity(reader, writer, up=size, down=size, half_close=True)
+            assert result.received == size
+            assert result.ok_down and result.ok_up
+
+        await asyncio.gather(*(one() for _ in range(10)))
+        assert len(relay.server.sessions) == 1
+
+
+class PausableForwarder:
+    """A TCP forwarder standing in for the path to the front; `pause()` makes it a black
+    hole (bytes taken, nothing delivered, nothing closed), as a NAT that forgot the flow."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src, dst) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if not self.flowing.is_set():
+                        continue  # swallowed
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+async def test_a_silently_dead_tunnel_is_replaced(
+    tmp_path: Path, test_ca, echo_origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front_client, "KEEPALIVE", 0.3)
+    async with running_relay(tmp_path, test_ca) as relay:
+        forwarder = PausableForwarder(relay.port)
+        port = await forwarder.start()
+        try:
+            key = relay.key.with_overrides(address=Endpoint("127.0.0.1", port))
+            async with front_dialer(relay, key) as dialer:
+                target = Endpoint("127.0.0.1", echo_origin.port)
+                stream = await dialer.dial(target)
+                assert await echo(stream, b"before") == b"before"
+                first = dialer.sessions[0]
+                forwarder.flowing.clear()
+                # The keepalive finds it dead; its connection learns it.
+                await asyncio.wait_for(first.ended.wait(), 5)
+                assert first.error is not None and first.error.failure is Failure.TIMEOUT
+                with pytest.raises(ConnectionResetError):
+                    await stream.read()
+                forwarder.flowing.set()
+                stream = await dialer.dial(target)  # a new tunnel
+                assert await echo(stream, b"after") == b"after"
+                assert stream.session is not first
+                stream.close()
+        finally:
+            await forwarder.close()
+
+
+async def test_idle_tunnels_are_closed_at_both_ends(
+    tmp_path: Path, test_ca, echo_origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front_client, "IDLE_CLOSE", 0.3)
+    async with running_relay(tmp_path, test_ca) as relay, front_dialer(relay) as dialer:
+        stream = await dialer.dial(Endpoint("127.0.0.1", echo_origin.port))
+        assert await echo(stream, b"hi") == b"hi"
+        stream.close()
+        await until(lambda: not dialer.sessions)
+        await until(lambda: not relay.server.sessions and not relay.server.per_client["alice"])
+
+
+async def test_closing_the_dialer_closes_its_tunnels(tmp_path: Path, test_ca, echo_origin) -> None:
+    async with running_relay(tmp_path, test_ca) as relay:
+        async with front_dialer(relay) as dialer:
+            stream = await dialer.dial(Endpoint("127.0.0.1", echo_origin.port))
+            assert await echo(stream, b"hi") == b"hi"
+        with pytest.raises(ConnectionResetError):
+            await stream.read()
+        await until(lambda: not relay.server.sessions)

@@ -78,9 +78,11 @@ class Op(enum.StrEnum):
     WRITE = "write"
 
 
-# Where a dial in this task has got to: CONNECT until a proxy layer has its connection, then
-# PROXY_HANDSHAKE. A caller whose own timeout cuts a dial short reads it to say which step
-# was running (a probe's report), since the dialer never got to raise its own DialError.
+# Where a dial in this task has got to: RESOLVE while `direct` looks a name up, CONNECT until
+# a proxy layer has its connection, then PROXY_HANDSHAKE (each proxy layer of a chain sets it
+# again after its inner layers are done). A caller whose own timeout cuts a dial short reads it
+# to say which step was running (a probe's report, a route's overall timeout), since the
+# dialer never got to raise its own DialError.
 dial_phase: contextvars.ContextVar[Op] = contextvars.ContextVar("dial_phase", default=Op.CONNECT)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error
+from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error, dial_phase
 from .guard import check_addresses
 from .race import RaceFailed, staggered_race
 from .resolver import Resolver, SystemResolver
@@ -57,7 +57,12 @@ class DirectDialer:
 
     async def dial(self, target: Endpoint) -> SocketStream:
         ip = target.ip
-        addresses = [ip] if ip is not None else await self.resolver.resolve(target.host)
+        if ip is not None:
+            addresses = [ip]
+        else:
+            dial_phase.set(Op.RESOLVE)
+            addresses = await self.resolver.resolve(target.host)
+            dial_phase.set(Op.CONNECT)
         if not addresses:
             raise DialError(Failure.DNS_NO_ANSWER, Op.RESOLVE, f"no addresses for {target.host}")
         # A destination dialed for a LAN client may not be private, loopback, this machine...

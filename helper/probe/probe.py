@@ -142,7 +142,7 @@ class Prober:
             answer = await timed("resolve", route.resolver.resolve(endpoint.host), Op.RESOLVE)
         dial_phase.set(Op.CONNECT)
         try:
-            stream = await timed("connect", route.dialer.dial(endpoint), Op.CONNECT)
+            stream = await timed("connect", route.dial(endpoint), Op.CONNECT)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         try:

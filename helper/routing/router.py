@@ -8,12 +8,14 @@ then unknown, then failing ones.
 
 Connecting races the candidates Happy-Eyeballs style (RFC 8305's algorithm over routes): start
 the best route; start the next after the stagger, or at once when an attempt fails; the first
-to connect wins and the others are cancelled. The client sees an error only when
+to connect wins and the others are cancelled. Each attempt gets its route's `timeout` in
+total, however many layers the chain has (Route.dial). The client sees an error only when
 every candidate has failed, and the error names each failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -22,6 +24,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
+from transports.base import dial_phase
 from transports.chain import base_dialer
 from transports.direct import DirectDialer
 from transports.guard import DestinationRefused
@@ -47,9 +50,38 @@ class Route:
     # The resolver this route uses for destination names, when detour resolves them itself
     # (None when a proxy on the route resolves them).
     resolver: Resolver | None = None
+    # The route's `timeout`: how long one dial through the whole chain may take (None: only
+    # the layers' own timeouts bound it).
+    timeout: float | None = None
 
     def __str__(self) -> str:
         return f"{self.name} ({self.chain})"
+
+    async def dial(self, target: Endpoint) -> Stream:
+        """Dial `target` through the chain within the route's timeout, in total.
+
+        Each layer has its own timeouts (the inner safety nets), but along a chain they add
+        up: resolving, connecting and every proxy handshake may each take nearly as long. A
+        user who sets `timeout = "10s"` means the route, so a dial still running when it ends
+        fails with TIMEOUT during the step that was running (`dial_phase`, set by the layers
+        in this task), and the router moves on to the next route.
+        """
+        if self.timeout is None:
+            return await self.dialer.dial(target)
+        dial_phase.set(Op.CONNECT)
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                return await self.dialer.dial(target)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a layer's own TimeoutError, not the route's deadline
+            op = dial_phase.get()
+            raise DialError(
+                Failure.TIMEOUT,
+                op,
+                f"route {self.name!r} did not connect within {self.timeout:g}s (during {op.value})",
+            ) from None
 
 
 class Denied(Exception):
@@ -91,7 +123,11 @@ class Connection:
 def build_routes(
     config: Config, resolver: Resolver | None, options: DialOptions | None = None
 ) -> list[Route]:
-    """The configured routes as Dialers (resources that need closing go on options.resources)."""
+    """The configured routes as Dialers (resources that need closing go on options.resources).
+
+    A route's timeout bounds each of its layers (connect, each handshake) as well as the
+    whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
+    """
     base = options or DialOptions()
     routes = []
     for rc in config.routes:
@@ -113,7 +149,7 @@ def build_routes(
             if rc.chain.resolves_locally and isinstance(local, DirectDialer)
             else None
         )
-        routes.append(Route(rc.name, rc.chain, dialer, own))
+        routes.append(Route(rc.name, rc.chain, dialer, own, rc.timeout))
     return routes
 
 
@@ -233,7 +269,7 @@ class Router:
         def attempt(route: Route):
             async def dial() -> Stream:
                 try:
-                    stream = await route.dialer.dial(target)
+                    stream = await route.dial(target)
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)

@@ -1,0 +1,79 @@
+"""Route.dial: the route's timeout bounds the whole dial, and names the step it cut short.
+
+The layers here are scripted stand-ins that only set `dial_phase` and wait or fail; the
+integration tests in tests/integration/test_routing.py run the same through real SOCKS
+servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from helper.routing import Route
+from transports import DialError, Endpoint, Failure, Op, parse_chain
+from transports.base import dial_phase
+
+TARGET = Endpoint("example.com", 443)
+CHAIN = parse_chain("direct")
+
+
+class Scripted:
+    """A dialer that walks through `phases`, then does `end` (hang, fail or return)."""
+
+    def __init__(self, phases: list[Op], end: str = "hang") -> None:
+        self.phases = phases
+        self.end = end
+        self.stream = object()
+
+    async def dial(self, target: Endpoint) -> object:
+        for phase in self.phases:
+            dial_phase.set(phase)
+            await asyncio.sleep(0)
+        if self.end == "hang":
+            await asyncio.Event().wait()
+        if self.end == "timeout":
+            raise TimeoutError  # a layer's own, not the route's
+        if self.end == "fail":
+            raise DialError(Failure.CONNECTION_REFUSED, Op.CONNECT, "refused")
+        return self.stream
+
+
+@pytest.mark.parametrize("last", [Op.RESOLVE, Op.CONNECT, Op.PROXY_HANDSHAKE])
+async def test_the_deadline_names_the_route_and_the_step_it_cut(last: Op) -> None:
+    route = Route("vps", CHAIN, Scripted([Op.RESOLVE, last]), None, timeout=0.05)
+    with pytest.raises(DialError) as caught:
+        await route.dial(TARGET)
+    assert caught.value.failure is Failure.TIMEOUT
+    assert caught.value.op is last
+    assert caught.value.detail == f"route 'vps' did not connect within 0.05s (during {last})"
+
+
+async def test_a_dial_without_phases_is_cut_during_connect() -> None:
+    dial_phase.set(Op.PROXY_HANDSHAKE)  # left over from an earlier dial in this task
+    route = Route("vps", CHAIN, Scripted([]), None, timeout=0.05)
+    with pytest.raises(DialError) as caught:
+        await route.dial(TARGET)
+    assert caught.value.op is Op.CONNECT
+
+
+async def test_a_layers_own_errors_pass_through() -> None:
+    own_timeout = Route("a", CHAIN, Scripted([Op.CONNECT], "timeout"), None, timeout=5.0)
+    with pytest.raises(TimeoutError) as caught:
+        await own_timeout.dial(TARGET)
+    assert not isinstance(caught.value, DialError)
+    refused = Route("b", CHAIN, Scripted([Op.CONNECT], "fail"), None, timeout=5.0)
+    with pytest.raises(DialError) as failed:
+        await refused.dial(TARGET)
+    assert failed.value.failure is Failure.CONNECTION_REFUSED
+
+
+async def test_a_dial_in_time_returns_its_stream() -> None:
+    dialer = Scripted([Op.CONNECT, Op.PROXY_HANDSHAKE], "return")
+    assert await Route("a", CHAIN, dialer, None, timeout=5.0).dial(TARGET) is dialer.stream
+
+
+async def test_without_a_timeout_only_the_layers_bound_the_dial() -> None:
+    dialer = Scripted([Op.CONNECT], "return")
+    assert await Route("a", CHAIN, dialer).dial(TARGET) is dialer.stream

@@ -75,8 +75,8 @@ class Namespaces:
         with self._building():
             if self._leftovers:
                 self._run(self.ip, "netns", "del", name, check=False)
-            self._namespaces.append(name)  # before it exists: a half-made one is deleted too
             self._run(self.ip, "netns", "add", name)
+            self._namespaces.append(name)  # only once made: a name taken is not ours to delete
         self._run(self.ip, "-n", name, "link", "set", "lo", "up")
         if forwarding:
             self.run(name, "sysctl", "-qw", "net.ipv4.ip_forward=1",
@@ -84,20 +84,19 @@ class Namespaces:
         return name
 
     def veth(self, prefix: str, a: str | None, b: str | None) -> tuple[str, str]:
-        """A veth pair `PREFIX SUFFIX a` in namespace a and `... b` in namespace b, both up;
-        returns the two interface names."""
+        """A veth pair between namespaces a and b, both ends up; returns the names of the
+        ends: PREFIX, SUFFIX and "a" for the one in a, "b" for the one in b."""
         ends = (f"{prefix}{self.suffix}a", f"{prefix}{self.suffix}b")
         if len(ends[0]) > IFNAMSIZ:
             raise ValueError(f"interface name {ends[0]!r} is longer than {IFNAMSIZ} characters")
         argv = [self.ip, "link", "add", ends[0], *self._in(a), "type", "veth",
                 "peer", "name", ends[1], *self._in(b)]  # fmt: skip
+        in_root = [end for end, namespace in zip(ends, (a, b), strict=True) if namespace is None]
         with self._building():
-            for end, namespace in zip(ends, (a, b), strict=True):
-                if namespace is None:
-                    if self._leftovers:
-                        self._run(self.ip, "link", "del", end, check=False)
-                    self._links.append(end)
+            for end in in_root if self._leftovers else ():
+                self._run(self.ip, "link", "del", end, check=False)
             self._run(*argv)
+            self._links += in_root
         for end, namespace in zip(ends, (a, b), strict=True):
             self._run(self.ip, *self._n(namespace), "link", "set", end, "up")
         return ends
@@ -119,8 +118,8 @@ class Namespaces:
         with self._building():
             if self._leftovers:
                 self._run(self.ip, "route", "del", *spec, check=False)
-            self._routes.append(spec)
             self._run(self.ip, "route", "add", *spec)
+            self._routes.append(spec)
 
     def run(self, namespace: str, *argv: str, stdin: str | None = None) -> str:
         """Run a program in a namespace (`nft -f -` with the rules on stdin); its stdout."""

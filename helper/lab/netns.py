@@ -34,7 +34,7 @@ from helper.config import ConfigError
 from .censor import Policy
 from .hosts import HostTable
 from .lab import Lab, LabError, helper_config
-from .namespaces import NamespaceError, Namespaces
+from .namespaces import NamespaceError, Namespaces, ip_command
 from .scenario import Scenario, load_scenario, parse_scenario
 
 __all__ = ["NetnsLab", "nft_ruleset"]
@@ -87,24 +87,24 @@ def _require_tools() -> tuple[str, str]:
         raise LabError("--netns needs Linux (network namespaces and nftables)")
     if os.geteuid() != 0:
         raise LabError("--netns needs root (it creates a network namespace and a veth pair)")
-    ip, nft = shutil.which("ip") or "/usr/sbin/ip", shutil.which("nft") or "/usr/sbin/nft"
+    ip, nft = ip_command(), shutil.which("nft") or "/usr/sbin/nft"
     for tool, package in ((ip, "iproute2"), (nft, "nftables")):
         if not os.access(tool, os.X_OK):
             raise LabError(f"--netns needs {Path(tool).name} (Debian package {package!r})")
     return ip, nft
 
 
-async def _run(*argv: str, stdin: bytes | None = None, check: bool = True) -> str:
+async def _run(*argv: str, stdin: bytes) -> None:
+    """Run a command that reads stdin (`nft -f -`) without blocking the event loop."""
     process = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate(stdin)
-    if check and process.returncode != 0:
+    _, err = await process.communicate(stdin)
+    if process.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
-    return out.decode(errors="replace")
 
 
 class _CA:

@@ -82,18 +82,9 @@ class RouterNet:
     directory: Path
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
     log_path: Path | None = None
-
-    @property
-    def client_ns(self) -> str:
-        return f"dtr-c-{self.namespaces.suffix}"
-
-    @property
-    def router_ns(self) -> str:
-        return f"dtr-r-{self.namespaces.suffix}"
-
-    @property
-    def upstream_ns(self) -> str:
-        return f"dtr-u-{self.namespaces.suffix}"
+    client_ns: str = ""  # the namespaces' names, once built
+    router_ns: str = ""
+    upstream_ns: str = ""
 
     @property
     def nft_table(self) -> str:
@@ -109,9 +100,10 @@ class RouterNet:
     def build(self) -> None:
         net = self.namespaces
         c, r, u = (net.namespace(f"dtr-{role}") for role in "cru")
+        self.client_ns, self.router_ns, self.upstream_ns = c, r, u
         lan_r, lan_c = net.veth("dtl", r, c)
         wan_r, wan_u = net.veth("dtw", r, u)
-        # IPv6 alongside (no duplicate address detection: usable at once)
+        # IPv6 alongside (the builder skips duplicate address detection: usable at once)
         net.address(r, lan_r, f"{ROUTER_LAN}/24", "fd20::1/64")
         net.address(r, wan_r, "10.201.0.1/24", "fd21::1/64")
         net.address(c, lan_c, f"{CLIENT}/24", f"{STRANGER}/24", f"{CLIENT6}/64")
@@ -145,8 +137,8 @@ class RouterNet:
 
     def start_echo(self) -> None:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
-             SERVICE_IP, SERVICE_IP6, "443", "80"],
+            self.namespaces.exec(self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
+                                 SERVICE_IP, SERVICE_IP6, "443", "80"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.processes.append(process)
@@ -161,8 +153,8 @@ class RouterNet:
         self.log_path = self.directory / "detour.log"
         with self.log_path.open("w") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", self.router_ns, sys.executable, "-m", "helper", "run",
-                 "--headless", "-c", str(path)],
+                self.namespaces.exec(self.router_ns, sys.executable, "-m", "helper", "run",
+                                     "--headless", "-c", str(path)),
                 stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                      "DETOUR_STATE_DIR": str(self.directory / "state")},

@@ -41,9 +41,9 @@ import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from helper.config import parse_config  # noqa: E402
+from helper.lab.namespaces import Namespaces, ip_command  # noqa: E402
 from helper.routing import Router  # noqa: E402
 from transports import DialError, Endpoint, Stream  # noqa: E402
 
@@ -93,58 +94,31 @@ def peer(echo: bool):
 # ------------------------------------------------------------------------------------------
 
 
-class BlackholeNetns:
+@contextlib.contextmanager
+def blackhole_netns() -> Iterator[None]:
     """A network namespace reached over a veth pair, where NETNS_NET is local and dropped by
-    nftables (modelled on helper/lab/netns.py). Everything is removed on exit."""
-
-    def __init__(self) -> None:
-        tag = os.getpid() % 100000
-        self.name = f"detour-bench-{tag}"
-        self.host_if, self.ns_if = f"dbench{tag}h", f"dbench{tag}n"
-        self.ip = shutil.which("ip") or "/usr/sbin/ip"
-        self.nft = shutil.which("nft") or "/usr/sbin/nft"
-
-    def _run(self, *argv: str, stdin: str | None = None, check: bool = True) -> None:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
-        if check and done.returncode != 0:
-            raise RuntimeError(f"{shlex.join(argv)} failed: {done.stderr.strip()}")
-
-    def __enter__(self) -> BlackholeNetns:
-        if sys.platform != "linux" or os.geteuid() != 0:
-            raise RuntimeError("--netns needs Linux and root")
-        for tool in (self.ip, self.nft):
-            if not os.access(tool, os.X_OK):
-                raise RuntimeError(f"--netns needs {Path(tool).name} (iproute2, nftables)")
-        ip, ns = self.ip, self.name
-        ruleset = (
-            "table inet detour_bench {\n  chain input {\n"
-            "    type filter hook input priority 0; policy accept;\n"
-            f"    ip daddr {NETNS_NET} drop\n  }}\n}}\n"
-        )
-        try:
-            for argv in (
-                (ip, "netns", "add", ns),
-                (ip, "-n", ns, "link", "set", "lo", "up"),
-                (ip, "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if,
-                 "netns", ns),
-                (ip, "addr", "add", f"{NETNS_LINK[0]}/30", "dev", self.host_if),
-                (ip, "link", "set", self.host_if, "up"),
-                (ip, "-n", ns, "addr", "add", f"{NETNS_LINK[1]}/30", "dev", self.ns_if),
-                (ip, "-n", ns, "link", "set", self.ns_if, "up"),
-                (ip, "-n", ns, "route", "add", "local", NETNS_NET, "dev", "lo"),
-                (ip, "route", "add", NETNS_NET, "via", NETNS_LINK[1]),
-            ):  # fmt: skip
-                self._run(*argv)
-            self._run(ip, "netns", "exec", ns, self.nft, "-f", "-", stdin=ruleset)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._run(self.ip, "route", "del", NETNS_NET, "via", NETNS_LINK[1], check=False)
-        self._run(self.ip, "link", "del", self.host_if, check=False)  # also its peer
-        self._run(self.ip, "netns", "del", self.name, check=False)  # and its nftables
+    nftables (as in the kernel-level lab, helper/lab/netns.py). Everything is removed on
+    exit."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        raise RuntimeError("--netns needs Linux and root")
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    for tool in (ip_command(), nft):
+        if not os.access(tool, os.X_OK):
+            raise RuntimeError(f"--netns needs {Path(tool).name} (iproute2, nftables)")
+    ruleset = (
+        "table inet detour_bench {\n  chain input {\n"
+        "    type filter hook input priority 0; policy accept;\n"
+        f"    ip daddr {NETNS_NET} drop\n  }}\n}}\n"
+    )
+    with Namespaces() as net:
+        ns = net.namespace("detour-bench")
+        host_if, ns_if = net.veth("dbench", None, ns)
+        net.address(None, host_if, f"{NETNS_LINK[0]}/30")
+        net.address(ns, ns_if, f"{NETNS_LINK[1]}/30")
+        net.route(ns, "local", NETNS_NET, "dev", "lo")
+        net.route(None, NETNS_NET, "via", NETNS_LINK[1])
+        net.run(ns, nft, "-f", "-", stdin=ruleset)
+        yield
 
 
 # ------------------------------------------------------------------------------------------
@@ -351,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     factory = loop_factory()
     try:
         with (
-            BlackholeNetns() if args.netns else contextlib.nullcontext(),
+            blackhole_netns() if args.netns else contextlib.nullcontext(),
             asyncio.Runner(loop_factory=factory) as runner,
         ):
             results = runner.run(run(args))

@@ -34,6 +34,7 @@ from helper.config import ConfigError
 from .censor import Policy
 from .hosts import HostTable
 from .lab import Lab, LabError, helper_config
+from .namespaces import NamespaceError, Namespaces, ip_command
 from .scenario import Scenario, load_scenario, parse_scenario
 
 __all__ = ["NetnsLab", "nft_ruleset"]
@@ -42,6 +43,7 @@ log = logging.getLogger("detour.lab.netns")
 
 DEFAULT_NETNS_NETWORK = "10.77.0.0/16"
 NFT_TABLE = "detour_lab"
+NAMESPACE_PREFIX = "detour-lab"
 START_TIMEOUT = 30.0
 
 
@@ -85,24 +87,24 @@ def _require_tools() -> tuple[str, str]:
         raise LabError("--netns needs Linux (network namespaces and nftables)")
     if os.geteuid() != 0:
         raise LabError("--netns needs root (it creates a network namespace and a veth pair)")
-    ip, nft = shutil.which("ip") or "/usr/sbin/ip", shutil.which("nft") or "/usr/sbin/nft"
+    ip, nft = ip_command(), shutil.which("nft") or "/usr/sbin/nft"
     for tool, package in ((ip, "iproute2"), (nft, "nftables")):
         if not os.access(tool, os.X_OK):
             raise LabError(f"--netns needs {Path(tool).name} (Debian package {package!r})")
     return ip, nft
 
 
-async def _run(*argv: str, stdin: bytes | None = None, check: bool = True) -> str:
+async def _run(*argv: str, stdin: bytes) -> None:
+    """Run a command that reads stdin (`nft -f -`) without blocking the event loop."""
     process = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate(stdin)
-    if check and process.returncode != 0:
+    _, err = await process.communicate(stdin)
+    if process.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
-    return out.decode(errors="replace")
 
 
 class _CA:
@@ -126,14 +128,16 @@ class NetnsLab:
         self.scenario = (
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
         )
-        tag = zlib.crc32(str(self.table.network).encode()) % 254 + 1
-        self.name = f"detour-lab-{tag}"
-        self._host_if, self._ns_if = f"dlab{tag}h", f"dlab{tag}n"
-        self._link = (f"169.254.{tag}.1", f"169.254.{tag}.2")
+        # Names and link addresses follow from the network, which no two labs share (each
+        # routes it into its namespace), so the next start finds what a killed lab left.
+        self._tag = str(zlib.crc32(str(self.table.network).encode()) % 254 + 1)
+        self.name = f"{NAMESPACE_PREFIX}-{self._tag}"
+        self._link = (f"169.254.{self._tag}.1", f"169.254.{self._tag}.2")
         self.directory: Path | None = None
         self._child: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._tools: tuple[str, str] | None = None
+        self._network: Namespaces | None = None
 
     @property
     def dns_address(self) -> tuple[str, int]:
@@ -154,8 +158,11 @@ class NetnsLab:
 
     async def start(self) -> None:
         self._tools = _require_tools()
+        self._network = Namespaces(suffix=self._tag)
         try:
-            await self._create_network()
+            # In a thread: `ip` blocks; if this is cancelled, stop() waits for the step in
+            # progress and the build stops there (Namespaces.close).
+            await asyncio.to_thread(self._create_network, self._network)
             await self._apply_nft(self.scenario)
             self.directory = Path(tempfile.mkdtemp(prefix="detour-lab-netns-"))
             await self._start_child()
@@ -164,31 +171,18 @@ class NetnsLab:
             raise
         log.info("lab in namespace %s on %s", self.name, self.table.network)
 
-    async def _create_network(self) -> None:
-        ip, _ = self._tools or _require_tools()
-        net, ns = str(self.table.network), self.name
-        host_side, ns_side = self._link
-        await self._remove_network()  # a namespace left by a killed lab
-        for argv in (
-            (ip, "netns", "add", ns),
-            (ip, "-n", ns, "link", "set", "lo", "up"),
-            (ip, "link", "add", self._host_if, "type", "veth", "peer", "name", self._ns_if,
-             "netns", ns),
-            (ip, "addr", "add", f"{host_side}/30", "dev", self._host_if),
-            (ip, "link", "set", self._host_if, "up"),
-            (ip, "-n", ns, "addr", "add", f"{ns_side}/30", "dev", self._ns_if),
-            (ip, "-n", ns, "link", "set", self._ns_if, "up"),
+    def _create_network(self, network: Namespaces) -> None:
+        net, host_side, ns_side = str(self.table.network), *self._link
+        try:
+            ns = network.namespace(NAMESPACE_PREFIX)
+            host_if, ns_if = network.veth("dlab", None, ns)
+            network.address(None, host_if, f"{host_side}/30")
+            network.address(ns, ns_if, f"{ns_side}/30")
             # Every address of the lab network is local in the namespace (like 127.0.0.0/8).
-            (ip, "-n", ns, "route", "add", "local", net, "dev", "lo"),
-            (ip, "route", "add", net, "via", ns_side),
-        ):  # fmt: skip
-            await _run(*argv)
-
-    async def _remove_network(self) -> None:
-        ip, _ = self._tools or _require_tools()
-        await _run(ip, "route", "del", str(self.table.network), check=False)
-        await _run(ip, "netns", "del", self.name, check=False)
-        await _run(ip, "link", "del", self._host_if, check=False)
+            network.route(ns, "local", net, "dev", "lo")
+            network.route(None, net, "via", ns_side)
+        except NamespaceError as exc:
+            raise LabError(str(exc)) from None
 
     async def _apply_nft(self, scenario: Scenario) -> None:
         ip, nft = self._tools or _require_tools()
@@ -249,8 +243,9 @@ class NetnsLab:
                 self._child.kill()
                 await self._child.wait()
             self._child = None
-        if self._tools is not None:
-            await self._remove_network()
+        if self._network is not None:
+            await asyncio.to_thread(self._network.close)
+            self._network = None
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None

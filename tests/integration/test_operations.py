@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from helper.lab.namespaces import Namespaces
 from tests.conftest import ROOT, detour_command
 from tests.support import peers
 from tests.support.clients import open_socks5
@@ -367,35 +368,33 @@ def test_sighup_without_a_config_file_keeps_running(tmp_path: Path) -> None:
     # The built-in config probes real services: run detour where only loopback exists.
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and ip(8) for a network namespace")
-    netns = f"dtops{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=30)
     log_path = tmp_path / "out.log"
     process = None
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, timeout=30)
-        with log_path.open("w") as out:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", netns, *detour_command("run", "--headless")],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        # The built-in listen address, 127.0.0.1:1080, is free in a namespace of its own.
-        deadline = time.monotonic() + 20
-        while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGHUP)  # ip netns exec replaces itself with detour
-        while "no file to reload" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "no file to reload" in log_path.read_text()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(20) == 0
-    finally:
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-        subprocess.run(["ip", "netns", "delete", netns], timeout=30)
+    with Namespaces() as net:
+        netns = net.namespace("dtops")
+        try:
+            with log_path.open("w") as out:
+                process = subprocess.Popen(
+                    net.exec(netns, *detour_command("run", "--headless")),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            # The built-in listen address, 127.0.0.1:1080, is free in a namespace of its own.
+            deadline = time.monotonic() + 20
+            while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            process.send_signal(signal.SIGHUP)  # ip netns exec replaces itself with detour
+            while "no file to reload" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "no file to reload" in log_path.read_text()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0
+        finally:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 # --- systemd ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helper.lab.namespaces import Namespaces
 from tests.conftest import ROOT
 from tests.support.peers import require_peer, skip_or_fail, terminate
 
@@ -48,18 +49,12 @@ class Router:
         return int(status), body
 
 
-def run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def router(tmp_path: Path) -> Iterator[Router]:
     require_peer("ip", "iproute2")
     require_peer("curl", "curl")
     if os.geteuid() != 0:
         skip_or_fail("network namespaces need root")
-    suffix = secrets.token_hex(3)
-    namespace, outer, inner = f"dtapi-{suffix}", f"dta{suffix}o", f"dta{suffix}i"
     third = secrets.randbelow(200) + 20
     fourth = secrets.randbelow(60) * 4
     root_address, address = f"169.254.{third}.{fourth + 1}", f"169.254.{third}.{fourth + 2}"
@@ -89,36 +84,31 @@ def router(tmp_path: Path) -> Iterator[Router]:
     )
     log = tmp_path / "detour.log"
     process = None
-    run("ip", "netns", "add", namespace)
-    try:
-        run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-        run("ip", "link", "set", inner, "netns", namespace)
-        run("ip", "addr", "add", f"{root_address}/30", "dev", outer)
-        run("ip", "link", "set", outer, "up")
-        run("ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", inner)
-        run("ip", "-n", namespace, "link", "set", inner, "up")
-        run("ip", "-n", namespace, "link", "set", "lo", "up")
+    with Namespaces() as net:
+        namespace = net.namespace("dtapi")
+        outer, inner = net.veth("dta", None, namespace)
+        net.address(None, outer, f"{root_address}/30")
+        net.address(namespace, inner, f"{address}/30")
         detour = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)]
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, *detour],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path)},
-            )
-        deadline = time.monotonic() + 20
-        while "listening on" not in log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"detour did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield Router(namespace, address, process, log)
-    finally:
-        if process is not None:
-            terminate(process)
-        subprocess.run(["ip", "link", "del", outer], capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
+        try:
+            with log.open("w") as out:
+                process = subprocess.Popen(
+                    net.exec(namespace, *detour),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path)},
+                )
+            deadline = time.monotonic() + 20
+            while "listening on" not in log.read_text():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"detour did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+            yield Router(namespace, address, process, log)
+        finally:
+            if process is not None:
+                terminate(process)
     assert "Traceback" not in log.read_text(), log.read_text()
 
 

@@ -12,7 +12,6 @@ Needs root and `ip`; skipped otherwise (a failure under DETOUR_REQUIRE_PEERS=1).
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from helper.lab.namespaces import Namespaces
 from tests.support.peers import require_peer, skip_or_fail, terminate
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -57,60 +57,30 @@ PHONE = textwrap.dedent(
 
 
 @dataclass
-class Namespaces:
-    phone: str
+class Lan:
+    phone: str  # the namespaces
     router: str
-    ip: str  # the `ip` program
-
-
-def _ip(ip: str, *args: str) -> None:
-    subprocess.run([ip, *args], check=True, capture_output=True, text=True)
+    net: Namespaces
 
 
 @pytest.fixture
-def namespaces() -> Iterator[Namespaces]:
-    ip = require_peer("ip", "iproute2")
+def lan() -> Iterator[Lan]:
+    require_peer("ip", "iproute2")
     if os.geteuid() != 0:
         skip_or_fail("the router test needs root (network namespaces, a veth pair)")
-    suffix = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
-    made = Namespaces(f"detour-phone-{suffix}", f"detour-router-{suffix}", ip)
-    phone_if, router_if = f"wap{suffix}"[:15], f"war{suffix}"[:15]
-    try:
-        _ip(ip, "netns", "add", made.phone)
-        _ip(ip, "netns", "add", made.router)
-        _ip(ip, "link", "add", phone_if, "type", "veth", "peer", "name", router_if)
-        _ip(ip, "link", "set", phone_if, "netns", made.phone)
-        _ip(ip, "link", "set", router_if, "netns", made.router)
-        for ns, interface, address in (
-            (made.phone, phone_if, PHONE_IP),
-            (made.router, router_if, ROUTER_IP),
-        ):
-            _ip(ip, "-n", ns, "addr", "add", f"{address}/24", "dev", interface)
-            _ip(ip, "-n", ns, "link", "set", interface, "up")
-            _ip(ip, "-n", ns, "link", "set", "lo", "up")
-        yield made
-    finally:
-        for ns in (made.phone, made.router):  # deleting a namespace deletes its veth end
-            subprocess.run([ip, "netns", "delete", ns], capture_output=True)
-        subprocess.run([ip, "link", "delete", phone_if], capture_output=True)
+    with Namespaces() as net:
+        phone, router = net.namespace("detour-phone"), net.namespace("detour-router")
+        phone_if, router_if = net.veth("wa", phone, router)
+        net.address(phone, phone_if, f"{PHONE_IP}/24")
+        net.address(router, router_if, f"{ROUTER_IP}/24")
+        yield Lan(phone, router, net)
 
 
-def _start(
-    namespaces: Namespaces, args: list[str], log: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
+def _start(lan: Lan, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """detour as a real process in the router namespace."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [
-                namespaces.ip,
-                "netns",
-                "exec",
-                namespaces.router,
-                sys.executable,
-                "-m",
-                "helper",
-                *args,
-            ],
+            lan.net.exec(lan.router, sys.executable, "-m", "helper", *args),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -126,16 +96,14 @@ def _wait_for(what: str, log: Path, process: subprocess.Popen[bytes], timeout: f
         time.sleep(0.1)
 
 
-def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(
-    namespaces: Namespaces, tmp_path: Path
-) -> None:
+def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(lan: Lan, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path / "state")}
     config = tmp_path / "router.toml"
     lab_log, detour_log = tmp_path / "lab.log", tmp_path / "detour.log"
     processes: list[subprocess.Popen[bytes]] = []
     try:
         lab = _start(
-            namespaces,
+            lan,
             ["lab", "--scenario", "sni-reset", "--write-config", str(config)],
             lab_log,
             env,
@@ -147,22 +115,13 @@ def test_a_phone_on_the_lan_reaches_whatsapp_through_the_router(
             f'[listen]\nmixed = "127.0.0.1:1080"\nallow = ["{PHONE_IP}/32"]\n',
         )
         config.write_text(text + f'\n[whatsapp_proxy]\nlisten = "{ROUTER_IP}"\n')
-        detour = _start(namespaces, ["run", "--headless", "-c", str(config)], detour_log, env)
+        detour = _start(lan, ["run", "--headless", "-c", str(config)], detour_log, env)
         processes.append(detour)
         _wait_for("listening on", detour_log, detour, 30)
         _wait_for("whatsapp: now via", detour_log, detour, 60)  # the first probe is done
 
         phone = subprocess.run(
-            [
-                namespaces.ip,
-                "netns",
-                "exec",
-                namespaces.phone,
-                sys.executable,
-                "-c",
-                PHONE,
-                ROUTER_IP,
-            ],
+            lan.net.exec(lan.phone, sys.executable, "-c", PHONE, ROUTER_IP),
             capture_output=True,
             text=True,
             timeout=120,

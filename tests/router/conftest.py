@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import random
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.peers import require_peer, skip_or_fail
+from helper.lab.namespaces import Namespaces
+from tests.support.peers import require_peer, skip_or_fail, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 CLONE_NEWNET = 0x40000000
@@ -66,12 +67,6 @@ asyncio.run(main())
 """
 
 
-def _run(*argv: str, stdin: str | None = None) -> None:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
-
-
 def require_router_netns() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("network namespaces are Linux-only")
@@ -83,26 +78,17 @@ def require_router_netns() -> None:
 
 @dataclass
 class RouterNet:
-    suffix: str
+    namespaces: Namespaces
     directory: Path
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
     log_path: Path | None = None
-
-    @property
-    def client_ns(self) -> str:
-        return f"dtr-c-{self.suffix}"
-
-    @property
-    def router_ns(self) -> str:
-        return f"dtr-r-{self.suffix}"
-
-    @property
-    def upstream_ns(self) -> str:
-        return f"dtr-u-{self.suffix}"
+    client_ns: str = ""  # the namespaces' names, once built
+    router_ns: str = ""
+    upstream_ns: str = ""
 
     @property
     def nft_table(self) -> str:
-        return f"detour_test_{self.suffix}"
+        return f"detour_test_{self.namespaces.suffix}"
 
     @property
     def detour_log(self) -> str:
@@ -112,40 +98,23 @@ class RouterNet:
     # --- building and tearing down --------------------------------------------------------
 
     def build(self) -> None:
-        c, r, u, s = self.client_ns, self.router_ns, self.upstream_ns, self.suffix
-        for ns in (c, r, u):
-            _run("ip", "netns", "add", ns)
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-        lan_r, lan_c, wan_r, wan_u = f"dtl{s}r", f"dtl{s}c", f"dtw{s}r", f"dtw{s}u"
-        for argv in (
-            ("ip", "-n", r, "link", "add", lan_r, "type", "veth", "peer", "name", lan_c,
-             "netns", c),
-            ("ip", "-n", r, "link", "add", wan_r, "type", "veth", "peer", "name", wan_u,
-             "netns", u),
-            ("ip", "-n", r, "addr", "add", f"{ROUTER_LAN}/24", "dev", lan_r),
-            ("ip", "-n", r, "addr", "add", "10.201.0.1/24", "dev", wan_r),
-            ("ip", "-n", c, "addr", "add", f"{CLIENT}/24", "dev", lan_c),
-            ("ip", "-n", c, "addr", "add", f"{STRANGER}/24", "dev", lan_c),
-            ("ip", "-n", u, "addr", "add", "10.201.0.2/24", "dev", wan_u),
-            ("ip", "-n", u, "addr", "add", f"{SERVICE_IP}/32", "dev", "lo"),
-            ("ip", "-n", r, "link", "set", lan_r, "up"),
-            ("ip", "-n", r, "link", "set", wan_r, "up"),
-            ("ip", "-n", c, "link", "set", lan_c, "up"),
-            ("ip", "-n", u, "link", "set", wan_u, "up"),
-            ("ip", "-n", c, "route", "add", "default", "via", ROUTER_LAN),
-            # IPv6 alongside (no duplicate address detection: usable at once)
-            ("ip", "-n", r, "addr", "add", "fd20::1/64", "dev", lan_r, "nodad"),
-            ("ip", "-n", r, "addr", "add", "fd21::1/64", "dev", wan_r, "nodad"),
-            ("ip", "-n", c, "addr", "add", f"{CLIENT6}/64", "dev", lan_c, "nodad"),
-            ("ip", "-n", u, "addr", "add", "fd21::2/64", "dev", wan_u, "nodad"),
-            ("ip", "-n", u, "addr", "add", f"{SERVICE_IP6}/128", "dev", "lo"),
-            ("ip", "-n", c, "-6", "route", "add", "default", "via", "fd20::1"),
-            ("ip", "-n", r, "-6", "route", "add", "fd23::/64", "via", "fd21::2"),
-            ("ip", "-n", u, "-6", "route", "add", "default", "via", "fd21::1"),
-            ("ip", "-n", r, "route", "add", "10.203.0.0/24", "via", "10.201.0.2"),
-            ("ip", "-n", u, "route", "add", "default", "via", "10.201.0.1"),
-        ):  # fmt: skip
-            _run(*argv)
+        net = self.namespaces
+        c, r, u = (net.namespace(f"dtr-{role}") for role in "cru")
+        self.client_ns, self.router_ns, self.upstream_ns = c, r, u
+        lan_r, lan_c = net.veth("dtl", r, c)
+        wan_r, wan_u = net.veth("dtw", r, u)
+        # IPv6 alongside (the builder skips duplicate address detection: usable at once)
+        net.address(r, lan_r, f"{ROUTER_LAN}/24", "fd20::1/64")
+        net.address(r, wan_r, "10.201.0.1/24", "fd21::1/64")
+        net.address(c, lan_c, f"{CLIENT}/24", f"{STRANGER}/24", f"{CLIENT6}/64")
+        net.address(u, wan_u, "10.201.0.2/24", "fd21::2/64")
+        net.address(u, "lo", f"{SERVICE_IP}/32", f"{SERVICE_IP6}/128")
+        net.route(c, "default", "via", ROUTER_LAN)
+        net.route(c, "default", "via", "fd20::1")
+        net.route(r, "fd23::/64", "via", "fd21::2")
+        net.route(u, "default", "via", "fd21::1")
+        net.route(r, "10.203.0.0/24", "via", "10.201.0.2")
+        net.route(u, "default", "via", "10.201.0.1")
         # The recipe of docs/router.md: redirect only the service's range.
         ruleset = textwrap.dedent(f"""\
             table inet {self.nft_table} {{
@@ -156,27 +125,20 @@ class RouterNet:
               }}
             }}
         """)
-        _run("ip", "netns", "exec", r, "nft", "-f", "-", stdin=ruleset)
+        net.run(r, "nft", "-f", "-", stdin=ruleset)
 
     def teardown(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        for ns in (self.client_ns, self.router_ns, self.upstream_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            terminate(process)
+        self.namespaces.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # --- processes ------------------------------------------------------------------------
 
     def start_echo(self) -> None:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
-             SERVICE_IP, SERVICE_IP6, "443", "80"],
+            self.namespaces.exec(self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
+                                 SERVICE_IP, SERVICE_IP6, "443", "80"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.processes.append(process)
@@ -191,8 +153,8 @@ class RouterNet:
         self.log_path = self.directory / "detour.log"
         with self.log_path.open("w") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", self.router_ns, sys.executable, "-m", "helper", "run",
-                 "--headless", "-c", str(path)],
+                self.namespaces.exec(self.router_ns, sys.executable, "-m", "helper", "run",
+                                     "--headless", "-c", str(path)),
                 stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                      "DETOUR_STATE_DIR": str(self.directory / "state")},
@@ -245,14 +207,7 @@ class RouterNet:
 @pytest.fixture(scope="module")
 def router_net() -> Iterator[RouterNet]:
     require_router_netns()
-    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    while True:  # names stay <= 15 chars; runs of other people may be going on
-        suffix = f"{os.getpid() % 1000:03d}{random.randint(0, 99):02d}"
-        if f"-{suffix}" not in existing:
-            break
-    import tempfile
-
-    net = RouterNet(suffix, Path(tempfile.mkdtemp(prefix="detour-router-")))
+    net = RouterNet(Namespaces(), Path(tempfile.mkdtemp(prefix="detour-router-")))
     try:
         net.build()
         net.start_echo()

@@ -467,37 +467,46 @@ public = ["127.0.0.0/8"]  # the benchmark's servers stand for the internet
 
 
 @contextlib.contextmanager
-def run_detour_front(tmp: Path) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
+def run_detour_front(
+    tmp: Path, *, mux: bool = True, relay_cpu: int | None = None
+) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
     """detour with one front: route to a `detour relay` process of its own, both on uvloop:
     the client's bytes cross TLS to the front, WebSocket framing and the inner TLS to the
-    relay, which dials the benchmark's servers. The relay's CPU is not in the CPU columns."""
+    relay, which dials the benchmark's servers. The relay's CPU is not in the CPU columns.
+
+    `mux`: many connections in one tunnel (the default) or one tunnel each (`;mux=off`).
+    `relay_cpu`: the relay runs on that CPU alone, as on a machine of its own."""
     from helper.lab.ca import LabCA
     from helper.relay.config import load_relay_config
     from helper.relay.keys import RelayKeys
     from transports import Endpoint
 
-    ca = LabCA(tmp / "front-ca")
+    label = "front" if mux else "front-nomux"
+    ca = LabCA(tmp / f"{label}-ca")
     cert, key = ca.issue("relay.bench.test")
     port = free_port()
-    config = tmp / "relay.toml"
+    config = tmp / f"relay-{label}.toml"
     config.write_text(
-        RELAY_CONFIG.format(host=HOST, port=port, state=tmp / "relay-state", cert=cert, key=key)
+        RELAY_CONFIG.format(
+            host=HOST, port=port, state=tmp / f"relay-{label}-state", cert=cert, key=key
+        )
     )
     keys = RelayKeys(load_relay_config(config).state)
     keys.generate()
     access = keys.add_client("bench", Endpoint(HOST, port), "relay.bench.test", "relay.bench.test")
     argv = [sys.executable, "-m", "helper", "relay", "-c", str(config)]
-    log_path = tmp / "relay.log"
+    log_path = tmp / f"relay-{label}.log"
     with (
         log_path.open("wb") as out,
         started(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) as relay,
     ):
+        if relay_cpu is not None:
+            os.sched_setaffinity(relay.pid, {relay_cpu})
         wait_accepting(relay, (HOST, port), "detour relay", log_path)
         extra = f'\n[tls]\nextra_ca = ["{ca.ca_path}"]\n'
-        with run_detour(tmp, "uvloop", "front:" + access.encode(), extra, "front") as (
-            address, pid, info,
-        ):  # fmt: skip
-            info = dict(info, relay=shlex.join(["python", *argv[1:]]))
+        chain = "front:" + access.encode() + ("" if mux else ";mux=off")
+        with run_detour(tmp, "uvloop", chain, extra, label) as (address, pid, info):
+            info = dict(info, relay=shlex.join(["python", *argv[1:]]), relay_cpu=relay_cpu)
             yield address, pid, info
 
 
@@ -744,8 +753,8 @@ class Contestant:
 
 
 ALL_CONTESTANTS = (
-    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "detour-front", "pproxy",
-    "pproxy-asyncio", "microsocks",
+    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "detour-front",
+    "detour-front-nomux", "pproxy", "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
@@ -753,6 +762,7 @@ LABELS = {
     "detour-asyncio": "detour (asyncio)",
     "detour-tlsfrag": "detour tlsfrag:sni",
     "detour-front": "detour front: tunnel",
+    "detour-front-nomux": "detour front: mux=off",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -821,6 +831,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.connections} connection set-ups each; contestants: {', '.join(wanted)}"
     )
     timeout = args.timeout
+    if args.relay_cpu is not None:
+        # Everything but the relay (this client, the servers, the proxies) on the other CPUs,
+        # inherited by every process started from here; the relay alone on its own.
+        others = set(os.sched_getaffinity(0)) - {args.relay_cpu}
+        if not others or args.relay_cpu not in os.sched_getaffinity(0):
+            raise SystemExit(f"--relay-cpu {args.relay_cpu}: needs that CPU and at least one more")
+        os.sched_setaffinity(0, others)
+        machine["relay_cpu"] = args.relay_cpu
+        machine["other_cpus"] = sorted(others)
+        log(f"relay on CPU {args.relay_cpu}; everything else on {sorted(others)}")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="detour-bench-")))
         servers = stack.enter_context(run_servers())
@@ -838,8 +858,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     address, pid, info = stack.enter_context(
                         run_detour(tmp, "uvloop", "tlsfrag:sni")
                     )
-                elif key == "detour-front":
-                    address, pid, info = stack.enter_context(run_detour_front(tmp))
+                elif key in ("detour-front", "detour-front-nomux"):
+                    address, pid, info = stack.enter_context(
+                        run_detour_front(tmp, mux=key == "detour-front", relay_cpu=args.relay_cpu)
+                    )
                 elif key == "pproxy":
                     address, pid, info = stack.enter_context(run_pproxy(tmp, "uvloop"))
                 elif key == "pproxy-asyncio":
@@ -1153,6 +1175,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds allowed per transfer (default 600)"
     )
+    parser.add_argument(
+        "--relay-cpu", type=int, metavar="N",
+        help="run the front: contestants' relay alone on CPU N and everything else on the "
+        "other CPUs (the relay stands for a server elsewhere; it does not compete with the "
+        "client side for CPU)",
+    )  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.connections < 1:

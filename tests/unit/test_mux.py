@@ -54,6 +54,7 @@ def test_a_frame_round_trips_and_needs_all_its_bytes() -> None:
         (struct.pack("!BII", WINDOW, 1, 3), "of 3 bytes"),
         (struct.pack("!BII", PING, 0, 4), "of 4 bytes"),
         (struct.pack("!BII", FIN, 1, 1), "with a payload"),
+        (struct.pack("!BII", mux.BLOCKED, 1, 4), "with a payload"),
     ],
 )
 def test_malformed_frames_are_refused_from_the_header(wire: bytes, why: str) -> None:
@@ -132,6 +133,7 @@ async def test_many_streams_share_the_session_and_a_stalled_one_blocks_none(pair
     await asyncio.sleep(0.05)
     assert not drained.done()
     assert stalled_client._buffered == WINDOW_SIZE  # never more than the window in flight
+    assert stalled_client._window == WINDOW_SIZE  # a reader that falls behind never grows it
     # Meanwhile twenty other streams open and finish.
     for i in range(20):
         client, relay = await pair.connect(1000 + i)
@@ -152,6 +154,24 @@ async def read_all_until(stream: MuxStream, size: int) -> bytes:
         assert chunk
         out += chunk
     return bytes(out)
+
+
+async def test_the_window_grows_for_a_reader_that_keeps_up(pair: Pair) -> None:
+    client, relay = await pair.connect()
+    size = 16 * 1024 * 1024
+
+    async def send() -> None:
+        for _ in range(size // MAX_DATA):
+            relay.write(b"b" * MAX_DATA)
+            await relay.drain()
+        relay.write_eof()
+
+    sender = asyncio.ensure_future(send())
+    assert len(await read_all(client)) == size
+    await sender
+    # Doubled each time the sender reported itself blocked while the reader kept up.
+    assert WINDOW_SIZE < client._window <= mux.MAX_WINDOW
+    assert relay._window == WINDOW_SIZE  # nothing came the other way: no reason to grow
 
 
 async def test_a_refusal_is_the_relays_dial_error(pair: Pair) -> None:
@@ -189,7 +209,7 @@ async def test_unread_bytes_are_not_credited_twice(pair: Pair) -> None:
     client.unread(data)
     assert await client.read(100) == b"abc"
     assert await client.read(100) == b"def"
-    assert client._credit + client._recv_window == WINDOW_SIZE
+    assert client._credit + client._recv_window == client._window == WINDOW_SIZE
 
 
 async def test_session_death_fails_every_stream_and_further_opens(pair: Pair) -> None:

@@ -12,15 +12,22 @@ handshake; an older relay selects nothing and the tunnel carries one connection 
     FIN     both ways         the sender's direction has ended (half-close); no payload
     RESET   both ways         the stream is gone (aborted, or data came after close)
     WINDOW  both ways         payload: 4-byte increment of the sender's window
+    BLOCKED both ways         the sender has data the window does not let it send (as QUIC's
+                              STREAM_DATA_BLOCKED); no payload
     PING    both ways         id 0, payload: 8 opaque bytes, answered by PONG
     PONG    both ways         id 0, the PING's payload
     GOAWAY  relay -> client   id 0: open no new streams here (the relay is stopping)
 
-Stream ids are chosen by the client, odd-free: 1, 2, 3, ..., each used once per session.
-Flow control is per stream and per direction: each side may have at most WINDOW bytes of a
+Stream ids are chosen by the client: 1, 2, 3, ..., each used once per session.
+
+Flow control is per stream and per direction: each side may have at most a window of a
 stream's data unread at the other side; the receiver returns credit as its reader consumes
-them. A peer that sends beyond its window, reuses an id or sends a malformed frame has the
-whole session closed. The parser is sans-IO and bounded (fuzzed in tests/fuzz).
+them. The window starts at 512 KiB and doubles, up to 4 MiB, when the sender reports itself
+BLOCKED while the receiver's reader has kept up (the window, not the reader, limits the
+stream: a long or busy path); a slow or stalled reader never grows it.
+
+A peer that sends beyond its window, reuses an id or sends a malformed frame has the whole
+session closed. The parser is sans-IO and bounded (fuzzed in tests/fuzz).
 """
 
 from __future__ import annotations
@@ -59,15 +66,16 @@ log = logging.getLogger("detour.transports.mux")
 
 ALPN = "detour-mux/1"
 
-OPEN, REPLY, DATA, FIN, RESET, WINDOW, PING, PONG, GOAWAY = range(1, 10)
+OPEN, REPLY, DATA, FIN, RESET, WINDOW, PING, PONG, GOAWAY, BLOCKED = range(1, 11)
 NAMES = {
     OPEN: "OPEN", REPLY: "REPLY", DATA: "DATA", FIN: "FIN", RESET: "RESET",
-    WINDOW: "WINDOW", PING: "PING", PONG: "PONG", GOAWAY: "GOAWAY",
+    WINDOW: "WINDOW", PING: "PING", PONG: "PONG", GOAWAY: "GOAWAY", BLOCKED: "BLOCKED",
 }  # fmt: skip
 HEADER = struct.Struct("!BII")
 MAX_DATA = 256 * 1024  # the largest DATA frame (one TLS write: a WebSocket message)
 MAX_CONTROL = 1024  # the largest payload of any other frame
-WINDOW_SIZE = 512 * 1024  # per stream and direction: unread bytes the peer may send
+WINDOW_SIZE = 512 * 1024  # per stream and direction: unread bytes the peer may send, at first
+MAX_WINDOW = 4 * 1024 * 1024  # ... and at most, once grown for a reader that keeps up
 MAX_STREAM_ID = 0xFFFFFFFF
 READ_SIZE = 512 * 1024
 RESET_TEXT = 200
@@ -81,11 +89,8 @@ class Frame:
 
 
 def encode_frame(kind: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
-    """One frame, header and payload in one buffer (one TLS write)."""
-    out = bytearray(HEADER.size + len(payload))
-    HEADER.pack_into(out, 0, kind, stream, len(payload))
-    out[HEADER.size :] = payload
-    return bytes(out)
+    """One frame, header and payload in one buffer (one TLS write), the payload copied once."""
+    return HEADER.pack(kind, stream, len(payload)) + payload
 
 
 def parse_frame(buf: bytes | bytearray, start: int = 0) -> tuple[int, Frame]:
@@ -103,12 +108,14 @@ def parse_frame(buf: bytes | bytearray, start: int = 0) -> tuple[int, Frame]:
         raise ProtocolError(f"a {NAMES[kind]} frame for stream {stream}")
     if (kind == WINDOW and length != 4) or (kind in (PING, PONG) and length != 8):
         raise ProtocolError(f"a {NAMES[kind]} frame of {length} bytes")
-    if kind in (FIN, GOAWAY) and length:
+    if kind in (FIN, GOAWAY, BLOCKED) and length:
         raise ProtocolError(f"a {NAMES[kind]} frame with a payload")
     end = start + HEADER.size + length
     if len(buf) < end:
         raise NeedMore
-    return end - start, Frame(kind, stream, bytes(buf[start + HEADER.size : end]))
+    with memoryview(buf) as view:  # one copy of the payload, and no view left behind
+        payload = bytes(view[start + HEADER.size : end])
+    return end - start, Frame(kind, stream, payload)
 
 
 class MuxStream(Stream):
@@ -123,7 +130,9 @@ class MuxStream(Stream):
         self._buffered = 0  # bytes in _incoming that count against our window
         self._returned = b""  # unread() bytes: already credited
         self._credit = 0  # consumed, not yet returned to the peer as WINDOW
+        self._window = WINDOW_SIZE  # our receive window: grows for a reader that keeps up
         self._recv_window = WINDOW_SIZE  # what the peer may still send
+        self._blocked_sent = False  # BLOCKED is out for the window we have now
         self._send_window = WINDOW_SIZE  # what we may still send
         self._outgoing: deque[memoryview] = deque()
         self._pending = 0  # bytes in _outgoing
@@ -172,10 +181,22 @@ class MuxStream(Stream):
         self._credit += n
         if self._remote_eof or self._error is not None:
             return
-        if self._credit >= WINDOW_SIZE // 4 or self._recv_window == 0:
+        if self._credit >= self._window // 4 or self._recv_window == 0:
             credit, self._credit = self._credit, 0
             self._recv_window += credit
             self.session.send(WINDOW, self.id, struct.pack("!I", credit))
+
+    def _on_blocked(self) -> None:
+        """The peer has more to send than our window lets it. If our reader has kept up (at
+        most half the window waits unread), the window is what limits the stream: double it.
+        A reader that falls behind never grows it, so a stalled app holds at most the window
+        it had."""
+        if self._remote_eof or self._closed or self._error is not None:
+            return
+        if self._window < MAX_WINDOW and self._buffered <= self._window // 2:
+            extra, self._window = self._window, self._window * 2
+            self._recv_window += extra
+            self.session.send(WINDOW, self.id, struct.pack("!I", extra))
 
     def unread(self, data: bytes) -> None:
         if data:
@@ -209,9 +230,10 @@ class MuxStream(Stream):
         self._fail(ConnectionResetError(text or "the other end reset the connection"))
 
     def _on_window(self, increment: int) -> None:
-        if self._send_window + increment > WINDOW_SIZE:
+        if self._send_window + increment > MAX_WINDOW:
             raise ProtocolError(f"stream {self.id}: more credit than the window")
         self._send_window += increment
+        self._blocked_sent = False
         self._pump()
 
     # --- writing --------------------------------------------------------------------------
@@ -252,6 +274,9 @@ class MuxStream(Stream):
                 self._maybe_done()
         else:
             self._writable.clear()
+            if self._send_window == 0 and not self._blocked_sent and self._error is None:
+                self._blocked_sent = True
+                self.session.send(BLOCKED, self.id)
 
     async def drain(self) -> None:
         while self._outgoing and self._error is None:
@@ -447,28 +472,27 @@ class MuxSession:
     # --- receiving ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        buf = bytearray()
+        pending = b""  # the start of a frame that continues in the next read
         error: DialError | None = None
         try:
             while True:
                 chunk = await self.tunnel.read(READ_SIZE)
                 if not chunk:
-                    if buf:
+                    if pending:
                         raise ProtocolError("the tunnel ended inside a frame")
                     break
                 self.last_heard = asyncio.get_running_loop().time()
-                buf += chunk
+                # A read is usually whole frames (one TLS write each): parsed where it lies.
+                data = pending + chunk if pending else chunk
                 start = 0
                 try:
                     while True:
-                        used, frame = parse_frame(buf, start)
+                        used, frame = parse_frame(data, start)
                         start += used
                         self._dispatch(frame)
                 except NeedMore:
                     pass
-                finally:
-                    if start:
-                        del buf[:start]
+                pending = data[start:]
         except ProtocolError as exc:
             error = DialError(Failure.PROXY_PROTOCOL_ERROR, Op.READ, f"the tunnel: {exc}")
             log.info("%s: protocol error, closing: %s", self.name, exc)
@@ -519,6 +543,8 @@ class MuxSession:
             stream._on_reset("".join(c for c in text if c.isprintable()))
         elif kind == WINDOW:
             stream._on_window(struct.unpack("!I", payload)[0])
+        elif kind == BLOCKED:
+            stream._on_blocked()
         elif kind == REPLY:
             if not self.client or stream.reply is None or stream.reply.done():
                 raise ProtocolError(f"an unexpected REPLY for stream {ident}")

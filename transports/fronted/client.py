@@ -131,6 +131,7 @@ class FrontDialer:
                 return session
         if self._opening is None or self._opening.done():
             self._opening = asyncio.ensure_future(self._open_session())
+            self._opening.add_done_callback(_retrieved)
         # Shared by every dial waiting for it; one caller giving up does not stop it.
         return await asyncio.shield(self._opening)
 
@@ -283,3 +284,10 @@ class FrontDialer:
                 "the relay's certificate does not match the access key's pin (someone between "
                 "the front and the relay?)",
             )
+
+
+def _retrieved(future: asyncio.Future[object]) -> None:
+    """A tunnel set-up whose every waiting dial gave up (a race lost, a deadline) may still
+    fail: its error was for them, not for the event loop's log."""
+    if not future.cancelled():
+        future.exception()

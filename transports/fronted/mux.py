@@ -133,6 +133,7 @@ class MuxStream(Stream):
         self._window = WINDOW_SIZE  # our receive window: grows for a reader that keeps up
         self._recv_window = WINDOW_SIZE  # what the peer may still send
         self._blocked_sent = False  # BLOCKED is out for the window we have now
+        self._peer_blocked = False  # the peer said BLOCKED; the window may grow
         self._send_window = WINDOW_SIZE  # what we may still send
         self._outgoing: deque[memoryview] = deque()
         self._pending = 0  # bytes in _outgoing
@@ -181,19 +182,26 @@ class MuxStream(Stream):
         self._credit += n
         if self._remote_eof or self._error is not None:
             return
+        self._maybe_grow()
         if self._credit >= self._window // 4 or self._recv_window == 0:
             credit, self._credit = self._credit, 0
             self._recv_window += credit
             self.session.send(WINDOW, self.id, struct.pack("!I", credit))
 
     def _on_blocked(self) -> None:
-        """The peer has more to send than our window lets it. If our reader has kept up (at
-        most half the window waits unread), the window is what limits the stream: double it.
-        A reader that falls behind never grows it, so a stalled app holds at most the window
-        it had."""
-        if self._remote_eof or self._closed or self._error is not None:
+        self._peer_blocked = True
+        self._maybe_grow()
+
+    def _maybe_grow(self) -> None:
+        """The peer has more to send than our window lets it. Once our reader has caught up
+        (at most half the window waits unread) the window, not the reader, is what limits
+        the stream: double it. (The DATA that used up the window usually arrives with the
+        BLOCKED, before the reader has run: hence waiting for it.) A reader that stays
+        behind never grows it, so a stalled app holds at most the window it had."""
+        if not self._peer_blocked or self._buffered > self._window // 2:
             return
-        if self._window < MAX_WINDOW and self._buffered <= self._window // 2:
+        self._peer_blocked = False
+        if self._window < MAX_WINDOW and not self._remote_eof and not self._closed:
             extra, self._window = self._window, self._window * 2
             self._recv_window += extra
             self.session.send(WINDOW, self.id, struct.pack("!I", extra))

@@ -233,10 +233,33 @@ class _DecoyErrors(web_protocol.RequestHandler):
         except ValueError:
             code = HTTPStatus.BAD_REQUEST
         page = DECOY_ERROR.format(status=f"{code.value} {code.phrase}", server=self.decoy_server)
-        response = web.Response(status=code.value, text=page, content_type="text/html")
+        response = _Http11Response(status=code.value, text=page, content_type="text/html")
         response.headers["Server"] = self.decoy_server
         response.force_close()
         return response
+
+
+class _Http11Response(web.Response):
+    """An error answer with nginx's status line. aiohttp answers what it could not parse in
+    the version of its placeholder request, HTTP/1.0; nginx says HTTP/1.1 -- a difference a
+    prober could use to tell the decoy from the server it claims to be."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if request.version < aiohttp.HttpVersion11:
+            request = _Version11(request)  # type: ignore[assignment]
+        return await super().prepare(request)
+
+
+class _Version11:
+    """A request seen as HTTP/1.1 (for the status line); everything else is the request's."""
+
+    version = aiohttp.HttpVersion11
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
 
 
 class _DecoyServer(web.Server):

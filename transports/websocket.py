@@ -22,9 +22,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import struct
+import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,17 +127,50 @@ def parse_frame(
 
 
 def _apply_mask_python(data: bytes | bytearray, mask: bytes) -> bytes:
-    # XOR with the 4-byte key repeated; int arithmetic keeps this fast for large payloads.
-    repeated = (mask * (len(data) // 4 + 1))[: len(data)]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
-        len(data), "big"
-    )
+    """XOR with the 4-byte key repeated, in C loops: each fourth byte through a translation
+    table (about 1 GiB/s; the compiled loop below does tens)."""
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_XOR_TABLES[mask[i]])
+    return bytes(out)
 
 
-try:  # aiohttp's compiled masking (used by its own WebSocket code), ~10x the Python one
-    from aiohttp._websocket.helpers import websocket_mask as _mask_in_place
-except ImportError:  # pragma: no cover - another aiohttp layout; the Python version is correct
-    _mask_in_place = None
+_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+
+
+def _compiled_mask() -> Callable[[bytes, bytearray], None] | None:
+    """aiohttp's compiled masking loop (what its own WebSockets use), loaded by itself.
+
+    Importing it the ordinary way runs aiohttp/__init__, which loads aiohttp's whole HTTP
+    client: about 14 MB resident in every detour with a `front:` route, for one loop. The
+    extension stands alone (its init imports nothing of aiohttp), so it is loaded from its
+    file under its own name; if aiohttp is imported later, it finds it already loaded."""
+    name = "aiohttp._websocket.mask"
+    if name in sys.modules:
+        return getattr(sys.modules[name], "_websocket_mask_cython", None)
+    try:
+        package = importlib.util.find_spec("aiohttp")
+    except (ImportError, ValueError):  # pragma: no cover - aiohttp is a dependency
+        return None
+    for root in (package.submodule_search_locations or []) if package else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(root, "_websocket", "mask" + suffix)
+            if not os.path.exists(path):
+                continue
+            try:
+                loader = importlib.machinery.ExtensionFileLoader(name, path)
+                spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+                assert spec is not None
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+            except (ImportError, OSError, AssertionError):  # pragma: no cover
+                return None
+            sys.modules[name] = module
+            return getattr(module, "_websocket_mask_cython", None)
+    return None  # pragma: no cover - aiohttp without its extensions: the Python loop
+
+
+_mask_in_place = _compiled_mask()
 
 
 def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:

@@ -43,6 +43,18 @@ def test_the_proxy_path_loads_neither_the_lab_nor_the_ui() -> None:
     assert not {m for m in modules if is_ui(m)}
 
 
+def test_a_front_route_does_not_load_aiohttp() -> None:
+    """aiohttp (14 MB resident) is the relay's and the DoH client's; a `front:` route needs
+    only its compiled masking loop, which is loaded by itself."""
+    modules = loaded_after(
+        "import transports.fronted.client, transports.fronted.mux\n"
+        "from transports.websocket import encode_frame\n"
+        "encode_frame(2, b'x' * 100)"
+    )
+    assert "aiohttp" not in modules
+    assert "aiohttp._websocket.mask" in modules
+
+
 # What a router runs: a login and an allow-list on the listener, a transparent listener,
 # the status API and the WhatsApp proxy, services, nothing else allowed, upstream and
 # DPI-evading routes, JSON logs for the system's log collector. (Ports: the mixed one is

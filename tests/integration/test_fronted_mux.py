@@ -248,3 +248,18 @@ async def test_closing_the_dialer_closes_its_tunnels(tmp_path: Path, test_ca, ec
         with pytest.raises(ConnectionResetError):
             await stream.read()
         await until(lambda: not relay.server.sessions)
+
+
+async def test_a_stopping_relay_lets_open_connections_finish(
+    tmp_path: Path, test_ca, echo_origin
+) -> None:
+    async with running_relay(tmp_path, test_ca) as relay, front_dialer(relay) as dialer:
+        stream = await dialer.dial(Endpoint("127.0.0.1", echo_origin.port))
+        stopping = asyncio.ensure_future(relay.server.stop(grace=30))
+        await until(lambda: dialer.sessions[0].going_away)  # GOAWAY: no new connections here
+        assert not dialer.sessions[0].usable(100)
+        assert await echo(stream, b"still here") == b"still here"
+        stream.close()
+        # The stop ends when its last connection does, well inside the grace period.
+        await asyncio.wait_for(stopping, 20)
+        assert not relay.server.sessions

@@ -391,6 +391,7 @@ class MuxSession:
         self.handlers: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         self.last_heard = self.idle_since = loop.time()
+        self.changed = asyncio.Event()  # set when the last stream ends or GOAWAY is sent
         self._keepalive = keepalive
         self._pong: asyncio.Future[None] | None = None
         self._reader = asyncio.ensure_future(self._read_loop())
@@ -475,6 +476,7 @@ class MuxSession:
     def go_away(self) -> None:
         """Tell the client to open no more streams here (the relay is stopping)."""
         self.going_away = True
+        self.changed.set()
         self.send(GOAWAY, 0)
 
     # --- receiving ------------------------------------------------------------------------
@@ -587,6 +589,7 @@ class MuxSession:
             del self.streams[stream.id]
             if not self.streams:
                 self.idle_since = asyncio.get_running_loop().time()
+                self.changed.set()
 
     async def _ping_loop(self) -> None:
         """Client side: a silent tunnel is asked for a PONG; no answer within the keepalive

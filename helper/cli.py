@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from .config import (
     load_config,
     parse_listen_address,
 )
-from .headless import serve, with_listen
+from .headless import reload_config, serve, with_listen
 
 log = logging.getLogger("detour")
 
@@ -408,16 +409,22 @@ def _run(
             print(f"detour: {problems[0]}", file=sys.stderr)
             return EXIT_USAGE
     if log_buffer is not None:
-        return run_async(lambda: _serve_tui(config, log_buffer))
+        return run_async(lambda: _serve_tui(config, log_buffer, path, listen))
     return run_async(lambda: serve(config, path, listen, drain_timeout))
 
 
-async def _serve_tui(config: Any, log_buffer: Any) -> int:
+async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any) -> int:
     from .engine import Engine
     from .tui import build_app, run_until_stopped
 
     engine = Engine(config)
-    app = build_app(engine, log_buffer=log_buffer)  # subscribes before the first probe
+    reload = None if path is None else (lambda: reload_config(engine, path, listen))
+    # Built before the engine starts: it subscribes to the first probes.
+    app = build_app(engine, log_buffer=log_buffer, reload=reload)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
+        # SIGHUP reloads as in the headless run (the UI shows what happened).
+        loop.add_signal_handler(signal.SIGHUP, lambda: app.call_later(app.action_reload))
     try:
         await engine.start()
     except OSError as exc:

@@ -22,7 +22,7 @@ from .config import Config, ConfigError, load_config
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["notify", "serve", "with_listen"]
+__all__ = ["notify", "reload_config", "serve", "with_listen"]
 
 log = logging.getLogger("detour")
 
@@ -34,6 +34,49 @@ def with_listen(config: Config, listen: Endpoint | None) -> Config:
     if listen is None:
         return config
     return dataclasses.replace(config, listen=dataclasses.replace(config.listen, mixed=listen))
+
+
+async def reload_config(engine: Engine, path: str, listen: Endpoint | None) -> tuple[bool, str]:
+    """Read the config file again and switch new connections to it (SIGHUP; the UI's reload
+    key). A file with problems changes nothing: they are logged and detour keeps running.
+    Returns whether the new config is in use, and one line saying what happened."""
+    try:
+        config = with_listen(load_config(path), listen)
+    except ConfigError as exc:
+        log.error(
+            "reload: config problems in %s\nstill running with the previous config",
+            exc,
+            extra={"event": "reload_failed", "problems": exc.problems},
+        )
+        first = exc.problems[0] if exc.problems else "see the log"
+        return False, f"not reloaded: {first} (still the previous config; the log has all)"
+    try:
+        result = await engine.reload(config)
+    except Exception as exc:  # building a route failed (a CA file vanished, ...)
+        log.error(
+            "reload: cannot use %s: %s; still running with the previous config",
+            path,
+            exc,
+            extra={"event": "reload_failed", "problems": [str(exc)]},
+        )
+        return False, f"not reloaded: {exc} (still the previous config)"
+    summary = "; ".join(result.changed) or "no changes that affect routing"
+    log.info(
+        "reloaded %s: %s; new connections use routes: %s",
+        path,
+        summary,
+        ", ".join(route.name for route in engine.router.routes),
+        extra={"event": "reloaded", "changed": list(result.changed)},
+    )
+    line = f"reloaded {path}: {summary}"
+    if result.needs_restart:
+        log.warning(
+            "reload: %s changed but needs a restart; still using the running value",
+            ", ".join(result.needs_restart),
+            extra={"event": "needs_restart", "keys": list(result.needs_restart)},
+        )
+        line += f" ({', '.join(result.needs_restart)}: needs a restart)"
+    return True, line
 
 
 async def serve(
@@ -175,39 +218,7 @@ class _Reloads:
         if self.path is None:
             log.warning("SIGHUP: running with the built-in config, so there is no file to reload")
             return
-        try:
-            config = with_listen(load_config(self.path), self.listen)
-        except ConfigError as exc:
-            log.error(
-                "reload: config problems in %s\nstill running with the previous config",
-                exc,
-                extra={"event": "reload_failed", "problems": exc.problems},
-            )
-            return
-        try:
-            result = await self.engine.reload(config)
-        except Exception as exc:  # building a route failed (a CA file vanished, ...)
-            log.error(
-                "reload: cannot use %s: %s; still running with the previous config",
-                self.path,
-                exc,
-                extra={"event": "reload_failed", "problems": [str(exc)]},
-            )
-            return
-        summary = "; ".join(result.changed) or "no changes that affect routing"
-        log.info(
-            "reloaded %s: %s; new connections use routes: %s",
-            self.path,
-            summary,
-            ", ".join(route.name for route in self.engine.router.routes),
-            extra={"event": "reloaded", "changed": list(result.changed)},
-        )
-        if result.needs_restart:
-            log.warning(
-                "reload: %s changed but needs a restart; still using the running value",
-                ", ".join(result.needs_restart),
-                extra={"event": "needs_restart", "keys": list(result.needs_restart)},
-            )
+        await reload_config(self.engine, self.path, self.listen)
 
     async def close(self) -> None:
         if self._installed:

@@ -32,12 +32,14 @@ def build_app(
     log_buffer: LogBuffer | None = None,
     title: str | None = None,
     notes: Sequence[str] = (),
+    reload: Any = None,
 ):
     """The app for `engine`: build it before starting the engine (it subscribes to the
-    engine's events, and should see the first probes), then `await app.run_async()`."""
+    engine's events, and should see the first probes), then `await app.run_async()`.
+    `reload`: an async callable that reads the config file again (ctrl+r, SIGHUP)."""
     from .app import DetourApp
 
-    return DetourApp(engine, log_buffer=log_buffer, title=title, notes=notes)
+    return DetourApp(engine, log_buffer=log_buffer, title=title, notes=notes, reload=reload)
 
 
 async def run_until_stopped(app: Any, stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from textual.app import App
@@ -28,6 +28,9 @@ __all__ = ["DetourApp"]
 
 log = logging.getLogger("detour.tui")
 
+# Reads the config file again and switches new connections to it: (in use?, one line).
+Reloader = Callable[[], Awaitable[tuple[bool, str]]]
+
 REFRESH = 0.25
 # Events wait here between two refreshes; should a connection storm overflow it, the probe
 # progress is checked against the monitor's own view (ProbeProgress.settle).
@@ -44,6 +47,7 @@ class DetourApp(App[int]):
         Binding("question_mark", "help", "help"),
         Binding("s", "setup", "apps"),
         Binding("l", "log", "log"),
+        Binding("ctrl+r", "reload", "reload config", show=False),
     ]
 
     def __init__(
@@ -56,10 +60,13 @@ class DetourApp(App[int]):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         addresses: Callable[[], list[str]] | None = None,
+        reload: Reloader | None = None,
     ) -> None:
         """`notes` are extra lines for the setup screen (the demo's lab CA and curl line);
+        `reload` re-reads the config file (none: detour runs with the built-in config);
         `clock`, `monotonic` and `addresses` are for tests that need fixed output."""
         super().__init__()
+        self.reloader = reload
         self.engine = engine
         self.log_buffer = log_buffer or LogBuffer()
         if title is not None:
@@ -144,3 +151,15 @@ class DetourApp(App[int]):
     def action_log(self) -> None:
         if not isinstance(self.screen, LogScreen):
             self.push_screen(LogScreen())
+
+    def action_reload(self) -> None:
+        """Ctrl-R (or SIGHUP): the config file again, as the headless runner does on SIGHUP.
+        Established connections keep their routes; new ones take the new config."""
+        if self.reloader is None:
+            self.notify("running with the built-in config: there is no file to reload")
+            return
+        self.run_worker(self._reload(self.reloader), group="reload", exclusive=True)
+
+    async def _reload(self, reloader: Reloader) -> None:
+        ok, line = await reloader()
+        self.notify(line, severity="information" if ok else "error", timeout=8)

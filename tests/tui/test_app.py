@@ -345,3 +345,36 @@ async def test_route_changes_from_probes_are_announced(engine, monkeypatch) -> N
         "signal: now via lab-socks (probed signal)",
         "signal: no route works any more (probed signal)",
     ]  # not the first verdict at start, nor the user's own change (the key says so)
+
+
+async def test_ctrl_r_reads_the_config_file_again(start_engine, tmp_path) -> None:
+    from helper.config import load_config
+    from helper.headless import reload_config
+
+    path = tmp_path / "detour.toml"
+    path.write_text(config_text(routes={"a": "direct", "b": "tlsfrag:1"}))
+    engine = await start_engine(load_config(path), probe_on_start=False)
+    said: list[tuple[str, str]] = []
+    app = DetourApp(engine, reload=lambda: reload_config(engine, str(path), None))
+    async with app.run_test(size=SIZE) as pilot:
+        app.notify = lambda message, **kw: said.append((message, kw.get("severity", "")))
+        path.write_text(config_text(routes={"b": "tlsfrag:1", "c": "direct"}))
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        assert [r.name for r in engine.router.routes] == ["b", "c"]
+        assert said[-1][1] == "information" and said[-1][0].startswith(f"reloaded {path}")
+        path.write_text("[[route]]\nname = 1\n")  # a broken file changes nothing
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        assert [r.name for r in engine.router.routes] == ["b", "c"]
+        assert said[-1][1] == "error" and "not reloaded" in said[-1][0]
+        await pilot.press("q")
+
+
+async def test_ctrl_r_without_a_config_file_says_so(engine) -> None:
+    app = fixed_app(engine)
+    said: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.notify = lambda message, **kw: said.append(message)
+        await pilot.press("ctrl+r")
+        assert said == ["running with the built-in config: there is no file to reload"]

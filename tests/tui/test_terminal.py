@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -51,16 +52,12 @@ def marks(screen: str, route: str) -> list[str]:
     return [c for c in row if c in "✓✗"]
 
 
-def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
-    port = free_port()
-    demo = detour_command(
-        "demo", "--scenario", "sni-reset", "--network", NETWORK, "--listen", f"127.0.0.1:{port}"
-    )
-    # The shell writes down how detour ended (tmux itself may mark the pane dead before it
-    # knows the exit status); the pane stays, with detour's last words on it.
-    status_file = tmp_path / "status"
+def start_in_tmux(tmux: list[str], command: list[str], status_file: Path) -> None:
+    """Run `command` in a 120x40 tmux pane named "demo". The shell writes down how it ended
+    (tmux itself may mark the pane dead before it knows the exit status); the pane stays,
+    with detour's last words on it."""
     shell = (
-        f"cd {shlex.quote(str(ROOT))} && {shlex.join(demo)}; "
+        f"cd {shlex.quote(str(ROOT))} && {shlex.join(command)}; "
         f"echo $? > {shlex.quote(str(status_file))}"
     )
     subprocess.run(
@@ -70,6 +67,29 @@ def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
         env={**os.environ, "TERM": "xterm-256color"},
     )
     subprocess.run([*tmux, "set-option", "-t", "demo", "remain-on-exit", "on"], timeout=10)
+
+
+def quit_with_q(tmux: list[str], status_file: Path) -> str:
+    """Press q; the pane's last screen once detour has ended (with exit status 0)."""
+    subprocess.run([*tmux, "send-keys", "-t", "demo", "q"], check=True, timeout=10)
+    deadline = time.monotonic() + 15
+    while not status_file.exists() or not status_file.read_text().strip():
+        if time.monotonic() > deadline:
+            pytest.fail(f"q did not end detour:\n{capture(tmux)}")
+        time.sleep(0.1)
+    last = capture(tmux)
+    assert status_file.read_text().strip() == "0", last
+    assert "Traceback" not in last and "Error" not in last, last
+    return last
+
+
+def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
+    port = free_port()
+    demo = detour_command(
+        "demo", "--scenario", "sni-reset", "--network", NETWORK, "--listen", f"127.0.0.1:{port}"
+    )
+    status_file = tmp_path / "status"
+    start_in_tmux(tmux, demo, status_file)
     scenario = load_scenario("sni-reset")
     expected = {}
     for expect in scenario.expectations:
@@ -96,14 +116,61 @@ def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
     assert f"proxy 127.0.0.1:{port}" in screen
     assert "Traceback" not in screen
 
-    subprocess.run([*tmux, "send-keys", "-t", "demo", "q"], check=True, timeout=10)
-    deadline = time.monotonic() + 15
-    while not status_file.exists() or not status_file.read_text().strip():
-        if time.monotonic() > deadline:
-            pytest.fail(f"q did not end the demo:\n{capture(tmux)}")
-        time.sleep(0.1)
-    last = capture(tmux)
-    assert status_file.read_text().strip() == "0", last
-    assert "Traceback" not in last and "Error" not in last, last
+    quit_with_q(tmux, status_file)
     assert not listening("127.0.0.1", port)
     assert not listening("127.98.1.10", 443)  # the lab's web.telegram.org
+
+
+def local_config(route: str) -> str:
+    """One route, and one service that is all of loopback (nothing to probe elsewhere)."""
+    return (
+        '[listen]\nmixed = "127.0.0.1:0"\n'
+        f'[[route]]\nname = "{route}"\nchain = "direct"\n'
+        '[[service]]\nname = "local"\ncidrs = ["127.0.0.0/8"]\n'
+    )
+
+
+def test_sighup_reloads_the_config_under_the_ui(tmux: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "detour.toml"
+    config.write_text(local_config("first-route"))
+    config.chmod(0o600)
+    port = free_port()
+    status_file = tmp_path / "status"
+    command = detour_command("tui", "-c", str(config), "--listen", f"127.0.0.1:{port}")
+    start_in_tmux(tmux, command, status_file)
+    wait_for_screen(tmux, "│ first-route ", status_file)
+    config.write_text(local_config("second-route"))
+    pid = detour_pid(str(config))
+    os.kill(pid, signal.SIGHUP)
+    screen = wait_for_screen(tmux, "│ second-route ", status_file)  # the matrix's row
+    assert "│ first-route " not in screen, screen
+    assert "reloaded" in screen, screen  # and the UI says so
+    quit_with_q(tmux, status_file)
+    assert not listening("127.0.0.1", port)
+
+
+def wait_for_screen(tmux: list[str], text: str, status_file: Path) -> str:
+    deadline = time.monotonic() + 30
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = capture(tmux)
+        if text in screen:
+            return screen
+        if status_file.exists():
+            pytest.fail(f"detour ended:\n{screen}")
+        time.sleep(0.2)
+    pytest.fail(f"{text!r} never showed:\n{screen}")
+
+
+def detour_pid(config: str) -> int:
+    """The detour process started with `config` (not the shell around it)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"helper" in argv and config.encode() in argv and b"-m" in argv:
+            return int(entry.name)
+    pytest.fail(f"no detour process for {config}")

@@ -289,6 +289,75 @@ def serve_main() -> None:
     os._exit(0)
 
 
+def delay_line_main(target: int, rtt_ms: float) -> None:
+    """`relay.py --delay-line PORT RTT_MS`: forward 127.0.0.1:ANY -> 127.0.0.1:PORT, holding
+    every chunk for half the round trip in each direction (order kept), as a path to a relay
+    far away would. The TCP handshake itself is not delayed (so a new tunnel is one round
+    trip cheaper than on a real path). Prints "PORT N", serves until stdin closes."""
+    import asyncio
+
+    delay = rtt_ms / 2000
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+
+        async def send() -> None:
+            while True:
+                due, data = await queue.get()
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    with contextlib.suppress(OSError):
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send())
+        with contextlib.suppress(OSError):
+            while data := await reader.read(1 << 20):
+                queue.put_nowait((loop.time() + delay, data))
+        queue.put_nowait((loop.time() + delay, None))
+        with contextlib.suppress(OSError):
+            await sender
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(HOST, target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        writer.close()
+        up_writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, HOST, 0)
+        sys.stdout.write(f"PORT {server.sockets[0].getsockname()[1]}\n")
+        sys.stdout.flush()
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(serve())
+    os._exit(0)
+
+
+@contextlib.contextmanager
+def delay_line(target: int, rtt_ms: float) -> Iterator[int]:
+    """A delay line process in front of 127.0.0.1:`target`; yields its port."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--delay-line", str(target), str(rtt_ms)]
+    with started(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stdin is not None
+        with Timeout(START_TIMEOUT, "starting the delay line"):
+            line = process.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"the delay line did not start: {line!r}")
+        try:
+            yield int(line.split()[1])
+        finally:
+            process.stdin.close()
+
+
 # ------------------------------------------------------------------------------------------
 # processes
 # ------------------------------------------------------------------------------------------
@@ -468,14 +537,15 @@ public = ["127.0.0.0/8"]  # the benchmark's servers stand for the internet
 
 @contextlib.contextmanager
 def run_detour_front(
-    tmp: Path, *, mux: bool = True, relay_cpu: int | None = None
+    tmp: Path, *, mux: bool = True, relay_cpu: int | None = None, relay_rtt: float = 0.0
 ) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
     """detour with one front: route to a `detour relay` process of its own, both on uvloop:
     the client's bytes cross TLS to the front, WebSocket framing and the inner TLS to the
     relay, which dials the benchmark's servers. The relay's CPU is not in the CPU columns.
 
     `mux`: many connections in one tunnel (the default) or one tunnel each (`;mux=off`).
-    `relay_cpu`: the relay runs on that CPU alone, as on a machine of its own."""
+    `relay_cpu`: the relay runs on that CPU alone, as on a machine of its own.
+    `relay_rtt`: milliseconds of round trip between detour and the relay (a delay line)."""
     from helper.lab.ca import LabCA
     from helper.relay.config import load_relay_config
     from helper.relay.keys import RelayKeys
@@ -505,9 +575,17 @@ def run_detour_front(
         wait_accepting(relay, (HOST, port), "detour relay", log_path)
         extra = f'\n[tls]\nextra_ca = ["{ca.ca_path}"]\n'
         chain = "front:" + access.encode() + ("" if mux else ";mux=off")
-        with run_detour(tmp, "uvloop", chain, extra, label) as (address, pid, info):
-            info = dict(info, relay=shlex.join(["python", *argv[1:]]), relay_cpu=relay_cpu)
-            yield address, pid, info
+        with contextlib.ExitStack() as stack:
+            if relay_rtt > 0:
+                chain += f";addr={HOST}:{stack.enter_context(delay_line(port, relay_rtt))}"
+            with run_detour(tmp, "uvloop", chain, extra, label) as (address, pid, info):
+                info = dict(
+                    info,
+                    relay=shlex.join(["python", *argv[1:]]),
+                    relay_cpu=relay_cpu,
+                    relay_rtt_ms=relay_rtt,
+                )
+                yield address, pid, info
 
 
 # pproxy's main() calls uvloop.install() and then asyncio.get_event_loop(), which raises with
@@ -860,7 +938,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 elif key in ("detour-front", "detour-front-nomux"):
                     address, pid, info = stack.enter_context(
-                        run_detour_front(tmp, mux=key == "detour-front", relay_cpu=args.relay_cpu)
+                        run_detour_front(
+                            tmp,
+                            mux=key == "detour-front",
+                            relay_cpu=args.relay_cpu,
+                            relay_rtt=args.relay_rtt,
+                        )
                     )
                 elif key == "pproxy":
                     address, pid, info = stack.enter_context(run_pproxy(tmp, "uvloop"))
@@ -1181,7 +1264,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "other CPUs (the relay stands for a server elsewhere; it does not compete with the "
         "client side for CPU)",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-rtt", type=float, default=0.0, metavar="MS",
+        help="put a delay line of MS milliseconds round trip between detour and the front: "
+        "contestants' relay (for connection set-up on a long path; the transfer figures "
+        "then measure the delay line, not detour)",
+    )  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--delay-line", nargs=2, metavar=("PORT", "MS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.connections < 1:
         parser.error("--repeat and --connections must be at least 1")
@@ -1201,6 +1291,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         serve_main()
+        return 0
+    if args.delay_line:
+        delay_line_main(int(args.delay_line[0]), float(args.delay_line[1]))
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)

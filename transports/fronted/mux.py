@@ -311,6 +311,7 @@ class MuxStream(Stream):
             return
         self._closed = True
         self._incoming.clear()
+        self._buffered = 0
         self._returned = b""
         self._readable.set()
         if self._eof_sent and not self._remote_eof and self._error is None:
@@ -324,6 +325,7 @@ class MuxStream(Stream):
         self._closed = True
         self._outgoing.clear()
         self._incoming.clear()
+        self._buffered = 0
         self._fail(ConnectionResetError("the connection was aborted"))
 
     def _reset_peer(self) -> None:

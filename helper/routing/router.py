@@ -80,7 +80,7 @@ class Route:
             raise DialError(
                 Failure.TIMEOUT,
                 op,
-                f"route {self.name!r} did not connect within {self.timeout:g}s (during {op.value})",
+                f"route {self.name!r} did not connect within {self.timeout:g}s",
             ) from None
 
 

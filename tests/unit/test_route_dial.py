@@ -47,7 +47,7 @@ async def test_the_deadline_names_the_route_and_the_step_it_cut(last: Op) -> Non
         await route.dial(TARGET)
     assert caught.value.failure is Failure.TIMEOUT
     assert caught.value.op is last
-    assert caught.value.detail == f"route 'vps' did not connect within 0.05s (during {last})"
+    assert caught.value.detail == "route 'vps' did not connect within 0.05s"
 
 
 async def test_a_dial_without_phases_is_cut_during_connect() -> None:

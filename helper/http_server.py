@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from transports import Stream
 from transports.tcp import SocketStream, StreamProtocol
 
 from .proxy.http import MAX_HEAD, REASONS, BadRequest, RequestHead, origin_target, parse_head
@@ -203,7 +204,7 @@ class HttpServer:
 
     async def _serve(self, stream: SocketStream) -> None:
         try:
-            answer = await self._answer(stream)
+            answer = await self.answer(stream)
             if answer is None:
                 stream.abort()
                 return
@@ -216,8 +217,9 @@ class HttpServer:
         finally:
             stream.close()
 
-    async def _answer(self, stream: SocketStream) -> bytes | None:
-        """The bytes to answer with, or None to just close (the client left mid-head)."""
+    async def answer(self, stream: Stream) -> bytes | None:
+        """Read one request off `stream` and return the whole answer to send, or None to
+        just close (the client left mid-head). Any Stream will do (the tests script one)."""
         try:
             async with asyncio.timeout(self.head_timeout):
                 raw = await stream.readuntil(b"\r\n\r\n", MAX_HEAD)

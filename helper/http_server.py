@@ -170,6 +170,10 @@ class HttpServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
     async def start(self) -> None:
         """Listen; an address in use raises OSError naming the server and the address."""
         loop = asyncio.get_running_loop()
@@ -206,8 +210,7 @@ class HttpServer:
         try:
             answer = await self.answer(stream)
             if answer is None:
-                stream.abort()
-                return
+                return  # the client left: close (below)
             async with asyncio.timeout(WRITE_TIMEOUT):
                 stream.write(answer)
                 await stream.drain()

@@ -45,24 +45,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 @dataclass(frozen=True)
-class Request:
-    """What a handler sees of a request."""
+class Request(RequestHead):
+    """What a handler sees of a request: the parsed head, and where it points."""
 
-    method: str
     path: str  # percent-decoded, without the query
     query: str
-    version: str
-    headers: list[tuple[str, str]]
     host: str  # the host name or address the client used (Host, or an absolute target)
-    peer: tuple[str, int] | None  # the client's address
-    local: tuple[str, int] | None  # the address the request came in on
-
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+    peer: tuple[str, int] | None = None  # the client's address
+    local: tuple[str, int] | None = None  # the address the request came in on
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,9 @@ def request_from_head(
     if hosts == 0 and head.version == "HTTP/1.1" and authority is None:
         raise BadRequest("an HTTP/1.1 request needs a Host header")
     host = host_name(authority if authority is not None else head.header("host") or "")
-    return Request(head.method, path, query, head.version, head.headers, host, peer, local)
+    return Request(
+        head.method, head.target, head.version, head.headers, path, query, host, peer, local
+    )
 
 
 def host_name(authority: str) -> str:

@@ -8,6 +8,7 @@ running detour (docs/status-api.md).
                     everything else direct
     GET /healthz    "ok" (200) or why not (503), for watchdogs
 
+Served by the small HTTP/1.1 server in helper/http_server.py (one request per connection).
 Off unless `[api] listen` is set. Clients on other machines must send `Authorization:
 Bearer TOKEN`; loopback clients need it only with `loopback_token = true`; endpoints in
 `public` need it from nobody. Nothing served carries a secret: chains are redacted, listener
@@ -21,18 +22,15 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
 
 from transports import Endpoint
 
 from . import __version__
 from .config import ApiConfig
+from .http_server import HttpServer, Request, Response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .pac import proxy_pac
@@ -47,7 +45,9 @@ log = logging.getLogger("detour.api")
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Status is live: no cache on the way may keep an answer (errors included).
+_NO_STORE = (("Cache-Control", "no-store"),)
+_ALLOWED = "GET, HEAD"
 
 
 class StatusApi:
@@ -61,88 +61,78 @@ class StatusApi:
         self._token_digest = (
             hashlib.sha256(config.token.encode()).digest() if config.token is not None else None
         )
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._endpoints = {
+            "/status": self._status,
+            "/metrics": self._metrics,
+            "/proxy.pac": self._pac,
+            "/healthz": self._healthz,
+        }
+        self._server: HttpServer | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the API actually listens (port 0 in a config means any)."""
-        if self._runner is None or not self._runner.addresses:
-            return None
-        host, port = self._runner.addresses[0][:2]
-        return host, port
-
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth])
-        app.on_response_prepare.append(_no_store)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/proxy.pac", self._pac)
-        app.router.add_get("/healthz", self._healthz)
-        return app
+        return self._server.address if self._server is not None else None
 
     async def start(self) -> None:
         assert self.config.listen is not None
         self.started = time.time()
         self.metrics.started = self.started
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.config.listen.host, self.config.listen.port, reuse_address=True
+        server = HttpServer(
+            self.handle,
+            self.config.listen.host,
+            self.config.listen.port,
+            name="status API",
+            headers=_NO_STORE,
         )
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise OSError(exc.errno, f"status API on {self.config.listen}: {reason}") from None
-        self._runner, self._site = runner, site
+        await server.start()  # an address in use: OSError "status API on HOST:PORT: ..."
+        self._server = server
         self.metrics.start()
         host, port = self.address or (self.config.listen.host, self.config.listen.port)
         log.info("status API on http://%s/status", Endpoint(host, port))
 
     async def stop(self) -> None:
         await self.metrics.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = self._site = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
-    # --- middlewares ----------------------------------------------------------------------
+    # --- one request ----------------------------------------------------------------------
 
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """A bug answers 500 with a plain sentence; the traceback goes to the log only."""
+    async def handle(self, request: Request) -> Response:
+        """Authentication first (an unknown path asks for the token too, so that without it
+        nobody learns which paths exist), then the endpoint. A bug answers 500 with a plain
+        sentence; the traceback goes to the log only."""
+        if self._needs_token(request) and not self._token_ok(request):
+            return Response.text(
+                401,
+                "a bearer token is required (Authorization: Bearer TOKEN)\n",
+                (("WWW-Authenticate", 'Bearer realm="detour"'),),
+            )
+        endpoint = self._endpoints.get(request.path)
+        if endpoint is None:
+            return Response.text(404, f"no such endpoint; there are {', '.join(self._endpoints)}\n")
+        if request.method not in ("GET", "HEAD"):
+            return Response.text(405, "only GET and HEAD\n", (("Allow", _ALLOWED),))
         try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
+            return await endpoint(request)
         except Exception:
             log.exception("status API: %s %s failed", request.method, request.path)
-            return web.Response(status=500, text="internal error; see detour's log\n")
+            return Response.text(500, "internal error; see detour's log\n")
 
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._needs_token(request) and not self._token_ok(request):
-            return web.Response(
-                status=401,
-                text="a bearer token is required (Authorization: Bearer TOKEN)\n",
-                headers={"WWW-Authenticate": 'Bearer realm="detour"'},
-            )
-        return await handler(request)
-
-    def _needs_token(self, request: web.Request) -> bool:
+    def _needs_token(self, request: Request) -> bool:
         if request.path in self.config.public:
             return False
         if self.config.loopback_token:
             return True
         return not _is_loopback(_peer_ip(request))
 
-    def _token_ok(self, request: web.Request) -> bool:
+    def _token_ok(self, request: Request) -> bool:
         if self._token_digest is None:
             # No token configured: the API listens on loopback only (the config says so),
             # so a client from elsewhere arrives only through a redirect; refuse it.
             return False
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, given = (request.header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer":
             return False
         # Digests of equal length: the comparison takes the same time whatever was sent.
@@ -151,33 +141,23 @@ class StatusApi:
 
     # --- endpoints ------------------------------------------------------------------------
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: Request) -> Response:
         document = status_document(self.engine, self)
-        return web.Response(
-            text=json.dumps(document, indent=2) + "\n", content_type="application/json"
-        )
+        body = (json.dumps(document, indent=2) + "\n").encode()
+        return Response(200, body, "application/json; charset=utf-8")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Response:
         body = self.metrics.render(self.engine)
-        response = web.Response(body=body.encode())
-        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
-        return response
+        return Response(200, body.encode(), METRICS_CONTENT_TYPE)
 
-    async def _pac(self, request: web.Request) -> web.Response:
+    async def _pac(self, request: Request) -> Response:
         host, port = _proxy_address(self.engine, request)
         body = proxy_pac(list(self.engine.router.services), host, port)
-        return web.Response(
-            body=body.encode(), content_type="application/x-ns-proxy-autoconfig", charset="utf-8"
-        )
+        return Response(200, body.encode(), "application/x-ns-proxy-autoconfig; charset=utf-8")
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self, request: Request) -> Response:
         healthy, reason = health(self.engine)
-        return web.Response(status=200 if healthy else 503, text=reason + "\n")
-
-
-async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
-    """Status is live: no cache on the way may keep an answer (errors included)."""
-    response.headers["Cache-Control"] = "no-store"
+        return Response.text(200 if healthy else 503, reason + "\n")
 
 
 # --- documents ----------------------------------------------------------------------------
@@ -269,12 +249,11 @@ def health(engine: Engine) -> tuple[bool, str]:
     return False, "no service has a working route"
 
 
-def _peer_ip(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if not peer:
+def _peer_ip(request: Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not request.peer:
         return None
     try:
-        return ipaddress.ip_address(peer[0].split("%", 1)[0])
+        return ipaddress.ip_address(request.peer[0].split("%", 1)[0])
     except ValueError:
         return None
 
@@ -283,21 +262,21 @@ def _is_loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bo
     return ip is not None and _unmapped(ip).is_loopback
 
 
-def _proxy_address(engine: Engine, request: web.Request) -> tuple[str, int]:
+def _proxy_address(engine: Engine, request: Request) -> tuple[str, int]:
     """The mixed listener as the requester can reach it: its own address, or, when it
     listens on every address (0.0.0.0, ::), the address this request came in on."""
     host, port = engine.listener.sockets[0] if engine.listener.sockets else ("127.0.0.1", 0)
     ip = _unmapped(ipaddress.ip_address(host.split("%", 1)[0]))
     if not ip.is_unspecified:
         return str(ip), port
-    local = request.transport.get_extra_info("sockname") if request.transport else None
+    local = request.local
     if local:
         own = _unmapped(ipaddress.ip_address(local[0].split("%", 1)[0]))
         if own.version == ip.version:
             return str(own), port
     # The listener and this request use different IP versions (asyncio's "::" listeners are
     # IPv6 only): the name the requester used for this host, when it is a plain name.
-    name = (request.url.raw_host or "").strip("[]")
+    name = request.host
     if _HOST_NAME.fullmatch(name):
         return name, port
     return ("127.0.0.1" if ip.version == 4 else "::1"), port

@@ -6,13 +6,17 @@ Two kinds of request are served:
 - absolute-form `GET http://host/path` is forwarded as one request: hop-by-hop headers
   are dropped, the request line becomes origin-form, and `Connection: close` makes the
   origin end the exchange, after which the bytes flow through untouched.
+
+The generic half, `parse_head` (request line, header fields, limits, errors), is shared with
+the status API's server (helper/http_server.py), which takes origin-form targets instead
+(`origin_target`); `parse_request_head` adds the proxy's target handling.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from transports import Endpoint
 
@@ -38,12 +42,16 @@ _TOKEN_CHARS = frozenset(  # RFC 9110 §5.6.2 tchar
 )
 
 REASONS = {
+    200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
+    404: "Not Found",
     405: "Method Not Allowed",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -53,17 +61,13 @@ REASONS = {
 
 
 @dataclass(frozen=True)
-class HttpRequest:
+class RequestHead:
+    """A request line and its header fields, checked for syntax only (RFC 9112 §3, §5)."""
+
     method: str
-    target: str  # as sent: authority-form for CONNECT, absolute-form otherwise
+    target: str  # as sent
     version: str
     headers: list[tuple[str, str]]
-    destination: Endpoint
-    path: str = ""  # origin-form path for forwarded requests
-
-    @property
-    def is_connect(self) -> bool:
-        return self.method == "CONNECT"
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -71,6 +75,31 @@ class HttpRequest:
             if key.lower() == name:
                 return value
         return None
+
+    def header_count(self, name: str) -> int:
+        name = name.lower()
+        return sum(1 for key, _ in self.headers if key.lower() == name)
+
+
+@dataclass(frozen=True)
+class HttpRequest(RequestHead):
+    """A proxy request: `target` is authority-form for CONNECT, absolute-form otherwise."""
+
+    destination: Endpoint
+    path: str = ""  # origin-form path for forwarded requests
+
+    @property
+    def is_connect(self) -> bool:
+        return self.method == "CONNECT"
+
+
+class BadRequest(ProtocolError):
+    """A request head we cannot accept: `status` is the HTTP status that says why, and
+    `reply` detour's complete error response with it (the proxy sends that one)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, error_response(status, message))
+        self.status = status
 
 
 def error_response(status: int, message: str, extra_headers: str = "") -> bytes:
@@ -92,12 +121,13 @@ AUTH_REQUIRED = error_response(
 )
 
 
-def _bad(message: str, status: int = 400) -> ProtocolError:
-    return ProtocolError(message, error_response(status, message))
+def _bad(message: str, status: int = 400) -> BadRequest:
+    return BadRequest(message, status)
 
 
-def parse_request_head(head: bytes) -> HttpRequest:
-    """Parse a request head ending in CRLF CRLF (as read by the listener)."""
+def parse_head(head: bytes) -> RequestHead:
+    """Parse a request head ending in CRLF CRLF (as read by a listener): the request line
+    and the header fields, without looking at the target. Raises BadRequest."""
     if len(head) > MAX_HEAD:
         raise _bad("request head too large", 431)
     try:
@@ -131,6 +161,19 @@ def parse_request_head(head: bytes) -> HttpRequest:
         if any(c in value for c in "\r\n\0"):
             raise _bad("malformed header value")
         headers.append((name, value))
+    return RequestHead(method, target, version, headers)
+
+
+def parse_request_head(head: bytes) -> HttpRequest:
+    """Parse a proxy request head ending in CRLF CRLF (as read by the listener): CONNECT
+    with an authority, or an absolute-form http:// request."""
+    request = parse_head(head)
+    method, target, version, headers = (
+        request.method,
+        request.target,
+        request.version,
+        request.headers,
+    )
     if method == "CONNECT":
         return HttpRequest(method, target, version, headers, _authority(target, None))
     if target.startswith("/") or target == "*":
@@ -211,3 +254,25 @@ def forwarded_head(request: HttpRequest) -> bytes:
 def _host_header(dest: Endpoint) -> str:
     host = f"[{dest.host}]" if ":" in dest.host else dest.host
     return host if dest.port == 80 else f"{host}:{dest.port}"
+
+
+def origin_target(request: RequestHead) -> tuple[str, str, str | None]:
+    """Where a request to a server (not a proxy) points: (path, query, authority). The
+    target is origin-form (`/status?x`, RFC 9112 §3.2.1), or absolute-form
+    (`http://host:port/status`, which a server must accept too, §3.2.2; its authority then
+    stands for the Host header). The path comes percent-decoded. Raises BadRequest."""
+    target = request.target
+    if not target or any(not 0x21 <= ord(c) <= 0x7E for c in target):
+        raise _bad("malformed request target")
+    if target.startswith("/"):
+        raw_path, _, query = target.partition("?")
+        return unquote(raw_path), query, None
+    if not target[:8].lower().startswith(("http://", "https://")):
+        raise _bad("the request target must be a path (/status) or an http:// URL")
+    try:
+        url = urlsplit(target)
+    except ValueError:
+        raise _bad("malformed request target") from None
+    if not url.netloc or "@" in url.netloc:
+        raise _bad("the request target's host is missing or malformed")
+    return unquote(url.path or "/"), url.query, url.netloc

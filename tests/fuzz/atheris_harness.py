@@ -32,6 +32,7 @@ Target = Callable[[bytes], None]
 def _targets() -> dict[str, Target]:
     import dns.message
 
+    from helper import http_server
     from helper.config import ConfigError, parse_config
     from helper.proxy import http as proxy_http
     from helper.proxy import socks as proxy_socks
@@ -74,6 +75,19 @@ def _targets() -> dict[str, Target]:
             proxy_http.check_basic_auth(request)
             if not request.is_connect:
                 proxy_http.forwarded_head(request)
+
+    def api_request(data: bytes) -> None:
+        # The status API's server: the same head parser, then its origin-form target and
+        # Host checks.
+        for head in (
+            data,
+            b"GET " + data + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /status HTTP/1.1\r\nHost: " + data + b"\r\n\r\n",
+        ):
+            try:
+                http_server.request_from_head(proxy_http.parse_head(head))
+            except ProtocolError:
+                continue
 
     def transparent_first_bytes(data: bytes) -> None:
         for first in (data, b"\x16" + data, b"GET / HTTP/1.1\r\n" + data):
@@ -183,6 +197,7 @@ def _targets() -> dict[str, Target]:
         "socks5_request": listener(proxy_socks.parse_socks5_request),
         "socks4_request": listener(proxy_socks.parse_socks4_request),
         "http_request": http_head,
+        "api_request": api_request,
         "transparent_first_bytes": transparent_first_bytes,
         "tlsfrag_client_hello": tlsfrag,
         "dns_answer": dns_answer,

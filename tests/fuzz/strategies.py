@@ -328,6 +328,45 @@ def _http_head(data: bytes) -> bytes:
 request_heads = st.binary(min_size=400, max_size=400).map(_http_head)
 
 
+# --- HTTP request heads to a server (the status API): origin-form targets ------------------
+
+API_PATHS = ["/status", "/metrics", "/proxy.pac", "/healthz", "/", "//status", "/%73tatus"]
+HOST_VALUES = ["127.0.0.1:9080", "[::1]:9080", "router.lan", "[::1", "[]:1", ":80", "", "a:b:c"]
+
+
+def _server_head(data: bytes) -> bytes:
+    """A request as a browser, curl or Prometheus sends it to the status API, then (two
+    times in five) one or two of its parts made anything-goes; one head in five is raw."""
+    if data[:1] >= b"\xcd":
+        return data[2 : 2 + data[1] * 3 // 2] + b"\r\n\r\n"
+    c = Choices(data[1:])
+    bad = set() if c.chance(60) else {c.pick(SERVER_PARTS) for _ in range(1 + c.byte() % 2)}
+    method = c.pick(["GET", "HEAD", "POST", "OPTIONS", "DELETE"])
+    target = c.pick(API_PATHS)
+    if c.chance(30):
+        target += "?" + c.text(20, URL)
+    if "target" in bad:
+        target = c.pick(["*", "", "http://", "http://h", "HTTP://[::1]:9/x", "x", "/a b"])
+        target = target + c.text(20, URL) if c.chance(50) else c.text(30)
+    version = c.pick(["HTTP/1.1", "HTTP/1.0"])
+    if "version" in bad:
+        version = c.pick(["HTTP/2", "HTTP/1.10", "", "http/1.1"]) if c.chance(70) else c.text(8)
+    lines = [f"{method} {target} {version}"]
+    hosts = c.pick([1, 1, 1, 0, 2]) if "host" in bad else 1
+    for _ in range(hosts):
+        lines.append(f"Host: {c.pick(HOST_VALUES) if c.chance(80) else c.text(20)}")
+    if c.chance(40):
+        lines.append(f"Authorization: {_auth_value(c, 'headers' not in bad)}")
+    lines += [_header(c, "headers" not in bad) for _ in range(c.size(4))]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+SERVER_PARTS = ["target", "version", "host", "headers"]
+
+# Request heads as the status API's server reads them: anything, ending in CRLF CRLF.
+server_heads = st.binary(min_size=300, max_size=300).map(_server_head)
+
+
 def _auth_only(data: bytes) -> str:
     if data[:1] >= b"\xb4":  # about 30%: any latin-1 text at all
         return data[1:].decode("latin-1")

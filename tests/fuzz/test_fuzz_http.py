@@ -1,19 +1,32 @@
-"""Property tests for the HTTP proxy request parser: request heads come from anyone who can
-connect, and an absolute-form request's head is rewritten and sent on to an origin."""
+"""Property tests for the HTTP request parsers: the proxy's (request heads come from anyone
+who can connect, and an absolute-form request's head is rewritten and sent on to an origin),
+and the status API server's, which shares its head parser and takes origin-form targets."""
 
 from __future__ import annotations
 
-from hypothesis import given
+import asyncio
+from collections.abc import Iterator
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helper.config import parse_config
+from helper.engine import Engine
+from helper.http_server import HttpServer, request_from_head
 from helper.proxy.handshake import ProtocolError
 from helper.proxy.http import (
     REASONS,
+    BadRequest,
     HttpRequest,
     check_basic_auth,
     forwarded_head,
+    parse_head,
     parse_request_head,
 )
-from tests.fuzz.strategies import auth_values, request_heads
+from tests.conftest import config_text
+from tests.fuzz.strategies import auth_values, request_heads, server_heads
+from tests.unit.scripted import ScriptedStream
 from transports import Endpoint
 
 
@@ -89,3 +102,106 @@ def test_check_basic_auth_never_raises(value: str) -> None:
     )
     creds = check_basic_auth(request)
     assert creds is None or (isinstance(creds[0], str) and isinstance(creds[1], str))
+
+
+# --- the status API's server ----------------------------------------------------------------
+
+API_TOKEN = "fuzz-token-0123456789abcdef"
+PEERS = [("127.0.0.1", 40000), ("::1", 40000), ("192.168.1.23", 40000), ("fe80::1%eth0", 1)]
+
+
+class ClientStream(ScriptedStream):
+    """A scripted client connection with the addresses a socket has."""
+
+    def __init__(self, chunks: list[bytes], peer: tuple[str, int]) -> None:
+        super().__init__(chunks)
+        self.extra = {"peername": peer, "sockname": ("192.168.1.1", 9080)}
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.extra.get(name, default)
+
+
+def check_response(wire: bytes, *, head_only: bool) -> tuple[int, dict[str, str]]:
+    """A complete, closing HTTP/1.1 response, no header field twice, Cache-Control:
+    no-store, and a Content-Length that is its body's (HEAD: the headers only)."""
+    head, sep, body = wire.partition(b"\r\n\r\n")
+    assert sep, "the response has a complete head"
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, reason = lines[0].split(" ", 2)
+    assert version == "HTTP/1.1" and reason == REASONS[int(status)]
+    fields = [line.split(": ", 1) for line in lines[1:]]
+    assert all(len(field) == 2 and field[0] and "\r" not in field[1] for field in fields)
+    headers = {name.lower(): value for name, value in fields}
+    assert len(headers) == len(fields)
+    assert headers["connection"] == "close" and headers["cache-control"] == "no-store"
+    if head_only:
+        assert body == b""
+    else:
+        assert int(headers["content-length"]) == len(body)
+    return int(status), headers
+
+
+@pytest.fixture(scope="module")
+def api_server() -> Iterator[tuple[asyncio.AbstractEventLoop, HttpServer]]:
+    """The status API's server and handler on an engine that is not started (no socket is
+    opened: requests come from scripted streams), with a token and a public PAC."""
+    extra = f"""
+    [api]
+    listen = "0.0.0.0:9080"
+    token = "{API_TOKEN}"
+    public = ["/proxy.pac"]
+
+    [[service]]
+    name = "echo"
+    domains = ["echo.test"]
+    cidrs = ["192.0.2.0/24"]
+    """
+    engine = Engine(parse_config(config_text(extra=extra)))
+    assert engine.api is not None
+    server = HttpServer(
+        engine.api.handle, "0.0.0.0", 9080, headers=(("Cache-Control", "no-store"),)
+    )
+    loop = asyncio.new_event_loop()
+    yield loop, server
+    loop.close()
+
+
+@given(server_heads, st.sampled_from(PEERS), st.booleans(), st.integers(1, 400))
+def test_any_request_to_the_status_api_gets_an_http_answer(
+    api_server: tuple[asyncio.AbstractEventLoop, HttpServer],
+    head: bytes,
+    peer: tuple[str, int],
+    with_token: bool,
+    chunk: int,
+) -> None:
+    """Whatever a client sends the status API (in pieces of any size), the answer is one
+    complete HTTP response: an error that says why, or the endpoint's answer -- never a 500
+    (a bug), and never an endpoint other than the public PAC to a client from elsewhere
+    without the token."""
+    loop, server = api_server
+    if with_token:
+        line = f"\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n".encode()
+        head = head.removesuffix(b"\r\n\r\n") + line
+    stream = ClientStream([head[i : i + chunk] for i in range(0, len(head), chunk)], peer)
+    wire = loop.run_until_complete(server.answer(stream))
+    assert wire is not None  # the head is complete: it gets an answer
+    # The server reads up to the first blank line: what follows is a body, or junk.
+    read = head[: head.index(b"\r\n\r\n") + 4]
+    try:
+        request = request_from_head(parse_head(read))
+    except BadRequest:
+        request = None
+    head_only = request is not None and request.method == "HEAD"
+    status, headers = check_response(wire, head_only=head_only)
+    assert status != 500, wire
+    if request is None:
+        assert 400 <= status < 500 or status == 505
+        return
+    assert request.path.startswith("/")
+    assert status in (200, 401, 404, 405, 503), wire
+    if status in (200, 503) and request.path != "/proxy.pac":
+        assert peer[0] in ("127.0.0.1", "::1") or with_token
+    if status == 405:
+        assert headers["allow"] == "GET, HEAD"
+    if status == 401:
+        assert headers["www-authenticate"] == 'Bearer realm="detour"'

@@ -1,6 +1,7 @@
 """What the proxy path must not load: the lab (a tester's tool) and, for the router build,
-the terminal UI. Checked in a fresh interpreter, after starting the engine's modules, and in
-detour running headless."""
+the terminal UI, and aiohttp for the status API (its own small server serves it: aiohttp
+alone costs a router ~14 MB). Checked in a fresh interpreter, after starting the engine's
+modules, and in detour running headless."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ from tests.conftest import ROOT, config_text, detour_command
 from tests.support.peers import free_port
 
 UI_MODULES = ("textual", "segno", "helper.tui")
+WEB_MODULES = ("aiohttp", "yarl", "multidict")
 
 
 def is_ui(module: str) -> bool:
     return any(module == ui or module.startswith(f"{ui}.") for ui in UI_MODULES)
+
+
+def is_web(module: str) -> bool:
+    return any(module == web or module.startswith(f"{web}.") for web in WEB_MODULES)
 
 
 def loaded_after(code: str) -> set[str]:
@@ -53,6 +59,18 @@ def test_a_front_route_does_not_load_aiohttp() -> None:
     )
     assert "aiohttp" not in modules
     assert "aiohttp._websocket.mask" in modules
+
+
+def test_the_status_api_loads_no_aiohttp() -> None:
+    modules = loaded_after(
+        "import helper.api\n"
+        "from helper.config import default_config_text, parse_config\n"
+        "from helper.engine import Engine\n"
+        "text = default_config_text() + '\\n[api]\\nlisten = \"127.0.0.1:0\"\\n'\n"
+        "assert Engine(parse_config(text)).api is not None"
+    )
+    assert "helper.api" in modules and "helper.http_server" in modules
+    assert not {m for m in modules if is_web(m)}
 
 
 # What a router runs: a login and an allow-list on the listener, a transparent listener,
@@ -134,3 +152,6 @@ def test_detour_headless_never_imports_the_ui(
     imported = {row.rsplit("|", 1)[-1].strip() for row in imports.splitlines() if "|" in row}
     assert "helper.engine" in imported  # the check sees what it should
     assert not [m for m in imported if is_ui(m)]
+    if "[api]" in config:  # the status API is served, without aiohttp
+        assert "helper.http_server" in imported
+        assert not [m for m in imported if is_web(m)]

@@ -263,3 +263,32 @@ async def test_a_stopping_relay_lets_open_connections_finish(
         # The stop ends when its last connection does, well inside the grace period.
         await asyncio.wait_for(stopping, 20)
         assert not relay.server.sessions
+
+
+async def test_a_tunnel_that_ends_under_a_request_is_replaced_at_once(
+    tmp_path: Path, test_ca, echo_origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay (or the CDN) ends a tunnel just as a request goes out on it: the dial goes
+    through on a new tunnel instead of failing (which would count against the route)."""
+    async with running_relay(tmp_path, test_ca) as relay, front_dialer(relay) as dialer:
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        first = await dialer.dial(target)
+        assert await echo(first, b"one") == b"one"
+        first.close()
+        old = dialer.sessions[0]
+        serve_stream = relay.server._serve_stream
+        calls = 0
+
+        async def recycle(name, stream, target):
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                stream.session.close()  # the tunnel goes away under the request
+                return
+            await serve_stream(name, stream, target)
+
+        monkeypatch.setattr(relay.server, "_serve_stream", recycle)
+        second = await dialer.dial(target)
+        assert second.session is not old and not old.alive
+        assert await echo(second, b"two") == b"two"
+        second.close()

@@ -100,9 +100,23 @@ class FrontDialer:
     async def dial(self, target: Endpoint) -> Stream:
         if not self.mux or self._closed:
             return await self._dial_plain(target)
-        session = await self._session()  # bounded by the connect and handshake timeouts
-        if session is None:
-            return await self._dial_plain(target)
+        for attempt in (1, 2):
+            session = await self._session()  # bounded by the connect and handshake timeouts
+            if session is None:
+                return await self._dial_plain(target)
+            try:
+                return await self._open(session, target)
+            except DialError as exc:
+                # A tunnel that had carried connections and ended under this request (the
+                # relay restarting, the CDN recycling its connection) says nothing about the
+                # route: once more, on a new tunnel. A refusal from the relay, a timeout, or
+                # a new tunnel that fails at once is the answer.
+                stale = not session.alive and session.answered > 0
+                if attempt == 2 or not stale or exc.failure is Failure.TIMEOUT:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _open(self, session: MuxSession, target: Endpoint) -> Stream:
         dial_phase.set(Op.PROXY_HANDSHAKE)
         asked = asyncio.get_running_loop().time()
         try:

@@ -394,6 +394,7 @@ class MuxSession:
         loop = asyncio.get_running_loop()
         self.last_heard = self.idle_since = loop.time()
         self.changed = asyncio.Event()  # set when the last stream ends or GOAWAY is sent
+        self.answered = 0  # streams the relay has answered (client side)
         self._keepalive = keepalive
         self._pong: asyncio.Future[None] | None = None
         self._reader = asyncio.ensure_future(self._read_loop())
@@ -563,6 +564,7 @@ class MuxSession:
             used, error = parse_reply(payload)
             if used != len(payload):
                 raise ProtocolError("a REPLY with bytes after the reply")
+            self.answered += 1
             stream.reply.set_result(error)
 
     def _on_open_frame(self, ident: int, payload: bytes) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -131,11 +132,14 @@ def _apply_mask_python(data: bytes | bytearray, mask: bytes) -> bytes:
     table (about 1 GiB/s; the compiled loop below does tens)."""
     out = bytearray(data)
     for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR_TABLES[mask[i]])
+        out[i::4] = out[i::4].translate(_xor_table(mask[i]))
     return bytes(out)
 
 
-_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+@functools.cache
+def _xor_table(key: int) -> bytes:
+    """Byte b -> b XOR key; made when first used (only without the compiled loop)."""
+    return bytes(b ^ key for b in range(256))
 
 
 def _compiled_mask() -> Callable[[bytes, bytearray], None] | None:

@@ -438,7 +438,7 @@ class RelayServer:
                 wait = idle - idle_for if not session.streams else idle
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(wait, 0.01)):
-                        await _first(session.ended.wait(), session.changed.wait())
+                        await session.changed.wait()
         finally:
             self.sessions.discard(session)
             await session.aclose()
@@ -538,16 +538,6 @@ class RelayServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-async def _first(*waits: Any) -> None:
-    """Until the first of `waits` is done; the others are cancelled."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 async def _quietly(awaitable: Any) -> None:

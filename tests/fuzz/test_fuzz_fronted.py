@@ -15,6 +15,7 @@ import base64
 import json
 import time
 import zlib
+from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,26 +118,28 @@ def test_compiled_and_python_masking_agree(data: bytes, key: bytes) -> None:
 # --- tunnel request and reply -------------------------------------------------------------
 
 
-def _request_verdict(buf: bytes) -> object:
+def _tunnel_verdict(parse: Callable[[bytes], object], buf: bytes) -> object:
+    """What a parser of the tunnel's messages (protocol.py, mux.py) makes of `buf`: its
+    result, NeedMore, or ProtocolError with a message."""
     try:
-        return parse_request(buf)
+        return parse(buf)
     except NeedMore:
         return NeedMore
     except ProtocolError as exc:
         message = str(exc)
         assert message
         return ProtocolError
+
+
+def _request_verdict(buf: bytes) -> object:
+    return _tunnel_verdict(parse_request, buf)
 
 
 def _reply_verdict(buf: bytes) -> object:
-    try:
-        used, error = parse_reply(buf)
-    except NeedMore:
-        return NeedMore
-    except ProtocolError as exc:
-        message = str(exc)
-        assert message
-        return ProtocolError
+    verdict = _tunnel_verdict(parse_reply, buf)
+    if not isinstance(verdict, tuple):
+        return verdict
+    used, error = verdict
     if error is not None:
         assert isinstance(error, DialError)
         assert error.detail.isprintable() and len(error.detail) <= 250
@@ -287,14 +290,7 @@ def test_any_cookie_value_is_a_name_or_none(value: str, skew: int) -> None:
 
 
 def _mux_verdict(buf: bytes) -> object:
-    try:
-        return mux.parse_frame(buf)
-    except NeedMore:
-        return NeedMore
-    except ProtocolError as exc:
-        message = str(exc)
-        assert message
-        return ProtocolError
+    return _tunnel_verdict(mux.parse_frame, buf)
 
 
 @given(st.binary(max_size=120))

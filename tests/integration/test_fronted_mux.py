@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,9 +27,12 @@ ANY = '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    tmp_path: Path, ca: origins.TestCA, extra: str = ""
+    tmp_path: Path, ca: origins.TestCA, extra: str = "", *, multiplex: bool = True
 ) -> AsyncIterator[Relay]:
-    config = relay_config(tmp_path, ca, extra + ANY)  # extra: more [limits] keys
+    """A relay that takes any loopback destination; `extra`: more [limits] keys;
+    `multiplex=False`: one that does not multiplex (as one from before multiplexing)."""
+    config = relay_config(tmp_path, ca, extra + ANY)
+    config = dataclasses.replace(config, multiplex=multiplex)
     keys = RelayKeys(config.state)
     keys.generate()
     server = RelayServer(config, keys)
@@ -82,13 +86,12 @@ async def test_connections_share_one_tunnel(tmp_path: Path, test_ca, echo_origin
 async def test_one_tunnel_per_connection_without_multiplexing(
     tmp_path: Path, test_ca, echo_origin, how: str
 ) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        if how == "relay-without-multiplex":
-            relay = await stack.enter_async_context(running_relay_plain(tmp_path, test_ca))
-        else:
-            relay = await stack.enter_async_context(running_relay(tmp_path, test_ca))
-        options = ";mux=off" if how == "mux=off" else ""
-        dialer = await stack.enter_async_context(front_dialer(relay, options=options))
+    multiplex = how != "relay-without-multiplex"
+    options = ";mux=off" if how == "mux=off" else ""
+    async with (
+        running_relay(tmp_path, test_ca, multiplex=multiplex) as relay,
+        front_dialer(relay, options=options) as dialer,
+    ):
         target = Endpoint("127.0.0.1", echo_origin.port)
         streams = [await dialer.dial(target) for _ in range(3)]
         for i, stream in enumerate(streams):
@@ -97,23 +100,6 @@ async def test_one_tunnel_per_connection_without_multiplexing(
         assert not dialer.sessions
         for stream in streams:
             stream.close()
-
-
-@contextlib.asynccontextmanager
-async def running_relay_plain(tmp_path: Path, ca: origins.TestCA) -> AsyncIterator[Relay]:
-    """A relay that does not multiplex (as one from before multiplexing)."""
-    import dataclasses
-
-    config = dataclasses.replace(relay_config(tmp_path, ca, ANY), multiplex=False)
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
-    try:
-        yield Relay(server, keys, port, key, ca)
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_the_connection_limit_is_a_clear_refusal(

@@ -59,6 +59,18 @@ async def read_until_closed(reader: asyncio.StreamReader, stop_after: int | None
     return got
 
 
+async def socks5_once_it_works(
+    proxy: tuple[str, int], target: tuple[str, int]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A SOCKS5 connection through detour to `target`, tried again until one goes through."""
+    async with asyncio.timeout(SAFETY):
+        while True:
+            try:
+                return await open_socks5(proxy, *target)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.05)
+
+
 def service_config(origin_port: int, routes: dict[str, str]) -> str:
     """The routes, and a service for the origin's port that tries them in this order."""
     names = ", ".join(f'"{name}"' for name in routes)
@@ -103,13 +115,7 @@ def test_upstream_killed_mid_transfer(tmp_path: Path, record_property, upstream:
                     writer.close()
                     assert got < BIG  # the byte count shows the cut: nothing claimed success
                     # A new connection: the upstream refuses now, so the race moves on to direct.
-                    async with asyncio.timeout(SAFETY):
-                        while True:
-                            try:
-                                pair = await open_socks5(detour.address, *origin.address)
-                                break
-                            except (ConnectionError, asyncio.IncompleteReadError):
-                                await asyncio.sleep(0.05)
+                    pair = await socks5_once_it_works(detour.address, origin.address)
                     failover_after = time.monotonic() - killed
                     result = await run_integrity(*pair, up=1 << 20, down=1 << 20)
                     assert result.ok
@@ -158,13 +164,7 @@ def test_relay_restarted_clients_reconnect(tmp_path: Path, record_property) -> N
                         await open_socks5(detour.address, *origin.address)
                 relay.process.start()
                 restarted = time.monotonic()
-                async with asyncio.timeout(SAFETY):
-                    while True:
-                        try:
-                            pair = await open_socks5(detour.address, *origin.address)
-                            break
-                        except (ConnectionError, asyncio.IncompleteReadError):
-                            await asyncio.sleep(0.05)
+                pair = await socks5_once_it_works(detour.address, origin.address)
                 back_after = time.monotonic() - restarted
                 result = await run_integrity(*pair, up=1 << 20, down=1 << 20)
                 assert result.ok

@@ -83,9 +83,8 @@ class FrontDialer:
         self.inner = inner
         self.key = key
         self.outer_tls = tls or ssl.create_default_context()
-        self.inner_tls = inner_client_context(key)
-        self.mux_tls = inner_client_context(key)
-        self.mux_tls.set_alpn_protocols([ALPN])
+        self._inner_contexts: dict[bool, ssl.SSLContext] = {}
+        self._inner_context(multiplex=mux)  # now: a key ssl cannot load fails the build
         self.handshake_timeout = handshake_timeout
         self.mux = mux
         self.sessions: list[MuxSession] = []
@@ -128,12 +127,7 @@ class FrontDialer:
                 # the tunnel is dead (a NAT or middlebox dropped it). The next dial opens
                 # a new one.
                 session.close()
-            raise DialError(
-                Failure.TIMEOUT,
-                Op.PROXY_HANDSHAKE,
-                f"the relay did not answer through {self.key.front} within "
-                f"{self.handshake_timeout:g}s",
-            ) from None
+            raise self._no_answer() from None
 
     async def _session(self) -> MuxSession | None:
         """A tunnel with room for one more connection: an open one, the one being opened, or
@@ -150,7 +144,7 @@ class FrontDialer:
         return await asyncio.shield(self._opening)
 
     async def _open_session(self) -> MuxSession | None:
-        inner = await self._connect(self.mux_tls)
+        inner = await self._connect(self._inner_context(multiplex=True))
         if inner.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN:
             # A relay from before multiplexing: one tunnel per connection, as it expects.
             inner.close()
@@ -190,27 +184,18 @@ class FrontDialer:
 
     async def _dial_plain(self, target: Endpoint) -> Stream:
         """One tunnel for one connection."""
-        inner = await self._connect(self.inner_tls)
+        inner = await self._connect(self._inner_context(multiplex=False))
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 return await self._request(inner, target)
         except TimeoutError:
             inner.abort()
-            raise DialError(
-                Failure.TIMEOUT,
-                Op.PROXY_HANDSHAKE,
-                f"the relay did not answer through {self.key.front} within "
-                f"{self.handshake_timeout:g}s",
-            ) from None
+            raise self._no_answer() from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             inner.abort()
             if isinstance(exc, DialError):
                 raise
-            raise DialError(
-                Failure.CONNECTION_RESET if isinstance(exc, ConnectionError) else Failure.EOF,
-                Op.PROXY_HANDSHAKE,
-                f"the tunnel through {self.key.front} broke: {exc or type(exc).__name__}",
-            ) from None
+            raise self._broken(exc) from None
 
     async def _connect(self, inner_tls: ssl.SSLContext) -> TlsStream:
         """A tunnel up to the inner TLS, its pin checked: DialError otherwise."""
@@ -235,11 +220,33 @@ class FrontDialer:
             raise
         except (OSError, asyncio.IncompleteReadError) as exc:
             stream.abort()
-            raise DialError(
-                Failure.CONNECTION_RESET if isinstance(exc, ConnectionError) else Failure.EOF,
-                Op.PROXY_HANDSHAKE,
-                f"the tunnel through {key.front} broke: {exc or type(exc).__name__}",
-            ) from None
+            raise self._broken(exc) from None
+
+    def _no_answer(self) -> DialError:
+        return DialError(
+            Failure.TIMEOUT,
+            Op.PROXY_HANDSHAKE,
+            f"the relay did not answer through {self.key.front} within {self.handshake_timeout:g}s",
+        )
+
+    def _broken(self, exc: BaseException) -> DialError:
+        return DialError(
+            Failure.CONNECTION_RESET if isinstance(exc, ConnectionError) else Failure.EOF,
+            Op.PROXY_HANDSHAKE,
+            f"the tunnel through {self.key.front} broke: {exc or type(exc).__name__}",
+        )
+
+    def _inner_context(self, multiplex: bool) -> ssl.SSLContext:
+        """The inner TLS context, offering ALPN detour-mux/1 or nothing. The one without is
+        needed only for a relay that does not multiplex: made when first needed (each writes
+        the client key to a private file for the moment ssl loads it)."""
+        context = self._inner_contexts.get(multiplex)
+        if context is None:
+            context = inner_client_context(self.key)
+            if multiplex:
+                context.set_alpn_protocols([ALPN])
+            self._inner_contexts[multiplex] = context
+        return context
 
     async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext) -> TlsStream:
         key = self.key

@@ -136,7 +136,6 @@ class MuxStream(Stream):
         self._peer_blocked = False  # the peer said BLOCKED; the window may grow
         self._send_window = WINDOW_SIZE  # what we may still send
         self._outgoing: deque[memoryview] = deque()
-        self._pending = 0  # bytes in _outgoing
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -145,7 +144,7 @@ class MuxStream(Stream):
         self._eof_sent = False
         self._closed = False  # close() or abort() was called here
         self._error: BaseException | None = None  # reset, or the session died
-        self._done = asyncio.Event()
+        self._finished = False  # out of the session's table
         self.reply: asyncio.Future[DialError | None] | None = None
 
     def __repr__(self) -> str:
@@ -256,7 +255,6 @@ class MuxStream(Stream):
         if not data:
             return
         self._outgoing.append(memoryview(bytes(data)))
-        self._pending += len(data)
         self._pump()
 
     def _pump(self) -> None:
@@ -269,7 +267,6 @@ class MuxStream(Stream):
             else:
                 self._outgoing[0] = chunk[size:]
                 chunk = chunk[:size]
-            self._pending -= size
             self._send_window -= size
             self.session.send(DATA, self.id, chunk)
         if not self._outgoing:
@@ -336,7 +333,6 @@ class MuxStream(Stream):
         if self._error is None:
             self._error = error
         self._outgoing.clear()
-        self._pending = 0
         self._readable.set()
         self._writable.set()
         if self.reply is not None and not self.reply.done():
@@ -350,8 +346,8 @@ class MuxStream(Stream):
             self._finish()
 
     def _finish(self) -> None:
-        if not self._done.is_set():
-            self._done.set()
+        if not self._finished:
+            self._finished = True
             self.session.forget(self)
 
     async def wait_closed(self) -> None:
@@ -393,7 +389,7 @@ class MuxSession:
         self.handlers: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         self.last_heard = self.idle_since = loop.time()
-        self.changed = asyncio.Event()  # set when the last stream ends or GOAWAY is sent
+        self.changed = asyncio.Event()  # the last stream ended, GOAWAY went out, or the end
         self.answered = 0  # streams the relay has answered (client side)
         self._keepalive = keepalive
         self._pong: asyncio.Future[None] | None = None
@@ -636,6 +632,7 @@ class MuxSession:
         else:
             self.tunnel.close()
         self.ended.set()
+        self.changed.set()
 
     def close(self) -> None:
         """End the session and every stream in it."""

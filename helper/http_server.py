@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from transports import Stream
 from transports.tcp import SocketStream, StreamProtocol
+from transports.wire import format_hostport
 
 from .proxy.http import MAX_HEAD, REASONS, BadRequest, RequestHead, origin_target, parse_head
 
@@ -175,8 +176,8 @@ class HttpServer:
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            shown = f"[{self.host}]" if ":" in self.host else self.host
-            raise OSError(exc.errno, f"{self.name} on {shown}:{self.port}: {reason}") from None
+            where = format_hostport(self.host, self.port)
+            raise OSError(exc.errno, f"{self.name} on {where}: {reason}") from None
 
     async def stop(self) -> None:
         """Stop listening and end the connections being served."""

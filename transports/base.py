@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .wire import format_hostport
+
 __all__ = [
     "DialError",
     "Dialer",
@@ -160,10 +162,6 @@ class Endpoint:
         if not host:
             raise ValueError(f"{text!r}: empty host")
         return cls(host, port)
-
-
-def format_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Stream(ABC):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from helper.proxy import handshake, http
-from transports import wire
-from transports.fronted import protocol
+from transports import websocket, wire
+from transports.fronted import frames, protocol
 from transports.wire import (
     HeadError,
     NeedMore,
@@ -20,9 +20,9 @@ from transports.wire import (
 
 
 def test_every_parser_raises_the_same_two_errors() -> None:
-    for module in (handshake, protocol):
+    for module in (handshake, protocol, websocket, frames):
         assert module.NeedMore is NeedMore
-    for module in (handshake, protocol):
+    for module in (handshake, protocol, frames):
         assert module.ProtocolError is ProtocolError
     # A ValueError, as the tunnel's always was; the listeners' carry their reply.
     error = ProtocolError("no", b"reply")

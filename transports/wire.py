@@ -29,15 +29,20 @@ __all__ = [
     "MAX_HEAD",
     "MAX_HEADERS",
     "REASONS",
+    "ChunkedBody",
     "HeadError",
     "NeedMore",
     "ProtocolError",
     "RequestHead",
     "ResponseHead",
+    "body_length",
+    "check_method",
+    "check_request_line",
     "format_host",
     "format_hostport",
     "parse_request_head",
     "parse_response_head",
+    "request_line_parts",
 ]
 
 MAX_HEAD = 32 * 1024  # a request head, request line and fields, at most
@@ -147,24 +152,50 @@ def _lines(head: bytes) -> list[str]:
     return lines
 
 
-def parse_request_head(head: bytes) -> RequestHead:
+def request_line_parts(line: str, *, lenient: bool = False) -> list[str]:
+    """A request line split at its spaces; `lenient`: runs of spaces count as one."""
+    parts = line.split(" ")
+    return [part for part in parts if part] if lenient else parts
+
+
+def check_request_line(line: str, *, lenient: bool = False) -> tuple[str, str, str]:
+    """(method, target, version) of a request line, or HeadError. Strictly, one space
+    between the parts and HTTP/1.0 or HTTP/1.1 (what detour's own servers speak). `lenient`,
+    as web servers read it: runs of spaces, and HTTP/1.2 and later minor versions read as
+    HTTP/1.1 (RFC 9110 §2.5)."""
+    parts = request_line_parts(line, lenient=lenient)
+    if len(parts) != 3:
+        raise HeadError("malformed request line")
+    method, target, version = parts
+    check_method(method)
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        minor = version[7:]
+        if lenient and version.startswith("HTTP/1.") and minor.isascii() and minor.isdigit():
+            version = "HTTP/1.1"
+        else:
+            status = 505 if version.startswith("HTTP/") else 400
+            raise HeadError(f"unsupported protocol version {version[:16]!r}", status)
+    return method, target, version
+
+
+def check_method(method: str) -> None:
+    """HeadError unless `method` is a token (RFC 9110 §9.1); a prefix of one passes too
+    while it is being read (not empty then)."""
+    if not method or not all(ord(c) in _TOKEN_CHARS for c in method):
+        raise HeadError("malformed method")
+
+
+def parse_request_head(head: bytes, *, lenient: bool = False) -> RequestHead:
     """Parse a request head ending in CRLF CRLF (as a server reads it): the request line and
-    the header fields, without looking at the target. Raises HeadError."""
+    the header fields, without looking at the target. Raises HeadError. `lenient`: as in
+    check_request_line."""
     if len(head) > MAX_HEAD:
         raise HeadError("request head too large", 431)
     lines = _lines(head)
     if not lines:  # b'\r\n': not a head a server reads, but no IndexError either
         raise HeadError("malformed request line")
     request_line, header_lines = lines[0], lines[1:]
-    parts = request_line.split(" ")
-    if len(parts) != 3:
-        raise HeadError("malformed request line")
-    method, target, version = parts
-    if not method or not all(ord(c) in _TOKEN_CHARS for c in method):
-        raise HeadError("malformed method")
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        status = 505 if version.startswith("HTTP/") else 400
-        raise HeadError(f"unsupported protocol version {version[:16]!r}", status)
+    method, target, version = check_request_line(request_line, lenient=lenient)
     if len(header_lines) > MAX_HEADERS:
         raise HeadError(f"more than {MAX_HEADERS} header fields", 431)
     headers: list[tuple[str, str]] = []
@@ -215,3 +246,91 @@ def parse_response_head(head: bytes) -> ResponseHead:
         if sep and name.strip():
             headers.append((name.strip(), value.strip(" \t")))
     return ResponseHead(version, int(code), parts[2] if len(parts) > 2 else "", headers)
+
+
+def body_length(request: RequestHead) -> int | None:
+    """How a request's body is delimited (RFC 9112 §6.3): its length in bytes (0: there is
+    none), or None when it is chunked. HeadError(400) when it cannot be told for sure: both
+    framings, Content-Length twice or not a number; HeadError(501) for a transfer coding
+    other than chunked (§6.1: none is understood here)."""
+    codings = [
+        token.strip().lower()
+        for name, value in request.headers
+        if name.lower() == "transfer-encoding"
+        for token in value.split(",")
+    ]
+    lengths = [value for name, value in request.headers if name.lower() == "content-length"]
+    if codings:
+        if lengths:
+            raise HeadError("both Transfer-Encoding and Content-Length")
+        if any(coding != "chunked" for coding in codings):
+            raise HeadError("a transfer coding other than chunked", 501)
+        if len(codings) > 1:
+            raise HeadError("chunked twice")
+        return None
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        raise HeadError("more than one Content-Length")
+    value = lengths[0]
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise HeadError("malformed Content-Length")
+    return int(value)
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ChunkedBody:
+    """Where a chunked body ends (RFC 9112 §7.1), found without keeping the body: `feed` it
+    bytes as they come; it returns how many of them belong to the body, and `done` is True
+    once the last chunk and the trailer section have passed (the bytes after are the next
+    message's). Raises ProtocolError for what is no chunked body. Chunk extensions and
+    trailer fields are skipped; lines may end in CRLF or LF, as servers accept."""
+
+    MAX_LINE = 4096  # a chunk-size line (extensions included) or a trailer field
+
+    def __init__(self) -> None:
+        self._state = "size"  # size, data, data-end, trailer
+        self._line = bytearray()
+        self._left = 0  # bytes of the current chunk still to come
+        self.size = 0  # payload bytes passed so far
+        self.done = False
+
+    def feed(self, data: bytes | bytearray) -> int:
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._state == "data":
+                take = min(self._left, end - pos)
+                pos += take
+                self._left -= take
+                self.size += take
+                if not self._left:
+                    self._state = "data-end"
+                continue
+            newline = data.find(b"\n", pos)
+            stop = newline if newline >= 0 else end
+            if len(self._line) + stop - pos > self.MAX_LINE:
+                raise ProtocolError("a chunk line too long")
+            self._line += data[pos:stop]
+            if newline < 0:
+                return end
+            pos = newline + 1
+            line = bytes(self._line[:-1] if self._line.endswith(b"\r") else self._line)
+            self._line.clear()
+            self._line_ended(line)
+        return pos
+
+    def _line_ended(self, line: bytes) -> None:
+        if self._state == "size":
+            digits = line.split(b";", 1)[0].strip(b" \t")
+            if not digits or len(digits) > 15 or not all(c in _HEX_DIGITS for c in digits):
+                raise ProtocolError("a malformed chunk size")
+            self._left = int(digits, 16)
+            self._state = "data" if self._left else "trailer"
+        elif self._state == "data-end":
+            if line:
+                raise ProtocolError("a chunk longer than its size")
+            self._state = "size"
+        elif not line:  # trailer section: an empty line ends it
+            self.done = True

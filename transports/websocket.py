@@ -86,7 +86,7 @@ class WebSocketError(ConnectionError):
 class Frame:
     fin: bool
     opcode: int
-    payload: bytes
+    payload: bytes | bytearray  # a bytearray when unmasked here (the server side)
 
 
 def parse_frame(
@@ -226,12 +226,15 @@ def _select_mask(candidate: MaskInPlace | None, origin: str) -> MaskInPlace | No
 _mask_in_place = _select_mask(*_compiled_mask())
 
 
-def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes | bytearray:
+    """`data` masked, in a new buffer. With the compiled loop that buffer is the bytearray it
+    masked in place: converting it to bytes would cost another buffer of its size, and a
+    large new buffer costs page faults (a received frame is up to 512 KiB)."""
     if _mask_in_place is None:
         return _apply_mask_python(bytes(data), mask)
     buf = bytearray(data)
     _mask_in_place(mask, buf)
-    return bytes(buf)
+    return buf
 
 
 def encode_frame(
@@ -305,32 +308,40 @@ class WebSocketStream(Stream):
         return data[:n]
 
     async def _receive(self) -> None:
-        """Parse every complete frame buffered; read more only when none is complete.
-        Returns once some message bytes are ready or the stream has ended."""
+        """Parse every complete frame received; read more only when none is complete.
+        Returns once some message bytes are ready or the stream has ended.
+
+        A read usually holds whole frames (the peer writes one per message): they are parsed
+        where they lie, and only the start of a frame that continues in the next read is
+        kept in the buffer (each copy of a large buffer costs its size in page faults)."""
         while True:
-            buf = self._buffer
-            start = 0
-            try:
-                while True:
-                    used, frame = parse_frame(buf, start=start, expect_masked=not self.client)
-                    start += used
-                    self._take(frame)
-                    if self._eof:
-                        break
-            except NeedMore:
-                pass
-            finally:
-                if start:
-                    del buf[:start]  # once per batch of frames, not once per frame
-            if self._ready or self._eof:
-                return
             chunk = await self.inner.read(READ_SIZE)
             if not chunk:
                 if self._buffer:
                     raise WebSocketError("the connection ended inside a frame") from None
                 self._eof = True  # ended without a close frame: still an end
                 return
-            self._buffer += chunk
+            if self._buffer:
+                self._buffer += chunk
+                data: bytes | bytearray = self._buffer
+            else:
+                data = chunk
+            start = 0
+            try:
+                while True:
+                    used, frame = parse_frame(data, start=start, expect_masked=not self.client)
+                    start += used
+                    self._take(frame)
+                    if self._eof:
+                        break
+            except NeedMore:
+                pass
+            if data is self._buffer:
+                del self._buffer[:start]  # once per batch of frames, not once per frame
+            elif start < len(data):
+                self._buffer = bytearray(memoryview(data)[start:])
+            if self._ready or self._eof:
+                return
 
     def _send(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
         self.inner.write(encode_frame(opcode, payload, mask=self.client))

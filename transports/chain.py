@@ -505,7 +505,7 @@ _SEGMENT_START = re.compile(r"[\s|](?=[^\s|]*\Z)")
 # is secret, down to the address, also when it is malformed (a quote in it ends nothing).
 # "pt:obfs4: ..." (a message about one) and "pt://" (a URL, not this layer) are left alone.
 _PT_LAYER = re.compile(
-    r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]*:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
+    r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]+:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
     re.I,
 )
 

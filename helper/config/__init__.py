@@ -12,8 +12,9 @@ on the fields of its dataclass (schema.py explains how); one reader walks them.
     values.py          converters: durations, sizes, addresses, names, chains, files
     listen.py api.py dns.py tls.py probe.py whatsapp_proxy.py     one section each
     routes.py          [[route]], [[service]], [default] and the checks across them
-    file.py            a whole file -> Config
-    load.py            the built-in config, a config file from disk
+    base.py            [base]: what a file builds on
+    file.py            a file -> Config, as a whole or on the config below it
+    load.py            the built-in config, a config file from disk layered on it
     secrets.py         what in a config is secret; the warning for a readable file
     docs.py            docs/configuration.md's key tables, from the schema
 """
@@ -22,7 +23,7 @@ from .api import API_PUBLIC_PATHS, API_TOKEN_MIN, ApiConfig
 from .dns import DnsConfig
 from .file import SECTIONS, Config, parse_config, parse_config_data
 from .listen import REMOTE_DEFAULTS, ListenConfig, User, check_exposure
-from .load import default_config_text, load_config
+from .load import Layer, Loaded, default_config_text, layer_data, load_config, load_layers
 from .probe import ProbeConfig
 from .routes import DENY, RouteConfig
 from .schema import ConfigError, Problems, TableReader, array_of_tables
@@ -52,7 +53,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "DnsConfig",
+    "Layer",
     "ListenConfig",
+    "Loaded",
     "ProbeConfig",
     "Problems",
     "RouteConfig",
@@ -67,7 +70,9 @@ __all__ = [
     "domain",
     "flag",
     "is_loopback",
+    "layer_data",
     "load_config",
+    "load_layers",
     "network",
     "parse_config",
     "parse_config_data",

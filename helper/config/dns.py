@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transports import redact
 from transports.resolver import ResolverSpec
 
 from .schema import Problems, setting
@@ -49,7 +50,8 @@ class DnsConfig:
     resolver: ResolverSpec = setting(
         "system",
         resolver,
-        "How the `direct` base of a chain resolves names. One of the forms below.",
+        secret=redact,
+        doc="How the `direct` base of a chain resolves names. One of the forms below.",
     )
     # Fixed answers, like a hosts file for detour alone: name -> addresses.
     hosts: dict[str, tuple[str, ...]] = setting(

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..services import Service
 from .api import ApiConfig, read_api
+from .base import BEFORE, BaseTable
 from .dns import DnsConfig
 from .listen import ListenConfig, read_listen
 from .probe import ProbeConfig
@@ -59,6 +60,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
     "api": (ApiConfig, False),
+    "base": (BaseTable, False),
 }
 
 
@@ -71,33 +73,62 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(["not valid TOML: nested too deeply"], source) from None
 
 
-def parse_config(text: str, source: str = "config", base: Path | None = None) -> Config:
-    """Parse and validate a config as a whole. Relative file paths in it are taken from
-    `base` (the config file's directory), or from the working directory."""
-    return parse_config_data(parse_toml(text, source), source, base)
+def parse_config(
+    text: str, source: str = "config", base: Path | None = None, below: Config | None = None
+) -> Config:
+    """Parse and validate a config: as a whole, or built on the config `below` (then keys it
+    does not give are below's, and its routes and services join below's; load.py decides,
+    from `[base] config`). Relative file paths in it are taken from `base` (the config
+    file's directory), or from the working directory."""
+    return parse_config_data(parse_toml(text, source), source, base, below)
 
 
 def parse_config_data(
-    data: dict[str, Any], source: str = "config", base: Path | None = None
+    data: dict[str, Any],
+    source: str = "config",
+    base: Path | None = None,
+    below: Config | None = None,
 ) -> Config:
     """parse_config for TOML already read (the relay's config embeds detour's sections)."""
     problems = Problems()
     top = TableReader("", data, problems, tuple(SECTIONS))
     sections = top.data
 
-    listen = read_listen(sections.get("listen", {}), problems, base)
-    api = read_api(sections.get("api", {}), problems, base)
-    dns = read_section(DnsConfig, "dns", sections.get("dns", {}), problems, base)
-    tls = read_section(TlsConfig, "tls", sections.get("tls", {}), problems, base)
-    probe = read_section(ProbeConfig, "probe", sections.get("probe", {}), problems, base)
-    routes = read_routes(sections.get("route"), problems, base)
+    def section(name: str) -> Any:
+        return sections.get(name, {})
+
+    layering = read_section(BaseTable, "base", section("base"), problems)
+    listen = read_listen(section("listen"), problems, base, below and below.listen)
+    api = read_api(section("api"), problems, base, below and below.api)
+    dns = read_section(DnsConfig, "dns", section("dns"), problems, base, below and below.dns)
+    tls = read_section(TlsConfig, "tls", section("tls"), problems, base, below and below.tls)
+    probe = read_section(
+        ProbeConfig, "probe", section("probe"), problems, base, below and below.probe
+    )
+    routes = read_routes(
+        sections.get("route"),
+        problems,
+        base,
+        below.routes if below else (),
+        before=layering.routes == BEFORE,
+    )
     route_names = [r.name for r in routes]
-    services = read_services(sections.get("service"), route_names, problems, base)
-    default = read_section(DefaultTable, "default", sections.get("default", {}), problems)
+    services = read_services(
+        sections.get("service"), route_names, problems, base, below.services if below else ()
+    )
+    default = read_section(
+        DefaultTable,
+        "default",
+        section("default"),
+        problems,
+        below=DefaultTable(below.default_policy) if below else None,
+    )
     policy = default_policy(default.policy, route_names, problems)
-    whatsapp_proxy = None
-    if "whatsapp_proxy" in sections:
-        whatsapp_proxy = read_whatsapp_proxy(sections["whatsapp_proxy"], listen, problems, base)
+    whatsapp_proxy = below.whatsapp_proxy if below else None
+    if "whatsapp_proxy" in sections or whatsapp_proxy is not None:
+        whatsapp_proxy = read_whatsapp_proxy(
+            section("whatsapp_proxy"), listen, problems, base, whatsapp_proxy
+        )
     top.finish()
 
     if problems.items:

@@ -76,6 +76,7 @@ class ListenConfig:
     users: tuple[User, ...] = setting(
         [],
         read=_read_users,
+        tables=User,
         doc='Logins: `[{ name = "alice", password = "..." }, ...]`. When set, SOCKS5 clients '
         "must log in with user/password (RFC 1929) and HTTP clients with "
         "`Proxy-Authorization: Basic`; SOCKS4 clients, which cannot send a password, are "

@@ -166,7 +166,10 @@ class Setting:
     collect: Callable[[list[Any]], Any] = tuple  # ... and what the items become
     path: bool = False  # a file name, taken relative to the config file's directory
     read: CustomReader | None = None
-    secret: bool = False  # never shown: not in repr, hidden by `config show`
+    # True: never shown (not in repr, `***` in `detour config show`); a function: what of
+    # the text may be shown (a chain with its passwords hidden).
+    secret: bool | Callable[[str], str] = False
+    tables: type | None = None  # an array of tables: the schema of each (for showing it)
     shown: str | None = None  # the docs' default column, where the default does not say it
 
     @property
@@ -214,7 +217,8 @@ def setting(
     collect: Callable[[list[Any]], Any] = tuple,
     path: bool = False,
     read: CustomReader | None = None,
-    secret: bool = False,
+    secret: bool | Callable[[str], str] = False,
+    tables: type | None = None,
     shown: str | None = None,
 ) -> Any:
     """A dataclass field that is a key of the config file.
@@ -223,20 +227,23 @@ def setting(
     must give it). `convert` turns one value as written into what the program uses, raising
     ValueError with a message for the user; `each` does that for every item of a list, which
     then becomes `collect(items)`. `path`: the value is a file name, relative to the config
-    file. `read`: a reader of its own, for values that are more than one converted value.
-    `secret`: kept out of repr and of `detour config show`. `shown`: the docs' default column
-    when the written default does not say it. `doc`: the docs' meaning column (Markdown).
+    file. `read`: a reader of its own, for values that are more than one converted value;
+    `tables`: the schema of each table when that value is an array of tables. `secret`: True
+    keeps the value out of repr and `detour config show`; a function hides the secret part
+    of the text (a chain's passwords). `shown`: the docs' default column when the written
+    default does not say it. `doc`: the docs' meaning column (Markdown).
     """
-    spec = Setting(default, convert, doc, each, collect, path, read, secret, shown)
+    spec = Setting(default, convert, doc, each, collect, path, read, secret, tables, shown)
     metadata = {_METADATA_KEY: spec}
+    show = secret is not True
     if spec.required:
-        return dataclasses.field(metadata=metadata, repr=not secret)
+        return dataclasses.field(metadata=metadata, repr=show)
     value = spec.value_of(default)
     if isinstance(value, dict | list | set):
         return dataclasses.field(
-            default_factory=lambda: copy.copy(value), metadata=metadata, repr=not secret
+            default_factory=lambda: copy.copy(value), metadata=metadata, repr=show
         )
-    return dataclasses.field(default=value, metadata=metadata, repr=not secret)
+    return dataclasses.field(default=value, metadata=metadata, repr=show)
 
 
 def settings_of(schema: type) -> list[tuple[str, Setting]]:
@@ -329,4 +336,3 @@ def _file_name(value: Any, base: Path | None) -> Path:
     if base is not None and not path.is_absolute():
         path = base / path
     return path
-

@@ -17,6 +17,7 @@ on the fields of its dataclass (schema.py explains how); one reader walks them.
     load.py            the built-in config, a config file from disk layered on it
     secrets.py         what in a config is secret; the warning for a readable file
     docs.py            docs/configuration.md's key tables, from the schema
+    show.py            `detour config show`: the effective config, where each key comes from
 """
 
 from .api import API_PUBLIC_PATHS, API_TOKEN_MIN, ApiConfig

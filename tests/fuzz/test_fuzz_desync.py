@@ -1,0 +1,78 @@
+"""Property tests for the packet layers (transports/desync.py): the first bytes of a
+connection come from the client, so for any bytes, written in any pieces, each trick must
+deliver exactly those bytes to the server (the decoy overwritten, the urgent byte taken out
+by the server's TCP) and never raise; the server-name finder must never raise and never
+point outside the bytes it was given."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.fuzz.test_fuzz_tlsfrag import _mutated_hello
+from tests.support.tls import client_hello, record
+from tests.unit.test_desync import Inner, Log, RecordingSocket, received
+from transports.desync import Cut, Desync, DesyncStream, Trick, server_name_in_stream
+from transports.tlsfrag import Fragmenting, fragment_client_hello
+
+first_bytes = st.one_of(
+    st.binary(max_size=120),
+    st.binary(max_size=64).map(_mutated_hello),
+    st.sampled_from([b"web.telegram.org", b"t.me", b"x"]).map(lambda h: record(client_hello(h))),
+)
+cuts = st.one_of(st.integers(1, 200).map(Cut), st.just(Cut(sni=True)))
+desyncs = st.one_of(
+    st.builds(Desync, st.just(Trick.FAKE), st.none() | st.integers(1, 200).map(Cut),
+              st.integers(1, 255)),
+    st.builds(Desync, st.just(Trick.DISORDER), cuts, st.integers(1, 255)),
+    st.builds(Desync, st.just(Trick.OOB), cuts),
+)  # fmt: skip
+
+
+@given(desyncs, first_bytes, st.lists(st.integers(1, 40), max_size=6), st.binary(max_size=30))
+def test_the_server_gets_exactly_what_was_written(
+    desync: Desync, data: bytes, pieces: list[int], later: bytes
+) -> None:
+    log = Log()
+    sock = RecordingSocket(log)
+    stream = DesyncStream(Inner(log), desync, sockets=lambda inner: sock, random_bytes=bytes)
+    pos = 0
+    for size in pieces:
+        stream.write(data[pos : pos + size])
+        pos += size
+    stream.write(data[pos:])
+    stream.write(later)
+    stream.write_eof()
+    assert received(log) == data + later
+    assert sock.ttl == 64  # restored, whatever happened
+    sends = [e for e in log if e[0] in ("send", "send_shared")]
+    assert len(sends) <= 1  # one trick, once
+    if sends and desync.trick is not Trick.OOB:
+        assert sends[0][2] == desync.ttl
+
+
+@given(st.one_of(st.binary(max_size=200), st.binary(max_size=64).map(_mutated_hello)))
+def test_the_server_name_finder_stays_inside_what_it_was_given(data: bytes) -> None:
+    span = server_name_in_stream(data)
+    if span is not None:
+        start, end = span
+        assert 0 <= start < end <= len(data)
+
+
+@given(st.binary(min_size=1, max_size=30), st.lists(st.integers(1, 60), max_size=3))
+def test_the_name_is_found_however_tlsfrag_cut_it(host: bytes, offsets: list[int]) -> None:
+    host = bytes(b % 26 + 97 for b in host)  # letters: a valid name
+    hello = record(client_hello(host))
+    wire = b"".join(fragment_client_hello(hello, Fragmenting(tuple(offsets), sni=True)))
+    span = server_name_in_stream(wire)
+    assert span is not None
+    start, end = span
+    # the payload bytes between the two offsets, record headers left out, are the name
+    payload = bytearray()
+    pos = 0
+    while pos < len(wire):
+        length = int.from_bytes(wire[pos + 3 : pos + 5], "big")
+        body = range(pos + 5, pos + 5 + length)
+        payload += bytes(wire[i] for i in body if start <= i < end)
+        pos += 5 + length
+    assert payload == host

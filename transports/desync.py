@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import fcntl
 import logging
 import os
 import re
@@ -105,8 +104,7 @@ class Cut:
             span = server_name_in_stream(data)
             if span is None:
                 return None
-            start, end = span
-            point = start + (end - start) // 2
+            point = span[1]
         else:
             assert self.offset is not None
             point = self.offset
@@ -190,8 +188,10 @@ def parse_desync(trick: Trick, args: list[str]) -> Desync:
 
 
 def first_message_length(data: bytes) -> int | None:
-    """How many of the bytes held are the first message: the first TLS record when they start
-    like one, else all of them. None: a TLS record is not complete yet."""
+    """How many of the bytes held are the first message: when they start like TLS, the first
+    record, and the records after it that carry the rest of its handshake message (a hello
+    `tlsfrag` cut up), as far as they are there; else all of them. None: the first TLS record
+    is not complete yet."""
     if not data:
         return None
     if data[0] != 0x16 or (len(data) > 1 and data[1] != 0x03):
@@ -202,13 +202,28 @@ def first_message_length(data: bytes) -> int | None:
     if not 0 < length <= MAX_RECORD:
         return len(data)  # not a record we understand: no reason to wait
     end = RECORD_HEADER + length
-    return end if len(data) >= end else None
+    if len(data) < end:
+        return None
+    handshake = data[RECORD_HEADER:end]
+    while (
+        len(handshake) >= 4
+        and len(handshake) < 4 + int.from_bytes(handshake[1:4], "big")
+        and end + RECORD_HEADER <= len(data)
+        and data[end] == 0x16
+    ):
+        more = int.from_bytes(data[end + 3 : end + 5], "big")
+        if end + RECORD_HEADER + more > len(data):
+            break
+        handshake += data[end + RECORD_HEADER : end + RECORD_HEADER + more]
+        end += RECORD_HEADER + more
+    return end
 
 
-def server_name_in_stream(data: bytes) -> tuple[int, int] | None:
-    """Where the server name of a ClientHello lies in `data`, as stream offsets, when `data`
-    starts with TLS handshake records carrying one whole ClientHello (in one record, or cut
-    into several by `tlsfrag`). The two offsets may fall in different records."""
+def server_name_in_stream(data: bytes) -> tuple[int, int, int] | None:
+    """Where the server name of a ClientHello lies in `data`, as stream offsets of its first
+    byte, its middle byte and its end, when `data` starts with TLS handshake records carrying
+    one whole ClientHello (in one record, or cut into several by `tlsfrag`). The offsets may
+    fall in different records; the middle is counted in the name's own bytes."""
     message = bytearray()
     pieces: list[tuple[int, int]] = []  # (offset in the message, offset in the stream)
     pos = 0
@@ -232,7 +247,8 @@ def server_name_in_stream(data: bytes) -> tuple[int, int] | None:
         at, start = max((p for p in pieces if p[0] <= offset), key=lambda p: p[0])
         return start + offset - at
 
-    return in_stream(span[0]), in_stream(span[1] - 1) + 1
+    start, end = span
+    return in_stream(start), in_stream(start + (end - start) // 2), in_stream(end - 1) + 1
 
 
 def decoy_client_hello(
@@ -367,6 +383,8 @@ class _LinuxSocket:
         return _MemoryPages(fd, sent)
 
     def unsent(self) -> int:
+        import fcntl  # not on Windows, where these layers are refused when parsed
+
         answer = fcntl.ioctl(self._sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
         return struct.unpack("i", answer)[0]
 

@@ -131,15 +131,16 @@ def test_a_decoy_shorter_than_any_hello_is_the_start_of_one() -> None:
 
 
 def test_server_name_in_one_record() -> None:
-    assert server_name_in_stream(HELLO) == (NAME_AT, len(HELLO))
+    assert server_name_in_stream(HELLO) == (NAME_AT, MIDDLE, len(HELLO))
 
 
 def test_server_name_across_the_records_tlsfrag_made() -> None:
     hello = openssl_client_hello("web.telegram.org")
     wire = b"".join(fragment_client_hello(hello, Fragmenting((1, 30), sni=True)))
-    start, end = server_name_in_stream(wire)
+    start, middle, end = server_name_in_stream(wire)
     # the name's bytes in the stream, with the record header that cuts it in two
     assert wire[start:end].replace(wire[start + 8 : start + 13], b"") == b"web.telegram.org"
+    assert middle == start + 8 + 5  # "web.tele" | header | "gram.org"
 
 
 @pytest.mark.parametrize(
@@ -374,3 +375,13 @@ async def test_abort_while_waiting_stops_the_trick() -> None:
     await asyncio.sleep(0.01)
     assert log[-1] == ("abort",)
     assert ("overwrite", HELLO) not in log
+
+
+def test_a_hello_tlsfrag_cut_into_records_is_one_message() -> None:
+    wire = b"".join(fragment_client_hello(HELLO, Fragmenting(sni=True)))
+    stream, log = playing(Desync(Trick.DISORDER, Cut(sni=True), 1))
+    stream.write(wire + b"after")
+    start, cut, _ = server_name_in_stream(wire)
+    assert cut == start + 8 + 5  # the middle of the name, past the header of its record
+    assert log[1] == ("send", wire[:cut], 1, False)
+    assert log[-1] == ("write", wire[cut:] + b"after")

@@ -452,12 +452,13 @@ class DesyncStream(WrappedStream):
 
     def _play(self, message: bytes, rest: bytes) -> None:
         desync = self.desync
+        whole = max(1, len(message) - 1)  # all but the last byte: see _decoy
         if desync.cut is None:
-            cut: int | None = len(message)
+            cut: int | None = whole
         else:
             cut = desync.cut.position(message)
             if cut is None and desync.trick is Trick.FAKE and desync.cut.offset:
-                cut = len(message)  # a decoy for the whole message, shorter than asked
+                cut = whole  # the message is shorter than asked
         sock = self._sockets(self.inner) if cut else None
         if sock is None or cut is None:
             self.inner.write(message + rest)  # nothing to cut, or no socket to play on
@@ -494,6 +495,11 @@ class DesyncStream(WrappedStream):
         )
 
     def _decoy(self, message: bytes, cut: int) -> bytes:
+        """The decoy for the first `cut` bytes. Without an offset that is all the message but
+        its last byte (ByeDPI's `--fake -1`): the last byte, sent normally, reaches the server,
+        whose acknowledgement makes the kernel resend the decoy's bytes within a round trip,
+        where a decoy with nothing after it waits for a retransmission timer (200 ms or more).
+        The decoy hello ends in its padding, so the box reads its name all the same."""
         if message[:1] == b"\x16":  # a decoy hello in place of the real one
             return decoy_client_hello(self.desync.decoy_name, len(message), self._random)[:cut]
         return self._random(cut)

@@ -249,18 +249,15 @@ def test_fake_sends_a_decoy_at_the_low_ttl_then_overwrites_it_with_the_real_hell
     stream, log = playing(Desync(Trick.FAKE, None, 3))
     stream.write(HELLO + b"early data")
     decoy = decoy_client_hello("www.example.com", len(HELLO), bytes)
-    assert (
-        log
-        == [
-            ("ttl", 3),
-            ("send_shared", decoy[:-1], 3),  # all but the last byte, which goes out normally
-            ("overwrite", HELLO[:-1]),  # what the retransmission carries
-            ("pages closed",),
-            ("ttl", 64),
-            ("socket closed",),
-            ("write", HELLO[-1:] + b"early data"),
-        ]
-    )
+    assert log == [
+        ("ttl", 3),
+        ("send_shared", decoy[:-1], 3),  # all but the last byte, which goes out normally
+        ("overwrite", HELLO[:-1]),  # what the retransmission carries
+        ("pages closed",),
+        ("ttl", 64),
+        ("socket closed",),
+        ("write", HELLO[-1:] + b"early data"),
+    ]  # fmt: skip
     assert received(log) == HELLO + b"early data"
     assert stream.raw_socket_stream() is stream.inner
 

@@ -215,8 +215,8 @@ class PacketCensor:
                 return Seen("other") if final else None
             return inspect(flow.first, Depth.FIRST_SEGMENT)
         view = bytes(flow.data)
-        if flow.urgent:
-            view = bytes(b for i, b in enumerate(view) if i not in flow.urgent)
+        for at in sorted(flow.urgent, reverse=True):
+            view = view[:at] + view[at + 1 :]
         if not view:
             return Seen("other") if final else None
         return inspect(view, model.depth, final=final)

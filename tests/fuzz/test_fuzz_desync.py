@@ -9,30 +9,39 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.strategies import Choices
 from tests.fuzz.test_fuzz_tlsfrag import _mutated_hello
 from tests.support.tls import client_hello, record
 from tests.unit.test_desync import Inner, Log, RecordingSocket, received
 from transports.desync import Cut, Desync, DesyncStream, Trick, server_name_in_stream
 from transports.tlsfrag import Fragmenting, fragment_client_hello
 
-first_bytes = st.one_of(
-    st.binary(max_size=120),
-    st.binary(max_size=64).map(_mutated_hello),
-    st.sampled_from([b"web.telegram.org", b"t.me", b"x"]).map(lambda h: record(client_hello(h))),
-)
-cuts = st.one_of(st.integers(1, 200).map(Cut), st.just(Cut(sni=True)))
-desyncs = st.one_of(
-    st.builds(Desync, st.just(Trick.FAKE), st.none() | st.integers(1, 200).map(Cut),
-              st.integers(1, 255)),
-    st.builds(Desync, st.just(Trick.DISORDER), cuts, st.integers(1, 255)),
-    st.builds(Desync, st.just(Trick.OOB), cuts),
-)  # fmt: skip
+HELLOS = [record(client_hello(h)) for h in (b"web.telegram.org", b"t.me", b"x")]
 
 
-@given(desyncs, first_bytes, st.lists(st.integers(1, 40), max_size=6), st.binary(max_size=30))
-def test_the_server_gets_exactly_what_was_written(
-    desync: Desync, data: bytes, pieces: list[int], later: bytes
-) -> None:
+def _case(data: bytes) -> tuple[Desync, bytes, list[int], bytes]:
+    """A trick, the first bytes (a hello, a mutated one, or any), how they are written, and
+    what follows: all decoded from one draw (tests/fuzz/strategies.py says why)."""
+    c = Choices(data)
+    trick = c.pick(list(Trick))
+    cut = Cut(sni=True) if c.chance(40) and trick is not Trick.FAKE else Cut(1 + c.size(200))
+    if trick is Trick.FAKE and c.chance(50):
+        cut = None
+    desync = Desync(trick, cut, None if trick is Trick.OOB else 1 + c.byte() % 255)
+    kind = c.pick(["hello", "mutated", "raw"])
+    if kind == "hello":
+        first = c.pick(HELLOS)
+    elif kind == "mutated":
+        first = _mutated_hello(c.take(c.size(64)))
+    else:
+        first = c.take(c.size(120))
+    pieces = [1 + c.size(40) for _ in range(c.size(6))]
+    return desync, first, pieces, c.take(c.size(30))
+
+
+@given(st.binary(max_size=200))
+def test_the_server_gets_exactly_what_was_written(case: bytes) -> None:
+    desync, data, pieces, later = _case(case)
     log = Log()
     sock = RecordingSocket(log)
     stream = DesyncStream(Inner(log), desync, sockets=lambda inner: sock, random_bytes=bytes)
@@ -59,9 +68,11 @@ def test_the_server_name_finder_stays_inside_what_it_was_given(data: bytes) -> N
         assert 0 <= start <= middle < end <= len(data)
 
 
-@given(st.binary(min_size=1, max_size=30), st.lists(st.integers(1, 60), max_size=3))
-def test_the_name_is_found_however_tlsfrag_cut_it(host: bytes, offsets: list[int]) -> None:
-    host = bytes(b % 26 + 97 for b in host)  # letters: a valid name
+@given(st.binary(max_size=40))
+def test_the_name_is_found_however_tlsfrag_cut_it(data: bytes) -> None:
+    c = Choices(data)
+    offsets = [1 + c.size(59) for _ in range(c.size(3))]
+    host = bytes(b % 26 + 97 for b in c.take(1 + c.size(29))) or b"a"  # letters: a valid name
     hello = record(client_hello(host))
     wire = b"".join(fragment_client_hello(hello, Fragmenting(tuple(offsets), sni=True)))
     span = server_name_in_stream(wire)

@@ -402,7 +402,10 @@ def open_packet_socket(stream: Stream) -> PacketSocket | None:
     transport = getattr(raw, "transport", None)
     if transport is None or transport.get_write_buffer_size():
         return None
-    return _LinuxSocket(sock)
+    try:
+        return _LinuxSocket(sock)
+    except OSError:  # no descriptor left to duplicate: no trick, the bytes go as they are
+        return None
 
 
 # --- the stream and the dialer --------------------------------------------------------------
@@ -430,6 +433,7 @@ class DesyncStream(WrappedStream):
         self._queued = bytearray()  # written while _finishing runs
         self._after: list[Callable[[], None]] = []  # write_eof/close asked for meanwhile
         self._failed: ConnectionResetError | None = None
+        self._abandon: Callable[[], None] = lambda: None  # releases what _finishing holds
 
     def shaping(self) -> bool:
         return self._held is not None or self._finishing is not None
@@ -482,7 +486,9 @@ class DesyncStream(WrappedStream):
             log.debug("%s: %s; the connection is reset", desync.trick, exc)
             self.inner.abort()
             raise ConnectionResetError(f"{desync.trick}: {exc}") from None
-        finish = self._finisher(sock, pages, message[:sent], original, message[sent:] + rest)
+        finish, abandon = self._finisher(
+            sock, pages, message[:sent], original, message[sent:] + rest
+        )
         try:
             waiting = sock.unsent()
         except OSError:
@@ -490,6 +496,7 @@ class DesyncStream(WrappedStream):
         if not waiting:
             finish()
             return
+        self._abandon = abandon
         self._finishing = asyncio.get_running_loop().create_task(
             self._finish_later(sock, finish), name=f"detour-{desync.trick}"
         )
@@ -512,15 +519,32 @@ class DesyncStream(WrappedStream):
 
     def _finisher(
         self, sock: PacketSocket, pages: SharedPages | None, real: bytes, ttl: int, rest: bytes
-    ) -> Callable[[], None]:
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         """What follows once the low-TTL segment has left: the real bytes into the decoy's
-        pages (what the retransmission will carry), the TTL back, then the rest."""
+        pages (what the retransmission will carry), the TTL back, then the rest; and what
+        releases the pages and the socket when the connection is aborted before."""
+
+        done = []
+
+        def abandon() -> None:
+            if done:
+                return
+            done.append(True)
+            with contextlib.suppress(OSError):
+                if pages is not None:
+                    pages.close()
+            sock.close()
 
         def finish() -> None:
+            if done:
+                return
+            done.append(True)
             try:
                 if pages is not None:
-                    pages.overwrite(real)
-                    pages.close()
+                    try:
+                        pages.overwrite(real)
+                    finally:
+                        pages.close()
                 sock.set_hop_limit(ttl)
             except OSError as exc:
                 log.debug("%s: %s; the connection is reset", self.desync.trick, exc)
@@ -531,7 +555,7 @@ class DesyncStream(WrappedStream):
             if rest:
                 self.inner.write(rest)
 
-        return finish
+        return finish, abandon
 
     async def _finish_later(self, sock: PacketSocket, finish: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -589,6 +613,7 @@ class DesyncStream(WrappedStream):
         if self._finishing is not None:
             self._finishing.cancel()
             self._finishing = None
+            self._abandon()  # the decoy's pages and the socket's duplicate
         self.inner.abort()
 
 

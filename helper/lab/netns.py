@@ -151,6 +151,7 @@ class NetnsLab:
         self.client_namespace = f"{CLIENT_PREFIX}-{self._tag}"
         self._link = (f"169.254.{self._tag}.1", f"169.254.{self._tag}.2")
         self._packets: asyncio.subprocess.Process | None = None
+        self._no_packets = ""  # why the packet censor could not start, if it could not
         self._copy_link: int | None = None  # the BPF link on the client link (bpf.py)
         self.directory: Path | None = None
         self._child: asyncio.subprocess.Process | None = None
@@ -189,7 +190,9 @@ class NetnsLab:
     async def packet_events(self) -> list[dict[str, object]]:
         """The flows the packet censor has decided on since the scenario was loaded."""
         async with self._lock:
-            assert self._packets is not None and self._packets.stdin is not None
+            if self._packets is None:
+                return []
+            assert self._packets.stdin is not None
             self._packets.stdin.write(b"events\n")
             await self._packets.stdin.drain()
             line = await self._expect("events", self._packets)
@@ -248,14 +251,30 @@ class NetnsLab:
     async def _start_packet_censor(self) -> None:
         ip, _ = self._tools or _require_tools()
         isp = f"{ISP_PREFIX}-{self._tag}"
-        self._packets = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             ip, "netns", "exec", isp, sys.executable, "-m", "helper.lab.packetcensor",
             "--interface", f"dlgi{self._tag}b", "--network", str(self.table.network),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await self._expect("ready", self._packets)
+        try:
+            await self._expect("ready", process)
+        except LabError as exc:  # no NFQUEUE here: the rest of the lab works without it
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            self._no_packets = str(exc)
+            log.warning("lab: no packet censor (%s)", exc)
+            self._can_run(self.scenario)
+            return
+        self._packets = process
         await self._load(self._packets, self._write_scenario(self.scenario))
+
+    def _can_run(self, scenario: Scenario) -> None:
+        if scenario.level == "packets" and self._no_packets:
+            raise LabError(
+                f"scenario {scenario.name!r} needs the packet censor: {self._no_packets}"
+            )
 
     def _copy_at_send(self) -> None:
         from .bpf import copy_at_send
@@ -305,12 +324,14 @@ class NetnsLab:
     async def set_scenario(self, scenario: Scenario | str) -> None:
         if isinstance(scenario, str):
             scenario = load_scenario(scenario, self.table)
+        self._can_run(scenario)
         async with self._lock:
-            assert self._child is not None and self._packets is not None
+            assert self._child is not None
             await self._apply_nft(scenario)
             path = self._write_scenario(scenario)
             await self._load(self._child, path)
-            await self._load(self._packets, path)
+            if self._packets is not None:
+                await self._load(self._packets, path)
             self.scenario = scenario
 
     async def _load(self, child: asyncio.subprocess.Process, path: Path) -> None:

@@ -54,6 +54,7 @@ async def test_stop_removes_the_namespace_the_veth_and_the_route() -> None:
     await lab.start()
     made = [lab.name, lab.client_namespace, *(f"detour-lab-{r}-{lab._tag}" for r in ("gw", "isp"))]
     assert all(name in namespaces().split() for name in made)
+    assert lab._copy_link is not None  # the client link copies packets as it sends them
     await lab.stop()
     assert not any(name in namespaces().split() for name in made)
     assert "10.78.0.0/16" not in routes()

@@ -14,10 +14,10 @@ speaks to that forward target through the stream and names the real destination.
 from __future__ import annotations
 
 from ..base import DialError, Endpoint, Failure, Op, Stream
+from ..children import Launched
 from ..direct import DirectDialer
 from ..socks import Socks4aDialer, Socks5Dialer
 from ..wrapped import WrappedStream
-from .ipc import CMethod
 from .process import ClientRun, ManagedClient, PtManager
 from .spec import PtSpec, encode_args, find_client, socks5_login
 
@@ -80,7 +80,7 @@ class PtDialer:
             return wrapped
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _socks(self, method: CMethod, name: str) -> Socks5Dialer | Socks4aDialer:
+    def _socks(self, method: Launched, name: str) -> Socks5Dialer | Socks4aDialer:
         """A SOCKS client for the child's port, with the bridge's arguments as the login."""
         local = DirectDialer(connect_timeout=self._connect_timeout)
         label = f"the {name}"

@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from .base import DialError, Endpoint, Failure, Op, Stream
+from .wrapped import WrappedStream
 
 __all__ = [
     "ChildManager",
     "ChildRun",
+    "ChildStream",
     "LaunchFailed",
     "LaunchWatch",
     "Launched",
@@ -518,6 +520,29 @@ def _exiting(pid: int) -> bool | None:
     try:
         return fields[0] in ("Z", "X", "x") or bool(int(fields[6]) & _PF_EXITING)
     except (IndexError, ValueError):
+        return None
+
+
+class ChildStream(WrappedStream):
+    """A connection through a child. Its end of stream counts only while the child lives:
+    a child that crashes closes its sockets like a normal end (FIN), and a client must not
+    take a cut transfer for a complete one, so that end becomes a reset.
+
+    The relay copies these streams itself (no transport fast path), so that it sees every
+    end of stream through `read`; the child costs far more per byte than that copy.
+    """
+
+    def __init__(self, inner: Stream, child: ChildRun) -> None:
+        super().__init__(inner)
+        self._child = child
+
+    async def read(self, n: int = 65536) -> bytes:
+        data = await self.inner.read(n)
+        if not data and await self._child.ended():
+            raise ConnectionResetError(f"the {self._child.name} exited")
+        return data
+
+    def raw_socket_stream(self) -> None:
         return None
 
 

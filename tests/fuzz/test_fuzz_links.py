@@ -12,9 +12,10 @@ and served by subscriptions, the server's bytes arrive from the network.
 from __future__ import annotations
 
 import base64
+import functools
 from urllib.parse import quote
 
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transports import Endpoint
@@ -30,6 +31,9 @@ from transports.shadowsocks import (
 )
 from transports.shadowsocks.methods import parse_psks, password_key
 
+# Each example derives keys and runs AEADs: a fifth of the profile's examples keeps this
+# module near a minute on the CI profile (and scales with --long).
+FEWER = settings(max_examples=max(20, settings.default.max_examples // 5))
 NOW = 1_700_000_000.0
 TARGET = Endpoint("example.com", 443)
 SECRET = "Zq9-secret"
@@ -52,6 +56,7 @@ link_texts = st.one_of(
 )
 
 
+@FEWER
 @given(link_texts)
 @example("ss://YWVzLTEyOC1nY206dGVzdA@192.168.100.1:8888#Example1")
 @example("vmess://eyJ2IjoiMiJ9")
@@ -96,6 +101,7 @@ def ss_links(draw) -> tuple[str, str]:
     return f"ss://{userinfo}@{host}:{port}#{quote(fragment)}", password
 
 
+@FEWER
 @given(ss_links())
 def test_valid_ss_links_parse_to_their_parts_and_hide_the_password(case) -> None:
     text, password = case
@@ -107,6 +113,7 @@ def test_valid_ss_links_parse_to_their_parts_and_hide_the_password(case) -> None
         assert password not in str(layer) and password not in repr(server)
 
 
+@functools.cache
 def key(name: str) -> ShadowsocksKey:
     method = METHODS[name]
     if method.edition == 2022:
@@ -116,7 +123,8 @@ def key(name: str) -> ShadowsocksKey:
     return ShadowsocksKey(method, (password_key(method, "pw"),))
 
 
-@given(methods, st.binary(max_size=2000), st.lists(st.integers(1, 300), max_size=20))
+@FEWER
+@given(methods, st.binary(max_size=400), st.lists(st.integers(1, 100), max_size=8))
 def test_any_bytes_from_the_server_decode_or_raise_stream_error(
     name: str, data: bytes, cuts: list[int]
 ) -> None:
@@ -133,7 +141,8 @@ def test_any_bytes_from_the_server_decode_or_raise_stream_error(
     client.truncated()
 
 
-@given(methods, st.binary(max_size=2000))
+@FEWER
+@given(methods, st.binary(max_size=400))
 def test_any_bytes_from_a_client_decode_or_raise_stream_error(name: str, data: bytes) -> None:
     server = ServerCodec(key(name), clock=lambda: NOW)
     try:
@@ -143,7 +152,8 @@ def test_any_bytes_from_a_client_decode_or_raise_stream_error(name: str, data: b
         assert reason
 
 
-@given(methods, st.binary(max_size=5000), st.lists(st.integers(1, 4000), min_size=1, max_size=8))
+@FEWER
+@given(methods, st.binary(max_size=1500), st.lists(st.integers(1, 1200), min_size=1, max_size=6))
 def test_a_valid_stream_decodes_the_same_however_it_is_cut(
     name: str, payload: bytes, cuts: list[int]
 ) -> None:
@@ -160,6 +170,7 @@ def test_a_valid_stream_decodes_the_same_however_it_is_cut(
     assert not client.truncated()
 
 
+@FEWER
 @given(st.one_of(st.binary(max_size=500), st.text(max_size=500).map(str.encode)))
 @example(b"error: {message: quota}")
 @example(b"transport: {$type: tcpudp, tcp: {$type: shadowsocks, endpoint: [1,2]}}")

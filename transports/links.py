@@ -337,12 +337,21 @@ def _url_link(scheme: str, text: str) -> CoreLink:
         mode=mode,
         header_type=header_type,
         flow=params.get("flow", ""),
-        cipher=params.get("encryption", ""),
+        cipher=_cipher(scheme, params.get("encryption", "")),
         public_key=params.get("pbk", ""),
         short_id=params.get("sid", ""),
         spider_x=params.get("spx", ""),
         name=name,
     )
+
+
+def _cipher(scheme: str, value: str) -> str:
+    """VLESS has no cipher ("none" is the only one: kept as ""); VMess's default is auto."""
+    if scheme == "vless":
+        return "" if value in ("", "none") else value
+    if scheme == "vmess":
+        return value or "auto"
+    return ""
 
 
 def _vmess_json(body: str) -> CoreLink:

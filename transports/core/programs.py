@@ -121,7 +121,10 @@ def find_core(program: str | None = None, path: str | None = None) -> CoreProgra
     """The core to run: `program` (a name on PATH or a path) or the first known core on
     PATH. DialError(core_not_installed) says what to install."""
     if program:
-        located = os.path.abspath(program) if os.sep in program else shutil.which(program, path=path)
+        if os.sep in program:
+            located: str | None = os.path.abspath(program)
+        else:
+            located = shutil.which(program, path=path)
         if located is None or not os.path.isfile(located):
             raise DialError(
                 Failure.CORE_NOT_INSTALLED,

@@ -37,7 +37,7 @@ from .generate import Inbound, core_config
 from .programs import CoreProgram, cannot, find_core
 from .spec import CoreLink
 
-__all__ = ["CoreChild", "CoreDialer", "ca_bundle"]
+__all__ = ["CoreChild", "CoreDialer", "CoreStream", "ca_bundle"]
 
 log = logging.getLogger("detour.core")
 
@@ -186,7 +186,7 @@ class CoreDialer:
                         f"the {child.name} exited during the handshake{run.stderr_tail()}",
                     ) from None
                 continue
-            wrapped = ChildStream(stream, run)
+            wrapped = CoreStream(stream, run)
             child.track(run, wrapped)
             return wrapped
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -206,6 +206,26 @@ class CoreDialer:
 
     def __repr__(self) -> str:
         return f"CoreDialer({self.link!r})"
+
+
+class CoreStream(ChildStream):
+    """A connection through a core. Cores answer SOCKS before they reach the server, so a
+    server that cannot be reached, or that refuses the user, shows only as the core closing
+    the connection: an end before the first byte from the server is reported as a reset,
+    not as a clean (empty) answer."""
+
+    _received = False
+
+    async def read(self, n: int = 65536) -> bytes:
+        data = await super().read(n)
+        if data:
+            self._received = True
+        elif not self._received:
+            raise ConnectionResetError(
+                f"the {self._child.name} ended the connection before the server sent anything "
+                "(the server could not be reached, or refused the link's user)"
+            )
+        return data
 
 
 def _link_identity(link: CoreLink) -> tuple[object, ...]:

@@ -1,7 +1,7 @@
 """VLESS, VMess and Trojan through a managed proxy core, against real servers: Debian's v2ray
 both as the server and as the core detour runs (VLESS over TLS and over WebSocket, VMess,
-Trojan; 64 MiB each way; v2ray carries no half-close); sing-box as the other core; and what a user is told
-when the core is missing, cannot do a link, rejects its config, or dies."""
+Trojan; 64 MiB each way; v2ray carries no half-close); sing-box as the other core; and what
+a user is told when the core is missing, cannot do a link, rejects its config, or dies."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ EXAMPLES = [
         "vmess://***@example.com:443?type=ws&security=tls&sni=cdn.example&host=cdn.example"
         "&path=%2Fvm",
         UUID,
-    ),  # fmt: skip
+    ),
     (
         f"vmess://{UUID}@example.com:8443?type=tcp&security=none#url-form",
         "vmess",

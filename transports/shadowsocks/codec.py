@@ -303,7 +303,7 @@ class ClientCodec:
             del receiver.buffer[:end]
             self._first_length = None
         receiver.feed(out)
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def truncated(self) -> bool:
         """Whether the server's stream ended inside a chunk or its header."""

@@ -185,27 +185,39 @@ class _Receiver:
         self.buffer = bytearray()
         self.want: int | None = None  # payload length announced, its chunk not yet complete
 
-    def feed(self, out: list[bytes]) -> None:
-        buffer = self.buffer
+    def feed(self, out: list[bytes], data: bytes = b"") -> None:
+        """Decrypt the complete chunks in what is buffered plus `data` into `out`. When
+        nothing is buffered, `data` is read in place and only its incomplete tail kept."""
+        if self.buffer:
+            self.buffer += data
+            source: bytes | bytearray = self.buffer
+        else:
+            source = data
+        view = memoryview(source)
+        size = len(source)
         start = 0
         while True:
             if self.want is None:
-                if len(buffer) - start < 2 + TAG:
+                if size - start < 2 + TAG:
                     break
-                plain = self.aead.open(memoryview(buffer)[start : start + 2 + TAG], "a length")
+                plain = self.aead.open(view[start : start + 2 + TAG], "a length")
                 start += 2 + TAG
                 (length,) = _LENGTH.unpack(plain)
                 if length == 0 or length > self.max_payload:
                     raise StreamError(f"a chunk announces {length} bytes (1-{self.max_payload})")
                 self.want = length
             end = start + self.want + TAG
-            if len(buffer) < end:
+            if size < end:
                 break
-            out.append(self.aead.open(memoryview(buffer)[start:end], "a data chunk"))
+            out.append(self.aead.open(view[start:end], "a data chunk"))
             start = end
             self.want = None
-        if start:
-            del buffer[:start]
+        del view  # a bytearray cannot change size while a view of it exists
+        if source is self.buffer:
+            if start:
+                del self.buffer[:start]
+        elif start < size:
+            self.buffer = bytearray(source[start:])
 
     def pending(self) -> bool:
         """Whether the stream has stopped inside a chunk (truncated)."""
@@ -287,6 +299,10 @@ class ClientCodec:
     def open(self, data: bytes) -> bytes:
         """The plaintext in `data` (may be b"" while a chunk is incomplete)."""
         receiver = self._receiver
+        out: list[bytes] = []
+        if receiver is not None and self._first_length is None:
+            receiver.feed(out, data)  # the usual case: chunks after the first
+            return out[0] if len(out) == 1 else b"".join(out)
         if receiver is None:
             self._incoming += data
             receiver = self._start_response()
@@ -294,7 +310,6 @@ class ClientCodec:
                 return b""
         else:
             receiver.buffer += data
-        out: list[bytes] = []
         if self._first_length is not None:
             end = self._first_length + TAG
             if len(receiver.buffer) < end:

@@ -361,6 +361,11 @@ def _config_check(path: str) -> int:
         return EXIT_USAGE
     config = loaded.config
     warn_if_readable(Path(path), config)
+    cannot_run = _routes_this_computer_cannot_run(config)
+    if cannot_run:
+        lines = "\n".join(f"  {line}" for line in cannot_run)
+        print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
+        return EXIT_USAGE
     routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
     services = ", ".join(s.name for s in config.services) or "none"
     print(f"{path}: ok")
@@ -379,6 +384,21 @@ def _config_check(path: str) -> int:
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")
     return EXIT_OK
+
+
+def _routes_this_computer_cannot_run(config) -> list[str]:
+    """Routes whose links need a proxy core that is missing here, cannot do them, or
+    rejects the config detour would give it (transports/core/check.py)."""
+    from transports.core.check import check_link
+
+    problems = []
+    for route in config.routes:
+        for layer in route.chain.layers:
+            if layer.name in ("vless", "vmess", "trojan"):
+                reason = check_link(layer.params["link"], config.core.program or None)
+                if reason is not None:
+                    problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
+    return problems
 
 
 def _config_show(path: str | None) -> int:

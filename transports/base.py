@@ -63,6 +63,10 @@ class Failure(enum.StrEnum):
     # start (VERSION-ERROR, CMETHOD-ERROR, ...) or exited. OONI has no strings for these.
     PT_NOT_INSTALLED = "pt_not_installed"
     PT_FAILED = "pt_failed"
+    # A proxy core for vless/vmess/trojan links (transports/core): none installed, or it
+    # cannot do the link, rejected its config, or exited.
+    CORE_NOT_INSTALLED = "core_not_installed"
+    CORE_FAILED = "core_failed"
     UNKNOWN = "unknown_failure"
 
 

@@ -45,7 +45,16 @@ from .socks import Socks4aDialer, Socks5Dialer
 from .split import SplitDialer
 from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer
 
-__all__ = ["Chain", "ChainError", "DialOptions", "Layer", "known_layers", "parse_chain", "redact"]
+__all__ = [
+    "Chain",
+    "ChainError",
+    "DialOptions",
+    "Layer",
+    "known_layers",
+    "parse_chain",
+    "parse_layer",
+    "redact",
+]
 
 
 class ChainError(ValueError):
@@ -69,6 +78,9 @@ class DialOptions:
     # For `pt:` layers: the pluggable transport children every route of an engine shares
     # (without one, each pt layer gets its own, closed with `resources`).
     pluggable: PtManager | None = None
+    # For vless/vmess/trojan layers: the proxy core to run (a name or a path; None: the
+    # first of xray, sing-box, v2ray on PATH). Its children live in `pluggable` too.
+    core_program: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class Layer:
     def __str__(self) -> str:
         if self.name == "pt":
             return f"pt:{self.params['spec'].transport} ***"  # a bridge line is a secret
+        kind = _KINDS.get(self.name)
+        if kind is not None and kind.show is not None and self.params:
+            return kind.show(self)
         return redact(self.text or self.name)
 
     def __repr__(self) -> str:
@@ -93,6 +108,7 @@ class _LayerKind:
     build: Callable[[Dialer | None, dict[str, Any], DialOptions], Dialer]
     base: bool = False  # only as the first layer: it makes the connection itself
     syntax: str = ""
+    show: Callable[[Layer], str] | None = None  # how str(layer) shows it (secrets hidden)
 
 
 def _parse_direct(name: str, text: str) -> dict[str, Any]:
@@ -368,6 +384,103 @@ _KINDS: dict[str, _LayerKind] = {
 _NAME_TAKING = {"socks5", "socks4a", "http", "front"}
 
 
+# --- Links for people's own servers (transports/links.py): Shadowsocks spoken by detour,
+# vless/vmess/trojan through a proxy core run as a child (transports/core). ----------------
+
+
+def _parse_link_layer(name: str, text: str) -> dict[str, Any]:
+    from . import links
+
+    try:
+        if name == "ss":
+            return {"server": links.parse_ss(text)}
+        if name == "ssconf":
+            return {"key": links.parse_ssconf(text)}
+        return {"link": links.parse_core_link(text)}
+    except links.LinkError as exc:
+        raise ChainError(str(exc)) from None
+
+
+def _show_link_layer(layer: Layer) -> str:
+    from .links import show_link
+
+    return show_link(layer)
+
+
+def _build_ss(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .shadowsocks import ShadowsocksDialer
+
+    return ShadowsocksDialer(_require_inner(inner), params["server"])
+
+
+def _build_ssconf(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .links import parse_ss
+    from .shadowsocks import OutlineDialer
+
+    return OutlineDialer(
+        _require_inner(inner),
+        params["key"],
+        tls=opts.tls,
+        timeout=opts.handshake_timeout,
+        parse_ss=parse_ss,
+    )
+
+
+def _build_core(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    # `inner` is not used: only `direct` may come before a core layer (_place_core).
+    from .core import CoreDialer
+
+    manager = opts.pluggable
+    if manager is None:
+        manager = PtManager()
+        if opts.resources is not None:
+            opts.resources.push_async_callback(manager.aclose)
+    return CoreDialer(
+        params["link"],
+        manager,
+        program=opts.core_program,
+        tls=opts.tls,
+        connect_timeout=opts.connect_timeout,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+_CORE_LAYERS = ("vless", "vmess", "trojan")
+_KINDS.update(
+    {
+        "ss": _LayerKind(
+            _parse_link_layer,
+            _build_ss,
+            syntax="ss://BASE64(METHOD:PASSWORD)@HOST:PORT or ss://METHOD:PASSWORD@HOST:PORT",
+            show=_show_link_layer,
+        ),
+        "ssconf": _LayerKind(
+            _parse_link_layer, _build_ssconf, syntax="ssconf://HOST/PATH", show=_show_link_layer
+        ),
+        **{
+            name: _LayerKind(
+                _parse_link_layer,
+                _build_core,
+                syntax=f"{name}://...@HOST:PORT?... (a share link)",
+                show=_show_link_layer,
+            )
+            for name in _CORE_LAYERS
+        },
+    }
+)
+_NAME_TAKING |= {"ss", "ssconf", *_CORE_LAYERS}
+
+
+def _place_core(layers: list[Layer]) -> None:
+    """A core makes its own connections: only `direct` may come before it."""
+    for position, layer in enumerate(layers):
+        if layer.name in _CORE_LAYERS and any(b.name != "direct" for b in layers[:position]):
+            raise ChainError(
+                f"{layer.name}: only direct can come before a {layer.name} layer (a proxy "
+                "core makes its own connections); put other layers after it"
+            )
+
+
 def base_dialer(dialer: Dialer) -> Dialer:
     """The innermost dialer of a built chain (the one that makes the connection)."""
     while (inner := getattr(dialer, "inner", None)) is not None:
@@ -385,6 +498,11 @@ def known_layers() -> list[str]:
 
 
 _LAYER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://|:|$)")
+
+
+def parse_layer(text: str) -> Layer:
+    """One layer's text (no '|'), validated; ChainError names what is wrong."""
+    return _parse_layer(text)
 
 
 def _parse_layer(text: str) -> Layer:
@@ -458,6 +576,7 @@ def parse_chain(text: str) -> Chain:
         layers.insert(0, Layer("direct", {}, "direct", implicit=True))
     _place_pt(layers)
     _place_desync(layers)
+    _place_core(layers)
     return Chain(tuple(layers))
 
 
@@ -559,7 +678,7 @@ def _proxy_url(layer: Layer, where: str) -> str:
 
 # key=value parameters whose values are secrets.
 _SECRET_PARAM = re.compile(
-    r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
+    r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth|sid|uuid)=)[^&|\s]*", re.I
 )
 _SEGMENT = re.compile(r"[^\s|]+")
 # The last separator before a position (searched with an end): where its segment starts.
@@ -603,9 +722,24 @@ def _redact_pt(match: re.Match[str]) -> str:
     return f"pt:{match['name'] or ''} ***{tail}"
 
 
+# Links (transports/links.py): what precedes the server's address is the secret (a password,
+# a UUID, base64 of a cipher and password); a link without one (vmess's base64 JSON, the
+# legacy ss form) is secret whole; a dynamic key's path is its secret.
+_LINK_USERINFO = re.compile(r"\b(?P<scheme>ss|vless|vmess|trojan)://[^\s|]*@", re.I)
+_LINK_WHOLE = re.compile(r"\b(?P<scheme>ss|vmess)://(?![^\s|]*@)[^\s|#]+", re.I)
+_DYNAMIC_KEY = re.compile(r"\b(?P<scheme>ssconf)://(?P<host>[^/\s|#?]*)[^\s|#]*", re.I)
+
+
+def _redact_links(text: str) -> str:
+    text = _LINK_USERINFO.sub(lambda m: f"{m['scheme']}://***@", text)
+    text = _LINK_WHOLE.sub(lambda m: f"{m['scheme']}://***", text)
+    return _DYNAMIC_KEY.sub(lambda m: f"{m['scheme']}://{m['host']}/***", text)
+
+
 def redact(text: str) -> str:
     """Hide passwords, keys and bridges in a chain (or any text that may quote one)."""
     text = _ACCESS_KEY.sub("dtr1:***", text)
+    text = _redact_links(text)
     text = _PT_LAYER.sub(_redact_pt, text)
     text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

@@ -10,7 +10,7 @@ on the fields of its dataclass (schema.py explains how); one reader walks them.
 
     schema.py          setting(), the reader that walks a schema, Problems, TableReader
     values.py          converters: durations, sizes, addresses, names, chains, files
-    listen.py api.py dns.py tls.py probe.py whatsapp_proxy.py     one section each
+    listen.py api.py dns.py tls.py probe.py core.py whatsapp_proxy.py   one section each
     routes.py          [[route]], [[service]], [default] and the checks across them
     base.py            [base]: what a file builds on
     file.py            a file -> Config, as a whole or on the config below it
@@ -21,6 +21,7 @@ on the fields of its dataclass (schema.py explains how); one reader walks them.
 """
 
 from .api import API_PUBLIC_PATHS, API_TOKEN_MIN, ApiConfig
+from .core import CoreConfig
 from .dns import DnsConfig
 from .file import SECTIONS, Config, parse_config, parse_config_data
 from .listen import REMOTE_DEFAULTS, ListenConfig, User, check_exposure
@@ -53,6 +54,7 @@ __all__ = [
     "ApiConfig",
     "Config",
     "ConfigError",
+    "CoreConfig",
     "DnsConfig",
     "Layer",
     "ListenConfig",

@@ -12,6 +12,7 @@ from typing import Any
 from ..services import Service
 from .api import ApiConfig, read_api
 from .base import BEFORE, BaseTable
+from .core import CoreConfig
 from .dns import DnsConfig
 from .listen import ListenConfig, read_listen
 from .probe import ProbeConfig
@@ -40,6 +41,7 @@ class Config:
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
+    core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -60,6 +62,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
     "api": (ApiConfig, False),
+    "core": (CoreConfig, False),
     "base": (BaseTable, False),
 }
 
@@ -105,6 +108,7 @@ def parse_config_data(
     probe = read_section(
         ProbeConfig, "probe", section("probe"), problems, base, below and below.probe
     )
+    core = read_section(CoreConfig, "core", section("core"), problems, base, below and below.core)
     routes = read_routes(
         sections.get("route"),
         problems,
@@ -144,4 +148,5 @@ def parse_config_data(
         source,
         whatsapp_proxy=whatsapp_proxy,
         api=api,
+        core=core,
     )

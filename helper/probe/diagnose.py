@@ -93,6 +93,12 @@ _BY_FAILURE = {
         "the pluggable transport's program is not installed", "PT not installed"
     ),
     Failure.PT_FAILED: _Words("the pluggable transport's program failed or exited", "PT failed"),
+    Failure.CORE_NOT_INSTALLED: _Words(
+        "no proxy core (xray, sing-box, v2ray) is installed for this link", "no core"
+    ),
+    Failure.CORE_FAILED: _Words(
+        "the proxy core cannot do this link, rejected its config, or exited", "core failed"
+    ),
 }
 _BY_FAILURE_AND_OP = {
     (Failure.TIMEOUT, Op.CONNECT): _Words(

@@ -141,6 +141,7 @@ def build_routes(
                 tls=base.tls,
                 resources=base.resources,
                 pluggable=base.pluggable,
+                core_program=base.core_program,
             )
         )
         local = base_dialer(dialer)
@@ -196,6 +197,7 @@ class Router:
             tls=tls or config.tls.client_context(),
             resources=resources,
             pluggable=pluggable,
+            core_program=config.core.program or None,
         )
         return cls(
             build_routes(config, resolver, options),

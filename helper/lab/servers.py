@@ -215,7 +215,17 @@ def websocket_echo_app() -> web.Application:
 async def _serve_telegram_dc(dc: int, events: DcLog) -> Backend:
     """A mock DC: MTProto itself, HTTP passed on to the small web app behind it."""
     http = await _serve_app(telegram_dc_app(), None)
-    server = await asyncio.start_server(dc_handler(dc, events, http.port), "127.0.0.1", 0)
+    handle = dc_handler(dc, events, http.port)
+    # The loop holds tasks weakly: a handler waiting on a half-closed client (no longer on
+    # the selector) and streams only it refers to would be collected mid-exchange.
+    tasks: set[asyncio.Task[None]] = set()
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(handle(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
 
     async def stop() -> None:
         server.close()

@@ -75,51 +75,79 @@ class PacketSplitter:
 
     `reveal(offset, raw)` turns the raw bytes of a length field at that stream offset into
     plaintext (the keystream's XOR for an encrypted stream; the default leaves them). `feed`
-    returns the packets completed so far (memoryviews into the data given, or copies when a
-    packet spans feeds); the rest waits for more. Raises FramingError on a length field no
-    packet can have; after that the splitter is not to be fed again.
+    returns the packets completed so far: views into the data given when a packet lies
+    within one feed, one joined copy when it spans several; the rest waits for more. Raises
+    FramingError on a length field no packet can have; after that the splitter is not to be
+    fed again.
     """
 
     def __init__(self, tag: Tag, *, reveal: Reveal = _identity, limit: int = MAX_PACKET) -> None:
         self.tag = tag
         self.limit = limit
         self._reveal = reveal
-        self._held = b""  # the start of an incomplete packet
+        self._held: list[bytes | memoryview] = []  # the start of an incomplete packet
+        self._held_size = 0
+        self._need: int | None = None  # that packet's whole size, once its length is read
         self.offset = 0  # stream offset of the first byte not yet returned in a packet
 
     @property
     def pending(self) -> int:
         """Bytes held back: the start of a packet not yet complete."""
-        return len(self._held)
+        return self._held_size
 
     def take_pending(self) -> bytes:
         """The incomplete packet's bytes, handed out as they are (the stream is ending)."""
-        held, self._held = self._held, b""
+        held = b"".join(self._held)
         self.offset += len(held)
+        self._held, self._held_size, self._need = [], 0, None
         return held
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
-        buf = self._held + data if self._held else bytes(data)
-        self._held = b""
-        view = memoryview(buf)
-        end = len(buf)
-        packets = []
+        # Views of `data` outlive this call (a packet still incomplete is held): only an
+        # immutable buffer is held as it is.
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        packets: list[memoryview] = []
         pos = 0
+        if self._held:
+            pos = self._complete(view, packets)
+            if self._held:
+                return packets
+        end = len(view)
         while True:
-            size = self._size(view, pos, end)
+            size = self._size(view, pos, end, self.offset)
             if size is None or end - pos < size:
                 break
             packets.append(view[pos : pos + size])
             pos += size
-        self.offset += pos
+            self.offset += size
         if pos < end:
-            self._held = bytes(view[pos:])
+            self._held, self._held_size = [view[pos:]], end - pos
+            self._need = self._size(view, pos, end, self.offset)
         return packets
 
-    def _size(self, view: memoryview, pos: int, end: int) -> int | None:
-        """The whole packet's size (length field included) starting at `pos`, or None until
-        its length field has arrived."""
-        at = self.offset + pos
+    def _complete(self, view: memoryview, packets: list[memoryview]) -> int:
+        """Add the start of `view` to the held packet; returns how much of it was used."""
+        if self._need is None:  # its length field is still incomplete: a few bytes
+            head = memoryview(b"".join(self._held) + bytes(view[:4]))
+            self._need = self._size(head, 0, len(head), self.offset)
+            if self._need is None:
+                self._held, self._held_size = [bytes(head)], len(head)
+                return len(view)
+            self._held, self._held_size = [bytes(head[: self._held_size])], self._held_size
+        missing = self._need - self._held_size
+        if len(view) < missing:
+            self._held.append(view)
+            self._held_size += len(view)
+            return len(view)
+        packet = memoryview(b"".join([*self._held, view[:missing]]))
+        packets.append(packet)
+        self.offset += len(packet)
+        self._held, self._held_size, self._need = [], 0, None
+        return missing
+
+    def _size(self, view: memoryview, pos: int, end: int, at: int) -> int | None:
+        """The whole packet's size (length field included) starting at `pos` (stream offset
+        `at`), or None until its length field has arrived."""
         if self.tag is Tag.ABRIDGED:
             if end - pos < 1:
                 return None

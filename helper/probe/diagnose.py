@@ -125,7 +125,7 @@ _BY_FAILURE_AND_OP = {
         "the upstream proxy closed the connection", "proxy closed"
     ),
     (Failure.TIMEOUT, Op.MTPROTO_ROUND_TRIP): _Words(
-        "no answer to MTProto's first request: MTProto is dropped (DPI)", "MTProto dropped"
+        "no answer to MTProto's first request: traffic to the DC is dropped", "MTProto unanswered"
     ),
     (Failure.CONNECTION_RESET, Op.MTPROTO_ROUND_TRIP): _Words(
         "reset after MTProto's first request: DPI on MTProto", "reset after MTProto"

@@ -52,11 +52,10 @@ class TargetResult:
         return self
 
     def to_json(self) -> dict[str, Any]:
-        skipped = {"skipped": True} if self.skipped else {}
         return {
             "target": self.target,
             "ok": None if self.skipped else self.ok,
-            **skipped,
+            "skipped": bool(self.skipped),
             "failure": self.failure.value if self.failure else None,
             "op": self.op.value if self.op else None,
             "detail": self.detail,

@@ -13,8 +13,9 @@ What runs, each in its own process:
   (tgws reads them to cut the stream into messages); their payload is random bytes, which is
   what encrypted ones look like;
 * a "DC" process (this file with --serve) that answers on two listeners: plain TCP (what
-  the `direct` route reaches) and TLS with a WebSocket on /apiws (a web endpoint, what the
-  `tgws` route reaches), on uvloop with aiohttp's WebSocket server. Each decrypts the first
+  the `direct` route reaches; threads with blocking sockets, as the relay benchmark's sink)
+  and TLS with a WebSocket on /apiws (a web endpoint, what the `tgws` route reaches; uvloop
+  with aiohttp's WebSocket server). Each decrypts the first
   packet (mode and size), then counts what it receives (upload, acknowledging the count) or
   sends the size asked for (download), or echoes (connection set-up);
 * detour twice: one `direct` route, and one `tgws` route to that web endpoint (`addr=`, a
@@ -38,6 +39,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,36 +86,43 @@ def _first_packet(init: bytes, first: bytes) -> tuple[int, int, int]:
     return mode, size, 4 + length
 
 
-async def _serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        init = await reader.readexactly(64)
-        first = await reader.readexactly(16)
-        mode, size, _ = _first_packet(init, first)
-        if mode == MODE_ECHO:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            return
-        if mode == MODE_SOURCE:
-            block = os.urandom(PACKET)
-            left = size
-            while left:
-                n = min(left, PACKET)
-                writer.write(block[:n])
-                await writer.drain()
-                left -= n
-            await reader.read()  # until the client closes
-            return
-        got = 0
-        while got < size and (data := await reader.read(1 << 20)):
-            got += len(data)
-        writer.write(struct.pack("!Q", got))
-        await writer.drain()
-        await reader.read()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.close()
+def _serve_tcp(conn: socket.socket) -> None:
+    """The DC itself, on a thread with blocking sockets (a loop at C speed, as the relay
+    benchmark's sink): what the `direct` route reaches."""
+    with conn:
+        try:
+            init, first = recv_exact(conn, 64), recv_exact(conn, 16)
+            mode, size, _ = _first_packet(init, first)
+            buf = memoryview(bytearray(1 << 20))
+            if mode == MODE_ECHO:
+                while n := conn.recv_into(buf):
+                    conn.sendall(buf[:n])
+                return
+            if mode == MODE_SOURCE:
+                block = memoryview(os.urandom(PACKET))
+                left = size
+                while left:
+                    n = min(left, PACKET)
+                    conn.sendall(block[:n])
+                    left -= n
+                while conn.recv_into(buf):  # until the client closes
+                    pass
+                return
+            got = 0
+            while got < size and (n := conn.recv_into(buf, min(len(buf), size - got))):
+                got += n
+            conn.sendall(struct.pack("!Q", got))
+            while conn.recv_into(buf):
+                pass
+        except (OSError, ConnectionError):
+            pass
+
+
+def _accept_forever(listener: socket.socket) -> None:
+    while True:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=_serve_tcp, args=(conn,), daemon=True).start()
 
 
 async def _serve_ws(request: Any) -> Any:
@@ -161,8 +170,10 @@ def serve_main(cert: str, key: str) -> None:
 
         uvloop.install()
 
+    tcp = socket.create_server((HOST, 0), backlog=1024)
+    threading.Thread(target=_accept_forever, args=(tcp,), daemon=True).start()
+
     async def main() -> None:
-        tcp = await asyncio.start_server(_serve_tcp, HOST, 0, limit=1 << 20)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         app = web.Application()
@@ -171,7 +182,7 @@ def serve_main(cert: str, key: str) -> None:
         await runner.setup()
         site = web.TCPSite(runner, HOST, 0, ssl_context=context)
         await site.start()
-        ports = (tcp.sockets[0].getsockname()[1], runner.addresses[0][1])
+        ports = (tcp.getsockname()[1], runner.addresses[0][1])
         sys.stdout.write(f"PORTS {ports[0]} {ports[1]}\n")
         sys.stdout.flush()
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -94,7 +94,8 @@ def test_diagnose_names_the_failing_target_when_there_are_several() -> None:
     ("failure", "op", "web", "long", "brief"),
     [
         (Failure.TIMEOUT, Op.MTPROTO_ROUND_TRIP, False,
-         "no answer to MTProto's first request: traffic to the DC is dropped", "MTProto unanswered"),
+         "no answer to MTProto's first request: traffic to the DC is dropped",
+         "MTProto unanswered"),
         (Failure.CONNECTION_RESET, Op.MTPROTO_ROUND_TRIP, False,
          "reset after MTProto's first request: DPI on MTProto", "reset after MTProto"),
         (Failure.UNKNOWN, Op.MTPROTO_ROUND_TRIP, False,

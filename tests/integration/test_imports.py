@@ -89,6 +89,8 @@ def test_a_tgws_route_loads_no_cryptography_until_it_carries_something() -> None
 # DPI-evading routes, JSON logs for the system's log collector. (Ports: the mixed one is
 # filled in below, 0 is any free one.)
 ROUTER_CONFIG = """
+[base]
+config = "none"
 [listen]
 mixed = "127.0.0.1:0"
 users = [{ name = "lan", password = "router-secret" }]

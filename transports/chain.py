@@ -5,6 +5,7 @@
     socks5://127.0.0.1:9050 | http://proxy.example:3128
     resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni
     pt:obfs4 192.0.2.3:443 cert=... iat-mode=0 | socks5://127.0.0.1:1080
+    resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni | tgws
 
 Layers are separated by `|`; the left-most is closest to the network and each layer to its
 right is reached through the ones before it. A chain that does not start with a base layer
@@ -16,6 +17,10 @@ A `pt:` layer (transports/pt) makes its own connections through a child process,
 `direct` and one upstream proxy (which the child is told to use) may come before it; its
 stream ends at whatever the bridge forwards to, so the layer after it must be a proxy
 there that names the destination (`pt:... | socks5://127.0.0.1:1080`).
+
+A `tgws` layer (transports/tgws.py) carries MTProto to a Telegram DC through the DC's web
+endpoint: the layers before it reach the endpoint, and nothing can come after it (what it
+returns is an MTProto stream, not a way to reach anywhere else).
 
 Parsing (`parse_chain`) checks everything without building anything, so a config can be
 validated without side effects; `Chain.build` turns it into a Dialer. Chains are shown with
@@ -31,7 +36,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .base import Dialer, Endpoint
@@ -44,6 +49,9 @@ from .resolver import Resolver, StaticResolver, parse_resolver
 from .socks import Socks4aDialer, Socks5Dialer
 from .split import SplitDialer
 from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer
+
+if TYPE_CHECKING:
+    from .mtproto.dcs import DcTable
 
 __all__ = [
     "Chain",
@@ -81,6 +89,9 @@ class DialOptions:
     # For vless/vmess/trojan layers: the proxy core to run (a name or a path; None: the
     # first of xray, sing-box, v2ray on PATH). Its children live in `pluggable` too.
     core_program: str | None = None
+    # For `tgws` layers: Telegram's DCs and their web endpoints (None: the built-in table,
+    # transports/mtproto/dcs.py). A `tgws:dcN=ADDR` option adds to it for its route.
+    telegram_dcs: DcTable | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +360,35 @@ def _build_pt(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -
     )
 
 
+def _parse_tgws(name: str, text: str) -> dict[str, Any]:
+    from .tgws import parse_options
+
+    if text != name and not text.startswith(f"{name}:"):
+        raise ChainError(f"write {name} layers as {_KINDS[name].syntax}")
+    try:
+        options = parse_options(text[len(name) + 1 :])
+    except ValueError as exc:
+        raise ChainError(f"{name}: {exc}") from None
+    return {"options": options}
+
+
+def _build_tgws(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .mtproto.dcs import DEFAULT_DCS
+    from .tgws import TgWsDialer
+
+    options = params["options"]
+    table = opts.telegram_dcs or DEFAULT_DCS
+    if options.addresses:
+        table = table.with_addresses(options.addresses)
+    return TgWsDialer(
+        _require_inner(inner),
+        table=table,
+        connect_to=options.connect_to,
+        tls=opts.tls,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
 _KINDS: dict[str, _LayerKind] = {
     "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
     "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
@@ -378,6 +418,9 @@ _KINDS: dict[str, _LayerKind] = {
         _parse_pt,
         _build_pt,
         syntax="pt:NAME?addr=HOST:PORT&KEY=VALUE..., or pt: and a bridge line",
+    ),
+    "tgws": _LayerKind(
+        _parse_tgws, _build_tgws, syntax="tgws[:dcN=ADDRESS[,ADDRESS...][;addr=HOST[:PORT]]]"
     ),
 }
 # Layers that carry the destination name to something else, which resolves it.
@@ -546,6 +589,12 @@ class Chain:
         return any(layer.name in ("tlsfrag", "split", "disorder", "oob") for layer in self.layers)
 
     @property
+    def telegram_web(self) -> bool:
+        """Whether the route ends at a Telegram web endpoint (`tgws`): its handshakes are
+        with that endpoint, on behalf of a DC."""
+        return self.layers[-1].name == "tgws"
+
+    @property
     def resolver_kind(self) -> str:
         """How the base resolves: "system" for `direct` (or whatever the engine's resolver
         is: "default"), else the `resolve:` layer's kind (udp, tcp, dot, doh)."""
@@ -577,6 +626,7 @@ def parse_chain(text: str) -> Chain:
     _place_pt(layers)
     _place_desync(layers)
     _place_core(layers)
+    _place_tgws(layers)
     return Chain(tuple(layers))
 
 
@@ -611,6 +661,19 @@ def _place_pt(layers: list[Layer]) -> None:
         layers[i] = Layer(layer.name, {**layer.params, "upstream": upstream}, layer.text)
 
 
+def _place_tgws(layers: list[Layer]) -> None:
+    """A tgws layer ends its chain: it hands over an MTProto stream to one Telegram DC."""
+    for i, layer in enumerate(layers[:-1]):
+        if layer.name == "tgws":
+            after = layers[i + 1].name
+            raise ChainError(
+                f"tgws must be the last layer: it carries MTProto to a Telegram DC, and "
+                f"'{after}' cannot run inside that (put it before tgws: 'tlsfrag:sni | "
+                "tgws' shapes the ClientHello to the web endpoint, 'socks5://... | tgws' "
+                "reaches it through a proxy)"
+            )
+
+
 _PACKET_LAYERS = tuple(trick.value for trick in Trick)
 
 
@@ -642,7 +705,7 @@ def _place_desync(layers: list[Layer]) -> None:
             f"layer sends the bytes the layers after it produce): {shown!r}"
         )
     for after in layers[i + 1 :]:
-        if after.name in ("tlsfrag", "front"):
+        if after.name in ("tlsfrag", "front", "tgws"):
             continue
         if after.name == "split":
             raise ChainError(
@@ -651,8 +714,8 @@ def _place_desync(layers: list[Layer]) -> None:
             )
         raise ChainError(
             f"{after} after {layer}: the trick would act on {after.name}'s own first bytes "
-            "(a proxy handshake), not on the destination's TLS ClientHello; only tlsfrag and "
-            "front: can follow a packet layer"
+            "(a proxy handshake), not on the destination's TLS ClientHello; only tlsfrag, "
+            "front: and tgws can follow a packet layer"
         )
 
 

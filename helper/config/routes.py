@@ -80,7 +80,11 @@ class ServiceSettings:
         "handshake with that server name, certificate checked), `https://HOST/PATH` and "
         "`http://HOST[:PORT]/PATH` (a GET; any HTTP answer counts, a block page does not; the "
         "body is read to measure the rate). `#no-verify` after a `tls://` or `https://` target "
-        "accepts any certificate (Signal's servers use Signal's own CA).",
+        "accepts any certificate (Signal's servers use Signal's own CA). "
+        "`mtproto://ADDRESS[:PORT]` (port 443 by default) is a Telegram DC: MTProto's first "
+        "request, obfuscated as the apps send it, must be answered by a valid resPQ "
+        "([telegram.md](telegram.md)). A target a route cannot carry at all (anything but a "
+        "DC through a `tgws` route) is skipped for that route.",
     )
     routes: tuple[str, ...] = setting(
         [],

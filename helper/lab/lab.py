@@ -28,6 +28,7 @@ from .dns import DnsServer, LabResolver, doh_routes
 from .hosts import DEFAULT_NETWORK, HostTable, LabHost
 from .scenario import Scenario, load_scenario
 from .servers import Backend, start_backend, websocket_echo_app
+from .telegram import DcLog
 
 __all__ = ["Lab", "LabError"]
 
@@ -82,6 +83,8 @@ class Lab:
         self.dns: DnsServer | None = None
         self.censor: Censor | None = None
         self._backends: list[Backend] = []
+        # What the mock Telegram DCs saw from clients (userland lab: in this process).
+        self.dc_events = DcLog()
 
     @property
     def dns_address(self) -> tuple[str, int]:
@@ -117,8 +120,12 @@ class Lab:
             hidden[name] = ("127.0.0.1", backend.port)
         hidden["relay.lab.test"] = await self._start_relay()
         routes: dict[tuple[str, int], tuple[str, int]] = {}
+        # The DCs' servers, for the web endpoints (which reach them inside "Telegram's
+        # network", not through the censor); the host table lists the DCs first.
+        web_dcs: dict[int, tuple[str, int]] = {}
         for host in self.table:
             context = self.ca.server_context(*self._cert_names(host))
+            dc = int(host.key[-1]) if host.kind == "telegram-dc" else 0
             for port in host.ports:
                 backend = await start_backend(
                     host.kind,
@@ -128,9 +135,14 @@ class Lab:
                     local_address=self.table.address(host),
                     cdn_backends=hidden,
                     doh=lambda app: app.add_routes(doh_routes(self.honest_resolver)),
+                    dc=dc,
+                    dc_events=self.dc_events,
+                    web_dcs=web_dcs,
                 )
                 self._backends.append(backend)
                 routes[(self.table.address(host), port)] = ("127.0.0.1", backend.port)
+                if dc and port == 443:
+                    web_dcs[dc] = ("127.0.0.1", backend.port)
         # The lab's own routes dial from their lab addresses; the censor lets those through.
         outside = {self.table.address(key) for key in ("socks", "http-proxy", "cdn", "relay")}
         self.censor = Censor(routes, self.scenario.policy(self.table), outside=outside)
@@ -239,6 +251,8 @@ def helper_config(
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
     resolver = "system" if system_resolver else f"udp://{t.dns_address}:53;public={t.network}"
+    # The lab's DCs are not at Telegram's addresses: the route says which DC each is.
+    tgws = "tgws:" + ";".join(f"dc{n}={t.address(f'telegram-dc{n}')}" for n in range(1, 6))
     lines = [
         f"# detour configuration for the lab on {t.network}, scenario {scenario!r}",
         "# (written by `detour lab`; valid while that lab runs)",
@@ -271,6 +285,8 @@ def helper_config(
         ("tls-fragment", "tlsfrag:sni"),
         ("doh", doh),
         ("doh-fragment", f"{doh} | tlsfrag:sni"),
+        ("tgws", tgws),  # Telegram's DCs through their web endpoints (docs/telegram.md)
+        ("tgws-fragment", f"tlsfrag:sni | {tgws}"),
         ("lab-socks", t.socks_url),
         ("lab-http", t.http_proxy_url),
         ("front", f"front:{front_key}"),  # a tunnel to the lab's relay, fronted by cdn.lab.test
@@ -282,7 +298,10 @@ def helper_config(
             "telegram",
             1,
             ("telegram.org", "t.me"),
-            ("https://web.telegram.org/bytes/65536", f"tcp://{t.address('telegram-dc2')}:443"),
+            (
+                "https://web.telegram.org/bytes/65536",
+                f"mtproto://{t.address('telegram-dc2')}:443",
+            ),
         ),
         (
             "whatsapp",

@@ -81,7 +81,7 @@ def test_bad_arguments_say_what_is_valid(text: str, message: str) -> None:
         ("split:1 | oob:1", "write it right after direct, before split:1"),
         ("socks5://10.0.0.2:1080 | fake:ttl=3", "those packets go to the proxy"),
         ("http://10.0.0.2:3128 | oob:sni", "those packets go to the proxy"),
-        ("oob:sni | socks5://10.0.0.2:1080", "only tlsfrag and front: can follow"),
+        ("oob:sni | socks5://10.0.0.2:1080", "only tlsfrag, front: and tgws can follow"),
         ("disorder:1 | split:5", "sends the first bytes in pieces itself"),
         ("oob:1 | disorder:sni", "only one of fake, disorder, oob"),
         ("pt:obfs4 192.0.2.3:443 cert=x iat-mode=0 | socks5://127.0.0.1:1080 | oob:1", "proxy"),

@@ -35,6 +35,7 @@ from tests.conftest import config_text
 from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
+from tests.support.networks import free_network
 from transports import DialError, Endpoint, Failure, Op, parse_chain
 from transports.chain import DialOptions
 from transports.pt import PtManager
@@ -231,9 +232,8 @@ async def test_bridge_down_is_reported(forward_target: Engine) -> None:
 
 @pytest.fixture
 async def lab() -> AsyncIterator[Lab]:
-    # Its own network, so it cannot collide with the lab tests' lab (127.77.0.0/16).
     try:
-        async with Lab("baseline", network="127.91.0.0/16") as running:
+        async with Lab("baseline", network=free_network()) as running:
             yield running
     except LabError as exc:
         peers.skip_or_fail(f"the lab cannot start here: {exc}")

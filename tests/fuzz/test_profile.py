@@ -40,20 +40,23 @@ def test_profile_is_active(pytestconfig: pytest.Config) -> None:
     assert bound(silence).max_examples == max(20, examples // 100)
 
 
-# Prints the examples hypothesis bound to each property a run collected.
+# Prints the examples hypothesis bound to each property a run collected, and its time limit.
 PLUGIN = """
+import pytest
 from hypothesis import is_hypothesis_test
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         if is_hypothesis_test(item.obj):
-            print("BOUND", item.nodeid, item.obj._hypothesis_internal_use_settings.max_examples)
+            examples = item.obj._hypothesis_internal_use_settings.max_examples
+            print("BOUND", item.nodeid, examples, item.get_closest_marker("timeout").args)
 """
 
 
 def test_a_property_outside_tests_fuzz_run_alone_gets_the_profile(tmp_path: Path) -> None:
-    """A run of one file of tests/unit (tests/fuzz not collected) binds the profile asked for:
-    the variable decides, not which directories a run happened to collect first."""
+    """A run of one file of tests/unit (tests/fuzz not collected) binds the profile asked for,
+    with its time limit: the variable decides, not which directories a run collected first."""
     (tmp_path / "bound_plugin.py").write_text(PLUGIN)
     env = {**os.environ, conftest.PROFILE_ENV: "ci"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
@@ -63,7 +66,7 @@ def test_a_property_outside_tests_fuzz_run_alone_gets_the_profile(tmp_path: Path
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "test_any_label_value_reads_back 10000\n" in result.stdout, result.stdout
+    assert "test_any_label_value_reads_back 10000 (600,)\n" in result.stdout, result.stdout
 
 
 def test_an_unknown_profile_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -218,6 +218,10 @@ def test_detour_probe_exits_1_when_a_service_has_no_route(tmp_path: Path) -> Non
     )  # fmt: skip
     try:
         wait_for(log, "Ctrl-C stops the lab", process)
+        # Nothing answers through any route: 1 s per probe shows it as well as the lab's 3 s.
+        text = config.read_text()
+        assert 'timeout = "3s"' in text
+        config.write_text(text.replace('timeout = "3s"', 'timeout = "1s"'))
         result = subprocess.run(
             detour_command("probe", "-c", str(config), "--service", "telegram"),
             capture_output=True, text=True, cwd=ROOT, timeout=120,

@@ -145,9 +145,11 @@ def integrity_origin(background: origins.BackgroundLoop) -> Iterator[origins.Ori
 def config_text(
     *, routes: dict[str, str] | None = None, default: str | None = None, extra: str = ""
 ) -> str:
-    """A small config: the given routes (name -> chain), hosts for origin.test, extra TOML."""
+    """A small config, whole (not on the built-in config): the given routes (name ->
+    chain), hosts for origin.test, extra TOML."""
     routes = routes or {"direct": "direct"}
     parts = [
+        '[base]\nconfig = "none"\n',
         '[listen]\nmixed = "127.0.0.1:0"\nhandshake_timeout = "2s"\n',
         '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n',
     ]

@@ -35,6 +35,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .base import Dialer, Endpoint
+from .desync import SYNTAX as DESYNC_SYNTAX
+from .desync import DesyncDialer, Trick, parse_desync
 from .direct import DirectDialer
 from .http_connect import HttpConnectDialer
 from .pt import PtDialer, PtManager, PtSpecError, parse_pt
@@ -247,6 +249,17 @@ def _build_split(inner: Dialer | None, params: dict[str, Any], opts: DialOptions
     return SplitDialer(_require_inner(inner), params["offsets"])
 
 
+def _parse_desync(name: str, text: str) -> dict[str, Any]:
+    try:
+        return {"desync": parse_desync(Trick(name), _arguments(name, text))}
+    except ValueError as exc:
+        raise ChainError(str(exc)) from None
+
+
+def _build_desync(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return DesyncDialer(_require_inner(inner), params["desync"])
+
+
 def _parse_resolve(name: str, text: str) -> dict[str, Any]:
     if not text.startswith(f"{name}:"):
         raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {redact(text)!r})")
@@ -336,6 +349,10 @@ _KINDS: dict[str, _LayerKind] = {
         _parse_tlsfrag, _build_tlsfrag, syntax="tlsfrag:N|sni[,N|sni...][,segments]"
     ),
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
+    **{
+        trick.value: _LayerKind(_parse_desync, _build_desync, syntax=syntax)
+        for trick, syntax in DESYNC_SYNTAX.items()
+    },
     "front": _LayerKind(
         _parse_front,
         _build_front,
@@ -408,7 +425,7 @@ class Chain:
 
     @property
     def splits_client_hello(self) -> bool:
-        return any(layer.name in ("tlsfrag", "split") for layer in self.layers)
+        return any(layer.name in ("tlsfrag", "split", "disorder", "oob") for layer in self.layers)
 
     @property
     def resolver_kind(self) -> str:
@@ -440,6 +457,7 @@ def parse_chain(text: str) -> Chain:
     if not _KINDS[layers[0].name].base:
         layers.insert(0, Layer("direct", {}, "direct", implicit=True))
     _place_pt(layers)
+    _place_desync(layers)
     return Chain(tuple(layers))
 
 
@@ -472,6 +490,51 @@ def _place_pt(layers: list[Layer]) -> None:
     if before:
         upstream = _proxy_url(before[0], where)
         layers[i] = Layer(layer.name, {**layer.params, "upstream": upstream}, layer.text)
+
+
+_PACKET_LAYERS = tuple(trick.value for trick in Trick)
+
+
+def _place_desync(layers: list[Layer]) -> None:
+    """Packet layers act on the socket of the connection detour opens: one per chain, right
+    after its base, and followed only by layers whose first bytes are a TLS ClientHello."""
+    at = [i for i, layer in enumerate(layers) if layer.name in _PACKET_LAYERS]
+    if not at:
+        return
+    if len(at) > 1:
+        raise ChainError(
+            f"{layers[at[0]]} and {layers[at[1]]}: a chain can hold only one of "
+            f"{', '.join(_PACKET_LAYERS)} (each plays its trick on the same first packets)"
+        )
+    i = at[0]
+    layer = layers[i]
+    before = [b for b in layers[1:i]]
+    tunnels = [b for b in before if b.name in _NAME_TAKING or b.name == "pt"]
+    if tunnels:
+        raise ChainError(
+            f"{layer}: it acts on the TCP packets of the connection detour opens itself; after "
+            f"{tunnels[-1]} those packets go to the proxy, not to the destination, and its "
+            "first bytes are the proxy's protocol. Use it on a route without a proxy layer"
+        )
+    if before:
+        shown = " | ".join(str(x) for x in [layer, *before, *layers[i + 1 :]])
+        raise ChainError(
+            f"{layer}: write it right after {layers[0].name}, before {before[0]} (the packet "
+            f"layer sends the bytes the layers after it produce): {shown!r}"
+        )
+    for after in layers[i + 1 :]:
+        if after.name in ("tlsfrag", "front"):
+            continue
+        if after.name == "split":
+            raise ChainError(
+                f"{after} after {layer}: {layer.name} sends the first bytes in pieces itself; "
+                "give it the cut point instead"
+            )
+        raise ChainError(
+            f"{after} after {layer}: the trick would act on {after.name}'s own first bytes "
+            "(a proxy handshake), not on the destination's TLS ClientHello; only tlsfrag and "
+            "front: can follow a packet layer"
+        )
 
 
 def _proxy_url(layer: Layer, where: str) -> str:

@@ -35,6 +35,15 @@ log = logging.getLogger("detour.lab")
 
 # Hidden backends behind the CDN front, by the Host name a fronted request carries.
 CDN_BACKENDS = ("ws-echo.lab.test",)
+# Routes whose tricks act on packets, in the kernel-level lab's config: its censor reads
+# packets one hop from the client and its servers are two hops away, so a decoy with TTL 2
+# reaches the censor and expires before the servers.
+PACKET_ROUTES = (
+    ("split", "split:1"),
+    ("disorder", "disorder:sni"),
+    ("oob", "oob:sni"),
+    ("fake", "fake:ttl=2"),
+)
 
 
 class LabError(Exception):
@@ -55,7 +64,8 @@ class Lab:
         # routable: the lab runs in its own network namespace (netns.py) on a private network
         # instead of loopback addresses.
         self.table = HostTable(ipaddress.IPv4Network(network), routable=routable)
-        self.scenario = (
+        self._routable = routable
+        self.scenario = self._runnable(
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
         )
         self._given_directory = directory
@@ -192,10 +202,20 @@ class Lab:
         """Switch to another scenario while running: new flows and queries follow it."""
         if isinstance(scenario, str):
             scenario = load_scenario(scenario, self.table)
-        self.scenario = scenario
+        self.scenario = self._runnable(scenario)
         self.resolver.rules = scenario.dns
         if self.censor is not None:
             await self.censor.set_policy(scenario.policy(self.table))
+
+    def _runnable(self, scenario: Scenario) -> Scenario:
+        """The scenario, if this lab can run it: some need the kernel-level lab. (Inside
+        the kernel-level lab's namespace this class runs the userland part of any.)"""
+        why = scenario.needs_netns
+        if why and not self._routable:
+            raise LabError(
+                f"scenario {scenario.name!r} needs the kernel-level lab (--netns): {why}"
+            )
+        return scenario
 
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
         """A detour config that uses this lab: its resolver, CA, routes and services."""
@@ -204,14 +224,28 @@ class Lab:
 
 
 def helper_config(
-    table: HostTable, ca_path: Path, scenario: str, listen: str, front_key: str
+    table: HostTable,
+    ca_path: Path,
+    scenario: str,
+    listen: str,
+    front_key: str,
+    *,
+    packets: bool = False,
+    system_resolver: bool = False,
 ) -> str:
-    """The detour configuration for a lab on `table`'s network."""
+    """The detour configuration for a lab on `table`'s network. `packets`: with the routes
+    whose tricks act on packets (the kernel-level lab, where packets cross hops);
+    `system_resolver`: detour resolves with the system's resolver."""
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
+    resolver = "system" if system_resolver else f"udp://{t.dns_address}:53;public={t.network}"
     lines = [
         f"# detour configuration for the lab on {t.network}, scenario {scenario!r}",
         "# (written by `detour lab`; valid while that lab runs)",
+        "",
+        "# The lab's routes and services only, not the built-in ones.",
+        "[base]",
+        'config = "none"',
         "",
         "[listen]",
         f'mixed = "{listen}"',
@@ -219,7 +253,7 @@ def helper_config(
         "[dns]",
         "# The network's resolver, which the scenario may make lie. The lab's addresses",
         "# stand for the public internet: private answers there are not tampering.",
-        f'resolver = "udp://{t.dns_address}:53;public={t.network}"',
+        f'resolver = "{resolver}"',
         "",
         "[tls]",
         f'extra_ca = ["{ca_path}"]',
@@ -240,6 +274,7 @@ def helper_config(
         ("lab-socks", t.socks_url),
         ("lab-http", t.http_proxy_url),
         ("front", f"front:{front_key}"),  # a tunnel to the lab's relay, fronted by cdn.lab.test
+        *PACKET_ROUTES * packets,
     ):
         lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
     for service, third, domains, probes in (

@@ -78,6 +78,8 @@ def test_the_status_api_loads_no_aiohttp() -> None:
 # DPI-evading routes, JSON logs for the system's log collector. (Ports: the mixed one is
 # filled in below, 0 is any free one.)
 ROUTER_CONFIG = """
+[base]
+config = "none"
 [listen]
 mixed = "127.0.0.1:0"
 users = [{ name = "lan", password = "router-secret" }]

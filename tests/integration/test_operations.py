@@ -44,6 +44,7 @@ def ops_config(routes: dict[str, str], listen: str = "127.0.0.1:0") -> str:
     """Every loopback destination belongs to one service that uses the routes in the given
     order (a long stagger: the first route is the one that carries a connection)."""
     parts = [
+        '[base]\nconfig = "none"\n',
         f'[listen]\nmixed = "{listen}"\nhandshake_timeout = "5s"\n',
         '[probe]\nstagger = "20s"\n',
     ]

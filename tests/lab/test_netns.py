@@ -3,9 +3,11 @@ real black-hole (a connect that times out, which the userland lab cannot show)."
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import subprocess
+import sys
 
 import pytest
 
@@ -52,10 +54,11 @@ async def test_stop_removes_the_namespace_the_veth_and_the_route() -> None:
     network = free_network(kernel=True)
     lab = NetnsLab("baseline", network=network)
     await lab.start()
-    assert lab.name in namespaces()
-    assert network in routes()
+    made = [lab.name, lab.client_namespace, *(f"detour-lab-{r}-{lab._tag}" for r in ("gw", "isp"))]
+    assert all(name in namespaces().split() for name in made)
+    assert lab._copy_link is not None  # the client link copies packets as it sends them
     await lab.stop()
-    assert lab.name not in namespaces()
+    assert not any(name in namespaces().split() for name in made)
     assert network not in routes()
 
 
@@ -93,3 +96,21 @@ async def test_detour_reports_a_black_hole_as_a_connect_timeout(
             reply = await exchange(engine.mixed_address, request, timeout=5)
     assert reply[2:4] == b"\x05\x04"  # host unreachable: what SOCKS5 has for a timeout
     assert "generic_timeout_error during connect" in caplog.text
+
+
+async def test_the_client_namespace_resolves_with_the_labs_resolver_and_sees_nothing_else() -> None:
+    require_netns()
+    async with NetnsLab("dns-poison", network=free_network(kernel=True)) as lab:
+        script = (
+            "import socket\n"
+            "print(socket.gethostbyname('chat.signal.org'))\n"  # the lab's answer
+            "print(socket.gethostbyname('g.whatsapp.net'))\n"  # the scenario's bogon
+            "s = socket.socket(); s.settimeout(1)\n"
+            "try:\n    s.connect(('10.10.34.34', 5222))\n"
+            "except OSError as exc:\n    print(type(exc).__name__)\n"
+        )
+        process = await asyncio.create_subprocess_exec(
+            *lab.client_command(sys.executable, "-c", script), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+    assert out.decode().split() == [lab.table.address("signal-chat"), "10.10.34.34", "TimeoutError"]

@@ -130,6 +130,9 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
             route_list = ", ".join(f'"{name}"' for name in routes)
             failing_list = ", ".join(f'"{name}"' for name in failing)
             config = f"""
+[base]
+config = "none"
+
 [listen]
 users = [{{ name = "alice", password = "{listener_pw}" }}]
 handshake_timeout = "5s"
@@ -290,7 +293,9 @@ def test_config_errors_quote_the_chain_without_its_secrets(tmp_path: Path, chain
     secrets hidden, by `detour config check` and by `detour run`."""
     pw = token("cfg-")
     path = tmp_path / "bad.toml"
-    path.write_text(f'[[route]]\nname = "r"\nchain = "{chain.format(pw=pw)}"\n')
+    path.write_text(
+        f'[base]\nconfig = "none"\n[[route]]\nname = "r"\nchain = "{chain.format(pw=pw)}"\n'
+    )
     path.chmod(0o600)
     for argv in (["config", "check", str(path)], ["run", "--headless", "-c", str(path)]):
         done = subprocess.run(

@@ -124,7 +124,7 @@ def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
 def local_config(route: str) -> str:
     """One route, and one service that is all of loopback (nothing to probe elsewhere)."""
     return (
-        '[listen]\nmixed = "127.0.0.1:0"\n'
+        '[base]\nconfig = "none"\n[listen]\nmixed = "127.0.0.1:0"\n'
         f'[[route]]\nname = "{route}"\nchain = "direct"\n'
         '[[service]]\nname = "local"\ncidrs = ["127.0.0.0/8"]\n'
     )

@@ -26,7 +26,9 @@ from .config import (
     check_exposure,
     default_config_text,
     load_config,
+    load_layers,
     parse_listen_address,
+    warn_if_readable,
 )
 from .headless import reload_config, serve, with_listen
 
@@ -127,7 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser(
         "default",
         help="print the built-in config",
-        description="Print the built-in config (a starting point).",
+        description="Print the built-in config (what a config file builds on).",
+    )
+    show = config_sub.add_parser(
+        "show",
+        help="print the config detour runs with",
+        description="Print the effective config: FILE on the built-in config (or the built-in "
+        "config alone), each key marked with where it comes from; secrets hidden.",
+    )
+    show.add_argument(
+        "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
     probe = sub.add_parser(
@@ -251,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.config_command == "default":
             sys.stdout.write(default_config_text())
             return EXIT_OK
+        if args.config_command == "show":
+            return _config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
@@ -342,13 +355,21 @@ def _lab(args: argparse.Namespace) -> int:
 
 def _config_check(path: str) -> int:
     try:
-        config = load_config(path)
+        loaded = load_layers(path)
     except ConfigError as exc:
         print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = loaded.config
+    warn_if_readable(Path(path), config)
+    cannot_run = _routes_this_computer_cannot_run(config)
+    if cannot_run:
+        lines = "\n".join(f"  {line}" for line in cannot_run)
+        print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
         return EXIT_USAGE
     routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
     services = ", ".join(s.name for s in config.services) or "none"
     print(f"{path}: ok")
+    print(f"  base:     {'built-in config' if len(loaded.layers) > 1 else 'none'}")
     print(f"  listen:   {config.listen.mixed}")
     if config.listen.transparent is not None:
         print(f"  transparent: {config.listen.transparent}")
@@ -362,6 +383,33 @@ def _config_check(path: str) -> int:
     print(f"  routes:   {routes}")
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")
+    return EXIT_OK
+
+
+def _routes_this_computer_cannot_run(config) -> list[str]:
+    """Routes whose links need a proxy core that is missing here, cannot do them, or
+    rejects the config detour would give it (transports/core/check.py)."""
+    from transports.core.check import check_link
+
+    problems = []
+    for route in config.routes:
+        for layer in route.chain.layers:
+            if layer.name in ("vless", "vmess", "trojan"):
+                reason = check_link(layer.params["link"], config.core.program or None)
+                if reason is not None:
+                    problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
+    return problems
+
+
+def _config_show(path: str | None) -> int:
+    from .config.show import show
+
+    try:
+        loaded = load_layers(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(show(loaded))
     return EXIT_OK
 
 

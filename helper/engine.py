@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.chain import base_dialer
+from transports.core import CoreDialer
 from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
 
@@ -429,15 +430,16 @@ async def _listen(listener: MixedListener, key: str) -> None:
 
 
 def _pt_clients(router: Router) -> frozenset[ManagedClient]:
-    """The pluggable transport children a router's routes dial through (made, not started)."""
+    """The children a router's routes dial through (made, not started): pluggable transport
+    clients and proxy cores."""
     clients = set()
     for route in router.routes:
         base = base_dialer(route.dialer)
-        if isinstance(base, PtDialer):
+        if isinstance(base, PtDialer | CoreDialer):
             try:
                 clients.add(base.client())
             except DialError:
-                pass  # its program is not installed: nothing runs for it
+                pass  # its program is not installed (or cannot do the link): nothing runs
     return frozenset(clients)
 
 

@@ -118,7 +118,8 @@ class Metrics:
             else:  # its start was lost: the probe's own steps are the next best measure
                 seconds = sum(step.ms for t in result.targets for step in t.steps) / 1000
             self.probe_seconds[(result.service, result.route)].observe(seconds)
-            if result.failure is not None and result.op is not None:
+            # A route that cannot carry the service at all (tgws) has not failed.
+            if result.applicable and result.failure is not None and result.op is not None:
                 key = ("probe", result.service, result.route, result.failure.value, result.op.value)
                 self.failures[key] += 1
         elif isinstance(event, DialFailed):

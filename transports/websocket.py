@@ -50,6 +50,7 @@ from .wire import NeedMore, ProtocolError, RequestHead, parse_response_head
 __all__ = [
     "Frame",
     "NeedMore",
+    "UpgradeRefused",
     "WebSocketError",
     "WebSocketStream",
     "accept_headers",
@@ -82,6 +83,14 @@ class WebSocketError(ConnectionError):
     """The peer broke the WebSocket protocol."""
 
 
+class UpgradeRefused(DialError):
+    """The server answered the upgrade with another HTTP status (`status`; 0: not HTTP)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, detail)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Frame:
     fin: bool
@@ -90,7 +99,11 @@ class Frame:
 
 
 def parse_frame(
-    buf: bytes | bytearray, *, expect_masked: bool = False, start: int = 0
+    buf: bytes | bytearray,
+    *,
+    expect_masked: bool = False,
+    start: int = 0,
+    max_frame: int = MAX_FRAME,
 ) -> tuple[int, Frame]:
     """(bytes consumed, frame) from `buf[start:]`; raises NeedMore or WebSocketError.
 
@@ -122,8 +135,8 @@ def parse_frame(
         pos += 8
     if opcode in _CONTROL_OPS and (length > 125 or not fin):
         raise WebSocketError("control frames are short and unfragmented")
-    if length > MAX_FRAME:
-        raise WebSocketError(f"frame of {length} bytes (at most {MAX_FRAME})")
+    if length > max_frame:
+        raise WebSocketError(f"frame of {length} bytes (at most {max_frame})")
     mask = b""
     if masked:
         if end < pos + 4:
@@ -272,19 +285,26 @@ def encode_frame(
 
 class WebSocketStream(Stream):
     """A byte stream over a WebSocket's binary messages, at either end (`client`: which
-    masks). `subprotocol` is the one the handshake agreed on, if any.
+    masks). `subprotocol` is the one the handshake agreed on, if any; `max_frame` bounds
+    what the peer may send in one frame (and one message).
 
-    Each write is one message (several above CHUNK); each read returns at most one message's
-    bytes, a whole message as it came when it fits. Pings are answered, pongs ignored; a
-    close frame from the peer is answered and ends the stream. A text message is an error:
-    this stream carries bytes."""
+    Each write is one message (several above CHUNK; `write_message` sends one of any size);
+    each read returns at most one message's bytes, a whole message as it came when it fits.
+    Pings are answered, pongs ignored; a close frame from the peer is answered and ends the
+    stream. A text message is an error: this stream carries bytes."""
 
     def __init__(
-        self, inner: Stream, *, client: bool = True, subprotocol: str | None = None
+        self,
+        inner: Stream,
+        *,
+        client: bool = True,
+        subprotocol: str | None = None,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         self.inner = inner
         self.client = client
         self.subprotocol = subprotocol
+        self.max_frame = max_frame
         self._buffer = bytearray()  # received frame bytes not yet parsed
         self._ready: deque[bytes] = deque()  # message bytes not yet read, in order
         self._fragments: list[bytes] = []
@@ -329,7 +349,9 @@ class WebSocketStream(Stream):
             start = 0
             try:
                 while True:
-                    used, frame = parse_frame(data, start=start, expect_masked=not self.client)
+                    used, frame = parse_frame(
+                        data, start=start, expect_masked=not self.client, max_frame=self.max_frame
+                    )
                     start += used
                     self._take(frame)
                     if self._eof:
@@ -368,7 +390,7 @@ class WebSocketStream(Stream):
                 self._ready.append(frame.payload)
             return
         self._fragments.append(frame.payload)
-        if sum(len(f) for f in self._fragments) > MAX_FRAME:
+        if sum(len(f) for f in self._fragments) > self.max_frame:
             raise WebSocketError("message too large")
         if frame.fin:
             message = b"".join(self._fragments)
@@ -389,6 +411,21 @@ class WebSocketStream(Stream):
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             self._send(OP_BINARY, view[start : start + CHUNK])
+
+    def write_message(self, data: bytes | bytearray | memoryview) -> None:
+        """`data` as one binary message, whatever its size (for peers that read each
+        message as a unit; `write` cuts large writes into several)."""
+        if self._closing:
+            raise ConnectionResetError("the WebSocket is closing")
+        self._send(OP_BINARY, data)
+
+    def close_write(self, code: int = 1000) -> None:
+        """Start the closing handshake and keep reading: the peer may send what it has left
+        before its own Close frame, which ends reading (a half-close, for peers that treat
+        Close so; RFC 6455 §5.5.1 lets a peer finish the message it is sending)."""
+        if not self._closing:
+            self._closing = True
+            self._send(OP_CLOSE, struct.pack("!H", code))
 
     async def drain(self) -> None:
         await self.inner.drain()
@@ -480,6 +517,7 @@ async def websocket_connect(
     headers: dict[str, str] | None = None,
     protocols: Iterable[str] = (),
     timeout: float = 10.0,
+    max_frame: int = MAX_FRAME,
 ) -> WebSocketStream:
     """Run the client's opening handshake over `stream` (§4.1); returns the WebSocketStream.
 
@@ -488,8 +526,9 @@ async def websocket_connect(
     `headers` counts as offered too); the server may choose one (`stream.subprotocol`), and
     choosing one that was not offered fails the handshake.
 
-    Raises DialError(proxy_refused, proxy_handshake) when the server answers with anything
-    but a switch to this WebSocket (a relay's decoy site answers 404 or 200)."""
+    Raises UpgradeRefused, a DialError(proxy_refused, proxy_handshake), when the server
+    answers with anything but a switch to this WebSocket (a relay's decoy site answers 404
+    or 200)."""
     key = base64.b64encode(os.urandom(16)).decode()
     extra = dict(headers or {})
     offer = list(protocols)
@@ -531,11 +570,11 @@ async def websocket_connect(
     except ProtocolError:
         answer = None
     if answer is None or answer.status != 101:
-        raise DialError(
-            Failure.PROXY_REFUSED,
-            Op.PROXY_HANDSHAKE,
-            f"the server answered HTTP {answer.status if answer else '(not HTTP)'} instead of "
-            "a WebSocket (a wrong path or key gets the relay's ordinary website)",
+        status = answer.status if answer else 0
+        raise UpgradeRefused(
+            status,
+            f"the server answered HTTP {status or '(not HTTP)'} instead of a WebSocket "
+            "(a wrong path or key gets the relay's ordinary website)",
         )
     chosen = answer.header("sec-websocket-protocol")
     if (
@@ -548,4 +587,4 @@ async def websocket_connect(
             Op.PROXY_HANDSHAKE,
             "the WebSocket upgrade answer is wrong",
         )
-    return WebSocketStream(stream, client=True, subprotocol=chosen)
+    return WebSocketStream(stream, client=True, subprotocol=chosen, max_frame=max_frame)

@@ -57,6 +57,12 @@ class Route:
     def __str__(self) -> str:
         return f"{self.name} ({self.chain})"
 
+    def not_applicable(self, target: Endpoint) -> str | None:
+        """Why this route cannot carry `target` at all (a `tgws` route and a destination
+        that is no Telegram DC), else None. Such a route is skipped, not failed."""
+        check = getattr(self.dialer, "not_applicable", None)
+        return check(target) if check is not None else None
+
     async def dial(self, target: Endpoint) -> Stream:
         """Dial `target` through the chain within the route's timeout, in total.
 
@@ -141,6 +147,7 @@ def build_routes(
                 tls=base.tls,
                 resources=base.resources,
                 pluggable=base.pluggable,
+                core_program=base.core_program,
             )
         )
         local = base_dialer(dialer)
@@ -196,6 +203,7 @@ class Router:
             tls=tls or config.tls.client_context(),
             resources=resources,
             pluggable=pluggable,
+            core_program=config.core.program or None,
         )
         return cls(
             build_routes(config, resolver, options),
@@ -230,7 +238,10 @@ class Router:
         candidates = self.candidates(service)
         if not candidates:
             raise Denied(f"every route for {service.name if service else target} is disabled")
-        return service, self.health.order(_key(service), candidates)
+        # Routes that cannot carry this destination at all are left out; if that leaves
+        # none, they are tried anyway, to fail at once with their reasons.
+        usable = [route for route in candidates if route.not_applicable(target) is None]
+        return service, self.health.order(_key(service), usable or candidates)
 
     def active_route(self, service: Service) -> Route | None:
         """The route a new connection of `service` would try first, if one is known to work."""
@@ -273,7 +284,8 @@ class Router:
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)
-                    if not isinstance(exc, DestinationRefused):  # policy, not the route
+                    # Policy, or a destination the route cannot carry: not the route's health.
+                    if not isinstance(exc, DestinationRefused) and not _not_applicable(exc):
                         self._account(service, route, exc)
                     raise
                 return stream
@@ -313,6 +325,10 @@ class Router:
             self.note_health_change(f"{route.name} failed repeatedly")
             if self.on_failing is not None:
                 self.on_failing(service, route)
+
+
+def _not_applicable(error: DialError) -> bool:
+    return error.failure is Failure.NOT_APPLICABLE
 
 
 def _key(service: Service | None) -> str:

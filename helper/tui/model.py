@@ -104,16 +104,18 @@ def _works(health: RouteHealth) -> str:
 
 
 def _fails(health: RouteHealth, result: ProbeResult | None, route: Route) -> str:
-    splits = route.chain.splits_client_hello
+    splits, web = route.chain.splits_client_hello, route.chain.telegram_web
     # The probe's own result has the numbers (bytes before a freeze); use it when the health
     # still reflects that probe, not a later run of failed client connections.
     if result is not None and result.failed is not None and result.checked_at == health.checked_at:
-        return short_for(result.failed, splits)
+        return short_for(result.failed, splits, web_endpoint=web)
     try:
         failure, op = Failure(health.failure), Op(health.op)
     except ValueError:  # missing, or written by another version of detour
         return health.failure or "fails"
-    return short(failure, op, splits_client_hello=splits, rate_kbps=health.rate_kbps)
+    return short(
+        failure, op, splits_client_hello=splits, rate_kbps=health.rate_kbps, web_endpoint=web
+    )
 
 
 def cell(
@@ -134,6 +136,8 @@ def cell(
     if (service.name, route.name) in probing:
         return Cell("probing", "probing", active, pinned)
     health = router.health.get(service.name, route.name)
+    if health.failure == Failure.NOT_APPLICABLE.value:  # (tgws for a service without DCs)
+        return Cell("unused", "not applicable")
     if health.ok is None:
         return Cell("unknown", "not tried" if service.probes else "no probes", active, pinned)
     if health.ok:

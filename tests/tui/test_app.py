@@ -27,7 +27,10 @@ from tests.tui.scenes import MONOTONIC, fixed_app, scene
 from tests.tui.screen import settled_text
 
 SIZE = (100, 30)
-ROUTES = ["direct", "tls-fragment", "doh", "doh-fragment", "lab-socks", "lab-http", "front"]
+ROUTES = [
+    "direct", "tls-fragment", "doh", "doh-fragment", "tgws", "tgws-fragment", "lab-socks",
+    "lab-http", "front",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -290,7 +293,7 @@ async def test_80x24_keeps_everything_essential(engine) -> None:
             assert word in text, word
         for route in ROUTES:
             row = next(line for line in lines if line.startswith(f"│ {route} "))
-            marks = [c for c in row if c in (model.WORKS, model.FAILS)]
+            marks = [c for c in row if c in (model.WORKS, model.FAILS, model.OFF)]
             assert len(marks) == 3, row  # one glyph per service, none cut off
         assert text.count("✓ via tls-fragment") == 3
         footer = lines[-1]

@@ -47,9 +47,10 @@ def capture(tmux: list[str]) -> str:
 
 
 def marks(screen: str, route: str) -> list[str]:
-    """The ✓/✗ of each service on a route's row of the matrix, in column order."""
+    """The ✓/✗ (or – where the route cannot carry the service) of each service on a route's
+    row of the matrix, in column order."""
     row = next((line for line in screen.splitlines() if line.startswith(f"│ {route} ")), "")
-    return [c for c in row if c in "✓✗"]
+    return [c for c in row if c in "✓✗–"]
 
 
 def start_in_tmux(tmux: list[str], command: list[str], status_file: Path) -> None:
@@ -93,7 +94,8 @@ def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
     scenario = load_scenario("sni-reset")
     expected = {}
     for expect in scenario.expectations:
-        expected.setdefault(expect.route, {})[expect.service] = "✓" if expect.works else "✗"
+        mark = "✓" if expect.works else "–" if expect.failure == "not_applicable" else "✗"
+        expected.setdefault(expect.route, {})[expect.service] = mark
     routes = list(expected)
 
     deadline = time.monotonic() + 30
@@ -124,7 +126,7 @@ def test_demo_in_a_real_terminal(tmux: list[str], tmp_path: Path) -> None:
 def local_config(route: str) -> str:
     """One route, and one service that is all of loopback (nothing to probe elsewhere)."""
     return (
-        '[listen]\nmixed = "127.0.0.1:0"\n'
+        '[base]\nconfig = "none"\n[listen]\nmixed = "127.0.0.1:0"\n'
         f'[[route]]\nname = "{route}"\nchain = "direct"\n'
         '[[service]]\nname = "local"\ncidrs = ["127.0.0.0/8"]\n'
     )

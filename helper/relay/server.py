@@ -5,12 +5,18 @@ WebSocket and carries a valid access token becomes a tunnel: TLS 1.3 inside the 
 (the relay's pinned certificate; a client certificate from the relay's own CA, of a client
 not revoked), one request naming a destination, the destination dialed under the relay's
 policy, then the bytes relayed both ways. Every other request -- another path, a wrong or
-revoked token, a browser, junk -- gets an ordinary small website (decoy.py), identical
-whatever the reason, so a prober learns nothing.
+revoked token, a replayed token, a browser, junk -- gets an ordinary small website
+(decoy.py), identical whatever the reason, so a prober learns nothing.
+
+Revocation takes effect in open tunnels too: each new connection in a multiplexed tunnel
+checks the client's current status (clients.json, read again when it changes), and a tunnel
+whose client was revoked (or re-issued) is closed, streams and all; tunnels that open no new
+connection are checked every RECHECK seconds.
 
 Destinations: the configured services only (by default), and never loopback, private or
 link-local addresses. Per-client connection limits, idle timeouts, a graceful stop. The relay
-keeps no session state, so any number of them can sit behind one CDN or load balancer.
+keeps no session state but the replay cache (replay.py), which every relay serving from the
+same state directory shares, so any number of them can sit behind one CDN or load balancer.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import IPAddress
 from transports.direct import DirectDialer
-from transports.fronted.accesskey import check_access_token
+from transports.fronted.accesskey import TokenCheck, read_access_token
 from transports.fronted.client import COOKIE
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
@@ -47,13 +53,15 @@ from ..proxy.relay import relay
 from ..services import ServiceTable
 from . import decoy
 from .config import RelayConfig
-from .keys import RelayKeys
+from .keys import ClientRecord, RelayKeys, RelayKeysError
+from .replay import ReplayCache
 
 __all__ = ["RelayServer", "cookie"]
 
 log = logging.getLogger("detour.relay")
 
 MAX_REQUEST = 3 + 255 + 2
+RECHECK = 5.0  # seconds between checks of open tunnels' clients (new connections: at once)
 
 
 class _PolicyResolver:
@@ -97,9 +105,11 @@ class RelayServer:
         *,
         resolver: Resolver | None = None,
         local_address: str | None = None,
+        recheck: float = RECHECK,
     ) -> None:
         self.config = config
         self.keys = keys
+        keys.secure()  # before anything is read: RelayKeysError for a secret others can read
         self.server_tls = keys.server_context()
         if config.multiplex:
             self.server_tls.set_alpn_protocols([ALPN])
@@ -123,6 +133,12 @@ class RelayServer:
         self.streams_of: Counter[str] = Counter()  # connections in multiplexed tunnels
         self.sessions: set[MuxSession] = set()
         self.tunnels: set[asyncio.Task[Any]] = set()
+        # Each open tunnel (after its inner TLS): whose it is (name, certificate fingerprint)
+        # and how to end it, for revocation.
+        self.holders: dict[object, tuple[str, str, Any]] = {}
+        self.replays = ReplayCache(config.state)
+        self.recheck = recheck
+        self._watch: asyncio.Task[None] | None = None
         self._http: HttpServer | None = None
         self._stopping = False
 
@@ -130,22 +146,26 @@ class RelayServer:
 
     async def handle(self, request: Request) -> Response | Upgrade:
         """Every request, any method and path: the website, or a tunnel's upgrade."""
-        name = self._tunnel_client(request)
-        if name is None or self._stopping:
+        check = self._tunnel_token(request)
+        if check is None or self._stopping:
+            return self.decoy(request)
+        name = check.name
+        try:
+            headers, _ = accept_headers(request)
+        except ProtocolError as exc:
+            log.info("relay: %s: not a WebSocket upgrade (%s)", name, exc)
+            return self.decoy(request)
+        if not self.replays.first_use(check.ident, check.expires + 1):
+            log.warning("relay: %s's token came again (a replay): the website", name)
             return self.decoy(request)
         if self.per_client[name] >= self.config.connections_per_client:
             log.info(
                 "relay: %s is at its limit of %d tunnels", name, self.config.connections_per_client
             )
             return self.decoy(request)
-        try:
-            headers, _ = accept_headers(request)
-        except ProtocolError as exc:
-            log.info("relay: %s: not a WebSocket upgrade (%s)", name, exc)
-            return self.decoy(request)
         return Upgrade(headers, lambda stream: self.tunnel(stream, name))
 
-    def _tunnel_client(self, request: Request) -> str | None:
+    def _tunnel_token(self, request: Request) -> TokenCheck | None:
         if request.method != "GET" or request.path != self.keys.path:
             return None
         if "websocket" not in request.tokens("upgrade"):
@@ -153,8 +173,21 @@ class RelayServer:
         token = cookie(request, COOKIE)
         if not token:
             return None
-        tokens = {n: bytes.fromhex(r.token) for n, r in self.keys.active().items()}
-        return check_access_token(token, tokens, self.keys.path)
+        tokens = {n: bytes.fromhex(r.token) for n, r in self._clients().items()}
+        return read_access_token(token, tokens, self.keys.path)
+
+    def _clients(self) -> dict[str, ClientRecord]:
+        """The clients allowed now; none while clients.json cannot be read (said as an error:
+        a damaged file shuts every client out rather than letting a revoked one in)."""
+        try:
+            return self.keys.current()
+        except RelayKeysError as exc:
+            log.error("relay: %s: no client is let in until it is fixed", exc)
+            return {}
+
+    def _allowed(self, name: str, fingerprint: str) -> bool:
+        record = self._clients().get(name)
+        return record is not None and record.fingerprint == fingerprint
 
     def decoy(self, request: Request) -> Response:
         """The ordinary website: the same answer to every request that is not a tunnel."""
@@ -185,15 +218,19 @@ class RelayServer:
         fingerprint = hashlib.sha256(
             tls.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
         ).hexdigest()
-        record = self.keys.active().get(name)
-        if record is None or record.fingerprint != fingerprint:
+        if not self._allowed(name, fingerprint):
             log.warning("relay: a tunnel with %s's token but not its certificate: closed", name)
             tls.abort()
             return
         if tls.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN:
-            await self._serve_mux(tls, name)
+            await self._serve_mux(tls, name, fingerprint)
         else:
-            await self._serve_one(tls, name)
+            holder = object()
+            self.holders[holder] = (name, fingerprint, tls.abort)
+            try:
+                await self._serve_one(tls, name)
+            finally:
+                del self.holders[holder]
 
     async def _serve_one(self, tls: Stream, name: str) -> None:
         """A tunnel that carries one connection (a client that does not multiplex)."""
@@ -219,15 +256,18 @@ class RelayServer:
             name, target, stats.up, stats.down, time.monotonic() - started,
         )  # fmt: skip
 
-    async def _serve_mux(self, tls: Stream, name: str) -> None:
+    async def _serve_mux(self, tls: Stream, name: str, fingerprint: str) -> None:
         """A tunnel that carries many connections (transports/fronted/mux.py). It ends when
-        the client closes it, when it has had no connection for the idle timeout, or when
-        the relay stops (GOAWAY, then the open connections' grace)."""
+        the client closes it, when it has had no connection for the idle timeout, when the
+        client is revoked, or when the relay stops (GOAWAY, then the open connections'
+        grace)."""
         session = MuxSession(
-            tls, on_open=lambda stream, target: self._serve_stream(name, stream, target),
+            tls,
+            on_open=lambda stream, target: self._open_stream(name, fingerprint, stream, target),
             name=f"relay: {name}",
-        )  # fmt: skip
+        )
         self.sessions.add(session)
+        self.holders[session] = (name, fingerprint, session.close)
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
         try:
@@ -244,7 +284,21 @@ class RelayServer:
                         await session.changed.wait()
         finally:
             self.sessions.discard(session)
+            self.holders.pop(session, None)
             await session.aclose()
+
+    async def _open_stream(
+        self, name: str, fingerprint: str, stream: MuxStream, target: Endpoint
+    ) -> None:
+        """A new connection in a tunnel: only for a client still allowed. A revoked (or
+        re-issued) client's connection is refused and its tunnel closed, with every
+        connection in it."""
+        if not self._allowed(name, fingerprint):
+            log.warning("relay: %s was revoked: its tunnel is closed", name)
+            stream.session.refuse(stream, _REVOKED)
+            stream.session.close()
+            return
+        await self._serve_stream(name, stream, target)
 
     async def _serve_stream(self, name: str, stream: MuxStream, target: Endpoint) -> None:
         session = stream.session
@@ -328,6 +382,7 @@ class RelayServer:
             logger=log,
         )
         await self._http.start()
+        self._watch = asyncio.ensure_future(self._watch_revocations())
         address = self._http.address
         assert address is not None
         host, port = address
@@ -336,9 +391,30 @@ class RelayServer:
         )
         return host, port
 
+    async def _watch_revocations(self) -> None:
+        """Close the tunnels of clients revoked since they opened (those that open new
+        connections are closed at the first one; these may have one long connection)."""
+        while True:
+            await asyncio.sleep(self.recheck)
+            self.close_revoked()
+
+    def close_revoked(self) -> int:
+        """End every open tunnel whose client is no longer allowed; how many."""
+        ended = 0
+        for name, fingerprint, end in list(self.holders.values()):
+            if not self._allowed(name, fingerprint):
+                log.warning("relay: %s was revoked: its tunnel is closed", name)
+                end()
+                ended += 1
+        return ended
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking tunnels; give the open ones `grace` seconds, then close them."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         for session in self.sessions:
             session.go_away()
         if self.tunnels:
@@ -349,6 +425,12 @@ class RelayServer:
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        self.replays.close()
+
+
+_REVOKED = encode_failure(
+    DialError(Failure.PROXY_REFUSED, Op.CONNECT, "this access key was revoked")
+)
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -26,6 +26,10 @@ A head that does not parse gets the HTTP error that says why (by the Manner: det
 sentence, or nginx's page); a handler that raises gets a 500 with one sentence, and the
 traceback goes to the log only. A handler may answer with an Upgrade (a WebSocket): the 101
 goes out and the connection is the Upgrade's from then on.
+
+(Over 500 lines: reading a request, answering it and what comes after on the connection
+are one loop per connection, kept in one place so the order of its decisions reads in one
+file; the parsers it uses are transports/wire.py's.)
 """
 
 from __future__ import annotations
@@ -90,10 +94,13 @@ class Request(RequestHead):
 class Response:
     status: int
     body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = "text/plain; charset=utf-8"  # None: no Content-Type
+    headers: tuple[tuple[str, str], ...] = ()  # after Content-Length
     reason: str = ""  # the status line's phrase; REASONS' when empty
     close: bool = False  # end the connection after it, even where it could be kept
+    after: tuple[tuple[str, str], ...] = ()  # after Connection (nginx puts ETag there)
+    length: bool = True  # a Content-Length field (a 304 has none)
+    hang_up: bool = False  # end the connection after it whatever its Connection field says
 
     @classmethod
     def text(cls, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -114,10 +121,11 @@ class Response:
             f"HTTP/1.1 {self.status} {self.reason or REASONS.get(self.status, 'Error')}",
             *([f"Server: {server}"] if server else []),
             f"Date: {http_date(time.time())}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
+            *([f"Content-Type: {self.content_type}"] if self.content_type is not None else []),
+            *([f"Content-Length: {len(self.body)}"] if self.length else []),
             *(f"{name}: {value}" for name, value in (*self.headers, *extra)),
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
+            *(f"{name}: {value}" for name, value in self.after),
         ]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head if head_only else head + self.body
@@ -161,6 +169,7 @@ class Manner:
     lenient: bool = False  # request lines as web servers read them (transports/wire.py)
     error: Callable[[int, str], Response] = text_error  # the answer to a bad request
     answer_timeout: bool = True  # a head that does not come in time: 408, or just close
+    http09: bool = False  # a request line of two parts is HTTP/0.9: the bare body, then close
 
 
 def http_date(when: float) -> str:
@@ -181,12 +190,14 @@ def request_from_head(
 ) -> Request:
     """The request a handler sees, from a parsed head; raises BadRequest for what a server
     must refuse: a target that is not a path or an http URL (`lenient`: a URL of any
-    scheme, as web servers take it), and, RFC 9112 §3.2, an HTTP/1.1 request without a Host
-    header or any request with more than one."""
+    scheme and bytes past ASCII, as web servers take them), and, RFC 9112 §3.2, an HTTP/1.1
+    request without a Host header or any request with more than one."""
     target = head.target
     scheme = _SCHEME.match(target) if lenient else None
     if scheme is not None:
         target = "http" + target[scheme.end() - 3 :]
+    if lenient:  # bytes past ASCII (a UTF-8 path, say), as web servers take them
+        target = "".join(c if ord(c) < 0x80 else f"%{ord(c):02X}" for c in target)
     path, query, authority = origin_target(dataclasses.replace(head, target=target))
     hosts = head.header_count("host")
     if hosts > 1:
@@ -209,7 +220,11 @@ def host_name(authority: str) -> str:
 
 
 async def read_request_head(
-    stream: Stream, limit: int = MAX_HEAD, line_limit: int | None = None, lenient: bool = False
+    stream: Stream,
+    limit: int = MAX_HEAD,
+    line_limit: int | None = None,
+    lenient: bool = False,
+    http09: bool = False,
 ) -> bytes:
     """Read a request head off `stream`: up to and including the empty line that ends it
     (CRLF CRLF, or bare LFs, which then fail to parse as servers refuse them); bytes after
@@ -219,7 +234,8 @@ async def read_request_head(
     What cannot start a request is refused as soon as it shows, not when a head that may
     never come has arrived: a method with characters no method has, a request line longer
     than `line_limit` (414), a complete request line of one part or more than three. (Two
-    parts may be HTTP/0.9, which the server waits out.) Raises HeadError,
+    parts may be HTTP/0.9: with `http09` that line is the whole head, else the server waits
+    it out.) Raises HeadError,
     asyncio.LimitOverrunError past `limit` bytes, and IncompleteReadError at EOF."""
     buf = bytearray()
     line_checked = False
@@ -242,6 +258,10 @@ async def read_request_head(
             if newline >= 0:
                 line_checked = True
                 parts = request_line_parts(line, lenient=lenient)
+                if len(parts) == 2 and http09:
+                    if newline + 1 < len(buf):
+                        stream.unread(bytes(buf[newline + 1 :]))
+                    return bytes(buf[: newline + 1])
                 if len(parts) not in (2, 3):  # (two: HTTP/0.9, waited out)
                     check_request_line(line, lenient=lenient)  # raises: malformed
         end = _head_end(buf, max(0, searched - 2))
@@ -406,7 +426,9 @@ class HttpServer:
                     return None
                 stream.unread(first)
             async with asyncio.timeout(self.head_timeout):
-                raw = await read_request_head(stream, MAX_HEAD, manner.line_limit, manner.lenient)
+                raw = await read_request_head(
+                    stream, MAX_HEAD, manner.line_limit, manner.lenient, manner.http09
+                )
         except TimeoutError:
             if idle is not None or not manner.answer_timeout:
                 return None  # quiet too long: close without a word
@@ -417,12 +439,17 @@ class HttpServer:
             return None
         except HeadError as exc:
             return self._error(exc.status, str(exc))
+        simple = manner.http09 and _is_simple(raw)
         try:
-            head = parse_request_head(raw, lenient=manner.lenient)
+            if simple:
+                method, target = raw.decode("latin-1").split()
+                head = RequestHead(method, target, "HTTP/0.9", [])
+            else:
+                head = parse_request_head(raw, lenient=manner.lenient)
             if manner.field_limit is not None and any(
                 len(name) + len(value) + 2 > manner.field_limit for name, value in head.headers
             ):
-                raise HeadError("a header field too long", 400)
+                raise HeadError("a header field too long", 431)
             request = request_from_head(
                 head,
                 stream.get_extra_info("peername"),
@@ -434,14 +461,18 @@ class HttpServer:
             status = exc.status
             if status == 505 and not _servable_target(raw):
                 status = 400  # a version we do not speak, on a request we could not serve
-            return self._error(status, str(exc))
+            return self._error(status, str(exc), simple=simple)
         try:
             answer = await self.handler(request)
         except Exception:
             self.log.exception("%s: %s %s failed", self.name, request.method, request.path)
             answer = Response.text(500, "internal error; see detour's log\n")
         if isinstance(answer, Upgrade):
+            if simple:  # (no handler upgrades a request without headers)
+                return _Exchange(b"")
             return _Exchange(answer.encode(server=manner.server), upgrade=answer)
+        if simple:
+            return _Exchange(answer.body)  # HTTP/0.9: the body alone, then the end
         keep_alive = (
             manner.keep_alive > 0
             and not answer.close
@@ -454,11 +485,13 @@ class HttpServer:
             server=manner.server,
             keep_alive=keep_alive,
         )
-        return _Exchange(wire, keep_alive, body)
+        return _Exchange(wire, keep_alive and not answer.hang_up, body)
 
-    def _error(self, status: int, message: str) -> _Exchange:
+    def _error(self, status: int, message: str, *, simple: bool = False) -> _Exchange:
         self.log.debug("%s: a bad request (%d %s)", self.name, status, message)
         response = self.manner.error(status, message)
+        if simple:
+            return _Exchange(response.body)
         return _Exchange(response.encode(extra=self.headers, server=self.manner.server))
 
     async def _skip_body(self, stream: Stream, length: int | None) -> bool:
@@ -498,6 +531,11 @@ def _wants_keep_alive(request: RequestHead) -> bool:
     if "close" in tokens:
         return False
     return request.version == "HTTP/1.1" or "keep-alive" in tokens
+
+
+def _is_simple(raw: bytes) -> bool:
+    """An HTTP/0.9 request: one line of two parts (read_request_head returns it alone)."""
+    return raw.count(b"\n") == 1 and len(raw.split()) == 2
 
 
 def _servable_target(raw: bytes) -> bool:

@@ -144,9 +144,13 @@ class RequestHead(_Fields):
     headers: list[tuple[str, str]]
 
 
-def _lines(head: bytes) -> list[str]:
-    """The lines of a head ending in CRLF CRLF (latin-1 decodes every byte)."""
-    lines = head.decode("latin-1").split("\r\n")
+def _lines(head: bytes, *, lenient: bool = False) -> list[str]:
+    """The lines of a head ending in CRLF CRLF (latin-1 decodes every byte). `lenient`, as
+    web servers read a request: a bare LF ends a line too (RFC 9112 §2.2 allows it)."""
+    if lenient:
+        lines = [line.removesuffix("\r") for line in head.decode("latin-1").split("\n")]
+    else:
+        lines = head.decode("latin-1").split("\r\n")
     if lines[-2:] == ["", ""]:
         lines = lines[:-2]
     return lines
@@ -191,7 +195,7 @@ def parse_request_head(head: bytes, *, lenient: bool = False) -> RequestHead:
     check_request_line."""
     if len(head) > MAX_HEAD:
         raise HeadError("request head too large", 431)
-    lines = _lines(head)
+    lines = _lines(head, lenient=lenient)
     if not lines:  # b'\r\n': not a head a server reads, but no IndexError either
         raise HeadError("malformed request line")
     request_line, header_lines = lines[0], lines[1:]

@@ -129,6 +129,9 @@ class RelayServer:
             local_address=local_address,
         )
         self.services = ServiceTable(config.services)
+        # The website's files date from when this relay's keys were made: its own time,
+        # not one every relay would share.
+        self.website = decoy.Website(config.decoy_server, int(keys.relay_cert.stat().st_mtime))
         self.per_client: Counter[str] = Counter()  # tunnels (WebSockets)
         self.streams_of: Counter[str] = Counter()  # connections in multiplexed tunnels
         self.sessions: set[MuxSession] = set()
@@ -191,7 +194,7 @@ class RelayServer:
 
     def decoy(self, request: Request) -> Response:
         """The ordinary website: the same answer to every request that is not a tunnel."""
-        return decoy.page(request, self.config.decoy_server)
+        return self.website.answer(request)
 
     # --- a tunnel -------------------------------------------------------------------------
 

@@ -257,15 +257,71 @@ def test_any_request_gets_an_answer_as_nginx_gives_it(
     wire = loop.run_until_complete(_WEBSITE.answer(stream))
     if wire is None:
         return  # the client left mid-head (a two-part line: HTTP/0.9, waited out)
+    if not wire.startswith(b"HTTP/"):  # HTTP/0.9 (a line of two parts): a page's bytes
+        assert wire.startswith((b"<html>", b"<!DOCTYPE html>"))
+        assert wire.endswith((b"</html>\r\n", b"</html>\n"))
+        return
     answer_head, sep, body = wire.partition(b"\r\n\r\n")
     assert sep
     lines = answer_head.decode("latin-1").split("\r\n")
     status = int(re.fullmatch(r"HTTP/1\.1 (\d{3}) [A-Za-z -]+", lines[0]).group(1))  # type: ignore[union-attr]
-    assert status in (200, 400, 404, 405, 413, 414, 501, 505)
+    assert status in (200, 206, 304, 400, 404, 405, 412, 413, 414, 416, 501, 505)
     names = [line.split(": ", 1)[0] for line in lines[1:]]
-    assert names == ["Server", "Date", "Content-Type", "Content-Length", "Connection"]
-    assert lines[1] == "Server: nginx"
-    length = int(lines[4].split(": ")[1])
-    assert length == len(body) or (body == b"" and head.startswith(b"HEAD "))
+    # nginx's fields in nginx's order: the validators and ranges of a static file around
+    # Connection where it puts them.
+    assert names[:2] == ["Server", "Date"] and lines[1] == "Server: nginx"
+    assert "Connection" in names
+    order = ["Server", "Date", "Content-Type", "Content-Length", "Last-Modified", "Connection",
+             "ETag", "Accept-Ranges", "Content-Range"]  # fmt: skip
+    assert names == sorted(names, key=order.index)
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    if "Content-Length" in fields:
+        length = int(fields["Content-Length"])
+        assert length == len(body) or (body == b"" and head.startswith(b"HEAD "))
+    else:
+        assert status == 304 and body == b""
     for mark in (b"aiohttp", b"Python", b"detour", b"Traceback"):
         assert mark not in wire
+
+
+# --- the website's readings of a path, ranges and validators ---------------------------------
+
+_PATH_PIECES = st.sampled_from(
+    ["/", "//", ".", "..", "%", "%2e", "%2F", "%00", "%zz", "a", "?", "#", "é", "%41"]
+)
+
+
+@given(st.lists(_PATH_PIECES, max_size=12).map("".join), st.booleans())
+def test_any_target_is_a_clean_path_or_refused(text: str, absolute: bool) -> None:
+    target = ("http://h" if absolute else "") + "/" + text
+    path = decoy.nginx_path(target)
+    if path is None:
+        return
+    assert path.startswith("/") and "//" not in path
+    segments = path.split("/")[1:]
+    assert "." not in segments and ".." not in segments
+    assert "\0" not in path
+
+
+@given(
+    st.lists(
+        st.sampled_from(["0", "1", "9", "669", "99999", "-", ",", " ", "a", "-5", "5-"]),
+        max_size=10,
+    ).map("".join),
+    st.integers(0, 2000),
+)
+def test_any_range_set_is_whole_ranges_inside_the_file_or_a_refusal(spec: str, size: int) -> None:
+    ranges = decoy.parse_ranges(spec, size)
+    if ranges is None or ranges == []:
+        return
+    assert sum(end - start for start, end in ranges) <= size
+    for start, end in ranges:
+        assert 0 <= start < end <= size
+
+
+@given(st.text(max_size=60), st.booleans())
+def test_any_etag_list_is_read_without_error(header: str, weak: bool) -> None:
+    etag = '"6b167312-29d"'
+    verdict = decoy._etag_matches(header, etag, weak=weak)
+    assert verdict in (True, False)
+    assert isinstance(decoy._http_time(header), int)

@@ -170,6 +170,10 @@ class Manner:
     error: Callable[[int, str], Response] = text_error  # the answer to a bad request
     answer_timeout: bool = True  # a head that does not come in time: 408, or just close
     http09: bool = False  # a request line of two parts is HTTP/0.9: the bare body, then close
+    # nginx's lingering_timeout: a request body that has not all come is waited for (and
+    # dropped) until the client is quiet this long, before the connection closes or the
+    # next request is read; None: the status API's short linger after a last answer
+    lingering: float | None = None
 
 
 def http_date(when: float) -> str:
@@ -302,6 +306,7 @@ class _Exchange:
     keep_alive: bool = False
     body: int | None = 0  # the request's body still to skip: its length, None if chunked
     upgrade: Upgrade | None = None
+    announced: int = 0  # the body a refused request announced (Content-Length), for lingering
 
 
 class HttpServer:
@@ -391,7 +396,11 @@ class HttpServer:
                     await self._run_upgrade(exchange.upgrade, stream)
                     return
                 if not exchange.keep_alive:
-                    await _linger(stream)
+                    if self.manner.lingering is not None:
+                        pending = exchange.body if exchange.body != 0 else exchange.announced
+                        await _linger_for_body(stream, pending, self.manner.lingering)
+                    else:
+                        await _linger(stream)
                     return
                 if exchange.body != 0 and not await self._skip_body(stream, exchange.body):
                     return
@@ -461,7 +470,9 @@ class HttpServer:
             status = exc.status
             if status == 505 and not _servable_target(raw):
                 status = 400  # a version we do not speak, on a request we could not serve
-            return self._error(status, str(exc), simple=simple)
+            exchange = self._error(status, str(exc), simple=simple)
+            exchange.announced = _announced_length(raw)
+            return exchange
         try:
             answer = await self.handler(request)
         except Exception:
@@ -496,7 +507,10 @@ class HttpServer:
 
     async def _skip_body(self, stream: Stream, length: int | None) -> bool:
         """Read past a request body the handler did not want (keep-alive): its length, or
-        its chunks. False when it is too large or too slow to be worth it: then close."""
+        its chunks. False when it is too large or too slow to be worth it: then close (with
+        `lingering`, too slow is that long without a byte, as nginx discards a body)."""
+        if self.manner.lingering is not None:
+            stream = _Quiet(stream, self.manner.lingering)
         try:
             async with asyncio.timeout(self.head_timeout):
                 if length is not None:
@@ -541,6 +555,54 @@ def _is_simple(raw: bytes) -> bool:
 def _servable_target(raw: bytes) -> bool:
     target = raw.split(b" ", 2)[1] if raw.count(b" ") >= 2 else b""
     return target.startswith(b"/") or target[:8].lower().startswith((b"http://", b"https://"))
+
+
+class _Quiet:
+    """A stream's reads, each of which must bring something within `quiet` seconds."""
+
+    def __init__(self, stream: Stream, quiet: float) -> None:
+        self.stream, self.quiet = stream, quiet
+
+    async def read(self, n: int) -> bytes:
+        async with asyncio.timeout(self.quiet):
+            return await self.stream.read(n)
+
+    def unread(self, data: bytes) -> None:
+        self.stream.unread(data)
+
+
+LINGERING_TIME = 30.0  # nginx's lingering_time: the most a lingering close waits in all
+
+
+async def _linger_for_body(stream: Stream, pending: int | None, quiet: float) -> None:
+    """nginx's close after a last answer: a request body that has not all arrived (`pending`
+    bytes, None: chunked, of unknown length) is read and dropped until the client has been
+    quiet for `quiet` seconds, with the connection still open both ways; then it closes. With
+    no body pending it closes at once."""
+    if pending == 0:
+        return
+    try:
+        async with asyncio.timeout(LINGERING_TIME):
+            while pending is None or pending > 0:
+                async with asyncio.timeout(quiet):
+                    chunk = await stream.read(65536)
+                if not chunk:
+                    return
+                if pending is not None:
+                    pending -= len(chunk)
+    except TimeoutError:
+        pass
+
+
+def _announced_length(raw: bytes) -> int:
+    """The first Content-Length a request head announces (0 without a readable one): what a
+    server that refused the head may still see arrive."""
+    for line in raw.split(b"\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() and len(value) <= 18 else 0
+    return 0
 
 
 async def _linger(stream: Stream) -> None:

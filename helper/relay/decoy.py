@@ -50,6 +50,7 @@ DECOY_MISSING = b"""<!DOCTYPE html>
 HTML = "text/html"  # a stock nginx adds no charset
 HEAD_TIMEOUT = 60.0  # nginx's client_header_timeout
 KEEP_ALIVE = 75.0  # nginx's keepalive_timeout
+LINGERING_TIMEOUT = 5.0  # nginx's lingering_timeout: a body still coming is waited out so long
 LINE_LIMIT = 8190  # nginx's large_client_header_buffers: 8 KiB for the request line ...
 FIELD_LIMIT = 8190  # ... and for each header field
 MAX_BODY = 1024 * 1024  # nginx's client_max_body_size
@@ -105,6 +106,7 @@ def manner(server: str) -> Manner:
         error=error,
         answer_timeout=False,
         http09=True,
+        lingering=LINGERING_TIMEOUT,
     )
 
 

@@ -269,3 +269,49 @@ async def test_keygen_into_an_existing_open_directory(tmp_path: Path) -> None:
     keys.generate()
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(keys.path_file).st_mode) == 0o600
+
+
+async def test_a_relay_from_before_the_nonce_still_lets_clients_in(
+    tmp_path: Path, test_ca, echo_origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that reads only NAME.STAMP.MAC tokens answers the new form with its website;
+    the client tries the older form once and keeps to it."""
+    from helper.relay import server as relay_server
+    from transports.fronted import accesskey
+
+    seen: list[str] = []
+
+    def old_reader(value, tokens, path, now=None):
+        seen.append(value)
+        if value.count(".") != 2:  # (the names here have no dots)
+            return None
+        return accesskey.read_access_token(value, tokens, path, now)
+
+    monkeypatch.setattr(relay_server, "read_access_token", old_reader)
+    async with (
+        running_relay(tmp_path, test_ca) as relay,
+        front_dialer(relay, options=";mux=off") as dialer,
+    ):
+        monkeypatch.setattr(relay.server.replays, "first_use", lambda *args: True)  # (none then)
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        for word in (b"one", b"two"):
+            stream = await dialer.dial(target)
+            assert await echo(stream, word) == word
+            stream.close()
+        assert [token.count(".") for token in seen] == [3, 2, 2]
+
+
+async def test_a_refusal_after_a_tunnel_opened_is_not_tried_again(
+    tmp_path: Path, test_ca, echo_origin
+) -> None:
+    async with (
+        running_relay(tmp_path, test_ca) as relay,
+        front_dialer(relay, options=";mux=off") as dialer,
+    ):
+        target = Endpoint("127.0.0.1", echo_origin.port)
+        stream = await dialer.dial(target)
+        stream.close()
+        relay.keys.revoke("alice")
+        with pytest.raises(DialError, match="instead of a WebSocket"):
+            await dialer.dial(target)
+        assert dialer._nonce is True

@@ -138,15 +138,18 @@ def _mac(token: bytes, name: str, stamp: int, path: str, nonce: str = "") -> str
     return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
-def access_token(key: AccessKey, now: float | None = None) -> str:
+def access_token(key: AccessKey, now: float | None = None, *, nonce: bool = True) -> str:
     """The value a tunnel request carries (in a cookie): the client's name, a time stamp, a
     nonce and a MAC over them and the path. It only decides whether the relay answers as a
     relay or as its ordinary website; the inner TLS is what authenticates. The nonce makes
     each token unique, so the relay can refuse any token it has seen (a replay) without
-    refusing a second tunnel opened in the same second."""
+    refusing a second tunnel opened in the same second. `nonce=False`: the form relays from
+    before the nonce read (NAME.STAMP.MAC)."""
     stamp = int(time.time() if now is None else now)
-    nonce = "n" + secrets.token_hex(8)  # a letter first: never read as a stamp
-    return f"{key.name}.{stamp}.{nonce}.{_mac(key.token, key.name, stamp, key.path, nonce)}"
+    if not nonce:
+        return f"{key.name}.{stamp}.{_mac(key.token, key.name, stamp, key.path)}"
+    extra = "n" + secrets.token_hex(8)  # a letter first: never read as a stamp
+    return f"{key.name}.{stamp}.{extra}.{_mac(key.token, key.name, stamp, key.path, extra)}"
 
 
 def _is_stamp(text: str) -> bool:

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
+from .status import ListenerView, Snapshot, Tally, frozen_mapping
 
 if TYPE_CHECKING:
     from .api import StatusApi
@@ -79,6 +81,9 @@ class Engine:
         """`store` remembers route health per network (None: nothing remembered); `network`
         names the network (default: detected from the gateway and subnet)."""
         self.events = EventBus()
+        # Counters kept where their events happen, shared by every config a reload brings in.
+        self.tally = Tally()
+        self.started = time.time()
         # Pluggable transport clients (`pt:` routes) start on first use, keep their state
         # under the state directory, and stop with the engine. They are shared by every
         # config a reload brings in: a child is keyed by program, transport and proxy, so an
@@ -116,13 +121,12 @@ class Engine:
                 connections=self.listener.connections,
                 ids=self.listener.ids,
             )
-        # The status API (off unless [api] listen is set) subscribes to the events now, so
-        # its metrics count the first probes too.
+        # The status API (off unless [api] listen is set) reads snapshots of this engine.
         self.api: StatusApi | None = None
         if config.api.listen is not None:
             from .api import StatusApi
 
-            self.api = StatusApi(self, config.api)
+            self.api = StatusApi(self.snapshot, config.api)
         # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
         # status view shows them.
         self.whatsapp: WhatsAppProxy | None = None
@@ -137,6 +141,8 @@ class Engine:
                 ids=self.listener.ids,
                 first_answer=config.probe.first_answer,
             )
+        for listener in self.listeners:
+            listener.tally = self.tally
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -174,6 +180,7 @@ class Engine:
             resources=resources,
             events=self.events,
             pluggable=self.pluggable,
+            tally=self.tally,
         )
         return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
 
@@ -194,6 +201,7 @@ class Engine:
             interval=config.probe.interval,
             store=store,
             network=self._network,
+            tally=self.tally,
         )
         return prober, monitor
 
@@ -212,6 +220,37 @@ class Engine:
     def mixed_address(self) -> tuple[str, int]:
         """Where the mixed listener actually listens (port 0 in a config means any)."""
         return self.listener.sockets[0]
+
+    def snapshot(self) -> Snapshot:
+        """What detour is doing now, as one immutable value (helper/status.py): what the
+        status API, the metrics and the terminal UI show."""
+        router = self.router
+        results, probes = self.monitor.probe_status()
+        listeners = [ListenerView("mixed", host, port) for host, port in self.listener.sockets]
+        if self.transparent is not None:
+            listeners += [
+                ListenerView("transparent", host, port) for host, port in self.transparent.sockets
+            ]
+        if self.whatsapp is not None:
+            listeners += [
+                ListenerView(f"whatsapp-{kind}", host, port)
+                for kind, host, port in self.whatsapp.sockets
+            ]
+        if self.api is not None and self.api.address is not None:
+            listeners.append(ListenerView("api", *self.api.address))
+        return Snapshot(
+            taken_at=time.time(),
+            monotonic=time.monotonic(),
+            services=router.service_views(self.monitor.probing),
+            routes=router.route_views(),
+            health=frozen_mapping(router.health.frozen()),
+            results=frozen_mapping(results),
+            probes=probes,
+            connections=tuple(conn.view() for _, conn in sorted(self.listener.connections.items())),
+            listeners=tuple(listeners),
+            counters=self.tally.freeze(),
+            default_policy=router.default_policy,
+        )
 
     async def start(self) -> None:
         if self.api is not None:
@@ -258,7 +297,7 @@ class Engine:
             except BaseException:
                 await resources.aclose()
                 raise
-            _carry_over(old.router, new.router)
+            new.router.adopt(old.router)
             # The switch itself does not wait for anything: no connection can start between
             # the old router and the new one.
             old_monitor = self.monitor
@@ -400,20 +439,6 @@ def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         else:
             restart.append(section)
     return changed, restart
-
-
-def _carry_over(old: Router, new: Router) -> None:
-    """Keep what the old router learnt about routes that did not change (same name, same
-    chain), and the user's pins and disabled routes where they still make sense."""
-    before = {route.name: route.chain for route in old.routes}
-    same = {route.name for route in new.routes if before.get(route.name) == route.chain}
-    for (service, route), health in old.health.items():
-        if route in same:
-            new.health.set(service, route, health)
-    names = {route.name for route in new.routes}
-    services = {service.name for service in new.services}
-    new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
-    new.disabled.update(name for name in old.disabled if name in names)
 
 
 async def _listen(listener: MixedListener, key: str) -> None:

@@ -44,6 +44,7 @@ from transports.tcp import SocketStream, StreamProtocol
 from ..config import ListenConfig
 from ..events import EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
+from ..status import ConnectionView
 from . import http as http_proto
 from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
@@ -75,6 +76,21 @@ class ActiveConnection:
     route: str | None = None
     started: float = field(default_factory=time.monotonic)
     stats: RelayStats = field(default_factory=RelayStats)
+    listener: str = "mixed"
+
+    def view(self) -> ConnectionView:
+        return ConnectionView(
+            self.id,
+            self.listener,
+            self.client,
+            self.protocol,
+            str(self.target) if self.target is not None else None,
+            self.service,
+            self.route,
+            self.started,
+            self.stats.up,
+            self.stats.down,
+        )
 
 
 @dataclass

@@ -23,6 +23,7 @@ from transports import Stream
 
 from ..events import ConnectionClosed, ConnectionOpened, EventBus
 from ..routing import Connection, Router
+from ..status import Tally
 from .relay import relay
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class ServingTasks:
 
     switch: RouterSwitch
     _tasks: set[asyncio.Task[None]]
+    tally: Tally | None = None
 
     @property
     def router(self) -> Router:
@@ -129,6 +131,8 @@ class ServingTasks:
     ) -> None:
         """Relay until both directions end, with what every listener tells about a
         connection: the opened and closed events, route success, and one log line."""
+        if self.tally is not None:
+            self.tally.connection_opened(active.service, active.route or "")
         if events is not None:
             events.publish(
                 ConnectionOpened(
@@ -143,6 +147,10 @@ class ServingTasks:
                 self.router.record_success(connection.service, connection.route)
             how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
             duration = time.monotonic() - active.started
+            if self.tally is not None:
+                self.tally.connection_closed(
+                    active.service, connection.route.name, stats.up, stats.down
+                )
             if events is not None:
                 events.publish(ConnectionClosed(active.id, stats.up, stats.down, duration, how))
             log.info(

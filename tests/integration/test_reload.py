@@ -97,7 +97,7 @@ async def test_health_carries_over_for_unchanged_routes(start_engine) -> None:
     engine = await start_engine(config({"a": "direct", "b": "tlsfrag:1"}), probe_on_start=False)
     engine.router.health.set("svc", "a", RouteHealth(ok=True))
     engine.router.health.set("svc", "b", RouteHealth(ok=False))
-    engine.router.disabled.add("b")
+    engine.router.disable("b")
     await engine.reload(config({"a": "direct", "b": "tlsfrag:2"}))
     assert engine.router.health.get("svc", "a").ok is True
     assert engine.router.health.get("svc", "b").ok is None  # another chain: not known

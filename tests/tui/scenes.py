@@ -113,7 +113,11 @@ def scene(scenario: str, *, probing: tuple[str, ...] = (), connections: int = 0)
         monitor.results[(service.name, route.name)] = result
         router.health.record_probe(result)
     router.note_health_change("scene")
-    monitor.probing.update(probing)
+    for service in router.services:
+        if service.name in probing:
+            monitor.probing.add(service.name)
+            for route in monitor.probe_routes(service):
+                monitor.progress.start(service.name, route.name)
     hosts = ("web.telegram.org", "g.whatsapp.net", "chat.signal.org")
     services = ("telegram", "whatsapp", "signal")
     for i in range(connections):

@@ -35,7 +35,7 @@ def probed(app: DetourApp) -> bool:
     """Every cell known, and the UI has drawn what it knows."""
     engine = app.engine
     cells = sum(len(engine.monitor.probe_routes(s)) for s in engine.monitor.services)
-    if engine.monitor.probing or len(engine.monitor.results) < cells or app.progress.running:
+    if engine.monitor.probing or len(engine.monitor.results) < cells or app.status.probes.running:
         return False
     view = app.screen.query_one(RouteMatrix).view
     return view is not None and all(c.state != "probing" for row in view.cells for c in row)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import classify_os_error
@@ -39,10 +40,14 @@ async def first_exchange(
     target: Endpoint,
     answer_timeout: float,
     stats: RelayStats,
+    *,
+    connect: Callable[[Sequence[str]], Awaitable[Connection]] | None = None,
 ) -> Connection | None:
     """Carry the client's ClientHello until some route answers it. Returns the connection
     that answered (its answer already passed to the client), or None when every route failed.
-    A client that does not start with a ClientHello is handed back untouched."""
+    A client that does not start with a ClientHello is handed back untouched. `connect`
+    makes the connection through the next route, given the routes tried (default:
+    router.connect, excluding them)."""
     if answer_timeout <= 0:
         return connection
     try:
@@ -82,7 +87,10 @@ async def first_exchange(
         router.record_failure(connection.service, connection.route, error)
         tried.append(connection.route.name)
         try:
-            connection = await router.connect(target, exclude=tried)
+            if connect is None:
+                connection = await router.connect(target, exclude=tried)
+            else:
+                connection = await connect(tried)
         except (Denied, AllRoutesFailed):
             log.info("%s: every route failed the ClientHello (last: %s)", target, error)
             return None

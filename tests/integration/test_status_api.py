@@ -62,7 +62,7 @@ async def get(
 
 async def wait_closed(engine: Engine) -> None:
     async with asyncio.timeout(10):  # a safety net, not a measurement
-        while engine.listener.connections:  # noqa: ASYNC110 - no event to wait on
+        while engine.server.connections:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.01)
 
 

@@ -117,7 +117,7 @@ async def test_connections_are_in_the_event_stream(lab: Lab) -> None:
         )
         await reader.read()
         writer.close()
-        await wait_for(lambda: not engine.listener.connections, 5)
+        await wait_for(lambda: not engine.server.connections, 5)
     seen = list(iter(events.get_nowait, None))
     opened = next(e for e in seen if isinstance(e, ConnectionOpened))
     closed = next(e for e in seen if isinstance(e, ConnectionClosed))

@@ -23,7 +23,7 @@ from helper.tui.main_screen import MainScreen
 from helper.tui.matrix import RouteMatrix
 from helper.tui.setup_screen import SetupScreen
 from tests.conftest import config_text
-from tests.tui.scenes import MONOTONIC, fixed_app, scene
+from tests.tui.scenes import MONOTONIC, fake_connection, fixed_app, scene
 from tests.tui.screen import settled_text
 
 SIZE = (100, 30)
@@ -162,10 +162,10 @@ async def test_live_connections_follow_the_listener_a_few_times_a_second(engine)
             "127.0.0.1:40000", "web.telegram.org:443", "telegram", "tls-fragment",
             "517 B", "48.2 KB", "3.5 s",
         ]  # fmt: skip
-        connections = engine.listener.connections
+        connections = engine.server.connections
         connections[1].stats.down += 10_000_000
         del connections[2]
-        connections[9] = dataclasses.replace(connections[3], id=9, started=MONOTONIC)
+        fake_connection(engine, 9, started=MONOTONIC)
         await pilot.pause(0.6)  # the next refresh
         assert table.row_count == 3
         assert table.get_cell("1", "down") == "10.0 MB"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
@@ -49,6 +50,12 @@ LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _within(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    # Cached: asked once per connection, of the same few clients.
+    return any(ip in net for net in networks if net.version == ip.version)
 
 
 def no_reply(exc: BaseException) -> bytes:
@@ -200,9 +207,8 @@ class Listener:
         raise NotImplementedError
 
     def is_local(self, ip: IPAddress | None) -> bool:
-        if ip is None:
-            return False
-        return any(ip in net for net in self.local_clients if net.version == ip.version)
+        """Whether a client at `ip` is this machine's own user."""
+        return ip is not None and _within(ip, self.local_clients)
 
     def destination_refusal(self, target: Endpoint, services: ServiceTable) -> str | None:
         """Why a client not on this machine may not go to `target`, or None. What a name

@@ -178,7 +178,7 @@ class _TransportPipe:
         if self.idle_timeout:
             self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
         try:
-            await asyncio.shield(self.done)
+            await self.done  # (cancelling the task cancels it: nothing else waits on it)
         except asyncio.CancelledError:
             for leg in self.legs:
                 if not leg.lost:

@@ -37,6 +37,7 @@ import logging
 import time
 
 from transports.base import IPAddress
+from transports.deadlines import Deadlines
 from transports.guard import guarded, normalize_address
 from transports.tcp import SocketStream, StreamProtocol
 
@@ -58,8 +59,10 @@ class _Accepting(StreamProtocol):
 
     __slots__ = ("_listener", "_server")
 
-    def __init__(self, server: ClientServer, listener: Listener) -> None:
-        super().__init__()
+    def __init__(
+        self, server: ClientServer, listener: Listener, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(loop)
         self._server = server
         self._listener = listener
 
@@ -103,6 +106,8 @@ class ClientServer:
         self.connections: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
         self._waiters: list[asyncio.Future[None]] = []
+        # The handshakes' and first flights' timeouts, on one timer (deadlines.py).
+        self._deadlines = Deadlines()
 
     def add(self, listener: Listener) -> Listener:
         self.listeners.append(listener)
@@ -124,11 +129,12 @@ class ClientServer:
         """Open the listeners' ports (default: all); on a failure, close those opened and
         raise OSError saying which setting and address."""
         opened: list[Listener] = []
+        loop = asyncio.get_running_loop()
         try:
             for listener in self.listeners if listeners is None else listeners:
                 try:
                     listener.server = await listener.listen(
-                        functools.partial(_Accepting, self, listener)
+                        functools.partial(_Accepting, self, listener, loop)
                     )
                 except OSError as exc:
                     raise listener.cannot_listen(exc) from None
@@ -208,7 +214,7 @@ class ClientServer:
             local=listener.is_local(ip),
         )
         self.connections[conn.id] = conn
-        conn.task = asyncio.get_running_loop().create_task(
+        conn.task = self._deadlines.loop.create_task(
             self._serve(conn), name=f"detour-conn-{conn.id}"
         )
 
@@ -238,7 +244,7 @@ class ClientServer:
                 if timeout is None:
                     request = await listener.handshake(conn)
                 else:
-                    async with asyncio.timeout(timeout):
+                    with self._deadlines.after(timeout):
                         request = await listener.handshake(conn)
             finally:
                 conn.handshaking = False
@@ -318,6 +324,7 @@ class ClientServer:
                 request.target,
                 self.first_answer,
                 conn.stats,
+                deadlines=self._deadlines,
                 connect=(lambda tried: self._connect(conn, request, tried))
                 if request.upstream is not None
                 else None,

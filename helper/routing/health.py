@@ -104,10 +104,13 @@ class HealthBook:
         """Account a client connection through a route: `error` if it failed (to dial, or to
         get an answer), None once the destination answered. True when the failure tips the
         route into failing. (A dial alone that succeeds proves little: DPI strikes after it.)"""
-        health = self._health.setdefault((service, route), RouteHealth())
+        health = self._health.get((service, route))
         if error is None:
-            health.dial_failures = 0
+            if health is not None:
+                health.dial_failures = 0
             return False
+        if health is None:
+            health = self._health[(service, route)] = RouteHealth()
         health.dial_failures += 1
         if health.dial_failures == DIAL_FAILURES_BEFORE_REPROBE:
             health.ok = False

@@ -30,7 +30,8 @@ from ..probe.probe import Prober
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
-from .router import Route, Router
+from .route import Route
+from .router import Router
 from .state import HealthStore
 
 __all__ = ["HealthMonitor"]

@@ -1,5 +1,5 @@
-"""The router: which service a destination belongs to, which routes may carry it and in what
-order, and dialing them as a staggered race.
+"""The router: which service a destination belongs to, which routes (route.py) may carry it
+and in what order, and dialing them as a staggered race.
 
 Candidates are the service's routes (its own order, or every route in config order), or the
 `[default]` policy route for destinations that belong to no service; disabled routes are left
@@ -15,7 +15,6 @@ every candidate has failed, and the error names each failure.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -25,10 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
-from transports.base import dial_phase
-from transports.chain import base_dialer
-from transports.direct import DirectDialer
+from transports import DialError, DialOptions, Endpoint, Failure, Op, Stream
+from transports.deadlines import Deadlines
 from transports.guard import DestinationRefused
 from transports.pt import PtManager
 from transports.race import RaceFailed, staggered_race
@@ -39,6 +36,7 @@ from ..events import DialFailed, EventBus, RouteChanged
 from ..services import Service, ServiceTable
 from ..status import RouteView, ServiceView, Tally
 from .health import HealthBook
+from .route import Route, build_routes
 
 __all__ = [
     "BY_THE_USER",
@@ -52,48 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("detour.routing")
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    chain: Chain
-    dialer: Dialer
-    # The resolver this route uses for destination names, when detour resolves them itself
-    # (None when a proxy on the route resolves them).
-    resolver: Resolver | None = None
-    # The route's `timeout`: how long one dial through the whole chain may take (None: only
-    # the layers' own timeouts bound it).
-    timeout: float | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.chain})"
-
-    async def dial(self, target: Endpoint) -> Stream:
-        """Dial `target` through the chain within the route's timeout, in total.
-
-        Each layer has its own timeouts (the inner safety nets), but along a chain they add
-        up: resolving, connecting and every proxy handshake may each take nearly as long. A
-        user who sets `timeout = "10s"` means the route, so a dial still running when it ends
-        fails with TIMEOUT during the step that was running (`dial_phase`, set by the layers
-        in this task), and the router moves on to the next route.
-        """
-        if self.timeout is None:
-            return await self.dialer.dial(target)
-        dial_phase.set(Op.CONNECT)
-        deadline = asyncio.timeout(self.timeout)
-        try:
-            async with deadline:
-                return await self.dialer.dial(target)
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # a layer's own TimeoutError, not the route's deadline
-            op = dial_phase.get()
-            raise DialError(
-                Failure.TIMEOUT,
-                op,
-                f"route {self.name!r} did not connect within {self.timeout:g}s",
-            ) from None
 
 
 class Denied(Exception):
@@ -130,39 +86,6 @@ class Connection:
     route: Route
     service: Service | None
     setup_ms: float = 0.0
-
-
-def build_routes(
-    config: Config, resolver: Resolver | None, options: DialOptions | None = None
-) -> list[Route]:
-    """The configured routes as Dialers (resources that need closing go on options.resources).
-
-    A route's timeout bounds each of its layers (connect, each handshake) as well as the
-    whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
-    """
-    base = options or DialOptions()
-    routes = []
-    for rc in config.routes:
-        dialer = rc.chain.build(
-            DialOptions(
-                resolver=resolver,
-                connect_timeout=rc.timeout,
-                handshake_timeout=rc.timeout,
-                attempt_delay=base.attempt_delay,
-                hosts=base.hosts,
-                tls=base.tls,
-                resources=base.resources,
-                pluggable=base.pluggable,
-            )
-        )
-        local = base_dialer(dialer)
-        own = (
-            local.resolver
-            if rc.chain.resolves_locally and isinstance(local, DirectDialer)
-            else None
-        )
-        routes.append(Route(rc.name, rc.chain, dialer, own, rc.timeout))
-    return routes
 
 
 class RouterObserver(Protocol):
@@ -211,6 +134,8 @@ class Router:
         self._pins: dict[str, str] = {}  # service name -> route name
         self._disabled: set[str] = set()  # route names
         self._observers: list[RouterObserver] = []
+        # Every route's dial deadline for client connections, on one timer.
+        self.deadlines = Deadlines()
         self._by_name = {route.name: route for route in self.routes}
         self._names = tuple(route.name for route in self.routes)
         self._active: dict[str, str | None] = {}
@@ -443,7 +368,7 @@ class Router:
         def attempt(route: Route):
             async def dial() -> Stream:
                 try:
-                    stream = await route.dial(target)
+                    stream = await route.dial(target, self.deadlines)
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)

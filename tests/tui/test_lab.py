@@ -19,7 +19,7 @@ from helper.tui.connections import ConnectionsTable
 from helper.tui.matrix import RouteMatrix
 from tests.support.clients import open_socks5
 from tests.support.waiting import until
-from tests.tui.screen import settled_text
+from tests.tui.screen import eventually, shows
 from transports import Failure, Op
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -49,22 +49,24 @@ async def test_the_matrix_shows_what_the_scenario_says_and_the_keys_work(lab: La
     try:
         async with app.run_test(size=(100, 30)) as pilot:
             await until(lambda: probed(app))
-            await pilot.pause(0.3)
             matrix = app.screen.query_one(RouteMatrix)
-            for expect in lab.scenario.expectations:
-                works, failure, op = expect.expected(netns=False)
-                text = matrix.get_cell(expect.route, expect.service).plain
-                if works:
-                    assert text[1:].startswith("✓ works"), (expect, text)
-                else:
-                    splits = engine.router.route(expect.route).chain.splits_client_hello
-                    words = short(Failure(failure), Op(op), splits_client_hello=splits)
-                    assert text[1:] == f"✗ {words}", (expect, text)
-            screen = await settled_text(pilot)
-            for service, best in lab.scenario.best.items():
-                assert matrix.get_cell(best, service).plain.startswith("▶✓"), service
-            assert screen.count("✓ via tls-fragment") == 3
-            assert f"proxy 127.0.0.1:{engine.mixed_address[1]}" in screen
+
+            def check(screen: str) -> None:
+                for expect in lab.scenario.expectations:
+                    works, failure, op = expect.expected(netns=False)
+                    text = matrix.get_cell(expect.route, expect.service).plain
+                    if works:
+                        assert text[1:].startswith("✓ works"), (expect, text)
+                    else:
+                        splits = engine.router.route(expect.route).chain.splits_client_hello
+                        words = short(Failure(failure), Op(op), splits_client_hello=splits)
+                        assert text[1:] == f"✗ {words}", (expect, text)
+                for service, best in lab.scenario.best.items():
+                    assert matrix.get_cell(best, service).plain.startswith("▶✓"), service
+                assert screen.count("✓ via tls-fragment") == 3
+                assert f"proxy 127.0.0.1:{engine.mixed_address[1]}" in screen
+
+            await eventually(pilot, check)
 
             # Pin telegram to the lab's HTTP proxy: the router follows, the cell says so.
             await pilot.press("down", "down", "down", "down", "down")
@@ -73,7 +75,6 @@ async def test_the_matrix_shows_what_the_scenario_says_and_the_keys_work(lab: La
             assert engine.router.pins == {"telegram": "lab-http"}
             telegram = next(s for s in engine.router.services if s.name == "telegram")
             assert engine.router.active_route(telegram).name == "lab-http"
-            await pilot.pause(0.3)
             assert matrix.get_cell("lab-http", "telegram").plain.startswith("◆✓")
             assert matrix.get_cell("tls-fragment", "telegram").plain.startswith(" ✓")
 
@@ -115,7 +116,7 @@ async def test_a_connection_shows_up_live(lab: Lab) -> None:
                 "direct",
                 "5.0 KB",
             )
-            assert "Connections (1)" in await settled_text(pilot)
+            await shows(pilot, "Connections (1)")
             writer.close()
             await until(lambda: table.row_count == 0)
     finally:

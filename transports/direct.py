@@ -8,7 +8,6 @@ as soon as it fails, the first connection wins.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import time
 
@@ -89,11 +88,15 @@ class DirectDialer:
                 )
         addresses = interleave_families(addresses)
 
+        # A literal destination is dialled as the client wrote it (no need to write it out).
+        literal = target.host if ip is not None else None
+
         def attempt(addr: IPAddress):
             async def connect() -> SocketStream:
                 local = (str(self.local_address), 0) if self.local_address else None
+                text = literal if literal is not None else str(addr)
                 try:
-                    return await connect_tcp(_text(addr), target.port, local_addr=local)
+                    return await connect_tcp(text, target.port, local_addr=local)
                 except OSError as exc:
                     where = Endpoint(str(addr), target.port)
                     raise classify_os_error(exc, Op.CONNECT, f"{where}: {_reason(exc)}") from None
@@ -127,11 +130,6 @@ class DirectDialer:
 
     def __repr__(self) -> str:
         return f"DirectDialer(resolver={self.resolver!r})"
-
-
-@functools.lru_cache(maxsize=4096)
-def _text(address: IPAddress) -> str:
-    return str(address)  # cached: written out for every connection to the same address
 
 
 def _reason(exc: OSError) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import ipaddress
 import logging
 import os
@@ -50,12 +49,6 @@ LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-
-
-@functools.lru_cache(maxsize=4096)
-def _within(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
-    # Cached: asked once per connection, of the same few clients.
-    return any(ip in net for net in networks if net.version == ip.version)
 
 
 def no_reply(exc: BaseException) -> bytes:
@@ -181,9 +174,7 @@ class Listener:
         self.idle_timeout = idle_timeout
         self.policy = policy
         self.services_only = services_only
-        # Clients from these addresses are this machine's own user (tests narrow it to tell
-        # loopback addresses apart).
-        self.local_clients: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+        self.local_clients = LOOPBACK_NETWORKS
         self.server: asyncio.Server | None = None
 
     @property
@@ -206,9 +197,30 @@ class Listener:
         error reply) for what cannot be accepted; OSError when the client is gone."""
         raise NotImplementedError
 
-    def is_local(self, ip: IPAddress | None) -> bool:
-        """Whether a client at `ip` is this machine's own user."""
-        return ip is not None and _within(ip, self.local_clients)
+    @property
+    def local_clients(self) -> tuple[IPNetwork, ...]:
+        """Clients from these addresses are this machine's own user (tests narrow it to tell
+        loopback addresses apart)."""
+        return self._local_clients
+
+    @local_clients.setter
+    def local_clients(self, networks: tuple[IPNetwork, ...]) -> None:
+        self._local_clients = networks
+        self._local_cache: dict[str, bool] = {}
+
+    def is_local(self, ip: IPAddress | None, key: str) -> bool:
+        """Whether a client at `ip` (`key`: its address as text) is this machine's own user.
+        Remembered per address: clients are few and come back often."""
+        if ip is None:
+            return False
+        local = self._local_cache.get(key)
+        if local is None:
+            if len(self._local_cache) >= 4096:
+                self._local_cache.clear()
+            local = self._local_cache[key] = any(
+                ip in net for net in self._local_clients if net.version == ip.version
+            )
+        return local
 
     def destination_refusal(self, target: Endpoint, services: ServiceTable) -> str | None:
         """Why a client not on this machine may not go to `target`, or None. What a name

@@ -211,7 +211,7 @@ class ClientServer:
             stream=stream,
             router=self.router,
             key=key,
-            local=listener.is_local(ip),
+            local=listener.is_local(ip, key),
         )
         self.connections[conn.id] = conn
         conn.task = self._deadlines.loop.create_task(
@@ -333,6 +333,9 @@ class ClientServer:
                 client.abort()  # every route failed the client's ClientHello: tell it so
                 return
             connection = retried
+            if client.is_closing():  # gone while its first bytes were awaited
+                connection.stream.abort()
+                return
         await self._relay(conn, request, connection)
 
     async def _relay(

@@ -252,7 +252,7 @@ class Router:
         found = self._service(service)
         if route not in self._by_name:
             raise CommandRefused(f"there is no route {route}", "unknown")
-        if found.routes and route not in found.routes:
+        if route not in self.routes_of(found):
             raise CommandRefused(f"{route} is not one of {service}'s routes", "not_its_route")
         if route in self._disabled:
             raise CommandRefused(f"{route} is disabled", "disabled")

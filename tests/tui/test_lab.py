@@ -4,6 +4,7 @@ change what they should; a client's connection shows up live."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -32,13 +33,15 @@ async def lab() -> AsyncIterator[Lab]:
 
 
 def lab_config(lab: Lab) -> str:
-    """The lab's helper config with a probe timeout for a busy machine: the lab answers at
-    once (hence its 3 s), but the lab, the engine and the UI share this test's one event loop,
-    and a probe that times out because the machine is busy says "black-holed" where the
-    scenario says "reset". This scenario has no verdict that needs a timeout."""
+    """The lab's helper config with probe and route timeouts for a busy machine: the lab
+    answers at once (hence its 3 s probes), but the lab, the engine and the UI share this
+    test's one event loop, and a probe that times out because the machine is busy says
+    "black-holed" (or the fronted route "proxy silent") where the scenario says "reset" (or
+    "works"). This scenario has no verdict that needs a timeout."""
     text = lab.helper_config(listen="127.0.0.1:0")
     assert 'timeout = "3s"' in text
-    return text.replace('timeout = "3s"', 'timeout = "30s"')
+    text = text.replace('timeout = "3s"', 'timeout = "30s"')
+    return re.sub(r'^(chain = ".*")$', r'\1\ntimeout = "30s"', text, flags=re.MULTILINE)
 
 
 def probed(app: DetourApp) -> bool:

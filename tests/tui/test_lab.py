@@ -120,15 +120,16 @@ async def test_a_connection_shows_up_live(lab: Lab) -> None:
             reader, writer = await open_socks5(engine.mixed_address, "g.whatsapp.net", 5222)
             writer.write(b"x" * 5000)
             assert len(await reader.readexactly(5000)) == 5000  # the lab's echo
-            await until(lambda: table.row_count == 1)
-            await until(lambda: table.get_row_at(0)[5] == "5.0 KB")
-            client, destination, service, route, up, down, _ = table.get_row_at(0)
-            assert (destination, service, route, up) == (
-                "g.whatsapp.net:5222",
-                "whatsapp",
-                "direct",
-                "5.0 KB",
-            )
+            # The route the race chose: direct, the first in config order, unless a busy
+            # machine let the next one, started after the stagger, connect first.
+            (conn,) = engine.server.connections.values()
+            assert conn.route in [route.name for route in engine.router.routes]
+            await until(
+                lambda: table.row_count == 1
+                and table.get_row_at(0)[1:6] == [
+                    "g.whatsapp.net:5222", "whatsapp", conn.route, "5.0 KB", "5.0 KB"
+                ]
+            )  # fmt: skip
             await shows(pilot, "Connections (1)")
             writer.close()
             await until(lambda: table.row_count == 0)

@@ -169,7 +169,8 @@ def wait_for_screen(tmux: list[str], check: Callable[[str], None], status_file: 
             check(screen)
         except AssertionError:
             if status_file.exists():
-                pytest.fail(f"detour ended:\n{screen}")
+                status = status_file.read_text().strip()
+                pytest.fail(f"detour ended (exit status {status or 'not yet written'}):\n{screen}")
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

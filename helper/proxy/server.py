@@ -35,6 +35,7 @@ import ipaddress
 import itertools
 import logging
 import time
+from typing import TypeVar
 
 from transports.base import IPAddress
 from transports.deadlines import Deadlines
@@ -50,6 +51,8 @@ from .relay import relay
 from .retry import first_exchange
 
 __all__ = ["ClientServer"]
+
+L = TypeVar("L", bound=Listener)
 
 log = logging.getLogger("detour.proxy")
 
@@ -109,7 +112,8 @@ class ClientServer:
         # The handshakes' and first flights' timeouts, on one timer (deadlines.py).
         self._deadlines = Deadlines()
 
-    def add(self, listener: Listener) -> Listener:
+    def add(self, listener: L) -> L:
+        """Serve `listener`'s connections (from start() on)."""
         self.listeners.append(listener)
         return listener
 
@@ -125,13 +129,13 @@ class ClientServer:
 
     # --- listening ------------------------------------------------------------------------
 
-    async def start(self, listeners: list[Listener] | None = None) -> None:
-        """Open the listeners' ports (default: all); on a failure, close those opened and
-        raise OSError saying which setting and address."""
+    async def start(self) -> None:
+        """Open the listeners' ports, in the order they were added; on a failure, close those
+        opened and raise OSError saying which setting and address."""
         opened: list[Listener] = []
         loop = asyncio.get_running_loop()
         try:
-            for listener in self.listeners if listeners is None else listeners:
+            for listener in self.listeners:
                 try:
                     listener.server = await listener.listen(
                         functools.partial(_Accepting, self, listener, loop)

@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run     create .venv, install detour, run it with the built-in config (ARGS=--headless: no UI)"
 	@echo "make test    create .venv with test extras, run the whole test suite"
+	@echo "             (DETOUR_FUZZ_PROFILE=ci: 10,000 examples per property test, as CI runs)"
 	@echo "make bench   run the side-by-side benchmarks (benchmarks/)"
 	@echo "make clean   remove .venv and caches"
 

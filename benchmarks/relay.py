@@ -469,6 +469,9 @@ def free_port() -> int:
 
 DETOUR_CONFIG = """\
 # written by benchmarks/relay.py: one route, everything goes through it
+[base]
+config = "none"
+
 [listen]
 mixed = "127.0.0.1:1080"
 {extra}

@@ -28,6 +28,7 @@ from .config import (
     load_config,
     parse_listen_address,
 )
+from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
 
 log = logging.getLogger("detour")
@@ -127,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser(
         "default",
         help="print the built-in config",
-        description="Print the built-in config (a starting point).",
+        description="Print the built-in config (what a config file builds on).",
+    )
+    show = config_sub.add_parser(
+        "show",
+        help="print the config detour runs with",
+        description="Print the effective config: FILE on the built-in config (or the built-in "
+        "config alone), each key marked with where it comes from; secrets hidden.",
+    )
+    show.add_argument(
+        "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
     probe = sub.add_parser(
@@ -247,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.tui_config or args.config, args.listen, "text", "info", ui=True)
     if args.command == "config":
         if args.config_command == "check":
-            return _config_check(args.file)
+            return config_check(args.file)
         if args.config_command == "default":
             sys.stdout.write(default_config_text())
             return EXIT_OK
+        if args.config_command == "show":
+            return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
@@ -338,31 +350,6 @@ def _lab(args: argparse.Namespace) -> int:
         )
 
     return run_async(lab if args.command == "lab" else demo)
-
-
-def _config_check(path: str) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
-    services = ", ".join(s.name for s in config.services) or "none"
-    print(f"{path}: ok")
-    print(f"  listen:   {config.listen.mixed}")
-    if config.listen.transparent is not None:
-        print(f"  transparent: {config.listen.transparent}")
-    if config.whatsapp_proxy is not None:
-        wa = config.whatsapp_proxy
-        ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
-        shown = ", ".join(str(p) for p in ports if p is not None)
-        print(f"  whatsapp proxy: {wa.listen} ports {shown}")
-    if config.api.listen is not None:
-        print(f"  status API: {config.api.listen}")
-    print(f"  routes:   {routes}")
-    print(f"  services: {services}")
-    print(f"  default:  {config.default_policy}")
-    return EXIT_OK
 
 
 def _is_terminal() -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.chain import base_dialer
+from transports.core import CoreDialer
 from transports.guard import AddressPolicy, LocalAddresses
 from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
@@ -402,15 +403,16 @@ def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
 
 
 def _pt_clients(router: Router) -> frozenset[ManagedClient]:
-    """The pluggable transport children a router's routes dial through (made, not started)."""
+    """The children a router's routes dial through (made, not started): pluggable transport
+    clients and proxy cores."""
     clients = set()
     for route in router.routes:
         base = base_dialer(route.dialer)
-        if isinstance(base, PtDialer):
+        if isinstance(base, PtDialer | CoreDialer):
             try:
                 clients.add(base.client())
             except DialError:
-                pass  # its program is not installed: nothing runs for it
+                pass  # its program is not installed (or cannot do the link): nothing runs
     return frozenset(clients)
 
 

@@ -17,7 +17,7 @@ from transports.base import IPNetwork
 __all__ = ["ProbeTarget", "Service", "ServiceTable", "normalize_domain"]
 
 
-PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80}
+PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80, "mtproto": 443}
 
 
 def normalize_domain(name: str) -> str:
@@ -28,7 +28,8 @@ def normalize_domain(name: str) -> str:
 class ProbeTarget:
     """An endpoint a probe checks: `tcp://host:port` (connect), `tls://host:port` (connect
     and TLS handshake with that SNI, certificate checked), `https://host/path` and
-    `http://host/path` (a request)."""
+    `http://host/path` (a request), `mtproto://address:port` (a Telegram DC: MTProto's
+    first, unencrypted request, req_pq_multi, answered by resPQ; port 443 by default)."""
 
     kind: str
     endpoint: Endpoint
@@ -56,7 +57,7 @@ class ProbeTarget:
             port = PROBE_KINDS[kind]
         if port is None:
             raise ValueError(f"{text!r}: tcp:// probes need a port (tcp://HOST:PORT)")
-        if kind in ("tcp", "tls") and url.path not in ("", "/"):
+        if kind in ("tcp", "tls", "mtproto") and url.path not in ("", "/"):
             raise ValueError(f"{text!r}: {kind}:// probes take no path")
         path = url.path or "/"
         if url.query:

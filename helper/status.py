@@ -80,6 +80,7 @@ class RouteView:
     name: str
     chain: str  # as configured, credentials redacted
     splits_client_hello: bool
+    telegram_web: bool  # it carries Telegram through the web endpoints (tgws)
     disabled: bool
 
 

@@ -1,5 +1,22 @@
 """Shared fixtures: origins (HTTP, HTTPS with a test CA, echo, integrity) running in a
-background loop, detour engines in-process, and detour as a real subprocess."""
+background loop, detour engines in-process, and detour as a real subprocess; and the
+hypothesis profile every property test in the suite runs with.
+
+Hypothesis profiles (DETOUR_FUZZ_PROFILE):
+
+    dev   200 examples per property: the default (`make test`, a run while editing)
+    ci    10,000 examples per property: what CI runs (`.ci/run` sets DETOUR_FUZZ_PROFILE=ci);
+          a property may take up to 10 minutes
+    long  200,000 examples per property, for a soak (or `pytest --long`); no time limit
+
+`--hypothesis-profile NAME` still wins when given. No deadline: the machines that run this are
+noisy, and a slow example is not a failure.
+
+Hypothesis binds a test's settings when its module is imported, so the profile is registered
+when this file is imported and loaded in pytest_configure, both before any test module is
+imported: every @given in tests/ without its own @settings gets the same profile, whichever
+directories or files a run names.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, is_hypothesis_test, settings
 
 from helper.config import Config, parse_config
 from helper.engine import Engine
@@ -23,13 +41,63 @@ from tests.support.peers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+PROFILE_ENV = "DETOUR_FUZZ_PROFILE"
+DEFAULT_PROFILE = "dev"
+PROFILES = {"dev": 200, "ci": 10_000, "long": 200_000}  # examples per property
+# Seconds a property may take (the suite's timeout is 120 s): a CI machine under load took
+# more than 120 s for 10,000 examples of the slowest ones (25 s of CPU time).
+PROPERTY_TIMEOUT = {"ci": 600, "long": 0}
+
+for _name, _examples in PROFILES.items():
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+    )
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--long",
         action="store_true",
         default=False,
-        help="run tests/fuzz with the 'long' hypothesis profile (200,000 examples per property)",
+        help="run the property tests with the 'long' hypothesis profile (200,000 examples)",
+    )
+
+
+def fuzz_profile(config: pytest.Config | None = None) -> str:
+    """The profile this run asked for: --long, else DETOUR_FUZZ_PROFILE, else the default."""
+    if config is not None and config.getoption("--long", default=False):
+        return "long"
+    name = os.environ.get(PROFILE_ENV, "").strip() or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise pytest.UsageError(f"{PROFILE_ENV}={name!r}: expected one of {', '.join(PROFILES)}")
+    return name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Before hypothesis' own plugin, which then loads --hypothesis-profile when given.
+    settings.load_profile(fuzz_profile(config))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    timeout = PROPERTY_TIMEOUT.get(settings.get_current_profile_name())
+    if timeout is None:
+        return
+    for item in items:
+        own = item.get_closest_marker("timeout")  # a property that set its own keeps it
+        if isinstance(item, pytest.Function) and is_hypothesis_test(item.obj) and own is None:
+            item.add_marker(pytest.mark.timeout(timeout))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    current = settings.default
+    return (
+        f"hypothesis profile: {settings.get_current_profile_name()} "
+        f"({current.max_examples} examples per property; {PROFILE_ENV} chooses)"
     )
 
 
@@ -77,9 +145,11 @@ def integrity_origin(background: origins.BackgroundLoop) -> Iterator[origins.Ori
 def config_text(
     *, routes: dict[str, str] | None = None, default: str | None = None, extra: str = ""
 ) -> str:
-    """A small config: the given routes (name -> chain), hosts for origin.test, extra TOML."""
+    """A small config, whole (not on the built-in config): the given routes (name ->
+    chain), hosts for origin.test, extra TOML."""
     routes = routes or {"direct": "direct"}
     parts = [
+        '[base]\nconfig = "none"\n',
         '[listen]\nmixed = "127.0.0.1:0"\nhandshake_timeout = "2s"\n',
         '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n',
     ]

@@ -64,6 +64,14 @@ class Failure(enum.StrEnum):
     # start (VERSION-ERROR, CMETHOD-ERROR, ...) or exited. OONI has no strings for these.
     PT_NOT_INSTALLED = "pt_not_installed"
     PT_FAILED = "pt_failed"
+    # A proxy core for vless/vmess/trojan links (transports/core): none installed, or it
+    # cannot do the link, rejected its config, or exited.
+    CORE_NOT_INSTALLED = "core_not_installed"
+    CORE_FAILED = "core_failed"
+    # The route cannot carry this destination at all (`tgws` carries only connections to
+    # Telegram's data centres): not a network condition, so it says nothing of the route's
+    # health, and the router moves on.
+    NOT_APPLICABLE = "not_applicable"
     UNKNOWN = "unknown_failure"
 
 
@@ -75,6 +83,7 @@ class Op(enum.StrEnum):
     PROXY_HANDSHAKE = "proxy_handshake"
     TLS_HANDSHAKE = "tls_handshake"
     HTTP_ROUND_TRIP = "http_round_trip"
+    MTPROTO_ROUND_TRIP = "mtproto_round_trip"  # a probe's first MTProto request and answer
     READ = "read"
     WRITE = "write"
 

@@ -5,6 +5,7 @@
     socks5://127.0.0.1:9050 | http://proxy.example:3128
     resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni
     pt:obfs4 192.0.2.3:443 cert=... iat-mode=0 | socks5://127.0.0.1:1080
+    resolve:doh=https://1.1.1.1/dns-query | tlsfrag:sni | tgws
 
 Layers are separated by `|`; the left-most is closest to the network and each layer to its
 right is reached through the ones before it. A chain that does not start with a base layer
@@ -16,6 +17,10 @@ A `pt:` layer (transports/pt) makes its own connections through a child process,
 `direct` and one upstream proxy (which the child is told to use) may come before it; its
 stream ends at whatever the bridge forwards to, so the layer after it must be a proxy
 there that names the destination (`pt:... | socks5://127.0.0.1:1080`).
+
+A `tgws` layer (transports/tgws.py) carries MTProto to a Telegram DC through the DC's web
+endpoint: the layers before it reach the endpoint, and nothing can come after it (what it
+returns is an MTProto stream, not a way to reach anywhere else).
 
 Parsing (`parse_chain`) checks everything without building anything, so a config can be
 validated without side effects; `Chain.build` turns it into a Dialer. Chains are shown with
@@ -31,10 +36,12 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .base import Dialer, Endpoint
+from .desync import SYNTAX as DESYNC_SYNTAX
+from .desync import DesyncDialer, Trick, parse_desync
 from .direct import DirectDialer
 from .http_connect import HttpConnectDialer
 from .pt import PtDialer, PtManager, PtSpecError, parse_pt
@@ -43,7 +50,19 @@ from .socks import Socks4aDialer, Socks5Dialer
 from .split import SplitDialer
 from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer
 
-__all__ = ["Chain", "ChainError", "DialOptions", "Layer", "known_layers", "parse_chain", "redact"]
+if TYPE_CHECKING:
+    from .mtproto.dcs import DcTable
+
+__all__ = [
+    "Chain",
+    "ChainError",
+    "DialOptions",
+    "Layer",
+    "known_layers",
+    "parse_chain",
+    "parse_layer",
+    "redact",
+]
 
 
 class ChainError(ValueError):
@@ -67,6 +86,12 @@ class DialOptions:
     # For `pt:` layers: the pluggable transport children every route of an engine shares
     # (without one, each pt layer gets its own, closed with `resources`).
     pluggable: PtManager | None = None
+    # For vless/vmess/trojan layers: the proxy core to run (a name or a path; None: the
+    # first of xray, sing-box, v2ray on PATH). Its children live in `pluggable` too.
+    core_program: str | None = None
+    # For `tgws` layers: Telegram's DCs and their web endpoints (None: the built-in table,
+    # transports/mtproto/dcs.py). A `tgws:dcN=ADDR` option adds to it for its route.
+    telegram_dcs: DcTable | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,9 @@ class Layer:
     def __str__(self) -> str:
         if self.name == "pt":
             return f"pt:{self.params['spec'].transport} ***"  # a bridge line is a secret
+        kind = _KINDS.get(self.name)
+        if kind is not None and kind.show is not None and self.params:
+            return kind.show(self)
         return redact(self.text or self.name)
 
     def __repr__(self) -> str:
@@ -91,6 +119,7 @@ class _LayerKind:
     build: Callable[[Dialer | None, dict[str, Any], DialOptions], Dialer]
     base: bool = False  # only as the first layer: it makes the connection itself
     syntax: str = ""
+    show: Callable[[Layer], str] | None = None  # how str(layer) shows it (secrets hidden)
 
 
 def _parse_direct(name: str, text: str) -> dict[str, Any]:
@@ -247,6 +276,17 @@ def _build_split(inner: Dialer | None, params: dict[str, Any], opts: DialOptions
     return SplitDialer(_require_inner(inner), params["offsets"])
 
 
+def _parse_desync(name: str, text: str) -> dict[str, Any]:
+    try:
+        return {"desync": parse_desync(Trick(name), _arguments(name, text))}
+    except ValueError as exc:
+        raise ChainError(str(exc)) from None
+
+
+def _build_desync(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    return DesyncDialer(_require_inner(inner), params["desync"])
+
+
 def _parse_resolve(name: str, text: str) -> dict[str, Any]:
     if not text.startswith(f"{name}:"):
         raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {redact(text)!r})")
@@ -320,6 +360,35 @@ def _build_pt(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -
     )
 
 
+def _parse_tgws(name: str, text: str) -> dict[str, Any]:
+    from .tgws import parse_options
+
+    if text != name and not text.startswith(f"{name}:"):
+        raise ChainError(f"write {name} layers as {_KINDS[name].syntax}")
+    try:
+        options = parse_options(text[len(name) + 1 :])
+    except ValueError as exc:
+        raise ChainError(f"{name}: {exc}") from None
+    return {"options": options}
+
+
+def _build_tgws(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .mtproto.dcs import DEFAULT_DCS
+    from .tgws import TgWsDialer
+
+    options = params["options"]
+    table = opts.telegram_dcs or DEFAULT_DCS
+    if options.addresses:
+        table = table.with_addresses(options.addresses)
+    return TgWsDialer(
+        _require_inner(inner),
+        table=table,
+        connect_to=options.connect_to,
+        tls=opts.tls,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
 _KINDS: dict[str, _LayerKind] = {
     "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
     "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
@@ -336,6 +405,10 @@ _KINDS: dict[str, _LayerKind] = {
         _parse_tlsfrag, _build_tlsfrag, syntax="tlsfrag:N|sni[,N|sni...][,segments]"
     ),
     "split": _LayerKind(_parse_split, _build_split, syntax="split:N[,M...]"),
+    **{
+        trick.value: _LayerKind(_parse_desync, _build_desync, syntax=syntax)
+        for trick, syntax in DESYNC_SYNTAX.items()
+    },
     "front": _LayerKind(
         _parse_front,
         _build_front,
@@ -346,9 +419,109 @@ _KINDS: dict[str, _LayerKind] = {
         _build_pt,
         syntax="pt:NAME?addr=HOST:PORT&KEY=VALUE..., or pt: and a bridge line",
     ),
+    "tgws": _LayerKind(
+        _parse_tgws, _build_tgws, syntax="tgws[:dcN=ADDRESS[,ADDRESS...][;addr=HOST[:PORT]]]"
+    ),
 }
 # Layers that carry the destination name to something else, which resolves it.
 _NAME_TAKING = {"socks5", "socks4a", "http", "front"}
+
+
+# --- Links for people's own servers (transports/links.py): Shadowsocks spoken by detour,
+# vless/vmess/trojan through a proxy core run as a child (transports/core). ----------------
+
+
+def _parse_link_layer(name: str, text: str) -> dict[str, Any]:
+    from . import links
+
+    try:
+        if name == "ss":
+            return {"server": links.parse_ss(text)}
+        if name == "ssconf":
+            return {"key": links.parse_ssconf(text)}
+        return {"link": links.parse_core_link(text)}
+    except links.LinkError as exc:
+        raise ChainError(str(exc)) from None
+
+
+def _show_link_layer(layer: Layer) -> str:
+    from .links import show_link
+
+    return show_link(layer)
+
+
+def _build_ss(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .shadowsocks import ShadowsocksDialer
+
+    return ShadowsocksDialer(_require_inner(inner), params["server"])
+
+
+def _build_ssconf(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .links import parse_ss
+    from .shadowsocks import OutlineDialer
+
+    return OutlineDialer(
+        _require_inner(inner),
+        params["key"],
+        tls=opts.tls,
+        timeout=opts.handshake_timeout,
+        parse_ss=parse_ss,
+    )
+
+
+def _build_core(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    # `inner` is not used: only `direct` may come before a core layer (_place_core).
+    from .core import CoreDialer
+
+    manager = opts.pluggable
+    if manager is None:
+        manager = PtManager()
+        if opts.resources is not None:
+            opts.resources.push_async_callback(manager.aclose)
+    return CoreDialer(
+        params["link"],
+        manager,
+        program=opts.core_program,
+        tls=opts.tls,
+        connect_timeout=opts.connect_timeout,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+_CORE_LAYERS = ("vless", "vmess", "trojan")
+_KINDS.update(
+    {
+        "ss": _LayerKind(
+            _parse_link_layer,
+            _build_ss,
+            syntax="ss://BASE64(METHOD:PASSWORD)@HOST:PORT or ss://METHOD:PASSWORD@HOST:PORT",
+            show=_show_link_layer,
+        ),
+        "ssconf": _LayerKind(
+            _parse_link_layer, _build_ssconf, syntax="ssconf://HOST/PATH", show=_show_link_layer
+        ),
+        **{
+            name: _LayerKind(
+                _parse_link_layer,
+                _build_core,
+                syntax=f"{name}://...@HOST:PORT?... (a share link)",
+                show=_show_link_layer,
+            )
+            for name in _CORE_LAYERS
+        },
+    }
+)
+_NAME_TAKING |= {"ss", "ssconf", *_CORE_LAYERS}
+
+
+def _place_core(layers: list[Layer]) -> None:
+    """A core makes its own connections: only `direct` may come before it."""
+    for position, layer in enumerate(layers):
+        if layer.name in _CORE_LAYERS and any(b.name != "direct" for b in layers[:position]):
+            raise ChainError(
+                f"{layer.name}: only direct can come before a {layer.name} layer (a proxy "
+                "core makes its own connections); put other layers after it"
+            )
 
 
 def base_dialer(dialer: Dialer) -> Dialer:
@@ -368,6 +541,11 @@ def known_layers() -> list[str]:
 
 
 _LAYER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://|:|$)")
+
+
+def parse_layer(text: str) -> Layer:
+    """One layer's text (no '|'), validated; ChainError names what is wrong."""
+    return _parse_layer(text)
 
 
 def _parse_layer(text: str) -> Layer:
@@ -408,7 +586,13 @@ class Chain:
 
     @property
     def splits_client_hello(self) -> bool:
-        return any(layer.name in ("tlsfrag", "split") for layer in self.layers)
+        return any(layer.name in ("tlsfrag", "split", "disorder", "oob") for layer in self.layers)
+
+    @property
+    def telegram_web(self) -> bool:
+        """Whether the route ends at a Telegram web endpoint (`tgws`): its handshakes are
+        with that endpoint, on behalf of a DC."""
+        return self.layers[-1].name == "tgws"
 
     @property
     def resolver_kind(self) -> str:
@@ -440,6 +624,9 @@ def parse_chain(text: str) -> Chain:
     if not _KINDS[layers[0].name].base:
         layers.insert(0, Layer("direct", {}, "direct", implicit=True))
     _place_pt(layers)
+    _place_desync(layers)
+    _place_core(layers)
+    _place_tgws(layers)
     return Chain(tuple(layers))
 
 
@@ -474,6 +661,64 @@ def _place_pt(layers: list[Layer]) -> None:
         layers[i] = Layer(layer.name, {**layer.params, "upstream": upstream}, layer.text)
 
 
+def _place_tgws(layers: list[Layer]) -> None:
+    """A tgws layer ends its chain: it hands over an MTProto stream to one Telegram DC."""
+    for i, layer in enumerate(layers[:-1]):
+        if layer.name == "tgws":
+            after = layers[i + 1].name
+            raise ChainError(
+                f"tgws must be the last layer: it carries MTProto to a Telegram DC, and "
+                f"'{after}' cannot run inside that (put it before tgws: 'tlsfrag:sni | "
+                "tgws' shapes the ClientHello to the web endpoint, 'socks5://... | tgws' "
+                "reaches it through a proxy)"
+            )
+
+
+_PACKET_LAYERS = tuple(trick.value for trick in Trick)
+
+
+def _place_desync(layers: list[Layer]) -> None:
+    """Packet layers act on the socket of the connection detour opens: one per chain, right
+    after its base, and followed only by layers whose first bytes are a TLS ClientHello."""
+    at = [i for i, layer in enumerate(layers) if layer.name in _PACKET_LAYERS]
+    if not at:
+        return
+    if len(at) > 1:
+        raise ChainError(
+            f"{layers[at[0]]} and {layers[at[1]]}: a chain can hold only one of "
+            f"{', '.join(_PACKET_LAYERS)} (each plays its trick on the same first packets)"
+        )
+    i = at[0]
+    layer = layers[i]
+    before = [b for b in layers[1:i]]
+    tunnels = [b for b in before if b.name in _NAME_TAKING or b.name == "pt"]
+    if tunnels:
+        raise ChainError(
+            f"{layer}: it acts on the TCP packets of the connection detour opens itself; after "
+            f"{tunnels[-1]} those packets go to the proxy, not to the destination, and its "
+            "first bytes are the proxy's protocol. Use it on a route without a proxy layer"
+        )
+    if before:
+        shown = " | ".join(str(x) for x in [layer, *before, *layers[i + 1 :]])
+        raise ChainError(
+            f"{layer}: write it right after {layers[0].name}, before {before[0]} (the packet "
+            f"layer sends the bytes the layers after it produce): {shown!r}"
+        )
+    for after in layers[i + 1 :]:
+        if after.name in ("tlsfrag", "front", "tgws"):
+            continue
+        if after.name == "split":
+            raise ChainError(
+                f"{after} after {layer}: {layer.name} sends the first bytes in pieces itself; "
+                "give it the cut point instead"
+            )
+        raise ChainError(
+            f"{after} after {layer}: the trick would act on {after.name}'s own first bytes "
+            "(a proxy handshake), not on the destination's TLS ClientHello; only tlsfrag, "
+            "front: and tgws can follow a packet layer"
+        )
+
+
 def _proxy_url(layer: Layer, where: str) -> str:
     """TOR_PT_PROXY for the proxy layer before a pt layer (pt-spec 3.2.2: an IP address)."""
     proxy: Endpoint = layer.params["proxy"]
@@ -496,7 +741,7 @@ def _proxy_url(layer: Layer, where: str) -> str:
 
 # key=value parameters whose values are secrets.
 _SECRET_PARAM = re.compile(
-    r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth)=)[^&|\s]*", re.I
+    r"(?P<key>\b(?:key|pass|password|passwd|secret|token|cert|psk|auth|sid|uuid)=)[^&|\s]*", re.I
 )
 _SEGMENT = re.compile(r"[^\s|]+")
 # The last separator before a position (searched with an end): where its segment starts.
@@ -505,7 +750,7 @@ _SEGMENT_START = re.compile(r"[\s|](?=[^\s|]*\Z)")
 # is secret, down to the address, also when it is malformed (a quote in it ends nothing).
 # "pt:obfs4: ..." (a message about one) and "pt://" (a URL, not this layer) are left alone.
 _PT_LAYER = re.compile(
-    r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]*:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
+    r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]+:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
     re.I,
 )
 
@@ -540,9 +785,24 @@ def _redact_pt(match: re.Match[str]) -> str:
     return f"pt:{match['name'] or ''} ***{tail}"
 
 
+# Links (transports/links.py): what precedes the server's address is the secret (a password,
+# a UUID, base64 of a cipher and password); a link without one (vmess's base64 JSON, the
+# legacy ss form) is secret whole; a dynamic key's path is its secret.
+_LINK_USERINFO = re.compile(r"\b(?P<scheme>ss|vless|vmess|trojan)://[^\s|]*@", re.I)
+_LINK_WHOLE = re.compile(r"\b(?P<scheme>ss|vmess)://(?![^\s|]*@)[^\s|#]+", re.I)
+_DYNAMIC_KEY = re.compile(r"\b(?P<scheme>ssconf)://(?P<host>[^/\s|#?]*)[^\s|#]*", re.I)
+
+
+def _redact_links(text: str) -> str:
+    text = _LINK_USERINFO.sub(lambda m: f"{m['scheme']}://***@", text)
+    text = _LINK_WHOLE.sub(lambda m: f"{m['scheme']}://***", text)
+    return _DYNAMIC_KEY.sub(lambda m: f"{m['scheme']}://{m['host']}/***", text)
+
+
 def redact(text: str) -> str:
     """Hide passwords, keys and bridges in a chain (or any text that may quote one)."""
     text = _ACCESS_KEY.sub("dtr1:***", text)
+    text = _redact_links(text)
     text = _PT_LAYER.sub(_redact_pt, text)
     text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

@@ -11,8 +11,14 @@ from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_
 
 __all__ = ["dial_through_proxy"]
 
-# A pluggable transport's client program below this proxy layer failed (transports/pt).
-_ABOUT_A_PROGRAM = (Failure.PT_NOT_INSTALLED, Failure.PT_FAILED)
+# A child program below this proxy layer failed: a pluggable transport's client
+# (transports/pt) or a proxy core (transports/core).
+_ABOUT_A_PROGRAM = (
+    Failure.PT_NOT_INSTALLED,
+    Failure.PT_FAILED,
+    Failure.CORE_NOT_INSTALLED,
+    Failure.CORE_FAILED,
+)
 
 
 async def dial_through_proxy(

@@ -38,6 +38,7 @@ from .base import DialError, Failure, Op, Stream
 __all__ = [
     "Frame",
     "NeedMore",
+    "UpgradeRefused",
     "WebSocketError",
     "WebSocketStream",
     "encode_frame",
@@ -71,6 +72,14 @@ class NeedMore(Exception):
     """The bytes given end inside a frame."""
 
 
+class UpgradeRefused(DialError):
+    """The server answered the upgrade with another HTTP status (`status`; 0: not HTTP)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, detail)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Frame:
     fin: bool
@@ -79,7 +88,11 @@ class Frame:
 
 
 def parse_frame(
-    buf: bytes | bytearray, *, expect_masked: bool = False, start: int = 0
+    buf: bytes | bytearray,
+    *,
+    expect_masked: bool = False,
+    start: int = 0,
+    max_frame: int = MAX_FRAME,
 ) -> tuple[int, Frame]:
     """(bytes consumed, frame) from `buf[start:]`; raises NeedMore or WebSocketError.
 
@@ -109,8 +122,8 @@ def parse_frame(
         pos += 8
     if opcode in _CONTROL_OPS and (length > 125 or not fin):
         raise WebSocketError("control frames are short and unfragmented")
-    if length > MAX_FRAME:
-        raise WebSocketError(f"frame of {length} bytes (at most {MAX_FRAME})")
+    if length > max_frame:
+        raise WebSocketError(f"frame of {length} bytes (at most {max_frame})")
     mask = b""
     if masked:
         if end < pos + 4:
@@ -219,10 +232,13 @@ def accept_key(key: str) -> str:
 
 
 class WebSocketStream(Stream):
-    """A byte stream over a WebSocket's binary messages (client side)."""
+    """A byte stream over a WebSocket's binary messages (client side).
 
-    def __init__(self, inner: Stream) -> None:
+    `max_frame` bounds what the server may send in one frame (and one message)."""
+
+    def __init__(self, inner: Stream, *, max_frame: int = MAX_FRAME) -> None:
         self.inner = inner
+        self.max_frame = max_frame
         self._buffer = bytearray()  # received frame bytes not yet parsed
         self._ready: deque[bytes] = deque()  # message bytes not yet read, in order
         self._fragments: list[bytes] = []
@@ -250,7 +266,7 @@ class WebSocketStream(Stream):
             start = 0
             try:
                 while True:
-                    used, frame = parse_frame(buf, start=start)
+                    used, frame = parse_frame(buf, start=start, max_frame=self.max_frame)
                     start += used
                     self._take(frame)
                     if self._eof:
@@ -291,7 +307,7 @@ class WebSocketStream(Stream):
                 self._ready.append(frame.payload)
             return
         self._fragments.append(frame.payload)
-        if sum(len(f) for f in self._fragments) > MAX_FRAME:
+        if sum(len(f) for f in self._fragments) > self.max_frame:
             raise WebSocketError("message too large")
         if frame.fin:
             message = b"".join(self._fragments)
@@ -312,6 +328,21 @@ class WebSocketStream(Stream):
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             self.inner.write(encode_frame(OP_BINARY, view[start : start + CHUNK]))
+
+    def write_message(self, data: bytes | bytearray | memoryview) -> None:
+        """`data` as one binary message, whatever its size (for peers that read each
+        message as a unit; `write` cuts large writes into several)."""
+        if self._closing:
+            raise ConnectionResetError("the WebSocket is closing")
+        self.inner.write(encode_frame(OP_BINARY, data))
+
+    def close_write(self, code: int = 1000) -> None:
+        """Start the closing handshake and keep reading: the peer may send what it has left
+        before its own Close frame, which ends reading (a half-close, for peers that treat
+        Close so; RFC 6455 §5.5.1 lets a peer finish the message it is sending)."""
+        if not self._closing:
+            self._closing = True
+            self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", code)))
 
     async def drain(self) -> None:
         await self.inner.drain()
@@ -352,11 +383,13 @@ async def websocket_connect(
     *,
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
+    max_frame: int = MAX_FRAME,
 ) -> WebSocketStream:
     """Run the opening handshake over `stream` (RFC 6455 §4.1); returns the WebSocketStream.
 
-    Raises DialError(proxy_refused, proxy_handshake) when the server answers with anything
-    but a switch to this WebSocket (a relay's decoy site answers 404 or 200)."""
+    Raises UpgradeRefused, a DialError(proxy_refused, proxy_handshake), when the server
+    answers with anything but a switch to this WebSocket (a relay's decoy site answers 404
+    or 200)."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
@@ -397,9 +430,8 @@ async def websocket_connect(
         if sep:
             fields[name.strip().lower()] = value.strip()
     if status != 101:
-        raise DialError(
-            Failure.PROXY_REFUSED,
-            Op.PROXY_HANDSHAKE,
+        raise UpgradeRefused(
+            status,
             f"the server answered HTTP {status or '(not HTTP)'} instead of a WebSocket "
             "(a wrong path or key gets the relay's ordinary website)",
         )
@@ -412,4 +444,4 @@ async def websocket_connect(
             Op.PROXY_HANDSHAKE,
             "the WebSocket upgrade answer is wrong",
         )
-    return WebSocketStream(stream)
+    return WebSocketStream(stream, max_frame=max_frame)

@@ -13,6 +13,8 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .telegram import WEB_NAMES
+
 __all__ = ["DEFAULT_NETWORK", "HOSTS", "HostTable", "LabHost"]
 
 DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
@@ -20,7 +22,9 @@ DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 # What runs on a host:
 #   https        web server, TLS on 443 and plain HTTP on 80 (hello page, /bytes/N, POST)
 #   echo         TCP echo (WhatsApp chat endpoints speak their own protocol; echo is enough)
-#   telegram-dc  plain HTTP on 80 and 443, as Telegram's data centres answer OONI's probe
+#   telegram-dc  plain HTTP on 80 and 443, as Telegram's data centres answer OONI's probe,
+#                and MTProto after an obfuscated2 init (the start of a key exchange)
+#   telegram-ws  Telegram's web endpoints: TLS, WebSocket on /apiws, carried to the DCs
 #   bulk         HTTP and HTTPS large-file downloads, to measure rates
 #   blockpage    where a censoring resolver sends people: an HTTP block page
 #   doh          DNS over HTTPS (the lab resolver)
@@ -29,8 +33,8 @@ DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 #   cdn          a CDN front: TLS for front names, routes by Host to hidden backends
 #   relay        a detour relay behind the CDN front (the far end of a `front:` route)
 KINDS = (
-    "https", "echo", "telegram-dc", "bulk", "blockpage", "doh", "socks", "http-proxy", "cdn",
-    "relay",
+    "https", "echo", "telegram-dc", "telegram-ws", "bulk", "blockpage", "doh", "socks",
+    "http-proxy", "cdn", "relay",
 )  # fmt: skip
 
 
@@ -59,6 +63,9 @@ HOSTS: tuple[LabHost, ...] = (
         LabHost(f"telegram-dc{n}", (), _at(1, 50 + n), "telegram-dc", (80, 443), "telegram")
         for n in range(1, 6)
     ),
+    # The web endpoints (kwsN, kwsN-1, pluto..flora under web.telegram.org), one address as
+    # Telegram's share a few; after the DCs, which they carry connections to.
+    LabHost("telegram-ws", WEB_NAMES, _at(1, 20), "telegram-ws", (443,), "telegram"),
     # --- WhatsApp ---------------------------------------------------------------------------
     # whatsapp.net itself stands in for the media host WhatsApp's proxy forwards to (:443).
     LabHost(

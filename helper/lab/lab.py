@@ -29,6 +29,7 @@ from .dnsserver import DnsServer, doh_routes
 from .hosts import DEFAULT_NETWORK, HostTable, LabHost
 from .scenario import Scenario, load_scenario
 from .servers import Backend, start_backend, websocket_echo_app
+from .telegram import DcLog
 
 __all__ = ["Lab", "LabError"]
 
@@ -36,6 +37,15 @@ log = logging.getLogger("detour.lab")
 
 # Hidden backends behind the CDN front, by the Host name a fronted request carries.
 CDN_BACKENDS = ("ws-echo.lab.test",)
+# Routes whose tricks act on packets, in the kernel-level lab's config: its censor reads
+# packets one hop from the client and its servers are two hops away, so a decoy with TTL 2
+# reaches the censor and expires before the servers.
+PACKET_ROUTES = (
+    ("split", "split:1"),
+    ("disorder", "disorder:sni"),
+    ("oob", "oob:sni"),
+    ("fake", "fake:ttl=2"),
+)
 
 
 class LabError(Exception):
@@ -56,7 +66,8 @@ class Lab:
         # routable: the lab runs in its own network namespace (netns.py) on a private network
         # instead of loopback addresses.
         self.table = HostTable(ipaddress.IPv4Network(network), routable=routable)
-        self.scenario = (
+        self._routable = routable
+        self.scenario = self._runnable(
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
         )
         self._given_directory = directory
@@ -73,6 +84,8 @@ class Lab:
         self.dns: DnsServer | None = None
         self.censor: Censor | None = None
         self._backends: list[Backend] = []
+        # What the mock Telegram DCs saw from clients (userland lab: in this process).
+        self.dc_events = DcLog()
 
     @property
     def dns_address(self) -> tuple[str, int]:
@@ -108,8 +121,12 @@ class Lab:
             hidden[name] = ("127.0.0.1", backend.port)
         hidden["relay.lab.test"] = await self._start_relay()
         routes: dict[tuple[str, int], tuple[str, int]] = {}
+        # The DCs' servers, for the web endpoints (which reach them inside "Telegram's
+        # network", not through the censor); the host table lists the DCs first.
+        web_dcs: dict[int, tuple[str, int]] = {}
         for host in self.table:
             context = self.ca.server_context(*self._cert_names(host))
+            dc = int(host.key[-1]) if host.kind == "telegram-dc" else 0
             for port in host.ports:
                 backend = await start_backend(
                     host.kind,
@@ -119,9 +136,14 @@ class Lab:
                     local_address=self.table.address(host),
                     cdn_backends=hidden,
                     doh=lambda app: app.add_routes(doh_routes(self.honest_resolver)),
+                    dc=dc,
+                    dc_events=self.dc_events,
+                    web_dcs=web_dcs,
                 )
                 self._backends.append(backend)
                 routes[(self.table.address(host), port)] = ("127.0.0.1", backend.port)
+                if dc and port == 443:
+                    web_dcs[dc] = ("127.0.0.1", backend.port)
         # The lab's own routes dial from their lab addresses; the censor lets those through.
         outside = {self.table.address(key) for key in ("socks", "http-proxy", "cdn", "relay")}
         self.censor = Censor(routes, self.scenario.policy(self.table), outside=outside)
@@ -193,10 +215,20 @@ class Lab:
         """Switch to another scenario while running: new flows and queries follow it."""
         if isinstance(scenario, str):
             scenario = load_scenario(scenario, self.table)
-        self.scenario = scenario
+        self.scenario = self._runnable(scenario)
         self.resolver.rules = scenario.dns
         if self.censor is not None:
             await self.censor.set_policy(scenario.policy(self.table))
+
+    def _runnable(self, scenario: Scenario) -> Scenario:
+        """The scenario, if this lab can run it: some need the kernel-level lab. (Inside
+        the kernel-level lab's namespace this class runs the userland part of any.)"""
+        why = scenario.needs_netns
+        if why and not self._routable:
+            raise LabError(
+                f"scenario {scenario.name!r} needs the kernel-level lab (--netns): {why}"
+            )
+        return scenario
 
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
         """A detour config that uses this lab: its resolver, CA, routes and services."""
@@ -205,14 +237,30 @@ class Lab:
 
 
 def helper_config(
-    table: HostTable, ca_path: Path, scenario: str, listen: str, front_key: str
+    table: HostTable,
+    ca_path: Path,
+    scenario: str,
+    listen: str,
+    front_key: str,
+    *,
+    packets: bool = False,
+    system_resolver: bool = False,
 ) -> str:
-    """The detour configuration for a lab on `table`'s network."""
+    """The detour configuration for a lab on `table`'s network. `packets`: with the routes
+    whose tricks act on packets (the kernel-level lab, where packets cross hops);
+    `system_resolver`: detour resolves with the system's resolver."""
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
+    resolver = "system" if system_resolver else f"udp://{t.dns_address}:53;public={t.network}"
+    # The lab's DCs are not at Telegram's addresses: the route says which DC each is.
+    tgws = "tgws:" + ";".join(f"dc{n}={t.address(f'telegram-dc{n}')}" for n in range(1, 6))
     lines = [
         f"# detour configuration for the lab on {t.network}, scenario {scenario!r}",
         "# (written by `detour lab`; valid while that lab runs)",
+        "",
+        "# The lab's routes and services only, not the built-in ones.",
+        "[base]",
+        'config = "none"',
         "",
         "[listen]",
         f'mixed = "{listen}"',
@@ -220,7 +268,7 @@ def helper_config(
         "[dns]",
         "# The network's resolver, which the scenario may make lie. The lab's addresses",
         "# stand for the public internet: private answers there are not tampering.",
-        f'resolver = "udp://{t.dns_address}:53;public={t.network}"',
+        f'resolver = "{resolver}"',
         "",
         "[tls]",
         f'extra_ca = ["{ca_path}"]',
@@ -238,9 +286,12 @@ def helper_config(
         ("tls-fragment", "tlsfrag:sni"),
         ("doh", doh),
         ("doh-fragment", f"{doh} | tlsfrag:sni"),
+        ("tgws", tgws),  # Telegram's DCs through their web endpoints (docs/telegram.md)
+        ("tgws-fragment", f"tlsfrag:sni | {tgws}"),
         ("lab-socks", t.socks_url),
         ("lab-http", t.http_proxy_url),
         ("front", f"front:{front_key}"),  # a tunnel to the lab's relay, fronted by cdn.lab.test
+        *PACKET_ROUTES * packets,
     ):
         lines += ["[[route]]", f'name = "{name}"', f'chain = "{chain}"', ""]
     for service, third, domains, probes in (
@@ -248,7 +299,10 @@ def helper_config(
             "telegram",
             1,
             ("telegram.org", "t.me"),
-            ("https://web.telegram.org/bytes/65536", f"tcp://{t.address('telegram-dc2')}:443"),
+            (
+                "https://web.telegram.org/bytes/65536",
+                f"mtproto://{t.address('telegram-dc2')}:443",
+            ),
         ),
         (
             "whatsapp",

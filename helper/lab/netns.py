@@ -1,18 +1,30 @@
 """The kernel-level lab (`detour lab --netns`, Linux, root): the lab's internet in a network
-namespace of its own, reached over a veth pair, with address-level censorship done by
-nftables in that namespace -- so a black-hole really drops SYNs (a client times out at
+namespace of its own, two forwarding hops from the client, with address-level censorship done
+by nftables in that namespace -- so a black-hole really drops SYNs (a client times out at
 connect) and a refusal answers a SYN with a reset, as on a real network. Content rules (server
-name, Host, throttling, freezes) stay with the userland censor, which runs in the namespace.
+name, Host, throttling, freezes) stay with the userland censor, which runs in the namespace,
+unless the scenario's DPI reads packets: then the packet censor (packetcensor.py) enforces
+its name rules on the hop in between, where a packet's TTL matters.
 
-    root namespace                         namespace detour-lab-N
-    detour / tests  --- veth 169.254.N.1 <-> 169.254.N.2 ---  lo: 10.77.0.0/16 (local route)
-    route 10.77.0.0/16 via 169.254.N.2                        nftables: drop / reject rules
-                                                              the lab process (userland censor,
-                                                              servers, resolver)
+    root namespace       detour-lab-gw-N       detour-lab-isp-N       detour-lab-N
+    detour, tests .1 -- .2 the client's  .5 -- .6 the ISP:    .9 -- .10 lo: 10.77.0.0/16,
+    (copy at send)         gateway:           packet censor          nftables, the lab
+                           hop 1              (NFQUEUE at            process (servers,
+                           .14                prerouting): hop 2     resolver, userland
+                            |                                        censor)
+    detour-lab-client-N .13 +
 
-The lab process in the namespace is this module's child: it reads commands on stdin (`load
-SCENARIO`), answers on stdout (`ready`, `scenario NAME`), and stops when stdin closes, so it
-never outlives its parent.
+    (links 169.254.N.0/30, .4/30, .8/30, .12/30; the gateway drops what is not for the lab)
+
+A packet sent with TTL 1 dies at the gateway; with TTL 2 the packet censor reads it and the
+ISP's forwarding drops it; with 3 or more it reaches the servers. The root end of the first
+link copies each packet as it is sent (bpf.py), as a network card would. The client
+namespace is for programs that must run on the censored network with its resolver as their
+system resolver (`client_command`).
+
+The lab process in the namespace and the packet censor are this module's children: they read
+commands on stdin (`load SCENARIO`, `events`), answer on stdout (`ready`, `scenario NAME`), and
+stop when stdin closes, so they never outlive their parent.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -44,6 +57,9 @@ log = logging.getLogger("detour.lab.netns")
 DEFAULT_NETNS_NETWORK = "10.77.0.0/16"
 NFT_TABLE = "detour_lab"
 NAMESPACE_PREFIX = "detour-lab"
+GATEWAY_PREFIX, ISP_PREFIX, CLIENT_PREFIX = (
+    f"{NAMESPACE_PREFIX}-{r}" for r in ("gw", "isp", "client")
+)
 START_TIMEOUT = 30.0
 
 
@@ -132,7 +148,11 @@ class NetnsLab:
         # routes it into its namespace), so the next start finds what a killed lab left.
         self._tag = str(zlib.crc32(str(self.table.network).encode()) % 254 + 1)
         self.name = f"{NAMESPACE_PREFIX}-{self._tag}"
+        self.client_namespace = f"{CLIENT_PREFIX}-{self._tag}"
         self._link = (f"169.254.{self._tag}.1", f"169.254.{self._tag}.2")
+        self._packets: asyncio.subprocess.Process | None = None
+        self._no_packets = ""  # why the packet censor could not start, if it could not
+        self._copy_link: int | None = None  # the BPF link on the client link (bpf.py)
         self.directory: Path | None = None
         self._child: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
@@ -152,7 +172,31 @@ class NetnsLab:
     def helper_config(self, listen: str = "127.0.0.1:1080") -> str:
         assert self.directory is not None
         front = (self.directory / "front.key").read_text().strip()
-        return helper_config(self.table, self.ca.ca_path, self.scenario.name, listen, front)
+        return helper_config(
+            self.table, self.ca.ca_path, self.scenario.name, listen, front, packets=True,
+            system_resolver=self.scenario.system_resolver,
+        )  # fmt: skip
+
+    def client_command(self, *argv: str) -> list[str]:
+        """The command line that runs argv on the censored network: in the client
+        namespace, with the lab's resolver as the system resolver (its own resolv.conf,
+        bound over /etc/resolv.conf in the mount namespace `ip netns exec` makes)."""
+        ip, _ = self._tools or _require_tools()
+        assert self.directory is not None
+        resolv = self.directory / "resolv.conf"
+        mount = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        return [ip, "netns", "exec", self.client_namespace, "sh", "-c", mount, str(resolv), *argv]
+
+    async def packet_events(self) -> list[dict[str, object]]:
+        """The flows the packet censor has decided on since the scenario was loaded."""
+        async with self._lock:
+            if self._packets is None:
+                return []
+            assert self._packets.stdin is not None
+            self._packets.stdin.write(b"events\n")
+            await self._packets.stdin.drain()
+            line = await self._expect("events", self._packets)
+        return json.loads(line.partition(" ")[2])
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -165,24 +209,80 @@ class NetnsLab:
             await asyncio.to_thread(self._create_network, self._network)
             await self._apply_nft(self.scenario)
             self.directory = Path(tempfile.mkdtemp(prefix="detour-lab-netns-"))
+            (self.directory / "resolv.conf").write_text(
+                f"nameserver {self.table.dns_address}\noptions timeout:2 attempts:2\n"
+            )
             await self._start_child()
+            await self._start_packet_censor()
+            self._copy_at_send()
         except BaseException:
             await self.stop()
             raise
         log.info("lab in namespace %s on %s", self.name, self.table.network)
 
     def _create_network(self, network: Namespaces) -> None:
-        net, host_side, ns_side = str(self.table.network), *self._link
+        net, link = str(self.table.network), f"169.254.{self._tag}"
         try:
+            gateway = network.namespace(GATEWAY_PREFIX, forwarding=True)
+            isp = network.namespace(ISP_PREFIX, forwarding=True)
             ns = network.namespace(NAMESPACE_PREFIX)
-            host_if, ns_if = network.veth("dlab", None, ns)
-            network.address(None, host_if, f"{host_side}/30")
-            network.address(ns, ns_if, f"{ns_side}/30")
+            client = network.namespace(CLIENT_PREFIX)
+            for prefix, a, b, first in (
+                ("dlab", None, gateway, 1),  # root - gateway
+                ("dlgi", gateway, isp, 5),  # gateway - isp
+                ("dlil", isp, ns, 9),  # isp - lab
+                ("dlcg", client, gateway, 13),  # client - gateway
+            ):
+                end_a, end_b = network.veth(prefix, a, b)
+                network.address(a, end_a, f"{link}.{first}/30")
+                network.address(b, end_b, f"{link}.{first + 1}/30")
             # Every address of the lab network is local in the namespace (like 127.0.0.0/8).
             network.route(ns, "local", net, "dev", "lo")
-            network.route(None, net, "via", ns_side)
+            network.route(ns, f"{link}.0/28", "via", f"{link}.9")
+            network.route(isp, net, "via", f"{link}.10")
+            network.route(isp, f"{link}.0/28", "via", f"{link}.5")
+            network.route(gateway, net, "via", f"{link}.6")
+            network.route(gateway, "blackhole", "default")  # the client sees no other network
+            network.route(client, "default", "via", f"{link}.14")
+            network.route(None, net, "via", self._link[1])
         except NamespaceError as exc:
             raise LabError(str(exc)) from None
+
+    async def _start_packet_censor(self) -> None:
+        ip, _ = self._tools or _require_tools()
+        isp = f"{ISP_PREFIX}-{self._tag}"
+        process = await asyncio.create_subprocess_exec(
+            ip, "netns", "exec", isp, sys.executable, "-m", "helper.lab.packetcensord",
+            "--interface", f"dlgi{self._tag}b", "--network", str(self.table.network),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await self._expect("ready", process)
+        except LabError as exc:  # no NFQUEUE here: the rest of the lab works without it
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            self._no_packets = str(exc)
+            log.warning("lab: no packet censor (%s)", exc)
+            self._can_run(self.scenario)
+            return
+        self._packets = process
+        await self._load(self._packets, self._write_scenario(self.scenario))
+
+    def _can_run(self, scenario: Scenario) -> None:
+        if scenario.level == "packets" and self._no_packets:
+            raise LabError(
+                f"scenario {scenario.name!r} needs the packet censor: {self._no_packets}"
+            )
+
+    def _copy_at_send(self) -> None:
+        from .bpf import copy_at_send
+
+        try:
+            self._copy_link = copy_at_send(f"dlab{self._tag}a")
+        except OSError as exc:  # an old kernel: decoys may be read late on a busy machine
+            log.warning("lab: cannot copy packets as they are sent (%s)", exc)
 
     async def _apply_nft(self, scenario: Scenario) -> None:
         ip, nft = self._tools or _require_tools()
@@ -209,11 +309,12 @@ class NetnsLab:
         path.write_text(scenario.text)
         return path
 
-    async def _expect(self, word: str) -> str:
-        assert self._child is not None and self._child.stdout is not None
+    async def _expect(self, word: str, child: asyncio.subprocess.Process | None = None) -> str:
+        child = child or self._child
+        assert child is not None and child.stdout is not None
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                line = (await self._child.stdout.readline()).decode().strip()
+                line = (await child.stdout.readline()).decode().strip()
         except TimeoutError:
             raise LabError(f"the lab in namespace {self.name} did not answer") from None
         if not line.startswith(word):
@@ -223,26 +324,38 @@ class NetnsLab:
     async def set_scenario(self, scenario: Scenario | str) -> None:
         if isinstance(scenario, str):
             scenario = load_scenario(scenario, self.table)
+        self._can_run(scenario)
         async with self._lock:
-            assert self._child is not None and self._child.stdin is not None
+            assert self._child is not None
             await self._apply_nft(scenario)
             path = self._write_scenario(scenario)
-            self._child.stdin.write(f"load {path}\n".encode())
-            await self._child.stdin.drain()
-            await self._expect("scenario")
+            await self._load(self._child, path)
+            if self._packets is not None:
+                await self._load(self._packets, path)
             self.scenario = scenario
 
+    async def _load(self, child: asyncio.subprocess.Process, path: Path) -> None:
+        assert child.stdin is not None
+        child.stdin.write(f"load {path}\n".encode())
+        await child.stdin.drain()
+        await self._expect("scenario", child)
+
     async def stop(self) -> None:
-        if self._child is not None:
-            if self._child.stdin is not None:
-                self._child.stdin.close()  # the child stops when its stdin closes
+        if self._copy_link is not None:
+            os.close(self._copy_link)
+            self._copy_link = None
+        for child in (self._packets, self._child):
+            if child is None:
+                continue
+            if child.stdin is not None:
+                child.stdin.close()  # a child stops when its stdin closes
             try:
                 async with asyncio.timeout(10):
-                    await self._child.wait()
+                    await child.wait()
             except TimeoutError:
-                self._child.kill()
-                await self._child.wait()
-            self._child = None
+                child.kill()
+                await child.wait()
+        self._packets = self._child = None
         if self._network is not None:
             await asyncio.to_thread(self._network.close)
             self._network = None

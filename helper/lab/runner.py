@@ -39,7 +39,8 @@ def list_scenarios() -> str:
     lines = []
     for name in scenario_names():
         scenario = load_scenario(name)
-        lines.append(f"{name:24} {scenario.summary}")
+        netns = " (--netns)" if scenario.needs_netns else ""
+        lines.append(f"{name:24} {scenario.summary}{netns}")
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +79,7 @@ async def _watch(lab: Lab | NetnsLab, source: str, reload: asyncio.Event) -> Non
         reload.clear()
         try:
             await lab.set_scenario(load_scenario(source, lab.table))
-        except ConfigError as exc:
+        except (ConfigError, LabError) as exc:
             log.error("scenario not changed: %s", exc)
         else:
             log.info("scenario is now %s", lab.scenario.name)

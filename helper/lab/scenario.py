@@ -38,11 +38,15 @@ from .censor import ACTIONS, MATCH_MODES, AllowList, Policy, Rule
 from .dns import DnsRule
 from .dpi import Depth
 from .hosts import HostTable
+from .packetcensor import URGENT_MODES, PacketModel, PacketPolicy
 
 __all__ = ["Check", "Expectation", "Scenario", "load_scenario", "scenario_names"]
 
 DNS_ACTIONS = tuple(sorted(dns.DNS_ACTIONS))
 CHECK_KINDS = ("tcp", "tls", "http", "https")
+# Where the censor reads: the userland censor reads the stream a TCP endpoint receives; the
+# packet censor (kernel-level lab only) reads packets on the path (packetcensor.py).
+LEVELS = ("stream", "packets")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class Expectation:
     failure: str | None = None
     op: str | None = None
     netns_op: str | None = None  # where the kernel-level lab differs (a dropped SYN)
+    # What a correct detour says, which this one does not yet: why (the open issue). The
+    # scenario tests expect such an expectation to fail, and fail when it passes.
+    pending: str | None = None
 
     def expected(self, netns: bool) -> tuple[bool, str | None, str | None]:
         op = self.netns_op if netns and self.netns_op is not None else self.op
@@ -95,6 +102,11 @@ class Scenario:
     source: str = ""
     depth: Depth = Depth.FULL
     residual_ban: float = 0.0
+    level: str = "stream"
+    packet_model: PacketModel | None = None  # level "packets": how the packet censor reads
+    # detour uses the system resolver, which in the kernel-level lab's client namespace is
+    # the network's (lying) resolver; detour runs there (NetnsLab.client_command)
+    system_resolver: bool = False
     rules: tuple[dict[str, Any], ...] = ()  # as written; placed on a lab network by policy()
     allow: dict[str, Any] | None = None
     dns: tuple[DnsRule, ...] = ()
@@ -104,9 +116,39 @@ class Scenario:
     best: dict[str, str | None] = field(default_factory=dict, compare=False)
     text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
 
+    @property
+    def needs_netns(self) -> str | None:
+        """Why only the kernel-level lab (--netns) can run this scenario, if it cannot run
+        in userland."""
+        if self.level == "packets":
+            return 'its DPI reads packets (level = "packets")'
+        if self.system_resolver:
+            return "detour must use the network's resolver as its system resolver"
+        return None
+
     def policy(self, table: HostTable) -> Policy:
-        """The censor policy on a concrete lab network."""
+        """The userland censor's policy on a concrete lab network (without the name rules
+        when the packet censor enforces them)."""
         rules = tuple(
+            rule for rule in self._rules(table) if self.level == "stream" or not rule.content_based
+        )
+        allow = None
+        if self.allow is not None:
+            allow = AllowList(
+                cidrs=_cidrs(self.allow, table), names=tuple(self.allow.get("names", ()))
+            )
+        return Policy(rules, self.depth, allow, self.residual_ban, self.name)
+
+    def packet_policy(self, table: HostTable) -> PacketPolicy | None:
+        """The packet censor's policy (its name rules and how it reads), for level
+        "packets"; None for a scenario the packet censor leaves alone."""
+        if self.level != "packets":
+            return None
+        rules = tuple(rule for rule in self._rules(table) if rule.content_based)
+        return PacketPolicy(rules, self.packet_model or PacketModel(self.depth), self.name)
+
+    def _rules(self, table: HostTable) -> tuple[Rule, ...]:
+        return tuple(
             Rule(
                 action=r["action"],
                 name=r.get("name", ""),
@@ -121,12 +163,6 @@ class Scenario:
             )
             for r in self.rules
         )
-        allow = None
-        if self.allow is not None:
-            allow = AllowList(
-                cidrs=_cidrs(self.allow, table), names=tuple(self.allow.get("names", ()))
-            )
-        return Policy(rules, self.depth, allow, self.residual_ban, self.name)
 
 
 def _cidrs(entry: dict[str, Any], table: HostTable) -> tuple[Any, ...]:
@@ -197,11 +233,29 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     top = TableReader(
         "", data, problems,
         ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect",
-         "best"),
+         "best", "system_resolver"),
     )  # fmt: skip
-    dpi = TableReader("dpi", top.data.get("dpi", {}), problems, ("depth", "residual_ban"))
+    dpi = TableReader(
+        "dpi", top.data.get("dpi", {}), problems,
+        ("depth", "residual_ban", "level", "reorder", "urgent", "check_ttl"),
+    )  # fmt: skip
     depth = Depth(dpi.get("depth", choice(tuple(Depth)), "full"))
     residual_ban = dpi.get("residual_ban", parse_duration, 0.0)
+    level = dpi.get("level", choice(LEVELS), "stream")
+    packet_model = None
+    if level == "packets":
+        packet_model = PacketModel(
+            depth,
+            reorder=dpi.get("reorder", _bool, True),
+            urgent=dpi.get("urgent", choice(URGENT_MODES), "inline"),
+            check_ttl=dpi.get("check_ttl", _bool, False),
+        )
+        if residual_ban:
+            problems.add("dpi.residual_ban", 'not with level = "packets" (the stream censor\'s)')
+    else:
+        for key in ("reorder", "urgent", "check_ttl"):
+            if key in dpi.data:
+                problems.add(f"dpi.{key}", 'only for level = "packets" (a DPI that reads packets)')
     dpi.finish()
 
     host_keys = tuple(h.key for h in table)
@@ -251,10 +305,12 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         if rule["action"] is None:
             continue
         try:  # the censor's own checks (a throttle needs a rate, ...), with this rule's path
-            Rule(
+            checked = Rule(
                 action=rule["action"], sni=rule["sni"], host=rule["host"], match=rule["match"],
                 rate=rule["rate"], after=rule["after"], probability=rule["probability"],
             )  # fmt: skip
+            if level == "packets" and checked.content_based:
+                PacketPolicy((checked,))
         except ValueError as exc:
             problems.add(path, str(exc))
             continue
@@ -298,7 +354,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     for path, item in array_of_tables("expect", top.data.get("expect"), problems):
         reader = TableReader(
             path, item, problems,
-            ("service", "route", "routes", "works", "failure", "op", "netns_op"),
+            ("service", "route", "routes", "works", "failure", "op", "netns_op", "pending"),
         )  # fmt: skip
         works = reader.get("works", _bool, None)
         failure = reader.get("failure", _failure)
@@ -317,6 +373,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
                     failure=failure,
                     op=reader.get("op", _op),
                     netns_op=reader.get("netns_op", _op),
+                    pending=reader.get("pending", string),
                 )
             )
         reader.finish()
@@ -336,6 +393,9 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         source=top.get("source", string, ""),
         depth=depth,
         residual_ban=residual_ban,
+        level=level,
+        packet_model=packet_model,
+        system_resolver=top.get("system_resolver", _bool, False),
         rules=tuple(rules),
         allow=allow,
         dns=tuple(dns_rules),

@@ -24,6 +24,7 @@ from transports.direct import DirectDialer
 from transports.resolver import StaticResolver
 
 from .censor import BLOCK_PAGE
+from .telegram import DcLog, dc_handler, web_endpoint_app
 
 __all__ = ["Backend", "start_backend", "websocket_echo_app"]
 
@@ -211,6 +212,29 @@ def websocket_echo_app() -> web.Application:
     return app
 
 
+async def _serve_telegram_dc(dc: int, events: DcLog) -> Backend:
+    """A mock DC: MTProto itself, HTTP passed on to the small web app behind it."""
+    http = await _serve_app(telegram_dc_app(), None)
+    handle = dc_handler(dc, events, http.port)
+    # The loop holds tasks weakly: a handler waiting on a half-closed client (no longer on
+    # the selector) and streams only it refers to would be collected mid-exchange.
+    tasks: set[asyncio.Task[None]] = set()
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(handle(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+        await http.stop()
+
+    return Backend(server.sockets[0].getsockname()[1], stop)
+
+
 async def _serve_app(app: web.Application, context: ssl.SSLContext | None) -> Backend:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -279,9 +303,13 @@ async def start_backend(
     local_address: str,
     cdn_backends: Mapping[str, tuple[str, int]],
     doh: Callable[[web.Application], None] | None,
+    dc: int = 0,
+    dc_events: DcLog | None = None,
+    web_dcs: Mapping[int, tuple[str, int]] | None = None,
 ) -> Backend:
     """Start the server for one (host kind, port). Web servers speak TLS on 443 and plain
-    HTTP on other ports; Telegram's data centres speak plain HTTP on both."""
+    HTTP on other ports; Telegram's data centres speak plain HTTP and MTProto on both (`dc`:
+    which one; what they see goes to `dc_events`); its web endpoints carry to `web_dcs`."""
     tls = context if port == 443 else None
     if kind == "https":
         return await _serve_app(web_app(), tls)
@@ -290,7 +318,9 @@ async def start_backend(
     if kind == "echo":
         return await _serve_echo()
     if kind == "telegram-dc":
-        return await _serve_app(telegram_dc_app(), None)
+        return await _serve_telegram_dc(dc, dc_events if dc_events is not None else DcLog())
+    if kind == "telegram-ws":
+        return await _serve_app(web_endpoint_app(web_dcs or {}), context)
     if kind == "blockpage":
         return await _serve_app(blockpage_app(), tls)
     if kind == "doh":

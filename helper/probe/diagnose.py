@@ -7,7 +7,8 @@ matrix cells).
     "transfer froze after 16 KB"                              "frozen after 16 KB"
 
 Both are derived from (failure, op) and what the route does (a route that splits the
-ClientHello and is still reset faces a DPI that reassembles it); never from message text.
+ClientHello and is still reset faces a DPI that reassembles it; a `tgws` route's handshakes
+are with Telegram's web endpoint); never from message text.
 Each entry below holds the long and the short form together, so the two cannot drift apart.
 """
 
@@ -93,6 +94,15 @@ _BY_FAILURE = {
         "the pluggable transport's program is not installed", "PT not installed"
     ),
     Failure.PT_FAILED: _Words("the pluggable transport's program failed or exited", "PT failed"),
+    Failure.CORE_NOT_INSTALLED: _Words(
+        "no proxy core (xray, sing-box, v2ray) is installed for this link", "no core"
+    ),
+    Failure.CORE_FAILED: _Words(
+        "the proxy core cannot do this link, rejected its config, or exited", "core failed"
+    ),
+    Failure.NOT_APPLICABLE: _Words(
+        "not applicable: the route cannot carry these destinations", "not applicable"
+    ),
 }
 _BY_FAILURE_AND_OP = {
     (Failure.TIMEOUT, Op.CONNECT): _Words(
@@ -120,6 +130,37 @@ _BY_FAILURE_AND_OP = {
     (Failure.EOF, Op.PROXY_HANDSHAKE): _Words(
         "the upstream proxy closed the connection", "proxy closed"
     ),
+    (Failure.TIMEOUT, Op.MTPROTO_ROUND_TRIP): _Words(
+        "no answer to MTProto's first request: traffic to the DC is dropped", "MTProto unanswered"
+    ),
+    (Failure.CONNECTION_RESET, Op.MTPROTO_ROUND_TRIP): _Words(
+        "reset after MTProto's first request: DPI on MTProto", "reset after MTProto"
+    ),
+    (Failure.EOF, Op.MTPROTO_ROUND_TRIP): _Words(
+        "closed without an answer to MTProto's first request", "closed, no MTProto"
+    ),
+    (Failure.UNKNOWN, Op.MTPROTO_ROUND_TRIP): _Words(
+        "the answer is not Telegram's MTProto: someone else answers", "not MTProto"
+    ),
+}
+# A `tgws` route: its proxy handshake is the WebSocket upgrade at Telegram's web endpoint.
+_AT_WEB_ENDPOINT = {
+    Failure.TIMEOUT: _Words(
+        "no answer to the WebSocket upgrade at Telegram's web endpoint", "web endpoint silent"
+    ),
+    Failure.EOF: _Words(
+        "Telegram's web endpoint closed the connection at the WebSocket upgrade",
+        "web endpoint closed",
+    ),
+    Failure.CONNECTION_RESET: _Words(
+        "reset at the WebSocket upgrade to Telegram's web endpoint: DPI on the upgrade",
+        "reset at upgrade",
+    ),
+    Failure.PROXY_REFUSED: _Words("Telegram's web endpoint refused the WebSocket", "no WebSocket"),
+    Failure.PROXY_PROTOCOL_ERROR: _Words(
+        "the web endpoint's answer to the WebSocket upgrade is wrong: not Telegram's?",
+        "bad upgrade answer",
+    ),
 }
 
 
@@ -133,6 +174,7 @@ def _words(
     splits_client_hello: bool,
     rate_kbps: float | None,
     received: int | None,
+    web_endpoint: bool = False,
 ) -> _Words:
     if failure is Failure.STALLED:
         if received is None:  # known from a dial or memory, without the probe's byte count
@@ -143,6 +185,8 @@ def _words(
         return _Words(f"throttled to {rate}", f"throttled {rate}")
     if op is Op.TLS_HANDSHAKE and failure in _AT_TLS:
         return (_SPLIT_STILL_BLOCKED if splits_client_hello else _AT_TLS)[failure]
+    if web_endpoint and op is Op.PROXY_HANDSHAKE and failure in _AT_WEB_ENDPOINT:
+        return _AT_WEB_ENDPOINT[failure]
     if (failure, op) in _BY_FAILURE_AND_OP:
         return _BY_FAILURE_AND_OP[(failure, op)]
     if failure in _BY_FAILURE:
@@ -150,21 +194,29 @@ def _words(
     return _Words(f"{failure.value} during {op.value}", failure.value)
 
 
-def phrase(target: TargetResult, splits_client_hello: bool = False) -> str:
+def phrase(
+    target: TargetResult, splits_client_hello: bool = False, *, web_endpoint: bool = False
+) -> str:
     """The diagnosis for one failed target (empty when it worked)."""
     failure, op = target.failure, target.op
     if target.ok or failure is None or op is None:
         return ""
-    return _words(failure, op, splits_client_hello, target.rate_kbps, target.received).long
+    return _words(
+        failure, op, splits_client_hello, target.rate_kbps, target.received, web_endpoint
+    ).long
 
 
-def diagnose(result: ProbeResult, splits_client_hello: bool = False) -> str:
+def diagnose(
+    result: ProbeResult, splits_client_hello: bool = False, *, web_endpoint: bool = False
+) -> str:
     """The diagnosis of a service through a route: what its first failing target says, and
     where it failed if the service has several targets."""
+    if not result.applicable:
+        return f"not applicable: {result.targets[0].skipped}"
     failed = result.failed
     if failed is None:
         return ""
-    text = phrase(failed, splits_client_hello)
+    text = phrase(failed, splits_client_hello, web_endpoint=web_endpoint)
     return f"{text} ({failed.target})" if len(result.targets) > 1 else text
 
 
@@ -175,13 +227,16 @@ def short(
     splits_client_hello: bool = False,
     rate_kbps: float | None = None,
     received: int | None = None,
+    web_endpoint: bool = False,
 ) -> str:
     """The diagnosis in a few words ("reset after ClientHello", "throttled 14 KB/s"), for a
     failure known with or without the probe that found it (a dial, a remembered result)."""
-    return _words(failure, op, splits_client_hello, rate_kbps, received).short
+    return _words(failure, op, splits_client_hello, rate_kbps, received, web_endpoint).short
 
 
-def short_for(target: TargetResult, splits_client_hello: bool = False) -> str:
+def short_for(
+    target: TargetResult, splits_client_hello: bool = False, *, web_endpoint: bool = False
+) -> str:
     """The short diagnosis of one failed target (empty when it worked)."""
     if target.ok or target.failure is None or target.op is None:
         return ""
@@ -191,4 +246,5 @@ def short_for(target: TargetResult, splits_client_hello: bool = False) -> str:
         splits_client_hello=splits_client_hello,
         rate_kbps=target.rate_kbps,
         received=target.received,
+        web_endpoint=web_endpoint,
     )

@@ -1,6 +1,8 @@
 """Probing: a service's own endpoints, reached through one route, step by step -- resolve,
-connect, TLS handshake (with the service's name, certificate checked), request, download --
-each step timed, and the first that fails named in the failure taxonomy.
+connect, TLS handshake (with the service's name, certificate checked), request, download, or
+for a Telegram DC the first MTProto exchange -- each step timed, and the first that fails
+named in the failure taxonomy. A target the route cannot carry at all (a `tgws` route and a
+target that is no Telegram DC) is skipped, not failed.
 
 The TLS handshake runs over the route's stream (transports/tls.py), so a route that rewrites
 the ClientHello (tlsfrag) is probed with exactly what it will send for a client.
@@ -26,6 +28,7 @@ from transports.tls import tls_connect
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
 from .diagnose import diagnose
+from .mtproto import request_pq
 from .result import ProbeResult, Step, TargetResult
 
 if TYPE_CHECKING:
@@ -87,7 +90,9 @@ class Prober:
             await asyncio.gather(*(self._probe_target(route, target) for target in service.probes))
         )
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
-        result.diagnosis = diagnose(result, route.chain.splits_client_hello)
+        result.diagnosis = diagnose(
+            result, route.chain.splits_client_hello, web_endpoint=route.chain.telegram_web
+        )
         if self.events is not None:
             self.events.publish(ProbeFinished(result))
         return result
@@ -99,6 +104,9 @@ class Prober:
 
     async def _probe_target(self, route: Route, target: ProbeTarget) -> TargetResult:
         result = TargetResult(str(target))
+        reason = route.not_applicable(target.endpoint)
+        if reason is not None:
+            return result.skip(reason)
         step = ["resolve"]  # what is running now, for a timeout's report
         async with self._slots:
             started = time.monotonic()
@@ -155,6 +163,13 @@ class Prober:
                 )
             result.latency_ms = (time.monotonic() - began) * 1000
             if target.kind == "tcp":
+                return
+            if target.kind == "mtproto":
+                await timed(
+                    "mtproto_round_trip",
+                    request_pq(stream, endpoint.host),
+                    Op.MTPROTO_ROUND_TRIP,
+                )
                 return
             if target.kind in ("http", "https"):
                 await self._request(target, stream, result, timed, step, began + self.timeout)
@@ -260,6 +275,7 @@ _OPS = {
     "connect": Op.CONNECT,
     "tls_handshake": Op.TLS_HANDSHAKE,
     "http_round_trip": Op.HTTP_ROUND_TRIP,
+    "mtproto_round_trip": Op.MTPROTO_ROUND_TRIP,
     "download": Op.READ,
 }
 

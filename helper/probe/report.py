@@ -18,7 +18,7 @@ from .result import ProbeResult
 
 __all__ = ["ServiceReport", "json_report", "summary", "table"]
 
-OK_MARK, FAIL_MARK = "✓", "✗"
+OK_MARK, FAIL_MARK, NA_MARK = "✓", "✗", "–"
 
 
 @dataclass
@@ -59,6 +59,8 @@ def _verdict(result: ProbeResult) -> str:
         if result.rate_kbps is not None:
             extra.append(f"{result.rate_kbps:.0f} KB/s")
         return f"{OK_MARK} works" + (f", {', '.join(extra)}" if extra else "")
+    if not result.applicable:
+        return f"{NA_MARK} {result.diagnosis}"
     return f"{FAIL_MARK} {result.diagnosis or result.failure}"
 
 
@@ -86,7 +88,9 @@ def summary(reports: list[ServiceReport]) -> str:
             also = f"; also {others}" if others else ""
             lines.append(f"  {OK_MARK} {report.name:{width}}  works via {best.route}{timing}{also}")
         else:
-            why = "; ".join(f"{r.route}: {r.diagnosis or r.failure}" for r in report.results)
+            # Routes that cannot carry the service at all are not part of why it fails.
+            tried = [r for r in report.results if r.applicable] or report.results
+            why = "; ".join(f"{r.route}: {r.diagnosis or r.failure}" for r in tried)
             lines.append(
                 f"  {FAIL_MARK} {report.name:{width}}  no route works ({why or 'no routes'})"
             )

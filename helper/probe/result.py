@@ -1,6 +1,11 @@
 """What a probe found: per target, the steps it took and the first that failed; per service and
 route, the verdict and a diagnosis a person understands. These are what `detour probe --json`
-prints, what the status API serves and what the terminal UI shows."""
+prints, what the status API serves and what the terminal UI shows.
+
+A target the route cannot carry at all (a `tgws` route and a target that is no Telegram DC)
+is skipped: it says nothing either way, and the verdict rests on the other targets. A route
+that can carry none of a service's targets is "not applicable" to it (failure
+`not_applicable`): it does not work for that service, and that says nothing of the route."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ __all__ = ["ProbeResult", "Step", "TargetResult"]
 
 @dataclass
 class Step:
-    name: str  # resolve, connect, tls_handshake, http_round_trip, download
+    name: str  # resolve, connect, tls_handshake, http_round_trip, mtproto_round_trip, download
     ms: float
     ok: bool
 
@@ -36,15 +41,21 @@ class TargetResult:
     latency_ms: float | None = None  # until the service could be spoken to (connect, TLS)
     rate_kbps: float | None = None  # download rate, KB/s (1000 bytes)
     received: int = 0  # body bytes of a download
+    skipped: str = ""  # why the route cannot carry this target (then it was not probed)
 
     def fail(self, failure: Failure, op: Op, detail: str) -> TargetResult:
         self.ok, self.failure, self.op, self.detail = False, failure, op, detail
         return self
 
+    def skip(self, reason: str) -> TargetResult:
+        self.skipped = self.detail = reason
+        return self
+
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
-            "ok": self.ok,
+            "ok": None if self.skipped else self.ok,
+            "skipped": bool(self.skipped),
             "failure": self.failure.value if self.failure else None,
             "op": self.op.value if self.op else None,
             "detail": self.detail,
@@ -66,8 +77,13 @@ class ProbeResult:
     checked_at: float = field(default_factory=time.time)
 
     @property
+    def applicable(self) -> bool:
+        """Whether the route could carry at least one of the targets (or there are none)."""
+        return not self.targets or any(not t.skipped for t in self.targets)
+
+    @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.targets)
+        return self.applicable and all(t.ok for t in self.targets)
 
     @property
     def failed(self) -> TargetResult | None:
@@ -76,11 +92,15 @@ class ProbeResult:
 
     @property
     def failure(self) -> Failure | None:
+        if not self.applicable:
+            return Failure.NOT_APPLICABLE
         failed = self.failed
         return failed.failure if failed else None
 
     @property
     def op(self) -> Op | None:
+        if not self.applicable:
+            return Op.CONNECT
         failed = self.failed
         return failed.op if failed else None
 

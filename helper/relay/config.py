@@ -23,7 +23,8 @@ problem named by its key path.
     # public = ["127.77.0.0/16"]  private ranges that stand for the internet (a lab)
 
     [dns]                       # as in detour's config
-    [[service]]                 # as in detour's config; default: the built-in services
+    [[service]]                 # as in detour's config, on the built-in services
+    # [base]                    # config = "none": only the [[service]] tables here
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ from ..config import (
     choice,
     domain,
     flag,
-    load_config,
+    layer_data,
     network,
-    parse_config_data,
     parse_duration,
     parse_listen_address,
     string,
@@ -91,7 +91,7 @@ def _endpoint(value: Any) -> Endpoint:
         raise ValueError(str(exc)) from None
 
 
-_TOP = ("relay", "public", "limits", "destinations", "dns", "decoy", "service")
+_TOP = ("relay", "public", "limits", "destinations", "dns", "decoy", "service", "base")
 
 
 def parse_relay_config(
@@ -149,17 +149,18 @@ def parse_relay_config(
     decoy_server = decoy.get("server", string, "nginx")
     decoy.finish()
 
-    # [dns] and [[service]] are detour's own sections: read them the way detour does.
-    detour = {k: top.data[k] for k in ("dns", "service") if k in top.data}
+    # [dns] and [[service]] are detour's own sections: read them the way detour reads a file,
+    # on the built-in config (its WhatsApp, Telegram, Signal) unless [base] says "none".
+    detour = {k: top.data[k] for k in ("base", "dns", "service") if k in top.data}
     detour["route"] = [{"name": "direct", "chain": "direct"}]
     try:
-        parsed = parse_config_data(detour, source, base)
+        parsed = layer_data(detour, source, base).config
     except ConfigError as exc:
         problems.items.extend(exc.problems)
         parsed = None
     services: tuple[Service, ...] = parsed.services if parsed else ()
-    if not services and allow == "services" and "service" not in top.data:
-        services = load_config().services  # the built-in WhatsApp, Telegram, Signal
+    if parsed is not None and not services and allow == "services":
+        problems.add("service", 'destinations.allow = "services" needs a [[service]] table')
     top.finish()
     if problems.items:
         raise ConfigError(problems.items, source)

@@ -184,12 +184,14 @@ class HealthMonitor:
         finally:
             self.progress.finish(service.name, route.name)
         if self.tally is not None:
+            # A route that cannot carry the service at all (tgws) has not failed.
+            failed = result.applicable and result.failure is not None
             self.tally.probe_finished(
                 service.name,
                 route.name,
                 time.monotonic() - started,
-                result.failure.value if result.failure else None,
-                result.op.value if result.op else None,
+                result.failure.value if failed and result.failure else None,
+                result.op.value if failed and result.op else None,
             )
         return result
 

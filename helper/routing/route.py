@@ -35,6 +35,12 @@ class Route:
     def __str__(self) -> str:
         return f"{self.name} ({self.chain})"
 
+    def not_applicable(self, target: Endpoint) -> str | None:
+        """Why this route cannot carry `target` at all (a `tgws` route and a destination
+        that is no Telegram DC), else None. Such a route is skipped, not failed."""
+        check = getattr(self.dialer, "not_applicable", None)
+        return check(target) if check is not None else None
+
     async def dial(self, target: Endpoint, deadlines: Deadlines | None = None) -> Stream:
         """Dial `target` through the chain within the route's timeout, in total (on the
         shared timer of `deadlines` when given, transports/deadlines.py).
@@ -91,6 +97,7 @@ def build_routes(
                 tls=base.tls,
                 resources=base.resources,
                 pluggable=base.pluggable,
+                core_program=base.core_program,
             )
         )
         local = base_dialer(dialer)

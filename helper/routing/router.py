@@ -159,6 +159,7 @@ class Router:
             tls=tls or config.tls.client_context(),
             resources=resources,
             pluggable=pluggable,
+            core_program=config.core.program or None,
         )
         return cls(
             build_routes(config, resolver, options),
@@ -218,6 +219,10 @@ class Router:
         candidates = self.candidates(service)
         if not candidates:
             raise Denied(f"every route for {service.name if service else target} is disabled")
+        # Routes that cannot carry this destination at all are left out; if that leaves
+        # none, they are tried anyway, to fail at once with their reasons.
+        usable = [route for route in candidates if route.not_applicable(target) is None]
+        candidates = usable or candidates
         if len(candidates) > 1:
             candidates = self.health.order(_key(service), candidates)
         return service, candidates
@@ -328,6 +333,7 @@ class Router:
                 route.name,
                 str(route.chain),
                 route.chain.splits_client_hello,
+                route.chain.telegram_web,
                 route.name in self._disabled,
             )
             for route in self.routes
@@ -372,7 +378,8 @@ class Router:
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)
-                    if not isinstance(exc, DestinationRefused):  # policy, not the route
+                    # Policy, or a destination the route cannot carry: not the route's health.
+                    if not isinstance(exc, DestinationRefused) and not _not_applicable(exc):
                         self._account(service, route, exc)
                     raise
                 return stream
@@ -416,6 +423,10 @@ class Router:
             self.note_health_change(f"{route.name} failed repeatedly")
             for observer in self._observers:
                 observer.route_failing(service, route.name)
+
+
+def _not_applicable(error: DialError) -> bool:
+    return error.failure is Failure.NOT_APPLICABLE
 
 
 def _key(service: Service | None) -> str:

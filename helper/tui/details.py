@@ -69,6 +69,9 @@ def details_text(
 
 
 def _target(text: Text, target: TargetResult, ok_style: str, fail_style: str) -> None:
+    if target.skipped:
+        text.append(f"– {target.target}\n    not applicable: {target.skipped}\n", "dim")
+        return
     text.append(f"{WORKS if target.ok else FAILS} ", ok_style if target.ok else fail_style)
     text.append(target.target)
     if target.rate_kbps is not None:

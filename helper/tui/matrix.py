@@ -25,6 +25,8 @@ class RouteMatrix(DataTable[Text]):
         super().__init__(cursor_type="cell", header_height=2, zebra_stripes=False, **kwargs)
         self._view: MatrixView | None = None
         self._built: tuple[MatrixView, int] | None = None
+        self._expected_width = 0
+        self._relabels = 0
 
     @property
     def view(self) -> MatrixView | None:
@@ -81,6 +83,23 @@ class RouteMatrix(DataTable[Text]):
             )
         if selected is not None and selected[1] in self.rows and selected[0] in self.columns:
             self.select(*selected)
+        self._expected_width = label_width + 2 + sum(widths) + 2 * len(widths)
+        self._relabels = 0
+        self.call_after_refresh(self._check_labels)
+
+    def _check_labels(self) -> None:
+        """Rebuild once more if the route names came out zero wide. (Textual's DataTable
+        measures its row labels when idle, from renderables it may have cached in a repaint
+        just after the rows were added, before it knew the rows had labels.)"""
+        built = self._built
+        if built is None or self.virtual_size.width >= self._expected_width:
+            return
+        if self._relabels < 3:
+            self._relabels += 1
+            self._built = None
+            relabels = self._relabels
+            self._rebuild()
+            self._relabels = relabels
 
 
 def state_styles(app: App) -> dict[str, str]:

@@ -98,16 +98,19 @@ def _works(health: Health) -> str:
     return " ".join(parts)
 
 
-def _fails(health: Health, result: ProbeResult | None, splits: bool) -> str:
+def _fails(health: Health, result: ProbeResult | None, route: RouteView) -> str:
+    splits, web = route.splits_client_hello, route.telegram_web
     # The probe's own result has the numbers (bytes before a freeze); use it when the health
     # still reflects that probe, not a later run of failed client connections.
     if result is not None and result.failed is not None and result.checked_at == health.checked_at:
-        return short_for(result.failed, splits)
+        return short_for(result.failed, splits, web_endpoint=web)
     try:
         failure, op = Failure(health.failure), Op(health.op)
     except ValueError:  # missing, or written by another version of detour
         return health.failure or "fails"
-    return short(failure, op, splits_client_hello=splits, rate_kbps=health.rate_kbps)
+    return short(
+        failure, op, splits_client_hello=splits, rate_kbps=health.rate_kbps, web_endpoint=web
+    )
 
 
 def cell(snapshot: Snapshot, service: ServiceView, route: RouteView) -> Cell:
@@ -121,6 +124,8 @@ def cell(snapshot: Snapshot, service: ServiceView, route: RouteView) -> Cell:
     if (service.name, route.name) in snapshot.probes.cells:
         return Cell("probing", "probing", active, pinned)
     health = snapshot.health_of(service.name, route.name)
+    if health.failure == Failure.NOT_APPLICABLE.value:  # (tgws for a service without DCs)
+        return Cell("unused", "not applicable")
     if health.ok is None:
         return Cell(
             "unknown", "not tried" if service.service.probes else "no probes", active, pinned
@@ -128,7 +133,7 @@ def cell(snapshot: Snapshot, service: ServiceView, route: RouteView) -> Cell:
     if health.ok:
         return Cell("ok", _works(health), active, pinned)
     result = snapshot.result_of(service.name, route.name)
-    return Cell("fail", _fails(health, result, route.splits_client_hello), active, pinned)
+    return Cell("fail", _fails(health, result, route), active, pinned)
 
 
 def service_header(snapshot: Snapshot, service: ServiceView) -> ServiceHeader:

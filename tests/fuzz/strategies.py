@@ -530,8 +530,9 @@ SECTION_KEYS = {
     "route": ["name", "chain", "timeout"],
     "service": ["name", "domains", "cidrs", "ports", "probes", "routes"],
     "users": ["name", "password"],
+    "base": ["config", "routes"],
 }
-ROUTE_NAMES = ["direct", "tor", "a", "deny", "bad name", ""]
+ROUTE_NAMES = ["direct", "tor", "a", "deny", "bad name", "", "telegram", "..."]
 
 
 def _value(c: Choices, depth: int = 0) -> object:
@@ -608,6 +609,9 @@ def _config(data: bytes) -> tuple[dict[str, object], list[str], str]:
                     ]
             services.append(_table(c, "service", service))
         doc["service"] = services if c.chance(90) else _value(c)
+    if c.chance(25):
+        base = {"config": c.pick(["built-in", "none", "x"]), "routes": c.pick(["after", "before"])}
+        doc["base"] = _table(c, "base", base)
     if c.chance(10):
         doc[c.text(8)] = _value(c)
     return doc, passwords, data.decode("utf-8", "replace")

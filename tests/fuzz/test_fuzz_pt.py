@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.strategies import (
@@ -142,6 +142,14 @@ def test_kvline_quoted_values_round_trip(pairs: list[tuple[str, str]]) -> None:
 
 
 @given(bridge_texts)
+# A layer whose name starts with ':' was taken for a message about a layer ("pt:obfs4: ...")
+# and left unredacted, with a mangled key that the parameter rule does not know.
+@example(
+    (
+        ":bfs4  [100:100:0:100::]:443  \x00ert=QZZZZZAAAAAAAAAAAAAAA  iat-mode=0",
+        "QZZZZZAAAAAAAAAAAAAAA",
+    )
+)
 def test_pt_layers_parse_or_explain_without_the_bridge(case: tuple[str, str]) -> None:
     text, cert = case
     shown: list[str] = []

@@ -10,11 +10,23 @@ the placeholder's is a leak; one that shows up in both is just a coincidence of 
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Any
 
 from hypothesis import given, note
 
-from helper.config import DENY, Config, ConfigError, is_loopback, parse_config, parse_duration
+from helper.config import (
+    DENY,
+    Config,
+    ConfigError,
+    is_loopback,
+    layer_data,
+    load_layers,
+    parse_config,
+    parse_duration,
+)
+from helper.config.file import parse_toml
+from helper.config.show import show
 from tests.fuzz.strategies import chains, configs, durations, redact_cases, toml_document
 from transports.chain import Chain, ChainError, parse_chain, redact
 
@@ -126,11 +138,29 @@ def shown_config(text: str) -> tuple[Config | None, str]:
     return None, str(error)
 
 
+BUILT_IN = load_layers()
+
+
+def shown_layered(text: str) -> tuple[Config | None, str]:
+    """The document as a file given with -c: on the built-in config (or alone, as its
+    [base] says); the config and `detour config show`'s text, or the error's."""
+    try:
+        loaded = layer_data(parse_toml(text, "fuzz.toml"), "fuzz.toml", built_in=BUILT_IN)
+    except ConfigError as exc:
+        error = exc
+    else:
+        return loaded.config, show(loaded)
+    assert error.problems
+    assert all(p.startswith("not valid TOML: ") or ": " in p for p in error.problems)
+    return None, str(error)
+
+
 @given(configs)
 def test_parse_config(case: tuple[dict[str, Any], list[str], str]) -> None:
     """Any document is a Config that keeps the promises validation makes, or a ConfigError
     whose problems each name a key path (or TOML); no problem quotes a chain's password.
-    Any text at all, and the document cut in half, are a ConfigError too (or a Config)."""
+    Any text at all, and the document cut in half, are a ConfigError too (or a Config). The
+    same holds for the document on the built-in config, and `config show` hides passwords."""
     doc, passwords, raw = case
     text = toml_document(doc)
     note(text)
@@ -144,3 +174,11 @@ def test_parse_config(case: tuple[dict[str, Any], list[str], str]) -> None:
         cfg, _ = shown_config(other)
         if cfg is not None:
             check_config(cfg)
+    # The same document as a file given with -c: on the built-in config, or alone.
+    cfg, shown = shown_layered(text)
+    if cfg is not None:
+        check_config(cfg)
+        tomllib.loads(shown)  # `config show` prints TOML
+    if passwords:
+        _, shown_placeholder = shown_layered(placeholders(text, passwords))
+        assert_no_leak(shown, shown_placeholder, passwords)

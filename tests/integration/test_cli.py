@@ -41,8 +41,16 @@ def test_console_script_is_installed() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("run",), ("tui",), ("config",), ("config", "check"), ("config", "default")],
-    ids=["detour", "run", "tui", "config", "config-check", "config-default"],
+    [
+        (),
+        ("run",),
+        ("tui",),
+        ("config",),
+        ("config", "check"),
+        ("config", "default"),
+        ("config", "show"),
+    ],
+    ids=["detour", "run", "tui", "config", "config-check", "config-default", "config-show"],
 )
 def test_every_command_has_help(args: tuple[str, ...]) -> None:
     result = detour(*args, "--help")
@@ -121,6 +129,82 @@ def test_config_check_unreadable(tmp_path: Path, content: str | None, message: s
     assert message in result.stderr
 
 
+README_EXAMPLE = (
+    (ROOT / "README.md")
+    .read_text()
+    .split("## Your own configuration", 1)[1]
+    .split("```toml\n", 1)[1]
+    .split("```", 1)[0]
+)
+
+
+def test_config_show_prints_the_layered_config_with_secrets_hidden(tmp_path: Path) -> None:
+    path = tmp_path / "my.toml"
+    path.write_text(README_EXAMPLE + '[listen]\nusers = [{ name = "a", password = "pw-lst" }]\n')
+    path.chmod(0o600)
+    result = detour("config", "show", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"# The configuration detour runs with: {path} on the built-in config.")
+    assert f"[[service]]  # built-in, changed in {path}" in out
+    assert out.count("[[service]]  # built-in\n") == 2  # whatsapp and signal, as built in
+    assert 'chain = "socks5://alice:***@203.0.113.7:1080"' in out
+    assert "secret" not in out and "pw-lst" not in out
+    assert parse_config(out.replace('"***"', '"hidden"')).services[1].name == "whatsapp"
+
+
+def test_config_show_without_a_file_is_the_built_in_config() -> None:
+    result = detour("config", "show")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# The configuration detour runs with: the built-in config.")
+    assert [s.name for s in parse_config(result.stdout).services] == [
+        "telegram",
+        "whatsapp",
+        "signal",
+    ]
+
+
+def test_config_show_names_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[service]]\nname = "telegram"\nroutes = ["my-vps"]\n')
+    result = detour("config", "show", "-c", str(path))
+    assert result.returncode == 2
+    assert "service[0].routes[0]: no route named 'my-vps' (routes: direct, " in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_check_says_what_the_file_builds_on(tmp_path: Path) -> None:
+    path = tmp_path / "listen.toml"
+    path.write_text('[listen]\nmixed = "127.0.0.1:1081"\n')
+    result = detour("config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "  base:     built-in config" in result.stdout
+    assert "  services: telegram, whatsapp, signal" in result.stdout
+    path.write_text(config_text())  # [base] config = "none"
+    assert "  base:     none" in detour("config", "check", str(path)).stdout
+
+
+def test_a_file_with_only_listen_runs(detour_process, echo_origin) -> None:
+    """A file with nothing but [listen] is a whole config: the built-in routes and services
+    under it, connections relayed."""
+    proc = detour_process('[listen]\nhandshake_timeout = "3s"\nidle_timeout = "1m"\n')
+    client = socket.create_connection(proc.address)
+    client.settimeout(5)
+    # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
+    client.sendall(
+        b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big")
+    )
+    reply = b""
+    while len(reply) < 12:
+        reply += client.recv(12 - len(reply))
+    assert reply[:4] == b"\x05\x00\x05\x00"
+    client.sendall(b"ping")
+    assert client.recv(4) == b"ping"
+    client.close()
+    assert proc.stop() == 0
+    assert "problems" not in proc.output
+
+
 def test_config_default_prints_the_built_in_config() -> None:
     result = detour("config", "default")
     assert result.returncode == 0
@@ -155,7 +239,8 @@ def test_run_reports_port_in_use() -> None:
 
 def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('[[route]]\nname = "x"\nchain = "direct"\n[default]\npolicy = "y"\n')
+    whole = '[base]\nconfig = "none"\n'
+    path.write_text(whole + '[[route]]\nname = "x"\nchain = "direct"\n[default]\npolicy = "y"\n')
     result = detour("run", "--headless", "-c", str(path))
     assert result.returncode == 2
     assert "default.policy: no route named 'y'" in result.stderr

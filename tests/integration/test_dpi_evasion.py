@@ -1,7 +1,8 @@
 """`tlsfrag` and `split` on real sockets: a real TLS handshake (Python's ssl, the test CA)
 through a `tlsfrag:sni` chain, with a recording relay in front of the server showing the
 records on the wire; TCP segments counted by the kernel (TCP_INFO); curl through detour's
-listener with a `tlsfrag:sni` route."""
+listener with a `tlsfrag:sni` route. `disorder` and `oob` on loopback sockets: the server
+reads the whole hello (what they do to packets is tests/lab/test_evasion.py's subject)."""
 
 from __future__ import annotations
 
@@ -173,3 +174,26 @@ def test_curl_through_a_tlsfrag_route(detour_process, background_recorder, test_
     first, second = _first_records(wire, 2)
     assert b"origin.test" not in first[2] and b"origin.test" not in second[2]
     assert b"origin.test" in first[2] + second[2]
+
+
+@linux_only
+@pytest.mark.parametrize("chain", ["disorder:sni", "oob:sni", "disorder:3 | tlsfrag:sni"])
+async def test_packet_tricks_leave_the_bytes_whole(recorder, test_ca, chain) -> None:
+    """On loopback no packet crosses a hop (a TTL of 1 still arrives), so `disorder` shows
+    here only as a cut; `oob`'s urgent byte is taken out by the server's TCP: the server
+    reads exactly the hello the client wrote, and the handshake and request go through."""
+    dialer = parse_chain(chain).build(DialOptions(resolver=HOSTS))
+    stream = await dialer.dial(Endpoint("origin.test", recorder.port))
+    response = await tls_get(stream, test_ca.client_context(), "/tricks")
+    assert response.endswith(b"hello from origin origin.test/tricks\n")
+    assert data_segments_sent(stream) >= 3  # the hello in two segments, then the request
+    assert stream.get_extra_info("socket").getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64
+    stream.close()
+    [wire] = recorder.server.received
+    hello = b""
+    for records in range(1, 4):  # the hello, from however many records carry it
+        hello = b"".join(r[2] for r in _first_records(wire, records))
+        if len(hello) >= 4 + int.from_bytes(hello[1:4], "big"):
+            break
+    assert hello[0] == 0x01 and len(hello) == 4 + int.from_bytes(hello[1:4], "big")
+    assert b"origin.test" in hello  # whole: no urgent byte in it, nothing lost

@@ -62,15 +62,26 @@ def test_a_front_route_does_not_load_aiohttp() -> None:
 
 
 def test_the_status_api_loads_no_aiohttp() -> None:
+    # (The built-in config's encrypted-DNS routes load aiohttp for DoH: not the API's doing.)
+    text = config_text(extra='[api]\nlisten = "127.0.0.1:0"\n')
     modules = loaded_after(
         "import helper.api\n"
-        "from helper.config import default_config_text, parse_config\n"
+        "from helper.config import parse_config\n"
         "from helper.engine import Engine\n"
-        "text = default_config_text() + '\\n[api]\\nlisten = \"127.0.0.1:0\"\\n'\n"
-        "assert Engine(parse_config(text)).api is not None"
+        f"assert Engine(parse_config({text!r})).api is not None"
     )
     assert "helper.api" in modules and "helper.http_server" in modules
     assert not {m for m in modules if is_web(m)}
+
+
+def test_a_tgws_route_loads_no_cryptography_until_it_carries_something() -> None:
+    modules = loaded_after(
+        "from transports import Endpoint, parse_chain\n"
+        "dialer = parse_chain('tlsfrag:sni | tgws:dc2=10.0.0.2').build()\n"
+        "assert dialer.not_applicable(Endpoint('149.154.167.51', 443)) is None"
+    )
+    assert "transports.tgws" in modules
+    assert not {m for m in modules if m == "cryptography" or m.startswith("cryptography.")}
 
 
 # What a router runs: a login and an allow-list on the listener, a transparent listener,
@@ -78,6 +89,8 @@ def test_the_status_api_loads_no_aiohttp() -> None:
 # DPI-evading routes, JSON logs for the system's log collector. (Ports: the mixed one is
 # filled in below, 0 is any free one.)
 ROUTER_CONFIG = """
+[base]
+config = "none"
 [listen]
 mixed = "127.0.0.1:0"
 users = [{ name = "lan", password = "router-secret" }]

@@ -2,9 +2,9 @@
 established connections, SIGTERM drains them, and the exit codes scripts rely on. A real
 detour process, real clients and real upstream SOCKS proxies (microsocks).
 
-The transfers are 64 MiB each way, sha256-checked (DETOUR_TEST_OPS_SIZE sets another size in
-bytes). Each is held half-way by its client while the signal is delivered, so it is in
-flight for certain, whatever the machine's speed.
+The transfers are 16 MiB each way, sha256-checked (64 MiB with DETOUR_FULL_LOAD=1;
+DETOUR_TEST_OPS_SIZE sets another size in bytes). Each is held half-way by its client while
+the signal is delivered, so it is in flight for certain, whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from tests.support.integrity import CHUNK, seeded_chunks
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-SIZE = int(os.environ.get("DETOUR_TEST_OPS_SIZE", 64 << 20))
+FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
+SIZE = int(os.environ.get("DETOUR_TEST_OPS_SIZE", (64 if FULL_LOAD else 16) << 20))
 HALFWAY = min(4 * CHUNK, SIZE // 2)  # where the client holds the transfer
 SEED = 11
 
@@ -44,6 +45,7 @@ def ops_config(routes: dict[str, str], listen: str = "127.0.0.1:0") -> str:
     """Every loopback destination belongs to one service that uses the routes in the given
     order (a long stagger: the first route is the one that carries a connection)."""
     parts = [
+        '[base]\nconfig = "none"\n',
         f'[listen]\nmixed = "{listen}"\nhandshake_timeout = "5s"\n',
         '[probe]\nstagger = "20s"\n',
     ]

@@ -62,6 +62,9 @@ def router(tmp_path: Path) -> Iterator[Router]:
     config.write_text(
         textwrap.dedent(
             f"""
+            [base]
+            config = "none"
+
             [listen]
             mixed = "0.0.0.0:{MIXED_PORT}"
             allow = ["169.254.0.0/16", "127.0.0.0/8"]

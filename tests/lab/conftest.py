@@ -15,31 +15,8 @@ import pytest_asyncio
 from helper.lab.lab import Lab
 from helper.lab.netns import NetnsLab
 from tests.support import plainclient
+from tests.support.networks import free_network
 from tests.support.peers import require_peer, skip_or_fail
-
-
-def free_network(kernel: bool) -> str:
-    """A lab network no other lab on this machine uses right now (test runs may overlap):
-    127.N.0.0/16 whose resolver address is free, or 10.N.0.0/16 with no route yet."""
-    import random
-    import socket
-    import subprocess
-
-    for _ in range(50):
-        second = random.randint(100, 199)
-        if kernel:
-            network = f"10.{second}.0.0/16"
-            routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-            if f"10.{second}." not in routes:
-                return network
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.bind((f"127.{second}.0.53", 53))
-        except OSError:
-            continue
-        return f"127.{second}.0.0/16"
-    raise RuntimeError("no free lab network")
 
 
 def require_netns() -> None:

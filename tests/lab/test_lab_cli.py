@@ -13,6 +13,7 @@ import pytest
 from helper.config import load_config
 from helper.lab.scenario import scenario_names
 from tests.conftest import ROOT, detour_command
+from tests.support.networks import free_network, lab_address
 from tests.support.peers import free_port, require_peer
 
 
@@ -70,8 +71,10 @@ def test_unknown_scenario_is_a_usage_error() -> None:
 
 def test_lab_writes_a_config_detour_accepts_and_stops_cleanly(tmp_path: Path) -> None:
     config_path, log = tmp_path / "lab.toml", tmp_path / "lab.log"
+    network = free_network()
+    web = lab_address(network, "telegram-web")
     process = start(
-        "lab", "--scenario", "sni-reset", "--network", "127.83.0.0/16",
+        "lab", "--scenario", "sni-reset", "--network", network,
         "--write-config", str(config_path), log=log,
     )  # fmt: skip
     try:
@@ -79,31 +82,33 @@ def test_lab_writes_a_config_detour_accepts_and_stops_cleanly(tmp_path: Path) ->
         config = load_config(config_path)
         assert [r.name for r in config.routes][:2] == ["direct", "tls-fragment"]
         assert config_path.stat().st_mode & 0o077 == 0  # it holds the front's access key
-        assert listening("127.83.1.10", 443)
+        assert listening(web, 443)
     finally:
         output = stop(process, log)
     assert "stopping the lab" in output
-    assert not listening("127.83.1.10", 443)
+    assert not listening(web, 443)
 
 
 def test_lab_follows_an_edited_scenario_file(tmp_path: Path) -> None:
     scenario = tmp_path / "mine.toml"
     scenario.write_text('summary = "open"\n')
     log = tmp_path / "lab.log"
+    network = free_network()
+    control = lab_address(network, "control")
     process = start(
-        "lab", "--scenario", str(scenario), "--network", "127.84.0.0/16",
+        "lab", "--scenario", str(scenario), "--network", network,
         "--write-config", str(tmp_path / "c.toml"), log=log,
     )  # fmt: skip
     try:
         wait_for(log, "Ctrl-C stops the lab", process)
-        assert listening("127.84.9.2", 443)
+        assert listening(control, 443)
         time.sleep(0.05)
         scenario.write_text('[[rule]]\naction = "refuse"\nhosts = ["control"]\n')
         wait_for(log, "scenario is now mine", process)
         deadline = time.monotonic() + 5
-        while listening("127.84.9.2", 443) and time.monotonic() < deadline:
+        while listening(control, 443) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not listening("127.84.9.2", 443)
+        assert not listening(control, 443)
     finally:
         stop(process, log)
 
@@ -112,7 +117,7 @@ def test_demo_runs_the_lab_and_detour(tmp_path: Path) -> None:
     curl = require_peer("curl", "curl")
     log, port = tmp_path / "demo.log", free_port()
     process = start(
-        "demo", "--headless", "--scenario", "baseline", "--network", "127.85.0.0/16",
+        "demo", "--headless", "--scenario", "baseline", "--network", free_network(),
         "--listen", f"127.0.0.1:{port}", log=log,
     )  # fmt: skip
     try:
@@ -143,19 +148,20 @@ def test_lab_in_a_network_namespace(tmp_path: Path) -> None:
 
     require_netns()
     log = tmp_path / "lab.log"
+    network = free_network(kernel=True)
     process = start(
-        "lab", "--netns", "--scenario", "ip-blackhole", "--network", "10.81.0.0/16",
+        "lab", "--netns", "--scenario", "ip-blackhole", "--network", network,
         "--write-config", str(tmp_path / "c.toml"), log=log,
     )  # fmt: skip
     try:
         wait_for(log, "Ctrl-C stops the lab", process)
         assert "in a network namespace" in log.read_text()
-        assert listening("10.81.9.2", 443)  # the control, over the veth
+        assert listening(lab_address(network, "control"), 443)  # the control, over the veth
     finally:
         stop(process, log)
     from helper.lab.netns import NetnsLab
 
-    ours = NetnsLab("baseline", network="10.81.0.0/16").name
+    ours = NetnsLab("baseline", network=network).name
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ours not in names.split()
 
@@ -165,7 +171,7 @@ def test_detour_probe_json_against_a_running_lab(tmp_path: Path) -> None:
 
     config, log = tmp_path / "lab.toml", tmp_path / "lab.log"
     process = start(
-        "lab", "--scenario", "sni-reset", "--network", "127.86.0.0/16",
+        "lab", "--scenario", "sni-reset", "--network", free_network(),
         "--write-config", str(config), log=log,
     )  # fmt: skip
     try:
@@ -207,11 +213,15 @@ def test_detour_probe_exits_1_when_a_service_has_no_route(tmp_path: Path) -> Non
     scenario.write_text('summary = "nothing gets out"\n[allow]\nhosts = ["doh"]\n')
     config, log = tmp_path / "lab.toml", tmp_path / "lab.log"
     process = start(
-        "lab", "--scenario", str(scenario), "--network", "127.87.0.0/16",
+        "lab", "--scenario", str(scenario), "--network", free_network(),
         "--write-config", str(config), log=log,
     )  # fmt: skip
     try:
         wait_for(log, "Ctrl-C stops the lab", process)
+        # Nothing answers through any route: 1 s per probe shows it as well as the lab's 3 s.
+        text = config.read_text()
+        assert 'timeout = "3s"' in text
+        config.write_text(text.replace('timeout = "3s"', 'timeout = "1s"'))
         result = subprocess.run(
             detour_command("probe", "-c", str(config), "--service", "telegram"),
             capture_output=True, text=True, cwd=ROOT, timeout=120,

@@ -14,6 +14,7 @@ from helper.config import ConfigError
 from helper.lab.lab import Lab
 from helper.lab.scenario import parse_scenario
 from tests.support import plainclient
+from tests.support.networks import free_network
 
 
 def bindable(address: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
@@ -36,7 +37,7 @@ async def check(lab: Lab, target: str) -> plainclient.Outcome:
 
 
 async def test_stops_without_leaving_a_listener_or_a_directory() -> None:
-    lab = Lab("sni-reset", network="127.79.0.0/16")
+    lab = Lab("sni-reset", network=free_network())
     await lab.start()
     directory = lab.directory
     endpoints = [(address, port) for _, address, port in lab.table.endpoints()]
@@ -51,8 +52,8 @@ async def test_stops_without_leaving_a_listener_or_a_directory() -> None:
 
 async def test_two_labs_at_once_on_different_networks() -> None:
     async with (
-        Lab("baseline", network="127.78.0.0/16") as one,
-        Lab("sni-reset", network="127.79.0.0/16") as two,
+        Lab("baseline", network=free_network()) as one,
+        Lab("sni-reset", network=free_network()) as two,
     ):
         assert (await check(one, "tls://web.telegram.org:443")).ok
         failed = await check(two, "tls://web.telegram.org:443")
@@ -63,14 +64,15 @@ async def test_two_labs_at_once_on_different_networks() -> None:
 async def test_a_second_lab_on_the_same_network_says_so() -> None:
     from helper.lab.lab import LabError
 
-    async with Lab("baseline", network="127.80.0.0/16"):
+    network = free_network()
+    async with Lab("baseline", network=network):
         with pytest.raises(LabError, match="address in use"):
-            async with Lab("baseline", network="127.80.0.0/16"):
+            async with Lab("baseline", network=network):
                 pass
 
 
 async def test_switching_scenarios_affects_new_flows_only() -> None:
-    async with Lab("baseline", network="127.81.0.0/16") as lab:
+    async with Lab("baseline", network=free_network()) as lab:
         address = lab.table.address("telegram-web")
         context = ssl.create_default_context(cafile=str(lab.ca.ca_path))
         reader, writer = await asyncio.open_connection(
@@ -94,7 +96,7 @@ async def test_refuse_closes_the_listener_while_the_lab_runs() -> None:
         '[[check]]\ntarget = "tls://control.lab.test:443"\n',
         "refuse-control",
     )
-    async with Lab("baseline", network="127.82.0.0/16") as lab:
+    async with Lab("baseline", network=free_network()) as lab:
         await lab.set_scenario(refuse)
         refused = await check(lab, "tls://control.lab.test:443")
         assert (refused.failure, refused.op) == ("connection_refused", "connect")

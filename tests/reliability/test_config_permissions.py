@@ -24,7 +24,7 @@ BRIDGE = (
 
 def write(tmp_path: Path, text: str, mode: int) -> Path:
     path = tmp_path / "detour.toml"
-    path.write_text(text)
+    path.write_text('[base]\nconfig = "none"\n' + text)
     path.chmod(mode)
     return path
 

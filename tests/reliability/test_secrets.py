@@ -1,8 +1,9 @@
 """Credentials never come back out: detour runs headless with debug logging and a config
 full of secrets (listener passwords, proxy passwords that work and that fail, a front key, a
-bridge line), probes every route, serves connections that succeed after failing routes and
-connections that fail on every route, reloads (SIGHUP) a broken config and a changed one;
-then every line detour wrote, every reply a client
+bridge line, Shadowsocks passwords and keys, an Outline dynamic key, a VLESS id and a Trojan
+password whose core runs), probes every route, serves connections that succeed after failing
+routes and connections that fail on every route, reloads (SIGHUP) a broken config and a
+changed one; then every line detour wrote, every reply a client
 got and everything `detour probe` printed are searched for each secret.
 
 (The terminal UI has its own secrets tests in tests/tui.) The status API's every endpoint is
@@ -18,7 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -89,6 +92,10 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
     cert = base64.b64encode(secrets.token_bytes(52)).decode().rstrip("=")
     api_token, wrong_api_token, api_port = token("api-"), token("wat-"), dead_port()
     broken_pw, changed_pw = token("brk-"), token("chg-")
+    # Links for people's own servers (transports/links.py), all to ports nothing serves.
+    ss_pw, trojan_pw, ssconf_path = token("ss-"), token("tro-"), token("ssc-")
+    ss22_key = base64.b64encode(secrets.token_bytes(16)).decode()
+    vless_id = str(uuid.uuid4())
     keys = RelayKeys(tmp_path / "relay-state")
     keys.generate()
     key = keys.add_client("alice", Endpoint("127.0.0.1", dead_port()), "cdn.test", "relay.test")
@@ -110,6 +117,12 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
         "wrong status API token a client tried": wrong_api_token,
         "password in a config that failed to reload": broken_pw,
         "password in a reloaded config": changed_pw,
+        "shadowsocks password": ss_pw,
+        "shadowsocks 2022 key": ss22_key,
+        "shadowsocks 2022 key, URL-encoded": quote(ss22_key, safe=""),
+        "vless user id": vless_id,
+        "trojan password": trojan_pw,
+        "outline dynamic key path": ssconf_path,
     }
 
     with (
@@ -126,16 +139,32 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
                 "web": f"http://carol:{http_pw}@{tiny.host}:{tiny.port}",
                 "wrong": f"socks5://bob:{wrong_pw}@{socks.host}:{socks.port}",
             }
-            routes = {**failing, "good": f"socks5://bob:{good_pw}@{socks.host}:{socks.port}"}
-            route_list = ", ".join(f'"{name}"' for name in routes)
+            # A service of their own: a core answers SOCKS before it reaches its server, so
+            # through them a connection opens and then ends (no 5xx to assert on).
+            links = {
+                "ss": f"ss://aes-256-gcm:{ss_pw}@127.0.0.1:{dead_port()}",
+                "ss22": f"ss://2022-blake3-aes-128-gcm:{quote(ss22_key, safe='')}"
+                f"@127.0.0.1:{dead_port()}",
+                "ssconf": f"ssconf://127.0.0.1:{dead_port()}/{ssconf_path}",
+                # through the proxy core on PATH (v2ray in CI), which runs and fails
+                "vless": f"vless://{vless_id}@127.0.0.1:{dead_port()}?security=tls&sni=v.test",
+                "trojan": f"trojan://{trojan_pw}@127.0.0.1:{dead_port()}?sni=t.test",
+            }
+            good = {"good": f"socks5://bob:{good_pw}@{socks.host}:{socks.port}"}
+            routes = {**failing, **links, **good}
+            route_list = ", ".join(f'"{name}"' for name in {**failing, **good})
             failing_list = ", ".join(f'"{name}"' for name in failing)
+            link_list = ", ".join(f'"{name}"' for name in links)
             config = f"""
+[base]
+config = "none"
+
 [listen]
 users = [{{ name = "alice", password = "{listener_pw}" }}]
 handshake_timeout = "5s"
 
 [dns]
-hosts = {{ "fails.test" = ["127.0.0.1"] }}
+hosts = {{ "fails.test" = ["127.0.0.1"], "own.test" = ["127.0.0.1"] }}
 
 [probe]
 timeout = "3s"
@@ -164,6 +193,12 @@ name = "fails"
 domains = ["fails.test"]
 probes = ["tcp://fails.test:{port}"]
 routes = [{failing_list}]
+
+[[service]]
+name = "own"
+domains = ["own.test"]
+probes = ["tls://own.test:{port}"]
+routes = [{link_list}]
 """
             detour = harness.detour(tmp_path, config, log_level="debug", log_format=log_format)
             config_file = tmp_path / "detour.toml"  # where harness.detour wrote it
@@ -200,6 +235,9 @@ routes = [{failing_list}]
                             f"GET http://fails.test:{port}/x HTTP/1.1\r\nHost: fails.test:{port}"
                             f"\r\n{auth}Connection: close\r\n\r\n".encode(),
                         )
+                    replies["socks5 through links"] = await raw_exchange(
+                        address, socks5_attempt(("alice", listener_pw), "own.test", port)
+                    )
                     # Unauthenticated, and to the default policy's (failing) route.
                     replies["http connect without a login"] = await raw_exchange(
                         address, f"CONNECT fails.test:{port} HTTP/1.1\r\n\r\n".encode()
@@ -283,6 +321,12 @@ routes = [{failing_list}]
         "http://bob:{pw}@127.0.0.1:notaport",
         "socks5://bob:{pw}@127.0.0.1:1080 | front:dtr1:{pw}",
         "pt:obfs4 192.0.2.3:443 cert={pw} iat-mode=0",  # a bridge without its proxy
+        "ss://aes-256-gcm:{pw}@127.0.0.1:notaport",
+        "ss://rc4-md5:{pw}@127.0.0.1:8388",
+        "ss://2022-blake3-aes-128-gcm:{pw}@127.0.0.1:8388",
+        "vless://{pw}@127.0.0.1:443",  # not a UUID
+        "trojan://{pw}@127.0.0.1:443?security=none",
+        "socks5://127.0.0.1:1080 | vless://b831381d-6324-4d53-ad4f-8cda48b30811@h:1?sid={pw}",
     ],
 )
 def test_config_errors_quote_the_chain_without_its_secrets(tmp_path: Path, chain: str) -> None:
@@ -290,7 +334,9 @@ def test_config_errors_quote_the_chain_without_its_secrets(tmp_path: Path, chain
     secrets hidden, by `detour config check` and by `detour run`."""
     pw = token("cfg-")
     path = tmp_path / "bad.toml"
-    path.write_text(f'[[route]]\nname = "r"\nchain = "{chain.format(pw=pw)}"\n')
+    path.write_text(
+        f'[base]\nconfig = "none"\n[[route]]\nname = "r"\nchain = "{chain.format(pw=pw)}"\n'
+    )
     path.chmod(0o600)
     for argv in (["config", "check", str(path)], ["run", "--headless", "-c", str(path)]):
         done = subprocess.run(

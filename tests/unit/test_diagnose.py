@@ -88,3 +88,51 @@ def test_diagnose_names_the_failing_target_when_there_are_several() -> None:
     assert diagnose(result) == (
         "reset right after the TLS ClientHello: SNI-based DPI (tls://web.telegram.org:443)"
     )
+
+
+@pytest.mark.parametrize(
+    ("failure", "op", "web", "long", "brief"),
+    [
+        (Failure.TIMEOUT, Op.MTPROTO_ROUND_TRIP, False,
+         "no answer to MTProto's first request: traffic to the DC is dropped",
+         "MTProto unanswered"),
+        (Failure.CONNECTION_RESET, Op.MTPROTO_ROUND_TRIP, False,
+         "reset after MTProto's first request: DPI on MTProto", "reset after MTProto"),
+        (Failure.UNKNOWN, Op.MTPROTO_ROUND_TRIP, False,
+         "the answer is not Telegram's MTProto: someone else answers", "not MTProto"),
+        (Failure.TIMEOUT, Op.PROXY_HANDSHAKE, True,
+         "no answer to the WebSocket upgrade at Telegram's web endpoint", "web endpoint silent"),
+        (Failure.TIMEOUT, Op.PROXY_HANDSHAKE, False,
+         "the upstream proxy does not answer", "proxy silent"),
+        (Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, True,
+         "Telegram's web endpoint refused the WebSocket", "no WebSocket"),
+        (Failure.CONNECTION_RESET, Op.TLS_HANDSHAKE, True,
+         "reset right after the TLS ClientHello: SNI-based DPI", "reset after ClientHello"),
+    ],
+)  # fmt: skip
+def test_words_for_telegram(failure: Failure, op: Op, web: bool, long: str, brief: str) -> None:
+    target = failed(failure, op)
+    assert phrase(target, web_endpoint=web) == long
+    assert short_for(target, web_endpoint=web) == brief
+    assert short(failure, op, web_endpoint=web) == brief
+
+
+def test_a_route_that_carries_none_of_the_targets_is_not_applicable() -> None:
+    reason = "web.telegram.org is not an address of Telegram's data centres"
+    skipped = ProbeResult(
+        "whatsapp", "tgws", "tgws", [TargetResult("tls://web.telegram.org:443").skip(reason)]
+    )
+    assert not skipped.ok and not skipped.applicable
+    assert (skipped.failure, skipped.op) == (Failure.NOT_APPLICABLE, Op.CONNECT)
+    assert diagnose(skipped) == f"not applicable: {reason}"
+    target = skipped.to_json()["targets"][0]
+    assert (target["ok"], target["skipped"], target["detail"]) == (None, True, reason)
+    # One target it carries decides alone.
+    mixed = ProbeResult(
+        "telegram",
+        "tgws",
+        "tgws",
+        [TargetResult("tls://web.telegram.org:443").skip(reason), TargetResult("mtproto://x")],
+    )
+    assert mixed.ok and mixed.applicable and mixed.failure is None
+    assert mixed.to_json()["targets"][1]["skipped"] is False

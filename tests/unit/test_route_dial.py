@@ -77,3 +77,44 @@ async def test_a_dial_in_time_returns_its_stream() -> None:
 async def test_without_a_timeout_only_the_layers_bound_the_dial() -> None:
     dialer = Scripted([Op.CONNECT], "return")
     assert await Route("a", CHAIN, dialer).dial(TARGET) is dialer.stream
+
+
+class Picky(Scripted):
+    """Carries only 10.0.0.1, and says so before dialing (as tgws does for DC addresses)."""
+
+    def __init__(self) -> None:
+        super().__init__([], end="return")
+        self.dialed: list[Endpoint] = []
+
+    def not_applicable(self, target: Endpoint) -> str | None:
+        return None if target.host == "10.0.0.1" else f"{target.host} is no DC"
+
+    async def dial(self, target: Endpoint) -> object:
+        self.dialed.append(target)
+        if self.not_applicable(target):
+            raise DialError(Failure.NOT_APPLICABLE, Op.CONNECT, "no DC")
+        return await super().dial(target)
+
+
+async def test_the_router_leaves_out_a_route_that_cannot_carry_the_destination() -> None:
+    from helper.routing import Router
+    from helper.services import Service, ServiceTable
+
+    picky = Route("picky", CHAIN, Picky())
+    plain = Route("plain", CHAIN, Scripted([], end="return"))
+    service = Service("telegram", domains=("example.com",), cidrs=())
+    router = Router([picky, plain], ServiceTable([service]), "plain")
+    assert picky.not_applicable(TARGET) == "example.com is no DC"
+    assert plain.not_applicable(TARGET) is None
+    _, planned = router.plan(TARGET)
+    assert [route.name for route in planned] == ["plain"]
+    connection = await router.connect(TARGET)
+    assert connection.route is plain and picky.dialer.dialed == []
+
+    # When nothing else is left, the route is tried, fails at once with its reason, and
+    # that is not held against its health.
+    router.disable("plain")
+    for _ in range(5):
+        with pytest.raises(Exception, match="no DC"):
+            await router.connect(TARGET)
+    assert router.health.get("telegram", "picky").ok is None

@@ -194,7 +194,7 @@ def test_probe_target_parse(
     [
         pytest.param(
             "ftp://example.com",
-            "unknown probe kind 'ftp' (known: tcp://, tls://, https://, http://)",
+            "unknown probe kind 'ftp' (known: tcp://, tls://, https://, http://, mtproto://)",
             id="ftp",
         ),
         pytest.param("web.telegram.org:443", "unknown probe kind", id="no-scheme"),

@@ -17,7 +17,6 @@ LONG = 500  # lines
 REASON = "Why this module is long:"
 # Long modules whose reason lives here, not in them (modules rewritten elsewhere).
 KNOWN_LONG = {
-    "helper/config.py": "being split by section into a package (a schema stated once)",
     "helper/relay/server.py": "being moved onto public interfaces of its HTTP server",
 }
 

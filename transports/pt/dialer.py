@@ -14,11 +14,10 @@ speaks to that forward target through the stream and names the real destination.
 from __future__ import annotations
 
 from ..base import DialError, Endpoint, Failure, Op, Stream
+from ..children import ChildStream, Launched
 from ..direct import DirectDialer
 from ..socks import Socks4aDialer, Socks5Dialer
-from ..wrapped import WrappedStream
-from .ipc import CMethod
-from .process import ClientRun, ManagedClient, PtManager
+from .process import ManagedClient, PtManager
 from .spec import PtSpec, encode_args, find_client, socks5_login
 
 __all__ = ["PtDialer", "PtStream"]
@@ -80,7 +79,7 @@ class PtDialer:
             return wrapped
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _socks(self, method: CMethod, name: str) -> Socks5Dialer | Socks4aDialer:
+    def _socks(self, method: Launched, name: str) -> Socks5Dialer | Socks4aDialer:
         """A SOCKS client for the child's port, with the bridge's arguments as the login."""
         local = DirectDialer(connect_timeout=self._connect_timeout)
         label = f"the {name}"
@@ -115,27 +114,8 @@ class PtDialer:
         return f"PtDialer({self.spec.transport})"
 
 
-class PtStream(WrappedStream):
-    """A connection through a PT child. Its end of stream counts only while the child
-    lives: a child that crashes closes its sockets like a normal end (FIN), and a client
-    must not take a cut transfer for a complete one, so that end becomes a reset.
-
-    The relay copies these streams itself (no transport fast path), so that it sees every
-    end of stream through `read`; the PT child costs far more per byte than that copy.
-    """
-
-    def __init__(self, inner: Stream, child: ClientRun) -> None:
-        super().__init__(inner)
-        self._child = child
-
-    async def read(self, n: int = 65536) -> bytes:
-        data = await self.inner.read(n)
-        if not data and await self._child.ended():
-            raise ConnectionResetError(f"the {self._child.name} exited")
-        return data
-
-    def raw_socket_stream(self) -> None:
-        return None
+# A connection through a PT child: its end counts only while the child lives.
+PtStream = ChildStream
 
 
 def _about_bridge(exc: DialError, transport: str, label: str, timeout: float) -> DialError:

@@ -1,0 +1,152 @@
+"""A whole config file -> Config: the sections read with the schema, then the checks across
+sections (a service's routes, the default policy, the WhatsApp proxy's exposure, which
+depends on [listen])."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..services import Service
+from .api import ApiConfig, read_api
+from .base import BEFORE, BaseTable
+from .core import CoreConfig
+from .dns import DnsConfig
+from .listen import ListenConfig, read_listen
+from .probe import ProbeConfig
+from .routes import (
+    DefaultTable,
+    RouteConfig,
+    ServiceSettings,
+    default_policy,
+    read_routes,
+    read_services,
+)
+from .schema import ConfigError, Problems, TableReader, read_section
+from .tls import TlsConfig
+from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig
+    dns: DnsConfig
+    tls: TlsConfig
+    probe: ProbeConfig
+    routes: tuple[RouteConfig, ...]
+    services: tuple[Service, ...]
+    default_policy: str  # a route name, or "deny"
+    source: str = "built-in"
+    whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
+    core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
+
+    def route(self, name: str) -> RouteConfig:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise KeyError(name)
+
+
+# The file's top-level keys, in the order `unknown key` lists them: the table's name, its
+# schema, and whether it is an array of tables.
+SECTIONS: dict[str, tuple[type, bool]] = {
+    "listen": (ListenConfig, False),
+    "dns": (DnsConfig, False),
+    "tls": (TlsConfig, False),
+    "probe": (ProbeConfig, False),
+    "default": (DefaultTable, False),
+    "route": (RouteConfig, True),
+    "service": (ServiceSettings, True),
+    "whatsapp_proxy": (WhatsAppProxyConfig, False),
+    "api": (ApiConfig, False),
+    "core": (CoreConfig, False),
+    "base": (BaseTable, False),
+}
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    except RecursionError:
+        raise ConfigError(["not valid TOML: nested too deeply"], source) from None
+
+
+def parse_config(
+    text: str, source: str = "config", base: Path | None = None, below: Config | None = None
+) -> Config:
+    """Parse and validate a config: as a whole, or built on the config `below` (then keys it
+    does not give are below's, and its routes and services join below's; load.py decides,
+    from `[base] config`). Relative file paths in it are taken from `base` (the config
+    file's directory), or from the working directory."""
+    return parse_config_data(parse_toml(text, source), source, base, below)
+
+
+def parse_config_data(
+    data: dict[str, Any],
+    source: str = "config",
+    base: Path | None = None,
+    below: Config | None = None,
+) -> Config:
+    """parse_config for TOML already read (the relay's config embeds detour's sections)."""
+    problems = Problems()
+    top = TableReader("", data, problems, tuple(SECTIONS))
+    sections = top.data
+
+    def section(name: str) -> Any:
+        return sections.get(name, {})
+
+    layering = read_section(BaseTable, "base", section("base"), problems)
+    listen = read_listen(section("listen"), problems, base, below and below.listen)
+    api = read_api(section("api"), problems, base, below and below.api)
+    dns = read_section(DnsConfig, "dns", section("dns"), problems, base, below and below.dns)
+    tls = read_section(TlsConfig, "tls", section("tls"), problems, base, below and below.tls)
+    probe = read_section(
+        ProbeConfig, "probe", section("probe"), problems, base, below and below.probe
+    )
+    core = read_section(CoreConfig, "core", section("core"), problems, base, below and below.core)
+    routes = read_routes(
+        sections.get("route"),
+        problems,
+        base,
+        below.routes if below else (),
+        before=layering.routes == BEFORE,
+    )
+    route_names = [r.name for r in routes]
+    services = read_services(
+        sections.get("service"), route_names, problems, base, below.services if below else ()
+    )
+    default = read_section(
+        DefaultTable,
+        "default",
+        section("default"),
+        problems,
+        below=DefaultTable(below.default_policy) if below else None,
+    )
+    policy = default_policy(default.policy, route_names, problems)
+    whatsapp_proxy = below.whatsapp_proxy if below else None
+    if "whatsapp_proxy" in sections or whatsapp_proxy is not None:
+        whatsapp_proxy = read_whatsapp_proxy(
+            section("whatsapp_proxy"), listen, problems, base, whatsapp_proxy
+        )
+    top.finish()
+
+    if problems.items:
+        raise ConfigError(problems.items, source)
+    return Config(
+        listen,
+        dns,
+        tls,
+        probe,
+        tuple(routes),
+        tuple(services),
+        policy,
+        source,
+        whatsapp_proxy=whatsapp_proxy,
+        api=api,
+        core=core,
+    )

@@ -1,0 +1,289 @@
+"""Converters: one value as written in the config file -> what detour uses, or a ValueError
+whose message tells the user what would be valid (the reader puts the key path in front)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from transports import Chain, ChainError, Endpoint, parse_chain, redact
+from transports.base import IPNetwork
+from transports.resolver import ResolverSpec, parse_resolver
+
+from ..services import ProbeTarget, normalize_domain
+
+# --- text and numbers ---------------------------------------------------------------------
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def choice(options: Iterable[str]) -> Callable[[Any], str]:
+    """A converter that takes one of `options` (strings)."""
+    options = tuple(options)
+
+    def convert(value: Any) -> str:
+        text = string(value)
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of: {', '.join(options)}")
+        return text
+
+    return convert
+
+
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def count(value: Any) -> int:
+    """A whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return value
+
+
+def limit(value: Any) -> int:
+    """A whole number of at least 0, where 0 means no limit."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a whole number >= 0 (0: no limit)")
+    return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def entry_name(value: Any) -> str:
+    """A route's or a service's name."""
+    text = string(value)
+    if not _NAME.match(text):
+        raise ValueError(
+            f"{text!r}: names are 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+def credential(what: str) -> Callable[[Any], str]:
+    """A user name or password for SOCKS5 (RFC 1929) and HTTP proxy logins."""
+
+    def convert(value: Any) -> str:
+        text = string(value)
+        if not 0 < len(text.encode()) < 256:
+            raise ValueError(f"a {what} is 1-255 bytes (SOCKS5 limit)")
+        return text
+
+    return convert
+
+
+# --- durations and sizes ------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms', '5s', '1m30s', '2h', or a number of seconds -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '5s' or '250ms'")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{value!r} is out of range (more than 0, at most a week)") from None
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise ValueError(f"{value!r} is not a duration (like '5s', '250ms', '1m30s')")
+    else:
+        raise ValueError("expected a duration like '5s' or '250ms'")
+    if not 0 < seconds <= 7 * 86400:
+        raise ValueError(f"{value!r} is out of range (more than 0, at most a week)")
+    return seconds
+
+
+def duration_or_off(value: Any) -> float:
+    """A duration, or 0 (or "off") to turn the feature off."""
+    if value == 0 or value == "off":
+        return 0.0
+    return parse_duration(value)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "KB": 1000, "MiB": 1 << 20, "MB": 1_000_000}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: an integer, or a string like '16KiB', '64KB', '1MiB' (more than 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes, like 16384 or '16KiB'")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a size (like 16384, '16KiB' or '64KB')")
+    if size <= 0:
+        raise ValueError("a size must be more than 0")
+    return size
+
+
+def rate(value: Any) -> int:
+    """Bytes per second, written as a size ('32KB' is 32 KB/s); 0 turns the check off."""
+    if value == 0:
+        return 0
+    return parse_size(value)
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+
+def parse_listen_address(value: Any) -> Endpoint:
+    if not isinstance(value, str):
+        raise ValueError('expected "HOST:PORT", e.g. "127.0.0.1:1080"')
+    try:
+        endpoint = Endpoint.parse(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc} (e.g. "127.0.0.1:1080" or "[::1]:1080")') from None
+    if endpoint.host != "localhost" and endpoint.ip is None:
+        raise ValueError(f"{value!r}: listen on an IP address (or localhost), not a name")
+    return endpoint
+
+
+def is_loopback(endpoint: Endpoint) -> bool:
+    ip = endpoint.ip
+    return endpoint.host == "localhost" or (ip is not None and ip.is_loopback)
+
+
+def listen_ip(value: Any) -> str:
+    """An IP address to listen on, without a port."""
+    text = string(value).strip()
+    if text == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        raise ValueError(
+            f'{value!r} is not an IP address (the ports are set apart, e.g. "192.168.1.1")'
+        ) from None
+
+
+def port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{value!r} is not a port (1-65535)")
+    return value
+
+
+def port_or_off(value: Any) -> int | None:
+    """A port, 0 for any free port, or false to turn this endpoint off."""
+    if value is False:
+        return None
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    try:
+        return port(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a port (1-65535), 0 (any) or false (off)") from None
+
+
+def network(value: Any) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ValueError('expected a CIDR string like "192.168.1.0/24"')
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError:
+        try:
+            net = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address or CIDR range") from None
+        raise ValueError(f'{value!r} has host bits set; did you mean "{net}"?') from None
+
+
+def public_network(value: Any) -> IPNetwork:
+    """A private range that may stand for the internet (a lab network); never loopback,
+    link-local, multicast, unspecified, or everything."""
+    net = network(value)
+    never = ("loopback", "link-local", "multicast", "unspecified")
+    kinds = [n for n, flag in zip(never, (
+        net.is_loopback, net.is_link_local, net.is_multicast, net.is_unspecified
+    ), strict=True) if flag]  # fmt: skip
+    if kinds or net.prefixlen == 0:
+        raise ValueError(
+            f"{net} cannot stand for the internet: remote clients never reach "
+            f"{kinds[0] if kinds else 'every'} address"
+        )
+    return net
+
+
+def domain(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a domain name string")
+    name = normalize_domain(value)
+    if name.startswith("*."):
+        name = name[2:]  # suffix matching already covers subdomains
+    labels = name.split(".")
+    if (
+        not name
+        or len(name) > 253
+        or any(
+            not label or len(label) > 63 or not re.fullmatch(r"[a-z0-9_-]+", label)
+            for label in labels
+        )
+    ):
+        raise ValueError(f"{value!r} is not a domain name")
+    return name
+
+
+# --- what other modules parse -------------------------------------------------------------
+
+
+def chain(value: Any) -> Chain:
+    try:
+        return parse_chain(string(value))
+    except ChainError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def resolver(value: Any) -> ResolverSpec:
+    try:
+        return parse_resolver(string(value))
+    except ValueError as exc:
+        raise ValueError(redact(str(exc))) from None
+
+
+def probe_target(value: Any) -> ProbeTarget:
+    return ProbeTarget.parse(string(value))
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def ca_file(path: Path) -> Path:
+    """A PEM file of CA certificates that OpenSSL loads."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a PEM CA certificate file ({exc})") from None
+    return path
+
+
+def existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r}: no such file")
+    return path

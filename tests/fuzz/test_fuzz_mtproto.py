@@ -1,0 +1,265 @@
+"""Property tests for everything that reads MTProto's outer layers from the network: a
+client's first bytes (classify, the obfuscated2 init), transport packets (the splitter tgws
+cuts a client's stream with, the reader the lab's DC and the probe use), the first messages
+of a key exchange (the probe reads a DC's answer, the lab's DC a client's request), the
+`tgws:` layer's options, the web endpoint names the lab maps, and the tgws stream itself.
+
+For every example: a result or the parser's own error, never anything else; a verdict never
+changes when more bytes arrive; packets come out the same however the bytes are cut; valid
+input round-trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helper.lab.telegram import DcLog, _MTProtoSession, web_dc
+from helper.probe.mtproto import request_pq
+from tests.fuzz.strategies import Choices, mutate
+from tests.unit.scripted import ScriptedStream
+from tests.unit.test_tgws import FakeWebSocket, stream_for
+from transports import DialError, Op
+from transports.mtproto import (
+    INIT_LEN,
+    FramingError,
+    InitError,
+    PacketReader,
+    PacketSplitter,
+    Tag,
+    TransportKind,
+    accept,
+    classify,
+    encode_packet,
+    initiate,
+)
+from transports.mtproto import messages as tl
+from transports.tgws import TgWsOptions, parse_options
+
+tags = st.sampled_from(list(Tag))
+# The properties that run AES or an event loop for every example get a tenth of the
+# profile's examples (1,000 in the ci profile); the parsers alone get them all.
+CRYPTO = settings(max_examples=max(20, settings().max_examples // 10))
+
+
+def _cuts(data: bytes, c: Choices) -> list[int]:
+    """Up to 5 places to cut `data`, in order."""
+    return sorted(c.byte() * len(data) // 255 for _ in range(c.size(5)))
+
+
+# --- first bytes and the init ---------------------------------------------------------------
+
+
+@given(st.binary(max_size=12))
+def test_classify_decides_once(data: bytes) -> None:
+    kind = classify(data)
+    assert kind is None or isinstance(kind, TransportKind)
+    if len(data) >= 8:
+        assert kind is not None
+    if kind is not None:
+        assert classify(data + b"\x00\xff\x10") is kind
+
+
+@CRYPTO
+@given(st.binary(min_size=INIT_LEN + 17, max_size=INIT_LEN + 17))
+def test_any_64_bytes_are_an_init_or_an_error(raw: bytes) -> None:
+    data, secret = raw[:INIT_LEN], raw[INIT_LEN + 1 :] if raw[INIT_LEN] & 1 else None
+    try:
+        header, _ = accept(data, secret=secret)
+    except InitError as exc:
+        message = str(exc)
+        assert message
+        return
+    assert header.tag in Tag
+    assert classify(data) is TransportKind.OBFUSCATED2
+
+
+@CRYPTO
+@given(st.binary(min_size=3, max_size=33))
+def test_inits_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
+    tag, dc, edits = list(Tag)[raw[0] % 3], int.from_bytes(raw[1:3], "little", signed=True), raw[3:]
+    init, _ = initiate(tag, dc)
+    header, _ = accept(init)
+    assert (header.tag, header.dc_field) == (tag, dc)
+    mutated = mutate(init, edits)[:INIT_LEN]
+    try:
+        accept(mutated.ljust(INIT_LEN, b"\0"))
+    except InitError:
+        pass
+
+
+# --- packets ---------------------------------------------------------------------------------
+
+
+def _split_all(tag: Tag, data: bytes, cuts: list[int], limit: int) -> object:
+    """The packets, and what is held back; or FramingError (the packets found in the feed
+    that meets a bad length are not handed out: the stream is refused at that point)."""
+    splitter = PacketSplitter(tag, limit=limit)
+    out: list[bytes] = []
+    pos = 0
+    try:
+        for cut in [*cuts, len(data)]:
+            out += [bytes(p) for p in splitter.feed(data[pos:cut])]
+            pos = max(pos, cut)
+    except FramingError as exc:
+        message = str(exc)
+        assert message
+        return FramingError
+    assert b"".join(out) + data[len(b"".join(out)) :] == data  # cut in order, nothing lost
+    return out, splitter.pending
+
+
+@given(st.binary(max_size=600))
+def test_any_bytes_split_the_same_however_they_are_cut(raw: bytes) -> None:
+    c = Choices(raw[:8])
+    tag, data = c.pick(list(Tag)), raw[8:]
+    whole = _split_all(tag, data, [], 256)
+    assert _split_all(tag, data, _cuts(data, c), 256) == whole
+
+
+@given(st.binary(min_size=3, max_size=80))
+def test_valid_packets_come_back_whole(raw: bytes) -> None:
+    c = Choices(raw)
+    tag = c.pick(list(Tag))
+    # 127 words and more take abridged's long length field; small steps cut fields apart.
+    payloads = [c.stretch(c.pick([40, 600]), seed=6) or b"\x01" for _ in range(1 + c.size(3))]
+    step = c.pick([1, 3, 7, 64, 4096] if sum(map(len, payloads)) < 200 else [7, 64, 4096])
+    if tag is Tag.ABRIDGED:
+        payloads = [p + b"\0" * (-len(p) % 4) for p in payloads]
+    padding = lambda n: b"\x07" * n  # noqa: E731 - 7 bytes of padding, always the same
+    stream = b"".join(encode_packet(tag, p, urandom=padding) for p in payloads)
+    reader = PacketReader(tag)
+    got: list[bytes] = []
+    for i in range(0, len(stream), step):
+        got += reader.feed(stream[i : i + step])
+    if tag is Tag.PADDED:
+        got = [g[: len(p)] for g, p in zip(got, payloads, strict=True)]
+    assert got == payloads
+    assert reader.pending == 0
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_are_a_message_or_an_error(data: bytes) -> None:
+    for parse in (
+        tl.parse_unencrypted,
+        tl.parse_res_pq,
+        tl.parse_req_dh_params,
+        tl.parse_req_pq,
+    ):
+        try:
+            parse(data)
+        except tl.MessageError as exc:
+            message = str(exc)
+            assert message
+    code = tl.transport_error(data)
+    assert code is None or code < 0
+
+
+@given(st.binary(min_size=16, max_size=100))
+def test_res_pq_round_trips_and_mutations_stay_contained(raw: bytes) -> None:
+    c = Choices(raw[16:])
+    nonce, pq, edits = raw[:16], c.stretch(300), c.take(30)
+    answer = tl.ResPQ(nonce, nonce[::-1], pq, (1, -2, 3))
+    body = tl.res_pq(answer)
+    assert tl.parse_res_pq(body) == answer
+    try:
+        tl.parse_res_pq(mutate(body, edits))
+    except tl.MessageError:
+        pass
+
+
+@given(st.binary(max_size=120))
+def test_the_mock_dc_answers_anything_without_failing(payload: bytes) -> None:
+    session = _MTProtoSession(2, DcLog(), 12345)
+    reply, _ = session.answer(payload)
+    if reply is not None:
+        assert tl.parse_res_pq(reply).fingerprints == (12345,)
+
+
+@CRYPTO
+@given(st.binary(max_size=300))
+def test_the_probe_reads_any_answer_as_respq_or_a_failure(raw: bytes) -> None:
+    chunk, answer = 1 + (raw[0] if raw else 0) % 64, raw[1:]
+    chunks = [answer[i : i + chunk] for i in range(0, len(answer), chunk)]
+
+    async def probe() -> None:
+        try:
+            await request_pq(ScriptedStream(chunks), "149.154.167.51")
+        except DialError as exc:
+            failed = exc
+            assert failed.op is Op.MTPROTO_ROUND_TRIP and failed.detail
+        else:
+            raise AssertionError("random bytes made a valid resPQ for a fresh nonce")
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(probe())
+    finally:
+        loop.close()
+
+
+# --- tgws --------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=80))
+def test_any_text_is_tgws_options_or_an_error(text: str) -> None:
+    try:
+        options = parse_options(text)
+    except ValueError as exc:
+        message = str(exc)
+        assert message
+        return
+    assert isinstance(options, TgWsOptions)
+
+
+@given(st.binary(max_size=40))
+def test_options_from_grammar(data: bytes) -> None:
+    c = Choices(data)
+    parts = []
+    for _ in range(c.size(3)):
+        key = c.pick(["dc2", "dc0", "dc99999", "addr", "x", "DC5"])
+        value = c.pick(["10.0.0.1", "::1", "host", "", "10.0.0.1,10.0.0.2", "[::1]:8443"])
+        parts.append(f"{key}={value}")
+    try:
+        parse_options(";".join(parts))
+    except ValueError as exc:
+        message = str(exc)
+        assert message
+
+
+@given(st.text(max_size=60))
+def test_any_host_is_a_web_dc_or_none(host: str) -> None:
+    dc = web_dc(host)
+    assert dc is None or 1 <= dc <= 5
+
+
+@CRYPTO
+@given(st.binary(max_size=400))
+def test_the_tgws_stream_carries_or_refuses_any_client(raw: bytes) -> None:
+    c = Choices(raw[:7])
+    obfuscate, data = c.chance(50), raw[7:]
+    cuts = _cuts(data, c)
+    if obfuscate:  # a valid start, then anything: reaches the packet splitter's checks
+        init, client = initiate(Tag.INTERMEDIATE)
+        data = init + client.encrypt(data)
+    ws = FakeWebSocket()
+    stream = stream_for(ws)
+    pos = 0
+    try:
+        for cut in [*cuts, len(data)]:
+            stream.write(data[pos:cut])
+            pos = max(pos, cut)
+        stream.write_eof()
+    except ConnectionResetError as exc:
+        message = str(exc)
+        assert "tgws to" in message and ws.closed
+        return
+    # Whatever was carried went out as sent, the init alone first.
+    assert b"".join(ws.messages) == data[: len(b"".join(ws.messages))] or not obfuscate
+    if ws.messages and obfuscate:
+        assert ws.messages[0] == data[:INIT_LEN]

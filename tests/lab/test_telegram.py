@@ -1,0 +1,139 @@
+"""Telegram through the lab with a real client library: Telethon, through detour's SOCKS5
+port, to a lab DC whose address is black-holed. With a `tgws` route detour carries it to the
+DC through the web endpoint; the mock DC sees a valid req_pq_multi, answers resPQ, and
+Telethon -- having checked the nonce, found the key fingerprint among the keys it ships and
+factored pq -- goes on to req_DH_params, which the mock records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from helper.config import parse_config
+from helper.engine import Engine
+from helper.lab.lab import Lab
+from helper.lab.telegram import server_key_fingerprint
+from tests.lab.conftest import free_network
+
+telethon = pytest.importorskip("telethon")
+pytest.importorskip("python_socks")
+from telethon import TelegramClient  # noqa: E402
+from telethon.network import connection as telethon_connection  # noqa: E402
+from telethon.sessions import MemorySession  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CONNECTIONS = {
+    "obfuscated": telethon_connection.ConnectionTcpObfuscated,  # what Telegram's apps send
+    "abridged": telethon_connection.ConnectionTcpAbridged,  # in the clear: tgws obfuscates
+    "intermediate": telethon_connection.ConnectionTcpIntermediate,
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def lab() -> AsyncIterator[Lab]:
+    async with Lab("telegram-dc-blackhole", network=free_network(kernel=False)) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def detour(lab: Lab, route: str | None) -> AsyncIterator[Engine]:
+    engine = Engine(parse_config(lab.helper_config(listen="127.0.0.1:0")), probe_on_start=False)
+    await engine.start()
+    if route is not None:
+        engine.router.pin("telegram", route)  # as the terminal UI's "p" does
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+async def telethon_connects(lab: Lab, engine: Engine, connection: type) -> None:
+    """Telethon's connect() against the lab's DC 2 through detour; it ends when the mock
+    DC closes after req_DH_params (the mock holds no private key to go on)."""
+    session = MemorySession()
+    session.set_dc(2, lab.table.address("telegram-dc2"), 443)
+    host, port = engine.mixed_address
+    client = TelegramClient(
+        session,
+        api_id=1,
+        api_hash="0" * 32,
+        connection=connection,
+        proxy=("socks5", host, port),
+        connection_retries=0,
+        retry_delay=0,
+        timeout=5,
+        receive_updates=False,
+    )
+    try:
+        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+            await asyncio.wait_for(client.connect(), 30)
+    finally:
+        await client.disconnect()
+
+
+def events_since(lab: Lab, start: int) -> list:
+    return lab.dc_events.events[start:]
+
+
+@pytest.mark.parametrize("kind", list(CONNECTIONS))
+async def test_telethon_reaches_a_black_holed_dc_through_tgws(
+    lab: Lab, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    start = len(lab.dc_events.events)
+    async with detour(lab, "tgws") as engine:
+        await telethon_connects(lab, engine, CONNECTIONS[kind])
+    seen = events_since(lab, start)
+    assert [e.what for e in seen][:2] == ["req_pq_multi", "req_DH_params"], seen
+    pq, dh = seen[0], seen[1]
+    assert pq.dc == dh.dc == 2
+    request, answered = dh.detail["request"], dh.detail["answered"]
+    # Telethon accepted the resPQ: same nonces, pq factored, our key chosen, data encrypted.
+    assert request.nonce == answered.nonce == pq.detail["nonce"]
+    assert request.server_nonce == answered.server_nonce
+    p, q = (int.from_bytes(x, "big") for x in (request.p, request.q))
+    assert (p, q) == dh.detail["primes"] and p * q == answered.pq_value
+    assert request.fingerprint == server_key_fingerprint() == dh.detail["fingerprint"]
+    assert len(request.encrypted_data) == 256
+    assert "via tgws" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_without_a_pin_the_probes_send_telegram_to_tgws(lab: Lab) -> None:
+    async with detour(lab, None) as engine:
+        telegram = next(s for s in engine.router.services if s.name == "telegram")
+        await engine.monitor.probe_now(telegram)
+        assert engine.router.active_route(telegram).name == "tgws"
+        start = len(lab.dc_events.events)
+        await telethon_connects(lab, engine, CONNECTIONS["obfuscated"])
+    assert "req_DH_params" in [e.what for e in events_since(lab, start)]
+
+
+async def test_the_full_transport_is_refused_and_says_why(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    start = len(lab.dc_events.events)
+    async with detour(lab, "tgws") as engine:
+        await telethon_connects(lab, engine, telethon_connection.ConnectionTcpFull)
+    assert events_since(lab, start) == []  # nothing reached the DC
+    assert "full transport" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_split_client_hello_gets_through_sni_resets(lab: Lab) -> None:
+    await lab.set_scenario("telegram-web-sni")
+    try:
+        for route, reached in (("tgws", False), ("tgws-fragment", True)):
+            start = len(lab.dc_events.events)
+            async with detour(lab, route) as engine:
+                await telethon_connects(lab, engine, CONNECTIONS["obfuscated"])
+            whats = [e.what for e in events_since(lab, start)]
+            assert ("req_DH_params" in whats) is reached, (route, whats)
+    finally:
+        await lab.set_scenario("telegram-dc-blackhole")

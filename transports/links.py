@@ -1,0 +1,509 @@
+"""Links people are handed for their own servers, as route layers, and back.
+
+    ss://BASE64(method:password)@host:port/?prefix=...#name     SIP002 (also Outline keys)
+    ss://method:password@host:port#name                         SIP002, plain (2022 keys)
+    ss://BASE64(method:password@host:port)#name                 the legacy form
+    ssconf://host/path#name                                     Outline dynamic key
+    vless://UUID@host:port?type=ws&security=tls&sni=...#name    the Xray share-link form
+    vmess://BASE64(JSON)                                        v2rayN's form (and the
+    vmess://UUID@host:port?...                                  URL form, as vless)
+    trojan://password@host:port?security=tls&sni=...#name
+
+`parse_link(text)` gives a validated chain Layer (`ss`, `ssconf`, `vless`, `vmess`,
+`trojan`) or raises LinkError with one line naming the problem; `link_text(layer)` gives
+the link back (the round trip keeps everything detour uses; a link's unknown parameters
+are dropped). Nothing here quotes a password, key, UUID or dynamic-key URL: errors name
+the part that is wrong, and `show_link` / str(layer) print links with the secret as ***.
+
+These are what `detour add` and subscriptions read; a chain string may hold the same link
+as one of its layers (`socks5://127.0.0.1:9050 | ss://...`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .base import Endpoint, format_hostport
+from .core.spec import CoreLink, CoreLinkError
+from .shadowsocks.methods import MethodError, method_named
+from .shadowsocks.outline import OutlineKey, OutlineKeyError, prefix_bytes
+from .shadowsocks.server import ShadowsocksServer
+
+if TYPE_CHECKING:
+    from .chain import Layer
+
+__all__ = [
+    "LINK_SCHEMES",
+    "LinkError",
+    "link_text",
+    "parse_core_link",
+    "parse_link",
+    "parse_ss",
+    "parse_ssconf",
+    "show_link",
+]
+
+LINK_SCHEMES = ("ss", "ssconf", "vless", "vmess", "trojan")
+MAX_LINK = 8192
+
+
+class LinkError(ValueError):
+    """A link is not valid: one line naming the problem, never the secret."""
+
+
+def parse_link(text: str) -> Layer:
+    """A link as a validated chain layer; LinkError (one line) when it is not valid."""
+    from .chain import ChainError, parse_layer
+
+    scheme = _scheme(text)
+    try:
+        return parse_layer(text.strip())
+    except ChainError as exc:
+        message = str(exc)
+        prefix = f"{scheme}: "
+        raise LinkError(message if message.startswith(prefix) else prefix + message) from None
+
+
+def link_text(layer: Layer) -> str:
+    """The link for a layer this module parses (secrets included: for the config file and
+    the user's clipboard only)."""
+    params = layer.params
+    if layer.name == "ss":
+        return format_ss(params["server"])
+    if layer.name == "ssconf":
+        return format_ssconf(params["key"])
+    if layer.name in ("vless", "vmess", "trojan"):
+        return format_core_link(params["link"])
+    raise LinkError(f"a {layer.name} layer is not a link ({', '.join(LINK_SCHEMES)})")
+
+
+def _scheme(text: str) -> str:
+    if not isinstance(text, str):
+        raise LinkError("a link is text")
+    if len(text) > MAX_LINK:
+        raise LinkError(f"the link is longer than {MAX_LINK} characters")
+    scheme, sep, _ = text.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in LINK_SCHEMES:
+        raise LinkError(f"not a link detour reads (links start with {', '.join(LINK_SCHEMES)}://)")
+    return scheme
+
+
+# --- common pieces ------------------------------------------------------------------------
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    """Base64 as links write it: standard or URL-safe alphabet, padding optional."""
+    cleaned = re.sub(r"\s", "", text)
+    if not cleaned or not re.fullmatch(r"[A-Za-z0-9+/_-]*={0,2}", cleaned):
+        raise LinkError(f"{what} is not base64")
+    cleaned = cleaned.rstrip("=").replace("-", "+").replace("_", "/")
+    if len(cleaned) % 4 == 1:
+        raise LinkError(f"{what} is not base64 (its length is wrong)")
+    try:
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise LinkError(f"{what} is not base64") from None
+
+
+def _host_port(netloc: str, where: str) -> Endpoint:
+    """host:port after the userinfo; IPv6 in brackets; the port is required."""
+    if not netloc:
+        raise LinkError(f"{where}: the server address is missing")
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise LinkError(f"{where}: an IPv6 address is missing its ']'")
+        host, rest = netloc[1:end], netloc[end + 1 :]
+        if not rest.startswith(":"):
+            raise LinkError(f"{where}: the port is missing (HOST:PORT)")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = netloc.rpartition(":")
+        if not colon:
+            raise LinkError(f"{where}: the port is missing (HOST:PORT)")
+        if ":" in host:
+            raise LinkError(f"{where}: write IPv6 addresses in brackets ([ADDRESS]:PORT)")
+    if not host:
+        raise LinkError(f"{where}: the server's host is missing")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise LinkError(f"{where}: the port must be a number 1-65535")
+    if any(ch.isspace() or ch in "/?#@\\" or ord(ch) < 32 for ch in host):
+        raise LinkError(f"{where}: the server's host is not a valid name or address")
+    try:
+        return Endpoint(host, int(port_text))
+    except ValueError:
+        raise LinkError(f"{where}: the server address is not valid") from None
+
+
+def _split(text: str, scheme: str) -> tuple[str, str, str, str]:
+    """(userinfo, host:port, query, fragment) of scheme://userinfo@host:port/?query#fragment.
+    The userinfo runs to the last '@' (passwords in sloppy links hold '@' unescaped)."""
+    body = text.strip()[len(scheme) + 3 :]
+    body, _, fragment = body.partition("#")
+    at = body.rfind("@")
+    userinfo, rest = (body[:at], body[at + 1 :]) if at >= 0 else ("", body)
+    end = len(rest)
+    for mark in "/?":
+        position = rest.find(mark)
+        if position >= 0:
+            end = min(end, position)
+    netloc, tail = rest[:end], rest[end:]
+    query = tail.partition("?")[2]
+    return userinfo, netloc, query, unquote(fragment)
+
+
+def _query(query: str, where: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in values and values[key] != value:
+            raise LinkError(f"{where}: {key}= is given twice")
+        values[key] = value
+    return values
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe="")
+
+
+# --- ss:// ----------------------------------------------------------------------------------
+
+
+def parse_ss(text: str) -> ShadowsocksServer:
+    """An ss:// link (SIP002, plain or base64 userinfo, or the legacy all-base64 form)."""
+    if not text.strip().lower().startswith("ss://"):
+        raise LinkError("ss: a Shadowsocks link starts with ss://")
+    userinfo, netloc, query, name = _split(text, "ss")
+    if not userinfo:
+        # Legacy: ss://BASE64(method:password@host:port)
+        decoded = _decoded_text(_b64decode(unquote(netloc), "ss: the link"), "ss: the link")
+        userinfo, _, netloc = decoded.rpartition("@")
+        if not userinfo:
+            raise LinkError("ss: the link names no cipher and password (METHOD:PASSWORD@HOST:PORT)")
+        method, colon, password = userinfo.partition(":")
+    else:
+        plain = unquote(userinfo)
+        if ":" in plain:
+            method, colon, password = plain.partition(":")
+        else:
+            decoded = _decoded_text(_b64decode(plain, "ss: the user info"), "ss: the user info")
+            method, colon, password = decoded.partition(":")
+    if not colon:
+        raise LinkError("ss: the user info is not METHOD:PASSWORD")
+    address = _host_port(netloc, "ss")
+    params = _query(query, "ss")
+    plugin = params.get("plugin", "")
+    if plugin:
+        plugin_name = plugin.split(";")[0].strip()[:40]
+        raise LinkError(
+            f"ss: the plugin {plugin_name!r} is not supported (detour speaks plain Shadowsocks; "
+            "run the plugin's client yourself and chain through it)"
+        )
+    prefix = b""
+    if "prefix" in params:
+        try:
+            prefix = prefix_bytes(params["prefix"], "ss: prefix")
+        except OutlineKeyError as exc:
+            raise LinkError(str(exc)) from None
+    try:
+        return ShadowsocksServer(address, method_named(method), password, prefix, name)
+    except MethodError as exc:
+        raise LinkError(f"ss: {exc}") from None
+
+
+def _decoded_text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LinkError(f"{what} is not text once decoded from base64") from None
+
+
+def format_ss(server: ShadowsocksServer) -> str:
+    """SIP002: base64url user info for the AEAD ciphers, plain for the 2022 ones (as SIP022's
+    URL document writes them); Outline's prefix as a query parameter."""
+    method = server.method.name
+    if server.method.edition == 2022:
+        userinfo = f"{_quote(method)}:{_quote(server.password)}"
+    else:
+        raw = f"{method}:{server.password}".encode()
+        userinfo = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    text = f"ss://{userinfo}@{_netloc(server.address)}"
+    if server.prefix:
+        text += "/?prefix=" + _quote(server.prefix.decode("latin-1"))
+    if server.name:
+        text += "#" + _quote(server.name)
+    return text
+
+
+def _netloc(address: Endpoint) -> str:
+    return format_hostport(address.host, address.port)
+
+
+# --- ssconf:// ------------------------------------------------------------------------------
+
+
+def parse_ssconf(text: str) -> OutlineKey:
+    """An Outline dynamic key: ssconf://HOST[:PORT]/PATH -> https://HOST[:PORT]/PATH."""
+    stripped = text.strip()
+    if not stripped.lower().startswith("ssconf://"):
+        raise LinkError("ssconf: a dynamic key starts with ssconf://")
+    rest, _, fragment = stripped[len("ssconf://") :].partition("#")
+    if any(ch.isspace() or ord(ch) < 32 for ch in rest):
+        raise LinkError("ssconf: the key holds spaces or control characters")
+    url = "https://" + rest
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise LinkError("ssconf: the key's host or port is not valid") from None
+    if not parts.hostname:
+        raise LinkError("ssconf: the key names no host (ssconf://HOST/PATH)")
+    if port == 0:
+        raise LinkError("ssconf: port 0 is not valid")
+    if parts.username is not None:
+        raise LinkError("ssconf: the key must not hold a user name")
+    return OutlineKey(url, unquote(fragment))
+
+
+def format_ssconf(key: OutlineKey) -> str:
+    text = "ssconf://" + key.url[len("https://") :]
+    if key.name:
+        text += "#" + _quote(key.name)
+    return text
+
+
+# --- vless:// vmess:// trojan:// --------------------------------------------------------------
+
+
+def parse_core_link(text: str) -> CoreLink:
+    """A vless://, vmess:// or trojan:// link."""
+    scheme = _scheme(text)
+    if scheme not in ("vless", "vmess", "trojan"):
+        raise LinkError(f"{scheme}: not a vless, vmess or trojan link")
+    stripped = text.strip()
+    body = stripped[len(scheme) + 3 :]
+    try:
+        if scheme == "vmess" and "@" not in body.partition("#")[0]:
+            return _vmess_json(body)
+        return _url_link(scheme, stripped)
+    except CoreLinkError as exc:
+        message = str(exc)
+        raise LinkError(message if message.startswith(scheme) else f"{scheme}: {message}") from None
+
+
+_BOOLEAN_TRUE = ("1", "true", "yes", "on")
+
+
+def _url_link(scheme: str, text: str) -> CoreLink:
+    userinfo, netloc, query, name = _split(text, scheme)
+    if not userinfo:
+        what = "password" if scheme == "trojan" else "user id (UUID)"
+        raise LinkError(f"{scheme}: the {what} before '@' is missing")
+    address = _host_port(netloc, scheme)
+    params = _query(query, scheme)
+    network = params.get("type", "tcp").lower() or "tcp"
+    network = {"http": "h2", "splithttp": "xhttp"}.get(network, network)
+    if network in ("kcp", "mkcp", "quic"):
+        raise LinkError(f"{scheme}: transport type={network} is not supported (UDP transports)")
+    security = params.get("security", "tls" if scheme == "trojan" else "none").lower() or "none"
+    if security == "xtls":
+        raise LinkError(f"{scheme}: security=xtls is obsolete (XTLS moved to flow= with tls)")
+    # headerType means something only for tcp (http camouflage); other transports' header
+    # types (kcp, quic) do not apply.
+    header_type = (
+        (params.get("headerType", "none").lower() or "none") if network == "tcp" else "none"
+    )
+    mode = params.get("mode", "")
+    if network == "grpc" and mode == "":
+        mode = "multi" if params.get("multiMode", "").lower() in _BOOLEAN_TRUE else ""
+    return CoreLink(
+        protocol=scheme,
+        address=address,
+        secret=unquote(userinfo),
+        network=network,
+        security=security,
+        sni=params.get("sni", params.get("peer", "")),
+        alpn=tuple(p for p in params.get("alpn", "").split(",") if p),
+        fingerprint=params.get("fp", ""),
+        insecure=params.get("allowInsecure", params.get("insecure", "")).lower() in _BOOLEAN_TRUE,
+        host=params.get("host", ""),
+        path=params.get("path", ""),
+        service_name=params.get("serviceName", ""),
+        mode=mode,
+        header_type=header_type,
+        flow=params.get("flow", ""),
+        cipher=_cipher(scheme, params.get("encryption", "")),
+        public_key=params.get("pbk", ""),
+        short_id=params.get("sid", ""),
+        spider_x=params.get("spx", ""),
+        name=name,
+    )
+
+
+def _cipher(scheme: str, value: str) -> str:
+    """VLESS has no cipher ("none" is the only one: kept as ""); VMess's default is auto."""
+    if scheme == "vless":
+        return "" if value in ("", "none") else value
+    if scheme == "vmess":
+        return value or "auto"
+    return ""
+
+
+def _vmess_json(body: str) -> CoreLink:
+    encoded, _, fragment = body.partition("#")
+    data = _b64decode(unquote(encoded), "vmess: the link")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise LinkError("vmess: the link is not base64 of a JSON object") from None
+    if not isinstance(document, dict):
+        raise LinkError("vmess: the link is not base64 of a JSON object")
+
+    def text(key: str, default: str = "") -> str:
+        value = document.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise LinkError(f"vmess: {key!r} must be text")
+        return str(value).strip()
+
+    host = text("add")
+    port = text("port")
+    address = _host_port(
+        f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}",
+        "vmess",
+    )
+    aid = text("aid", "0") or "0"
+    if not aid.isdigit():
+        raise LinkError("vmess: aid (alterId) must be a number")
+    network = text("net", "tcp").lower() or "tcp"
+    network = {"http": "h2", "splithttp": "xhttp"}.get(network, network)
+    if network in ("kcp", "mkcp", "quic"):
+        raise LinkError(f"vmess: transport net={network} is not supported (UDP transports)")
+    header_type = (text("type", "none").lower() or "none") if network == "tcp" else "none"
+    mode = ""
+    if network == "grpc":
+        mode = "multi" if text("type").lower() == "multi" else ""
+        service_name = text("path")
+        path = ""
+    else:
+        service_name = ""
+        path = text("path")
+    tls = text("tls").lower()
+    return CoreLink(
+        protocol="vmess",
+        address=address,
+        secret=text("id"),
+        network=network,
+        security="tls" if tls == "tls" else ("reality" if tls == "reality" else "none"),
+        sni=text("sni"),
+        alpn=tuple(p for p in text("alpn").split(",") if p),
+        fingerprint=text("fp"),
+        insecure=text("allowInsecure").lower() in _BOOLEAN_TRUE,
+        host=text("host"),
+        path=path,
+        service_name=service_name,
+        mode=mode,
+        header_type=header_type,
+        cipher=text("scy", "auto") or "auto",
+        alter_id=int(aid),
+        name=unquote(fragment) or text("ps"),
+    )
+
+
+def format_core_link(link: CoreLink) -> str:
+    if link.protocol == "vmess":
+        return _format_vmess(link)
+    params: dict[str, str] = {}
+    if link.protocol == "vless":
+        params["encryption"] = link.cipher or "none"
+    if link.flow:
+        params["flow"] = link.flow
+    params["type"] = link.network
+    params["security"] = link.security
+    _common_params(link, params)
+    text = f"{link.protocol}://{_quote(link.secret)}@{_netloc(link.address)}?"
+    text += "&".join(f"{key}={_quote(value)}" for key, value in params.items())
+    if link.name:
+        text += "#" + _quote(link.name)
+    return text
+
+
+def _common_params(link: CoreLink, params: dict[str, str]) -> None:
+    pairs = (
+        ("sni", link.sni),
+        ("alpn", ",".join(link.alpn)),
+        ("fp", link.fingerprint),
+        ("allowInsecure", "1" if link.insecure else ""),
+        ("host", link.host),
+        ("path", link.path),
+        ("serviceName", link.service_name),
+        ("mode", link.mode),
+        ("headerType", link.header_type if link.header_type != "none" else ""),
+        ("pbk", link.public_key),
+        ("sid", link.short_id),
+        ("spx", link.spider_x),
+    )
+    for key, value in pairs:
+        if value:
+            params[key] = value
+
+
+def _format_vmess(link: CoreLink) -> str:
+    document: dict[str, Any] = {
+        "v": "2",
+        "ps": link.name,
+        "add": link.address.host,
+        "port": str(link.address.port),
+        "id": link.secret,
+        "aid": str(link.alter_id),
+        "scy": link.cipher or "auto",
+        "net": "http" if link.network == "h2" else link.network,
+        "type": link.header_type
+        if link.network == "tcp"
+        else ("multi" if link.mode == "multi" else "none"),
+        "host": link.host,
+        "path": link.service_name if link.network == "grpc" else link.path,
+        "tls": "" if link.security == "none" else link.security,
+        "sni": link.sni,
+        "alpn": ",".join(link.alpn),
+        "fp": link.fingerprint,
+    }
+    if link.insecure:
+        document["allowInsecure"] = "1"
+    data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return "vmess://" + base64.b64encode(data).decode()
+
+
+# --- showing links -----------------------------------------------------------------------
+
+
+def show_link(layer: Layer) -> str:
+    """A layer's link for people: the secret as ***, everything else as it is used."""
+    params = layer.params
+    if layer.name == "ss":
+        server: ShadowsocksServer = params["server"]
+        text = f"ss://{server.method.name}:***@{_netloc(server.address)}"
+        if server.prefix:
+            text += "/?prefix=" + _quote(server.prefix.decode("latin-1"))
+        return text
+    if layer.name == "ssconf":
+        key: OutlineKey = params["key"]
+        return f"ssconf://{urlsplit(key.url).netloc}/***"
+    link: CoreLink = params["link"]
+    shown: dict[str, str] = {"type": link.network, "security": link.security}
+    if link.flow:
+        shown["flow"] = link.flow
+    _common_params(link, shown)
+    shown.pop("sid", None)
+    if link.short_id:
+        shown["sid"] = "***"
+    query = "&".join(
+        f"{key}={value if value == '***' else _quote(value)}" for key, value in shown.items()
+    )
+    return f"{link.protocol}://***@{_netloc(link.address)}?{query}"

@@ -1,0 +1,546 @@
+"""The Shadowsocks TCP stream formats, without sockets: bytes in, bytes out.
+
+A connection carries two streams, each with its own random salt and session key (see
+methods.py); every chunk is sealed with the stream's AEAD under a 12-byte little-endian
+counter nonce that goes up by one per seal.
+
+AEAD, 2017 (SIP004)                            2022 (SIP022)
+
+    request:  salt | len | addr+data | ...         request:  salt | [identity headers]
+    response: salt | len | data | ...                        | fixed header (11 B)
+                                                             | variable header | len | data ...
+    len  = AEAD(u16 length)       (2 + 16 B)       response: salt | fixed header (27/43 B)
+    data = AEAD(up to 0x3FFF B)   (n + 16 B)                 | data | len | data ...
+                                                   data up to 0xFFFF B per chunk
+
+    2022 fixed request header:   type 0 | u64 unix time | u16 length of the variable header
+    2022 variable header:        ATYP addr port | u16 padding length | padding | first data
+    2022 fixed response header:  type 1 | u64 unix time | request salt | u16 length of data
+
+A 2022 header whose time is more than 30 s from ours, a response that does not name our
+request's salt, and a salt seen in the last 60 s (SaltPool) are replays and end the stream;
+so does any chunk that fails authentication. The 2017 edition has no timestamps: a repeated
+salt is all a client can recognise.
+
+`ClientCodec` is the client's side of one connection (what detour sends, what it reads);
+`ServerCodec` is the server's, for the test servers and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+
+from ..base import Endpoint
+from ..socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from .methods import NONCE, TAG, Method, identity_headers, session_key
+
+__all__ = [
+    "MAX_CLOCK_SKEW",
+    "SALT_WINDOW",
+    "ClientCodec",
+    "SaltPool",
+    "ServerCodec",
+    "ShadowsocksKey",
+    "StreamError",
+]
+
+MAX_CLOCK_SKEW = 30.0  # seconds (SIP022 3.1.3)
+SALT_WINDOW = 60.0  # how long salts are remembered (SIP022 3.1.4)
+MAX_PADDING = 900
+REQUEST_TYPE, RESPONSE_TYPE = 0, 1
+_LENGTH = struct.Struct(">H")
+_FIXED_REQUEST = struct.Struct(">BQH")  # type, time, length
+
+
+class StreamError(Exception):
+    """The bytes are not a valid stream for this key: a wrong key, damage, a probe, or a
+    replay. `reason` is one sentence, without secrets."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ShadowsocksKey:
+    """A method and its key material: for 2017 the key derived from the password, for 2022
+    the pre-shared keys (identity keys first, the user's last). `prefix` replaces the
+    first bytes of every salt we send (Outline's disguise)."""
+
+    method: Method
+    keys: tuple[bytes, ...]
+    prefix: bytes = b""
+
+    def __post_init__(self) -> None:
+        if len(self.prefix) > self.method.salt_size:
+            raise ValueError("the prefix is longer than the salt")
+
+    @property
+    def key(self) -> bytes:
+        """The key the streams are encrypted with (the user's)."""
+        return self.keys[-1]
+
+    def __repr__(self) -> str:
+        return f"ShadowsocksKey({self.method.name}, ***)"
+
+    __str__ = __repr__
+
+
+class SaltPool:
+    """Salts seen in the last `window` seconds, exactly (SIP022 forbids Bloom filters: no
+    false positives). Bounded: past `limit` entries the oldest are forgotten early."""
+
+    def __init__(
+        self,
+        window: float = SALT_WINDOW,
+        limit: int = 1 << 17,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window
+        self._limit = limit
+        self._clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def add(self, salt: bytes) -> bool:
+        """Remember `salt`; False if it was seen within the window (a replay)."""
+        now = self._clock()
+        seen = self._seen
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if now - at <= self._window and len(seen) < self._limit:
+                break
+            del seen[oldest]
+        if salt in seen:
+            return False
+        seen[salt] = now
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class _Aead:
+    """One stream's AEAD with its counter nonce."""
+
+    __slots__ = ("_aead", "_counter")
+
+    def __init__(self, method: Method, key: bytes) -> None:
+        self._aead = method.aead(key)
+        self._counter = 0
+
+    def _nonce(self) -> bytes:
+        nonce = self._counter.to_bytes(NONCE, "little")
+        self._counter += 1
+        return nonce
+
+    def seal(self, data: bytes | memoryview) -> bytes:
+        return self._aead.encrypt(self._nonce(), data, None)
+
+    def open(self, data: bytes | memoryview, what: str) -> bytes:
+        try:
+            return self._aead.decrypt(self._nonce(), data, None)
+        except InvalidTag:
+            raise StreamError(
+                f"{what} failed authentication (a wrong key, or the stream was altered)"
+            ) from None
+
+
+class _Sender:
+    """The chunks of one outgoing stream after its headers."""
+
+    def __init__(self, method: Method, key: bytes, salt: bytes) -> None:
+        self.max_payload = method.max_payload
+        self.aead = _Aead(method, session_key(method, key, salt))
+
+    def chunks(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        seal = self.aead.seal
+        view = memoryview(data)
+        size = self.max_payload
+        if len(data) <= size:
+            return seal(_LENGTH.pack(len(data))) + seal(view)
+        out = []
+        for start in range(0, len(data), size):
+            piece = view[start : start + size]
+            out.append(seal(_LENGTH.pack(len(piece))))
+            out.append(seal(piece))
+        return b"".join(out)
+
+
+class _Receiver:
+    """Length and payload chunks of one incoming stream, after its headers."""
+
+    def __init__(self, aead: _Aead, max_payload: int) -> None:
+        self.aead = aead
+        self.max_payload = max_payload
+        self.buffer = bytearray()
+        self.want: int | None = None  # payload length announced, its chunk not yet complete
+
+    def feed(self, out: list[bytes], data: bytes = b"") -> None:
+        """Decrypt the complete chunks in what is buffered plus `data` into `out`. When
+        nothing is buffered, `data` is read in place and only its incomplete tail kept."""
+        if self.buffer:
+            self.buffer += data
+            source: bytes | bytearray = self.buffer
+        else:
+            source = data
+        view = memoryview(source)
+        size = len(source)
+        start = 0
+        while True:
+            if self.want is None:
+                if size - start < 2 + TAG:
+                    break
+                plain = self.aead.open(view[start : start + 2 + TAG], "a length")
+                start += 2 + TAG
+                (length,) = _LENGTH.unpack(plain)
+                if length == 0 or length > self.max_payload:
+                    raise StreamError(f"a chunk announces {length} bytes (1-{self.max_payload})")
+                self.want = length
+            end = start + self.want + TAG
+            if size < end:
+                break
+            out.append(self.aead.open(view[start:end], "a data chunk"))
+            start = end
+            self.want = None
+        del view  # a bytearray cannot change size while a view of it exists
+        if source is self.buffer:
+            if start:
+                del self.buffer[:start]
+        elif start < size:
+            self.buffer = bytearray(source[start:])
+
+    def pending(self) -> bool:
+        """Whether the stream has stopped inside a chunk (truncated)."""
+        return bool(self.buffer) or self.want is not None
+
+
+def _check_time(stamp: int, now: float) -> None:
+    if abs(now - stamp) > MAX_CLOCK_SKEW:
+        raise StreamError(
+            f"the header's time is {abs(now - stamp):.0f} s from this computer's clock (more "
+            f"than {MAX_CLOCK_SKEW:g} s: a replay, or a clock that is wrong)"
+        )
+
+
+class ClientCodec:
+    """What a client sends and reads on one connection to `target`.
+
+    `request(data)` is the first thing sent (salt, headers, `data`, all in one write, as
+    SIP022 asks); `seal(data)` everything after; `open(data)` decodes what the server sends
+    and raises StreamError when it is not valid.
+    """
+
+    def __init__(
+        self,
+        key: ShadowsocksKey,
+        target: Endpoint,
+        *,
+        salts: SaltPool | None = None,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._key = key
+        self._method = key.method
+        self._address = encode_address(target.host, target.port)
+        self._salts = salts
+        self._clock = clock
+        self._random = random
+        prefix = key.prefix
+        self.salt = prefix + random(self._method.salt_size - len(prefix))
+        self._sender = _Sender(self._method, key.key, self.salt)
+        self._sent = False
+        self._incoming = bytearray()  # until the response's salt and header are in
+        self._receiver: _Receiver | None = None
+        self._first_length: int | None = None  # 2022: the first chunk's length, from the header
+
+    @property
+    def sent_request(self) -> bool:
+        return self._sent
+
+    def request(self, data: bytes = b"") -> bytes:
+        assert not self._sent, "request() is called once"
+        self._sent = True
+        method = self._method
+        if method.edition == 2017:
+            room = method.max_payload - len(self._address)
+            head = self._address + data[:room]
+            return self.salt + self._sender.chunks(head) + self._sender.chunks(data[room:])
+        padding = b""
+        room = 0xFFFF - len(self._address) - 2
+        first, rest = data[:room], data[room:]
+        if not first:
+            padding = self._random(1 + secrets.randbelow(MAX_PADDING))
+        variable = self._address + _LENGTH.pack(len(padding)) + padding + first
+        fixed = _FIXED_REQUEST.pack(REQUEST_TYPE, int(self._clock()), len(variable))
+        seal = self._sender.aead.seal
+        return b"".join(
+            (
+                self.salt,
+                identity_headers(self._key.keys, self.salt),
+                seal(fixed),
+                seal(variable),
+                self._sender.chunks(rest),
+            )
+        )
+
+    def seal(self, data: bytes) -> bytes:
+        return self._sender.chunks(data)
+
+    def open(self, data: bytes) -> bytes:
+        """The plaintext in `data` (may be b"" while a chunk is incomplete)."""
+        receiver = self._receiver
+        out: list[bytes] = []
+        if receiver is not None and self._first_length is None:
+            receiver.feed(out, data)  # the usual case: chunks after the first
+            return out[0] if len(out) == 1 else b"".join(out)
+        if receiver is None:
+            self._incoming += data
+            receiver = self._start_response()
+            if receiver is None:
+                return b""
+        else:
+            receiver.buffer += data
+        if self._first_length is not None:
+            end = self._first_length + TAG
+            if len(receiver.buffer) < end:
+                return b""
+            out.append(receiver.aead.open(memoryview(receiver.buffer)[:end], "the first chunk"))
+            del receiver.buffer[:end]
+            self._first_length = None
+        receiver.feed(out)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def truncated(self) -> bool:
+        """Whether the server's stream ended inside a chunk or its header."""
+        if self._receiver is None:
+            return bool(self._incoming)
+        return self._receiver.pending() or self._first_length is not None
+
+    def _start_response(self) -> _Receiver | None:
+        method = self._method
+        size = method.salt_size
+        header = 1 + 8 + size + 2 if method.edition == 2022 else 0
+        need = size + (header + TAG if header else 0)
+        incoming = self._incoming
+        if len(incoming) < need:
+            return None
+        salt = bytes(incoming[:size])
+        aead = _Aead(method, session_key(method, self._key.key, salt))
+        if method.edition == 2022:
+            plain = aead.open(memoryview(incoming)[size:need], "the response header")
+            kind, stamp = struct.unpack_from(">BQ", plain)
+            if kind != RESPONSE_TYPE:
+                raise StreamError(f"the response header has type {kind}, not {RESPONSE_TYPE}")
+            _check_time(stamp, self._clock())
+            if plain[9 : 9 + size] != self.salt:
+                raise StreamError(
+                    "the response is not for this request (its request salt "
+                    "differs: a replayed response)"
+                )
+            (self._first_length,) = _LENGTH.unpack_from(plain, 9 + size)
+            if self._first_length == 0:
+                self._first_length = None  # no data with the header: chunks follow
+        if self._salts is not None and not self._salts.add(salt):
+            raise StreamError("the server's salt was seen before (a replayed response)")
+        receiver = _Receiver(aead, method.max_payload)
+        receiver.buffer = bytearray(incoming[need:])
+        self._incoming = bytearray()
+        self._receiver = receiver
+        return receiver
+
+
+class ServerCodec:
+    """A server's side of one connection: decodes the request (its target, then data) and
+    encodes the response. For tests and benchmarks; detour is the client.
+
+    `users` are the 2022 user keys a multi-user server accepts behind identity headers
+    (then `key.keys` is the server's identity key).
+    """
+
+    def __init__(
+        self,
+        key: ShadowsocksKey,
+        *,
+        salts: SaltPool | None = None,
+        clock: Callable[[], float] = time.time,
+        users: tuple[bytes, ...] = (),
+    ) -> None:
+        self._key = key
+        self._method = key.method
+        self._salts = salts
+        self._clock = clock
+        self._users = users
+        self.target: Endpoint | None = None
+        self.request_salt: bytes | None = None
+        self._incoming = bytearray()
+        self._receiver: _Receiver | None = None
+        self._user_key = key.key
+        self._sender: _Sender | None = None
+
+    def open(self, data: bytes) -> bytes:
+        """Request data after the target; `target` is set once the header is in."""
+        if self._receiver is None:
+            self._incoming += data
+            if not self._start_request():
+                return b""
+            data = b""
+        receiver = self._receiver
+        assert receiver is not None
+        receiver.buffer += data
+        out: list[bytes] = []
+        if self._first:
+            out.append(self._first)
+            self._first = b""
+        receiver.feed(out)
+        return b"".join(out)
+
+    _first = b""
+
+    def _start_request(self) -> bool:
+        method = self._method
+        size = method.salt_size
+        incoming = self._incoming
+        if len(incoming) < size:
+            return False
+        salt = bytes(incoming[:size])
+        at = size
+        if method.edition == 2022 and self._users:
+            if len(incoming) < at + 16:
+                return False
+            self._user_key = self._identify(salt, bytes(incoming[at : at + 16]))
+            at += 16
+        aead = _Aead(method, session_key(method, self._user_key, salt))
+        if method.edition == 2022:
+            if len(incoming) < at + _FIXED_REQUEST.size + TAG:
+                return False
+            # Peek: decrypt with a throw-away copy so a partial request can be retried.
+            probe = _Aead(method, session_key(method, self._user_key, salt))
+            fixed = probe.open(
+                memoryview(incoming)[at : at + _FIXED_REQUEST.size + TAG], "the request header"
+            )
+            kind, stamp, length = _FIXED_REQUEST.unpack(fixed)
+            if kind != REQUEST_TYPE:
+                raise StreamError(f"the request header has type {kind}, not {REQUEST_TYPE}")
+            _check_time(stamp, self._clock())
+            end = at + _FIXED_REQUEST.size + TAG + length + TAG
+            if len(incoming) < end:
+                return False
+            aead.open(memoryview(incoming)[at : at + _FIXED_REQUEST.size + TAG], "header")
+            variable = aead.open(
+                memoryview(incoming)[at + _FIXED_REQUEST.size + TAG : end], "the request header"
+            )
+            consumed, self.target = _parse_address(variable)
+            if len(variable) < consumed + 2:
+                raise StreamError("the request header ends before its padding length")
+            (padding,) = _LENGTH.unpack_from(variable, consumed)
+            first = variable[consumed + 2 + padding :]
+            if consumed + 2 + padding > len(variable):
+                raise StreamError("the request's padding runs past its header")
+            if not first and padding == 0:
+                raise StreamError("the request has neither data nor padding")
+            self._first = bytes(first)
+        else:
+            if len(incoming) < at + 2 + TAG:
+                return False
+            probe = _Aead(method, session_key(method, self._user_key, salt))
+            (length,) = _LENGTH.unpack(
+                probe.open(memoryview(incoming)[at : at + 2 + TAG], "the request's length")
+            )
+            end = at + 2 + TAG + length + TAG
+            if len(incoming) < end:
+                return False
+            aead.open(memoryview(incoming)[at : at + 2 + TAG], "length")
+            plain = aead.open(memoryview(incoming)[at + 2 + TAG : end], "the request")
+            consumed, self.target = _parse_address(plain)
+            self._first = bytes(plain[consumed:])
+        if self._salts is not None and not self._salts.add(salt):
+            raise StreamError("the request's salt was seen before (a replay)")
+        self.request_salt = salt
+        self._receiver = _Receiver(aead, method.max_payload)
+        self._receiver.buffer = bytearray(incoming[end:])
+        self._incoming = bytearray()
+        return True
+
+    def _identify(self, salt: bytes, header: bytes) -> bytes:
+        from blake3 import blake3
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        from .methods import _derive_key
+
+        identity = self._key.keys[0]
+        subkey = _derive_key("shadowsocks 2022 identity subkey", identity + salt, len(identity))
+        decryptor = Cipher(algorithms.AES(subkey), modes.ECB()).decryptor()
+        wanted = decryptor.update(header) + decryptor.finalize()
+        for user in self._users:
+            if blake3(user).digest(16) == wanted:
+                return user
+        raise StreamError("the identity header names no user of this server")
+
+    def seal(self, data: bytes, *, random: Callable[[int], bytes] = os.urandom) -> bytes:
+        """Response bytes for `data` (the first call adds the salt and the header)."""
+        method = self._method
+        if self._sender is not None:
+            return self._sender.chunks(data)
+        assert self.request_salt is not None, "the request comes first"
+        salt = random(method.salt_size)
+        self._sender = _Sender(method, self._user_key, salt)
+        if method.edition == 2017:
+            return salt + self._sender.chunks(data)
+        first, rest = data[: method.max_payload], data[method.max_payload :]
+        header = (
+            struct.pack(">BQ", RESPONSE_TYPE, int(self._clock()))
+            + self.request_salt
+            + _LENGTH.pack(len(first))
+        )
+        seal = self._sender.aead.seal
+        return salt + seal(header) + (seal(first) if first else b"") + self._sender.chunks(rest)
+
+    def truncated(self) -> bool:
+        if self._receiver is None:
+            return bool(self._incoming)
+        return self._receiver.pending()
+
+
+def _parse_address(data: bytes | memoryview) -> tuple[int, Endpoint]:
+    """ATYP addr port at the start of `data`: (bytes consumed, endpoint)."""
+    if not data:
+        raise StreamError("the request has no target address")
+    atyp = data[0]
+    if atyp == ATYP_IPV4:
+        end = 1 + 4
+        if len(data) < end + 2:
+            raise StreamError("the request's IPv4 address is cut short")
+        import ipaddress
+
+        host = str(ipaddress.IPv4Address(bytes(data[1:end])))
+    elif atyp == ATYP_IPV6:
+        end = 1 + 16
+        if len(data) < end + 2:
+            raise StreamError("the request's IPv6 address is cut short")
+        import ipaddress
+
+        host = str(ipaddress.IPv6Address(bytes(data[1:end])))
+    elif atyp == ATYP_DOMAIN:
+        if len(data) < 2:
+            raise StreamError("the request's host name is cut short")
+        end = 2 + data[1]
+        if data[1] == 0 or len(data) < end + 2:
+            raise StreamError("the request's host name is cut short")
+        host = bytes(data[2:end]).decode("ascii", errors="replace")
+    else:
+        raise StreamError(f"the request has address type {atyp} (1, 3 or 4)")
+    (port,) = _LENGTH.unpack_from(data, end)
+    try:
+        return end + 2, Endpoint(host, port)
+    except ValueError as exc:
+        raise StreamError(f"the request's target is not valid: {exc}") from None

@@ -27,9 +27,10 @@ sentence, or nginx's page); a handler that raises gets a 500 with one sentence, 
 traceback goes to the log only. A handler may answer with an Upgrade (a WebSocket): the 101
 goes out and the connection is the Upgrade's from then on.
 
-(Over 500 lines: reading a request, answering it and what comes after on the connection
-are one loop per connection, kept in one place so the order of its decisions reads in one
-file; the parsers it uses are transports/wire.py's.)
+Why this module is long: reading a request, answering it and what comes after on the
+connection (keep-alive, bodies skipped, lingering, HTTP/0.9, upgrades) are one loop per
+connection, kept in one file so the order of its decisions reads in one place; the parsers
+it uses are transports/wire.py's.
 """
 
 from __future__ import annotations

@@ -20,11 +20,13 @@ MAX_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, 253 characters writte
 
 class ProtocolError(Exception):
     """The client sent something we cannot accept. `reply` is the protocol's error answer
-    (bytes to send before closing), or b"" to just close."""
+    (bytes to send before closing), or b"" to just close. `logged`: the handshake logged it
+    already (a failed login, through the admission's throttled log)."""
 
-    def __init__(self, message: str, reply: bytes = b"") -> None:
+    def __init__(self, message: str, reply: bytes = b"", *, logged: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
+        self.logged = logged
 
 
 class NeedMore(Exception):

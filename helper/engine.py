@@ -135,7 +135,7 @@ class Engine:
         if config.api.listen is not None:
             from .api import StatusApi
 
-            self.api = StatusApi(self.snapshot, config.api)
+            self.api = StatusApi(self.snapshot, config.api, config.listen.allow)
 
     # The current generation's parts, as the front ends and the status views know them.
     @property

@@ -79,11 +79,13 @@ class NeedMore(Exception):
 
 class ProtocolError(ValueError):
     """The bytes break the protocol. `reply` is the protocol's error answer (bytes to send
-    before closing), or b"" to just close."""
+    before closing), or b"" to just close. `logged`: whoever raised it logged it already (a
+    failed login, through the admission's throttled log), so the server does not again."""
 
-    def __init__(self, message: str, reply: bytes = b"") -> None:
+    def __init__(self, message: str, reply: bytes = b"", *, logged: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
+        self.logged = logged
 
 
 class HeadError(ProtocolError):

@@ -1,0 +1,540 @@
+"""The MTProto proxy endpoint (`[mtproto_proxy]`): Telegram's apps on phones and computers
+add detour as an "MTProto proxy" (a `tg://proxy` link) and reach Telegram through detour's
+routes, with no SOCKS on the phone (docs/telegram.md).
+
+Flow per connection:
+
+    allow-list and limits
+    -> the handshake (MTProtoHandshake, within mtproto_proxy.handshake_timeout):
+         first byte 0x16 and an `ee` secret: a fake-TLS ClientHello (transports/mtproto/
+         faketls.py), checked against each ee secret (HMAC, clock, replays); answered with a
+         ServerHello; then the records carry the rest
+         otherwise: the 64-byte obfuscated2 init, tried with each plain and dd secret
+    -> which user, which DC (transports/mtproto/proxy.py); the DC's address from the table
+    -> router.connect(DC:443), as a SOCKS CONNECT to that address would be: the telegram
+       service's routes with failover (direct, tgws, socks, front, ...)
+    -> relay, re-encrypting both ways (ReencryptedStream): the client's ciphers on one side,
+       detour's own new obfuscated2 init and ciphers toward the DC on the other.
+
+What a client that is not a proxy client gets (a prober, a browser, junk, a wrong secret, a
+replay, a truncated init) -- never an answer that says detour:
+
+- with an `ee` secret configured: everything it sent and sends is relayed byte for byte to
+  the site the secret imitates (mtproto_proxy.mask, by default the secret's domain on 443),
+  and the site's answers back: a prober sees that web site.
+- without one: nothing. The connection is held open and what arrives is read and dropped,
+  until the client closes (then detour closes too) or nothing arrives for idle_timeout.
+
+A client that did open its init with a secret but then names no known DC, or sends a packet
+length no MTProto packet has (empty, over 2 MiB), is closed (a reset on the relay's path,
+with a log line that says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transports import Endpoint, Stream
+from transports.base import IPNetwork
+from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
+from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
+from transports.mtproto.proxy import LengthGuard, dc_address, identify
+from transports.mtproto.secret import ProxySecret, SecretMode
+from transports.tcp import SocketStream, StreamProtocol, connect_tcp
+from transports.wrapped import WrappedStream
+
+from ..config import MTProtoProxyConfig
+from ..events import EventBus
+from ..routing import AllRoutesFailed, Denied, Router
+from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
+from .listener import ActiveConnection
+from .relay import relay
+from .serving import RouterSwitch, ServingTasks
+
+__all__ = [
+    "Accepted",
+    "FakeTlsStream",
+    "MTProtoHandshake",
+    "MTProtoProxy",
+    "ReencryptedStream",
+    "Refused",
+]
+
+log = logging.getLogger("detour.proxy")
+
+DC_PORT = 443
+
+
+class _Truncated(Exception):
+    """The client ended (or the deadline passed) before the bytes a step needs."""
+
+
+@dataclass
+class Accepted:
+    """A proxy client: its user, what its init says, its ciphers, and its byte stream (the
+    socket, or for fake TLS the records' contents), positioned after the init."""
+
+    user: str
+    secret: ProxySecret
+    header: Header
+    obfuscation: Obfuscation
+    stream: Stream
+
+
+@dataclass
+class Refused:
+    """Not a proxy client. `seen`: every byte read from it so far, as it came."""
+
+    reason: str
+    seen: bytes
+
+
+class FakeTlsStream(WrappedStream):
+    """A fake-TLS client's stream: reads return the application-data records' contents,
+    writes go out as records. `held`: bytes read past the ClientHello."""
+
+    def __init__(self, inner: Stream, held: bytes = b"") -> None:
+        super().__init__(inner)
+        self._records = faketls.RecordReader()
+        self._ready = self._records.feed(held) if held else b""
+
+    async def read(self, n: int = 65536) -> bytes:
+        if self._ready:
+            data, self._ready = self._ready, b""
+            return data
+        while True:
+            raw = await self.inner.read(n)
+            if not raw:
+                if self._records.pending:
+                    raise ConnectionResetError("the client ended inside a TLS record")
+                return b""
+            try:
+                data = self._records.feed(raw)
+            except faketls.RecordError as exc:
+                raise ConnectionResetError(f"fake TLS: {exc}") from None
+            if data:
+                return data
+
+    def unread(self, data: bytes) -> None:
+        self._ready = data + self._ready
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.inner.write(faketls.wrap_records(data))
+
+    def raw_socket_stream(self) -> Any:
+        return None
+
+
+class ReencryptedStream(WrappedStream):
+    """The client's stream as the DC is to see it. Reads: detour's own init toward the DC
+    first, then what the client sends, decrypted with its keys and encrypted with detour's
+    (packet lengths checked on the way). Writes (from the DC): decrypted with detour's keys,
+    encrypted with the client's."""
+
+    def __init__(
+        self, inner: Stream, client: Obfuscation, header: Header, *, limit: int | None = None
+    ) -> None:
+        super().__init__(inner)
+        self._client = client
+        init, self._dc = initiate(header.tag, header.dc_field)
+        self._ready = init
+        self._guard = LengthGuard(header.tag) if limit is None else LengthGuard(header.tag, limit)
+
+    async def read(self, n: int = 65536) -> bytes:
+        if self._ready:
+            data, self._ready = self._ready, b""
+            return data
+        data = await self.inner.read(n)
+        if not data:
+            return b""
+        plain = self._client.decrypt(data)
+        try:
+            self._guard.feed(plain)
+        except FramingError as exc:
+            raise ConnectionResetError(f"MTProto: {exc}") from None
+        return self._dc.encrypt(plain)
+
+    def unread(self, data: bytes) -> None:
+        self._ready = data + self._ready
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self._client.encrypt(self._dc.decrypt(data)))
+
+    def raw_socket_stream(self) -> Any:
+        return None
+
+
+class MTProtoHandshake:
+    """Tells a proxy client from everything else (the module's docstring). Keeps the replay
+    caches, so one instance serves a listener for its lifetime."""
+
+    def __init__(
+        self,
+        secrets: dict[str, ProxySecret] | Sequence[tuple[str, ProxySecret]],
+        *,
+        time_skew: float = 1200.0,
+        replay_cache: int = 65536,
+        clock: Callable[[], float] = time.time,
+        urandom: Callable[[int], bytes] | None = None,
+    ) -> None:
+        pairs = list(secrets.items()) if isinstance(secrets, dict) else list(secrets)
+        self.fake_tls = [(n, s) for n, s in pairs if s.mode is SecretMode.FAKE_TLS]
+        self.obfuscated = [(n, s) for n, s in pairs if s.mode is not SecretMode.FAKE_TLS]
+        self.time_skew = time_skew
+        self.clock = clock
+        self._urandom = urandom
+        # A hello is refused by its clock beyond the skew: the cache need not outlive that.
+        self.hellos = faketls.ReplayCache(replay_cache, window=2 * time_skew)
+        self.inits = faketls.ReplayCache(replay_cache)
+
+    async def accept(self, stream: Stream, timeout: float) -> Accepted | Refused:
+        seen = bytearray()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._accept(stream, seen)
+        except TimeoutError:
+            return Refused(f"no handshake within {timeout:g}s", bytes(seen))
+        except _Truncated:
+            return Refused("the client ended before its handshake did", bytes(seen))
+        except OSError as exc:
+            return Refused(f"the connection failed in the handshake ({exc})", bytes(seen))
+
+    async def _accept(self, stream: Stream, seen: bytearray) -> Accepted | Refused:
+        await _read_until(stream, seen, 1)
+        if seen[0] == 0x16 and self.fake_tls:
+            return await self._accept_tls(stream, seen)
+        if not self.obfuscated:
+            return Refused("not a fake-TLS ClientHello", bytes(seen))
+        await _read_until(stream, seen, INIT_LEN)
+        try:
+            user, secret, header, obfuscation = identify(
+                bytes(seen[:INIT_LEN]), self.obfuscated, replays=self.inits, now=self.clock()
+            )
+        except InitError as exc:
+            return Refused(str(exc), bytes(seen))
+        if len(seen) > INIT_LEN:
+            stream.unread(bytes(seen[INIT_LEN:]))
+        return Accepted(user, secret, header, obfuscation, stream)
+
+    async def _accept_tls(self, stream: Stream, seen: bytearray) -> Accepted | Refused:
+        try:
+            await _read_until(stream, seen, faketls.HEADER_LEN)
+            size = faketls.hello_length(seen)
+            assert size is not None
+            await _read_until(stream, seen, size)
+        except faketls.HelloError as exc:
+            return Refused(str(exc), bytes(seen))
+        record = bytes(seen[:size])
+        now = self.clock()
+        found: tuple[str, ProxySecret, faketls.ClientHello] | None = None
+        problem = "no fake-TLS secret"
+        for user, secret in self.fake_tls:
+            try:
+                hello = faketls.check_client_hello(record, secret.key, now=now, skew=self.time_skew)
+            except faketls.HelloError as exc:
+                problem = str(exc)
+                continue
+            found = user, secret, hello
+            break
+        if found is None:
+            return Refused(problem, bytes(seen))
+        user, secret, hello = found
+        if not self.hellos.add(hello.proof, now):
+            return Refused("a replayed ClientHello", bytes(seen))
+        extra = {} if self._urandom is None else {"urandom": self._urandom}
+        stream.write(faketls.server_hello(secret.key, hello, **extra))
+        # From here the client has been answered as a proxy: what fails now just closes.
+        records = FakeTlsStream(stream, bytes(seen[size:]))
+        init = bytearray()
+        while len(init) < INIT_LEN:
+            data = await records.read(INIT_LEN - len(init))
+            if not data:
+                raise _Truncated
+            init += data
+        if len(init) > INIT_LEN:
+            records.unread(bytes(init[INIT_LEN:]))
+        try:
+            _, _, header, obfuscation = identify(
+                bytes(init[:INIT_LEN]), [(user, secret)], replays=self.inits, now=now
+            )
+        except InitError as exc:
+            raise ConnectionResetError(f"after a valid ClientHello: {exc}") from None
+        return Accepted(user, secret, header, obfuscation, records)
+
+
+async def _read_until(stream: Stream, seen: bytearray, size: int) -> None:
+    while len(seen) < size:
+        data = await stream.read(65536)
+        if not data:
+            raise _Truncated
+        seen += data
+
+
+# --- the listener -------------------------------------------------------------------------
+
+
+class _ClientProtocol(StreamProtocol):
+    def __init__(self, proxy: MTProtoProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.proxy._accepted(SocketStream(self.transport, self))
+
+
+class MTProtoProxy(ServingTasks):
+    def __init__(
+        self,
+        config: MTProtoProxyConfig,
+        router: Router,
+        *,
+        allow: tuple[IPNetwork, ...] = (),
+        events: EventBus | None = None,
+        connections: dict[int, ActiveConnection] | None = None,
+        ids: Iterator[int] | None = None,
+        dcs: DcTable = DEFAULT_DCS,
+    ) -> None:
+        """`connections` and `ids`: the table status views read and its id counter (the
+        mixed listener's, so one table shows every client connection)."""
+        self.config = config
+        self.switch = RouterSwitch(router)
+        self.events = events
+        self.dcs = dcs
+        self.connections: dict[int, ActiveConnection] = (
+            connections if connections is not None else {}
+        )
+        self.ids = ids if ids is not None else itertools.count(1)
+        self.handshake = MTProtoHandshake(
+            dict(config.secrets), time_skew=config.time_skew, replay_cache=config.replay_cache
+        )
+        self.mask = config.mask
+        if self.mask is None and config.fake_tls:
+            domain = config.fake_tls[0].domain
+            assert domain is not None
+            self.mask = Endpoint(domain, 443)
+        self._allow = allow
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.book = ConnectionBook(
+            Limits(
+                config.max_connections,
+                config.max_per_client,
+                0,
+                0,
+                keys=("mtproto_proxy.max_connections", "mtproto_proxy.max_per_client", "", ""),
+            )
+        )
+        self.per_user: Counter[str] = Counter()
+        self.throttled = ThrottledLog(log)
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        if self._server is None:
+            return []
+        return [tuple(sock.getsockname()[:2]) for sock in self._server.sockets]  # type: ignore[misc]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sockets[0]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        listen = self.config.listen
+        try:
+            self._server = await loop.create_server(
+                lambda: _ClientProtocol(self), host=listen.host, port=listen.port, backlog=256
+            )
+        except OSError as exc:
+            hint = (
+                "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                if isinstance(exc, PermissionError)
+                else ""
+            )
+            raise OSError(
+                exc.errno, f"mtproto_proxy.listen {listen}: {exc.strerror or exc}{hint}"
+            ) from exc
+        modes = sorted({s.mode.value for s in self.config.secrets.values()})
+        log.info(
+            "MTProto proxy on %s: %d user(s), secrets %s%s",
+            Endpoint(*self.address),
+            len(self.config.secrets),
+            ", ".join(modes),
+            f"; others passed to {self.mask}" if self.handshake.fake_tls else "",
+        )
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
+        await self._cut_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # --- per connection -------------------------------------------------------------------
+
+    def _accepted(self, stream: SocketStream) -> None:
+        peer = stream.get_extra_info("peername")
+        client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
+        if self._allow and not client_allowed(client, self._allow):
+            self.throttled.log(
+                "not-allowed",
+                logging.INFO,
+                "MTProto proxy: refused client %s: not in listen.allow",
+                client,
+            )
+            stream.abort()
+            return
+        over = self.book.admit(client_key(client))
+        if over is not None:
+            self.throttled.log(
+                "limit",
+                logging.WARNING,
+                "MTProto proxy: refused client %s: at the limit of %s",
+                client,
+                over,
+            )
+            stream.abort()
+            return
+        conn_id = next(self.ids)
+        self._spawn(self._serve(conn_id, client, stream), name=f"detour-mtproto-{conn_id}")
+
+    async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
+        handshaking = True
+        user: str | None = None
+        try:
+            outcome = await self.handshake.accept(stream, self.config.handshake_timeout)
+            self.book.handshake_over(client_key(client))
+            handshaking = False
+            if isinstance(outcome, Refused):
+                await self._not_a_client(client, stream, outcome)
+                return
+            user = outcome.user
+            limit = self.config.max_per_user
+            if limit and self.per_user[user] >= limit:
+                self.throttled.log(
+                    "user-limit",
+                    logging.WARNING,
+                    "MTProto proxy: refused client %s (user %s): at the limit of %d "
+                    "connections per user (mtproto_proxy.max_per_user)",
+                    client,
+                    user,
+                    limit,
+                )
+                stream.abort()
+                return
+            self.per_user[user] += 1
+            await self._proxy(conn_id, client, outcome)
+        except asyncio.CancelledError:
+            stream.abort()
+            raise
+        except Exception:
+            log.exception("MTProto proxy: connection %d from %s: internal error", conn_id, client)
+            stream.abort()
+        finally:
+            if user is not None and self.per_user[user] > 0:
+                self.per_user[user] -= 1
+                if not self.per_user[user]:
+                    del self.per_user[user]
+            self.book.release(client_key(client), handshaking=handshaking)
+            if not stream.is_closing():
+                stream.close()
+
+    async def _proxy(self, conn_id: int, client: Endpoint, accepted: Accepted) -> None:
+        header = accepted.header
+        address = dc_address(header, self.dcs, self.config.dcs)
+        if address is None:
+            log.info(
+                "MTProto proxy: client %s (user %s) asked for DC %d, which detour does not "
+                "know (mtproto_proxy.dcs adds it); closed",
+                client,
+                accepted.user,
+                header.dc_field,
+            )
+            accepted.stream.abort()
+            return
+        target = Endpoint.parse(address, DC_PORT)
+        kind = f"{'test ' if header.test else ''}DC {header.dc}{' media' if header.media else ''}"
+        active = ActiveConnection(
+            conn_id, str(client), protocol=f"mtproto ({accepted.user}, {kind})", target=target
+        )
+        self.connections[conn_id] = active
+        self.switch.begin(conn_id)
+        try:
+            try:
+                connection = await self.router.connect(target)
+            except (Denied, AllRoutesFailed) as exc:
+                # The app cannot hear a reason; a reset makes it try again (or another DC).
+                log.info("MTProto proxy: client %s (user %s): %s", client, accepted.user, exc)
+                accepted.stream.abort()
+                return
+            upstream_view = ReencryptedStream(accepted.stream, accepted.obfuscation, header)
+            active.service = connection.service.name if connection.service else None
+            active.route = connection.route.name
+            await self._relay_accounted(
+                active,
+                upstream_view,
+                connection,
+                events=self.events,
+                idle_timeout=self.config.idle_timeout,
+            )
+        finally:
+            self.connections.pop(conn_id, None)
+            self.switch.end(conn_id)
+
+    async def _not_a_client(self, client: Endpoint, stream: Stream, refused: Refused) -> None:
+        if self.handshake.fake_tls and self.mask is not None:
+            self.throttled.log(
+                "masked",
+                logging.INFO,
+                "MTProto proxy: client %s is no proxy client (%s): passed to %s",
+                client,
+                refused.reason,
+                self.mask,
+            )
+            await self._pass_to_mask(stream, refused.seen)
+            return
+        self.throttled.log(
+            "silent",
+            logging.INFO,
+            "MTProto proxy: client %s is no proxy client (%s): held without an answer",
+            client,
+            refused.reason,
+        )
+        await _hold(stream, self.config.idle_timeout)
+
+    async def _pass_to_mask(self, stream: Stream, seen: bytes) -> None:
+        assert self.mask is not None
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                site = await connect_tcp(self.mask.host, self.mask.port)
+        except (OSError, TimeoutError) as exc:
+            log.info("MTProto proxy: cannot reach %s to pass a client to (%s)", self.mask, exc)
+            await _hold(stream, self.config.idle_timeout)
+            return
+        if seen:
+            site.write(seen)
+        await relay(stream, site, idle_timeout=self.config.idle_timeout)
+
+
+async def _hold(stream: Stream, idle_timeout: float) -> None:
+    """Read and drop until the client ends or is quiet for `idle_timeout`; then close."""
+    with contextlib.suppress(TimeoutError, OSError):
+        while True:
+            async with asyncio.timeout(idle_timeout):
+                if not await stream.read(65536):
+                    break
+    stream.close()

@@ -30,6 +30,7 @@ from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
 from .proxy import MixedListener, TransparentListener
+from .proxy.mtproto import MTProtoProxy
 from .proxy.serving import ClientListener
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
@@ -138,6 +139,17 @@ class Engine:
                 ids=self.listener.ids,
                 first_answer=config.probe.first_answer,
             )
+        # [mtproto_proxy]: the same, for Telegram's apps set to use detour as an MTProto proxy.
+        self.mtproto: MTProtoProxy | None = None
+        if config.mtproto_proxy is not None:
+            self.mtproto = MTProtoProxy(
+                config.mtproto_proxy,
+                self.router,
+                allow=config.listen.allow,
+                events=self.events,
+                connections=self.listener.connections,
+                ids=self.listener.ids,
+            )
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -207,6 +219,8 @@ class Engine:
             found.append(self.transparent)
         if self.whatsapp is not None:
             found.append(self.whatsapp)
+        if self.mtproto is not None:
+            found.append(self.mtproto)
         return found
 
     @property
@@ -225,6 +239,13 @@ class Engine:
                     log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
                 if self.whatsapp is not None:
                     await self.whatsapp.start()
+                if self.mtproto is not None:
+                    try:
+                        await self.mtproto.start()
+                    except BaseException:
+                        if self.whatsapp is not None:
+                            await self.whatsapp.stop()
+                        raise
             except BaseException:
                 if self.transparent is not None:
                     await self.transparent.stop()

@@ -125,9 +125,13 @@ class MTProtoProxyConfig:
         "(transports/mtproto/dcs.py has the built-in table).",
     )
     max_connections: int = setting(
-        1024, count, "Connections open at once, all clients together; more are closed at once."
+        1024,
+        limit,
+        "Connections open at once, all clients together; more are closed at once. 0: no limit.",
     )
-    max_per_client: int = setting(128, count, "Connections open at once from one client address.")
+    max_per_client: int = setting(
+        128, limit, "Connections open at once from one client address; 0: no limit."
+    )
     max_per_user: int = setting(
         0, limit, "Connections open at once with one user's secret; 0: no limit."
     )

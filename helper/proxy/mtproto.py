@@ -61,6 +61,7 @@ from .serving import RouterSwitch, ServingTasks
 
 __all__ = [
     "Accepted",
+    "Failed",
     "FakeTlsStream",
     "MTProtoHandshake",
     "MTProtoProxy",
@@ -95,6 +96,14 @@ class Refused:
 
     reason: str
     seen: bytes
+
+
+@dataclass
+class Failed:
+    """A fake-TLS client answered as a proxy client (its hello was valid) whose handshake
+    then failed: it is closed, not passed on."""
+
+    reason: str
 
 
 class FakeTlsStream(WrappedStream):
@@ -196,22 +205,30 @@ class MTProtoHandshake:
         self.hellos = faketls.ReplayCache(replay_cache, window=2 * time_skew)
         self.inits = faketls.ReplayCache(replay_cache)
 
-    async def accept(self, stream: Stream, timeout: float) -> Accepted | Refused:
+    async def accept(self, stream: Stream, timeout: float) -> Accepted | Refused | Failed:
         seen = bytearray()
+        answered: list[bool] = []  # not empty once a ServerHello has gone out
         try:
             async with asyncio.timeout(timeout):
-                return await self._accept(stream, seen)
+                return await self._accept(stream, seen, answered)
         except TimeoutError:
-            return Refused(f"no handshake within {timeout:g}s", bytes(seen))
+            reason = f"no handshake within {timeout:g}s"
         except _Truncated:
-            return Refused("the client ended before its handshake did", bytes(seen))
+            reason = "the client ended before its handshake did"
         except OSError as exc:
-            return Refused(f"the connection failed in the handshake ({exc})", bytes(seen))
+            reason = f"the connection failed in the handshake ({exc})"
+        return Failed(reason) if answered else Refused(reason, bytes(seen))
 
-    async def _accept(self, stream: Stream, seen: bytearray) -> Accepted | Refused:
+    async def _accept(
+        self, stream: Stream, seen: bytearray, answered: list[bool]
+    ) -> Accepted | Refused | Failed:
         await _read_until(stream, seen, 1)
         if seen[0] == 0x16 and self.fake_tls:
-            return await self._accept_tls(stream, seen)
+            # A TLS record starts 16 03; an init may start with 0x16 too (1 in 256), but
+            # hardly with 16 03 as well (and Telegram's clients never send 16 03 01 02).
+            await _read_until(stream, seen, 2)
+            if seen[1] == 0x03 or not self.obfuscated:
+                return await self._accept_tls(stream, seen, answered)
         if not self.obfuscated:
             return Refused("not a fake-TLS ClientHello", bytes(seen))
         await _read_until(stream, seen, INIT_LEN)
@@ -225,7 +242,9 @@ class MTProtoHandshake:
             stream.unread(bytes(seen[INIT_LEN:]))
         return Accepted(user, secret, header, obfuscation, stream)
 
-    async def _accept_tls(self, stream: Stream, seen: bytearray) -> Accepted | Refused:
+    async def _accept_tls(
+        self, stream: Stream, seen: bytearray, answered: list[bool]
+    ) -> Accepted | Refused | Failed:
         try:
             await _read_until(stream, seen, faketls.HEADER_LEN)
             size = faketls.hello_length(seen)
@@ -252,6 +271,7 @@ class MTProtoHandshake:
             return Refused("a replayed ClientHello", bytes(seen))
         extra = {} if self._urandom is None else {"urandom": self._urandom}
         stream.write(faketls.server_hello(secret.key, hello, **extra))
+        answered.append(True)
         # From here the client has been answered as a proxy: what fails now just closes.
         records = FakeTlsStream(stream, bytes(seen[size:]))
         init = bytearray()
@@ -267,7 +287,7 @@ class MTProtoHandshake:
                 bytes(init[:INIT_LEN]), [(user, secret)], replays=self.inits, now=now
             )
         except InitError as exc:
-            raise ConnectionResetError(f"after a valid ClientHello: {exc}") from None
+            return Failed(f"after a valid ClientHello: {exc}")
         return Accepted(user, secret, header, obfuscation, records)
 
 
@@ -310,6 +330,7 @@ class MTProtoProxy(ServingTasks):
         self.config = config
         self.switch = RouterSwitch(router)
         self.events = events
+        self.first_answer = 0.0  # no ClientHello to retry: the init is MTProto's first flight
         self.dcs = dcs
         self.connections: dict[int, ActiveConnection] = (
             connections if connections is not None else {}
@@ -421,6 +442,10 @@ class MTProtoProxy(ServingTasks):
             handshaking = False
             if isinstance(outcome, Refused):
                 await self._not_a_client(client, stream, outcome)
+                return
+            if isinstance(outcome, Failed):
+                log.info("MTProto proxy: client %s: %s; closed", client, outcome.reason)
+                stream.abort()
                 return
             user = outcome.user
             limit = self.config.max_per_user

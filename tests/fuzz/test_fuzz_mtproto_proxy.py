@@ -194,6 +194,10 @@ def test_real_clients_after_any_cutting_and_damage(raw: bytes) -> None:
     tag = Tag.PADDED if kind != "plain" else c.pick(list(Tag))
     dc = c.pick([2, -4, 10002, 0, 999])
     init, client = initiate(tag, dc, secret=secret.key)
+    while (
+        init[:2] == b"\x16\x03"
+    ):  # taken for TLS beside an ee secret (docs/telegram.md, 1 in 65536)
+        init, client = initiate(tag, dc, secret=secret.key)
     body = init + client.encrypt(b"\x10\x00\x00\x00" + bytes(16))
     if kind == "fake":
         data = client_hello(KEY, "www.example.org", timestamp=NOW) + application_records(body)
@@ -239,6 +243,8 @@ def test_oversized_or_empty_frames_stop_the_client(raw: bytes) -> None:
     c = Choices(raw)
     tag = c.pick(list(Tag))
     init, client = initiate(tag, 2, secret=PLAIN.key)
+    while init[:2] == b"\x16\x03":
+        init, client = initiate(tag, 2, secret=PLAIN.key)
     size = c.pick([0, (2 << 20) + 4, 1 << 25])
     head = (
         bytes([0x7F]) + (size // 4).to_bytes(3, "little")

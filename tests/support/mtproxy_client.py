@@ -209,6 +209,9 @@ async def open_proxy(
         held = flight[size:]
         writer.write(b"\x14\x03\x03\x00\x01\x01")
     init, ob = initiate(tag, dc, secret=parsed.key)
+    while parsed.prefix != 0xEE and init[:2] == b"\x16\x03":
+        # What a proxy with fake-TLS secrets too takes for TLS (1 in 65536; docs/telegram.md)
+        init, ob = initiate(tag, dc, secret=parsed.key)
     connection = ProxyConnection(reader, writer, ob, tag, parsed.prefix == 0xEE, held)
     connection._out(init)
     return connection

@@ -7,12 +7,16 @@ running detour (docs/status-api.md).
     GET /proxy.pac  a proxy auto-config file: the services' destinations through detour,
                     everything else direct
     GET /healthz    "ok" (200) or why not (503), for watchdogs
+    GET /mtproto/links   the MTProto proxy endpoint's links with their secrets (in /status
+                    they are hidden); never public
 
 Served by the small HTTP/1.1 server in helper/http_server.py (one request per connection).
 Off unless `[api] listen` is set. Clients on other machines must send `Authorization:
 Bearer TOKEN`; loopback clients need it only with `loopback_token = true`; endpoints in
 `public` need it from nobody. Nothing served carries a secret: chains are redacted, listener
 passwords are never read here, and the token is kept only as a digest to compare against.
+The one exception is /mtproto/links, which exists to hand the MTProto proxy's secrets to the
+owner (docs/status-api.md says who may ask).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class StatusApi:
             "/metrics": self._metrics,
             "/proxy.pac": self._pac,
             "/healthz": self._healthz,
+            "/mtproto/links": self._mtproto_links,
         }
         self._server: HttpServer | None = None
 
@@ -159,6 +164,13 @@ class StatusApi:
         healthy, reason = health(self.engine)
         return Response.text(200 if healthy else 503, reason + "\n")
 
+    async def _mtproto_links(self, request: Request) -> Response:
+        if self.engine.mtproto is None:
+            return Response.text(404, "no MTProto proxy endpoint ([mtproto_proxy] is off)\n")
+        document = {"users": mtproto_links(self.engine, reveal=True)}
+        body = (json.dumps(document, indent=2) + "\n").encode()
+        return Response(200, body, "application/json; charset=utf-8")
+
 
 # --- documents ----------------------------------------------------------------------------
 
@@ -188,7 +200,27 @@ def status_document(engine: Engine, api: StatusApi | None = None) -> dict[str, A
         "services": services,
         "listeners": listeners(engine, api),
         "connections": connections(engine),
+        "mtproto_proxy": (
+            {"users": mtproto_links(engine, reveal=False)} if engine.mtproto is not None else None
+        ),
     }
+
+
+def mtproto_links(engine: Engine, *, reveal: bool) -> list[dict[str, str]]:
+    """Each user of the MTProto proxy endpoint and their links (secrets *** unless `reveal`)."""
+    from .proxy.mtproto import proxy_links
+
+    proxy = engine.mtproto
+    assert proxy is not None
+    return [
+        {
+            "user": link.user,
+            "mode": link.mode,
+            "link": link.link(reveal=reveal),
+            "web_link": link.link(web=True, reveal=reveal),
+        }
+        for link in proxy_links(proxy.config, proxy.address)
+    ]
 
 
 def listeners(engine: Engine, api: StatusApi | None = None) -> list[dict[str, str]]:
@@ -205,6 +237,11 @@ def listeners(engine: Engine, api: StatusApi | None = None) -> list[dict[str, st
         out.extend(
             {"kind": f"whatsapp-{kind}", "address": str(Endpoint(host, port))}
             for kind, host, port in engine.whatsapp.sockets
+        )
+    if engine.mtproto is not None:
+        out.extend(
+            {"kind": "mtproto", "address": str(Endpoint(host, port))}
+            for host, port in engine.mtproto.sockets
         )
     if api is not None and api.address is not None:
         out.append({"kind": "api", "address": str(Endpoint(*api.address))})

@@ -13,6 +13,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ..events import ProbeFinished, ProbeStarted, RouteChanged
+from ..proxy.mtproto import ProxyLink, proxy_links
 from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen
 from .log_screen import LogScreen
@@ -90,6 +91,20 @@ class DetourApp(App[int]):
             host, port = listener.address.host, listener.address.port
         kwargs = {"addresses": self._addresses} if self._addresses is not None else {}
         return proxy_settings(host, port, self.engine.config.listen.users, **kwargs)
+
+    @property
+    def mtproto_links(self) -> list[ProxyLink]:
+        """The MTProto proxy endpoint's links ([mtproto_proxy]), one per user; none when off."""
+        config = self.engine.config.mtproto_proxy
+        if config is None:
+            return []
+        running = getattr(self.engine, "mtproto", None)
+        bound = running.address if running is not None and running.sockets else None
+        kwargs = {}
+        if self._addresses is not None:
+            found = self._addresses()
+            kwargs["lan_address"] = lambda: found[0] if found else None
+        return proxy_links(config, bound, **kwargs)
 
     def on_mount(self) -> None:
         main = MainScreen()

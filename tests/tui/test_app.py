@@ -217,6 +217,42 @@ async def see_the_password_only_on_request(pilot) -> None:
     assert "s3cret" not in await settled_text(pilot)
 
 
+async def test_the_mtproto_links_and_their_code_only_on_request(engine) -> None:
+    from helper.config import MTProtoProxyConfig
+    from tests.tui.test_qr import decode
+    from transports import Endpoint
+    from transports.mtproto.secret import parse_secret
+
+    secret = "dd" + "5c" * 16
+    mtproto = MTProtoProxyConfig(
+        secrets={"alice": parse_secret(secret)}, listen=Endpoint("192.168.1.2", 443)
+    )
+    engine.config = dataclasses.replace(engine.config, mtproto_proxy=mtproto)
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        hidden = await settled_text(pilot)
+        assert "alice (dd): tg://proxy?server=192.168.1.2&port=443&secret=***" in hidden
+        assert secret not in hidden and "QR code hidden" in hidden and "█" not in hidden
+        await pilot.press("v")
+        shown = await settled_text(pilot)
+        link = f"tg://proxy?server=192.168.1.2&port=443&secret={secret}"
+        assert link in "".join(shown.split())  # wrapped at the screen's width
+        qr = str(app.screen.query_one("#qr").render())
+        if _has_zxing():
+            assert decode(qr.splitlines()) == link
+        await pilot.press("v")
+        assert secret not in await settled_text(pilot)
+
+
+def _has_zxing() -> bool:
+    try:
+        import zxingcpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 async def test_route_credentials_never_reach_the_screen() -> None:
     text = config_text(
         routes={"vps": "socks5://alice:s3cret@127.0.0.1:9", "direct": "direct"},

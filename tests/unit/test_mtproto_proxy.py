@@ -376,3 +376,66 @@ async def test_a_replayed_hello_is_refused() -> None:
     again = await shake.accept(ScriptedStream(script), 5)
     assert isinstance(again, Refused) and "replayed" in again.reason
     assert again.seen == vector_hello()[: len(again.seen)]
+
+
+# --- links ----------------------------------------------------------------------------------
+
+
+def mt_config(listen: str, host: str | None = None):
+    from helper.config import parse_config
+
+    extra = f'host = "{host}"\n' if host else ""
+    text = (
+        f'[mtproto_proxy]\nlisten = "{listen}"\n{extra}'
+        'secrets = { alice = "dd000102030405060708090a0b0c0d0e0f" }\n'
+        '[[route]]\nname = "direct"\nchain = "direct"\n'
+    )
+    config = parse_config(text, "t.toml").mtproto_proxy
+    assert config is not None
+    return config
+
+
+def test_links_say_where_apps_connect() -> None:
+    from helper.proxy.mtproto import proxy_links
+
+    (link,) = proxy_links(mt_config("192.168.1.2:443"))
+    assert (link.user, link.mode, link.host, link.port) == ("alice", "dd", "192.168.1.2", 443)
+    assert link.link() == "tg://proxy?server=192.168.1.2&port=443&secret=***"
+    assert link.link(reveal=True).endswith("secret=dd000102030405060708090a0b0c0d0e0f")
+    assert link.link(web=True).startswith("https://t.me/proxy?server=192.168.1.2&port=443&")
+    # Every address: this machine's LAN address; a running endpoint: the port it has.
+    (link,) = proxy_links(mt_config("0.0.0.0:0"), ("0.0.0.0", 4321), lan_address=lambda: "10.0.0.7")
+    assert (link.host, link.port) == ("10.0.0.7", 4321)
+    (link,) = proxy_links(mt_config("0.0.0.0:443", host="proxy.example.org"))
+    assert link.host == "proxy.example.org"
+
+
+def test_the_links_command(tmp_path, capsys) -> None:
+    from helper.cli import main
+
+    path = tmp_path / "mt.toml"
+    path.write_text(
+        '[mtproto_proxy]\nlisten = "192.168.1.2:443"\n'
+        'secrets = { alice = "dd000102030405060708090a0b0c0d0e0f" }\n'
+    )
+    assert main(["mtproto", "links", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tg://proxy?server=192.168.1.2&port=443&secret=***" in out
+    assert "000102" not in out and "--show-secrets" in out
+    assert main(["mtproto", "links", "-c", str(path), "--show-secrets"]) == 0
+    out = capsys.readouterr().out
+    assert "https://t.me/proxy?server=192.168.1.2&port=443&secret=dd000102" in out
+    assert main(["mtproto", "links"]) == 2  # the built-in config has no endpoint
+    assert "no [mtproto_proxy]" in capsys.readouterr().err
+
+
+def test_the_secret_command(capsys) -> None:
+    from helper.cli import main
+
+    assert main(["mtproto", "secret"]) == 0
+    assert parse_secret(capsys.readouterr().out.strip()).mode is SecretMode.PADDED
+    assert main(["mtproto", "secret", "--tls", "www.example.org"]) == 0
+    assert parse_secret(capsys.readouterr().out.strip()).domain == "www.example.org"
+    assert main(["mtproto", "secret", "--plain"]) == 0
+    assert parse_secret(capsys.readouterr().out.strip()).mode is SecretMode.PLAIN
+    assert main(["mtproto", "secret", "--tls", "not a name"]) == 2

@@ -2,7 +2,8 @@
 add detour as an "MTProto proxy" (a `tg://proxy` link) and reach Telegram through detour's
 routes, with no SOCKS on the phone (docs/telegram.md).
 
-Flow per connection:
+Flow per connection, as a listener of the client server (server.py), which does admission,
+routing, the relay and the accounting:
 
     allow-list and limits
     -> the handshake (MTProtoHandshake, within mtproto_proxy.handshake_timeout):
@@ -13,8 +14,9 @@ Flow per connection:
     -> which user, which DC (transports/mtproto/proxy.py); the DC's address from the table
     -> router.connect(DC:443), as a SOCKS CONNECT to that address would be: the telegram
        service's routes with failover (direct, tgws, socks, front, ...)
-    -> relay, re-encrypting both ways (ReencryptedStream): the client's ciphers on one side,
-       detour's own new obfuscated2 init and ciphers toward the DC on the other.
+    -> relay, re-encrypting both ways (ReencryptedStream, the Request's client stream): the
+       client's ciphers on one side, detour's own new obfuscated2 init and ciphers toward the
+       DC on the other.
 
 What a client that is not a proxy client gets (a prober, a browser, junk, a wrong secret, a
 replay, a truncated init) -- never an answer that says detour:
@@ -34,11 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,16 +48,14 @@ from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Ob
 from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
 from transports.mtproto.proxy import LengthGuard, dc_address, identify
 from transports.mtproto.secret import ProxySecret, SecretMode, proxy_link
-from transports.tcp import SocketStream, StreamProtocol, connect_tcp
+from transports.tcp import connect_tcp
 from transports.wrapped import WrappedStream
 
 from ..config import MTProtoProxyConfig
-from ..events import EventBus
-from ..routing import AllRoutesFailed, Denied, Router
-from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
-from .listener import ActiveConnection
+from .handshake import ProtocolError
+from .limits import Admission, Limits
+from .listener import ClientConnection, Listener, Request
 from .relay import relay
-from .serving import RouterSwitch, ServingTasks
 
 __all__ = [
     "Accepted",
@@ -304,244 +302,154 @@ async def _read_until(stream: Stream, seen: bytearray, size: int) -> None:
 # --- the listener -------------------------------------------------------------------------
 
 
-class _ClientProtocol(StreamProtocol):
-    def __init__(self, proxy: MTProtoProxy) -> None:
-        super().__init__()
-        self.proxy = proxy
+class MTProtoProxy(Listener):
+    """`[mtproto_proxy]`: a listener of the client server (server.py) whose handshake is the
+    MTProto proxy's. Its own limits (mtproto_proxy.max_connections, max_per_client) and the
+    allow-list; `max_per_user` counts each user's connections."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        assert self.transport is not None
-        self.proxy._accepted(SocketStream(self.transport, self))
+    kind = "mtproto"
 
-
-class MTProtoProxy(ServingTasks):
     def __init__(
         self,
         config: MTProtoProxyConfig,
-        router: Router,
         *,
         allow: tuple[IPNetwork, ...] = (),
-        events: EventBus | None = None,
-        connections: dict[int, ActiveConnection] | None = None,
-        ids: Iterator[int] | None = None,
         dcs: DcTable = DEFAULT_DCS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`connections` and `ids`: the table status views read and its id counter (the
-        mixed listener's, so one table shows every client connection)."""
-        self.config = config
-        self.switch = RouterSwitch(router)
-        self.events = events
-        self.first_answer = 0.0  # no ClientHello to retry: the init is MTProto's first flight
-        self.dcs = dcs
-        self.connections: dict[int, ActiveConnection] = (
-            connections if connections is not None else {}
-        )
-        self.ids = ids if ids is not None else itertools.count(1)
-        self.handshake = MTProtoHandshake(
-            dict(config.secrets), time_skew=config.time_skew, replay_cache=config.replay_cache
-        )
-        self.mask = config.mask
-        if self.mask is None and config.fake_tls:
-            domain = config.fake_tls[0].domain
-            assert domain is not None
-            self.mask = Endpoint(domain, 443)
-        self._allow = allow
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.book = ConnectionBook(
+        admission = Admission(
             Limits(
                 config.max_connections,
                 config.max_per_client,
                 0,
                 0,
                 keys=("mtproto_proxy.max_connections", "mtproto_proxy.max_per_client", "", ""),
-            )
+            ),
+            allow,
+            logger=log,
+            prefix="MTProto proxy: ",
+            not_allowed_level=logging.INFO,
         )
-        self.per_user: Counter[str] = Counter()
-        self.throttled = ThrottledLog(log)
+        super().__init__(
+            config.listen,
+            admission,
+            setting="mtproto_proxy.listen",
+            handshake_timeout=None,  # its own: a timeout is masked, not closed
+            idle_timeout=config.idle_timeout,
+        )
+        self.config = config
+        self.dcs = dcs
+        self.handshake_state = MTProtoHandshake(
+            dict(config.secrets),
+            time_skew=config.time_skew,
+            replay_cache=config.replay_cache,
+            clock=clock,
+        )
+        self.mask = config.mask
+        if self.mask is None and config.fake_tls:
+            domain = config.fake_tls[0].domain
+            assert domain is not None
+            self.mask = Endpoint(domain, 443)
+        self._by_user: dict[str, set[ClientConnection]] = {}
 
     @property
-    def sockets(self) -> list[tuple[str, int]]:
-        if self._server is None:
-            return []
-        return [tuple(sock.getsockname()[:2]) for sock in self._server.sockets]  # type: ignore[misc]
+    def address_bound(self) -> tuple[str, int] | None:
+        sockets = self.sockets
+        return (str(sockets[0][0]), int(sockets[0][1])) if sockets else None
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.sockets[0]
+    def links(self) -> list[ProxyLink]:
+        return proxy_links(self.config, self.address_bound)
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        listen = self.config.listen
-        try:
-            self._server = await loop.create_server(
-                lambda: _ClientProtocol(self), host=listen.host, port=listen.port, backlog=256
-            )
-        except OSError as exc:
-            hint = (
-                "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-                if isinstance(exc, PermissionError)
-                else ""
-            )
-            raise OSError(
-                exc.errno, f"mtproto_proxy.listen {listen}: {exc.strerror or exc}{hint}"
-            ) from exc
+    def announce(self) -> None:
+        """Log where it listens (once its port is open)."""
+        bound = self.address_bound
         modes = sorted({s.mode.value for s in self.config.secrets.values()})
         log.info(
             "MTProto proxy on %s: %d user(s), secrets %s%s",
-            Endpoint(*self.address),
+            Endpoint(*bound) if bound else self.address,
             len(self.config.secrets),
             ", ".join(modes),
-            f"; others passed to {self.mask}" if self.handshake.fake_tls else "",
+            f"; others passed to {self.mask}" if self.handshake_state.fake_tls else "",
         )
 
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    async def listen(self, accept) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            accept, host=self.address.host, port=self.address.port, backlog=256
+        )
 
-    async def stop(self) -> None:
-        self.stop_accepting()
-        await self._cut_connections()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+    def cannot_listen(self, exc: OSError) -> OSError:
+        hint = (
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+            if isinstance(exc, PermissionError)
+            else ""
+        )
+        return OSError(exc.errno, f"{self.setting} {self.address}: {exc.strerror or exc}{hint}")
 
-    # --- per connection -------------------------------------------------------------------
+    def unreachable(self, conn: ClientConnection, request: Request, exc: Exception) -> None:
+        # The app cannot hear a reason; a reset makes it try again (or another DC).
+        log.info("MTProto proxy: client %s: %s", conn.client, exc)
 
-    def _accepted(self, stream: SocketStream) -> None:
-        peer = stream.get_extra_info("peername")
-        client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
-        if self._allow and not client_allowed(client, self._allow):
-            self.throttled.log(
-                "not-allowed",
-                logging.INFO,
-                "MTProto proxy: refused client %s: not in listen.allow",
-                client,
+    async def handshake(self, conn: ClientConnection) -> Request | None:
+        config = self.config
+        outcome = await self.handshake_state.accept(conn.stream, config.handshake_timeout)
+        if isinstance(outcome, Refused):
+            await self._not_a_client(conn, outcome)
+            return None
+        if isinstance(outcome, Failed):
+            raise ProtocolError(f"MTProto proxy: {outcome.reason}; closed")
+        user, header = outcome.user, outcome.header
+        if not self._admit_user(user, conn):
+            raise ProtocolError(
+                f"MTProto proxy: user {user}: at the limit of {config.max_per_user} "
+                "connections per user (mtproto_proxy.max_per_user); closed"
             )
-            stream.abort()
-            return
-        over = self.book.admit(client_key(client))
-        if over is not None:
-            self.throttled.log(
-                "limit",
-                logging.WARNING,
-                "MTProto proxy: refused client %s: at the limit of %s",
-                client,
-                over,
-            )
-            stream.abort()
-            return
-        conn_id = next(self.ids)
-        self._spawn(self._serve(conn_id, client, stream), name=f"detour-mtproto-{conn_id}")
-
-    async def _serve(self, conn_id: int, client: Endpoint, stream: SocketStream) -> None:
-        handshaking = True
-        user: str | None = None
-        try:
-            outcome = await self.handshake.accept(stream, self.config.handshake_timeout)
-            self.book.handshake_over(client_key(client))
-            handshaking = False
-            if isinstance(outcome, Refused):
-                await self._not_a_client(client, stream, outcome)
-                return
-            if isinstance(outcome, Failed):
-                log.info("MTProto proxy: client %s: %s; closed", client, outcome.reason)
-                stream.abort()
-                return
-            user = outcome.user
-            limit = self.config.max_per_user
-            if limit and self.per_user[user] >= limit:
-                self.throttled.log(
-                    "user-limit",
-                    logging.WARNING,
-                    "MTProto proxy: refused client %s (user %s): at the limit of %d "
-                    "connections per user (mtproto_proxy.max_per_user)",
-                    client,
-                    user,
-                    limit,
-                )
-                stream.abort()
-                return
-            self.per_user[user] += 1
-            await self._proxy(conn_id, client, outcome)
-        except asyncio.CancelledError:
-            stream.abort()
-            raise
-        except Exception:
-            log.exception("MTProto proxy: connection %d from %s: internal error", conn_id, client)
-            stream.abort()
-        finally:
-            if user is not None and self.per_user[user] > 0:
-                self.per_user[user] -= 1
-                if not self.per_user[user]:
-                    del self.per_user[user]
-            self.book.release(client_key(client), handshaking=handshaking)
-            if not stream.is_closing():
-                stream.close()
-
-    async def _proxy(self, conn_id: int, client: Endpoint, accepted: Accepted) -> None:
-        header = accepted.header
-        address = dc_address(header, self.dcs, self.config.dcs)
+        address = dc_address(header, self.dcs, config.dcs)
         if address is None:
-            log.info(
-                "MTProto proxy: client %s (user %s) asked for DC %d, which detour does not "
-                "know (mtproto_proxy.dcs adds it); closed",
-                client,
-                accepted.user,
-                header.dc_field,
+            raise ProtocolError(
+                f"MTProto proxy: user {user} asked for DC {header.dc_field}, which detour "
+                "does not know (mtproto_proxy.dcs adds it); closed"
             )
-            accepted.stream.abort()
-            return
-        target = Endpoint.parse(address, DC_PORT)
         kind = f"{'test ' if header.test else ''}DC {header.dc}{' media' if header.media else ''}"
-        active = ActiveConnection(
-            conn_id, str(client), protocol=f"mtproto ({accepted.user}, {kind})", target=target
+        return Request(
+            f"mtproto ({user}, {kind})",
+            Endpoint.parse(address, DC_PORT),
+            retry_client_hello=False,  # the init is MTProto's first flight, not a hello
+            client=ReencryptedStream(outcome.stream, outcome.obfuscation, header),
         )
-        self.connections[conn_id] = active
-        self.switch.begin(conn_id)
-        try:
-            try:
-                connection = await self.router.connect(target)
-            except (Denied, AllRoutesFailed) as exc:
-                # The app cannot hear a reason; a reset makes it try again (or another DC).
-                log.info("MTProto proxy: client %s (user %s): %s", client, accepted.user, exc)
-                accepted.stream.abort()
-                return
-            upstream_view = ReencryptedStream(accepted.stream, accepted.obfuscation, header)
-            active.service = connection.service.name if connection.service else None
-            active.route = connection.route.name
-            await self._relay_accounted(
-                active,
-                upstream_view,
-                connection,
-                events=self.events,
-                idle_timeout=self.config.idle_timeout,
-            )
-        finally:
-            self.connections.pop(conn_id, None)
-            self.switch.end(conn_id)
 
-    async def _not_a_client(self, client: Endpoint, stream: Stream, refused: Refused) -> None:
-        if self.handshake.fake_tls and self.mask is not None:
-            self.throttled.log(
+    def _admit_user(self, user: str, conn: ClientConnection) -> bool:
+        """Count `conn` as one of `user`'s (connections that ended are dropped first)."""
+        mine = self._by_user.setdefault(user, set())
+        for other in [c for c in mine if c.task is None or c.task.done()]:
+            mine.discard(other)
+        limit = self.config.max_per_user
+        if limit and len(mine) >= limit:
+            return False
+        mine.add(conn)
+        return True
+
+    async def _not_a_client(self, conn: ClientConnection, refused: Refused) -> None:
+        throttled = self.admission.throttled
+        if self.handshake_state.fake_tls and self.mask is not None:
+            throttled.log(
                 "masked",
                 logging.INFO,
                 "MTProto proxy: client %s is no proxy client (%s): passed to %s",
-                client,
+                conn.client,
                 refused.reason,
                 self.mask,
             )
-            await self._pass_to_mask(stream, refused.seen)
+            conn.protocol = "mtproto-mask"
+            await self._pass_to_mask(conn.stream, refused.seen)
             return
-        self.throttled.log(
+        throttled.log(
             "silent",
             logging.INFO,
             "MTProto proxy: client %s is no proxy client (%s): held without an answer",
-            client,
+            conn.client,
             refused.reason,
         )
-        await _hold(stream, self.config.idle_timeout)
+        await _hold(conn.stream, self.config.idle_timeout)
 
     async def _pass_to_mask(self, stream: Stream, seen: bytes) -> None:
         assert self.mask is not None

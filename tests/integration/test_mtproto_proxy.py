@@ -45,7 +45,7 @@ class Setup:
     @property
     def proxy(self) -> tuple[str, int]:
         assert self.engine.mtproto is not None
-        return self.engine.mtproto.address
+        return self.engine.mtproto.address_bound
 
 
 class MaskSite:
@@ -270,3 +270,34 @@ async def test_an_oversized_frame_is_closed(
     assert await read_all(connection.reader) is not None  # closed (a reset or an end)
     connection.close()
     assert "Traceback" not in caplog.text
+
+
+async def test_one_users_connections_are_limited(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    setup = await start_proxy(max_per_user="1")
+    first = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+    first.send(b"x" * 16)
+    await first.drain()
+    second = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+    assert await read_all(second.reader) == b""  # closed at once
+    second.close()
+    assert "mtproto_proxy.max_per_user" in caplog.text
+    first.close()
+    # Once the first has ended, the user may connect again.
+    await first.writer.wait_closed()
+
+    async def admitted() -> bool:
+        third = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+        try:
+            return await read_all(third.reader, within=0.5) is None  # held open: relaying
+        finally:
+            third.close()
+
+    for _ in range(50):
+        if await admitted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the user's connection was never admitted again")

@@ -62,7 +62,7 @@ async def get(
 
 async def wait_closed(engine: Engine) -> None:
     async with asyncio.timeout(10):  # a safety net, not a measurement
-        while engine.listener.connections:  # noqa: ASYNC110 - no event to wait on
+        while engine.server.connections:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.01)
 
 
@@ -182,7 +182,7 @@ async def test_status_and_metrics_after_real_traffic(start_engine, echo_origin) 
     assert {"kind": "mixed", "address": f"{host}:{port}"} in document["listeners"]
     assert {"kind": "api", "address": "{}:{}".format(*engine.api.address)} in document["listeners"]
     assert engine.mtproto is not None
-    mt_host, mt_port = engine.mtproto.address
+    mt_host, mt_port = engine.mtproto.address_bound
     assert {"kind": "mtproto", "address": f"{mt_host}:{mt_port}"} in document["listeners"]
     # The MTProto proxy's links: the secret hidden in /status, given by /mtproto/links.
     (user,) = document["mtproto_proxy"]["users"]
@@ -289,7 +289,7 @@ def test_healthz_without_a_running_listener(echo_origin) -> None:
     from helper.config import parse_config
 
     engine = Engine(parse_config(echo_config(echo_origin.port)))  # never started
-    assert health(engine) == (False, "listener not running")
+    assert health(engine.snapshot()) == (False, "listener not running")
 
 
 async def test_a_bug_answers_500_without_a_traceback(
@@ -297,7 +297,7 @@ async def test_a_bug_answers_500_without_a_traceback(
 ) -> None:
     engine = await start_engine(echo_config(echo_origin.port), probe_on_start=False)
 
-    def broken(_engine: Engine) -> tuple[bool, str]:
+    def broken(_snapshot) -> tuple[bool, str]:
         raise RuntimeError("internal detail /etc/secret-path")
 
     monkeypatch.setattr("helper.api.health", broken)

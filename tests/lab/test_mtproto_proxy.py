@@ -64,7 +64,7 @@ async def detour(lab: Lab, route: str | None = "tgws") -> AsyncIterator[Engine]:
     engine = Engine(parse_config(text), probe_on_start=False)
     await engine.start()
     if route is not None:
-        engine.router.pins["telegram"] = route
+        engine.router.pin("telegram", route)
     try:
         yield engine
     finally:
@@ -82,7 +82,7 @@ async def test_telethon_through_the_proxy_with_a_dd_secret(
     start = len(lab.dc_events.events)
     async with detour(lab) as engine:
         assert engine.mtproto is not None
-        host, port = engine.mtproto.address
+        host, port = engine.mtproto.address_bound
         session = MemorySession()
         session.set_dc(2, lab.table.address("telegram-dc2"), 443)  # the proxy reads the DC id
         client = TelegramClient(
@@ -134,7 +134,7 @@ async def test_an_independent_client_gets_res_pq(lab: Lab, secret: str) -> None:
     async with detour(lab) as engine:
         assert engine.mtproto is not None
         connection = await open_proxy(
-            engine.mtproto.address, DD if secret == "dd" else EE, dc=2, tag=Tag.PADDED
+            engine.mtproto.address_bound, DD if secret == "dd" else EE, dc=2, tag=Tag.PADDED
         )
         try:
             await req_pq(connection)
@@ -148,7 +148,7 @@ async def test_a_prober_sees_the_imitated_site(lab: Lab) -> None:
         assert engine.mtproto is not None
         context = ssl.create_default_context(cafile=str(lab.ca.ca_path))
         answers = []
-        for address in (engine.mtproto.address, (lab.table.address("control"), 443)):
+        for address in (engine.mtproto.address_bound, (lab.table.address("control"), 443)):
             reader, writer = await asyncio.open_connection(
                 *address, ssl=context, server_hostname=MASK_NAME
             )
@@ -170,7 +170,7 @@ async def test_a_replayed_hello_goes_to_the_site(lab: Lab) -> None:
         hello = client_hello(bytes.fromhex(EE_KEY), MASK_NAME)
         flights = []
         for _ in range(2):
-            reader, writer = await asyncio.open_connection(*engine.mtproto.address)
+            reader, writer = await asyncio.open_connection(*engine.mtproto.address_bound)
             writer.write(hello)
             flights.append(await asyncio.wait_for(reader.read(5), 15))
             writer.close()

@@ -30,6 +30,7 @@ from .config import (
 )
 from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
+from .mtproto_commands import mtproto_links, mtproto_secret
 
 log = logging.getLogger("detour")
 
@@ -296,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command == "mtproto":
         if args.mtproto_command == "links":
-            return _mtproto_links(args.mtproto_config or args.config, args.show_secrets)
+            return mtproto_links(args.mtproto_config or args.config, args.show_secrets)
         if args.mtproto_command == "secret":
-            return _mtproto_secret(args.plain, args.tls)
+            return mtproto_secret(args.plain, args.tls)
         parser.parse_args(["mtproto", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
@@ -349,51 +350,6 @@ def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
         )
         return EXIT_USAGE
     return run_async(lambda: probe_services(config, services, as_json=as_json))
-
-
-def _mtproto_links(path: str | None, reveal: bool) -> int:
-    from .proxy.mtproto import proxy_links
-
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if config.mtproto_proxy is None:
-        print(
-            "detour mtproto links: the config has no [mtproto_proxy] section "
-            "(docs/telegram.md says how to add one)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    for link in proxy_links(config.mtproto_proxy):
-        print(f"{link.user} ({link.mode} secret):")
-        print(f"  {link.link(reveal=reveal)}")
-        print(f"  {link.link(web=True, reveal=reveal)}")
-    if not reveal:
-        print("(secrets hidden: --show-secrets prints them)")
-    listen = config.mtproto_proxy.listen
-    if config.mtproto_proxy.host is None and listen.ip is not None and listen.ip.is_unspecified:
-        print(
-            f"{listen.host} is where detour listens, not an address a phone can dial: set "
-            "mtproto_proxy.host to this machine's address on the phones' network"
-        )
-    return EXIT_OK
-
-
-def _mtproto_secret(plain: bool, domain: str | None) -> int:
-    from transports.mtproto.secret import SecretMode, generate_secret
-
-    if domain is not None:
-        try:
-            secret = generate_secret(SecretMode.FAKE_TLS, domain.strip().lower())
-        except ValueError as exc:
-            print(f"detour mtproto secret: --tls: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        secret = generate_secret(SecretMode.PLAIN if plain else SecretMode.PADDED)
-    print(secret.hex())
-    return EXIT_OK
 
 
 def _lab(args: argparse.Namespace) -> int:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from transports.mtproto.secret import ProxyLink
+
     from .probe.result import ProbeResult
-    from .proxy.mtproto import ProxyLink
     from .services import Service
 
 __all__ = [

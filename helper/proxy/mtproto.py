@@ -47,7 +47,7 @@ from transports.base import IPNetwork
 from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
 from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
 from transports.mtproto.proxy import LengthGuard, dc_address, identify
-from transports.mtproto.secret import ProxySecret, SecretMode, proxy_link
+from transports.mtproto.secret import ProxyLink, ProxySecret, SecretMode
 from transports.tcp import connect_tcp
 from transports.wrapped import WrappedStream
 
@@ -55,6 +55,7 @@ from ..config import MTProtoProxyConfig
 from .handshake import ProtocolError
 from .limits import Admission, Limits
 from .listener import ClientConnection, Listener, Request
+from .mtproto_links import proxy_links
 from .relay import relay
 
 __all__ = [
@@ -63,10 +64,8 @@ __all__ = [
     "FakeTlsStream",
     "MTProtoHandshake",
     "MTProtoProxy",
-    "ProxyLink",
     "ReencryptedStream",
     "Refused",
-    "proxy_links",
 ]
 
 log = logging.getLogger("detour.proxy")
@@ -473,68 +472,3 @@ async def _hold(stream: Stream, idle_timeout: float) -> None:
                 if not await stream.read(65536):
                     break
     stream.close()
-
-
-# --- links --------------------------------------------------------------------------------
-
-HIDDEN_SECRET = "***"
-
-
-@dataclass(frozen=True)
-class ProxyLink:
-    """One user's way into the endpoint, as Telegram's apps take it."""
-
-    user: str
-    host: str  # what the apps connect to
-    port: int
-    secret: ProxySecret
-
-    @property
-    def mode(self) -> str:
-        return self.secret.mode.value
-
-    def link(self, *, web: bool = False, reveal: bool = False) -> str:
-        """tg://proxy?... (https://t.me/proxy?... with `web`); unless `reveal`, the secret is
-        replaced by *** -- that form is for showing, not for using."""
-        if reveal:
-            return proxy_link(self.host, self.port, self.secret, web=web)
-        return proxy_link(self.host, self.port, "SECRET", web=web).replace(
-            "secret=SECRET", "secret=" + HIDDEN_SECRET
-        )
-
-
-def _lan_address() -> str | None:
-    """This machine's first IPv4 address other than loopback (no packets sent)."""
-    import ipaddress
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except OSError:
-        return None
-    for *_, sockaddr in infos:
-        if not ipaddress.ip_address(sockaddr[0]).is_loopback:
-            return str(sockaddr[0])
-    return None
-
-
-def proxy_links(
-    config: MTProtoProxyConfig,
-    bound: tuple[str, int] | None = None,
-    *,
-    lan_address: Callable[[], str | None] = _lan_address,
-) -> list[ProxyLink]:
-    """Each user's link. The host: mtproto_proxy.host, or the listen address, or (listening
-    on every address) this machine's LAN address. The port: where the endpoint listens
-    (`bound`, when it runs), or the configured one."""
-    listen = config.listen
-    port = bound[1] if bound is not None else listen.port
-    host = config.host
-    if host is None:
-        host = listen.host
-        ip = listen.ip
-        if ip is not None and ip.is_unspecified:
-            host = lan_address() or host
-        elif host == "localhost":
-            host = "127.0.0.1"
-    return [ProxyLink(user, host, port, secret) for user, secret in config.secrets.items()]

@@ -14,7 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ..events import RouteChanged
-from ..proxy.mtproto import ProxyLink, proxy_links
+from ..proxy.mtproto_links import ProxyLink, proxy_links
 from ..routing.router import BY_THE_USER
 from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen

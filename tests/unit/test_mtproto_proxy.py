@@ -396,7 +396,7 @@ def mt_config(listen: str, host: str | None = None):
 
 
 def test_links_say_where_apps_connect() -> None:
-    from helper.proxy.mtproto import proxy_links
+    from helper.proxy.mtproto_links import proxy_links
 
     (link,) = proxy_links(mt_config("192.168.1.2:443"))
     assert (link.user, link.mode, link.host, link.port) == ("alice", "dd", "192.168.1.2", 443)

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 __all__ = [
+    "HIDDEN_SECRET",
     "KEY_LEN",
+    "ProxyLink",
     "ProxySecret",
     "SecretMode",
     "generate_secret",
@@ -170,3 +172,29 @@ def proxy_link(host: str, port: int, secret: ProxySecret | str, *, web: bool = F
     params = {"server": host.strip("[]"), "port": str(port), "secret": str(secret)}
     query = urlencode(params, quote_via=quote)
     return ("https://t.me/proxy?" if web else "tg://proxy?") + query
+
+
+HIDDEN_SECRET = "***"
+
+
+@dataclass(frozen=True)
+class ProxyLink:
+    """One user's way into the endpoint, as Telegram's apps take it."""
+
+    user: str
+    host: str  # what the apps connect to
+    port: int
+    secret: ProxySecret
+
+    @property
+    def mode(self) -> str:
+        return self.secret.mode.value
+
+    def link(self, *, web: bool = False, reveal: bool = False) -> str:
+        """tg://proxy?... (https://t.me/proxy?... with `web`); unless `reveal`, the secret is
+        replaced by *** -- that form is for showing, not for using."""
+        if reveal:
+            return proxy_link(self.host, self.port, self.secret, web=web)
+        return proxy_link(self.host, self.port, "SECRET", web=web).replace(
+            "secret=SECRET", "secret=" + HIDDEN_SECRET
+        )

@@ -7,12 +7,16 @@ running detour (docs/status-api.md).
     GET /proxy.pac  a proxy auto-config file: the services' destinations through detour,
                     everything else direct
     GET /healthz    "ok" (200) or why not (503), for watchdogs
+    GET /mtproto/links   the MTProto proxy endpoint's links with their secrets (in /status
+                    they are hidden); never public
 
 Served by the small HTTP/1.1 server in helper/http_server.py (one request per connection).
 Off unless `[api] listen` is set. Clients on other machines must send `Authorization:
 Bearer TOKEN`; loopback clients need it only with `loopback_token = true`; endpoints in
 `public` need it from nobody. Nothing served carries a secret: chains are redacted, listener
 passwords are never read here, and the token is kept only as a digest to compare against.
+The one exception is /mtproto/links, which exists to hand the MTProto proxy's secrets to the
+owner (docs/status-api.md says who may ask).
 """
 
 from __future__ import annotations
@@ -164,6 +168,7 @@ class StatusApi:
             "/metrics": self._metrics,
             "/proxy.pac": self._pac,
             "/healthz": self._healthz,
+            "/mtproto/links": self._mtproto_links,
         }
         self._server: ClientServer | None = None
         self._listener: ApiListener | None = None
@@ -271,6 +276,14 @@ class StatusApi:
         healthy, reason = health(self.snapshot())
         return Response.text(200 if healthy else 503, reason + "\n")
 
+    async def _mtproto_links(self, request: Request) -> Response:
+        snapshot = self.snapshot()
+        if not snapshot.mtproto_links:
+            return Response.text(404, "no MTProto proxy endpoint ([mtproto_proxy] is off)\n")
+        document = {"users": mtproto_links(snapshot, reveal=True)}
+        body = (json.dumps(document, indent=2) + "\n").encode()
+        return Response(200, body, "application/json; charset=utf-8")
+
 
 # --- documents ----------------------------------------------------------------------------
 
@@ -315,7 +328,23 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             }
             for conn in snapshot.connections
         ],
+        "mtproto_proxy": (
+            {"users": mtproto_links(snapshot, reveal=False)} if snapshot.mtproto_links else None
+        ),
     }
+
+
+def mtproto_links(snapshot: Snapshot, *, reveal: bool) -> list[dict[str, str]]:
+    """Each user of the MTProto proxy endpoint and their links (secrets *** unless `reveal`)."""
+    return [
+        {
+            "user": link.user,
+            "mode": link.mode,
+            "link": link.link(reveal=reveal),
+            "web_link": link.link(web=True, reveal=reveal),
+        }
+        for link in snapshot.mtproto_links
+    ]
 
 
 def health(snapshot: Snapshot) -> tuple[bool, str]:

@@ -30,6 +30,7 @@ from .config import (
 )
 from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
+from .mtproto_commands import mtproto_links, mtproto_secret
 
 log = logging.getLogger("detour")
 
@@ -140,6 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
+
+    mtproto = sub.add_parser(
+        "mtproto",
+        help="links and secrets for the MTProto proxy endpoint",
+        description="The MTProto proxy endpoint ([mtproto_proxy], docs/telegram.md): the links "
+        "Telegram's apps add it with, and new secrets.",
+    )
+    mtproto_sub = mtproto.add_subparsers(
+        dest="mtproto_command", metavar="ACTION", parser_class=_Parser
+    )
+    links = mtproto_sub.add_parser(
+        "links",
+        help="print each user's tg://proxy and t.me links",
+        description="Print each user's tg://proxy and https://t.me/proxy links; the secrets "
+        "are hidden unless --show-secrets.",
+    )
+    links.add_argument("-c", "--config", metavar="FILE", dest="mtproto_config", help="config file")
+    links.add_argument(
+        "--show-secrets", action="store_true", help="print the links with their secrets"
+    )
+    secret = mtproto_sub.add_parser(
+        "secret",
+        help="print a new secret",
+        description="Print a new random secret for mtproto_proxy.secrets: dd (padded) by "
+        "default, plain with --plain, ee (fake TLS imitating DOMAIN) with --tls DOMAIN.",
+    )
+    kind = secret.add_mutually_exclusive_group()
+    kind.add_argument("--plain", action="store_true", help="a plain secret (no padding)")
+    kind.add_argument("--tls", metavar="DOMAIN", help="a fake-TLS secret imitating DOMAIN")
 
     probe = sub.add_parser(
         "probe",
@@ -265,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.config_command == "show":
             return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
+    if args.command == "mtproto":
+        if args.mtproto_command == "links":
+            return mtproto_links(args.mtproto_config or args.config, args.show_secrets)
+        if args.mtproto_command == "secret":
+            return mtproto_secret(args.plain, args.tls)
+        parser.parse_args(["mtproto", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
     if args.command == "relay":

@@ -33,6 +33,7 @@ from .events import EventBus
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
+from .proxy.mtproto import MTProtoProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
@@ -130,6 +131,12 @@ class Engine:
             )
             for port in self.whatsapp.ports:
                 self.server.add(port)
+        # [mtproto_proxy]: Telegram's apps set to use detour as an MTProto proxy.
+        self.mtproto: MTProtoProxy | None = None
+        if config.mtproto_proxy is not None:
+            self.mtproto = self.server.add(
+                MTProtoProxy(config.mtproto_proxy, allow=config.listen.allow)
+            )
         # The status API (off unless [api] listen is set) reads snapshots of this engine.
         self.api: StatusApi | None = None
         if config.api.listen is not None:
@@ -223,6 +230,7 @@ class Engine:
             listeners=tuple(listeners),
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
+            mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
         )
 
     async def start(self) -> None:
@@ -240,6 +248,8 @@ class Engine:
             log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
         if self.whatsapp is not None:
             self.whatsapp.announce(self.router.services, self.router.default_policy)
+        if self.mtproto is not None:
+            self.mtproto.announce()
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from transports.mtproto.secret import ProxyLink
+
     from .probe.result import ProbeResult
     from .services import Service
 
@@ -168,6 +170,9 @@ class Snapshot:
     listeners: tuple[ListenerView, ...]  # in start order: mixed first
     counters: Counters
     default_policy: str = ""
+    # The MTProto proxy endpoint's users and links (secrets inside: shown hidden unless the
+    # owner asks, helper/api.py); empty when [mtproto_proxy] is off.
+    mtproto_links: tuple[ProxyLink, ...] = field(default=(), repr=False)
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

@@ -135,8 +135,16 @@ def documented_metrics() -> list[str]:
 # --- tests ----------------------------------------------------------------------------------
 
 
+MTPROTO_SECRET = "dd" + "5a" * 16
+MTPROTO = f"""
+        [mtproto_proxy]
+        listen = "127.0.0.1:0"
+        secrets = {{ alice = "{MTPROTO_SECRET}" }}
+"""
+
+
 async def test_status_and_metrics_after_real_traffic(start_engine, echo_origin) -> None:
-    engine = await start_engine(echo_config(echo_origin.port), probe_on_start=False)
+    engine = await start_engine(echo_config(echo_origin.port, MTPROTO), probe_on_start=False)
     (service,) = engine.router.services
     await engine.monitor.probe_now(service)
 
@@ -173,6 +181,18 @@ async def test_status_and_metrics_after_real_traffic(start_engine, echo_origin) 
     host, port = engine.mixed_address
     assert {"kind": "mixed", "address": f"{host}:{port}"} in document["listeners"]
     assert {"kind": "api", "address": "{}:{}".format(*engine.api.address)} in document["listeners"]
+    assert engine.mtproto is not None
+    mt_host, mt_port = engine.mtproto.address_bound
+    assert {"kind": "mtproto", "address": f"{mt_host}:{mt_port}"} in document["listeners"]
+    # The MTProto proxy's links: the secret hidden in /status, given by /mtproto/links.
+    (user,) = document["mtproto_proxy"]["users"]
+    assert user["link"] == f"tg://proxy?server={mt_host}&port={mt_port}&secret=***"
+    assert MTPROTO_SECRET not in body
+    status, _, links = await get(engine, "/mtproto/links")
+    assert status == 200
+    (revealed,) = parse_json(links)["users"]
+    assert revealed["link"].endswith(f"secret={MTPROTO_SECRET}")
+    assert revealed["web_link"].startswith(f"https://t.me/proxy?server={mt_host}&")
 
     writer.write(b"y" * 500)
     assert await reader.readexactly(500) == b"y" * 500

@@ -38,6 +38,9 @@ def config_check(path: str) -> int:
         ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
         shown = ", ".join(str(p) for p in ports if p is not None)
         print(f"  whatsapp proxy: {wa.listen} ports {shown}")
+    if config.signal_proxy is not None:
+        sp = config.signal_proxy
+        print(f"  signal proxy: {sp.listen} as {sp.link_host}")
     if config.api.listen is not None:
         print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")

@@ -33,6 +33,7 @@ from .events import EventBus
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
+from .proxy.signal import SignalProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
@@ -130,6 +131,12 @@ class Engine:
             )
             for port in self.whatsapp.ports:
                 self.server.add(port)
+        # [signal_proxy]: its port, with its own limits.
+        self.signal: SignalProxy | None = None
+        if config.signal_proxy is not None:
+            self.signal = self.server.add(
+                SignalProxy(config.signal_proxy, allow=config.listen.allow)
+            )
         # The status API (off unless [api] listen is set) reads snapshots of this engine.
         self.api: StatusApi | None = None
         if config.api.listen is not None:
@@ -231,6 +238,8 @@ class Engine:
         try:
             if self.whatsapp is not None:
                 await self.whatsapp.prepare()
+            if self.signal is not None:
+                self.signal.load()
             await self.server.start()
         except BaseException:
             if self.api is not None:
@@ -240,6 +249,8 @@ class Engine:
             log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
         if self.whatsapp is not None:
             self.whatsapp.announce(self.router.services, self.router.default_policy)
+        if self.signal is not None:
+            self.signal.announce(self.router.services, self.router.default_policy)
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(

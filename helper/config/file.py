@@ -25,6 +25,7 @@ from .routes import (
     read_services,
 )
 from .schema import ConfigError, Problems, TableReader, read_section
+from .signal_proxy import SignalProxyConfig, read_signal_proxy
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -40,6 +41,7 @@ class Config:
     default_policy: str  # a route name, or "deny"
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    signal_proxy: SignalProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
 
@@ -61,6 +63,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "route": (RouteConfig, True),
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
+    "signal_proxy": (SignalProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
     "base": (BaseTable, False),
@@ -133,6 +136,11 @@ def parse_config_data(
         whatsapp_proxy = read_whatsapp_proxy(
             section("whatsapp_proxy"), listen, problems, base, whatsapp_proxy
         )
+    signal_proxy = below.signal_proxy if below else None
+    if "signal_proxy" in sections or signal_proxy is not None:
+        signal_proxy = read_signal_proxy(
+            section("signal_proxy"), listen, problems, base, signal_proxy
+        )
     top.finish()
 
     if problems.items:
@@ -147,6 +155,7 @@ def parse_config_data(
         policy,
         source,
         whatsapp_proxy=whatsapp_proxy,
+        signal_proxy=signal_proxy,
         api=api,
         core=core,
     )

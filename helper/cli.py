@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
+    links = sub.add_parser(
+        "links",
+        help="print each endpoint's address and the links that set apps up",
+        description="Print where each endpoint listens and its links (Telegram's tg://socks, "
+        "the Signal proxy's signal.tube links), from the config; for a router without a screen.",
+    )
+    links.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        dest="links_config",
+        help="config file (default: built-in)",
+    )
+    links.add_argument("--json", action="store_true", help="print them as JSON")
+    links.add_argument("--qr", action="store_true", help="draw each link as a QR code")
+
     probe = sub.add_parser(
         "probe",
         help="check every service through every route, once",
@@ -269,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         return _lab(args)
     if args.command == "relay":
         return _relay(args)
+    if args.command == "links":
+        from .links_command import links_command
+
+        return links_command(args.links_config or args.config, args.json, args.qr)
     if args.command == "probe":
         return _probe(args.probe_config or args.config, args.service, args.json)
     parser.print_help()

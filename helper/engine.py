@@ -230,6 +230,7 @@ class Engine:
             listeners=tuple(listeners),
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
+            links=(self.signal.link_view(),) if self.signal is not None else (),
         )
 
     async def start(self) -> None:

@@ -40,6 +40,7 @@ from transports.tls import tls_accept
 from transports.tlsfrag import read_client_hello, server_name
 
 from ..config import SignalProxyConfig
+from ..status import LinkView
 from .limits import Admission, Limits
 from .listener import ClientConnection, Listener, Request
 
@@ -150,9 +151,16 @@ class SignalProxy(Listener):
     def link_host(self) -> str:
         return self.config.link_host
 
+    @property
+    def port(self) -> int:
+        """The port phones connect to: where it listens (port 0 in a config means any)."""
+        return self.sockets[0][1] if self.sockets else self.config.listen.port
+
     def links(self) -> tuple[str, str]:
-        port = self.sockets[0][1] if self.sockets else self.config.listen.port
-        return links(self.link_host, port)
+        return links(self.link_host, self.port)
+
+    def link_view(self) -> LinkView:
+        return LinkView("signal", self.link_host, self.port, self.links())
 
     # --- a connection ---------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Pointing applications at detour: the proxy address, Telegram's settings with its
-`tg://socks` link and a QR code of it, browsers and the command line.
+`tg://socks` link and a QR code of it, the Signal proxy's link and its QR code (when
+`[signal_proxy]` is on), browsers and the command line.
 
 A listener with users puts a password in the link. It is shown (in the text and in the QR
 code, which carries it too) only after the user presses v, and hidden again with v."""
@@ -102,6 +103,18 @@ class SetupScreen(Screen[None]):
                 "A phone reaches detour only on your network's address: listen.mixed on "
                 "that address, with users or an allow-list (docs/configuration.md).",
                 "dim",
+            )
+        for link in self.app.status.links:
+            if link.kind != "signal":
+                continue
+            heading("\nSignal")
+            para("Open this link on the phone, or scan the code with its camera:")
+            para(link.urls[0])
+            parts.append(Padding(Text("\n".join(qr_rows(link.urls[0]))), (0, 0, 0, 2)))
+            para(
+                "or Settings → Data and storage → Proxy → Use proxy, address "
+                f"{link.host}{'' if link.port == 443 else f':{link.port}'}. The phone must "
+                f"resolve {link.host} to this router (docs/router.md, Signal proxy).",
             )
         heading("\nBrowsers")
         para(

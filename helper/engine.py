@@ -285,6 +285,8 @@ class Engine:
             self.prober, self.monitor = self._monitoring(new, None)
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
+            if self.signal is not None:
+                self.signal.recheck()  # a renewed certificate, if its files changed
             self._retire(old)
             await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over

@@ -104,7 +104,7 @@ class SignalProxy(Listener):
         self.hosts = frozenset(config.hosts)
         self._tls: ssl.SSLContext | None = None
         self._files: tuple[float, float] | None = None
-        self._checked = 0.0
+        self._checked = float("-inf")
 
     # --- the certificate ------------------------------------------------------------------
 
@@ -146,6 +146,10 @@ class SignalProxy(Listener):
                     self._files = stamp  # do not try again until it changes again
                     log.warning("Signal proxy: keeping the certificate in use: %s", exc)
         return self._tls
+
+    def recheck(self) -> None:
+        """Look at the certificate files at the next connection (a reload asks for it)."""
+        self._checked = float("-inf")
 
     @property
     def link_host(self) -> str:

@@ -895,6 +895,48 @@ http {{
         yield peer
 
 
+@contextlib.contextmanager
+def nginx_static(root: Path) -> Iterator[Peer]:
+    """A stock nginx serving the static files in `root` on plain HTTP, as a small site is
+    set up: `server_tokens off` (Server: nginx), `error_page 404 /404.html`, nothing else
+    changed from nginx's defaults (no charset, keep-alive 75 s, 8 KiB request lines)."""
+    binary = require_peer("nginx", "nginx-light")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        log_path = tmpdir / "error.log"
+        conf = tmpdir / "nginx.conf"
+        conf.write_text(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmpdir}/nginx.pid;
+error_log {log_path} warn;
+events {{ worker_connections 256; }}
+http {{
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {tmpdir}/body;
+    proxy_temp_path {tmpdir}/proxy;
+    fastcgi_temp_path {tmpdir}/fastcgi;
+    uwsgi_temp_path {tmpdir}/uwsgi;
+    scgi_temp_path {tmpdir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        error_page 404 /404.html;
+    }}
+}}
+"""
+        )
+        return [binary, "-p", str(tmpdir), "-c", str(conf)], log_path
+
+    with _running("nginx", "http", prepare, None, None) as peer:
+        yield peer
+
+
 # --------------------------------------------------------------------------------------------
 # obfs4proxy: the server side of an obfs4 bridge
 # --------------------------------------------------------------------------------------------

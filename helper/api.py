@@ -313,6 +313,10 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             {"kind": listener.kind, "address": str(Endpoint(listener.host, listener.port))}
             for listener in snapshot.listeners
         ],
+        "links": [
+            {"kind": link.kind, "host": link.host, "port": link.port, "urls": list(link.urls)}
+            for link in snapshot.links
+        ],
         "connections": [
             {
                 "id": conn.id,

@@ -142,34 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
-    mtproto = sub.add_parser(
-        "mtproto",
-        help="links and secrets for the MTProto proxy endpoint",
-        description="The MTProto proxy endpoint ([mtproto_proxy], docs/telegram.md): the links "
-        "Telegram's apps add it with, and new secrets.",
-    )
-    mtproto_sub = mtproto.add_subparsers(
-        dest="mtproto_command", metavar="ACTION", parser_class=_Parser
-    )
-    links = mtproto_sub.add_parser(
-        "links",
-        help="print each user's tg://proxy and t.me links",
-        description="Print each user's tg://proxy and https://t.me/proxy links; the secrets "
-        "are hidden unless --show-secrets.",
-    )
-    links.add_argument("-c", "--config", metavar="FILE", dest="mtproto_config", help="config file")
-    links.add_argument(
-        "--show-secrets", action="store_true", help="print the links with their secrets"
-    )
-    secret = mtproto_sub.add_parser(
-        "secret",
-        help="print a new secret",
-        description="Print a new random secret for mtproto_proxy.secrets: dd (padded) by "
-        "default, plain with --plain, ee (fake TLS imitating DOMAIN) with --tls DOMAIN.",
-    )
-    kind = secret.add_mutually_exclusive_group()
-    kind.add_argument("--plain", action="store_true", help="a plain secret (no padding)")
-    kind.add_argument("--tls", metavar="DOMAIN", help="a fake-TLS secret imitating DOMAIN")
+    from .links_command import add_links_parser
+    from .mtproto_commands import add_mtproto_parser
+
+    add_mtproto_parser(sub, _Parser)
+    add_links_parser(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -305,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return _lab(args)
     if args.command == "relay":
         return _relay(args)
+    if args.command == "links":
+        from .links_command import links_command
+
+        return links_command(args.links_config or args.config, args.json, args.qr)
     if args.command == "probe":
         return _probe(args.probe_config or args.config, args.service, args.json)
     parser.print_help()

@@ -42,6 +42,9 @@ def config_check(path: str) -> int:
         mt = config.mtproto_proxy
         modes = ", ".join(sorted({secret.mode.value for secret in mt.secrets.values()}))
         print(f"  mtproto proxy: {mt.listen}, {len(mt.secrets)} user(s), secrets {modes}")
+    if config.signal_proxy is not None:
+        sp = config.signal_proxy
+        print(f"  signal proxy: {sp.listen} as {sp.link_host}")
     if config.api.listen is not None:
         print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")

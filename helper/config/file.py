@@ -26,6 +26,7 @@ from .routes import (
     read_services,
 )
 from .schema import ConfigError, Problems, TableReader, read_section
+from .signal_proxy import SignalProxyConfig, read_signal_proxy
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -42,6 +43,7 @@ class Config:
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
     mtproto_proxy: MTProtoProxyConfig | None = None  # off unless configured
+    signal_proxy: SignalProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
 
@@ -64,6 +66,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
     "mtproto_proxy": (MTProtoProxyConfig, False),
+    "signal_proxy": (SignalProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
     "base": (BaseTable, False),
@@ -141,6 +144,11 @@ def parse_config_data(
         mtproto_proxy = read_mtproto_proxy(
             section("mtproto_proxy"), listen, problems, base, mtproto_proxy
         )
+    signal_proxy = below.signal_proxy if below else None
+    if "signal_proxy" in sections or signal_proxy is not None:
+        signal_proxy = read_signal_proxy(
+            section("signal_proxy"), listen, problems, base, signal_proxy
+        )
     top.finish()
 
     if problems.items:
@@ -156,6 +164,7 @@ def parse_config_data(
         source,
         whatsapp_proxy=whatsapp_proxy,
         mtproto_proxy=mtproto_proxy,
+        signal_proxy=signal_proxy,
         api=api,
         core=core,
     )

@@ -1,7 +1,8 @@
 """Pointing applications at detour: the proxy address, Telegram's settings with its
 `tg://socks` link and a QR code of it, the MTProto proxy endpoint's `tg://proxy` links (the
 QR code is then of the first user's: a phone scans it and Telegram offers to add the proxy),
-browsers and the command line.
+the Signal proxy's link and its QR code (when `[signal_proxy]` is on), browsers and the
+command line.
 
 A listener with users puts a password in the link, and an MTProto link always holds its
 secret. They are shown (in the text and in the QR code, which carries them too) only after
@@ -125,6 +126,18 @@ class SetupScreen(Screen[None]):
                 "Or Settings → Data and Storage → Proxy → Add proxy → MTProto, server "
                 f"{first.host}, port {first.port}, and the user's secret.",
                 "dim",
+            )
+        for link in self.app.status.links:
+            if link.kind != "signal":
+                continue
+            heading("\nSignal")
+            para("Open this link on the phone, or scan the code with its camera:")
+            para(link.urls[0])
+            parts.append(Padding(Text("\n".join(qr_rows(link.urls[0]))), (0, 0, 0, 2)))
+            para(
+                "or Settings → Data and storage → Proxy → Use proxy, address "
+                f"{link.host}{'' if link.port == 443 else f':{link.port}'}. The phone must "
+                f"resolve {link.host} to this router (docs/router.md, Signal proxy).",
             )
         heading("\nBrowsers")
         para(

@@ -35,6 +35,8 @@ from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
+from .search.budget import HandshakeBudget
+from .search.runner import SearchReport, StrategySearch, restore_strategies
 
 if TYPE_CHECKING:
     from .api import StatusApi
@@ -90,11 +92,16 @@ class Engine:
         self._given_resolver = resolver
         self._store = store
         self._network = network_id() if network is None and store is not None else (network or "")
+        # One handshake budget for probes, searches and races (its limits follow reloads).
+        self.budget = HandshakeBudget(
+            config.probe.handshakes, config.probe.handshake_window, config.probe.handshake_gap
+        )
+        self._search_task: asyncio.Task[SearchReport] | None = None
         self._generation = self._build(config, contextlib.AsyncExitStack())
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
-        self.prober, self.monitor = self._monitoring(self._generation, store)
+        self.prober, self.monitor, self.search = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
         self.listener = MixedListener(
             config.listen,
@@ -175,12 +182,13 @@ class Engine:
             resources=resources,
             events=self.events,
             pluggable=self.pluggable,
+            budget=self.budget,
         )
         return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
 
     def _monitoring(
         self, generation: _Generation, store: HealthStore | None
-    ) -> tuple[Prober, HealthMonitor]:
+    ) -> tuple[Prober, HealthMonitor, StrategySearch]:
         config = generation.config
         prober = Prober(
             timeout=config.probe.timeout,
@@ -188,6 +196,7 @@ class Engine:
             min_rate=config.probe.min_rate,
             compare_resolver=_encrypted_resolver(generation.router),
             events=self.events,
+            budget=self.budget,
         )
         monitor = HealthMonitor(
             generation.router,
@@ -196,7 +205,56 @@ class Engine:
             store=store,
             network=self._network,
         )
-        return prober, monitor
+        # The search probes candidates that are no routes yet: no events for them.
+        search_prober = Prober(
+            timeout=config.probe.timeout,
+            tls=generation.tls,
+            min_rate=config.probe.min_rate,
+            budget=self.budget,
+        )
+        search = StrategySearch(
+            generation.router,
+            search_prober,
+            confirm=config.search.confirm,
+            attempts=config.search.attempts,
+            packets=config.search.packets,
+            store=self._store,
+            network=self._network,
+        )
+        return prober, monitor, search
+
+    # --- the strategy search (helper/search/) ---------------------------------------------
+
+    @property
+    def searching(self) -> bool:
+        return self._search_task is not None and not self._search_task.done()
+
+    def start_search(self, services: list[str] | None = None) -> asyncio.Task[SearchReport]:
+        """Search strategies for `services` (default: every service with probe targets) in
+        the background; a search already running is returned instead of a second one.
+        Connections keep their routes meanwhile."""
+        if self._search_task is not None and not self._search_task.done():
+            return self._search_task
+        router = self.router
+        chosen = [s for s in router.services if s.probes and (not services or s.name in services)]
+        # What the monitor last saw through the direct route is the search's first verdict.
+        direct = {
+            name: result
+            for (name, route), result in self.monitor.results.items()
+            if router.has_route(route) and str(router.route(route).chain) == "direct"
+        }
+        task = asyncio.get_running_loop().create_task(
+            self.search.run(chosen, direct), name="detour-strategy-search"
+        )
+        self._search_task = task
+        return task
+
+    def forget_strategies(self, service: str | None = None) -> list[str]:
+        """Forget what searches found on this network (for `service`, or all)."""
+        dropped = self.search.forget(service)
+        if dropped:
+            self.router.note_health_change("forgot the strategies a search found")
+        return dropped
 
     @property
     def listeners(self) -> list[ClientListener]:
@@ -234,6 +292,10 @@ class Engine:
             if self.api is not None:
                 await self.api.stop()
             raise
+        if self._store is not None:
+            restored = restore_strategies(self.router, self._store, self._network)
+            if restored:
+                log.info("using %d strategies a search found on this network before", restored)
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -264,7 +326,10 @@ class Engine:
             # the old router and the new one.
             old_monitor = self.monitor
             self._generation = new
-            self.prober, self.monitor = self._monitoring(new, None)
+            self.budget.limit = config.probe.handshakes
+            self.budget.window = config.probe.handshake_window
+            self.budget.gap = config.probe.handshake_gap
+            self.prober, self.monitor, self.search = self._monitoring(new, None)
             for listener in self.listeners:
                 listener.router = new.router
                 listener.first_answer = config.probe.first_answer
@@ -320,6 +385,9 @@ class Engine:
         return sum(listener.open_connections for listener in self.listeners)
 
     async def stop(self) -> None:
+        if self._search_task is not None:
+            self._search_task.cancel()
+            await asyncio.gather(self._search_task, return_exceptions=True)
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
@@ -345,7 +413,9 @@ class Engine:
 # What a reload applies: everything the router, its resolvers and the prober are built
 # from. Every other part of a Config (the listeners and who may use them, and any section
 # added later) keeps its running value until a restart, and a reload says so.
-_RELOADABLE = frozenset({"dns", "tls", "probe", "routes", "services", "default_policy", "source"})
+_RELOADABLE = frozenset(
+    {"dns", "tls", "probe", "search", "routes", "services", "default_policy", "source"}
+)
 
 
 def _restart_sections() -> list[str]:
@@ -413,6 +483,18 @@ def _carry_over(old: Router, new: Router) -> None:
             new.health.set(service, route, health)
     names = {route.name for route in new.routes}
     services = {service.name for service in new.services}
+    # Strategies a search found stay routes of the new router (unless the config now has a
+    # route of the same name).
+    for service, found in old.found.items():
+        if service not in services:
+            continue
+        for name in found:
+            if name in names or not old.has_route(name):
+                continue
+            new.add_found(service, new.build_route(name, old.route(name).chain))
+            if (health := old.health.get(service, name)).ok is not None:
+                new.health.set(service, name, health)
+    names = {route.name for route in new.routes}
     new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
     new.disabled.update(name for name in old.disabled if name in names)
 

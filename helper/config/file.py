@@ -25,6 +25,7 @@ from .routes import (
     read_services,
 )
 from .schema import ConfigError, Problems, TableReader, read_section
+from .search import SearchConfig
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -42,6 +43,7 @@ class Config:
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
+    search: SearchConfig = SearchConfig()  # noqa: RUF009 - frozen, immutable
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -63,6 +65,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
+    "search": (SearchConfig, False),
     "base": (BaseTable, False),
 }
 
@@ -109,6 +112,9 @@ def parse_config_data(
         ProbeConfig, "probe", section("probe"), problems, base, below and below.probe
     )
     core = read_section(CoreConfig, "core", section("core"), problems, base, below and below.core)
+    search = read_section(
+        SearchConfig, "search", section("search"), problems, base, below and below.search
+    )
     routes = read_routes(
         sections.get("route"),
         problems,
@@ -149,4 +155,5 @@ def parse_config_data(
         whatsapp_proxy=whatsapp_proxy,
         api=api,
         core=core,
+        search=search,
     )

@@ -62,6 +62,9 @@ class HealthBook:
     def set(self, service: str, route: str, health: RouteHealth) -> None:
         self._health[(service, route)] = health
 
+    def forget(self, service: str, route: str) -> None:
+        self._health.pop((service, route), None)
+
     def record_probe(self, result: ProbeResult) -> None:
         self._health[(result.service, result.route)] = RouteHealth(
             ok=result.ok,

@@ -110,9 +110,9 @@ class HealthMonitor:
         return self.interval * random.uniform(0.9, 1.1)
 
     def probe_routes(self, service: Service) -> list[Route]:
-        """The routes a probe of `service` goes through: its routes, less disabled ones."""
-        names = service.routes or [route.name for route in self.router.routes]
-        return [self.router.route(n) for n in names if n not in self.router.disabled]
+        """The routes a probe of `service` goes through: its routes (and those a search found
+        for it), less disabled ones."""
+        return self.router.routes_for(service)
 
     async def _loop(self) -> None:
         while True:

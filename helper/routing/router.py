@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.base import dial_phase
@@ -32,8 +32,9 @@ from transports.pt import PtManager
 from transports.race import RaceFailed, staggered_race
 from transports.resolver import Resolver
 
-from ..config import DENY, Config
+from ..config import DENY, Config, RouteConfig
 from ..events import DialFailed, EventBus, RouteChanged
+from ..search.budget import HandshakeBudget
 from ..services import Service, ServiceTable
 from .health import HealthBook
 
@@ -135,29 +136,29 @@ def build_routes(
     whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
     """
     base = options or DialOptions()
-    routes = []
-    for rc in config.routes:
-        dialer = rc.chain.build(
-            DialOptions(
-                resolver=resolver,
-                connect_timeout=rc.timeout,
-                handshake_timeout=rc.timeout,
-                attempt_delay=base.attempt_delay,
-                hosts=base.hosts,
-                tls=base.tls,
-                resources=base.resources,
-                pluggable=base.pluggable,
-                core_program=base.core_program,
-            )
+    return [build_route(rc.name, rc.chain, rc.timeout, resolver, base) for rc in config.routes]
+
+
+def build_route(
+    name: str, chain: Chain, timeout: float | None, resolver: Resolver | None, base: DialOptions
+) -> Route:
+    """One route as a Dialer, with the options every route of a config shares."""
+    dialer = chain.build(
+        DialOptions(
+            resolver=resolver,
+            connect_timeout=timeout,
+            handshake_timeout=timeout,
+            attempt_delay=base.attempt_delay,
+            hosts=base.hosts,
+            tls=base.tls,
+            resources=base.resources,
+            pluggable=base.pluggable,
+            core_program=base.core_program,
         )
-        local = base_dialer(dialer)
-        own = (
-            local.resolver
-            if rc.chain.resolves_locally and isinstance(local, DirectDialer)
-            else None
-        )
-        routes.append(Route(rc.name, rc.chain, dialer, own, rc.timeout))
-    return routes
+    )
+    local = base_dialer(dialer)
+    own = local.resolver if chain.resolves_locally and isinstance(local, DirectDialer) else None
+    return Route(name, chain, dialer, own, timeout)
 
 
 class Router:
@@ -170,6 +171,9 @@ class Router:
         stagger: float = 0.25,
         health: HealthBook | None = None,
         events: EventBus | None = None,
+        budget: HandshakeBudget | None = None,
+        resolver: Resolver | None = None,
+        options: DialOptions | None = None,
     ) -> None:
         self.routes = list(routes)
         self.services = services
@@ -184,6 +188,12 @@ class Router:
         self.on_failing: Callable[[Service | None, Route], None] | None = None
         self._by_name = {route.name: route for route in self.routes}
         self._active: dict[str, str | None] = {}
+        # The handshake budget a race's later attempts wait for (helper/search/budget.py).
+        self.budget = budget
+        # What new routes are built with (strategies a search found, helper/search/).
+        self.resolver = resolver
+        self.options = options or DialOptions()
+        self.found: dict[str, list[str]] = {}  # service -> routes a search found for it
 
     @classmethod
     def from_config(
@@ -195,6 +205,7 @@ class Router:
         resources: AsyncExitStack | None = None,
         events: EventBus | None = None,
         pluggable: PtManager | None = None,
+        budget: HandshakeBudget | None = None,
     ) -> Router:
         """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
         layer without it)."""
@@ -211,10 +222,63 @@ class Router:
             config.default_policy,
             stagger=config.probe.stagger,
             events=events,
+            budget=budget,
+            resolver=resolver,
+            options=options,
         )
 
     def route(self, name: str) -> Route:
         return self._by_name[name]
+
+    def has_route(self, name: str) -> bool:
+        return name in self._by_name
+
+    # --- routes a strategy search found ---------------------------------------------------
+
+    def build_route(self, name: str, chain: Chain, timeout: float | None = None) -> Route:
+        """A route that is not (yet) in this router, built as the config's routes are (with
+        a route's default timeout unless given)."""
+        if timeout is None:
+            timeout = next(f.default for f in fields(RouteConfig) if f.name == "timeout")
+        return build_route(name, chain, timeout, self.resolver, self.options)
+
+    def add_found(self, service: str, route: Route) -> None:
+        """Make `route` a route of this router for `service` only: visible and pinnable like
+        any route, tried after the service's own routes until health puts it first."""
+        if route.name not in self._by_name:
+            self.routes.append(route)
+            self._by_name[route.name] = route
+        names = self.found.setdefault(service, [])
+        if route.name not in names:
+            names.append(route.name)
+
+    def forget_found(self, service: str | None = None) -> list[str]:
+        """Remove the routes a search found (for `service`, or all); returns their names."""
+        services = [service] if service is not None else list(self.found)
+        dropped: list[str] = []
+        for name in services:
+            dropped += self.found.pop(name, [])
+        still = {n for names in self.found.values() for n in names}
+        gone = {n for n in dropped if n not in still}
+        self.routes = [r for r in self.routes if r.name not in gone]
+        for name in gone:
+            self._by_name.pop(name, None)
+            self.disabled.discard(name)
+        for key, pinned in list(self.pins.items()):
+            if pinned in gone:
+                del self.pins[key]
+        for (service_name, route_name), _health in self.health.items():
+            if route_name in gone:
+                self.health.forget(service_name, route_name)
+        return dropped
+
+    def routes_for(self, service: Service) -> list[Route]:
+        """The routes that may carry `service`, in order, less disabled ones (pins aside):
+        its own routes (or every route of the config), then the routes found for it."""
+        found_elsewhere = {n for names in self.found.values() for n in names}
+        names = service.routes or [r.name for r in self.routes if r.name not in found_elsewhere]
+        names = [*names, *(n for n in self.found.get(service.name, ()) if n not in names)]
+        return [self._by_name[n] for n in names if n not in self.disabled and n in self._by_name]
 
     # --- which routes ---------------------------------------------------------------------
 
@@ -225,8 +289,7 @@ class Router:
         pinned = self.pins.get(service.name)
         if pinned is not None:
             return [self._by_name[pinned]]
-        names = service.routes or [route.name for route in self.routes]
-        return [self._by_name[n] for n in names if n not in self.disabled]
+        return self.routes_for(service)
 
     def plan(self, target: Endpoint) -> tuple[Service | None, list[Route]]:
         """The service `target` belongs to and the routes to try, best first."""
@@ -277,8 +340,11 @@ class Router:
         errors: dict[str, DialError] = {}
         started = time.monotonic()
 
-        def attempt(route: Route):
+        def attempt(route: Route, first: bool):
             async def dial() -> Stream:
+                if self.budget is not None:
+                    # The first route goes at once; later ones keep the handshake budget.
+                    await self.budget.take(target.host, urgent=first)
                 try:
                     stream = await route.dial(target)
                 except DialError as exc:
@@ -294,7 +360,9 @@ class Router:
 
         try:
             index, stream = await staggered_race(
-                [attempt(route) for route in ordered], self.stagger, discard=lambda s: s.abort()
+                [attempt(route, i == 0) for i, route in enumerate(ordered)],
+                self.stagger,
+                discard=lambda s: s.abort(),
             )
         except RaceFailed as failed:
             attempts = [

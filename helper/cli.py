@@ -157,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
+    probe.add_argument(
+        "--search",
+        action="store_true",
+        help="then search evasion strategies for services whose direct route fails, and keep "
+        "the winners for this network (docs/search.md)",
+    )
+    probe.add_argument(
+        "--forget",
+        action="store_true",
+        help="forget the strategies searches found on this network, then exit",
+    )
 
     relay = sub.add_parser(
         "relay",
@@ -270,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "relay":
         return _relay(args)
     if args.command == "probe":
-        return _probe(args.probe_config or args.config, args.service, args.json)
+        return _probe(
+            args.probe_config or args.config,
+            args.service,
+            args.json,
+            search=args.search,
+            forget=args.forget,
+        )
     parser.print_help()
     return EXIT_USAGE
 
@@ -297,8 +314,16 @@ def _relay(args: argparse.Namespace) -> int:
     return run_async(serve)
 
 
-def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
-    from .probe.run import probe_services
+def _probe(
+    path: str | None,
+    services: list[str] | None,
+    as_json: bool,
+    *,
+    search: bool = False,
+    forget: bool = False,
+) -> int:
+    from .probe.run import forget_strategies, probe_services
+    from .routing.state import HealthStore
 
     try:
         config = load_config(path)
@@ -313,7 +338,13 @@ def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return run_async(lambda: probe_services(config, services, as_json=as_json))
+    if forget:
+        return forget_strategies(HealthStore(), services)
+    return run_async(
+        lambda: probe_services(
+            config, services, as_json=as_json, search=search, store=HealthStore()
+        )
+    )
 
 
 def _lab(args: argparse.Namespace) -> int:

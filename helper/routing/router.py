@@ -252,12 +252,20 @@ class Router:
         if route.name not in names:
             names.append(route.name)
 
-    def forget_found(self, service: str | None = None) -> list[str]:
-        """Remove the routes a search found (for `service`, or all); returns their names."""
+    def forget_found(
+        self, service: str | None = None, only: Sequence[str] | None = None
+    ) -> list[str]:
+        """Remove the routes a search found (for `service`, or all; `only` those named);
+        returns their names."""
         services = [service] if service is not None else list(self.found)
         dropped: list[str] = []
         for name in services:
-            dropped += self.found.pop(name, [])
+            names = self.found.pop(name, [])
+            if only is not None:
+                if kept := [n for n in names if n not in only]:
+                    self.found[name] = kept
+                names = [n for n in names if n in only]
+            dropped += names
         still = {n for names in self.found.values() for n in names}
         gone = {n for n in dropped if n not in still}
         self.routes = [r for r in self.routes if r.name not in gone]

@@ -134,7 +134,7 @@ class StrategySearch:
             resolvers = self.resolvers()
             for service in services:
                 targets = [str(t) for t in service.probes]
-                names = [str(t) for t in service.probes if t.kind in ("tls", "https")]
+                names = _screening_targets(service, known[service.name])
                 report.services[service.name] = ServiceSearch(
                     service.name,
                     targets,
@@ -172,7 +172,7 @@ class StrategySearch:
                         self._adopt(by_name[attempt.service], winner, result)
         finally:
             report.finished = time.time()
-        self._save()
+        self._save(report)
         for name, service_search in report.services.items():
             log.info("search %s: %s", name, service_search.verdict)
         return report
@@ -185,16 +185,28 @@ class StrategySearch:
         return await self.prober.probe(service, route)
 
     def _adopt(self, service: Service, winner: Candidate, result: ProbeResult) -> None:
-        """The winner becomes a route of the router for `service`, with its probe's health."""
+        """The winner becomes a route of the router for `service`, with its probe's health,
+        in place of what earlier searches found for it."""
         route = self._route_for(winner)
+        earlier = [n for n in self.router.found.get(service.name, ()) if n != route.name]
         self.router.add_found(service.name, route)
         self.router.health.record_probe(result)
+        if earlier:
+            self.router.forget_found(service.name, earlier)
         self.router.note_health_change(f"a search found {route.name} for {service.name}")
 
-    def _save(self) -> None:
+    def _save(self, report: SearchReport) -> None:
+        """Keep this search's winners for this network: a service searched gets its winner
+        (or nothing, when nothing works any more); the others keep what they had."""
         if self.store is None or not self.network:
             return
-        self.store.save_strategies(self.network, found_strategies(self.router))
+        kept = self.store.load_strategies(self.network)
+        now = found_strategies(self.router)
+        for service in report.services:
+            kept.pop(service, None)
+            if service in now:
+                kept[service] = now[service]
+        self.store.save_strategies(self.network, kept)
 
     def forget(self, service: str | None = None) -> list[str]:
         """Forget the strategies found (for `service`, or all), here and in the state file."""
@@ -203,6 +215,19 @@ class StrategySearch:
         if self.store is not None and self.network:
             self.store.save_strategies(self.network, found_strategies(self.router))
         return dropped
+
+
+def _screening_targets(service: Service, direct: ProbeResult) -> list[str]:
+    """The targets a candidate is screened through: those with a server name that failed
+    through the direct route (one that passes says nothing about a candidate), else every
+    target that failed, else every target with a server name."""
+    failed = {t.target for t in direct.targets if not t.ok and not t.skipped}
+    named = [str(t) for t in service.probes if t.kind in ("tls", "https")]
+    return (
+        [t for t in named if t in failed]
+        or [str(t) for t in service.probes if str(t) in failed]
+        or named
+    )
 
 
 def found_strategies(router: Router) -> dict[str, list[dict]]:

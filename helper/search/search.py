@@ -247,7 +247,13 @@ class ServiceSearch:
         self._queue.clear()
 
     def _give_up(self, why: str) -> None:
-        failures = [t.outcome for t in self.tried if not t.outcome.ok]
+        # A decoy that reached the server only says its TTL was too high: not why nothing works.
+        failures = [
+            t.outcome
+            for t in self.tried
+            if not t.outcome.ok
+            and not (t.attempt.candidate.technique == "fake" and t.outcome.failure != RESET)
+        ]
         count = len({t.attempt.candidate.chain for t in self.tried})
         if not failures:
             if self.direct is not None and not self.direct.ok:

@@ -29,6 +29,7 @@ from transports.resolver import Resolver, StaticResolver
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
+from .probe.result import ProbeResult
 from .proxy import MixedListener, TransparentListener
 from .proxy.serving import ClientListener
 from .proxy.whatsapp import WhatsAppProxy
@@ -37,6 +38,7 @@ from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
 from .search.budget import HandshakeBudget
 from .search.runner import SearchReport, StrategySearch, restore_strategies
+from .services import Service
 
 if TYPE_CHECKING:
     from .api import StatusApi
@@ -97,6 +99,12 @@ class Engine:
             config.probe.handshakes, config.probe.handshake_window, config.probe.handshake_gap
         )
         self._search_task: asyncio.Task[SearchReport] | None = None
+        self._searching: set[str] = set()  # the services the running search covers
+        self._search_wanted: set[str] = set()  # asked for while a search ran
+        self._searched: set[str] = set()  # searched in this run
+        self._fruitless: set[str] = set()  # searched, nothing found, no route works since
+        self._new_network = False
+        self._stopping = False
         self._generation = self._build(config, contextlib.AsyncExitStack())
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
@@ -212,6 +220,7 @@ class Engine:
             min_rate=config.probe.min_rate,
             budget=self.budget,
         )
+        monitor.on_probed = self._after_probe
         search = StrategySearch(
             generation.router,
             search_prober,
@@ -237,6 +246,7 @@ class Engine:
             return self._search_task
         router = self.router
         chosen = [s for s in router.services if s.probes and (not services or s.name in services)]
+        self._searching = {s.name for s in chosen}
         # What the monitor last saw through the direct route is the search's first verdict.
         direct = {
             name: result
@@ -247,7 +257,56 @@ class Engine:
             self.search.run(chosen, direct), name="detour-strategy-search"
         )
         self._search_task = task
+        task.add_done_callback(self._search_done)
         return task
+
+    def request_search(self, services: list[str], reason: str) -> None:
+        """Search `services` now, or after the search that runs (the automatic triggers)."""
+        self._search_wanted.update(name for name in services if name not in self._searching)
+        if self._search_wanted and not self._stopping and not self.searching:
+            names = sorted(self._search_wanted)
+            self._search_wanted.clear()
+            log.info("searching strategies for %s: %s", ", ".join(names), reason)
+            self.start_search(names)
+
+    def _search_done(self, task: asyncio.Task[SearchReport]) -> None:
+        self._searching = set()
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            log.error("the strategy search failed", exc_info=error)
+            return
+        for name, searched in task.result().services.items():
+            self._searched.add(name)
+            if searched.winner is None:
+                self._fruitless.add(name)
+        if self._search_wanted:
+            self.request_search([], "asked while a search ran")
+
+    def _after_probe(self, service: Service, results: list[ProbeResult]) -> None:
+        """The automatic triggers: a service whose direct route fails is searched on a
+        network detour has not seen, and when none of its routes works any more -- once,
+        until one of its routes works again."""
+        if not self.config.search.auto:
+            return
+        router = self.router
+        working = router.active_route(service) is not None
+        if working:
+            self._fruitless.discard(service.name)
+        direct = next(
+            (
+                r
+                for r in results
+                if router.has_route(r.route) and str(router.route(r.route).chain) == "direct"
+            ),
+            None,
+        )
+        if direct is None or direct.ok or service.name in self._fruitless:
+            return
+        if self._new_network and service.name not in self._searched:
+            self.request_search([service.name], "a network detour has not seen")
+        elif not working:
+            self.request_search([service.name], f"no route of {service.name} works")
 
     def forget_strategies(self, service: str | None = None) -> list[str]:
         """Forget what searches found on this network (for `service`, or all)."""
@@ -292,6 +351,8 @@ class Engine:
             if self.api is not None:
                 await self.api.stop()
             raise
+        # Without a memory of networks, every network is one detour has not seen.
+        self._new_network = self._store is None or not self._store.knows(self._network)
         if self._store is not None:
             restored = restore_strategies(self.router, self._store, self._network)
             if restored:
@@ -385,6 +446,7 @@ class Engine:
         return sum(listener.open_connections for listener in self.listeners)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._search_task is not None:
             self._search_task.cancel()
             await asyncio.gather(self._search_task, return_exceptions=True)

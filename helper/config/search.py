@@ -11,6 +11,14 @@ from .values import count, flag
 
 @dataclass(frozen=True)
 class SearchConfig:
+    auto: bool = setting(
+        True,
+        flag,
+        "Search on its own: on a network detour has not seen (or when it remembers none), for "
+        "services whose direct route fails; and when every route of a service stops "
+        "working. Once a service's search finds nothing, it is not searched again until one "
+        "of its routes works again (or on demand). `false`: only on demand.",
+    )
     confirm: int = setting(
         2,
         count,

@@ -282,6 +282,11 @@ def helper_config(
         "# built-in handshake budget is docs/search.md's).",
         "handshakes = 0",
         "",
+        "[search]",
+        "# Searches run when asked (`detour probe --search`), not on their own, so what the",
+        "# lab's routes do is what a test sees.",
+        "auto = false",
+        "",
     ]
     for name, chain in (
         ("direct", "direct"),

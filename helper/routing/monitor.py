@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from ..probe.probe import Prober
 from ..probe.result import ProbeResult
@@ -59,6 +60,9 @@ class HealthMonitor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        # Told about each service's results once they are in the health book (the engine
+        # starts strategy searches from here).
+        self.on_probed: Callable[[Service, list[ProbeResult]], None] | None = None
         router.on_use = self.note_use
         router.on_failing = self._route_failing
 
@@ -155,6 +159,8 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
+        if self.on_probed is not None:
+            self.on_probed(service, results)
 
     def _save(self) -> None:
         if self.store is not None:

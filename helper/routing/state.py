@@ -93,6 +93,10 @@ class HealthStore:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def knows(self, network: str) -> bool:
+        """Whether anything is kept for `network`."""
+        return bool(network) and isinstance(self._read().get(network), dict)
+
     def load(self, network: str, book: HealthBook) -> int:
         """Put what worked on `network` into `book`; returns how many routes were known."""
         if not network:

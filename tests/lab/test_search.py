@@ -228,3 +228,55 @@ async def test_probe_search_json_and_forget(userland: Lab, tmp_path: Path) -> No
     _, out = await detour("probe", "--forget", "-c", str(config))
     assert out.strip() == "forgot found-tlsfrag-sni"
     assert store.load_strategies(network_id()) == {}
+
+
+# --- when a search runs on its own -----------------------------------------------------
+
+
+def auto_config(lab: Lab, *, only_direct: bool = False) -> Config:
+    config = lab_config(lab)
+    config = dataclasses.replace(config, search=dataclasses.replace(config.search, auto=True))
+    if only_direct:
+        config = dataclasses.replace(config, routes=(config.route("direct"),))
+    return config
+
+
+async def test_a_network_not_seen_is_searched_and_remembered(userland: Lab, tmp_path: Path) -> None:
+    await userland.set_scenario("sni-reset")
+    store = HealthStore(tmp_path)
+    async with Engine(auto_config(userland), store=store, network="new") as engine:
+        await until(lambda: len(engine.router.found) == 3 and not engine.searching)
+        assert engine.router.found["telegram"] == ["found-tlsfrag-sni"]
+    # the next start on that network: the strategy is a route at once, no search
+    engine = Engine(auto_config(userland), store=store, network="new", probe_on_start=False)
+    async with engine:
+        assert engine.router.found["signal"] == ["found-tlsfrag-sni"]
+        assert not engine.searching and engine.search.report is None
+
+
+async def test_a_search_when_no_route_works_any_more_and_not_again_in_vain(
+    userland: Lab, tmp_path: Path
+) -> None:
+    await userland.set_scenario("baseline")
+    store = HealthStore(tmp_path)
+    store.save_strategies("known", {})  # a network detour has seen
+    config = auto_config(userland, only_direct=True)
+    async with Engine(config, store=store, network="known") as engine:
+        telegram = next(s for s in engine.router.services if s.name == "telegram")
+        await until(lambda: engine.router.active_route(telegram) is not None)
+        assert engine.search.report is None  # direct works: nothing to search
+        await userland.set_scenario("sni-reset")
+        await engine.monitor.probe_now(telegram)  # as when its connections keep failing
+        await until(lambda: "telegram" in engine.router.found and not engine.searching)
+        assert engine.router.active_route(telegram).name == "found-tlsfrag-sni"
+
+        await userland.set_scenario("sni-reset-reassembling")
+        await engine.monitor.probe_now(telegram)
+        await until(lambda: not engine.searching and engine.search.report.finished)
+        report = engine.search.report
+        assert report.services["telegram"].winner is None
+        await engine.monitor.probe_now(telegram)  # still nothing works: no second search
+        assert not engine.searching and engine.search.report is report
+        # on demand, it searches again
+        again = await engine.start_search(["telegram"])
+        assert again is not report and again.services["telegram"].winner is None

@@ -352,7 +352,7 @@ class Router:
             async def dial() -> Stream:
                 if self.budget is not None:
                     # The first route goes at once; later ones keep the handshake budget.
-                    await self.budget.take(target.host, urgent=first)
+                    await self.budget.take(target.host, client=True, first=first)
                 try:
                     stream = await route.dial(target)
                 except DialError as exc:

@@ -6,28 +6,37 @@ or bursts closer than about 400 ms, mark a client. The budget keeps detour's own
 under that: per server name, at most `limit` handshake starts within `window` seconds, and
 at least `gap` seconds between two starts.
 
-Two kinds of start:
+Three kinds of start, so that background work never makes a connection slower:
 
-- background (probes, searches, a race's later attempts): booked at the earliest time that
-  keeps both rules, one slot of `limit` left free for clients (`reserve`);
-- a client connection's first attempt: never held back, but counted, so background work
-  leaves room around it.
+- a client connection's first route (`first`): never held back, but counted;
+- the later routes of a client's race (`client`): held only by starts that have happened
+  (never behind background work booked for later), with the whole `limit`;
+- background work (probes, searches): booked at the earliest time that keeps both rules
+  with every other start, one start of each window left to clients (`RESERVE`). A client
+  start that lands next to a booked background start pushes that one later.
 
-`HandshakeBudget` is the bookkeeping without I/O (a time in, a time out: tested event by
-event); `take` is the one coroutine, sleeping until the booked time.
+`HandshakeBudget.book` is the bookkeeping without I/O (a time in, a booking out: tested
+event by event); `take` is the one coroutine, sleeping until the booked time (which a client
+start may move while it sleeps).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-__all__ = ["HandshakeBudget"]
+__all__ = ["Booking", "HandshakeBudget"]
 
 EPSILON = 1e-9  # float sums (a start plus the gap) land within this of the exact time
 RESERVE = 1  # starts within a window that background work leaves to client connections
+
+
+@dataclass(eq=False)
+class Booking:
+    at: float  # when the handshake may start
+    background: bool
 
 
 class HandshakeBudget:
@@ -48,45 +57,68 @@ class HandshakeBudget:
         self.window = window
         self.gap = gap
         self.clock = clock
-        self._starts: dict[str, deque[float]] = {}  # name -> booked start times, in order
-        self.counted = 0  # starts booked (what tests and the status show)
+        self._starts: dict[str, list[Booking]] = {}  # name -> bookings, by time
+        self.counted = 0  # starts booked
         self.held = 0  # starts that had to wait
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
 
-    def book(self, name: str, now: float, *, urgent: bool = False) -> float:
-        """Book a handshake start towards `name` and return when it may happen (>= now).
-        `urgent`: a client's first attempt, always `now`."""
+    def book(self, name: str, now: float, *, client: bool = False, first: bool = False) -> Booking:
+        """Book a handshake start towards `name`; the booking says when it may happen
+        (>= now). `first`: a client's first route (at once); `client`: a later route of a
+        client's race; neither: background work."""
         self.counted += 1
         if not self.enabled:
-            return now
-        starts = self._starts.setdefault(name.lower(), deque())
-        horizon = now - max(self.window, self.gap)
-        while starts and starts[0] <= horizon:
-            starts.popleft()
-        at = now if urgent else self._earliest(starts, now)
-        if at > now:
+            return Booking(now, not (client or first))
+        starts = self._prune(name, now)
+        if first:
+            booking = Booking(now, False)
+        elif client:
+            happened = [b.at for b in starts if not b.background or b.at <= now]
+            booking = Booking(self._earliest(happened, now, self.limit), False)
+        else:
+            cap = max(1, self.limit - RESERVE)
+            booking = Booking(self._earliest([b.at for b in starts], now, cap), True)
+        if booking.at > now:
             self.held += 1
-        self._insert(starts, at)
-        return at
+        self._insert(starts, booking)
+        if not booking.background:
+            self._push_back(starts, now)
+        return booking
 
-    def _earliest(self, starts: deque[float], now: float) -> float:
-        """The first time from `now` that keeps both rules with every booked start: tried
-        at `now` and at the times a rule stops binding (a start plus the gap or window)."""
+    def _prune(self, name: str, now: float) -> list[Booking]:
+        starts = self._starts.setdefault(name.lower(), [])
+        horizon = now - max(self.window, self.gap)
+        starts[:] = [b for b in starts if b.at > horizon]
+        return starts
+
+    def _push_back(self, starts: list[Booking], now: float) -> None:
+        """Background starts booked for later that a client start now crowds move later."""
+        cap = max(1, self.limit - RESERVE)
+        for booking in [b for b in starts if b.background and b.at > now]:
+            others = [b.at for b in starts if b is not booking]
+            if not self._fits(others, booking.at, cap):
+                starts.remove(booking)
+                booking.at = self._earliest(others, booking.at, cap)
+                self._insert(starts, booking)
+
+    def _earliest(self, starts: list[float], now: float, cap: int) -> float:
+        """The first time from `now` that keeps both rules with `starts`: tried at `now` and
+        at the times a rule stops binding (a start plus the gap or the window)."""
         candidates = sorted(
             {now, *(s + self.gap for s in starts), *(s + self.window for s in starts)}
         )
         for at in candidates:
-            if at >= now and self._fits(starts, at):
+            if at >= now and self._fits(starts, at, cap):
                 return at
         raise AssertionError("unreachable: the last start plus the window always fits")
 
-    def _fits(self, starts: deque[float], at: float) -> bool:
+    def _fits(self, starts: Iterable[float], at: float, cap: int) -> bool:
+        starts = list(starts)
         if any(abs(s - at) < self.gap - EPSILON for s in starts):
             return False
-        cap = max(1, self.limit - RESERVE)
         # Every window (t - window, t] that would hold `at`: t = at, or a later start.
         for t in (at, *(s for s in starts if at < s < at + self.window)):
             if sum(1 for s in starts if t - self.window + EPSILON < s <= t) + 1 > cap:
@@ -94,19 +126,21 @@ class HandshakeBudget:
         return True
 
     @staticmethod
-    def _insert(starts: deque[float], at: float) -> None:
+    def _insert(starts: list[Booking], booking: Booking) -> None:
         index = len(starts)
-        while index > 0 and starts[index - 1] > at:
+        while index > 0 and starts[index - 1].at > booking.at:
             index -= 1
-        starts.insert(index, at)
+        starts.insert(index, booking)
 
     def starts(self, name: str) -> list[float]:
-        """The starts still remembered for `name` (booked, possibly in the future)."""
-        return list(self._starts.get(name.lower(), ()))
+        """The starts remembered for `name` (booked, possibly in the future)."""
+        return [b.at for b in self._starts.get(name.lower(), ())]
 
-    async def take(self, name: str, *, urgent: bool = False) -> None:
+    async def take(self, name: str, *, client: bool = False, first: bool = False) -> None:
         """Wait until a handshake towards `name` may start."""
-        now = self.clock()
-        at = self.book(name, now, urgent=urgent)
-        if at > now:
-            await asyncio.sleep(at - now)
+        booking = self.book(name, self.clock(), client=client, first=first)
+        while True:
+            delay = booking.at - self.clock()
+            if delay <= 0:
+                return
+            await asyncio.sleep(delay)  # a client start may have moved the booking later

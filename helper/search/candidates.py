@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..config.routes import FOUND_PREFIX
+
 __all__ = [
     "FIRST",
     "OTHER_CUTS",
@@ -28,7 +30,7 @@ __all__ = [
     "with_resolver",
 ]
 
-ROUTE_PREFIX = "found-"
+ROUTE_PREFIX = FOUND_PREFIX  # reserved in config files: no configured route is named so
 
 
 @dataclass(frozen=True)

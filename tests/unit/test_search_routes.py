@@ -109,3 +109,19 @@ def test_a_broken_state_file_entry_is_skipped(tmp_path: Path) -> None:
     r = router()
     assert restore_strategies(r, store, "home") == 0
     assert r.found == {}
+
+
+def test_config_keys_and_reserved_names_are_checked() -> None:
+    import pytest
+
+    from helper.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG + '[search]\nconfirm = 0\nauto = "yes"\n[probe]\nhandshakes = -1\n')
+    text = str(caught.value)
+    assert "search.confirm:" in text and "search.auto:" in text and "probe.handshakes:" in text
+    with pytest.raises(ConfigError, match=r"route\[2\].name: names starting with 'found-'"):
+        parse_config(CONFIG + '[[route]]\nname = "found-mine"\nchain = "tlsfrag:sni"\n')
+    config = parse_config(CONFIG)
+    assert (config.search.auto, config.search.confirm, config.search.attempts) == (True, 2, 30)
+    assert (config.probe.handshakes, config.probe.handshake_gap) == (3, 0.4)

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=DRAIN_TIMEOUT,
-        help="headless: on SIGTERM or Ctrl-C, how long established connections may take to "
-        f"finish before they are cut (default: {DRAIN_TIMEOUT:g}; 0: cut at once)",
+        help="headless: on SIGTERM or Ctrl-C (with the UI: when the terminal goes away), how "
+        "long established connections may take to finish before they are cut "
+        f"(default: {DRAIN_TIMEOUT:g}; 0: cut at once)",
     )
 
     tui = sub.add_parser(
@@ -488,11 +489,13 @@ def _run(
             print(f"detour: {problems[0]}", file=sys.stderr)
             return EXIT_USAGE
     if log_buffer is not None:
-        return run_async(lambda: _serve_tui(config, log_buffer, path, listen))
+        return run_async(lambda: _serve_tui(config, log_buffer, path, listen, drain_timeout))
     return run_async(lambda: serve(config, path, listen, drain_timeout))
 
 
-async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any) -> int:
+async def _serve_tui(
+    config: Any, log_buffer: Any, path: str | None, listen: Any, drain_timeout: float
+) -> int:
     from .engine import Engine
     from .tui import build_app, run_until_stopped
 
@@ -502,8 +505,9 @@ async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any
     app = build_app(engine, log_buffer=log_buffer, reload=reload)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
-        # SIGHUP reloads as in the headless run (the UI shows what happened).
-        loop.add_signal_handler(signal.SIGHUP, lambda: app.call_later(app.action_reload))
+        # SIGUSR1 reloads (the UI shows what happened). Not SIGHUP as headless: under the UI a
+        # hang-up means the terminal is gone, and detour ends with it (tui/terminal.py).
+        loop.add_signal_handler(signal.SIGUSR1, lambda: app.call_later(app.action_reload))
     try:
         await engine.start()
     except OSError as exc:
@@ -513,7 +517,9 @@ async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any
         )
         return EXIT_FAILURE
     try:
-        await run_until_stopped(app, _stop_event())
+        if await run_until_stopped(app, _stop_event()):
+            # The terminal went away: connections in flight get the drain timeout to finish.
+            await engine.drain(drain_timeout)
     finally:
         await engine.stop()
     return EXIT_OK

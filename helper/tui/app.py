@@ -153,7 +153,7 @@ class DetourApp(App[int]):
             self.push_screen(LogScreen())
 
     def action_reload(self) -> None:
-        """Ctrl-R (or SIGHUP): the config file again, as the headless runner does on SIGHUP.
+        """Ctrl-R (or SIGUSR1): the config file again, as the headless runner does on SIGHUP.
         Established connections keep their routes; new ones take the new config."""
         if self.reloader is None:
             self.notify("running with the built-in config: there is no file to reload")

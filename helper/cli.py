@@ -26,10 +26,9 @@ from .config import (
     check_exposure,
     default_config_text,
     load_config,
-    load_layers,
     parse_listen_address,
-    warn_if_readable,
 )
+from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
 
 log = logging.getLogger("detour")
@@ -270,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.tui_config or args.config, args.listen, "text", "info", ui=True)
     if args.command == "config":
         if args.config_command == "check":
-            return _config_check(args.file)
+            return config_check(args.file)
         if args.config_command == "default":
             sys.stdout.write(default_config_text())
             return EXIT_OK
         if args.config_command == "show":
-            return _config_show(args.show_config or args.config)
+            return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
@@ -383,66 +382,6 @@ def _lab(args: argparse.Namespace) -> int:
         )
 
     return run_async(lab if args.command == "lab" else demo)
-
-
-def _config_check(path: str) -> int:
-    try:
-        loaded = load_layers(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    config = loaded.config
-    warn_if_readable(Path(path), config)
-    cannot_run = _routes_this_computer_cannot_run(config)
-    if cannot_run:
-        lines = "\n".join(f"  {line}" for line in cannot_run)
-        print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
-        return EXIT_USAGE
-    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
-    services = ", ".join(s.name for s in config.services) or "none"
-    print(f"{path}: ok")
-    print(f"  base:     {'built-in config' if len(loaded.layers) > 1 else 'none'}")
-    print(f"  listen:   {config.listen.mixed}")
-    if config.listen.transparent is not None:
-        print(f"  transparent: {config.listen.transparent}")
-    if config.whatsapp_proxy is not None:
-        wa = config.whatsapp_proxy
-        ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
-        shown = ", ".join(str(p) for p in ports if p is not None)
-        print(f"  whatsapp proxy: {wa.listen} ports {shown}")
-    if config.api.listen is not None:
-        print(f"  status API: {config.api.listen}")
-    print(f"  routes:   {routes}")
-    print(f"  services: {services}")
-    print(f"  default:  {config.default_policy}")
-    return EXIT_OK
-
-
-def _routes_this_computer_cannot_run(config) -> list[str]:
-    """Routes whose links need a proxy core that is missing here, cannot do them, or
-    rejects the config detour would give it (transports/core/check.py)."""
-    from transports.core.check import check_link
-
-    problems = []
-    for route in config.routes:
-        for layer in route.chain.layers:
-            if layer.name in ("vless", "vmess", "trojan"):
-                reason = check_link(layer.params["link"], config.core.program or None)
-                if reason is not None:
-                    problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
-    return problems
-
-
-def _config_show(path: str | None) -> int:
-    from .config.show import show
-
-    try:
-        loaded = load_layers(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    sys.stdout.write(show(loaded))
-    return EXIT_OK
 
 
 def _is_terminal() -> bool:

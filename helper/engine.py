@@ -1,7 +1,8 @@
 """The running proxy, built from a Config: the router with its routes and services, the
-prober and the monitor that keep route health fresh, the event stream, and the listeners
-applications connect to. The headless runner and the terminal UI are two front ends on the
-same Engine.
+prober and the monitor that keep route health fresh, the event stream, the counters, and the
+client server with the listeners applications connect to. The headless runner and the
+terminal UI are two front ends on the same Engine; they and the status API see it through
+status snapshots (`Engine.snapshot`).
 
 A reload (`Engine.reload`, SIGHUP when headless) builds a new router from a new Config and
 switches new connections to it; connections already relayed keep the router (and the
@@ -15,30 +16,31 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.chain import base_dialer
 from transports.core import CoreDialer
+from transports.guard import AddressPolicy, LocalAddresses
 from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
-from .probe.result import ProbeResult
-from .proxy import MixedListener, TransparentListener
-from .proxy.serving import ClientListener
+from .proxy import ClientServer, MixedListener, TransparentListener
+from .proxy.mixed import listen_admission
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.state import HealthStore, network_id, state_dir
 from .search.budget import HandshakeBudget
-from .search.runner import SearchReport, StrategySearch, restore_strategies
-from .services import Service
+from .search.control import Searches
+from .search.runner import StrategySearch, restore_strategies
+from .status import ListenerView, Snapshot, Tally, frozen_mapping
 
 if TYPE_CHECKING:
     from .api import StatusApi
@@ -84,6 +86,8 @@ class Engine:
         """`store` remembers route health per network (None: nothing remembered); `network`
         names the network (default: detected from the gateway and subnet)."""
         self.events = EventBus()
+        # Counters kept where their events happen, shared by every config a reload brings in.
+        self.tally = Tally()
         # Pluggable transport clients (`pt:` routes) start on first use, keep their state
         # under the state directory, and stop with the engine. They are shared by every
         # config a reload brings in: a child is keyed by program, transport and proxy, so an
@@ -98,61 +102,49 @@ class Engine:
         self.budget = HandshakeBudget(
             config.probe.handshakes, config.probe.handshake_window, config.probe.handshake_gap
         )
-        self._search_task: asyncio.Task[SearchReport] | None = None
-        self._searching: set[str] = set()  # the services the running search covers
-        self._search_wanted: set[str] = set()  # asked for while a search ran
-        self._searched: set[str] = set()  # searched in this run
-        self._fruitless: set[str] = set()  # searched, nothing found, no route works since
-        self._new_network = False
-        self._stopping = False
+        # The strategy searches (helper/search/): on demand and on their triggers.
+        self.searches = Searches(self)
         self._generation = self._build(config, contextlib.AsyncExitStack())
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
         self.prober, self.monitor, self.search = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
-        self.listener = MixedListener(
-            config.listen,
+        # Every client connection, whichever listener it came in on (helper/proxy/server.py).
+        self.server = ClientServer(
             self.router,
-            address=listen,
             events=self.events,
+            tally=self.tally,
             first_answer=config.probe.first_answer,
         )
-        # Redirected connections share the mixed listener's limits, destination policy and
-        # connection table (so every status view shows them).
+        # The mixed and transparent listeners count their clients together and let clients
+        # not on this machine reach the same destinations.
+        admission = listen_admission(config.listen)
+        policy = AddressPolicy(config.listen.remote_public, LocalAddresses())
+        self.listener = self.server.add(
+            MixedListener(config.listen, admission, policy, address=listen)
+        )
         self.transparent: TransparentListener | None = None
         if config.listen.transparent is not None:
-            self.transparent = TransparentListener(
-                config.listen,
-                self.router,
-                events=self.events,
-                first_answer=config.probe.first_answer,
-                book=self.listener.book,
-                policy=self.listener.policy,
-                connections=self.listener.connections,
-                ids=self.listener.ids,
+            self.transparent = self.server.add(
+                TransparentListener(config.listen, admission, policy)
             )
-        # The status API (off unless [api] listen is set) subscribes to the events now, so
-        # its metrics count the first probes too.
-        self.api: StatusApi | None = None
-        if config.api.listen is not None:
-            from .api import StatusApi
-
-            self.api = StatusApi(self, config.api)
-        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
-        # status view shows them.
+        # [whatsapp_proxy]: its ports, with their own limits.
         self.whatsapp: WhatsAppProxy | None = None
         if config.whatsapp_proxy is not None:
             self.whatsapp = WhatsAppProxy(
                 config.whatsapp_proxy,
-                self.router,
                 allow=config.listen.allow,
                 state=state_dir() / "whatsapp-proxy",
-                events=self.events,
-                connections=self.listener.connections,
-                ids=self.listener.ids,
-                first_answer=config.probe.first_answer,
             )
+            for port in self.whatsapp.ports:
+                self.server.add(port)
+        # The status API (off unless [api] listen is set) reads snapshots of this engine.
+        self.api: StatusApi | None = None
+        if config.api.listen is not None:
+            from .api import StatusApi
+
+            self.api = StatusApi(self.snapshot, config.api)
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -190,6 +182,7 @@ class Engine:
             resources=resources,
             events=self.events,
             pluggable=self.pluggable,
+            tally=self.tally,
             budget=self.budget,
         )
         return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
@@ -212,6 +205,7 @@ class Engine:
             interval=config.probe.interval,
             store=store,
             network=self._network,
+            tally=self.tally,
         )
         # The search probes candidates that are no routes yet: no events for them.
         search_prober = Prober(
@@ -220,7 +214,7 @@ class Engine:
             min_rate=config.probe.min_rate,
             budget=self.budget,
         )
-        monitor.on_probed = self._after_probe
+        monitor.on_probed = self.searches.after_probe
         search = StrategySearch(
             generation.router,
             search_prober,
@@ -232,127 +226,50 @@ class Engine:
         )
         return prober, monitor, search
 
-    # --- the strategy search (helper/search/) ---------------------------------------------
-
-    @property
-    def searching(self) -> bool:
-        return self._search_task is not None and not self._search_task.done()
-
-    def start_search(self, services: list[str] | None = None) -> asyncio.Task[SearchReport]:
-        """Search strategies for `services` (default: every service with probe targets) in
-        the background; a search already running is returned instead of a second one.
-        Connections keep their routes meanwhile."""
-        if self._search_task is not None and not self._search_task.done():
-            return self._search_task
-        router = self.router
-        chosen = [s for s in router.services if s.probes and (not services or s.name in services)]
-        self._searching = {s.name for s in chosen}
-        # What the monitor last saw through the direct route is the search's first verdict.
-        direct = {
-            name: result
-            for (name, route), result in self.monitor.results.items()
-            if router.has_route(route) and str(router.route(route).chain) == "direct"
-        }
-        task = asyncio.get_running_loop().create_task(
-            self.search.run(chosen, direct), name="detour-strategy-search"
-        )
-        self._search_task = task
-        task.add_done_callback(self._search_done)
-        return task
-
-    def request_search(self, services: list[str], reason: str) -> None:
-        """Search `services` now, or after the search that runs (the automatic triggers)."""
-        self._search_wanted.update(name for name in services if name not in self._searching)
-        if self._search_wanted and not self._stopping and not self.searching:
-            names = sorted(self._search_wanted)
-            self._search_wanted.clear()
-            log.info("searching strategies for %s: %s", ", ".join(names), reason)
-            self.start_search(names)
-
-    def _search_done(self, task: asyncio.Task[SearchReport]) -> None:
-        self._searching = set()
-        if task.cancelled():
-            return
-        if (error := task.exception()) is not None:
-            log.error("the strategy search failed", exc_info=error)
-            return
-        for name, searched in task.result().services.items():
-            self._searched.add(name)
-            if searched.winner is None:
-                self._fruitless.add(name)
-        if self._search_wanted:
-            self.request_search([], "asked while a search ran")
-
-    def _after_probe(self, service: Service, results: list[ProbeResult]) -> None:
-        """The automatic triggers: a service whose direct route fails is searched on a
-        network detour has not seen, and when none of its routes works any more -- once,
-        until one of its routes works again."""
-        if not self.config.search.auto:
-            return
-        router = self.router
-        working = router.active_route(service) is not None
-        if working:
-            self._fruitless.discard(service.name)
-        direct = next(
-            (
-                r
-                for r in results
-                if router.has_route(r.route) and str(router.route(r.route).chain) == "direct"
-            ),
-            None,
-        )
-        if direct is None or direct.ok or service.name in self._fruitless:
-            return
-        if self._new_network and service.name not in self._searched:
-            self.request_search([service.name], "a network detour has not seen")
-        elif not working:
-            self.request_search([service.name], f"no route of {service.name} works")
-
-    def forget_strategies(self, service: str | None = None) -> list[str]:
-        """Forget what searches found on this network (for `service`, or all)."""
-        dropped = self.search.forget(service)
-        if dropped:
-            self.router.note_health_change("forgot the strategies a search found")
-        return dropped
-
-    @property
-    def listeners(self) -> list[ClientListener]:
-        """Every listener clients connect to: reload gives each the new router, drain stops
-        them accepting and waits for their connections (helper/proxy/serving.py)."""
-        found: list[ClientListener] = [self.listener]
-        if self.transparent is not None:
-            found.append(self.transparent)
-        if self.whatsapp is not None:
-            found.append(self.whatsapp)
-        return found
-
     @property
     def mixed_address(self) -> tuple[str, int]:
         """Where the mixed listener actually listens (port 0 in a config means any)."""
         return self.listener.sockets[0]
 
+    def snapshot(self) -> Snapshot:
+        """What detour is doing now, as one immutable value (helper/status.py): what the
+        status API, the metrics and the terminal UI show."""
+        router = self.router
+        results, probes = self.monitor.probe_status()
+        listeners = self.server.listener_views()
+        if self.api is not None and self.api.address is not None:
+            listeners.append(ListenerView("api", *self.api.address))
+        return Snapshot(
+            taken_at=time.time(),
+            monotonic=time.monotonic(),
+            services=router.service_views(self.monitor.probing),
+            routes=router.route_views(),
+            health=frozen_mapping(router.health.frozen()),
+            results=frozen_mapping(results),
+            probes=probes,
+            connections=self.server.connection_views(),
+            listeners=tuple(listeners),
+            counters=self.tally.freeze(),
+            default_policy=router.default_policy,
+        )
+
     async def start(self) -> None:
         if self.api is not None:
             await self.api.start()
         try:
-            await _listen(self.listener, "listen.mixed")
-            try:
-                if self.transparent is not None:
-                    await _listen(self.transparent, "listen.transparent")
-                    log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
-                if self.whatsapp is not None:
-                    await self.whatsapp.start()
-            except BaseException:
-                if self.transparent is not None:
-                    await self.transparent.stop()
-                await self.listener.stop()
-                raise
+            if self.whatsapp is not None:
+                await self.whatsapp.prepare()
+            await self.server.start()
         except BaseException:
             if self.api is not None:
                 await self.api.stop()
             raise
+        if self.transparent is not None:
+            log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+        if self.whatsapp is not None:
+            self.whatsapp.announce(self.router.services, self.router.default_policy)
         # Without a memory of networks, every network is one detour has not seen.
-        self._new_network = self._store is None or not self._store.knows(self._network)
+        self.searches.new_network = self._store is None or not self._store.knows(self._network)
         if self._store is not None:
             restored = restore_strategies(self.router, self._store, self._network)
             if restored:
@@ -382,7 +299,7 @@ class Engine:
             except BaseException:
                 await resources.aclose()
                 raise
-            _carry_over(old.router, new.router)
+            new.router.adopt(old.router)
             # The switch itself does not wait for anything: no connection can start between
             # the old router and the new one.
             old_monitor = self.monitor
@@ -391,9 +308,8 @@ class Engine:
             self.budget.window = config.probe.handshake_window
             self.budget.gap = config.probe.handshake_gap
             self.prober, self.monitor, self.search = self._monitoring(new, None)
-            for listener in self.listeners:
-                listener.router = new.router
-                listener.first_answer = config.probe.first_answer
+            self.server.router = new.router
+            self.server.first_answer = config.probe.first_answer
             self._retire(old)
             await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over
@@ -410,8 +326,7 @@ class Engine:
 
         async def retire() -> None:
             try:
-                for listener in self.listeners:
-                    await listener.released(old.router)
+                await self.server.released(old.router)
             finally:
                 self._old.remove(old)
                 await old.resources.aclose()
@@ -429,12 +344,8 @@ class Engine:
     async def drain(self, timeout: float, force: asyncio.Event | None = None) -> int:
         """Stop accepting; wait until every connection has ended, `timeout` seconds pass, or
         `force` is set. Returns how many connections were still open (stop() cuts them)."""
-        for listener in self.listeners:
-            listener.stop_accepting()
-        waiter = asyncio.ensure_future(
-            asyncio.gather(*(listener.idle() for listener in self.listeners))
-        )
-        waits: set[asyncio.Future[object]] = {waiter}
+        self.server.stop_accepting()
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self.server.idle())}
         if force is not None:
             waits.add(asyncio.ensure_future(force.wait()))
         try:
@@ -443,18 +354,14 @@ class Engine:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-        return sum(listener.open_connections for listener in self.listeners)
+        return self.server.open_connections
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._search_task is not None:
-            self._search_task.cancel()
-            await asyncio.gather(self._search_task, return_exceptions=True)
+        await self.searches.stop()
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
-        for listener in reversed(self.listeners):
-            await listener.stop()
+        await self.server.stop()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -533,44 +440,6 @@ def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         else:
             restart.append(section)
     return changed, restart
-
-
-def _carry_over(old: Router, new: Router) -> None:
-    """Keep what the old router learnt about routes that did not change (same name, same
-    chain), and the user's pins and disabled routes where they still make sense."""
-    before = {route.name: route.chain for route in old.routes}
-    same = {route.name for route in new.routes if before.get(route.name) == route.chain}
-    for (service, route), health in old.health.items():
-        if route in same:
-            new.health.set(service, route, health)
-    names = {route.name for route in new.routes}
-    services = {service.name for service in new.services}
-    # Strategies a search found stay routes of the new router (unless the config now has a
-    # route of the same name).
-    for service, found in old.found.items():
-        if service not in services:
-            continue
-        for name in found:
-            if name in names or not old.has_route(name):
-                continue
-            new.add_found(service, new.build_route(name, old.route(name).chain))
-            if (health := old.health.get(service, name)).ok is not None:
-                new.health.set(service, name, health)
-    names = {route.name for route in new.routes}
-    new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
-    new.disabled.update(name for name in old.disabled if name in names)
-
-
-async def _listen(listener: MixedListener, key: str) -> None:
-    """Start `listener`; a failure says which setting and address, in a sentence (as the
-    status API's and the WhatsApp proxy's do)."""
-    try:
-        await listener.start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if isinstance(exc, PermissionError):
-            reason += "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-        raise OSError(exc.errno, f"{key} {listener.address}: {reason}") from None
 
 
 def _pt_clients(router: Router) -> frozenset[ManagedClient]:

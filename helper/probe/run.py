@@ -34,7 +34,7 @@ async def probe_services(
     try:
         reports = []
         for service in services:
-            routes = engine.router.routes_for(service)
+            routes = [engine.router.route(n) for n in engine.router.routes_of(service)]
             results = await engine.prober.probe_service(service, routes)
             reports.append(ServiceReport(service.name, results))
         if search:

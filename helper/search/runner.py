@@ -188,11 +188,10 @@ class StrategySearch:
         """The winner becomes a route of the router for `service`, with its probe's health,
         in place of what earlier searches found for it."""
         route = self._route_for(winner)
-        earlier = [n for n in self.router.found.get(service.name, ()) if n != route.name]
+        # (no connection can start between these two: nothing here waits)
+        self.router.forget_found(service.name)
         self.router.add_found(service.name, route)
         self.router.health.record_probe(result)
-        if earlier:
-            self.router.forget_found(service.name, earlier)
         self.router.note_health_change(f"a search found {route.name} for {service.name}")
 
     def _save(self, report: SearchReport) -> None:

@@ -140,11 +140,11 @@ async def test_connections_keep_their_route_while_a_search_runs(
         await until(lambda: engine.router.active_route(telegram) is not None)
         best = engine.router.active_route(telegram)
         assert best is not None and best.name == "lab-socks"
-        task = engine.start_search(["telegram"])
-        assert engine.start_search(["telegram"]) is task  # one search at a time
+        task = engine.searches.start(["telegram"])
+        assert engine.searches.start(["telegram"]) is task  # one search at a time
         context = ssl.create_default_context(cafile=str(userland.ca.ca_path))
         made = 0
-        while engine.searching or made == 0:
+        while engine.searches.running or made == 0:
             waits.clear()
             connection = await engine.router.connect(Endpoint("web.telegram.org", 443))
             assert connection.route.name == best.name
@@ -249,13 +249,13 @@ async def test_a_network_not_seen_is_searched_and_remembered(userland: Lab, tmp_
     await userland.set_scenario("sni-reset")
     store = HealthStore(tmp_path)
     async with Engine(auto_config(userland), store=store, network="new") as engine:
-        await until(lambda: len(engine.router.found) == 3 and not engine.searching)
+        await until(lambda: len(engine.router.found) == 3 and not engine.searches.running)
         assert engine.router.found["telegram"] == ["found-tlsfrag-sni"]
     # the next start on that network: the strategy is a route at once, no search
     engine = Engine(auto_config(userland), store=store, network="new", probe_on_start=False)
     async with engine:
         assert engine.router.found["signal"] == ["found-tlsfrag-sni"]
-        assert not engine.searching and engine.search.report is None
+        assert not engine.searches.running and engine.search.report is None
 
 
 async def test_a_search_when_no_route_works_any_more_and_not_again_in_vain(
@@ -271,16 +271,16 @@ async def test_a_search_when_no_route_works_any_more_and_not_again_in_vain(
         assert engine.search.report is None  # direct works: nothing to search
         await userland.set_scenario("sni-reset")
         await engine.monitor.probe_now(telegram)  # as when its connections keep failing
-        await until(lambda: "telegram" in engine.router.found and not engine.searching)
+        await until(lambda: "telegram" in engine.router.found and not engine.searches.running)
         assert engine.router.active_route(telegram).name == "found-tlsfrag-sni"
 
         await userland.set_scenario("sni-reset-reassembling")
         await engine.monitor.probe_now(telegram)
-        await until(lambda: not engine.searching and engine.search.report.finished)
+        await until(lambda: not engine.searches.running and engine.search.report.finished)
         report = engine.search.report
         assert report.services["telegram"].winner is None
         await engine.monitor.probe_now(telegram)  # still nothing works: no second search
-        assert not engine.searching and engine.search.report is report
+        assert not engine.searches.running and engine.search.report is report
         # on demand, it searches again
-        again = await engine.start_search(["telegram"])
+        again = await engine.searches.start(["telegram"])
         assert again is not report and again.services["telegram"].winner is None

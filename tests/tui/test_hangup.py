@@ -16,10 +16,13 @@ from tests.conftest import detour_command
 from tests.support.networks import free_network
 from tests.support.peers import free_port
 from tests.tui.test_terminal import (
+    descendants,
     detour_pid,
     listening,
     local_config,
     quit_with_q,
+    running,
+    showing,
     start_in_tmux,
     tmux,  # noqa: F401 - the fixture
     wait_for_screen,
@@ -32,43 +35,16 @@ from tests.tui.test_terminal import (
 GONE_WITHIN = 5.0
 
 
-def descendants(pid: int) -> set[int]:
-    """`pid` and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo.extend(children.get(current, ()))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def kill_terminal_and_wait(tmux: list[str], pids: set[int], port: int) -> float:  # noqa: F811
     """Kill the tmux session; how long until every one of `pids` is gone and the port free
     (fails after 10 s, then kills what is left so nothing outlives the test)."""
     subprocess.run([*tmux, "kill-session", "-t", "demo"], check=True, timeout=10)
     start = time.monotonic()
     while time.monotonic() - start < 10:
-        if not any(alive(p) for p in pids) and not listening("127.0.0.1", port):
+        if not any(running(p) for p in pids) and not listening("127.0.0.1", port):
             return time.monotonic() - start
         time.sleep(0.05)
-    left = [p for p in pids if alive(p)]
+    left = [p for p in pids if running(p)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     pytest.fail(f"still running 10 s after the terminal went away: {left}")
@@ -81,9 +57,9 @@ def test_closing_the_terminal_ends_detour_tui(tmux: list[str], tmp_path: Path) -
     port = free_port()
     command = detour_command("tui", "-c", str(config), "--listen", f"127.0.0.1:{port}")
     start_in_tmux(tmux, command, tmp_path / "status")
-    wait_for_screen(tmux, "│ only-route ", tmp_path / "status")
+    wait_for_screen(tmux, showing("│ only-route "), tmp_path / "status")
     assert listening("127.0.0.1", port)
-    pids = descendants(detour_pid(str(config)))
+    pids = set(descendants(detour_pid(str(config))))
     took = kill_terminal_and_wait(tmux, pids, port)
     assert took < GONE_WITHIN, took
 
@@ -94,8 +70,8 @@ def test_closing_the_terminal_ends_detour_demo(tmux: list[str], tmp_path: Path) 
         "demo", "--scenario", "sni-reset", "--network", network, "--listen", f"127.0.0.1:{port}"
     )
     start_in_tmux(tmux, demo, tmp_path / "status")
-    wait_for_screen(tmux, f"proxy 127.0.0.1:{port}", tmp_path / "status")
-    pids = descendants(detour_pid(network))
+    wait_for_screen(tmux, showing(f"proxy 127.0.0.1:{port}"), tmp_path / "status")
+    pids = set(descendants(detour_pid(network)))
     took = kill_terminal_and_wait(tmux, pids, port)
     assert took < GONE_WITHIN, took
 
@@ -108,11 +84,11 @@ def test_sigusr1_reloads_the_config_under_the_ui(tmux: list[str], tmp_path: Path
     status_file = tmp_path / "status"
     command = detour_command("tui", "-c", str(config), "--listen", f"127.0.0.1:{port}")
     start_in_tmux(tmux, command, status_file)
-    wait_for_screen(tmux, "│ first-route ", status_file)
+    wait_for_screen(tmux, showing("│ first-route "), status_file)
     config.write_text(local_config("second-route"))
     os.kill(detour_pid(str(config)), signal.SIGUSR1)
-    wait_for_screen(tmux, "│ second-route ", status_file)  # the matrix's row
-    screen = wait_for_screen(tmux, "reloaded", status_file)  # and the UI says so
+    wait_for_screen(tmux, showing("│ second-route "), status_file)  # the matrix's row
+    screen = wait_for_screen(tmux, showing("reloaded"), status_file)  # and the UI says so
     assert "│ first-route " not in screen, screen
     quit_with_q(tmux, status_file)
     assert not listening("127.0.0.1", port)

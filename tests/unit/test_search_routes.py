@@ -59,7 +59,7 @@ def test_health_puts_a_working_found_route_first_and_it_can_be_pinned() -> None:
     r.health.set("telegram", "found-tlsfrag-sni", RouteHealth(ok=True))
     _, ordered = r.plan(Endpoint("web.telegram.org", 443))
     assert ordered[0].name == "found-tlsfrag-sni"
-    r.pins["telegram"] = "found-tlsfrag-sni"
+    r.pin("telegram", "found-tlsfrag-sni")  # one of its routes
     assert names(r.candidates(telegram)) == ["found-tlsfrag-sni"]
 
 
@@ -68,7 +68,7 @@ def test_forgetting_removes_the_routes_their_pins_and_health() -> None:
     telegram = r.services.services[0]
     r.add_found("telegram", r.build_route("found-tlsfrag-sni", parse_chain("tlsfrag:sni")))
     r.health.set("telegram", "found-tlsfrag-sni", RouteHealth(ok=True))
-    r.pins["telegram"] = "found-tlsfrag-sni"
+    r.pin("telegram", "found-tlsfrag-sni")
     assert r.forget_found() == ["found-tlsfrag-sni"]
     assert names(r.candidates(telegram)) == ["direct", "proxy"]
     assert not r.has_route("found-tlsfrag-sni") and r.pins == {}

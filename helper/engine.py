@@ -251,6 +251,7 @@ class Engine:
             listeners=tuple(listeners),
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
+            search=self.searches.view(),
         )
 
     async def start(self) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "ProbeRound",
     "ProbeTally",
     "RouteView",
+    "SearchView",
     "ServiceView",
     "Snapshot",
     "Tally",
@@ -155,6 +156,17 @@ class Counters:
     probe_seconds: Mapping[tuple[str, str], Histogram]  # (service, route)
 
 
+@dataclass(frozen=True, slots=True)
+class SearchView:
+    """The latest strategy search (helper/search/): running or finished, and per service
+    what it tried and what won, as `detour probe --json` prints it (docs/search.md)."""
+
+    running: bool
+    started: float  # time.time()
+    finished: float | None
+    services: Mapping[str, Mapping[str, object]]  # service -> {winner, verdict, tried}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: float  # time.time()
@@ -168,6 +180,7 @@ class Snapshot:
     listeners: tuple[ListenerView, ...]  # in start order: mixed first
     counters: Counters
     default_policy: str = ""
+    search: SearchView | None = None  # None: no search has run
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

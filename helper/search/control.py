@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..probe.result import ProbeResult
 from ..services import Service
+from ..status import SearchView, frozen_mapping
 from .runner import SearchReport
 
 __all__ = ["Searches"]
@@ -70,7 +71,7 @@ class Searches:
             if router.has_route(route) and str(router.route(route).chain) == "direct"
         }
         task = asyncio.get_running_loop().create_task(
-            self.host.search.run(chosen, direct), name="detour-strategy-search"
+            self._run(chosen, direct), name="detour-strategy-search"
         )
         self._task = task
         task.add_done_callback(self._done)
@@ -85,6 +86,17 @@ class Searches:
             log.info("searching strategies for %s: %s", ", ".join(names), reason)
             self.start(names)
 
+    async def _run(self, services: list[Service], direct: dict[str, ProbeResult]) -> SearchReport:
+        report = await self.host.search.run(services, direct)
+        # A winner's confirming probe is the latest result of its cell, as a probe's is.
+        for name, result in report.results.items():
+            self.host.monitor.results[(name, result.route)] = result
+        for name, searched in report.services.items():
+            self._searched.add(name)
+            if searched.winner is None:
+                self._fruitless.add(name)
+        return report
+
     def _done(self, task: asyncio.Task[SearchReport]) -> None:
         self._covering = set()
         if task.cancelled():
@@ -92,10 +104,6 @@ class Searches:
         if (error := task.exception()) is not None:
             log.error("the strategy search failed", exc_info=error)
             return
-        for name, searched in task.result().services.items():
-            self._searched.add(name)
-            if searched.winner is None:
-                self._fruitless.add(name)
         if self._wanted:
             self.request([], "asked while a search ran")
 
@@ -121,6 +129,20 @@ class Searches:
             self.request([service.name], "a network detour has not seen")
         elif not working:
             self.request([service.name], f"no route of {service.name} works")
+
+    def view(self) -> SearchView | None:
+        """The latest search for a status snapshot (copies: nothing refers back here)."""
+        report = self.report
+        if report is None:
+            return None
+        return SearchView(
+            running=self.running,
+            started=report.started,
+            finished=report.finished,
+            services=frozen_mapping(
+                (name, searched.to_json()) for name, searched in report.services.items()
+            ),
+        )
 
     def forget(self, service: str | None = None) -> list[str]:
         """Forget what searches found on this network (for `service`, or all)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from helper.api import status_document
 from helper.config import Config, parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
@@ -273,6 +274,15 @@ async def test_a_search_when_no_route_works_any_more_and_not_again_in_vain(
         await engine.monitor.probe_now(telegram)  # as when its connections keep failing
         await until(lambda: "telegram" in engine.router.found and not engine.searches.running)
         assert engine.router.active_route(telegram).name == "found-tlsfrag-sni"
+        # the status API (through the snapshot) says what the search tried and what won
+        document = status_document(engine.snapshot())
+        assert document["search"]["running"] is False and document["search"]["finished"]
+        (entry,) = [s for s in document["services"] if s["name"] == "telegram"]
+        assert entry["search"]["winner"] == {"route": "found-tlsfrag-sni", "chain": "tlsfrag:sni"}
+        assert entry["search"]["tried"][0]["chain"] == "tlsfrag:sni"
+        assert entry["active_route"] == "found-tlsfrag-sni"
+        assert "found-tlsfrag-sni" in [r["route"] for r in entry["routes"]]
+        assert "found-tlsfrag-sni" in [r.name for r in engine.snapshot().routes]
 
         await userland.set_scenario("sni-reset-reassembling")
         await engine.monitor.probe_now(telegram)

@@ -308,7 +308,9 @@ class Engine:
             self.budget.limit = config.probe.handshakes
             self.budget.window = config.probe.handshake_window
             self.budget.gap = config.probe.handshake_gap
+            latest = self.search.report  # what the status shows until the next search
             self.prober, self.monitor, self.search = self._monitoring(new, None)
+            self.search.report = latest
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
             self._retire(old)

@@ -125,3 +125,18 @@ def test_config_keys_and_reserved_names_are_checked() -> None:
     config = parse_config(CONFIG)
     assert (config.search.auto, config.search.confirm, config.search.attempts) == (True, 2, 30)
     assert (config.probe.handshakes, config.probe.handshake_gap) == (3, 0.4)
+
+
+def test_a_reload_keeps_the_found_routes_and_what_was_learnt() -> None:
+    old = router()
+    route = old.build_route("found-tlsfrag-sni", parse_chain("tlsfrag:sni"))
+    old.add_found("telegram", route)
+    old.add_found("signal", route)
+    old.health.set("telegram", "found-tlsfrag-sni", RouteHealth(ok=True))
+    old.pin("telegram", "found-tlsfrag-sni")
+    new = router()
+    new.adopt(old)
+    assert new.found == {"telegram": ["found-tlsfrag-sni"], "signal": ["found-tlsfrag-sni"]}
+    assert new.health.get("telegram", "found-tlsfrag-sni").ok is True
+    assert new.pins == {"telegram": "found-tlsfrag-sni"}
+    assert new.route("found-tlsfrag-sni") is not route  # built for the new router

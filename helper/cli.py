@@ -3,6 +3,10 @@
 
 Exit codes: 0 success (and a clean stop on a signal), 1 runtime failure (e.g. the port is
 taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route.
+
+Why this module is long: one parser for every subcommand and its options, and each
+command's few lines of glue (load the config, say what is wrong, run it); the commands
+themselves live elsewhere.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .config import (
 )
 from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
+from .mtproto_commands import mtproto_links, mtproto_secret
 
 log = logging.getLogger("detour")
 
@@ -141,6 +146,35 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
+    mtproto = sub.add_parser(
+        "mtproto",
+        help="links and secrets for the MTProto proxy endpoint",
+        description="The MTProto proxy endpoint ([mtproto_proxy], docs/telegram.md): the links "
+        "Telegram's apps add it with, and new secrets.",
+    )
+    mtproto_sub = mtproto.add_subparsers(
+        dest="mtproto_command", metavar="ACTION", parser_class=_Parser
+    )
+    links = mtproto_sub.add_parser(
+        "links",
+        help="print each user's tg://proxy and t.me links",
+        description="Print each user's tg://proxy and https://t.me/proxy links; the secrets "
+        "are hidden unless --show-secrets.",
+    )
+    links.add_argument("-c", "--config", metavar="FILE", dest="mtproto_config", help="config file")
+    links.add_argument(
+        "--show-secrets", action="store_true", help="print the links with their secrets"
+    )
+    secret = mtproto_sub.add_parser(
+        "secret",
+        help="print a new secret",
+        description="Print a new random secret for mtproto_proxy.secrets: dd (padded) by "
+        "default, plain with --plain, ee (fake TLS imitating DOMAIN) with --tls DOMAIN.",
+    )
+    kind = secret.add_mutually_exclusive_group()
+    kind.add_argument("--plain", action="store_true", help="a plain secret (no padding)")
+    kind.add_argument("--tls", metavar="DOMAIN", help="a fake-TLS secret imitating DOMAIN")
+
     probe = sub.add_parser(
         "probe",
         help="check every service through every route, once",
@@ -157,17 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
-    probe.add_argument(
-        "--search",
-        action="store_true",
-        help="then search evasion strategies for services whose direct route fails, and keep "
-        "the winners for this network (docs/search.md)",
-    )
-    probe.add_argument(
-        "--forget",
-        action="store_true",
-        help="forget the strategies searches found on this network, then exit",
-    )
+    probe.add_argument("--search", action="store_true", help="then search strategies (search.md)")
+    probe.add_argument("--forget", action="store_true", help="forget what searches found here")
 
     relay = sub.add_parser(
         "relay",
@@ -276,18 +301,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.config_command == "show":
             return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
+    if args.command == "mtproto":
+        if args.mtproto_command == "links":
+            return mtproto_links(args.mtproto_config or args.config, args.show_secrets)
+        if args.mtproto_command == "secret":
+            return mtproto_secret(args.plain, args.tls)
+        parser.parse_args(["mtproto", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
     if args.command == "relay":
         return _relay(args)
     if args.command == "probe":
-        return _probe(
-            args.probe_config or args.config,
-            args.service,
-            args.json,
-            search=args.search,
-            forget=args.forget,
-        )
+        return _probe(args)
     parser.print_help()
     return EXIT_USAGE
 
@@ -314,19 +339,12 @@ def _relay(args: argparse.Namespace) -> int:
     return run_async(serve)
 
 
-def _probe(
-    path: str | None,
-    services: list[str] | None,
-    as_json: bool,
-    *,
-    search: bool = False,
-    forget: bool = False,
-) -> int:
+def _probe(args: argparse.Namespace) -> int:
     from .probe.run import forget_strategies, probe_services
-    from .routing.state import HealthStore
 
+    services = args.service
     try:
-        config = load_config(path)
+        config = load_config(args.probe_config or args.config)
     except ConfigError as exc:
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -338,12 +356,10 @@ def _probe(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if forget:
-        return forget_strategies(HealthStore(), services)
+    if args.forget:
+        return forget_strategies(services)
     return run_async(
-        lambda: probe_services(
-            config, services, as_json=as_json, search=search, store=HealthStore()
-        )
+        lambda: probe_services(config, services, as_json=args.json, search=args.search)
     )
 
 

@@ -33,6 +33,7 @@ from .events import EventBus
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
+from .proxy.mtproto import MTProtoProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
@@ -139,12 +140,18 @@ class Engine:
             )
             for port in self.whatsapp.ports:
                 self.server.add(port)
+        # [mtproto_proxy]: Telegram's apps set to use detour as an MTProto proxy.
+        self.mtproto: MTProtoProxy | None = None
+        if config.mtproto_proxy is not None:
+            self.mtproto = self.server.add(
+                MTProtoProxy(config.mtproto_proxy, allow=config.listen.allow)
+            )
         # The status API (off unless [api] listen is set) reads snapshots of this engine.
         self.api: StatusApi | None = None
         if config.api.listen is not None:
             from .api import StatusApi
 
-            self.api = StatusApi(self.snapshot, config.api)
+            self.api = StatusApi(self.snapshot, config.api, config.listen.allow)
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -252,6 +259,7 @@ class Engine:
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
             search=self.searches.view(),
+            mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
         )
 
     async def start(self) -> None:
@@ -275,6 +283,8 @@ class Engine:
             restored = restore_strategies(self.router, self._store, self._network)
             if restored:
                 log.info("using %d strategies a search found on this network before", restored)
+        if self.mtproto is not None:
+            self.mtproto.announce()
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(

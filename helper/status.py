@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from transports.mtproto.secret import ProxyLink
+
     from .probe.result import ProbeResult
     from .services import Service
 
@@ -181,6 +183,9 @@ class Snapshot:
     counters: Counters
     default_policy: str = ""
     search: SearchView | None = None  # None: no search has run
+    # The MTProto proxy endpoint's users and links (secrets inside: shown hidden unless the
+    # owner asks, helper/api.py); empty when [mtproto_proxy] is off.
+    mtproto_links: tuple[ProxyLink, ...] = field(default=(), repr=False)
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

@@ -15,6 +15,7 @@ from .base import BEFORE, BaseTable
 from .core import CoreConfig
 from .dns import DnsConfig
 from .listen import ListenConfig, read_listen
+from .mtproto_proxy import MTProtoProxyConfig, read_mtproto_proxy
 from .probe import ProbeConfig
 from .routes import (
     DefaultTable,
@@ -41,6 +42,7 @@ class Config:
     default_policy: str  # a route name, or "deny"
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    mtproto_proxy: MTProtoProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
     search: SearchConfig = SearchConfig()  # noqa: RUF009 - frozen, immutable
@@ -63,6 +65,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "route": (RouteConfig, True),
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
+    "mtproto_proxy": (MTProtoProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
     "search": (SearchConfig, False),
@@ -139,6 +142,11 @@ def parse_config_data(
         whatsapp_proxy = read_whatsapp_proxy(
             section("whatsapp_proxy"), listen, problems, base, whatsapp_proxy
         )
+    mtproto_proxy = below.mtproto_proxy if below else None
+    if "mtproto_proxy" in sections or mtproto_proxy is not None:
+        mtproto_proxy = read_mtproto_proxy(
+            section("mtproto_proxy"), listen, problems, base, mtproto_proxy
+        )
     top.finish()
 
     if problems.items:
@@ -153,6 +161,7 @@ def parse_config_data(
         policy,
         source,
         whatsapp_proxy=whatsapp_proxy,
+        mtproto_proxy=mtproto_proxy,
         api=api,
         core=core,
         search=search,

@@ -28,6 +28,8 @@ async def probe_services(
     winners in `store` for this network."""
     from ..engine import Engine
 
+    if search and store is None:
+        store = HealthStore()
     engine = Engine(config, probe_on_start=False, store=store if search else None)
     services = [s for s in engine.router.services if s.probes and (not only or s.name in only)]
     progress = asyncio.ensure_future(_show_progress(engine)) if sys.stderr.isatty() else None
@@ -90,10 +92,11 @@ async def _show_progress(engine) -> None:
             print(f"  {mark} {result.service} via {result.route}: {text}{left}", file=sys.stderr)
 
 
-def forget_strategies(store: HealthStore, services: list[str] | None) -> int:
+def forget_strategies(services: list[str] | None, store: HealthStore | None = None) -> int:
     """`detour probe --forget`: drop what searches found on this network (for `services`)."""
     from ..routing.state import network_id
 
+    store = store or HealthStore()
     network = network_id()
     kept = store.load_strategies(network)
     dropped = [s for s in kept if not services or s in services]

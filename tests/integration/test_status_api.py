@@ -137,6 +137,14 @@ def documented_metrics() -> list[str]:
 # --- tests ----------------------------------------------------------------------------------
 
 
+MTPROTO_SECRET = "dd" + "5a" * 16
+MTPROTO = f"""
+        [mtproto_proxy]
+        listen = "127.0.0.1:0"
+        secrets = {{ alice = "{MTPROTO_SECRET}" }}
+"""
+
+
 def a_search_that_found(service: str) -> SearchView:
     """What the status shows after a search found a strategy (its fields, for the schema:
     the echo service's direct route works, so no real search would try anything)."""
@@ -157,7 +165,7 @@ def a_search_that_found(service: str) -> SearchView:
 async def test_status_and_metrics_after_real_traffic(
     start_engine, echo_origin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = await start_engine(echo_config(echo_origin.port), probe_on_start=False)
+    engine = await start_engine(echo_config(echo_origin.port, MTPROTO), probe_on_start=False)
     (service,) = engine.router.services
     await engine.monitor.probe_now(service)
     monkeypatch.setattr(engine.searches, "view", lambda: a_search_that_found(service.name))
@@ -195,6 +203,18 @@ async def test_status_and_metrics_after_real_traffic(
     host, port = engine.mixed_address
     assert {"kind": "mixed", "address": f"{host}:{port}"} in document["listeners"]
     assert {"kind": "api", "address": "{}:{}".format(*engine.api.address)} in document["listeners"]
+    assert engine.mtproto is not None
+    mt_host, mt_port = engine.mtproto.address_bound
+    assert {"kind": "mtproto", "address": f"{mt_host}:{mt_port}"} in document["listeners"]
+    # The MTProto proxy's links: the secret hidden in /status, given by /mtproto/links.
+    (user,) = document["mtproto_proxy"]["users"]
+    assert user["link"] == f"tg://proxy?server={mt_host}&port={mt_port}&secret=***"
+    assert MTPROTO_SECRET not in body
+    status, _, links = await get(engine, "/mtproto/links")
+    assert status == 200
+    (revealed,) = parse_json(links)["users"]
+    assert revealed["link"].endswith(f"secret={MTPROTO_SECRET}")
+    assert revealed["web_link"].startswith(f"https://t.me/proxy?server={mt_host}&")
 
     writer.write(b"y" * 500)
     assert await reader.readexactly(500) == b"y" * 500

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .schema import setting
-from .values import duration_or_off, parse_duration, rate
+from .values import duration_or_off, limit, parse_duration, rate
 
 
 @dataclass(frozen=True)
@@ -33,4 +33,18 @@ class ProbeConfig:
         duration_or_off,
         "How long a route may take to answer a client's TLS ClientHello before detour sends it "
         "through the next route; `0` turns retrying off.",
+    )
+    handshakes: int = setting(
+        3,
+        limit,
+        "At most this many TLS handshakes to one server name within `handshake_window`, from "
+        "probes, strategy searches and the later routes of a connection's race together; "
+        "background work leaves one of them to client connections, whose first route is never "
+        "held back. `0` turns the budget off. See [search.md](search.md#the-handshake-budget).",
+    )
+    handshake_window: float = setting("1s", parse_duration, "The window `handshakes` counts in.")
+    handshake_gap: float = setting(
+        "400ms",
+        parse_duration,
+        "The least time between two handshakes to one server name (a client's first route aside).",
     )

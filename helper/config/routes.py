@@ -18,13 +18,16 @@ from .schema import Problems, complete, read_array, setting
 from .values import chain, domain, entry_name, network, parse_duration, port, probe_target, string
 
 DENY = "deny"
+FOUND_PREFIX = "found-"  # the routes a strategy search finds (helper/search/candidates.py)
 
 
 @dataclass(frozen=True)
 class RouteConfig:
     name: str = setting(
         convert=entry_name,
-        doc="1-64 letters, digits, `.`, `_`, `-`; unique. `deny` is reserved.",
+        doc="1-64 letters, digits, `.`, `_`, `-`; unique. `deny` is reserved, and so are "
+        "names that start with `found-` (the routes a strategy search finds, "
+        "[search.md](search.md)).",
     )
     chain: Chain = setting(
         convert=chain,
@@ -133,6 +136,13 @@ def read_routes(
         name = values["name"]
         if name == DENY:
             problems.add(f"{path}.name", "'deny' is reserved for [default] policy")
+            continue
+        if name.lower().startswith(FOUND_PREFIX):
+            problems.add(
+                f"{path}.name",
+                f"names starting with '{FOUND_PREFIX}' are reserved for the routes a strategy "
+                "search finds (to keep one, give it a name of your own)",
+            )
             continue
         if name in changed or any(r.name == name for r in new):
             problems.add(f"{path}.name", f"route {name!r} is defined twice")

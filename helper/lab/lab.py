@@ -279,6 +279,14 @@ def helper_config(
         "[probe]",
         "# Everything in the lab answers at once: a short timeout keeps probing quick.",
         'timeout = "3s"',
+        "# The lab's servers count nobody's handshakes: every route is probed at once (the",
+        "# built-in handshake budget is docs/search.md's).",
+        "handshakes = 0",
+        "",
+        "[search]",
+        "# Searches run when asked (`detour probe --search`), not on their own, so what the",
+        "# lab's routes do is what a test sees.",
+        "auto = false",
         "",
     ]
     for name, chain in (

@@ -34,6 +34,7 @@ from .result import ProbeResult, Step, TargetResult
 
 if TYPE_CHECKING:
     from ..routing import Route
+    from ..search.budget import HandshakeBudget
 
 __all__ = ["Prober"]
 
@@ -72,7 +73,9 @@ class Prober:
         compare_resolver: Resolver | None = None,
         events: EventBus | None = None,
         concurrency: int = 16,
+        budget: HandshakeBudget | None = None,
     ) -> None:
+        """`budget`: the handshake budget a TLS target waits for before its dial."""
         self.timeout = timeout
         self.tls = tls or ssl.create_default_context()
         self._no_verify = ssl.create_default_context()
@@ -82,6 +85,7 @@ class Prober:
         self.compare_resolver = compare_resolver
         self.events = events
         self._slots = asyncio.Semaphore(concurrency)
+        self.budget = budget
 
     async def probe(self, service: Service, route: Route) -> ProbeResult:
         """Every probe target of `service` through `route`, concurrently."""
@@ -109,6 +113,8 @@ class Prober:
         if reason is not None:
             return result.skip(reason)
         step = ["resolve"]  # what is running now, for a timeout's report
+        if self.budget is not None and target.kind in ("tls", "https"):
+            await self.budget.take(target.endpoint.host)
         async with self._slots:
             started = time.monotonic()
             try:

@@ -9,15 +9,28 @@ import sys
 
 from ..config import Config
 from ..events import ProbeFinished, ProbeStarted
+from ..routing.state import HealthStore
 from .report import FAIL_MARK, OK_MARK, ServiceReport, json_report, summary, table
 
 __all__ = ["probe_services"]
 
 
-async def probe_services(config: Config, only: list[str] | None, *, as_json: bool) -> int:
+async def probe_services(
+    config: Config,
+    only: list[str] | None,
+    *,
+    as_json: bool,
+    search: bool = False,
+    store: HealthStore | None = None,
+) -> int:
+    """Probe every service (or those in `only`) through its routes; `search`: then search
+    strategies for each service whose direct route fails (docs/search.md), keeping the
+    winners in `store` for this network."""
     from ..engine import Engine
 
-    engine = Engine(config, probe_on_start=False)
+    if search and store is None:
+        store = HealthStore()
+    engine = Engine(config, probe_on_start=False, store=store if search else None)
     services = [s for s in engine.router.services if s.probes and (not only or s.name in only)]
     progress = asyncio.ensure_future(_show_progress(engine)) if sys.stderr.isatty() else None
     try:
@@ -26,6 +39,8 @@ async def probe_services(config: Config, only: list[str] | None, *, as_json: boo
             routes = [engine.router.route(n) for n in engine.router.routes_of(service)]
             results = await engine.prober.probe_service(service, routes)
             reports.append(ServiceReport(service.name, results))
+        if search:
+            await _search(engine, services, reports)
     finally:
         if progress is not None:
             progress.cancel()
@@ -38,6 +53,28 @@ async def probe_services(config: Config, only: list[str] | None, *, as_json: boo
         sys.stdout.write(table(reports))
         sys.stdout.write("\n" + summary(reports))
     return 0 if all(r.reachable for r in reports) else 1
+
+
+async def _search(engine, services: list, reports: list[ServiceReport]) -> None:
+    """Search each service whose direct route failed; a winner joins the service's routes
+    (its confirming probe), and every report says what the search tried."""
+    direct = {
+        report.name: result
+        for report in reports
+        for result in report.results
+        if str(engine.router.route(result.route).chain) == "direct"
+    }
+    if sys.stderr.isatty():
+        print("searching strategies...", file=sys.stderr)
+    found = await engine.search.run(services, direct)
+    for report in reports:
+        searched = found.services.get(report.name)
+        if searched is None:
+            continue
+        report.search = searched.to_json()
+        winner = found.results.get(report.name)
+        if winner is not None:
+            report.results.append(winner)
 
 
 async def _show_progress(engine) -> None:
@@ -53,3 +90,17 @@ async def _show_progress(engine) -> None:
             text = "works" if result.ok else (result.diagnosis or str(result.failure))
             left = f" ({len(running)} running)" if running else ""
             print(f"  {mark} {result.service} via {result.route}: {text}{left}", file=sys.stderr)
+
+
+def forget_strategies(services: list[str] | None, store: HealthStore | None = None) -> int:
+    """`detour probe --forget`: drop what searches found on this network (for `services`)."""
+    from ..routing.state import network_id
+
+    store = store or HealthStore()
+    network = network_id()
+    kept = store.load_strategies(network)
+    dropped = [s for s in kept if not services or s in services]
+    store.save_strategies(network, {s: v for s, v in kept.items() if s not in dropped})
+    names = [item["route"] for s in dropped for item in kept[s]]
+    print(f"forgot {', '.join(names)}" if names else "no strategies kept for this network")
+    return 0

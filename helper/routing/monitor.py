@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..probe.probe import Prober
 from ..probe.result import ProbeResult
@@ -70,6 +70,9 @@ class HealthMonitor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        # Told about each service's results once they are in the health book (the engine
+        # starts strategy searches from here).
+        self.on_probed: Callable[[Service, list[ProbeResult]], None] | None = None
         router.observe(self)
 
     @property
@@ -127,7 +130,8 @@ class HealthMonitor:
         return self.interval * random.uniform(0.9, 1.1)
 
     def probe_routes(self, service: Service) -> list[Route]:
-        """The routes a probe of `service` goes through: its routes, less disabled ones."""
+        """The routes a probe of `service` goes through: its routes (and those a search found
+        for it), less disabled ones."""
         return self.router.enabled_routes(service)
 
     async def _loop(self) -> None:
@@ -176,6 +180,8 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
+        if self.on_probed is not None:
+            self.on_probed(service, results)
 
     async def _probe_route(self, service: Service, route: Route) -> ProbeResult:
         started = time.monotonic()

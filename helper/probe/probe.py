@@ -30,6 +30,7 @@ from ..services import ProbeTarget, Service
 from .diagnose import diagnose
 from .mtproto import request_pq
 from .result import ProbeResult, Step, TargetResult
+from .volume import FREEZE_WINDOW, NotHttp, ResponseCounter, requests_needed
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -86,8 +87,23 @@ class Prober:
         """Every probe target of `service` through `route`, concurrently."""
         if self.events is not None:
             self.events.publish(ProbeStarted(service.name, route.name))
+        # One tls:// target per service carries the freeze check (the first the route can
+        # carry): a freeze is by destination network, and one check is enough load for it.
+        volume = next(
+            (
+                t
+                for t in service.probes
+                if t.kind == "tls" and route.not_applicable(t.endpoint) is None
+            ),
+            None,
+        )
         targets = list(
-            await asyncio.gather(*(self._probe_target(route, target) for target in service.probes))
+            await asyncio.gather(
+                *(
+                    self._probe_target(route, target, volume=target is volume)
+                    for target in service.probes
+                )
+            )
         )
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
         result.diagnosis = diagnose(
@@ -102,7 +118,9 @@ class Prober:
 
     # --- one target -----------------------------------------------------------------------
 
-    async def _probe_target(self, route: Route, target: ProbeTarget) -> TargetResult:
+    async def _probe_target(
+        self, route: Route, target: ProbeTarget, *, volume: bool = False
+    ) -> TargetResult:
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
         if reason is not None:
@@ -112,12 +130,12 @@ class Prober:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self._run(route, target, result, step)
+                    await self._run(route, target, result, step, volume)
             except TimeoutError:
                 op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
                 failure = Failure.TIMEOUT
-                if step[0] == "download" and result.received:
+                if step[0] in ("download", "volume") and result.received:
                     failure = Failure.STALLED
                 result.fail(failure, op, f"nothing more within {waited:.1f}s")
             except _Failed as failed:
@@ -126,7 +144,12 @@ class Prober:
         return result
 
     async def _run(
-        self, route: Route, target: ProbeTarget, result: TargetResult, step: list[str]
+        self,
+        route: Route,
+        target: ProbeTarget,
+        result: TargetResult,
+        step: list[str],
+        volume: bool = False,
     ) -> None:
         endpoint = target.endpoint
         began = time.monotonic()
@@ -163,6 +186,10 @@ class Prober:
                 )
             result.latency_ms = (time.monotonic() - began) * 1000
             if target.kind == "tcp":
+                return
+            if target.kind == "tls" and volume:
+                step[0] = "volume"
+                await self._volume(target, stream, result, began + self.timeout)
                 return
             if target.kind == "mtproto":
                 await timed(
@@ -249,6 +276,81 @@ class Prober:
             if self.min_rate and rate < self.min_rate:
                 raise _Failed(DialError(Failure.THROTTLED, Op.READ, f"{rate / 1000:.1f} KB/s"))
 
+    async def _volume(
+        self, target: ProbeTarget, stream: Any, result: TargetResult, deadline: float
+    ) -> None:
+        """After a `tls://` probe's handshake: pages from the server until FREEZE_WINDOW bytes
+        came back (volume.py). Bytes that stop while answers are still owed are a freeze
+        ("stalled" during "read"); a server that answers no HTTP, or closes, or whose answers
+        are too small to reach the window leaves the check inconclusive
+        (`freeze_checked` false), not failed."""
+        host = target.endpoint.host
+        request = f"GET {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+        counter = ResponseCounter()
+        t0 = time.monotonic()
+        result.freeze_checked = False
+        stream.write((request + "\r\n").encode())
+        owed = 1
+        try:
+            ended = await self._read_answers(stream, counter, owed, result, deadline)
+            more = 0 if ended else requests_needed(counter.received, counter.first_size)
+            if more:
+                batch = (request + "\r\n").encode() * (more - 1)
+                batch += (request + "Connection: close\r\n\r\n").encode()
+                stream.write(batch)
+                owed += more
+                await self._read_answers(stream, counter, owed, result, deadline)
+        except NotHttp:
+            pass  # not a web server: nothing to ask it for
+        except _Failed:
+            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
+            raise
+        result.received = counter.received
+        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
+        result.freeze_checked = counter.received >= FREEZE_WINDOW
+
+    async def _read_answers(
+        self,
+        stream: Any,
+        counter: ResponseCounter,
+        owed: int,
+        result: TargetResult,
+        deadline: float,
+    ) -> bool:
+        """Read until `owed` answers are whole, the window is full or the server closes (then
+        True). Raises STALLED when the bytes stop while answers are still owed."""
+        budget_end = deadline - 0.25
+        last_byte = time.monotonic()
+        while counter.complete < owed and counter.received < FREEZE_WINDOW:
+            remaining = budget_end - time.monotonic()
+            if remaining <= 0:
+                return True  # out of time with bytes still coming: not a freeze
+            try:
+                async with asyncio.timeout(min(STALL, remaining)):
+                    chunk = await stream.read(65536)
+            except TimeoutError:
+                if time.monotonic() - last_byte < min(STALL, 1.0):
+                    return True  # out of time with bytes still coming: not a freeze
+                result.received = counter.received
+                raise _Failed(
+                    DialError(
+                        Failure.STALLED,
+                        Op.READ,
+                        f"stopped after {counter.received} bytes of answers (of {FREEZE_WINDOW})",
+                    )
+                ) from None
+            except (OSError, EOFError) as exc:
+                result.received = counter.received
+                raise _Failed(classify_os_error(exc, Op.READ)) from None
+            if not chunk:
+                return True
+            last_byte = time.monotonic()
+            if counter.received < 4096 and _is_block_page(chunk):
+                raise _Failed(_block_page())
+            counter.feed(chunk)
+            result.received = counter.received
+        return counter.received >= FREEZE_WINDOW
+
     async def _maybe_spoofed(self, failed: _Failed, host: str, answer: list[IPAddress]) -> _Failed:
         """A failure after a DNS answer that an encrypted resolver contradicts is spoofing."""
         if not answer or self.compare_resolver is None or failed.error.op is Op.RESOLVE:
@@ -277,6 +379,7 @@ _OPS = {
     "http_round_trip": Op.HTTP_ROUND_TRIP,
     "mtproto_round_trip": Op.MTPROTO_ROUND_TRIP,
     "download": Op.READ,
+    "volume": Op.READ,
 }
 
 

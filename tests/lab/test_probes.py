@@ -17,6 +17,8 @@ from helper.lab.lab import Lab
 from helper.lab.netns import NetnsLab
 from helper.lab.scenario import Scenario, load_scenario, scenario_names
 from helper.probe.report import ServiceReport
+from helper.probe.volume import FREEZE_WINDOW
+from transports import Failure, Op
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -145,3 +147,20 @@ async def test_probe_steps_are_timed(lab: Lab) -> None:
     assert all(step.ok and step.ms >= 0 for step in https.steps)
     assert https.rate_kbps is not None and https.latency_ms is not None
     assert dataclasses.asdict(direct.targets[1].steps[0])["name"] == "connect"  # an IP: no resolve
+
+
+async def test_a_tls_probe_moves_enough_bytes_to_see_a_freeze(lab: Lab) -> None:
+    await lab.set_scenario("baseline")
+    reports = await probe_all(lab)
+    direct = next(r for r in reports["signal"].results if r.route == "direct")
+    first, *others = direct.targets
+    assert first.freeze_checked is True and first.received >= FREEZE_WINDOW
+    assert [s.name for s in first.steps][-2:] == ["tls_handshake", "volume"]
+    assert all(t.freeze_checked is None for t in others)  # one check per service and route
+    assert first.to_json()["freeze_checked"] is True
+    await lab.set_scenario("freeze-foreign-hosting")
+    reports = await probe_all(lab)
+    socks = next(r for r in reports["signal"].results if r.route == "lab-socks")
+    assert (socks.failure, socks.op) == (Failure.STALLED, Op.READ)
+    assert socks.diagnosis.startswith("transfer froze after 1")  # 1x KB: under the window
+    assert 8 * 1024 < socks.targets[0].received < 20 * 1024

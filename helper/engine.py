@@ -161,7 +161,10 @@ class Engine:
         tls = config.tls.client_context()
         resolver = self._given_resolver
         if resolver is None:
-            resolver = config.dns.resolver.build(tls)
+            # The services' names are public: the system resolver's answers for them get
+            # the bogon check (a private address there is the network's resolver lying).
+            checked = [domain for service in config.services for domain in service.domains]
+            resolver = config.dns.resolver.build(tls, checked=checked)
             close = getattr(resolver, "aclose", None)
             if close is not None:
                 resources.push_async_callback(close)

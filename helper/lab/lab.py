@@ -250,7 +250,9 @@ def helper_config(
     `system_resolver`: detour resolves with the system's resolver."""
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
-    resolver = "system" if system_resolver else f"udp://{t.dns_address}:53;public={t.network}"
+    resolver = f"udp://{t.dns_address}:53;public={t.network}"
+    if system_resolver:
+        resolver = f"system;public={t.network}"
     # The lab's DCs are not at Telegram's addresses: the route says which DC each is.
     tgws = "tgws:" + ";".join(f"dc{n}={t.address(f'telegram-dc{n}')}" for n in range(1, 6))
     lines = [

@@ -34,6 +34,7 @@ from .proxy.serving import ClientListener
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
+from .routing.present import present_routes
 from .routing.state import HealthStore, network_id, state_dir
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class Engine:
                 # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         router = Router.from_config(
-            config,
+            present_routes(config),
             resolver,
             tls=tls,
             resources=resources,

@@ -25,7 +25,7 @@ from ..files import write_private
 from .ca import LabCA
 from .censor import Censor
 from .dns import DnsServer, LabResolver, doh_routes
-from .hosts import DEFAULT_NETWORK, HostTable, LabHost
+from .hosts import DEFAULT_NETWORK, PUBLIC_RESOLVERS, HostTable, LabHost
 from .scenario import Scenario, load_scenario
 from .servers import Backend, start_backend, websocket_echo_app
 from .telegram import DcLog
@@ -61,10 +61,11 @@ class Lab:
         network: str | ipaddress.IPv4Network = DEFAULT_NETWORK,
         directory: Path | None = None,
         routable: bool = False,
+        stand_in: bool = False,
     ) -> None:
         # routable: the lab runs in its own network namespace (netns.py) on a private network
-        # instead of loopback addresses.
-        self.table = HostTable(ipaddress.IPv4Network(network), routable=routable)
+        # instead of loopback addresses; stand_in: on a public-looking one (netns.py).
+        self.table = HostTable(ipaddress.IPv4Network(network), routable=routable, stand_in=stand_in)
         self._routable = routable
         self.scenario = self._runnable(
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
@@ -135,6 +136,7 @@ class Lab:
                     local_address=self.table.address(host),
                     cdn_backends=hidden,
                     doh=lambda app: app.add_routes(doh_routes(self.honest_resolver)),
+                    dot=self.honest_resolver,
                     dc=dc,
                     dc_events=self.dc_events,
                     web_dcs=web_dcs,
@@ -186,7 +188,8 @@ class Lab:
         return self.directory / "front.key"
 
     def _cert_names(self, host: LabHost) -> tuple[str, ...]:
-        return (*host.names, self.table.address(host))
+        extra = PUBLIC_RESOLVERS if host.kind == "doh" else ()
+        return (*host.names, self.table.address(host), *extra)
 
     async def stop(self) -> None:
         if self.censor is not None:

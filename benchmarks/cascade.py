@@ -20,8 +20,8 @@ state directory: no memory of the network.
 * one by one: a Prober with the same settings, probing each route of the service in config
   order until one works (a dead route costs its probe's verdict, up to `[probe] timeout`).
 
-A service no route solves has no time ("none"); both columns then show how long it took to
-know that (every route's verdict).
+A service no route solves has no time ("none"); the start-up column then shows how long it
+took to know that (every route's verdict), the one-by-one column stops trying after 30 s.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 LIMIT = 60.0  # seconds: a service without a working route by then is "none"
+SEQUENTIAL_LIMIT = 30.0  # one by one: stop trying after this long ("> 30 s")
 
 
 async def inner() -> dict[str, Any]:
@@ -96,6 +97,8 @@ async def inner() -> dict[str, Any]:
             t0 = time.monotonic()
             found = None
             for route in engine.router.candidates(service):
+                if time.monotonic() - t0 > SEQUENTIAL_LIMIT:
+                    break
                 result = await engine.prober.probe(service, route)
                 if result.ok:
                     found = route.name

@@ -46,8 +46,16 @@ class Backend:
 # --- web servers ----------------------------------------------------------------------------
 
 
+# Real sites answer a page with kilobytes of headers and markup; the lab's pages are one line,
+# so a header of this size gives them a real page's weight (a probe's freeze check then asks
+# for a few pages, not a hundred -- docs/routing.md "Seeing a freeze").
+PAGE_WEIGHT = "x" * 3000
+
+
 async def _hello(request: web.Request) -> web.Response:
-    return web.Response(text=f"hello from {request.host} (lab)\n")
+    return web.Response(
+        text=f"hello from {request.host} (lab)\n", headers={"X-Lab-Page-Weight": PAGE_WEIGHT}
+    )
 
 
 async def _download(request: web.Request) -> web.StreamResponse:

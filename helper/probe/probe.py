@@ -22,15 +22,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
+from transports.mtproto.framing import FramingError
 from transports.resolver import Resolver
 from transports.tls import tls_connect
 
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
 from .diagnose import diagnose
-from .mtproto import request_pq
+from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
-from .volume import FREEZE_WINDOW, NotHttp, ResponseCounter, requests_needed
+from .volume import (
+    FREEZE_WINDOW,
+    MAX_MTPROTO_REQUESTS,
+    NotHttp,
+    ResponseCounter,
+    requests_needed,
+)
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -81,26 +88,27 @@ class Prober:
         self.min_rate = min_rate  # bytes per second; a slower download is "throttled"
         self.compare_resolver = compare_resolver
         self.events = events
-        self._slots = asyncio.Semaphore(concurrency)
+        # Targets probed at once, per service: a service whose targets all time out (a
+        # black-holed range) does not hold up the verdicts on the others.
+        self.concurrency = concurrency
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def probe(self, service: Service, route: Route) -> ProbeResult:
         """Every probe target of `service` through `route`, concurrently."""
         if self.events is not None:
             self.events.publish(ProbeStarted(service.name, route.name))
-        # One tls:// target per service carries the freeze check (the first the route can
-        # carry): a freeze is by destination network, and one check is enough load for it.
-        volume = next(
-            (
-                t
-                for t in service.probes
-                if t.kind == "tls" and route.not_applicable(t.endpoint) is None
-            ),
-            None,
-        )
+        # One target per service carries the freeze check: the first tls:// target the route
+        # can carry, or, on a route that carries no web target at all (a `tgws` route: DCs
+        # only), the first mtproto:// one. A freeze is by destination network, and one check
+        # is enough load for it.
+        carried = [t for t in service.probes if route.not_applicable(t.endpoint) is None]
+        volume = next((t for t in carried if t.kind == "tls"), None)
+        if not any(t.kind in ("tls", "https") for t in carried):
+            volume = next((t for t in carried if t.kind == "mtproto"), None)
         targets = list(
             await asyncio.gather(
                 *(
-                    self._probe_target(route, target, volume=target is volume)
+                    self._probe_target(route, target, volume=target is volume, service=service.name)
                     for target in service.probes
                 )
             )
@@ -113,20 +121,52 @@ class Prober:
             self.events.publish(ProbeFinished(result))
         return result
 
-    async def probe_service(self, service: Service, routes: Iterable[Route]) -> list[ProbeResult]:
-        return list(await asyncio.gather(*(self.probe(service, route) for route in routes)))
+    async def probe_service(
+        self,
+        service: Service,
+        routes: Iterable[Route],
+        *,
+        stagger: float = 0.0,
+        on_result: Callable[[ProbeResult], None] | None = None,
+    ) -> list[ProbeResult]:
+        """`service` through each of `routes`; the results in the routes' order.
+
+        `stagger`: start route i's probe i x stagger after the first, or as soon as every
+        route before it has its verdict -- so the routes first in the order get the probe's
+        slots (and the machine) first, as a race gives them the first attempt. `on_result`
+        gets each result as soon as it is known, before the slower routes end."""
+        routes = list(routes)
+        finished = [asyncio.Event() for _ in routes]
+
+        async def one(index: int, route: Route) -> ProbeResult:
+            if index and stagger > 0:
+                earlier = asyncio.gather(*(event.wait() for event in finished[:index]))
+                try:
+                    await asyncio.wait_for(earlier, index * stagger)
+                except TimeoutError:
+                    pass  # its turn came before the earlier routes ended
+            try:
+                result = await self.probe(service, route)
+            finally:
+                finished[index].set()
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(routes))))
 
     # --- one target -----------------------------------------------------------------------
 
     async def _probe_target(
-        self, route: Route, target: ProbeTarget, *, volume: bool = False
+        self, route: Route, target: ProbeTarget, *, volume: bool = False, service: str = ""
     ) -> TargetResult:
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
         if reason is not None:
             return result.skip(reason)
         step = ["resolve"]  # what is running now, for a timeout's report
-        async with self._slots:
+        slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
+        async with slots:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.timeout):
@@ -192,11 +232,11 @@ class Prober:
                 await self._volume(target, stream, result, began + self.timeout)
                 return
             if target.kind == "mtproto":
-                await timed(
-                    "mtproto_round_trip",
-                    request_pq(stream, endpoint.host),
-                    Op.MTPROTO_ROUND_TRIP,
-                )
+                exchange = PqExchange(stream, endpoint.host)
+                await timed("mtproto_round_trip", exchange.first(), Op.MTPROTO_ROUND_TRIP)
+                if volume:
+                    step[0] = "volume"
+                    await self._volume_mtproto(exchange, result, began + self.timeout)
                 return
             if target.kind in ("http", "https"):
                 await self._request(target, stream, result, timed, step, began + self.timeout)
@@ -309,10 +349,34 @@ class Prober:
         result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
         result.freeze_checked = counter.received >= FREEZE_WINDOW
 
+    async def _volume_mtproto(
+        self, exchange: PqExchange, result: TargetResult, deadline: float
+    ) -> None:
+        """After an `mtproto://` probe's first exchange: more req_pq_multi in one write, until
+        the DC's answers (about 90 bytes each) reach FREEZE_WINDOW -- the check for a route
+        whose only probes are DCs (a `tgws` route, whose web endpoint may be frozen)."""
+        t0 = time.monotonic()
+        result.freeze_checked = False
+        more = requests_needed(exchange.received, exchange.first_size, MAX_MTPROTO_REQUESTS)
+        try:
+            if more:
+                exchange.stream.write(exchange.more(more))
+                await self._read_answers(
+                    exchange.stream, exchange, exchange.complete + more, result, deadline
+                )
+        except FramingError:
+            pass  # not MTProto any more: nothing to conclude
+        except _Failed:
+            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
+            raise
+        result.received = exchange.received
+        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
+        result.freeze_checked = exchange.received >= FREEZE_WINDOW
+
     async def _read_answers(
         self,
         stream: Any,
-        counter: ResponseCounter,
+        counter: ResponseCounter | PqExchange,
         owed: int,
         result: TargetResult,
         deadline: float,

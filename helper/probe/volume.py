@@ -16,7 +16,14 @@ still owes it bytes when the bytes stop coming -- a freeze -- or has answered ev
 
 from __future__ import annotations
 
-__all__ = ["FREEZE_WINDOW", "MAX_REQUESTS", "NotHttp", "ResponseCounter", "requests_needed"]
+__all__ = [
+    "FREEZE_WINDOW",
+    "MAX_MTPROTO_REQUESTS",
+    "MAX_REQUESTS",
+    "NotHttp",
+    "ResponseCounter",
+    "requests_needed",
+]
 
 # Bytes from the server after the TLS handshake that a probe asks for. Freezes seen in the
 # wild cut at 12-20 KB (up to 64 KB on some networks), counted on the wire with the handshake
@@ -25,6 +32,8 @@ FREEZE_WINDOW = 24 * 1024
 # At most this many requests in the pipelined batch (a server whose answers are tiny would
 # otherwise be asked thousands of times; the check is then inconclusive).
 MAX_REQUESTS = 200
+# req_pq_multi answers are about 90 bytes: a DC needs more requests to fill the window.
+MAX_MTPROTO_REQUESTS = 300
 MAX_HEAD = 65536
 
 
@@ -32,13 +41,13 @@ class NotHttp(ValueError):
     """The bytes are not HTTP/1.x responses."""
 
 
-def requests_needed(received: int, first_response: int) -> int:
-    """How many more requests bring the answers to FREEZE_WINDOW bytes, given the bytes
-    received so far and the size of one answer."""
+def requests_needed(received: int, first_response: int, most: int = MAX_REQUESTS) -> int:
+    """How many more requests (at most `most`) bring the answers to FREEZE_WINDOW bytes,
+    given the bytes received so far and the size of one answer."""
     if received >= FREEZE_WINDOW or first_response <= 0:
         return 0
     missing = FREEZE_WINDOW - received
-    return min(MAX_REQUESTS, -(-missing // first_response))
+    return min(most, -(-missing // first_response))
 
 
 class ResponseCounter:

@@ -137,7 +137,12 @@ class HealthMonitor:
     async def _probe(self, service: Service) -> None:
         self.probing.add(service.name)
         try:
-            results = await self.prober.probe_service(service, self.probe_routes(service))
+            results = await self.prober.probe_service(
+                service,
+                self.probe_routes(service),
+                stagger=self.router.stagger,
+                on_result=self._record,
+            )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)
@@ -145,8 +150,6 @@ class HealthMonitor:
         finally:
             self.probing.discard(service.name)
         for result in results:
-            self.results[(result.service, result.route)] = result
-            self.router.health.record_probe(result)
             if result.ok:
                 log.info(
                     "%s via %s: works, %.0f ms", service.name, result.route, result.latency_ms or 0
@@ -155,6 +158,14 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
+
+    def _record(self, result: ProbeResult) -> None:
+        """One route's verdict, as soon as it is known: a route that works is used before
+        the slower routes' probes end (the time to a working route on a new network)."""
+        self.results[(result.service, result.route)] = result
+        self.router.health.record_probe(result)
+        if result.ok:
+            self.router.note_health_change(f"probed {result.service} via {result.route}")
 
     def _save(self) -> None:
         if self.store is not None:

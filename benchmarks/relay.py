@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/relay.py                   # 1 GiB each way, 3 rounds
     .venv/bin/python benchmarks/relay.py --size 256M        # a quick run
     .venv/bin/python benchmarks/relay.py --json out.json    # also write the raw numbers
+    .venv/bin/python benchmarks/relay.py --setup-only --connections 3000  # set-up cost only
 
 What runs, each in its own process so that the proxy is the only thing measured:
 
@@ -485,8 +486,14 @@ chain = "{chain}"
 
 @contextlib.contextmanager
 def run_detour(
-    tmp: Path, loop: str, chain: str = "direct", extra: str = "", label: str | None = None
+    tmp: Path,
+    loop: str,
+    chain: str = "direct",
+    extra: str = "",
+    label: str | None = None,
+    root: Path = ROOT,
 ) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
+    """`root`: the source tree detour runs from (another checkout: a before/after run)."""
     label = label or loop
     config = tmp / f"detour-{label}.toml"
     config.write_text(DETOUR_CONFIG.format(chain=chain, extra=extra))
@@ -502,15 +509,17 @@ def run_detour(
     log = tmp / f"detour-{label}.log"
     with (
         log.open("wb") as out,
-        started(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) as proc,
+        started(argv, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT) as proc,
     ):
-        wait_accepting(proc, (HOST, port), f"detour ({loop})", log)
+        wait_accepting(proc, (HOST, port), f"detour ({label})", log)
         info: dict[str, object] = {
             "command": shlex.join(["python", *argv[1:]]),
             "env": "DETOUR_LOOP=asyncio" if loop == "asyncio" else "",
             "uvloop": uses_uvloop(proc.pid),
             "version": _version("detour"),
         }
+        if root != ROOT:
+            info["source"] = str(root)
         try:
             yield (HOST, port), proc.pid, info
         finally:
@@ -834,12 +843,13 @@ class Contestant:
 
 
 ALL_CONTESTANTS = (
-    "direct", "detour", "detour-asyncio", "detour-tlsfrag", "detour-front",
+    "direct", "detour", "detour-baseline", "detour-asyncio", "detour-tlsfrag", "detour-front",
     "detour-front-nomux", "pproxy", "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
     "detour": "detour (uvloop)",
+    "detour-baseline": "detour baseline",
     "detour-asyncio": "detour (asyncio)",
     "detour-tlsfrag": "detour tlsfrag:sni",
     "detour-front": "detour front: tunnel",
@@ -907,9 +917,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['kernel']}, "
         f"Python {machine['python']}, uvloop {machine['uvloop'] or 'not installed'}"
     )
+    transfers = "no transfers" if args.setup_only else (
+        f"{human_size(args.size)} up and down x {args.repeat} rounds"
+    )  # fmt: skip
     log(
-        f"plan: {human_size(args.size)} up and down x {args.repeat} rounds, "
-        f"{args.connections} connection set-ups each; contestants: {', '.join(wanted)}"
+        f"plan: {transfers}, {args.connections} connection set-ups each; "
+        f"contestants: {', '.join(wanted)}"
     )
     timeout = args.timeout
     if args.relay_cpu is not None:
@@ -933,6 +946,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     address, pid, info = None, None, {}
                 elif key == "detour":
                     address, pid, info = stack.enter_context(run_detour(tmp, "uvloop"))
+                elif key == "detour-baseline":
+                    if args.baseline is None:
+                        raise RuntimeError("give --baseline DIR (another checkout of detour)")
+                    address, pid, info = stack.enter_context(
+                        run_detour(tmp, "uvloop", label="baseline", root=args.baseline)
+                    )
                 elif key == "detour-asyncio":
                     address, pid, info = stack.enter_context(run_detour(tmp, "asyncio"))
                 elif key == "detour-tlsfrag":
@@ -966,11 +985,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up: first connections, page faults, TCP buffer autotuning; not measured.
         warm = min(args.size, 32 << 20)
         for c in contestants:
-            upload(c.address, servers, warm, c.pid, timeout, c.preamble)
-            download(c.address, servers, warm, c.pid, timeout, c.preamble)
-            setup_latency(c.address, servers.echo, 20, timeout)
+            if not args.setup_only:
+                upload(c.address, servers, warm, c.pid, timeout, c.preamble)
+                download(c.address, servers, warm, c.pid, timeout, c.preamble)
+            setup_latency(c.address, servers.echo, 200 if args.setup_only else 20, timeout)
 
-        for rnd in range(args.repeat):
+        for rnd in range(0 if args.setup_only else args.repeat):
             for c in rotated(contestants, rnd):
                 up = upload(c.address, servers, args.size, c.pid, timeout, c.preamble)
                 down = download(c.address, servers, args.size, c.pid, timeout, c.preamble)
@@ -1026,7 +1046,7 @@ def summarize(
         for name, runs in (("upload", c.up), ("download", c.down)):
             rates = [t.mbps(size) for t in runs]
             entry[name] = {
-                "median_mbps": median(rates),
+                "median_mbps": median(rates) if rates else None,
                 "runs_mbps": rates,
                 "seconds": [t.seconds for t in runs],
                 "proxy_cpu_s_per_gib": per_gib([t.proxy_cpu for t in runs]),
@@ -1047,9 +1067,18 @@ def summarize(
             ),
         }
         results[c.key] = entry
+    # Set-up CPU per connection relative to microsocks', measured in the same run.
+    reference = results.get("microsocks", {}).get("setup", {}).get("proxy_cpu_us_per_connection")
+    for entry in results.values():
+        own = entry["setup"]["proxy_cpu_us_per_connection"]
+        entry["setup"]["cpu_vs_microsocks"] = (
+            own / reference if own is not None and reference else None
+        )
 
     def ratio(a: str, b: str, direction: str) -> float | None:
         if a not in results or b not in results:
+            return None
+        if results[a][direction]["median_mbps"] is None:
             return None
         return results[a][direction]["median_mbps"] / results[b][direction]["median_mbps"]
 
@@ -1059,6 +1088,8 @@ def summarize(
             return None
         runs_a = by_key[a].up if direction == "upload" else by_key[a].down
         runs_b = by_key[b].up if direction == "upload" else by_key[b].down
+        if not runs_a:
+            return None
         return [rb.seconds / ra.seconds for ra, rb in zip(runs_a, runs_b, strict=True)]
 
     def cpu_ratio(a: str, b: str) -> float | None:
@@ -1098,6 +1129,7 @@ def summarize(
         "command": command,
         "machine": machine,
         "size_bytes": size,
+        "setup_only": args.setup_only,
         "repeat": args.repeat,
         "connections": args.connections,
         "chunk_bytes": CHUNK,
@@ -1125,9 +1157,8 @@ def _row(*cells: object) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def _transfer_tables(report: dict[str, Any]) -> list[str]:
     results: dict[str, dict[str, Any]] = report["results"]
-    machine: dict[str, Any] = report["machine"]
     lines = [
         f"Relay throughput, {human_size(report['size_bytes'])} per transfer, median of "
         f"{report['repeat']} interleaved rounds (MB/s = 10^6 bytes/s; proxy CPU = seconds of "
@@ -1152,24 +1183,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             _row(entry["label"], f"{up['median_mbps']:.0f}", f"{down['median_mbps']:.0f}", rel, cpu)
         )
-    lines += [
-        "",
-        f"Connection set-up: connect + SOCKS5 handshake + 1-byte echo + close, "
-        f"{report['connections']} sequential connections each:",
-        "",
-        _row("contestant", "median µs", "p90 µs", "overhead vs no proxy (median)",
-             "proxy CPU µs/connection"),
-        "|---|---:|---:|---:|---:|",
-    ]  # fmt: skip
-    for key, entry in results.items():
-        setup = entry["setup"]
-        overhead = "–" if key == "direct" else _fmt(setup["overhead_us"], "+.0f", " µs")
-        cpu = "–" if key == "direct" else _fmt(setup["proxy_cpu_us_per_connection"], ".0f")
-        lines.append(
-            _row(
-                entry["label"], f"{setup['median_us']:.0f}", f"{setup['p90_us']:.0f}", overhead, cpu
-            )
-        )
+    lines += ["", *_setup_table(report)]
     lines += [
         "",
         "Bar for detour (uvloop) on this machine: ratio of the median throughputs; in brackets "
@@ -1205,11 +1219,48 @@ def markdown(report: dict[str, Any]) -> str:
             + "; ".join(parts)
             + ".",
         ]
+    return lines
+
+
+def _setup_table(report: dict[str, Any]) -> list[str]:
+    results: dict[str, dict[str, Any]] = report["results"]
+    lines = [
+        f"Connection set-up: connect + SOCKS5 handshake + 1-byte echo + close, "
+        f"{report['connections']} sequential connections each:",
+        "",
+        _row("contestant", "median µs", "p90 µs", "overhead vs no proxy (median)",
+             "proxy CPU µs/connection", "CPU vs microsocks"),
+        "|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for key, entry in results.items():
+        setup = entry["setup"]
+        overhead = "–" if key == "direct" else _fmt(setup["overhead_us"], "+.0f", " µs")
+        cpu = "–" if key == "direct" else _fmt(setup["proxy_cpu_us_per_connection"], ".0f")
+        versus = "–" if key == "direct" else _fmt(setup["cpu_vs_microsocks"], ".2f", "x")
+        lines.append(
+            _row(
+                entry["label"],
+                f"{setup['median_us']:.0f}",
+                f"{setup['p90_us']:.0f}",
+                overhead,
+                cpu,
+                versus,
+            )
+        )
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    results: dict[str, dict[str, Any]] = report["results"]
+    machine: dict[str, Any] = report["machine"]
+    lines = _setup_table(report) if report.get("setup_only") else _transfer_tables(report)
     versions = []
-    for key in ("detour", "pproxy", "pproxy-asyncio", "microsocks"):
+    for key in ("detour", "detour-baseline", "pproxy", "pproxy-asyncio", "microsocks"):
         if key in results:
             entry = results[key]
             name = "detour" if key == "detour" else entry["label"]
+            if entry.get("source"):
+                name += f" (from {entry['source']})"
             version = entry.get("version")
             text = f"{name} {version}" if version else name
             if entry.get("uvloop") is not None:
@@ -1245,13 +1296,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="also run detour from the source tree DIR (e.g. `git worktree add DIR main`), as "
+        "the contestant detour-baseline: a before/after comparison in one run",
+    )  # fmt: skip
+    parser.add_argument(
+        "--setup-only", action="store_true",
+        help="measure connection set-up only (no transfers): latency and the proxies' CPU per "
+        "connection, with more warm-up connections",
+    )  # fmt: skip
+    parser.add_argument(
         "--connections", type=int, default=500, metavar="N",
         help="sequential connection set-ups per contestant (default 500)",
     )  # fmt: skip
     parser.add_argument(
         "--contestants", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-        default=list(ALL_CONTESTANTS),
-        help=f"comma-separated subset of {','.join(ALL_CONTESTANTS)} (default: all)",
+        default=[c for c in ALL_CONTESTANTS if c != "detour-baseline"],
+        help=f"comma-separated subset of {','.join(ALL_CONTESTANTS)} (default: all but "
+        "detour-baseline, which --baseline adds)",
     )  # fmt: skip
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="FILE",
@@ -1283,6 +1345,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown contestants: {', '.join(sorted(unknown))}")
     if "direct" not in args.contestants:
         args.contestants.insert(0, "direct")  # every ratio is relative to it
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "helper" / "__main__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: not a detour source tree")
+        if "detour-baseline" not in args.contestants:
+            args.contestants.append("detour-baseline")
     return args
 
 

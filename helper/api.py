@@ -24,7 +24,8 @@ import json
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from transports import Endpoint
 
@@ -35,9 +36,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .pac import proxy_pac
 from .probe.report import ServiceReport
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .status import Snapshot
 
 __all__ = ["StatusApi", "status_document"]
 
@@ -51,12 +50,12 @@ _ALLOWED = "GET, HEAD"
 
 
 class StatusApi:
-    def __init__(self, engine: Engine, config: ApiConfig) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], config: ApiConfig) -> None:
+        """`snapshot`: takes a status snapshot of the running detour (Engine.snapshot)."""
         assert config.listen is not None
-        self.engine = engine
+        self.snapshot = snapshot
         self.config = config
-        # Subscribed now, before the engine starts, so the first probes are counted.
-        self.metrics = Metrics(engine.events)
+        self.metrics = Metrics()
         self.started = time.time()
         self._token_digest = (
             hashlib.sha256(config.token.encode()).digest() if config.token is not None else None
@@ -87,12 +86,10 @@ class StatusApi:
         )
         await server.start()  # an address in use: OSError "status API on HOST:PORT: ..."
         self._server = server
-        self.metrics.start()
         host, port = self.address or (self.config.listen.host, self.config.listen.port)
         log.info("status API on http://%s/status", Endpoint(host, port))
 
     async def stop(self) -> None:
-        await self.metrics.stop()
         if self._server is not None:
             await self._server.stop()
             self._server = None
@@ -142,109 +139,82 @@ class StatusApi:
     # --- endpoints ------------------------------------------------------------------------
 
     async def _status(self, request: Request) -> Response:
-        document = status_document(self.engine, self)
+        document = status_document(self.snapshot(), self.started)
         body = (json.dumps(document, indent=2) + "\n").encode()
         return Response(200, body, "application/json; charset=utf-8")
 
     async def _metrics(self, request: Request) -> Response:
-        body = self.metrics.render(self.engine)
+        body = self.metrics.render(self.snapshot())
         return Response(200, body.encode(), METRICS_CONTENT_TYPE)
 
     async def _pac(self, request: Request) -> Response:
-        host, port = _proxy_address(self.engine, request)
-        body = proxy_pac(list(self.engine.router.services), host, port)
+        snapshot = self.snapshot()
+        host, port = _proxy_address(snapshot, request)
+        body = proxy_pac([s.service for s in snapshot.services], host, port)
         return Response(200, body.encode(), "application/x-ns-proxy-autoconfig; charset=utf-8")
 
     async def _healthz(self, request: Request) -> Response:
-        healthy, reason = health(self.engine)
+        healthy, reason = health(self.snapshot())
         return Response.text(200 if healthy else 503, reason + "\n")
 
 
 # --- documents ----------------------------------------------------------------------------
 
 
-def status_document(engine: Engine, api: StatusApi | None = None) -> dict[str, Any]:
-    """GET /status: the probe JSON from the monitor's latest results, and live state."""
-    now = time.time()
-    started = api.started if api is not None else now
-    router, monitor = engine.router, engine.monitor
+def status_document(snapshot: Snapshot, started: float | None = None) -> dict[str, Any]:
+    """GET /status: the probe JSON from the monitor's latest results, and live state.
+    `started`: when the API started (default: now)."""
+    now = snapshot.taken_at
+    started = now if started is None else started
     services = []
-    for service in router.services:
-        names = service.routes or [route.name for route in router.routes]
+    for service in snapshot.services:
         results = [
-            monitor.results[(service.name, name)]
-            for name in names
-            if (service.name, name) in monitor.results
+            result
+            for name in service.routes
+            if (result := snapshot.result_of(service.name, name)) is not None
         ]
         entry = ServiceReport(service.name, results).to_json()
-        active = router.active_route(service)
-        entry["active_route"] = active.name if active is not None else None
-        entry["probing"] = service.name in monitor.probing
+        entry["active_route"] = service.active
+        entry["probing"] = service.probing
         services.append(entry)
     return {
         "version": __version__,
         "started_at": round(started, 3),
         "uptime_s": round(max(0.0, now - started), 3),
         "services": services,
-        "listeners": listeners(engine, api),
-        "connections": connections(engine),
-    }
-
-
-def listeners(engine: Engine, api: StatusApi | None = None) -> list[dict[str, str]]:
-    out = [
-        {"kind": "mixed", "address": str(Endpoint(host, port))}
-        for host, port in engine.listener.sockets
-    ]
-    if engine.transparent is not None:
-        out.extend(
-            {"kind": "transparent", "address": str(Endpoint(host, port))}
-            for host, port in engine.transparent.sockets
-        )
-    if engine.whatsapp is not None:
-        out.extend(
-            {"kind": f"whatsapp-{kind}", "address": str(Endpoint(host, port))}
-            for kind, host, port in engine.whatsapp.sockets
-        )
-    if api is not None and api.address is not None:
-        out.append({"kind": "api", "address": str(Endpoint(*api.address))})
-    return out
-
-
-def connections(engine: Engine) -> list[dict[str, Any]]:
-    now = time.monotonic()
-    out = []
-    for conn in sorted(engine.listener.connections.values(), key=lambda c: c.id):
-        out.append(
+        "listeners": [
+            {"kind": listener.kind, "address": str(Endpoint(listener.host, listener.port))}
+            for listener in snapshot.listeners
+        ],
+        "connections": [
             {
                 "id": conn.id,
                 "client": conn.client,
                 "protocol": conn.protocol or None,
-                "target": str(conn.target) if conn.target is not None else None,
+                "target": conn.target,
                 "service": conn.service,
                 "route": conn.route,
-                "state": "relaying" if conn.route is not None else "connecting",
-                "bytes_up": conn.stats.up,
-                "bytes_down": conn.stats.down,
-                "duration_s": round(max(0.0, now - conn.started), 3),
+                "state": conn.state,
+                "bytes_up": conn.up,
+                "bytes_down": conn.down,
+                "duration_s": round(max(0.0, snapshot.monotonic - conn.started), 3),
             }
-        )
-    return out
+            for conn in snapshot.connections
+        ],
+    }
 
 
-def health(engine: Engine) -> tuple[bool, str]:
+def health(snapshot: Snapshot) -> tuple[bool, str]:
     """Healthy: the mixed listener accepts connections, and some service has a route known
     to work -- or some service is not checked yet (just started), or there are none."""
-    if not engine.listener.sockets:
+    if not snapshot.listening("mixed"):
         return False, "listener not running"
-    router = engine.router
-    if any(router.active_route(service) is not None for service in router.services):
+    if any(service.active is not None for service in snapshot.services):
         return True, "ok"
-    for service in router.services:
-        names = service.routes or [route.name for route in router.routes]
-        if all(router.health.get(service.name, name).ok is None for name in names):
+    for service in snapshot.services:
+        if all(snapshot.health_of(service.name, name).ok is None for name in service.routes):
             return True, "ok"  # not checked yet: it may work
-    if not router.services:
+    if not snapshot.services:
         return True, "ok"
     return False, "no service has a working route"
 
@@ -262,10 +232,11 @@ def _is_loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bo
     return ip is not None and _unmapped(ip).is_loopback
 
 
-def _proxy_address(engine: Engine, request: Request) -> tuple[str, int]:
+def _proxy_address(snapshot: Snapshot, request: Request) -> tuple[str, int]:
     """The mixed listener as the requester can reach it: its own address, or, when it
     listens on every address (0.0.0.0, ::), the address this request came in on."""
-    host, port = engine.listener.sockets[0] if engine.listener.sockets else ("127.0.0.1", 0)
+    mixed = snapshot.listening("mixed")
+    host, port = (mixed[0].host, mixed[0].port) if mixed else ("127.0.0.1", 0)
     ip = _unmapped(ipaddress.ip_address(host.split("%", 1)[0]))
     if not ip.is_unspecified:
         return str(ip), port

@@ -26,10 +26,9 @@ from .config import (
     check_exposure,
     default_config_text,
     load_config,
-    load_layers,
     parse_listen_address,
-    warn_if_readable,
 )
+from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
 
 log = logging.getLogger("detour")
@@ -97,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=DRAIN_TIMEOUT,
-        help="headless: on SIGTERM or Ctrl-C, how long established connections may take to "
-        f"finish before they are cut (default: {DRAIN_TIMEOUT:g}; 0: cut at once)",
+        help="headless: on SIGTERM or Ctrl-C (with the UI: when the terminal goes away), how "
+        "long established connections may take to finish before they are cut "
+        f"(default: {DRAIN_TIMEOUT:g}; 0: cut at once)",
     )
 
     tui = sub.add_parser(
@@ -258,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.tui_config or args.config, args.listen, "text", "info", ui=True)
     if args.command == "config":
         if args.config_command == "check":
-            return _config_check(args.file)
+            return config_check(args.file)
         if args.config_command == "default":
             sys.stdout.write(default_config_text())
             return EXIT_OK
         if args.config_command == "show":
-            return _config_show(args.show_config or args.config)
+            return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
@@ -353,66 +353,6 @@ def _lab(args: argparse.Namespace) -> int:
     return run_async(lab if args.command == "lab" else demo)
 
 
-def _config_check(path: str) -> int:
-    try:
-        loaded = load_layers(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    config = loaded.config
-    warn_if_readable(Path(path), config)
-    cannot_run = _routes_this_computer_cannot_run(config)
-    if cannot_run:
-        lines = "\n".join(f"  {line}" for line in cannot_run)
-        print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
-        return EXIT_USAGE
-    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
-    services = ", ".join(s.name for s in config.services) or "none"
-    print(f"{path}: ok")
-    print(f"  base:     {'built-in config' if len(loaded.layers) > 1 else 'none'}")
-    print(f"  listen:   {config.listen.mixed}")
-    if config.listen.transparent is not None:
-        print(f"  transparent: {config.listen.transparent}")
-    if config.whatsapp_proxy is not None:
-        wa = config.whatsapp_proxy
-        ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
-        shown = ", ".join(str(p) for p in ports if p is not None)
-        print(f"  whatsapp proxy: {wa.listen} ports {shown}")
-    if config.api.listen is not None:
-        print(f"  status API: {config.api.listen}")
-    print(f"  routes:   {routes}")
-    print(f"  services: {services}")
-    print(f"  default:  {config.default_policy}")
-    return EXIT_OK
-
-
-def _routes_this_computer_cannot_run(config) -> list[str]:
-    """Routes whose links need a proxy core that is missing here, cannot do them, or
-    rejects the config detour would give it (transports/core/check.py)."""
-    from transports.core.check import check_link
-
-    problems = []
-    for route in config.routes:
-        for layer in route.chain.layers:
-            if layer.name in ("vless", "vmess", "trojan"):
-                reason = check_link(layer.params["link"], config.core.program or None)
-                if reason is not None:
-                    problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
-    return problems
-
-
-def _config_show(path: str | None) -> int:
-    from .config.show import show
-
-    try:
-        loaded = load_layers(path)
-    except ConfigError as exc:
-        print(f"detour: config problems in {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    sys.stdout.write(show(loaded))
-    return EXIT_OK
-
-
 def _is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
@@ -457,11 +397,13 @@ def _run(
             print(f"detour: {problems[0]}", file=sys.stderr)
             return EXIT_USAGE
     if log_buffer is not None:
-        return run_async(lambda: _serve_tui(config, log_buffer, path, listen))
+        return run_async(lambda: _serve_tui(config, log_buffer, path, listen, drain_timeout))
     return run_async(lambda: serve(config, path, listen, drain_timeout))
 
 
-async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any) -> int:
+async def _serve_tui(
+    config: Any, log_buffer: Any, path: str | None, listen: Any, drain_timeout: float
+) -> int:
     from .engine import Engine
     from .tui import build_app, run_until_stopped
 
@@ -471,8 +413,9 @@ async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any
     app = build_app(engine, log_buffer=log_buffer, reload=reload)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
-        # SIGHUP reloads as in the headless run (the UI shows what happened).
-        loop.add_signal_handler(signal.SIGHUP, lambda: app.call_later(app.action_reload))
+        # SIGUSR1 reloads (the UI shows what happened). Not SIGHUP as headless: under the UI a
+        # hang-up means the terminal is gone, and detour ends with it (tui/terminal.py).
+        loop.add_signal_handler(signal.SIGUSR1, lambda: app.call_later(app.action_reload))
     try:
         await engine.start()
     except OSError as exc:
@@ -482,7 +425,9 @@ async def _serve_tui(config: Any, log_buffer: Any, path: str | None, listen: Any
         )
         return EXIT_FAILURE
     try:
-        await run_until_stopped(app, _stop_event())
+        if await run_until_stopped(app, _stop_event()):
+            # The terminal went away: connections in flight get the drain timeout to finish.
+            await engine.drain(drain_timeout)
     finally:
         await engine.stop()
     return EXIT_OK

@@ -1,7 +1,8 @@
 """The running proxy, built from a Config: the router with its routes and services, the
-prober and the monitor that keep route health fresh, the event stream, and the listeners
-applications connect to. The headless runner and the terminal UI are two front ends on the
-same Engine.
+prober and the monitor that keep route health fresh, the event stream, the counters, and the
+client server with the listeners applications connect to. The headless runner and the
+terminal UI are two front ends on the same Engine; they and the status API see it through
+status snapshots (`Engine.snapshot`).
 
 A reload (`Engine.reload`, SIGHUP when headless) builds a new router from a new Config and
 switches new connections to it; connections already relayed keep the router (and the
@@ -15,27 +16,29 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.chain import base_dialer
 from transports.core import CoreDialer
+from transports.guard import AddressPolicy, LocalAddresses
 from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
 from .events import EventBus
 from .probe.probe import Prober
-from .proxy import MixedListener, TransparentListener
-from .proxy.serving import ClientListener
+from .proxy import ClientServer, MixedListener, TransparentListener
+from .proxy.mixed import listen_admission
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.present import present_routes
 from .routing.state import HealthStore, network_id, state_dir
+from .status import ListenerView, Snapshot, Tally, frozen_mapping
 
 if TYPE_CHECKING:
     from .api import StatusApi
@@ -81,6 +84,8 @@ class Engine:
         """`store` remembers route health per network (None: nothing remembered); `network`
         names the network (default: detected from the gateway and subnet)."""
         self.events = EventBus()
+        # Counters kept where their events happen, shared by every config a reload brings in.
+        self.tally = Tally()
         # Pluggable transport clients (`pt:` routes) start on first use, keep their state
         # under the state directory, and stop with the engine. They are shared by every
         # config a reload brings in: a child is keyed by program, transport and proxy, so an
@@ -97,48 +102,41 @@ class Engine:
         self._reloading = asyncio.Lock()
         self.prober, self.monitor = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
-        self.listener = MixedListener(
-            config.listen,
+        # Every client connection, whichever listener it came in on (helper/proxy/server.py).
+        self.server = ClientServer(
             self.router,
-            address=listen,
             events=self.events,
+            tally=self.tally,
             first_answer=config.probe.first_answer,
         )
-        # Redirected connections share the mixed listener's limits, destination policy and
-        # connection table (so every status view shows them).
+        # The mixed and transparent listeners count their clients together and let clients
+        # not on this machine reach the same destinations.
+        admission = listen_admission(config.listen)
+        policy = AddressPolicy(config.listen.remote_public, LocalAddresses())
+        self.listener = self.server.add(
+            MixedListener(config.listen, admission, policy, address=listen)
+        )
         self.transparent: TransparentListener | None = None
         if config.listen.transparent is not None:
-            self.transparent = TransparentListener(
-                config.listen,
-                self.router,
-                events=self.events,
-                first_answer=config.probe.first_answer,
-                book=self.listener.book,
-                policy=self.listener.policy,
-                connections=self.listener.connections,
-                ids=self.listener.ids,
+            self.transparent = self.server.add(
+                TransparentListener(config.listen, admission, policy)
             )
-        # The status API (off unless [api] listen is set) subscribes to the events now, so
-        # its metrics count the first probes too.
-        self.api: StatusApi | None = None
-        if config.api.listen is not None:
-            from .api import StatusApi
-
-            self.api = StatusApi(self, config.api)
-        # [whatsapp_proxy]: its connections go into the mixed listener's table, so every
-        # status view shows them.
+        # [whatsapp_proxy]: its ports, with their own limits.
         self.whatsapp: WhatsAppProxy | None = None
         if config.whatsapp_proxy is not None:
             self.whatsapp = WhatsAppProxy(
                 config.whatsapp_proxy,
-                self.router,
                 allow=config.listen.allow,
                 state=state_dir() / "whatsapp-proxy",
-                events=self.events,
-                connections=self.listener.connections,
-                ids=self.listener.ids,
-                first_answer=config.probe.first_answer,
             )
+            for port in self.whatsapp.ports:
+                self.server.add(port)
+        # The status API (off unless [api] listen is set) reads snapshots of this engine.
+        self.api: StatusApi | None = None
+        if config.api.listen is not None:
+            from .api import StatusApi
+
+            self.api = StatusApi(self.snapshot, config.api)
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -179,6 +177,7 @@ class Engine:
             resources=resources,
             events=self.events,
             pluggable=self.pluggable,
+            tally=self.tally,
         )
         return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
 
@@ -199,45 +198,52 @@ class Engine:
             interval=config.probe.interval,
             store=store,
             network=self._network,
+            tally=self.tally,
         )
         return prober, monitor
-
-    @property
-    def listeners(self) -> list[ClientListener]:
-        """Every listener clients connect to: reload gives each the new router, drain stops
-        them accepting and waits for their connections (helper/proxy/serving.py)."""
-        found: list[ClientListener] = [self.listener]
-        if self.transparent is not None:
-            found.append(self.transparent)
-        if self.whatsapp is not None:
-            found.append(self.whatsapp)
-        return found
 
     @property
     def mixed_address(self) -> tuple[str, int]:
         """Where the mixed listener actually listens (port 0 in a config means any)."""
         return self.listener.sockets[0]
 
+    def snapshot(self) -> Snapshot:
+        """What detour is doing now, as one immutable value (helper/status.py): what the
+        status API, the metrics and the terminal UI show."""
+        router = self.router
+        results, probes = self.monitor.probe_status()
+        listeners = self.server.listener_views()
+        if self.api is not None and self.api.address is not None:
+            listeners.append(ListenerView("api", *self.api.address))
+        return Snapshot(
+            taken_at=time.time(),
+            monotonic=time.monotonic(),
+            services=router.service_views(self.monitor.probing),
+            routes=router.route_views(),
+            health=frozen_mapping(router.health.frozen()),
+            results=frozen_mapping(results),
+            probes=probes,
+            connections=self.server.connection_views(),
+            listeners=tuple(listeners),
+            counters=self.tally.freeze(),
+            default_policy=router.default_policy,
+        )
+
     async def start(self) -> None:
         if self.api is not None:
             await self.api.start()
         try:
-            await _listen(self.listener, "listen.mixed")
-            try:
-                if self.transparent is not None:
-                    await _listen(self.transparent, "listen.transparent")
-                    log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
-                if self.whatsapp is not None:
-                    await self.whatsapp.start()
-            except BaseException:
-                if self.transparent is not None:
-                    await self.transparent.stop()
-                await self.listener.stop()
-                raise
+            if self.whatsapp is not None:
+                await self.whatsapp.prepare()
+            await self.server.start()
         except BaseException:
             if self.api is not None:
                 await self.api.stop()
             raise
+        if self.transparent is not None:
+            log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+        if self.whatsapp is not None:
+            self.whatsapp.announce(self.router.services, self.router.default_policy)
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -263,15 +269,14 @@ class Engine:
             except BaseException:
                 await resources.aclose()
                 raise
-            _carry_over(old.router, new.router)
+            new.router.adopt(old.router)
             # The switch itself does not wait for anything: no connection can start between
             # the old router and the new one.
             old_monitor = self.monitor
             self._generation = new
             self.prober, self.monitor = self._monitoring(new, None)
-            for listener in self.listeners:
-                listener.router = new.router
-                listener.first_answer = config.probe.first_answer
+            self.server.router = new.router
+            self.server.first_answer = config.probe.first_answer
             self._retire(old)
             await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over
@@ -288,8 +293,7 @@ class Engine:
 
         async def retire() -> None:
             try:
-                for listener in self.listeners:
-                    await listener.released(old.router)
+                await self.server.released(old.router)
             finally:
                 self._old.remove(old)
                 await old.resources.aclose()
@@ -307,12 +311,8 @@ class Engine:
     async def drain(self, timeout: float, force: asyncio.Event | None = None) -> int:
         """Stop accepting; wait until every connection has ended, `timeout` seconds pass, or
         `force` is set. Returns how many connections were still open (stop() cuts them)."""
-        for listener in self.listeners:
-            listener.stop_accepting()
-        waiter = asyncio.ensure_future(
-            asyncio.gather(*(listener.idle() for listener in self.listeners))
-        )
-        waits: set[asyncio.Future[object]] = {waiter}
+        self.server.stop_accepting()
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self.server.idle())}
         if force is not None:
             waits.add(asyncio.ensure_future(force.wait()))
         try:
@@ -321,14 +321,13 @@ class Engine:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-        return sum(listener.open_connections for listener in self.listeners)
+        return self.server.open_connections
 
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
-        for listener in reversed(self.listeners):
-            await listener.stop()
+        await self.server.stop()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -405,32 +404,6 @@ def describe_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         else:
             restart.append(section)
     return changed, restart
-
-
-def _carry_over(old: Router, new: Router) -> None:
-    """Keep what the old router learnt about routes that did not change (same name, same
-    chain), and the user's pins and disabled routes where they still make sense."""
-    before = {route.name: route.chain for route in old.routes}
-    same = {route.name for route in new.routes if before.get(route.name) == route.chain}
-    for (service, route), health in old.health.items():
-        if route in same:
-            new.health.set(service, route, health)
-    names = {route.name for route in new.routes}
-    services = {service.name for service in new.services}
-    new.pins.update({s: r for s, r in old.pins.items() if s in services and r in names})
-    new.disabled.update(name for name in old.disabled if name in names)
-
-
-async def _listen(listener: MixedListener, key: str) -> None:
-    """Start `listener`; a failure says which setting and address, in a sentence (as the
-    status API's and the WhatsApp proxy's do)."""
-    try:
-        await listener.start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if isinstance(exc, PermissionError):
-            reason += "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-        raise OSError(exc.errno, f"{key} {listener.address}: {reason}") from None
 
 
 def _pt_clients(router: Router) -> frozenset[ManagedClient]:

@@ -122,6 +122,11 @@ class EventBus:
         self._subscriptions.add(subscription)
         return subscription
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribed: publishers of frequent events may skip making them."""
+        return bool(self._subscriptions)
+
     def publish(self, event: Event) -> None:
         for subscription in self._subscriptions:
             subscription._offer(event)

@@ -107,7 +107,7 @@ async def serve(
         notify("READY=1")
         await signals.stop.wait()
         notify("STOPPING=1")
-        open_now = len(engine.listener.connections)
+        open_now = engine.server.open_connections
         if open_now and drain_timeout > 0:
             log.info(
                 "shutting down: %d connection(s) open, waiting up to %gs for them to finish "

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import enum
 import errno
+import functools
 import ipaddress
 import socket
 import ssl
@@ -94,6 +95,14 @@ class Op(enum.StrEnum):
 # dialer never got to raise its own DialError.
 dial_phase: contextvars.ContextVar[Op] = contextvars.ContextVar("dial_phase", default=Op.CONNECT)
 
+# When (time.monotonic()) the caller's deadline for the whole dial ends, if it set one (a
+# route's timeout, which bounds every layer of its chain). A layer whose own timeout would end
+# no sooner leaves the bounding to that deadline: the caller's error names what ran out, and
+# the dial costs one timer, not one per layer.
+dial_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "dial_deadline", default=None
+)
+
 
 class DialError(ConnectionError):
     """A dial failed. `failure` and `op` are machine-readable; `detail` is one human sentence
@@ -132,10 +141,7 @@ class Endpoint:
     @property
     def ip(self) -> IPAddress | None:
         """The host as an IP address when it is a literal, else None."""
-        try:
-            return ipaddress.ip_address(self.host)
-        except ValueError:
-            return None
+        return _ip_literal(self.host)
 
     def __str__(self) -> str:
         return format_hostport(self.host, self.port)
@@ -169,6 +175,16 @@ class Endpoint:
         if not host:
             raise ValueError(f"{text!r}: empty host")
         return cls(host, port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_literal(host: str) -> IPAddress | None:
+    # Cached: a connection asks several times (service match, policy, dialer), destinations
+    # repeat, and parsing costs more than the rest of those checks. Addresses are immutable.
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def format_hostport(host: str, port: int) -> str:

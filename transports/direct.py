@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 
-from .base import DialError, Endpoint, Failure, IPAddress, Op, classify_os_error, dial_phase
+from .base import (
+    DialError,
+    Endpoint,
+    Failure,
+    IPAddress,
+    Op,
+    classify_os_error,
+    dial_deadline,
+    dial_phase,
+)
 from .guard import check_addresses
 from .race import RaceFailed, staggered_race
 from .resolver import Resolver, SystemResolver
@@ -24,8 +34,8 @@ _UNINFORMATIVE = (Failure.NETWORK_UNREACHABLE, Failure.HOST_UNREACHABLE, Failure
 
 def interleave_families(addresses: list[IPAddress]) -> list[IPAddress]:
     """RFC 8305 section 4: alternate address families, starting with the first one given."""
-    if not addresses:
-        return []
+    if len(addresses) < 2:
+        return list(addresses)
     first = addresses[0].version
     same = [a for a in addresses if a.version == first]
     other = [a for a in addresses if a.version != first]
@@ -78,24 +88,34 @@ class DirectDialer:
                 )
         addresses = interleave_families(addresses)
 
+        # A literal destination is dialled as the client wrote it (no need to write it out).
+        literal = target.host if ip is not None else None
+
         def attempt(addr: IPAddress):
             async def connect() -> SocketStream:
                 local = (str(self.local_address), 0) if self.local_address else None
+                text = literal if literal is not None else str(addr)
                 try:
-                    return await connect_tcp(str(addr), target.port, local_addr=local)
+                    return await connect_tcp(text, target.port, local_addr=local)
                 except OSError as exc:
                     where = Endpoint(str(addr), target.port)
                     raise classify_os_error(exc, Op.CONNECT, f"{where}: {_reason(exc)}") from None
 
             return connect
 
+        attempts = [attempt(a) for a in addresses]
+        outer = dial_deadline.get()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            if outer is not None and outer <= time.monotonic() + self.connect_timeout:
+                # The caller's deadline (a route's timeout) ends first: it bounds the connect.
                 _, stream = await staggered_race(
-                    [attempt(a) for a in addresses],
-                    self.attempt_delay,
-                    discard=lambda s: s.abort(),
+                    attempts, self.attempt_delay, discard=lambda s: s.abort()
                 )
+            else:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, stream = await staggered_race(
+                        attempts, self.attempt_delay, discard=lambda s: s.abort()
+                    )
         except TimeoutError:
             shown = ", ".join(str(Endpoint(str(a), target.port)) for a in addresses[:3])
             more = f" and {len(addresses) - 3} more" if len(addresses) > 3 else ""

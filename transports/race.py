@@ -38,6 +38,13 @@ async def staggered_race(
     """
     if not attempts:
         raise ValueError("nothing to race")
+    if len(attempts) == 1:
+        # Nothing to race: no task of its own, no wait (a route with one address, a
+        # destination with one route -- most connections).
+        try:
+            return 0, await attempts[0]()
+        except Exception as exc:
+            raise RaceFailed([exc]) from None
     errors: list[BaseException | None] = [None] * len(attempts)
     pending: dict[asyncio.Future[T], int] = {}
     started = 0

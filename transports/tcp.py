@@ -26,7 +26,8 @@ READ_HIGH_WATER = 256 * 1024
 class StreamProtocol(asyncio.Protocol):
     """Buffers what the transport delivers until SocketStream.read asks for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: the running loop, when the caller has it at hand (else looked up once)."""
         self.transport: asyncio.Transport | None = None
         self.tls = False
         self.buffer = bytearray()
@@ -38,6 +39,7 @@ class StreamProtocol(asyncio.Protocol):
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] | None = None
+        self._loop = loop
 
     # asyncio callbacks -------------------------------------------------------------------
 
@@ -45,6 +47,10 @@ class StreamProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop transports are not subclasses
         self.transport = transport
         self.tls = transport.get_extra_info("sslcontext") is not None
+        # Kept: looking the running loop up costs a system call per lookup on Python 3.11
+        # (its fork check), and a connection waits for data several times.
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -95,7 +101,8 @@ class StreamProtocol(asyncio.Protocol):
 
     async def wait_readable(self) -> None:
         assert self._read_waiter is None, "concurrent read() on one stream"
-        self._read_waiter = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "connection_made first"
+        self._read_waiter = self._loop.create_future()
         try:
             await self._read_waiter
         finally:
@@ -232,7 +239,7 @@ async def connect_tcp(
     when `tls` is given (the certificate is checked for `server_hostname`)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(
-        StreamProtocol,
+        lambda: StreamProtocol(loop),
         host=address,
         port=port,
         local_addr=local_addr,

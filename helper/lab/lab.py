@@ -24,7 +24,8 @@ from transports.resolver import StaticResolver
 from ..files import write_private
 from .ca import LabCA
 from .censor import Censor
-from .dns import DnsServer, LabResolver, doh_routes
+from .dns import LabResolver
+from .dnsserver import DnsServer, doh_routes
 from .hosts import DEFAULT_NETWORK, PUBLIC_RESOLVERS, HostTable, LabHost
 from .scenario import Scenario, load_scenario
 from .servers import Backend, start_backend, websocket_echo_app

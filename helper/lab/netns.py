@@ -298,7 +298,7 @@ class NetnsLab:
         ip, _ = self._tools or _require_tools()
         isp = f"{ISP_PREFIX}-{self._tag}"
         process = await asyncio.create_subprocess_exec(
-            ip, "netns", "exec", isp, sys.executable, "-m", "helper.lab.packetcensor",
+            ip, "netns", "exec", isp, sys.executable, "-m", "helper.lab.packetcensord",
             "--interface", f"dlgi{self._tag}b", "--network", str(self.table.network),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -24,7 +24,8 @@ from transports.direct import DirectDialer
 from transports.resolver import StaticResolver
 
 from .censor import BLOCK_PAGE
-from .dns import DnsServer, LabResolver
+from .dns import LabResolver
+from .dnsserver import DnsServer
 from .telegram import DcLog, dc_handler, web_endpoint_app
 
 __all__ = ["Backend", "start_backend", "websocket_echo_app"]
@@ -290,19 +291,21 @@ async def _serve_proxy(dns_table: Mapping[str, list[str]], local_address: str) -
     CONNECT) with one direct route, resolving names honestly and dialling from an address
     the censor lets through."""
     from helper.config import ListenConfig
-    from helper.proxy import MixedListener
+    from helper.proxy import ClientServer, MixedListener
+    from helper.proxy.mixed import listen_admission
     from helper.routing import Route, Router
     from helper.services import ServiceTable
     from transports import parse_chain
+    from transports.guard import AddressPolicy
 
     dialer = DirectDialer(StaticResolver(dns_table), local_address=local_address)
     chain = parse_chain("direct")
     router = Router([Route("direct", chain, dialer)], ServiceTable([]), "direct")
-    listener = MixedListener(
-        ListenConfig(mixed=Endpoint("127.0.0.1", 0), idle_timeout=600.0), router
-    )
-    await listener.start()
-    return Backend(listener.sockets[0][1], listener.stop)
+    config = ListenConfig(mixed=Endpoint("127.0.0.1", 0), idle_timeout=600.0)
+    server = ClientServer(router)
+    listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
+    await server.start()
+    return Backend(listener.sockets[0][1], server.stop)
 
 
 # --- dispatch -------------------------------------------------------------------------------

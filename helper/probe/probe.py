@@ -42,7 +42,7 @@ from .volume import (
 if TYPE_CHECKING:
     from ..routing import Route
 
-__all__ = ["Prober"]
+__all__ = ["Prober", "wait_turn"]
 
 T = TypeVar("T")
 
@@ -139,12 +139,7 @@ class Prober:
         finished = [asyncio.Event() for _ in routes]
 
         async def one(index: int, route: Route) -> ProbeResult:
-            if index and stagger > 0:
-                earlier = asyncio.gather(*(event.wait() for event in finished[:index]))
-                try:
-                    await asyncio.wait_for(earlier, index * stagger)
-                except TimeoutError:
-                    pass  # its turn came before the earlier routes ended
+            await wait_turn(index, finished, stagger)
             try:
                 result = await self.probe(service, route)
             finally:
@@ -434,6 +429,18 @@ class Prober:
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
+
+
+async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -> None:
+    """Until route `index`'s probe may start: `index` x `stagger` after the first, or as soon
+    as every route before it has its verdict (`finished[i]` set)."""
+    if not index or stagger <= 0:
+        return
+    earlier = asyncio.gather(*(event.wait() for event in finished[:index]))
+    try:
+        await asyncio.wait_for(earlier, index * stagger)
+    except TimeoutError:
+        pass  # its turn came before the earlier routes ended
 
 
 _OPS = {

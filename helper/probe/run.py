@@ -23,7 +23,7 @@ async def probe_services(config: Config, only: list[str] | None, *, as_json: boo
     try:
         reports = []
         for service in services:
-            routes = [engine.router.route(n) for n in service.routes] or engine.router.routes
+            routes = [engine.router.route(n) for n in engine.router.routes_of(service)]
             results = await engine.prober.probe_service(service, routes)
             reports.append(ServiceReport(service.name, results))
     finally:

@@ -1,7 +1,19 @@
-"""The inbound side: the listeners applications connect to, and the relay pump."""
+"""The inbound side: the client server (one per engine), the listeners applications and
+devices connect to (each a handshake on it), and the relay pump."""
 
-from .listener import ActiveConnection, MixedListener
+from .listener import ClientConnection, Listener, Request
+from .mixed import MixedListener
 from .relay import RelayStats, relay
+from .server import ClientServer
 from .transparent import TransparentListener
 
-__all__ = ["ActiveConnection", "MixedListener", "RelayStats", "TransparentListener", "relay"]
+__all__ = [
+    "ClientConnection",
+    "ClientServer",
+    "Listener",
+    "MixedListener",
+    "RelayStats",
+    "Request",
+    "TransparentListener",
+    "relay",
+]

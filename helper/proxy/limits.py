@@ -8,7 +8,10 @@ address and in all, open connections and the ones still in their handshake, and 
 connection at once when it would pass a limit. The per-client limits are what keep one device
 from starving the others; the totals bound what the process holds whoever connects.
 
-Bookkeeping only (no sockets), so the rules are tested as plain functions.
+Bookkeeping only (no sockets), so the rules are tested as plain functions. `Admission` puts
+the allow-list, the limits and the refusal log together for a group of listeners that
+count their clients together (the mixed and transparent listeners; the WhatsApp proxy's
+ports).
 """
 
 from __future__ import annotations
@@ -20,10 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from transports import Endpoint
-from transports.base import IPNetwork
+from transports.base import IPAddress, IPNetwork
 from transports.guard import normalize_address
 
-__all__ = ["ConnectionBook", "Limits", "ThrottledLog", "client_allowed", "client_key"]
+__all__ = [
+    "Admission",
+    "ConnectionBook",
+    "Limits",
+    "ThrottledLog",
+    "client_allowed",
+    "client_key",
+    "listen_limits",
+]
 
 # The config keys that set each limit, named when a connection is refused.
 LISTEN_KEYS = (
@@ -59,6 +70,16 @@ def client_allowed(client: Endpoint, allow: tuple[IPNetwork, ...]) -> bool:
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in net for net in allow if net.version == ip.version)
+
+
+def listen_limits(config) -> Limits:
+    """The `[listen]` limits (a ListenConfig's)."""
+    return Limits(
+        config.max_connections,
+        config.max_connections_per_client,
+        config.max_handshakes,
+        config.max_handshakes_per_client,
+    )
 
 
 class ConnectionBook:
@@ -150,3 +171,56 @@ class ThrottledLog:
         self.logger.log(level, message, *args)
         self._windows[kind] = (start, sent + 1, 0)
         return True
+
+
+class Admission:
+    """Who may connect to a group of listeners and how many at once: the allow-list (empty:
+    everyone), the limits, and the refusal log lines, throttled. `prefix` starts each line
+    ("WhatsApp proxy: "); `not_allowed_level` is the level of a client not on the list."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        allow: tuple[IPNetwork, ...] = (),
+        *,
+        logger: logging.Logger,
+        prefix: str = "",
+        not_allowed_level: int = logging.WARNING,
+    ) -> None:
+        self.book = ConnectionBook(limits)
+        self.allow = allow
+        self.throttled = ThrottledLog(logger)
+        self.prefix = prefix
+        self.not_allowed_level = not_allowed_level
+
+    def admit(self, client: str, key: str, ip: IPAddress | None) -> bool:
+        """Take a new connection from `client` ("host:port" as logged; `key`: its address as
+        the limits count it, `ip`: parsed, an IPv4-mapped one as IPv4) into its handshake,
+        or log why not and take nothing."""
+        if self.allow and not (
+            ip is not None and any(ip in net for net in self.allow if net.version == ip.version)
+        ):
+            self.throttled.log(
+                "not-allowed",
+                self.not_allowed_level,
+                self.prefix + "refused client %s: not in listen.allow",
+                client,
+            )
+            return False
+        over = self.book.admit(key)
+        if over is not None:
+            self.throttled.log(
+                "limit",
+                logging.WARNING,
+                self.prefix + "refused client %s: at the limit of %s",
+                client,
+                over,
+            )
+            return False
+        return True
+
+    def handshake_over(self, key: str) -> None:
+        self.book.handshake_over(key)
+
+    def release(self, key: str, *, handshaking: bool) -> None:
+        self.book.release(key, handshaking=handshaking)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transports import Stream
 from transports.tcp import SocketStream, StreamProtocol, reset_transport
@@ -33,7 +33,7 @@ CHUNK = 256 * 1024
 WRITE_HIGH_WATER = 512 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class RelayStats:
     """Bytes moved so far; updated live so status views can read them mid-transfer."""
 
@@ -42,7 +42,6 @@ class RelayStats:
     idle_timed_out: bool = False
     reset: bool = False  # a side was reset (or failed): the transfer did not end cleanly
     fast_path: bool = False  # (ended) transport-to-transport: both sides plain TCP underneath
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def relay(
@@ -56,18 +55,15 @@ async def relay(
     stats = stats if stats is not None else RelayStats()
     fast_client = client.raw_socket_stream()
     fast_upstream = upstream.raw_socket_stream()
-    try:
-        if fast_client is None or fast_upstream is None:
-            if not await _copy_both(client, upstream, stats, idle_timeout):
-                return stats
-            fast_client = client.raw_socket_stream()
-            fast_upstream = upstream.raw_socket_stream()
-            assert fast_client is not None
-            assert fast_upstream is not None
-        stats.fast_path = True
-        await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
-    finally:
-        stats.ended.set()
+    if fast_client is None or fast_upstream is None:
+        if not await _copy_both(client, upstream, stats, idle_timeout):
+            return stats
+        fast_client = client.raw_socket_stream()
+        fast_upstream = upstream.raw_socket_stream()
+        assert fast_client is not None
+        assert fast_upstream is not None
+    stats.fast_path = True
+    await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
     return stats
 
 
@@ -182,7 +178,7 @@ class _TransportPipe:
         if self.idle_timeout:
             self._timer = self.loop.call_later(self.idle_timeout, self._idle_check)
         try:
-            await asyncio.shield(self.done)
+            await self.done  # (cancelling the task cancels it: nothing else waits on it)
         except asyncio.CancelledError:
             for leg in self.legs:
                 if not leg.lost:

@@ -13,11 +13,12 @@ for the connections after it and ask for a re-probe.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import classify_os_error
+from transports.deadlines import Deadlines
 
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .relay import RelayStats
@@ -39,14 +40,21 @@ async def first_exchange(
     target: Endpoint,
     answer_timeout: float,
     stats: RelayStats,
+    *,
+    deadlines: Deadlines | None = None,
+    connect: Callable[[Sequence[str]], Awaitable[Connection]] | None = None,
 ) -> Connection | None:
     """Carry the client's ClientHello until some route answers it. Returns the connection
     that answered (its answer already passed to the client), or None when every route failed.
-    A client that does not start with a ClientHello is handed back untouched."""
+    A client that does not start with a ClientHello is handed back untouched. `connect`
+    makes the connection through the next route, given the routes tried (default:
+    router.connect, excluding them). `deadlines` bounds the wait for the client's first bytes
+    (default: a timer of its own)."""
     if answer_timeout <= 0:
         return connection
+    deadlines = deadlines or Deadlines()
     try:
-        async with asyncio.timeout(FIRST_FLIGHT_WAIT):
+        with deadlines.after(FIRST_FLIGHT_WAIT):
             first = await client.read(65536)
     except (TimeoutError, OSError):
         return connection
@@ -60,7 +68,7 @@ async def first_exchange(
         answer = b""
         try:
             upstream.write(first)
-            async with asyncio.timeout(answer_timeout):
+            with deadlines.after(answer_timeout):
                 answer = await upstream.read(65536)
             if not answer:
                 error = DialError(Failure.EOF, Op.TLS_HANDSHAKE, "closed after the ClientHello")
@@ -82,7 +90,10 @@ async def first_exchange(
         router.record_failure(connection.service, connection.route, error)
         tried.append(connection.route.name)
         try:
-            connection = await router.connect(target, exclude=tried)
+            if connect is None:
+                connection = await router.connect(target, exclude=tried)
+            else:
+                connection = await connect(tried)
         except (Denied, AllRoutesFailed):
             log.info("%s: every route failed the ClientHello (last: %s)", target, error)
             return None

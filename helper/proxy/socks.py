@@ -8,6 +8,7 @@ NeedMore when the message is incomplete, or ProtocolError carrying the reply to 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -123,7 +124,7 @@ def parse_socks5_request(buf: bytes) -> tuple[int, Socks5Request]:
         end = 4 + 4 + 2
         if len(buf) < end:
             raise NeedMore
-        host = str(ipaddress.IPv4Address(buf[4:8]))
+        host = socket.inet_ntoa(buf[4:8])  # what str(IPv4Address) gives, without parsing
     elif atyp == ATYP_IPV6:
         end = 4 + 16 + 2
         if len(buf) < end:
@@ -151,10 +152,18 @@ def parse_socks5_request(buf: bytes) -> tuple[int, Socks5Request]:
         raise ProtocolError(f"{name} is not supported", socks5_reply(REP_COMMAND_NOT_SUPPORTED))
     (port,) = struct.unpack("!H", buf[end - 2 : end])
     try:
-        target = destination(host, port)
+        # An address is an address already (written out canonically above); a name is
+        # checked for what no host name holds.
+        target = _address(host, port) if atyp != ATYP_DOMAIN else destination(host, port)
     except ValueError as exc:
         raise ProtocolError(f"bad destination: {exc}", socks5_reply(REP_GENERAL_FAILURE)) from None
     return end, Socks5Request(command, target)
+
+
+def _address(host: str, port: int) -> Endpoint:
+    if port == 0:
+        raise ValueError("port 0 is not valid")
+    return Endpoint(host, port)
 
 
 def parse_socks4_request(buf: bytes) -> tuple[int, Socks4Request]:

@@ -14,7 +14,8 @@ reach other places by writing another name.
 There is no login on a redirected connection, so a transparent listener that other machines
 can reach needs `listen.allow`; the limits and the destination policy are the mixed
 listener's. A connection whose original destination is this listener itself (someone
-connecting to the port directly, or a redirect rule that loops) is refused.
+connecting to the port directly, or a redirect rule that loops) is refused. Its handshake is
+all it adds to the client server (server.py).
 
     sockaddr_in  (SOL_IP, SO_ORIGINAL_DST = 80):          family:2 port:2 addr:4  zero:8
     sockaddr_in6 (SOL_IPV6, IP6T_SO_ORIGINAL_DST = 80):   family:2 port:2 flow:4 addr:16 scope:4
@@ -29,13 +30,14 @@ import socket
 import sys
 from typing import Any
 
-from transports import Endpoint
-from transports.guard import LocalAddresses, normalize_address
-from transports.tcp import SocketStream
+from transports import Endpoint, Stream
+from transports.guard import AddressPolicy, LocalAddresses, normalize_address
 from transports.tlsfrag import server_name_span
 
+from ..config import ListenConfig
 from .handshake import ProtocolError
-from .listener import MixedListener, _ClientProtocol, _Request
+from .limits import Admission
+from .listener import ClientConnection, Listener, Request
 
 __all__ = [
     "TransparentListener",
@@ -135,27 +137,42 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-class TransparentListener(MixedListener):
-    """Takes redirected connections; shares the mixed listener's rules and (when given its
-    `book`) its limits."""
+class TransparentListener(Listener):
+    """Takes redirected connections; counts against the mixed listener's `admission` and
+    shares its destination `policy`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if kwargs.get("address") is None:
-            if self.config.transparent is None:
+    kind = "transparent"
+
+    def __init__(
+        self,
+        config: ListenConfig,
+        admission: Admission,
+        policy: AddressPolicy,
+        *,
+        address: Endpoint | None = None,
+    ) -> None:
+        if address is None:
+            if config.transparent is None:
                 raise ValueError("listen.transparent is not set")
-            self.address = self.config.transparent
-        self._users = {}  # a redirected connection has no login; access is the allow-list
+            address = config.transparent
+        super().__init__(
+            address,
+            admission,
+            setting="listen.transparent",
+            handshake_timeout=config.handshake_timeout,
+            idle_timeout=config.idle_timeout,
+            policy=policy,
+            services_only=config.remote_default == "deny",
+        )
         # This machine's addresses, to tell a loop: the policy's cache where it has one.
-        self._local = self.policy.local or LocalAddresses()
+        self._local = policy.local or LocalAddresses()
 
-    async def start(self) -> None:
+    async def listen(self, accept) -> asyncio.Server:
         """`[::]` takes both families' redirects on one socket (IPv4 ones as mapped
         addresses), since there is one `transparent` key; any other address, its own."""
         ip = self.address.ip
         if ip is None or ip.version != 6 or not ip.is_unspecified:
-            await super().start()
-            return
+            return await super().listen(accept)
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -166,11 +183,10 @@ class TransparentListener(MixedListener):
         except OSError:
             sock.close()
             raise
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _ClientProtocol(self), sock=sock
-        )
+        return await asyncio.get_running_loop().create_server(accept, sock=sock)
 
-    async def _handshake(self, stream: SocketStream) -> _Request | None:
+    async def handshake(self, conn: ClientConnection) -> Request | None:
+        stream = conn.stream
         sock = stream.get_extra_info("socket")
         try:
             original = original_destination(sock)
@@ -185,11 +201,11 @@ class TransparentListener(MixedListener):
         name = name_in_first_bytes(first) if first else None
         if name is not None:
             by_name = Endpoint(name, original.port)
-            if self.router.services.match(by_name) is not None:
+            if conn.router.services.match(by_name) is not None:
                 target = by_name
-        return _Request("transparent", target, b"", lambda exc: b"")
+        return Request("transparent", target)
 
-    def _is_loop(self, original: Endpoint, stream: SocketStream) -> bool:
+    def _is_loop(self, original: Endpoint, stream: Stream) -> bool:
         here = stream.get_extra_info("sockname")
         ports = {port for _, port in self.sockets}
         if here:
@@ -199,10 +215,10 @@ class TransparentListener(MixedListener):
         ip = original.ip
         return ip is not None and (ip.is_loopback or ip.is_unspecified or ip in self._local)
 
-    async def _peek(self, stream: SocketStream) -> bytes:
+    async def _peek(self, stream: Stream) -> bytes:
         data = b""
         try:
-            async with asyncio.timeout(min(PEEK_WAIT, self.config.handshake_timeout)):
+            async with asyncio.timeout(min(PEEK_WAIT, self.handshake_timeout or PEEK_WAIT)):
                 while len(data) < PEEK_LIMIT and not first_bytes_complete(data):
                     chunk = await stream.read(PEEK_LIMIT - len(data))
                     if not chunk:

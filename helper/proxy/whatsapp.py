@@ -18,43 +18,43 @@ carries inside is WhatsApp's own end-to-end encrypted protocol. The reference's 
 ports (PROXY protocol from a load balancer in front) have no use on a router and are left
 out, as is its PROXY header towards WhatsApp: detour forwards bytes unchanged.
 
-Flow per connection: allow-list and limits -> (TLS port) TLS handshake within the handshake
-timeout -> router.connect(fixed upstream name), exactly as a SOCKS CONNECT to that name would
-be, so the whatsapp service's active route, failover, health and events apply -> a TLS
-ClientHello from the phone is retried through the next route if the first one swallows it
-(retry.py) -> relay until both directions end. Connections appear beside the mixed
-listener's, in the same table, for every status view.
+Each port is a listener of the client server (server.py), whose handshake is all it adds:
+on the TLS port, detour's own TLS within the handshake timeout; then the port's fixed
+upstream name, routed exactly as a SOCKS CONNECT to that name would be (the whatsapp
+service's active route, failover, health and events apply; a TLS ClientHello from the phone
+is retried through the next route if the first one swallows it). The ports count their
+clients together, against their own limits (`whatsapp_proxy.max_connections`,
+`max_per_client`), and their connections appear beside the mixed listener's, in the same
+table, for every status view.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
 import logging
 import ssl
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transports import Endpoint, Stream
+from transports import Endpoint
 from transports.base import IPNetwork
-from transports.tcp import SocketStream, StreamProtocol
 from transports.tls import tls_accept
 
 from ..config import WhatsAppProxyConfig
-from ..events import EventBus
 from ..files import write_private
-from ..routing import AllRoutesFailed, Connection, Denied, Router
-from .limits import ConnectionBook, Limits, ThrottledLog, client_allowed, client_key
-from .listener import ActiveConnection
-from .retry import first_exchange
-from .serving import RouterSwitch, ServingTasks
+from .limits import Admission, Limits
+from .listener import ClientConnection, Listener, Request
+
+if TYPE_CHECKING:
+    from ..services import ServiceTable
 
 __all__ = [
     "UPSTREAMS",
     "WhatsAppEndpoint",
+    "WhatsAppPort",
     "WhatsAppProxy",
     "endpoints",
     "ensure_certificate",
@@ -207,68 +207,91 @@ def server_context(certificate: Path, key: Path) -> ssl.SSLContext:
 # --- the listeners ------------------------------------------------------------------------
 
 
-class _ClientProtocol(StreamProtocol):
+class WhatsAppPort(Listener):
+    """One port: what arrives goes to its endpoint's WhatsApp server."""
+
     def __init__(self, proxy: WhatsAppProxy, endpoint: WhatsAppEndpoint) -> None:
-        super().__init__()
+        config = proxy.config
+        super().__init__(
+            Endpoint(config.listen, endpoint.port),
+            proxy.admission,
+            setting="whatsapp_proxy."
+            + ("media_ports" if endpoint.kind == "media" else f"{endpoint.kind}_port"),
+            handshake_timeout=None,  # the TLS handshake has its own; the others have none
+            idle_timeout=config.idle_timeout,
+        )
+        self.kind = f"whatsapp-{endpoint.kind}"
         self.proxy = proxy
         self.endpoint = endpoint
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        assert self.transport is not None
-        self.proxy._accepted(self.endpoint, SocketStream(self.transport, self))
+    async def handshake(self, conn: ClientConnection) -> Request | None:
+        conn.protocol, conn.target = self.kind, self.endpoint.upstream
+        client = None
+        if self.endpoint.tls:
+            assert self.proxy.tls is not None
+            timeout = self.proxy.config.handshake_timeout
+            try:
+                client = await tls_accept(conn.stream, self.proxy.tls, timeout=timeout)
+            except (OSError, ValueError) as exc:
+                log.info("WhatsApp proxy: client %s: TLS handshake failed: %s", conn.client, exc)
+                conn.stream.abort()
+                return None
+        return Request(self.kind, self.endpoint.upstream, client=client)
 
+    def unreachable(self, conn: ClientConnection, request: Request, exc: Exception) -> None:
+        # The app has no way to hear a reason: a reset tells it to try again.
+        log.info("WhatsApp proxy: client %s: %s", conn.client, exc)
 
-class WhatsAppProxy(ServingTasks):
-    def __init__(
-        self,
-        config: WhatsAppProxyConfig,
-        router: Router,
-        *,
-        allow: tuple[IPNetwork, ...] = (),
-        state: Path,
-        events: EventBus | None = None,
-        connections: dict[int, ActiveConnection] | None = None,
-        ids: Iterator[int] | None = None,
-        first_answer: float = 0.0,
-    ) -> None:
-        """`state`: where a self-signed certificate is kept. `connections` and `ids`: the
-        table status views read and its id counter (the mixed listener's, so one table shows
-        every client connection)."""
-        self.config = config
-        self.switch = RouterSwitch(router)
-        self.events = events
-        self.first_answer = first_answer
-        self.state = state
-        self.endpoints = endpoints(config)
-        self.connections: dict[int, ActiveConnection] = (
-            connections if connections is not None else {}
+    async def listen(self, accept) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            accept, host=self.address.host, port=self.address.port, backlog=256
         )
-        self.ids = ids if ids is not None else itertools.count(1)
-        self._allow = allow
-        self._servers: list[tuple[WhatsAppEndpoint, asyncio.Server]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+
+    def cannot_listen(self, exc: OSError) -> OSError:
+        # Say which port: 80 and 443 are often the router's own web interface.
+        hint = (
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+            if isinstance(exc, PermissionError)
+            else ""
+        )
+        return OSError(exc.errno, f"{self.setting} {self.address}: {exc.strerror or exc}{hint}")
+
+
+class WhatsAppProxy:
+    """The ports `[whatsapp_proxy]` turns on, their certificate and their limits."""
+
+    def __init__(
+        self, config: WhatsAppProxyConfig, *, allow: tuple[IPNetwork, ...] = (), state: Path
+    ) -> None:
+        """`allow`: the clients it takes (listen.allow). `state`: where a self-signed
+        certificate is kept."""
+        self.config = config
+        self.state = state
         # Its own limits (whatsapp_proxy.*), counted as the listeners count theirs; the TLS
         # handshake is bounded by its timeout alone.
-        self.book = ConnectionBook(
+        self.admission = Admission(
             Limits(
                 config.max_connections,
                 config.max_per_client,
                 0,
                 0,
                 keys=("whatsapp_proxy.max_connections", "whatsapp_proxy.max_per_client", "", ""),
-            )
+            ),
+            allow,
+            logger=log,
+            prefix="WhatsApp proxy: ",
+            not_allowed_level=logging.INFO,
         )
-        self.throttled = ThrottledLog(log)
-        self._tls: ssl.SSLContext | None = None
+        self.ports = [WhatsAppPort(self, endpoint) for endpoint in endpoints(config)]
+        self.tls: ssl.SSLContext | None = None
 
     @property
     def sockets(self) -> list[tuple[str, str, int]]:
         """(kind, host, port) of every listening socket."""
         return [
-            (endpoint.kind, *sock.getsockname()[:2])
-            for endpoint, server in self._servers
-            for sock in server.sockets
+            (port.endpoint.kind, host, number)
+            for port in self.ports
+            for host, number in port.sockets
         ]
 
     def port(self, kind: str) -> int:
@@ -278,42 +301,23 @@ class WhatsAppProxy(ServingTasks):
                 return number
         raise KeyError(kind)
 
-    async def start(self) -> None:
-        if any(endpoint.tls for endpoint in self.endpoints):
+    async def prepare(self) -> None:
+        """The TLS port's certificate: the configured one, or one made and kept."""
+        if any(port.endpoint.tls for port in self.ports):
             certificate, key = self.config.certificate, self.config.key
             if certificate is None or key is None:
                 certificate, key = await ensure_certificate(self.state)
-            self._tls = server_context(certificate, key)
-        loop = asyncio.get_running_loop()
-        for endpoint in self.endpoints:
-            try:
-                server = await loop.create_server(
-                    lambda endpoint=endpoint: _ClientProtocol(self, endpoint),
-                    host=self.config.listen,
-                    port=endpoint.port,
-                    backlog=256,
-                )
-            except OSError as exc:
-                await self.stop()
-                # Say which port: 80 and 443 are often the router's own web interface.
-                setting = "media_ports" if endpoint.kind == "media" else f"{endpoint.kind}_port"
-                where = Endpoint(self.config.listen, endpoint.port)
-                hint = (
-                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-                    if isinstance(exc, PermissionError)
-                    else ""
-                )
-                raise OSError(
-                    exc.errno, f"whatsapp_proxy.{setting} {where}: {exc.strerror or exc}{hint}"
-                ) from exc
-            self._servers.append((endpoint, server))
-        for upstream in dict.fromkeys(endpoint.upstream for endpoint in self.endpoints):
-            if self.router.services.match(upstream) is None:
+            self.tls = server_context(certificate, key)
+
+    def announce(self, services: ServiceTable, default_policy: str) -> None:
+        """Log where it listens (once its ports are open), and upstreams no service claims."""
+        for upstream in dict.fromkeys(port.endpoint.upstream for port in self.ports):
+            if services.match(upstream) is None:
                 log.warning(
                     "WhatsApp proxy: %s belongs to no [[service]]; its connections take the "
                     "[default] policy (%s)",
                     upstream,
-                    self.router.default_policy,
+                    default_policy,
                 )
         log.info(
             "WhatsApp proxy on %s: %s",
@@ -323,117 +327,3 @@ class WhatsAppProxy(ServingTasks):
                 for kind, _host, number in self.sockets
             ),
         )
-
-    def stop_accepting(self) -> None:
-        """Close the listening sockets; connections already accepted go on."""
-        for _endpoint, server in self._servers:
-            server.close()
-
-    async def stop(self) -> None:
-        """Stop accepting and end every connection (cut: the clients see a reset)."""
-        self.stop_accepting()
-        await self._cut_connections()
-        # Only now: since Python 3.12 this also waits for every connection to close.
-        for _endpoint, server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
-
-    # --- per connection -------------------------------------------------------------------
-
-    def _accepted(self, endpoint: WhatsAppEndpoint, stream: SocketStream) -> None:
-        peer = stream.get_extra_info("peername")
-        client = Endpoint(peer[0], peer[1]) if peer else Endpoint("unknown", 1)
-        if self._allow and not client_allowed(client, self._allow):
-            self.throttled.log(
-                "not-allowed",
-                logging.INFO,
-                "WhatsApp proxy: refused client %s: not in listen.allow",
-                client,
-            )
-            stream.abort()
-            return
-        over = self.book.admit(client_key(client))
-        if over is not None:
-            self.throttled.log(
-                "limit",
-                logging.WARNING,
-                "WhatsApp proxy: refused client %s: at the limit of %s",
-                client,
-                over,
-            )
-            stream.abort()
-            return
-        conn_id = next(self.ids)
-        self._spawn(
-            self._serve(conn_id, endpoint, client, stream), name=f"detour-whatsapp-{conn_id}"
-        )
-
-    async def _serve(
-        self, conn_id: int, endpoint: WhatsAppEndpoint, client: Endpoint, stream: SocketStream
-    ) -> None:
-        active = ActiveConnection(
-            conn_id, str(client), protocol=f"whatsapp-{endpoint.kind}", target=endpoint.upstream
-        )
-        self.connections[conn_id] = active
-        self.switch.begin(conn_id)
-        try:
-            await self._serve_client(active, endpoint, stream)
-        except asyncio.CancelledError:
-            stream.abort()  # cut short (detour is stopping): a reset, never a clean end
-            raise
-        except Exception:
-            log.exception("connection %d from %s: internal error", conn_id, client)
-            stream.abort()
-        finally:
-            self.connections.pop(conn_id, None)
-            self.switch.end(conn_id)
-            self.book.release(client_key(client), handshaking=True)
-            if not stream.is_closing():
-                stream.close()
-
-    async def _serve_client(
-        self, active: ActiveConnection, endpoint: WhatsAppEndpoint, stream: SocketStream
-    ) -> None:
-        client: Stream = stream
-        if endpoint.tls:
-            assert self._tls is not None
-            try:
-                client = await tls_accept(stream, self._tls, timeout=self.config.handshake_timeout)
-            except (OSError, ValueError) as exc:
-                log.info("WhatsApp proxy: client %s: TLS handshake failed: %s", active.client, exc)
-                stream.abort()
-                return
-        try:
-            connection = await self.router.connect(endpoint.upstream)
-        except (Denied, AllRoutesFailed) as exc:
-            # The app has no way to hear a reason: a reset tells it to try again.
-            log.info("WhatsApp proxy: client %s: %s", active.client, exc)
-            client.abort()
-            return
-        if client.is_closing():
-            connection.stream.abort()
-            return
-        retried = await first_exchange(
-            client, connection, self.router, endpoint.upstream, self.first_answer, active.stats
-        )
-        if retried is None:
-            client.abort()
-            return
-        await self._relay(active, client, retried)
-
-    async def _relay(
-        self, active: ActiveConnection, client: Stream, connection: Connection
-    ) -> None:
-        active.service = connection.service.name if connection.service else None
-        active.route = connection.route.name
-        try:
-            await self._relay_accounted(
-                active,
-                client,
-                connection,
-                events=self.events,
-                idle_timeout=self.config.idle_timeout,
-            )
-        finally:
-            if not client.is_closing():
-                client.close()

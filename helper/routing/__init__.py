@@ -1,7 +1,8 @@
 """Routes and how a connection picks one: health, racing, failover, memory."""
 
 from .health import HealthBook, RouteHealth
-from .router import AllRoutesFailed, Connection, Denied, Route, Router, build_routes
+from .route import Route, build_routes
+from .router import AllRoutesFailed, Connection, Denied, Router
 
 __all__ = [
     "AllRoutesFailed",

@@ -11,15 +11,24 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from transports import DialError
 
+from ..status import Health
+
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult
-    from .router import Route
 
 __all__ = ["DIAL_FAILURES_BEFORE_REPROBE", "HealthBook", "RouteHealth"]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Named)
 
 # Consecutive dial failures of a route that make it count as failing (and ask for a re-probe).
 DIAL_FAILURES_BEFORE_REPROBE = 3
@@ -40,6 +49,19 @@ class RouteHealth:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def frozen(self) -> Health:
+        return Health(
+            self.ok,
+            self.failure,
+            self.op,
+            self.diagnosis,
+            self.latency_ms,
+            self.rate_kbps,
+            self.checked_at,
+            self.source,
+            self.dial_failures,
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RouteHealth:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
@@ -58,6 +80,10 @@ class HealthBook:
 
     def items(self) -> list[tuple[tuple[str, str], RouteHealth]]:
         return list(self._health.items())
+
+    def frozen(self) -> dict[tuple[str, str], Health]:
+        """Every entry as an immutable copy (for a status snapshot)."""
+        return {key: health.frozen() for key, health in self._health.items()}
 
     def set(self, service: str, route: str, health: RouteHealth) -> None:
         self._health[(service, route)] = health
@@ -78,10 +104,13 @@ class HealthBook:
         """Account a client connection through a route: `error` if it failed (to dial, or to
         get an answer), None once the destination answered. True when the failure tips the
         route into failing. (A dial alone that succeeds proves little: DPI strikes after it.)"""
-        health = self._health.setdefault((service, route), RouteHealth())
+        health = self._health.get((service, route))
         if error is None:
-            health.dial_failures = 0
+            if health is not None:
+                health.dial_failures = 0
             return False
+        if health is None:
+            health = self._health[(service, route)] = RouteHealth()
         health.dial_failures += 1
         if health.dial_failures == DIAL_FAILURES_BEFORE_REPROBE:
             health.ok = False
@@ -92,16 +121,16 @@ class HealthBook:
             return True
         return False
 
-    def order(self, service: str, routes: Sequence[Route]) -> list[Route]:
+    def order(self, service: str, routes: Sequence[R]) -> list[R]:
         """Working routes first (in the given order), then unknown, then failing."""
 
-        def rank(route: Route) -> int:
+        def rank(route: R) -> int:
             ok = self.get(service, route.name).ok
             return 0 if ok else (1 if ok is None else 2)
 
         return sorted(routes, key=rank)  # stable: the given order within each rank
 
-    def active(self, service: str, routes: Sequence[Route]) -> Route | None:
+    def active(self, service: str, routes: Sequence[R]) -> R | None:
         """The route new connections of this service go to first, if one is known to work."""
         for route in routes:
             if self.get(service, route.name).ok:

@@ -10,6 +10,11 @@
 Each probe result updates the health book, which orders routes for new connections: when a
 preferred route recovers, new connections go back to it; connections in progress are never
 moved or cut.
+
+The monitor is the router's observer (RouterObserver): the router tells it which services
+clients use and which route keeps failing. It keeps what a status view shows of the probes:
+the latest result per cell, which probes run, how far a round has got, and how long each
+took (the Tally's histogram).
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Mapping
 
-from ..probe.probe import Prober
+from ..probe.probe import Prober, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
-from .router import Route, Router
+from ..status import ProbeRound, ProbeTally, Tally
+from .route import Route
+from .router import Router
 from .state import HealthStore
 
 __all__ = ["HealthMonitor"]
@@ -43,8 +51,10 @@ class HealthMonitor:
         store: HealthStore | None = None,
         network: str = "",
         lazy: bool = True,
+        tally: Tally | None = None,
     ) -> None:
         self.router = router
+        self.tally = tally
         self.prober = prober
         self.interval = interval
         self.store = store
@@ -53,14 +63,14 @@ class HealthMonitor:
         # The latest probe of each (service, route), steps and all: what a UI shows in detail.
         self.results: dict[tuple[str, str], ProbeResult] = {}
         self.probing: set[str] = set()  # services being probed right now
+        self.progress = ProbeTally()  # the cells being probed, and the round's count
         self._used: dict[str, float] = {}  # service -> when a client last used it
         self._next: dict[str, float] = {}  # service -> when its next periodic probe is due
         self._requested: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        router.on_use = self.note_use
-        router.on_failing = self._route_failing
+        router.observe(self)
 
     @property
     def services(self) -> list[Service]:
@@ -85,10 +95,24 @@ class HealthMonitor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
+        self.router.unobserve(self)
         self._save()
 
-    def note_use(self, service: Service) -> None:
+    # --- what the router tells (RouterObserver) -------------------------------------------
+
+    def service_used(self, service: Service) -> None:
         self._used[service.name] = time.monotonic()
+
+    def route_failing(self, service: Service | None, route: str) -> None:
+        if service is not None and service.probes:
+            log.info("%s via %s keeps failing: probing %s again", service.name, route, service.name)
+            self.request(service)
+
+    # --- status ---------------------------------------------------------------------------
+
+    def probe_status(self) -> tuple[Mapping[tuple[str, str], ProbeResult], ProbeRound]:
+        """The latest result per (service, route), and the probes running now."""
+        return dict(self.results), self.progress.freeze()
 
     def request(self, service: Service) -> None:
         """Re-probe `service` now (a user asked, or its route keeps failing)."""
@@ -99,20 +123,12 @@ class HealthMonitor:
         """Probe `service` and wait for the result (used by the UI and tests)."""
         await self._probe(service)
 
-    def _route_failing(self, service: Service | None, route: Route) -> None:
-        if service is not None and service.probes:
-            log.info(
-                "%s via %s keeps failing: probing %s again", service.name, route.name, service.name
-            )
-            self.request(service)
-
     def _jittered(self) -> float:
         return self.interval * random.uniform(0.9, 1.1)
 
     def probe_routes(self, service: Service) -> list[Route]:
         """The routes a probe of `service` goes through: its routes, less disabled ones."""
-        names = service.routes or [route.name for route in self.router.routes]
-        return [self.router.route(n) for n in names if n not in self.router.disabled]
+        return self.router.enabled_routes(service)
 
     async def _loop(self) -> None:
         while True:
@@ -136,12 +152,16 @@ class HealthMonitor:
 
     async def _probe(self, service: Service) -> None:
         self.probing.add(service.name)
+        routes = self.probe_routes(service)
+        for route in routes:
+            self.progress.start(service.name, route.name)
         try:
-            results = await self.prober.probe_service(
-                service,
-                self.probe_routes(service),
-                stagger=self.router.stagger,
-                on_result=self._record,
+            # In the routes' order, a stagger apart (or once every earlier route has its
+            # verdict): the first routes get the probe slots first, as a race gives them the
+            # first attempt; each verdict is recorded as soon as it is known.
+            finished = [asyncio.Event() for _ in routes]
+            results = await asyncio.gather(
+                *(self._probe_route(service, r, i, finished) for i, r in enumerate(routes))
             )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
@@ -149,6 +169,8 @@ class HealthMonitor:
             return
         finally:
             self.probing.discard(service.name)
+            for route in routes:
+                self.progress.finish(service.name, route.name)
         for result in results:
             if result.ok:
                 log.info(
@@ -158,6 +180,35 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
+
+    async def _probe_route(
+        self,
+        service: Service,
+        route: Route,
+        index: int = 0,
+        finished: list[asyncio.Event] | None = None,
+    ) -> ProbeResult:
+        if finished is not None:
+            await wait_turn(index, finished, self.router.stagger)
+        started = time.monotonic()
+        try:
+            result = await self.prober.probe(service, route)
+        finally:
+            self.progress.finish(service.name, route.name)
+            if finished is not None:
+                finished[index].set()
+        if self.tally is not None:
+            # A route that cannot carry the service at all (tgws) has not failed.
+            failed = result.applicable and result.failure is not None
+            self.tally.probe_finished(
+                service.name,
+                route.name,
+                time.monotonic() - started,
+                result.failure.value if failed and result.failure else None,
+                result.op.value if failed and result.op else None,
+            )
+        self._record(result)
+        return result
 
     def _record(self, result: ProbeResult) -> None:
         """One route's verdict, as soon as it is known: a route that works is used before

@@ -1,5 +1,5 @@
-"""The router: which service a destination belongs to, which routes may carry it and in what
-order, and dialing them as a staggered race.
+"""The router: which service a destination belongs to, which routes (route.py) may carry it
+and in what order, and dialing them as a staggered race.
 
 Candidates are the service's routes (its own order, or every route in config order), or the
 `[default]` policy route for destinations that belong to no service; disabled routes are left
@@ -15,18 +15,17 @@ every candidate has failed, and the error names each failure.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
 
-from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
-from transports.base import dial_phase
-from transports.chain import base_dialer
-from transports.direct import DirectDialer
+from transports import DialError, DialOptions, Endpoint, Failure, Op, Stream
+from transports.deadlines import Deadlines
 from transports.guard import DestinationRefused
 from transports.pt import PtManager
 from transports.race import RaceFailed, staggered_race
@@ -35,59 +34,22 @@ from transports.resolver import Resolver
 from ..config import DENY, Config
 from ..events import DialFailed, EventBus, RouteChanged
 from ..services import Service, ServiceTable
+from ..status import RouteView, ServiceView, Tally
 from .health import HealthBook
+from .route import Route, build_routes
 
-__all__ = ["AllRoutesFailed", "Connection", "Denied", "Route", "Router"]
+__all__ = [
+    "BY_THE_USER",
+    "AllRoutesFailed",
+    "CommandRefused",
+    "Connection",
+    "Denied",
+    "Route",
+    "Router",
+    "RouterObserver",
+]
 
 log = logging.getLogger("detour.routing")
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    chain: Chain
-    dialer: Dialer
-    # The resolver this route uses for destination names, when detour resolves them itself
-    # (None when a proxy on the route resolves them).
-    resolver: Resolver | None = None
-    # The route's `timeout`: how long one dial through the whole chain may take (None: only
-    # the layers' own timeouts bound it).
-    timeout: float | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.chain})"
-
-    def not_applicable(self, target: Endpoint) -> str | None:
-        """Why this route cannot carry `target` at all (a `tgws` route and a destination
-        that is no Telegram DC), else None. Such a route is skipped, not failed."""
-        check = getattr(self.dialer, "not_applicable", None)
-        return check(target) if check is not None else None
-
-    async def dial(self, target: Endpoint) -> Stream:
-        """Dial `target` through the chain within the route's timeout, in total.
-
-        Each layer has its own timeouts (the inner safety nets), but along a chain they add
-        up: resolving, connecting and every proxy handshake may each take nearly as long. A
-        user who sets `timeout = "10s"` means the route, so a dial still running when it ends
-        fails with TIMEOUT during the step that was running (`dial_phase`, set by the layers
-        in this task), and the router moves on to the next route.
-        """
-        if self.timeout is None:
-            return await self.dialer.dial(target)
-        dial_phase.set(Op.CONNECT)
-        deadline = asyncio.timeout(self.timeout)
-        try:
-            async with deadline:
-                return await self.dialer.dial(target)
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # a layer's own TimeoutError, not the route's deadline
-            op = dial_phase.get()
-            raise DialError(
-                Failure.TIMEOUT,
-                op,
-                f"route {self.name!r} did not connect within {self.timeout:g}s",
-            ) from None
 
 
 class Denied(Exception):
@@ -126,38 +88,28 @@ class Connection:
     setup_ms: float = 0.0
 
 
-def build_routes(
-    config: Config, resolver: Resolver | None, options: DialOptions | None = None
-) -> list[Route]:
-    """The configured routes as Dialers (resources that need closing go on options.resources).
+class RouterObserver(Protocol):
+    """What the router tells the one who keeps route health fresh (the monitor)."""
 
-    A route's timeout bounds each of its layers (connect, each handshake) as well as the
-    whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
-    """
-    base = options or DialOptions()
-    routes = []
-    for rc in config.routes:
-        dialer = rc.chain.build(
-            DialOptions(
-                resolver=resolver,
-                connect_timeout=rc.timeout,
-                handshake_timeout=rc.timeout,
-                attempt_delay=base.attempt_delay,
-                hosts=base.hosts,
-                tls=base.tls,
-                resources=base.resources,
-                pluggable=base.pluggable,
-                core_program=base.core_program,
-            )
-        )
-        local = base_dialer(dialer)
-        own = (
-            local.resolver
-            if rc.chain.resolves_locally and isinstance(local, DirectDialer)
-            else None
-        )
-        routes.append(Route(rc.name, rc.chain, dialer, own, rc.timeout))
-    return routes
+    def service_used(self, service: Service) -> None:
+        """A client connection asked for `service`."""
+
+    def route_failing(self, service: Service | None, route: str) -> None:
+        """Client connections through `route` keep failing (it just turned failing)."""
+
+
+class CommandRefused(Exception):
+    """A pin/unpin/disable/enable the router's rules do not allow; the message says why and
+    `why` names the rule: unknown, not_its_route, disabled, last_route."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+# Ends the reason of a change a person made (a key in the UI): front ends do not announce
+# those changes back to whoever made them.
+BY_THE_USER = "by the user"
 
 
 class Router:
@@ -170,6 +122,7 @@ class Router:
         stagger: float = 0.25,
         health: HealthBook | None = None,
         events: EventBus | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.routes = list(routes)
         self.services = services
@@ -177,12 +130,14 @@ class Router:
         self.stagger = stagger
         self.health = health or HealthBook()
         self.events = events
-        self.pins: dict[str, str] = {}  # service name -> route name
-        self.disabled: set[str] = set()  # route names
-        # Told about every service a client uses, and about a route that keeps failing.
-        self.on_use: Callable[[Service], None] | None = None
-        self.on_failing: Callable[[Service | None, Route], None] | None = None
+        self.tally = tally
+        self._pins: dict[str, str] = {}  # service name -> route name
+        self._disabled: set[str] = set()  # route names
+        self._observers: list[RouterObserver] = []
+        # Every route's dial deadline for client connections, on one timer.
+        self.deadlines = Deadlines()
         self._by_name = {route.name: route for route in self.routes}
+        self._names = tuple(route.name for route in self.routes)
         self._active: dict[str, str | None] = {}
 
     @classmethod
@@ -195,6 +150,7 @@ class Router:
         resources: AsyncExitStack | None = None,
         events: EventBus | None = None,
         pluggable: PtManager | None = None,
+        tally: Tally | None = None,
     ) -> Router:
         """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
         layer without it)."""
@@ -211,22 +167,47 @@ class Router:
             config.default_policy,
             stagger=config.probe.stagger,
             events=events,
+            tally=tally,
         )
 
     def route(self, name: str) -> Route:
         return self._by_name[name]
 
+    def observe(self, observer: RouterObserver) -> None:
+        self._observers.append(observer)
+
+    def unobserve(self, observer: RouterObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
     # --- which routes ---------------------------------------------------------------------
+
+    @property
+    def pins(self) -> Mapping[str, str]:
+        """Service name -> the route the user pinned it to (change with pin/unpin)."""
+        return MappingProxyType(self._pins)
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        """Routes the user turned off (change with disable/enable)."""
+        return frozenset(self._disabled)
+
+    def routes_of(self, service: Service) -> tuple[str, ...]:
+        """The routes `service` may take at all: its own list, else every route in order."""
+        return tuple(service.routes) if service.routes else self._names
 
     def candidates(self, service: Service | None) -> list[Route]:
         """The routes a connection may take, in config order (not yet ordered by health)."""
         if service is None:
             return [self._by_name[self.default_policy]] if self.default_policy != DENY else []
-        pinned = self.pins.get(service.name)
+        pinned = self._pins.get(service.name)
         if pinned is not None:
             return [self._by_name[pinned]]
-        names = service.routes or [route.name for route in self.routes]
-        return [self._by_name[n] for n in names if n not in self.disabled]
+        return [self._by_name[n] for n in self.routes_of(service) if n not in self._disabled]
+
+    def enabled_routes(self, service: Service) -> list[Route]:
+        """The routes a probe of `service` goes through: its routes, less disabled ones."""
+        return [self._by_name[n] for n in self.routes_of(service) if n not in self._disabled]
 
     def plan(self, target: Endpoint) -> tuple[Service | None, list[Route]]:
         """The service `target` belongs to and the routes to try, best first."""
@@ -241,12 +222,15 @@ class Router:
         # Routes that cannot carry this destination at all are left out; if that leaves
         # none, they are tried anyway, to fail at once with their reasons.
         usable = [route for route in candidates if route.not_applicable(target) is None]
-        return service, self.health.order(_key(service), usable or candidates)
+        candidates = usable or candidates
+        if len(candidates) > 1:
+            candidates = self.health.order(_key(service), candidates)
+        return service, candidates
 
     def active_route(self, service: Service) -> Route | None:
         """The route a new connection of `service` would try first, if one is known to work."""
         candidates = self.candidates(service)
-        if service.name in self.pins:
+        if service.name in self._pins:
             return candidates[0]
         return self.health.active(service.name, candidates)
 
@@ -264,23 +248,133 @@ class Router:
                     "%s: %s", service.name, f"now via {name}" if name else "no route known to work"
                 )
 
+    # --- commands (a person's choices; the UI's keys) -------------------------------------
+    # Each enforces the rules, changes the state and announces what it changed (RouteChanged
+    # for each service whose active route moved, the reason ending in `by`).
+
+    def pin(self, service: str, route: str, *, by: str = BY_THE_USER) -> None:
+        """New connections of `service` take `route` only."""
+        found = self._service(service)
+        if route not in self._by_name:
+            raise CommandRefused(f"there is no route {route}", "unknown")
+        if route not in self.routes_of(found):
+            raise CommandRefused(f"{route} is not one of {service}'s routes", "not_its_route")
+        if route in self._disabled:
+            raise CommandRefused(f"{route} is disabled", "disabled")
+        self._pins[service] = route
+        self.note_health_change(f"pinned {by}")
+
+    def unpin(self, service: str, *, by: str = BY_THE_USER) -> bool:
+        """Let detour choose the route of `service` again; False if it was not pinned."""
+        if self._pins.pop(service, None) is None:
+            return False
+        self.note_health_change(f"unpinned {by}")
+        return True
+
+    def disable(self, route: str, *, by: str = BY_THE_USER) -> list[str]:
+        """Take `route` out of every service's candidates (a pin to it goes with it); refused
+        when that would leave a service no route. Returns the services no longer pinned."""
+        if route not in self._by_name:
+            raise CommandRefused(f"there is no route {route}", "unknown")
+        if route in self._disabled:
+            return []
+        unpinned = [name for name, pinned in self._pins.items() if pinned == route]
+        stranded = [
+            s.name
+            for s in self.services
+            if s.name not in self._pins or s.name in unpinned
+            if all(n == route or n in self._disabled for n in self.routes_of(s))
+        ]
+        if stranded:
+            raise CommandRefused(
+                f"{route} is the last enabled route of {', '.join(stranded)}: not disabled",
+                "last_route",
+            )
+        for name in unpinned:
+            del self._pins[name]
+        self._disabled.add(route)
+        self.note_health_change(f"{route} disabled {by}")
+        return unpinned
+
+    def enable(self, route: str, *, by: str = BY_THE_USER) -> bool:
+        """Put `route` back; False if it was not disabled."""
+        if route not in self._disabled:
+            return False
+        self._disabled.discard(route)
+        self.note_health_change(f"{route} enabled {by}")
+        return True
+
+    def adopt(self, old: Router) -> None:
+        """Take over what `old` (the router a reload replaces) learnt about routes that did
+        not change (same name, same chain), and the user's pins and disabled routes where
+        they still make sense."""
+        before = {route.name: route.chain for route in old.routes}
+        same = {route.name for route in self.routes if before.get(route.name) == route.chain}
+        for (service, route), health in old.health.items():
+            if route in same:
+                self.health.set(service, route, health)
+        services = {service.name for service in self.services}
+        self._pins.update(
+            {s: r for s, r in old._pins.items() if s in services and r in self._by_name}
+        )
+        self._disabled.update(name for name in old._disabled if name in self._by_name)
+
+    def _service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise CommandRefused(f"there is no service {name}", "unknown")
+
+    # --- status ---------------------------------------------------------------------------
+
+    def route_views(self) -> tuple[RouteView, ...]:
+        return tuple(
+            RouteView(
+                route.name,
+                str(route.chain),
+                route.chain.splits_client_hello,
+                route.chain.telegram_web,
+                route.name in self._disabled,
+            )
+            for route in self.routes
+        )
+
+    def service_views(self, probing: Collection[str] = ()) -> tuple[ServiceView, ...]:
+        """`probing`: the services a probe is running for."""
+        views = []
+        for service in self.services:
+            active = self.active_route(service)
+            views.append(
+                ServiceView(
+                    service,
+                    self.routes_of(service),
+                    tuple(route.name for route in self.candidates(service)),
+                    self._pins.get(service.name),
+                    active.name if active is not None else None,
+                    service.name in probing,
+                )
+            )
+        return tuple(views)
+
     # --- connecting -----------------------------------------------------------------------
 
     async def connect(self, target: Endpoint, *, exclude: Sequence[str] = ()) -> Connection:
         """Dial `target` through its routes (less those in `exclude`, already tried)."""
         service, ordered = self.plan(target)
-        ordered = [route for route in ordered if route.name not in exclude]
-        if not ordered:
-            raise AllRoutesFailed(target, service, [])
-        if service is not None and self.on_use is not None:
-            self.on_use(service)
+        if exclude:
+            ordered = [route for route in ordered if route.name not in exclude]
+            if not ordered:
+                raise AllRoutesFailed(target, service, [])
+        if service is not None:
+            for observer in self._observers:
+                observer.service_used(service)
         errors: dict[str, DialError] = {}
         started = time.monotonic()
 
         def attempt(route: Route):
             async def dial() -> Stream:
                 try:
-                    stream = await route.dial(target)
+                    stream = await route.dial(target, self.deadlines)
                 except DialError as exc:
                     errors[route.name] = exc
                     log.debug("%s via %s failed: %s", target, route.name, exc)
@@ -318,13 +412,17 @@ class Router:
         self._account(service, route, None)
 
     def _account(self, service: Service | None, route: Route, error: DialError | None) -> None:
-        if error is not None and self.events is not None:
+        if error is not None:
             name = service.name if service is not None else None
-            self.events.publish(DialFailed(name, route.name, error.failure.value, error.op.value))
+            failure, op = error.failure.value, error.op.value
+            if self.tally is not None:
+                self.tally.dial_failed(name, route.name, failure, op)
+            if self.events is not None:
+                self.events.publish(DialFailed(name, route.name, failure, op))
         if self.health.record_dial(_key(service), route.name, error):
             self.note_health_change(f"{route.name} failed repeatedly")
-            if self.on_failing is not None:
-                self.on_failing(service, route)
+            for observer in self._observers:
+                observer.route_failing(service, route.name)
 
 
 def _not_applicable(error: DialError) -> bool:

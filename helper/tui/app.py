@@ -1,6 +1,7 @@
-"""The Textual app: a front end on a running Engine. It subscribes to the engine's events,
-and on one timer (4 Hz) drains them and redraws the main screen from the engine's state, so
-a burst of probes or a busy relay costs at most four redraws a second."""
+"""The Textual app: a front end on a running Engine. On one timer (4 Hz) it takes a status
+snapshot of the engine (helper/status.py) and redraws the main screen from it, and tells the
+user about route changes it did not make (the engine's RouteChanged events), so a burst of
+probes or a busy relay costs at most four redraws a second."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ from typing import TYPE_CHECKING
 from textual.app import App
 from textual.binding import Binding
 
-from ..events import ProbeFinished, ProbeStarted, RouteChanged
+from ..events import RouteChanged
+from ..routing.router import BY_THE_USER
 from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen
 from .log_screen import LogScreen
 from .logbuffer import LogBuffer
-from .main_screen import BY_THE_USER, MainScreen
-from .model import ProbeProgress
+from .main_screen import MainScreen
 from .setup_screen import SetupScreen
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..status import Snapshot
 
 __all__ = ["DetourApp"]
 
@@ -32,8 +34,8 @@ log = logging.getLogger("detour.tui")
 Reloader = Callable[[], Awaitable[tuple[bool, str]]]
 
 REFRESH = 0.25
-# Events wait here between two refreshes; should a connection storm overflow it, the probe
-# progress is checked against the monitor's own view (ProbeProgress.settle).
+# Events wait here between two refreshes (only route changes are read; the oldest are lost
+# should a storm of other events overflow it).
 EVENT_BACKLOG = 10_000
 
 
@@ -74,20 +76,30 @@ class DetourApp(App[int]):
         self.notes = list(notes)
         self.clock = clock
         self.monotonic = monotonic
-        self.progress = ProbeProgress()
         # Subscribed before the engine starts (the CLI builds the app first), so the first
-        # round of probes is seen from its start.
+        # route changes are seen.
         self._events = engine.events.subscribe(EVENT_BACKLOG)
         self._addresses = addresses
+        self._status = engine.snapshot()
+
+    @property
+    def status(self) -> Snapshot:
+        """The latest status snapshot (taken on the timer, and after each command)."""
+        return self._status
+
+    def take_snapshot(self) -> Snapshot:
+        self._status = self.engine.snapshot()
+        return self._status
 
     @property
     def proxy(self) -> ProxySettings:
         """Where applications reach detour (the configured address until it listens)."""
-        listener = self.engine.listener
-        if listener.sockets:
-            host, port = listener.sockets[0]
+        mixed = self._status.listening("mixed")
+        if mixed:
+            host, port = mixed[0].host, mixed[0].port
         else:
-            host, port = listener.address.host, listener.address.port
+            configured = self.engine.listener.address
+            host, port = configured.host, configured.port
         kwargs = {"addresses": self._addresses} if self._addresses is not None else {}
         return proxy_settings(host, port, self.engine.config.listen.users, **kwargs)
 
@@ -103,6 +115,7 @@ class DetourApp(App[int]):
     def tick(self) -> None:
         try:
             self._drain()
+            self.take_snapshot()
             self.main_screen.refresh_view()
         except Exception:
             # A bug in drawing must not take the proxy down with the screen: log it (the log
@@ -115,11 +128,7 @@ class DetourApp(App[int]):
 
     def _drain(self) -> None:
         while (event := self._events.get_nowait()) is not None:
-            if isinstance(event, ProbeStarted):
-                self.progress.start(event.service, event.route)
-            elif isinstance(event, ProbeFinished):
-                self.progress.finish(event.result.service, event.result.route)
-            elif (
+            if (
                 isinstance(event, RouteChanged)
                 and event.old is not None
                 and not event.reason.endswith(BY_THE_USER)
@@ -131,14 +140,6 @@ class DetourApp(App[int]):
                     )
                 else:
                     self.notify(f"{event.service}: now via {event.new} ({event.reason})")
-        monitor = self.engine.monitor
-        self.progress.settle(
-            {
-                s.name: [r.name for r in monitor.probe_routes(s)]
-                for s in monitor.services
-                if s.name in monitor.probing
-            }
-        )
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -153,7 +154,7 @@ class DetourApp(App[int]):
             self.push_screen(LogScreen())
 
     def action_reload(self) -> None:
-        """Ctrl-R (or SIGHUP): the config file again, as the headless runner does on SIGHUP.
+        """Ctrl-R (or SIGUSR1): the config file again, as the headless runner does on SIGHUP.
         Established connections keep their routes; new ones take the new config."""
         if self.reloader is None:
             self.notify("running with the built-in config: there is no file to reload")

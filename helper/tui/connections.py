@@ -1,13 +1,13 @@
 """Live connections: who, to where, which service and route, bytes each way, how long.
 
-The table is refreshed from the listener's connection list on the UI's timer (a few times a
+The table is refreshed from the status snapshot's connections on the UI's timer (a few times a
 second), however many bytes flow: rows are added and removed by connection id and only the
 cells that changed are rewritten. The relay never sends the UI a message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import astuple
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ from textual.widgets import DataTable
 from .model import ConnectionRow, connection_row
 
 if TYPE_CHECKING:
-    from ..proxy.listener import ActiveConnection
+    from ..status import ConnectionView
 
 __all__ = ["ConnectionsTable"]
 
@@ -42,12 +42,13 @@ class ConnectionsTable(DataTable[str]):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
 
-    def show(self, connections: Mapping[int, ActiveConnection], now: float) -> None:
+    def show(self, connections: Sequence[ConnectionView], now: float) -> None:
         """`now`: time.monotonic()."""
-        for gone in self._rows.keys() - connections.keys():
+        by_id = {connection.id: connection for connection in connections}
+        for gone in self._rows.keys() - by_id.keys():
             self.remove_row(str(gone))
             del self._rows[gone]
-        for conn_id, connection in connections.items():
+        for conn_id, connection in by_id.items():
             row = connection_row(connection, now)
             old = self._rows.get(conn_id)
             if old is None:

@@ -12,8 +12,7 @@ from .model import FAILS, WORKS, Cell, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult, TargetResult
-    from ..routing.health import RouteHealth
-    from ..routing.router import Route
+    from ..status import Health, RouteView
 
 __all__ = ["CellDetails", "details_text"]
 
@@ -26,9 +25,9 @@ _SOURCES = {
 
 def details_text(
     service: str,
-    route: Route,
+    route: RouteView,
     cell: Cell,
-    health: RouteHealth,
+    health: Health,
     result: ProbeResult | None,
     now: float,
     styles: dict[str, str] | None = None,

@@ -24,7 +24,7 @@ KEYS = (
     ("c", "switch between details and live connections"),
     ("s", "set up your apps: proxy address, Telegram link and QR code"),
     ("l", "the log"),
-    ("ctrl+r", "read the config file again (as SIGHUP does): new connections use it"),
+    ("ctrl+r", "read the config file again (so does SIGUSR1): new connections use it"),
     ("?", "this help"),
     ("q", "quit (connections in progress are closed)"),
 )

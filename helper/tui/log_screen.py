@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
 if TYPE_CHECKING:
-    from .app import DetourApp
+    from .front import Front
 
 __all__ = ["LogScreen"]
 
@@ -26,7 +26,7 @@ class LogScreen(Screen[None]):
         Binding("escape,l", "app.pop_screen", "back"),
     ]
 
-    app: DetourApp  # type: ignore[assignment]
+    app: Front  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()

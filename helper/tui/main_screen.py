@@ -1,7 +1,8 @@
 """The main screen: a status line (where detour listens, probe progress), the routes x services
 matrix, and below it the selected cell's details or the live connections; the keys in the
-footer. Everything is redrawn from the engine's state by `refresh_view`, which the app calls
-on its timer."""
+footer. Everything is redrawn from the app's latest status snapshot by `refresh_view`, which
+the app calls on its timer. The keys are commands to the router (pin, unpin, disable,
+enable: it enforces the rules and announces the change) and to the monitor (probe now)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from ..routing.router import CommandRefused
 from . import model
 from .connections import ConnectionsTable
 from .details import CellDetails, details_text
 from .matrix import RouteMatrix, state_styles
 
 if TYPE_CHECKING:
-    from ..services import Service
-    from .app import DetourApp
+    from ..status import ServiceView
+    from .front import Front
 
-__all__ = ["BY_THE_USER", "MainScreen"]
-
-# Ends the reason of a route change made from the keyboard (the key's action says it already).
-BY_THE_USER = "by the user"
+__all__ = ["MainScreen"]
 
 
 class MainScreen(Screen[None]):
@@ -39,7 +38,7 @@ class MainScreen(Screen[None]):
         Binding("c", "toggle_connections", "conns"),
     ]
 
-    app: DetourApp  # type: ignore[assignment]
+    app: Front  # type: ignore[assignment]
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -66,13 +65,11 @@ class MainScreen(Screen[None]):
 
     def refresh_view(self) -> None:
         app = self.app
-        engine = app.engine
-        probing = app.progress.cells
+        snapshot = app.status
         self._status()
-        matrix = self.query_one(RouteMatrix)
-        matrix.show(model.matrix(engine.router, engine.monitor, probing))
+        self.query_one(RouteMatrix).show(model.matrix(snapshot))
         self._details()
-        connections = engine.listener.connections
+        connections = snapshot.connections
         self.query_one(ConnectionsTable).show(connections, app.monotonic())
         tab = self.query_one(TabbedContent).get_tab("connections-pane")
         label = f"Connections ({len(connections)})"
@@ -81,6 +78,7 @@ class MainScreen(Screen[None]):
 
     def _status(self) -> None:
         app = self.app
+        snapshot = app.status
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(justify="right", no_wrap=True)
@@ -88,9 +86,8 @@ class MainScreen(Screen[None]):
         left.append(app.title, "bold")
         left.append(f"  proxy {app.proxy.address}", "")
         left.append("  s: set up apps", "dim")
-        results = app.engine.monitor.results.values()
-        last = max((r.checked_at for r in results), default=None)
-        grid.add_row(left, Text(app.progress.describe(last, app.clock())))
+        progress = model.describe_probes(snapshot.probes, snapshot.last_probe, app.clock())
+        grid.add_row(left, Text(progress))
         self.query_one("#status", Static).update(grid)
 
     def _details(self) -> None:
@@ -105,18 +102,17 @@ class MainScreen(Screen[None]):
                 )
             )
             return
-        engine = self.app.engine
+        snapshot = self.app.status
         service_name, route_name = selected
-        service = self._service(service_name)
-        route = engine.router.route(route_name)
-        cell = model.cell(engine.router, engine.monitor, service, route, self.app.progress.cells)
+        route = snapshot.route(route_name)
+        cell = model.cell(snapshot, snapshot.service(service_name), route)
         widget.show(
             details_text(
                 service_name,
                 route,
                 cell,
-                engine.router.health.get(service_name, route_name),
-                engine.monitor.results.get((service_name, route_name)),
+                snapshot.health_of(service_name, route_name),
+                snapshot.result_of(service_name, route_name),
                 self.app.clock(),
                 state_styles(self.app),
             )
@@ -132,20 +128,22 @@ class MainScreen(Screen[None]):
 
     # --- keys -------------------------------------------------------------------------------
 
-    def _service(self, name: str) -> Service:
-        return next(s for s in self.app.engine.router.services if s.name == name)
-
-    def _selection(self) -> tuple[Service, str] | None:
+    def _selection(self) -> tuple[ServiceView, str] | None:
         selected = self.query_one(RouteMatrix).selected
         if selected is None:
             return None
-        return self._service(selected[0]), selected[1]
+        return self.app.status.service(selected[0]), selected[1]
+
+    def _changed(self) -> None:
+        """After a command: show its effect now, not at the next tick."""
+        self.app.take_snapshot()
+        self.refresh_view()
 
     def action_probe(self) -> None:
         selection = self._selection()
         if selection is None:
             return
-        service = selection[0]
+        service = selection[0].service
         if not service.probes:
             self.notify(f"{service.name} has no probe targets to check", severity="warning")
             return
@@ -164,19 +162,18 @@ class MainScreen(Screen[None]):
             return
         service, route = selection
         router = self.app.engine.router
-        if router.pins.get(service.name) == route:
-            del router.pins[service.name]
-            router.note_health_change(f"unpinned {BY_THE_USER}")
+        if service.pinned == route:
+            router.unpin(service.name)
             self.notify(f"{service.name}: unpinned; detour chooses the route again")
-        elif service.routes and route not in service.routes:
-            self.notify(f"{route} is not one of {service.name}'s routes", severity="warning")
-        elif route in router.disabled:
-            self.notify(f"{route} is disabled: press d to enable it first", severity="warning")
         else:
-            router.pins[service.name] = route
-            router.note_health_change(f"pinned {BY_THE_USER}")
-            self.notify(f"{service.name}: pinned to {route}, the only route it takes now")
-        self.refresh_view()
+            try:
+                router.pin(service.name, route)
+            except CommandRefused as exc:
+                hint = ": press d to enable it first" if exc.why == "disabled" else ""
+                self.notify(f"{exc}{hint}", severity="warning")
+            else:
+                self.notify(f"{service.name}: pinned to {route}, the only route it takes now")
+        self._changed()
 
     def action_toggle_route(self) -> None:
         selection = self._selection()
@@ -184,30 +181,18 @@ class MainScreen(Screen[None]):
             return
         route = selection[1]
         router = self.app.engine.router
-        if route in router.disabled:
-            router.disabled.discard(route)
-            router.note_health_change(f"{route} enabled {BY_THE_USER}")
+        if router.enable(route):
             self.notify(f"{route}: enabled")
-            self.refresh_view()
+            self._changed()
             return
-        # A pin to the route goes with it; undone if that would leave a service no route.
-        unpinned = [name for name, pinned in router.pins.items() if pinned == route]
-        for name in unpinned:
-            del router.pins[name]
-        router.disabled.add(route)
-        stranded = [s.name for s in router.services if not router.candidates(s)]
-        if stranded:
-            router.disabled.discard(route)
-            router.pins.update(dict.fromkeys(unpinned, route))
-            self.notify(
-                f"{route} is the last enabled route of {', '.join(stranded)}: not disabled",
-                severity="warning",
-            )
+        try:
+            unpinned = router.disable(route)
+        except CommandRefused as exc:
+            self.notify(str(exc), severity="warning")
             return
-        router.note_health_change(f"{route} disabled {BY_THE_USER}")
         more = f"; {', '.join(unpinned)} no longer pinned" if unpinned else ""
         self.notify(f"{route}: disabled, new connections avoid it{more}")
-        self.refresh_view()
+        self._changed()
 
     def action_toggle_connections(self) -> None:
         tabs = self.query_one(TabbedContent)

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Static
 from .appsetup import HIDDEN, qr_rows, telegram_link
 
 if TYPE_CHECKING:
-    from .app import DetourApp
+    from .front import Front
 
 __all__ = ["SetupScreen"]
 
@@ -31,7 +31,7 @@ class SetupScreen(Screen[None]):
         Binding("v", "reveal", "password"),
     ]
 
-    app: DetourApp  # type: ignore[assignment]
+    app: Front  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()

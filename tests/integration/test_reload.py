@@ -78,7 +78,7 @@ async def test_connections_keep_their_router_and_its_resources_close_after_them(
     new_reader, new_writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
     new_writer.write(b"new")
     assert await new_reader.readexactly(3) == b"new"
-    assert {c.route for c in engine.listener.connections.values()} == {"a", "b"}
+    assert {c.route for c in engine.server.connections.values()} == {"a", "b"}
 
     writer.close()
     await asyncio.wait_for(closed.wait(), 10)
@@ -97,7 +97,7 @@ async def test_health_carries_over_for_unchanged_routes(start_engine) -> None:
     engine = await start_engine(config({"a": "direct", "b": "tlsfrag:1"}), probe_on_start=False)
     engine.router.health.set("svc", "a", RouteHealth(ok=True))
     engine.router.health.set("svc", "b", RouteHealth(ok=False))
-    engine.router.disabled.add("b")
+    engine.router.disable("b")
     await engine.reload(config({"a": "direct", "b": "tlsfrag:2"}))
     assert engine.router.health.get("svc", "a").ok is True
     assert engine.router.health.get("svc", "b").ok is None  # another chain: not known
@@ -143,11 +143,11 @@ async def test_a_reload_reaches_every_listener(start_engine) -> None:
     )
     engine = await start_engine(text, probe_on_start=False)
     assert engine.transparent is not None
-    assert engine.listeners == [engine.listener, engine.transparent]
+    assert engine.server.listeners == [engine.listener, engine.transparent]
     new = parse_config(text.replace('name = "direct"', 'name = "direct2"'), "test config")
     changed, restart = describe_changes(engine.config, new)
     await engine.reload(new)
-    assert all(listener.router is engine.router for listener in engine.listeners)
+    assert engine.server.router is engine.router  # every listener's new connections
     assert [route.name for route in engine.router.routes] == ["direct2"]
     assert restart == [] and "routes added: direct2" in changed
 

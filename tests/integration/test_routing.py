@@ -13,7 +13,8 @@ import pytest
 
 from helper.config import parse_config
 from helper.events import RouteChanged
-from helper.routing import AllRoutesFailed, Denied, RouteHealth, Router
+from helper.routing import AllRoutesFailed, RouteHealth, Router
+from helper.routing.router import CommandRefused
 from helper.services import ProbeTarget
 from tests.conftest import config_text
 from tests.support import peers
@@ -134,18 +135,20 @@ async def test_a_pin_overrides_and_disabled_routes_are_skipped(silent, echo_orig
         {"hole": f"socks5://127.0.0.1:{silent.port}", "direct": "direct"}, timeout="300ms"
     )
     local = router.services.services[0]
-    router.pins["local"] = "hole"
+    router.pin("local", "hole")
     with pytest.raises(AllRoutesFailed):
         await router.connect(Endpoint("127.0.0.1", echo_origin.port))
     assert router.active_route(local).name == "hole"
-    del router.pins["local"]
-    router.disabled.add("hole")
+    assert router.disable("hole") == ["local"]  # the pin goes with the route
+    assert router.pins == {} and router.disabled == {"hole"}
+    with pytest.raises(CommandRefused, match="hole is disabled"):
+        router.pin("local", "hole")
     connection = await router.connect(Endpoint("127.0.0.1", echo_origin.port))
     connection.stream.abort()
     assert connection.route.name == "direct"
-    router.disabled.add("direct")
-    with pytest.raises(Denied, match="every route for local is disabled"):
-        await router.connect(Endpoint("127.0.0.1", echo_origin.port))
+    with pytest.raises(CommandRefused, match="direct is the last enabled route of local"):
+        router.disable("direct")
+    assert router.disabled == {"hole"}
 
 
 async def test_repeated_failures_change_the_active_route_and_ask_for_a_probe(echo_origin) -> None:
@@ -157,7 +160,15 @@ async def test_repeated_failures_change_the_active_route_and_ask_for_a_probe(ech
     router.health.set("local", "refused", RouteHealth(ok=True))
     router.note_health_change("test")
     failing: list[str] = []
-    router.on_failing = lambda service, route: failing.append(route.name)
+
+    class Observer:
+        def service_used(self, service) -> None:
+            pass
+
+        def route_failing(self, service, route: str) -> None:
+            failing.append(route)
+
+    router.observe(Observer())
     for _ in range(3):
         connection = await router.connect(Endpoint("127.0.0.1", echo_origin.port))
         connection.stream.abort()

@@ -62,7 +62,7 @@ async def get(
 
 async def wait_closed(engine: Engine) -> None:
     async with asyncio.timeout(10):  # a safety net, not a measurement
-        while engine.listener.connections:  # noqa: ASYNC110 - no event to wait on
+        while engine.server.connections:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.01)
 
 
@@ -269,7 +269,7 @@ def test_healthz_without_a_running_listener(echo_origin) -> None:
     from helper.config import parse_config
 
     engine = Engine(parse_config(echo_config(echo_origin.port)))  # never started
-    assert health(engine) == (False, "listener not running")
+    assert health(engine.snapshot()) == (False, "listener not running")
 
 
 async def test_a_bug_answers_500_without_a_traceback(
@@ -277,7 +277,7 @@ async def test_a_bug_answers_500_without_a_traceback(
 ) -> None:
     engine = await start_engine(echo_config(echo_origin.port), probe_on_start=False)
 
-    def broken(_engine: Engine) -> tuple[bool, str]:
+    def broken(_snapshot) -> tuple[bool, str]:
         raise RuntimeError("internal detail /etc/secret-path")
 
     monkeypatch.setattr("helper.api.health", broken)

@@ -30,7 +30,8 @@ import dns.rdataclass
 import pytest
 from aiohttp import web
 
-from helper.lab.dns import DNS_MESSAGE, DnsRule, DnsServer, LabResolver, doh_routes
+from helper.lab.dns import DNS_MESSAGE, DnsRule, LabResolver
+from helper.lab.dnsserver import DnsServer, doh_routes
 from tests.support.origins import TestCA
 
 NOERROR, NXDOMAIN, SERVFAIL = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL

@@ -55,7 +55,7 @@ async def test_the_preferred_route_comes_back_within_one_interval(lab: Lab) -> N
     await engine.start()
     try:
         await wait_for(lambda: active(engine, "signal") == "tls-fragment", 15)
-        engine.monitor.note_use(next(s for s in engine.router.services if s.name == "signal"))
+        engine.monitor.service_used(next(s for s in engine.router.services if s.name == "signal"))
         await lab.set_scenario("baseline")  # the block is lifted
         took = await wait_for(lambda: active(engine, "signal") == "direct", 15)
         assert took < 2.0 * 1.1 + 5  # one (jittered) interval plus one probe
@@ -117,7 +117,7 @@ async def test_connections_are_in_the_event_stream(lab: Lab) -> None:
         )
         await reader.read()
         writer.close()
-        await wait_for(lambda: not engine.listener.connections, 5)
+        await wait_for(lambda: not engine.server.connections, 5)
     seen = list(iter(events.get_nowait, None))
     opened = next(e for e in seen if isinstance(e, ConnectionOpened))
     closed = next(e for e in seen if isinstance(e, ConnectionClosed))

@@ -46,7 +46,7 @@ async def detour(lab: Lab, route: str | None) -> AsyncIterator[Engine]:
     engine = Engine(parse_config(lab.helper_config(listen="127.0.0.1:0")), probe_on_start=False)
     await engine.start()
     if route is not None:
-        engine.router.pins["telegram"] = route  # as the terminal UI's "p" does
+        engine.router.pin("telegram", route)  # as the terminal UI's "p" does
     try:
         yield engine
     finally:

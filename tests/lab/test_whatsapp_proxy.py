@@ -150,17 +150,17 @@ async def test_open_connections_show_beside_the_mixed_listeners(lab: Lab, state:
         reader, writer = await asyncio.open_connection("127.0.0.1", engine.whatsapp.port("chat"))
         writer.write(b"ping")
         assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
-        [row] = engine.listener.connections.values()
+        [row] = engine.server.connections.values()
         assert row.protocol == "whatsapp-chat"
         assert str(row.target) == "g.whatsapp.net:5222"
         assert row.service == "whatsapp" and row.route in ROUTES
         assert (row.stats.up, row.stats.down) == (4, 4)
         writer.close()
         for _ in range(100):
-            if not engine.listener.connections:
+            if not engine.server.connections:
                 break
             await asyncio.sleep(0.05)
-        assert not engine.listener.connections
+        assert not engine.server.connections
     finally:
         await engine.stop()
 
@@ -194,7 +194,7 @@ async def test_connections_over_the_per_client_limit_are_refused(lab: Lab, state
         writer.close()
         await writer.wait_closed()
         for _ in range(100):  # the first one's place frees when it ends
-            if not engine.listener.connections:
+            if not engine.server.connections:
                 break
             await asyncio.sleep(0.05)
         answer, _ = await talk(address, b"three")
@@ -246,7 +246,7 @@ async def test_a_reload_and_a_drain_leave_an_open_connection_alone(lab: Lab, sta
 
         await engine.reload(whatsapp_config(lab))
         assert engine.router is not old
-        assert engine.whatsapp.router is engine.router  # for new connections
+        assert engine.server.router is engine.router  # for new connections
         writer.write(b"pong")  # the open one goes on, on the router it started with
         assert await asyncio.wait_for(reader.readexactly(4), 10) == b"pong"
 

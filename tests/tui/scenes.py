@@ -17,7 +17,7 @@ from helper.lab.lab import helper_config
 from helper.lab.scenario import Expectation, load_scenario
 from helper.probe.diagnose import diagnose
 from helper.probe.result import ProbeResult, Step, TargetResult
-from helper.proxy.listener import ActiveConnection
+from helper.proxy.listener import ClientConnection
 from helper.relay.keys import RelayKeys
 from helper.services import ProbeTarget, Service
 from transports import Endpoint, Failure, Op
@@ -25,7 +25,7 @@ from transports import Endpoint, Failure, Op
 if TYPE_CHECKING:
     from helper.tui.app import DetourApp
 
-__all__ = ["MONOTONIC", "NOW", "fixed_app", "lab_config", "scene"]
+__all__ = ["MONOTONIC", "NOW", "fake_connection", "fixed_app", "lab_config", "scene"]
 
 NOW = 1_800_000_000.0  # the scenes' wall clock
 MONOTONIC = 5_000.0  # and their monotonic clock
@@ -113,22 +113,34 @@ def scene(scenario: str, *, probing: tuple[str, ...] = (), connections: int = 0)
         monitor.results[(service.name, route.name)] = result
         router.health.record_probe(result)
     router.note_health_change("scene")
-    monitor.probing.update(probing)
+    for service in router.services:
+        if service.name in probing:
+            monitor.probing.add(service.name)
+            for route in monitor.probe_routes(service):
+                monitor.progress.start(service.name, route.name)
+    for i in range(connections):
+        fake_connection(engine, i + 1, started=MONOTONIC - 3.5 * (i + 1))
+    return engine
+
+
+def fake_connection(engine: Engine, n: int, *, started: float) -> ClientConnection:
+    """A connection in the engine's table that no client made (the scene's n-th)."""
     hosts = ("web.telegram.org", "g.whatsapp.net", "chat.signal.org")
     services = ("telegram", "whatsapp", "signal")
-    for i in range(connections):
-        conn = ActiveConnection(
-            i + 1,
-            f"127.0.0.1:{40000 + i}",
-            "socks5",
-            Endpoint(hosts[i % 3], 443),
-            services[i % 3],
-            "tls-fragment",
-            started=MONOTONIC - 3.5 * (i + 1),
-        )
-        conn.stats.up, conn.stats.down = 517 * (i + 1), 48_213 * (i + 1)
-        engine.listener.connections[conn.id] = conn
-    return engine
+    i = (n - 1) % 3
+    conn = ClientConnection(
+        n,
+        f"127.0.0.1:{40000 + n - 1}",
+        listener=engine.listener,
+        protocol="socks5",
+        target=Endpoint(hosts[i], 443),
+        service=services[i],
+        route="tls-fragment",
+        started=started,
+    )
+    conn.stats.up, conn.stats.down = 517 * n, 48_213 * n
+    engine.server.connections[conn.id] = conn
+    return conn
 
 
 def fixed_app(engine: Engine, **kwargs) -> DetourApp:

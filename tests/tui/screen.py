@@ -1,17 +1,28 @@
 """The text of an app's screen, read from its SVG screenshot (the public way to see what
-Textual drew): one string per terminal line, cell by cell."""
+Textual drew): one string per terminal line, cell by cell.
+
+Tests wait for the state they assert, never for the screen to look quiet: `eventually` runs a
+check (plain asserts) against fresh screenshots until it passes, and fails with the check's
+own last failure when it never does. Textual lays some widgets out when it is idle (a
+DataTable sizes its columns then), so on a busy machine a screenshot can catch a frame in
+between; a check that waits for what it asserts cannot be fooled by one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import re
+from collections.abc import Callable
 
 from helper.tui.app import REFRESH
 
-__all__ = ["settled_screenshot", "settled_text", "svg_text"]
+__all__ = ["eventually", "screen_text", "settled_screenshot", "shows", "svg_text"]
 
 CHAR_WIDTH = 12.2  # Rich's SVG export: 0.61 x its 20 px font, per terminal cell
+# A safety net for a machine far busier than any test expects, not a measurement.
+TIMEOUT = 30.0
+POLL = 0.05
 
 _TEXT = re.compile(
     r'<text class="[^"]*" x="(?P<x>[0-9.]+)" y="[0-9.]+" textLength="[0-9.]+" '
@@ -32,17 +43,44 @@ def svg_text(svg: str, width: int, height: int) -> str:
     return "\n".join("".join(line).rstrip() for line in lines)
 
 
-async def settled_text(pilot) -> str:
-    """The screen's text once it stopped changing (see settled_screenshot)."""
+def screen_text(pilot) -> str:
+    """What the screen shows now."""
     width, height = pilot.app.size
-    return svg_text(await settled_screenshot(pilot), width, height)
+    return svg_text(pilot.app.export_screenshot(), width, height)
+
+
+async def eventually(pilot, check: Callable[[str], object], timeout: float = TIMEOUT) -> str:
+    """The screen's text once `check(text)` passes (it asserts what the test expects);
+    raises the check's last AssertionError if it never does within `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await pilot.pause()  # let the app handle what is pending (and lay out, when idle)
+        text = screen_text(pilot)
+        try:
+            check(text)
+        except AssertionError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(POLL)
+        else:
+            return text
+
+
+async def shows(pilot, *fragments: str, timeout: float = TIMEOUT) -> str:
+    """The screen's text once it contains every one of `fragments`."""
+
+    def check(text: str) -> None:
+        for fragment in fragments:
+            assert fragment in text, f"{fragment!r} not on the screen:\n{text}"
+
+    return await eventually(pilot, check, timeout)
 
 
 async def settled_screenshot(pilot, title: str | None = None, timeout: float = 10) -> str:
-    """The SVG screenshot once the screen stopped changing: widgets such as DataTable size
-    their columns when the app is idle, so a busy machine can catch a frame in between. Two
-    frames compared are more than one UI refresh apart, so a redraw due at the next tick
-    cannot fall between two equal frames unseen."""
+    """The SVG screenshot once two frames more than one UI refresh apart are equal. Only for
+    writing new snapshots (DETOUR_UPDATE_SNAPSHOTS=1, on a quiet machine, then reviewed):
+    comparing against a snapshot waits for the snapshot's text instead."""
     app = pilot.app
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -23,8 +23,9 @@ from helper.tui.main_screen import MainScreen
 from helper.tui.matrix import RouteMatrix
 from helper.tui.setup_screen import SetupScreen
 from tests.conftest import config_text
-from tests.tui.scenes import MONOTONIC, fixed_app, scene
-from tests.tui.screen import settled_text
+from tests.support.waiting import until
+from tests.tui.scenes import MONOTONIC, fake_connection, fixed_app, scene
+from tests.tui.screen import eventually, shows
 
 SIZE = (100, 30)
 ROUTES = [
@@ -58,15 +59,17 @@ async def go_to(pilot, route: str, service: str) -> None:
 async def test_the_matrix_shows_route_and_diagnosis_per_service(engine) -> None:
     app = fixed_app(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        assert isinstance(app.screen, MainScreen)
-        for service in ("telegram", "whatsapp", "signal"):
-            assert cell_text(app, "direct", service) == " ✗ reset after ClientHello"
-            assert cell_text(app, "tls-fragment", service).startswith("▶✓ works")
-            assert cell_text(app, "lab-http", service).startswith(" ✓ works")
-        text = await settled_text(pilot)
-        assert text.count("✓ via tls-fragment") == 3
-        assert "proxy 127.0.0.1:1080" in text
+
+        def check(text: str) -> None:
+            assert isinstance(app.screen, MainScreen)
+            for service in ("telegram", "whatsapp", "signal"):
+                assert cell_text(app, "direct", service) == " ✗ reset after ClientHello"
+                assert cell_text(app, "tls-fragment", service).startswith("▶✓ works")
+                assert cell_text(app, "lab-http", service).startswith(" ✓ works")
+            assert text.count("✓ via tls-fragment") == 3
+            assert "proxy 127.0.0.1:1080" in text
+
+        await eventually(pilot, check)
 
 
 async def test_pin_and_unpin(engine) -> None:
@@ -78,7 +81,7 @@ async def test_pin_and_unpin(engine) -> None:
         assert engine.router.pins == {"whatsapp": "lab-socks"}
         assert cell_text(app, "lab-socks", "whatsapp").startswith("◆✓")
         assert cell_text(app, "tls-fragment", "whatsapp").startswith(" ✓")  # no longer active
-        assert "✓ pinned: lab-socks" in await settled_text(pilot)
+        await shows(pilot, "✓ pinned: lab-socks")
         await pilot.press("p")
         assert engine.router.pins == {}
         assert cell_text(app, "tls-fragment", "whatsapp").startswith("▶✓")
@@ -97,7 +100,7 @@ async def test_disable_and_enable_a_route(engine) -> None:
         assert engine.router.disabled == {"tls-fragment"}
         assert cell_text(app, "tls-fragment", "signal") == " – disabled"
         assert cell_text(app, "doh-fragment", "signal").startswith("▶✓")  # the next that works
-        assert "tls-fragment (off)" in await settled_text(pilot)
+        await shows(pilot, "tls-fragment (off)")
         await pilot.press("p")  # a disabled route cannot be pinned
         assert engine.router.pins == {}
         await pilot.press("d")
@@ -165,15 +168,19 @@ async def test_live_connections_follow_the_listener_a_few_times_a_second(engine)
             "127.0.0.1:40000", "web.telegram.org:443", "telegram", "tls-fragment",
             "517 B", "48.2 KB", "3.5 s",
         ]  # fmt: skip
-        connections = engine.listener.connections
+        connections = engine.server.connections
         connections[1].stats.down += 10_000_000
         del connections[2]
-        connections[9] = dataclasses.replace(connections[3], id=9, started=MONOTONIC)
-        await pilot.pause(0.6)  # the next refresh
-        assert table.row_count == 3
-        assert table.get_cell("1", "down") == "10.0 MB"
-        assert "Connections (3)" in await settled_text(pilot)
-        assert table.get_cell("9", "duration") == "0.0 s"
+        fake_connection(engine, 9, started=MONOTONIC)
+
+        def check(text: str) -> None:  # as of the next refresh
+            assert table.row_count == 3
+            assert "2" not in table.rows and "9" in table.rows
+            assert table.get_cell("1", "down") == "10.0 MB"
+            assert table.get_cell("9", "duration") == "0.0 s"
+            assert "Connections (3)" in text
+
+        await eventually(pilot, check)
 
 
 async def test_the_setup_screen_tells_apps_where_to_go(engine) -> None:
@@ -181,11 +188,13 @@ async def test_the_setup_screen_tells_apps_where_to_go(engine) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         assert isinstance(app.screen, SetupScreen)
-        text = await settled_text(pilot)
-        assert "tg://socks?server=127.0.0.1&port=1080" in text
-        assert "127.0.0.1:1080  SOCKS5, SOCKS4a and HTTP on one port" in text
+        text = await shows(
+            pilot,
+            "tg://socks?server=127.0.0.1&port=1080",
+            "127.0.0.1:1080  SOCKS5, SOCKS4a and HTTP on one port",
+            "PAC file comes with the status API",
+        )
         assert "█" in text and "▀" in text  # the QR code
-        assert "PAC file comes with the status API" in text
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
@@ -206,15 +215,19 @@ async def test_a_password_is_shown_only_on_request(engine) -> None:
 
 async def see_the_password_only_on_request(pilot) -> None:
     await pilot.press("s")
-    hidden = await settled_text(pilot)
+    hidden = await shows(pilot, "user=alice&pass=••••••••", "QR code hidden")
     assert "s3cret" not in hidden
-    assert "user=alice&pass=••••••••" in hidden
-    assert "QR code hidden" in hidden and "█" not in hidden
+    assert "█" not in hidden
     await pilot.press("v")
-    shown = await settled_text(pilot)
-    assert "password s3cret-pw" in shown and "█" in shown
+    shown = await shows(pilot, "password s3cret-pw")
+    assert "█" in shown
+
+    def hidden_again(text: str) -> None:
+        assert "user=alice&pass=••••••••" in text
+        assert "s3cret" not in text
+
     await pilot.press("v")
-    assert "s3cret" not in await settled_text(pilot)
+    await eventually(pilot, hidden_again)
 
 
 async def test_route_credentials_never_reach_the_screen() -> None:
@@ -233,17 +246,21 @@ async def test_route_credentials_never_reach_the_screen() -> None:
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("enter")
-            assert "chain: socks5://alice:***@127.0.0.1:9" in await settled_text(pilot)
+            await shows(pilot, "chain: socks5://alice:***@127.0.0.1:9")
             await pilot.press("r")
-            for _ in range(100):  # the probe through the dead upstream proxy fails at once
-                await pilot.pause(0.05)
-                if len(engine.monitor.results) == 2:
-                    break
-            await pilot.pause(0.3)
-            assert "✗ refused" in await settled_text(pilot)
-            for keys in ((), ("c",), ("c", "s"), ("escape", "l")):
+            # The probe through the dead upstream proxy fails at once.
+            await until(lambda: len(engine.monitor.results) == 2)
+            await shows(pilot, "✗ refused")
+            # Each screen, once it shows what it shows, shows no password.
+            for keys, marker in (
+                ((), "✗ refused"),
+                (("c",), "destination"),
+                (("c", "s"), "Set up your apps"),
+                (("escape", "l"), "Log"),
+            ):
                 await pilot.press(*keys)
-                assert "s3cret" not in await settled_text(pilot), keys
+                text = await shows(pilot, marker)
+                assert "s3cret" not in text, keys
     finally:
         await engine.stop()
 
@@ -258,11 +275,14 @@ async def test_the_log_view_shows_detours_log(engine) -> None:
             await pilot.press("l")
             assert isinstance(app.screen, LogScreen)
             logger.warning("while it is open")
-            await pilot.pause(0.6)
-            lines = [str(line.text) for line in app.screen.query_one(RichLog).lines]
-            text = "\n".join(lines)
-            assert "WARNING before the log view opened" in text
-            assert "WARNING while it is open" in text
+
+            def logged(_screen: str) -> None:  # as of the log view's next read of the buffer
+                lines = [str(line.text) for line in app.screen.query_one(RichLog).lines]
+                text = "\n".join(lines)
+                assert "WARNING before the log view opened" in text
+                assert "WARNING while it is open" in text
+
+            await eventually(pilot, logged)
             await pilot.press("l")
             assert isinstance(app.screen, MainScreen)
     finally:
@@ -274,32 +294,33 @@ async def test_help_and_quit(engine) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert "pin the selected route" in await settled_text(pilot)
+        await shows(pilot, "pin the selected route")
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
         await pilot.press("q")
-        await pilot.pause()
-        assert not app.is_running
+        await until(lambda: not app.is_running)
 
 
 async def test_80x24_keeps_everything_essential(engine) -> None:
     app = fixed_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        lines = (await settled_text(pilot)).splitlines()
-        assert len(lines) == 24 and max(len(line) for line in lines) <= 80
-        text = "\n".join(lines)
-        for word in ("telegram", "whatsapp", "signal", *ROUTES):
-            assert word in text, word
-        for route in ROUTES:
-            row = next(line for line in lines if line.startswith(f"│ {route} "))
-            marks = [c for c in row if c in (model.WORKS, model.FAILS, model.OFF)]
-            assert len(marks) == 3, row  # one glyph per service, none cut off
-        assert text.count("✓ via tls-fragment") == 3
-        footer = lines[-1]
-        for key in ("r probe", "p pin", "d on/off", "c conns", "q quit", "? help", "s apps"):
-            assert key in footer, footer
-        assert "l log" in footer
+
+        def check(text: str) -> None:
+            lines = text.splitlines()
+            assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+            for word in ("telegram", "whatsapp", "signal", *ROUTES):
+                assert word in text, word
+            for route in ROUTES:
+                row = next((line for line in lines if line.startswith(f"│ {route} ")), "")
+                marks = [c for c in row if c in (model.WORKS, model.FAILS, model.OFF)]
+                assert len(marks) == 3, row  # one glyph per service, none cut off
+            assert text.count("✓ via tls-fragment") == 3
+            footer = lines[-1]
+            for key in ("r probe", "p pin", "d on/off", "c conns", "q quit", "? help", "s apps"):
+                assert key in footer, footer
+            assert "l log" in footer
+
+        await eventually(pilot, check)
 
 
 async def test_a_drawing_bug_is_logged_not_shown(engine, monkeypatch) -> None:
@@ -307,13 +328,15 @@ async def test_a_drawing_bug_is_logged_not_shown(engine, monkeypatch) -> None:
     logger = logging.getLogger("detour.tui")
     logger.addHandler(app.log_buffer)
     try:
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE):
 
             def broken(*args, **kwargs):
                 raise RuntimeError("drawing bug")
 
             monkeypatch.setattr(model, "matrix", broken)
-            await pilot.pause(0.6)
+            await until(
+                lambda: any("drawing bug" in line for _, _, line in app.log_buffer.since(0))
+            )  # the next redraw failed
             assert app.is_running
     finally:
         logger.removeHandler(app.log_buffer)
@@ -329,7 +352,7 @@ async def test_a_config_without_services_is_not_a_crash() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("enter", "p", "d", "r", "R", "c", "c")
             assert app.is_running
-            assert "No services configured" in await settled_text(pilot)
+            await shows(pilot, "No services configured")
     finally:
         await engine.stop()
 
@@ -337,13 +360,13 @@ async def test_a_config_without_services_is_not_a_crash() -> None:
 async def test_route_changes_from_probes_are_announced(engine, monkeypatch) -> None:
     app = fixed_app(engine)
     said: list[str] = []
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         monkeypatch.setattr(app, "notify", lambda message, **kwargs: said.append(message))
         engine.events.publish(RouteChanged("signal", "tls-fragment", "lab-socks", "probed signal"))
         engine.events.publish(RouteChanged("signal", "lab-socks", None, "probed signal"))
         engine.events.publish(RouteChanged("signal", None, "lab-socks", "probed signal"))
         engine.events.publish(RouteChanged("signal", "lab-socks", "direct", "pinned by the user"))
-        await pilot.pause(0.6)
+        await until(lambda: len(said) >= 2)  # the next refresh reads all four
     assert said == [
         "signal: now via lab-socks (probed signal)",
         "signal: no route works any more (probed signal)",

@@ -7,9 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from helper.events import EventBus, ProbeFinished, ProbeStarted
-from helper.metrics import PROBE_BUCKETS, Metrics, _sample
-from helper.probe.result import ProbeResult, Step, TargetResult
+from helper.metrics import PROBE_BUCKETS, _sample, probe_histograms
+from helper.status import Tally
 
 
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
@@ -21,20 +20,12 @@ def test_any_label_value_reads_back(text: str) -> None:
     assert sample.value == 1.5
 
 
-def probe(metrics: Metrics, at: float, seconds: float) -> None:
-    metrics.observe(ProbeStarted("svc", "direct", at=at))
-    target = TargetResult("tcp://127.0.0.1:1", steps=[Step("connect", seconds * 1000, True)])
-    metrics.observe(
-        ProbeFinished(ProbeResult("svc", "direct", "direct", [target]), at=at + seconds)
-    )
-
-
 def test_the_probe_histogram_is_cumulative() -> None:
-    metrics = Metrics(EventBus())
+    tally = Tally()
     for seconds in (0.01, 0.3, 0.3, 4.0, 100.0):
-        probe(metrics, 1000.0, seconds)
+        tally.probe_finished("svc", "direct", seconds, None, None)
     text = "# TYPE detour_probe_duration_seconds histogram\n"
-    text += "\n".join(metrics._probe_histograms()) + "\n"
+    text += "\n".join(probe_histograms(tally.freeze().probe_seconds)) + "\n"
     (family,) = text_string_to_metric_families(text)
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert buckets["0.05"] == 1
@@ -44,11 +35,3 @@ def test_the_probe_histogram_is_cumulative() -> None:
     assert len(buckets) == len(PROBE_BUCKETS) + 1
     (total,) = [s.value for s in family.samples if s.name.endswith("_sum")]
     assert abs(total - 104.61) < 1e-6
-
-
-def test_a_lost_start_falls_back_to_the_probes_own_steps() -> None:
-    metrics = Metrics(EventBus())
-    target = TargetResult("tcp://127.0.0.1:1", steps=[Step("connect", 200.0, True)])
-    metrics.observe(ProbeFinished(ProbeResult("svc", "direct", "direct", [target])))
-    histogram = metrics.probe_seconds[("svc", "direct")]
-    assert (histogram.count, histogram.sum) == (1, 0.2)

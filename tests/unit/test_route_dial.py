@@ -113,7 +113,7 @@ async def test_the_router_leaves_out_a_route_that_cannot_carry_the_destination()
 
     # When nothing else is left, the route is tried, fails at once with its reason, and
     # that is not held against its health.
-    router.disabled.add("plain")
+    router.disable("plain")
     for _ in range(5):
         with pytest.raises(Exception, match="no DC"):
             await router.connect(TARGET)

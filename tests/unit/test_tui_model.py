@@ -12,13 +12,13 @@ import segno
 
 from helper.config import User
 from helper.probe.result import ProbeResult, TargetResult
-from helper.proxy.listener import ActiveConnection
 from helper.routing.health import RouteHealth
+from helper.status import ConnectionView, ProbeRound, ProbeTally
 from helper.tui import model
 from helper.tui.appsetup import proxy_settings, qr_rows, telegram_link
 from helper.tui.logbuffer import LogBuffer
 from tests.tui.scenes import MONOTONIC, scene
-from transports import Endpoint, Failure, Op
+from transports import Failure, Op
 
 
 @pytest.fixture
@@ -28,18 +28,11 @@ async def sni_reset():
     await engine.stop()
 
 
-def service(engine, name: str):
-    return next(s for s in engine.router.services if s.name == name)
-
-
 def cell(engine, service_name: str, route: str, probing=()) -> model.Cell:
-    return model.cell(
-        engine.router,
-        engine.monitor,
-        service(engine, service_name),
-        engine.router.route(route),
-        probing,
-    )
+    snapshot = engine.snapshot()
+    if probing:
+        snapshot = dataclasses.replace(snapshot, probes=ProbeRound(frozenset(probing), 1, 0))
+    return model.cell(snapshot, snapshot.service(service_name), snapshot.route(route))
 
 
 async def test_cells_say_what_the_probes_found(sni_reset) -> None:
@@ -50,13 +43,14 @@ async def test_cells_say_what_the_probes_found(sni_reset) -> None:
 
 async def test_pinned_disabled_and_probing_cells(sni_reset) -> None:
     router = sni_reset.router
-    router.pins["telegram"] = "lab-socks"
+    router.pin("telegram", "lab-socks")
     assert cell(sni_reset, "telegram", "lab-socks").label() == "◆✓ works 12 ms"
     assert cell(sni_reset, "telegram", "tls-fragment").label() == " ✓ works 12 ms"
-    assert model.service_header(router, service(sni_reset, "telegram")).text == (
+    snapshot = sni_reset.snapshot()
+    assert model.service_header(snapshot, snapshot.service("telegram")).text == (
         "✓ pinned: lab-socks"
     )
-    router.disabled.add("doh")
+    router.disable("doh")
     assert cell(sni_reset, "telegram", "doh").label() == " – disabled"
     probing = {("signal", "direct")}
     assert cell(sni_reset, "signal", "direct", probing).label() == " … probing"
@@ -77,10 +71,9 @@ async def test_a_failure_from_client_connections_uses_the_health_words(sni_reset
 async def test_service_headers() -> None:
     engine = scene("allow-list", probing=("whatsapp",))
     try:
-        router = engine.router
-        router.disabled.add("front")  # the one route that works in this scenario
-        probing = {("whatsapp", "direct")}
-        headers = {s.name: model.service_header(router, s, probing).text for s in router.services}
+        engine.router.disable("front")  # the one route that works in this scenario
+        snapshot = engine.snapshot()
+        headers = {s.name: model.service_header(snapshot, s).text for s in snapshot.services}
         assert headers == {
             "telegram": "✗ no route works",
             "whatsapp": "… probing",
@@ -91,30 +84,28 @@ async def test_service_headers() -> None:
 
 
 async def test_a_route_outside_the_services_routes_is_marked(sni_reset) -> None:
-    telegram = dataclasses.replace(service(sni_reset, "telegram"), routes=("direct",))
-    router = sni_reset.router
-    unused = model.cell(router, sni_reset.monitor, telegram, router.route("lab-socks"))
+    snapshot = sni_reset.snapshot()
+    telegram = dataclasses.replace(snapshot.service("telegram"), routes=("direct",))
+    unused = model.cell(snapshot, telegram, snapshot.route("lab-socks"))
     assert unused.label() == " – not its route"
 
 
-def test_probe_progress_counts_a_round_and_survives_lost_events() -> None:
-    progress = model.ProbeProgress()
-    assert progress.describe(None, 100.0) == "not probed yet"
+def test_probe_progress_counts_a_round() -> None:
+    progress = ProbeTally()
+    assert model.describe_probes(progress.freeze(), None, 100.0) == "not probed yet"
     progress.start("telegram", "direct")
     progress.start("telegram", "doh")
     progress.finish("telegram", "direct")
-    assert progress.describe(None, 100.0) == "probing … 1/2"
-    # The finish of telegram/doh was lost; the monitor no longer probes telegram, but now
-    # probes signal, whose start was lost too.
-    progress.settle({"signal": ["direct", "doh"]})
-    assert progress.cells == {("signal", "direct"), ("signal", "doh")}
-    progress.settle({})
-    assert not progress.running
-    assert progress.describe(41.0, 100.0) == "probed 59 s ago"
+    assert model.describe_probes(progress.freeze(), None, 100.0) == "probing … 1/2"
+    progress.finish("telegram", "doh")
+    assert not progress.freeze().running
+    assert model.describe_probes(progress.freeze(), 41.0, 100.0) == "probed 59 s ago"
+    progress.start("signal", "direct")  # a new round
+    assert model.describe_probes(progress.freeze(), 41.0, 100.0) == "probing … 0/1"
 
 
 def test_connection_rows() -> None:
-    conn = ActiveConnection(7, "127.0.0.1:40000", started=MONOTONIC - 75)
+    conn = ConnectionView(7, "mixed", "127.0.0.1:40000", "", None, None, None, MONOTONIC - 75, 0, 0)
     row = model.connection_row(conn, MONOTONIC)
     assert (row.destination, row.service, row.route, row.duration) == (
         "…",
@@ -122,8 +113,9 @@ def test_connection_rows() -> None:
         "connecting…",
         "1 m 15 s",
     )
-    conn.target, conn.service, conn.route = Endpoint("web.telegram.org", 443), "telegram", "doh"
-    conn.stats.up, conn.stats.down = 517, 1_234_567
+    conn = dataclasses.replace(
+        conn, target="web.telegram.org:443", service="telegram", route="doh", up=517, down=1_234_567
+    )
     row = model.connection_row(conn, MONOTONIC)
     assert (row.destination, row.up, row.down) == ("web.telegram.org:443", "517 B", "1.2 MB")
 

@@ -1,0 +1,73 @@
+"""`detour config check` and `detour config show`: what they print, and their exit codes
+(0, or 2 for a config with problems, as the rest of the command line)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, load_layers, warn_if_readable
+
+__all__ = ["config_check", "config_show"]
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def config_check(path: str) -> int:
+    try:
+        loaded = load_layers(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = loaded.config
+    warn_if_readable(Path(path), config)
+    cannot_run = _routes_this_computer_cannot_run(config)
+    if cannot_run:
+        lines = "\n".join(f"  {line}" for line in cannot_run)
+        print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
+        return EXIT_USAGE
+    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
+    services = ", ".join(s.name for s in config.services) or "none"
+    print(f"{path}: ok")
+    print(f"  base:     {'built-in config' if len(loaded.layers) > 1 else 'none'}")
+    print(f"  listen:   {config.listen.mixed}")
+    if config.listen.transparent is not None:
+        print(f"  transparent: {config.listen.transparent}")
+    if config.whatsapp_proxy is not None:
+        wa = config.whatsapp_proxy
+        ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
+        shown = ", ".join(str(p) for p in ports if p is not None)
+        print(f"  whatsapp proxy: {wa.listen} ports {shown}")
+    if config.api.listen is not None:
+        print(f"  status API: {config.api.listen}")
+    print(f"  routes:   {routes}")
+    print(f"  services: {services}")
+    print(f"  default:  {config.default_policy}")
+    return EXIT_OK
+
+
+def _routes_this_computer_cannot_run(config: Config) -> list[str]:
+    """Routes whose links need a proxy core that is missing here, cannot do them, or
+    rejects the config detour would give it (transports/core/check.py)."""
+    from transports.core.check import check_link
+
+    problems = []
+    for route in config.routes:
+        for layer in route.chain.layers:
+            if layer.name in ("vless", "vmess", "trojan"):
+                reason = check_link(layer.params["link"], config.core.program or None)
+                if reason is not None:
+                    problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
+    return problems
+
+
+def config_show(path: str | None) -> int:
+    from .config.show import show
+
+    try:
+        loaded = load_layers(path)
+    except ConfigError as exc:
+        print(f"detour: config problems in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(show(loaded))
+    return EXIT_OK

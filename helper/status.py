@@ -1,0 +1,280 @@
+"""What a running detour is doing, as one immutable value: the services and routes, what is
+known about each route for each service, the route each service takes now, the latest probe
+results, the probes running, the open connections, the listeners, and the counters.
+
+The status API (`api.py`, `metrics.py`), the terminal UI (`tui/`) and the headless runner
+read a `Snapshot` that the engine takes on request (`Engine.snapshot()`), instead of walking
+the router, the monitor and the connection table themselves. Taking one costs a copy of the
+small tables (services x routes) and one row per open connection; nothing here holds a
+reference back into the proxy, so a snapshot can be kept, compared and rendered at leisure.
+
+The counters are kept where their events happen (`Tally`: the client server counts
+connections and bytes, the router failed dials, the monitor probes), so nobody recounts
+them from a stream of events that may drop some.
+
+A leaf module: it imports nothing from the engine, the router or the proxy.
+"""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from .probe.result import ProbeResult
+    from .services import Service
+
+__all__ = [
+    "PROBE_BUCKETS",
+    "ConnectionView",
+    "Counters",
+    "Health",
+    "Histogram",
+    "ListenerView",
+    "ProbeRound",
+    "ProbeTally",
+    "RouteView",
+    "ServiceView",
+    "Snapshot",
+    "Tally",
+    "frozen_mapping",
+]
+
+# Upper bounds (seconds) of the probe duration histogram: a probe is one or a few round trips
+# (fast), or waits for its timeout (5 s by default).
+PROBE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def frozen_mapping(items: Mapping[K, V] | Iterable[tuple[K, V]]) -> Mapping[K, V]:
+    """A read-only copy."""
+    return types.MappingProxyType(dict(items))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What is known about one route for one service (helper/routing/health.py keeps it)."""
+
+    ok: bool | None = None  # None: not known
+    failure: str | None = None
+    op: str | None = None
+    diagnosis: str = ""
+    latency_ms: float | None = None
+    rate_kbps: float | None = None
+    checked_at: float = 0.0  # wall-clock time of what this is based on
+    source: str = ""  # "probe", "dial" or "memory" (a previous run on this network)
+    dial_failures: int = 0  # consecutive, since the last success
+
+
+UNKNOWN = Health()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteView:
+    name: str
+    chain: str  # as configured, credentials redacted
+    splits_client_hello: bool
+    telegram_web: bool  # it carries Telegram through the web endpoints (tgws)
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    service: Service  # as configured: domains, address ranges, ports, probe targets
+    routes: tuple[str, ...]  # the routes it may take: its own, else every route in order
+    candidates: tuple[str, ...]  # what a new connection may take now: the pin, or the
+    # enabled ones of `routes` (in config order, before health orders them)
+    pinned: str | None  # the route the user pinned it to
+    active: str | None  # the route new connections try first, when one is known to work
+    probing: bool  # a probe of it is running
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionView:
+    id: int
+    listener: str  # the kind of listener it came in on: "mixed", "whatsapp-chat", ...
+    client: str
+    protocol: str  # "" until its handshake said
+    target: str | None
+    service: str | None
+    route: str | None  # None: still in its handshake or choosing a route
+    started: float  # time.monotonic()
+    up: int
+    down: int
+
+    @property
+    def state(self) -> str:
+        return "relaying" if self.route is not None else "connecting"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerView:
+    kind: str  # mixed, transparent, whatsapp-tls, ..., api
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRound:
+    """The probes running now and how far the current round has got."""
+
+    cells: frozenset[tuple[str, str]] = frozenset()  # (service, route) being probed
+    started: int = 0  # in the current round
+    finished: int = 0
+
+    @property
+    def running(self) -> bool:
+        return bool(self.cells)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    buckets: tuple[int, ...]  # counts per PROBE_BUCKETS bound (cumulative)
+    count: int
+    sum: float
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Totals since start, by label tuple."""
+
+    connections: Mapping[tuple[str, str], int]  # (service, route): reached the destination
+    bytes: Mapping[tuple[str, str, str], int]  # (service, route, up|down), ended connections
+    failures: Mapping[tuple[str, str, str, str, str], int]  # (source, service, route,
+    # failure, op); source: probe or connection
+    probe_seconds: Mapping[tuple[str, str], Histogram]  # (service, route)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float  # time.time()
+    monotonic: float  # time.monotonic() at the same moment
+    services: tuple[ServiceView, ...]
+    routes: tuple[RouteView, ...]
+    health: Mapping[tuple[str, str], Health]  # (service, route); missing: not known
+    results: Mapping[tuple[str, str], ProbeResult]  # the latest probe of each cell
+    probes: ProbeRound
+    connections: tuple[ConnectionView, ...]  # by id
+    listeners: tuple[ListenerView, ...]  # in start order: mixed first
+    counters: Counters
+    default_policy: str = ""
+    _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
+    _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_services", {s.name: s for s in self.services})
+        object.__setattr__(self, "_routes", {r.name: r for r in self.routes})
+
+    def service(self, name: str) -> ServiceView:
+        return self._services[name]
+
+    def route(self, name: str) -> RouteView:
+        return self._routes[name]
+
+    def health_of(self, service: str, route: str) -> Health:
+        return self.health.get((service, route), UNKNOWN)
+
+    def result_of(self, service: str, route: str) -> ProbeResult | None:
+        return self.results.get((service, route))
+
+    def listening(self, kind: str) -> tuple[ListenerView, ...]:
+        return tuple(listener for listener in self.listeners if listener.kind == kind)
+
+    @property
+    def last_probe(self) -> float | None:
+        """When the latest probe result came (wall clock), if any did."""
+        return max((r.checked_at for r in self.results.values()), default=None)
+
+
+# --- counters, kept where their events happen ----------------------------------------------
+
+
+class _Bins:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(PROBE_BUCKETS)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(PROBE_BUCKETS):
+            if value <= bound:
+                self.buckets[i] += 1
+
+    def freeze(self) -> Histogram:
+        return Histogram(tuple(self.buckets), self.count, self.sum)
+
+
+class Tally:
+    """The counters behind `Counters`, told by whoever sees each event: the client server
+    (a connection reached its destination, a connection ended), the router (a client's dial
+    failed) and the monitor (a probe finished). One per engine, shared across reloads."""
+
+    def __init__(self) -> None:
+        self._connections: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._bytes: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self._failures: defaultdict[tuple[str, str, str, str, str], int] = defaultdict(int)
+        self._probe_seconds: defaultdict[tuple[str, str], _Bins] = defaultdict(_Bins)
+
+    def connection_opened(self, service: str | None, route: str) -> None:
+        self._connections[(service or "", route)] += 1
+
+    def connection_closed(self, service: str | None, route: str, up: int, down: int) -> None:
+        self._bytes[(service or "", route, "up")] += up
+        self._bytes[(service or "", route, "down")] += down
+
+    def dial_failed(self, service: str | None, route: str, failure: str, op: str) -> None:
+        self._failures[("connection", service or "", route, failure, op)] += 1
+
+    def probe_finished(
+        self, service: str, route: str, seconds: float, failure: str | None, op: str | None
+    ) -> None:
+        self._probe_seconds[(service, route)].observe(seconds)
+        if failure is not None and op is not None:
+            self._failures[("probe", service, route, failure, op)] += 1
+
+    def freeze(self) -> Counters:
+        return Counters(
+            frozen_mapping(self._connections),
+            frozen_mapping(self._bytes),
+            frozen_mapping(self._failures),
+            frozen_mapping((k, v.freeze()) for k, v in self._probe_seconds.items()),
+        )
+
+
+class ProbeTally:
+    """Which cells are being probed and how far the current round has got: told by the
+    monitor as each probe starts and ends."""
+
+    def __init__(self) -> None:
+        self.cells: set[tuple[str, str]] = set()
+        self.started = 0
+        self.finished = 0
+
+    def start(self, service: str, route: str) -> None:
+        if not self.cells:
+            self.started = self.finished = 0  # a new round
+        if (service, route) not in self.cells:
+            self.cells.add((service, route))
+            self.started += 1
+
+    def finish(self, service: str, route: str) -> None:
+        if (service, route) in self.cells:
+            self.cells.discard((service, route))
+            self.finished += 1
+
+    def freeze(self) -> ProbeRound:
+        return ProbeRound(frozenset(self.cells), self.started, self.finished)

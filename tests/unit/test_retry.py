@@ -1,0 +1,102 @@
+"""A TLS client's first flight retried through the next route (helper/proxy/retry.py), on
+in-memory streams: the route that swallows the ClientHello is counted as failing and the
+next one answers it, made by the caller's own `connect` (the client server wraps each new
+route stream with its listener's hook there); anything but a ClientHello is handed back
+untouched; when no route answers, the client learns it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from helper.proxy.relay import RelayStats
+from helper.proxy.retry import first_exchange
+from helper.routing import AllRoutesFailed, Connection, Route
+from tests.support.memory import memory_pipe
+from transports import DialError, Endpoint, parse_chain
+from transports.deadlines import Deadlines
+
+TARGET = Endpoint("web.telegram.org", 443)
+HELLO = b"\x16\x03\x01\x00\x05hello"
+ANSWER = b"\x16\x03\x03\x00\x06answer"
+
+
+class Book:
+    """What the retry tells the router."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
+        self.succeeded: list[str] = []
+
+    def record_failure(self, service, route: Route, error: DialError) -> None:
+        self.failed.append((route.name, error.failure.value))
+
+    def record_success(self, service, route: Route) -> None:
+        self.succeeded.append(route.name)
+
+    async def connect(self, target: Endpoint, *, exclude: Sequence[str] = ()) -> Connection:
+        raise AssertionError("the caller's connect is used, not the router's")
+
+
+def connection(name: str):
+    """A route's connection: (the end detour holds, the destination's end)."""
+    ours, theirs = memory_pipe(record=True, names=(f"{name}-detour", f"{name}-destination"))
+    return Connection(ours, Route(name, parse_chain("direct"), None), None), theirs
+
+
+async def test_the_next_route_answers_a_swallowed_client_hello() -> None:
+    client, held = memory_pipe(names=("app", "detour"))
+    first, first_far = connection("first")
+    second, second_far = connection("second")
+    tried: list[list[str]] = []
+
+    async def connect(names: Sequence[str]) -> Connection:
+        tried.append(list(names))
+        second_far.write(ANSWER)  # this one answers
+        return second
+
+    client.write(HELLO)
+    stats = RelayStats()
+    book = Book()
+    chosen = await first_exchange(
+        held, first, book, TARGET, 0.2, stats, deadlines=Deadlines(tick=0.02), connect=connect
+    )
+    assert chosen is second
+    assert tried == [["first"]]
+    assert book.failed == [("first", "generic_timeout_error")] and book.succeeded == ["second"]
+    # Each route got the ClientHello; the first was then cut (reset), the second kept.
+    assert first.stream.writes == [HELLO] and first_far.reset
+    assert await second_far.read() == HELLO
+    assert await client.read() == ANSWER
+    assert (stats.up, stats.down) == (len(HELLO), len(ANSWER))
+
+
+async def test_what_is_not_a_client_hello_is_handed_back_untouched() -> None:
+    client, held = memory_pipe()
+    first, _ = connection("first")
+    client.write(b"GET / HTTP/1.1\r\n\r\n")
+    chosen = await first_exchange(held, first, Book(), TARGET, 0.2, RelayStats())
+    assert chosen is first
+    assert await held.read() == b"GET / HTTP/1.1\r\n\r\n"  # put back for the relay
+
+
+async def test_when_no_route_answers_the_caller_is_told() -> None:
+    client, held = memory_pipe()
+    first, _ = connection("first")
+
+    async def connect(names: Sequence[str]) -> Connection:
+        raise AllRoutesFailed(TARGET, None, [])
+
+    client.write(HELLO)
+    book = Book()
+    chosen = await first_exchange(
+        held,
+        first,
+        book,
+        TARGET,
+        0.1,
+        RelayStats(),
+        deadlines=Deadlines(tick=0.02),
+        connect=connect,
+    )
+    assert chosen is None
+    assert book.failed == [("first", "generic_timeout_error")]

@@ -436,9 +436,11 @@ async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -
     as every route before it has its verdict (`finished[i]` set)."""
     if not index or stagger <= 0:
         return
-    earlier = asyncio.gather(*(event.wait() for event in finished[:index]))
+    # No task per event: a probe cancelled while it waits (the engine stops) leaves nothing.
     try:
-        await asyncio.wait_for(earlier, index * stagger)
+        async with asyncio.timeout(index * stagger):
+            for event in finished[:index]:
+                await event.wait()
     except TimeoutError:
         pass  # its turn came before the earlier routes ended
 

@@ -38,6 +38,7 @@ from .proxy.signal import SignalProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
+from .routing.present import present_routes
 from .routing.state import HealthStore, network_id, state_dir
 from .search.budget import HandshakeBudget
 from .search.control import Searches
@@ -182,7 +183,10 @@ class Engine:
         tls = config.tls.client_context()
         resolver = self._given_resolver
         if resolver is None:
-            resolver = config.dns.resolver.build(tls)
+            # The services' names are public: the system resolver's answers for them get
+            # the bogon check (a private address there is the network's resolver lying).
+            checked = [domain for service in config.services for domain in service.domains]
+            resolver = config.dns.resolver.build(tls, checked=checked)
             close = getattr(resolver, "aclose", None)
             if close is not None:
                 resources.push_async_callback(close)
@@ -190,7 +194,7 @@ class Engine:
                 # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         router = Router.from_config(
-            config,
+            present_routes(config),
             resolver,
             tls=tls,
             resources=resources,

@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from ..probe.probe import Prober
+from ..probe.probe import Prober, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
@@ -160,7 +160,13 @@ class HealthMonitor:
         for route in routes:
             self.progress.start(service.name, route.name)
         try:
-            results = await asyncio.gather(*(self._probe_route(service, r) for r in routes))
+            # In the routes' order, a stagger apart (or once every earlier route has its
+            # verdict): the first routes get the probe slots first, as a race gives them the
+            # first attempt; each verdict is recorded as soon as it is known.
+            finished = [asyncio.Event() for _ in routes]
+            results = await asyncio.gather(
+                *(self._probe_route(service, r, i, finished) for i, r in enumerate(routes))
+            )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)
@@ -170,8 +176,6 @@ class HealthMonitor:
             for route in routes:
                 self.progress.finish(service.name, route.name)
         for result in results:
-            self.results[(result.service, result.route)] = result
-            self.router.health.record_probe(result)
             if result.ok:
                 log.info(
                     "%s via %s: works, %.0f ms", service.name, result.route, result.latency_ms or 0
@@ -183,12 +187,22 @@ class HealthMonitor:
         if self.on_probed is not None:
             self.on_probed(service, results)
 
-    async def _probe_route(self, service: Service, route: Route) -> ProbeResult:
+    async def _probe_route(
+        self,
+        service: Service,
+        route: Route,
+        index: int = 0,
+        finished: list[asyncio.Event] | None = None,
+    ) -> ProbeResult:
+        if finished is not None:
+            await wait_turn(index, finished, self.router.stagger)
         started = time.monotonic()
         try:
             result = await self.prober.probe(service, route)
         finally:
             self.progress.finish(service.name, route.name)
+            if finished is not None:
+                finished[index].set()
         if self.tally is not None:
             # A route that cannot carry the service at all (tgws) has not failed.
             failed = result.applicable and result.failure is not None
@@ -199,7 +213,16 @@ class HealthMonitor:
                 result.failure.value if failed and result.failure else None,
                 result.op.value if failed and result.op else None,
             )
+        self._record(result)
         return result
+
+    def _record(self, result: ProbeResult) -> None:
+        """One route's verdict, as soon as it is known: a route that works is used before
+        the slower routes' probes end (the time to a working route on a new network)."""
+        self.results[(result.service, result.route)] = result
+        self.router.health.record_probe(result)
+        if result.ok:
+            self.router.note_health_change(f"probed {result.service} via {result.route}")
 
     def _save(self) -> None:
         if self.store is not None:

@@ -433,9 +433,10 @@ async def _serve_tui(
     config: Any, log_buffer: Any, path: str | None, listen: Any, drain_timeout: float
 ) -> int:
     from .engine import Engine
+    from .routing.state import HealthStore
     from .tui import build_app, run_until_stopped
 
-    engine = Engine(config)
+    engine = Engine(config, store=HealthStore())  # memory per network, as headless
     reload = None if path is None else (lambda: reload_config(engine, path, listen))
     # Built before the engine starts: it subscribes to the first probes.
     app = build_app(engine, log_buffer=log_buffer, reload=reload)

@@ -101,6 +101,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
+@pytest.fixture(autouse=True)
+def own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Each test gets a state directory of its own (DETOUR_STATE_DIR, inherited by the detour
+    processes it starts): `detour run` remembers per network what worked, and one test's
+    memory must not choose another's routes, nor a person's own memory a test's."""
+    monkeypatch.setenv("DETOUR_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> origins.TestCA:
     return origins.TestCA(tmp_path_factory.mktemp("ca"))

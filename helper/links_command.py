@@ -22,8 +22,6 @@ from typing import Any
 from transports import Endpoint
 
 from .config import Config, ConfigError, load_config
-from .proxy.signal import links as signal_links
-from .tui.appsetup import proxy_settings, qr_rows, telegram_link
 
 __all__ = ["Entry", "add_links_parser", "entries", "links_command"]
 
@@ -39,6 +37,11 @@ class Entry:
 
 
 def entries(config: Config) -> list[Entry]:
+    # Imported here: the command line builds this command's options on every run, and a
+    # headless detour never loads the UI's modules (tests/integration/test_imports.py).
+    from .proxy.signal import links as signal_links
+    from .tui.appsetup import proxy_settings, telegram_link
+
     found: list[Entry] = []
     mixed = config.listen.mixed
     proxy = proxy_settings(mixed.host, mixed.port, config.listen.users)
@@ -108,6 +111,8 @@ def links_command(path: str | None, as_json: bool, qr: bool) -> int:
     except ConfigError as exc:
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .tui.appsetup import qr_rows
+
     found = entries(config)
     if as_json:
         print(json.dumps([asdict(entry) for entry in found], indent=2))

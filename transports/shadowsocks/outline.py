@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op
 from ..tls import tls_connect
+from ..wire import ProtocolError, parse_response_head
 from .methods import MethodError
 from .server import ShadowsocksServer, shadowsocks_server
 
@@ -311,26 +312,17 @@ def parse_response(data: bytes) -> tuple[int, str, bytes]:
         raise DialError(
             Failure.PROXY_PROTOCOL_ERROR, Op.HTTP_ROUND_TRIP, "the key's server sent no HTTP answer"
         )
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if (
-        len(status_line) < 2
-        or not status_line[0].startswith("HTTP/")
-        or not status_line[1].isdigit()
-    ):
+    try:
+        response = parse_response_head(head + separator)
+    except ProtocolError:
         raise DialError(
             Failure.PROXY_PROTOCOL_ERROR, Op.HTTP_ROUND_TRIP, "the key's server sent no HTTP answer"
-        )
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon:
-            headers[name.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+        ) from None
+    if "chunked" in (response.header("transfer-encoding") or "").lower():
         body = _dechunk(body)
-    elif (length := headers.get("content-length", "")).isdigit():
-        body = body[: int(length)]
-    return int(status_line[1]), headers.get("location", ""), body
+    elif (length := response.content_length) is not None:
+        body = body[:length]
+    return response.status, response.header("location") or "", body
 
 
 def _dechunk(body: bytes) -> bytes:

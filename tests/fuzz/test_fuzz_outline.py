@@ -1,0 +1,40 @@
+"""The Outline key server's answer (ssconf://) is untrusted bytes: parse_response gives a
+status, a Location and a body, or a DialError, never another exception."""
+
+from __future__ import annotations
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from transports.base import DialError
+from transports.shadowsocks.outline import parse_response
+
+
+@given(st.binary(max_size=512))
+@example(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+@example(b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n")
+@example(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nx")
+def test_any_answer_is_a_response_or_a_dial_error(data: bytes) -> None:
+    try:
+        status, location, body = parse_response(data)
+    except DialError:
+        return
+    assert 100 <= status <= 999 and isinstance(location, str) and isinstance(body, bytes)
+
+
+@given(st.binary(max_size=200), st.sampled_from(["length", "chunked"]))
+def test_a_framed_body_comes_back_whole(payload: bytes, framing: str) -> None:
+    if framing == "length":
+        head = f"Content-Length: {len(payload)}\r\n".encode()
+        body = payload + b"trailing junk"
+    else:
+        head = b"Transfer-Encoding: chunked\r\n"
+        body = (
+            (f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n")
+            if payload
+            else b"0\r\n\r\n"
+        )
+    status, location, got = parse_response(
+        b"HTTP/1.1 302 Found\r\nLocation: https://x.example/k\r\n" + head + b"\r\n" + body
+    )
+    assert (status, location, got) == (302, "https://x.example/k", payload)

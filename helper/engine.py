@@ -30,6 +30,7 @@ from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
 from .events import EventBus
+from .probe.network import NetworkWatch
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
@@ -96,6 +97,8 @@ class Engine:
         self._store = store
         self._network = network_id() if network is None and store is not None else (network or "")
         self._generation = self._build(config, contextlib.AsyncExitStack())
+        # Whether the network is up at all (offline is not censorship): kept across reloads.
+        self.network = NetworkWatch(config.probe.control_targets, timeout=config.probe.timeout)
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
@@ -195,6 +198,7 @@ class Engine:
             store=store,
             network=self._network,
             tally=self.tally,
+            network_watch=self.network,
         )
         return prober, monitor
 
@@ -223,6 +227,7 @@ class Engine:
             listeners=tuple(listeners),
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
+            network=self.network.state,
         )
 
     async def start(self) -> None:
@@ -270,6 +275,7 @@ class Engine:
             # the old router and the new one.
             old_monitor = self.monitor
             self._generation = new
+            self.network.configure(config.probe.control_targets, config.probe.timeout)
             self.prober, self.monitor = self._monitoring(new, None)
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
@@ -323,6 +329,7 @@ class Engine:
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
+        await self.network.aclose()
         await self.server.stop()
         for task in list(self._retiring):
             task.cancel()

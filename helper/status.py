@@ -34,6 +34,7 @@ __all__ = [
     "Health",
     "Histogram",
     "ListenerView",
+    "NetworkView",
     "ProbeRound",
     "ProbeTally",
     "RouteView",
@@ -125,6 +126,28 @@ class ListenerView:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkView:
+    """Whether the network is up (helper/probe/network.py decides): "online" (something
+    answered), "offline" (nothing did: no service, no DNS, no control target, or no route
+    at all) or "unknown" (not measured yet, or nothing to tell)."""
+
+    state: str = "unknown"
+    reason: str = ""
+    checked_at: float = 0.0  # wall clock; 0: never
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "checked_at": round(self.checked_at, 3) if self.checked_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeRound:
     """The probes running now and how far the current round has got."""
 
@@ -168,6 +191,7 @@ class Snapshot:
     listeners: tuple[ListenerView, ...]  # in start order: mixed first
     counters: Counters
     default_policy: str = ""
+    network: NetworkView = NetworkView()
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

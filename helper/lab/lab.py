@@ -279,6 +279,9 @@ def helper_config(
         "[probe]",
         "# Everything in the lab answers at once: a short timeout keeps probing quick.",
         'timeout = "3s"',
+        "# The lab's resolver answers on TCP too: the control target that shows the network",
+        "# is up (the public ones are not reachable from a lab).",
+        f'control_targets = ["{t.dns_address}:53"]',
         "",
     ]
     for name, chain in (

@@ -15,6 +15,11 @@ The monitor is the router's observer (RouterObserver): the router tells it which
 clients use and which route keeps failing. It keeps what a status view shows of the probes:
 the latest result per cell, which probes run, how far a round has got, and how long each
 took (the Tally's histogram).
+
+When every route of a service got no answer at all, the network watch (`watch`,
+helper/probe/network.py) says whether the network is down; then the results say "offline"
+instead of naming censorship, route health is left as it was (nothing was learnt about the
+routes), and every service is probed again as soon as the network is back.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import random
 import time
 from collections.abc import Mapping
 
+from ..probe.network import NetworkView, NetworkWatch, offline_result
 from ..probe.probe import Prober
 from ..probe.result import ProbeResult
 from ..services import Service
@@ -52,8 +58,10 @@ class HealthMonitor:
         network: str = "",
         lazy: bool = True,
         tally: Tally | None = None,
+        network_watch: NetworkWatch | None = None,
     ) -> None:
         self.router = router
+        self.watch = network_watch
         self.tally = tally
         self.prober = prober
         self.interval = interval
@@ -88,8 +96,12 @@ class HealthMonitor:
                 self._requested.add(service.name)
             self._next[service.name] = now + self._jittered()
         self._loop_task = asyncio.ensure_future(self._loop())
+        if self.watch is not None:
+            self.watch.on_back = self._network_back
 
     async def stop(self) -> None:
+        if self.watch is not None and self.watch.on_back == self._network_back:
+            self.watch.on_back = None
         tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -113,6 +125,11 @@ class HealthMonitor:
     def probe_status(self) -> tuple[Mapping[tuple[str, str], ProbeResult], ProbeRound]:
         """The latest result per (service, route), and the probes running now."""
         return dict(self.results), self.progress.freeze()
+
+    def _network_back(self, state: NetworkView) -> None:
+        log.info("probing every service again: the network is back (%s)", state.reason)
+        for service in self.services:
+            self.request(service)
 
     def request(self, service: Service) -> None:
         """Re-probe `service` now (a user asked, or its route keeps failing)."""
@@ -165,8 +182,16 @@ class HealthMonitor:
             self.probing.discard(service.name)
             for route in routes:
                 self.progress.finish(service.name, route.name)
+        offline = False
+        if self.watch is not None and results:
+            state = await self.watch.assess(results)
+            if state.offline:
+                offline = True
+                results = [offline_result(r, state) for r in results]
         for result in results:
             self.results[(result.service, result.route)] = result
+            if offline:
+                continue  # nothing learnt about the route: its health stays as it was
             self.router.health.record_probe(result)
             if result.ok:
                 log.info(

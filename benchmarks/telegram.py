@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Telegram through `tgws` against Telegram direct, side by side: throughput both ways and
-the added connection set-up, in one run.
+"""Telegram through `tgws` and through detour's MTProto proxy endpoint against Telegram
+direct, side by side: throughput both ways and the added connection set-up, in one run.
 
     .venv/bin/python benchmarks/telegram.py                 # 256 MiB each way, 3 rounds
     .venv/bin/python benchmarks/telegram.py --size 1G --repeat 5 --json tg.json
@@ -18,12 +18,17 @@ What runs, each in its own process:
   with aiohttp's WebSocket server). Each decrypts the first
   packet (mode and size), then counts what it receives (upload, acknowledging the count) or
   sends the size asked for (download), or echoes (connection set-up);
-* detour twice: one `direct` route, and one `tgws` route to that web endpoint (`addr=`, a
-  throw-away CA in `[tls] extra_ca`), both on uvloop.
+* detour four times, all on uvloop: one `direct` route, and one `tgws` route to that web
+  endpoint (`addr=`, a throw-away CA in `[tls] extra_ca`), both reached over SOCKS5; and
+  twice its MTProto proxy endpoint (`[mtproto_proxy]`, DC 2 at the DC process's plain port,
+  the `direct` route), reached as Telegram's apps reach a proxy: with a plain secret (the
+  client's obfuscated2 init made with it), and with an `ee` secret (fake TLS: the client's
+  ClientHello, then TLS records; tests/support/mtproxy_client.py makes the hello).
 
-The ratio tgws / direct is the figure: the same client and the same DC process, only the
-route differs -- TLS and WebSocket framing in detour, and the endpoint's TLS and WebSocket
-in the DC process (as Telegram's own web endpoint adds them), on the same cores.
+The ratios to direct are the figures: the same client and the same DC process, only the
+path differs -- TLS and WebSocket framing in detour and in the DC process (as Telegram's own
+web endpoint adds them) for tgws; for the proxy endpoint, detour decrypting the client's
+obfuscated2 and encrypting it again toward the DC (and the records, with fake TLS).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from benchmarks.relay import (  # noqa: E402
     MB,
     START_TIMEOUT,
     Timeout,
+    free_port,
     machine_info,
     median,
     own_cpu_seconds,
@@ -65,7 +71,37 @@ from benchmarks.relay import (  # noqa: E402
     socks5_connect,
     started,
 )
+from tests.support.mtproxy_client import (  # noqa: E402
+    application_records,
+    client_hello,
+    read_secret,
+    server_flight_size,
+    server_proof_ok,
+)
 from transports.mtproto import Keystream, Tag, accept, initiate  # noqa: E402
+
+PLAIN = "5a" * 16
+FAKE_TLS = "ee" + "a5" * 16 + b"www.example.org".hex()
+MTPROTO_SECTION = """
+[mtproto_proxy]
+listen = "{host}:{port}"
+secrets = {{ bench = "{secret}" }}
+dcs = {{ 2 = "{host}:{dc_port}" }}
+mask = "{host}:9"
+"""
+
+
+def wait_listening(address: tuple[str, int], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
 
 PACKET = 512 * 1024  # payload per MTProto packet: an upload's file part
 MODE_SINK, MODE_SOURCE, MODE_ECHO = 1, 2, 3
@@ -77,13 +113,12 @@ WEB_NAME = "kws2.web.telegram.org"
 # ------------------------------------------------------------------------------------------
 
 
-def _first_packet(init: bytes, first: bytes) -> tuple[int, int, int]:
-    """(mode, size, bytes of the first packet) from the bytes after the init."""
+def _first_packet(init: bytes, first: bytes) -> tuple[int, int, Any]:
+    """(mode, size, the DC's ciphers) from the bytes after the init."""
     _, obfuscation = accept(init)
     plain = obfuscation.decrypt(first[:13])
-    length = struct.unpack("<I", plain[:4])[0]
     mode, size = plain[4], struct.unpack("<Q", plain[5:13])[0]
-    return mode, size, 4 + length
+    return mode, size, obfuscation
 
 
 def _serve_tcp(conn: socket.socket) -> None:
@@ -92,7 +127,7 @@ def _serve_tcp(conn: socket.socket) -> None:
     with conn:
         try:
             init, first = recv_exact(conn, 64), recv_exact(conn, 16)
-            mode, size, _ = _first_packet(init, first)
+            mode, size, obfuscation = _first_packet(init, first)
             buf = memoryview(bytearray(1 << 20))
             if mode == MODE_ECHO:
                 while n := conn.recv_into(buf):
@@ -111,7 +146,8 @@ def _serve_tcp(conn: socket.socket) -> None:
             got = 0
             while got < size and (n := conn.recv_into(buf, min(len(buf), size - got))):
                 got += n
-            conn.sendall(struct.pack("!Q", got))
+            # The count, encrypted (a proxy endpoint re-encrypts what the DC sends).
+            conn.sendall(obfuscation.encrypt(struct.pack("!Q", got)))
             while conn.recv_into(buf):
                 pass
         except (OSError, ConnectionError):
@@ -132,7 +168,7 @@ async def _serve_ws(request: Any) -> Any:
     await ws.prepare(request)
     init = (await ws.receive()).data
     first = await ws.receive()
-    mode, size, _ = _first_packet(init, first.data)
+    mode, size, obfuscation = _first_packet(init, first.data)
     if mode == MODE_ECHO:
         async for message in ws:
             if message.type == WSMsgType.BINARY:
@@ -153,7 +189,7 @@ async def _serve_ws(request: Any) -> Any:
         got += len(message.data)
         if got >= size:
             break
-    await ws.send_bytes(struct.pack("!Q", got))
+    await ws.send_bytes(obfuscation.encrypt(struct.pack("!Q", got)))
     async for _ in ws:
         pass
     return ws
@@ -198,11 +234,12 @@ def serve_main(cert: str, key: str) -> None:
 
 class MTProtoClient:
     """An obfuscated2 stream of intermediate packets whose length fields are encrypted where
-    they lie; payloads are sent as they are (random bytes)."""
+    they lie; payloads are sent as they are (random bytes). `secret`: a proxy's."""
 
-    def __init__(self) -> None:
-        self.init, obfuscation = initiate(Tag.INTERMEDIATE, 2)
+    def __init__(self, secret: bytes | None = None) -> None:
+        self.init, obfuscation = initiate(Tag.INTERMEDIATE, 2, secret=secret)
         self.keystream: Keystream = obfuscation.send
+        self.receive: Keystream = obfuscation.receive
         self.offset = 64  # the stream offset of the next byte (the init was 64)
 
     def header(self, length: int) -> bytes:
@@ -218,13 +255,101 @@ class MTProtoClient:
         return self.init + head + bytes(a ^ b for a, b in zip(body, pad, strict=True))
 
 
-def open_mtproto(proxy: tuple[str, int], target: tuple[str, int], mode: int, size: int):
-    sock = socket.create_connection(proxy)
+class FakeTlsSocket:
+    """A socket whose bytes travel in TLS application-data records (after a fake-TLS
+    handshake with the proxy): what a client with an `ee` secret sends and receives."""
+
+    def __init__(self, sock: socket.socket, held: bytes) -> None:
+        self.sock = sock
+        self._raw = bytearray(held)  # received, not yet parsed
+        self._ready = bytearray()
+        self._left = 0  # payload bytes of the current record still to come
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(application_records(data))
+
+    def sendmsg(self, buffers: list[Any]) -> None:
+        self.sock.sendall(application_records(b"".join(buffers)))
+
+    def recv_into(self, buf: memoryview, n: int = 0) -> int:
+        """The next payload bytes; a record's header is read apart from its payload, which
+        goes straight into `buf` (no copies beyond the socket's)."""
+        want = n or len(buf)
+        if self._ready:
+            take = min(want, len(self._ready))
+            buf[:take] = self._ready[:take]
+            del self._ready[:take]
+            return take
+        if self._left == 0:
+            head = self._exact(5)
+            if head is None:
+                return 0
+            self._left = int.from_bytes(head[3:5], "big")
+            if head[0] != 0x17:
+                self._exact(self._left)
+                self._left = 0
+                return self.recv_into(buf, n)
+        want = min(want, self._left)
+        if self._raw:
+            take = min(want, len(self._raw))
+            buf[:take] = self._raw[:take]
+            del self._raw[:take]
+        else:
+            take = self.sock.recv_into(buf, want)
+            if not take:
+                return 0
+        self._left -= take
+        return take
+
+    def _exact(self, n: int) -> bytes | None:
+        while len(self._raw) < n:
+            more = self.sock.recv(max(n, 65536))
+            if not more:
+                return None
+            self._raw += more
+        out = bytes(self._raw[:n])
+        del self._raw[:n]
+        return out
+
+    def recv(self, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.recv_into(memoryview(buf), n)
+        return bytes(buf[:got])
+
+    def __enter__(self) -> FakeTlsSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def open_mtproto(c: Contestant, target: tuple[str, int], mode: int, size: int):
+    sock = socket.create_connection(c.address)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    socks5_connect(sock, target)
-    client = MTProtoClient()
-    sock.sendall(client.first(mode, size))
-    return sock, client
+    if c.secret is None:
+        socks5_connect(sock, target)
+        client = MTProtoClient()
+        sock.sendall(client.first(mode, size))
+        return sock, client
+    parsed = read_secret(c.secret)
+    client = MTProtoClient(parsed.key)
+    if parsed.domain is None:
+        sock.sendall(client.first(mode, size))
+        return sock, client
+    hello = client_hello(parsed.key, parsed.domain)
+    sock.sendall(hello)
+    flight = b""
+    while (end := server_flight_size(flight)) is None:
+        more = sock.recv(65536)
+        if not more:
+            raise RuntimeError("the proxy closed instead of answering the ClientHello")
+        flight += more
+    if not server_proof_ok(parsed.key, hello, flight[:end]):
+        raise RuntimeError("the proxy's ServerHello is no proof of the secret")
+    wrapped = FakeTlsSocket(sock, flight[end:])
+    sock.sendall(b"\x14\x03\x03\x00\x01\x01")
+    wrapped.sendall(client.first(mode, size))
+    return wrapped, client
 
 
 @dataclass
@@ -242,10 +367,11 @@ def wire_size(size: int) -> int:
     return size + 4 * -(-size // PACKET)
 
 
-def upload(proxy, target, size: int, pid: int, timeout: float) -> Transfer:
+def upload(c: Contestant, target, size: int, timeout: float) -> Transfer:
+    pid = c.pid
     payload = memoryview(os.urandom(PACKET))
     with Timeout(timeout, "upload"):
-        sock, client = open_mtproto(proxy, target, MODE_SINK, wire_size(size))
+        sock, client = open_mtproto(c, target, MODE_SINK, wire_size(size))
         with sock:
             cpu0, own0 = process_cpu_seconds(pid), own_cpu_seconds()
             t0 = time.perf_counter()
@@ -254,7 +380,7 @@ def upload(proxy, target, size: int, pid: int, timeout: float) -> Transfer:
                 n = min(left, PACKET)
                 sock.sendmsg([client.header(n), payload[:n]])
                 left -= n
-            got = struct.unpack("!Q", recv_exact(sock, 8))[0]
+            got = struct.unpack("!Q", client.receive.apply(recv_exact(sock, 8)))[0]
             t1 = time.perf_counter()
             cpu1, own1 = process_cpu_seconds(pid), own_cpu_seconds()
     if got != wire_size(size):
@@ -262,10 +388,11 @@ def upload(proxy, target, size: int, pid: int, timeout: float) -> Transfer:
     return Transfer(t1 - t0, None if cpu0 is None or cpu1 is None else cpu1 - cpu0, own1 - own0)
 
 
-def download(proxy, target, size: int, pid: int, timeout: float) -> Transfer:
+def download(c: Contestant, target, size: int, timeout: float) -> Transfer:
+    pid = c.pid
     buf = memoryview(bytearray(1 << 20))
     with Timeout(timeout, "download"):
-        sock, _ = open_mtproto(proxy, target, MODE_SOURCE, size)
+        sock, _ = open_mtproto(c, target, MODE_SOURCE, size)
         with sock:
             cpu0, own0 = process_cpu_seconds(pid), own_cpu_seconds()
             t0 = time.perf_counter()
@@ -282,14 +409,15 @@ def download(proxy, target, size: int, pid: int, timeout: float) -> Transfer:
     return Transfer(t1 - t0, None if cpu0 is None or cpu1 is None else cpu1 - cpu0, own1 - own0)
 
 
-def setup_latency(proxy, target, count: int, timeout: float) -> list[float]:
-    """`count` times: connect, SOCKS5, the init and a first packet, one small packet echoed
-    back, close; in µs. Through tgws the dial includes TLS and the WebSocket upgrade."""
+def setup_latency(c: Contestant, target, count: int, timeout: float) -> list[float]:
+    """`count` times: connect, SOCKS5 (or the proxy's handshake), the init and a first
+    packet, one small packet echoed back, close; in µs. Through tgws the dial includes TLS
+    and the WebSocket upgrade; through the endpoint with fake TLS, its hello and answer."""
     samples = []
     with Timeout(timeout, "connection set-up"):
         for _ in range(count):
             t0 = time.perf_counter_ns()
-            sock, client = open_mtproto(proxy, target, MODE_ECHO, 0)
+            sock, client = open_mtproto(c, target, MODE_ECHO, 0)
             with sock:
                 sock.sendall(client.header(4) + b"ping")
                 recv_exact(sock, 8)
@@ -307,6 +435,7 @@ class Contestant:
     key: str
     label: str
     chain: str
+    secret: str | None = None  # through the MTProto proxy endpoint with this secret
     address: tuple[str, int] = ("", 0)
     pid: int = 0
     info: dict[str, object] = field(default_factory=dict)
@@ -339,21 +468,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         contestants = [
             Contestant("direct", "detour, direct route", "direct"),
             Contestant("tgws", "detour, tgws route", f"tgws:dc2={HOST};addr={HOST}:{wss_port}"),
+            Contestant("mtproto", "detour MTProto endpoint, plain secret", "direct", PLAIN),
+            Contestant("mtproto-ee", "detour MTProto endpoint, ee secret", "direct", FAKE_TLS),
         ]
         for c in contestants:
+            more = extra
+            port = 0
+            if c.secret is not None:
+                port = free_port()
+                more += MTPROTO_SECTION.format(
+                    port=port, secret=c.secret, host=HOST, dc_port=tcp_port
+                )
             c.address, c.pid, c.info = stack.enter_context(
-                run_detour(tmp, "uvloop", chain=c.chain, extra=extra, label=c.key)
+                run_detour(tmp, "uvloop", chain=c.chain, extra=more, label=c.key)
             )
+            if c.secret is not None:
+                c.address = (HOST, port)
+                wait_listening(c.address)
         for round_ in range(args.repeat):
             order = contestants[round_ % 2 :] + contestants[: round_ % 2]
             for c in order:
                 print(f"round {round_ + 1}/{args.repeat}: {c.label}", file=sys.stderr)
-                c.up.append(upload(c.address, target, args.size, c.pid, args.timeout))
-                c.down.append(download(c.address, target, args.size, c.pid, args.timeout))
+                c.up.append(upload(c, target, args.size, args.timeout))
+                c.down.append(download(c, target, args.size, args.timeout))
         for c in contestants:
             print(f"set-up: {c.label}", file=sys.stderr)
-            setup_latency(c.address, target, 5, args.timeout)  # warm up
-            c.latency = setup_latency(c.address, target, args.connections, args.timeout)
+            setup_latency(c, target, 5, args.timeout)  # warm up
+            c.latency = setup_latency(c, target, args.connections, args.timeout)
         with contextlib.suppress(OSError):
             assert dc.stdin is not None
             dc.stdin.close()
@@ -383,11 +524,15 @@ def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[
             "runs_up_mbps": [t.mbps(size) for t in c.up],
             "runs_down_mbps": [t.mbps(size) for t in c.down],
         }
-    direct, tgws = rows["direct"], rows["tgws"]
+    direct = rows["direct"]
     ratios = {
-        "upload": tgws["upload_mbps"] / direct["upload_mbps"],
-        "download": tgws["download_mbps"] / direct["download_mbps"],
-        "setup_added_us": tgws["setup_median_us"] - direct["setup_median_us"],
+        key: {
+            "upload": row["upload_mbps"] / direct["upload_mbps"],
+            "download": row["download_mbps"] / direct["download_mbps"],
+            "setup_added_us": row["setup_median_us"] - direct["setup_median_us"],
+        }
+        for key, row in rows.items()
+        if key != "direct"
     }
     return {
         "machine": machine,
@@ -395,7 +540,7 @@ def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[
         "size": size,
         "repeat": args.repeat,
         "contestants": rows,
-        "tgws_vs_direct": ratios,
+        "vs_direct": ratios,
     }
 
 
@@ -417,12 +562,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{up_ratio:.2f}x / {down_ratio:.2f}x | {cpu_text} | "
             f"{row['setup_median_us'] / 1000:.2f} ms | {row['setup_p90_us'] / 1000:.2f} ms |"
         )
-    r = result["tgws_vs_direct"]
     lines.append("")
-    lines.append(
-        f"tgws / direct: {r['upload']:.2f}x up, {r['download']:.2f}x down; connection set-up "
-        f"+{r['setup_added_us'] / 1000:.2f} ms (median). Goal: at least 0.5x."
-    )
+    for key, r in result["vs_direct"].items():
+        lines.append(
+            f"{key} / direct: {r['upload']:.2f}x up, {r['download']:.2f}x down; connection "
+            f"set-up {r['setup_added_us'] / 1000:+.2f} ms (median). Goal: at least 0.5x."
+        )
     return "\n".join(lines)
 
 

@@ -7,35 +7,53 @@ running detour (docs/status-api.md).
     GET /proxy.pac  a proxy auto-config file: the services' destinations through detour,
                     everything else direct
     GET /healthz    "ok" (200) or why not (503), for watchdogs
+    GET /mtproto/links   the MTProto proxy endpoint's links with their secrets (in /status
+                    they are hidden); never public
 
 Served by the small HTTP/1.1 server in helper/http_server.py (one request per connection).
 Off unless `[api] listen` is set. Clients on other machines must send `Authorization:
 Bearer TOKEN`; loopback clients need it only with `loopback_token = true`; endpoints in
 `public` need it from nobody. Nothing served carries a secret: chains are redacted, listener
 passwords are never read here, and the token is kept only as a digest to compare against.
+The one exception is /mtproto/links, which exists to hand the MTProto proxy's secrets to the
+owner (docs/status-api.md says who may ask).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from transports import Endpoint
+from transports import Endpoint, Stream
+from transports.base import IPNetwork
 
 from . import __version__
 from .config import ApiConfig
-from .http_server import HttpServer, Request, Response
+from .http_server import (
+    LINGER_BYTES,
+    LINGER_TIMEOUT,
+    WRITE_TIMEOUT,
+    HttpServer,
+    Request,
+    Response,
+)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .pac import proxy_pac
 from .probe.report import ServiceReport
+from .proxy.limits import Admission, ConnectionBook, Limits
+from .proxy.listener import LOOPBACK_NETWORKS, ClientConnection, Listener
+from .proxy.server import ClientServer
 from .status import Snapshot
 
 __all__ = ["StatusApi", "status_document"]
@@ -49,12 +67,97 @@ _NO_STORE = (("Cache-Control", "no-store"),)
 _ALLOWED = "GET, HEAD"
 
 
+# Who may connect, and how many at once: the API's connections go through the same
+# admission as every listener's (helper/proxy/server.py, limits.py). Each address outside
+# loopback may hold API_PER_CLIENT of them (an idle one is answered 408 and closed after the
+# head timeout); loopback clients (the machine's own watchdogs) count apart, so no number of
+# LAN sockets can lock them out.
+API_CONNECTIONS = 64
+API_PER_CLIENT = 8
+_LIMIT_KEYS = ("the status API's limit", "its limit per client") * 2
+
+
+class ApiAdmission(Admission):
+    """The API's admission: loopback clients in a book of their own."""
+
+    def __init__(self, allow: tuple[IPNetwork, ...], allow_key: str) -> None:
+        remote = Limits(
+            API_CONNECTIONS, API_PER_CLIENT, API_CONNECTIONS, API_PER_CLIENT, _LIMIT_KEYS
+        )
+        super().__init__(remote, allow, logger=log, prefix="status API: ", allow_key=allow_key)
+        local = API_CONNECTIONS
+        self.local_book = ConnectionBook(Limits(local, local, local, local, _LIMIT_KEYS))
+
+    def book_for(self, key: str) -> ConnectionBook:
+        return self.local_book if _is_loopback(_parse_ip(key)) else self.book
+
+
+class ApiListener(Listener):
+    """The API's port on the client server: its handshake is one HTTP request, answered."""
+
+    kind = "api"
+
+    def __init__(self, http: HttpServer, address: Endpoint, admission: Admission) -> None:
+        # The handshake bounds itself: the head must come within the head timeout (408),
+        # the answer be taken within the write timeout.
+        super().__init__(
+            address, admission, setting="status API on", handshake_timeout=None, idle_timeout=0
+        )
+        self.http = http
+
+    async def handshake(self, conn: ClientConnection) -> Request | None:
+        stream = conn.stream
+        answer = await self.http.answer(stream)
+        if answer is None:
+            return None  # the client left mid-head
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                stream.write(answer)
+                await stream.drain()
+            await _linger(stream)
+        except TimeoutError:
+            stream.abort()  # it stopped reading
+        return None
+
+    def cannot_listen(self, exc: OSError) -> OSError:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return OSError(exc.errno, f"status API on {self.address}: {reason}")
+
+
+async def _linger(stream: Stream) -> None:
+    """Half-close, then read and drop what the client still sends until it closes too (a
+    short while at most): closing with unread bytes would reset the connection, and a reset
+    can make the client lose the answer it has not read yet."""
+    if stream.can_write_eof():
+        stream.write_eof()
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_TIMEOUT):
+            while dropped < LINGER_BYTES:
+                chunk = await stream.read(LINGER_BYTES)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+
+
 class StatusApi:
-    def __init__(self, snapshot: Callable[[], Snapshot], config: ApiConfig) -> None:
-        """`snapshot`: takes a status snapshot of the running detour (Engine.snapshot)."""
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        config: ApiConfig,
+        listen_allow: tuple[IPNetwork, ...] = (),
+    ) -> None:
+        """`snapshot`: takes a status snapshot of the running detour (Engine.snapshot).
+        `listen_allow`: [listen] allow, the clients admitted when `api.allow` is empty."""
         assert config.listen is not None
         self.snapshot = snapshot
         self.config = config
+        allow, allow_key = (
+            (config.allow, "api.allow") if config.allow else (listen_allow, "listen.allow")
+        )
+        # Loopback clients are always let in (the machine's own watchdogs and scripts).
+        self.allow = (*allow, *LOOPBACK_NETWORKS) if allow else ()
+        self._allow_key = allow_key
         self.metrics = Metrics()
         self.started = time.time()
         self._token_digest = (
@@ -65,28 +168,44 @@ class StatusApi:
             "/metrics": self._metrics,
             "/proxy.pac": self._pac,
             "/healthz": self._healthz,
+            "/mtproto/links": self._mtproto_links,
         }
-        self._server: HttpServer | None = None
+        self._server: ClientServer | None = None
+        self._listener: ApiListener | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the API actually listens (port 0 in a config means any)."""
-        return self._server.address if self._server is not None else None
+        if self._listener is None or not self._listener.sockets:
+            return None
+        return self._listener.sockets[0]
+
+    @property
+    def admission(self) -> Admission | None:
+        return self._listener.admission if self._listener is not None else None
 
     async def start(self) -> None:
         assert self.config.listen is not None
         self.started = time.time()
         self.metrics.started = self.started
-        server = HttpServer(
-            self.handle,
-            self.config.listen.host,
-            self.config.listen.port,
-            name="status API",
-            headers=_NO_STORE,
+        listen = self.config.listen
+        # Served by a client server of its own (the same admission, handshake deadline and
+        # connection table as every listener's; none of the engine's routing), so that the
+        # engine's drain and its connection counts leave it alone. Requests are parsed and
+        # answered by the HTTP server's code, on the stream the client server accepted.
+        http = HttpServer(self.handle, listen.host, listen.port, name="status API",
+                          headers=_NO_STORE)  # fmt: skip
+        server = ClientServer(None)  # type: ignore[arg-type]  # no routing: no router
+        self._listener = server.add(
+            ApiListener(http, listen, ApiAdmission(self.allow, self._allow_key))
         )
-        await server.start()  # an address in use: OSError "status API on HOST:PORT: ..."
+        try:
+            await server.start()  # an address in use: OSError "status API on HOST:PORT: ..."
+        except BaseException:
+            self._listener = None
+            raise
         self._server = server
-        host, port = self.address or (self.config.listen.host, self.config.listen.port)
+        host, port = self.address or (listen.host, listen.port)
         log.info("status API on http://%s/status", Endpoint(host, port))
 
     async def stop(self) -> None:
@@ -157,6 +276,14 @@ class StatusApi:
         healthy, reason = health(self.snapshot())
         return Response.text(200 if healthy else 503, reason + "\n")
 
+    async def _mtproto_links(self, request: Request) -> Response:
+        snapshot = self.snapshot()
+        if not snapshot.mtproto_links:
+            return Response.text(404, "no MTProto proxy endpoint ([mtproto_proxy] is off)\n")
+        document = {"users": mtproto_links(snapshot, reveal=True)}
+        body = (json.dumps(document, indent=2) + "\n").encode()
+        return Response(200, body, "application/json; charset=utf-8")
+
 
 # --- documents ----------------------------------------------------------------------------
 
@@ -187,6 +314,10 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             {"kind": listener.kind, "address": str(Endpoint(listener.host, listener.port))}
             for listener in snapshot.listeners
         ],
+        "links": [
+            {"kind": link.kind, "host": link.host, "port": link.port, "urls": list(link.urls)}
+            for link in snapshot.links
+        ],
         "connections": [
             {
                 "id": conn.id,
@@ -202,7 +333,23 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             }
             for conn in snapshot.connections
         ],
+        "mtproto_proxy": (
+            {"users": mtproto_links(snapshot, reveal=False)} if snapshot.mtproto_links else None
+        ),
     }
+
+
+def mtproto_links(snapshot: Snapshot, *, reveal: bool) -> list[dict[str, str]]:
+    """Each user of the MTProto proxy endpoint and their links (secrets *** unless `reveal`)."""
+    return [
+        {
+            "user": link.user,
+            "mode": link.mode,
+            "link": link.link(reveal=reveal),
+            "web_link": link.link(web=True, reveal=reveal),
+        }
+        for link in snapshot.mtproto_links
+    ]
 
 
 def health(snapshot: Snapshot) -> tuple[bool, str]:
@@ -228,6 +375,13 @@ def _peer_ip(request: Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
         return None
     try:
         return ipaddress.ip_address(request.peer[0].split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 

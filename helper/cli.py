@@ -31,6 +31,7 @@ from .config import (
 )
 from .config_commands import config_check, config_show
 from .headless import reload_config, serve, with_listen
+from .mtproto_commands import mtproto_links, mtproto_secret
 
 log = logging.getLogger("detour")
 
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
+
+    from .links_command import add_links_parser
+    from .mtproto_commands import add_mtproto_parser
+
+    add_mtproto_parser(sub, _Parser)
+    add_links_parser(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -266,10 +273,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.config_command == "show":
             return config_show(args.show_config or args.config)
         parser.parse_args(["config", "--help"])
+    if args.command == "mtproto":
+        if args.mtproto_command == "links":
+            return mtproto_links(args.mtproto_config or args.config, args.show_secrets)
+        if args.mtproto_command == "secret":
+            return mtproto_secret(args.plain, args.tls)
+        parser.parse_args(["mtproto", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
     if args.command == "relay":
         return _relay(args)
+    if args.command == "links":
+        from .links_command import links_command
+
+        return links_command(args.links_config or args.config, args.json, args.qr)
     if args.command == "probe":
         return _probe(args.probe_config or args.config, args.service, args.json)
     parser.print_help()

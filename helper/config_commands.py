@@ -38,6 +38,13 @@ def config_check(path: str) -> int:
         ports = [wa.tls_port, wa.chat_port, wa.http_port, *wa.media_ports]
         shown = ", ".join(str(p) for p in ports if p is not None)
         print(f"  whatsapp proxy: {wa.listen} ports {shown}")
+    if config.mtproto_proxy is not None:
+        mt = config.mtproto_proxy
+        modes = ", ".join(sorted({secret.mode.value for secret in mt.secrets.values()}))
+        print(f"  mtproto proxy: {mt.listen}, {len(mt.secrets)} user(s), secrets {modes}")
+    if config.signal_proxy is not None:
+        sp = config.signal_proxy
+        print(f"  signal proxy: {sp.listen} as {sp.link_host}")
     if config.api.listen is not None:
         print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")

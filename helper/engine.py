@@ -34,6 +34,8 @@ from .probe.network import NetworkWatch
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
+from .proxy.mtproto import MTProtoProxy
+from .proxy.signal import SignalProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
@@ -133,12 +135,24 @@ class Engine:
             )
             for port in self.whatsapp.ports:
                 self.server.add(port)
+        # [mtproto_proxy]: Telegram's apps set to use detour as an MTProto proxy.
+        self.mtproto: MTProtoProxy | None = None
+        if config.mtproto_proxy is not None:
+            self.mtproto = self.server.add(
+                MTProtoProxy(config.mtproto_proxy, allow=config.listen.allow)
+            )
+        # [signal_proxy]: its port, with its own limits.
+        self.signal: SignalProxy | None = None
+        if config.signal_proxy is not None:
+            self.signal = self.server.add(
+                SignalProxy(config.signal_proxy, allow=config.listen.allow)
+            )
         # The status API (off unless [api] listen is set) reads snapshots of this engine.
         self.api: StatusApi | None = None
         if config.api.listen is not None:
             from .api import StatusApi
 
-            self.api = StatusApi(self.snapshot, config.api)
+            self.api = StatusApi(self.snapshot, config.api, config.listen.allow)
 
     # The current generation's parts, as the front ends and the status views know them.
     @property
@@ -228,6 +242,8 @@ class Engine:
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
             network=self.network.state,
+            mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
+            links=(self.signal.link_view(),) if self.signal is not None else (),
         )
 
     async def start(self) -> None:
@@ -236,6 +252,8 @@ class Engine:
         try:
             if self.whatsapp is not None:
                 await self.whatsapp.prepare()
+            if self.signal is not None:
+                self.signal.load()
             await self.server.start()
         except BaseException:
             if self.api is not None:
@@ -245,6 +263,10 @@ class Engine:
             log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
         if self.whatsapp is not None:
             self.whatsapp.announce(self.router.services, self.router.default_policy)
+        if self.mtproto is not None:
+            self.mtproto.announce()
+        if self.signal is not None:
+            self.signal.announce(self.router.services, self.router.default_policy)
         await self.monitor.start(probe_now=self._probe_on_start)
         host, port = self.mixed_address
         log.info(
@@ -279,6 +301,8 @@ class Engine:
             self.prober, self.monitor = self._monitoring(new, None)
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
+            if self.signal is not None:
+                self.signal.recheck()  # a renewed certificate, if its files changed
             self._retire(old)
             await old_monitor.stop()
             # Probe at once (the routes or services may be new); the health carried over

@@ -47,6 +47,7 @@ class AcceptFailures(logging.Filter):
     `interval` seconds, as one sentence that says what to do."""
 
     PREFIX = "socket.accept() out of system resource"
+    RETRY = "Exception in callback BaseSelectorEventLoop._start_serving("
 
     def __init__(self, interval: float = 30.0) -> None:
         super().__init__()
@@ -54,7 +55,13 @@ class AcceptFailures(logging.Filter):
         self._last = -interval
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self.PREFIX):
+        message = str(record.msg)
+        if message.startswith(self.RETRY) and _closed_socket(record):
+            # The loop retries a failed accept a second later even when the listener has been
+            # closed meanwhile (detour stopping or draining): the retry finds no socket. Nothing
+            # is wrong, so nothing is said.
+            return False
+        if not message.startswith(self.PREFIX):
             return True
         now = time.monotonic()
         if now - self._last < self.interval:
@@ -70,6 +77,12 @@ class AcceptFailures(logging.Filter):
         record.exc_info = None
         record.exc_text = None
         return True
+
+
+def _closed_socket(record: logging.LogRecord) -> bool:
+    """Whether the record's error is the selector refusing a closed socket (fd -1)."""
+    error = record.exc_info[1] if record.exc_info else None
+    return isinstance(error, ValueError) and str(error).endswith("file descriptor: -1")
 
 
 def setup_logging(

@@ -15,6 +15,8 @@ import ipaddress
 import json
 from collections.abc import Sequence
 
+from transports.wire import format_hostport
+
 from .services import Service
 
 __all__ = ["proxy_pac"]
@@ -149,7 +151,7 @@ function FindProxyForURL(url, host) {
 
 def proxy_pac(services: Sequence[Service], host: str, port: int) -> str:
     """The PAC file sending `services` to detour's mixed listener at host:port."""
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = format_hostport(host, port)
     table = []
     for service in services:
         v4, v6 = [], []

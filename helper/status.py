@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from transports.mtproto.secret import ProxyLink
+
     from .probe.result import ProbeResult
     from .services import Service
 
@@ -33,6 +35,7 @@ __all__ = [
     "Counters",
     "Health",
     "Histogram",
+    "LinkView",
     "ListenerView",
     "NetworkView",
     "ProbeRound",
@@ -148,6 +151,17 @@ class NetworkView:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkView:
+    """An endpoint phones are pointed at with a link: where it is, and the links that set it
+    up in the app (`signal`: https://signal.tube/#HOST and sgnl://signal.tube/#HOST)."""
+
+    kind: str  # signal
+    host: str  # the name (or address) the links carry
+    port: int
+    urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeRound:
     """The probes running now and how far the current round has got."""
 
@@ -192,6 +206,10 @@ class Snapshot:
     counters: Counters
     default_policy: str = ""
     network: NetworkView = NetworkView()
+    # The MTProto proxy endpoint's users and links (secrets inside: shown hidden unless the
+    # owner asks, helper/api.py); empty when [mtproto_proxy] is off.
+    mtproto_links: tuple[ProxyLink, ...] = field(default=(), repr=False)
+    links: tuple[LinkView, ...] = ()  # endpoints set up by a link (the Signal proxy)
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

@@ -134,13 +134,25 @@ def _build_direct(inner: Dialer | None, params: dict[str, Any], opts: DialOption
     )
 
 
+# What urlsplit drops from a URL without a word (WHATWG: tab, CR, LF anywhere): written in a
+# password, they would silently make it another one. Percent-encoded, they stay in it.
+_URL_DROPPED = {"\t": "%09", "\r": "%0D", "\n": "%0A"}
+
+
 def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
     shown = redact(text)
     if not text.startswith(f"{name}://"):
         raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {shown!r})")
+    for raw, encoded in _URL_DROPPED.items():
+        text = text.replace(raw, encoded)
+    rest = text[len(name) + 3 :]
+    if "@" not in rest and _open_userinfo(rest):
+        # "h:port" or "alice:pa" of "alice:pa|ss@h:1" (a '|' cut it): a password, maybe.
+        host = rest[: rest.find("]") + 1] if rest.startswith("[") else rest.partition(":")[0]
+        shown = f"{name}://{host}:***"
     invalid = ChainError(
         f"{shown!r} is not a valid proxy address ({_KINDS[name].syntax}; "
-        "percent-encode '@', ':' and '/' in user names and passwords)"
+        "percent-encode '@', ':', '/' and '|' in user names and passwords)"
     )  # (not urlsplit's own message: it may quote part of a password)
     try:
         url = urlsplit(text)
@@ -179,6 +191,25 @@ def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
     params["username"] = username
     params["password"] = password
     return params
+
+
+# Userinfo characters that stay as written when a layer is shown (RFC 3986 unreserved and
+# sub-delims); the rest ('@', ':', '/', '|', blanks, '%') are percent-encoded, so what is
+# shown parses back to the same layer.
+_USERINFO_SAFE = "!$&'()*+,;="
+
+
+def _show_proxy_url(layer: Layer) -> str:
+    """A proxy layer from what was parsed: `socks5://alice:***@10.0.0.2:1080`. The password
+    is never shown, whatever it holds (blanks, '|', '@'): it is not in the text at all."""
+    params = layer.params
+    userinfo = ""
+    if layer.name == "socks4a":
+        if params["user_id"]:
+            userinfo = quote(params["user_id"], safe=_USERINFO_SAFE) + "@"
+    elif params["username"] is not None:
+        userinfo = quote(params["username"], safe=_USERINFO_SAFE) + ":***@"
+    return f"{layer.name}://{userinfo}{params['proxy']}"
 
 
 def _require_inner(inner: Dialer | None) -> Dialer:
@@ -391,9 +422,21 @@ def _build_tgws(inner: Dialer | None, params: dict[str, Any], opts: DialOptions)
 
 _KINDS: dict[str, _LayerKind] = {
     "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
-    "socks5": _LayerKind(_parse_proxy_url, _build_socks5, syntax="socks5://[USER:PASS@]HOST:PORT"),
-    "socks4a": _LayerKind(_parse_proxy_url, _build_socks4a, syntax="socks4a://[USERID@]HOST:PORT"),
-    "http": _LayerKind(_parse_proxy_url, _build_http, syntax="http://[USER:PASS@]HOST:PORT"),
+    "socks5": _LayerKind(
+        _parse_proxy_url,
+        _build_socks5,
+        syntax="socks5://[USER:PASS@]HOST:PORT",
+        show=_show_proxy_url,
+    ),
+    "socks4a": _LayerKind(
+        _parse_proxy_url,
+        _build_socks4a,
+        syntax="socks4a://[USERID@]HOST:PORT",
+        show=_show_proxy_url,
+    ),
+    "http": _LayerKind(
+        _parse_proxy_url, _build_http, syntax="http://[USER:PASS@]HOST:PORT", show=_show_proxy_url
+    ),
     "resolve": _LayerKind(
         _parse_resolve,
         _build_resolve,
@@ -617,6 +660,7 @@ def parse_chain(text: str) -> Chain:
     parts = [part.strip() for part in text.split("|")]
     if any(not part for part in parts):
         raise ChainError("empty layer between '|' separators")
+    _check_bar_in_userinfo(parts)
     layers = [_parse_layer(part) for part in parts]
     for position, layer in enumerate(layers):
         if position > 0 and _KINDS[layer.name].base:
@@ -631,6 +675,25 @@ def parse_chain(text: str) -> Chain:
 
 
 _PROXY_SCHEMES = ("socks5", "socks4a", "http")
+
+
+def _check_bar_in_userinfo(parts: list[str]) -> None:
+    """'|' separates layers, so one written in a user name or password cuts its URL in two:
+    `socks5://alice:pa|ss@host:1080`. Say so without quoting either half (both are secret):
+    after a URL, a part with an '@' before any '://' of its own (no layer has one there), or
+    after a URL cut short ("alice:pa", no HOST:PORT), any part with an '@'."""
+    url, cut = None, False
+    for part in parts:
+        head, sep, _ = part.partition("://")
+        if url is not None and ("@" in head or (cut and "@" in part)):
+            shown = url if _LAYER_NAME.fullmatch(url) else "..."
+            raise ChainError(
+                f"{shown}://***: not a proxy address; if a user name or password holds '|', "
+                "write it %7C ('|' separates layers; percent-encode '@', ':', '/' and '|' there)"
+            )
+        if sep:
+            url, rest = head, part[len(head) + 3 :]
+            cut = "@" not in rest and _open_userinfo(rest)  # "alice:pa" of alice:pa|...@
 
 
 def _place_pt(layers: list[Layer]) -> None:
@@ -753,20 +816,78 @@ _PT_LAYER = re.compile(
     r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]+:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
     re.I,
 )
+# Where a URL starts: a scheme (anything but separators; a typo in it is still a URL) and
+# '://', where a layer, a quote or a `key=` value starts. A '://' inside a password is not
+# one (it follows ':' or a letter).
+_URL_START = re.compile(r"(?<![^\s|'\"`(=])[^\s|'\"`(=:/@]*://")
+# Link schemes (transports/links.py) whose userinfo is secret whole: a password, a UUID,
+# base64 of a cipher and password. vmess's base64 JSON and the legacy ss form have no '@'
+# and are secret whole; a dynamic key's path is its secret.
+_LINK_SCHEMES = ("ss", "vless", "vmess", "trojan")
+_LINK_WHOLE = ("ss", "vmess")
+
+
+def _redact_url(url: str) -> str:
+    """One URL and what follows it up to the next URL or the end of its line.
+
+    Its userinfo runs to the last '@' (as URL parsers read it): a space, a tab or a '|'
+    written in a password stays inside it, so the whole password goes, not the words after
+    its first blank. In a message the text after the URL may hold an '@' too; hiding up to
+    it hides more than needed, never less."""
+    scheme, _, rest = url.partition("://")
+    name = scheme.lower()
+    if name == "ssconf":
+        host = re.match(r"[^/\s|#?]*", rest)
+        after = re.search(r"[\s|#]", rest)
+        tail = rest[after.start() :] if after else ""
+        return f"{scheme}://{host.group(0) if host else ''}/***{tail}"
+    at = rest.rfind("@")
+    if name in _LINK_SCHEMES:
+        if at >= 0:
+            return f"{scheme}://***{rest[at:]}"
+        if name in _LINK_WHOLE and rest and rest[0] not in " \t|#":
+            after = re.search(r"[\s|#]", rest)
+            return f"{scheme}://***{rest[after.start() :] if after else ''}"
+        return url
+    if at < 0:
+        return url
+    colon = rest.find(":", 0, at)
+    if colon < 0:
+        return url  # a user name alone is not a secret
+    return f"{scheme}://{rest[: colon + 1]}***{rest[at:]}"
+
+
+def _open_userinfo(rest: str) -> bool:
+    """Whether what follows a URL's '://' (no '@' in it) looks like a user name and part of
+    a password cut short, not HOST[:PORT]: `alice:pa` of `socks5://alice:pa|ss@host:1`."""
+    host = rest.find("]") + 1 if rest.startswith("[") else 0
+    authority = re.match(r"[^\s|/?#'\"`]*", rest[host:])
+    colon = authority.group(0).find(":") if authority else -1
+    return colon >= 0 and not authority.group(0)[colon + 1 :].isdigit()  # type: ignore[union-attr]
 
 
 def _redact_userinfo(segment: str) -> str:
-    """`user:password@host` -> `user:***@host`. The password runs to the last '@' (as URL
-    parsers read it), and a segment without '://' is treated as all userinfo up to it."""
+    """`user:password@host` outside a URL -> `user:***@host`."""
     at = segment.rfind("@")
-    if at < 0:
+    colon = segment.find(":", 0, at)
+    if at < 0 or colon < 0:
         return segment
-    start = segment.find("://")
-    start = start + 3 if 0 <= start < at else 0
-    colon = segment.find(":", start, at)
-    if colon < 0:
-        return segment  # a user name alone is not a secret
     return f"{segment[: colon + 1]}***{segment[at:]}"
+
+
+def _redact_urls(line: str) -> str:
+    starts = [m.start() for m in _URL_START.finditer(line)]
+    if not starts:
+        return _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), line)
+    head = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), line[: starts[0]])
+    # A URL cut short before its '@' by a '|' in its password runs on into the next one.
+    kept = [starts[0]]
+    for start in starts[1:]:
+        rest = line[kept[-1] : start].partition("://")[2]
+        if "@" in rest or not _open_userinfo(rest):
+            kept.append(start)
+    ends = [*kept[1:], len(line)]
+    return head + "".join(_redact_url(line[a:b]) for a, b in zip(kept, ends, strict=True))
 
 
 # A relay access key holds a private key: all of it is secret.
@@ -785,24 +906,15 @@ def _redact_pt(match: re.Match[str]) -> str:
     return f"pt:{match['name'] or ''} ***{tail}"
 
 
-# Links (transports/links.py): what precedes the server's address is the secret (a password,
-# a UUID, base64 of a cipher and password); a link without one (vmess's base64 JSON, the
-# legacy ss form) is secret whole; a dynamic key's path is its secret.
-_LINK_USERINFO = re.compile(r"\b(?P<scheme>ss|vless|vmess|trojan)://[^\s|]*@", re.I)
-_LINK_WHOLE = re.compile(r"\b(?P<scheme>ss|vmess)://(?![^\s|]*@)[^\s|#]+", re.I)
-_DYNAMIC_KEY = re.compile(r"\b(?P<scheme>ssconf)://(?P<host>[^/\s|#?]*)[^\s|#]*", re.I)
-
-
-def _redact_links(text: str) -> str:
-    text = _LINK_USERINFO.sub(lambda m: f"{m['scheme']}://***@", text)
-    text = _LINK_WHOLE.sub(lambda m: f"{m['scheme']}://***", text)
-    return _DYNAMIC_KEY.sub(lambda m: f"{m['scheme']}://{m['host']}/***", text)
-
-
 def redact(text: str) -> str:
-    """Hide passwords, keys and bridges in a chain (or any text that may quote one)."""
+    """Hide passwords, keys and bridges in a chain (or any text that may quote one).
+
+    It reads the text as chain syntax, not as words: a URL's userinfo runs from its '://' to
+    its last '@' before the next URL or line, whatever blanks or '|' a password holds; a
+    pt layer's bridge runs to the next layer; key=value parameters named like secrets lose
+    their values. A parsed chain shows its layers from what was parsed (`str(chain)`); this
+    is for text: error messages, and a config as its file wrote it (`detour config show`)."""
     text = _ACCESS_KEY.sub("dtr1:***", text)
-    text = _redact_links(text)
+    text = "".join(_redact_urls(line) for line in text.splitlines(keepends=True))
     text = _PT_LAYER.sub(_redact_pt, text)
-    text = _SEGMENT.sub(lambda m: _redact_userinfo(m.group(0)), text)
     return _SECRET_PARAM.sub(lambda m: f"{m['key']}***", text)

@@ -30,10 +30,13 @@ from pathlib import Path
 from .base import DialError, Failure, IPAddress, IPNetwork, Op
 
 __all__ = [
+    "NEVER_PUBLIC_RANGES",
     "AddressPolicy",
     "DestinationRefused",
     "LocalAddresses",
     "check_addresses",
+    "embedded_ipv4",
+    "embedded_ipv4_networks",
     "guarded",
     "normalize_address",
 ]
@@ -42,6 +45,20 @@ _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056: a v4 address in bits 16-48
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: a v4 address in the last 32 bits
+# IPv6 addresses that carry an IPv4 address in their last 32 bits to a translator (SIIT,
+# NAT64) or to an old stack: IPv4-compatible (RFC 4291, deprecated), IPv4-translated
+# (RFC 2765), IPv4-mapped (RFC 4291; detour reads these as IPv4 before anything else).
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+# RFC 8215: a network's own NAT64 prefix, in any of RFC 6052's formats (its length is the
+# operator's choice, so every reading of an address in it counts).
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# RFC 6052 2.2: where a prefix of each length puts the IPv4 address (bit ranges; bits 64-71,
+# the "u" octet, are never used, and the bits after the IPv4 address are zero).
+_RFC6052 = {48: ((48, 64), (72, 88)), 56: ((56, 64), (72, 96)), 64: ((72, 104),), 96: ((96, 128),)}
+# IPv6 ranges whose addresses carry an IPv4 address, the one place each puts it.
+EMBEDDING = (_V4_COMPATIBLE, _V4_TRANSLATED, _V4_MAPPED, _NAT64, _NAT64_LOCAL, _SIX_TO_FOUR)
 
 
 class DestinationRefused(DialError):
@@ -50,6 +67,58 @@ class DestinationRefused(DialError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(Failure.PROXY_REFUSED, Op.CONNECT, detail)
+
+
+def _bits(value: int, start: int, end: int) -> int:
+    return (value >> (128 - end)) & ((1 << (end - start)) - 1)
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may stand for behind a translator (6to4, NAT64,
+    SIIT, the IPv4-compatible form): one, or for a local-use NAT64 prefix every reading its
+    formats allow. Empty for other addresses."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    if address in _SIX_TO_FOUR:
+        return [address.sixtofour] if address.sixtofour is not None else []
+    value = int(address)
+    if address in _NAT64_LOCAL:
+        readings = []
+        for length, spans in _RFC6052.items():
+            last = spans[-1][1]
+            if length < 96 and (_bits(value, 64, 72) or (last < 128 and _bits(value, last, 128))):
+                continue  # not an address of this format
+            embedded = 0
+            for start, end in spans:
+                embedded = embedded << (end - start) | _bits(value, start, end)
+            readings.append(ipaddress.IPv4Address(embedded))
+        return readings
+    if any(address in net for net in (_NAT64, _V4_COMPATIBLE, _V4_TRANSLATED, _V4_MAPPED)):
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    return []
+
+
+def embedded_ipv4_networks(net: IPNetwork) -> list[ipaddress.IPv4Network]:
+    """The IPv4 ranges the addresses of an IPv6 range may stand for (embedded_ipv4): the
+    part inside each embedding range, or all of IPv4 where it covers one whole or is a
+    local-use NAT64 prefix (whose format is not known)."""
+    if not isinstance(net, ipaddress.IPv6Network):
+        return []
+    everything = ipaddress.IPv4Network("0.0.0.0/0")
+    found = []
+    for prefix in EMBEDDING:
+        if not net.overlaps(prefix):
+            continue
+        if prefix is _NAT64_LOCAL or net.prefixlen <= prefix.prefixlen:
+            found.append(everything)
+        elif prefix is _SIX_TO_FOUR:
+            length = min(net.prefixlen, 48) - 16
+            found.append(ipaddress.IPv4Network((_bits(int(net.network_address), 16, 48), length)))
+        else:
+            found.append(
+                ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+            )
+    return found
 
 
 def normalize_address(address: IPAddress) -> IPAddress:
@@ -185,6 +254,20 @@ class AddressPolicy:
         return [a for a in addresses if self.refusal(a) is None]
 
 
+# What a `public` range may never hold (listen.remote_public refuses ranges that overlap
+# any: helper/config/values.py).
+NEVER_PUBLIC_RANGES: dict[str, tuple[IPNetwork, ...]] = {
+    "loopback": (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+    "unspecified": (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128")),
+    "link-local": (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")),
+    "multicast": (
+        ipaddress.ip_network("224.0.0.0/4"),
+        ipaddress.ip_network("255.255.255.255/32"),
+        ipaddress.ip_network("ff00::/8"),
+    ),
+}
+
+
 def _kind_refused(address: IPAddress) -> str | None:
     if address.is_loopback:
         return "a loopback address"
@@ -196,15 +279,13 @@ def _kind_refused(address: IPAddress) -> str | None:
         return "a multicast or broadcast address"
     if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
         return "a shared (carrier-grade NAT) address"
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = None
-        if address in _SIX_TO_FOUR:
-            embedded = address.sixtofour
-        elif address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
+    readings = embedded_ipv4(address)
+    if readings:  # classified by what it carries: a translator would connect there
+        for embedded in readings:
             inner = _kind_refused(embedded)
-            return f"{inner} inside an IPv6 address" if inner else None
+            if inner is not None:
+                return f"{inner} inside an IPv6 address"
+        return None
     if address.is_private:
         return "a private address"
     if not address.is_global:

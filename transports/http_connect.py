@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import base64
 
-from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, format_hostport
+from .base import Dialer, DialError, Endpoint, Failure, Op, Stream
 from .socks import encode_name
 from .upstream import dial_through_proxy
+from .wire import ProtocolError, format_hostport, parse_response_head
 
 __all__ = ["MAX_RESPONSE_HEAD", "HttpConnectDialer"]
 
@@ -70,24 +71,19 @@ class HttpConnectDialer:
         async def handshake(stream: Stream) -> None:
             stream.write(request)
             head = await stream.readuntil(b"\r\n\r\n", MAX_RESPONSE_HEAD)
-            status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            parts = status_line.split(" ", 2)
-            # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
-            if (
-                len(parts) < 2
-                or not parts[0].startswith("HTTP/1.")
-                or not (parts[1].isascii() and parts[1].isdigit())
-            ):
+            try:
+                answer = parse_response_head(head)
+            except ProtocolError:
                 raise DialError(
                     Failure.PROXY_PROTOCOL_ERROR,
                     Op.PROXY_HANDSHAKE,
                     f"proxy {self.proxy} did not answer like an HTTP proxy",
-                )
-            status = int(parts[1])
+                ) from None
+            status = answer.status
             if 200 <= status < 300:
                 return
             # The reason phrase is the proxy's text: keep it short and printable in our logs.
-            reason = "".join(c for c in parts[2] if c.isprintable())[:80] if len(parts) > 2 else ""
+            reason = "".join(c for c in answer.reason if c.isprintable())[:80]
             failure, op = _STATUS_FAILURES.get(status, (Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE))
             text = f"proxy {self.proxy} answered {status} {reason}".rstrip()
             if status in (401, 407):

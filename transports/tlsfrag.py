@@ -40,9 +40,12 @@ from .wrapped import WrappedStream, set_no_delay
 __all__ = [
     "MAX_RECORD",
     "Fragmenting",
+    "HelloRead",
     "TlsFragDialer",
     "TlsFragStream",
     "fragment_client_hello",
+    "read_client_hello",
+    "server_name",
     "server_name_span",
 ]
 
@@ -148,6 +151,83 @@ def server_name_span(hello: bytes) -> tuple[int, int] | None:
     except _Malformed:
         return None
     return None
+
+
+def server_name(hello: bytes) -> str | None:
+    """The host name a ClientHello handshake message names, lower-cased and without a final
+    dot; None if there is none, or it is not ASCII."""
+    span = server_name_span(hello)
+    if span is None:
+        return None
+    try:
+        name = hello[span[0] : span[1]].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return name.lower().rstrip(".") or None
+
+
+@dataclass(frozen=True)
+class HelloRead:
+    """What the first bytes of a TLS stream hold, read by `read_client_hello`.
+
+    state       incomplete   more bytes may make a ClientHello: read on
+                complete     `message` is the whole ClientHello handshake message
+                not-tls      the bytes do not start with a TLS handshake record
+                malformed    handshake records, but not one ClientHello alone
+                too-large    the ClientHello says it is longer than the limit
+    used        how many bytes of the input the records of a complete ClientHello take
+    """
+
+    state: str
+    message: bytes = b""
+    used: int = 0
+
+
+INCOMPLETE = HelloRead("incomplete")
+
+
+def read_client_hello(data: bytes, limit: int = MAX_RECORD) -> HelloRead:
+    """Reassemble the ClientHello at the start of `data` from its handshake records (RFC 8446
+    §5.1 lets a handshake message span records; a client may also send it cut small, as
+    `tlsfrag` does). The message may be at most `limit` bytes; its records together take at
+    most 6 x limit bytes (a 5-byte header per fragment of at least one byte). Nothing after
+    the records of the ClientHello is looked at. Never raises."""
+    fragments: list[bytes] = []
+    size = 0  # handshake bytes gathered
+    pos = 0
+    total: int | None = None  # the message's length with its 4-byte header, once known
+    while total is None or size < total:
+        header = data[pos : pos + RECORD_HEADER]
+        if header[:1] and header[0] != CONTENT_HANDSHAKE:
+            return HelloRead("not-tls" if pos == 0 else "malformed")
+        if len(header) > 1 and header[1] != 0x03:
+            return HelloRead("not-tls" if pos == 0 else "malformed")
+        if len(header) < RECORD_HEADER:
+            return INCOMPLETE
+        length = int.from_bytes(header[3:5], "big")
+        if not 0 < length <= MAX_RECORD:
+            return HelloRead("malformed")  # RFC 8446 §5.1: no empty handshake fragments
+        end = pos + RECORD_HEADER + length
+        if len(data) < end:
+            if total is None and size == 0 and length >= 4 and len(data) >= pos + 9:
+                # The message's own header is already here: refuse an oversized one early.
+                declared = 4 + int.from_bytes(data[pos + 6 : pos + 9], "big")
+                if data[pos + 5] == CLIENT_HELLO and declared > limit:
+                    return HelloRead("too-large")
+            return INCOMPLETE
+        fragments.append(data[pos + RECORD_HEADER : end])
+        size += length
+        pos = end
+        if total is None and size >= 4:
+            joined = b"".join(fragments)
+            if joined[0] != CLIENT_HELLO:
+                return HelloRead("malformed")
+            total = 4 + int.from_bytes(joined[1:4], "big")
+            if total > limit:
+                return HelloRead("too-large")
+    if size != total:
+        return HelloRead("malformed")  # another message shares the ClientHello's last record
+    return HelloRead("complete", b"".join(fragments), pos)
 
 
 def fragment_client_hello(data: bytes, how: Fragmenting) -> list[bytes] | None:

@@ -1,4 +1,4 @@
-"""WebSocket (RFC 6455), client side, over any detour Stream: the opening handshake and the
+"""WebSocket (RFC 6455), both ends, over any detour Stream: the opening handshake and the
 framing, so a WebSocket can run over TLS to a CDN front, over a SOCKS tunnel, or over
 anything else a chain provides. Binary messages carry the bytes of a WebSocketStream.
 
@@ -12,28 +12,40 @@ anything else a chain provides. Binary messages carry the bytes of a WebSocketSt
            +---------------------------------------------------------------+
            |                     Payload Data ...                          |
 
-The frame parser is sans-IO (bytes in, frames or "need more" out) and never trusts a length:
-a frame larger than MAX_FRAME, reserved bits, an unknown opcode or a masked frame from the
-server is a protocol error.
+The client side (`websocket_connect`) is the fronted transport's tunnel to a relay and any
+other WebSocket detour opens; the server side (`accept_headers`, then
+`WebSocketStream(..., client=False)`) is the relay's. The two differ only in who masks
+(§5.1: a client masks every frame it sends, a server none) and in who sends the upgrade.
+Either end answers a ping with a pong and a close frame with a close frame (§5.5.1).
+
+The frame parser is sans-IO (bytes in, frames or NeedMore out) and never trusts a length:
+a frame larger than MAX_FRAME, reserved bits, an unknown opcode, or a frame masked the wrong
+way for its direction is a protocol error.
+
+Masking runs in C: aiohttp's compiled loop when it is installed and computes the right
+thing (checked once, on a test vector), else byte translation tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import functools
 import hashlib
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .base import DialError, Failure, Op, Stream
+from .wire import NeedMore, ProtocolError, RequestHead, parse_response_head
 
 __all__ = [
     "Frame",
@@ -41,10 +53,13 @@ __all__ = [
     "UpgradeRefused",
     "WebSocketError",
     "WebSocketStream",
+    "accept_headers",
     "encode_frame",
     "parse_frame",
     "websocket_connect",
 ]
+
+log = logging.getLogger("detour.transports.websocket")
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_FRAME = 1 << 20
@@ -52,8 +67,8 @@ MAX_HEAD = 16 * 1024
 # A write larger than this goes out as several messages. Each message costs a frame head,
 # a masking pass and a write to the stream below, so fewer, larger ones are cheaper. Above
 # what a TlsStream writes at a time (256 KiB of plaintext plus record overhead), so one of
-# its writes is one message, never a large one and a small remainder. The relay takes
-# messages of up to 4 MiB.
+# its writes is one message, never a large one and a small remainder. Both ends take
+# messages of up to MAX_FRAME.
 CHUNK = 512 * 1024
 # Asked of the stream below at a time: at least a whole message in one read.
 READ_SIZE = 512 * 1024
@@ -68,10 +83,6 @@ class WebSocketError(ConnectionError):
     """The peer broke the WebSocket protocol."""
 
 
-class NeedMore(Exception):
-    """The bytes given end inside a frame."""
-
-
 class UpgradeRefused(DialError):
     """The server answered the upgrade with another HTTP status (`status`; 0: not HTTP)."""
 
@@ -84,7 +95,7 @@ class UpgradeRefused(DialError):
 class Frame:
     fin: bool
     opcode: int
-    payload: bytes
+    payload: bytes | bytearray  # a bytearray when unmasked here (the server side)
 
 
 def parse_frame(
@@ -96,7 +107,9 @@ def parse_frame(
 ) -> tuple[int, Frame]:
     """(bytes consumed, frame) from `buf[start:]`; raises NeedMore or WebSocketError.
 
-    `start` lets a reader walk a buffer of several frames without slicing it (a copy)."""
+    `expect_masked`: True on the server side (frames from a client are masked), False on
+    the client side. `start` lets a reader walk a buffer of several frames without slicing
+    it (a copy)."""
     end = len(buf)
     if end < start + 2:
         raise NeedMore
@@ -140,6 +153,11 @@ def parse_frame(
     return pos + length - start, Frame(fin, opcode, payload)
 
 
+# --- masking --------------------------------------------------------------------------------
+
+MaskInPlace = Callable[[bytes, bytearray], None]
+
+
 def _apply_mask_python(data: bytes | bytearray, mask: bytes) -> bytes:
     """XOR with the 4-byte key repeated, in C loops: each fourth byte through a translation
     table (about 1 GiB/s; the compiled loop below does tens)."""
@@ -155,20 +173,25 @@ def _xor_table(key: int) -> bytes:
     return bytes(b ^ key for b in range(256))
 
 
-def _compiled_mask() -> Callable[[bytes, bytearray], None] | None:
-    """aiohttp's compiled masking loop (what its own WebSockets use), loaded by itself.
+def _compiled_mask() -> tuple[MaskInPlace | None, str]:
+    """aiohttp's compiled masking loop (what its own WebSockets use), loaded by itself, and
+    a word on where it came from or why there is none.
 
-    Importing it the ordinary way runs aiohttp/__init__, which loads aiohttp's whole HTTP
-    client: about 14 MB resident in every detour with a `front:` route, for one loop. The
-    extension stands alone (its init imports nothing of aiohttp), so it is loaded from its
-    file under its own name; if aiohttp is imported later, it finds it already loaded."""
+    It is `_websocket_mask_cython(mask: bytes, data: bytearray)` in the extension module
+    `aiohttp/_websocket/mask`, the layout since aiohttp 3.11 (pyproject's floor). Importing
+    it the ordinary way runs aiohttp/__init__, which loads aiohttp's whole HTTP client:
+    about 14 MB resident in every detour with a `front:` route, for one loop. The extension
+    stands alone (its init imports nothing of aiohttp), so it is loaded from its file under
+    its own name; if aiohttp is imported later, it finds it already loaded. Any failure here
+    means the Python loop, never an error."""
     name = "aiohttp._websocket.mask"
+    symbol = "_websocket_mask_cython"
     if name in sys.modules:
-        return getattr(sys.modules[name], "_websocket_mask_cython", None)
+        return getattr(sys.modules[name], symbol, None), "aiohttp's, already loaded"
     try:
         package = importlib.util.find_spec("aiohttp")
-    except (ImportError, ValueError):  # pragma: no cover - aiohttp is a dependency
-        return None
+    except (ImportError, ValueError):
+        return None, "aiohttp is not installed"
     for root in (package.submodule_search_locations or []) if package else []:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             path = os.path.join(root, "_websocket", "mask" + suffix)
@@ -177,30 +200,60 @@ def _compiled_mask() -> Callable[[bytes, bytearray], None] | None:
             try:
                 loader = importlib.machinery.ExtensionFileLoader(name, path)
                 spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-                assert spec is not None
+                if spec is None:
+                    return None, f"{path} is no extension module"
                 module = importlib.util.module_from_spec(spec)
                 loader.exec_module(module)
-            except (ImportError, OSError, AssertionError):  # pragma: no cover
-                return None
+            except Exception as exc:  # any failure of a foreign binary: the Python loop
+                return None, f"{path} did not load ({type(exc).__name__}: {exc})"
             sys.modules[name] = module
-            return getattr(module, "_websocket_mask_cython", None)
-    return None  # pragma: no cover - aiohttp without its extensions: the Python loop
+            return getattr(module, symbol, None), path
+    return None, "aiohttp has no compiled WebSocket mask (a build without extensions)"
 
 
-_mask_in_place = _compiled_mask()
+def _select_mask(candidate: MaskInPlace | None, origin: str) -> MaskInPlace | None:
+    """`candidate` if it masks a test vector right, else None (the Python loop); logs which
+    path is active. The vector's length exercises a loop's 8-byte, 4-byte and 1-byte steps,
+    and the key has four different bytes, so a rotated or byte-swapped key shows too."""
+    if candidate is None:
+        log.debug("WebSocket masking: the Python loop (%s)", origin)
+        return None
+    key = b"\x12\x34\x56\x78"
+    vector = bytes(range(7, 7 + 8 * 3 + 4 + 3))
+    expected = _apply_mask_python(vector, key)
+    try:
+        buf = bytearray(vector)
+        candidate(key, buf)
+        right = bytes(buf) == expected
+        problem = "a wrong result on its test vector"
+    except Exception as exc:
+        right = False
+        problem = f"{type(exc).__name__} on its test vector: {exc}"
+    if not right:
+        log.debug("WebSocket masking: the Python loop (the compiled one gave %s)", problem)
+        return None
+    log.debug("WebSocket masking: the compiled loop (%s)", origin)
+    return candidate
 
 
-def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+_mask_in_place = _select_mask(*_compiled_mask())
+
+
+def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes | bytearray:
+    """`data` masked, in a new buffer. With the compiled loop that buffer is the bytearray it
+    masked in place: converting it to bytes would cost another buffer of its size, and a
+    large new buffer costs page faults (a received frame is up to 512 KiB)."""
     if _mask_in_place is None:
         return _apply_mask_python(bytes(data), mask)
     buf = bytearray(data)
     _mask_in_place(mask, buf)
-    return bytes(buf)
+    return buf
 
 
 def encode_frame(
     opcode: int, payload: bytes | bytearray | memoryview, *, mask: bool = True, fin: bool = True
 ) -> bytes | bytearray:
+    """One frame; `mask`: True from a client, False from a server."""
     length = len(payload)
     head = bytes([(0x80 if fin else 0) | opcode])
     flag = 0x80 if mask else 0
@@ -227,23 +280,39 @@ def encode_frame(
     return frame
 
 
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+# --- the stream -----------------------------------------------------------------------------
 
 
 class WebSocketStream(Stream):
-    """A byte stream over a WebSocket's binary messages (client side).
+    """A byte stream over a WebSocket's binary messages, at either end (`client`: which
+    masks). `subprotocol` is the one the handshake agreed on, if any; `max_frame` bounds
+    what the peer may send in one frame (and one message).
 
-    `max_frame` bounds what the server may send in one frame (and one message)."""
+    Each write is one message (several above CHUNK; `write_message` sends one of any size);
+    each read returns at most one message's bytes, a whole message as it came when it fits.
+    Pings are answered, pongs ignored; a close frame from the peer is answered and ends the
+    stream. A text message is an error: this stream carries bytes."""
 
-    def __init__(self, inner: Stream, *, max_frame: int = MAX_FRAME) -> None:
+    def __init__(
+        self,
+        inner: Stream,
+        *,
+        client: bool = True,
+        subprotocol: str | None = None,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
         self.inner = inner
+        self.client = client
+        self.subprotocol = subprotocol
         self.max_frame = max_frame
         self._buffer = bytearray()  # received frame bytes not yet parsed
         self._ready: deque[bytes] = deque()  # message bytes not yet read, in order
         self._fragments: list[bytes] = []
         self._eof = False
         self._closing = False
+
+    def __repr__(self) -> str:
+        return f"WebSocketStream({'client' if self.client else 'server'})"
 
     async def read(self, n: int = 65536) -> bytes:
         while not self._ready:
@@ -259,43 +328,57 @@ class WebSocketStream(Stream):
         return data[:n]
 
     async def _receive(self) -> None:
-        """Parse every complete frame buffered; read more only when none is complete.
-        Returns once some message bytes are ready or the stream has ended."""
+        """Parse every complete frame received; read more only when none is complete.
+        Returns once some message bytes are ready or the stream has ended.
+
+        A read usually holds whole frames (the peer writes one per message): they are parsed
+        where they lie, and only the start of a frame that continues in the next read is
+        kept in the buffer (each copy of a large buffer costs its size in page faults)."""
         while True:
-            buf = self._buffer
-            start = 0
-            try:
-                while True:
-                    used, frame = parse_frame(buf, start=start, max_frame=self.max_frame)
-                    start += used
-                    self._take(frame)
-                    if self._eof:
-                        break
-            except NeedMore:
-                pass
-            finally:
-                if start:
-                    del buf[:start]  # once per batch of frames, not once per frame
-            if self._ready or self._eof:
-                return
             chunk = await self.inner.read(READ_SIZE)
             if not chunk:
                 if self._buffer:
                     raise WebSocketError("the connection ended inside a frame") from None
                 self._eof = True  # ended without a close frame: still an end
                 return
-            self._buffer += chunk
+            if self._buffer:
+                self._buffer += chunk
+                data: bytes | bytearray = self._buffer
+            else:
+                data = chunk
+            start = 0
+            try:
+                while True:
+                    used, frame = parse_frame(
+                        data, start=start, expect_masked=not self.client, max_frame=self.max_frame
+                    )
+                    start += used
+                    self._take(frame)
+                    if self._eof:
+                        break
+            except NeedMore:
+                pass
+            if data is self._buffer:
+                del self._buffer[:start]  # once per batch of frames, not once per frame
+            elif start < len(data):
+                self._buffer = bytearray(memoryview(data)[start:])
+            if self._ready or self._eof:
+                return
+
+    def _send(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
+        self.inner.write(encode_frame(opcode, payload, mask=self.client))
 
     def _take(self, frame: Frame) -> None:
         if frame.opcode == OP_PING:
-            self.inner.write(encode_frame(OP_PONG, frame.payload))
+            if not self._closing:  # nothing may follow our close frame (§5.5.1)
+                self._send(OP_PONG, frame.payload)
             return
         if frame.opcode == OP_PONG:
             return
         if frame.opcode == OP_CLOSE:
             if not self._closing:
                 self._closing = True
-                self.inner.write(encode_frame(OP_CLOSE, frame.payload[:2]))
+                self._send(OP_CLOSE, frame.payload[:2])
             self._eof = True
             return
         if frame.opcode == OP_TEXT:
@@ -323,18 +406,18 @@ class WebSocketStream(Stream):
         if self._closing:
             raise ConnectionResetError("the WebSocket is closing")
         if len(data) <= CHUNK:
-            self.inner.write(encode_frame(OP_BINARY, data))
+            self._send(OP_BINARY, data)
             return
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
-            self.inner.write(encode_frame(OP_BINARY, view[start : start + CHUNK]))
+            self._send(OP_BINARY, view[start : start + CHUNK])
 
     def write_message(self, data: bytes | bytearray | memoryview) -> None:
         """`data` as one binary message, whatever its size (for peers that read each
         message as a unit; `write` cuts large writes into several)."""
         if self._closing:
             raise ConnectionResetError("the WebSocket is closing")
-        self.inner.write(encode_frame(OP_BINARY, data))
+        self._send(OP_BINARY, data)
 
     def close_write(self, code: int = 1000) -> None:
         """Start the closing handshake and keep reading: the peer may send what it has left
@@ -342,7 +425,7 @@ class WebSocketStream(Stream):
         Close so; RFC 6455 §5.5.1 lets a peer finish the message it is sending)."""
         if not self._closing:
             self._closing = True
-            self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", code)))
+            self._send(OP_CLOSE, struct.pack("!H", code))
 
     async def drain(self) -> None:
         await self.inner.drain()
@@ -354,10 +437,12 @@ class WebSocketStream(Stream):
         raise NotImplementedError("WebSockets cannot half-close")
 
     def close(self) -> None:
+        """Send a close frame (1000, normal closure) and close the stream below: what was
+        written before goes out first."""
         if not self._closing and not self.inner.is_closing():
             self._closing = True
             try:
-                self.inner.write(encode_frame(OP_CLOSE, struct.pack("!H", 1000)))
+                self._send(OP_CLOSE, struct.pack("!H", 1000))
             except OSError:
                 pass  # best effort: the peer is gone (a TLS layer below raises SSLEOFError)
         self.inner.close()
@@ -376,21 +461,82 @@ class WebSocketStream(Stream):
         return self.inner.get_extra_info(name, default)
 
 
+# --- the opening handshake ------------------------------------------------------------------
+
+
+def accept_key(key: str) -> str:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (§4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def _protocol_list(values: Iterable[str]) -> list[str]:
+    return [p.strip() for value in values for p in value.split(",") if p.strip()]
+
+
+def accept_headers(
+    request: RequestHead, protocols: Iterable[str] = ()
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The server's half of the opening handshake (§4.2): for a valid upgrade request, the
+    101 answer's header fields and the subprotocol chosen (the first of the client's that is
+    in `protocols`, or None). Raises ProtocolError saying what is wrong otherwise; a server
+    that must not give itself away answers that as any other request it does not serve.
+    Extensions are never agreed (the client then sends none)."""
+    if request.method != "GET" or request.version != "HTTP/1.1":
+        raise ProtocolError("a WebSocket upgrade is a GET in HTTP/1.1")
+    if "websocket" not in request.tokens("upgrade"):
+        raise ProtocolError("no Upgrade: websocket")
+    if "upgrade" not in request.tokens("connection"):
+        raise ProtocolError("no Connection: upgrade")
+    if request.header("sec-websocket-version") != "13":
+        raise ProtocolError("not WebSocket version 13")
+    key = request.header("sec-websocket-key") or ""
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid or request.header_count("sec-websocket-key") != 1:
+        raise ProtocolError("no valid Sec-WebSocket-Key")
+    offered = _protocol_list(v for k, v in request.headers if k.lower() == "sec-websocket-protocol")
+    ours = set(protocols)
+    chosen = next((p for p in offered if p in ours), None)
+    headers = [
+        ("Connection", "upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    if chosen is not None:
+        headers.append(("Sec-WebSocket-Protocol", chosen))
+    return headers, chosen
+
+
 async def websocket_connect(
     stream: Stream,
     host: str,
     path: str,
     *,
     headers: dict[str, str] | None = None,
+    protocols: Iterable[str] = (),
     timeout: float = 10.0,
     max_frame: int = MAX_FRAME,
 ) -> WebSocketStream:
-    """Run the opening handshake over `stream` (RFC 6455 §4.1); returns the WebSocketStream.
+    """Run the client's opening handshake over `stream` (§4.1); returns the WebSocketStream.
+
+    `headers` go into the upgrade request as given (User-Agent, Origin, Cookie, ...).
+    `protocols` are offered as Sec-WebSocket-Protocol (a `Sec-WebSocket-Protocol` in
+    `headers` counts as offered too); the server may choose one (`stream.subprotocol`), and
+    choosing one that was not offered fails the handshake.
 
     Raises UpgradeRefused, a DialError(proxy_refused, proxy_handshake), when the server
     answers with anything but a switch to this WebSocket (a relay's decoy site answers 404
     or 200)."""
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = dict(headers or {})
+    offer = list(protocols)
+    if offer:
+        extra["Sec-WebSocket-Protocol"] = ", ".join(offer)
+    offered = set(
+        _protocol_list(v for k, v in extra.items() if k.lower() == "sec-websocket-protocol")
+    )
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}",
@@ -398,7 +544,7 @@ async def websocket_connect(
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
         "Sec-WebSocket-Version: 13",
-        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+        *(f"{name}: {value}" for name, value in extra.items()),
     ]
     stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     try:
@@ -419,29 +565,26 @@ async def websocket_connect(
         raise DialError(
             Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, "the upgrade answer is too long"
         ) from None
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
-    digits = len(parts) > 1 and parts[1].isascii() and parts[1].isdigit()
-    status = int(parts[1]) if digits else 0
-    fields = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    if status != 101:
+    try:
+        answer = parse_response_head(head)
+    except ProtocolError:
+        answer = None
+    if answer is None or answer.status != 101:
+        status = answer.status if answer else 0
         raise UpgradeRefused(
             status,
             f"the server answered HTTP {status or '(not HTTP)'} instead of a WebSocket "
             "(a wrong path or key gets the relay's ordinary website)",
         )
+    chosen = answer.header("sec-websocket-protocol")
     if (
-        fields.get("sec-websocket-accept") != accept_key(key)
-        or fields.get("upgrade", "").lower() != "websocket"
+        answer.header("sec-websocket-accept") != accept_key(key)
+        or (answer.header("upgrade") or "").lower() != "websocket"
+        or (chosen is not None and chosen not in offered)
     ):
         raise DialError(
             Failure.PROXY_PROTOCOL_ERROR,
             Op.PROXY_HANDSHAKE,
             "the WebSocket upgrade answer is wrong",
         )
-    return WebSocketStream(stream, max_frame=max_frame)
+    return WebSocketStream(stream, client=True, subprotocol=chosen, max_frame=max_frame)

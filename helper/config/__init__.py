@@ -10,7 +10,8 @@ on the fields of its dataclass (schema.py explains how); one reader walks them.
 
     schema.py          setting(), the reader that walks a schema, Problems, TableReader
     values.py          converters: durations, sizes, addresses, names, chains, files
-    listen.py api.py dns.py tls.py probe.py core.py whatsapp_proxy.py   one section each
+    listen.py api.py dns.py tls.py probe.py core.py     one section each
+    whatsapp_proxy.py mtproto_proxy.py signal_proxy.py  one section each
     routes.py          [[route]], [[service]], [default] and the checks across them
     base.py            [base]: what a file builds on
     file.py            a file -> Config, as a whole or on the config below it
@@ -26,10 +27,12 @@ from .dns import DnsConfig
 from .file import SECTIONS, Config, parse_config, parse_config_data
 from .listen import REMOTE_DEFAULTS, ListenConfig, User, check_exposure
 from .load import Layer, Loaded, default_config_text, layer_data, load_config, load_layers
+from .mtproto_proxy import MTProtoProxyConfig
 from .probe import ProbeConfig
 from .routes import DENY, RouteConfig
 from .schema import ConfigError, Problems, TableReader, array_of_tables
 from .secrets import secrets_held, warn_if_readable
+from .signal_proxy import SIGNAL_HOSTS, SignalProxyConfig
 from .tls import TlsConfig
 from .values import (
     choice,
@@ -51,6 +54,7 @@ __all__ = [
     "DENY",
     "REMOTE_DEFAULTS",
     "SECTIONS",
+    "SIGNAL_HOSTS",
     "ApiConfig",
     "Config",
     "ConfigError",
@@ -59,9 +63,11 @@ __all__ = [
     "Layer",
     "ListenConfig",
     "Loaded",
+    "MTProtoProxyConfig",
     "ProbeConfig",
     "Problems",
     "RouteConfig",
+    "SignalProxyConfig",
     "TableReader",
     "TlsConfig",
     "User",

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from transports import Endpoint
+from transports.base import IPNetwork
 
 from .schema import Problems, read_section, setting
-from .values import flag, is_loopback, parse_listen_address, string
+from .values import flag, is_loopback, network, parse_listen_address, string
 
 # Endpoints served to anyone without the token: what browsers fetch (a PAC) and watchdogs
 # poll, which cannot send a token. Neither says who connects where.
@@ -68,6 +69,16 @@ class ApiConfig:
         flag,
         "Require the token from loopback clients (127.0.0.0/8, ::1) too. Without it, programs "
         "on the same machine read the API without a token. Needs `token`.",
+    )
+    allow: tuple[IPNetwork, ...] = setting(
+        [],
+        each=network,
+        doc="Clients that may connect to the API, as IP addresses or CIDR ranges; others are "
+        "closed before a byte is read. Empty: `[listen] allow`'s (when that is empty too, "
+        "every client; the token still decides). Loopback clients may always connect. Each "
+        "client address may hold 8 connections to the API at once, loopback clients 64 of "
+        "their own.",
+        shown="listen.allow",
     )
     public: frozenset[str] = setting(
         [],

@@ -15,6 +15,7 @@ from .base import BEFORE, BaseTable
 from .core import CoreConfig
 from .dns import DnsConfig
 from .listen import ListenConfig, read_listen
+from .mtproto_proxy import MTProtoProxyConfig, read_mtproto_proxy
 from .probe import ProbeConfig
 from .routes import (
     DefaultTable,
@@ -25,6 +26,7 @@ from .routes import (
     read_services,
 )
 from .schema import ConfigError, Problems, TableReader, read_section
+from .signal_proxy import SignalProxyConfig, read_signal_proxy
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -40,6 +42,8 @@ class Config:
     default_policy: str  # a route name, or "deny"
     source: str = "built-in"
     whatsapp_proxy: WhatsAppProxyConfig | None = None  # off unless configured
+    mtproto_proxy: MTProtoProxyConfig | None = None  # off unless configured
+    signal_proxy: SignalProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
 
@@ -61,6 +65,8 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "route": (RouteConfig, True),
     "service": (ServiceSettings, True),
     "whatsapp_proxy": (WhatsAppProxyConfig, False),
+    "mtproto_proxy": (MTProtoProxyConfig, False),
+    "signal_proxy": (SignalProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
     "base": (BaseTable, False),
@@ -133,6 +139,16 @@ def parse_config_data(
         whatsapp_proxy = read_whatsapp_proxy(
             section("whatsapp_proxy"), listen, problems, base, whatsapp_proxy
         )
+    mtproto_proxy = below.mtproto_proxy if below else None
+    if "mtproto_proxy" in sections or mtproto_proxy is not None:
+        mtproto_proxy = read_mtproto_proxy(
+            section("mtproto_proxy"), listen, problems, base, mtproto_proxy
+        )
+    signal_proxy = below.signal_proxy if below else None
+    if "signal_proxy" in sections or signal_proxy is not None:
+        signal_proxy = read_signal_proxy(
+            section("signal_proxy"), listen, problems, base, signal_proxy
+        )
     top.finish()
 
     if problems.items:
@@ -147,6 +163,8 @@ def parse_config_data(
         policy,
         source,
         whatsapp_proxy=whatsapp_proxy,
+        mtproto_proxy=mtproto_proxy,
+        signal_proxy=signal_proxy,
         api=api,
         core=core,
     )

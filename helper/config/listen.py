@@ -13,7 +13,9 @@ from transports.base import IPNetwork
 
 from .schema import Problems, complete, read_array, read_section, setting
 from .values import (
+    WIDEST_CLIENT_RANGE,
     credential,
+    internet_wide,
     is_loopback,
     limit,
     network,
@@ -86,7 +88,10 @@ class ListenConfig:
         [],
         each=network,
         doc='Client allow-list: IP addresses or CIDR ranges (`["192.168.1.0/24", "fd00::/8"]`). '
-        "Connections from other addresses are closed before a byte is read.",
+        "Connections from other addresses are closed before a byte is read. Where it is the "
+        "only check (no `users`, or the transparent listener, or the WhatsApp proxy), an entry "
+        "with internet addresses wider than /8 (IPv4) or /16 (IPv6), such as `0.0.0.0/0`, is "
+        "an error: an open proxy ([router.md](router.md#security-model)).",
     )
     handshake_timeout: float = setting(
         "10s",
@@ -121,8 +126,10 @@ class ListenConfig:
         [],
         each=public_network,
         doc="CIDR ranges that stand for the internet although they are private (a lab or test "
-        "network), so LAN clients may reach them. Never loopback, link-local or multicast "
-        "ranges; the router's own addresses stay refused. Leave it unset on a real router.",
+        "network), so LAN clients may reach them. A range overlapping loopback, link-local, "
+        "multicast or unspecified addresses (a supernet such as `0.0.0.0/1` too, or an IPv6 "
+        "range carrying such IPv4 addresses: NAT64, SIIT, 6to4) is an error; the router's own "
+        "addresses stay refused. Leave it unset on a real router.",
     )
     max_connections: int = setting(
         1024,
@@ -171,3 +178,32 @@ def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> 
             f"{listen.transparent} is reachable from other machines and has no login; set "
             'listen.allow to the LAN\'s client ranges (e.g. ["192.168.1.0/24"])',
         )
+    without_login = listeners_without_login(listen)
+    if without_login:
+        check_allow_width(listen, " and ".join(without_login), report)
+
+
+def listeners_without_login(listen: ListenConfig) -> list[str]:
+    """The [listen] listeners other machines reach without a password (allow-list only)."""
+    exposed = {
+        "listen.mixed": not is_loopback(listen.mixed) and not listen.users,
+        "listen.transparent": listen.transparent is not None
+        and not is_loopback(listen.transparent),
+    }
+    return [key for key, open_ in exposed.items() if open_]
+
+
+def check_allow_width(
+    listen: ListenConfig, listeners: str, report: Callable[[str, str], None]
+) -> None:
+    """An allow-list that lets in a large part of the internet is refused where it is the
+    only check (no passwords): `allow = ["0.0.0.0/0"]` would make an open proxy."""
+    for i, net in enumerate(listen.allow):
+        if internet_wide(net):
+            report(
+                f"listen.allow[{i}]",
+                f"{net} lets in a large part of the internet (wider than "
+                f"/{WIDEST_CLIENT_RANGE[net.version]} with internet addresses) without a "
+                f"password ({listeners}): an open proxy. List your clients' ranges, or set "
+                "listen.users (passwords) for the mixed port",
+            )

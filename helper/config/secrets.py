@@ -14,7 +14,7 @@ log = logging.getLogger("detour.config")
 def secrets_held(config: Config) -> list[str]:
     """What in `config` another user of the machine must not read: listener passwords,
     proxy passwords in chains, front access keys, pluggable-transport bridge lines, the
-    status API's token."""
+    status API's token, the MTProto proxy's secrets."""
     held = ["listen.users passwords"] if config.listen.users else []
     for route in config.routes:
         for layer in route.chain.layers:
@@ -26,6 +26,8 @@ def secrets_held(config: Config) -> list[str]:
                 held.append(f"route {route.name!r} bridge line")
     if config.api.token:
         held.append("api.token")
+    if config.mtproto_proxy is not None and config.mtproto_proxy.secrets:
+        held.append("mtproto_proxy.secrets")
     return held
 
 

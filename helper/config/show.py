@@ -33,6 +33,12 @@ def show(loaded: Loaded) -> str:
         if section == "whatsapp_proxy" and config.whatsapp_proxy is None:
             out += ["# [whatsapp_proxy]: off", ""]
             continue
+        if section == "mtproto_proxy" and config.mtproto_proxy is None:
+            out += ["# [mtproto_proxy]: off", ""]
+            continue
+        if section == "signal_proxy" and config.signal_proxy is None:
+            out += ["# [signal_proxy]: off", ""]
+            continue
         tables = [_table(layer, section) for layer in layers]
         lines = []
         for key, spec in settings_of(schema):

@@ -12,6 +12,7 @@ from typing import Any
 
 from transports import Chain, ChainError, Endpoint, parse_chain, redact
 from transports.base import IPNetwork
+from transports.guard import NEVER_PUBLIC_RANGES, embedded_ipv4_networks
 from transports.resolver import ResolverSpec, parse_resolver
 
 from ..services import ProbeTarget, normalize_domain
@@ -214,19 +215,54 @@ def network(value: Any) -> IPNetwork:
 
 
 def public_network(value: Any) -> IPNetwork:
-    """A private range that may stand for the internet (a lab network); never loopback,
-    link-local, multicast, unspecified, or everything."""
+    """A private range that may stand for the internet (a lab network). It may not overlap
+    loopback, link-local, multicast or unspecified addresses at all (a supernet such as
+    0.0.0.0/1 or 169.254.0.0/15 would let remote clients reach them); an IPv6 range that
+    carries IPv4 addresses (NAT64, SIIT, 6to4) is judged by the IPv4 range it carries."""
     net = network(value)
-    never = ("loopback", "link-local", "multicast", "unspecified")
-    kinds = [n for n, flag in zip(never, (
-        net.is_loopback, net.is_link_local, net.is_multicast, net.is_unspecified
-    ), strict=True) if flag]  # fmt: skip
-    if kinds or net.prefixlen == 0:
-        raise ValueError(
-            f"{net} cannot stand for the internet: remote clients never reach "
-            f"{kinds[0] if kinds else 'every'} address"
-        )
+    carried = [(inner, True) for inner in embedded_ipv4_networks(net)]
+    for candidate, inside in [(net, False), *carried]:
+        for kind, ranges in NEVER_PUBLIC_RANGES.items():
+            hit = next(
+                (r for r in ranges if r.version == candidate.version and candidate.overlaps(r)),
+                None,
+            )
+            if hit is not None:
+                held = (
+                    f"IPv6 addresses that carry IPv4 {kind} addresses"
+                    if inside
+                    else f"{kind} addresses"
+                )
+                raise ValueError(
+                    f"{net} cannot stand for the internet: it holds {held} ({hit}), which "
+                    "remote clients never reach; list only the ranges that stand for the internet"
+                )
     return net
+
+
+# An allow-list entry wider than this, holding internet addresses, lets in more than any one
+# organisation's network (the largest IPv4 blocks ever assigned are /8s; IPv6 registries
+# hand ISPs /19 to /32): without passwords, such a listener is an open proxy.
+WIDEST_CLIENT_RANGE = {4: 8, 6: 16}
+_GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")  # IANA: global unicast
+
+
+def internet_wide(net: IPNetwork) -> bool:
+    """Whether a client range lets in a large part of the internet: global addresses under a
+    prefix shorter than /8 (IPv4) or /16 (IPv6), or an IPv6 range that carries such IPv4
+    ranges (NAT64, SIIT, 6to4)."""
+    if any(internet_wide(v4) for v4 in embedded_ipv4_networks(net)):
+        return True  # a translator's clients: the IPv4 internet behind it
+    if net.prefixlen >= WIDEST_CLIENT_RANGE[net.version]:
+        return False
+    if isinstance(net, ipaddress.IPv4Network):
+        # Any /8 in it with a global address (x.1.2.3 stands for its /8: the non-global
+        # ranges inside a /8 that holds global ones are all smaller and elsewhere).
+        return any(
+            ipaddress.IPv4Address(int(eight.network_address) | 0x010203).is_global
+            for eight in net.subnets(new_prefix=8)
+        )
+    return net.overlaps(_GLOBAL_V6)
 
 
 def domain(value: Any) -> str:

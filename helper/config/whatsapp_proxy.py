@@ -10,7 +10,7 @@ from typing import Any
 
 from transports import Endpoint
 
-from .listen import ListenConfig
+from .listen import ListenConfig, check_allow_width, listeners_without_login
 from .schema import Problems, read_section, setting
 from .values import count, existing_file, is_loopback, listen_ip, parse_duration, port_or_off
 
@@ -126,4 +126,10 @@ def read_whatsapp_proxy(
             f"{address} is reachable from other machines and the WhatsApp app cannot log in "
             "to a proxy; set listen.allow (the phones' address ranges), or listen on 127.0.0.1",
         )
+    elif (
+        address is not None
+        and not is_loopback(Endpoint(address, 1))
+        and not listeners_without_login(listen)  # else [listen] said it already
+    ):
+        check_allow_width(listen, "whatsapp_proxy.listen", problems.add)
     return config

@@ -24,6 +24,7 @@ from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
 from transports.resolver import Resolver
 from transports.tls import tls_connect
+from transports.wire import ProtocolError, parse_response_head
 
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
@@ -195,9 +196,12 @@ class Prober:
         head = await timed(
             "http_round_trip", stream.readuntil(b"\r\n\r\n", 65536), Op.HTTP_ROUND_TRIP
         )
-        if not head.startswith(b"HTTP/1."):
-            raise _Failed(DialError(Failure.UNKNOWN, Op.HTTP_ROUND_TRIP, "the answer is not HTTP"))
-        length = _content_length(head)
+        try:
+            length = parse_response_head(head).content_length
+        except ProtocolError:
+            raise _Failed(
+                DialError(Failure.UNKNOWN, Op.HTTP_ROUND_TRIP, "the answer is not HTTP")
+            ) from None
         step[0] = "download"
         await self._download(stream, head, length, result, deadline)
 
@@ -278,14 +282,6 @@ _OPS = {
     "mtproto_round_trip": Op.MTPROTO_ROUND_TRIP,
     "download": Op.READ,
 }
-
-
-def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return int(value.strip())
-    return None
 
 
 def _is_block_page(data: bytes) -> bool:

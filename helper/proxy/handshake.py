@@ -1,5 +1,6 @@
-"""What the inbound protocol parsers (SOCKS, HTTP) share: the error they raise, the checks on
-a destination a client names, and reading one length-bounded message off a client stream.
+"""What the inbound protocol parsers (SOCKS, HTTP) share: the errors they raise (ProtocolError
+and NeedMore, from transports/wire.py, as every wire parser in detour), the checks on a
+destination a client names, and reading one length-bounded message off a client stream.
 
 The parsers themselves are pure functions over bytes (no sockets), so they are unit-tested
 and fuzzed without a network; the listener is the thin asyncio glue around them.
@@ -12,23 +13,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from transports import Endpoint, Stream
+from transports.wire import NeedMore, ProtocolError
+
+__all__ = ["NeedMore", "ProtocolError", "destination", "read_message"]
 
 T = TypeVar("T")
 
 MAX_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, 253 characters written out
-
-
-class ProtocolError(Exception):
-    """The client sent something we cannot accept. `reply` is the protocol's error answer
-    (bytes to send before closing), or b"" to just close."""
-
-    def __init__(self, message: str, reply: bytes = b"") -> None:
-        super().__init__(message)
-        self.reply = reply
-
-
-class NeedMore(Exception):
-    """A parser needs more bytes than it was given."""
 
 
 def destination(host: str, port: int) -> Endpoint:

@@ -7,9 +7,10 @@ Two kinds of request are served:
   are dropped, the request line becomes origin-form, and `Connection: close` makes the
   origin end the exchange, after which the bytes flow through untouched.
 
-The generic half, `parse_head` (request line, header fields, limits, errors), is shared with
-the status API's server (helper/http_server.py), which takes origin-form targets instead
-(`origin_target`); `parse_request_head` adds the proxy's target handling.
+The generic half, `parse_head` (request line, header fields, limits: transports/wire.py, with
+detour's error response added), is shared with the status API's and the relay's server
+(helper/http_server.py), which take origin-form targets instead (`origin_target`);
+`parse_request_head` adds the proxy's target handling.
 """
 
 from __future__ import annotations
@@ -18,12 +19,27 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from transports import Endpoint
+from transports import Endpoint, wire
+from transports.wire import MAX_HEAD, MAX_HEADERS, REASONS, HeadError, RequestHead, format_host
 
-from .handshake import ProtocolError, destination
+from .handshake import destination
 
-MAX_HEAD = 32 * 1024
-MAX_HEADERS = 100
+__all__ = [
+    "AUTH_REQUIRED",
+    "CONNECT_ESTABLISHED",
+    "MAX_HEAD",
+    "MAX_HEADERS",
+    "REASONS",
+    "BadRequest",
+    "HttpRequest",
+    "RequestHead",
+    "check_basic_auth",
+    "error_response",
+    "forwarded_head",
+    "origin_target",
+    "parse_head",
+    "parse_request_head",
+]
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard Proxy-Connection.
 _HOP_BY_HOP = {
@@ -36,49 +52,6 @@ _HOP_BY_HOP = {
     "trailer",
     "upgrade",
 }
-
-_TOKEN_CHARS = frozenset(  # RFC 9110 §5.6.2 tchar
-    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    407: "Proxy Authentication Required",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-@dataclass(frozen=True)
-class RequestHead:
-    """A request line and its header fields, checked for syntax only (RFC 9112 §3, §5)."""
-
-    method: str
-    target: str  # as sent
-    version: str
-    headers: list[tuple[str, str]]
-
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-    def header_count(self, name: str) -> int:
-        name = name.lower()
-        return sum(1 for key, _ in self.headers if key.lower() == name)
 
 
 @dataclass(frozen=True)
@@ -93,13 +66,12 @@ class HttpRequest(RequestHead):
         return self.method == "CONNECT"
 
 
-class BadRequest(ProtocolError):
+class BadRequest(HeadError):
     """A request head we cannot accept: `status` is the HTTP status that says why, and
     `reply` detour's complete error response with it (the proxy sends that one)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message, error_response(status, message))
-        self.status = status
+        super().__init__(message, status, error_response(status, message))
 
 
 def error_response(status: int, message: str, extra_headers: str = "") -> bytes:
@@ -126,42 +98,13 @@ def _bad(message: str, status: int = 400) -> BadRequest:
 
 
 def parse_head(head: bytes) -> RequestHead:
-    """Parse a request head ending in CRLF CRLF (as read by a listener): the request line
-    and the header fields, without looking at the target. Raises BadRequest."""
-    if len(head) > MAX_HEAD:
-        raise _bad("request head too large", 431)
+    """Parse a request head ending in CRLF CRLF (as read by a listener): the request line and
+    the header fields, without looking at the target (transports/wire.py). Raises
+    BadRequest, which carries detour's error response."""
     try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _bad("undecodable request") from None
-    lines = text.split("\r\n")
-    if lines[-2:] == ["", ""]:
-        lines = lines[:-2]
-    if not lines:  # b'\r\n': not a head the listener reads, but no IndexError either
-        raise _bad("malformed request line")
-    request_line, header_lines = lines[0], lines[1:]
-    parts = request_line.split(" ")
-    if len(parts) != 3:
-        raise _bad("malformed request line")
-    method, target, version = parts
-    if not method or not all(ord(c) in _TOKEN_CHARS for c in method):
-        raise _bad("malformed method")
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        status = 505 if version.startswith("HTTP/") else 400
-        raise _bad(f"unsupported protocol version {version[:16]!r}", status)
-    if len(header_lines) > MAX_HEADERS:
-        raise _bad(f"more than {MAX_HEADERS} header fields", 431)
-    headers: list[tuple[str, str]] = []
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or not all(ord(c) in _TOKEN_CHARS for c in name):
-            # RFC 9112 §5.1: no whitespace between field name and colon; obs-fold rejected.
-            raise _bad("malformed header field")
-        value = value.strip(" \t")
-        if any(c in value for c in "\r\n\0"):
-            raise _bad("malformed header value")
-        headers.append((name, value))
-    return RequestHead(method, target, version, headers)
+        return wire.parse_request_head(head)
+    except HeadError as exc:
+        raise BadRequest(str(exc), exc.status) from None
 
 
 def parse_request_head(head: bytes) -> HttpRequest:
@@ -252,8 +195,7 @@ def forwarded_head(request: HttpRequest) -> bytes:
 
 
 def _host_header(dest: Endpoint) -> str:
-    host = f"[{dest.host}]" if ":" in dest.host else dest.host
-    return host if dest.port == 80 else f"{host}:{dest.port}"
+    return format_host(dest.host) if dest.port == 80 else str(dest)
 
 
 def origin_target(request: RequestHead) -> tuple[str, str, str | None]:

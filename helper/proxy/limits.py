@@ -16,6 +16,7 @@ ports).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from transports import Endpoint
 from transports.base import IPAddress, IPNetwork
 from transports.guard import normalize_address
+
+from .logins import LoginBackoff
 
 __all__ = [
     "Admission",
@@ -186,12 +189,15 @@ class Admission:
         logger: logging.Logger,
         prefix: str = "",
         not_allowed_level: int = logging.WARNING,
+        allow_key: str = "listen.allow",
     ) -> None:
         self.book = ConnectionBook(limits)
         self.allow = allow
         self.throttled = ThrottledLog(logger)
+        self.logins = LoginBackoff()
         self.prefix = prefix
         self.not_allowed_level = not_allowed_level
+        self.allow_key = allow_key  # the config key the allow-list comes from, for the log
 
     def admit(self, client: str, key: str, ip: IPAddress | None) -> bool:
         """Take a new connection from `client` ("host:port" as logged; `key`: its address as
@@ -203,11 +209,12 @@ class Admission:
             self.throttled.log(
                 "not-allowed",
                 self.not_allowed_level,
-                self.prefix + "refused client %s: not in listen.allow",
+                self.prefix + "refused client %s: not in %s",
                 client,
+                self.allow_key,
             )
             return False
-        over = self.book.admit(key)
+        over = self.book_for(key).admit(key)
         if over is not None:
             self.throttled.log(
                 "limit",
@@ -219,8 +226,46 @@ class Admission:
             return False
         return True
 
+    async def login(self, client: str, key: str, what: str, check: Callable[[], bool], *,
+                    patience: float) -> bool:  # fmt: skip
+        """Check a login from `client` (`key`: its address) in its turn (logins.py: wrong
+        ones slow their address down): True if `check()` says it is right. A login whose
+        turn is more than `patience` seconds away is refused unchecked. Failures and
+        refusals are logged through the throttled log, so a flood of them cannot fill it."""
+        wait = self.logins.turn(key, patience)
+        if wait is None:
+            self.throttled.log(
+                "login",
+                logging.WARNING,
+                self.prefix + "refused client %s: %s not checked: too many wrong logins from "
+                "this address; its logins are slowed down",
+                client,
+                what,
+            )
+            return False
+        if wait:
+            await asyncio.sleep(wait)
+        if check():
+            self.logins.succeeded(key)
+            return True
+        delay = self.logins.failed(key)
+        self.throttled.log(
+            "login",
+            logging.INFO if delay == 0 else logging.WARNING,
+            self.prefix + "client %s: %s failed (wrong user name or password)%s",
+            client,
+            what,
+            f"; the next login from this address is checked in {delay:g}s" if delay else "",
+        )
+        return False
+
+    def book_for(self, key: str) -> ConnectionBook:
+        """The book a client at `key` counts in (one for all here; the status API keeps
+        loopback clients apart)."""
+        return self.book
+
     def handshake_over(self, key: str) -> None:
-        self.book.handshake_over(key)
+        self.book_for(key).handshake_over(key)
 
     def release(self, key: str, *, handshaking: bool) -> None:
-        self.book.release(key, handshaking=handshaking)
+        self.book_for(key).release(key, handshaking=handshaking)

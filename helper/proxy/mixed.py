@@ -43,6 +43,7 @@ __all__ = ["MixedListener", "listen_admission"]
 
 log = logging.getLogger("detour.proxy")
 
+LOGIN_PATIENCE = 10.0  # without a handshake timeout: how long a login may wait its turn
 _HTTP_FIRST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SOCKS5_SUCCESS = socks_proto.socks5_reply(REP_SUCCEEDED)
 _SOCKS4_SUCCESS = socks_proto.socks4_reply(True)
@@ -85,11 +86,11 @@ class MixedListener(Listener):
             return None
         stream.unread(first)
         if first[0] == SOCKS5:
-            return await self._socks5(stream)
+            return await self._socks5(conn, stream)
         if first[0] == 0x04:
             return await self._socks4(stream)
         if first[0] in _HTTP_FIRST_BYTES:
-            return await self._http(stream)
+            return await self._http(conn, stream)
         raise ProtocolError(f"not SOCKS or HTTP (first byte {first[0]:#04x})")
 
     def _check_user(self, username: str, password: str) -> bool:
@@ -101,7 +102,21 @@ class MixedListener(Listener):
             return False
         return hmac.compare_digest(given, expected)
 
-    async def _socks5(self, stream: Stream) -> Request:
+    async def _login(
+        self, conn: ClientConnection, what: str, username: str | None, password: str
+    ) -> bool:
+        """Check a login in its turn: wrong ones from one address slow it down (logins.py),
+        and their log lines are throttled (the failure is logged here, not again)."""
+        timeout = self.handshake_timeout or LOGIN_PATIENCE
+        return await self.admission.login(
+            conn.client,
+            conn.key,
+            what,
+            lambda: username is not None and self._check_user(username, password),
+            patience=timeout / 2,
+        )
+
+    async def _socks5(self, conn: ClientConnection, stream: Stream) -> Request:
         greeting = await read_message(
             stream, socks_proto.parse_socks5_greeting, socks_proto.SOCKS5_GREETING_LIMIT
         )
@@ -115,9 +130,9 @@ class MixedListener(Listener):
             creds = await read_message(
                 stream, socks_proto.parse_socks5_auth, socks_proto.SOCKS5_AUTH_LIMIT
             )
-            if not self._check_user(creds.username, creds.password):
+            if not await self._login(conn, "SOCKS5 login", creds.username, creds.password):
                 raise ProtocolError(
-                    "SOCKS5 login failed (wrong user name or password)", b"\x01\x01"
+                    "SOCKS5 login failed (wrong user name or password)", b"\x01\x01", logged=True
                 )
             stream.write(b"\x01\x00")
         elif METHOD_NO_AUTH in greeting.methods:
@@ -149,7 +164,7 @@ class MixedListener(Listener):
         protocol = "socks4a" if request.target.ip is None else "socks4"
         return Request(protocol, request.target, _SOCKS4_SUCCESS, _socks4_error)
 
-    async def _http(self, stream: Stream) -> Request:
+    async def _http(self, conn: ClientConnection, stream: Stream) -> Request:
         try:
             head = await stream.readuntil(b"\r\n\r\n", http_proto.MAX_HEAD)
         except asyncio.LimitOverrunError:
@@ -161,8 +176,10 @@ class MixedListener(Listener):
         request = http_proto.parse_request_head(head)
         if self._users:
             login = http_proto.check_basic_auth(request)
-            if login is None or not self._check_user(*login):
-                raise ProtocolError("HTTP proxy login missing or wrong", http_proto.AUTH_REQUIRED)
+            if login is None:  # (a client asking without one first, as browsers do: no try)
+                raise ProtocolError("HTTP proxy login missing", http_proto.AUTH_REQUIRED)
+            if not await self._login(conn, "HTTP proxy login", *login):
+                raise ProtocolError("HTTP proxy login wrong", http_proto.AUTH_REQUIRED, logged=True)
         if request.is_connect:
             return Request(
                 "http-connect",

@@ -258,7 +258,8 @@ class ClientServer:
             stream.close()
             return
         except ProtocolError as exc:
-            log.info("client %s: %s", conn.client, exc)
+            if not exc.logged:
+                log.info("client %s: %s", conn.client, exc)
             if exc.reply and not stream.is_closing():
                 stream.write(exc.reply)
             stream.close()

@@ -8,7 +8,12 @@
                                 added / revoked; only listed, unrevoked clients get in
     path                        the secret WebSocket path
 
-Private keys and clients.json are written mode 0600. Nothing here is ever logged.
+    replay.db                   tokens seen, until they expire (replay.py)
+
+The directory is 0700; private keys, clients.json, path and replay.db are 0600. Nothing here
+is ever logged. `secure()` puts right a directory or file others can read (an older relay
+wrote `path` 0644; a directory made by hand or by a volume is often 0755) and says so, and
+refuses to go on with a secret it cannot make private.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
+import os
 import secrets
 import ssl
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,8 @@ from transports.fronted.accesskey import AccessKey
 from ..files import write_private
 
 __all__ = ["ClientRecord", "RelayKeys", "RelayKeysError"]
+
+log = logging.getLogger("detour.relay")
 
 VALIDITY = datetime.timedelta(days=10 * 365)
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -99,6 +109,8 @@ class RelayKeys:
         self.ca_cert = directory / "clients-ca.pem"
         self.clients_file = directory / "clients.json"
         self.path_file = directory / "path"
+        self.replay_file = directory / "replay.db"
+        self._seen: tuple[tuple[int, int, int], dict[str, ClientRecord]] | None = None
 
     def exists(self) -> bool:
         return all(
@@ -114,6 +126,7 @@ class RelayKeys:
                 "and every access key issued so far stops working)"
             )
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.secure()
         relay_key = ec.generate_private_key(ec.SECP256R1())
         relay_cert = _certificate(
             "relay", relay_key, None, ca=False, usage=ExtendedKeyUsageOID.SERVER_AUTH
@@ -124,8 +137,40 @@ class RelayKeys:
         self.relay_cert.write_bytes(relay_cert.public_bytes(serialization.Encoding.PEM))
         write_private(self.ca_key, _key_pem(ca_key))
         self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        self.path_file.write_text("/" + secrets.token_urlsafe(18) + "\n")
+        write_private(self.path_file, "/" + secrets.token_urlsafe(18) + "\n")
         write_private(self.clients_file, b"{}\n")
+
+    def secure(self) -> list[str]:
+        """Make the directory 0700 and the secret files in it 0600 where they are not; returns
+        (and logs as warnings) what was put right. Raises RelayKeysError for a secret file
+        others can read that this process cannot change (another owner, a read-only volume);
+        a directory it cannot change is only a warning when every secret in it is private."""
+        fixed: list[str] = []
+        secrets_ = (
+            self.relay_key, self.ca_key, self.clients_file, self.path_file, self.replay_file,
+        )  # fmt: skip
+        for path, private in ((self.directory, 0o700), *((p, 0o600) for p in secrets_)):
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except FileNotFoundError:
+                continue
+            if not mode & 0o077:
+                continue
+            what = f"{path} was readable by others (mode {mode:04o})"
+            try:
+                os.chmod(path, private)
+            except OSError as exc:
+                if path == self.directory:
+                    log.warning("%s and cannot be changed (%s): chmod %o %s", what, exc.strerror,
+                                private, path)  # fmt: skip
+                    continue
+                raise RelayKeysError(
+                    f"{what} and cannot be made private ({exc.strerror or exc}): "
+                    f"run `chmod {private:o} {path}` as its owner"
+                ) from None
+            log.warning("%s: now %04o", what, private)
+            fixed.append(str(path))
+        return fixed
 
     def _require(self) -> None:
         if not self.exists():
@@ -210,6 +255,19 @@ class RelayKeys:
 
     def active(self) -> dict[str, ClientRecord]:
         return {n: r for n, r in self.clients().items() if r.revoked is None}
+
+    def current(self) -> dict[str, ClientRecord]:
+        """The active clients as clients.json says now, read again only when the file has
+        changed (one stat per call: the relay asks at every new connection in a tunnel).
+        `add-client` and `revoke` replace the file, so a change is a new inode."""
+        try:
+            info = os.stat(self.clients_file)
+        except FileNotFoundError:
+            return {}
+        version = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._seen is None or self._seen[0] != version:
+            self._seen = (version, self.active())
+        return self._seen[1]
 
     def server_context(self) -> ssl.SSLContext:
         """The inner TLS, relay side: TLS 1.3 only, a client certificate from our CA required."""

@@ -1,15 +1,22 @@
 """The relay (`detour relay`): the far end of fronted tunnels.
 
-An aiohttp web app. A request for the secret path that upgrades to a WebSocket and carries a
-valid access token becomes a tunnel: TLS 1.3 inside the WebSocket (the relay's pinned
-certificate; a client certificate from the relay's own CA, of a client not revoked), one
-request naming a destination, the destination dialed under the relay's policy, then the bytes
-relayed both ways. Every other request -- another path, a wrong or revoked token, a browser --
-gets an ordinary small website, identical whatever the reason, so a prober learns nothing.
+An HTTP/1.1 server (helper/http_server.py). A request for the secret path that upgrades to a
+WebSocket and carries a valid access token becomes a tunnel: TLS 1.3 inside the WebSocket
+(the relay's pinned certificate; a client certificate from the relay's own CA, of a client
+not revoked), one request naming a destination, the destination dialed under the relay's
+policy, then the bytes relayed both ways. Every other request -- another path, a wrong or
+revoked token, a replayed token, a browser, junk -- gets an ordinary small website
+(decoy.py), identical whatever the reason, so a prober learns nothing.
+
+Revocation takes effect in open tunnels too: each new connection in a multiplexed tunnel
+checks the client's current status (clients.json, read again when it changes), and a tunnel
+whose client was revoked (or re-issued) is closed, streams and all; tunnels that open no new
+connection are checked every RECHECK seconds.
 
 Destinations: the configured services only (by default), and never loopback, private or
 link-local addresses. Per-client connection limits, idle timeouts, a graceful stop. The relay
-keeps no session state, so any number of them can sit behind one CDN or load balancer.
+keeps no session state but the replay cache (replay.py), which every relay serving from the
+same state directory shares, so any number of them can sit behind one CDN or load balancer.
 """
 
 from __future__ import annotations
@@ -20,17 +27,13 @@ import hashlib
 import logging
 import ssl
 import time
-from collections import Counter, deque
-from http import HTTPStatus
+from collections import Counter
 from typing import Any
-
-import aiohttp
-from aiohttp import web, web_protocol
 
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import IPAddress
 from transports.direct import DirectDialer
-from transports.fronted.accesskey import check_access_token
+from transports.fronted.accesskey import TokenCheck, read_access_token
 from transports.fronted.client import COOKIE
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
@@ -43,143 +46,22 @@ from transports.fronted.protocol import (
 from transports.guard import AddressPolicy, LocalAddresses
 from transports.resolver import Resolver, StaticResolver
 from transports.tls import tls_accept
+from transports.websocket import WebSocketStream, accept_headers
 
+from ..http_server import HttpServer, Request, Response, Upgrade
 from ..proxy.relay import relay
 from ..services import ServiceTable
+from . import decoy
 from .config import RelayConfig
-from .keys import RelayKeys
+from .keys import ClientRecord, RelayKeys, RelayKeysError
+from .replay import ReplayCache
 
-__all__ = ["RelayServer", "ServerWebSocketStream"]
+__all__ = ["RelayServer", "cookie"]
 
 log = logging.getLogger("detour.relay")
 
 MAX_REQUEST = 3 + 255 + 2
-MESSAGE_SIZE = 256 * 1024
-
-DECOY_HOME = b"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Ink &amp; Margin</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font-family:Georgia,serif;max-width:38em;margin:3em auto;padding:0 1em;color:#222}
-h1{font-weight:normal}footer{margin-top:4em;color:#777;font-size:.9em}</style></head>
-<body><h1>Ink &amp; Margin</h1>
-<p>Notes on fountain pens, paper and the slow pleasure of writing by hand.</p>
-<h2>Latest</h2><ul><li>Iron gall inks, revisited</li><li>Why Tomoe River paper feathers less</li>
-<li>Cleaning a piston filler without taking it apart</li></ul>
-<footer>&copy; Ink &amp; Margin</footer></body></html>
-"""
-DECOY_MISSING = b"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Not found - Ink &amp; Margin</title></head>
-<body><h1>Not found</h1><p>There is nothing here. <a href="/">Back to the front page</a>.</p>
-</body></html>
-"""
-
-
-class ServerWebSocketStream(Stream):
-    """A Stream over an aiohttp server WebSocket's binary messages."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self._pending: deque[bytes] = deque()  # received message bytes not yet read
-        self._eof = False
-        self._outgoing: list[bytes] = []
-        self._sender: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
-        self._failed: BaseException | None = None
-
-    async def read(self, n: int = 65536) -> bytes:
-        while not self._pending and not self._eof:
-            message = await self.ws.receive()
-            if message.type == aiohttp.WSMsgType.BINARY:
-                if message.data:
-                    self._pending.append(message.data)
-            elif message.type in (
-                aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-            ):  # fmt: skip
-                self._eof = True
-            elif message.type == aiohttp.WSMsgType.ERROR:
-                raise ConnectionResetError(f"WebSocket error: {self.ws.exception()}")
-            else:
-                raise ConnectionResetError("a text message in a byte tunnel")
-        if not self._pending:
-            return b""
-        # A whole message is handed on as it is (no copy) when it fits.
-        data = self._pending[0]
-        if len(data) <= n:
-            self._pending.popleft()
-            return bytes(data)
-        self._pending[0] = data[n:]
-        return bytes(data[:n])
-
-    def unread(self, data: bytes) -> None:
-        if data:
-            self._pending.appendleft(bytes(data))
-
-    def write(self, data: bytes) -> None:
-        if self._failed is not None:
-            raise ConnectionResetError("the WebSocket failed")
-        if data:
-            self._outgoing.append(bytes(data))
-            if self._sender is None or self._sender.done():
-                self._sender = asyncio.ensure_future(self._send())
-
-    async def _send(self) -> None:
-        try:
-            while self._outgoing:
-                # What piled up while the last message went out, as one message of at most
-                # about MESSAGE_SIZE (the client takes messages of up to 1 MiB).
-                count = size = 0
-                for chunk in self._outgoing:
-                    if count and size + len(chunk) > MESSAGE_SIZE:
-                        break
-                    count += 1
-                    size += len(chunk)
-                await self.ws.send_bytes(b"".join(self._outgoing[:count]))
-                del self._outgoing[:count]
-        except (ConnectionError, RuntimeError) as exc:
-            self._failed = exc
-            self._outgoing.clear()
-
-    async def drain(self) -> None:
-        while self._sender is not None and not self._sender.done():
-            await asyncio.shield(self._sender)
-        if self._failed is not None:
-            raise ConnectionResetError("the WebSocket failed")
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        raise NotImplementedError("WebSockets cannot half-close")
-
-    def close(self) -> None:
-        if self._closer is None:
-            self._closer = asyncio.ensure_future(self._close(drain=True))
-
-    def abort(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-        if self._closer is None:
-            self._closer = asyncio.ensure_future(self._close(drain=False))
-
-    async def _close(self, drain: bool) -> None:
-        try:
-            if drain:
-                await self.drain()
-        except ConnectionError:
-            pass  # nothing more can be sent anyway; close what is left
-        finally:
-            await self.ws.close(code=1000 if drain else 1011)
-            self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-    def is_closing(self) -> bool:
-        return self.ws.closed or self._failed is not None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+RECHECK = 5.0  # seconds between checks of open tunnels' clients (new connections: at once)
 
 
 class _PolicyResolver:
@@ -199,81 +81,20 @@ class _PolicyResolver:
         return allowed
 
 
-# What nginx sends for an error of its own (a request it cannot parse), as the decoy answers.
-DECOY_ERROR = """<html>
-<head><title>{status}</title></head>
-<body>
-<center><h1>{status}</h1></center>
-<hr><center>{server}</center>
-</body>
-</html>
-"""
-
-
-class _DecoyErrors(web_protocol.RequestHandler):
-    """aiohttp answers a request it cannot parse with its own text and `Server: Python/3.x
-    aiohttp/3.x`, and logs a traceback: that would tell a prober what listens here, and let
-    anyone flood the log. Answer as the web server the decoy claims to be, and note it at
-    debug level (probers send junk all day)."""
-
-    decoy_server = "nginx"
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        log.debug("relay: an unreadable request from %s (%s)", request.remote, status)
-        if request.writer.output_size > 0:
-            raise ConnectionError("an answer was already sent; the connection is broken")
-        try:
-            code = HTTPStatus(status)
-        except ValueError:
-            code = HTTPStatus.BAD_REQUEST
-        page = DECOY_ERROR.format(status=f"{code.value} {code.phrase}", server=self.decoy_server)
-        response = _Http11Response(status=code.value, text=page, content_type="text/html")
-        response.headers["Server"] = self.decoy_server
-        response.force_close()
-        return response
-
-
-class _Http11Response(web.Response):
-    """An error answer with nginx's status line. aiohttp answers what it could not parse in
-    the version of its placeholder request, HTTP/1.0; nginx says HTTP/1.1 -- a difference a
-    prober could use to tell the decoy from the server it claims to be."""
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        if request.version < aiohttp.HttpVersion11:
-            request = _Version11(request)  # type: ignore[assignment]
-        return await super().prepare(request)
-
-
-class _Version11:
-    """A request seen as HTTP/1.1 (for the status line); everything else is the request's."""
-
-    version = aiohttp.HttpVersion11
-
-    def __init__(self, request: web.BaseRequest) -> None:
-        self._request = request
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-
-class _DecoyServer(web.Server):
-    """aiohttp's low-level server with _DecoyErrors as its protocol."""
-
-    def __init__(self, handler: Any, decoy_server: str, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.decoy_server = decoy_server
-        self.handler_kwargs = kwargs
-
-    def __call__(self) -> web_protocol.RequestHandler:
-        protocol = _DecoyErrors(self, loop=asyncio.get_event_loop(), **self.handler_kwargs)
-        protocol.decoy_server = self.decoy_server
-        return protocol
+def cookie(request: Request, name: str) -> str | None:
+    """The value of cookie `name` in the request's Cookie fields (RFC 6265 §5.4: pairs
+    separated by semicolons), or None."""
+    for field, value in request.headers:
+        if field.lower() != "cookie":
+            continue
+        for pair in value.split(";"):
+            key, sep, text = pair.strip().partition("=")
+            if sep and key.strip() == name:
+                text = text.strip()
+                if len(text) >= 2 and text[0] == text[-1] == '"':
+                    text = text[1:-1]
+                return text
+    return None
 
 
 class RelayServer:
@@ -284,9 +105,11 @@ class RelayServer:
         *,
         resolver: Resolver | None = None,
         local_address: str | None = None,
+        recheck: float = RECHECK,
     ) -> None:
         self.config = config
         self.keys = keys
+        keys.secure()  # before anything is read: RelayKeysError for a secret others can read
         self.server_tls = keys.server_context()
         if config.multiplex:
             self.server_tls.set_alpn_protocols([ALPN])
@@ -306,59 +129,78 @@ class RelayServer:
             local_address=local_address,
         )
         self.services = ServiceTable(config.services)
+        # The website's files date from when this relay's keys were made: its own time,
+        # not one every relay would share.
+        self.website = decoy.Website(config.decoy_server, int(keys.relay_cert.stat().st_mtime))
         self.per_client: Counter[str] = Counter()  # tunnels (WebSockets)
         self.streams_of: Counter[str] = Counter()  # connections in multiplexed tunnels
         self.sessions: set[MuxSession] = set()
         self.tunnels: set[asyncio.Task[Any]] = set()
-        self._runner: web.BaseRunner | None = None
+        # Each open tunnel (after its inner TLS): whose it is (name, certificate fingerprint)
+        # and how to end it, for revocation.
+        self.holders: dict[object, tuple[str, str, Any]] = {}
+        self.replays = ReplayCache(config.state)
+        self.recheck = recheck
+        self._watch: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self._stopping = False
 
-    # --- the web app ----------------------------------------------------------------------
+    # --- the website, and the way in ----------------------------------------------------
 
-    def web_server(self) -> web.Server:
-        """Every request, any method and path, goes to handle()."""
-        return _DecoyServer(self.handle, self.config.decoy_server, access_log=None)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        name = self._tunnel_client(request)
-        if name is None or self._stopping:
+    async def handle(self, request: Request) -> Response | Upgrade:
+        """Every request, any method and path: the website, or a tunnel's upgrade."""
+        check = self._tunnel_token(request)
+        if check is None or self._stopping:
+            return self.decoy(request)
+        name = check.name
+        try:
+            headers, _ = accept_headers(request)
+        except ProtocolError as exc:
+            log.info("relay: %s: not a WebSocket upgrade (%s)", name, exc)
+            return self.decoy(request)
+        if not self.replays.first_use(check.ident, check.expires + 1):
+            log.warning("relay: %s's token came again (a replay): the website", name)
             return self.decoy(request)
         if self.per_client[name] >= self.config.connections_per_client:
             log.info(
                 "relay: %s is at its limit of %d tunnels", name, self.config.connections_per_client
             )
             return self.decoy(request)
-        return await self.tunnel(request, name)
+        return Upgrade(headers, lambda stream: self.tunnel(stream, name))
 
-    def _tunnel_client(self, request: web.BaseRequest) -> str | None:
+    def _tunnel_token(self, request: Request) -> TokenCheck | None:
         if request.method != "GET" or request.path != self.keys.path:
             return None
-        if request.headers.get("Upgrade", "").lower() != "websocket":
+        if "websocket" not in request.tokens("upgrade"):
             return None
-        token = request.cookies.get(COOKIE)
+        token = cookie(request, COOKIE)
         if not token:
             return None
-        tokens = {n: bytes.fromhex(r.token) for n, r in self.keys.active().items()}
-        return check_access_token(token, tokens, self.keys.path)
+        tokens = {n: bytes.fromhex(r.token) for n, r in self._clients().items()}
+        return read_access_token(token, tokens, self.keys.path)
 
-    def decoy(self, request: web.BaseRequest) -> web.Response:
+    def _clients(self) -> dict[str, ClientRecord]:
+        """The clients allowed now; none while clients.json cannot be read (said as an error:
+        a damaged file shuts every client out rather than letting a revoked one in)."""
+        try:
+            return self.keys.current()
+        except RelayKeysError as exc:
+            log.error("relay: %s: no client is let in until it is fixed", exc)
+            return {}
+
+    def _allowed(self, name: str, fingerprint: str) -> bool:
+        record = self._clients().get(name)
+        return record is not None and record.fingerprint == fingerprint
+
+    def decoy(self, request: Request) -> Response:
         """The ordinary website: the same answer to every request that is not a tunnel."""
-        home = request.path in ("/", "/index.html")
-        body = DECOY_HOME if home else DECOY_MISSING
-        response = web.Response(
-            status=200 if home else 404,
-            body=b"" if request.method == "HEAD" else body,
-            content_type="text/html",
-            charset="utf-8",
-        )
-        response.headers["Server"] = self.config.decoy_server
-        return response
+        return self.website.answer(request)
 
     # --- a tunnel -------------------------------------------------------------------------
 
-    async def tunnel(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=4 << 20, autoping=True)
-        await ws.prepare(request)
+    async def tunnel(self, stream: Stream, name: str) -> None:
+        """After the 101: the WebSocket, with TLS inside it."""
+        ws = WebSocketStream(stream, client=False)
         self.per_client[name] += 1
         task = asyncio.current_task()
         assert task is not None
@@ -368,29 +210,30 @@ class RelayServer:
         finally:
             self.tunnels.discard(task)
             self.per_client[name] -= 1
-            if not ws.closed:
-                await ws.close()
-        return ws
+            ws.close()
 
-    async def _serve(self, ws: web.WebSocketResponse, name: str) -> None:
-        stream = ServerWebSocketStream(ws)
+    async def _serve(self, ws: WebSocketStream, name: str) -> None:
         try:
-            tls = await tls_accept(stream, self.server_tls, timeout=self.config.handshake_timeout)
+            tls = await tls_accept(ws, self.server_tls, timeout=self.config.handshake_timeout)
         except DialError as exc:
             log.info("relay: %s: inner TLS failed: %s", name, exc)
             return
         fingerprint = hashlib.sha256(
             tls.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
         ).hexdigest()
-        record = self.keys.active().get(name)
-        if record is None or record.fingerprint != fingerprint:
+        if not self._allowed(name, fingerprint):
             log.warning("relay: a tunnel with %s's token but not its certificate: closed", name)
             tls.abort()
             return
         if tls.get_extra_info("ssl_object").selected_alpn_protocol() == ALPN:
-            await self._serve_mux(tls, name)
+            await self._serve_mux(tls, name, fingerprint)
         else:
-            await self._serve_one(tls, name)
+            holder = object()
+            self.holders[holder] = (name, fingerprint, tls.abort)
+            try:
+                await self._serve_one(tls, name)
+            finally:
+                del self.holders[holder]
 
     async def _serve_one(self, tls: Stream, name: str) -> None:
         """A tunnel that carries one connection (a client that does not multiplex)."""
@@ -416,15 +259,18 @@ class RelayServer:
             name, target, stats.up, stats.down, time.monotonic() - started,
         )  # fmt: skip
 
-    async def _serve_mux(self, tls: Stream, name: str) -> None:
+    async def _serve_mux(self, tls: Stream, name: str, fingerprint: str) -> None:
         """A tunnel that carries many connections (transports/fronted/mux.py). It ends when
-        the client closes it, when it has had no connection for the idle timeout, or when
-        the relay stops (GOAWAY, then the open connections' grace)."""
+        the client closes it, when it has had no connection for the idle timeout, when the
+        client is revoked, or when the relay stops (GOAWAY, then the open connections'
+        grace)."""
         session = MuxSession(
-            tls, on_open=lambda stream, target: self._serve_stream(name, stream, target),
+            tls,
+            on_open=lambda stream, target: self._open_stream(name, fingerprint, stream, target),
             name=f"relay: {name}",
-        )  # fmt: skip
+        )
         self.sessions.add(session)
+        self.holders[session] = (name, fingerprint, session.close)
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
         try:
@@ -441,7 +287,21 @@ class RelayServer:
                         await session.changed.wait()
         finally:
             self.sessions.discard(session)
+            self.holders.pop(session, None)
             await session.aclose()
+
+    async def _open_stream(
+        self, name: str, fingerprint: str, stream: MuxStream, target: Endpoint
+    ) -> None:
+        """A new connection in a tunnel: only for a client still allowed. A revoked (or
+        re-issued) client's connection is refused and its tunnel closed, with every
+        connection in it."""
+        if not self._allowed(name, fingerprint):
+            log.warning("relay: %s was revoked: its tunnel is closed", name)
+            stream.session.refuse(stream, _REVOKED)
+            stream.session.close()
+            return
+        await self._serve_stream(name, stream, target)
 
     async def _serve_stream(self, name: str, stream: MuxStream, target: Endpoint) -> None:
         session = stream.session
@@ -509,25 +369,55 @@ class RelayServer:
     # --- running --------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
-        self._runner = web.ServerRunner(self.web_server(), handle_signals=False)
-        await self._runner.setup()
         context = None
         if self.config.tls_cert and self.config.tls_key:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        site = web.TCPSite(
-            self._runner, self.config.listen.host, self.config.listen.port, ssl_context=context
+        self._http = HttpServer(
+            self.handle,
+            self.config.listen.host,
+            self.config.listen.port,
+            name="relay",
+            head_timeout=decoy.HEAD_TIMEOUT,
+            max_connections=None,
+            manner=decoy.manner(self.config.decoy_server),
+            tls=context,
+            logger=log,
         )
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        await self._http.start()
+        self._watch = asyncio.ensure_future(self._watch_revocations())
+        address = self._http.address
+        assert address is not None
+        host, port = address
         log.info(
             "relay listening on %s (%d clients)", Endpoint(host, port), len(self.keys.active())
         )
         return host, port
 
+    async def _watch_revocations(self) -> None:
+        """Close the tunnels of clients revoked since they opened (those that open new
+        connections are closed at the first one; these may have one long connection)."""
+        while True:
+            await asyncio.sleep(self.recheck)
+            self.close_revoked()
+
+    def close_revoked(self) -> int:
+        """End every open tunnel whose client is no longer allowed; how many."""
+        ended = 0
+        for name, fingerprint, end in list(self.holders.values()):
+            if not self._allowed(name, fingerprint):
+                log.warning("relay: %s was revoked: its tunnel is closed", name)
+                end()
+                ended += 1
+        return ended
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking tunnels; give the open ones `grace` seconds, then close them."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         for session in self.sessions:
             session.go_away()
         if self.tunnels:
@@ -535,9 +425,15 @@ class RelayServer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        self.replays.close()
+
+
+_REVOKED = encode_failure(
+    DialError(Failure.PROXY_REFUSED, Op.CONNECT, "this access key was revoked")
+)
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -14,6 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ..events import RouteChanged
+from ..proxy.mtproto_links import ProxyLink, proxy_links
 from ..routing.router import BY_THE_USER
 from .appsetup import ProxySettings, proxy_settings
 from .help_screen import HelpScreen
@@ -102,6 +103,20 @@ class DetourApp(App[int]):
             host, port = configured.host, configured.port
         kwargs = {"addresses": self._addresses} if self._addresses is not None else {}
         return proxy_settings(host, port, self.engine.config.listen.users, **kwargs)
+
+    @property
+    def mtproto_links(self) -> list[ProxyLink]:
+        """The MTProto proxy endpoint's links ([mtproto_proxy]), one per user; none when off."""
+        config = self.engine.config.mtproto_proxy
+        if config is None:
+            return []
+        running = getattr(self.engine, "mtproto", None)
+        bound = running.address_bound if running is not None else None
+        kwargs = {}
+        if self._addresses is not None:
+            found = self._addresses()
+            kwargs["lan_address"] = lambda: found[0] if found else None
+        return proxy_links(config, bound, **kwargs)
 
     def on_mount(self) -> None:
         main = MainScreen()

@@ -1,8 +1,12 @@
 """Pointing applications at detour: the proxy address, Telegram's settings with its
-`tg://socks` link and a QR code of it, browsers and the command line.
+`tg://socks` link and a QR code of it, the MTProto proxy endpoint's `tg://proxy` links (the
+QR code is then of the first user's: a phone scans it and Telegram offers to add the proxy),
+the Signal proxy's link and its QR code (when `[signal_proxy]` is on), browsers and the
+command line.
 
-A listener with users puts a password in the link. It is shown (in the text and in the QR
-code, which carries it too) only after the user presses v, and hidden again with v."""
+A listener with users puts a password in the link, and an MTProto link always holds its
+secret. They are shown (in the text and in the QR code, which carries them too) only after
+the user presses v, and hidden again with v."""
 
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ class SetupScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "reveal":
-            return self.app.proxy.user is not None
+            return self.app.proxy.user is not None or bool(self.app.mtproto_links)
         return True
 
     def action_reveal(self) -> None:
@@ -60,13 +64,16 @@ class SetupScreen(Screen[None]):
 
     def _redraw(self) -> None:
         proxy = self.app.proxy
-        secret = proxy.user is not None
+        links = self.app.mtproto_links
+        secret = proxy.user is not None or bool(links)
         qr = self.query_one("#qr", Static)
         if secret and not self.revealed:
-            qr.update(Text("\n QR code hidden: it holds \n the password. v shows it. \n"))
+            what = "secret" if links else "password"
+            qr.update(Text(f"\n QR code hidden: it holds \n the {what}. v shows it. \n"))
             qr.add_class("hidden")
         else:
-            qr.update("\n".join(qr_rows(telegram_link(proxy, reveal=True))))
+            shown = links[0].link(reveal=True) if links else telegram_link(proxy, reveal=True)
+            qr.update("\n".join(qr_rows(shown)))
             qr.remove_class("hidden")
         self.query_one("#setup-text", Static).update(self._text())
 
@@ -103,6 +110,35 @@ class SetupScreen(Screen[None]):
                 "A phone reaches detour only on your network's address: listen.mixed on "
                 "that address, with users or an allow-list (docs/configuration.md).",
                 "dim",
+            )
+        links = self.app.mtproto_links
+        if links:
+            heading("\nTelegram: MTProto proxy (phones)")
+            para(
+                "Open a user's link on the phone, or scan the code (the first user's): "
+                "Telegram offers to add detour as its proxy."
+            )
+            for link in links:
+                para(f"{link.user} ({link.mode}): {link.link(reveal=self.revealed)}")
+            if not self.revealed:
+                para("The secrets are hidden: v shows them.", "dim")
+            first = links[0]
+            para(
+                "Or Settings → Data and Storage → Proxy → Add proxy → MTProto, server "
+                f"{first.host}, port {first.port}, and the user's secret.",
+                "dim",
+            )
+        for link in self.app.status.links:
+            if link.kind != "signal":
+                continue
+            heading("\nSignal")
+            para("Open this link on the phone, or scan the code with its camera:")
+            para(link.urls[0])
+            parts.append(Padding(Text("\n".join(qr_rows(link.urls[0]))), (0, 0, 0, 2)))
+            para(
+                "or Settings → Data and storage → Proxy → Use proxy, address "
+                f"{link.host}{'' if link.port == 443 else f':{link.port}'}. The phone must "
+                f"resolve {link.host} to this router (docs/router.md, Signal proxy).",
             )
         heading("\nBrowsers")
         para(

@@ -48,7 +48,13 @@ def _targets() -> dict[str, Target]:
     from transports.http_connect import HttpConnectDialer
     from transports.pt.ipc import LineReader
     from transports.socks import Socks4aDialer, Socks5Dialer
-    from transports.tlsfrag import Fragmenting, fragment_client_hello, server_name_span
+    from transports.tlsfrag import (
+        Fragmenting,
+        fragment_client_hello,
+        read_client_hello,
+        server_name,
+        server_name_span,
+    )
 
     def listener(parse) -> Target:
         def target(data: bytes) -> None:
@@ -98,6 +104,11 @@ def _targets() -> dict[str, Target]:
         server_name_span(data)
         how = Fragmenting(offsets=(1 + (data[0] if data else 0),), sni=True)
         fragment_client_hello(data, how)
+
+    def signal_inner_hello(data: bytes) -> None:
+        read = read_client_hello(data, 4096)
+        if read.state == "complete":
+            server_name(read.message)
 
     query = dns.message.make_query("web.telegram.org", "A", use_edns=0, payload=1232)
 
@@ -200,6 +211,7 @@ def _targets() -> dict[str, Target]:
         "api_request": api_request,
         "transparent_first_bytes": transparent_first_bytes,
         "tlsfrag_client_hello": tlsfrag,
+        "signal_inner_hello": signal_inner_hello,
         "dns_answer": dns_answer,
         "tunnel_message": tunnel_message,
         "mux_frame": mux_frame,

@@ -445,6 +445,41 @@ def _chain(data: bytes) -> tuple[str, list[str]]:
 # (text, passwords in it)
 chains = st.binary(min_size=48, max_size=160).map(_chain)
 
+# Passwords as people paste them: spaces, tabs and '|' written as they are, among the
+# characters above ("://" and '@' too, so a '|' can be followed by what looks like a URL).
+BLANKS = " \t|"
+BLANK_PASSWORD_CHARS = PASSWORD_CHARS + BLANKS.encode() * 8 + b"@/"
+
+
+def blank_password(c: Choices) -> str:
+    """A password of 12-44 characters holding at least one space, tab or '|'."""
+    pw = c.text(32, BLANK_PASSWORD_CHARS).rjust(12, c.pick("aZ9~"))
+    at = c.byte() % len(pw)
+    return pw[:at] + c.pick(BLANKS) + pw[at:]
+
+
+def _blank_chain(data: bytes) -> tuple[str, list[str]]:
+    """A chain whose proxy layers hold blank passwords, mostly well formed around them (so
+    that parsed chains are shown as well as errors), and the passwords in it."""
+    c = Choices(data)
+    layers, passwords = [], []
+    for _ in range(1 + c.byte() % 3):
+        if c.chance(70):
+            passwords.append(blank_password(c))
+            if c.chance(70):
+                scheme, user = c.pick(["socks5", "http", "socks5h"]), c.text(8, USER_CHARS)
+                host = c.pick(["10.0.0.2", "proxy.example", "[2001:db8::2]"])
+                layers.append(f"{scheme}://{user or 'u'}:{passwords[-1]}@{host}:1080")
+            else:
+                layers.append(proxy_url(c, passwords[-1]))
+        else:
+            layers.append(c.pick(LAYERS))
+    return c.pick([" | ", "|", " |"]).join(layers), passwords
+
+
+# (text, passwords in it)
+blank_chains = st.binary(min_size=48, max_size=200).map(_blank_chain)
+
 
 def _redact_case(data: bytes) -> tuple[str, str, str]:
     """(text holding scheme://user:PASSWORD@..., the password, what redact must show)."""

@@ -25,9 +25,16 @@ from helper.config import (
     parse_config,
     parse_duration,
 )
-from helper.config.file import parse_toml
+from helper.config.file import parse_config_data, parse_toml
 from helper.config.show import show
-from tests.fuzz.strategies import chains, configs, durations, redact_cases, toml_document
+from tests.fuzz.strategies import (
+    blank_chains,
+    chains,
+    configs,
+    durations,
+    redact_cases,
+    toml_document,
+)
 from transports.chain import Chain, ChainError, parse_chain, redact
 
 
@@ -92,6 +99,40 @@ def test_redact_hides_userinfo_passwords(case: tuple[str, str, str]) -> None:
     redacted = redact(text)
     assert expected in redacted
     assert_no_leak(redacted, redact(placeholders(text, [pw])), [pw])
+
+
+WINDOW = 8  # the shortest piece of a password that must never be shown
+
+
+def shown_every_way(text: str) -> str:
+    """Everything detour may print about a chain: the text redacted (config show, messages),
+    the parsed chain and its repr (config check, the log, /status), or the error."""
+    chain, shown = shown_chain(text)
+    extra = [repr(chain)] if chain is not None else []
+    try:
+        parse_config_data({"route": [{"name": "r", "chain": text}], "default": {"policy": "r"}})
+    except ConfigError as exc:
+        extra.append(str(exc))
+    return "\n".join([redact(text), shown, *extra])
+
+
+@given(blank_chains)
+def test_blank_passwords_are_never_shown(case: tuple[str, list[str]]) -> None:
+    """Passwords holding spaces, tabs and '|' (issue: the words after a blank, and the part
+    before a '|', were shown): no piece of WINDOW characters of one appears in anything
+    shown, unless it also appears when the passwords are placeholders (a coincidence)."""
+    text, passwords = case
+    shown = shown_every_way(text)
+    placeholder_text = text
+    for pw in passwords:
+        placeholder_text = placeholder_text.replace(pw, "Q" * len(pw))
+    shown_placeholder = shown_every_way(placeholder_text)
+    note(shown)
+    for pw in passwords:
+        for i in range(len(pw) - WINDOW + 1):
+            piece = pw[i : i + WINDOW]
+            if piece not in shown_placeholder:
+                assert piece not in shown, f"{piece!r} of password {pw!r} shown in {shown!r}"
 
 
 # --- durations ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from helper.proxy.logins import FREE_FAILURES
 from helper.proxy.relay import CHUNK, WRITE_HIGH_WATER
 from tests.conftest import config_text
 from transports.guard import AddressPolicy
@@ -132,6 +133,93 @@ async def test_allow_list_and_login_together(start_engine, http_origin, caplog) 
     assert (await reader.read()).endswith(b"/lan\n")
     writer.close()
     assert "s3cret-pw" not in caplog.text
+
+
+def _login_config(extra: str = "") -> str:
+    return (
+        config_text(
+            default="direct",
+            extra=f"""
+            [listen]
+            users = [{{ name = "alice", password = "s3cret-pw" }}]
+            remote_default = "default"
+            {extra}
+            """,
+        )
+        .replace('[listen]\nmixed = "127.0.0.1:0"\nhandshake_timeout = "2s"\n', "")
+        .replace("[listen]\n", '[listen]\nmixed = "127.0.0.1:0"\nhandshake_timeout = "2s"\n', 1)
+    )
+
+
+async def _wrong_socks5_login(address, source: str) -> bytes:
+    """Greeting and a wrong login in one go; the answer to the login (2 bytes, or less)."""
+    reader, writer = await _open(address, source)
+    try:
+        writer.write(b"\x05\x01\x02" + b"\x01\x05alice\x05wrong")
+        assert await reader.readexactly(2) == b"\x05\x02"
+        return await reader.read(2)
+    finally:
+        writer.close()
+
+
+async def _wrong_http_login(address, source: str) -> bytes:
+    reader, writer = await _open(address, source)
+    try:
+        writer.write(
+            b"CONNECT origin.test:80 HTTP/1.1\r\nHost: origin.test:80\r\n"
+            b"Proxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n"  # alice:wrong
+        )
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("protocol", ["socks5", "http"])
+async def test_a_burst_of_wrong_logins_is_slowed_and_its_log_bounded(
+    start_engine, http_origin, caplog, protocol
+) -> None:
+    """30 wrong logins at once from one address: each is answered as a failed login, but
+    only the first few are checked (then one per doubling interval, within half the 2 s
+    handshake timeout); the rest are refused unchecked. The log holds at most its throttle's
+    20 lines of them. Another address is not slowed, and logs in at once."""
+    caplog.set_level(logging.INFO, "detour")
+    engine = await start_engine(_login_config())
+    address = engine.mixed_address
+    _lan(engine, LOOPBACK_IS_INTERNET)
+    wrong = _wrong_socks5_login if protocol == "socks5" else _wrong_http_login
+    # 30: under the 32 handshakes one client may have open (listen.max_handshakes_per_client)
+    answers = await asyncio.gather(*(wrong(address, LAN_A) for _ in range(30)))
+    refusal = b"\x01\x01" if protocol == "socks5" else b"HTTP/1.1 407"
+    assert all(answer.startswith(refusal) for answer in answers), answers
+    logins = engine.listener.admission.logins
+    # 5 free, then 1 s, then 3 s away (past the patience): 6; a slow machine that spreads
+    # the burst over more than a second lets one or two more through.
+    assert FREE_FAILURES < logins.checked(LAN_A) <= FREE_FAILURES + 3
+    assert logins.refused == 30 - logins.checked(LAN_A)
+    lines = [r for r in caplog.records if "login" in r.getMessage() and LAN_A in r.getMessage()]
+    assert 0 < len(lines) <= 20, len(lines)
+    assert any("not checked" in r.getMessage() for r in lines)
+    # Another device logs in at once.
+    code, _, writer = await socks5(
+        address, LAN_B, "127.0.0.1", http_origin.port, ("alice", "s3cret-pw")
+    )
+    writer.close()
+    assert code == 0
+    assert "s3cret-pw" not in caplog.text
+
+
+async def test_a_right_login_clears_the_back_off(start_engine, http_origin) -> None:
+    engine = await start_engine(_login_config())
+    address = engine.mixed_address
+    _lan(engine, LOOPBACK_IS_INTERNET)
+    for _ in range(FREE_FAILURES - 1):
+        assert await _wrong_socks5_login(address, LAN_A) == b"\x01\x01"
+    code, _, writer = await socks5(
+        address, LAN_A, "127.0.0.1", http_origin.port, ("alice", "s3cret-pw")
+    )
+    writer.close()
+    assert code == 0
+    assert engine.listener.admission.logins.checked(LAN_A) == 0
 
 
 # --- destination policy ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helper import __version__
 from helper.engine import Engine
+from helper.lab.ca import LabCA
 from helper.relay.keys import RelayKeys
 from tests.conftest import ROOT, config_text
 from tests.support.clients import open_socks5
@@ -135,8 +136,25 @@ def documented_metrics() -> list[str]:
 # --- tests ----------------------------------------------------------------------------------
 
 
-async def test_status_and_metrics_after_real_traffic(start_engine, echo_origin) -> None:
-    engine = await start_engine(echo_config(echo_origin.port), probe_on_start=False)
+MTPROTO_SECRET = "dd" + "5a" * 16
+MTPROTO = f"""
+        [mtproto_proxy]
+        listen = "127.0.0.1:0"
+        secrets = {{ alice = "{MTPROTO_SECRET}" }}
+"""
+
+
+def signal_section(directory: Path, name: str = "signal.example.org") -> str:
+    cert, key = LabCA(directory).issue(name)
+    return f'[signal_proxy]\nlisten = "127.0.0.1:0"\ncertificate = "{cert}"\nkey = "{key}"\n'
+
+
+async def test_status_and_metrics_after_real_traffic(
+    start_engine, echo_origin, tmp_path: Path
+) -> None:
+    engine = await start_engine(
+        echo_config(echo_origin.port, MTPROTO + signal_section(tmp_path)), probe_on_start=False
+    )
     (service,) = engine.router.services
     await engine.monitor.probe_now(service)
 
@@ -173,6 +191,18 @@ async def test_status_and_metrics_after_real_traffic(start_engine, echo_origin) 
     host, port = engine.mixed_address
     assert {"kind": "mixed", "address": f"{host}:{port}"} in document["listeners"]
     assert {"kind": "api", "address": "{}:{}".format(*engine.api.address)} in document["listeners"]
+    assert engine.mtproto is not None
+    mt_host, mt_port = engine.mtproto.address_bound
+    assert {"kind": "mtproto", "address": f"{mt_host}:{mt_port}"} in document["listeners"]
+    # The MTProto proxy's links: the secret hidden in /status, given by /mtproto/links.
+    (user,) = document["mtproto_proxy"]["users"]
+    assert user["link"] == f"tg://proxy?server={mt_host}&port={mt_port}&secret=***"
+    assert MTPROTO_SECRET not in body
+    status, _, links = await get(engine, "/mtproto/links")
+    assert status == 200
+    (revealed,) = parse_json(links)["users"]
+    assert revealed["link"].endswith(f"secret={MTPROTO_SECRET}")
+    assert revealed["web_link"].startswith(f"https://t.me/proxy?server={mt_host}&")
 
     writer.write(b"y" * 500)
     assert await reader.readexactly(500) == b"y" * 500
@@ -388,6 +418,30 @@ async def test_the_whatsapp_proxy_ports_are_listed(start_engine, echo_origin) ->
     assert kinds == ["mixed", "whatsapp-chat", "whatsapp-media", "api"]
     chat = document["listeners"][1]["address"]
     assert chat == f"127.0.0.1:{engine.whatsapp.port('chat')}"
+
+
+async def test_the_signal_proxy_and_its_links_are_listed(
+    start_engine, echo_origin, tmp_path: Path
+) -> None:
+    engine = await start_engine(
+        echo_config(echo_origin.port, signal_section(tmp_path)), probe_on_start=False
+    )
+    document = parse_json((await get(engine, "/status"))[2])
+    kinds = [listener["kind"] for listener in document["listeners"]]
+    assert kinds == ["mixed", "signal-tls", "api"]
+    port = engine.signal.port
+    assert document["listeners"][1]["address"] == f"127.0.0.1:{port}"
+    assert document["links"] == [
+        {
+            "kind": "signal",
+            "host": "signal.example.org",
+            "port": port,
+            "urls": [
+                f"https://signal.tube/#signal.example.org:{port}",
+                f"sgnl://signal.tube/#signal.example.org:{port}",
+            ],
+        }
+    ]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from tests.support.peers import require_peer, skip_or_fail, terminate
 
 TOKEN = "lan-token-" + secrets.token_hex(12)
 MIXED_PORT, API_PORT = 1080, 9080  # the namespace is new: every port is free
+API_CONNECTIONS_PER_CLIENT = 8  # helper/api.py
 
 
 @dataclass
@@ -33,11 +35,15 @@ class Router:
     address: str  # the namespace's end of the veth pair
     process: subprocess.Popen[str]
     log: Path
+    client: str  # the root namespace's address, in listen.allow
+    stranger: str  # another one, not in it
 
-    def curl(self, path: str, *, token: str | None = None, inside: bool = False) -> tuple[int, str]:
+    def curl(
+        self, path: str, *, token: str | None = None, inside: bool = False, max_time: int = 10
+    ) -> tuple[int, str]:
         """GET path, from the root namespace over the veth pair or from inside over loopback."""
         host = "127.0.0.1" if inside else self.address
-        command = ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"]
+        command = ["curl", "-sS", "--max-time", str(max_time), "-w", "\n%{http_code}"]
         if token is not None:
             command += ["-H", f"Authorization: Bearer {token}"]
         command.append(f"http://{host}:{API_PORT}{path}")
@@ -56,8 +62,9 @@ def router(tmp_path: Path) -> Iterator[Router]:
     if os.geteuid() != 0:
         skip_or_fail("network namespaces need root")
     third = secrets.randbelow(200) + 20
-    fourth = secrets.randbelow(60) * 4
+    fourth = secrets.randbelow(30) * 8
     root_address, address = f"169.254.{third}.{fourth + 1}", f"169.254.{third}.{fourth + 2}"
+    stranger = f"169.254.{third}.{fourth + 3}"  # on the link, not in listen.allow
     config = tmp_path / "router.toml"
     config.write_text(
         textwrap.dedent(
@@ -67,7 +74,7 @@ def router(tmp_path: Path) -> Iterator[Router]:
 
             [listen]
             mixed = "0.0.0.0:{MIXED_PORT}"
-            allow = ["169.254.0.0/16", "127.0.0.0/8"]
+            allow = ["{root_address}/32", "127.0.0.0/8"]
 
             [api]
             listen = "0.0.0.0:{API_PORT}"
@@ -90,8 +97,8 @@ def router(tmp_path: Path) -> Iterator[Router]:
     with Namespaces() as net:
         namespace = net.namespace("dtapi")
         outer, inner = net.veth("dta", None, namespace)
-        net.address(None, outer, f"{root_address}/30")
-        net.address(namespace, inner, f"{address}/30")
+        net.address(None, outer, f"{root_address}/29", f"{stranger}/29")
+        net.address(namespace, inner, f"{address}/29")
         detour = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)]
         try:
             with log.open("w") as out:
@@ -108,7 +115,7 @@ def router(tmp_path: Path) -> Iterator[Router]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"detour did not start:\n{log.read_text()}")
                 time.sleep(0.05)
-            yield Router(namespace, address, process, log)
+            yield Router(namespace, address, process, log, root_address, stranger)
         finally:
             if process is not None:
                 terminate(process)
@@ -137,3 +144,62 @@ def test_the_pac_names_the_address_the_request_came_in_on(router: Router) -> Non
     status, pac = router.curl("/proxy.pac", inside=True)
     proxy = f"127.0.0.1:{MIXED_PORT}"
     assert f'var DETOUR = "SOCKS5 {proxy}; SOCKS {proxy}";' in pac
+
+
+def _idle_sockets(router: Router, source: str, count: int) -> tuple[list[socket.socket], int]:
+    """`count` connections to the API from `source` that send nothing, and how many of them
+    detour reset before connect() returned (it closes refused clients as they come)."""
+    sockets, reset = [], 0
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(10)
+        try:
+            sock.connect((router.address, API_PORT))
+        except ConnectionResetError:
+            sock.close()
+            reset += 1
+            continue
+        sockets.append(sock)
+    return sockets, reset
+
+
+def _closed_by_detour(sock: socket.socket) -> bool:
+    """Whether detour has closed this connection (an end or a reset is waiting to be read);
+    a connection detour keeps open has nothing to read."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def _wait_closed(sockets: list[socket.socket], count: int) -> int:
+    """Wait until at least `count` of `sockets` are closed by detour (bounded); how many are."""
+    deadline = time.monotonic() + 10
+    while True:
+        closed = sum(_closed_by_detour(sock) for sock in sockets)
+        if closed >= count or time.monotonic() > deadline:
+            return closed
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("source", ["stranger", "client"])
+def test_idle_sockets_from_the_lan_do_not_lock_out_loopback(router: Router, source: str) -> None:
+    """64 connections that send nothing, from a host outside listen.allow (closed at once)
+    or from a client in it (all but its per-client share closed at once): the API still
+    answers on loopback and to the LAN client, with no wait."""
+    address = getattr(router, source)
+    sockets, reset = _idle_sockets(router, address, 64)
+    try:
+        expected = 64 if source == "stranger" else 64 - API_CONNECTIONS_PER_CLIENT
+        assert reset + _wait_closed(sockets, expected - reset) == expected
+        assert router.curl("/healthz", inside=True, max_time=3)[0] == 200
+        if source == "stranger":
+            assert router.curl("/healthz", token=TOKEN, max_time=3)[0] == 200
+            assert f"refused client {router.stranger}" in router.log.read_text()
+    finally:
+        for sock in sockets:
+            sock.close()

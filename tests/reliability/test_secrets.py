@@ -350,3 +350,114 @@ def test_config_errors_quote_the_chain_without_its_secrets(tmp_path: Path, chain
         shown = done.stdout + done.stderr
         assert done.returncode == 2 and "route[0].chain" in shown, shown
         assert pw not in shown, shown
+
+
+def detour_cli(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "helper", *argv],
+        capture_output=True,
+        text=True,
+        cwd=harness.ROOT,
+        timeout=60,
+        check=False,
+    )
+    return f"exit {done.returncode}\n{done.stdout}{done.stderr}"
+
+
+@pytest.mark.timeout(120)
+def test_passwords_with_blanks_and_bars_in_every_output(tmp_path: Path) -> None:
+    """Proxy passwords holding a space, a tab or a '|' (written %7C in a chain, and as it is
+    in a config that is then refused) work, and no half of one appears in `config check`,
+    `config show`, the error for the refused config, the `listening on` line or /status."""
+    halves = {what: (token(f"{what}1-"), token(f"{what}2-")) for what in ("sp", "tb", "br")}
+    pairs = zip(halves.values(), " \t|", strict=True)
+    space, tab, bar = (f"{a}{blank}{b}" for (a, b), blank in pairs)
+    api_token, api_port = token("api-"), dead_port()
+    with peers.microsocks("bob", space) as by_space, peers.microsocks("bob", tab) as by_tab:
+        origin, other = harness.origin(tmp_path), harness.origin(tmp_path, "other")
+        with harness.running(origin, other):
+            port = origin.address[1]
+            routes = {
+                "space": f"socks5://bob:{space}@{by_space.host}:{by_space.port}",
+                "tab": f"socks5://bob:{tab}@{by_tab.host}:{by_tab.port}",
+                "bar": f"http://carol:{quote(bar, safe='')}@127.0.0.1:{dead_port()}",
+            }
+            config = f"""
+[base]
+config = "none"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+token = "{api_token}"
+
+[default]
+policy = "space"
+""" + "".join(
+                f'\n[[route]]\nname = "{name}"\nchain = "{chain}"\ntimeout = "5s"\n'
+                for name, chain in routes.items()
+            )
+            config += f"""
+[[service]]
+name = "tab"
+cidrs = ["127.0.0.1/32"]
+ports = [{other.address[1]}]
+probes = ["tcp://127.0.0.1:{other.address[1]}"]
+routes = ["tab"]
+
+[[service]]
+name = "space"
+cidrs = ["127.0.0.1/32"]
+ports = [{port}]
+probes = ["tcp://127.0.0.1:{port}"]
+routes = ["space", "bar"]
+"""
+            detour = harness.detour(tmp_path, config)
+            config_file = tmp_path / "detour.toml"
+            outputs = {
+                "config check": detour_cli("config", "check", str(config_file)),
+                "config show": detour_cli("config", "show", "-c", str(config_file)),
+            }
+            assert outputs["config check"].startswith("exit 0"), outputs
+            assert outputs["config show"].startswith("exit 0"), outputs
+            with harness.running(detour):
+
+                async def clients() -> bytes:
+                    # The passwords reach the upstreams whole (a tab was dropped before).
+                    for target in (origin, other):
+                        pair = await open_socks5(detour.address, *target.address)
+                        assert (await run_integrity(*pair, up=100, down=100, half_close=False)).ok
+                    # /status shows each route's chain once its service has been probed.
+                    async with asyncio.timeout(SAFETY):
+                        while True:
+                            status = await raw_exchange(
+                                ("127.0.0.1", api_port),
+                                f"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                                f"Bearer {api_token}\r\nConnection: close\r\n\r\n".encode(),
+                            )
+                            if status.count(b'"chain"') == len(routes):
+                                return status
+                            await asyncio.sleep(0.1)
+
+                with asyncio.Runner() as runner:
+                    outputs["/status"] = runner.run(clients()).decode("latin-1")
+            outputs["detour's log"] = detour.output
+            # The same passwords written as they are: '|' cuts its URL, the config is refused.
+            raw = config.replace(quote(bar, safe=""), bar)
+            refused = tmp_path / "refused.toml"
+            refused.write_text(raw)
+            refused.chmod(0o600)
+            outputs["config error"] = detour_cli("config", "check", str(refused))
+            assert outputs["config error"].startswith("exit 2"), outputs["config error"]
+            assert "%7C" in outputs["config error"]
+
+    assert "listening on" in outputs["detour's log"]
+    assert "socks5://bob:***@" in outputs["/status"], outputs["/status"]
+    assert "socks5://bob:***@" in outputs["config show"], outputs["config show"]
+    leaks = [
+        f"{half!r} of the {what} password in {where}"
+        for where, text in outputs.items()
+        for what, pair in halves.items()
+        for half in pair
+        if half in text
+    ]
+    assert not leaks, "\n".join(leaks) + "\n" + "\n".join(outputs.values())

@@ -46,6 +46,7 @@ CLIENT = "10.202.0.2"
 SERVICE_IP6 = "fd23::10"
 CLIENT6 = "fd20::2"
 STRANGER = "10.202.0.3"  # on the LAN but not in listen.allow
+METADATA = "169.254.169.254"  # a cloud metadata service, reachable from the router
 PASSWORD = "lan-pass-7"
 
 ECHO_SERVER = """
@@ -59,7 +60,7 @@ async def echo(reader, writer):
         pass
     writer.close()
 async def main():
-    hosts, ports = sys.argv[1:3], sys.argv[3:]
+    hosts, ports = sys.argv[1:4], sys.argv[4:]
     servers = [await asyncio.start_server(echo, h, int(p)) for h in hosts for p in ports]
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -108,12 +109,13 @@ class RouterNet:
         net.address(r, wan_r, "10.201.0.1/24", "fd21::1/64")
         net.address(c, lan_c, f"{CLIENT}/24", f"{STRANGER}/24", f"{CLIENT6}/64")
         net.address(u, wan_u, "10.201.0.2/24", "fd21::2/64")
-        net.address(u, "lo", f"{SERVICE_IP}/32", f"{SERVICE_IP6}/128")
+        net.address(u, "lo", f"{SERVICE_IP}/32", f"{SERVICE_IP6}/128", f"{METADATA}/32")
         net.route(c, "default", "via", ROUTER_LAN)
         net.route(c, "default", "via", "fd20::1")
         net.route(r, "fd23::/64", "via", "fd21::2")
         net.route(u, "default", "via", "fd21::1")
         net.route(r, "10.203.0.0/24", "via", "10.201.0.2")
+        net.route(r, f"{METADATA}/32", "via", "10.201.0.2")
         net.route(u, "default", "via", "10.201.0.1")
         # The recipe of docs/router.md: redirect only the service's range.
         ruleset = textwrap.dedent(f"""\
@@ -138,7 +140,7 @@ class RouterNet:
     def start_echo(self) -> None:
         process = subprocess.Popen(
             self.namespaces.exec(self.upstream_ns, sys.executable, "-c", ECHO_SERVER,
-                                 SERVICE_IP, SERVICE_IP6, "443", "80"),
+                                 SERVICE_IP, SERVICE_IP6, METADATA, "443", "80"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.processes.append(process)

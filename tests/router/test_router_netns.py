@@ -7,13 +7,18 @@ import base64
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 
 import pytest
 
 from tests.router.conftest import (
     CLIENT,
     CLIENT6,
+    METADATA,
     PASSWORD,
+    ROOT,
+    ROUTER_CONFIG,
     ROUTER_LAN,
     SERVICE_IP,
     SERVICE_IP6,
@@ -164,3 +169,66 @@ def test_a_connection_straight_to_the_transparent_port_is_refused(router_net: Ro
             reply = b"<reset>"
     assert reply in (b"", b"<reset>")
     router_net.wait_for_log(f"refused a loop: the original destination {ROUTER_LAN}:1090")
+
+
+def _in_router(net: RouterNet, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        net.namespaces.exec(net.router_ns, *argv),
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("remote_public", "refused"),
+    [
+        pytest.param('["0.0.0.0/1", "128.0.0.0/1"]', ["[0]", "[1]"], id="halves"),
+        pytest.param('["169.254.0.0/15"]', ["[0]"], id="link-local-supernet"),
+        pytest.param('["10.203.0.0/24", "::/0"]', ["[1]"], id="ipv6-everything"),
+        pytest.param('["64:ff9b::/96"]', ["[0]"], id="nat64-of-everything"),
+        pytest.param('["64:ff9b::a9fe:0/112"]', ["[0]"], id="nat64-of-link-local"),
+    ],
+)
+def test_remote_public_holding_link_local_is_refused_at_config_time(
+    router_net: RouterNet, remote_public: str, refused: list[str]
+) -> None:
+    """The metadata service answers on the router (so a LAN client would reach it through
+    detour if the range let it); a remote_public range that holds link-local addresses,
+    directly or inside IPv6 addresses, keeps detour from starting, naming the key."""
+    probe = _in_router(
+        router_net,
+        "python3",
+        "-c",
+        f"import socket; socket.create_connection(('{METADATA}', 80), 5)",
+    )
+    assert probe.returncode == 0, probe.stderr  # the path exists
+    config = ROUTER_CONFIG.replace(
+        'remote_public = ["10.203.0.0/24", "10.201.0.0/24", "fd23::/64"]',
+        f"remote_public = {remote_public}",
+    )
+    path = router_net.directory / "supernet.toml"
+    path.write_text(
+        config.replace(f'mixed = "{ROUTER_LAN}:1080"', f'mixed = "{ROUTER_LAN}:1081"').replace(
+            ":1090", ":1091"
+        )
+    )
+    for argv in (["config", "check", str(path)], ["run", "--headless", "-c", str(path)]):
+        done = _in_router(router_net, sys.executable, "-m", "helper", *argv)
+        shown = done.stdout + done.stderr
+        assert done.returncode == 2, shown
+        for index in refused:
+            assert f"listen.remote_public{index}" in shown, shown
+        assert "cannot stand for the internet" in shown and "Traceback" not in shown, shown
+
+
+@pytest.mark.parametrize(
+    "host",
+    [METADATA, f"::ffff:{METADATA}", "::a9fe:a9fe", "::ffff:0:a9fe:a9fe", "64:ff9b::a9fe:a9fe",
+     "64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00::", "2002:a9fe:a9fe::1"],
+)  # fmt: skip
+def test_lan_client_cannot_reach_link_local_in_any_form(router_net: RouterNet, host: str) -> None:
+    """The IPv6 forms that carry 169.254.169.254 to a translator (IPv4-compatible, SIIT,
+    NAT64 well-known and local-use in two of its formats, 6to4) are refused as it is."""
+    target = f"[{host}]:80" if ":" in host else f"{host}:80"
+    reply = connect_http(router_net, target)
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+    assert b"link-local address" in reply, reply[:300]

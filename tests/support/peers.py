@@ -434,8 +434,11 @@ def _running(
         peer.stop()
 
 
-def _check_credentials(name: str, username: str | None, password: str | None) -> None:
-    """Reject credentials the program cannot represent, instead of a confusing start failure."""
+def _check_credentials(
+    name: str, username: str | None, password: str | None, *, blanks: bool = False
+) -> None:
+    """Reject credentials the program cannot represent, instead of a confusing start failure.
+    `blanks`: the program takes them as arguments, so spaces and tabs are fine."""
     if (username is None) != (password is None):
         raise ValueError(f"{name}: give both username and password, or neither")
     if username is None or password is None:
@@ -443,7 +446,7 @@ def _check_credentials(name: str, username: str | None, password: str | None) ->
     if not username or not password:
         raise ValueError(f"{name}: username and password must not be empty")
     for value in (username, password):
-        if any(ch.isspace() for ch in value) or not value.isprintable():
+        if not blanks and (any(ch.isspace() for ch in value) or not value.isprintable()):
             raise ValueError(
                 f"{name}: credentials must be printable and without whitespace (they go into "
                 f"a config file or onto a command line)"
@@ -466,7 +469,7 @@ def microsocks(username: str | None = None, password: str | None = None) -> Iter
     is far below what the loopback allows.
     """
     binary = require_peer("microsocks", "microsocks")
-    _check_credentials("microsocks", username, password)
+    _check_credentials("microsocks", username, password, blanks=True)  # argv: blanks are fine
 
     def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
         argv = [binary, "-i", "127.0.0.1", "-p", str(port)]
@@ -892,6 +895,48 @@ http {{
         return [binary, "-p", str(tmpdir), "-c", str(conf)], log_path
 
     with _running("nginx", "https", prepare, None, None) as peer:
+        yield peer
+
+
+@contextlib.contextmanager
+def nginx_static(root: Path) -> Iterator[Peer]:
+    """A stock nginx serving the static files in `root` on plain HTTP, as a small site is
+    set up: `server_tokens off` (Server: nginx), `error_page 404 /404.html`, nothing else
+    changed from nginx's defaults (no charset, keep-alive 75 s, 8 KiB request lines)."""
+    binary = require_peer("nginx", "nginx-light")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        log_path = tmpdir / "error.log"
+        conf = tmpdir / "nginx.conf"
+        conf.write_text(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmpdir}/nginx.pid;
+error_log {log_path} warn;
+events {{ worker_connections 256; }}
+http {{
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {tmpdir}/body;
+    proxy_temp_path {tmpdir}/proxy;
+    fastcgi_temp_path {tmpdir}/fastcgi;
+    uwsgi_temp_path {tmpdir}/uwsgi;
+    scgi_temp_path {tmpdir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        error_page 404 /404.html;
+    }}
+}}
+"""
+        )
+        return [binary, "-p", str(tmpdir), "-c", str(conf)], log_path
+
+    with _running("nginx", "http", prepare, None, None) as peer:
         yield peer
 
 

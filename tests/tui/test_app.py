@@ -230,6 +230,51 @@ async def see_the_password_only_on_request(pilot) -> None:
     await eventually(pilot, hidden_again)
 
 
+async def test_the_mtproto_links_and_their_code_only_on_request(engine) -> None:
+    from helper.config import MTProtoProxyConfig
+    from tests.tui.test_qr import decode
+    from transports import Endpoint
+    from transports.mtproto.secret import parse_secret
+
+    secret = "dd" + "5c" * 16
+    mtproto = MTProtoProxyConfig(
+        secrets={"alice": parse_secret(secret)}, listen=Endpoint("192.168.1.2", 443)
+    )
+    engine.config = dataclasses.replace(engine.config, mtproto_proxy=mtproto)
+    app = fixed_app(engine)
+    link = f"tg://proxy?server=192.168.1.2&port=443&secret={secret}"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        hidden = await shows(
+            pilot, "alice (dd): tg://proxy?server=192.168.1.2&port=443&secret=***", "QR code hidden"
+        )
+        assert secret not in hidden and "█" not in hidden
+        await pilot.press("v")
+
+        def revealed(text: str) -> None:
+            assert link in "".join(text.split())  # wrapped at the screen's width
+            assert "█" in text
+
+        await eventually(pilot, revealed)
+        qr = str(app.screen.query_one("#qr").render())
+        if _has_zxing():
+            assert decode(qr.splitlines()) == link
+        await pilot.press("v")
+
+        def hidden_again(text: str) -> None:
+            assert secret not in "".join(text.split())
+
+        await eventually(pilot, hidden_again)
+
+
+def _has_zxing() -> bool:
+    try:
+        import zxingcpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 async def test_route_credentials_never_reach_the_screen() -> None:
     text = config_text(
         routes={"vps": "socks5://alice:s3cret@127.0.0.1:9", "direct": "direct"},

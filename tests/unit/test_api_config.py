@@ -76,3 +76,47 @@ def test_only_the_pac_and_healthz_can_be_public() -> None:
     assert problem == (
         'api.public[0]: \'/status\' cannot be public (these can: "/proxy.pac", "/healthz")'
     )
+
+
+# --- who may connect ----------------------------------------------------------------------
+
+
+def _api(allow: str = "", listen_allow: tuple = ()):
+    from helper.api import StatusApi
+
+    api_config = config(f'[api]\nlisten = "127.0.0.1:0"\n{allow}').api
+    return StatusApi(lambda: None, api_config, listen_allow)  # type: ignore[arg-type,return-value]
+
+
+def test_the_api_allow_list_is_its_own_or_listen_allow_and_always_loopback() -> None:
+    import ipaddress
+
+    lan = (ipaddress.ip_network("192.168.1.0/24"),)
+    assert _api().allow == ()  # nobody listed: everybody (the token decides)
+    api = _api(listen_allow=lan)
+    assert api.allow[0] == lan[0] and ipaddress.ip_network("127.0.0.0/8") in api.allow
+    api = _api('allow = ["10.9.0.7/32"]', lan)
+    assert [str(n) for n in api.allow] == ["10.9.0.7/32", "127.0.0.0/8", "::1/128"]
+    assert any(p.startswith("api.allow[0]") for p in problems('[api]\nallow = ["x"]\n'))
+
+
+def test_api_admission_keeps_loopback_apart() -> None:
+    """A LAN address may hold API_PER_CLIENT connections; loopback has places of its own
+    whatever the LAN holds."""
+    import ipaddress
+
+    from helper.api import API_CONNECTIONS, API_PER_CLIENT, ApiAdmission
+
+    admission = ApiAdmission((), "listen.allow")
+    lan = [f"10.0.0.{i}" for i in range(1, 20)]
+    admitted = sum(
+        admission.admit(f"{key}:1", key, ipaddress.ip_address(key))
+        for key in lan
+        for _ in range(20)
+    )
+    assert admitted == API_CONNECTIONS  # 8 each from 8 addresses: the total is full
+    assert not admission.admit("10.0.0.1:2", "10.0.0.1", ipaddress.ip_address("10.0.0.1"))
+    for _ in range(API_CONNECTIONS):
+        assert admission.admit("127.0.0.1:3", "127.0.0.1", ipaddress.ip_address("127.0.0.1"))
+    admission.release("127.0.0.1", handshaking=True)
+    assert admission.book.open["10.0.0.1"] == API_PER_CLIENT

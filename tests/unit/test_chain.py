@@ -103,7 +103,7 @@ def names(chain: Chain) -> list[str]:
             "socks5://[::1]:1080", ["direct", "socks5"], "socks5://[::1]:1080", id="ipv6-proxy"
         ),
         pytest.param(
-            "socks5://127.0.0.1:1080/", ["direct", "socks5"], "socks5://127.0.0.1:1080/", id="slash"
+            "socks5://127.0.0.1:1080/", ["direct", "socks5"], "socks5://127.0.0.1:1080", id="slash"
         ),
         pytest.param("tlsfrag:sni", ["direct", "tlsfrag"], "tlsfrag:sni", id="tlsfrag-sni"),
         pytest.param(
@@ -333,7 +333,7 @@ def test_layer_scheme_is_case_insensitive(text: str) -> None:
         pytest.param("socks5://:1080", "missing proxy host", id="no-host"),
         pytest.param("socks5://h:0", "port 0 is not a valid proxy port", id="port-0"),
         pytest.param("socks5://h:99999", "out of range", id="port-too-big"),
-        pytest.param("socks5://h:port", "socks5://h:port", id="port-not-a-number"),
+        pytest.param("socks5://h:port", "socks5://h:***", id="port-not-a-number"),  # or a password
         pytest.param("socks5://h:1080/path", "takes no path or query", id="path"),
         pytest.param("socks5://h:1080?timeout=5", "takes no path or query", id="query"),
         pytest.param("http://h:3128#x", "takes no path or query", id="fragment"),
@@ -485,6 +485,54 @@ def test_unencoded_at_in_password_is_not_shown() -> None:
     assert chain.layers[1].params["password"] == "hunter2@s3cr3t"
     assert "s3cr3t" not in str(chain)
     assert "hunter2" not in str(chain)
+
+
+@pytest.mark.parametrize(
+    ("text", "password"),
+    [
+        pytest.param("socks5://alice:UPW9 s3cr3t@10.0.0.2:1080", "UPW9 s3cr3t", id="space"),
+        pytest.param("socks5://alice:UPW9\ts3cr3t@10.0.0.2:1080", "UPW9\ts3cr3t", id="tab"),
+        pytest.param("http://alice:UPW9%7Cs3cr3t@10.0.0.2:1080", "UPW9|s3cr3t", id="bar-encoded"),
+        pytest.param("socks5://alice: UPW9 s3cr3t @10.0.0.2:1080", " UPW9 s3cr3t ", id="ends"),
+    ],
+)
+def test_blank_passwords_are_used_whole_and_never_shown(text: str, password: str) -> None:
+    """A space or a tab is part of the password (urlsplit drops tabs without a word: they
+    are kept), and neither str(), repr() nor redact() shows any word of it."""
+    chain = parse_chain(f"{text} | tlsfrag:sni")
+    assert chain.layers[1].params["password"] == password
+    for shown in (str(chain), repr(chain), redact(text), redact(f"route 'x': {text} | direct")):
+        assert "UPW9" not in shown and "s3cr3t" not in shown, shown
+    assert str(chain) == f"{text.split('://')[0]}://alice:***@10.0.0.2:1080 | tlsfrag:sni"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "socks5://alice:UPW9|s3cr3t@10.0.0.2:1080",
+        "socks5://alice:UPW9|s3cr3t@10.0.0.2:1080 | tlsfrag:sni",
+        "tlsfrag:sni | http://alice:UPW9 |s3cr3t@10.0.0.2:1080",
+        "socks5://alice:UPW9|http://s3cr3t@10.0.0.2:1080",
+        "socks5://alice:UPW9@x|s3cr3t@10.0.0.2:1080",
+    ],
+)
+def test_a_bar_in_a_password_is_explained_without_either_half(text: str) -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    message = str(err.value)
+    assert "%7C" in message, message
+    assert "UPW9" not in message and "s3cr3t" not in message, message
+    assert "UPW9" not in redact(text) and "s3cr3t" not in redact(text), redact(text)
+
+
+def test_userinfo_shown_parses_back() -> None:
+    """str(layer) is built from what was parsed; user names are percent-encoded where they
+    must be, so what is shown is a chain again (with *** for the password)."""
+    chain = parse_chain("socks5://al%40ice b%7Cc:pw@h:1 | socks4a://b%3Ab%20ob@h:2")
+    assert str(chain) == "socks5://al%40ice%20b%7Cc:***@h:1 | socks4a://b%3Ab%20ob@h:2"
+    again = parse_chain(str(chain))
+    assert again.layers[1].params["username"] == "al@ice b|c"
+    assert again.layers[2].params["user_id"] == "b:b ob"
 
 
 def test_str_keeps_username_and_hides_password() -> None:

@@ -54,6 +54,15 @@ ip = ipaddress.ip_address
         ("2002:7f00:1::", "a loopback address inside an IPv6 address"),
         ("2002:c0a8:101::", "a private address inside an IPv6 address"),
         ("64:ff9b::a00:1", "a private address inside an IPv6 address"),
+        # SIIT/NAT64 forms, classified by the IPv4 address they carry (once taken as global)
+        ("::a9fe:a9fe", "a link-local address inside an IPv6 address"),
+        ("::ffff:0:a9fe:a9fe", "a link-local address inside an IPv6 address"),
+        ("64:ff9b:1::a9fe:a9fe", "a link-local address inside an IPv6 address"),
+        ("64:ff9b:1:a9fe:a9:fe00::", "a link-local address inside an IPv6 address"),  # /48
+        ("64:ff9b:1:0:a9:fea9:fe00::", "a link-local address inside an IPv6 address"),  # /64
+        ("::ffff:0:808:808", None),
+        ("64:ff9b:1::808:808", None),
+        ("64:ff9b::808:808", None),
         ("8.8.8.8", None),
         ("149.154.167.51", None),
         ("2001:4860:4860::8888", None),
@@ -199,3 +208,33 @@ def test_ipv6_never_allows_what_is_not_global(value: int) -> None:
     address = ipaddress.IPv6Address(value)
     if AddressPolicy().refusal(address) is None:
         assert address.is_global and not address.is_multicast
+
+
+def _carriers(v4: ipaddress.IPv4Address) -> list[ipaddress.IPv6Address]:
+    """Every IPv6 form that carries `v4` to a translator."""
+    n = int(v4)
+    forms = [
+        n,
+        0xFFFF << 32 | n,
+        0x64FF9B << 96 | n,
+        0x64FF9B0001 << 80 | n,
+        0x2002 << 112 | n << 80,
+    ]
+    return [ipaddress.IPv6Address(form) for form in forms]
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_ipv6_forms_carrying_ipv4_are_judged_by_it(value: int) -> None:
+    """::a.b.c.d, ::ffff:0:a.b.c.d, 64:ff9b::a.b.c.d and 2002:a.b.c.d:: are refused exactly
+    when a.b.c.d is (but :: and ::1 themselves); 64:ff9b:1::a.b.c.d at least then."""
+    address = ipaddress.IPv4Address(value)
+    refused = AddressPolicy().refusal(address) is not None
+    *fixed, local_use, six_to_four = _carriers(address)
+    for carrier in [*fixed, six_to_four]:
+        if carrier in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1")):
+            continue
+        assert (AddressPolicy().refusal(carrier) is not None) == refused, carrier
+    # A local-use NAT64 address is read in every format its prefix may have: refused when
+    # any reading is (64:ff9b:1::1.0.0.0 is also 0.0.0.1 in the /64 format).
+    if refused:
+        assert AddressPolicy().refusal(local_use) is not None

@@ -132,8 +132,8 @@ async def test_many_streams_share_the_session_and_a_stalled_one_blocks_none(pair
     drained = asyncio.ensure_future(stalled_relay.drain())
     await asyncio.sleep(0.05)
     assert not drained.done()
-    assert stalled_client._buffered == WINDOW_SIZE  # never more than the window in flight
-    assert stalled_client._window == WINDOW_SIZE  # a reader that falls behind never grows it
+    assert stalled_client.flow.buffered == WINDOW_SIZE  # never more than the window in flight
+    assert stalled_client.flow.window == WINDOW_SIZE  # a reader that falls behind never grows it
     # Meanwhile twenty other streams open and finish.
     for i in range(20):
         client, relay = await pair.connect(1000 + i)
@@ -170,8 +170,8 @@ async def test_the_window_grows_for_a_reader_that_keeps_up(pair: Pair) -> None:
     assert len(await read_all(client)) == size
     await sender
     # Doubled each time the sender reported itself blocked while the reader kept up.
-    assert WINDOW_SIZE < client._window <= mux.MAX_WINDOW
-    assert relay._window == WINDOW_SIZE  # nothing came the other way: no reason to grow
+    assert WINDOW_SIZE < client.flow.window <= mux.MAX_WINDOW
+    assert relay.flow.window == WINDOW_SIZE  # nothing came the other way: no reason to grow
 
 
 async def test_a_refusal_is_the_relays_dial_error(pair: Pair) -> None:
@@ -209,7 +209,7 @@ async def test_unread_bytes_are_not_credited_twice(pair: Pair) -> None:
     client.unread(data)
     assert await client.read(100) == b"abc"
     assert await client.read(100) == b"def"
-    assert client._credit + client._recv_window == client._window == WINDOW_SIZE
+    assert client.flow.credit + client.flow.recv_window == client.flow.window == WINDOW_SIZE
 
 
 async def test_session_death_fails_every_stream_and_further_opens(pair: Pair) -> None:

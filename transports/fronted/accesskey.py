@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -25,7 +26,15 @@ from typing import Any
 
 from ..base import Endpoint
 
-__all__ = ["PREFIX", "AccessKey", "AccessKeyError", "access_token", "check_access_token"]
+__all__ = [
+    "PREFIX",
+    "AccessKey",
+    "AccessKeyError",
+    "TokenCheck",
+    "access_token",
+    "check_access_token",
+    "read_access_token",
+]
 
 PREFIX = "dtr1:"
 MAX_KEY = 16 * 1024
@@ -123,17 +132,24 @@ def _text(data: dict[str, Any], name: str) -> str:
     return value
 
 
-def _mac(token: bytes, name: str, stamp: int, path: str) -> str:
-    digest = hmac.new(token, f"{name}.{stamp}.{path}".encode(), hashlib.sha256).digest()
+def _mac(token: bytes, name: str, stamp: int, path: str, nonce: str = "") -> str:
+    text = f"{name}.{stamp}.{nonce}.{path}" if nonce else f"{name}.{stamp}.{path}"
+    digest = hmac.new(token, text.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
-def access_token(key: AccessKey, now: float | None = None) -> str:
-    """The value a tunnel request carries (in a cookie): the client's name, a time stamp and
-    a MAC over both and the path. It only decides whether the relay answers as a relay or as
-    its ordinary website; the inner TLS is what authenticates."""
+def access_token(key: AccessKey, now: float | None = None, *, nonce: bool = True) -> str:
+    """The value a tunnel request carries (in a cookie): the client's name, a time stamp, a
+    nonce and a MAC over them and the path. It only decides whether the relay answers as a
+    relay or as its ordinary website; the inner TLS is what authenticates. The nonce makes
+    each token unique, so the relay can refuse any token it has seen (a replay) without
+    refusing a second tunnel opened in the same second. `nonce=False`: the form relays from
+    before the nonce read (NAME.STAMP.MAC)."""
     stamp = int(time.time() if now is None else now)
-    return f"{key.name}.{stamp}.{_mac(key.token, key.name, stamp, key.path)}"
+    if not nonce:
+        return f"{key.name}.{stamp}.{_mac(key.token, key.name, stamp, key.path)}"
+    extra = "n" + secrets.token_hex(8)  # a letter first: never read as a stamp
+    return f"{key.name}.{stamp}.{extra}.{_mac(key.token, key.name, stamp, key.path, extra)}"
 
 
 def _is_stamp(text: str) -> bool:
@@ -141,17 +157,49 @@ def _is_stamp(text: str) -> bool:
     return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
 
 
-def check_access_token(
+def _is_nonce(text: str) -> bool:
+    return len(text) == 17 and text[0] == "n" and all(c in "0123456789abcdef" for c in text[1:])
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """A valid token: whose it is, when it stops being valid (`expires`, Unix time), and
+    `ident`, the same for a replay of it and different for every other token."""
+
+    name: str
+    expires: int
+    ident: bytes
+
+
+def read_access_token(
     value: str, tokens: dict[str, bytes], path: str, now: float | None = None
-) -> str | None:
-    """The client's name if `value` is a fresh, valid token for one of `tokens`, else None."""
-    name, sep, rest = value.rpartition(".")
-    name, sep2, stamp_text = name.rpartition(".")
+) -> TokenCheck | None:
+    """The TokenCheck of `value` if it is a fresh, valid token for one of `tokens`, else None.
+
+    Two forms are valid: `NAME.STAMP.NONCE.MAC` (what access_token writes) and, from
+    clients before the nonce, `NAME.STAMP.MAC`. A name may hold dots; a nonce starts with a
+    letter and a stamp is all digits, so the two never read alike."""
+    head, sep, rest = value.rpartition(".")
+    nonce = ""
+    before, sep_nonce, last = head.rpartition(".")
+    if sep_nonce and _is_nonce(last):
+        nonce, head = last, before
+    name, sep2, stamp_text = head.rpartition(".")
     if not (sep and sep2 and _is_stamp(stamp_text)) or name not in tokens:
         return None
     stamp = int(stamp_text)
     if abs((time.time() if now is None else now) - stamp) > TOKEN_WINDOW:
         return None
-    expected = _mac(tokens[name], name, stamp, path)
+    expected = _mac(tokens[name], name, stamp, path, nonce).encode()
     given = rest.encode() if rest.isascii() else b""
-    return name if hmac.compare_digest(expected.encode(), given) else None
+    if not hmac.compare_digest(expected, given):
+        return None
+    return TokenCheck(name, stamp + TOKEN_WINDOW, hashlib.sha256(expected).digest()[:16])
+
+
+def check_access_token(
+    value: str, tokens: dict[str, bytes], path: str, now: float | None = None
+) -> str | None:
+    """The client's name if `value` is a fresh, valid token for one of `tokens`, else None."""
+    check = read_access_token(value, tokens, path, now)
+    return check.name if check else None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
 from ..tls import TlsStream, tls_connect
-from ..websocket import websocket_connect
+from ..websocket import UpgradeRefused, websocket_connect
 from .accesskey import AccessKey, access_token
 from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
@@ -90,6 +90,9 @@ class FrontDialer:
         self.sessions: list[MuxSession] = []
         self._opening: asyncio.Future[MuxSession | None] | None = None
         self._plain_until = 0.0
+        # Which token the relay reads: None until a tunnel opened; False for a relay from
+        # before the token's nonce, which sees the new form as a wrong token.
+        self._nonce: bool | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -198,7 +201,21 @@ class FrontDialer:
             raise self._broken(exc) from None
 
     async def _connect(self, inner_tls: ssl.SSLContext) -> TlsStream:
-        """A tunnel up to the inner TLS, its pin checked: DialError otherwise."""
+        """A tunnel up to the inner TLS, its pin checked: DialError otherwise. Until one has
+        opened, a refused upgrade is tried once more with the older form of token (a relay
+        from before the nonce answers the new one with its website)."""
+        nonce = self._nonce is not False
+        try:
+            inner = await self._connect_once(inner_tls, nonce)
+        except UpgradeRefused:
+            if self._nonce is not None:
+                raise
+            inner = await self._connect_once(inner_tls, nonce=False)
+            nonce = False
+        self._nonce = nonce
+        return inner
+
+    async def _connect_once(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         key = self.key
         try:
             stream = await self.inner.dial(key.address)
@@ -207,7 +224,7 @@ class FrontDialer:
         dial_phase.set(Op.PROXY_HANDSHAKE)
         try:
             async with asyncio.timeout(self.handshake_timeout):
-                return await self._tunnel(stream, inner_tls)
+                return await self._tunnel(stream, inner_tls, nonce)
         except TimeoutError:
             stream.abort()
             raise DialError(
@@ -248,7 +265,7 @@ class FrontDialer:
             self._inner_contexts[multiplex] = context
         return context
 
-    async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext) -> TlsStream:
+    async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         key = self.key
         outer = await tls_connect(stream, self.outer_tls, key.front, timeout=self.handshake_timeout)
         ws = await websocket_connect(
@@ -258,7 +275,7 @@ class FrontDialer:
             headers={
                 "User-Agent": USER_AGENT,
                 "Origin": f"https://{key.host}",
-                "Cookie": f"{COOKIE}={access_token(key)}",
+                "Cookie": f"{COOKIE}={access_token(key, nonce=nonce)}",
             },
             timeout=self.handshake_timeout,
         )

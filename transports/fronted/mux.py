@@ -2,32 +2,17 @@
 
 A relay that supports it selects the ALPN protocol "detour-mux/1" in the inner TLS
 handshake; an older relay selects nothing and the tunnel carries one connection as before
-(protocol.py). Inside the inner TLS, frames:
+(protocol.py). Inside the inner TLS, frames (frames.py: the codec and its table).
 
-    | type (1) | stream id (4) | length (4) | payload (length) |
+Stream ids are chosen by the client: 1, 2, 3, ..., each used once per session. Flow control
+is per stream and per direction (flow.py: windows, credit, BLOCKED and growth, sans-IO).
 
-    OPEN    client -> relay   payload: a request as in protocol.py (destination)
-    REPLY   relay -> client   payload: a reply as in protocol.py (success or the failure)
-    DATA    both ways         payload: the stream's bytes, within the receiver's window
-    FIN     both ways         the sender's direction has ended (half-close); no payload
-    RESET   both ways         the stream is gone (aborted, or data came after close)
-    WINDOW  both ways         payload: 4-byte increment of the sender's window
-    BLOCKED both ways         the sender has data the window does not let it send (as QUIC's
-                              STREAM_DATA_BLOCKED); no payload
-    PING    both ways         id 0, payload: 8 opaque bytes, answered by PONG
-    PONG    both ways         id 0, the PING's payload
-    GOAWAY  relay -> client   id 0: open no new streams here (the relay is stopping)
-
-Stream ids are chosen by the client: 1, 2, 3, ..., each used once per session.
-
-Flow control is per stream and per direction: each side may have at most a window of a
-stream's data unread at the other side; the receiver returns credit as its reader consumes
-them. The window starts at 512 KiB and doubles, up to 4 MiB, when the sender reports itself
-BLOCKED while the receiver's reader has kept up (the window, not the reader, limits the
-stream: a long or busy path); a slow or stalled reader never grows it.
+This module is the rest: MuxStream (a Stream over one stream id: reading, writing, half-close,
+reset, the frames flow.py asks for) and MuxSession (a reader task that dispatches frames to
+streams, writes straight to the tunnel, opens and answers streams, PING keepalive, GOAWAY).
 
 A peer that sends beyond its window, reuses an id or sends a malformed frame has the whole
-session closed. The parser is sans-IO and bounded (fuzzed in tests/fuzz).
+session closed.
 """
 
 from __future__ import annotations
@@ -39,22 +24,50 @@ import os
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..base import DialError, Endpoint, Failure, Op, Stream
-from .protocol import (
-    NeedMore,
-    ProtocolError,
-    encode_failure,
-    encode_request,
-    encode_success,
-    parse_reply,
-    parse_request,
+from ..wire import NeedMore, ProtocolError
+from .flow import MAX_WINDOW, WINDOW_SIZE, Command, Flow, SendBlocked, SendData, SendWindow
+from .frames import (
+    BLOCKED,
+    DATA,
+    FIN,
+    GOAWAY,
+    HEADER,
+    MAX_CONTROL,
+    MAX_DATA,
+    NAMES,
+    OPEN,
+    PING,
+    PONG,
+    REPLY,
+    RESET,
+    WINDOW,
+    Frame,
+    encode_frame,
+    parse_frame,
 )
+from .protocol import encode_failure, encode_request, encode_success, parse_reply, parse_request
 
 __all__ = [
     "ALPN",
+    "BLOCKED",
+    "DATA",
+    "FIN",
+    "GOAWAY",
+    "HEADER",
+    "MAX_CONTROL",
+    "MAX_DATA",
+    "MAX_WINDOW",
+    "NAMES",
+    "OPEN",
+    "PING",
+    "PONG",
+    "REPLY",
+    "RESET",
+    "WINDOW",
+    "WINDOW_SIZE",
     "Frame",
     "MuxSession",
     "MuxStream",
@@ -66,76 +79,23 @@ log = logging.getLogger("detour.transports.mux")
 
 ALPN = "detour-mux/1"
 
-OPEN, REPLY, DATA, FIN, RESET, WINDOW, PING, PONG, GOAWAY, BLOCKED = range(1, 11)
-NAMES = {
-    OPEN: "OPEN", REPLY: "REPLY", DATA: "DATA", FIN: "FIN", RESET: "RESET",
-    WINDOW: "WINDOW", PING: "PING", PONG: "PONG", GOAWAY: "GOAWAY", BLOCKED: "BLOCKED",
-}  # fmt: skip
-HEADER = struct.Struct("!BII")
-MAX_DATA = 256 * 1024  # the largest DATA frame (one TLS write: a WebSocket message)
-MAX_CONTROL = 1024  # the largest payload of any other frame
-WINDOW_SIZE = 512 * 1024  # per stream and direction: unread bytes the peer may send, at first
-MAX_WINDOW = 4 * 1024 * 1024  # ... and at most, once grown for a reader that keeps up
 MAX_STREAM_ID = 0xFFFFFFFF
 READ_SIZE = 512 * 1024
 RESET_TEXT = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    kind: int
-    stream: int
-    payload: bytes
-
-
-def encode_frame(kind: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
-    """One frame, header and payload in one buffer (one TLS write), the payload copied once."""
-    return HEADER.pack(kind, stream, len(payload)) + payload
-
-
-def parse_frame(buf: bytes | bytearray, start: int = 0) -> tuple[int, Frame]:
-    """(bytes used, the frame) from buf[start:]; NeedMore, or ProtocolError for bytes that are
-    no frame (unknown type, an id where none belongs, a payload too large for its type)."""
-    if len(buf) - start < HEADER.size:
-        raise NeedMore
-    kind, stream, length = HEADER.unpack_from(buf, start)
-    if kind not in NAMES:
-        raise ProtocolError(f"unknown frame type {kind}")
-    limit = MAX_DATA if kind == DATA else MAX_CONTROL
-    if length > limit:
-        raise ProtocolError(f"a {NAMES[kind]} frame of {length} bytes (at most {limit})")
-    if (stream == 0) != (kind in (PING, PONG, GOAWAY)):
-        raise ProtocolError(f"a {NAMES[kind]} frame for stream {stream}")
-    if (kind == WINDOW and length != 4) or (kind in (PING, PONG) and length != 8):
-        raise ProtocolError(f"a {NAMES[kind]} frame of {length} bytes")
-    if kind in (FIN, GOAWAY, BLOCKED) and length:
-        raise ProtocolError(f"a {NAMES[kind]} frame with a payload")
-    end = start + HEADER.size + length
-    if len(buf) < end:
-        raise NeedMore
-    with memoryview(buf) as view:  # one copy of the payload, and no view left behind
-        payload = bytes(view[start + HEADER.size : end])
-    return end - start, Frame(kind, stream, payload)
-
-
 class MuxStream(Stream):
     """One connection inside a session. Same contract as any Stream: `write` never blocks
     (what the peer's window cannot take yet waits here), `drain` waits until it has gone
-    out, `write_eof` half-closes, `close` ends our side and stops the peer's."""
+    out, `write_eof` half-closes, `close` ends our side and stops the peer's. The windows,
+    the credit and the queue are `flow`'s (flow.py); this class does the rest."""
 
     def __init__(self, session: MuxSession, ident: int) -> None:
         self.session = session
         self.id = ident
+        self.flow = Flow()
         self._incoming: deque[bytes] = deque()
-        self._buffered = 0  # bytes in _incoming that count against our window
         self._returned = b""  # unread() bytes: already credited
-        self._credit = 0  # consumed, not yet returned to the peer as WINDOW
-        self._window = WINDOW_SIZE  # our receive window: grows for a reader that keeps up
-        self._recv_window = WINDOW_SIZE  # what the peer may still send
-        self._blocked_sent = False  # BLOCKED is out for the window we have now
-        self._peer_blocked = False  # the peer said BLOCKED; the window may grow
-        self._send_window = WINDOW_SIZE  # what we may still send
-        self._outgoing: deque[memoryview] = deque()
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -149,6 +109,18 @@ class MuxStream(Stream):
 
     def __repr__(self) -> str:
         return f"MuxStream({self.id})"
+
+    def _send(self, commands: list[Command]) -> None:
+        """Send the frames flow control asked for."""
+        send = self.session.send
+        for command in commands:
+            if type(command) is SendData:
+                send(DATA, self.id, command.chunk)
+            elif type(command) is SendWindow:
+                send(WINDOW, self.id, struct.pack("!I", command.increment))
+            else:
+                assert type(command) is SendBlocked
+                send(BLOCKED, self.id)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -171,65 +143,36 @@ class MuxStream(Stream):
         else:
             self._incoming[0] = data[n:]
             data = data[:n]
-        self._buffered -= len(data)
-        self._consumed(len(data))
+        commands = self.flow.on_read(len(data))
+        if commands:
+            self._send(commands)
         return data
-
-    def _consumed(self, n: int) -> None:
-        """Give the peer credit for what our reader took, in steps of a quarter window (fewer
-        frames), at once when the window ran dry."""
-        self._credit += n
-        if self._remote_eof or self._error is not None:
-            return
-        self._maybe_grow()
-        if self._credit >= self._window // 4 or self._recv_window == 0:
-            credit, self._credit = self._credit, 0
-            self._recv_window += credit
-            self.session.send(WINDOW, self.id, struct.pack("!I", credit))
-
-    def _on_blocked(self) -> None:
-        self._peer_blocked = True
-        self._maybe_grow()
-
-    def _maybe_grow(self) -> None:
-        """The peer has more to send than our window lets it. Once our reader has caught up
-        (at most half the window waits unread) the window, not the reader, is what limits
-        the stream: double it. (The DATA that used up the window usually arrives with the
-        BLOCKED, before the reader has run: hence waiting for it.) A reader that stays
-        behind never grows it, so a stalled app holds at most the window it had."""
-        if not self._peer_blocked or self._buffered > self._window // 2:
-            return
-        self._peer_blocked = False
-        if self._window < MAX_WINDOW and not self._remote_eof and not self._closed:
-            extra, self._window = self._window, self._window * 2
-            self._recv_window += extra
-            self.session.send(WINDOW, self.id, struct.pack("!I", extra))
 
     def unread(self, data: bytes) -> None:
         if data:
             self._returned = bytes(data) + self._returned
 
     def _on_data(self, payload: bytes) -> None:
-        if len(payload) > self._recv_window:
-            raise ProtocolError(f"stream {self.id}: data beyond the window")
         if self._remote_eof:
             raise ProtocolError(f"stream {self.id}: data after FIN")
-        self._recv_window -= len(payload)
-        if self._closed:
-            # Our reader is gone. While our own data is still going out, take the peer's
-            # and return its credit at once; after that, tell it to stop (_pump).
-            self._recv_window += len(payload)
-            self.session.send(WINDOW, self.id, struct.pack("!I", len(payload)))
-            return
-        if payload:
+        try:
+            commands = self.flow.on_data(len(payload))
+        except ProtocolError as exc:
+            raise ProtocolError(f"stream {self.id}: {exc}") from None
+        if commands:
+            self._send(commands)  # our reader is gone: the bytes are dropped, credited
+        elif payload:
             self._incoming.append(payload)
-            self._buffered += len(payload)
             self._readable.set()
+
+    def _on_blocked(self) -> None:
+        self._send(self.flow.on_blocked())
 
     def _on_fin(self) -> None:
         if self._remote_eof:
             raise ProtocolError(f"stream {self.id}: a second FIN")
         self._remote_eof = True
+        self.flow.end_receiving()
         self._readable.set()
         self._maybe_done()
 
@@ -237,11 +180,12 @@ class MuxStream(Stream):
         self._fail(ConnectionResetError(text or "the other end reset the connection"))
 
     def _on_window(self, increment: int) -> None:
-        if self._send_window + increment > MAX_WINDOW:
-            raise ProtocolError(f"stream {self.id}: more credit than the window")
-        self._send_window += increment
-        self._blocked_sent = False
-        self._pump()
+        try:
+            commands = self.flow.on_window(increment)
+        except ProtocolError as exc:
+            raise ProtocolError(f"stream {self.id}: {exc}") from None
+        self._send(commands)
+        self._after_sending()
 
     # --- writing --------------------------------------------------------------------------
 
@@ -254,37 +198,24 @@ class MuxStream(Stream):
             raise RuntimeError("write() after write_eof()")
         if not data:
             return
-        self._outgoing.append(memoryview(bytes(data)))
-        self._pump()
+        self._send(self.flow.write(bytes(data)))
+        self._after_sending()
 
-    def _pump(self) -> None:
-        """Send what the window allows; FIN once everything has gone and it was asked for."""
-        while self._outgoing and self._send_window > 0 and self._error is None:
-            chunk = self._outgoing[0]
-            size = min(len(chunk), self._send_window, MAX_DATA)
-            if size == len(chunk):
-                self._outgoing.popleft()
-            else:
-                self._outgoing[0] = chunk[size:]
-                chunk = chunk[:size]
-            self._send_window -= size
-            self.session.send(DATA, self.id, chunk)
-        if not self._outgoing:
-            self._writable.set()
-            if self._eof_wanted and not self._eof_sent and self._error is None:
-                self._eof_sent = True
-                self.session.send(FIN, self.id)
-                if self._closed and not self._remote_eof:
-                    self._reset_peer()  # closed with the peer still sending
-                self._maybe_done()
-        else:
+    def _after_sending(self) -> None:
+        """Wake drain() once everything has gone; then FIN, if it was asked for."""
+        if self.flow.outgoing:
             self._writable.clear()
-            if self._send_window == 0 and not self._blocked_sent and self._error is None:
-                self._blocked_sent = True
-                self.session.send(BLOCKED, self.id)
+            return
+        self._writable.set()
+        if self._eof_wanted and not self._eof_sent and self._error is None:
+            self._eof_sent = True
+            self.session.send(FIN, self.id)
+            if self._closed and not self._remote_eof:
+                self._reset_peer()  # closed with the peer still sending
+            self._maybe_done()
 
     async def drain(self) -> None:
-        while self._outgoing and self._error is None:
+        while self.flow.outgoing and self._error is None:
             await self._writable.wait()
         if self._error is not None:
             raise self._error
@@ -297,7 +228,7 @@ class MuxStream(Stream):
         if self._eof_wanted or self._error is not None:
             return
         self._eof_wanted = True
-        self._pump()
+        self._after_sending()
 
     # --- ending ---------------------------------------------------------------------------
 
@@ -308,7 +239,7 @@ class MuxStream(Stream):
             return
         self._closed = True
         self._incoming.clear()
-        self._buffered = 0
+        self.flow.reader_gone()
         self._returned = b""
         self._readable.set()
         if self._eof_sent and not self._remote_eof and self._error is None:
@@ -320,9 +251,9 @@ class MuxStream(Stream):
         if self._error is None:
             self._reset_peer()
         self._closed = True
-        self._outgoing.clear()
+        self.flow.stop_sending()
         self._incoming.clear()
-        self._buffered = 0
+        self.flow.reader_gone()
         self._fail(ConnectionResetError("the connection was aborted"))
 
     def _reset_peer(self) -> None:
@@ -332,7 +263,8 @@ class MuxStream(Stream):
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._outgoing.clear()
+        self.flow.stop_sending()
+        self.flow.end_receiving()
         self._readable.set()
         self._writable.set()
         if self.reply is not None and not self.reply.done():
@@ -342,7 +274,7 @@ class MuxStream(Stream):
         self._finish()
 
     def _maybe_done(self) -> None:
-        if self._remote_eof and (self._eof_sent or self._closed) and not self._outgoing:
+        if self._remote_eof and (self._eof_sent or self._closed) and not self.flow.outgoing:
             self._finish()
 
     def _finish(self) -> None:

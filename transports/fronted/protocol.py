@@ -5,7 +5,8 @@
               text = "FAILURE OP DETAIL" for a failure (OONI failure string, operation, a
               sentence), empty for success
 
-After a successful reply the TLS stream carries the connection's bytes both ways.
+After a successful reply the TLS stream carries the connection's bytes both ways. The
+parsers raise transports/wire.py's NeedMore and ProtocolError.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import struct
 
 from ..base import DialError, Endpoint, Failure, Op
+from ..wire import NeedMore, ProtocolError
 
 __all__ = [
+    "NeedMore",
     "ProtocolError",
     "encode_failure",
     "encode_request",
@@ -26,14 +29,6 @@ __all__ = [
 VERSION = 1
 CONNECT = 1
 MAX_TEXT = 512
-
-
-class ProtocolError(ValueError):
-    """Bytes that are not a valid tunnel message."""
-
-
-class NeedMore(Exception):
-    pass
 
 
 def encode_request(target: Endpoint) -> bytes:

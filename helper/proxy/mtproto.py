@@ -1,0 +1,474 @@
+"""The MTProto proxy endpoint (`[mtproto_proxy]`): Telegram's apps on phones and computers
+add detour as an "MTProto proxy" (a `tg://proxy` link) and reach Telegram through detour's
+routes, with no SOCKS on the phone (docs/telegram.md).
+
+Flow per connection, as a listener of the client server (server.py), which does admission,
+routing, the relay and the accounting:
+
+    allow-list and limits
+    -> the handshake (MTProtoHandshake, within mtproto_proxy.handshake_timeout):
+         first byte 0x16 and an `ee` secret: a fake-TLS ClientHello (transports/mtproto/
+         faketls.py), checked against each ee secret (HMAC, clock, replays); answered with a
+         ServerHello; then the records carry the rest
+         otherwise: the 64-byte obfuscated2 init, tried with each plain and dd secret
+    -> which user, which DC (transports/mtproto/proxy.py); the DC's address from the table
+    -> router.connect(DC:443), as a SOCKS CONNECT to that address would be: the telegram
+       service's routes with failover (direct, tgws, socks, front, ...)
+    -> relay, re-encrypting both ways (ReencryptedStream, the Request's client stream): the
+       client's ciphers on one side, detour's own new obfuscated2 init and ciphers toward the
+       DC on the other.
+
+What a client that is not a proxy client gets (a prober, a browser, junk, a wrong secret, a
+replay, a truncated init) -- never an answer that says detour:
+
+- with an `ee` secret configured: everything it sent and sends is relayed byte for byte to
+  the site the secret imitates (mtproto_proxy.mask, by default the secret's domain on 443),
+  and the site's answers back: a prober sees that web site.
+- without one: nothing. The connection is held open and what arrives is read and dropped,
+  until the client closes (then detour closes too) or nothing arrives for idle_timeout.
+
+A client that did open its init with a secret but then names no known DC, or sends a packet
+length no MTProto packet has (empty, over 2 MiB), is closed (a reset on the relay's path,
+with a log line that says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transports import Endpoint, Stream
+from transports.base import IPNetwork
+from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
+from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
+from transports.mtproto.proxy import LengthGuard, dc_address, identify
+from transports.mtproto.secret import ProxyLink, ProxySecret, SecretMode
+from transports.tcp import connect_tcp
+from transports.wrapped import WrappedStream
+
+from ..config import MTProtoProxyConfig
+from .handshake import ProtocolError
+from .limits import Admission, Limits
+from .listener import ClientConnection, Listener, Request
+from .mtproto_links import proxy_links
+from .relay import relay
+
+__all__ = [
+    "Accepted",
+    "Failed",
+    "FakeTlsStream",
+    "MTProtoHandshake",
+    "MTProtoProxy",
+    "ReencryptedStream",
+    "Refused",
+]
+
+log = logging.getLogger("detour.proxy")
+
+DC_PORT = 443
+
+
+class _Truncated(Exception):
+    """The client ended (or the deadline passed) before the bytes a step needs."""
+
+
+@dataclass
+class Accepted:
+    """A proxy client: its user, what its init says, its ciphers, and its byte stream (the
+    socket, or for fake TLS the records' contents), positioned after the init."""
+
+    user: str
+    secret: ProxySecret
+    header: Header
+    obfuscation: Obfuscation
+    stream: Stream
+
+
+@dataclass
+class Refused:
+    """Not a proxy client. `seen`: every byte read from it so far, as it came."""
+
+    reason: str
+    seen: bytes
+
+
+@dataclass
+class Failed:
+    """A fake-TLS client answered as a proxy client (its hello was valid) whose handshake
+    then failed: it is closed, not passed on."""
+
+    reason: str
+
+
+class FakeTlsStream(WrappedStream):
+    """A fake-TLS client's stream: reads return the application-data records' contents,
+    writes go out as records. `held`: bytes read past the ClientHello."""
+
+    def __init__(self, inner: Stream, held: bytes = b"") -> None:
+        super().__init__(inner)
+        self._records = faketls.RecordReader()
+        self._ready = self._records.feed(held) if held else b""
+
+    async def read(self, n: int = 65536) -> bytes:
+        if self._ready:
+            data, self._ready = self._ready, b""
+            return data
+        while True:
+            raw = await self.inner.read(n)
+            if not raw:
+                if self._records.pending:
+                    raise ConnectionResetError("the client ended inside a TLS record")
+                return b""
+            try:
+                data = self._records.feed(raw)
+            except faketls.RecordError as exc:
+                raise ConnectionResetError(f"fake TLS: {exc}") from None
+            if data:
+                return data
+
+    def unread(self, data: bytes) -> None:
+        self._ready = data + self._ready
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.inner.write(faketls.wrap_records(data))
+
+    def raw_socket_stream(self) -> Any:
+        return None
+
+
+class ReencryptedStream(WrappedStream):
+    """The client's stream as the DC is to see it. Reads: detour's own init toward the DC
+    first, then what the client sends, decrypted with its keys and encrypted with detour's
+    (packet lengths checked on the way). Writes (from the DC): decrypted with detour's keys,
+    encrypted with the client's."""
+
+    def __init__(
+        self, inner: Stream, client: Obfuscation, header: Header, *, limit: int | None = None
+    ) -> None:
+        super().__init__(inner)
+        self._client = client
+        init, self._dc = initiate(header.tag, header.dc_field)
+        self._ready = init
+        self._guard = LengthGuard(header.tag) if limit is None else LengthGuard(header.tag, limit)
+
+    async def read(self, n: int = 65536) -> bytes:
+        if self._ready:
+            data, self._ready = self._ready, b""
+            return data
+        data = await self.inner.read(n)
+        if not data:
+            return b""
+        plain = self._client.decrypt(data)
+        try:
+            self._guard.feed(plain)
+        except FramingError as exc:
+            raise ConnectionResetError(f"MTProto: {exc}") from None
+        return self._dc.encrypt(plain)
+
+    def unread(self, data: bytes) -> None:
+        self._ready = data + self._ready
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self._client.encrypt(self._dc.decrypt(data)))
+
+    def raw_socket_stream(self) -> Any:
+        return None
+
+
+class MTProtoHandshake:
+    """Tells a proxy client from everything else (the module's docstring). Keeps the replay
+    caches, so one instance serves a listener for its lifetime."""
+
+    def __init__(
+        self,
+        secrets: dict[str, ProxySecret] | Sequence[tuple[str, ProxySecret]],
+        *,
+        time_skew: float = 1200.0,
+        replay_cache: int = 65536,
+        clock: Callable[[], float] = time.time,
+        urandom: Callable[[int], bytes] | None = None,
+    ) -> None:
+        pairs = list(secrets.items()) if isinstance(secrets, dict) else list(secrets)
+        self.fake_tls = [(n, s) for n, s in pairs if s.mode is SecretMode.FAKE_TLS]
+        self.obfuscated = [(n, s) for n, s in pairs if s.mode is not SecretMode.FAKE_TLS]
+        self.time_skew = time_skew
+        self.clock = clock
+        self._urandom = urandom
+        # A hello is refused by its clock beyond the skew: the cache need not outlive that.
+        self.hellos = faketls.ReplayCache(replay_cache, window=2 * time_skew)
+        self.inits = faketls.ReplayCache(replay_cache)
+
+    async def accept(self, stream: Stream, timeout: float) -> Accepted | Refused | Failed:
+        seen = bytearray()
+        answered: list[bool] = []  # not empty once a ServerHello has gone out
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._accept(stream, seen, answered)
+        except TimeoutError:
+            reason = f"no handshake within {timeout:g}s"
+        except _Truncated:
+            reason = "the client ended before its handshake did"
+        except OSError as exc:
+            reason = f"the connection failed in the handshake ({exc})"
+        return Failed(reason) if answered else Refused(reason, bytes(seen))
+
+    async def _accept(
+        self, stream: Stream, seen: bytearray, answered: list[bool]
+    ) -> Accepted | Refused | Failed:
+        await _read_until(stream, seen, 1)
+        if seen[0] == 0x16 and self.fake_tls:
+            # A TLS record starts 16 03; an init may start with 0x16 too (1 in 256), but
+            # hardly with 16 03 as well (and Telegram's clients never send 16 03 01 02).
+            await _read_until(stream, seen, 2)
+            if seen[1] == 0x03 or not self.obfuscated:
+                return await self._accept_tls(stream, seen, answered)
+        if not self.obfuscated:
+            return Refused("not a fake-TLS ClientHello", bytes(seen))
+        await _read_until(stream, seen, INIT_LEN)
+        try:
+            user, secret, header, obfuscation = identify(
+                bytes(seen[:INIT_LEN]), self.obfuscated, replays=self.inits, now=self.clock()
+            )
+        except InitError as exc:
+            return Refused(str(exc), bytes(seen))
+        if len(seen) > INIT_LEN:
+            stream.unread(bytes(seen[INIT_LEN:]))
+        return Accepted(user, secret, header, obfuscation, stream)
+
+    async def _accept_tls(
+        self, stream: Stream, seen: bytearray, answered: list[bool]
+    ) -> Accepted | Refused | Failed:
+        try:
+            await _read_until(stream, seen, faketls.HEADER_LEN)
+            size = faketls.hello_length(seen)
+            assert size is not None
+            await _read_until(stream, seen, size)
+        except faketls.HelloError as exc:
+            return Refused(str(exc), bytes(seen))
+        record = bytes(seen[:size])
+        now = self.clock()
+        found: tuple[str, ProxySecret, faketls.ClientHello] | None = None
+        problem = "no fake-TLS secret"
+        for user, secret in self.fake_tls:
+            try:
+                hello = faketls.check_client_hello(record, secret.key, now=now, skew=self.time_skew)
+            except faketls.HelloError as exc:
+                problem = str(exc)
+                continue
+            found = user, secret, hello
+            break
+        if found is None:
+            return Refused(problem, bytes(seen))
+        user, secret, hello = found
+        if not self.hellos.add(hello.proof, now):
+            return Refused("a replayed ClientHello", bytes(seen))
+        extra = {} if self._urandom is None else {"urandom": self._urandom}
+        stream.write(faketls.server_hello(secret.key, hello, **extra))
+        answered.append(True)
+        # From here the client has been answered as a proxy: what fails now just closes.
+        records = FakeTlsStream(stream, bytes(seen[size:]))
+        init = bytearray()
+        while len(init) < INIT_LEN:
+            data = await records.read(INIT_LEN - len(init))
+            if not data:
+                raise _Truncated
+            init += data
+        if len(init) > INIT_LEN:
+            records.unread(bytes(init[INIT_LEN:]))
+        try:
+            _, _, header, obfuscation = identify(
+                bytes(init[:INIT_LEN]), [(user, secret)], replays=self.inits, now=now
+            )
+        except InitError as exc:
+            return Failed(f"after a valid ClientHello: {exc}")
+        return Accepted(user, secret, header, obfuscation, records)
+
+
+async def _read_until(stream: Stream, seen: bytearray, size: int) -> None:
+    while len(seen) < size:
+        data = await stream.read(65536)
+        if not data:
+            raise _Truncated
+        seen += data
+
+
+# --- the listener -------------------------------------------------------------------------
+
+
+class MTProtoProxy(Listener):
+    """`[mtproto_proxy]`: a listener of the client server (server.py) whose handshake is the
+    MTProto proxy's. Its own limits (mtproto_proxy.max_connections, max_per_client) and the
+    allow-list; `max_per_user` counts each user's connections."""
+
+    kind = "mtproto"
+
+    def __init__(
+        self,
+        config: MTProtoProxyConfig,
+        *,
+        allow: tuple[IPNetwork, ...] = (),
+        dcs: DcTable = DEFAULT_DCS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        admission = Admission(
+            Limits(
+                config.max_connections,
+                config.max_per_client,
+                0,
+                0,
+                keys=("mtproto_proxy.max_connections", "mtproto_proxy.max_per_client", "", ""),
+            ),
+            allow,
+            logger=log,
+            prefix="MTProto proxy: ",
+            not_allowed_level=logging.INFO,
+        )
+        super().__init__(
+            config.listen,
+            admission,
+            setting="mtproto_proxy.listen",
+            handshake_timeout=None,  # its own: a timeout is masked, not closed
+            idle_timeout=config.idle_timeout,
+        )
+        self.config = config
+        self.dcs = dcs
+        self.handshake_state = MTProtoHandshake(
+            dict(config.secrets),
+            time_skew=config.time_skew,
+            replay_cache=config.replay_cache,
+            clock=clock,
+        )
+        self.mask = config.mask
+        if self.mask is None and config.fake_tls:
+            domain = config.fake_tls[0].domain
+            assert domain is not None
+            self.mask = Endpoint(domain, 443)
+        self._by_user: dict[str, set[ClientConnection]] = {}
+
+    @property
+    def address_bound(self) -> tuple[str, int] | None:
+        sockets = self.sockets
+        return (str(sockets[0][0]), int(sockets[0][1])) if sockets else None
+
+    def links(self) -> list[ProxyLink]:
+        return proxy_links(self.config, self.address_bound)
+
+    def announce(self) -> None:
+        """Log where it listens (once its port is open)."""
+        bound = self.address_bound
+        modes = sorted({s.mode.value for s in self.config.secrets.values()})
+        log.info(
+            "MTProto proxy on %s: %d user(s), secrets %s%s",
+            Endpoint(*bound) if bound else self.address,
+            len(self.config.secrets),
+            ", ".join(modes),
+            f"; others passed to {self.mask}" if self.handshake_state.fake_tls else "",
+        )
+
+    async def listen(self, accept) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            accept, host=self.address.host, port=self.address.port, backlog=256
+        )
+
+    def cannot_listen(self, exc: OSError) -> OSError:
+        hint = (
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+            if isinstance(exc, PermissionError)
+            else ""
+        )
+        return OSError(exc.errno, f"{self.setting} {self.address}: {exc.strerror or exc}{hint}")
+
+    def unreachable(self, conn: ClientConnection, request: Request, exc: Exception) -> None:
+        # The app cannot hear a reason; a reset makes it try again (or another DC).
+        log.info("MTProto proxy: client %s: %s", conn.client, exc)
+
+    async def handshake(self, conn: ClientConnection) -> Request | None:
+        config = self.config
+        outcome = await self.handshake_state.accept(conn.stream, config.handshake_timeout)
+        if isinstance(outcome, Refused):
+            await self._not_a_client(conn, outcome)
+            return None
+        if isinstance(outcome, Failed):
+            raise ProtocolError(f"MTProto proxy: {outcome.reason}; closed")
+        user, header = outcome.user, outcome.header
+        if not self._admit_user(user, conn):
+            raise ProtocolError(
+                f"MTProto proxy: user {user}: at the limit of {config.max_per_user} "
+                "connections per user (mtproto_proxy.max_per_user); closed"
+            )
+        address = dc_address(header, self.dcs, config.dcs)
+        if address is None:
+            raise ProtocolError(
+                f"MTProto proxy: user {user} asked for DC {header.dc_field}, which detour "
+                "does not know (mtproto_proxy.dcs adds it); closed"
+            )
+        kind = f"{'test ' if header.test else ''}DC {header.dc}{' media' if header.media else ''}"
+        return Request(
+            f"mtproto ({user}, {kind})",
+            Endpoint.parse(address, DC_PORT),
+            retry_client_hello=False,  # the init is MTProto's first flight, not a hello
+            client=ReencryptedStream(outcome.stream, outcome.obfuscation, header),
+        )
+
+    def _admit_user(self, user: str, conn: ClientConnection) -> bool:
+        """Count `conn` as one of `user`'s (connections that ended are dropped first)."""
+        mine = self._by_user.setdefault(user, set())
+        for other in [c for c in mine if c.task is None or c.task.done()]:
+            mine.discard(other)
+        limit = self.config.max_per_user
+        if limit and len(mine) >= limit:
+            return False
+        mine.add(conn)
+        return True
+
+    async def _not_a_client(self, conn: ClientConnection, refused: Refused) -> None:
+        throttled = self.admission.throttled
+        if self.handshake_state.fake_tls and self.mask is not None:
+            throttled.log(
+                "masked",
+                logging.INFO,
+                "MTProto proxy: client %s is no proxy client (%s): passed to %s",
+                conn.client,
+                refused.reason,
+                self.mask,
+            )
+            conn.protocol = "mtproto-mask"
+            await self._pass_to_mask(conn.stream, refused.seen)
+            return
+        throttled.log(
+            "silent",
+            logging.INFO,
+            "MTProto proxy: client %s is no proxy client (%s): held without an answer",
+            conn.client,
+            refused.reason,
+        )
+        await _hold(conn.stream, self.config.idle_timeout)
+
+    async def _pass_to_mask(self, stream: Stream, seen: bytes) -> None:
+        assert self.mask is not None
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                site = await connect_tcp(self.mask.host, self.mask.port)
+        except (OSError, TimeoutError) as exc:
+            log.info("MTProto proxy: cannot reach %s to pass a client to (%s)", self.mask, exc)
+            await _hold(stream, self.config.idle_timeout)
+            return
+        if seen:
+            site.write(seen)
+        await relay(stream, site, idle_timeout=self.config.idle_timeout)
+
+
+async def _hold(stream: Stream, idle_timeout: float) -> None:
+    """Read and drop until the client ends or is quiet for `idle_timeout`; then close."""
+    with contextlib.suppress(TimeoutError, OSError):
+        while True:
+            async with asyncio.timeout(idle_timeout):
+                if not await stream.read(65536):
+                    break
+    stream.close()

@@ -1,0 +1,303 @@
+"""The MTProto proxy endpoint end to end on loopback: detour in-process with a `direct` route,
+a client (tests/support/mtproxy_client.py, written apart from detour's code) with a plain,
+`dd` or `ee` (fake-TLS) secret, and behind detour a "DC" -- an adapter that takes detour's
+own obfuscated2 stream and unwraps its packets for the integrity origin. What arrives must be
+what was sent, both ways, with the client's half-close carried through; 200 connections at
+once stay intact; bad input gets the documented behaviour through real sockets: passed byte
+for byte to the imitated site with an `ee` secret, held without an answer without one, and
+a clean close once a real client's init has been read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from helper.engine import Engine
+from tests.conftest import config_text
+from tests.support.integrity import run_integrity
+from tests.support.mtproto import start_unwrapper
+from tests.support.mtproxy_client import client_hello, open_proxy, start_proxy_wrapper
+from tests.support.origins import start_integrity
+from transports.mtproto import Tag, initiate
+
+FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
+SIZE = (64 if FULL_LOAD else 16) << 20
+KEY = os.urandom(16)
+PLAIN = KEY.hex()
+DD = "dd" + os.urandom(16).hex()
+DOMAIN = "mask.test"
+EE_KEY = os.urandom(16)
+EE = "ee" + EE_KEY.hex() + DOMAIN.encode().hex()
+
+
+@dataclass
+class Setup:
+    engine: Engine
+    mask: MaskSite
+
+    @property
+    def proxy(self) -> tuple[str, int]:
+        assert self.engine.mtproto is not None
+        return self.engine.mtproto.address_bound
+
+
+class MaskSite:
+    """Stands for the site an ee secret imitates: records what each connection sent and
+    answers "site:" followed by it, once the client has ended."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()
+        self.received.append(data)
+        writer.write(b"site:" + data)
+        await writer.drain()
+        writer.close()
+
+    async def start(self) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[:2]
+
+
+StartProxy = Callable[..., Awaitable[Setup]]
+
+
+@pytest_asyncio.fixture
+async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
+    origin = await start_integrity()
+    unwrapper = await start_unwrapper(origin.address)
+    masks: list[MaskSite] = []
+
+    async def start(
+        secrets: str = f'al = "{PLAIN}", bob = "{DD}", carol = "{EE}"', **extra
+    ) -> Setup:
+        mask = MaskSite()
+        mask_address = await mask.start()
+        masks.append(mask)
+        dc_host, dc_port = unwrapper.address
+        more = "".join(f"{key} = {value}\n" for key, value in extra.items())
+        text = config_text(
+            extra=f"""
+            [[service]]
+            name = "telegram"
+            cidrs = ["127.0.0.0/8"]
+
+            [mtproto_proxy]
+            listen = "127.0.0.1:0"
+            secrets = {{ {secrets} }}
+            mask = "{mask_address[0]}:{mask_address[1]}"
+            dcs = {{ 2 = "{dc_host}:{dc_port}" }}
+            handshake_timeout = "2s"
+            max_per_client = 0
+            """
+            + more
+        )
+        engine = await start_engine(text, probe_on_start=False)
+        return Setup(engine, mask)
+
+    try:
+        yield start
+    finally:
+        for mask in masks:
+            if mask.server is not None:
+                mask.server.close()
+        await unwrapper.stop()
+        origin.server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("secret", ["plain", "ee"])
+async def test_each_way_sha256_with_half_close(start_proxy: StartProxy, secret: str) -> None:
+    setup = await start_proxy()
+    wrapper = await start_proxy_wrapper(setup.proxy, PLAIN if secret == "plain" else EE)
+    try:
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        result = await asyncio.wait_for(run_integrity(reader, writer, SIZE, SIZE), 300)
+    finally:
+        await wrapper.stop()
+    assert result.ok, result
+    assert result.sent == result.received == SIZE
+
+
+async def test_a_small_reply_after_the_clients_half_close(start_proxy: StartProxy) -> None:
+    setup = await start_proxy()
+    wrapper = await start_proxy_wrapper(setup.proxy, EE)
+    try:
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        result = await asyncio.wait_for(run_integrity(reader, writer, 10, 1000), 20)
+    finally:
+        await wrapper.stop()
+    assert result.ok, result
+
+
+@pytest.mark.slow
+async def test_200_connections_at_once_intact(start_proxy: StartProxy) -> None:
+    setup = await start_proxy()
+    wrappers = [
+        await start_proxy_wrapper(setup.proxy, secret, chunk=16 << 10) for secret in (PLAIN, EE)
+    ]
+
+    async def one(i: int) -> bool:
+        wrapper = wrappers[i % 2]
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        try:
+            result = await run_integrity(reader, writer, 64 << 10, 64 << 10, seed=i)
+        finally:
+            writer.close()
+        return result.ok
+
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 240)
+    finally:
+        for wrapper in wrappers:
+            await wrapper.stop()
+    assert results.count(True) == 200
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+async def read_all(reader: asyncio.StreamReader, within: float = 5.0) -> bytes | None:
+    """What arrives until the connection ends; None if it is still open after `within`."""
+    data = b""
+    try:
+        async with asyncio.timeout(within):
+            while chunk := await reader.read(65536):
+                data += chunk
+    except ConnectionError:
+        return data
+    except TimeoutError:
+        return None
+    return data
+
+
+def wrong_secret() -> bytes:
+    return initiate(Tag.PADDED, 2, secret=os.urandom(16))[0] + bytes(100)
+
+
+def replayed_hello() -> bytes:
+    return client_hello(EE_KEY, DOMAIN)
+
+
+MASKED = {
+    "junk": bytes(range(1, 200)),
+    "http": b"GET / HTTP/1.1\r\nHost: mask.test\r\n\r\n",
+    "wrong secret": wrong_secret(),
+    "a browser's hello": client_hello(os.urandom(16), DOMAIN),
+    "a stale hello": client_hello(EE_KEY, DOMAIN, timestamp=1_000_000_000),
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED))
+async def test_with_an_ee_secret_others_get_the_site(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    setup = await start_proxy()
+    data = MASKED[name]
+    reader, writer = await asyncio.open_connection(*setup.proxy)
+    writer.write(data)
+    writer.write_eof()
+    answer = await read_all(reader)
+    writer.close()
+    assert answer == b"site:" + data  # the site got every byte as sent, and answered
+    assert setup.mask.received == [data]
+    assert "passed to" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_a_replayed_hello_gets_the_site(start_proxy: StartProxy) -> None:
+    setup = await start_proxy()
+    hello = replayed_hello()
+    answers = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(*setup.proxy)
+        writer.write(hello)
+        writer.write_eof()
+        answers.append(await read_all(reader))
+        writer.close()
+    assert answers[0] is not None and answers[0][:3] == b"\x16\x03\x03"  # detour's ServerHello
+    assert answers[1] == b"site:" + hello
+    assert setup.mask.received == [hello]
+
+
+@pytest.mark.parametrize("name", ["junk", "wrong secret", "truncated init"])
+async def test_without_an_ee_secret_others_get_silence(start_proxy: StartProxy, name: str) -> None:
+    setup = await start_proxy(secrets=f'bob = "{DD}"')
+    data = {
+        "junk": bytes(range(1, 200)),
+        "wrong secret": wrong_secret(),
+        "truncated init": initiate(Tag.PADDED, 2, secret=bytes.fromhex(DD[2:]))[0][:40],
+    }[name]
+    reader, writer = await asyncio.open_connection(*setup.proxy)
+    writer.write(data)
+    # Nothing comes back and the connection stays open while the client keeps it open...
+    assert await read_all(reader, within=1.0) is None
+    # ... and ends when the client ends.
+    writer.write_eof()
+    assert await read_all(reader) == b""
+    writer.close()
+    assert setup.mask.received == []
+
+
+async def test_an_unknown_dc_is_closed(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    setup = await start_proxy()
+    connection = await open_proxy(setup.proxy, DD, dc=77)
+    connection.send(bytes(32))
+    assert await read_all(connection.reader) == b""
+    connection.close()
+    assert "asked for DC 77" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_an_oversized_frame_is_closed(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    setup = await start_proxy()
+    connection = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+    connection._out(connection.ob.encrypt(struct.pack("<I", 256 << 20) + bytes(1000)))
+    assert await read_all(connection.reader) is not None  # closed (a reset or an end)
+    connection.close()
+    assert "Traceback" not in caplog.text
+
+
+async def test_one_users_connections_are_limited(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    setup = await start_proxy(max_per_user="1")
+    first = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+    first.send(b"x" * 16)
+    await first.drain()
+    second = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+    assert await read_all(second.reader) == b""  # closed at once
+    second.close()
+    assert "mtproto_proxy.max_per_user" in caplog.text
+    first.close()
+    # Once the first has ended, the user may connect again.
+    await first.writer.wait_closed()
+
+    async def admitted() -> bool:
+        third = await open_proxy(setup.proxy, PLAIN, dc=2, tag=Tag.INTERMEDIATE)
+        try:
+            return await read_all(third.reader, within=0.5) is None  # held open: relaying
+        finally:
+            third.close()
+
+    for _ in range(50):
+        if await admitted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the user's connection was never admitted again")

@@ -303,8 +303,10 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
         entry = ServiceReport(service.name, results).to_json()
         entry["active_route"] = service.active
         entry["probing"] = service.probing
+        if snapshot.search is not None and service.name in snapshot.search.services:
+            entry["search"] = dict(snapshot.search.services[service.name])
         services.append(entry)
-    return {
+    document: dict[str, Any] = {
         "version": __version__,
         "started_at": round(started, 3),
         "uptime_s": round(max(0.0, now - started), 3),
@@ -337,6 +339,14 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             {"users": mtproto_links(snapshot, reveal=False)} if snapshot.mtproto_links else None
         ),
     }
+    if snapshot.search is not None:  # the latest strategy search (docs/search.md)
+        search = snapshot.search
+        document["search"] = {
+            "running": search.running,
+            "started": round(search.started, 3),
+            "finished": None if search.finished is None else round(search.finished, 3),
+        }
+    return document
 
 
 def mtproto_links(snapshot: Snapshot, *, reveal: bool) -> list[dict[str, str]]:

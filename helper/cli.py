@@ -4,6 +4,10 @@
 Exit codes: 0 success (and a clean stop on a signal), 1 runtime failure (e.g. the port is
 taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route,
 3 when the network is down (helper/probe/run.py OFFLINE_EXIT).
+
+Why this module is long: one parser for every subcommand and its options, and each
+command's few lines of glue (load the config, say what is wrong, run it); the commands
+themselves live elsewhere.
 """
 
 from __future__ import annotations
@@ -165,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
+    probe.add_argument("--search", action="store_true", help="then search strategies (search.md)")
+    probe.add_argument("--forget", action="store_true", help="forget what searches found here")
 
     relay = sub.add_parser(
         "relay",
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return links_command(args.links_config or args.config, args.json, args.qr)
     if args.command == "probe":
-        return _probe(args.probe_config or args.config, args.service, args.json)
+        return _probe(args)
     parser.print_help()
     return EXIT_USAGE
 
@@ -315,11 +321,12 @@ def _relay(args: argparse.Namespace) -> int:
     return run_async(serve)
 
 
-def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
-    from .probe.run import probe_services
+def _probe(args: argparse.Namespace) -> int:
+    from .probe.run import forget_strategies, probe_services
 
+    services = args.service
     try:
-        config = load_config(path)
+        config = load_config(args.probe_config or args.config)
     except ConfigError as exc:
         print(f"detour: config problems in {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -331,7 +338,11 @@ def _probe(path: str | None, services: list[str] | None, as_json: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return run_async(lambda: probe_services(config, services, as_json=as_json))
+    if args.forget:
+        return forget_strategies(services)
+    return run_async(
+        lambda: probe_services(config, services, as_json=args.json, search=args.search)
+    )
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -423,9 +434,10 @@ async def _serve_tui(
     config: Any, log_buffer: Any, path: str | None, listen: Any, drain_timeout: float
 ) -> int:
     from .engine import Engine
+    from .routing.state import HealthStore
     from .tui import build_app, run_until_stopped
 
-    engine = Engine(config)
+    engine = Engine(config, store=HealthStore())  # memory per network, as headless
     reload = None if path is None else (lambda: reload_config(engine, path, listen))
     # Built before the engine starts: it subscribes to the first probes.
     app = build_app(engine, log_buffer=log_buffer, reload=reload)

@@ -8,6 +8,9 @@ A reload (`Engine.reload`, SIGHUP when headless) builds a new router from a new 
 switches new connections to it; connections already relayed keep the router (and the
 resolvers) they started with, which are closed when the last of them ends. Draining
 (`Engine.drain`) stops accepting and lets established connections finish, up to a deadline.
+
+Why this module is long: the engine owns every part's lifetime (build, reload, drain, stop)
+and the snapshot that gathers them; each part's logic lives in its own module.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ from .proxy.signal import SignalProxy
 from .proxy.whatsapp import WhatsAppProxy
 from .routing import Router
 from .routing.monitor import HealthMonitor
+from .routing.present import present_routes
 from .routing.state import HealthStore, network_id, state_dir
+from .search.budget import HandshakeBudget
+from .search.control import Searches
+from .search.runner import StrategySearch, restore_strategies
 from .status import ListenerView, Snapshot, Tally, frozen_mapping
 
 if TYPE_CHECKING:
@@ -98,13 +105,19 @@ class Engine:
         self._given_resolver = resolver
         self._store = store
         self._network = network_id() if network is None and store is not None else (network or "")
+        # One handshake budget for probes, searches and races (its limits follow reloads).
+        self.budget = HandshakeBudget(
+            config.probe.handshakes, config.probe.handshake_window, config.probe.handshake_gap
+        )
+        # The strategy searches (helper/search/): on demand and on their triggers.
+        self.searches = Searches(self)
         self._generation = self._build(config, contextlib.AsyncExitStack())
         # Whether the network is up at all (offline is not censorship): kept across reloads.
         self.network = NetworkWatch(config.probe.control_targets, timeout=config.probe.timeout)
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
-        self.prober, self.monitor = self._monitoring(self._generation, store)
+        self.prober, self.monitor, self.search = self._monitoring(self._generation, store)
         self._probe_on_start = probe_on_start
         # Every client connection, whichever listener it came in on (helper/proxy/server.py).
         self.server = ClientServer(
@@ -176,7 +189,10 @@ class Engine:
         tls = config.tls.client_context()
         resolver = self._given_resolver
         if resolver is None:
-            resolver = config.dns.resolver.build(tls)
+            # The services' names are public: the system resolver's answers for them get
+            # the bogon check (a private address there is the network's resolver lying).
+            checked = [domain for service in config.services for domain in service.domains]
+            resolver = config.dns.resolver.build(tls, checked=checked)
             close = getattr(resolver, "aclose", None)
             if close is not None:
                 resources.push_async_callback(close)
@@ -184,19 +200,20 @@ class Engine:
                 # Names in [dns] hosts never reach the resolver (nor its bogon check).
                 resolver = StaticResolver(config.dns.hosts, fallback=resolver)
         router = Router.from_config(
-            config,
+            present_routes(config),
             resolver,
             tls=tls,
             resources=resources,
             events=self.events,
             pluggable=self.pluggable,
             tally=self.tally,
+            budget=self.budget,
         )
         return _Generation(config, router, resolver, resources, tls, _pt_clients(router))
 
     def _monitoring(
         self, generation: _Generation, store: HealthStore | None
-    ) -> tuple[Prober, HealthMonitor]:
+    ) -> tuple[Prober, HealthMonitor, StrategySearch]:
         config = generation.config
         prober = Prober(
             timeout=config.probe.timeout,
@@ -204,6 +221,7 @@ class Engine:
             min_rate=config.probe.min_rate,
             compare_resolver=_encrypted_resolver(generation.router),
             events=self.events,
+            budget=self.budget,
         )
         monitor = HealthMonitor(
             generation.router,
@@ -214,7 +232,24 @@ class Engine:
             tally=self.tally,
             network_watch=self.network,
         )
-        return prober, monitor
+        # The search probes candidates that are no routes yet: no events for them.
+        search_prober = Prober(
+            timeout=config.probe.timeout,
+            tls=generation.tls,
+            min_rate=config.probe.min_rate,
+            budget=self.budget,
+        )
+        monitor.on_probed = self.searches.after_probe
+        search = StrategySearch(
+            generation.router,
+            search_prober,
+            confirm=config.search.confirm,
+            attempts=config.search.attempts,
+            packets=config.search.packets,
+            store=self._store,
+            network=self._network,
+        )
+        return prober, monitor, search
 
     @property
     def mixed_address(self) -> tuple[str, int]:
@@ -242,6 +277,7 @@ class Engine:
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
             network=self.network.state,
+            search=self.searches.view(),
             mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
             links=(self.signal.link_view(),) if self.signal is not None else (),
         )
@@ -263,6 +299,12 @@ class Engine:
             log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
         if self.whatsapp is not None:
             self.whatsapp.announce(self.router.services, self.router.default_policy)
+        # Without a memory of networks, every network is one detour has not seen.
+        self.searches.new_network = self._store is None or not self._store.knows(self._network)
+        if self._store is not None:
+            restored = restore_strategies(self.router, self._store, self._network)
+            if restored:
+                log.info("using %d strategies a search found on this network before", restored)
         if self.mtproto is not None:
             self.mtproto.announce()
         if self.signal is not None:
@@ -298,7 +340,12 @@ class Engine:
             old_monitor = self.monitor
             self._generation = new
             self.network.configure(config.probe.control_targets, config.probe.timeout)
-            self.prober, self.monitor = self._monitoring(new, None)
+            self.budget.limit = config.probe.handshakes
+            self.budget.window = config.probe.handshake_window
+            self.budget.gap = config.probe.handshake_gap
+            latest = self.search.report  # what the status shows until the next search
+            self.prober, self.monitor, self.search = self._monitoring(new, None)
+            self.search.report = latest
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
             if self.signal is not None:
@@ -350,6 +397,7 @@ class Engine:
         return self.server.open_connections
 
     async def stop(self) -> None:
+        await self.searches.stop()
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
@@ -375,7 +423,9 @@ class Engine:
 # What a reload applies: everything the router, its resolvers and the prober are built
 # from. Every other part of a Config (the listeners and who may use them, and any section
 # added later) keeps its running value until a restart, and a reload says so.
-_RELOADABLE = frozenset({"dns", "tls", "probe", "routes", "services", "default_policy", "source"})
+_RELOADABLE = frozenset(
+    {"dns", "tls", "probe", "search", "routes", "services", "default_policy", "source"}
+)
 
 
 def _restart_sections() -> list[str]:

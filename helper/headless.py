@@ -88,8 +88,10 @@ async def serve(
     """Run until SIGTERM or Ctrl-C, then drain for up to `drain_timeout` seconds; SIGHUP
     reloads `path`. Returns the exit status."""
     from .engine import Engine
+    from .routing.state import HealthStore
 
-    engine = Engine(config)
+    # What worked on this network is remembered across restarts (docs/routing.md, Memory).
+    engine = Engine(config, store=HealthStore())
     # Signals are handled from the start: a reload asked for during start-up waits for it,
     # and a stop asked for then happens as soon as the engine runs.
     signals = _ShutdownSignals()

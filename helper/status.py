@@ -41,6 +41,7 @@ __all__ = [
     "ProbeRound",
     "ProbeTally",
     "RouteView",
+    "SearchView",
     "ServiceView",
     "Snapshot",
     "Tally",
@@ -192,6 +193,17 @@ class Counters:
     probe_seconds: Mapping[tuple[str, str], Histogram]  # (service, route)
 
 
+@dataclass(frozen=True, slots=True)
+class SearchView:
+    """The latest strategy search (helper/search/): running or finished, and per service
+    what it tried and what won, as `detour probe --json` prints it (docs/search.md)."""
+
+    running: bool
+    started: float  # time.time()
+    finished: float | None
+    services: Mapping[str, Mapping[str, object]]  # service -> {winner, verdict, tried}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: float  # time.time()
@@ -206,6 +218,7 @@ class Snapshot:
     counters: Counters
     default_policy: str = ""
     network: NetworkView = NetworkView()
+    search: SearchView | None = None  # None: no search has run
     # The MTProto proxy endpoint's users and links (secrets inside: shown hidden unless the
     # owner asks, helper/api.py); empty when [mtproto_proxy] is off.
     mtproto_links: tuple[ProxyLink, ...] = field(default=(), repr=False)

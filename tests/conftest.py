@@ -27,6 +27,12 @@ import subprocess
 import sys
 import textwrap
 import time
+
+# No test sends a packet to the public control targets (docs/routing.md "Offline or
+# censored"): detour in-process and every detour subprocess (which inherits this) connects
+# to a closed loopback port instead, which answers at once (a refusal: the network is up).
+# Configs that name their own control targets (the labs) keep them.
+os.environ["DETOUR_CONTROL_TARGETS"] = "127.0.0.1:9"
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +107,14 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"hypothesis profile: {settings.get_current_profile_name()} "
         f"({current.max_examples} examples per property; {PROFILE_ENV} chooses)"
     )
+
+
+@pytest.fixture(autouse=True)
+def own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Each test gets a state directory of its own (DETOUR_STATE_DIR, inherited by the detour
+    processes it starts): `detour run` remembers per network what worked, and one test's
+    memory must not choose another's routes, nor a person's own memory a test's."""
+    monkeypatch.setenv("DETOUR_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ import dns.rdatatype
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
+from .resolver import bogons_in, is_bogon  # is_bogon: re-exported
 from .tcp import SocketStream, connect_tcp
 
 __all__ = [
@@ -57,34 +58,6 @@ MAX_MESSAGE = 65535
 EDNS_PAYLOAD = 1232
 MIN_TTL, MAX_TTL, NEGATIVE_TTL = 30.0, 3600.0, 10.0
 CACHE_SIZE = 4096
-
-# Addresses no public name should resolve to (OONI's bogon list): what censoring resolvers
-# answer instead of the real address.
-_BOGONS = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
-        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
-        "::/127", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
-    )
-)  # fmt: skip
-# Names that are not public, where private answers are normal (RFC 6761, RFC 8375, .internal,
-# and the .lan of home routers).
-_LOCAL_SUFFIXES = ("localhost", "local", "lan", "home.arpa", "internal", "test")
-
-
-def is_bogon(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in _BOGONS if net.version == address.version)
-
-
-def _is_public(name: str) -> bool:
-    return "." in name and not any(
-        name == suffix or name.endswith("." + suffix) for suffix in _LOCAL_SUFFIXES
-    )
-
 
 # --- the wire format ------------------------------------------------------------------------
 
@@ -398,13 +371,8 @@ class DnsResolver:
             if error.failure in (Failure.DNS_NXDOMAIN, Failure.DNS_NO_ANSWER):
                 self._store(name, error, NEGATIVE_TTL)
             raise error
-        if not self.allow_private and _is_public(name):
-            bogons = [
-                str(a)
-                for a in addresses
-                if is_bogon(a)
-                and not any(a in net for net in self.public if net.version == a.version)
-            ]
+        if not self.allow_private:
+            bogons = bogons_in(name, addresses, self.public)
             if bogons:
                 raise DialError(
                     Failure.DNS_BOGON,

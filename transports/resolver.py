@@ -20,7 +20,15 @@ from urllib.parse import urlsplit
 
 from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
 
-__all__ = ["Resolver", "ResolverSpec", "StaticResolver", "SystemResolver", "parse_resolver"]
+__all__ = [
+    "Resolver",
+    "ResolverSpec",
+    "StaticResolver",
+    "SystemResolver",
+    "bogons_in",
+    "is_bogon",
+    "parse_resolver",
+]
 
 
 class Resolver(Protocol):
@@ -34,11 +42,75 @@ def _unique(addresses: Iterable[IPAddress]) -> list[IPAddress]:
     return list(seen)
 
 
-class SystemResolver:
-    """The operating system's resolver (getaddrinfo), with a timeout it lacks itself."""
+# Addresses no public name should resolve to (OONI's bogon list): what censoring resolvers
+# answer instead of the real address.
+_BOGONS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+        "::/127", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+    )
+)  # fmt: skip
+# Names that are not public, where private answers are normal (RFC 6761, RFC 8375, .internal,
+# and the .lan of home routers).
+_LOCAL_SUFFIXES = ("localhost", "local", "lan", "home.arpa", "internal", "test")
 
-    def __init__(self, timeout: float = 5.0) -> None:
+
+def is_bogon(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in _BOGONS if net.version == address.version)
+
+
+def _is_public(name: str) -> bool:
+    return "." in name and not any(
+        name == suffix or name.endswith("." + suffix) for suffix in _LOCAL_SUFFIXES
+    )
+
+
+def bogons_in(
+    name: str, addresses: Iterable[IPAddress], public: tuple[IPNetwork, ...] = ()
+) -> list[str]:
+    """The addresses in an answer for `name` that no public name has (none for names that are
+    not public, like printer.lan): a resolver that answers them lies. `public`: private
+    ranges that stand for the internet here (a lab's network)."""
+    if not _is_public(name.lower().rstrip(".")):
+        return []
+    return [
+        str(a)
+        for a in addresses
+        if is_bogon(a) and not any(a in net for net in public if net.version == a.version)
+    ]
+
+
+def _under(name: str, suffixes: Iterable[str]) -> bool:
+    name = name.lower().rstrip(".")
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+class SystemResolver:
+    """The operating system's resolver (getaddrinfo), with a timeout it lacks itself.
+
+    Its answers for `checked` names (the services' domains, which are public) get the bogon
+    check every resolver's answers get: a private address for them is `dns_bogon_error`, the
+    network's resolver lying. Other names are left alone -- a name of the user's own network
+    (an intranet, a split-horizon corporate name) may rightly have a private address, and
+    the system's resolver is the one that knows such names."""
+
+    def __init__(
+        self,
+        timeout: float = 5.0,
+        *,
+        checked: Iterable[str] = (),
+        allow_private: bool = False,
+        public: tuple[IPNetwork, ...] = (),
+    ) -> None:
         self.timeout = timeout
+        self.checked = tuple(s.lower().rstrip(".") for s in checked)
+        self.allow_private = allow_private
+        self.public = public
 
     async def resolve(self, host: str) -> list[IPAddress]:
         loop = asyncio.get_running_loop()
@@ -58,6 +130,15 @@ class SystemResolver:
         )
         if not addresses:
             raise DialError(Failure.DNS_NO_ANSWER, Op.RESOLVE, f"no addresses for {host}")
+        if self.checked and not self.allow_private and _under(host, self.checked):
+            bogons = bogons_in(host, addresses, self.public)
+            if bogons:
+                raise DialError(
+                    Failure.DNS_BOGON,
+                    Op.RESOLVE,
+                    f"{host}: the system resolver answered {', '.join(bogons)}, "
+                    "an address no public name has (tampering?)",
+                )
         return addresses
 
     def __repr__(self) -> str:
@@ -92,7 +173,8 @@ class StaticResolver:
 
 RESOLVER_SYNTAX = (
     "system, udp=IP[:PORT], tcp=IP[:PORT], dot=HOST[:PORT], doh=https://HOST/PATH; "
-    "options after ';': bootstrap=IP[,IP...], allow_private=true, public=CIDR[,CIDR...]"
+    "options after ';': bootstrap=IP[,IP...] (dot, doh), allow_private=true, "
+    "public=CIDR[,CIDR...]"
 )
 _DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
 # KIND=ADDRESS, or the URL-like spellings KIND://ADDRESS and doh:https://...
@@ -110,9 +192,20 @@ class ResolverSpec:
     allow_private: bool = False
     public: tuple[IPNetwork, ...] = ()  # private ranges to treat as public (a lab network)
 
-    def build(self, context: ssl.SSLContext | None = None, timeout: float = 5.0) -> Resolver:
+    def build(
+        self,
+        context: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+        *,
+        checked: Iterable[str] = (),
+    ) -> Resolver:
+        """The resolver. `checked`: the names (with every name under them) whose answers the
+        system resolver checks for bogons -- the services' domains; other resolvers check
+        every public name."""
         if self.kind == "system":
-            return SystemResolver(timeout)
+            return SystemResolver(
+                timeout, checked=checked, allow_private=self.allow_private, public=self.public
+            )
         # Imported here: parsing and checking a config needs neither aiohttp nor dnspython.
         from .dns import (
             DnsResolver,
@@ -150,13 +243,12 @@ def parse_resolver(text: str) -> ResolverSpec:
     Raises ValueError naming the valid forms."""
     text = text.strip()
     head, *options = text.split(";")
-    if head.strip().lower() == "system" and not options:
-        return ResolverSpec("system")
     form = _FORM.fullmatch(head.strip())
     kind = form["kind"].lower() if form else ""
-    if form is None or kind not in ("udp", "tcp", "dot", "doh") or not form["address"]:
+    if head.strip().lower() == "system":
+        kind = "system"
+    elif form is None or kind not in ("udp", "tcp", "dot", "doh") or not form["address"]:
         raise ValueError(f"unknown resolver {text!r} (known: {RESOLVER_SYNTAX})")
-    address = form["address"]
     bootstrap: tuple[IPAddress, ...] = ()
     allow_private = False
     public: tuple[IPNetwork, ...] = ()
@@ -184,6 +276,10 @@ def parse_resolver(text: str) -> ResolverSpec:
             if kind in ("dot", "doh"):
                 valid = "bootstrap=IP[,IP...], " + valid
             raise ValueError(f"{text!r}: unknown option {option.strip()!r} (valid: {valid})")
+    if kind == "system":
+        return ResolverSpec("system", allow_private=allow_private, public=public)
+    assert form is not None
+    address = form["address"]
     if kind == "doh":
         server, url = _doh_server(text, address.strip())
     else:

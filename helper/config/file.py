@@ -26,6 +26,7 @@ from .routes import (
     read_services,
 )
 from .schema import ConfigError, Problems, TableReader, read_section
+from .search import SearchConfig
 from .signal_proxy import SignalProxyConfig, read_signal_proxy
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
@@ -46,6 +47,7 @@ class Config:
     signal_proxy: SignalProxyConfig | None = None  # off unless configured
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
+    search: SearchConfig = SearchConfig()  # noqa: RUF009 - frozen, immutable
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -69,6 +71,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "signal_proxy": (SignalProxyConfig, False),
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
+    "search": (SearchConfig, False),
     "base": (BaseTable, False),
 }
 
@@ -115,6 +118,9 @@ def parse_config_data(
         ProbeConfig, "probe", section("probe"), problems, base, below and below.probe
     )
     core = read_section(CoreConfig, "core", section("core"), problems, base, below and below.core)
+    search = read_section(
+        SearchConfig, "search", section("search"), problems, base, below and below.search
+    )
     routes = read_routes(
         sections.get("route"),
         problems,
@@ -167,4 +173,5 @@ def parse_config_data(
         signal_proxy=signal_proxy,
         api=api,
         core=core,
+        search=search,
     )

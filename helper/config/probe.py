@@ -9,7 +9,7 @@ from typing import Any
 from transports import Endpoint
 
 from .schema import setting
-from .values import duration_or_off, parse_duration, rate
+from .values import duration_or_off, limit, parse_duration, rate
 
 # Public resolvers' addresses, reached by IP (no DNS needed) on 443: reachable from censored
 # networks (Yandex's, in Russia, stays up on Russian networks; the others are not blocked
@@ -63,4 +63,18 @@ class ProbeConfig:
         "instead of blaming censorship, and probes again as soon as one answers "
         "([routing.md](routing.md#offline-or-censored)). `[]`: only a missing route says "
         "the network is down.",
+    )
+    handshakes: int = setting(
+        3,
+        limit,
+        "At most this many TLS handshakes to one server name within `handshake_window`, from "
+        "probes, strategy searches and the later routes of a connection's race together; "
+        "background work leaves one of them to client connections, whose first route is never "
+        "held back. `0` turns the budget off. See [search.md](search.md#the-handshake-budget).",
+    )
+    handshake_window: float = setting("1s", parse_duration, "The window `handshakes` counts in.")
+    handshake_gap: float = setting(
+        "400ms",
+        parse_duration,
+        "The least time between two handshakes to one server name (a client's first route aside).",
     )

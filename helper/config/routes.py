@@ -4,6 +4,7 @@ default policy), so after the schema has read them, the checks across them run h
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +16,31 @@ from transports.base import IPNetwork
 from ..services import ProbeTarget, Service
 from .base import OTHER_ROUTES
 from .schema import Problems, complete, read_array, setting
-from .values import chain, domain, entry_name, network, parse_duration, port, probe_target, string
+from .values import (
+    chain,
+    choice,
+    domain,
+    entry_name,
+    network,
+    parse_duration,
+    port,
+    probe_target,
+    string,
+)
 
 DENY = "deny"
+FOUND_PREFIX = "found-"  # the routes a strategy search finds (helper/search/candidates.py)
+# `[[route]] when`: conditions under which a route exists.
+LINUX, LISTENING = "linux", "listening"
 
 
 @dataclass(frozen=True)
 class RouteConfig:
     name: str = setting(
         convert=entry_name,
-        doc="1-64 letters, digits, `.`, `_`, `-`; unique. `deny` is reserved.",
+        doc="1-64 letters, digits, `.`, `_`, `-`; unique. `deny` is reserved, and so are "
+        "names that start with `found-` (the routes a strategy search finds, "
+        "[search.md](search.md)).",
     )
     chain: Chain = setting(
         convert=chain,
@@ -42,6 +58,17 @@ class RouteConfig:
         "`generic_timeout_error` during the step that was running and the next route is "
         "tried. Each step is also bounded by this time on its own. A probe's connect step "
         "gets the same limit. See [routing.md](routing.md#a-routes-timeout).",
+    )
+    when: str | None = setting(
+        None,
+        choice((LINUX, LISTENING)),
+        '`"linux"`: the route exists on Linux only (its chain acts on packets: `fake`, '
+        "`disorder`, `oob`); elsewhere it is left out of the config, without a problem. "
+        '`"listening"`: the route exists while the proxy at the start of its chain accepts '
+        "connections, checked when detour starts and on every reload (a local Tor's "
+        "`socks5://127.0.0.1:9050`); until then it is left out. See "
+        "[routing.md](routing.md#the-built-in-cascade).",
+        shown="always",
     )
 
 
@@ -120,6 +147,7 @@ def read_routes(
     name of one of them changes its keys and keeps its place; new ones go after them, or
     before them."""
     by_name = {r.name: r for r in below}
+    data = _for_this_system(data)
     entries = read_array(RouteConfig, "route", data, problems, base, _named(by_name))
     if not entries and not below:
         problems.add(
@@ -134,6 +162,13 @@ def read_routes(
         if name == DENY:
             problems.add(f"{path}.name", "'deny' is reserved for [default] policy")
             continue
+        if name.lower().startswith(FOUND_PREFIX):
+            problems.add(
+                f"{path}.name",
+                f"names starting with '{FOUND_PREFIX}' are reserved for the routes a strategy "
+                "search finds (to keep one, give it a name of your own)",
+            )
+            continue
         if name in changed or any(r.name == name for r in new):
             problems.add(f"{path}.name", f"route {name!r} is defined twice")
             continue
@@ -143,6 +178,18 @@ def read_routes(
             new.append(RouteConfig(**values))
     kept = [changed.get(r.name, r) for r in below]
     return new + kept if before else kept + new
+
+
+def _for_this_system(data: Any) -> Any:
+    """The data without the `[[route]]` tables that say `when = "linux"` elsewhere: their
+    chains could not even be read here."""
+    if sys.platform == "linux" or not isinstance(data, dict):
+        return data
+    tables = data.get("route")
+    if not isinstance(tables, list):
+        return data
+    kept = [t for t in tables if not (isinstance(t, dict) and t.get("when") == LINUX)]
+    return {**data, "route": kept}
 
 
 def read_services(

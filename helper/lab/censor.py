@@ -160,7 +160,8 @@ class FlowEvent:
     port: int
     seen: Seen
     verdict: Verdict
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.monotonic)  # when the censor decided
+    accepted: float = 0.0  # when the flow reached the censor (time.monotonic())
 
 
 def needs_content(
@@ -286,6 +287,7 @@ class Censor:
     async def _flow(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, port: int
     ) -> None:
+        accepted = time.monotonic()
         peer = writer.get_extra_info("peername")
         client = f"{peer[0]}:{peer[1]}" if peer else "?"
         policy = self.policy
@@ -303,7 +305,7 @@ class Censor:
                 verdict = decide(policy, ip, port, seen, self._chance)
                 if verdict.action in _BLOCKING and policy.residual_ban > 0:
                     self._bans[address] = time.monotonic() + policy.residual_ban
-            self.events.append(FlowEvent(client, address, port, seen, verdict))
+            self.events.append(FlowEvent(client, address, port, seen, verdict, accepted=accepted))
             log.info(
                 "censor: %s -> %s:%d%s: %s",
                 client,

@@ -1,4 +1,5 @@
-"""The lab resolver's servers: UDP and TCP (RFC 1035 4.2) on one address and port, and
+"""The lab resolver's servers: UDP and TCP (RFC 1035 4.2) on one address and port, DNS over
+TLS (RFC 7858, TCP only), and
 DNS-over-HTTPS (RFC 8484) routes for the lab's HTTPS server, all answering with a
 LabResolver (dns.py, sans-IO).
 
@@ -13,6 +14,7 @@ import errno
 import ipaddress
 import logging
 import re
+import ssl
 from typing import cast
 
 from aiohttp import web
@@ -38,7 +40,13 @@ class DnsServer:
     """
 
     def __init__(
-        self, resolver: LabResolver, host: str, port: int, *, idle_timeout: float = 10.0
+        self,
+        resolver: LabResolver,
+        host: str,
+        port: int,
+        *,
+        idle_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         try:
             ipaddress.ip_address(host)
@@ -51,6 +59,7 @@ class DnsServer:
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
+        self.tls = tls  # DNS over TLS (RFC 7858): TCP only, no UDP
         self._tcp: asyncio.Server | None = None
         self._udp: _UdpEndpoint | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
@@ -74,6 +83,12 @@ class DnsServer:
         if self._tcp is not None:
             raise RuntimeError("DnsServer.start: already running")
         loop = asyncio.get_running_loop()
+        if self.tls is not None:
+            self._tcp = await loop.create_server(
+                lambda: _TcpConnection(self), self.host, self.port, backlog=128, ssl=self.tls
+            )
+            self._bound_port = self._tcp.sockets[0].getsockname()[1]
+            return
         # With port 0 the kernel picks TCP's port, which UDP may already use: pick again.
         attempts = 1 if self.port else _BIND_ATTEMPTS
         for attempt in range(1, attempts + 1):
@@ -97,6 +112,15 @@ class DnsServer:
 
     async def stop(self) -> None:
         """Close both listeners and every TCP connection; wait until all are closed."""
+        if self.tls is not None and self._tcp is not None:
+            tcp, self._tcp = self._tcp, None
+            tcp.close()
+            connections = list(self._connections)
+            for connection in connections:
+                connection.abort()
+            await tcp.wait_closed()
+            await asyncio.gather(*(c.closed for c in connections))
+            return
         if self._tcp is None or self._udp is None or self._udp_transport is None:
             return
         tcp, udp, self._tcp, self._udp = self._tcp, self._udp, None, None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .telegram import WEB_NAMES
 
-__all__ = ["DEFAULT_NETWORK", "HOSTS", "HostTable", "LabHost"]
+__all__ = ["DEFAULT_NETWORK", "HOSTS", "PUBLIC_RESOLVERS", "HostTable", "LabHost"]
 
 DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 
@@ -27,7 +27,7 @@ DEFAULT_NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 #   telegram-ws  Telegram's web endpoints: TLS, WebSocket on /apiws, carried to the DCs
 #   bulk         HTTP and HTTPS large-file downloads, to measure rates
 #   blockpage    where a censoring resolver sends people: an HTTP block page
-#   doh          DNS over HTTPS (the lab resolver)
+#   doh          DNS over HTTPS on 443 and DNS over TLS on 853 (the lab's honest resolver)
 #   socks        an upstream SOCKS5 proxy outside the censor
 #   http-proxy   an upstream HTTP CONNECT proxy outside the censor
 #   cdn          a CDN front: TLS for front names, routes by Host to hidden backends
@@ -54,7 +54,7 @@ def _at(third: int, fourth: int) -> int:
 
 HOSTS: tuple[LabHost, ...] = (
     # --- infrastructure -------------------------------------------------------------------
-    LabHost("doh", ("doh.lab.test",), _at(0, 54), "doh", (443,)),
+    LabHost("doh", ("doh.lab.test", "dns.google"), _at(0, 54), "doh", (443, 853)),
     LabHost("blockpage", ("blocked.lab.test",), _at(0, 80), "blockpage", (80, 443)),
     # --- Telegram ---------------------------------------------------------------------------
     LabHost("telegram-web", ("web.telegram.org",), _at(1, 10), "https", (443,), "telegram"),
@@ -107,6 +107,11 @@ HOSTS: tuple[LabHost, ...] = (
     LabHost("control", ("control.lab.test",), _at(9, 2), "https", (443,)),
 )
 
+# The public encrypted resolvers' addresses the built-in config uses (Cloudflare, Google,
+# Quad9): the doh host's certificate names them too, so a lab that stands in for the
+# internet (netns.py, `stand_in`) can send them to it.
+PUBLIC_RESOLVERS = ("1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4", "9.9.9.9", "149.112.112.112")
+
 # The resolver itself answers on UDP and TCP port 53 at this offset (not through the censor,
 # which handles TCP flows only; the lying resolver is where DNS censorship happens).
 DNS_OFFSET = _at(0, 53)
@@ -121,10 +126,16 @@ class HostTable:
         hosts: tuple[LabHost, ...] = HOSTS,
         *,
         routable: bool = False,
+        stand_in: bool = False,
     ) -> None:
         if network.prefixlen > 16:
             raise ValueError(f"lab network {network} is too small (use a /16 or larger)")
-        if routable:
+        if routable and stand_in:
+            # Standing in for the internet (netns.py): public-looking addresses, which no
+            # resolver's bogon check refuses; they exist only inside the lab's namespaces.
+            if network.is_private or network.is_loopback or network.is_multicast:
+                raise ValueError(f"a stand-in lab network must look public, not {network}")
+        elif routable:
             # In its own network namespace the lab needs addresses a veth can route to.
             if not network.is_private or network.is_loopback:
                 raise ValueError(f"lab network {network} must be private, like 10.77.0.0/16")

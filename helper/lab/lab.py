@@ -26,7 +26,7 @@ from .ca import LabCA
 from .censor import Censor
 from .dns import LabResolver
 from .dnsserver import DnsServer, doh_routes
-from .hosts import DEFAULT_NETWORK, HostTable, LabHost
+from .hosts import DEFAULT_NETWORK, PUBLIC_RESOLVERS, HostTable, LabHost
 from .scenario import Scenario, load_scenario
 from .servers import Backend, start_backend, websocket_echo_app
 from .telegram import DcLog
@@ -62,10 +62,11 @@ class Lab:
         network: str | ipaddress.IPv4Network = DEFAULT_NETWORK,
         directory: Path | None = None,
         routable: bool = False,
+        stand_in: bool = False,
     ) -> None:
         # routable: the lab runs in its own network namespace (netns.py) on a private network
-        # instead of loopback addresses.
-        self.table = HostTable(ipaddress.IPv4Network(network), routable=routable)
+        # instead of loopback addresses; stand_in: on a public-looking one (netns.py).
+        self.table = HostTable(ipaddress.IPv4Network(network), routable=routable, stand_in=stand_in)
         self._routable = routable
         self.scenario = self._runnable(
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
@@ -136,6 +137,7 @@ class Lab:
                     local_address=self.table.address(host),
                     cdn_backends=hidden,
                     doh=lambda app: app.add_routes(doh_routes(self.honest_resolver)),
+                    dot=self.honest_resolver,
                     dc=dc,
                     dc_events=self.dc_events,
                     web_dcs=web_dcs,
@@ -187,7 +189,8 @@ class Lab:
         return self.directory / "front.key"
 
     def _cert_names(self, host: LabHost) -> tuple[str, ...]:
-        return (*host.names, self.table.address(host))
+        extra = PUBLIC_RESOLVERS if host.kind == "doh" else ()
+        return (*host.names, self.table.address(host), *extra)
 
     async def stop(self) -> None:
         if self.censor is not None:
@@ -251,7 +254,9 @@ def helper_config(
     `system_resolver`: detour resolves with the system's resolver."""
     t = table
     doh = f"resolve:doh={t.doh_url};bootstrap={t.address('doh')};public={t.network}"
-    resolver = "system" if system_resolver else f"udp://{t.dns_address}:53;public={t.network}"
+    resolver = f"udp://{t.dns_address}:53;public={t.network}"
+    if system_resolver:
+        resolver = f"system;public={t.network}"
     # The lab's DCs are not at Telegram's addresses: the route says which DC each is.
     tgws = "tgws:" + ";".join(f"dc{n}={t.address(f'telegram-dc{n}')}" for n in range(1, 6))
     lines = [
@@ -282,6 +287,14 @@ def helper_config(
         "# The lab's resolver answers on TCP too: the control target that shows the network",
         "# is up (the public ones are not reachable from a lab).",
         f'control_targets = ["{t.dns_address}:53"]',
+        "# The lab's servers count nobody's handshakes: every route is probed at once (the",
+        "# built-in handshake budget is docs/search.md's).",
+        "handshakes = 0",
+        "",
+        "[search]",
+        "# Searches run when asked (`detour probe --search`), not on their own, so what the",
+        "# lab's routes do is what a test sees.",
+        "auto = false",
         "",
     ]
     for name, chain in (

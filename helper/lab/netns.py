@@ -43,9 +43,10 @@ import zlib
 from pathlib import Path
 
 from helper.config import ConfigError
+from transports.mtproto import DEFAULT_DCS
 
 from .censor import Policy
-from .hosts import HostTable
+from .hosts import PUBLIC_RESOLVERS, HostTable
 from .lab import Lab, LabError, helper_config
 from .namespaces import NamespaceError, Namespaces, ip_command
 from .scenario import Scenario, load_scenario, parse_scenario
@@ -98,6 +99,37 @@ def nft_ruleset(policy: Policy) -> str:
     )
 
 
+STAND_IN_TABLE = "detour_stand_in"
+
+
+def stand_in_addresses(table: HostTable) -> dict[str, str]:
+    """Real address -> the lab host that stands in for it: Telegram's DCs (every IPv4
+    address the built-in DC table knows for DCs 1-5) and the public encrypted resolvers."""
+    mapping = {}
+    for address, dc in DEFAULT_DCS.addresses.items():
+        if ":" not in address and not dc.test and 1 <= dc.id <= 5:
+            mapping[address] = table.address(f"telegram-dc{dc.id}")
+    for address in PUBLIC_RESOLVERS:
+        mapping[address] = table.address("doh")
+    return mapping
+
+
+def stand_in_ruleset(table: HostTable) -> str:
+    """nftables for the client namespace of a stand-in lab: connections to the real
+    addresses go to the lab's hosts (DNAT as they leave, so every hop after the client --
+    the packet censor, the censor, nftables' address rules -- sees the lab's addresses)."""
+    lines = [
+        f"table ip {STAND_IN_TABLE} {{",
+        "  chain output {",
+        "    type nat hook output priority -100; policy accept;",
+    ]
+    lines += [
+        f"    ip daddr {real} dnat to {lab}" for real, lab in stand_in_addresses(table).items()
+    ]
+    lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
 def _require_tools() -> tuple[str, str]:
     if sys.platform != "linux":
         raise LabError("--netns needs Linux (network namespaces and nftables)")
@@ -138,9 +170,17 @@ class NetnsLab:
     netns = True
 
     def __init__(
-        self, scenario: Scenario | str = "baseline", *, network: str = DEFAULT_NETNS_NETWORK
+        self,
+        scenario: Scenario | str = "baseline",
+        *,
+        network: str = DEFAULT_NETNS_NETWORK,
+        stand_in: bool = False,
     ) -> None:
-        self.table = HostTable(ipaddress.IPv4Network(network), routable=True)
+        # stand_in: the lab stands in for the real internet in the client namespace (see
+        # stand_in_ruleset): a public-looking network, and the services' and resolvers' real
+        # addresses sent to the lab's hosts, so detour's built-in config works against it.
+        self.stand_in = stand_in
+        self.table = HostTable(ipaddress.IPv4Network(network), routable=True, stand_in=stand_in)
         self.scenario = (
             load_scenario(scenario, self.table) if isinstance(scenario, str) else scenario
         )
@@ -208,6 +248,11 @@ class NetnsLab:
             # progress and the build stops there (Namespaces.close).
             await asyncio.to_thread(self._create_network, self._network)
             await self._apply_nft(self.scenario)
+            if self.stand_in:
+                ip, nft = self._tools
+                ruleset = stand_in_ruleset(self.table)
+                await _run(ip, "netns", "exec", self.client_namespace, nft, "-f", "-",
+                           stdin=ruleset.encode())  # fmt: skip
             self.directory = Path(tempfile.mkdtemp(prefix="detour-lab-netns-"))
             (self.directory / "resolv.conf").write_text(
                 f"nameserver {self.table.dns_address}\noptions timeout:2 attempts:2\n"
@@ -244,7 +289,8 @@ class NetnsLab:
             network.route(gateway, net, "via", f"{link}.6")
             network.route(gateway, "blackhole", "default")  # the client sees no other network
             network.route(client, "default", "via", f"{link}.14")
-            network.route(None, net, "via", self._link[1])
+            if not self.stand_in:  # a public-looking network stays inside the namespaces
+                network.route(None, net, "via", self._link[1])
         except NamespaceError as exc:
             raise LabError(str(exc)) from None
 
@@ -296,7 +342,7 @@ class NetnsLab:
         self._child = await asyncio.create_subprocess_exec(
             ip, "netns", "exec", self.name, sys.executable, "-m", "helper.lab.netns",
             "--scenario", str(scenario_file), "--network", str(self.table.network),
-            "--directory", str(self.directory),
+            "--directory", str(self.directory), *(["--stand-in"] if self.stand_in else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -374,10 +420,10 @@ class NetnsLab:
 # --- the lab process inside the namespace ---------------------------------------------------
 
 
-async def _child(scenario_path: str, network: str, directory: str) -> int:
-    table = HostTable(ipaddress.IPv4Network(network), routable=True)
+async def _child(scenario_path: str, network: str, directory: str, stand_in: bool) -> int:
+    table = HostTable(ipaddress.IPv4Network(network), routable=True, stand_in=stand_in)
     lab = Lab(load_scenario(scenario_path, table), network=network, directory=Path(directory),
-              routable=True)  # fmt: skip
+              routable=True, stand_in=stand_in)  # fmt: skip
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
@@ -410,10 +456,11 @@ def main() -> int:
     parser.add_argument("--scenario", required=True)
     parser.add_argument("--network", required=True)
     parser.add_argument("--directory", required=True)
+    parser.add_argument("--stand-in", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="lab(netns) %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_child(args.scenario, args.network, args.directory))
+        return asyncio.run(_child(args.scenario, args.network, args.directory, args.stand_in))
     return 0
 
 

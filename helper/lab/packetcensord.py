@@ -71,7 +71,9 @@ def _steer(interface: str, network: str, on: bool) -> None:
 
 
 async def _serve(queue_number: int, interface: str, network: str) -> int:
-    table = HostTable(ipaddress.IPv4Network(network), routable=True)
+    lab_network = ipaddress.IPv4Network(network)
+    # A lab standing in for the internet (netns.py) lives on a public-looking network.
+    table = HostTable(lab_network, routable=True, stand_in=not lab_network.is_private)
     try:
         how = _set_up_queue(queue_number)
         queue = NfQueue(queue_number)

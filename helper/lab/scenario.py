@@ -114,6 +114,10 @@ class Scenario:
     expectations: tuple[Expectation, ...] = field(default=())
     # The route `detour probe` should name best for each service (None: no route works).
     best: dict[str, str | None] = field(default_factory=dict, compare=False)
+    # What `detour probe` finds with detour's built-in config, in a kernel-level lab that
+    # stands in for the internet (helper/lab/cascade.py): the route it names best for each
+    # service, or "none: FAILURE during OP" (no route works; how `direct` fails).
+    cascade: dict[str, str] = field(default_factory=dict, compare=False)
     text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
 
     @property
@@ -233,7 +237,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     top = TableReader(
         "", data, problems,
         ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect",
-         "best", "system_resolver"),
+         "best", "cascade", "system_resolver"),
     )  # fmt: skip
     dpi = TableReader(
         "dpi", top.data.get("dpi", {}), problems,
@@ -385,6 +389,15 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
             route = best_table.get(key, string)
             best[key] = None if route == "none" else route
     best_table.finish()
+    cascade: dict[str, str] = {}
+    cascade_table = TableReader("cascade", top.data.get("cascade", {}), problems, services)
+    for key in services:
+        if key in cascade_table.data:
+            cell = cascade_table.get(key, string)
+            if cell.startswith("none") and not re.fullmatch(r"none: \w+ during \w+", cell):
+                problems.add(f"cascade.{key}", 'expected a route, or "none: FAILURE during OP"')
+            cascade[key] = cell
+    cascade_table.finish()
 
     scenario = Scenario(
         name=top.get("name", string, name),
@@ -402,6 +415,7 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
         checks=tuple(checks),
         expectations=tuple(expectations),
         best=best,
+        cascade=cascade,
         text=text,
     )
     top.finish()

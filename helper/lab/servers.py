@@ -24,6 +24,8 @@ from transports.direct import DirectDialer
 from transports.resolver import StaticResolver
 
 from .censor import BLOCK_PAGE
+from .dns import LabResolver
+from .dnsserver import DnsServer
 from .telegram import DcLog, dc_handler, web_endpoint_app
 
 __all__ = ["Backend", "start_backend", "websocket_echo_app"]
@@ -45,8 +47,16 @@ class Backend:
 # --- web servers ----------------------------------------------------------------------------
 
 
+# Real sites answer a page with kilobytes of headers and markup; the lab's pages are one line,
+# so a header of this size gives them a real page's weight (a probe's freeze check then asks
+# for a few pages, not a hundred -- docs/routing.md "Seeing a freeze").
+PAGE_WEIGHT = "x" * 3000
+
+
 async def _hello(request: web.Request) -> web.Response:
-    return web.Response(text=f"hello from {request.host} (lab)\n")
+    return web.Response(
+        text=f"hello from {request.host} (lab)\n", headers={"X-Lab-Page-Weight": PAGE_WEIGHT}
+    )
 
 
 async def _download(request: web.Request) -> web.StreamResponse:
@@ -259,6 +269,13 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+async def _serve_dot(resolver: LabResolver | None, context: ssl.SSLContext | None) -> Backend:
+    """DNS over TLS (RFC 7858), answered by the honest resolver."""
+    server = DnsServer(resolver or LabResolver({}), "127.0.0.1", 0, tls=context)
+    await server.start()
+    return Backend(server.address[1], server.stop)
+
+
 async def _serve_echo() -> Backend:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
 
@@ -303,6 +320,7 @@ async def start_backend(
     local_address: str,
     cdn_backends: Mapping[str, tuple[str, int]],
     doh: Callable[[web.Application], None] | None,
+    dot: LabResolver | None = None,
     dc: int = 0,
     dc_events: DcLog | None = None,
     web_dcs: Mapping[int, tuple[str, int]] | None = None,
@@ -323,6 +341,8 @@ async def start_backend(
         return await _serve_app(web_endpoint_app(web_dcs or {}), context)
     if kind == "blockpage":
         return await _serve_app(blockpage_app(), tls)
+    if kind == "doh" and port == 853:
+        return await _serve_dot(dot, context)
     if kind == "doh":
         return await _serve_app(web_app(doh), context)
     if kind == "cdn":

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -45,6 +46,7 @@ __all__ = [
     "NetworkWatch",
     "RouteState",
     "answered",
+    "controls_for",
     "offline_result",
     "route_lookup",
     "verdict",
@@ -113,6 +115,26 @@ def offline_result(result: ProbeResult, network: NetworkView) -> ProbeResult:
     return dataclasses.replace(result, diagnosis=f"offline: {network.reason}")
 
 
+CONTROLS_ENV = "DETOUR_CONTROL_TARGETS"
+
+
+def controls_for(configured: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
+    """The control targets to use: the config's, except that where the config keeps the
+    built-in public ones, DETOUR_CONTROL_TARGETS (`IP:PORT` comma-separated; empty: none)
+    replaces them -- for a test run or a lab, which must not send packets to the public
+    resolvers, whatever configs they start."""
+    from ..config.probe import CONTROL_TARGETS, control_target
+
+    override = os.environ.get(CONTROLS_ENV)
+    if override is None or tuple(configured) != tuple(map(control_target, CONTROL_TARGETS)):
+        return tuple(configured)
+    try:
+        return tuple(control_target(t.strip()) for t in override.split(",") if t.strip())
+    except ValueError as exc:
+        log.warning("%s ignored: %s", CONTROLS_ENV, exc)
+        return tuple(configured)
+
+
 # --- the I/O ------------------------------------------------------------------------------
 
 
@@ -170,8 +192,9 @@ class NetworkWatch:
 
     def configure(self, controls: Sequence[Endpoint], timeout: float) -> None:
         """The control targets, and the probe timeout (a control connect takes at most
-        CONTROL_TIMEOUT); a reload calls this, and the state is kept."""
-        self.controls = tuple(controls)
+        CONTROL_TIMEOUT); a reload calls this, and the state is kept. DETOUR_CONTROL_TARGETS
+        may replace the built-in ones (`controls_for`)."""
+        self.controls = controls_for(controls)
         self.timeout = min(timeout, CONTROL_TIMEOUT)
 
     async def assess(self, results: Iterable[ProbeResult]) -> NetworkView:
@@ -185,6 +208,14 @@ class NetworkWatch:
             services = False if results else None
             self._checking = asyncio.ensure_future(self._measure(services))
         return await asyncio.shield(self._checking)
+
+    async def check_route(self) -> NetworkView:
+        """Only the route lookup (free, sends nothing): offline at once when there is no
+        route out; otherwise the state as it was (the controls decide later, in `assess`)."""
+        route = await asyncio.to_thread(self._lookup)
+        if route.routed:
+            return self.state
+        return self._set(verdict(Evidence(False, (), route)))
 
     async def _measure(self, services: bool | None) -> NetworkView:
         route = await asyncio.to_thread(self._lookup)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
+from transports.mtproto.framing import FramingError
 from transports.resolver import Resolver
 from transports.tls import tls_connect
 from transports.wire import ProtocolError, parse_response_head
@@ -29,13 +30,21 @@ from transports.wire import ProtocolError, parse_response_head
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
 from .diagnose import diagnose
-from .mtproto import request_pq
+from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
+from .volume import (
+    FREEZE_WINDOW,
+    MAX_MTPROTO_REQUESTS,
+    NotHttp,
+    ResponseCounter,
+    requests_needed,
+)
 
 if TYPE_CHECKING:
     from ..routing import Route
+    from ..search.budget import HandshakeBudget
 
-__all__ = ["Prober"]
+__all__ = ["Prober", "wait_turn"]
 
 T = TypeVar("T")
 
@@ -72,7 +81,9 @@ class Prober:
         compare_resolver: Resolver | None = None,
         events: EventBus | None = None,
         concurrency: int = 16,
+        budget: HandshakeBudget | None = None,
     ) -> None:
+        """`budget`: the handshake budget a TLS target waits for before its dial."""
         self.timeout = timeout
         self.tls = tls or ssl.create_default_context()
         self._no_verify = ssl.create_default_context()
@@ -81,14 +92,31 @@ class Prober:
         self.min_rate = min_rate  # bytes per second; a slower download is "throttled"
         self.compare_resolver = compare_resolver
         self.events = events
-        self._slots = asyncio.Semaphore(concurrency)
+        # Targets probed at once, per service: a service whose targets all time out (a
+        # black-holed range) does not hold up the verdicts on the others.
+        self.concurrency = concurrency
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.budget = budget
 
     async def probe(self, service: Service, route: Route) -> ProbeResult:
         """Every probe target of `service` through `route`, concurrently."""
         if self.events is not None:
             self.events.publish(ProbeStarted(service.name, route.name))
+        # One target per service carries the freeze check: the first tls:// target the route
+        # can carry, or, on a route that carries no web target at all (a `tgws` route: DCs
+        # only), the first mtproto:// one. A freeze is by destination network, and one check
+        # is enough load for it.
+        carried = [t for t in service.probes if route.not_applicable(t.endpoint) is None]
+        volume = next((t for t in carried if t.kind == "tls"), None)
+        if not any(t.kind in ("tls", "https") for t in carried):
+            volume = next((t for t in carried if t.kind == "mtproto"), None)
         targets = list(
-            await asyncio.gather(*(self._probe_target(route, target) for target in service.probes))
+            await asyncio.gather(
+                *(
+                    self._probe_target(route, target, volume=target is volume, service=service.name)
+                    for target in service.probes
+                )
+            )
         )
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
         result.diagnosis = diagnose(
@@ -98,27 +126,58 @@ class Prober:
             self.events.publish(ProbeFinished(result))
         return result
 
-    async def probe_service(self, service: Service, routes: Iterable[Route]) -> list[ProbeResult]:
-        return list(await asyncio.gather(*(self.probe(service, route) for route in routes)))
+    async def probe_service(
+        self,
+        service: Service,
+        routes: Iterable[Route],
+        *,
+        stagger: float = 0.0,
+        on_result: Callable[[ProbeResult], None] | None = None,
+    ) -> list[ProbeResult]:
+        """`service` through each of `routes`; the results in the routes' order.
+
+        `stagger`: start route i's probe i x stagger after the first, or as soon as every
+        route before it has its verdict -- so the routes first in the order get the probe's
+        slots (and the machine) first, as a race gives them the first attempt. `on_result`
+        gets each result as soon as it is known, before the slower routes end."""
+        routes = list(routes)
+        finished = [asyncio.Event() for _ in routes]
+
+        async def one(index: int, route: Route) -> ProbeResult:
+            await wait_turn(index, finished, stagger)
+            try:
+                result = await self.probe(service, route)
+            finally:
+                finished[index].set()
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(routes))))
 
     # --- one target -----------------------------------------------------------------------
 
-    async def _probe_target(self, route: Route, target: ProbeTarget) -> TargetResult:
+    async def _probe_target(
+        self, route: Route, target: ProbeTarget, *, volume: bool = False, service: str = ""
+    ) -> TargetResult:
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
         if reason is not None:
             return result.skip(reason)
         step = ["resolve"]  # what is running now, for a timeout's report
-        async with self._slots:
+        if self.budget is not None and target.kind in ("tls", "https"):
+            await self.budget.take(target.endpoint.host)
+        slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
+        async with slots:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self._run(route, target, result, step)
+                    await self._run(route, target, result, step, volume)
             except TimeoutError:
                 op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
                 failure = Failure.TIMEOUT
-                if step[0] == "download" and result.received:
+                if step[0] in ("download", "volume") and result.received:
                     failure = Failure.STALLED
                 result.fail(failure, op, f"nothing more within {waited:.1f}s")
             except _Failed as failed:
@@ -127,7 +186,12 @@ class Prober:
         return result
 
     async def _run(
-        self, route: Route, target: ProbeTarget, result: TargetResult, step: list[str]
+        self,
+        route: Route,
+        target: ProbeTarget,
+        result: TargetResult,
+        step: list[str],
+        volume: bool = False,
     ) -> None:
         endpoint = target.endpoint
         began = time.monotonic()
@@ -165,12 +229,16 @@ class Prober:
             result.latency_ms = (time.monotonic() - began) * 1000
             if target.kind == "tcp":
                 return
+            if target.kind == "tls" and volume:
+                step[0] = "volume"
+                await self._volume(target, stream, result, began + self.timeout)
+                return
             if target.kind == "mtproto":
-                await timed(
-                    "mtproto_round_trip",
-                    request_pq(stream, endpoint.host),
-                    Op.MTPROTO_ROUND_TRIP,
-                )
+                exchange = PqExchange(stream, endpoint.host)
+                await timed("mtproto_round_trip", exchange.first(), Op.MTPROTO_ROUND_TRIP)
+                if volume:
+                    step[0] = "volume"
+                    await self._volume_mtproto(exchange, result, began + self.timeout)
                 return
             if target.kind in ("http", "https"):
                 await self._request(target, stream, result, timed, step, began + self.timeout)
@@ -253,6 +321,105 @@ class Prober:
             if self.min_rate and rate < self.min_rate:
                 raise _Failed(DialError(Failure.THROTTLED, Op.READ, f"{rate / 1000:.1f} KB/s"))
 
+    async def _volume(
+        self, target: ProbeTarget, stream: Any, result: TargetResult, deadline: float
+    ) -> None:
+        """After a `tls://` probe's handshake: pages from the server until FREEZE_WINDOW bytes
+        came back (volume.py). Bytes that stop while answers are still owed are a freeze
+        ("stalled" during "read"); a server that answers no HTTP, or closes, or whose answers
+        are too small to reach the window leaves the check inconclusive
+        (`freeze_checked` false), not failed."""
+        host = target.endpoint.host
+        request = f"GET {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+        counter = ResponseCounter()
+        t0 = time.monotonic()
+        result.freeze_checked = False
+        stream.write((request + "\r\n").encode())
+        owed = 1
+        try:
+            ended = await self._read_answers(stream, counter, owed, result, deadline)
+            more = 0 if ended else requests_needed(counter.received, counter.first_size)
+            if more:
+                batch = (request + "\r\n").encode() * (more - 1)
+                batch += (request + "Connection: close\r\n\r\n").encode()
+                stream.write(batch)
+                owed += more
+                await self._read_answers(stream, counter, owed, result, deadline)
+        except NotHttp:
+            pass  # not a web server: nothing to ask it for
+        except _Failed:
+            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
+            raise
+        result.received = counter.received
+        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
+        result.freeze_checked = counter.received >= FREEZE_WINDOW
+
+    async def _volume_mtproto(
+        self, exchange: PqExchange, result: TargetResult, deadline: float
+    ) -> None:
+        """After an `mtproto://` probe's first exchange: more req_pq_multi in one write, until
+        the DC's answers (about 90 bytes each) reach FREEZE_WINDOW -- the check for a route
+        whose only probes are DCs (a `tgws` route, whose web endpoint may be frozen)."""
+        t0 = time.monotonic()
+        result.freeze_checked = False
+        more = requests_needed(exchange.received, exchange.first_size, MAX_MTPROTO_REQUESTS)
+        try:
+            if more:
+                exchange.stream.write(exchange.more(more))
+                await self._read_answers(
+                    exchange.stream, exchange, exchange.complete + more, result, deadline
+                )
+        except FramingError:
+            pass  # not MTProto any more: nothing to conclude
+        except _Failed:
+            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
+            raise
+        result.received = exchange.received
+        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
+        result.freeze_checked = exchange.received >= FREEZE_WINDOW
+
+    async def _read_answers(
+        self,
+        stream: Any,
+        counter: ResponseCounter | PqExchange,
+        owed: int,
+        result: TargetResult,
+        deadline: float,
+    ) -> bool:
+        """Read until `owed` answers are whole, the window is full or the server closes (then
+        True). Raises STALLED when the bytes stop while answers are still owed."""
+        budget_end = deadline - 0.25
+        last_byte = time.monotonic()
+        while counter.complete < owed and counter.received < FREEZE_WINDOW:
+            remaining = budget_end - time.monotonic()
+            if remaining <= 0:
+                return True  # out of time with bytes still coming: not a freeze
+            try:
+                async with asyncio.timeout(min(STALL, remaining)):
+                    chunk = await stream.read(65536)
+            except TimeoutError:
+                if time.monotonic() - last_byte < min(STALL, 1.0):
+                    return True  # out of time with bytes still coming: not a freeze
+                result.received = counter.received
+                raise _Failed(
+                    DialError(
+                        Failure.STALLED,
+                        Op.READ,
+                        f"stopped after {counter.received} bytes of answers (of {FREEZE_WINDOW})",
+                    )
+                ) from None
+            except (OSError, EOFError) as exc:
+                result.received = counter.received
+                raise _Failed(classify_os_error(exc, Op.READ)) from None
+            if not chunk:
+                return True
+            last_byte = time.monotonic()
+            if counter.received < 4096 and _is_block_page(chunk):
+                raise _Failed(_block_page())
+            counter.feed(chunk)
+            result.received = counter.received
+        return counter.received >= FREEZE_WINDOW
+
     async def _maybe_spoofed(self, failed: _Failed, host: str, answer: list[IPAddress]) -> _Failed:
         """A failure after a DNS answer that an encrypted resolver contradicts is spoofing."""
         if not answer or self.compare_resolver is None or failed.error.op is Op.RESOLVE:
@@ -274,6 +441,20 @@ class Prober:
         )
 
 
+async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -> None:
+    """Until route `index`'s probe may start: `index` x `stagger` after the first, or as soon
+    as every route before it has its verdict (`finished[i]` set)."""
+    if not index or stagger <= 0:
+        return
+    # No task per event: a probe cancelled while it waits (the engine stops) leaves nothing.
+    try:
+        async with asyncio.timeout(index * stagger):
+            for event in finished[:index]:
+                await event.wait()
+    except TimeoutError:
+        pass  # its turn came before the earlier routes ended
+
+
 _OPS = {
     "resolve": Op.RESOLVE,
     "connect": Op.CONNECT,
@@ -281,6 +462,7 @@ _OPS = {
     "http_round_trip": Op.HTTP_ROUND_TRIP,
     "mtproto_round_trip": Op.MTPROTO_ROUND_TRIP,
     "download": Op.READ,
+    "volume": Op.READ,
 }
 
 

@@ -1,7 +1,7 @@
 """`detour probe`'s output: the JSON document scripts read, the table people read, and a
 summary at the end that names what works for each service (as zapret's blockcheck does).
 
-JSON (stable; extra keys may be added, none removed):
+JSON (stable; extra keys may be added, none removed; `search` only with `--search`):
 
     {"services": [{"name": "telegram", "reachable": true, "best_route": "tls-fragment",
                    "routes": [{"route": "direct", "ok": false, "failure": "connection_reset",
@@ -25,6 +25,7 @@ OK_MARK, FAIL_MARK, NA_MARK = "✓", "✗", "–"
 class ServiceReport:
     name: str
     results: list[ProbeResult]  # in the service's route order
+    search: dict[str, Any] | None = None  # what a strategy search tried and what won
 
     @property
     def working(self) -> list[ProbeResult]:
@@ -39,12 +40,15 @@ class ServiceReport:
         return bool(self.working)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "reachable": self.reachable,
             "best_route": self.best_route,
             "routes": [result.to_json() for result in self.results],
         }
+        if self.search is not None:
+            data["search"] = self.search
+        return data
 
 
 def json_report(reports: list[ServiceReport]) -> dict[str, Any]:
@@ -94,4 +98,7 @@ def summary(reports: list[ServiceReport]) -> str:
             lines.append(
                 f"  {FAIL_MARK} {report.name:{width}}  no route works ({why or 'no routes'})"
             )
+        if report.search is not None:
+            tried = len({t["chain"] for t in report.search["tried"]})
+            lines.append(f"    search ({tried} strategies tried): {report.search['verdict']}")
     return "\n".join(lines) + "\n"

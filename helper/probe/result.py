@@ -20,7 +20,8 @@ __all__ = ["ProbeResult", "Step", "TargetResult"]
 
 @dataclass
 class Step:
-    name: str  # resolve, connect, tls_handshake, http_round_trip, mtproto_round_trip, download
+    name: str  # resolve, connect, tls_handshake, volume, http_round_trip, mtproto_round_trip,
+    # download
     ms: float
     ok: bool
 
@@ -40,7 +41,10 @@ class TargetResult:
     steps: list[Step] = field(default_factory=list)
     latency_ms: float | None = None  # until the service could be spoken to (connect, TLS)
     rate_kbps: float | None = None  # download rate, KB/s (1000 bytes)
-    received: int = 0  # body bytes of a download
+    received: int = 0  # body bytes of a download; bytes of answers after a TLS handshake
+    # A tls:// probe's freeze check (volume.py): True when FREEZE_WINDOW bytes came back, False
+    # when the server's answers could not show a freeze; None for kinds that do no check.
+    freeze_checked: bool | None = None
     skipped: str = ""  # why the route cannot carry this target (then it was not probed)
 
     def fail(self, failure: Failure, op: Op, detail: str) -> TargetResult:
@@ -61,6 +65,8 @@ class TargetResult:
             "detail": self.detail,
             "latency_ms": _round(self.latency_ms),
             "rate_kbps": _round(self.rate_kbps),
+            "received": self.received,
+            "freeze_checked": self.freeze_checked,
             "steps": [step.to_json() for step in self.steps],
         }
 

@@ -88,6 +88,11 @@ class HealthBook:
     def set(self, service: str, route: str, health: RouteHealth) -> None:
         self._health[(service, route)] = health
 
+    def forget(self, route: str) -> None:
+        """Drop what is known about `route`, for every service."""
+        for key in [key for key in self._health if key[1] == route]:
+            del self._health[key]
+
     def record_probe(self, result: ProbeResult) -> None:
         self._health[(result.service, result.route)] = RouteHealth(
             ok=result.ok,

@@ -16,10 +16,13 @@ clients use and which route keeps failing. It keeps what a status view shows of 
 the latest result per cell, which probes run, how far a round has got, and how long each
 took (the Tally's histogram).
 
-When every route of a service got no answer at all, the network watch (`watch`,
-helper/probe/network.py) says whether the network is down; then the results say "offline"
-instead of naming censorship, route health is left as it was (nothing was learnt about the
-routes), and every service is probed again as soon as the network is back.
+Each route's verdict is recorded as soon as it is known, except one that got no answer at
+all: that is held until the service's pass ends. When no route of the service got an
+answer, the network watch (`watch`, helper/probe/network.py) says whether the network is
+down; then the results say "offline" instead of naming censorship, route health is left as
+it was (nothing was learnt about the routes), no search starts (`on_probed`), and every
+service is probed again as soon as the network is back. A missing route out (the route
+lookup, which sends nothing) shows "offline" at once, before the pass ends.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from ..probe.network import NetworkView, NetworkWatch, offline_result
-from ..probe.probe import Prober
+from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
+from ..probe.probe import Prober, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
@@ -45,6 +49,16 @@ __all__ = ["HealthMonitor"]
 log = logging.getLogger("detour.routing")
 
 TICK = 1.0
+
+
+@dataclass
+class _Pass:
+    """One probe pass over a service's routes: the results that got no answer at all, held
+    until the pass shows whether the network is down."""
+
+    results: list[ProbeResult] = field(default_factory=list)
+    answered: bool = False  # some route got an answer: nothing more is held
+    looked_up: bool = False  # the route lookup ran in this pass
 
 
 class HealthMonitor:
@@ -78,6 +92,9 @@ class HealthMonitor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        # Told about each service's results once they are in the health book (the engine
+        # starts strategy searches from here).
+        self.on_probed: Callable[[Service, list[ProbeResult]], None] | None = None
         router.observe(self)
 
     @property
@@ -144,7 +161,8 @@ class HealthMonitor:
         return self.interval * random.uniform(0.9, 1.1)
 
     def probe_routes(self, service: Service) -> list[Route]:
-        """The routes a probe of `service` goes through: its routes, less disabled ones."""
+        """The routes a probe of `service` goes through: its routes (and those a search found
+        for it), less disabled ones."""
         return self.router.enabled_routes(service)
 
     async def _loop(self) -> None:
@@ -173,7 +191,14 @@ class HealthMonitor:
         for route in routes:
             self.progress.start(service.name, route.name)
         try:
-            results = await asyncio.gather(*(self._probe_route(service, r) for r in routes))
+            # In the routes' order, a stagger apart (or once every earlier route has its
+            # verdict): the first routes get the probe slots first, as a race gives them the
+            # first attempt; each verdict is recorded as soon as it is known.
+            finished = [asyncio.Event() for _ in routes]
+            held = _Pass()
+            results = await asyncio.gather(
+                *(self._probe_route(service, r, i, finished, held) for i, r in enumerate(routes))
+            )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)
@@ -183,16 +208,19 @@ class HealthMonitor:
             for route in routes:
                 self.progress.finish(service.name, route.name)
         offline = False
-        if self.watch is not None and results:
-            state = await self.watch.assess(results)
-            if state.offline:
+        if held.results:
+            # Nothing answered through any route: the network decides what the failures mean.
+            state = await self.watch.assess(results) if self.watch is not None else None
+            if state is not None and state.offline:
                 offline = True
                 results = [offline_result(r, state) for r in results]
+                for result in results:
+                    # Nothing learnt about the routes: their health stays as it was.
+                    self.results[(result.service, result.route)] = result
+            else:
+                for result in held.results:
+                    self._commit(result)
         for result in results:
-            self.results[(result.service, result.route)] = result
-            if offline:
-                continue  # nothing learnt about the route: its health stays as it was
-            self.router.health.record_probe(result)
             if result.ok:
                 log.info(
                     "%s via %s: works, %.0f ms", service.name, result.route, result.latency_ms or 0
@@ -201,13 +229,27 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
+        if self.on_probed is not None and not offline:
+            # (Offline: a search would find nothing, and learn nothing about the routes.)
+            self.on_probed(service, results)
 
-    async def _probe_route(self, service: Service, route: Route) -> ProbeResult:
+    async def _probe_route(
+        self,
+        service: Service,
+        route: Route,
+        index: int = 0,
+        finished: list[asyncio.Event] | None = None,
+        held: _Pass | None = None,
+    ) -> ProbeResult:
+        if finished is not None:
+            await wait_turn(index, finished, self.router.stagger)
         started = time.monotonic()
         try:
             result = await self.prober.probe(service, route)
         finally:
             self.progress.finish(service.name, route.name)
+            if finished is not None:
+                finished[index].set()
         if self.tally is not None:
             # A route that cannot carry the service at all (tgws) has not failed.
             failed = result.applicable and result.failure is not None
@@ -218,7 +260,40 @@ class HealthMonitor:
                 result.failure.value if failed and result.failure else None,
                 result.op.value if failed and result.op else None,
             )
+        await self._record(result, held)
         return result
+
+    async def _record(self, result: ProbeResult, held: _Pass | None = None) -> None:
+        """One route's verdict, as soon as it is known: a route that works is used before
+        the slower routes' probes end (the time to a working route on a new network).
+
+        With a network watch, a result that got no answer at all is held until the pass
+        ends (`held`): when no route of the service got one either, the network may be down,
+        and then the result says "offline" and route health is left alone. Once any route
+        answered, the held results and all later ones are recorded at once. A missing route
+        out (the route lookup, no packet sent) shows "offline" before the pass ends."""
+        if held is None or self.watch is None or held.answered:
+            self._commit(result)
+            return
+        if result.ok or answered(result):
+            held.answered = True
+            for earlier in held.results:
+                self._commit(earlier)
+            held.results.clear()
+            self._commit(result)
+            return
+        held.results.append(result)
+        if not held.looked_up:
+            held.looked_up = True
+            await self.watch.check_route()
+        if self.watch.state.offline and not held.answered:
+            self.results[(result.service, result.route)] = offline_result(result, self.watch.state)
+
+    def _commit(self, result: ProbeResult) -> None:
+        self.results[(result.service, result.route)] = result
+        self.router.health.record_probe(result)
+        if result.ok:
+            self.router.note_health_change(f"probed {result.service} via {result.route}")
 
     def _save(self) -> None:
         if self.store is not None:

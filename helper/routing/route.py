@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.base import dial_deadline, dial_phase
@@ -15,9 +15,12 @@ from transports.deadlines import Deadlines
 from transports.direct import DirectDialer
 from transports.resolver import Resolver
 
-from ..config import Config
+from ..config import Config, RouteConfig
 
-__all__ = ["Route", "build_routes"]
+__all__ = ["ROUTE_TIMEOUT", "Route", "build_route", "build_routes"]
+
+# A route's `timeout` when the config does not give one (the routes a search finds).
+ROUTE_TIMEOUT = next(f.default for f in fields(RouteConfig) if f.name == "timeout")
 
 
 @dataclass(frozen=True)
@@ -85,26 +88,27 @@ def build_routes(
     whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
     """
     base = options or DialOptions()
-    routes = []
-    for rc in config.routes:
-        dialer = rc.chain.build(
-            DialOptions(
-                resolver=resolver,
-                connect_timeout=rc.timeout,
-                handshake_timeout=rc.timeout,
-                attempt_delay=base.attempt_delay,
-                hosts=base.hosts,
-                tls=base.tls,
-                resources=base.resources,
-                pluggable=base.pluggable,
-                core_program=base.core_program,
-            )
+    return [build_route(rc.name, rc.chain, rc.timeout, resolver, base) for rc in config.routes]
+
+
+def build_route(
+    name: str, chain: Chain, timeout: float | None, resolver: Resolver | None, base: DialOptions
+) -> Route:
+    """One route as a Dialer, with the options every route of a config shares (also the
+    routes a strategy search finds, helper/search/)."""
+    dialer = chain.build(
+        DialOptions(
+            resolver=resolver,
+            connect_timeout=timeout,
+            handshake_timeout=timeout,
+            attempt_delay=base.attempt_delay,
+            hosts=base.hosts,
+            tls=base.tls,
+            resources=base.resources,
+            pluggable=base.pluggable,
+            core_program=base.core_program,
         )
-        local = base_dialer(dialer)
-        own = (
-            local.resolver
-            if rc.chain.resolves_locally and isinstance(local, DirectDialer)
-            else None
-        )
-        routes.append(Route(rc.name, rc.chain, dialer, own, rc.timeout))
-    return routes
+    )
+    local = base_dialer(dialer)
+    own = local.resolver if chain.resolves_locally and isinstance(local, DirectDialer) else None
+    return Route(name, chain, dialer, own, timeout)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from transports import DialError, DialOptions, Endpoint, Failure, Op, Stream
+from transports import Chain, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.deadlines import Deadlines
 from transports.guard import DestinationRefused
 from transports.pt import PtManager
@@ -33,10 +33,11 @@ from transports.resolver import Resolver
 
 from ..config import DENY, Config
 from ..events import DialFailed, EventBus, RouteChanged
+from ..search.budget import HandshakeBudget
 from ..services import Service, ServiceTable
 from ..status import RouteView, ServiceView, Tally
 from .health import HealthBook
-from .route import Route, build_routes
+from .route import ROUTE_TIMEOUT, Route, build_route, build_routes
 
 __all__ = [
     "BY_THE_USER",
@@ -123,6 +124,9 @@ class Router:
         health: HealthBook | None = None,
         events: EventBus | None = None,
         tally: Tally | None = None,
+        budget: HandshakeBudget | None = None,
+        resolver: Resolver | None = None,
+        options: DialOptions | None = None,
     ) -> None:
         self.routes = list(routes)
         self.services = services
@@ -139,6 +143,12 @@ class Router:
         self._by_name = {route.name: route for route in self.routes}
         self._names = tuple(route.name for route in self.routes)
         self._active: dict[str, str | None] = {}
+        # The handshake budget a race's later attempts wait for (helper/search/budget.py).
+        self.budget = budget
+        # What new routes are built with (strategies a search found, helper/search/).
+        self.resolver = resolver
+        self.options = options or DialOptions()
+        self.found: dict[str, list[str]] = {}  # service -> routes a search found for it
 
     @classmethod
     def from_config(
@@ -151,6 +161,7 @@ class Router:
         events: EventBus | None = None,
         pluggable: PtManager | None = None,
         tally: Tally | None = None,
+        budget: HandshakeBudget | None = None,
     ) -> Router:
         """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
         layer without it)."""
@@ -168,10 +179,16 @@ class Router:
             stagger=config.probe.stagger,
             events=events,
             tally=tally,
+            budget=budget,
+            resolver=resolver,
+            options=options,
         )
 
     def route(self, name: str) -> Route:
         return self._by_name[name]
+
+    def has_route(self, name: str) -> bool:
+        return name in self._by_name
 
     def observe(self, observer: RouterObserver) -> None:
         self._observers.append(observer)
@@ -193,8 +210,40 @@ class Router:
         return frozenset(self._disabled)
 
     def routes_of(self, service: Service) -> tuple[str, ...]:
-        """The routes `service` may take at all: its own list, else every route in order."""
-        return tuple(service.routes) if service.routes else self._names
+        """The routes `service` may take at all: its own list, else every route of the
+        config in order; then the routes a search found for it."""
+        own = tuple(service.routes) if service.routes else self._names
+        found = self.found.get(service.name)
+        return (*own, *(n for n in found if n not in own)) if found else own
+
+    # --- routes a strategy search found (helper/search/) ----------------------------------
+
+    def build_route(self, name: str, chain: Chain) -> Route:
+        """A route that is not (yet) in this router, built as the config's routes are."""
+        return build_route(name, chain, ROUTE_TIMEOUT, self.resolver, self.options)
+
+    def add_found(self, service: str, route: Route) -> None:
+        """Make `route` a route of this router for `service` only: visible and pinnable like
+        any route, tried after the service's own routes until health puts it first."""
+        if route.name not in self._by_name:
+            self.routes.append(route)
+            self._by_name[route.name] = route
+        names = self.found.setdefault(service, [])
+        if route.name not in names:
+            names.append(route.name)
+
+    def forget_found(self, service: str | None = None) -> list[str]:
+        """Remove the routes a search found (for `service`, or all); returns their names."""
+        services = [service] if service is not None else list(self.found)
+        dropped = [name for s in services for name in self.found.pop(s, [])]
+        gone = set(dropped) - {n for names in self.found.values() for n in names}
+        self.routes = [r for r in self.routes if r.name not in gone]
+        for name in gone:
+            self._by_name.pop(name, None)
+            self._disabled.discard(name)
+            self.health.forget(name)
+        self._pins = {s: r for s, r in self._pins.items() if r not in gone}
+        return dropped
 
     def candidates(self, service: Service | None) -> list[Route]:
         """The routes a connection may take, in config order (not yet ordered by health)."""
@@ -314,6 +363,17 @@ class Router:
             if route in same:
                 self.health.set(service, route, health)
         services = {service.name for service in self.services}
+        # Strategies a search found stay routes of this router, with what was learnt.
+        for service, found in old.found.items():
+            if service not in services:
+                continue
+            for name in found:
+                if name not in old._by_name:
+                    continue
+                route = self._by_name.get(name) or self.build_route(name, old.route(name).chain)
+                self.add_found(service, route)
+                if (health := old.health.get(service, name)).ok is not None:
+                    self.health.set(service, name, health)
         self._pins.update(
             {s: r for s, r in old._pins.items() if s in services and r in self._by_name}
         )
@@ -371,8 +431,11 @@ class Router:
         errors: dict[str, DialError] = {}
         started = time.monotonic()
 
-        def attempt(route: Route):
+        def attempt(route: Route, first: bool):
             async def dial() -> Stream:
+                if self.budget is not None:
+                    # The first route goes at once; later ones keep the handshake budget.
+                    await self.budget.take(target.host, client=True, first=first)
                 try:
                     stream = await route.dial(target, self.deadlines)
                 except DialError as exc:
@@ -388,7 +451,9 @@ class Router:
 
         try:
             index, stream = await staggered_race(
-                [attempt(route) for route in ordered], self.stagger, discard=lambda s: s.abort()
+                [attempt(route, i == 0) for i, route in enumerate(ordered)],
+                self.stagger,
+                discard=lambda s: s.abort(),
             )
         except RaceFailed as failed:
             attempts = [

@@ -93,6 +93,10 @@ class HealthStore:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def knows(self, network: str) -> bool:
+        """Whether anything is kept for `network`."""
+        return bool(network) and isinstance(self._read().get(network), dict)
+
     def load(self, network: str, book: HealthBook) -> int:
         """Put what worked on `network` into `book`; returns how many routes were known."""
         if not network:
@@ -128,7 +132,45 @@ class HealthStore:
         for (service, route), health in book.items():
             if health.ok is not None:
                 routes.setdefault(service, {})[route] = health.to_json()
-        data[network] = {"saved": time.time(), "routes": routes}
+        entry = data.get(network) if isinstance(data.get(network), dict) else {}
+        data[network] = {**entry, "saved": time.time(), "routes": routes}
+        self._write(data)
+
+    # --- strategies a search found (helper/search/), kept with the network's health ------
+
+    def load_strategies(self, network: str) -> dict[str, list[dict]]:
+        """{service: [{"route": name, "chain": chain, "found_at": time}, ...]} for `network`."""
+        entry = self._read().get(network) if network else None
+        found = entry.get("strategies") if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            return {}
+        return {
+            service: [s for s in items if isinstance(s, dict) and "route" in s and "chain" in s]
+            for service, items in found.items()
+            if isinstance(items, list)
+        }
+
+    def save_strategies(self, network: str, strategies: dict[str, list[dict]]) -> None:
+        """Replace what is kept for `network` (an empty dict forgets it)."""
+        if not network:
+            return
+        data = self._read()
+        entry = data.get(network) if isinstance(data.get(network), dict) else {}
+        entry = {**entry, "saved": time.time(), "strategies": strategies}
+        if not strategies:
+            del entry["strategies"]
+            # The forgotten routes' health goes too: it was about those strategies.
+            routes = entry.get("routes") or {}
+            if isinstance(routes, dict):
+                entry["routes"] = {
+                    service: {r: h for r, h in per.items() if not r.startswith("found-")}
+                    for service, per in routes.items()
+                    if isinstance(per, dict)
+                }
+        data[network] = entry
+        self._write(data)
+
+    def _write(self, data: dict) -> None:
         if len(data) > MAX_NETWORKS:  # forget the networks not seen for longest
             for old in sorted(data, key=lambda n: data[n].get("saved", 0))[
                 : len(data) - MAX_NETWORKS

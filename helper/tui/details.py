@@ -3,7 +3,8 @@ it came from, the diagnosis in full, and each probe target's steps with their ti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.widgets import Static
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from ..probe.result import ProbeResult, TargetResult
     from ..status import Health, RouteView
 
-__all__ = ["CellDetails", "details_text"]
+__all__ = ["CellDetails", "details_text", "search_text"]
 
 _SOURCES = {
     "probe": "probed",
@@ -91,6 +92,29 @@ def _target(text: Text, target: TargetResult, ok_style: str, fail_style: str) ->
         if target.detail:
             text.append(f": {target.detail}", "dim")
         text.append("\n")
+
+
+def search_text(search: Mapping[str, Any], running: bool) -> Text:
+    """What the latest strategy search tried for the service, and what won
+    (docs/search.md)."""
+    text = Text("\nStrategy search", "bold")
+    tried = search.get("tried") or []
+    winner = search.get("winner")
+    if running and not search.get("verdict"):
+        text.append(f"  running: {len(tried)} attempts so far\n", "dim")
+    else:
+        text.append(f"  {len(tried)} attempts\n", "dim")
+    if search.get("verdict"):
+        text.append(str(search["verdict"]) + "\n", "" if winner else "dim")
+    for attempt in tried[-8:]:
+        mark = WORKS if attempt.get("ok") else FAILS
+        what = (
+            "works" if attempt.get("ok") else f"{attempt.get('failure')} during {attempt.get('op')}"
+        )
+        where = "every target" if attempt.get("stage") == "confirm" else attempt.get("target")
+        text.append(f"{mark} {attempt.get('chain')}", "")
+        text.append(f"  {what} ({where})\n", "dim")
+    return text
 
 
 class CellDetails(Static):

@@ -21,6 +21,7 @@ KEYS = (
     ("R", "probe every service again"),
     ("p", "pin the selected route for the service (its only route), or unpin it"),
     ("d", "disable the selected route for every service, or enable it"),
+    ("f", "find a strategy for the selected service: search the evasions that need no server"),
     ("c", "switch between details and live connections"),
     ("s", "set up your apps: proxy address, Telegram link and QR code"),
     ("l", "the log"),

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from ..routing.router import CommandRefused
 from . import model
 from .connections import ConnectionsTable
-from .details import CellDetails, details_text
+from .details import CellDetails, details_text, search_text
 from .matrix import RouteMatrix, state_styles
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class MainScreen(Screen[None]):
         Binding("R", "probe_all", "probe all"),
         Binding("p", "pin", "pin"),
         Binding("d", "toggle_route", "on/off"),
+        Binding("f", "search", "find"),
         Binding("c", "toggle_connections", "conns"),
     ]
 
@@ -89,6 +90,8 @@ class MainScreen(Screen[None]):
         progress = model.describe_probes(snapshot.probes, snapshot.last_probe, app.clock())
         if not snapshot.probes.running:
             progress = model.describe_network(snapshot.network) or progress
+        if snapshot.search is not None and snapshot.search.running:
+            progress = f"searching strategies · {progress}"
         grid.add_row(left, Text(progress))
         self.query_one("#status", Static).update(grid)
 
@@ -108,17 +111,20 @@ class MainScreen(Screen[None]):
         service_name, route_name = selected
         route = snapshot.route(route_name)
         cell = model.cell(snapshot, snapshot.service(service_name), route)
-        widget.show(
-            details_text(
-                service_name,
-                route,
-                cell,
-                snapshot.health_of(service_name, route_name),
-                snapshot.result_of(service_name, route_name),
-                self.app.clock(),
-                state_styles(self.app),
-            )
+        text = details_text(
+            service_name,
+            route,
+            cell,
+            snapshot.health_of(service_name, route_name),
+            snapshot.result_of(service_name, route_name),
+            self.app.clock(),
+            state_styles(self.app),
         )
+        if snapshot.search is not None and service_name in snapshot.search.services:
+            text.append_text(
+                search_text(snapshot.search.services[service_name], snapshot.search.running)
+            )
+        widget.show(text)
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         if isinstance(event.data_table, RouteMatrix):
@@ -157,6 +163,22 @@ class MainScreen(Screen[None]):
         for service in monitor.services:
             monitor.request(service)
         self.notify("probing every service through every route")
+
+    def action_search(self) -> None:
+        selection = self._selection()
+        if selection is None:
+            return
+        service = selection[0].service
+        if not service.probes:
+            self.notify(f"{service.name} has no probe targets to search with", severity="warning")
+            return
+        searches = self.app.engine.searches
+        if searches.running:
+            self.notify("a strategy search is running already", severity="warning")
+            return
+        searches.start([service.name])
+        self.notify(f"searching a strategy that works for {service.name} (details: what it tried)")
+        self._changed()
 
     def action_pin(self) -> None:
         selection = self._selection()

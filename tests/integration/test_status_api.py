@@ -22,6 +22,8 @@ from helper import __version__
 from helper.engine import Engine
 from helper.lab.ca import LabCA
 from helper.relay.keys import RelayKeys
+from helper.search.search import Outcome, ServiceSearch
+from helper.status import SearchView
 from tests.conftest import ROOT, config_text
 from tests.support.clients import open_socks5
 from tests.support.peers import free_port
@@ -149,14 +151,32 @@ def signal_section(directory: Path, name: str = "signal.example.org") -> str:
     return f'[signal_proxy]\nlisten = "127.0.0.1:0"\ncertificate = "{cert}"\nkey = "{key}"\n'
 
 
+def a_search_that_found(service: str) -> SearchView:
+    """What the status shows after a search found a strategy (its fields, for the schema:
+    the echo service's direct route works, so no real search would try anything)."""
+    search = ServiceSearch(
+        service, ["tls://a.example:443"], direct=Outcome(False, "connection_reset", "tls_handshake")
+    )
+    for outcome in (Outcome(False, "connection_reset", "tls_handshake"), Outcome(True)):
+        attempt = search.next()
+        assert attempt is not None
+        search.record(attempt, outcome)
+    attempt = search.next()  # oob screened: confirm it through every target
+    assert attempt is not None
+    search.record(attempt, Outcome(True, latency_ms=12.0))
+    assert search.winner is not None
+    return SearchView(False, 1.0, 2.0, {service: search.to_json()})
+
+
 async def test_status_and_metrics_after_real_traffic(
-    start_engine, echo_origin, tmp_path: Path
+    start_engine, echo_origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = await start_engine(
         echo_config(echo_origin.port, MTPROTO + signal_section(tmp_path)), probe_on_start=False
     )
     (service,) = engine.router.services
     await engine.monitor.probe_now(service)
+    monkeypatch.setattr(engine.searches, "view", lambda: a_search_that_found(service.name))
 
     reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", echo_origin.port)
     writer.write(b"x" * 1000)

@@ -626,3 +626,19 @@ def test_rules_must_be_rules() -> None:
     with pytest.raises(TypeError):
         resolver.rules = [("telegram.org", "drop")]  # type: ignore[list-item]
     assert resolver.rules == ()
+
+
+async def test_dns_over_tls_answers_like_the_honest_resolver(tmp_path) -> None:
+    """The doh host's port 853 (RFC 7858), which a lab standing in for the internet sends
+    Quad9's DoT address to."""
+    from transports.resolver import parse_resolver
+
+    ca = TestCA(tmp_path)
+    resolver = LabResolver({"web.telegram.org": ["127.77.1.10"]})
+    async with DnsServer(resolver, "127.0.0.1", 0, tls=ca.server_context("127.0.0.1")) as server:
+        host, port = server.address
+        client = parse_resolver(f"dot={host}:{port};public=127.0.0.0/8").build(ca.client_context())
+        try:
+            assert [str(a) for a in await client.resolve("web.telegram.org")] == ["127.77.1.10"]
+        finally:
+            await client.aclose()

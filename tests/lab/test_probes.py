@@ -15,8 +15,10 @@ from helper.config import parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
 from helper.lab.netns import NetnsLab
-from helper.lab.scenario import Scenario, load_scenario, scenario_names
+from helper.lab.scenario import Scenario, load_scenario, parse_scenario, scenario_names
 from helper.probe.report import ServiceReport
+from helper.probe.volume import FREEZE_WINDOW
+from transports import Failure, Op
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -145,3 +147,40 @@ async def test_probe_steps_are_timed(lab: Lab) -> None:
     assert all(step.ok and step.ms >= 0 for step in https.steps)
     assert https.rate_kbps is not None and https.latency_ms is not None
     assert dataclasses.asdict(direct.targets[1].steps[0])["name"] == "connect"  # an IP: no resolve
+
+
+async def test_a_tls_probe_moves_enough_bytes_to_see_a_freeze(lab: Lab) -> None:
+    await lab.set_scenario("baseline")
+    reports = await probe_all(lab)
+    direct = next(r for r in reports["signal"].results if r.route == "direct")
+    first, *others = direct.targets
+    assert first.freeze_checked is True and first.received >= FREEZE_WINDOW
+    assert [s.name for s in first.steps][-2:] == ["tls_handshake", "volume"]
+    assert all(t.freeze_checked is None for t in others)  # one check per service and route
+    assert first.to_json()["freeze_checked"] is True
+    await lab.set_scenario("freeze-foreign-hosting")
+    reports = await probe_all(lab)
+    socks = next(r for r in reports["signal"].results if r.route == "lab-socks")
+    assert (socks.failure, socks.op) == (Failure.STALLED, Op.READ)
+    assert socks.diagnosis.startswith("transfer froze after 1")  # 1x KB: under the window
+    assert 8 * 1024 < socks.targets[0].received < 20 * 1024
+
+
+async def test_a_tgws_route_is_checked_for_a_freeze_through_its_dc_probes(lab: Lab) -> None:
+    """Through a `tgws` route only the DC targets apply: the first of them asks the DC for
+    enough answers (req_pq_multi, again and again) to see a freeze of the web endpoint."""
+    await lab.set_scenario("baseline")
+    reports = await probe_all(lab)
+    tgws = next(r for r in reports["telegram"].results if r.route == "tgws")
+    dc = next(t for t in tgws.targets if t.target.startswith("mtproto://"))
+    assert tgws.ok and dc.freeze_checked is True and dc.received >= FREEZE_WINDOW
+    frozen = parse_scenario(
+        'summary = "the web endpoints freeze"\n[[rule]]\nname = "ws"\naction = "freeze"\n'
+        'hosts = ["telegram-ws"]\nafter = "16KiB"\n',
+        "ws-freeze",
+        lab.table,
+    )
+    await lab.set_scenario(frozen)
+    reports = await probe_all(lab)
+    tgws = next(r for r in reports["telegram"].results if r.route == "tgws")
+    assert (tgws.failure, tgws.op) == (Failure.STALLED, Op.READ), tgws.diagnosis

@@ -449,3 +449,43 @@ async def test_ctrl_r_without_a_config_file_says_so(engine) -> None:
         app.notify = lambda message, **kw: said.append(message)
         await pilot.press("ctrl+r")
         assert said == ["running with the built-in config: there is no file to reload"]
+
+
+async def test_f_searches_the_selected_service_and_the_details_show_the_search(
+    engine, monkeypatch
+) -> None:
+    from helper.status import SearchView
+
+    asked: list[list[str] | None] = []
+    monkeypatch.setattr(engine.searches, "start", lambda services=None: asked.append(services))
+    view = SearchView(
+        running=False,
+        started=0.0,
+        finished=1.0,
+        services={
+            "signal": {
+                "winner": {"route": "found-oob-sni-tlsfrag-sni", "chain": "oob:sni | tlsfrag:sni"},
+                "verdict": "works via found-oob-sni-tlsfrag-sni (oob:sni | tlsfrag:sni)",
+                "tried": [
+                    {"chain": "tlsfrag:sni", "stage": "screen", "ok": False,
+                     "target": "tls://chat.signal.org:443", "failure": "connection_reset",
+                     "op": "tls_handshake"},
+                    {"chain": "oob:sni | tlsfrag:sni", "stage": "confirm", "ok": True,
+                     "target": None, "failure": None, "op": None},
+                ],
+            }
+        },
+    )  # fmt: skip
+    monkeypatch.setattr(engine.searches, "view", lambda: view)
+    app = fixed_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "doh", "signal")
+        await pilot.press("f")
+        assert asked == [["signal"]]
+        details = str(app.screen.query_one(CellDetails).render())
+        assert "Strategy search  2 attempts" in details
+        assert "works via found-oob-sni-tlsfrag-sni (oob:sni | tlsfrag:sni)" in details
+        assert "✗ tlsfrag:sni  connection_reset during tls_handshake" in details
+        assert "✓ oob:sni | tlsfrag:sni  works (every target)" in details
+        await go_to(pilot, "doh", "telegram")  # no search for telegram: nothing about it
+        assert "Strategy search" not in str(app.screen.query_one(CellDetails).render())

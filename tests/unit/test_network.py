@@ -23,6 +23,7 @@ from helper.probe.network import (
     NetworkWatch,
     RouteState,
     answered,
+    controls_for,
     offline_result,
     verdict,
 )
@@ -310,3 +311,130 @@ def _mixed(snapshot):
     from helper.status import ListenerView
 
     return () if snapshot.listening("mixed") else (ListenerView("mixed", "127.0.0.1", 1080),)
+
+
+# --- the monitor: verdicts as they arrive, "offline" once a pass found nothing ------------
+
+ROUTES = ("a", "b", "c")
+
+
+class ScriptedProber:
+    """Each route's probe returns its scripted result once its gate opens (no gate: at once)."""
+
+    def __init__(self, outcomes: dict[str, ProbeResult]) -> None:
+        self.outcomes = outcomes
+        self.gates = {name: asyncio.Event() for name in outcomes}
+        for gate in self.gates.values():
+            gate.set()
+        self.done: dict[str, asyncio.Event] = {name: asyncio.Event() for name in outcomes}
+
+    async def probe(self, service, route) -> ProbeResult:
+        await self.gates[route.name].wait()
+        self.done[route.name].set()
+        return dataclasses.replace(self.outcomes[route.name], route=route.name)
+
+
+@pytest.fixture
+async def monitored():
+    routes = {name: "direct" for name in ROUTES}
+    text = config_text(routes=routes, extra=SERVICE + '[probe]\nstagger = "1ms"\n')
+    engine = Engine(parse_config(text), probe_on_start=False)
+    probed: list[list[ProbeResult]] = []
+    engine.monitor.on_probed = lambda _service, results: probed.append(results)
+    engine.probed = probed
+    yield engine
+    await engine.stop()
+
+
+def _use(engine, network: Network, outcomes: dict[str, ProbeResult]) -> ScriptedProber:
+    prober = ScriptedProber(outcomes)
+    engine.monitor.prober = prober
+    engine.monitor.watch = engine.network = watch(network)
+    return prober
+
+
+def _health(engine, route: str):
+    return engine.router.health.get("telegram", route)
+
+
+async def test_a_pass_where_nothing_answered_says_offline_and_leaves_health(monitored) -> None:
+    _use(monitored, Network(routed=True), dict.fromkeys(ROUTES, NXDOMAIN))
+    service = next(s for s in monitored.router.services if s.name == "telegram")
+    await monitored.monitor._probe(service)
+    for name in ROUTES:
+        assert monitored.monitor.results[("telegram", name)].diagnosis.startswith("offline:")
+        assert _health(monitored, name).ok is None  # nothing learnt about the route
+    assert monitored.probed == []  # no search from an offline pass
+
+
+async def test_verdicts_flow_as_they_arrive_once_a_route_answered(monitored) -> None:
+    prober = _use(monitored, Network(routed=True), {"a": NXDOMAIN, "b": SNI_RESET, "c": NXDOMAIN})
+    prober.gates["c"].clear()
+    service = next(s for s in monitored.router.services if s.name == "telegram")
+    task = asyncio.ensure_future(monitored.monitor._probe(service))
+    await prober.done["b"].wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # b got an answer (a reset after connecting): a's held verdict and b's are recorded now,
+    # while c still runs, and they blame the censor as measured.
+    for name in ("a", "b"):
+        assert _health(monitored, name).ok is False
+        assert not monitored.monitor.results[("telegram", name)].diagnosis.startswith("offline")
+    assert ("telegram", "c") not in monitored.monitor.results
+    prober.gates["c"].set()
+    await task
+    assert _health(monitored, "c").ok is False
+    assert len(monitored.probed) == 1
+
+
+async def test_an_unanswered_verdict_waits_for_the_pass(monitored) -> None:
+    prober = _use(monitored, Network(routed=True, answering={"198.51.100.1"}), {})
+    prober.outcomes.update({"a": NXDOMAIN, "b": NXDOMAIN, "c": NXDOMAIN})
+    prober.gates.update({n: asyncio.Event() for n in ROUTES})
+    prober.done.update({n: asyncio.Event() for n in ROUTES})
+    prober.gates["a"].set()
+    service = next(s for s in monitored.router.services if s.name == "telegram")
+    task = asyncio.ensure_future(monitored.monitor._probe(service))
+    await prober.done["a"].wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert _health(monitored, "a").ok is None  # held: the network may be down
+    for name in ("b", "c"):
+        prober.gates[name].set()
+    await task
+    # A control target answered: the network works, so these are the censor's doing.
+    for name in ROUTES:
+        assert _health(monitored, name).ok is False
+        assert monitored.monitor.results[("telegram", name)].diagnosis.endswith("DNS blocking")
+    assert len(monitored.probed) == 1
+
+
+async def test_no_route_out_says_offline_before_the_pass_ends(monitored) -> None:
+    prober = _use(monitored, Network(routed=False), dict.fromkeys(ROUTES, BLACK_HOLED))
+    prober.gates["c"].clear()
+    service = next(s for s in monitored.router.services if s.name == "telegram")
+    task = asyncio.ensure_future(monitored.monitor._probe(service))
+    await prober.done["b"].wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if ("telegram", "b") in monitored.monitor.results:
+            break
+    assert monitored.monitor.results[("telegram", "a")].diagnosis.startswith("offline: no route")
+    assert _health(monitored, "a").ok is None
+    prober.gates["c"].set()
+    await task
+    assert all(_health(monitored, n).ok is None for n in ROUTES)
+    assert monitored.probed == []
+
+
+def test_the_environment_replaces_only_the_built_in_control_targets(monkeypatch) -> None:
+    monkeypatch.setenv("DETOUR_CONTROL_TARGETS", "127.0.0.1:9, [::1]:9")
+    built_in = parse_config(config_text()).probe.control_targets
+    assert controls_for(built_in) == (Endpoint("127.0.0.1", 9), Endpoint("::1", 9))
+    assert controls_for(CONTROLS) == CONTROLS  # a config's own targets stay
+    monkeypatch.setenv("DETOUR_CONTROL_TARGETS", "")
+    assert controls_for(built_in) == ()
+    monkeypatch.setenv("DETOUR_CONTROL_TARGETS", "example.com:443")
+    assert controls_for(built_in) == built_in  # a bad value is ignored (and logged)
+    monkeypatch.delenv("DETOUR_CONTROL_TARGETS")
+    assert controls_for(built_in) == built_in

@@ -118,3 +118,29 @@ async def test_the_router_leaves_out_a_route_that_cannot_carry_the_destination()
         with pytest.raises(Exception, match="no DC"):
             await router.connect(TARGET)
     assert router.health.get("telegram", "picky").ok is None
+
+
+async def test_a_race_books_its_first_route_at_once_and_its_later_ones_as_a_client() -> None:
+    from helper.routing import Router
+    from helper.search.budget import HandshakeBudget
+    from helper.services import Service, ServiceTable
+
+    class Refused(Scripted):
+        async def dial(self, target: Endpoint) -> object:
+            raise DialError(Failure.CONNECTION_REFUSED, Op.CONNECT, "refused")
+
+    budget = HandshakeBudget(limit=3, window=0.01, gap=0.001)
+    booked: list[tuple[str, bool, bool]] = []
+    book = budget.book
+
+    def spy(name: str, now: float, *, client: bool = False, first: bool = False):
+        booked.append((name, client, first))
+        return book(name, now, client=client, first=first)
+
+    budget.book = spy  # type: ignore[method-assign]
+    routes = [Route("a", CHAIN, Refused([])), Route("b", CHAIN, Scripted([], end="return"))]
+    service = Service("telegram", domains=("example.com",), cidrs=())
+    router = Router(routes, ServiceTable([service]), "a", budget=budget)
+    connection = await router.connect(TARGET)
+    assert connection.route.name == "b"
+    assert booked == [(TARGET.host, True, True), (TARGET.host, True, False)]

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Time to a working route on a network detour has not seen, with the built-in config: from
+the engine's start to the first probe verdict that says a route works, per scenario and
+service -- detour's start-up probing (every route of a service at once) against trying the
+routes one by one in the config's order (each probed to its verdict before the next).
+
+    sudo .venv/bin/python benchmarks/cascade.py                   # every scenario
+    sudo .venv/bin/python benchmarks/cascade.py sni-reset freeze-16k
+    sudo .venv/bin/python benchmarks/cascade.py --json out.json   # also the raw numbers
+
+Linux and root: it runs in the kernel-level lab standing in for the internet
+(helper/lab/cascade.py, docs/lab.md "The built-in config against the lab"). For each scenario
+this script runs itself with `--inner` in the lab's client namespace (the censored network,
+with the lab's resolver as the system resolver and the lab's CA trusted), with an empty
+state directory: no memory of the network.
+
+* start-up (detour): an Engine with the built-in config (its listener on 127.0.0.1:0), started
+  with its start-up probes; the time from `start()` to the first ProbeFinished that works for
+  each service (the route the router puts first from then on);
+* one by one: a Prober with the same settings, probing each route of the service in config
+  order until one works (a dead route costs its probe's verdict, up to `[probe] timeout`).
+
+A service no route solves has no time ("none"); the start-up column then shows how long it
+took to know that (every route's verdict), the one-by-one column stops trying after 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LIMIT = 60.0  # seconds: a service without a working route by then is "none"
+SEQUENTIAL_LIMIT = 30.0  # one by one: stop trying after this long ("> 30 s")
+
+
+async def inner() -> dict[str, Any]:
+    """In the client namespace: both ways, for every built-in service."""
+    from helper.config import load_config
+    from helper.engine import Engine
+    from helper.events import ProbeFinished
+    from transports import Endpoint
+
+    config = load_config()
+    config = dataclasses.replace(
+        config, listen=dataclasses.replace(config.listen, mixed=Endpoint("127.0.0.1", 0))
+    )
+    results: dict[str, Any] = {s.name: {} for s in config.services}
+
+    engine = Engine(config)
+    events = engine.events.subscribe(limit=100_000)
+    started = time.monotonic()
+    await engine.start()
+    pending = set(results)
+    finished: dict[str, int] = {name: 0 for name in results}
+    routes = len(engine.router.routes)
+    try:
+        async with asyncio.timeout(LIMIT):
+            while pending:
+                event = await events.get()
+                if not isinstance(event, ProbeFinished):
+                    continue
+                service = event.result.service
+                finished[service] += 1
+                if service in pending and event.result.ok:
+                    results[service]["startup"] = {
+                        "seconds": time.monotonic() - started,
+                        "route": event.result.route,
+                    }
+                    pending.discard(service)
+                elif service in pending and finished[service] == routes:
+                    results[service]["startup"] = {
+                        "seconds": time.monotonic() - started,
+                        "route": None,
+                    }
+                    pending.discard(service)
+    except TimeoutError:
+        pass
+    finally:
+        await engine.stop()
+
+    engine = Engine(config, probe_on_start=False)
+    await engine.start()
+    try:
+        for service in engine.router.services:
+            t0 = time.monotonic()
+            found = None
+            for route in engine.router.candidates(service):
+                if time.monotonic() - t0 > SEQUENTIAL_LIMIT:
+                    break
+                result = await engine.prober.probe(service, route)
+                if result.ok:
+                    found = route.name
+                    break
+            results[service.name]["sequential"] = {
+                "seconds": time.monotonic() - t0,
+                "route": found,
+            }
+    finally:
+        await engine.stop()
+    return results
+
+
+async def outer(names: list[str], network: str) -> dict[str, Any]:
+    from helper.lab.netns import NetnsLab
+    from helper.lab.scenario import load_scenario
+
+    out: dict[str, Any] = {}
+    async with NetnsLab("baseline", network=network, stand_in=True) as lab:
+        for name in names:
+            await lab.set_scenario(load_scenario(name, lab.table))
+            with tempfile.TemporaryDirectory(prefix="detour-bench-") as state:
+                env = {
+                    **os.environ,
+                    "SSL_CERT_FILE": str(lab.ca.ca_path),
+                    "DETOUR_STATE_DIR": state,
+                    "PYTHONPATH": str(ROOT),
+                }
+                command = lab.client_command(sys.executable, str(Path(__file__)), "--inner")
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    env=env,
+                )
+                stdout, _ = await process.communicate()
+            out[name] = json.loads(stdout)
+            print(_row(name, out[name]), flush=True)
+    return out
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "--"
+    route = entry["route"]
+    return f"{entry['seconds']:.1f} s `{route}`" if route else f"none ({entry['seconds']:.0f} s)"
+
+
+def _row(name: str, result: dict[str, Any]) -> str:
+    cells = []
+    for service in ("telegram", "whatsapp", "signal"):
+        entry = result.get(service, {})
+        cells += [_cell(entry.get("startup")), _cell(entry.get("sequential"))]
+    return f"| `{name}` | " + " | ".join(cells) + " |"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--network", default="11.78.0.0/16")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.inner:
+        print(json.dumps(asyncio.run(inner())))
+        return 0
+    from helper.lab.scenario import scenario_names
+
+    names = args.scenarios or scenario_names()
+    print("| scenario | telegram: start-up | one by one | whatsapp: start-up | one by one "
+          "| signal: start-up | one by one |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    results = asyncio.run(outer(names, args.network))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

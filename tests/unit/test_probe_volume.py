@@ -1,0 +1,95 @@
+"""The freeze check's response counter: whole HTTP/1.1 responses in a byte stream however it
+is cut, so the prober knows whether the server still owes it bytes when they stop."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helper.probe.volume import (
+    FREEZE_WINDOW,
+    MAX_REQUESTS,
+    NotHttp,
+    ResponseCounter,
+    requests_needed,
+)
+
+WITH_LENGTH = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+)
+NO_BODY = b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"
+INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n" + WITH_LENGTH
+
+
+def cuts(data: bytes, points: list[int]) -> list[bytes]:
+    points = sorted({p % (len(data) + 1) for p in points})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@given(
+    st.lists(st.sampled_from([WITH_LENGTH, CHUNKED, NO_BODY, INTERIM]), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_counts_whole_responses_however_the_bytes_arrive(
+    responses: list[bytes], points: list[int]
+) -> None:
+    data = b"".join(responses)
+    counter = ResponseCounter()
+    for piece in cuts(data, points):
+        counter.feed(piece)
+    assert counter.complete == len(responses)
+    assert counter.received == len(data)
+    first = responses[0]
+    assert counter.first_size == (len(WITH_LENGTH) if first is INTERIM else len(first))
+    assert not counter.until_close
+
+
+def test_a_response_cut_short_is_not_complete() -> None:
+    counter = ResponseCounter()
+    counter.feed(WITH_LENGTH + WITH_LENGTH[:-3])
+    assert counter.complete == 1
+
+
+def test_a_response_without_length_runs_to_the_close() -> None:
+    counter = ResponseCounter()
+    counter.feed(b"HTTP/1.0 200 OK\r\n\r\nsome body")
+    counter.feed(b"HTTP/1.1 200 OK")  # body bytes now, whatever they look like
+    assert counter.until_close and counter.complete == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_what_is_not_http_says_so(data: bytes) -> None:
+    with pytest.raises(NotHttp):
+        ResponseCounter().feed(data)
+
+
+@given(st.binary(max_size=2048), st.lists(st.integers(min_value=0), max_size=8))
+def test_any_bytes_are_counted_or_refused(data: bytes, points: list[int]) -> None:
+    counter = ResponseCounter()
+    try:
+        for piece in cuts(data, points):
+            counter.feed(piece)
+    except NotHttp:
+        return
+    assert counter.received == len(data)
+
+
+def test_requests_needed_fills_the_window() -> None:
+    assert requests_needed(1000, 1000) == -(-(FREEZE_WINDOW - 1000) // 1000)
+    assert requests_needed(FREEZE_WINDOW, 10) == 0
+    assert requests_needed(100, 1) == MAX_REQUESTS  # tiny answers: bounded
+    assert requests_needed(100, 0) == 0

@@ -310,6 +310,7 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
         "version": __version__,
         "started_at": round(started, 3),
         "uptime_s": round(max(0.0, now - started), 3),
+        "network": snapshot.network.to_json(),
         "services": services,
         "listeners": [
             {"kind": listener.kind, "address": str(Endpoint(listener.host, listener.port))}
@@ -362,10 +363,13 @@ def mtproto_links(snapshot: Snapshot, *, reveal: bool) -> list[dict[str, str]]:
 
 
 def health(snapshot: Snapshot) -> tuple[bool, str]:
-    """Healthy: the mixed listener accepts connections, and some service has a route known
-    to work -- or some service is not checked yet (just started), or there are none."""
+    """Healthy: the mixed listener accepts connections, the network is not down, and some
+    service has a route known to work -- or some service is not checked yet (just started),
+    or there are none."""
     if not snapshot.listening("mixed"):
         return False, "listener not running"
+    if snapshot.network.offline:
+        return False, f"offline: {snapshot.network.reason}"
     if any(service.active is not None for service in snapshot.services):
         return True, "ok"
     for service in snapshot.services:

@@ -2,7 +2,8 @@
 (the headless run: helper/headless.py).
 
 Exit codes: 0 success (and a clean stop on a signal), 1 runtime failure (e.g. the port is
-taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route.
+taken), 2 bad config or usage. `detour probe` exits 1 when a service has no working route,
+3 when the network is down (helper/probe/run.py OFFLINE_EXIT).
 
 Why this module is long: one parser for every subcommand and its options, and each
 command's few lines of glue (load the config, say what is wrong, run it); the commands

@@ -8,6 +8,9 @@ A reload (`Engine.reload`, SIGHUP when headless) builds a new router from a new 
 switches new connections to it; connections already relayed keep the router (and the
 resolvers) they started with, which are closed when the last of them ends. Draining
 (`Engine.drain`) stops accepting and lets established connections finish, up to a deadline.
+
+Why this module is long: the engine owns every part's lifetime (build, reload, drain, stop)
+and the snapshot that gathers them; each part's logic lives in its own module.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from transports.resolver import Resolver, StaticResolver
 
 from .config import Config
 from .events import EventBus
+from .probe.network import NetworkWatch
 from .probe.probe import Prober
 from .proxy import ClientServer, MixedListener, TransparentListener
 from .proxy.mixed import listen_admission
@@ -108,6 +112,8 @@ class Engine:
         # The strategy searches (helper/search/): on demand and on their triggers.
         self.searches = Searches(self)
         self._generation = self._build(config, contextlib.AsyncExitStack())
+        # Whether the network is up at all (offline is not censorship): kept across reloads.
+        self.network = NetworkWatch(config.probe.control_targets, timeout=config.probe.timeout)
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
@@ -224,6 +230,7 @@ class Engine:
             store=store,
             network=self._network,
             tally=self.tally,
+            network_watch=self.network,
         )
         # The search probes candidates that are no routes yet: no events for them.
         search_prober = Prober(
@@ -269,6 +276,7 @@ class Engine:
             listeners=tuple(listeners),
             counters=self.tally.freeze(),
             default_policy=router.default_policy,
+            network=self.network.state,
             search=self.searches.view(),
             mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
             links=(self.signal.link_view(),) if self.signal is not None else (),
@@ -331,6 +339,7 @@ class Engine:
             # the old router and the new one.
             old_monitor = self.monitor
             self._generation = new
+            self.network.configure(config.probe.control_targets, config.probe.timeout)
             self.budget.limit = config.probe.handshakes
             self.budget.window = config.probe.handshake_window
             self.budget.gap = config.probe.handshake_gap
@@ -392,6 +401,7 @@ class Engine:
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
+        await self.network.aclose()
         await self.server.stop()
         for task in list(self._retiring):
             task.cancel()

@@ -146,6 +146,17 @@ class Metrics:
             ),
         )
         family(
+            "detour_network_state",
+            "gauge",
+            "1 for the network's state (online, offline, unknown), 0 for the others: offline "
+            "when nothing answers, not even the control targets.",
+            (
+                _sample("detour_network_state", (("state", state),), int(state == network))
+                for state in ("online", "offline", "unknown")
+                for network in (snapshot.network.state,)
+            ),
+        )
+        family(
             "detour_metrics_events_dropped_total",
             "counter",
             # Always 0 now that the counters are kept where their events happen; kept for

@@ -37,6 +37,7 @@ __all__ = [
     "Histogram",
     "LinkView",
     "ListenerView",
+    "NetworkView",
     "ProbeRound",
     "ProbeTally",
     "RouteView",
@@ -129,6 +130,28 @@ class ListenerView:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkView:
+    """Whether the network is up (helper/probe/network.py decides): "online" (something
+    answered), "offline" (nothing did: no service, no DNS, no control target, or no route
+    at all) or "unknown" (not measured yet, or nothing to tell)."""
+
+    state: str = "unknown"
+    reason: str = ""
+    checked_at: float = 0.0  # wall clock; 0: never
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "checked_at": round(self.checked_at, 3) if self.checked_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LinkView:
     """An endpoint phones are pointed at with a link: where it is, and the links that set it
     up in the app (`signal`: https://signal.tube/#HOST and sgnl://signal.tube/#HOST)."""
@@ -194,6 +217,7 @@ class Snapshot:
     listeners: tuple[ListenerView, ...]  # in start order: mixed first
     counters: Counters
     default_policy: str = ""
+    network: NetworkView = NetworkView()
     search: SearchView | None = None  # None: no search has run
     # The MTProto proxy endpoint's users and links (secrets inside: shown hidden unless the
     # owner asks, helper/api.py); empty when [mtproto_proxy] is off.

@@ -27,6 +27,12 @@ import subprocess
 import sys
 import textwrap
 import time
+
+# No test sends a packet to the public control targets (docs/routing.md "Offline or
+# censored"): detour in-process and every detour subprocess (which inherits this) connects
+# to a closed loopback port instead, which answers at once (a refusal: the network is up).
+# Configs that name their own control targets (the labs) keep them.
+os.environ["DETOUR_CONTROL_TARGETS"] = "127.0.0.1:9"
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +42,10 @@ from hypothesis import HealthCheck, is_hypothesis_test, settings
 
 from helper.config import Config, parse_config
 from helper.engine import Engine
+from helper.probe import network
 from tests.support import origins
 from tests.support.peers import free_port
+from transports import Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +156,23 @@ def echo_origin(background: origins.BackgroundLoop) -> Iterator[origins.Origin]:
 @pytest.fixture(scope="session")
 def integrity_origin(background: origins.BackgroundLoop) -> Iterator[origins.Origin]:
     yield from _session_origin(background, origins.start_integrity())
+
+
+@pytest.fixture(autouse=True)
+def _public_controls_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process engines never connect to the default control targets (public resolvers:
+    docs/routing.md "Offline or censored"): traffic stays on loopback and in the lab, whose
+    network is up. A public control target counts as answering, with no packet sent; one on
+    loopback or in a lab range is connected to for real (tests/unit/test_network.py scripts
+    its own; tests/integration/test_offline_netns.py runs detour in a namespace)."""
+    real = network.control_connect
+
+    async def connect(target: Endpoint, timeout: float) -> bool:
+        if target.ip is not None and target.ip.is_global:
+            return True
+        return await real(target, timeout)
+
+    monkeypatch.setattr(network, "control_connect", connect)
 
 
 def config_text(

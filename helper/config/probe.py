@@ -4,9 +4,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from transports import Endpoint
 
 from .schema import setting
 from .values import duration_or_off, limit, parse_duration, rate
+
+# Public resolvers' addresses, reached by IP (no DNS needed) on 443: reachable from censored
+# networks (Yandex's, in Russia, stays up on Russian networks; the others are not blocked
+# by address where the services are) and from uncensored ones. docs/routing.md "Offline".
+CONTROL_TARGETS = ["77.88.8.8:443", "1.1.1.1:443", "9.9.9.9:443", "8.8.8.8:443"]
+
+
+def control_target(value: Any) -> Endpoint:
+    """An `IP:PORT` a control measurement connects to: an address, so that no DNS is needed."""
+    if not isinstance(value, str):
+        raise ValueError('expected "IP:PORT", e.g. "77.88.8.8:443"')
+    try:
+        endpoint = Endpoint.parse(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc} (e.g. "77.88.8.8:443" or "[2a02:6b8::feed:0ff]:443")') from None
+    if endpoint.ip is None:
+        raise ValueError(f"{value!r}: an IP address, not a name (a control needs no DNS)")
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,15 @@ class ProbeConfig:
         duration_or_off,
         "How long a route may take to answer a client's TLS ClientHello before detour sends it "
         "through the next route; `0` turns retrying off.",
+    )
+    control_targets: tuple[Endpoint, ...] = setting(
+        CONTROL_TARGETS,
+        each=control_target,
+        doc="Addresses (`IP:PORT`) that answer from censored and uncensored networks alike: "
+        "when no service, no DNS and none of these answers, detour says the network is down "
+        "instead of blaming censorship, and probes again as soon as one answers "
+        "([routing.md](routing.md#offline-or-censored)). `[]`: only a missing route says "
+        "the network is down.",
     )
     handshakes: int = setting(
         3,

@@ -1,5 +1,7 @@
 """`detour probe`: one pass over every service and route, with progress on a terminal, then
-the table (or JSON) and a summary."""
+the table (or JSON) and a summary. When nothing answered at all, the control measurement
+(network.py) decides whether the network is down: then the results say "offline", not
+censorship, and the exit code is OFFLINE_EXIT."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import sys
 from ..config import Config
 from ..events import ProbeFinished, ProbeStarted
 from ..routing.state import HealthStore
+from .network import offline_result
 from .report import FAIL_MARK, OK_MARK, ServiceReport, json_report, summary, table
 
-__all__ = ["probe_services"]
+__all__ = ["OFFLINE_EXIT", "probe_services"]
+
+OFFLINE_EXIT = 3  # the network is down: nothing answered, not even the control targets
 
 
 async def probe_services(
@@ -39,7 +44,12 @@ async def probe_services(
             routes = [engine.router.route(n) for n in engine.router.routes_of(service)]
             results = await engine.prober.probe_service(service, routes)
             reports.append(ServiceReport(service.name, results))
-        if search:
+        network = await engine.network.assess(r for report in reports for r in report.results)
+        if network.offline:
+            # Nothing was learnt about the routes: no search either (it would find nothing).
+            for report in reports:
+                report.results = [offline_result(r, network) for r in report.results]
+        elif search:
             await _search(engine, services, reports)
     finally:
         if progress is not None:
@@ -47,11 +57,20 @@ async def probe_services(
             await asyncio.gather(progress, return_exceptions=True)
         await engine.stop()
     if as_json:
-        json.dump(json_report(reports), sys.stdout, indent=2)
+        document = json_report(reports)
+        document["network"] = network.to_json()
+        json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(table(reports))
         sys.stdout.write("\n" + summary(reports))
+        if network.offline:
+            sys.stdout.write(
+                f"\nThe network is down ({network.reason}): these failures say nothing of "
+                "censorship. Probe again once connected.\n"
+            )
+    if network.offline:
+        return OFFLINE_EXIT
     return 0 if all(r.reachable for r in reports) else 1
 
 

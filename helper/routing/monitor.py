@@ -15,6 +15,14 @@ The monitor is the router's observer (RouterObserver): the router tells it which
 clients use and which route keeps failing. It keeps what a status view shows of the probes:
 the latest result per cell, which probes run, how far a round has got, and how long each
 took (the Tally's histogram).
+
+Each route's verdict is recorded as soon as it is known, except one that got no answer at
+all: that is held until the service's pass ends. When no route of the service got an
+answer, the network watch (`watch`, helper/probe/network.py) says whether the network is
+down; then the results say "offline" instead of naming censorship, route health is left as
+it was (nothing was learnt about the routes), no search starts (`on_probed`), and every
+service is probed again as soon as the network is back. A missing route out (the route
+lookup, which sends nothing) shows "offline" at once, before the pass ends.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
 from ..probe.probe import Prober, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
@@ -41,6 +51,16 @@ log = logging.getLogger("detour.routing")
 TICK = 1.0
 
 
+@dataclass
+class _Pass:
+    """One probe pass over a service's routes: the results that got no answer at all, held
+    until the pass shows whether the network is down."""
+
+    results: list[ProbeResult] = field(default_factory=list)
+    answered: bool = False  # some route got an answer: nothing more is held
+    looked_up: bool = False  # the route lookup ran in this pass
+
+
 class HealthMonitor:
     def __init__(
         self,
@@ -52,8 +72,10 @@ class HealthMonitor:
         network: str = "",
         lazy: bool = True,
         tally: Tally | None = None,
+        network_watch: NetworkWatch | None = None,
     ) -> None:
         self.router = router
+        self.watch = network_watch
         self.tally = tally
         self.prober = prober
         self.interval = interval
@@ -91,8 +113,12 @@ class HealthMonitor:
                 self._requested.add(service.name)
             self._next[service.name] = now + self._jittered()
         self._loop_task = asyncio.ensure_future(self._loop())
+        if self.watch is not None:
+            self.watch.on_back = self._network_back
 
     async def stop(self) -> None:
+        if self.watch is not None and self.watch.on_back == self._network_back:
+            self.watch.on_back = None
         tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -116,6 +142,11 @@ class HealthMonitor:
     def probe_status(self) -> tuple[Mapping[tuple[str, str], ProbeResult], ProbeRound]:
         """The latest result per (service, route), and the probes running now."""
         return dict(self.results), self.progress.freeze()
+
+    def _network_back(self, state: NetworkView) -> None:
+        log.info("probing every service again: the network is back (%s)", state.reason)
+        for service in self.services:
+            self.request(service)
 
     def request(self, service: Service) -> None:
         """Re-probe `service` now (a user asked, or its route keeps failing)."""
@@ -164,8 +195,9 @@ class HealthMonitor:
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
             finished = [asyncio.Event() for _ in routes]
+            held = _Pass()
             results = await asyncio.gather(
-                *(self._probe_route(service, r, i, finished) for i, r in enumerate(routes))
+                *(self._probe_route(service, r, i, finished, held) for i, r in enumerate(routes))
             )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
@@ -175,6 +207,19 @@ class HealthMonitor:
             self.probing.discard(service.name)
             for route in routes:
                 self.progress.finish(service.name, route.name)
+        offline = False
+        if held.results:
+            # Nothing answered through any route: the network decides what the failures mean.
+            state = await self.watch.assess(results) if self.watch is not None else None
+            if state is not None and state.offline:
+                offline = True
+                results = [offline_result(r, state) for r in results]
+                for result in results:
+                    # Nothing learnt about the routes: their health stays as it was.
+                    self.results[(result.service, result.route)] = result
+            else:
+                for result in held.results:
+                    self._commit(result)
         for result in results:
             if result.ok:
                 log.info(
@@ -184,7 +229,8 @@ class HealthMonitor:
                 log.info("%s via %s: %s", service.name, result.route, result.diagnosis)
         self.router.note_health_change(f"probed {service.name}")
         self._save()
-        if self.on_probed is not None:
+        if self.on_probed is not None and not offline:
+            # (Offline: a search would find nothing, and learn nothing about the routes.)
             self.on_probed(service, results)
 
     async def _probe_route(
@@ -193,6 +239,7 @@ class HealthMonitor:
         route: Route,
         index: int = 0,
         finished: list[asyncio.Event] | None = None,
+        held: _Pass | None = None,
     ) -> ProbeResult:
         if finished is not None:
             await wait_turn(index, finished, self.router.stagger)
@@ -213,12 +260,36 @@ class HealthMonitor:
                 result.failure.value if failed and result.failure else None,
                 result.op.value if failed and result.op else None,
             )
-        self._record(result)
+        await self._record(result, held)
         return result
 
-    def _record(self, result: ProbeResult) -> None:
+    async def _record(self, result: ProbeResult, held: _Pass | None = None) -> None:
         """One route's verdict, as soon as it is known: a route that works is used before
-        the slower routes' probes end (the time to a working route on a new network)."""
+        the slower routes' probes end (the time to a working route on a new network).
+
+        With a network watch, a result that got no answer at all is held until the pass
+        ends (`held`): when no route of the service got one either, the network may be down,
+        and then the result says "offline" and route health is left alone. Once any route
+        answered, the held results and all later ones are recorded at once. A missing route
+        out (the route lookup, no packet sent) shows "offline" before the pass ends."""
+        if held is None or self.watch is None or held.answered:
+            self._commit(result)
+            return
+        if result.ok or answered(result):
+            held.answered = True
+            for earlier in held.results:
+                self._commit(earlier)
+            held.results.clear()
+            self._commit(result)
+            return
+        held.results.append(result)
+        if not held.looked_up:
+            held.looked_up = True
+            await self.watch.check_route()
+        if self.watch.state.offline and not held.answered:
+            self.results[(result.service, result.route)] = offline_result(result, self.watch.state)
+
+    def _commit(self, result: ProbeResult) -> None:
         self.results[(result.service, result.route)] = result
         self.router.health.record_probe(result)
         if result.ok:

@@ -18,7 +18,14 @@ import segno
 
 from ..config import User
 
-__all__ = ["ProxySettings", "lan_addresses", "proxy_settings", "qr_rows", "telegram_link"]
+__all__ = [
+    "ProxySettings",
+    "lan_addresses",
+    "pac_url",
+    "proxy_settings",
+    "qr_rows",
+    "telegram_link",
+]
 
 HIDDEN = "••••••••"
 
@@ -76,6 +83,16 @@ def proxy_settings(
         )
     loopback = ip.is_loopback if ip is not None else host == "localhost"
     return ProxySettings(host, port, only_this_machine=loopback, **login)  # type: ignore[arg-type]
+
+
+def pac_url(api_host: str, api_port: int, proxy: ProxySettings) -> str:
+    """Where browsers find the status API's PAC file (`GET /proxy.pac`). An API listening on
+    every address is reached where the proxy is (the address the screen shows for it)."""
+    host = api_host
+    if _is_ip(host) and ipaddress.ip_address(host).is_unspecified:
+        host = proxy.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{api_port}/proxy.pac"
 
 
 def _is_ip(text: str) -> bool:

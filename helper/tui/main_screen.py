@@ -88,6 +88,8 @@ class MainScreen(Screen[None]):
         left.append(f"  proxy {app.proxy.address}", "")
         left.append("  s: set up apps", "dim")
         progress = model.describe_probes(snapshot.probes, snapshot.last_probe, app.clock())
+        if not snapshot.probes.running:
+            progress = model.describe_network(snapshot.network) or progress
         if snapshot.search is not None and snapshot.search.running:
             progress = f"searching strategies · {progress}"
         grid.add_row(left, Text(progress))

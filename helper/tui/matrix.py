@@ -112,6 +112,7 @@ def state_styles(app: App) -> dict[str, str]:
         "unknown": "dim",
         "disabled": "dim",
         "unused": "dim",
+        "offline": colours.get("text-warning", "yellow"),
     }
 
 

@@ -4,7 +4,8 @@ the numbers of a live connection. The widgets only lay these out, so this module
 its own and the words stay the same wherever they appear.
 
 The cell texts come from the diagnosis vocabulary (helper/probe/diagnose.py); this module
-adds only the states that are not a diagnosis: not tried, probing, disabled.
+adds only the states that are not a diagnosis: not tried, probing, disabled, and offline
+(the network is down: helper/probe/network.py; no cell then blames censorship).
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ from ..probe.diagnose import short, short_for
 
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult
-    from ..status import ConnectionView, Health, ProbeRound, RouteView, ServiceView, Snapshot
+    from ..status import (
+        ConnectionView,
+        Health,
+        NetworkView,
+        ProbeRound,
+        RouteView,
+        ServiceView,
+        Snapshot,
+    )
 
 __all__ = [
     "ACTIVE",
     "FAILS",
     "NOT_TRIED",
+    "NO_NETWORK",
     "OFF",
     "PINNED",
     "PROBING",
@@ -34,6 +44,7 @@ __all__ = [
     "ServiceHeader",
     "cell",
     "connection_row",
+    "describe_network",
     "describe_probes",
     "format_bytes",
     "format_duration",
@@ -43,6 +54,7 @@ __all__ = [
 
 # Glyphs and words, never colour alone: each state has its own mark.
 WORKS, FAILS, NOT_TRIED, PROBING, OFF = "✓", "✗", "·", "…", "–"
+NO_NETWORK = "○"  # the network is down: nothing is known of the routes
 # Before a cell's glyph: the route new connections of the service take first, or the one the
 # user pinned (which is then the only one they take).
 ACTIVE, PINNED = "▶", "◆"
@@ -52,7 +64,7 @@ ACTIVE, PINNED = "▶", "◆"
 class Cell:
     """One service through one route, as the matrix shows it."""
 
-    state: str  # ok, fail, unknown, probing, disabled, unused
+    state: str  # ok, fail, unknown, probing, disabled, unused, offline
     text: str  # "works 84 ms", "reset after ClientHello", "not tried", ...
     active: bool = False
     pinned: bool = False
@@ -65,6 +77,7 @@ class Cell:
             "probing": PROBING,
             "disabled": OFF,
             "unused": OFF,
+            "offline": NO_NETWORK,
         }.get(self.state, NOT_TRIED)
 
     @property
@@ -80,8 +93,8 @@ class ServiceHeader:
     """A service's verdict above its column."""
 
     name: str
-    state: str  # ok, fail, unknown, probing
-    text: str  # "✓ via tls-fragment", "✗ no route works", ...
+    state: str  # ok, fail, unknown, probing, offline
+    text: str  # "✓ via tls-fragment", "✗ no route works", "○ offline", ...
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,8 @@ def cell(snapshot: Snapshot, service: ServiceView, route: RouteView) -> Cell:
     health = snapshot.health_of(service.name, route.name)
     if health.failure == Failure.NOT_APPLICABLE.value:  # (tgws for a service without DCs)
         return Cell("unused", "not applicable")
+    if snapshot.network.offline:
+        return Cell("offline", "offline", active, pinned)
     if health.ok is None:
         return Cell(
             "unknown", "not tried" if service.service.probes else "no probes", active, pinned
@@ -138,6 +153,8 @@ def cell(snapshot: Snapshot, service: ServiceView, route: RouteView) -> Cell:
 
 def service_header(snapshot: Snapshot, service: ServiceView) -> ServiceHeader:
     """Whether the service works, and through which route."""
+    if snapshot.network.offline and not any(s == service.name for s, _ in snapshot.probes.cells):
+        return ServiceHeader(service.name, "offline", f"{NO_NETWORK} offline")
     pinned = service.pinned
     if pinned is not None:
         ok = snapshot.health_of(service.name, pinned).ok
@@ -164,6 +181,13 @@ def matrix(snapshot: Snapshot) -> MatrixView:
         routes=tuple((r.name, r.disabled) for r in snapshot.routes),
         cells=tuple(tuple(cell(snapshot, s, r) for s in services) for r in snapshot.routes),
     )
+
+
+def describe_network(network: NetworkView) -> str:
+    """The status line's word on the network: empty unless it is down."""
+    if not network.offline:
+        return ""
+    return f"{NO_NETWORK} offline: {network.reason}; probing again when it is back"
 
 
 def describe_probes(probes: ProbeRound, last_probe: float | None, now: float) -> str:

@@ -10,6 +10,7 @@ the user presses v, and hidden again with v."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
@@ -21,7 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from .appsetup import HIDDEN, qr_rows, telegram_link
+from .appsetup import HIDDEN, pac_url, qr_rows, telegram_link
 
 if TYPE_CHECKING:
     from .front import Front
@@ -144,7 +145,7 @@ class SetupScreen(Screen[None]):
             f"Firefox: Settings → Network Settings → Manual proxy → SOCKS Host {proxy.host}, "
             f"port {proxy.port}, SOCKS v5, “Proxy DNS when using SOCKS v5” on."
         )
-        para("A PAC file comes with the status API (not in this version).", "dim")
+        self._pac(para)
         heading("\nCommand line")
         para(f"curl --socks5-hostname {proxy.address} https://web.telegram.org/")
         para(f"export https_proxy=http://{proxy.address} http_proxy=http://{proxy.address}")
@@ -153,3 +154,23 @@ class SetupScreen(Screen[None]):
             for note in self.app.notes:
                 para(note)
         return Group(*parts)
+
+    def _pac(self, para: Callable[..., None]) -> None:
+        """The status API's PAC file: its URL when the API runs, how to turn it on if not."""
+        api = self.app.status.listening("api")
+        if not api:
+            para(
+                "Or a PAC file (only the services through detour): turn on the status API, "
+                '[api] listen = "127.0.0.1:9080" in your config, then use '
+                "http://127.0.0.1:9080/proxy.pac (docs/status-api.md).",
+                "dim",
+            )
+            return
+        url = pac_url(api[0].host, api[0].port, self.app.proxy)
+        para(f"Or automatic proxy configuration (only the services through detour): {url}")
+        config = self.app.engine.config.api
+        if "/proxy.pac" not in config.public and not self.app.proxy.only_this_machine:
+            para(
+                'Other machines need [api] public = ["/proxy.pac"]: browsers send no token.',
+                "dim",
+            )

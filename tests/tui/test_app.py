@@ -192,7 +192,7 @@ async def test_the_setup_screen_tells_apps_where_to_go(engine) -> None:
             pilot,
             "tg://socks?server=127.0.0.1&port=1080",
             "127.0.0.1:1080  SOCKS5, SOCKS4a and HTTP on one port",
-            "PAC file comes with the status API",
+            "Or a PAC file (only the services through detour): turn on",
         )
         assert "█" in text and "▀" in text  # the QR code
         await pilot.press("escape")

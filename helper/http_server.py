@@ -452,7 +452,9 @@ class HttpServer:
         simple = manner.http09 and _is_simple(raw)
         try:
             if simple:
-                method, target = raw.decode("latin-1").split()
+                # Split as _is_simple did (ASCII whitespace): str.split() would also cut at
+                # \x1c-\x1f, \x85 and \xa0, and find a third part.
+                method, target = (part.decode("latin-1") for part in raw.split())
                 head = RequestHead(method, target, "HTTP/0.9", [])
             else:
                 head = parse_request_head(raw, lenient=manner.lenient)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from helper.http_server import HttpServer, Request, read_request_head
@@ -247,6 +247,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @given(st.one_of(request_heads, server_heads), st.integers(1, 400))
+@example(b"GET \x00\x1c\x00\n HTTP/1.1\r\nHost: \r\n\r\n", 1)  # \x1c: str.split() cuts there
 def test_any_request_gets_an_answer_as_nginx_gives_it(
     loop: asyncio.AbstractEventLoop, head: bytes, chunk: int
 ) -> None:

@@ -269,3 +269,24 @@ class Admission:
 
     def release(self, key: str, *, handshaking: bool) -> None:
         self.book_for(key).release(key, handshaking=handshaking)
+
+
+def endpoint_admission(
+    section: str, config, allow: tuple[IPNetwork, ...], logger: logging.Logger, name: str
+) -> Admission:
+    """Who may use a phone-facing endpoint (`[whatsapp_proxy]`, `[mtproto_proxy]`,
+    `[signal_proxy]`): its own max_connections and max_per_client, the listen allow-list,
+    refusals logged at INFO with the endpoint's name."""
+    return Admission(
+        Limits(
+            config.max_connections,
+            config.max_per_client,
+            0,
+            0,
+            keys=(f"{section}.max_connections", f"{section}.max_per_client", "", ""),
+        ),
+        allow,
+        logger=logger,
+        prefix=f"{name}: ",
+        not_allowed_level=logging.INFO,
+    )

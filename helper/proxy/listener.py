@@ -150,6 +150,8 @@ class Listener:
     several listeners may share), what its clients may reach, and how a connection starts.
     Subclasses write `handshake`; the rest has defaults."""
 
+    backlog = 1024  # pending connections the kernel holds for accept()
+
     kind = "mixed"  # as status views show it
 
     def __init__(
@@ -259,7 +261,7 @@ class Listener:
     async def listen(self, accept: Callable[[], asyncio.Protocol]) -> asyncio.Server:
         """Open the listening socket(s); `accept` makes each connection's protocol."""
         return await asyncio.get_running_loop().create_server(
-            accept, host=self.address.host, port=self.address.port, backlog=1024
+            accept, host=self.address.host, port=self.address.port, backlog=self.backlog
         )
 
     def cannot_listen(self, exc: OSError) -> OSError:

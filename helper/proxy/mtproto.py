@@ -53,7 +53,7 @@ from transports.wrapped import WrappedStream
 
 from ..config import MTProtoProxyConfig
 from .handshake import ProtocolError
-from .limits import Admission, Limits
+from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
 from .mtproto_links import proxy_links
 from .relay import relay
@@ -306,6 +306,8 @@ class MTProtoProxy(Listener):
     MTProto proxy's. Its own limits (mtproto_proxy.max_connections, max_per_client) and the
     allow-list; `max_per_user` counts each user's connections."""
 
+    backlog = 256
+
     kind = "mtproto"
 
     def __init__(
@@ -316,19 +318,7 @@ class MTProtoProxy(Listener):
         dcs: DcTable = DEFAULT_DCS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        admission = Admission(
-            Limits(
-                config.max_connections,
-                config.max_per_client,
-                0,
-                0,
-                keys=("mtproto_proxy.max_connections", "mtproto_proxy.max_per_client", "", ""),
-            ),
-            allow,
-            logger=log,
-            prefix="MTProto proxy: ",
-            not_allowed_level=logging.INFO,
-        )
+        admission = endpoint_admission("mtproto_proxy", config, allow, log, "MTProto proxy")
         super().__init__(
             config.listen,
             admission,
@@ -370,19 +360,6 @@ class MTProtoProxy(Listener):
             ", ".join(modes),
             f"; others passed to {self.mask}" if self.handshake_state.fake_tls else "",
         )
-
-    async def listen(self, accept) -> asyncio.Server:
-        return await asyncio.get_running_loop().create_server(
-            accept, host=self.address.host, port=self.address.port, backlog=256
-        )
-
-    def cannot_listen(self, exc: OSError) -> OSError:
-        hint = (
-            "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-            if isinstance(exc, PermissionError)
-            else ""
-        )
-        return OSError(exc.errno, f"{self.setting} {self.address}: {exc.strerror or exc}{hint}")
 
     def unreachable(self, conn: ClientConnection, request: Request, exc: Exception) -> None:
         # The app cannot hear a reason; a reset makes it try again (or another DC).

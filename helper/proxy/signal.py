@@ -41,7 +41,7 @@ from transports.tlsfrag import read_client_hello, server_name
 
 from ..config import SignalProxyConfig
 from ..status import LinkView
-from .limits import Admission, Limits
+from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
 
 if TYPE_CHECKING:
@@ -80,19 +80,7 @@ class SignalProxy(Listener):
     kind = PROTOCOL
 
     def __init__(self, config: SignalProxyConfig, *, allow: tuple[IPNetwork, ...] = ()) -> None:
-        admission = Admission(
-            Limits(
-                config.max_connections,
-                config.max_per_client,
-                0,
-                0,
-                keys=("signal_proxy.max_connections", "signal_proxy.max_per_client", "", ""),
-            ),
-            allow,
-            logger=log,
-            prefix="Signal proxy: ",
-            not_allowed_level=logging.INFO,
-        )
+        admission = endpoint_admission("signal_proxy", config, allow, log, "Signal proxy")
         super().__init__(
             config.listen,
             admission,

@@ -45,7 +45,7 @@ from transports.tls import tls_accept
 
 from ..config import WhatsAppProxyConfig
 from ..files import write_private
-from .limits import Admission, Limits
+from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ def server_context(certificate: Path, key: Path) -> ssl.SSLContext:
 class WhatsAppPort(Listener):
     """One port: what arrives goes to its endpoint's WhatsApp server."""
 
+    backlog = 256
+
     def __init__(self, proxy: WhatsAppProxy, endpoint: WhatsAppEndpoint) -> None:
         config = proxy.config
         super().__init__(
@@ -242,20 +244,6 @@ class WhatsAppPort(Listener):
         # The app has no way to hear a reason: a reset tells it to try again.
         log.info("WhatsApp proxy: client %s: %s", conn.client, exc)
 
-    async def listen(self, accept) -> asyncio.Server:
-        return await asyncio.get_running_loop().create_server(
-            accept, host=self.address.host, port=self.address.port, backlog=256
-        )
-
-    def cannot_listen(self, exc: OSError) -> OSError:
-        # Say which port: 80 and 443 are often the router's own web interface.
-        hint = (
-            "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-            if isinstance(exc, PermissionError)
-            else ""
-        )
-        return OSError(exc.errno, f"{self.setting} {self.address}: {exc.strerror or exc}{hint}")
-
 
 class WhatsAppProxy:
     """The ports `[whatsapp_proxy]` turns on, their certificate and their limits."""
@@ -269,19 +257,7 @@ class WhatsAppProxy:
         self.state = state
         # Its own limits (whatsapp_proxy.*), counted as the listeners count theirs; the TLS
         # handshake is bounded by its timeout alone.
-        self.admission = Admission(
-            Limits(
-                config.max_connections,
-                config.max_per_client,
-                0,
-                0,
-                keys=("whatsapp_proxy.max_connections", "whatsapp_proxy.max_per_client", "", ""),
-            ),
-            allow,
-            logger=log,
-            prefix="WhatsApp proxy: ",
-            not_allowed_level=logging.INFO,
-        )
+        self.admission = endpoint_admission("whatsapp_proxy", config, allow, log, "WhatsApp proxy")
         self.ports = [WhatsAppPort(self, endpoint) for endpoint in endpoints(config)]
         self.tls: ssl.SSLContext | None = None
 

@@ -192,7 +192,7 @@ class Engine:
             # The services' names are public: the system resolver's answers for them get
             # the bogon check (a private address there is the network's resolver lying).
             checked = [domain for service in config.services for domain in service.domains]
-            resolver = config.dns.resolver.build(tls, checked=checked)
+            resolver = config.dns.resolver.build(tls, config.dns.timeout, checked=checked)
             close = getattr(resolver, "aclose", None)
             if close is not None:
                 resources.push_async_callback(close)

@@ -81,6 +81,7 @@ class DialOptions:
     # TLS settings for DoH/DoT servers, and where resolvers that hold connections are
     # registered to be closed (the engine closes it when it stops).
     hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    dns_timeout: float = 5.0  # a lookup's own limit ([dns] timeout)
     tls: ssl.SSLContext | None = None
     resources: contextlib.AsyncExitStack | None = None
     # For `pt:` layers: the pluggable transport children every route of an engine shares
@@ -328,7 +329,11 @@ def _parse_resolve(name: str, text: str) -> dict[str, Any]:
 
 
 def _build_resolve(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
-    resolver = params["resolver"].build(opts.tls)
+    # A lookup may take half the route's timeout when that is longer than [dns] timeout: a
+    # route given long for a slow network gives its resolver longer too, and the connect
+    # after the lookup still has time left (docs/configuration.md, [[route]] timeout).
+    lookup = max(opts.dns_timeout, (opts.connect_timeout or 0.0) / 2)
+    resolver = params["resolver"].build(opts.tls, lookup)
     close = getattr(resolver, "aclose", None)
     if close is not None and opts.resources is not None:
         opts.resources.push_async_callback(close)

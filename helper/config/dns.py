@@ -11,7 +11,7 @@ from transports import redact
 from transports.resolver import ResolverSpec
 
 from .schema import Problems, setting
-from .values import domain, resolver, string
+from .values import domain, parse_duration, resolver, string
 
 
 def _read_hosts(
@@ -52,6 +52,13 @@ class DnsConfig:
         resolver,
         secret=redact,
         doc="How the `direct` base of a chain resolves names. One of the forms below.",
+    )
+    timeout: float = setting(
+        "5s",
+        parse_duration,
+        "How long a lookup may take before it fails with `dns_timeout`: the `resolver` "
+        "above, and `resolve:` layers (those get half their route's `timeout` when that is "
+        "longer). Raise it on a slow network.",
     )
     # Fixed answers, like a hosts file for detour alone: name -> addresses.
     hosts: dict[str, tuple[str, ...]] = setting(

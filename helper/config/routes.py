@@ -56,8 +56,10 @@ class RouteConfig:
         "How long one connection attempt through the route may take in total — resolving, "
         "connecting and every proxy handshake on its chain — before it fails with "
         "`generic_timeout_error` during the step that was running and the next route is "
-        "tried. Each step is also bounded by this time on its own. A probe's connect step "
-        "gets the same limit. See [routing.md](routing.md#a-routes-timeout).",
+        "tried. Each step is also bounded by this time on its own, except a `resolve:` "
+        "layer's lookup, which gives up after half of it (at least `[dns] timeout`) with "
+        "`dns_timeout`, so the connect after it has time left. A probe's connect step gets "
+        "the same limit. See [routing.md](routing.md#a-routes-timeout).",
     )
     when: str | None = setting(
         None,

@@ -50,7 +50,11 @@ T = TypeVar("T")
 
 MAX_BODY = 1 << 20  # read at most this much of a probe's response
 MIN_RATE_SAMPLE = 32 * 1024  # bytes needed before a rate means anything
-STALL = 2.0  # seconds without a byte, mid-download, that make a transfer "stalled"
+# Seconds without a byte, mid-download, that make a transfer "stalled": STALL, or a share of
+# the probe's timeout when that is longer (a probe given long for a slow network waits longer
+# before it calls the bytes stopped).
+STALL = 2.0
+STALL_SHARE = 0.4
 USER_AGENT = "detour-probe"
 
 # Marks of block pages seen in the wild (and the lab's own), matched in a response's first
@@ -85,6 +89,7 @@ class Prober:
     ) -> None:
         """`budget`: the handshake budget a TLS target waits for before its dial."""
         self.timeout = timeout
+        self.stall = max(STALL, timeout * STALL_SHARE)
         self.tls = tls or ssl.create_default_context()
         self._no_verify = ssl.create_default_context()
         self._no_verify.check_hostname = False
@@ -289,7 +294,7 @@ class Prober:
             if remaining <= 0:
                 break
             try:
-                async with asyncio.timeout(min(STALL, remaining)):
+                async with asyncio.timeout(min(self.stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
                 break
@@ -313,7 +318,7 @@ class Prober:
             raise _Failed(
                 DialError(Failure.EOF, Op.READ, f"body ended after {len(body)} of {length} bytes")
             )
-        if not complete and not ended and now - last_byte >= min(STALL, 1.0):
+        if not complete and not ended and now - last_byte >= min(self.stall, 1.0):
             raise _Failed(DialError(Failure.STALLED, Op.READ, f"stopped after {len(body)} bytes"))
         if elapsed > 0 and (len(body) >= MIN_RATE_SAMPLE or not complete):
             rate = len(body) / elapsed
@@ -395,10 +400,10 @@ class Prober:
             if remaining <= 0:
                 return True  # out of time with bytes still coming: not a freeze
             try:
-                async with asyncio.timeout(min(STALL, remaining)):
+                async with asyncio.timeout(min(self.stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
-                if time.monotonic() - last_byte < min(STALL, 1.0):
+                if time.monotonic() - last_byte < min(self.stall, 1.0):
                     return True  # out of time with bytes still coming: not a freeze
                 result.received = counter.received
                 raise _Failed(

@@ -103,6 +103,7 @@ def build_route(
             handshake_timeout=timeout,
             attempt_delay=base.attempt_delay,
             hosts=base.hosts,
+            dns_timeout=base.dns_timeout,
             tls=base.tls,
             resources=base.resources,
             pluggable=base.pluggable,

@@ -167,6 +167,7 @@ class Router:
         layer without it)."""
         options = DialOptions(
             hosts=config.dns.hosts,
+            dns_timeout=config.dns.timeout,
             tls=tls or config.tls.client_context(),
             resources=resources,
             pluggable=pluggable,

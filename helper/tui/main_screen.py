@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
@@ -69,10 +70,18 @@ class MainScreen(Screen[None]):
         snapshot = app.status
         self._status()
         self.query_one(RouteMatrix).show(model.matrix(snapshot))
+        try:
+            table = self.query_one(ConnectionsTable)
+            tab = self.query_one(TabbedContent).get_tab("connections-pane")
+            self.query_one(CellDetails)
+        except NoMatches:
+            # The lower panes and their tabs are mounted after the screen (TabbedContent
+            # moves them into place): on a busy machine a refresh can come first. The next
+            # one draws them.
+            return
         self._details()
         connections = snapshot.connections
-        self.query_one(ConnectionsTable).show(connections, app.monotonic())
-        tab = self.query_one(TabbedContent).get_tab("connections-pane")
+        table.show(connections, app.monotonic())
         label = f"Connections ({len(connections)})"
         if str(tab.label) != label:
             tab.label = label

@@ -8,6 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+# Test workers: one per core, at most 4 (TEST_JOBS=0 runs the suite in this process).
+TEST_JOBS ?= auto
 
 .PHONY: run test bench lint clean help
 
@@ -39,7 +41,7 @@ run: $(VENV)/.installed
 	$(BIN)/detour run $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/relay.py $(ARGS)

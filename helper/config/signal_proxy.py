@@ -125,6 +125,16 @@ class SignalProxyConfig:
         return names[0] if names else self.listen.host
 
 
+def certificate_covers(pattern: str, name: str) -> bool:
+    """Whether a certificate's DNS name `pattern` is valid for host `name` (RFC 6125 §6.4:
+    exactly, or a leading `*.` standing for one whole label)."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        first, _, rest = name.partition(".")
+        return bool(first) and rest == pattern[2:]
+    return pattern == name
+
+
 def read_signal_proxy(
     data: Any,
     listen: ListenConfig,
@@ -145,6 +155,16 @@ def read_signal_proxy(
                 "signal_proxy.certificate",
                 f"cannot use {str(config.certificate)!r} with key {str(config.key)!r} ({exc})",
             )
+        else:
+            names = certificate_names(config.certificate)
+            if config.name and names and not any(certificate_covers(n, config.name) for n in names):
+                shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+                problems.add(
+                    "signal_proxy.name",
+                    f"{config.name!r} is not a name of the certificate {str(config.certificate)!r} "
+                    f"({shown}): the apps check the certificate against it and would refuse "
+                    "the proxy",
+                )
     if config.hosts == ():
         problems.add("signal_proxy.hosts", "is empty: no Signal host could be reached")
     address = config.listen

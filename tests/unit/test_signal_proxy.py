@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helper.config import SIGNAL_HOSTS, ConfigError, parse_config
+from helper.config.signal_proxy import certificate_covers
 from helper.lab.ca import LabCA
 from helper.proxy.signal import links
 from tests.support.tls import client_hello, openssl_client_hello, record
@@ -149,3 +150,30 @@ def test_a_lan_address_needs_an_allow_list(pair: tuple[Path, Path]) -> None:
     assert "signal_proxy.listen" in str(err.value)
     config = parse_config('[listen]\nallow = ["192.168.1.0/24"]\n' + text).signal_proxy
     assert config is not None and config.listen.port == 443
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "covers"),
+    [
+        ("proxy.example.org", "proxy.example.org", True),
+        ("Proxy.Example.org", "proxy.example.org.", True),
+        ("*.example.org", "proxy.example.org", True),
+        ("*.example.org", "example.org", False),
+        ("*.example.org", "a.b.example.org", False),
+        ("proxy.example.org", "other.example.org", False),
+    ],
+)
+def test_certificate_names_cover_hosts_as_tls_clients_check_them(
+    pattern: str, name: str, covers: bool
+) -> None:
+    assert certificate_covers(pattern, name) is covers
+
+
+def test_a_name_the_certificate_is_not_for_is_refused(pair: tuple[Path, Path]) -> None:
+    config = parse_config(section(*pair, 'name = "relay.example.org"')).signal_proxy
+    assert config is not None and config.link_host == "relay.example.org"  # the wildcard
+    with pytest.raises(ConfigError) as err:
+        parse_config(section(*pair, 'name = "proxy.example.net"'))
+    message = str(err.value)
+    assert "signal_proxy.name: 'proxy.example.net' is not a name of the certificate" in message
+    assert "proxy.example.org, *.example.org" in message and "would refuse" in message

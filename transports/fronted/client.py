@@ -132,6 +132,15 @@ class FrontDialer:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def check(self) -> None:
+        """Open a tunnel to the relay (the front, the upgrade, the relay's pinned certificate):
+        DialError when it cannot be opened. A multiplexed tunnel stays open for the
+        connections to come; one for a single connection is closed again."""
+        if self.mux and not self._closed and await self._session() is not None:
+            return
+        inner = await self._connect(self._inner_context(multiplex=False))
+        inner.close()
+
     async def _open(self, session: MuxSession, target: Endpoint) -> Stream:
         dial_phase.set(Op.PROXY_HANDSHAKE)
         asked = asyncio.get_running_loop().time()

@@ -123,7 +123,8 @@ async def serve(path: str, stop: asyncio.Event) -> int:
         print(f"detour relay: {exc}", file=sys.stderr)
         return 2
     try:
-        await server.check_upstream()
+        if server.upstream is not None:
+            await server.upstream.check()
     except DialError as exc:
         print(f"detour relay: {exc.detail}", file=sys.stderr)
         await server.stop(grace=0)

@@ -30,12 +30,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from transports import DialError, DialOptions, Endpoint, Failure, Op, Stream
-from transports.base import Dialer, IPAddress
-from transports.chain import Chain
+from transports import DialError, Endpoint, Failure, Op, Stream
+from transports.base import IPAddress
 from transports.direct import DirectDialer
 from transports.fronted.accesskey import TokenCheck, read_access_token
-from transports.fronted.client import COOKIE, FrontDialer
+from transports.fronted.client import COOKIE
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
     NeedMore,
@@ -51,14 +50,14 @@ from transports.websocket import WebSocketStream, accept_headers
 
 from ..http_server import HttpServer, Request, Response, Upgrade
 from ..proxy.relay import relay
-from ..search.budget import HandshakeBudget
 from ..services import ServiceTable
 from . import decoy
 from .config import RelayConfig
 from .keys import ClientRecord, RelayKeys, RelayKeysError
 from .replay import ReplayCache
+from .upstream import Upstream
 
-__all__ = ["RelayServer", "cookie", "hop_name"]
+__all__ = ["RelayServer", "cookie"]
 
 log = logging.getLogger("detour.relay")
 
@@ -130,26 +129,8 @@ class RelayServer:
             connect_timeout=config.handshake_timeout,
             local_address=local_address,
         )
-        # Two hops ([upstream]): destinations through a chain of the relay's own, most often
-        # another relay's access key. That relay (the exit) resolves the names and applies
-        # its own policy; this one keeps refusing private addresses and, with
-        # `allow = "services"`, anything not a service.
-        self._resources = contextlib.AsyncExitStack()
-        self.upstream: Dialer | None = None
-        if config.upstream is not None:
-            tls = ssl.create_default_context()
-            for ca in config.upstream_ca:
-                tls.load_verify_locations(cafile=ca)
-            self.upstream = config.upstream.build(
-                DialOptions(
-                    resolver=base,
-                    connect_timeout=config.handshake_timeout,
-                    handshake_timeout=config.handshake_timeout,
-                    tls=tls,
-                    resources=self._resources,
-                    handshakes=HandshakeBudget(),  # its fronts' handshakes paced, as detour's
-                )
-            )
+        # Two hops: destinations through a chain of the relay's own (upstream.py).
+        self.upstream = Upstream(config.upstream, config, base) if config.upstream else None
         self.services = ServiceTable(config.services)
         # The website's files date from when this relay's keys were made: its own time,
         # not one every relay would share.
@@ -382,45 +363,13 @@ class RelayServer:
                 Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not a service this relay serves"
             )
         if self.upstream is not None:
-            return await self._dial_upstream(name, target)
+            return await self.upstream.dial(name, target)
         try:
             return await self.dialer.dial(target)
         except DialError as exc:
             if exc.failure is Failure.PROXY_REFUSED:
                 log.warning("relay: %s asked for %s: %s", name, target, exc.detail)
             raise
-
-    async def _dial_upstream(self, name: str, target: Endpoint) -> Stream:
-        """Through the second hop; a failure there says so, naming it (what a client's
-        diagnosis shows: "the relay's second hop ...")."""
-        assert self.upstream is not None and self.config.upstream is not None
-        try:
-            return await self.upstream.dial(target)
-        except DialError as exc:
-            hop = hop_name(self.config.upstream)
-            log.warning("relay: %s -> %s: the second hop %s: %s", name, target, hop, exc.detail)
-            raise DialError(exc.failure, exc.op, f"second hop {hop}: {exc.detail}") from None
-
-    async def check_upstream(self) -> None:
-        """At start: that the second hop can be reached (for a chain that ends in `front:`,
-        a tunnel to that relay opens). DialError naming it otherwise."""
-        if self.upstream is None or self.config.upstream is None:
-            return
-        if not isinstance(self.upstream, FrontDialer):
-            return  # nothing to open without a destination
-        hop = hop_name(self.config.upstream)
-        try:
-            async with asyncio.timeout(2 * self.config.handshake_timeout):
-                await self.upstream.check()
-        except TimeoutError:
-            raise DialError(
-                Failure.TIMEOUT, Op.PROXY_HANDSHAKE, f"the second hop {hop} does not answer"
-            ) from None
-        except DialError as exc:
-            raise DialError(
-                exc.failure, exc.op, f"the second hop {hop} cannot be reached: {exc.detail}"
-            ) from None
-        log.info("relay: the second hop %s answers", hop)
 
     # --- running --------------------------------------------------------------------------
 
@@ -484,23 +433,14 @@ class RelayServer:
         if self._http is not None:
             await self._http.stop()
             self._http = None
-        await self._resources.aclose()  # the second hop's tunnels
+        if self.upstream is not None:
+            await self.upstream.aclose()  # the second hop's tunnels
         self.replays.close()
 
 
 _REVOKED = encode_failure(
     DialError(Failure.PROXY_REFUSED, Op.CONNECT, "this access key was revoked")
 )
-
-
-def hop_name(chain: Chain) -> str:
-    """The second hop as a diagnosis names it: a relay and its front for `front:`, the chain
-    (credentials hidden) otherwise."""
-    last = chain.layers[-1]
-    if last.name == "front":
-        key = last.params["key"]
-        return f"{key.host} through {key.front}"
-    return f"({chain})"
 
 
 async def _quietly(awaitable: Any) -> None:

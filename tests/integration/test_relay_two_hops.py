@@ -70,7 +70,8 @@ async def two_hops(tmp_path: Path, test_ca: origins.TestCA) -> AsyncIterator[Two
             entry_keys = RelayKeys(entry_config.state)
             entry_keys.generate()
             entry = RelayServer(entry_config, entry_keys)
-            await entry.check_upstream()  # as `detour relay` does at start
+            assert entry.upstream is not None
+            await entry.upstream.check()  # as `detour relay` does at start
             _, entry_port = await entry.start()
             try:
                 with edge(test_ca, "cdn-a.test", "relay-a.test", entry_port) as edge_a:

@@ -549,7 +549,12 @@ public = ["127.0.0.0/8"]  # the benchmark's servers stand for the internet
 
 @contextlib.contextmanager
 def run_detour_front(
-    tmp: Path, *, mux: bool = True, relay_cpu: int | None = None, relay_rtt: float = 0.0
+    tmp: Path,
+    *,
+    mux: bool = True,
+    relay_cpu: int | None = None,
+    relay_rtt: float = 0.0,
+    root: Path = ROOT,
 ) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
     """detour with one front: route to a `detour relay` process of its own, both on uvloop:
     the client's bytes cross TLS to the front, WebSocket framing and the inner TLS to the
@@ -557,13 +562,14 @@ def run_detour_front(
 
     `mux`: many connections in one tunnel (the default) or one tunnel each (`;mux=off`).
     `relay_cpu`: the relay runs on that CPU alone, as on a machine of its own.
-    `relay_rtt`: milliseconds of round trip between detour and the relay (a delay line)."""
+    `relay_rtt`: milliseconds of round trip between detour and the relay (a delay line).
+    `root`: the detour source tree both run from (another checkout: a before/after)."""
     from helper.lab.ca import LabCA
     from helper.relay.config import load_relay_config
     from helper.relay.keys import RelayKeys
     from transports import Endpoint
 
-    label = "front" if mux else "front-nomux"
+    label = ("front" if mux else "front-nomux") + ("" if root == ROOT else "-baseline")
     ca = LabCA(tmp / f"{label}-ca")
     cert, key = ca.issue("relay.bench.test")
     port = free_port()
@@ -580,17 +586,20 @@ def run_detour_front(
     log_path = tmp / f"relay-{label}.log"
     with (
         log_path.open("wb") as out,
-        started(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) as relay,
+        started(argv, cwd=root, stdout=out, stderr=subprocess.STDOUT) as relay,
     ):
         if relay_cpu is not None:
             os.sched_setaffinity(relay.pid, {relay_cpu})
         wait_accepting(relay, (HOST, port), "detour relay", log_path)
         extra = f'\n[tls]\nextra_ca = ["{ca.ca_path}"]\n'
+        # The handshake budget off: with it a new tunnel to one front waits its turn (about
+        # 2.5 a second), and `mux=off`'s set-up would measure the budget's gap, not the tunnel.
+        extra += "\n[probe]\nhandshakes = 0\n"
         chain = "front:" + access.encode() + ("" if mux else ";mux=off")
         with contextlib.ExitStack() as stack:
             if relay_rtt > 0:
                 chain += f";addr={HOST}:{stack.enter_context(delay_line(port, relay_rtt))}"
-            with run_detour(tmp, "uvloop", chain, extra, label) as (address, pid, info):
+            with run_detour(tmp, "uvloop", chain, extra, label, root) as (address, pid, info):
                 info = dict(
                     info,
                     relay=shlex.join(["python", *argv[1:]]),
@@ -844,7 +853,7 @@ class Contestant:
 
 ALL_CONTESTANTS = (
     "direct", "detour", "detour-baseline", "detour-asyncio", "detour-tlsfrag", "detour-front",
-    "detour-front-nomux", "pproxy", "pproxy-asyncio", "microsocks",
+    "detour-front-nomux", "detour-front-baseline", "pproxy", "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
@@ -854,6 +863,7 @@ LABELS = {
     "detour-tlsfrag": "detour tlsfrag:sni",
     "detour-front": "detour front: tunnel",
     "detour-front-nomux": "detour front: mux=off",
+    "detour-front-baseline": "detour front: baseline",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -958,13 +968,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     address, pid, info = stack.enter_context(
                         run_detour(tmp, "uvloop", "tlsfrag:sni")
                     )
-                elif key in ("detour-front", "detour-front-nomux"):
+                elif key in ("detour-front", "detour-front-nomux", "detour-front-baseline"):
+                    baseline = key == "detour-front-baseline"
+                    if baseline and args.baseline is None:
+                        raise RuntimeError("give --baseline DIR (another checkout of detour)")
                     address, pid, info = stack.enter_context(
                         run_detour_front(
                             tmp,
-                            mux=key == "detour-front",
+                            mux=key != "detour-front-nomux",
                             relay_cpu=args.relay_cpu,
                             relay_rtt=args.relay_rtt,
+                            root=args.baseline if baseline else ROOT,
                         )
                     )
                 elif key == "pproxy":
@@ -1311,9 +1325,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--contestants", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-        default=[c for c in ALL_CONTESTANTS if c != "detour-baseline"],
-        help=f"comma-separated subset of {','.join(ALL_CONTESTANTS)} (default: all but "
-        "detour-baseline, which --baseline adds)",
+        default=[c for c in ALL_CONTESTANTS if not c.endswith("-baseline")],
+        help=f"comma-separated subset of {','.join(ALL_CONTESTANTS)} (default: all but the "
+        "baselines: --baseline adds detour-baseline; name detour-front-baseline to compare "
+        "the front: tunnel too)",
     )  # fmt: skip
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="FILE",

@@ -51,6 +51,7 @@ from .split import SplitDialer
 from .tlsfrag import MAX_RECORD, Fragmenting, TlsFragDialer
 
 if TYPE_CHECKING:
+    from .fronted.client import HandshakePacer
     from .mtproto.dcs import DcTable
 
 __all__ = [
@@ -93,6 +94,9 @@ class DialOptions:
     # For `tgws` layers: Telegram's DCs and their web endpoints (None: the built-in table,
     # transports/mtproto/dcs.py). A `tgws:dcN=ADDR` option adds to it for its route.
     telegram_dcs: DcTable | None = None
+    # For `front:` layers: what paces the TLS handshakes with the front per name (the
+    # engine's handshake budget, helper/search/budget.py; None: not paced).
+    handshakes: HandshakePacer | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,7 @@ def _build_front(inner: Dialer | None, params: dict[str, Any], opts: DialOptions
         tls=opts.tls,
         handshake_timeout=opts.handshake_timeout,
         mux=params["mux"],
+        budget=opts.handshakes,
     )
     if opts.resources is not None:
         opts.resources.push_async_callback(dialer.aclose)  # its open tunnels

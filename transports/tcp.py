@@ -31,6 +31,9 @@ class StreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.tls = False
         self.buffer = bytearray()
+        # What one data_received delivered while nothing else was unread, kept as it came:
+        # a read that takes it all returns it without a copy. When set, `buffer` is empty.
+        self.whole: bytes | None = None
         self.eof = False
         self.exc: BaseException | None = None
         self.lost = False
@@ -53,8 +56,12 @@ class StreamProtocol(asyncio.Protocol):
             self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > READ_HIGH_WATER and not self.reading_paused:
+        if self.whole is None and not self.buffer and type(data) is bytes and data:
+            self.whole = data
+        else:
+            self.merge()
+            self.buffer += data
+        if self.unread_size() > READ_HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
@@ -93,6 +100,16 @@ class StreamProtocol(asyncio.Protocol):
         self._drain_waiters.clear()
 
     # helpers for SocketStream ------------------------------------------------------------
+
+    def merge(self) -> None:
+        """Move `whole` into `buffer` (before anything that works on the buffer)."""
+        if self.whole is not None:
+            self.buffer += self.whole
+            self.whole = None
+
+    def unread_size(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self.buffer) if self.whole is None else len(self.whole)
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -133,7 +150,7 @@ class SocketStream(Stream):
 
     async def read(self, n: int = 65536) -> bytes:
         proto = self.protocol
-        while not proto.buffer:
+        while not proto.buffer and proto.whole is None:
             if proto.eof:
                 if proto.exc is not None and proto.lost:
                     raise (
@@ -143,19 +160,25 @@ class SocketStream(Stream):
                     )
                 return b""
             await proto.wait_readable()
-        if n >= len(proto.buffer):
+        whole = proto.whole
+        if whole is not None and n >= len(whole):
+            data, proto.whole = whole, None  # as the transport delivered it: no copy
+        elif n >= len(proto.buffer) and whole is None:
             data = bytes(proto.buffer)
             proto.buffer.clear()
         else:
-            data = bytes(proto.buffer[:n])
-            del proto.buffer[:n]
-        if proto.reading_paused and len(proto.buffer) <= READ_HIGH_WATER // 2 and not proto.lost:
+            proto.merge()
+            with memoryview(proto.buffer) as view:  # one copy (a slice would be a second)
+                data = bytes(view[:n])
+            del proto.buffer[:n]  # cheap: a bytearray drops its head without moving the rest
+        if proto.reading_paused and proto.unread_size() <= READ_HIGH_WATER // 2 and not proto.lost:
             proto.reading_paused = False
             self.transport.resume_reading()
         return data
 
     def unread(self, data: bytes) -> None:
         if data:
+            self.protocol.merge()
             self.protocol.buffer[:0] = data
 
     # writing -----------------------------------------------------------------------------
@@ -210,6 +233,7 @@ class SocketStream(Stream):
         """Give up the transport: return it, the unread bytes, and the old protocol (for its
         eof / lost / writing_paused state). The stream must not be used afterwards."""
         self._detached = True
+        self.protocol.merge()
         data = bytes(self.protocol.buffer)
         self.protocol.buffer.clear()
         return self.transport, data, self.protocol

@@ -201,9 +201,23 @@ def phrase(
     failure, op = target.failure, target.op
     if target.ok or failure is None or op is None:
         return ""
-    return _words(
+    text = _words(
         failure, op, splits_client_hello, target.rate_kbps, target.received, web_endpoint
     ).long
+    hop = second_hop(target.detail)
+    return f"the relay's second hop {hop} failed: {text}" if hop else text
+
+
+SECOND_HOP = "at the relay: second hop "  # how a relay's failure through its own chain reads
+
+
+def second_hop(detail: str) -> str | None:
+    """The second hop a relay named in its failure (helper/relay/server.py: a relay that
+    reaches its destinations through another relay), or None."""
+    if not detail.startswith(SECOND_HOP):
+        return None
+    hop = detail[len(SECOND_HOP) :].partition(": ")[0].strip()
+    return hop or None
 
 
 def diagnose(

@@ -22,6 +22,10 @@ problem named by its key path.
     allow = "services"          # or "any"; never loopback, private or link-local addresses
     # public = ["127.77.0.0/16"]  private ranges that stand for the internet (a lab)
 
+    [upstream]                  # two hops: destinations through a chain of the relay's own
+    # chain = "front:KEY"       # e.g. another relay's access key (that relay is the exit)
+    # extra_ca = ["ca.pem"]     # CAs to trust for that chain's TLS besides the system's
+
     [dns]                       # as in detour's config
     [[service]]                 # as in detour's config, on the built-in services
     # [base]                    # config = "none": only the [[service]] tables here
@@ -36,6 +40,7 @@ from typing import Any
 
 from transports import Endpoint
 from transports.base import IPNetwork
+from transports.chain import Chain, ChainError, parse_chain
 from transports.resolver import ResolverSpec
 
 from ..config import (
@@ -51,6 +56,7 @@ from ..config import (
     parse_listen_address,
     string,
 )
+from ..config.values import ca_file
 from ..services import Service
 
 __all__ = ["RelayConfig", "load_relay_config", "parse_relay_config"]
@@ -76,6 +82,8 @@ class RelayConfig:
     decoy_server: str = "nginx"
     multiplex: bool = True
     source: str = "relay config"
+    upstream: Chain | None = None  # two hops: the chain destinations are reached through
+    upstream_ca: tuple[Path, ...] = ()
 
 
 def _positive_int(value: Any) -> int:
@@ -91,7 +99,14 @@ def _endpoint(value: Any) -> Endpoint:
         raise ValueError(str(exc)) from None
 
 
-_TOP = ("relay", "public", "limits", "destinations", "dns", "decoy", "service", "base")
+_TOP = ("relay", "public", "limits", "destinations", "dns", "decoy", "service", "base", "upstream")
+
+
+def _chain(value: Any) -> Chain:
+    try:
+        return parse_chain(string(value))
+    except ChainError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_relay_config(
@@ -145,6 +160,13 @@ def parse_relay_config(
     public_networks = tuple(dest.get_list("public", network))
     dest.finish()
 
+    upstream = TableReader(
+        "upstream", top.data.get("upstream", {}), problems, ("chain", "extra_ca")
+    )
+    upstream_chain = upstream.get("chain", _chain)
+    upstream_ca = tuple(upstream.get_list("extra_ca", lambda v: ca_file(path(v))))
+    upstream.finish()
+
     decoy = TableReader("decoy", top.data.get("decoy", {}), problems, ("server",))
     decoy_server = decoy.get("server", string, "nginx")
     decoy.finish()
@@ -183,6 +205,8 @@ def parse_relay_config(
         decoy_server=decoy_server,
         multiplex=multiplex,
         source=source,
+        upstream=upstream_chain,
+        upstream_ca=upstream_ca,
     )
 
 

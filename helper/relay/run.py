@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from transports import DialError
+
 from ..config import ConfigError
 from .config import RelayConfig, load_relay_config
 from .keys import RelayKeys, RelayKeysError
@@ -120,6 +122,13 @@ async def serve(path: str, stop: asyncio.Event) -> int:
     except (ConfigError, RelayKeysError) as exc:
         print(f"detour relay: {exc}", file=sys.stderr)
         return 2
+    try:
+        if server.upstream is not None:
+            await server.upstream.check()
+    except DialError as exc:
+        print(f"detour relay: {exc.detail}", file=sys.stderr)
+        await server.stop(grace=0)
+        return 1
     try:
         await server.start()
     except OSError as exc:

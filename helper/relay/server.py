@@ -55,6 +55,7 @@ from . import decoy
 from .config import RelayConfig
 from .keys import ClientRecord, RelayKeys, RelayKeysError
 from .replay import ReplayCache
+from .upstream import Upstream
 
 __all__ = ["RelayServer", "cookie"]
 
@@ -128,6 +129,8 @@ class RelayServer:
             connect_timeout=config.handshake_timeout,
             local_address=local_address,
         )
+        # Two hops: destinations through a chain of the relay's own (upstream.py).
+        self.upstream = Upstream(config.upstream, config, base) if config.upstream else None
         self.services = ServiceTable(config.services)
         # The website's files date from when this relay's keys were made: its own time,
         # not one every relay would share.
@@ -359,6 +362,8 @@ class RelayServer:
             raise DialError(
                 Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not a service this relay serves"
             )
+        if self.upstream is not None:
+            return await self.upstream.dial(name, target)
         try:
             return await self.dialer.dial(target)
         except DialError as exc:
@@ -428,6 +433,8 @@ class RelayServer:
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        if self.upstream is not None:
+            await self.upstream.aclose()  # the second hop's tunnels
         self.replays.close()
 
 

@@ -108,6 +108,7 @@ def build_route(
             resources=base.resources,
             pluggable=base.pluggable,
             core_program=base.core_program,
+            handshakes=base.handshakes,
         )
     )
     local = base_dialer(dialer)

@@ -172,6 +172,7 @@ class Router:
             resources=resources,
             pluggable=pluggable,
             core_program=config.core.program or None,
+            handshakes=budget,  # a front's TLS handshakes keep the same budget
         )
         return cls(
             build_routes(config, resolver, options),

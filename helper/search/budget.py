@@ -18,13 +18,20 @@ Three kinds of start, so that background work never makes a connection slower:
 `HandshakeBudget.book` is the bookkeeping without I/O (a time in, a booking out: tested
 event by event); `take` is the one coroutine, sleeping until the booked time (which a client
 start may move while it sleeps).
+
+`handshake` is `take` for a handshake whose end detour sees (the fronted tunnel's TLS to its
+front, transports/fronted/client.py): besides the start times, at most `limit` such handshakes
+to one name are under way at once, however long each takes. A front's handshakes are all paced
+(a connection's first route included): without multiplexing every connection is one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["Booking", "HandshakeBudget"]
@@ -60,6 +67,8 @@ class HandshakeBudget:
         self._starts: dict[str, list[Booking]] = {}  # name -> bookings, by time
         self.counted = 0  # starts booked
         self.held = 0  # starts that had to wait
+        self._under_way: Counter[str] = Counter()  # name -> handshakes started, not ended
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}  # name -> for a slot
 
     @property
     def enabled(self) -> bool:
@@ -144,3 +153,33 @@ class HandshakeBudget:
             if delay <= 0:
                 return
             await asyncio.sleep(delay)  # a client start may have moved the booking later
+
+    @contextlib.asynccontextmanager
+    async def handshake(self, name: str) -> AsyncIterator[None]:
+        """Hold a handshake towards `name` for as long as the block runs: it starts when fewer
+        than `limit` are under way to that name and the start times allow (as a race's later
+        route: never behind background work booked for later)."""
+        key = name.lower()
+        while self.enabled and self._under_way[key] >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(key, []).append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.get(key, []).remove(waiter)
+        self._under_way[key] += 1
+        try:
+            await self.take(name, client=True)
+            yield
+        finally:
+            self._under_way[key] -= 1
+            if not self._under_way[key]:
+                del self._under_way[key]
+            for waiter in self._waiting.pop(key, []):  # each looks again
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def under_way(self, name: str) -> int:
+        """Handshakes towards `name` held by `handshake` now."""
+        return self._under_way[name.lower()]

@@ -129,3 +129,60 @@ def test_the_rules_hold_whatever_arrives(
     only = sorted(b.at for b in background)
     for i, first in enumerate(only):
         assert len([s for s in only[i:] if s < first + window - 1e-6]) <= cap
+
+
+async def test_handshakes_under_way_stay_within_the_limit_and_keep_the_gap() -> None:
+    """`handshake`, as the fronted tunnel holds it: never more than `limit` under way to one
+    name, however long each takes; a slot freed lets the next one start."""
+    now = [0.0]
+    budget = HandshakeBudget(limit=2, window=0.0, gap=0.0, clock=lambda: now[0])
+    release = asyncio.Event()
+    most = 0
+
+    async def one() -> None:
+        nonlocal most
+        async with budget.handshake("Front.example"):
+            most = max(most, budget.under_way("front.example"))
+            await release.wait()
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert budget.under_way("front.example") == 2 and most == 2
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert most == 2 and budget.under_way("front.example") == 0
+
+
+async def test_a_cancelled_handshake_frees_its_slot_and_its_turn() -> None:
+    budget = HandshakeBudget(limit=1, window=0.0, gap=0.0)
+    hold = asyncio.Event()
+
+    async def one() -> None:
+        async with budget.handshake("front.example"):
+            await hold.wait()
+
+    first = asyncio.ensure_future(one())
+    waiting = asyncio.ensure_future(one())
+    await asyncio.sleep(0.01)
+    waiting.cancel()  # gave up while waiting for the slot
+    first.cancel()  # gave up during its handshake
+    await asyncio.gather(first, waiting, return_exceptions=True)
+    assert budget.under_way("front.example") == 0
+    hold.set()
+    await asyncio.wait_for(one(), 5)  # the slot is free again
+
+
+async def test_a_budget_turned_off_holds_no_handshake() -> None:
+    budget = HandshakeBudget(limit=0)
+    hold = asyncio.Event()
+
+    async def one() -> None:
+        async with budget.handshake("front.example"):
+            await hold.wait()
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    assert budget.under_way("front.example") == 10
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)

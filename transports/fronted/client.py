@@ -22,7 +22,9 @@ import logging
 import os
 import ssl
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Protocol
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
 from ..tls import TlsStream, tls_connect
@@ -31,7 +33,7 @@ from .accesskey import AccessKey, access_token
 from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
 
-__all__ = ["FrontDialer", "inner_client_context"]
+__all__ = ["FrontDialer", "HandshakePacer", "inner_client_context"]
 
 log = logging.getLogger("detour.transports.front")
 
@@ -43,6 +45,14 @@ MAX_STREAMS = 100  # connections per tunnel; one more opens a second tunnel
 IDLE_CLOSE = 60.0  # a tunnel with no connection is closed after this long
 KEEPALIVE = 20.0  # a silent tunnel is pinged after this long (CDNs cut idle WebSockets)
 PLAIN_RETRY = 600.0  # after a relay declined multiplexing, ask again after this long
+
+
+class HandshakePacer(Protocol):
+    """What paces the TLS handshakes with a front (helper/search/budget.py's
+    HandshakeBudget): the block runs when a handshake to `name` may start, and while it runs
+    the handshake counts as under way."""
+
+    def handshake(self, name: str) -> AbstractAsyncContextManager[None]: ...
 
 
 def inner_client_context(key: AccessKey) -> ssl.SSLContext:
@@ -79,6 +89,7 @@ class FrontDialer:
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
         mux: bool = True,
+        budget: HandshakePacer | None = None,
     ) -> None:
         self.inner = inner
         self.key = key
@@ -95,6 +106,9 @@ class FrontDialer:
         self._nonce: bool | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        # Every TLS handshake with the front waits for the handshake budget of the front's
+        # name (helper/search/budget.py), shared with probes, searches and races.
+        self.budget = budget
 
     def __repr__(self) -> str:
         return f"FrontDialer(front={self.key.front!r}, relay={self.key.host!r})"
@@ -117,6 +131,15 @@ class FrontDialer:
                 if attempt == 2 or not stale or exc.failure is Failure.TIMEOUT:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def check(self) -> None:
+        """Open a tunnel to the relay (the front, the upgrade, the relay's pinned certificate):
+        DialError when it cannot be opened. A multiplexed tunnel stays open for the
+        connections to come; one for a single connection is closed again."""
+        if self.mux and not self._closed and await self._session() is not None:
+            return
+        inner = await self._connect(self._inner_context(multiplex=False))
+        inner.close()
 
     async def _open(self, session: MuxSession, target: Endpoint) -> Stream:
         dial_phase.set(Op.PROXY_HANDSHAKE)
@@ -216,6 +239,12 @@ class FrontDialer:
         return inner
 
     async def _connect_once(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
+        if self.budget is None:
+            return await self._connect_paced(inner_tls, nonce)
+        async with self.budget.handshake(self.key.front):
+            return await self._connect_paced(inner_tls, nonce)
+
+    async def _connect_paced(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         key = self.key
         try:
             stream = await self.inner.dial(key.address)

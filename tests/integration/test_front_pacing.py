@@ -1,0 +1,195 @@
+"""Handshake pacing for the fronted tunnel, counted at the front: a real nginx edge with a
+tap in front of it that times every TLS handshake by server name (from the ClientHello to
+the client's Finished). A burst of 100 new connections without multiplexing and a full probe
+through the route, in one engine: never more handshakes to the front's name than the budget
+allows (in flight at once, within a window, closer than the gap)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from helper.relay.config import parse_relay_config
+from helper.relay.keys import RelayKeys
+from helper.relay.server import RelayServer
+from tests.conftest import config_text
+from tests.support import origins, peers
+from transports import Endpoint
+from transports.tlsfrag import server_name
+
+pytestmark = pytest.mark.peer
+
+LIMIT, WINDOW, GAP = 3, 0.4, 0.1  # a quicker budget than the default's, with its rules
+JITTER = 0.05
+
+
+@dataclass
+class Handshake:
+    name: str | None
+    started: float  # the ClientHello arrived
+    ended: float | None = None  # the client's Finished arrived
+
+
+@dataclass
+class Tap:
+    """A TCP forwarder in front of the edge that reads the client's TLS records."""
+
+    upstream: int
+    handshakes: list[Handshake] = field(default_factory=list)
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        handshake: Handshake | None = None
+        buffered = b""
+
+        async def client_to_edge() -> None:
+            nonlocal handshake, buffered
+            while data := await reader.read(65536):
+                if handshake is None or handshake.ended is None:
+                    buffered += data
+                    while len(buffered) >= 5:
+                        length = int.from_bytes(buffered[3:5], "big")
+                        if len(buffered) < 5 + length:
+                            break
+                        record, buffered = buffered[: 5 + length], buffered[5 + length :]
+                        if handshake is None and record[0] == 0x16:
+                            handshake = Handshake(server_name(record[5:]), loop.time())
+                            self.handshakes.append(handshake)
+                        elif handshake is not None and record[0] == 0x17:
+                            handshake.ended = loop.time()  # TLS 1.3: the client's Finished
+                            buffered = b""
+                            break
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def edge_to_client() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(client_to_edge(), edge_to_client())
+        writer.close()
+        up_writer.close()
+
+    def of(self, name: str) -> list[Handshake]:
+        return [h for h in self.handshakes if h.name == name]
+
+
+@contextlib.asynccontextmanager
+async def tap(upstream: int) -> AsyncIterator[Tap]:
+    counter = Tap(upstream)
+    server = await asyncio.start_server(counter.handle, "127.0.0.1", 0)
+    counter.port = server.sockets[0].getsockname()[1]
+    try:
+        yield counter
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def front(test_ca: origins.TestCA, relay_port: int) -> Iterator[peers.Peer]:
+    cert = test_ca.issue("cdn.test", "relay.test")
+    with peers.nginx_front(["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}) as edge:
+        yield edge
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[tuple[RelayKeys, int]]:
+    config = parse_relay_config(
+        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
+        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+        '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n'
+    )
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, port = await server.start()
+    yield keys, port
+    await server.stop(grace=0.5)
+
+
+def check_budget(handshakes: list[Handshake]) -> None:
+    starts = sorted(h.started for h in handshakes)
+    # Kept at the client; what reaches the front can come a little closer (a loaded loop
+    # between the budget's start and the ClientHello's arrival): JITTER of slack.
+    closest = min((b - a for a, b in itertools.pairwise(starts)), default=1.0)
+    assert closest >= GAP - JITTER, starts
+    for i, first in enumerate(starts):
+        assert len([t for t in starts[i:] if t < first + WINDOW - JITTER]) <= LIMIT, starts
+    for handshake in handshakes:
+        assert handshake.ended is not None  # every tunnel opened
+        during = [
+            h
+            for h in handshakes
+            if h.started <= handshake.started < (h.ended or float("inf")) and h is not handshake
+        ]
+        assert len(during) < LIMIT, "more handshakes under way at once than the budget"
+
+
+@pytest.mark.parametrize(
+    "burst", [20, pytest.param(100, marks=pytest.mark.slow)], ids=["20", "100"]
+)
+async def test_a_burst_and_a_probe_keep_the_budget_at_the_front(
+    relay, test_ca: origins.TestCA, echo_origin, integrity_origin, start_engine, burst: int
+) -> None:
+    keys, relay_port = relay
+    with front(test_ca, relay_port) as edge:
+        async with tap(edge.port) as counter:
+            key = keys.add_client("alice", Endpoint("127.0.0.1", counter.port), "cdn.test",
+                                  "relay.test")  # fmt: skip
+            text = config_text(
+                routes={"front": f"front:{key.encode()};mux=off"},
+                extra=f"""
+                [tls]
+                extra_ca = ["{test_ca.ca_path}"]
+                [probe]
+                handshakes = {LIMIT}
+                handshake_window = "{WINDOW}s"
+                handshake_gap = "{GAP}s"
+                timeout = "30s"
+                [[service]]
+                name = "echo"
+                cidrs = ["127.0.0.0/8"]
+                probes = ["tcp://127.0.0.1:{echo_origin.port}",
+                          "tcp://127.0.0.1:{integrity_origin.port}",
+                          "tcp://origin.test:{echo_origin.port}"]
+                """,
+            )
+            engine = await start_engine(text, probe_on_start=False)
+            route = engine.router.route("front")
+
+            async def one(i: int) -> None:
+                stream = await route.dialer.dial(Endpoint("127.0.0.1", echo_origin.port))
+                stream.write(b"%03d" % i)
+                await stream.drain()
+                assert await stream.readexactly(3) == b"%03d" % i
+                stream.close()
+
+            service = engine.router.services.services[0]
+            # The probe first: a probe that has to wait behind a hundred connections' turns
+            # would run out of its route's time (the price of pacing without multiplexing).
+            probe = asyncio.ensure_future(engine.monitor.probe_now(service))
+            await asyncio.sleep(0.01)
+            await asyncio.gather(*(one(i) for i in range(burst)), probe)
+            (result,) = [r for (s, _), r in engine.monitor.probe_status()[0].items() if s == "echo"]
+            assert result.ok, result
+
+    handshakes = counter.of("cdn.test")
+    assert len(handshakes) >= burst + 3  # one per connection and per probe target: no multiplexing
+    check_budget(handshakes)
+    assert engine.budget.held > 0  # it did hold handshakes back

@@ -70,7 +70,9 @@ class ProbeConfig:
         "At most this many TLS handshakes to one server name within `handshake_window`, from "
         "probes, strategy searches and the later routes of a connection's race together; "
         "background work leaves one of them to client connections, whose first route is never "
-        "held back. `0` turns the budget off. See [search.md](search.md#the-handshake-budget).",
+        "held back -- except a tunnel to a front (`front:`), which always waits its turn by the "
+        "front's name, with at most this many under way at once. `0` turns the budget off. "
+        "See [search.md](search.md#the-handshake-budget) and [relay.md](relay.md).",
     )
     handshake_window: float = setting("1s", parse_duration, "The window `handshakes` counts in.")
     handshake_gap: float = setting(

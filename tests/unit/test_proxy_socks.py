@@ -324,9 +324,9 @@ def test_request_needs_more(wire: bytes) -> None:
             id="bind",
         ),
         pytest.param(
-            b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00",  # v5 UDP-ASSOCIATE ...
-            REP_07,
-            id="udp-associate",
+            socks5_name_request(b"example.com", cmd=0x03),  # v5 UDP-ASSOCIATE from a name
+            REP_08,
+            id="udp-associate-by-name",
         ),
         pytest.param(socks5_name_request(b"example.com", cmd=0x09), REP_07, id="unknown-command"),
         pytest.param(socks5_name_request(b"example.com", cmd=0x00), REP_07, id="command-zero"),
@@ -490,3 +490,22 @@ def test_socks4_with_wrong_version_just_closes() -> None:
     with pytest.raises(ProtocolError) as err:
         parse_socks4_request(b"\x05\x01\x00\x50\x7f\x00\x00\x01\x00")
     assert err.value.reply == b""
+
+
+@pytest.mark.parametrize(
+    ("wire", "source"),
+    [
+        #        v5 UDP RSV IP4 0.0.0.0:0: "I do not know yet where I send from"
+        pytest.param(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", ("0.0.0.0", 0), id="unknown"),
+        #        v5 UDP RSV IP4 127.0.0.1:5000
+        pytest.param(b"\x05\x03\x00\x01\x7f\x00\x00\x01\x13\x88", ("127.0.0.1", 5000), id="v4"),
+        pytest.param(b"\x05\x03\x00\x04" + b"\x00" * 15 + b"\x01\x00\x00", ("::1", 0), id="v6"),
+    ],
+)
+def test_udp_associate_names_the_clients_source(wire: bytes, source) -> None:
+    """UDP ASSOCIATE (RFC 1928 §7): DST is where the client will send from; port 0 and the
+    unspecified address are allowed there."""
+    consumed, request = parse_socks5_request(wire)
+    assert consumed == len(wire)
+    assert request.command == 0x03
+    assert (request.target.host, request.target.port) == source

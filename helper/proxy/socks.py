@@ -153,12 +153,11 @@ def parse_socks5_request(buf: bytes) -> tuple[int, Socks5Request]:
     (port,) = struct.unpack("!H", buf[end - 2 : end])
     if command == CMD_UDP_ASSOCIATE:
         # DST is where the client will send its datagrams from, all zeros when it does not
-        # know yet (RFC 1928 §7): an address, not a destination, and port 0 is allowed.
+        # know yet (RFC 1928 §7): an address, not a destination, and port 0 is allowed. A
+        # name there (PySocks sends "0") says nothing more than its port: datagrams are
+        # taken from the client's own address whatever it names.
         if atyp == ATYP_DOMAIN:
-            raise ProtocolError(
-                "UDP ASSOCIATE names its source by a host name",
-                socks5_reply(REP_ADDRESS_TYPE_NOT_SUPPORTED),
-            )
+            host = "0.0.0.0"
         return end, Socks5Request(command, Endpoint(host, port))
     try:
         # An address is an address already (written out canonically above); a name is

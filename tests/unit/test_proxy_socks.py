@@ -323,11 +323,6 @@ def test_request_needs_more(wire: bytes) -> None:
             REP_07,
             id="bind",
         ),
-        pytest.param(
-            socks5_name_request(b"example.com", cmd=0x03),  # v5 UDP-ASSOCIATE from a name
-            REP_08,
-            id="udp-associate-by-name",
-        ),
         pytest.param(socks5_name_request(b"example.com", cmd=0x09), REP_07, id="unknown-command"),
         pytest.param(socks5_name_request(b"example.com", cmd=0x00), REP_07, id="command-zero"),
         pytest.param(b"\x05\x01\x00\x02\x7f\x00\x00\x01\x00\x50", REP_08, id="atyp-2"),
@@ -500,6 +495,8 @@ def test_socks4_with_wrong_version_just_closes() -> None:
         #        v5 UDP RSV IP4 127.0.0.1:5000
         pytest.param(b"\x05\x03\x00\x01\x7f\x00\x00\x01\x13\x88", ("127.0.0.1", 5000), id="v4"),
         pytest.param(b"\x05\x03\x00\x04" + b"\x00" * 15 + b"\x01\x00\x00", ("::1", 0), id="v6"),
+        # v5 UDP RSV NAME "0" port 0 (what PySocks sends): the name tells nothing
+        pytest.param(b"\x05\x03\x00\x03\x010\x00\x00", ("0.0.0.0", 0), id="name"),
     ],
 )
 def test_udp_associate_names_the_clients_source(wire: bytes, source) -> None:

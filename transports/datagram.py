@@ -98,10 +98,12 @@ class _Flow(asyncio.DatagramProtocol):
         self.on_lost()
 
 
-async def _connected_socket(address: str, port: int, flow: _Flow) -> None:
+async def _connected_socket(address: str, port: int, flow: _Flow, local: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     try:
-        await loop.create_datagram_endpoint(lambda: flow, remote_addr=(address, port))
+        await loop.create_datagram_endpoint(
+            lambda: flow, remote_addr=(address, port), local_addr=(local, 0) if local else None
+        )
     except OSError as exc:
         raise classify_os_error(exc, Op.CONNECT, f"{address} port {port} (UDP): {exc}") from None
 
@@ -109,9 +111,17 @@ async def _connected_socket(address: str, port: int, flow: _Flow) -> None:
 class DirectDatagrams:
     """Datagrams straight to their destinations, resolved by `resolver`."""
 
-    def __init__(self, resolver: Resolver | None = None, *, idle: float = FLOW_IDLE) -> None:
+    def __init__(
+        self,
+        resolver: Resolver | None = None,
+        *,
+        idle: float = FLOW_IDLE,
+        local_address: str | None = None,
+    ) -> None:
+        """`local_address`: the source address of every flow (the direct dialer's)."""
         self.resolver = resolver if resolver is not None else SystemResolver()
         self.idle = idle
+        self.local_address = local_address
 
     def open(self, receive: Receive) -> DirectSession:
         return DirectSession(self, receive)
@@ -151,13 +161,23 @@ class DirectSession:
         addresses = check_addresses(target.host, addresses)  # a LAN client's policy
         if self.closed:
             raise DialError(Failure.UNKNOWN, Op.CONNECT, "the association ended")
+        local = self._dialer.local_address
+        if local is not None:
+            version = ipaddress.ip_address(local).version
+            addresses = [a for a in addresses if a.version == version]
+            if not addresses:
+                raise DialError(
+                    Failure.NETWORK_UNREACHABLE,
+                    Op.CONNECT,
+                    f"{target.host} has no IPv{version} address to send to from {local}",
+                )
         address = addresses[0]
 
         def received(data: bytes) -> None:
             self._receive(data, target)
 
         flow = _Flow(received, lambda: self._lost(target, flow))
-        await _connected_socket(str(address), target.port, flow)
+        await _connected_socket(str(address), target.port, flow, local)
         if self.closed or target in self._flows:  # closed meanwhile, or another got there
             assert flow.transport is not None
             flow.transport.close()
@@ -336,7 +356,11 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
             raise none(_TCP_ONLY.get(layer.name, f"{layer.name} is a TCP-only layer"))
     rest = layers[1:]
     if not rest:
-        return DirectDatagrams(getattr(_innermost(dialer), "resolver", None))
+        base = _innermost(dialer)
+        local = getattr(base, "local_address", None)
+        return DirectDatagrams(
+            getattr(base, "resolver", None), local_address=str(local) if local else None
+        )
     if len(rest) > 1:
         raise none("UDP goes through one SOCKS5 upstream at most, not a chain of them")
     upstream = _find(dialer, Socks5Dialer)

@@ -24,9 +24,11 @@ Datagrams "in flight" are those waiting for their destination to become reachabl
 to resolve, an upstream's UDP ASSOCIATE); once a destination is reachable, datagrams go
 through at once and wait nowhere in detour.
 
-Which route: the router's plan for the destination (its service's routes, by health); routes
-that carry no UDP (datagram.datagram_dialer says why) are skipped; the first whose session
-reaches the destination carries all of that destination's datagrams in this association.
+Which route: the router's plan for the destination (its service's routes, by health),
+reordered by UDP health (routes whose UDP probe worked first, those seen dropping it last:
+helper/routing/udp_health.py); routes that carry no UDP (datagram.datagram_dialer says why)
+are skipped; the first whose session reaches the destination carries all of that
+destination's datagrams in this association.
 """
 
 from __future__ import annotations
@@ -342,6 +344,8 @@ class UdpAssociation:
         router = self.conn.router
         assert router is not None
         service, routes = router.plan(target)
+        # UDP's own health first: a route whose TCP works may drop UDP (udp_health.py).
+        routes = router.udp_health.order(service.name if service else None, routes)
         reasons: list[str] = []
         for route in routes:
             if route.name in self._no_udp:

@@ -173,6 +173,8 @@ class UdpAssociation:
         assert stream is not None
         local = stream.get_extra_info("sockname")
         host = local[0] if local else "127.0.0.1"
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]  # an IPv4 client of a dual-stack listener: answer in IPv4
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.create_datagram_endpoint(

@@ -263,10 +263,15 @@ class UdpAssociation:
         if target.port == 0:
             self._drop("malformed", "destination port 0")
             return
+        self.forward(datagram.payload, target)
+
+    def forward(self, payload: bytes, target: Endpoint) -> None:
+        """Send a client's datagram to `target`: at once when its route is known, else once
+        it is (within the limits on datagrams in flight)."""
         destination = self._destinations.get(target)
         if destination is not None and destination.session is not None:
             if destination.session.ready(target):
-                self._send(destination.session, datagram.payload, target)
+                self._send(destination.session, payload, target)
                 return
             destination.session = None  # its flow ended (idle, the upstream closed it)
         if destination is None:
@@ -285,7 +290,7 @@ class UdpAssociation:
         ):
             self._drop("over_limit", "too many datagrams waiting for their route")
             return
-        destination.pending.append(datagram.payload)
+        destination.pending.append(payload)
         self._in_flight += 1
         self.budget.in_flight += 1
         if destination.task is None:
@@ -388,14 +393,11 @@ class UdpAssociation:
 
     def _make_receive(self):
         def receive(payload: bytes, source: Endpoint) -> None:
-            relay = self._relay
-            if self.closed or relay is None or relay.transport is None:
-                return
-            addr = self._client_addr
-            if addr is None:
+            if self.closed:
                 return
             try:
-                relay.transport.sendto(encode_datagram(source, payload), addr)
+                if not self.deliver(payload, source):
+                    return
             except (OSError, ValueError) as exc:
                 log.debug("client %s: UDP back from %s: %s", self.conn.client, source, exc)
                 return
@@ -403,3 +405,13 @@ class UdpAssociation:
             self.conn.stats.down += len(payload)
 
         return receive
+
+    def deliver(self, payload: bytes, source: Endpoint) -> bool:
+        """Send a datagram from `source` to the client: with the SOCKS5 UDP header, from the
+        relay socket. False when there is nowhere to send it yet."""
+        relay = self._relay
+        addr = self._client_addr
+        if relay is None or relay.transport is None or addr is None:
+            return False
+        relay.transport.sendto(encode_datagram(source, payload), addr)
+        return True

@@ -150,3 +150,15 @@ def test_stun_binding_response_bytes() -> None:
     #            XOR-MAPPED-ADDRESS len 8: 00 01 X-PORT a147 X-ADDR e112a643
     assert wire[20:] == bytes.fromhex("0020000800 01a147e112a643".replace(" ", ""))
     assert parse_message(wire).mapped == Endpoint("192.0.2.1", 32853)
+
+
+def test_original_destination_from_ip_origdstaddr() -> None:
+    from helper.proxy.tproxy_udp import IP_RECVORIGDSTADDR, SOL_IP, original_destination
+
+    #        sockaddr_in: family (host order)  port 3478  10.82.0.2     zero padding
+    sockaddr = (2).to_bytes(2, "little") + b"\x0d\x96" + b"\x0a\x52\x00\x02" + b"\0" * 8
+    assert original_destination([(SOL_IP, IP_RECVORIGDSTADDR, sockaddr)]) == Endpoint(
+        "10.82.0.2", 3478
+    )
+    assert original_destination([]) is None
+    assert original_destination([(SOL_IP, IP_RECVORIGDSTADDR, b"\x02\x00")]) is None

@@ -150,8 +150,7 @@ class Router:
         self.resolver = resolver
         self.options = options or DialOptions()
         self.found: dict[str, list[str]] = {}  # service -> routes a search found for it
-        # UDP's own health per (service, route), apart from TCP's (udp_health.py).
-        self.udp_health = UdpHealth()
+        self.udp_health = UdpHealth()  # per (service, route), apart from TCP's
 
     @classmethod
     def from_config(

@@ -138,6 +138,14 @@ class Engine:
             self.transparent = self.server.add(
                 TransparentListener(config.listen, admission, policy)
             )
+        # Transparent UDP (TPROXY): LAN devices' calls, under the mixed listener's rules.
+        self.transparent_udp = None
+        if config.listen.transparent_udp is not None:
+            from .proxy.tproxy_udp import TransparentUdp
+
+            self.transparent_udp = TransparentUdp(
+                config.listen.transparent_udp, self.server, self.listener
+            )
         # [whatsapp_proxy]: its ports, with their own limits.
         self.whatsapp: WhatsAppProxy | None = None
         if config.whatsapp_proxy is not None:
@@ -291,12 +299,20 @@ class Engine:
             if self.signal is not None:
                 self.signal.load()
             await self.server.start()
+            if self.transparent_udp is not None:
+                try:
+                    self.transparent_udp.start()
+                except BaseException:
+                    await self.server.stop()
+                    raise
         except BaseException:
             if self.api is not None:
                 await self.api.stop()
             raise
         if self.transparent is not None:
             log.info("transparent listener on %s", Endpoint(*self.transparent.sockets[0]))
+        if self.transparent_udp is not None:
+            log.info("transparent UDP on %s", self.transparent_udp.bound)
         if self.whatsapp is not None:
             self.whatsapp.announce(self.router.services, self.router.default_policy)
         # Without a memory of networks, every network is one detour has not seen.
@@ -402,6 +418,8 @@ class Engine:
             await self.api.stop()
         await self.monitor.stop()
         await self.network.aclose()
+        if self.transparent_udp is not None:
+            self.transparent_udp.stop()
         await self.server.stop()
         for task in list(self._retiring):
             task.cancel()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from transports import Endpoint
 from transports.base import IPNetwork
 
-__all__ = ["ProbeTarget", "Service", "ServiceTable", "normalize_domain"]
+__all__ = ["ProbeTarget", "Service", "ServiceTable", "UdpProbeTarget", "normalize_domain"]
 
 
 PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80, "mtproto": 443}
@@ -73,6 +73,44 @@ class ProbeTarget:
         return f"{self.kind}://{self.endpoint}{suffix}" + ("" if self.verify else "#no-verify")
 
 
+UDP_PROBE_KINDS = {"stun": 3478, "udp-echo": None}
+
+
+@dataclass(frozen=True)
+class UdpProbeTarget:
+    """A UDP endpoint a probe checks (helper/probe/udp.py): `stun://host[:port]` (a STUN
+    binding request, port 3478 by default) or `udp-echo://host:port` (a datagram that must
+    come back as sent)."""
+
+    kind: str
+    endpoint: Endpoint
+
+    @classmethod
+    def parse(cls, text: str) -> UdpProbeTarget:
+        try:
+            url = urlsplit(text)
+            port = url.port
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        kind = url.scheme.lower()
+        if kind not in UDP_PROBE_KINDS:
+            known = ", ".join(f"{k}://" for k in UDP_PROBE_KINDS)
+            raise ValueError(f"{text!r}: unknown UDP probe kind '{kind}' (known: {known})")
+        if not url.hostname:
+            raise ValueError(f"{text!r}: missing host")
+        if port == 0:
+            raise ValueError(f"{text!r}: port 0 is not a valid port")
+        port = port or UDP_PROBE_KINDS[kind]
+        if port is None:
+            raise ValueError(f"{text!r}: udp-echo:// probes need a port (udp-echo://HOST:PORT)")
+        if url.path not in ("", "/") or url.query or url.fragment:
+            raise ValueError(f"{text!r}: UDP probes take no path or options")
+        return cls(kind, Endpoint(url.hostname, port))
+
+    def __str__(self) -> str:
+        return f"{self.kind}://{self.endpoint}"
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
@@ -81,6 +119,7 @@ class Service:
     ports: frozenset[int] = frozenset()  # empty: any port
     probes: tuple[ProbeTarget, ...] = ()
     routes: tuple[str, ...] = ()  # route names in order; empty: every route, config order
+    udp_probes: tuple[UdpProbeTarget, ...] = ()  # STUN / UDP echo endpoints (calls)
     _suffixes: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -120,19 +120,25 @@ def encode_address(host: str, port: int) -> bytes:
     return bytes([ATYP_IPV6]) + ip.packed + struct.pack("!H", port)
 
 
-async def _read_socks5_address(stream: Stream, atyp: int) -> None:
-    """Consume BND.ADDR and BND.PORT of a reply (detour has no use for them)."""
+async def _read_socks5_address(stream: Stream, atyp: int) -> Endpoint | None:
+    """Read BND.ADDR and BND.PORT of a reply (a CONNECT has no use for them; a UDP ASSOCIATE
+    sends its datagrams there); None when they cannot be an address."""
     if atyp == ATYP_IPV4:
-        await stream.readexactly(4 + 2)
+        raw = await stream.readexactly(4 + 2)
+        host = str(ipaddress.IPv4Address(raw[:4]))
     elif atyp == ATYP_IPV6:
-        await stream.readexactly(16 + 2)
+        raw = await stream.readexactly(16 + 2)
+        host = str(ipaddress.IPv6Address(raw[:16]))
     elif atyp == ATYP_DOMAIN:
         (length,) = await stream.readexactly(1)
-        await stream.readexactly(length + 2)
+        raw = await stream.readexactly(length + 2)
+        host = raw[:length].decode("ascii", "replace")
     else:
         raise DialError(
             Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"reply has address type {atyp}"
         )
+    (port,) = struct.unpack("!H", raw[-2:])
+    return Endpoint(host, port) if host else None
 
 
 def _credential(value: str | bytes | None, what: str) -> bytes | None:
@@ -175,50 +181,75 @@ class Socks5Dialer:
             raise _protocol_error(str(exc)) from None
 
         async def handshake(stream: Stream) -> None:
-            methods = [METHOD_NO_AUTH]
-            if self._username is not None:
-                methods = [METHOD_USER_PASS, METHOD_NO_AUTH]
-            stream.write(bytes([SOCKS5, len(methods), *methods]))
-            version, method = await stream.readexactly(2)
-            if version != SOCKS5:
-                raise _protocol_error(f"proxy answered version {version}, not SOCKS5")
-            if method == METHOD_USER_PASS and self._username is not None:
-                assert self._password is not None
-                stream.write(
-                    bytes([AUTH_VERSION, len(self._username)])
-                    + self._username
-                    + bytes([len(self._password)])
-                    + self._password
-                )
-                _, status = await stream.readexactly(2)
-                if status != 0:
-                    raise DialError(
-                        Failure.PROXY_AUTH_FAILED,
-                        Op.PROXY_HANDSHAKE,
-                        f"{self.label} rejected the username or password",
-                    )
-            elif method == METHOD_NONE_ACCEPTABLE:
-                wanted = "accepts none of our methods" if self._username else "requires a login"
-                raise DialError(
-                    Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE, f"{self.label} {wanted}"
-                )
-            elif method != METHOD_NO_AUTH:
-                raise _protocol_error(f"proxy chose method {method:#04x}, which was not offered")
-            stream.write(request)
-            version, reply, _rsv, atyp = await stream.readexactly(4)
-            if version != SOCKS5:
-                raise _protocol_error(f"reply version {version}, not SOCKS5")
-            if reply != REP_SUCCEEDED:
-                failure, op = _REPLY_FAILURES.get(
-                    reply, (Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE)
-                )
-                text = SOCKS5_REPLY_TEXT.get(reply, f"unknown reply {reply:#04x}")
-                raise DialError(failure, op, f"{self.label} answered: {text}")
-            await _read_socks5_address(stream, atyp)
+            await self._negotiate(stream, request)
 
         return await dial_through_proxy(
             self.inner, self.proxy, handshake, self.handshake_timeout, self.label
         )
+
+    async def associate(self) -> tuple[Stream, Endpoint]:
+        """UDP ASSOCIATE (RFC 1928 §7): the control connection (the association lives as long
+        as it does) and where to send the datagrams (the relay address the proxy answered;
+        an unspecified address there means the proxy's own).
+        """
+        # DST 0.0.0.0:0: "the client does not know yet where it will send from".
+        request = bytes([SOCKS5, CMD_UDP_ASSOCIATE, 0x00]) + encode_address("0.0.0.0", 0)
+        bound: list[Endpoint | None] = []
+
+        async def handshake(stream: Stream) -> None:
+            bound.append(await self._negotiate(stream, request))
+
+        stream = await dial_through_proxy(
+            self.inner, self.proxy, handshake, self.handshake_timeout, self.label
+        )
+        relay = bound[0]
+        if relay is not None and relay.ip is not None and relay.ip.is_unspecified:
+            relay = Endpoint(self.proxy.host, relay.port)
+        if relay is None or relay.port == 0:
+            stream.abort()
+            raise _protocol_error(f"{self.label} answered UDP ASSOCIATE with no relay address")
+        return stream, relay
+
+    async def _negotiate(self, stream: Stream, request: bytes) -> Endpoint | None:
+        """Greeting, login, `request`; the reply's bound address."""
+        methods = [METHOD_NO_AUTH]
+        if self._username is not None:
+            methods = [METHOD_USER_PASS, METHOD_NO_AUTH]
+        stream.write(bytes([SOCKS5, len(methods), *methods]))
+        version, method = await stream.readexactly(2)
+        if version != SOCKS5:
+            raise _protocol_error(f"proxy answered version {version}, not SOCKS5")
+        if method == METHOD_USER_PASS and self._username is not None:
+            assert self._password is not None
+            stream.write(
+                bytes([AUTH_VERSION, len(self._username)])
+                + self._username
+                + bytes([len(self._password)])
+                + self._password
+            )
+            _, status = await stream.readexactly(2)
+            if status != 0:
+                raise DialError(
+                    Failure.PROXY_AUTH_FAILED,
+                    Op.PROXY_HANDSHAKE,
+                    f"{self.label} rejected the username or password",
+                )
+        elif method == METHOD_NONE_ACCEPTABLE:
+            wanted = "accepts none of our methods" if self._username else "requires a login"
+            raise DialError(Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE, f"{self.label} {wanted}")
+        elif method != METHOD_NO_AUTH:
+            raise _protocol_error(f"proxy chose method {method:#04x}, which was not offered")
+        stream.write(request)
+        version, reply, _rsv, atyp = await stream.readexactly(4)
+        if version != SOCKS5:
+            raise _protocol_error(f"reply version {version}, not SOCKS5")
+        if reply != REP_SUCCEEDED:
+            failure, op = _REPLY_FAILURES.get(
+                reply, (Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE)
+            )
+            text = SOCKS5_REPLY_TEXT.get(reply, f"unknown reply {reply:#04x}")
+            raise DialError(failure, op, f"{self.label} answered: {text}")
+        return await _read_socks5_address(stream, atyp)
 
     def __repr__(self) -> str:
         return f"Socks5Dialer({self.proxy}, auth={self._username is not None})"

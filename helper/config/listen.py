@@ -152,6 +152,13 @@ class ListenConfig:
         "The same, from one client address: what keeps one device that opens connections and "
         "never finishes them (slowloris) from starving the others. `0`: no limit.",
     )
+    transparent_udp: Endpoint | None = setting(
+        None,
+        _transparent,
+        "Linux only: address of the transparent UDP socket, for datagrams nftables redirects "
+        'to detour with TPROXY (calls from LAN devices with no proxy setting): `"0.0.0.0:1091"`. '
+        "IPv4 only; needs root or CAP_NET_ADMIN. See [udp.md](udp.md#router-transparent-udp).",
+    )
 
 
 def read_listen(
@@ -178,6 +185,13 @@ def check_exposure(listen: ListenConfig, report: Callable[[str, str], None]) -> 
             f"{listen.transparent} is reachable from other machines and has no login; set "
             'listen.allow to the LAN\'s client ranges (e.g. ["192.168.1.0/24"])',
         )
+    udp = listen.transparent_udp
+    if udp is not None and not is_loopback(udp) and not listen.allow:
+        report(
+            "listen.transparent_udp",
+            f"{udp} is reachable from other machines and has no login; set listen.allow to "
+            'the LAN\'s client ranges (e.g. ["192.168.1.0/24"])',
+        )
     without_login = listeners_without_login(listen)
     if without_login:
         check_allow_width(listen, " and ".join(without_login), report)
@@ -189,6 +203,8 @@ def listeners_without_login(listen: ListenConfig) -> list[str]:
         "listen.mixed": not is_loopback(listen.mixed) and not listen.users,
         "listen.transparent": listen.transparent is not None
         and not is_loopback(listen.transparent),
+        "listen.transparent_udp": listen.transparent_udp is not None
+        and not is_loopback(listen.transparent_udp),
     }
     return [key for key, open_ in exposed.items() if open_]
 

@@ -13,7 +13,7 @@ from typing import Any
 from transports import Chain, redact
 from transports.base import IPNetwork
 
-from ..services import ProbeTarget, Service
+from ..services import ProbeTarget, Service, UdpProbeTarget
 from .base import OTHER_ROUTES
 from .schema import Problems, complete, read_array, setting
 from .values import (
@@ -122,6 +122,14 @@ class ServiceSettings:
         "stands for the routes the service would have without the list, less those named: "
         '`["my-vps", "..."]` tries `my-vps` first ([Layering](#layering)).',
         shown="every route, in order",
+    )
+    udp_probes: tuple[UdpProbeTarget, ...] = setting(
+        [],
+        each=lambda value: UdpProbeTarget.parse(string(value)),
+        doc="UDP endpoints that show whether a route carries the service's calls, probed "
+        "apart from `probes` ([udp.md](udp.md)): `stun://HOST[:PORT]` (a STUN binding "
+        "request, port 3478 by default) and `udp-echo://HOST:PORT` (a datagram that must "
+        "come back as sent).",
     )
 
 

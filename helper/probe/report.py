@@ -1,7 +1,9 @@
 """`detour probe`'s output: the JSON document scripts read, the table people read, and a
 summary at the end that names what works for each service (as zapret's blockcheck does).
 
-JSON (stable; extra keys may be added, none removed; `search` only with `--search`):
+JSON (stable; extra keys may be added, none removed; `search` only with `--search`; `udp`
+only for a service with `udp_probes`: [{"route", "ok", "diagnosis", "detail", "rtt_ms",
+"targets"}], docs/udp.md):
 
     {"services": [{"name": "telegram", "reachable": true, "best_route": "tls-fragment",
                    "routes": [{"route": "direct", "ok": false, "failure": "connection_reset",
@@ -26,6 +28,8 @@ class ServiceReport:
     name: str
     results: list[ProbeResult]  # in the service's route order
     search: dict[str, Any] | None = None  # what a strategy search tried and what won
+    # UDP probes of the service's `udp_probes` per route (helper/probe/udp.py), if it has any
+    udp: list[dict[str, Any]] | None = None
 
     @property
     def working(self) -> list[ProbeResult]:
@@ -48,6 +52,8 @@ class ServiceReport:
         }
         if self.search is not None:
             data["search"] = self.search
+        if self.udp is not None:
+            data["udp"] = self.udp
         return data
 
 
@@ -78,6 +84,13 @@ def table(reports: list[ServiceReport]) -> str:
             lines.append(
                 f"{name:{service_width}}  {result.route:{route_width}}  {_verdict(result)}"
             )
+        for udp in report.udp or ():  # the service's calls, route by route (docs/udp.md)
+            verdict = (
+                f"{OK_MARK} UDP works" + (f", {udp['rtt_ms']:.0f} ms" if udp["rtt_ms"] else "")
+                if udp["ok"]
+                else f"{FAIL_MARK} UDP: {udp['diagnosis']}"
+            )
+            lines.append(f"{'':{service_width}}  {udp['route']:{route_width}}  {verdict}")
     return "\n".join(lines) + "\n"
 
 

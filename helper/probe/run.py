@@ -44,6 +44,8 @@ async def probe_services(
             routes = [engine.router.route(n) for n in engine.router.routes_of(service)]
             results = await engine.prober.probe_service(service, routes)
             reports.append(ServiceReport(service.name, results))
+            if service.udp_probes:
+                reports[-1].udp = await _probe_udp(engine, service, routes)
         network = await engine.network.assess(r for report in reports for r in report.results)
         if network.offline:
             # Nothing was learnt about the routes: no search either (it would find nothing).
@@ -123,3 +125,12 @@ def forget_strategies(services: list[str] | None, store: HealthStore | None = No
     names = [item["route"] for s in dropped for item in kept[s]]
     print(f"forgot {', '.join(names)}" if names else "no strategies kept for this network")
     return 0
+
+
+async def _probe_udp(engine, service, routes) -> list[dict]:
+    """The service's UDP probes through each route (helper/probe/udp.py), recorded in the
+    router's UDP health."""
+    from .udp import probe_udp_routes
+
+    results = await probe_udp_routes(service, routes, engine.router.udp_health)
+    return [result.to_json() for result in results]

@@ -13,6 +13,7 @@ A Request says where to go and how to answer the client:
     retry_client_hello          a TLS ClientHello may go through the next route (retry.py)
     client                      the client's stream from now on (TLS terminated, decrypted)
     upstream(stream)            wraps the route's stream once connected (encrypt toward it)
+    serve(conn)                 serves the connection instead (a UDP association, udp.py)
 
 The mixed listener (mixed.py: SOCKS5, SOCKS4a, HTTP), the transparent listener
 (transparent.py) and each WhatsApp proxy port (whatsapp.py) are handshakes on it.
@@ -74,6 +75,9 @@ class Request:
     client: Stream | None = None
     # Applied to the route's stream once connected (also to one a retry connects).
     upstream: Callable[[Stream], Awaitable[Stream]] | None = None
+    # Serves the connection itself instead of connecting to `target` and relaying (a SOCKS5
+    # UDP ASSOCIATE, whose TCP connection only holds the association open: udp.py).
+    serve: Callable[[ClientConnection], Awaitable[None]] | None = None
 
 
 class ClientConnection:

@@ -19,6 +19,7 @@ import logging
 from transports import Endpoint, Failure, Stream
 from transports.guard import AddressPolicy
 from transports.socks import (
+    CMD_UDP_ASSOCIATE,
     METHOD_NO_AUTH,
     METHOD_NONE_ACCEPTABLE,
     METHOD_USER_PASS,
@@ -38,6 +39,7 @@ from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
 from .limits import Admission, listen_limits
 from .listener import ClientConnection, Listener, Request
+from .udp import UdpAssociation, UdpBudget
 
 __all__ = ["MixedListener", "listen_admission"]
 
@@ -78,6 +80,8 @@ class MixedListener(Listener):
             services_only=config.remote_default == "deny",
         )
         self._users = {user.name: user.password.encode() for user in config.users}
+        # Every UDP association of this listener: limits, datagrams in flight, counters.
+        self.udp = UdpBudget()
 
     async def handshake(self, conn: ClientConnection) -> Request | None:
         stream = conn.stream
@@ -150,7 +154,14 @@ class MixedListener(Listener):
         request = await read_message(
             stream, socks_proto.parse_socks5_request, socks_proto.SOCKS5_REQUEST_LIMIT
         )
+        if request.command == CMD_UDP_ASSOCIATE:
+            return Request("socks5-udp", request.target, serve=self._associate)
         return Request("socks5", request.target, _SOCKS5_SUCCESS, _socks5_error)
+
+    async def _associate(self, conn: ClientConnection) -> None:
+        """A UDP ASSOCIATE: the association lives until the TCP connection ends (udp.py)."""
+        assert conn.target is not None
+        await UdpAssociation(conn, self, self.udp, conn.target.port).serve()
 
     async def _socks4(self, stream: Stream) -> Request:
         request = await read_message(

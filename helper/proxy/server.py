@@ -275,6 +275,9 @@ class ClientServer:
             conn.stream = request.client
         conn.protocol = request.protocol
         conn.target = request.target
+        if request.serve is not None:
+            await request.serve(conn)
+            return
         if listener.policy is None or conn.local:
             await self._connect_and_relay(conn, request)
             return

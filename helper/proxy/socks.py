@@ -147,10 +147,18 @@ def parse_socks5_request(buf: bytes) -> tuple[int, Socks5Request]:
         raise ProtocolError(
             f"unknown address type {atyp}", socks5_reply(REP_ADDRESS_TYPE_NOT_SUPPORTED)
         )
-    if command != CMD_CONNECT:
+    if command not in (CMD_CONNECT, CMD_UDP_ASSOCIATE):
         name = _COMMAND_NAMES.get(command, f"command {command}")
         raise ProtocolError(f"{name} is not supported", socks5_reply(REP_COMMAND_NOT_SUPPORTED))
     (port,) = struct.unpack("!H", buf[end - 2 : end])
+    if command == CMD_UDP_ASSOCIATE:
+        # DST is where the client will send its datagrams from, all zeros when it does not
+        # know yet (RFC 1928 §7): an address, not a destination, and port 0 is allowed. A
+        # name there (PySocks sends "0") says nothing more than its port: datagrams are
+        # taken from the client's own address whatever it names.
+        if atyp == ATYP_DOMAIN:
+            host = "0.0.0.0"
+        return end, Socks5Request(command, Endpoint(host, port))
     try:
         # An address is an address already (written out canonically above); a name is
         # checked for what no host name holds.

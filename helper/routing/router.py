@@ -38,6 +38,7 @@ from ..services import Service, ServiceTable
 from ..status import RouteView, ServiceView, Tally
 from .health import HealthBook
 from .route import ROUTE_TIMEOUT, Route, build_route, build_routes
+from .udp_health import UdpHealth
 
 __all__ = [
     "BY_THE_USER",
@@ -149,6 +150,7 @@ class Router:
         self.resolver = resolver
         self.options = options or DialOptions()
         self.found: dict[str, list[str]] = {}  # service -> routes a search found for it
+        self.udp_health = UdpHealth()  # per (service, route), apart from TCP's
 
     @classmethod
     def from_config(

@@ -27,9 +27,10 @@ CASES = [
         b"\x05\x00\x05\x07",
     ),
     (
+        # supported: the association is granted, and ends as the connection closes
         "socks5-udp-associate",
         b"\x05\x01\x00" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00",
-        b"\x05\x00\x05\x07",
+        b"\x05\x00\x05\x00\x00\x01\x7f\x00\x00\x01",
     ),
     (
         "socks5-unknown-command",

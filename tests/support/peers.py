@@ -48,6 +48,7 @@ from urllib.parse import quote
 __all__ = [
     "Peer",
     "PeerStartError",
+    "coturn_stun",
     "danted",
     "dnsdist_doh",
     "free_port",
@@ -646,7 +647,7 @@ def _write_user_db(tmpdir: Path, username: str, password: str) -> tuple[Path, Pa
     return passwd, shadow
 
 
-def _dante_config(port: int, log_path: Path, with_auth: bool) -> str:
+def _dante_config(port: int, log_path: Path, with_auth: bool, udp: bool = False) -> str:
     method = "username" if with_auth else "none"
     lines = [
         "# written by tests/support/peers.py",
@@ -683,8 +684,17 @@ def _dante_config(port: int, log_path: Path, with_auth: bool) -> str:
         lines += [
             "socks pass {",
             f"    from: 127.0.0.0/8 to: {destination}",
-            "    command: connect",
+            "    command: connect" + (" udpassociate" if udp else ""),
             f"    socksmethod: {method}",
+            "    log: error",
+            "}",
+        ]
+    if udp:
+        # UDP replies: `from` is who answers, `to` the client the reply goes to.
+        lines += [
+            "socks pass {",
+            "    from: 0.0.0.0/0 to: 127.0.0.0/8",
+            "    command: udpreply",
             "    log: error",
             "}",
         ]
@@ -692,8 +702,11 @@ def _dante_config(port: int, log_path: Path, with_auth: bool) -> str:
 
 
 @contextlib.contextmanager
-def danted(username: str | None = None, password: str | None = None) -> Iterator[Peer]:
-    """dante (danted) as a SOCKS5 upstream: no authentication, or RFC 1929 user/password.
+def danted(
+    username: str | None = None, password: str | None = None, *, udp: bool = False
+) -> Iterator[Peer]:
+    """dante (danted) as a SOCKS5 upstream: no authentication, or RFC 1929 user/password;
+    with `udp`, UDP ASSOCIATE allowed too.
 
     danted stays in the foreground unless given -D; ``-N 1`` starts one mother process, which
     forks negotiate children (96 clients each), request children (one each) and io children
@@ -715,7 +728,7 @@ def danted(username: str | None = None, password: str | None = None) -> Iterator
     def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
         log_path = tmpdir / "danted.log"
         conf = tmpdir / "danted.conf"
-        conf.write_text(_dante_config(port, log_path, with_auth))
+        conf.write_text(_dante_config(port, log_path, with_auth, udp))
         argv = [binary, "-f", str(conf), "-N", "1", "-p", str(tmpdir / "danted.pid")]
         if username is not None and password is not None:
             passwd, shadow = _write_user_db(tmpdir, username, password)
@@ -730,6 +743,27 @@ def danted(username: str | None = None, password: str | None = None) -> Iterator
         return [sys.executable, "-c", _REAPER, *argv], log_path
 
     with _running("danted", "socks5", prepare, username, password) as peer:
+        yield peer
+
+
+@contextlib.contextmanager
+def coturn_stun() -> Iterator[Peer]:
+    """coturn's turnserver as a STUN server only (no TURN relaying, no TLS/DTLS, no CLI), on
+    127.0.0.1 at the peer's port, UDP and TCP (the TCP socket is how its start is seen)."""
+    binary = require_peer("turnserver", "coturn")
+
+    def prepare(tmpdir: Path, port: int) -> tuple[list[str], Path | None]:
+        log_path = tmpdir / "turnserver.log"
+        argv = [
+            binary, "--stun-only", "--no-tls", "--no-dtls", "--no-cli",
+            "--listening-ip", "127.0.0.1", "--listening-port", str(port),
+            "--pidfile", str(tmpdir / "turnserver.pid"),
+            "--log-file", str(log_path), "--simple-log", "--no-stdout-log",
+            "--realm", "detour.test",
+        ]  # fmt: skip
+        return argv, log_path
+
+    with _running("coturn", "stun", prepare, None, None) as peer:
         yield peer
 
 

@@ -182,3 +182,12 @@ def test_a_wide_allow_list_is_refused_for_the_whatsapp_proxy_even_with_users() -
         '[whatsapp_proxy]\nlisten = "0.0.0.0"\n'
     )
     assert any(p.startswith("listen.allow[0]: ") and "whatsapp_proxy" in p for p in found), found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TPROXY is Linux-only")
+def test_transparent_udp_off_loopback_needs_an_allow_list() -> None:
+    found = problems('[listen]\ntransparent_udp = "0.0.0.0:1091"\n')
+    assert any(p.startswith("listen.transparent_udp:") and "listen.allow" in p for p in found)
+    ok = config('[listen]\ntransparent_udp = "0.0.0.0:1091"\nallow = ["192.168.1.0/24"]\n')
+    assert ok.listen.transparent_udp == Endpoint("0.0.0.0", 1091)
+    assert config("").listen.transparent_udp is None

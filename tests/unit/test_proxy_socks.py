@@ -323,11 +323,6 @@ def test_request_needs_more(wire: bytes) -> None:
             REP_07,
             id="bind",
         ),
-        pytest.param(
-            b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00",  # v5 UDP-ASSOCIATE ...
-            REP_07,
-            id="udp-associate",
-        ),
         pytest.param(socks5_name_request(b"example.com", cmd=0x09), REP_07, id="unknown-command"),
         pytest.param(socks5_name_request(b"example.com", cmd=0x00), REP_07, id="command-zero"),
         pytest.param(b"\x05\x01\x00\x02\x7f\x00\x00\x01\x00\x50", REP_08, id="atyp-2"),
@@ -490,3 +485,24 @@ def test_socks4_with_wrong_version_just_closes() -> None:
     with pytest.raises(ProtocolError) as err:
         parse_socks4_request(b"\x05\x01\x00\x50\x7f\x00\x00\x01\x00")
     assert err.value.reply == b""
+
+
+@pytest.mark.parametrize(
+    ("wire", "source"),
+    [
+        #        v5 UDP RSV IP4 0.0.0.0:0: "I do not know yet where I send from"
+        pytest.param(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00", ("0.0.0.0", 0), id="unknown"),
+        #        v5 UDP RSV IP4 127.0.0.1:5000
+        pytest.param(b"\x05\x03\x00\x01\x7f\x00\x00\x01\x13\x88", ("127.0.0.1", 5000), id="v4"),
+        pytest.param(b"\x05\x03\x00\x04" + b"\x00" * 15 + b"\x01\x00\x00", ("::1", 0), id="v6"),
+        # v5 UDP RSV NAME "0" port 0 (what PySocks sends): the name tells nothing
+        pytest.param(b"\x05\x03\x00\x03\x010\x00\x00", ("0.0.0.0", 0), id="name"),
+    ],
+)
+def test_udp_associate_names_the_clients_source(wire: bytes, source) -> None:
+    """UDP ASSOCIATE (RFC 1928 §7): DST is where the client will send from; port 0 and the
+    unspecified address are allowed there."""
+    consumed, request = parse_socks5_request(wire)
+    assert consumed == len(wire)
+    assert request.command == 0x03
+    assert (request.target.host, request.target.port) == source

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""UDP through detour, side by side with UDP without it, in one run: a UDP echo of 10,000
+datagrams per path, with loss, reordering, round-trip time and datagrams per second; and the
+memory one UDP association holds.
+
+    .venv/bin/python benchmarks/udp.py                    # 10,000 datagrams of 1,400 bytes
+    .venv/bin/python benchmarks/udp.py --count 2000 --size 200 --window 16
+    .venv/bin/python benchmarks/udp.py --json out.json    # also the raw numbers
+
+Paths (all on loopback; the echo server is a separate process):
+
+    plain            client -> echo (no proxy): the baseline
+    detour direct    client -> detour (SOCKS5 UDP ASSOCIATE, route `direct`) -> echo
+    dante            client -> danted (UDP ASSOCIATE) -> echo: a real SOCKS5 relay alone
+    detour -> dante  client -> detour (route `socks5://dante`) -> danted -> echo
+
+The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
+sends as fast as the window lets, to find the rate), each carrying its sequence number and
+the time it was sent; a datagram not back 2 s after the last was sent is lost. Reordered:
+datagrams that came back after one sent later. Every answer is compared byte for byte.
+detour runs in this process, in the client's event loop (one core for both: the ratios
+matter, not the absolute figures). Needs danted (scripts/install-test-peers) for the dante
+paths; without it they are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.udp import associate  # noqa: E402
+from transports import Endpoint  # noqa: E402
+
+ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    data, addr = s.recvfrom(65535)
+    s.sendto(data, addr)
+"""
+
+
+class _Plain(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.queue.put_nowait(data)
+
+
+async def _run(send, receive, count: int, size: int, window: int) -> dict[str, Any]:
+    """Echo `count` datagrams of `size` bytes, `window` in flight; the figures."""
+    filler = bytes(range(256)) * (size // 256 + 1)
+    rtts: list[float] = []
+    arrived: set[int] = set()
+    corrupt = reordered = 0
+    highest = -1
+    credit = asyncio.Semaphore(window)
+    done = asyncio.Event()
+    last_arrival = time.perf_counter()
+
+    async def reader() -> None:
+        nonlocal corrupt, reordered, highest, last_arrival
+        while len(arrived) < count:
+            data = await receive()
+            seq, sent = struct.unpack_from("!Id", data)
+            if data[12:] != filler[: size - 12] or seq in arrived:
+                corrupt += 1
+                continue
+            last_arrival = time.perf_counter()
+            rtts.append(last_arrival - sent)
+            arrived.add(seq)
+            if seq < highest:
+                reordered += 1
+            highest = max(highest, seq)
+            credit.release()
+        done.set()
+
+    task = asyncio.get_running_loop().create_task(reader())
+    started = time.perf_counter()
+    for seq in range(count):
+        try:
+            async with asyncio.timeout(0.5):  # a lost datagram gives its credit back late
+                await credit.acquire()
+        except TimeoutError:
+            pass
+        send(struct.pack("!Id", seq, time.perf_counter()) + filler[: size - 12])
+    try:
+        async with asyncio.timeout(2.0):
+            await done.wait()
+    except TimeoutError:
+        pass
+    elapsed = last_arrival - started
+    task.cancel()
+    rtts.sort()
+    return {
+        "sent": count,
+        "received": len(arrived),
+        "lost": count - len(arrived),
+        "reordered": reordered,
+        "corrupt": corrupt,
+        "datagrams_per_s": round(len(arrived) / elapsed) if elapsed else None,
+        "rtt_median_us": round(statistics.median(rtts) * 1e6) if rtts else None,
+        "rtt_p99_us": round(rtts[int(len(rtts) * 0.99) - 1] * 1e6) if rtts else None,
+    }
+
+
+async def _plain(echo: Endpoint, count: int, size: int, window: int) -> dict[str, Any]:
+    queue: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Plain(queue), remote_addr=(echo.host, echo.port)
+    )
+    try:
+        return await _run(transport.sendto, queue.get, count, size, window)
+    finally:
+        transport.close()
+
+
+async def _socks(proxy: tuple[str, int], echo: Endpoint, count: int, size: int, window: int):
+    client = await associate(proxy)
+    try:
+
+        async def receive() -> bytes:
+            return (await client.receive(10.0))[0]
+
+        return await _run(lambda d: client.send(d, echo), receive, count, size, window)
+    finally:
+        await client.close()
+
+
+async def _memory_per_association(engine, echo: Endpoint, n: int = 200) -> float:
+    """Bytes of Python heap one association holds, with one flow open (tracemalloc)."""
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    clients = []
+    for _ in range(n):
+        client = await associate(engine.mixed_address)
+        await client.echo(b"x", echo)
+        clients.append(client)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    for client in clients:
+        await client.close()
+    return grown / n
+
+
+async def main(args: argparse.Namespace, echo: Endpoint) -> dict[str, Any]:
+    from helper.config import parse_config
+    from helper.engine import Engine
+    from tests.conftest import config_text
+    from tests.support import peers
+
+    results: dict[str, Any] = {}
+    run = (args.count, args.size, args.window)
+    results["plain"] = await _plain(echo, *run)
+    engine = Engine(parse_config(config_text(), "benchmark"), probe_on_start=False)
+    await engine.start()
+    try:
+        results["detour direct"] = await _socks(engine.mixed_address, echo, *run)
+        results["memory_per_association_bytes"] = round(await _memory_per_association(engine, echo))
+    finally:
+        await engine.stop()
+    try:
+        with peers.danted(udp=True) as dante:
+            results["dante"] = await _socks(("127.0.0.1", dante.port), echo, *run)
+            routes = {"dante": f"socks5://127.0.0.1:{dante.port}"}
+            engine = Engine(parse_config(config_text(routes=routes), "b"), probe_on_start=False)
+            await engine.start()
+            try:
+                results["detour -> dante"] = await _socks(engine.mixed_address, echo, *run)
+            finally:
+                await engine.stop()
+    except BaseException as exc:  # no danted: the dante paths are skipped
+        if type(exc).__name__ not in ("Skipped", "PeerStartError"):
+            raise
+        print(f"dante paths skipped: {exc}", file=sys.stderr)
+    return results
+
+
+def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
+    base = results["plain"]
+    lines = [
+        f"UDP echo: {args.count} datagrams of {args.size} bytes, {args.window} in flight",
+        f"{'path':16} {'lost':>6} {'reord':>6} {'bad':>4} {'dgram/s':>8} {'rate':>6} "
+        f"{'rtt med':>8} {'p99':>8} {'+rtt':>7}",
+    ]
+    for name, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        ratio = r["datagrams_per_s"] / base["datagrams_per_s"] if base["datagrams_per_s"] else 0
+        extra = (r["rtt_median_us"] or 0) - (base["rtt_median_us"] or 0)
+        lines.append(
+            f"{name:16} {r['lost']:>6} {r['reordered']:>6} {r['corrupt']:>4} "
+            f"{r['datagrams_per_s']:>8} {ratio:>5.2f}x {r['rtt_median_us']:>6}us "
+            f"{r['rtt_p99_us']:>6}us {extra:>+5}us"
+        )
+    lines.append(
+        f"memory per association (one flow): {results['memory_per_association_bytes']} bytes"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=1400)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--json", type=Path)
+    arguments = parser.parse_args()
+    if arguments.size < 12:
+        parser.error("--size must be at least 12 (sequence number and time)")
+    os.environ.setdefault("DETOUR_STATE_DIR", "/tmp/detour-benchmark-udp")
+    echo_process = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
+    assert echo_process.stdout is not None
+    try:
+        echo_at = Endpoint("127.0.0.1", int(echo_process.stdout.readline()))
+        figures = asyncio.run(main(arguments, echo_at))
+    finally:
+        echo_process.kill()
+        echo_process.wait()
+    print(_table(figures, arguments))
+    if arguments.json:
+        arguments.json.write_text(json.dumps(figures, indent=2))

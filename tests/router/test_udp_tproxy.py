@@ -1,0 +1,183 @@
+"""Transparent UDP on a router (nftables TPROXY), in network namespaces:
+
+    phone 10.81.0.2 --veth-- 10.81.0.1 router 10.82.0.1 --veth-- 10.82.0.2, .3 service
+                             detour: transparent_udp :1091     STUN :3478 on both,
+                             nft: udp to 10.82.0.2 -> tproxy     UDP echo :7000 on .2
+
+The phone has no proxy setting. Its STUN request to the service's address (10.82.0.2) goes
+through detour's route: the STUN server sees the router's address. Its STUN request to
+another address (10.82.0.3) is routed untouched: that server sees the phone itself. The UDP
+echo comes back intact, from the service's own address, up to 1,400 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helper.lab.namespaces import Namespaces
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
+
+SERVICE = "10.82.0.2"
+OTHER = "10.82.0.3"
+
+SERVERS = f"""
+import asyncio
+from helper.lab.udpmocks import StunServer, UdpEcho, start_udp
+async def main():
+    for host in ({SERVICE!r}, {OTHER!r}):
+        await start_udp(StunServer(), host, 3478)
+    await start_udp(UdpEcho(), {SERVICE!r}, 7000)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+PHONE = f"""
+import socket, os
+from transports.stun import binding_request, parse_message
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+for host in ({SERVICE!r}, {OTHER!r}):
+    request, tid = binding_request()
+    for _ in range(3):
+        s.sendto(request, (host, 3478))
+        try:
+            data, source = s.recvfrom(2048)
+            break
+        except socket.timeout:
+            continue
+    answer = parse_message(data)
+    assert answer.transaction == tid and source == (host, 3478), (answer, source)
+    print(host, "sees", answer.mapped.host, flush=True)
+for size in (1, 600, 1400):
+    payload = os.urandom(size)
+    s.sendto(payload, ({SERVICE!r}, 7000))
+    data, source = s.recvfrom(2048)
+    assert data == payload and source == ({SERVICE!r}, 7000), (len(data), source)
+print("echo ok", flush=True)
+"""
+
+CONFIG = f"""
+[base]
+config = "none"
+
+[listen]
+mixed = "127.0.0.1:0"
+transparent_udp = "0.0.0.0:1091"
+allow = ["10.81.0.0/24"]
+remote_public = ["10.82.0.0/24"]
+
+[[route]]
+name = "direct"
+chain = "direct"
+
+[[service]]
+name = "calls"
+cidrs = ["{SERVICE}/32"]
+"""
+
+NFT = f"""
+table ip detour_udp_test {{
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+        ip daddr {SERVICE} udp dport {{ 3478, 7000 }} tproxy to :1091 meta mark set 1 accept
+    }}
+}}
+"""
+
+
+def _require() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, TPROXY)")
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+
+
+def _in(namespace: str, *argv: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", namespace, *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+        **kwargs,
+    )
+
+
+def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {text!r}:\n{path.read_text()}")
+        time.sleep(0.05)
+
+
+def test_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
+    _require()
+    processes: list[subprocess.Popen] = []
+    with Namespaces() as net:
+        phone = net.namespace("dup-p")
+        router = net.namespace("dup-r", forwarding=True)
+        service = net.namespace("dup-s")
+        phone_end, router_lan = net.veth("dupl", phone, router)
+        router_wan, service_end = net.veth("dupw", router, service)
+        net.address(phone, phone_end, "10.81.0.2/24")
+        net.address(router, router_lan, "10.81.0.1/24")
+        net.address(router, router_wan, "10.82.0.1/24")
+        net.address(service, service_end, f"{SERVICE}/24", f"{OTHER}/24")
+        net.route(phone, "default", "via", "10.81.0.1")
+        net.route(service, "default", "via", "10.82.0.1")
+        # TPROXY'd packets are marked; the mark makes them local, so the socket gets them.
+        net.run(router, "nft", "-f", "-", stdin=NFT)
+        net.run(router, "ip", "rule", "add", "fwmark", "1", "lookup", "100")
+        net.run(router, "ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+        try:
+            servers_log = tmp_path / "servers.log"
+            with servers_log.open("w") as out:
+                servers = _in(service, sys.executable, "-c", SERVERS, stdout=out, stderr=out)
+            processes.append(servers)
+            _wait_for(servers_log, "ready", servers)
+            config = tmp_path / "router.toml"
+            config.write_text(CONFIG)
+            detour_log = tmp_path / "detour.log"
+            with detour_log.open("w") as out:
+                detour = _in(
+                    router,
+                    sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
+                    stdout=out, stderr=out,
+                )  # fmt: skip
+            processes.append(detour)
+            _wait_for(detour_log, "transparent UDP on", detour)
+            result = subprocess.run(
+                ["ip", "netns", "exec", phone, sys.executable, "-c", PHONE],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr + detour_log.read_text()
+            lines = result.stdout.splitlines()
+            # Through detour: the service sees the router; the other address sees the phone.
+            assert f"{SERVICE} sees 10.82.0.1" in lines, result.stdout
+            assert f"{OTHER} sees 10.81.0.2" in lines, result.stdout
+            assert "echo ok" in lines
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()

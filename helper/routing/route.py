@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from transports import Chain, Dialer, DialError, DialOptions, Endpoint, Failure, Op, Stream
 from transports.base import dial_deadline, dial_phase
@@ -17,7 +18,15 @@ from transports.resolver import Resolver
 
 from ..config import Config, RouteConfig
 
-__all__ = ["ROUTE_TIMEOUT", "Route", "build_route", "build_routes"]
+if TYPE_CHECKING:
+    import ssl
+    from contextlib import AsyncExitStack
+
+    from transports.pt import PtManager
+
+    from ..search.budget import HandshakeBudget
+
+__all__ = ["ROUTE_TIMEOUT", "Route", "build_route", "build_routes", "dial_options"]
 
 # A route's `timeout` when the config does not give one (the routes a search finds).
 ROUTE_TIMEOUT = next(f.default for f in fields(RouteConfig) if f.name == "timeout")
@@ -77,6 +86,25 @@ class Route:
             ) from None
         finally:
             dial_deadline.reset(token)
+
+
+def dial_options(
+    config: Config,
+    tls: ssl.SSLContext | None = None,
+    resources: AsyncExitStack | None = None,
+    pluggable: PtManager | None = None,
+    budget: HandshakeBudget | None = None,
+) -> DialOptions:
+    """What every route of `config` is built with."""
+    return DialOptions(
+        hosts=config.dns.hosts,
+        dns_timeout=config.dns.timeout,
+        tls=tls or config.tls.client_context(),
+        resources=resources,
+        pluggable=pluggable,
+        core_program=config.core.program or None,
+        handshakes=budget,  # a front's TLS handshakes keep the same budget
+    )
 
 
 def build_routes(

@@ -37,7 +37,7 @@ from ..search.budget import HandshakeBudget
 from ..services import Service, ServiceTable
 from ..status import RouteView, ServiceView, Tally
 from .health import HealthBook
-from .route import ROUTE_TIMEOUT, Route, build_route, build_routes
+from .route import ROUTE_TIMEOUT, Route, build_route, build_routes, dial_options
 from .udp_health import UdpHealth
 
 __all__ = [
@@ -167,15 +167,7 @@ class Router:
     ) -> Router:
         """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
         layer without it)."""
-        options = DialOptions(
-            hosts=config.dns.hosts,
-            dns_timeout=config.dns.timeout,
-            tls=tls or config.tls.client_context(),
-            resources=resources,
-            pluggable=pluggable,
-            core_program=config.core.program or None,
-            handshakes=budget,  # a front's TLS handshakes keep the same budget
-        )
+        options = dial_options(config, tls, resources, pluggable, budget)
         return cls(
             build_routes(config, resolver, options),
             ServiceTable(config.services),

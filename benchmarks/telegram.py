@@ -470,7 +470,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             Contestant("tgws", "detour, tgws route", f"tgws:dc2={HOST};addr={HOST}:{wss_port}"),
             Contestant("mtproto", "detour MTProto endpoint, plain secret", "direct", PLAIN),
             Contestant("mtproto-ee", "detour MTProto endpoint, ee secret", "direct", FAKE_TLS),
+            Contestant(
+                "mtproto-tgws",
+                "detour MTProto endpoint, plain secret, tgws route",
+                f"tgws:dc2={HOST};addr={HOST}:{wss_port}",
+                PLAIN,
+            ),
         ]
+        if args.only:
+            contestants = [c for c in contestants if c.key == "direct" or c.key in args.only]
         for c in contestants:
             more = extra
             port = 0
@@ -578,6 +586,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=200, help="set-up samples each")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="write the whole result there")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        help="these contestants (comma-separated keys: tgws, mtproto, mtproto-ee, "
+        "mtproto-tgws) besides direct",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

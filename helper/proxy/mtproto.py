@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,10 +46,10 @@ from typing import Any
 from transports import Endpoint, Stream
 from transports.base import IPNetwork
 from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
-from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
+from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate_relayed
 from transports.mtproto.proxy import LengthGuard, dc_address, identify
 from transports.mtproto.secret import ProxyLink, ProxySecret, SecretMode
-from transports.tcp import connect_tcp
+from transports.tcp import connect_tcp, reset_transport
 from transports.wrapped import WrappedStream
 
 from ..config import MTProtoProxyConfig
@@ -144,17 +145,21 @@ class FakeTlsStream(WrappedStream):
 
 class ReencryptedStream(WrappedStream):
     """The client's stream as the DC is to see it. Reads: detour's own init toward the DC
-    first, then what the client sends, decrypted with its keys and encrypted with detour's
-    (packet lengths checked on the way). Writes (from the DC): decrypted with detour's keys,
-    encrypted with the client's."""
+    together with the client's first bytes, then what the client sends, decrypted with its
+    keys and encrypted with detour's (packet lengths checked on the way). Writes (from the
+    DC) go to the client unchanged: detour's init makes the DC encrypt with the keystream the
+    client decrypts with (initiate_relayed), so the download costs no cipher pass at all."""
 
     def __init__(
         self, inner: Stream, client: Obfuscation, header: Header, *, limit: int | None = None
     ) -> None:
         super().__init__(inner)
-        self._client = client
-        init, self._dc = initiate(header.tag, header.dc_field)
-        self._ready = init
+        self._from_client = client.receive
+        self.init, dc = initiate_relayed(header.tag, header.dc_field, client.send)
+        self._to_dc = dc.send
+        self._sent_init = False
+        self._ready = b""
+        self._fast: _ReencryptingSocket | None = None
         self._guard = LengthGuard(header.tag) if limit is None else LengthGuard(header.tag, limit)
 
     async def read(self, n: int = 65536) -> bytes:
@@ -164,21 +169,158 @@ class ReencryptedStream(WrappedStream):
         data = await self.inner.read(n)
         if not data:
             return b""
-        plain = self._client.decrypt(data)
         try:
-            self._guard.feed(plain)
+            out = self._to_dc.apply(self._decrypt(data))
         except FramingError as exc:
             raise ConnectionResetError(f"MTProto: {exc}") from None
-        return self._dc.encrypt(plain)
+        if not self._sent_init:
+            self._sent_init = True
+            return self.init + out  # one flight: a retry through another route resends it
+        return out
+
+    def _decrypt(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """What the client sent, decrypted and checked (FramingError), in a buffer that is
+        reused (a new one per read costs its size in page faults): use it at once."""
+        plain = self._from_client.apply_into(data, _scratch.plain(len(data)))
+        self._guard.feed(plain)
+        return plain
 
     def unread(self, data: bytes) -> None:
         self._ready = data + self._ready
 
     def write(self, data: bytes) -> None:
-        self.inner.write(self._client.encrypt(self._dc.decrypt(data)))
+        self.inner.write(data)
 
     def raw_socket_stream(self) -> Any:
-        return None
+        """For the relay's fast path, when the client is a plain socket: a stand-in for it
+        whose transport re-encrypts what it receives before the relay sees it."""
+        inner = self.inner.raw_socket_stream()
+        if inner is None:
+            return None
+        if self._fast is None or self._fast.inner is not inner:
+            self._fast = _ReencryptingSocket(self, inner)
+        return self._fast
+
+
+class _ReencryptingSocket:
+    """What the relay's fast path takes from a ReencryptedStream over a plain socket: its
+    transport (wrapped: what arrives is re-encrypted in place of the relay's own reads,
+    with no task and no buffer per read) and the bytes already re-encrypted or held."""
+
+    def __init__(self, stream: ReencryptedStream, inner: Any) -> None:
+        self.stream = stream
+        self.inner = inner
+
+    def detach(self) -> tuple[Any, bytes, Any]:
+        stream = self.stream
+        transport, held, state = self.inner.detach()
+        pending = stream._ready
+        stream._ready = b""
+        if held:
+            try:
+                pending += stream._to_dc.apply(stream._decrypt(held))
+            except FramingError as exc:
+                log.info("MTProto proxy: a client %s; reset", exc)
+                reset_transport(transport)
+                held = b""
+        if not stream._sent_init:
+            stream._sent_init = True
+            pending = stream.init + pending
+        return _ReencryptingTransport(transport, stream), pending, state
+
+
+class _ReencryptingTransport:
+    """A client's transport whose protocol (the relay's) receives the client's bytes as
+    the DC is to see them. Everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, stream: ReencryptedStream) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.BufferedProtocol)
+        self._protocol = protocol
+        self._transport.set_protocol(_ReencryptingProtocol(protocol, self._stream, self._transport))
+
+    def get_protocol(self) -> asyncio.BaseProtocol | None:
+        return self._protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _ReencryptingProtocol(asyncio.BufferedProtocol):
+    """Receives into a shared buffer, decrypts (and checks) into a second, encrypts into
+    the relay's own buffer and tells the relay, all in one callback."""
+
+    def __init__(
+        self,
+        relay: asyncio.BufferedProtocol,
+        stream: ReencryptedStream,
+        transport: asyncio.Transport,
+    ) -> None:
+        self.relay = relay
+        self.stream = stream
+        self.transport = transport
+        self.failed = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # What arrives must fit the relay's buffer once encrypted (update_into: + a block).
+        room = len(self.relay.get_buffer(sizehint)) - 16
+        return _scratch.received(room)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.failed:
+            return
+        stream = self.stream
+        target = self.relay.get_buffer(nbytes)
+        try:
+            plain = stream._decrypt(_scratch.received(nbytes))
+        except FramingError as exc:
+            self.failed = True
+            log.info("MTProto proxy: a client %s; reset", exc)
+            reset_transport(self.transport)
+            return
+        assert len(target) >= nbytes + 15
+        stream._to_dc.apply_into(plain, target)  # type: ignore[arg-type]
+        self.relay.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self.relay.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing()
+
+
+class _Scratch(threading.local):
+    """The buffers a client's bytes pass through on their way to the DC, one pair per event
+    loop's thread: each is used and done with inside one read or one callback, so every
+    connection can share them."""
+
+    def __init__(self) -> None:
+        self._plain = bytearray()
+        self._received = memoryview(bytearray())
+
+    def plain(self, size: int) -> bytearray:
+        if len(self._plain) < size + 15:  # update_into's room for a block
+            self._plain = bytearray(max(size + 15, _SCRATCH))
+        return self._plain
+
+    def received(self, size: int) -> memoryview:
+        if len(self._received) < size:
+            self._received = memoryview(bytearray(max(size, _SCRATCH)))
+        return self._received[:size]
+
+
+_SCRATCH = 256 * 1024 + 16
+_scratch = _Scratch()
 
 
 class MTProtoHandshake:

@@ -323,11 +323,14 @@ async def test_padded_client_is_accepted_and_reencrypted() -> None:
     outcome = await handshake(bob=PADDED).accept(stream, 5)
     assert isinstance(outcome, Accepted) and outcome.user == "bob"
     view = ReencryptedStream(outcome.stream, outcome.obfuscation, outcome.header)
-    dc_init = await view.read()
-    header, dc = accept(dc_init)  # a plain obfuscated2 init, no secret: what a DC takes
+    flight = await view.read()  # detour's init toward the DC, then the client's bytes
+    header, dc = accept(flight[:64])  # a plain obfuscated2 init, no secret: what a DC takes
     assert (header.tag, header.dc) == (Tag.PADDED, 2)
-    assert dc.decrypt(await view.read()) == payload
-    view.write(dc.encrypt(b"answer"))
+    assert dc.decrypt(flight[64:]) == payload
+    answer = dc.encrypt(b"answer")
+    view.write(answer)
+    # The DC encrypts with the client's keystream: its bytes pass on as they are.
+    assert bytes(stream.written) == answer
     assert client.decrypt(bytes(stream.written)) == b"answer"
 
 

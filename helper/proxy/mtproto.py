@@ -14,9 +14,12 @@ routing, the relay and the accounting:
     -> which user, which DC (transports/mtproto/proxy.py); the DC's address from the table
     -> router.connect(DC:443), as a SOCKS CONNECT to that address would be: the telegram
        service's routes with failover (direct, tgws, socks, front, ...)
-    -> relay, re-encrypting both ways (ReencryptedStream, the Request's client stream): the
-       client's ciphers on one side, detour's own new obfuscated2 init and ciphers toward the
-       DC on the other.
+    -> the client's first packet (with detour's init) through that route; when the route
+       resets or closes before answering, through the next one (retry.py, FIRST_PACKET)
+    -> relay (ReencryptedStream, the Request's client stream): what the client sends is
+       decrypted with its keys and encrypted with detour's toward the DC; what the DC sends
+       passes unchanged, since detour's init makes the DC use the client's keystream (on a
+       plain socket the relay's fast path does both, with no task per direction).
 
 What a client that is not a proxy client gets (a prober, a browser, junk, a wrong secret, a
 replay, a truncated init) -- never an answer that says detour:
@@ -43,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transports import Endpoint, Stream
+from transports import Endpoint, Op, Stream
 from transports.base import IPNetwork
 from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
 from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate_relayed
@@ -58,6 +61,7 @@ from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
 from .mtproto_links import proxy_links
 from .relay import relay
+from .retry import FirstFlight
 
 __all__ = [
     "Accepted",
@@ -72,6 +76,14 @@ __all__ = [
 log = logging.getLogger("detour.proxy")
 
 DC_PORT = 443
+
+# The client's first packet (with detour's init) goes through the next route when the first
+# one resets or closes before answering: detour's keys toward the DC are the same for every
+# route (initiate_relayed), so the bytes are too, and nothing has reached the client yet. A
+# DC that stays silent is waited for (an app's first request need not be answered at once).
+FIRST_PACKET = FirstFlight(
+    "the client's first packet", any_bytes=True, silence_fails=False, op=Op.MTPROTO_ROUND_TRIP
+)
 
 
 class _Truncated(Exception):
@@ -160,19 +172,23 @@ class ReencryptedStream(WrappedStream):
         self._sent_init = False
         self._ready = b""
         self._fast: _ReencryptingSocket | None = None
+        self._failed: str | None = None
         self._guard = LengthGuard(header.tag) if limit is None else LengthGuard(header.tag, limit)
 
     async def read(self, n: int = 65536) -> bytes:
         if self._ready:
             data, self._ready = self._ready, b""
             return data
+        if self._failed is not None:
+            raise ConnectionResetError(self._failed)
         data = await self.inner.read(n)
         if not data:
             return b""
         try:
             out = self._to_dc.apply(self._decrypt(data))
         except FramingError as exc:
-            raise ConnectionResetError(f"MTProto: {exc}") from None
+            self._failed = f"MTProto: {exc}"  # and on every read after it
+            raise ConnectionResetError(self._failed) from None
         if not self._sent_init:
             self._sent_init = True
             return self.init + out  # one flight: a retry through another route resends it
@@ -195,7 +211,7 @@ class ReencryptedStream(WrappedStream):
         """For the relay's fast path, when the client is a plain socket: a stand-in for it
         whose transport re-encrypts what it receives before the relay sees it."""
         inner = self.inner.raw_socket_stream()
-        if inner is None:
+        if inner is None or self._failed is not None:
             return None
         if self._fast is None or self._fast.inner is not inner:
             self._fast = _ReencryptingSocket(self, inner)
@@ -531,7 +547,7 @@ class MTProtoProxy(Listener):
         return Request(
             f"mtproto ({user}, {kind})",
             Endpoint.parse(address, DC_PORT),
-            retry_client_hello=False,  # the init is MTProto's first flight, not a hello
+            first_flight=FIRST_PACKET,
             client=ReencryptedStream(outcome.stream, outcome.obfuscation, header),
         )
 

@@ -107,6 +107,7 @@ def build_route(
             resources=base.resources,
             pluggable=base.pluggable,
             core_program=base.core_program,
+            telegram_dcs=base.telegram_dcs,
         )
     )
     local = base_dialer(dialer)

@@ -171,6 +171,7 @@ class Router:
             resources=resources,
             pluggable=pluggable,
             core_program=config.core.program or None,
+            telegram_dcs=config.telegram.dc_table(),
         )
         return cls(
             build_routes(config, resolver, options),

@@ -124,23 +124,32 @@ class FakeTlsStream(WrappedStream):
 
     def __init__(self, inner: Stream, held: bytes = b"") -> None:
         super().__init__(inner)
-        self._records = faketls.RecordReader()
-        self._ready = self._records.feed(held) if held else b""
+        self.records = faketls.RecordSplitter()
+        self._failed: str | None = None
+        self._ready = self.payload(held) if held else b""
+
+    def payload(self, raw: bytes | bytearray | memoryview) -> bytes:
+        """The application data in `raw` (the records' next bytes); ConnectionResetError
+        for a record no client sends (and on every read after it)."""
+        try:
+            return b"".join(self.records.feed(raw))
+        except faketls.RecordError as exc:
+            self._failed = f"fake TLS: {exc}"
+            raise ConnectionResetError(self._failed) from None
 
     async def read(self, n: int = 65536) -> bytes:
         if self._ready:
             data, self._ready = self._ready, b""
             return data
         while True:
+            if self._failed is not None:
+                raise ConnectionResetError(self._failed)
             raw = await self.inner.read(n)
             if not raw:
-                if self._records.pending:
+                if self.records.pending:
                     raise ConnectionResetError("the client ended inside a TLS record")
                 return b""
-            try:
-                data = self._records.feed(raw)
-            except faketls.RecordError as exc:
-                raise ConnectionResetError(f"fake TLS: {exc}") from None
+            data = self.payload(raw)
             if data:
                 return data
 
@@ -194,10 +203,20 @@ class ReencryptedStream(WrappedStream):
             return self.init + out  # one flight: a retry through another route resends it
         return out
 
-    def _decrypt(self, data: bytes | bytearray | memoryview) -> memoryview:
-        """What the client sent, decrypted and checked (FramingError), in a buffer that is
-        reused (a new one per read costs its size in page faults): use it at once."""
-        plain = self._from_client.apply_into(data, _scratch.plain(len(data)))
+    def _decrypt(
+        self, data: bytes | bytearray | memoryview, pieces: Sequence[memoryview] = ()
+    ) -> memoryview:
+        """What the client sent (`data`, or its `pieces` of `data`'s size at most),
+        decrypted and checked (FramingError), in a buffer that is reused (a new one per
+        read costs its size in page faults): use it at once."""
+        buffer = _scratch.plain(len(data))
+        if not pieces:
+            plain = self._from_client.apply_into(data, buffer)
+        else:
+            out, size = memoryview(buffer), 0
+            for piece in pieces:
+                size += len(self._from_client.apply_into(piece, out[size:]))  # type: ignore[arg-type]
+            plain = out[:size]
         self._guard.feed(plain)
         return plain
 
@@ -208,59 +227,86 @@ class ReencryptedStream(WrappedStream):
         self.inner.write(data)
 
     def raw_socket_stream(self) -> Any:
-        """For the relay's fast path, when the client is a plain socket: a stand-in for it
-        whose transport re-encrypts what it receives before the relay sees it."""
-        inner = self.inner.raw_socket_stream()
+        """For the relay's fast path, when the client is a socket (its records parsed by
+        detour with fake TLS): a stand-in for it whose transport re-encrypts what it
+        receives before the relay sees it (and writes records, with fake TLS)."""
+        records = self.inner if isinstance(self.inner, FakeTlsStream) else None
+        inner = (records.inner if records is not None else self.inner).raw_socket_stream()
         if inner is None or self._failed is not None:
             return None
+        if records is not None and (records._failed is not None or records._ready):
+            return None
         if self._fast is None or self._fast.inner is not inner:
-            self._fast = _ReencryptingSocket(self, inner)
+            self._fast = _ReencryptingSocket(self, inner, records)
         return self._fast
 
 
 class _ReencryptingSocket:
-    """What the relay's fast path takes from a ReencryptedStream over a plain socket: its
+    """What the relay's fast path takes from a ReencryptedStream over a socket: its
     transport (wrapped: what arrives is re-encrypted in place of the relay's own reads,
-    with no task and no buffer per read) and the bytes already re-encrypted or held."""
+    with no task and no buffer per read) and the bytes already re-encrypted or held.
+    `records`: the fake-TLS layer between, whose records the wrapper then parses and
+    writes itself."""
 
-    def __init__(self, stream: ReencryptedStream, inner: Any) -> None:
+    def __init__(
+        self, stream: ReencryptedStream, inner: Any, records: FakeTlsStream | None
+    ) -> None:
         self.stream = stream
         self.inner = inner
+        self.records = records
 
     def detach(self) -> tuple[Any, bytes, Any]:
-        stream = self.stream
+        stream, records = self.stream, self.records
         transport, held, state = self.inner.detach()
         pending = stream._ready
         stream._ready = b""
-        if held:
-            try:
+        try:
+            if records is not None and held:
+                held = records.payload(held)
+            if held:
                 pending += stream._to_dc.apply(stream._decrypt(held))
-            except FramingError as exc:
-                log.info("MTProto proxy: a client %s; reset", exc)
-                reset_transport(transport)
-                held = b""
+        except (FramingError, ConnectionResetError) as exc:
+            log.info("MTProto proxy: a client %s; reset", exc)
+            reset_transport(transport)
         if not stream._sent_init:
             stream._sent_init = True
             pending = stream.init + pending
-        return _ReencryptingTransport(transport, stream), pending, state
+        splitter = records.records if records is not None else None
+        return _ReencryptingTransport(transport, stream, splitter), pending, state
 
 
 class _ReencryptingTransport:
     """A client's transport whose protocol (the relay's) receives the client's bytes as
-    the DC is to see them. Everything else is the transport's own."""
+    the DC is to see them; with fake TLS, what the relay writes goes out as records (their
+    payloads as views of the relay's buffer, in one vectored write). Everything else is the
+    transport's own."""
 
-    def __init__(self, transport: asyncio.Transport, stream: ReencryptedStream) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        stream: ReencryptedStream,
+        splitter: faketls.RecordSplitter | None,
+    ) -> None:
         self._transport = transport
         self._stream = stream
+        self._splitter = splitter
         self._protocol: asyncio.BaseProtocol | None = None
+        if splitter is not None:
+            self.write = self._write_records  # type: ignore[method-assign]
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.BufferedProtocol)
         self._protocol = protocol
-        self._transport.set_protocol(_ReencryptingProtocol(protocol, self._stream, self._transport))
+        self._transport.set_protocol(
+            _ReencryptingProtocol(protocol, self._stream, self._transport, self._splitter)
+        )
 
     def get_protocol(self) -> asyncio.BaseProtocol | None:
         return self._protocol
+
+    def _write_records(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            self._transport.writelines(faketls.record_pieces(data))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -275,10 +321,12 @@ class _ReencryptingProtocol(asyncio.BufferedProtocol):
         relay: asyncio.BufferedProtocol,
         stream: ReencryptedStream,
         transport: asyncio.Transport,
+        splitter: faketls.RecordSplitter | None = None,
     ) -> None:
         self.relay = relay
         self.stream = stream
         self.transport = transport
+        self.splitter = splitter
         self.failed = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -290,19 +338,34 @@ class _ReencryptingProtocol(asyncio.BufferedProtocol):
         if self.failed:
             return
         stream = self.stream
-        target = self.relay.get_buffer(nbytes)
+        received = _scratch.received(nbytes)
         try:
-            plain = stream._decrypt(_scratch.received(nbytes))
-        except FramingError as exc:
+            if self.splitter is None:
+                plain = stream._decrypt(received)
+            else:
+                pieces = self.splitter.feed(received)
+                if not pieces:
+                    return  # record headers only, so far
+                plain = stream._decrypt(received, pieces)
+        except (FramingError, faketls.RecordError) as exc:
             self.failed = True
             log.info("MTProto proxy: a client %s; reset", exc)
             reset_transport(self.transport)
             return
-        assert len(target) >= nbytes + 15
+        size = len(plain)
+        target = self.relay.get_buffer(size)
+        assert len(target) >= size + 15
         stream._to_dc.apply_into(plain, target)  # type: ignore[arg-type]
-        self.relay.buffer_updated(nbytes)
+        self.relay.buffer_updated(size)
 
     def eof_received(self) -> bool | None:
+        if self.failed:
+            return None
+        if self.splitter is not None and self.splitter.pending:
+            self.failed = True
+            log.info("MTProto proxy: a client ended inside a TLS record; reset")
+            reset_transport(self.transport)
+            return None
         return self.relay.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -33,6 +33,12 @@ replay, a truncated init) -- never an answer that says detour:
 A client that did open its init with a secret but then names no known DC, or sends a packet
 length no MTProto packet has (empty, over 2 MiB), is closed (a reset on the relay's path,
 with a log line that says why).
+
+Why this module is long: the endpoint's three parts belong together and share private
+state -- the handshake that tells a client from a prober, the streams that re-encrypt and
+unwrap fake TLS, and the relay's fast path for them (a transport, a protocol and shared
+buffers that reach into those streams' keystreams and record splitter); apart, each would
+have to expose the others' internals.
 """
 
 from __future__ import annotations

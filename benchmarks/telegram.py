@@ -436,6 +436,7 @@ class Contestant:
     label: str
     chain: str
     secret: str | None = None  # through the MTProto proxy endpoint with this secret
+    root: Path = ROOT  # the source tree detour runs from
     address: tuple[str, int] = ("", 0)
     pid: int = 0
     info: dict[str, object] = field(default_factory=dict)
@@ -470,7 +471,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             Contestant("tgws", "detour, tgws route", f"tgws:dc2={HOST};addr={HOST}:{wss_port}"),
             Contestant("mtproto", "detour MTProto endpoint, plain secret", "direct", PLAIN),
             Contestant("mtproto-ee", "detour MTProto endpoint, ee secret", "direct", FAKE_TLS),
+            Contestant(
+                "mtproto-tgws",
+                "detour MTProto endpoint, plain secret, tgws route",
+                f"tgws:dc2={HOST};addr={HOST}:{wss_port}",
+                PLAIN,
+            ),
         ]
+        if args.only:
+            contestants = [c for c in contestants if c.key == "direct" or c.key in args.only]
+        if args.baseline:
+            # The same endpoint contestants run from another source tree: before / after.
+            contestants += [
+                Contestant(
+                    f"{c.key}-before",
+                    f"{c.label} (baseline)",
+                    c.chain,
+                    c.secret,
+                    root=args.baseline,
+                )
+                for c in contestants
+                if c.secret is not None
+            ]
         for c in contestants:
             more = extra
             port = 0
@@ -480,7 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     port=port, secret=c.secret, host=HOST, dc_port=tcp_port
                 )
             c.address, c.pid, c.info = stack.enter_context(
-                run_detour(tmp, "uvloop", chain=c.chain, extra=more, label=c.key)
+                run_detour(tmp, "uvloop", chain=c.chain, extra=more, label=c.key, root=c.root)
             )
             if c.secret is not None:
                 c.address = (HOST, port)
@@ -578,6 +600,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=200, help="set-up samples each")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="write the whole result there")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        help="these contestants (comma-separated keys: tgws, mtproto, mtproto-ee, "
+        "mtproto-tgws) besides direct",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the MTProto endpoint contestants from this source tree (e.g. "
+        "`git archive main | tar -x -C DIR`): before and after in one run",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

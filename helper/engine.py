@@ -160,7 +160,11 @@ class Engine:
         self.mtproto: MTProtoProxy | None = None
         if config.mtproto_proxy is not None:
             self.mtproto = self.server.add(
-                MTProtoProxy(config.mtproto_proxy, allow=config.listen.allow)
+                MTProtoProxy(
+                    config.mtproto_proxy,
+                    allow=config.listen.allow,
+                    dcs=config.telegram.dc_table(),
+                )
             )
         # [signal_proxy]: its port, with its own limits.
         self.signal: SignalProxy | None = None

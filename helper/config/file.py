@@ -28,6 +28,7 @@ from .routes import (
 from .schema import ConfigError, Problems, TableReader, read_section
 from .search import SearchConfig
 from .signal_proxy import SignalProxyConfig, read_signal_proxy
+from .telegram import TelegramConfig
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -48,6 +49,7 @@ class Config:
     api: ApiConfig = ApiConfig()  # noqa: RUF009 - frozen, immutable
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
     search: SearchConfig = SearchConfig()  # noqa: RUF009 - frozen, immutable
+    telegram: TelegramConfig = TelegramConfig()  # noqa: RUF009 - frozen, immutable
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -72,6 +74,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "api": (ApiConfig, False),
     "core": (CoreConfig, False),
     "search": (SearchConfig, False),
+    "telegram": (TelegramConfig, False),
     "base": (BaseTable, False),
 }
 
@@ -155,6 +158,9 @@ def parse_config_data(
         signal_proxy = read_signal_proxy(
             section("signal_proxy"), listen, problems, base, signal_proxy
         )
+    telegram = read_section(
+        TelegramConfig, "telegram", section("telegram"), problems, base, below and below.telegram
+    )
     top.finish()
 
     if problems.items:
@@ -174,4 +180,5 @@ def parse_config_data(
         api=api,
         core=core,
         search=search,
+        telegram=telegram,
     )

@@ -11,6 +11,7 @@ A Request says where to go and how to answer the client:
     failure(exc)                the reply for Denied / AllRoutesFailed (b"": reset)
     first_upstream              sent to the destination before relaying (an HTTP head)
     retry_client_hello          a TLS ClientHello may go through the next route (retry.py)
+    first_flight                another first flight that may (retry.py: FirstFlight)
     client                      the client's stream from now on (TLS terminated, decrypted)
     upstream(stream)            wraps the route's stream once connected (encrypt toward it)
     serve(conn)                 serves the connection instead (a UDP association, udp.py)
@@ -41,6 +42,7 @@ from .relay import RelayStats
 
 if TYPE_CHECKING:
     from ..services import ServiceTable
+    from .retry import FirstFlight
 
 __all__ = ["LOOPBACK_NETWORKS", "ClientConnection", "Listener", "Request", "no_reply"]
 
@@ -71,6 +73,8 @@ class Request:
     # Whether the client's first bytes, if a TLS ClientHello, may be retried through the
     # next route when the first one swallows it (retry.py).
     retry_client_hello: bool = True
+    # Which first flight may be retried so, when not only a TLS ClientHello (retry.py).
+    first_flight: FirstFlight | None = None
     # From now on the client's stream is this one (TLS terminated, a stream decrypted).
     client: Stream | None = None
     # Applied to the route's stream once connected (also to one a retry connects).

@@ -14,9 +14,12 @@ routing, the relay and the accounting:
     -> which user, which DC (transports/mtproto/proxy.py); the DC's address from the table
     -> router.connect(DC:443), as a SOCKS CONNECT to that address would be: the telegram
        service's routes with failover (direct, tgws, socks, front, ...)
-    -> relay, re-encrypting both ways (ReencryptedStream, the Request's client stream): the
-       client's ciphers on one side, detour's own new obfuscated2 init and ciphers toward the
-       DC on the other.
+    -> the client's first packet (with detour's init) through that route; when the route
+       resets or closes before answering, through the next one (retry.py, FIRST_PACKET)
+    -> relay (ReencryptedStream, the Request's client stream): what the client sends is
+       decrypted with its keys and encrypted with detour's toward the DC; what the DC sends
+       passes unchanged, since detour's init makes the DC use the client's keystream (on a
+       plain socket the relay's fast path does both, with no task per direction).
 
 What a client that is not a proxy client gets (a prober, a browser, junk, a wrong secret, a
 replay, a truncated init) -- never an answer that says detour:
@@ -30,6 +33,12 @@ replay, a truncated init) -- never an answer that says detour:
 A client that did open its init with a secret but then names no known DC, or sends a packet
 length no MTProto packet has (empty, over 2 MiB), is closed (a reset on the relay's path,
 with a log line that says why).
+
+Why this module is long: the endpoint's three parts belong together and share private
+state -- the handshake that tells a client from a prober, the streams that re-encrypt and
+unwrap fake TLS, and the relay's fast path for them (a transport, a protocol and shared
+buffers that reach into those streams' keystreams and record splitter); apart, each would
+have to expose the others' internals.
 """
 
 from __future__ import annotations
@@ -37,18 +46,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transports import Endpoint, Stream
+from transports import Endpoint, Op, Stream
 from transports.base import IPNetwork
 from transports.mtproto import DEFAULT_DCS, DcTable, FramingError, InitError, Obfuscation, faketls
-from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
+from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate_relayed
 from transports.mtproto.proxy import LengthGuard, dc_address, identify
 from transports.mtproto.secret import ProxyLink, ProxySecret, SecretMode
-from transports.tcp import connect_tcp
+from transports.tcp import connect_tcp, reset_transport
 from transports.wrapped import WrappedStream
 
 from ..config import MTProtoProxyConfig
@@ -57,6 +67,7 @@ from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
 from .mtproto_links import proxy_links
 from .relay import relay
+from .retry import FirstFlight
 
 __all__ = [
     "Accepted",
@@ -71,6 +82,14 @@ __all__ = [
 log = logging.getLogger("detour.proxy")
 
 DC_PORT = 443
+
+# The client's first packet (with detour's init) goes through the next route when the first
+# one resets or closes before answering: detour's keys toward the DC are the same for every
+# route (initiate_relayed), so the bytes are too, and nothing has reached the client yet. A
+# DC that stays silent is waited for (an app's first request need not be answered at once).
+FIRST_PACKET = FirstFlight(
+    "the client's first packet", any_bytes=True, silence_fails=False, op=Op.MTPROTO_ROUND_TRIP
+)
 
 
 class _Truncated(Exception):
@@ -111,23 +130,32 @@ class FakeTlsStream(WrappedStream):
 
     def __init__(self, inner: Stream, held: bytes = b"") -> None:
         super().__init__(inner)
-        self._records = faketls.RecordReader()
-        self._ready = self._records.feed(held) if held else b""
+        self.records = faketls.RecordSplitter()
+        self._failed: str | None = None
+        self._ready = self.payload(held) if held else b""
+
+    def payload(self, raw: bytes | bytearray | memoryview) -> bytes:
+        """The application data in `raw` (the records' next bytes); ConnectionResetError
+        for a record no client sends (and on every read after it)."""
+        try:
+            return b"".join(self.records.feed(raw))
+        except faketls.RecordError as exc:
+            self._failed = f"fake TLS: {exc}"
+            raise ConnectionResetError(self._failed) from None
 
     async def read(self, n: int = 65536) -> bytes:
         if self._ready:
             data, self._ready = self._ready, b""
             return data
         while True:
+            if self._failed is not None:
+                raise ConnectionResetError(self._failed)
             raw = await self.inner.read(n)
             if not raw:
-                if self._records.pending:
+                if self.records.pending:
                     raise ConnectionResetError("the client ended inside a TLS record")
                 return b""
-            try:
-                data = self._records.feed(raw)
-            except faketls.RecordError as exc:
-                raise ConnectionResetError(f"fake TLS: {exc}") from None
+            data = self.payload(raw)
             if data:
                 return data
 
@@ -144,41 +172,240 @@ class FakeTlsStream(WrappedStream):
 
 class ReencryptedStream(WrappedStream):
     """The client's stream as the DC is to see it. Reads: detour's own init toward the DC
-    first, then what the client sends, decrypted with its keys and encrypted with detour's
-    (packet lengths checked on the way). Writes (from the DC): decrypted with detour's keys,
-    encrypted with the client's."""
+    together with the client's first bytes, then what the client sends, decrypted with its
+    keys and encrypted with detour's (packet lengths checked on the way). Writes (from the
+    DC) go to the client unchanged: detour's init makes the DC encrypt with the keystream the
+    client decrypts with (initiate_relayed), so the download costs no cipher pass at all."""
 
     def __init__(
         self, inner: Stream, client: Obfuscation, header: Header, *, limit: int | None = None
     ) -> None:
         super().__init__(inner)
-        self._client = client
-        init, self._dc = initiate(header.tag, header.dc_field)
-        self._ready = init
+        self._from_client = client.receive
+        self.init, dc = initiate_relayed(header.tag, header.dc_field, client.send)
+        self._to_dc = dc.send
+        self._sent_init = False
+        self._ready = b""
+        self._fast: _ReencryptingSocket | None = None
+        self._failed: str | None = None
         self._guard = LengthGuard(header.tag) if limit is None else LengthGuard(header.tag, limit)
 
     async def read(self, n: int = 65536) -> bytes:
         if self._ready:
             data, self._ready = self._ready, b""
             return data
+        if self._failed is not None:
+            raise ConnectionResetError(self._failed)
         data = await self.inner.read(n)
         if not data:
             return b""
-        plain = self._client.decrypt(data)
         try:
-            self._guard.feed(plain)
+            out = self._to_dc.apply(self._decrypt(data))
         except FramingError as exc:
-            raise ConnectionResetError(f"MTProto: {exc}") from None
-        return self._dc.encrypt(plain)
+            self._failed = f"MTProto: {exc}"  # and on every read after it
+            raise ConnectionResetError(self._failed) from None
+        if not self._sent_init:
+            self._sent_init = True
+            return self.init + out  # one flight: a retry through another route resends it
+        return out
+
+    def _decrypt(
+        self, data: bytes | bytearray | memoryview, pieces: Sequence[memoryview] = ()
+    ) -> memoryview:
+        """What the client sent (`data`, or its `pieces` of `data`'s size at most),
+        decrypted and checked (FramingError), in a buffer that is reused (a new one per
+        read costs its size in page faults): use it at once."""
+        buffer = _scratch.plain(len(data))
+        if not pieces:
+            plain = self._from_client.apply_into(data, buffer)
+        else:
+            out, size = memoryview(buffer), 0
+            for piece in pieces:
+                size += len(self._from_client.apply_into(piece, out[size:]))  # type: ignore[arg-type]
+            plain = out[:size]
+        self._guard.feed(plain)
+        return plain
 
     def unread(self, data: bytes) -> None:
         self._ready = data + self._ready
 
     def write(self, data: bytes) -> None:
-        self.inner.write(self._client.encrypt(self._dc.decrypt(data)))
+        self.inner.write(data)
 
     def raw_socket_stream(self) -> Any:
-        return None
+        """For the relay's fast path, when the client is a socket (its records parsed by
+        detour with fake TLS): a stand-in for it whose transport re-encrypts what it
+        receives before the relay sees it (and writes records, with fake TLS)."""
+        records = self.inner if isinstance(self.inner, FakeTlsStream) else None
+        inner = (records.inner if records is not None else self.inner).raw_socket_stream()
+        if inner is None or self._failed is not None:
+            return None
+        if records is not None and (records._failed is not None or records._ready):
+            return None
+        if self._fast is None or self._fast.inner is not inner:
+            self._fast = _ReencryptingSocket(self, inner, records)
+        return self._fast
+
+
+class _ReencryptingSocket:
+    """What the relay's fast path takes from a ReencryptedStream over a socket: its
+    transport (wrapped: what arrives is re-encrypted in place of the relay's own reads,
+    with no task and no buffer per read) and the bytes already re-encrypted or held.
+    `records`: the fake-TLS layer between, whose records the wrapper then parses and
+    writes itself."""
+
+    def __init__(
+        self, stream: ReencryptedStream, inner: Any, records: FakeTlsStream | None
+    ) -> None:
+        self.stream = stream
+        self.inner = inner
+        self.records = records
+
+    def detach(self) -> tuple[Any, bytes, Any]:
+        stream, records = self.stream, self.records
+        transport, held, state = self.inner.detach()
+        pending = stream._ready
+        stream._ready = b""
+        try:
+            if records is not None and held:
+                held = records.payload(held)
+            if held:
+                pending += stream._to_dc.apply(stream._decrypt(held))
+        except (FramingError, ConnectionResetError) as exc:
+            log.info("MTProto proxy: a client %s; reset", exc)
+            reset_transport(transport)
+        if not stream._sent_init:
+            stream._sent_init = True
+            pending = stream.init + pending
+        splitter = records.records if records is not None else None
+        return _ReencryptingTransport(transport, stream, splitter), pending, state
+
+
+class _ReencryptingTransport:
+    """A client's transport whose protocol (the relay's) receives the client's bytes as
+    the DC is to see them; with fake TLS, what the relay writes goes out as records (their
+    payloads as views of the relay's buffer, in one vectored write). Everything else is the
+    transport's own."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        stream: ReencryptedStream,
+        splitter: faketls.RecordSplitter | None,
+    ) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._splitter = splitter
+        self._protocol: asyncio.BaseProtocol | None = None
+        if splitter is not None:
+            self.write = self._write_records  # type: ignore[method-assign]
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.BufferedProtocol)
+        self._protocol = protocol
+        self._transport.set_protocol(
+            _ReencryptingProtocol(protocol, self._stream, self._transport, self._splitter)
+        )
+
+    def get_protocol(self) -> asyncio.BaseProtocol | None:
+        return self._protocol
+
+    def _write_records(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            self._transport.writelines(faketls.record_pieces(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _ReencryptingProtocol(asyncio.BufferedProtocol):
+    """Receives into a shared buffer, decrypts (and checks) into a second, encrypts into
+    the relay's own buffer and tells the relay, all in one callback."""
+
+    def __init__(
+        self,
+        relay: asyncio.BufferedProtocol,
+        stream: ReencryptedStream,
+        transport: asyncio.Transport,
+        splitter: faketls.RecordSplitter | None = None,
+    ) -> None:
+        self.relay = relay
+        self.stream = stream
+        self.transport = transport
+        self.splitter = splitter
+        self.failed = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # What arrives must fit the relay's buffer once encrypted (update_into: + a block).
+        room = len(self.relay.get_buffer(sizehint)) - 16
+        return _scratch.received(room)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.failed:
+            return
+        stream = self.stream
+        received = _scratch.received(nbytes)
+        try:
+            if self.splitter is None:
+                plain = stream._decrypt(received)
+            else:
+                pieces = self.splitter.feed(received)
+                if not pieces:
+                    return  # record headers only, so far
+                plain = stream._decrypt(received, pieces)
+        except (FramingError, faketls.RecordError) as exc:
+            self.failed = True
+            log.info("MTProto proxy: a client %s; reset", exc)
+            reset_transport(self.transport)
+            return
+        size = len(plain)
+        target = self.relay.get_buffer(size)
+        assert len(target) >= size + 15
+        stream._to_dc.apply_into(plain, target)  # type: ignore[arg-type]
+        self.relay.buffer_updated(size)
+
+    def eof_received(self) -> bool | None:
+        if self.failed:
+            return None
+        if self.splitter is not None and self.splitter.pending:
+            self.failed = True
+            log.info("MTProto proxy: a client ended inside a TLS record; reset")
+            reset_transport(self.transport)
+            return None
+        return self.relay.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing()
+
+
+class _Scratch(threading.local):
+    """The buffers a client's bytes pass through on their way to the DC, one pair per event
+    loop's thread: each is used and done with inside one read or one callback, so every
+    connection can share them."""
+
+    def __init__(self) -> None:
+        self._plain = bytearray()
+        self._received = memoryview(bytearray())
+
+    def plain(self, size: int) -> bytearray:
+        if len(self._plain) < size + 15:  # update_into's room for a block
+            self._plain = bytearray(max(size + 15, _SCRATCH))
+        return self._plain
+
+    def received(self, size: int) -> memoryview:
+        if len(self._received) < size:
+            self._received = memoryview(bytearray(max(size, _SCRATCH)))
+        return self._received[:size]
+
+
+_SCRATCH = 256 * 1024 + 16
+_scratch = _Scratch()
 
 
 class MTProtoHandshake:
@@ -389,7 +616,7 @@ class MTProtoProxy(Listener):
         return Request(
             f"mtproto ({user}, {kind})",
             Endpoint.parse(address, DC_PORT),
-            retry_client_hello=False,  # the init is MTProto's first flight, not a hello
+            first_flight=FIRST_PACKET,
             client=ReencryptedStream(outcome.stream, outcome.obfuscation, header),
         )
 

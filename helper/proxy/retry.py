@@ -7,14 +7,19 @@ comes -- the client never learns the first route failed (ByeDPI's "auto" mode do
 for its strategies). Only a TLS ClientHello is replayed: it is safe to send twice; an
 arbitrary first request (an HTTP POST) would not be.
 
+A listener may declare another first flight safe to resend (FirstFlight): the MTProto proxy
+endpoint's, whose client's first packet detour re-encrypts the same way for every route.
+
 Each such failure also counts against the route's health, so repeated ones reorder routes
 for the connections after it and ask for a re-probe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import classify_os_error
@@ -23,7 +28,7 @@ from transports.deadlines import Deadlines
 from ..routing import AllRoutesFailed, Connection, Denied, Router
 from .relay import RelayStats
 
-__all__ = ["first_exchange"]
+__all__ = ["CLIENT_HELLO", "FirstFlight", "first_exchange"]
 
 log = logging.getLogger("detour.proxy")
 
@@ -31,6 +36,22 @@ log = logging.getLogger("detour.proxy")
 # their ClientHello at once; one that waits is left to the relay unretried.
 FIRST_FLIGHT_WAIT = 0.5
 TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
+@dataclass(frozen=True)
+class FirstFlight:
+    """Which first flight of a client may be resent through the next route, and what
+    counts as that route failing it."""
+
+    name: str = "the ClientHello"  # in log lines
+    any_bytes: bool = False  # whatever the client sends first, not only a TLS ClientHello
+    # No answer within the timeout is a failure (a TLS server always answers a hello); else
+    # the connection is kept and relayed as it is (a protocol whose server may stay silent).
+    silence_fails: bool = True
+    op: Op = Op.TLS_HANDSHAKE  # what a route's failure is recorded as
+
+
+CLIENT_HELLO = FirstFlight()
 
 
 async def first_exchange(
@@ -43,6 +64,7 @@ async def first_exchange(
     *,
     deadlines: Deadlines | None = None,
     connect: Callable[[Sequence[str]], Awaitable[Connection]] | None = None,
+    flight: FirstFlight = CLIENT_HELLO,
 ) -> Connection | None:
     """Carry the client's ClientHello until some route answers it. Returns the connection
     that answered (its answer already passed to the client), or None when every route failed.
@@ -58,7 +80,9 @@ async def first_exchange(
             first = await client.read(65536)
     except (TimeoutError, OSError):
         return connection
-    if not first.startswith(TLS_HANDSHAKE_RECORD):
+    if not first:
+        return connection
+    if not (flight.any_bytes or first.startswith(TLS_HANDSHAKE_RECORD)):
         client.unread(first)
         return connection
     tried: list[str] = []
@@ -69,17 +93,26 @@ async def first_exchange(
         try:
             upstream.write(first)
             with deadlines.after(answer_timeout):
-                answer = await upstream.read(65536)
+                if flight.silence_fails:
+                    answer = await upstream.read(65536)
+                elif (got := await _answer_unless_more(client, upstream)) is None:
+                    stats.up += len(first)  # the client goes on without an answer: relay
+                    return connection
+                else:
+                    answer = got
             if not answer:
-                error = DialError(Failure.EOF, Op.TLS_HANDSHAKE, "closed after the ClientHello")
+                error = DialError(Failure.EOF, flight.op, f"closed after {flight.name}")
         except TimeoutError:
+            if not flight.silence_fails:
+                stats.up += len(first)
+                return connection
             error = DialError(
                 Failure.TIMEOUT,
-                Op.TLS_HANDSHAKE,
-                f"no answer to the ClientHello within {answer_timeout:g}s",
+                flight.op,
+                f"no answer to {flight.name} within {answer_timeout:g}s",
             )
         except OSError as exc:
-            error = classify_os_error(exc, Op.TLS_HANDSHAKE)
+            error = classify_os_error(exc, flight.op)
         if error is None:
             stats.up += len(first)
             stats.down += len(answer)
@@ -95,6 +128,29 @@ async def first_exchange(
             else:
                 connection = await connect(tried)
         except (Denied, AllRoutesFailed):
-            log.info("%s: every route failed the ClientHello (last: %s)", target, error)
+            log.info("%s: every route failed %s (last: %s)", target, flight.name, error)
             return None
         log.info("%s via %s: %s; trying %s", target, tried[-1], error, connection.route.name)
+
+
+async def _answer_unless_more(client: Stream, upstream: Stream) -> bytes | None:
+    """The upstream's first answer, or None when the client sends more first (it is not
+    waiting for an answer; what it sent is put back for the relay). A client that ends its
+    side is still waiting. Both reads may be cut short at their await, where they have taken
+    nothing."""
+    answer = asyncio.ensure_future(upstream.read(65536))
+    more = asyncio.ensure_future(client.read(65536))
+    try:
+        await asyncio.wait({answer, more}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done() and more.exception() is None and not more.result():
+            return await answer  # the client has ended its side: the answer is all to come
+    finally:
+        for task in (answer, more):
+            task.cancel()
+        await asyncio.gather(answer, more, return_exceptions=True)
+    if more.done() and not more.cancelled():
+        if more.exception() is None and (data := more.result()):
+            client.unread(data)
+        if answer.cancelled():
+            return None
+    return answer.result()  # the answer, or what the upstream raised

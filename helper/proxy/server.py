@@ -48,7 +48,7 @@ from ..status import ConnectionView, ListenerView, Tally
 from .handshake import ProtocolError
 from .listener import ClientConnection, Listener, Request
 from .relay import relay
-from .retry import first_exchange
+from .retry import CLIENT_HELLO, first_exchange
 
 __all__ = ["ClientServer"]
 
@@ -336,6 +336,7 @@ class ClientServer:
                 connect=(lambda tried: self._connect(conn, request, tried))
                 if request.upstream is not None
                 else None,
+                flight=request.first_flight or CLIENT_HELLO,
             )
             if retried is None:
                 client.abort()  # every route failed the client's ClientHello: tell it so

@@ -104,6 +104,7 @@ def dial_options(
         pluggable=pluggable,
         core_program=config.core.program or None,
         handshakes=budget,  # a front's TLS handshakes keep the same budget
+        telegram_dcs=config.telegram.dc_table(),
     )
 
 
@@ -137,6 +138,7 @@ def build_route(
             pluggable=base.pluggable,
             core_program=base.core_program,
             handshakes=base.handshakes,
+            telegram_dcs=base.telegram_dcs,
         )
     )
     local = base_dialer(dialer)

@@ -78,7 +78,9 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
     masks: list[MaskSite] = []
 
     async def start(
-        secrets: str = f'al = "{PLAIN}", bob = "{DD}", carol = "{EE}"', **extra
+        secrets: str = f'al = "{PLAIN}", bob = "{DD}", carol = "{EE}"',
+        routes: dict[str, str] | None = None,
+        **extra,
     ) -> Setup:
         mask = MaskSite()
         mask_address = await mask.start()
@@ -86,6 +88,7 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
         dc_host, dc_port = unwrapper.address
         more = "".join(f"{key} = {value}\n" for key, value in extra.items())
         text = config_text(
+            routes=routes,
             extra=f"""
             [[service]]
             name = "telegram"
@@ -99,7 +102,7 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
             handshake_timeout = "2s"
             max_per_client = 0
             """
-            + more
+            + more,
         )
         engine = await start_engine(text, probe_on_start=False)
         return Setup(engine, mask)
@@ -301,3 +304,61 @@ async def test_one_users_connections_are_limited(
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the user's connection was never admitted again")
+
+
+# --- a route that fails after connecting ------------------------------------------------------
+
+
+class BreakingProxy:
+    """A SOCKS5 proxy that connects to nothing: it says yes to any CONNECT, reads the first
+    bytes the client sends, then breaks the connection (a reset or a close): a route that
+    dials fine and fails at the first exchange, as a blocked path does."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.received: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readexactly(3)  # 05 01 00: no authentication
+            writer.write(b"\x05\x00")
+            head = await reader.readexactly(4)
+            size = {1: 4, 4: 16}.get(head[3]) or (await reader.readexactly(1))[0]
+            await reader.readexactly(size + 2)
+            writer.write(b"\x05\x00\x00\x01" + bytes(6))
+            self.received.append(await reader.read(65536))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        if self.how == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_a_route_failing_the_first_packet_is_replaced_by_the_next(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    breaking = BreakingProxy(how)
+    port = await breaking.start()
+    setup = await start_proxy(routes={"broken": f"socks5://127.0.0.1:{port}", "direct": "direct"})
+    wrapper = await start_proxy_wrapper(setup.proxy, PLAIN)
+    try:
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        result = await asyncio.wait_for(run_integrity(reader, writer, 1000, 1000), 20)
+    finally:
+        await wrapper.stop()
+        assert breaking.server is not None
+        breaking.server.close()
+    # The first route got the client's first packet (with detour's init), then failed; the
+    # next one carried the same bytes to the DC, and the client never knew.
+    assert result.ok, result
+    assert len(breaking.received) == 1 and len(breaking.received[0]) > 64
+    assert "via broken" in caplog.text and "trying direct" in caplog.text
+    assert "Traceback" not in caplog.text

@@ -28,6 +28,7 @@ from transports.mtproto import (
 )
 from transports.mtproto import messages as tl
 from transports.mtproto.dcs import planet_names
+from transports.mtproto.obfuscated2 import initiate_relayed
 
 telethon = pytest.importorskip("telethon")
 from telethon.crypto import AESModeCTR  # noqa: E402
@@ -339,3 +340,28 @@ def test_the_table_is_extended_and_lists_a_dcs_addresses() -> None:
     assert addresses[0] == "149.154.167.51"
     assert "127.77.1.52" in addresses and addresses[-1] == "2001:67c:4e8:f002::a"
     assert INIT_LEN == 64
+
+
+def test_a_relayed_init_makes_the_dc_answer_with_the_clients_keystream() -> None:
+    # A proxy's client, and the proxy's side of it (what identify() gives).
+    secret = bytes(range(16))
+    init, client = initiate(Tag.INTERMEDIATE, 2, secret=secret)
+    _, proxy_side = accept(init, secret=secret)
+    towards_dc, proxy_to_dc = initiate_relayed(Tag.INTERMEDIATE, -2, proxy_side.send)
+    header, dc = accept(towards_dc)  # the DC: no secret
+    assert (header.tag, header.dc, header.media) == (Tag.INTERMEDIATE, 2, True)
+    # Upward the proxy re-encrypts; downward the DC's bytes are what the client decrypts.
+    assert dc.decrypt(proxy_to_dc.encrypt(b"req_pq_multi")) == b"req_pq_multi"
+    assert client.decrypt(dc.encrypt(b"resPQ")) == b"resPQ"
+    # Only the random bytes (0-8, 62-64) differ from one relayed init to the next.
+    again, _ = initiate_relayed(Tag.INTERMEDIATE, -2, accept(init, secret=secret)[1].send)
+    assert again[8:62] == towards_dc[8:62]
+    with pytest.raises(ValueError, match="used already"):
+        initiate_relayed(Tag.INTERMEDIATE, 2, client.send)  # past the init: offset 64
+
+
+def test_apply_into_is_apply_without_a_new_buffer() -> None:
+    one, two = Keystream(bytes(32), bytes(16)), Keystream(bytes(32), bytes(16))
+    out = bytearray(100 + 15)
+    assert bytes(one.apply_into(bytes(range(100)), out)) == two.apply(bytes(range(100)))
+    assert one.offset == two.offset == 100

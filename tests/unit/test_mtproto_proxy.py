@@ -5,6 +5,7 @@ lengths, and the handshake driven by scripted bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import struct
@@ -17,6 +18,8 @@ from helper.proxy.mtproto import (
     MTProtoHandshake,
     ReencryptedStream,
     Refused,
+    _ReencryptingSocket,
+    _ReencryptingTransport,
 )
 from tests.support.mtproxy_client import (
     application_records,
@@ -323,11 +326,14 @@ async def test_padded_client_is_accepted_and_reencrypted() -> None:
     outcome = await handshake(bob=PADDED).accept(stream, 5)
     assert isinstance(outcome, Accepted) and outcome.user == "bob"
     view = ReencryptedStream(outcome.stream, outcome.obfuscation, outcome.header)
-    dc_init = await view.read()
-    header, dc = accept(dc_init)  # a plain obfuscated2 init, no secret: what a DC takes
+    flight = await view.read()  # detour's init toward the DC, then the client's bytes
+    header, dc = accept(flight[:64])  # a plain obfuscated2 init, no secret: what a DC takes
     assert (header.tag, header.dc) == (Tag.PADDED, 2)
-    assert dc.decrypt(await view.read()) == payload
-    view.write(dc.encrypt(b"answer"))
+    assert dc.decrypt(flight[64:]) == payload
+    answer = dc.encrypt(b"answer")
+    view.write(answer)
+    # The DC encrypts with the client's keystream: its bytes pass on as they are.
+    assert bytes(stream.written) == answer
     assert client.decrypt(bytes(stream.written)) == b"answer"
 
 
@@ -439,3 +445,104 @@ def test_the_secret_command(capsys) -> None:
     assert main(["mtproto", "secret", "--plain"]) == 0
     assert parse_secret(capsys.readouterr().out.strip()).mode is SecretMode.PLAIN
     assert main(["mtproto", "secret", "--tls", "not a name"]) == 2
+
+
+# --- the relay's fast path, without sockets ----------------------------------------------------
+
+
+class RelayLeg(asyncio.BufferedProtocol):
+    """Stands for the relay's fast-path protocol: a buffer of its own, what it was given."""
+
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(256 * 1024))
+        self.got = bytearray()
+        self.eof = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got += self.buffer[:nbytes]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.aborted = False
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default=None):
+        return default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def writelines(self, pieces) -> None:
+        self.written.append(b"".join(bytes(p) for p in pieces))
+
+
+def arrive(protocol: asyncio.BufferedProtocol, data: bytes, cut: int) -> None:
+    """`data` delivered as a transport would, `cut` bytes at a time."""
+    for start in range(0, len(data), cut):
+        piece = data[start : start + cut]
+        buffer = protocol.get_buffer(len(piece))
+        buffer[: len(piece)] = piece
+        protocol.buffer_updated(len(piece))
+
+
+async def fake_tls_view() -> tuple[ReencryptedStream, FakeTlsStream, object]:
+    secret = ProxySecret(KEY, SecretMode.FAKE_TLS, DOMAIN)
+    init, client = initiate(Tag.INTERMEDIATE, 2, secret=KEY)
+    stream = ScriptedStream([vector_hello(), application_records(init)])
+    outcome = await handshake(carol=secret).accept(stream, 5)
+    assert isinstance(outcome, Accepted) and isinstance(outcome.stream, FakeTlsStream)
+    return (
+        ReencryptedStream(outcome.stream, outcome.obfuscation, outcome.header),
+        outcome.stream,
+        client,
+    )
+
+
+@pytest.mark.parametrize("cut", [1, 7, 5000, 1 << 20])
+async def test_the_fast_path_parses_records_and_reencrypts_in_any_cuts(cut: int) -> None:
+    view, records, client = await fake_tls_view()
+    transport, relay = Transport(), RelayLeg()
+    socket_like = _ReencryptingSocket(view, None, records)
+    wrapped = _ReencryptingTransport(transport, view, records.records)  # type: ignore[arg-type]
+    wrapped.set_protocol(relay)
+    payload = bytes(range(256)) * 300
+    packet = struct.pack("<I", len(payload)) + payload
+    wire = b"\x14\x03\x03\x00\x01\x01" + application_records(client.encrypt(packet))
+    arrive(transport.protocol, wire, cut)  # type: ignore[arg-type]
+    header, dc = accept(view.init)  # what the DC makes of detour's init, then of the bytes
+    assert header.dc == 2 and dc.decrypt(bytes(relay.got)) == packet
+    assert not transport.aborted and socket_like.records is records
+    # What the relay writes goes out as records, the bytes unchanged inside.
+    wrapped.write(b"x" * 20000)
+    assert split_records(transport.written[0])[0] == [(0x17, b"x" * 16384), (0x17, b"x" * 3616)]
+
+
+async def test_the_fast_path_resets_a_client_that_breaks_its_records() -> None:
+    view, records, _ = await fake_tls_view()
+    transport, relay = Transport(), RelayLeg()
+    _ReencryptingTransport(transport, view, records.records).set_protocol(relay)  # type: ignore[arg-type]
+    arrive(transport.protocol, b"\x16\x03\x03\x00\x10" + bytes(16), 3)  # type: ignore[arg-type]
+    assert transport.aborted and not relay.got
+
+
+async def test_the_fast_path_resets_a_client_that_ends_inside_a_record() -> None:
+    view, records, client = await fake_tls_view()
+    transport, relay = Transport(), RelayLeg()
+    _ReencryptingTransport(transport, view, records.records).set_protocol(relay)  # type: ignore[arg-type]
+    record = application_records(client.encrypt(struct.pack("<I", 96) + bytes(96)))
+    arrive(transport.protocol, record[:50], 50)  # type: ignore[arg-type]
+    assert not transport.aborted and len(relay.got) == 45
+    transport.protocol.eof_received()  # type: ignore[union-attr]
+    assert transport.aborted and not relay.eof

@@ -6,10 +6,11 @@ untouched; when no route answers, the client learns it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from helper.proxy.relay import RelayStats
-from helper.proxy.retry import first_exchange
+from helper.proxy.retry import FirstFlight, first_exchange
 from helper.routing import AllRoutesFailed, Connection, Route
 from tests.support.memory import memory_pipe
 from transports import DialError, Endpoint, parse_chain
@@ -100,3 +101,57 @@ async def test_when_no_route_answers_the_caller_is_told() -> None:
     )
     assert chosen is None
     assert book.failed == [("first", "generic_timeout_error")]
+
+
+async def test_another_first_flight_goes_through_the_next_route_when_one_closes() -> None:
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    client, held = memory_pipe(names=("app", "detour"))
+    first, first_far = connection("first")
+    second, second_far = connection("second")
+
+    async def connect(names: Sequence[str]) -> Connection:
+        second_far.write(b"resPQ")
+        return second
+
+    client.write(b"init+req_pq")
+    first_far.write_eof()  # the first route ends before answering
+    book = Book()
+    chosen = await first_exchange(
+        held, first, book, TARGET, 5, RelayStats(), connect=connect, flight=flight
+    )
+    assert chosen is second
+    assert book.failed == [("first", "eof_error")] and book.succeeded == ["second"]
+    assert await second_far.read() == b"init+req_pq"
+    assert await client.read() == b"resPQ"
+
+
+async def test_a_silent_route_is_kept_when_silence_is_no_failure() -> None:
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    client, held = memory_pipe()
+    first, first_far = connection("first")
+    client.write(b"init+msg")
+    book = Book()
+    stats = RelayStats()
+    chosen = await first_exchange(
+        held, first, book, TARGET, 0.1, stats, deadlines=Deadlines(tick=0.02), flight=flight
+    )
+    assert chosen is first and book.failed == []
+    assert await first_far.read() == b"init+msg" and stats.up == len(b"init+msg")
+
+
+async def test_a_client_that_sends_more_is_not_kept_waiting_for_an_answer() -> None:
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    client, held = memory_pipe()
+    first, first_far = connection("first")
+    client.write(b"init+upload-part-1")
+    book = Book()
+
+    async def later() -> None:
+        await first_far.read()  # the first flight is out: the client goes on
+        client.write(b"upload-part-2")
+
+    helper = asyncio.ensure_future(later())
+    chosen = await first_exchange(held, first, book, TARGET, 30, RelayStats(), flight=flight)
+    await helper
+    assert chosen is first and book.failed == []
+    assert await held.read() == b"upload-part-2"  # put back for the relay

@@ -41,9 +41,11 @@ __all__ = [
     "HelloError",
     "RecordError",
     "RecordReader",
+    "RecordSplitter",
     "ReplayCache",
     "check_client_hello",
     "hello_length",
+    "record_pieces",
     "server_hello",
     "wrap_records",
 ]
@@ -176,63 +178,90 @@ def _x25519_public_key() -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def record_pieces(data: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+    """`data` as application-data records of at most 2^14 bytes each, in pieces: each
+    record's header, then its payload as a view of `data` (for a vectored write)."""
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for start in range(0, len(view), MAX_PLAINTEXT):
+        chunk = view[start : start + MAX_PLAINTEXT]
+        parts.append(b"\x17\x03\x03" + struct.pack(">H", len(chunk)))
+        parts.append(chunk)
+    return parts
+
+
 def wrap_records(data: bytes | bytearray | memoryview) -> bytes:
     """`data` as application-data records of at most 2^14 bytes each."""
     view = memoryview(data)
     if len(view) <= MAX_PLAINTEXT:
         return b"\x17\x03\x03" + struct.pack(">H", len(view)) + view
-    parts = []
-    for start in range(0, len(view), MAX_PLAINTEXT):
-        chunk = view[start : start + MAX_PLAINTEXT]
-        parts.append(b"\x17\x03\x03" + struct.pack(">H", len(chunk)))
-        parts.append(chunk)
-    return b"".join(parts)
+    return b"".join(record_pieces(view))
 
 
-class RecordReader:
-    """The payloads of a fake-TLS client's records, joined: application data, with
-    ChangeCipherSpec records (`14 03 03 00 01 01`) skipped. Raises RecordError on any other
-    record; after that the reader is not to be fed again."""
+class RecordSplitter:
+    """A fake-TLS client's application data, from its records as they arrive: each feed
+    returns the payload bytes it holds as views of what was fed (valid until that buffer
+    changes: no copy), a record's payload as soon as it arrives, even before the record is
+    complete. ChangeCipherSpec records (`14 03 03 00 01 01`) are skipped. Raises RecordError
+    on any other record; after that the splitter is not to be fed again."""
 
     def __init__(self, limit: int = MAX_RECORD) -> None:
         self.limit = limit
-        self._buffer = bytearray()
+        self._head = bytearray()  # a record header that is still incomplete
+        self._left = 0  # the current record's payload bytes still to come
+        self._skip = False  # the current record's payload is dropped (ChangeCipherSpec)
 
     @property
     def pending(self) -> int:
-        """Bytes of an incomplete record held."""
-        return len(self._buffer)
+        """Bytes still due of a record begun (its header's rest, its payload's)."""
+        return (HEADER_LEN - len(self._head) if self._head else 0) + self._left
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        view = memoryview(data)
+        pieces = []
+        pos, end = 0, len(view)
+        head = self._head
+        while pos < end:
+            if self._left:
+                take = min(self._left, end - pos)
+                if not self._skip:
+                    pieces.append(view[pos : pos + take])
+                self._left -= take
+                pos += take
+                continue
+            take = min(HEADER_LEN - len(head), end - pos)
+            head += view[pos : pos + take]
+            pos += take
+            if len(head) < HEADER_LEN:
+                break
+            kind, version, length = struct.unpack(">B2sH", head)
+            head.clear()
+            if version != _TLS12:
+                raise RecordError(f"a record of version {version.hex()}")
+            if kind == _APPLICATION_DATA:
+                if length > self.limit:
+                    raise RecordError(f"a record of {length} bytes (at most {self.limit})")
+            elif kind == _CCS:
+                if length != 1:
+                    raise RecordError("a ChangeCipherSpec record of another length")
+            else:
+                raise RecordError(f"a record of type {kind} inside the session")
+            self._left, self._skip = length, kind == _CCS
+        return pieces
+
+
+class RecordReader:
+    """RecordSplitter's payloads joined into bytes, one feed at a time."""
+
+    def __init__(self, limit: int = MAX_RECORD) -> None:
+        self.splitter = RecordSplitter(limit)
+
+    @property
+    def pending(self) -> int:
+        return self.splitter.pending
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        buffer = self._buffer
-        buffer += data
-        view = memoryview(buffer)
-        out = []
-        pos, end = 0, len(buffer)
-        try:
-            while end - pos >= HEADER_LEN:
-                kind, version, length = struct.unpack_from(">B2sH", view, pos)
-                if version != _TLS12:
-                    raise RecordError(f"a record of version {version.hex()}")
-                if kind == _APPLICATION_DATA:
-                    if length > self.limit:
-                        raise RecordError(f"a record of {length} bytes (at most {self.limit})")
-                elif kind == _CCS:
-                    if length != 1:
-                        raise RecordError("a ChangeCipherSpec record of another length")
-                else:
-                    raise RecordError(f"a record of type {kind} inside the session")
-                if end - pos < HEADER_LEN + length:
-                    break
-                if kind == _APPLICATION_DATA:
-                    out.append(view[pos + HEADER_LEN : pos + HEADER_LEN + length])
-                pos += HEADER_LEN + length
-            joined = b"".join(out)
-        finally:
-            out.clear()
-            view.release()
-        del buffer[:pos]
-        return joined
+        return b"".join(self.splitter.feed(data))
 
 
 class ReplayCache:

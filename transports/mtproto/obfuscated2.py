@@ -55,6 +55,7 @@ __all__ = [
     "classify",
     "dc_field",
     "initiate",
+    "initiate_relayed",
 ]
 
 INIT_LEN = 64
@@ -169,6 +170,7 @@ class Keystream:
 
         self._ctr = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
         self._key = key
+        self._iv_bytes = bytes(iv)
         self._iv = int.from_bytes(iv, "big")
         self._ecb: Callable[[bytes], bytes] | None = None
         self.offset = 0  # bytes processed by apply() so far
@@ -177,6 +179,17 @@ class Keystream:
         """XOR `data` with the next keystream bytes (encrypting and decrypting alike)."""
         self.offset += len(data)
         return self._ctr.update(data)
+
+    def apply_into(self, data: bytes | bytearray | memoryview, out: bytearray) -> memoryview:
+        """`apply`, into `out` (at least len(data) + 15 bytes, not overlapping `data`): no
+        new buffer per call. Returns the view of `out` that holds the result."""
+        self.offset += len(data)
+        return memoryview(out)[: self._ctr.update_into(data, out)]
+
+    @property
+    def key_and_iv(self) -> bytes:
+        """The 48 bytes this keystream was made from (key, then IV)."""
+        return self._key + self._iv_bytes
 
     def skip(self, n: int) -> None:
         """Advance without producing output (bytes another party encrypted)."""
@@ -238,12 +251,40 @@ def initiate(
 
     `dc` is the init's DC field (see dc_field()); `secret` the MTProto proxy's 16-byte
     secret when talking to one."""
-    if not -_MAX_DC_FIELD <= dc < _MAX_DC_FIELD:
-        raise ValueError(f"DC field {dc} does not fit an int16")
+    init = _random_init(urandom)
+    return _finish(init, tag, dc, secret)
+
+
+def initiate_relayed(
+    tag: Tag,
+    dc: int,
+    answers: Keystream,
+    *,
+    urandom: Callable[[int], bytes] = os.urandom,
+) -> tuple[bytes, Obfuscation]:
+    """An init toward a DC made so that the DC encrypts its answers with `answers`' key and
+    IV: the keystream a proxy's client decrypts with (`answers` is the proxy's sending
+    cipher toward its client, at offset 0). The proxy then passes what the DC sends on
+    unchanged, and re-encrypts only what the client sends (the "fast mode" of MTProto
+    proxies). The init's key material is fixed by `answers`: only bytes 0-8 and 62-64 are
+    random, and the initiator's sending cipher is the same for every init made from it."""
+    if answers.offset:
+        raise ValueError("the answers' keystream has been used already")
+    init = _random_init(urandom)
+    init[8:56] = answers.key_and_iv[::-1]  # the peer's key and IV are these 48 bytes reversed
+    return _finish(init, tag, dc, None)
+
+
+def _random_init(urandom: Callable[[int], bytes]) -> bytearray:
     while True:
         init = bytearray(urandom(INIT_LEN))
         if _acceptable_start(init):
-            break
+            return init
+
+
+def _finish(init: bytearray, tag: Tag, dc: int, secret: bytes | None) -> tuple[bytes, Obfuscation]:
+    if not -_MAX_DC_FIELD <= dc < _MAX_DC_FIELD:
+        raise ValueError(f"DC field {dc} does not fit an int16")
     init[_TAG_AT:_DC_AT] = tag.value
     init[_DC_AT : _DC_AT + 2] = struct.pack("<h", dc)
     send, receive = _keys(bytes(init), secret)

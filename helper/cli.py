@@ -453,7 +453,7 @@ async def _serve_tui(
     engine = Engine(config, store=HealthStore())  # memory per network, as headless
     reload = None if path is None else (lambda: reload_config(engine, path, listen))
     # Built before the engine starts: it subscribes to the first probes.
-    app = build_app(engine, log_buffer=log_buffer, reload=reload)
+    app = build_app(engine, log_buffer=log_buffer, reload=reload, config_path=path)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
         # SIGUSR1 reloads (the UI shows what happened). Not SIGHUP as headless: under the UI a

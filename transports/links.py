@@ -653,6 +653,7 @@ def _chain_or_error(chain: str, kind: str) -> Any:
 
 def _proxy(scheme: str, text: str) -> Recognised:
     layer_name = {"socks5h": "socks5", "socks": "socks5", "socks4": "socks4a"}.get(scheme, scheme)
+    text, _, label = text.partition("#")  # a name, as lists of proxies give them
     chain_text = layer_name + text[len(scheme) :]
     chain = _chain_or_error(chain_text, layer_name)
     if len(chain.layers) != 2:
@@ -663,7 +664,7 @@ def _proxy(scheme: str, text: str) -> Recognised:
     return Recognised(
         layer_name,
         chain_text,
-        suggested_name("", f"{layer_name}-{proxy.host}"),
+        suggested_name(unquote(label), f"{layer_name}-{proxy.host}"),
         f"{what} proxy at {proxy}: {chain}",
         note=note,
     )

@@ -33,6 +33,7 @@ from transports.links import LinkError, Recognised, recognise_link
 from .config import ConfigError, load_layers
 from .config.file import parse_toml
 from .config.load import layer_data, read_config_file
+from .config.subscription import hide_url
 from .config.values import entry_name
 
 __all__ = ["AddError", "Addition", "add_command", "add_parser", "plan_addition", "toml_string"]
@@ -118,10 +119,29 @@ def plan_addition(
 def _plan_subscription(
     text: str, path: Path, link: Recognised, name: str | None, service: str | None
 ) -> Addition:
-    raise AddError(
-        "a subscription URL (a list of servers): detour add takes one server's link; add "
-        "one of the list's links instead"
-    )
+    """A subscription URL as a `[[subscription]]` block (docs/subscriptions.md)."""
+    pool = name or link.name
+    try:
+        entry_name(pool)
+    except ValueError as exc:
+        raise AddError(f"--name: {exc}") from None
+    current = _load(text, path)
+    taken = [r.name for r in current.config.routes] + [s.name for s in current.config.subscriptions]
+    if pool in taken:
+        raise AddError(f"a route or subscription named {pool!r} exists already (--name NAME)")
+    if service is not None and service not in [s.name for s in current.config.services]:
+        known = ", ".join(s.name for s in current.config.services)
+        raise AddError(f"--service: no service named {service!r} (services: {known})")
+    head = f"\n# subscription added by `detour add`\n[[subscription]]\nname = {toml_string(pool)}\n"
+    tail = f"services = [{toml_string(service)}]\n" if service is not None else ""
+    block = head + f"url = {toml_string(link.url)}\n" + tail
+    shown = head + f"url = {toml_string(hide_url(link.url))}\n" + tail
+    new_text = _joined(text, block)
+    try:
+        layer_data(parse_toml(new_text, str(path)), str(path), path.parent)
+    except ConfigError as exc:
+        raise AddError(f"the subscription would not fit in {path}: {_first(exc)}") from None
+    return Addition(link, pool, new_text, shown, service)
 
 
 def _joined(text: str, block: str) -> str:
@@ -294,7 +314,8 @@ def add_command(
     except OSError as exc:
         print(f"detour add: cannot write {file}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"added route {addition.name!r}")
+    what = "subscription" if addition.link.kind == "subscription" else "route"
+    print(f"added {what} {addition.name!r}")
     if reload:
         from .instances import reload_instances
 
@@ -313,9 +334,9 @@ def add_parser(sub: Any) -> None:
         help="add a link (ss://, vless://, tg://socks, a bridge line, ...) as a route",
         description="Recognise a link (ss://, ssconf://, vless://, vmess://, trojan://, "
         "socks5://, socks4://, http://, tg://socks and t.me/socks, a relay access key, an "
-        "obfs4/webtunnel bridge line followed by '| PROXY'), show it with its secrets hidden, "
-        "and append it to the config file as a named route; a detour running from that file "
-        "reads it again.",
+        "obfs4/webtunnel bridge line followed by '| PROXY', a subscription's https:// URL), "
+        "show it with its secrets hidden, and append it to the config file as a named route "
+        "(or [[subscription]]); a detour running from that file reads it again.",
     )
     add.add_argument("link", metavar="LINK", help="the link (quote it: it holds '&', '#')")
     add.add_argument(
@@ -325,7 +346,8 @@ def add_parser(sub: Any) -> None:
     add.add_argument(
         "--service",
         metavar="NAME",
-        help="try the route first for this service (telegram, whatsapp, signal, ...)",
+        help="try the route (or the subscription's pool) first for this service "
+        "(telegram, whatsapp, signal, ...)",
     )
     add.add_argument(
         "--dry-run", action="store_true", help="show what would be added; change nothing"

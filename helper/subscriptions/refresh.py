@@ -27,7 +27,8 @@ __all__ = ["Refreshed", "SubscriptionRefresher"]
 log = logging.getLogger("detour.subscriptions")
 
 FETCH_TIMEOUT = 30.0
-TICK = 0.5  # how often the schedule is looked at
+TICK = 0.5  # the least time between two looks at the schedule
+IDLE = 5.0  # the most (a reload may have brought a subscription in)
 MIN_RETRY = 1.0
 
 
@@ -73,7 +74,9 @@ class SubscriptionRefresher:
 
     async def _run(self) -> None:
         while True:
+            wait = IDLE
             for subscription in self._subscriptions():
+                wait = min(wait, max(TICK, self._next_due(subscription) - self.clock()))
                 if self.clock() >= self._next_due(subscription):
                     try:
                         await self.refresh(subscription.name)
@@ -82,7 +85,7 @@ class SubscriptionRefresher:
                         self._due[subscription.name] = self.clock() + max(
                             MIN_RETRY, subscription.refresh / 10
                         )
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(wait)
 
     async def refresh(self, name: str) -> Refreshed:
         """Fetch subscription `name` now; on success store its list and switch the engine to

@@ -255,3 +255,22 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeyp
     assert main(["add", "-c", str(path), "ss://bad"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("detour add: ss:") and err.count("\n") == 1
+
+
+def test_a_subscription_url_becomes_a_subscription_table(tmp_path: Path) -> None:
+    path = tmp_path / "detour.toml"
+    url = "https://panel.example/api/sub/TOPSECRET"
+    addition = plan_addition(USER_FILE, path, url + "#Panel", service="telegram")
+    assert addition.text.startswith(USER_FILE)
+    assert "TOPSECRET" not in addition.shown_block and "panel.example/***" in addition.shown_block
+    path.write_text(addition.text)
+    (subscription,) = load_config(path).subscriptions
+    assert (subscription.name, subscription.url, subscription.services) == (
+        "Panel",
+        url,
+        ("telegram",),
+    )
+    with pytest.raises(AddError, match="'Panel' exists already"):
+        plan_addition(addition.text, path, url + "#Panel")
+    with pytest.raises(AddError, match="'my-tor' exists already"):
+        plan_addition(USER_FILE, path, url, name="my-tor")

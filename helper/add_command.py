@@ -203,7 +203,8 @@ def _with_service(text: str, current: Any, service: str, route_name: str) -> tup
         match = _ROUTES_LINE.match(lines[index].rstrip("\n"))
         if match:
             inside = match.group(2).strip()
-            joined = toml_string(route_name) + (", " + inside if inside else "")
+            # An empty list means every route: the new one first, then the rest.
+            joined = toml_string(route_name) + (", " + inside if inside else ', "..."')
             line = f"{match.group(1)}{joined}]" + (f"  {match.group(3)}" if match.group(3) else "")
             lines[index] = line + "\n"
             return "".join(lines), f"(service {service}: {line.strip()})\n"

@@ -211,6 +211,11 @@ def test_service_puts_the_route_first(tmp_path: Path) -> None:
     path.write_text(addition.text)
     telegram = next(s for s in load_config(path).services if s.name == "telegram")
     assert telegram.routes == ("Example1", "my-tor")
+    empty = USER_FILE + '\n[[service]]\nname = "telegram"\nroutes = []\n'
+    assert (
+        'routes = ["Example1", "..."]\n'
+        in plan_addition(empty, path, EXAMPLES[0][0], service="telegram").text
+    )
     with pytest.raises(AddError, match="no service named 'nope'"):
         plan_addition(USER_FILE, path, EXAMPLES[0][0], service="nope")
 

@@ -147,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE", dest="show_config", help="config file (default: none)"
     )
 
+    from .add_command import add_parser
     from .links_command import add_links_parser
     from .mtproto_commands import add_mtproto_parser
 
     add_mtproto_parser(sub, _Parser)
     add_links_parser(sub)
+    add_parser(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -289,6 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         return _lab(args)
     if args.command == "relay":
         return _relay(args)
+    if args.command == "add":
+        from .add_command import add_command
+
+        return add_command(
+            args.add_config or args.config,
+            args.link,
+            args.name,
+            args.service,
+            args.dry_run,
+            not args.no_reload,
+        )
     if args.command == "links":
         from .links_command import links_command
 
@@ -440,7 +453,7 @@ async def _serve_tui(
     engine = Engine(config, store=HealthStore())  # memory per network, as headless
     reload = None if path is None else (lambda: reload_config(engine, path, listen))
     # Built before the engine starts: it subscribes to the first probes.
-    app = build_app(engine, log_buffer=log_buffer, reload=reload)
+    app = build_app(engine, log_buffer=log_buffer, reload=reload, config_path=path)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
         # SIGUSR1 reloads (the UI shows what happened). Not SIGHUP as headless: under the UI a
@@ -454,8 +467,12 @@ async def _serve_tui(
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    from .instances import serving
+
     try:
-        if await run_until_stopped(app, _stop_event()):
+        with serving(path, "SIGUSR1"):  # `detour add` reloads this file here
+            stopped = await run_until_stopped(app, _stop_event())
+        if stopped:
             # The terminal went away: connections in flight get the drain timeout to finish.
             await engine.drain(drain_timeout)
     finally:

@@ -330,6 +330,11 @@ class Engine:
         if self.signal is not None:
             self.signal.announce(self.router.services, self.router.default_policy)
         await self.monitor.start(probe_now=self._probe_on_start)
+        from .subscriptions.refresh import SubscriptionRefresher
+
+        # [[subscription]] lists fetched when due (it idles without any).
+        self.subscriptions = SubscriptionRefresher(self)
+        self.subscriptions.start()
         host, port = self.mixed_address
         log.info(
             "listening on %s (SOCKS5, SOCKS4a, HTTP); routes: %s; services: %s",
@@ -417,6 +422,8 @@ class Engine:
         return self.server.open_connections
 
     async def stop(self) -> None:
+        if getattr(self, "subscriptions", None) is not None:
+            await self.subscriptions.stop()
         await self.searches.stop()
         if self.api is not None:
             await self.api.stop()
@@ -447,6 +454,7 @@ class Engine:
 # added later) keeps its running value until a restart, and a reload says so.
 _RELOADABLE = frozenset(
     {"dns", "tls", "probe", "search", "routes", "services", "default_policy", "source"}
+    | {"subscriptions", "pool_base"}  # the pools' nodes are routes
 )
 
 

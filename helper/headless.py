@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from transports import Endpoint
 
 from .config import Config, ConfigError, load_config
+from .instances import serving
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -97,6 +98,7 @@ async def serve(
     signals = _ShutdownSignals()
     started = asyncio.Event()
     reloads = _Reloads(engine, path, listen, started, signals.stop)
+    record = contextlib.ExitStack()  # this process in the state directory (`detour add`)
     try:
         try:
             await engine.start()
@@ -106,6 +108,7 @@ async def serve(
             log.error("cannot start: %s", exc.strerror or exc)
             return EXIT_FAILURE
         started.set()
+        record.enter_context(serving(path, "SIGHUP"))
         notify("READY=1")
         await signals.stop.wait()
         notify("STOPPING=1")
@@ -124,6 +127,7 @@ async def serve(
         else:
             log.info("shutting down")
     finally:
+        record.close()
         signals.remove()
         await reloads.close()
         await engine.stop()

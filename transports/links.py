@@ -25,6 +25,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -40,12 +41,15 @@ if TYPE_CHECKING:
 __all__ = [
     "LINK_SCHEMES",
     "LinkError",
+    "Recognised",
     "link_text",
     "parse_core_link",
     "parse_link",
     "parse_ss",
     "parse_ssconf",
+    "recognise_link",
     "show_link",
+    "suggested_name",
 ]
 
 LINK_SCHEMES = ("ss", "ssconf", "vless", "vmess", "trojan")
@@ -507,3 +511,265 @@ def show_link(layer: Layer) -> str:
         f"{key}={value if value == '***' else _quote(value)}" for key, value in shown.items()
     )
     return f"{link.protocol}://***@{_netloc(link.address)}?{query}"
+
+
+# --- recognising what people paste --------------------------------------------------------
+
+# Tor pluggable transports a bridge line may name (transports/pt runs any; these are the
+# ones a pasted line is recognised by without `pt:` in front).
+BRIDGE_TRANSPORTS = ("obfs4", "webtunnel", "meek_lite", "snowflake", "scramblesuit", "obfs3")
+_TELEGRAM_WEB = ("t.me", "telegram.me", "telegram.dog", "www.t.me")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """What a pasted link is: `kind`, the chain a route would take (`chain`, secrets
+    included: for the config file only), a route name suggested by the link (its #name, or
+    the kind and host), and how to show it (`shown`, secrets hidden). A subscription has no
+    chain: `url` is where its list is (a secret too)."""
+
+    kind: str
+    chain: str
+    name: str
+    shown: str
+    url: str = ""
+    note: str = ""
+
+    def __repr__(self) -> str:
+        return f"Recognised({self.kind!r}, {self.shown!r})"
+
+
+KINDS = (
+    "ss (Shadowsocks, Outline static key)",
+    "ssconf (Outline dynamic key)",
+    "vless",
+    "vmess",
+    "trojan",
+    "socks5/socks4/socks4a/http proxy",
+    "tg://socks and t.me/socks",
+    "relay access key (dtr1:...)",
+    "obfs4/webtunnel bridge line followed by '| PROXY'",
+    "subscription (https://...)",
+)
+
+
+def recognise_link(text: str) -> Recognised:
+    """What a pasted link is, validated; LinkError (one line, no secret) when it is nothing
+    detour can use. Pure: nothing is fetched or connected to."""
+    if not isinstance(text, str):
+        raise LinkError("a link is text")
+    if len(text) > MAX_LINK:
+        raise LinkError(f"the link is longer than {MAX_LINK} characters")
+    stripped = text.strip()
+    if not stripped:
+        raise LinkError("the link is empty")
+    if "\n" in stripped or "\r" in stripped:
+        raise LinkError("give one link (the text holds several lines)")
+    head = stripped.split(None, 1)[0]
+    scheme, sep, _ = head.partition("://")
+    scheme = scheme.lower()
+    if sep and scheme in LINK_SCHEMES:
+        return _from_layer(stripped)
+    if sep and scheme == "http" and _url_path(stripped) not in ("", "/"):
+        raise LinkError(
+            "http: a URL with a path is read as a subscription, and a subscription over plain "
+            "http:// can be read and changed on the way: use its https:// URL"
+        )
+    if sep and scheme in ("socks5", "socks5h", "socks", "socks4", "socks4a", "http"):
+        return _proxy(scheme, stripped)
+    if sep and scheme == "https":
+        return _https(stripped)
+    if sep and scheme == "tg":
+        return _telegram(stripped[len("tg://") :], "tg://")
+    if stripped.lower().startswith(("dtr1:", "front:dtr1:")):
+        return _relay_key(stripped)
+    if _is_bridge(stripped):
+        return _bridge(stripped)
+    if sep:
+        raise LinkError(f"{scheme[:20]}:// is not a kind of link detour reads ({_kinds()})")
+    raise LinkError(f"not a link detour reads ({_kinds()})")
+
+
+def _url_path(text: str) -> str:
+    try:
+        return urlsplit(text).path
+    except ValueError:
+        return ""  # the proxy layer's parser says what is wrong
+
+
+def _kinds() -> str:
+    return "it reads " + ", ".join(KINDS)
+
+
+def suggested_name(text: str, fallback: str) -> str:
+    """A route name (1-64 of letters, digits, '.', '_', '-') from a link's #name, else the
+    fallback."""
+    cleaned = _NAME_CHARS.sub("-", text).strip("-._")[:64].strip("-._")
+    if cleaned and cleaned[0].isalnum():
+        return cleaned
+    cleaned = _NAME_CHARS.sub("-", fallback).strip("-._")[:64].strip("-._")
+    return cleaned if cleaned and cleaned[0].isalnum() else "link"
+
+
+def _from_layer(text: str) -> Recognised:
+    layer = parse_link(text)
+    if layer.name == "ss":
+        server: ShadowsocksServer = layer.params["server"]
+        label, host = server.name, server.address.host
+        what = f"Shadowsocks ({server.method.name}) to {_netloc(server.address)}"
+        if server.prefix:
+            what += " with Outline's prefix"
+    elif layer.name == "ssconf":
+        key: OutlineKey = layer.params["key"]
+        label, host = key.name, urlsplit(key.url).hostname or "outline"
+        what = f"Outline dynamic key at {urlsplit(key.url).netloc} (fetched when used)"
+    else:
+        link: CoreLink = layer.params["link"]
+        label, host = link.name, link.address.host
+        what = f"{link.protocol} over {link.network}"
+        if link.security != "none":
+            what += f"+{link.security}"
+        what += f" to {_netloc(link.address)} (through the proxy core)"
+    chain = link_text(layer)
+    _chain_or_error(chain, layer.name)  # what the config will hold reads back
+    return Recognised(
+        layer.name,
+        chain,
+        suggested_name(label, f"{layer.name}-{host}"),
+        f"{what}: {show_link(layer)}",
+    )
+
+
+def _chain_or_error(chain: str, kind: str) -> Any:
+    from .chain import ChainError, parse_chain
+
+    try:
+        return parse_chain(chain)
+    except ChainError as exc:
+        message = str(exc)
+        raise LinkError(message if message.startswith(kind) else f"{kind}: {message}") from None
+
+
+def _proxy(scheme: str, text: str) -> Recognised:
+    layer_name = {"socks5h": "socks5", "socks": "socks5", "socks4": "socks4a"}.get(scheme, scheme)
+    text, _, label = text.partition("#")  # a name, as lists of proxies give them
+    chain_text = layer_name + text[len(scheme) :]
+    chain = _chain_or_error(chain_text, layer_name)
+    if len(chain.layers) != 2:
+        raise LinkError(f"{scheme}: give one proxy address ({scheme}://[USER:PASS@]HOST:PORT)")
+    proxy: Endpoint = chain.layers[-1].params["proxy"]
+    what = {"socks5": "SOCKS5", "socks4a": "SOCKS4a", "http": "HTTP"}[layer_name]
+    note = "SOCKS4 servers that resolve names (4a) are needed" if scheme == "socks4" else ""
+    return Recognised(
+        layer_name,
+        chain_text,
+        suggested_name(unquote(label), f"{layer_name}-{proxy.host}"),
+        f"{what} proxy at {proxy}: {chain}",
+        note=note,
+    )
+
+
+def _https(text: str) -> Recognised:
+    try:
+        parts = urlsplit(text)
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        raise LinkError("https: the address is not valid (host or port)") from None
+    if not hostname:
+        raise LinkError("https: the URL names no host")
+    if hostname.lower() in _TELEGRAM_WEB:
+        return _telegram(parts.path.lstrip("/") + ("?" + parts.query if parts.query else ""), "")
+    if parts.username is not None or (parts.path in ("", "/") and not parts.query):
+        raise LinkError(
+            "https: a proxy reached over TLS (an HTTPS proxy) is not a layer detour has; "
+            "http:// proxies are, and an https:// URL with a path is read as a subscription"
+        )
+    if any(ch.isspace() or ord(ch) < 32 for ch in text.partition("#")[0]):
+        raise LinkError("https: the URL holds spaces or control characters")
+    shown_host = hostname + (f":{port}" if port else "")
+    return Recognised(
+        "subscription",
+        "",
+        suggested_name(unquote(parts.fragment), f"sub-{hostname}"),
+        f"subscription at https://{shown_host}/*** (a list of servers, fetched when used)",
+        url=text.partition("#")[0],
+    )
+
+
+def _telegram(rest: str, prefix: str) -> Recognised:
+    """tg://socks?server=..&port=..&user=..&pass=.., t.me/socks?... (a SOCKS5 proxy);
+    tg://proxy and t.me/proxy (an MTProto proxy: for Telegram itself, not a route)."""
+    action, _, query = rest.partition("?")
+    action = action.strip("/").lower()
+    params = _query(query, "tg")
+    if action == "proxy":
+        raise LinkError(
+            "tg: an MTProto proxy link is for the Telegram app itself (open it there); detour "
+            "has no MTProto client to use one as a route"
+        )
+    if action != "socks":
+        raise LinkError(f"tg: {prefix or 't.me/'}{action[:20]}... is not a proxy link (socks)")
+    server = params.get("server", "").strip()
+    port = params.get("port", "").strip()
+    if not server:
+        raise LinkError("tg: the link names no server (server=)")
+    if not port:
+        raise LinkError("tg: the port is missing (port=)")
+    user, password = params.get("user", ""), params.get("pass", "")
+    if bool(user) != bool(password):
+        raise LinkError("tg: give both user= and pass=, or neither")
+    host = f"[{server}]" if ":" in server and not server.startswith("[") else server
+    userinfo = f"{_quote(user)}:{_quote(password)}@" if user else ""
+    chain_text = f"socks5://{userinfo}{host}:{port}"
+    chain = _chain_or_error(chain_text, "tg")
+    return Recognised(
+        "socks5",
+        chain_text,
+        suggested_name("", f"tg-socks-{server}"),
+        f"SOCKS5 proxy from a Telegram link: {chain}",
+    )
+
+
+def _relay_key(text: str) -> Recognised:
+    body = text[len("front:") :] if text.lower().startswith("front:") else text
+    chain_text = "front:" + body
+    chain = _chain_or_error(chain_text, "relay access key")
+    key = chain.layers[-1].params["key"]
+    return Recognised(
+        "relay",
+        chain_text,
+        suggested_name("", f"relay-{key.host or key.front}"),
+        f"detour relay (access key for {key.name!r}) behind {key.front}: front:dtr1:***",
+    )
+
+
+def _is_bridge(text: str) -> bool:
+    words = text.split()
+    if words[0].lower() == "bridge" and len(words) > 1:
+        words = words[1:]
+    first = words[0].lower()
+    return first.startswith("pt:") or first in BRIDGE_TRANSPORTS
+
+
+def _bridge(text: str) -> Recognised:
+    line, bar, after = text.partition("|")
+    line = line.strip()
+    if line.lower().startswith("pt:"):
+        line = line[3:].strip()
+    words = line.split()
+    transport = (words[1] if words[0].lower() == "bridge" and len(words) > 1 else words[0]).lower()
+    if not bar:
+        raise LinkError(
+            f"{transport}: a bridge forwards to one fixed address, so add the proxy behind it: "
+            "'BRIDGE LINE | socks5://127.0.0.1:1080' (a bridge into the Tor network: use Tor "
+            "with the bridge, and add its socks5://127.0.0.1:9050)"
+        )
+    chain_text = f"pt:{line} | {after.strip()}"
+    chain = _chain_or_error(chain_text, transport)
+    return Recognised(
+        "bridge",
+        chain_text,
+        suggested_name("", f"bridge-{transport}"),
+        f"{transport} bridge, then {' | '.join(str(x) for x in chain.layers[2:])}: {chain}",
+    )

@@ -5,7 +5,7 @@ depends on [listen])."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,13 @@ from .schema import ConfigError, Problems, TableReader, read_section
 from .search import SearchConfig
 from .signal_proxy import SignalProxyConfig, read_signal_proxy
 from .telegram import TelegramConfig
+from .subscription import (
+    SubscriptionConfig,
+    read_subscriptions,
+    stored_nodes,
+    subscription_names,
+    with_pools,
+)
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 
@@ -50,6 +57,9 @@ class Config:
     core: CoreConfig = CoreConfig()  # noqa: RUF009 - frozen, immutable
     search: SearchConfig = SearchConfig()  # noqa: RUF009 - frozen, immutable
     telegram: TelegramConfig = TelegramConfig()  # noqa: RUF009 - frozen, immutable
+    subscriptions: tuple[SubscriptionConfig, ...] = ()
+    # The config before subscription.with_pools put the pools' nodes in (None: no pools).
+    pool_base: Config | None = field(default=None, compare=False, repr=False)
 
     def route(self, name: str) -> RouteConfig:
         for route in self.routes:
@@ -76,6 +86,7 @@ SECTIONS: dict[str, tuple[type, bool]] = {
     "search": (SearchConfig, False),
     "telegram": (TelegramConfig, False),
     "base": (BaseTable, False),
+    "subscription": (SubscriptionConfig, True),
 }
 
 
@@ -132,8 +143,18 @@ def parse_config_data(
         before=layering.routes == BEFORE,
     )
     route_names = [r.name for r in routes]
+    pool_names = subscription_names(sections.get("subscription"))  # services may name one
     services = read_services(
-        sections.get("service"), route_names, problems, base, below.services if below else ()
+        sections.get("service"),
+        route_names + pool_names,
+        problems,
+        base,
+        below.services if below else (),
+    )
+    subscriptions = (below.subscriptions if below else ()) + tuple(
+        read_subscriptions(
+            sections.get("subscription"), problems, route_names, [s.name for s in services], base
+        )
     )
     default = read_section(
         DefaultTable,
@@ -165,7 +186,7 @@ def parse_config_data(
 
     if problems.items:
         raise ConfigError(problems.items, source)
-    return Config(
+    config = Config(
         listen,
         dns,
         tls,
@@ -181,4 +202,6 @@ def parse_config_data(
         core=core,
         search=search,
         telegram=telegram,
+        subscriptions=subscriptions,
     )
+    return with_pools(config, stored_nodes) if subscriptions else config

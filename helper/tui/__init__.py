@@ -34,13 +34,21 @@ def build_app(
     title: str | None = None,
     notes: Sequence[str] = (),
     reload: Any = None,
+    config_path: str | None = None,
 ):
     """The app for `engine`: build it before starting the engine (it subscribes to the
     engine's events, and should see the first probes), then `await app.run_async()`.
     `reload`: an async callable that reads the config file again (ctrl+r, SIGUSR1)."""
     from .app import DetourApp
 
-    return DetourApp(engine, log_buffer=log_buffer, title=title, notes=notes, reload=reload)
+    return DetourApp(
+        engine,
+        log_buffer=log_buffer,
+        title=title,
+        notes=notes,
+        reload=reload,
+        config_path=config_path,
+    )
 
 
 async def run_until_stopped(app: Any, stop: asyncio.Event) -> bool:

@@ -51,6 +51,7 @@ class DetourApp(App[int]):
         Binding("s", "setup", "apps"),
         Binding("l", "log", "log"),
         Binding("ctrl+r", "reload", "reload config", show=False),
+        Binding("a", "add", "add a link", show=False),
     ]
 
     def __init__(
@@ -64,12 +65,14 @@ class DetourApp(App[int]):
         monotonic: Callable[[], float] = time.monotonic,
         addresses: Callable[[], list[str]] | None = None,
         reload: Reloader | None = None,
+        config_path: str | None = None,
     ) -> None:
         """`notes` are extra lines for the setup screen (the demo's lab CA and curl line);
         `reload` re-reads the config file (none: detour runs with the built-in config);
         `clock`, `monotonic` and `addresses` are for tests that need fixed output."""
         super().__init__()
         self.reloader = reload
+        self.config_path = config_path  # the file `a` adds routes to (None: built-in)
         self.engine = engine
         self.log_buffer = log_buffer or LogBuffer()
         if title is not None:
@@ -175,6 +178,27 @@ class DetourApp(App[int]):
             self.notify("running with the built-in config: there is no file to reload")
             return
         self.run_worker(self._reload(self.reloader), group="reload", exclusive=True)
+
+    def action_add(self) -> None:
+        """`a`: paste a link; once confirmed it is a route in the config file, and the file
+        is read again (helper/tui/add_screen.py)."""
+        from .add_screen import AddScreen
+
+        if self.config_path is None:
+            self.notify(
+                "running with the built-in config: start detour with -c FILE to add routes "
+                "to that file (or use detour add -c FILE LINK)",
+                severity="warning",
+            )
+            return
+        if isinstance(self.screen, AddScreen):
+            return
+
+        def added(done: bool | None) -> None:
+            if done:
+                self.action_reload()
+
+        self.push_screen(AddScreen(self.config_path), added)
 
     async def _reload(self, reloader: Reloader) -> None:
         ok, line = await reloader()

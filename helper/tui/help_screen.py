@@ -25,6 +25,7 @@ KEYS = (
     ("c", "switch between details and live connections"),
     ("s", "set up your apps: proxy address, Telegram link and QR code"),
     ("l", "the log"),
+    ("a", "add a route: paste a link (ss://, vless://, tg://socks, ...), see it, confirm"),
     ("ctrl+r", "read the config file again (so does SIGUSR1): new connections use it"),
     ("?", "this help"),
     ("q", "quit (connections in progress are closed)"),

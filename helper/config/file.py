@@ -28,7 +28,6 @@ from .routes import (
 from .schema import ConfigError, Problems, TableReader, read_section
 from .search import SearchConfig
 from .signal_proxy import SignalProxyConfig, read_signal_proxy
-from .telegram import TelegramConfig
 from .subscription import (
     SubscriptionConfig,
     read_subscriptions,
@@ -36,6 +35,7 @@ from .subscription import (
     subscription_names,
     with_pools,
 )
+from .telegram import TelegramConfig
 from .tls import TlsConfig
 from .whatsapp_proxy import WhatsAppProxyConfig, read_whatsapp_proxy
 

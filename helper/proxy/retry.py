@@ -13,6 +13,7 @@ for the connections after it and ask for a re-probe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -21,7 +22,7 @@ from transports.base import classify_os_error
 from transports.deadlines import Deadlines
 
 from ..routing import AllRoutesFailed, Connection, Denied, Router
-from .relay import RelayStats
+from .relay import Progress, RelayStats
 
 __all__ = ["first_exchange"]
 
@@ -43,13 +44,15 @@ async def first_exchange(
     *,
     deadlines: Deadlines | None = None,
     connect: Callable[[Sequence[str]], Awaitable[Connection]] | None = None,
+    progress: Progress | None = None,
 ) -> Connection | None:
     """Carry the client's ClientHello until some route answers it. Returns the connection
     that answered (its answer already passed to the client), or None when every route failed.
     A client that does not start with a ClientHello is handed back untouched. `connect`
     makes the connection through the next route, given the routes tried (default:
     router.connect, excluding them). `deadlines` bounds the wait for the client's first bytes
-    (default: a timer of its own)."""
+    (default: a timer of its own). `progress` is told of the ClientHello and the answer that
+    reach the client."""
     if answer_timeout <= 0:
         return connection
     deadlines = deadlines or Deadlines()
@@ -83,6 +86,10 @@ async def first_exchange(
         if error is None:
             stats.up += len(first)
             stats.down += len(answer)
+            if progress is not None:
+                now = asyncio.get_running_loop().time()
+                progress.sent(len(first), now)
+                progress.received(answer, now)
             client.write(answer)
             router.record_success(connection.service, connection.route)
             return connection

@@ -32,6 +32,7 @@ from ..services import ProbeTarget, Service
 from .diagnose import diagnose
 from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
+from .slots import Slot as _Slot
 from .volume import (
     FREEZE_WINDOW,
     MAX_MTPROTO_REQUESTS,
@@ -439,45 +440,6 @@ class Prober:
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
-
-
-# A target still resolving or connecting this long after it took its probe slot (a connect
-# to a black-holed address: no SYN-ACK) gives the slot up: waiting for a SYN-ACK is no work,
-# and the routes after a dead one in the order must not wait for its timeouts (docs/routing.md
-# "Health"). Later steps keep their slot: a slow TLS handshake or exchange is work, and a
-# path that is merely slow must not get more flows at once.
-SLOT_HOLD = 1.0
-_WAITING = frozenset({"resolve", "connect"})
-
-
-class _Slot:
-    """One of a service's probe slots, held while a target works; given up after SLOT_HOLD
-    while the target is still in a step of `_WAITING` (`step` says which runs now)."""
-
-    def __init__(self, slots: asyncio.Semaphore, step: list[str]) -> None:
-        self.slots = slots
-        self.step = step
-        self.held = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def __aenter__(self) -> None:
-        await self.slots.acquire()
-        self.held = True
-        self._timer = asyncio.get_running_loop().call_later(SLOT_HOLD, self._check)
-
-    def _check(self) -> None:
-        if self.step[0] in _WAITING:
-            self._release()
-
-    def _release(self) -> None:
-        if self.held:
-            self.held = False
-            self.slots.release()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._release()
 
 
 async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -> None:

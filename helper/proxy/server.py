@@ -44,7 +44,7 @@ from transports.tcp import SocketStream, StreamProtocol
 
 from ..events import ConnectionClosed, ConnectionOpened, EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
-from ..routing.progress import ProgressWatch
+from ..routing.progress import ProgressWatch, record_stall
 from ..status import ConnectionView, ListenerView, Tally
 from .handshake import ProtocolError
 from .listener import ClientConnection, Listener, Request
@@ -400,8 +400,8 @@ class ClientServer:
                     ticking = loop.call_later(period, tick)
                     return
                 ticking = None
-                conn.router.record_stall(
-                    connection.service, connection.route, stall.diagnosis, stall.detail
+                record_stall(
+                    conn.router, connection.service, connection.route, stall.diagnosis, stall.detail
                 )
                 if self.stall_close and not pumping.done():
                     closed_stalled = True

@@ -30,9 +30,28 @@ client waits silently, is not seen: probes remain the check for those.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["RESEND_GAP", "UPLOAD_LIMIT", "ProgressWatch", "Stall", "TlsRecords"]
+from transports import Failure, Op
+
+from ..events import DialFailed
+
+if TYPE_CHECKING:
+    from ..services import Service
+    from .router import Route, Router
+
+log = logging.getLogger("detour.routing")
+
+__all__ = [
+    "RESEND_GAP",
+    "UPLOAD_LIMIT",
+    "ProgressWatch",
+    "Stall",
+    "TlsRecords",
+    "record_stall",
+]
 
 # The least time between the first unanswered write and a later one for "unanswered".
 RESEND_GAP = 1.0
@@ -154,3 +173,24 @@ class ProgressWatch:
             )
             return self.stalled
         return None
+
+
+def record_stall(
+    router: Router, service: Service | None, route: Route, diagnosis: str, detail: str
+) -> None:
+    """A live connection through `route` froze: the route fails for `service` at once, so the
+    next connections take another route, and the router's observers hear it is failing (a
+    re-probe)."""
+    name = service.name if service is not None else None
+    if router.tally is not None:
+        router.tally.dial_failed(name, route.name, Failure.STALLED.value, Op.READ.value)
+    if router.events is not None:
+        router.events.publish(DialFailed(name, route.name, Failure.STALLED.value, Op.READ.value))
+    log.warning(
+        "%s via %s: a connection stalled (%s): %s", name or "-", route.name, diagnosis, detail
+    )
+    key = service.name if service is not None else ""
+    if router.health.record_stall(key, route.name, diagnosis, detail):
+        router.note_health_change(f"{route.name} froze a connection ({diagnosis})")
+        for observer in list(router._observers):
+            observer.route_failing(service, route.name)

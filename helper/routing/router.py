@@ -476,25 +476,6 @@ class Router:
         """The destination answered through `route`: its run of failures ends."""
         self._account(service, route, None)
 
-    def record_stall(
-        self, service: Service | None, route: Route, diagnosis: str, detail: str
-    ) -> None:
-        """A live connection through `route` froze (routing/progress.py): the route fails
-        for `service` at once, so the next connections take another route, and the observers
-        hear it is failing (a re-probe)."""
-        name = service.name if service is not None else None
-        if self.tally is not None:
-            self.tally.dial_failed(name, route.name, Failure.STALLED.value, Op.READ.value)
-        if self.events is not None:
-            self.events.publish(DialFailed(name, route.name, Failure.STALLED.value, Op.READ.value))
-        log.warning(
-            "%s via %s: a connection stalled (%s): %s", name or "-", route.name, diagnosis, detail
-        )
-        if self.health.record_stall(_key(service), route.name, diagnosis, detail):
-            self.note_health_change(f"{route.name} froze a connection ({diagnosis})")
-            for observer in self._observers:
-                observer.route_failing(service, route.name)
-
     def _account(self, service: Service | None, route: Route, error: DialError | None) -> None:
         if error is not None:
             name = service.name if service is not None else None

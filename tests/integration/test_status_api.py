@@ -22,6 +22,7 @@ from helper import __version__
 from helper.engine import Engine
 from helper.lab.ca import LabCA
 from helper.relay.keys import RelayKeys
+from helper.routing.progress import record_stall
 from helper.search.search import Outcome, ServiceSearch
 from helper.status import SearchView
 from tests.conftest import ROOT, config_text
@@ -252,7 +253,7 @@ async def test_status_and_metrics_after_real_traffic(
     assert not parse_json((await get(engine, "/status"))[2])["connections"]
 
     # a live connection that froze on its route (helper/routing/progress.py)
-    engine.router.record_stall(service, engine.router.route("direct"), "frozen_after_16KB", "")
+    record_stall(engine.router, service, engine.router.route("direct"), "frozen_after_16KB", "")
     document = parse_json((await get(engine, "/status"))[2])
     check_schema(document, absent="connections[]")  # (none open now)
     (stalled,) = document["services"][0]["stalled"]

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from helper.probe import probe
+from helper.probe import slots as probe
 
 
 async def test_a_target_waiting_for_an_answer_gives_its_slot_up(
@@ -17,7 +17,7 @@ async def test_a_target_waiting_for_an_answer_gives_its_slot_up(
     monkeypatch.setattr(probe, "SLOT_HOLD", 0.01)
     slots = asyncio.Semaphore(1)
     step = ["connect"]
-    async with probe._Slot(slots, step):
+    async with probe.Slot(slots, step):
         await asyncio.wait_for(slots.acquire(), 10)  # given up while the connect hangs
         slots.release()
     assert not slots.locked()  # and not released twice
@@ -27,7 +27,7 @@ async def test_a_target_waiting_for_an_answer_gives_its_slot_up(
 async def test_a_target_moving_bytes_keeps_its_slot() -> None:
     slots = asyncio.Semaphore(1)
     step = ["volume"]
-    slot = probe._Slot(slots, step)
+    slot = probe.Slot(slots, step)
     async with slot:
         slot._check()  # (what the timer does after SLOT_HOLD)
         assert slots.locked()

@@ -303,6 +303,12 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
         entry = ServiceReport(service.name, results).to_json()
         entry["active_route"] = service.active
         entry["probing"] = service.probing
+        # Live connections that froze (helper/routing/progress.py), by route.
+        entry["stalled"] = [
+            {"route": name, "diagnosis": health.diagnosis, "at": round(health.checked_at, 3)}
+            for name in service.routes
+            if (health := snapshot.health_of(service.name, name)).source == "connection"
+        ]
         if snapshot.search is not None and service.name in snapshot.search.services:
             entry["search"] = dict(snapshot.search.services[service.name])
         services.append(entry)

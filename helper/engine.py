@@ -126,6 +126,8 @@ class Engine:
             tally=self.tally,
             first_answer=config.probe.first_answer,
         )
+        self.server.stall_timeout = config.probe.stall_timeout
+        self.server.stall_close = config.probe.stall_close
         # The mixed and transparent listeners count their clients together and let clients
         # not on this machine reach the same destinations.
         admission = listen_admission(config.listen)
@@ -373,6 +375,8 @@ class Engine:
             self.search.report = latest
             self.server.router = new.router
             self.server.first_answer = config.probe.first_answer
+            self.server.stall_timeout = config.probe.stall_timeout
+            self.server.stall_close = config.probe.stall_close
             if self.signal is not None:
                 self.signal.recheck()  # a renewed certificate, if its files changed
             self._retire(old)

@@ -9,7 +9,7 @@ from typing import Any
 from transports import Endpoint
 
 from .schema import setting
-from .values import duration_or_off, limit, parse_duration, rate
+from .values import duration_or_off, flag, limit, parse_duration, rate
 
 # Public resolvers' addresses, reached by IP (no DNS needed) on 443: reachable from censored
 # networks (Yandex's, in Russia, stays up on Russian networks; the others are not blocked
@@ -79,4 +79,19 @@ class ProbeConfig:
         "400ms",
         parse_duration,
         "The least time between two handshakes to one server name (a client's first route aside).",
+    )
+    stall_timeout: float = setting(
+        "10s",
+        duration_or_off,
+        "A client connection whose server stops sending in the middle of a TLS record (or "
+        "leaves a client that repeats itself unanswered) for this long counts against its "
+        "route: the route fails for that service (`frozen_after_16KB`) and the next "
+        "connections take another one. Idle connections never count. `0` turns it off. See "
+        "[routing.md](routing.md#frozen-connections).",
+    )
+    stall_close: bool = setting(
+        False,
+        flag,
+        "Also close a connection once it is seen frozen (its application then reconnects, "
+        "through another route); by default it is left open.",
     )

@@ -32,6 +32,7 @@ from ..services import ProbeTarget, Service
 from .diagnose import diagnose
 from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
+from .slots import Slot as _Slot
 from .volume import (
     FREEZE_WINDOW,
     MAX_MTPROTO_REQUESTS,
@@ -173,7 +174,7 @@ class Prober:
         if self.budget is not None and target.kind in ("tls", "https"):
             await self.budget.take(target.endpoint.host)
         slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
-        async with slots:
+        async with _Slot(slots, step):
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.timeout):

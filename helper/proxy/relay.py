@@ -22,11 +22,12 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from transports import Stream
 from transports.tcp import SocketStream, StreamProtocol, reset_transport
 
-__all__ = ["RelayStats", "relay"]
+__all__ = ["Progress", "RelayStats", "relay"]
 
 CHUNK = 256 * 1024
 # Per-direction write buffer limit on the fast path: past it the other side stops reading.
@@ -44,26 +45,39 @@ class RelayStats:
     fast_path: bool = False  # (ended) transport-to-transport: both sides plain TCP underneath
 
 
+class Progress(Protocol):
+    """What watches a connection's progress (helper/routing/progress.py): told of every
+    chunk, with the event loop's time."""
+
+    def sent(self, size: int, now: float) -> None:
+        """`size` bytes went from the client toward the destination."""
+
+    def received(self, data: bytes | memoryview, now: float) -> None:
+        """`data` came from the destination (only valid during the call)."""
+
+
 async def relay(
     client: Stream,
     upstream: Stream,
     *,
     idle_timeout: float | None = None,
     stats: RelayStats | None = None,
+    progress: Progress | None = None,
 ) -> RelayStats:
-    """Relay until both directions end, a side fails, or nothing moves for `idle_timeout`."""
+    """Relay until both directions end, a side fails, or nothing moves for `idle_timeout`.
+    `progress` is told of every chunk."""
     stats = stats if stats is not None else RelayStats()
     fast_client = client.raw_socket_stream()
     fast_upstream = upstream.raw_socket_stream()
     if fast_client is None or fast_upstream is None:
-        if not await _copy_both(client, upstream, stats, idle_timeout):
+        if not await _copy_both(client, upstream, stats, idle_timeout, progress):
             return stats
         fast_client = client.raw_socket_stream()
         fast_upstream = upstream.raw_socket_stream()
         assert fast_client is not None
         assert fast_upstream is not None
     stats.fast_path = True
-    await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout).run()
+    await _TransportPipe(fast_client, fast_upstream, stats, idle_timeout, progress).run()
     return stats
 
 
@@ -114,6 +128,11 @@ class _Leg(asyncio.BufferedProtocol):
             pipe.stats.up += len(data)
         else:
             pipe.stats.down += len(data)
+        if pipe.progress is not None:
+            if self.upward:
+                pipe.progress.sent(len(data), pipe.loop.time())
+            else:
+                pipe.progress.received(data, pipe.loop.time())
         pipe.active = True
         peer = self.peer
         if peer.lost:
@@ -150,9 +169,11 @@ class _TransportPipe:
         upstream: SocketStream,
         stats: RelayStats,
         idle_timeout: float | None,
+        progress: Progress | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.stats = stats
+        self.progress = progress
         self.idle_timeout = idle_timeout
         self.active = False
         self.closing = False  # we chose to close (both ends done, or idle): no resets
@@ -244,6 +265,7 @@ async def _copy(
     upward: bool,
     clock: list[float],
     on_chunk: Callable[[], None],
+    progress: Progress | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -255,6 +277,11 @@ async def _copy(
         else:
             stats.down += len(data)
         clock[0] = loop.time()
+        if progress is not None:
+            if upward:
+                progress.sent(len(data), clock[0])
+            else:
+                progress.received(data, clock[0])
         dst.write(data)
         await dst.drain()
         on_chunk()
@@ -265,7 +292,11 @@ async def _copy(
 
 
 async def _copy_both(
-    client: Stream, upstream: Stream, stats: RelayStats, idle_timeout: float | None
+    client: Stream,
+    upstream: Stream,
+    stats: RelayStats,
+    idle_timeout: float | None,
+    progress: Progress | None = None,
 ) -> bool:
     """Copy both ways until both end, a side fails or the idle timeout passes (then close
     both streams and return False), or until both streams have become plain sockets
@@ -285,8 +316,10 @@ async def _copy_both(
             upgrade.set_result(None)
 
     copies = {
-        asyncio.ensure_future(_copy(client, upstream, stats, True, clock, check_upgrade)),
-        asyncio.ensure_future(_copy(upstream, client, stats, False, clock, check_upgrade)),
+        asyncio.ensure_future(_copy(client, upstream, stats, True, clock, check_upgrade, progress)),
+        asyncio.ensure_future(
+            _copy(upstream, client, stats, False, clock, check_upgrade, progress)
+        ),
     }
     failed = upgraded = False
     try:

@@ -26,7 +26,7 @@ from transports.base import classify_os_error
 from transports.deadlines import Deadlines
 
 from ..routing import AllRoutesFailed, Connection, Denied, Router
-from .relay import RelayStats
+from .relay import Progress, RelayStats
 
 __all__ = ["CLIENT_HELLO", "FirstFlight", "first_exchange"]
 
@@ -65,13 +65,15 @@ async def first_exchange(
     deadlines: Deadlines | None = None,
     connect: Callable[[Sequence[str]], Awaitable[Connection]] | None = None,
     flight: FirstFlight = CLIENT_HELLO,
+    progress: Progress | None = None,
 ) -> Connection | None:
     """Carry the client's ClientHello until some route answers it. Returns the connection
     that answered (its answer already passed to the client), or None when every route failed.
     A client that does not start with a ClientHello is handed back untouched. `connect`
     makes the connection through the next route, given the routes tried (default:
     router.connect, excluding them). `deadlines` bounds the wait for the client's first bytes
-    (default: a timer of its own)."""
+    (default: a timer of its own). `progress` is told of the ClientHello and the answer that
+    reach the client."""
     if answer_timeout <= 0:
         return connection
     deadlines = deadlines or Deadlines()
@@ -97,6 +99,7 @@ async def first_exchange(
                     answer = await upstream.read(65536)
                 elif (got := await _answer_unless_more(client, upstream)) is None:
                     stats.up += len(first)  # the client goes on without an answer: relay
+                    _sent(progress, first)
                     return connection
                 else:
                     answer = got
@@ -105,6 +108,7 @@ async def first_exchange(
         except TimeoutError:
             if not flight.silence_fails:
                 stats.up += len(first)
+                _sent(progress, first)
                 return connection
             error = DialError(
                 Failure.TIMEOUT,
@@ -116,6 +120,10 @@ async def first_exchange(
         if error is None:
             stats.up += len(first)
             stats.down += len(answer)
+            if progress is not None:
+                now = asyncio.get_running_loop().time()
+                progress.sent(len(first), now)
+                progress.received(answer, now)
             client.write(answer)
             router.record_success(connection.service, connection.route)
             return connection
@@ -154,3 +162,9 @@ async def _answer_unless_more(client: Stream, upstream: Stream) -> bytes | None:
         if answer.cancelled():
             return None
     return answer.result()  # the answer, or what the upstream raised
+
+
+def _sent(progress: Progress | None, first: bytes) -> None:
+    """Tell the freeze watch of a first flight relayed without an answer yet."""
+    if progress is not None:
+        progress.sent(len(first), asyncio.get_running_loop().time())

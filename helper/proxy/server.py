@@ -44,6 +44,7 @@ from transports.tcp import SocketStream, StreamProtocol
 
 from ..events import ConnectionClosed, ConnectionOpened, EventBus
 from ..routing import AllRoutesFailed, Connection, Denied, Router
+from ..routing.progress import ProgressWatch, record_stall
 from ..status import ConnectionView, ListenerView, Tally
 from .handshake import ProtocolError
 from .listener import ClientConnection, Listener, Request
@@ -105,6 +106,10 @@ class ClientServer:
         self.events = events
         self.tally = tally
         self.first_answer = first_answer
+        # A live connection frozen this long counts against its route (routing/progress.py;
+        # 0: not watched); `stall_close` also closes it. Set by the engine from [probe].
+        self.stall_timeout = 0.0
+        self.stall_close = False
         self.listeners: list[Listener] = []
         self.connections: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
@@ -324,6 +329,9 @@ class ClientServer:
             return
         if request.success:
             client.write(request.success)
+        watch = None
+        if self.stall_timeout > 0:
+            watch = ProgressWatch(self.stall_timeout, asyncio.get_running_loop().time())
         if request.retry_client_hello and not request.first_upstream:
             retried = await first_exchange(
                 client,
@@ -337,6 +345,7 @@ class ClientServer:
                 if request.upstream is not None
                 else None,
                 flight=request.first_flight or CLIENT_HELLO,
+                progress=watch,
             )
             if retried is None:
                 client.abort()  # every route failed the client's ClientHello: tell it so
@@ -345,10 +354,14 @@ class ClientServer:
             if client.is_closing():  # gone while its first bytes were awaited
                 connection.stream.abort()
                 return
-        await self._relay(conn, request, connection)
+        await self._relay(conn, request, connection, watch)
 
     async def _relay(
-        self, conn: ClientConnection, request: Request, connection: Connection
+        self,
+        conn: ClientConnection,
+        request: Request,
+        connection: Connection,
+        watch: ProgressWatch | None = None,
     ) -> None:
         """Relay until both directions end, with what is told of every connection: the
         counters, the opened and closed events, route success, and one log line."""
@@ -356,21 +369,63 @@ class ClientServer:
         route = connection.route.name
         conn.service, conn.route = service, route
         upstream = connection.stream
+        loop = asyncio.get_running_loop()
         if request.first_upstream:
             upstream.write(request.first_upstream)
             conn.stats.up += len(request.first_upstream)
+            if watch is not None:
+                watch.sent(len(request.first_upstream), loop.time())
         tally, events = self.tally, self.events
         if tally is not None:
             tally.connection_opened(service, route)
         if events is not None and events.listening:
             events.publish(ConnectionOpened(conn.id, conn.client, str(conn.target), service, route))
         stats = conn.stats
+        pump = relay(
+            conn.stream,
+            upstream,
+            idle_timeout=conn.listener.idle_timeout,
+            stats=stats,
+            progress=watch,
+        )
+        closed_stalled = False
+        ticking: asyncio.TimerHandle | None = None
+        if watch is None:
+            await_pump = pump
+        else:
+            pumping = asyncio.ensure_future(pump)
+            await_pump = pumping
+            period = self.stall_timeout / 2
+
+            def tick() -> None:
+                nonlocal ticking, closed_stalled
+                stall = watch.check(loop.time())
+                if stall is None:
+                    ticking = loop.call_later(period, tick)
+                    return
+                ticking = None
+                record_stall(
+                    conn.router, connection.service, connection.route, stall.diagnosis, stall.detail
+                )
+                if self.stall_close and not pumping.done():
+                    closed_stalled = True
+                    pumping.cancel()
+
+            ticking = loop.call_later(period, tick)
         try:
-            await relay(conn.stream, upstream, idle_timeout=conn.listener.idle_timeout, stats=stats)
+            await await_pump
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not closed_stalled or (task is not None and task.cancelling()):
+                raise
         finally:
+            if ticking is not None:
+                ticking.cancel()
             if stats.down:
                 conn.router.record_success(connection.service, connection.route)
             how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
+            if watch is not None and watch.stalled is not None:
+                how = f"{'closed, ' if closed_stalled else ''}stalled ({watch.stalled.diagnosis})"
             duration = time.monotonic() - conn.started
             if tally is not None:
                 tally.connection_closed(service, route, stats.up, stats.down)

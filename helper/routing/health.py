@@ -74,6 +74,7 @@ class HealthBook:
 
     def __init__(self) -> None:
         self._health: dict[tuple[str, str], RouteHealth] = {}
+        self._stall_details: dict[tuple[str, str], str] = {}
 
     def get(self, service: str, route: str) -> RouteHealth:
         return self._health.get((service, route)) or RouteHealth()
@@ -125,6 +126,29 @@ class HealthBook:
             health.source = "dial"
             return True
         return False
+
+    def record_stall(self, service: str, route: str, diagnosis: str, detail: str) -> bool:
+        """A live connection through `route` stopped making progress while its peer still
+        had data to send (progress.py): the route fails at once, for this service. True when
+        that turns it failing (it was not already)."""
+        health = self._health.get((service, route))
+        was_failing = health is not None and health.ok is False
+        self._health[(service, route)] = RouteHealth(
+            ok=False,
+            failure="stalled",
+            op="read",
+            diagnosis=diagnosis,
+            latency_ms=health.latency_ms if health is not None else None,
+            checked_at=time.time(),
+            source="connection",
+            dial_failures=health.dial_failures if health is not None else 0,
+        )
+        self._stall_details[(service, route)] = detail
+        return not was_failing
+
+    def stall_detail(self, service: str, route: str) -> str:
+        """The words of the last stall recorded for (service, route), or ""."""
+        return self._stall_details.get((service, route), "")
 
     def order(self, service: str, routes: Sequence[R]) -> list[R]:
         """Working routes first (in the given order), then unknown, then failing."""

@@ -9,7 +9,9 @@ each reload brings new ones) and is told about every probe the monitor finishes.
 - a service none of whose routes works is searched, once: if that search finds nothing, it
   is not searched again on its own until one of its routes works again (a network where
   nothing works gets one verdict, not endless retries);
-- services asked for while a search runs are searched next.
+- services asked for while a search runs are searched next;
+- a search that runs across a reload hands its winners to the new router (reload makes a new
+  router, monitor and StrategySearch; the search keeps running on the old ones).
 """
 
 from __future__ import annotations
@@ -87,7 +89,14 @@ class Searches:
             self.start(names)
 
     async def _run(self, services: list[Service], direct: dict[str, ProbeResult]) -> SearchReport:
-        report = await self.host.search.run(services, direct)
+        searcher = self.host.search
+        report = await searcher.run(services, direct)
+        if self.host.search is not searcher:
+            # A reload replaced the router while the search ran: what it found goes to the
+            # router new connections use now (the one it ran on is retiring).
+            taken = self.host.search.take_over(report)
+            if taken:
+                log.info("a search that ran across a reload: kept %s", ", ".join(taken))
         # A winner's confirming probe is the latest result of its cell, as a probe's is.
         for name, result in report.results.items():
             self.host.monitor.results[(name, result.route)] = result

@@ -194,6 +194,21 @@ class StrategySearch:
         self.router.health.record_probe(result)
         self.router.note_health_change(f"a search found {route.name} for {service.name}")
 
+    def take_over(self, report: SearchReport) -> list[str]:
+        """A search that ran on a router a reload has replaced (its winners went to that
+        router, which no new connection uses): its winners become routes of this one, with
+        their probes' health, and are kept for this network. Returns the winners' routes."""
+        services = {s.name: s for s in self.router.services}
+        taken = []
+        for name, searched in report.services.items():
+            result = report.results.get(name)
+            if searched.winner is None or result is None or name not in services:
+                continue
+            self._adopt(services[name], searched.winner, result)
+            taken.append(self._route_for(searched.winner).name)
+        self._save(report)
+        return taken
+
     def _save(self, report: SearchReport) -> None:
         """Keep this search's winners for this network: a service searched gets its winner
         (or nothing, when nothing works any more); the others keep what they had."""

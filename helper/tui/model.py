@@ -117,6 +117,8 @@ def _fails(health: Health, result: ProbeResult | None, route: RouteView) -> str:
     # still reflects that probe, not a later run of failed client connections.
     if result is not None and result.failed is not None and result.checked_at == health.checked_at:
         return short_for(result.failed, splits, web_endpoint=web)
+    if health.source == "connection" and health.diagnosis:  # a live connection froze
+        return health.diagnosis.replace("_", " ").replace("KB", " KB")  # "frozen after 16 KB"
     try:
         failure, op = Failure(health.failure), Op(health.op)
     except ValueError:  # missing, or written by another version of detour

@@ -22,6 +22,7 @@ from helper import __version__
 from helper.engine import Engine
 from helper.lab.ca import LabCA
 from helper.relay.keys import RelayKeys
+from helper.routing.progress import record_stall
 from helper.search.search import Outcome, ServiceSearch
 from helper.status import SearchView
 from tests.conftest import ROOT, config_text
@@ -102,14 +103,15 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, TYPES[type(value)]
 
 
-def check_schema(document: dict[str, Any]) -> None:
+def check_schema(document: dict[str, Any], absent: str = "") -> None:
+    """`absent`: documented paths under it may be missing (a state the test shows apart)."""
     fields = documented_fields()
     seen: set[str] = set()
     for path, kind in walk(document):
         assert path in fields, f"/status has {path}, which docs/status-api.md does not list"
         assert kind in fields[path], f"{path} is {kind}; documented: {fields[path]}"
         seen.add(path)
-    missing = set(fields) - seen
+    missing = {f for f in set(fields) - seen if not (absent and f.startswith(absent))}
     assert not missing, f"documented but not served (or the test made no such state): {missing}"
 
 
@@ -200,7 +202,7 @@ async def test_status_and_metrics_after_real_traffic(
     status, headers, body = await get(engine, "/status")
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     document = parse_json(body)
-    check_schema(document)
+    check_schema(document, absent="services[].stalled[]")  # shown below
     (entry,) = document["services"]
     assert entry["name"] == "echo" and entry["reachable"] and entry["best_route"] == "direct"
     assert entry["active_route"] == "direct" and entry["routes"][0]["ok"]
@@ -249,6 +251,13 @@ async def test_status_and_metrics_after_real_traffic(
     for name in documented_metrics():  # counters' family names lose their _total
         assert name.removesuffix("_total") in families, f"{name} is documented, not served"
     assert not parse_json((await get(engine, "/status"))[2])["connections"]
+
+    # a live connection that froze on its route (helper/routing/progress.py)
+    record_stall(engine.router, service, engine.router.route("direct"), "frozen_after_16KB", "")
+    document = parse_json((await get(engine, "/status"))[2])
+    check_schema(document, absent="connections[]")  # (none open now)
+    (stalled,) = document["services"][0]["stalled"]
+    assert (stalled["route"], stalled["diagnosis"]) == ("direct", "frozen_after_16KB")
 
 
 def parse_json(body: str) -> dict[str, Any]:

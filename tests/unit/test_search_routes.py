@@ -3,13 +3,23 @@ its own routes, pinnable, forgotten on demand; kept per network in the state fil
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 from helper.config import parse_config
+from helper.probe.result import ProbeResult, TargetResult
 from helper.routing import Router
 from helper.routing.health import RouteHealth
 from helper.routing.state import HealthStore
-from helper.search.runner import found_strategies, restore_strategies
+from helper.search.candidates import Candidate
+from helper.search.control import Searches
+from helper.search.runner import (
+    SearchReport,
+    StrategySearch,
+    found_strategies,
+    restore_strategies,
+)
 from transports import Endpoint, parse_chain
 
 CONFIG = """
@@ -140,3 +150,44 @@ def test_a_reload_keeps_the_found_routes_and_what_was_learnt() -> None:
     assert new.health.get("telegram", "found-tlsfrag-sni").ok is True
     assert new.pins == {"telegram": "found-tlsfrag-sni"}
     assert new.route("found-tlsfrag-sni") is not route  # built for the new router
+
+
+async def test_a_winner_found_while_a_reload_happens_is_kept(tmp_path: Path) -> None:
+    """The search runs on the router it started with; a reload replaces router, monitor and
+    StrategySearch meanwhile. What it finds then goes to the new router and the state file."""
+    winner = Candidate("tlsfrag:sni", "tlsfrag")
+    gate = asyncio.Event()
+
+    class HeldSearch(StrategySearch):
+        async def run(self, services, direct=None):  # finds `winner` once `gate` opens
+            report = self.report = SearchReport()
+            await gate.wait()
+            service = next(s for s in services if s.name == "telegram")
+            report.services["telegram"] = SimpleNamespace(winner=winner)
+            result = ProbeResult("telegram", winner.route_name, winner.chain, [TargetResult("x")])
+            report.results["telegram"] = result
+            self._adopt(service, winner, result)
+            return report
+
+    store = HealthStore(tmp_path)
+    old = router()
+    host = SimpleNamespace(
+        router=old,
+        monitor=SimpleNamespace(results={}),
+        search=HeldSearch(old, prober=None, store=store, network="net1"),  # type: ignore[arg-type]
+        config=None,
+    )
+    searches = Searches(host)
+    task = searches.start(["telegram"])
+    await asyncio.sleep(0)
+    new = router()  # the reload: a new router (adopting the old one's state), a new search
+    new.adopt(old)
+    host.router, host.search = new, StrategySearch(new, prober=None, store=store, network="net1")  # type: ignore[arg-type]
+    gate.set()
+    await task
+    telegram = new.services.services[0]
+    assert winner.route_name in names(new.candidates(telegram))
+    assert new.health.get("telegram", winner.route_name).ok is True
+    assert host.monitor.results[("telegram", winner.route_name)] is not None
+    kept = store.load_strategies("net1")["telegram"]
+    assert [(s["route"], s["chain"]) for s in kept] == [(winner.route_name, "tlsfrag:sni")]

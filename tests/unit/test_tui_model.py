@@ -203,3 +203,8 @@ async def test_a_freeze_shows_where_the_probe_saw_it(sni_reset) -> None:
     sni_reset.monitor.results[("telegram", "direct")] = result
     sni_reset.router.health.record_probe(result)
     assert cell(sni_reset, "telegram", "direct").text == "frozen after 16 KB"
+
+
+async def test_a_live_connection_that_froze_says_so(sni_reset) -> None:
+    sni_reset.router.health.record_stall("telegram", "direct", "frozen_after_16KB", "words")
+    assert cell(sni_reset, "telegram", "direct").text == "frozen after 16 KB"

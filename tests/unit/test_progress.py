@@ -1,0 +1,163 @@
+"""The progress watch of live connections (helper/routing/progress.py), without sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helper.routing.health import HealthBook
+from helper.routing.progress import RESEND_GAP, UPLOAD_LIMIT, ProgressWatch, TlsRecords
+
+
+def record(size: int, content_type: int = 23) -> bytes:
+    return bytes([content_type, 3, 3]) + size.to_bytes(2, "big") + b"\xaa" * size
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+SERVER_HELLO = record(90, 22) + record(1, 20) + record(3000, 23)
+
+
+# --- TLS record boundaries ----------------------------------------------------------------
+
+
+@given(
+    st.lists(st.integers(0, 300), min_size=1, max_size=4),
+    st.lists(st.integers(0, 1300), max_size=6),
+)
+def test_records_cut_anywhere_end_at_a_boundary(sizes: list[int], points: list[int]) -> None:
+    stream = b"".join(record(size) for size in sizes)
+    records = TlsRecords()
+    for chunk in cut(stream, points):
+        records.feed(chunk)
+    assert records.tls is True and not records.mid_record
+
+
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=4),
+    st.integers(0, 3),
+    st.integers(1, 304),
+    st.lists(st.integers(0, 1300), max_size=4),
+)
+def test_a_stream_cut_inside_a_record_is_mid_record(
+    sizes: list[int], which: int, into: int, points: list[int]
+) -> None:
+    """Cut after the first header (which tells whether it is TLS at all) and inside a record:
+    its header or its body."""
+    which %= len(sizes)
+    start = sum(5 + size for size in sizes[:which])
+    end = start + into % (5 + sizes[which])
+    if end < 5 or end == start:
+        end = start + 5 + sizes[which] - 1  # the record's last byte still owed
+    stream = b"".join(record(size) for size in sizes)[:end]
+    records = TlsRecords()
+    for chunk in cut(stream, points):
+        records.feed(chunk)
+    assert records.mid_record
+
+
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_any_bytes_are_read_without_error(chunks: list[bytes]) -> None:
+    records = TlsRecords()
+    for chunk in chunks:
+        records.feed(chunk)
+    assert records.tls in (None, True, False)
+    if records.tls is False:
+        assert not records.mid_record
+
+
+def test_bytes_that_are_not_tls_are_never_mid_record() -> None:
+    records = TlsRecords()
+    records.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n")
+    assert records.tls is False and not records.mid_record
+    records.feed(record(10))  # once not TLS, for good
+    assert records.tls is False
+
+
+# --- the watch ----------------------------------------------------------------------------
+
+
+def test_a_tls_transfer_frozen_inside_a_record_is_a_stall() -> None:
+    watch = ProgressWatch(10.0, now=0.0)
+    watch.sent(517, 0.0)  # ClientHello
+    watch.received(SERVER_HELLO, 0.1)
+    watch.sent(80, 0.2)  # a request
+    body = record(16384)
+    watch.received(body[:13000], 0.3)  # 16 KB in all, then nothing
+    assert watch.check(5.0) is None
+    stall = watch.check(10.4)
+    assert stall is not None and stall.diagnosis == "frozen_after_15KB"
+    assert stall.received == len(SERVER_HELLO) + 13000
+    assert watch.check(30.0) is None  # said once
+
+
+def test_an_idle_tls_connection_is_never_a_stall() -> None:
+    """A keep-alive between requests, an idle WebSocket, a long poll: the server rests at a
+    record boundary, however long, and whatever the client sent meanwhile."""
+    watch = ProgressWatch(10.0, now=0.0)
+    watch.received(SERVER_HELLO, 0.1)
+    watch.sent(200, 1.0)  # a long poll ...
+    watch.sent(30, 5.0)  # ... a WebSocket ping the server does not answer (yet)
+    for t in (20.0, 100.0, 3600.0):
+        assert watch.check(t) is None
+
+
+def test_a_slow_transfer_inside_a_record_is_not_a_stall() -> None:
+    watch = ProgressWatch(10.0, now=0.0)
+    watch.received(SERVER_HELLO, 0.1)
+    body = record(16384)
+    for i, t in enumerate(range(1, 60, 5)):  # a byte now and then: slow, not frozen
+        watch.received(body[i * 100 : (i + 1) * 100], float(t))
+        assert watch.check(t + 4.9) is None
+
+
+def test_a_client_repeating_itself_unanswered_is_a_stall_when_not_tls() -> None:
+    watch = ProgressWatch(10.0, now=0.0)
+    watch.sent(64, 0.0)  # MTProto: the obfuscated init and a request
+    watch.received(b"\xef" * 20000, 0.2)  # answers, then the freeze
+    watch.sent(40, 1.0)  # an ack ...
+    assert watch.check(11.5) is None  # one write unanswered: a long poll, perhaps
+    watch.sent(40, 1.0 + RESEND_GAP)  # ... a ping: the client repeats itself
+    stall = watch.check(11.5)
+    assert stall is not None and stall.diagnosis == "no_answer_after_19KB"
+
+
+def test_one_unanswered_request_or_an_upload_is_not_a_stall() -> None:
+    poll = ProgressWatch(10.0, now=0.0)
+    poll.received(b"x" * 100, 0.0)
+    poll.sent(300, 1.0)  # one request, held by the server
+    assert poll.check(100.0) is None
+    upload = ProgressWatch(10.0, now=0.0)
+    upload.received(b"x" * 100, 0.0)
+    for t in range(1, 40):  # a large upload the server answers only at its end
+        upload.sent(UPLOAD_LIMIT // 8, float(t))
+    assert upload.check(40.0) is None
+
+
+def test_an_answer_clears_what_was_unanswered() -> None:
+    watch = ProgressWatch(10.0, now=0.0)
+    watch.received(b"x" * 100, 0.0)
+    watch.sent(40, 1.0)
+    watch.sent(40, 3.0)
+    watch.received(b"y" * 10, 4.0)  # answered
+    assert watch.check(12.0) is None
+    watch.sent(40, 20.0)
+    assert watch.check(29.0) is None
+
+
+def test_a_stall_fails_the_route_at_once_for_its_service() -> None:
+    book = HealthBook()
+    book.record_dial("telegram", "direct", None)
+    assert book.record_stall("telegram", "direct", "frozen_after_16KB", "words")
+    health = book.get("telegram", "direct")
+    assert (health.ok, health.failure, health.op) == (False, "stalled", "read")
+    assert (health.diagnosis, health.source) == ("frozen_after_16KB", "connection")
+    assert book.get("whatsapp", "direct").ok is None  # per service
+    assert not book.record_stall("telegram", "direct", "frozen_after_17KB", "again")
+    book.record_dial("telegram", "direct", None)  # a later connection's answer: still failing
+    assert book.get("telegram", "direct").ok is False

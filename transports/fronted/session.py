@@ -22,7 +22,8 @@ Frames, both ways, on any carrier:
     flags   PING (1): answer with an acknowledgement now (a frozen carrier is found by the
             answer not coming); FIN (2): the stream ends after this payload; END (4): the
             sender puts nothing more on this carrier (its budget is spent, or a newer carrier
-            replaced it)
+            replaced it); REWIND (8): send again everything not acknowledged (a carrier was
+            lost with the sender's bytes perhaps on it)
 
 A frame with no payload is an acknowledgement. Out-of-order payloads (a newer carrier faster
 than the one it replaced) are kept within the window until the gap is filled.
@@ -41,13 +42,14 @@ __all__ = [
     "HEADER",
     "MAX_PAYLOAD",
     "PING",
+    "REWIND",
     "Segment",
     "Session",
     "encode_segment",
     "parse_segment",
 ]
 
-PING, FIN, END = 1, 2, 4
+PING, FIN, END, REWIND = 1, 2, 4, 8
 HEADER = struct.Struct("!BQQQH")
 MAX_PAYLOAD = 16 * 1024 - 1  # a frame's payload, at most (budgets are a few KB anyway)
 MAX_OFFSET = 1 << 62  # offsets beyond this are no stream's (2^62 bytes is never reached)
@@ -75,7 +77,7 @@ def parse_segment(buf: bytes | bytearray, start: int = 0) -> tuple[int, Segment]
     if len(buf) - start < HEADER.size:
         raise NeedMore
     flags, offset, ack, limit, length = HEADER.unpack_from(buf, start)
-    if flags & ~(PING | FIN | END):
+    if flags & ~(PING | FIN | END | REWIND):
         raise ProtocolError(f"unknown segment flags {flags:#x}")
     if max(offset, ack, limit) > MAX_OFFSET or offset + length > MAX_OFFSET:
         raise ProtocolError("a segment offset beyond any stream")
@@ -199,6 +201,8 @@ class Session:
         self._on_ack(segment.ack, segment.limit)
         if segment.flags & PING:
             self._ack_due = True
+        if segment.flags & REWIND:
+            self.rewind()
         payload, offset = segment.payload, segment.offset
         if not payload and not segment.flags & FIN:
             return  # an acknowledgement: its offset says nothing

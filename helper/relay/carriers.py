@@ -4,9 +4,10 @@ the short connections ("carriers") that carry them.
 Each carrier starts with the client's hello: a new session, or the id of one it has. A new
 session's byte stream is served as any tunnel is (the inner TLS, the pin, the multiplexed
 connections: RelayServer._serve); every carrier of it feeds the session the segments it
-carries. The relay sends on the newest carrier only, within the allowance the client gave
-it; when the allowance is spent, or a newer carrier arrives, it ends the older one with a
-segment flagged END. A session with no carrier for LINGER seconds is closed.
+carries. The relay sends on the oldest carrier it has not ended, within the allowance the
+client gave it; when the allowance is spent it ends the carrier with a segment flagged END.
+A REWIND (the client lost a carrier) ends every carrier older than the one it came on.
+A session with no carrier for LINGER seconds is closed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from transports.fronted.capped import (
     encode_welcome,
     parse_hello,
 )
-from transports.fronted.session import END, HEADER
+from transports.fronted.session import END, HEADER, REWIND
 from transports.wire import NeedMore, ProtocolError
 
 __all__ = ["CarrierHub"]
@@ -80,12 +81,16 @@ class _Session:
         self.server: asyncio.Task[None] | None = None
 
     def attach(self, link: _Link) -> None:
-        for old in self.links:
-            old.end(self.stream)
         self.links.append(link)
         self.alone_since = None
         self.changed.set()
         self.stream.sendable.set()
+
+    def rewound(self, link: _Link) -> None:
+        """The client lost a carrier: the ones before `link` are not to be used."""
+        for old in self.links[: self.links.index(link)] if link in self.links else ():
+            old.end(self.stream)
+        self.changed.set()
 
     def detach(self, link: _Link) -> None:
         if link in self.links:
@@ -96,8 +101,8 @@ class _Session:
     async def _write_loop(self) -> None:
         stream = self.stream
         while not stream.ended.is_set():
-            link = self.links[-1] if self.links else None
-            if link is None or link.ended:
+            link = next((x for x in self.links if not x.ended), None)
+            if link is None:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
@@ -173,6 +178,8 @@ class CarrierHub:
                 if data:
                     for segment in reader.feed(data):
                         session.stream.receive(segment)
+                        if segment.flags & REWIND:
+                            session.rewound(link)
                 data = await ws.read(65536)
                 if not data:
                     break

@@ -82,6 +82,7 @@ async def test_4mib_each_way_intact_through_a_freezing_censor(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 async def test_64mib_each_way_intact_through_a_freezing_censor(
     frozen: Frozen, integrity_origin
 ) -> None:

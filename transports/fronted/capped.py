@@ -18,14 +18,15 @@ On each carrier the client's first WebSocket message is a hello, the relay's a w
 The allowance is what the relay may send on this carrier (session segments, each write
 counted with WRITE_COST for the front's framing): the budget less what the client has
 already received on the connection (the TLS handshake, the upgrade's answer) and a margin.
-When it is spent the relay sends a segment flagged END and nothing more there; the client has
-by then opened the next carrier (when half a carrier's allowance is gone), and the relay
-moves to the newest carrier as soon as it is attached. Each side sends on its newest carrier
-only.
+When it is spent the relay sends a segment flagged END and nothing more there. Each side
+uses the carriers in the order they opened: the client sends on the oldest with room left for
+it, the relay on the oldest it has not ended; the client keeps a few fresh carriers open ahead
+of need, so a spent one is replaced without a wait.
 
 A frozen carrier: the client has sent bytes or a PING and nothing comes back for DEADLINE
 seconds. It is abandoned; the client sends its unacknowledged bytes again on the next carrier
-and asks the relay (REWIND) to do the same. A relay that does not know the subprotocol
+and asks the relay (REWIND) to do the same; the relay then ends every carrier older than the
+one the REWIND came on. A relay that does not know the subprotocol
 answers the upgrade without it: the client then uses the long-lived mode (client.py).
 """
 
@@ -77,6 +78,8 @@ BUSY = 15.0  # the session counts as busy this long after its last payload eithe
 HIGH_WATER = 256 * 1024  # written and not acknowledged: drain() waits above this
 OPEN_TRIES = 3  # carriers that fail to open in a row before the tunnel fails
 SEGMENT_WRITE = 16 * 1024  # at most this many bytes of segments in one write
+POOL = 3  # carriers kept open and fresh, ahead of need
+PARALLEL = 2  # carriers opening at once, at most
 CLOSE_GRACE = 5.0  # a closed session's last bytes and FIN get this long to be acknowledged
 
 
@@ -308,29 +311,27 @@ class CarrierLink:
     """One carrier, open: the WebSocket, the counter below its TLS, and what it has done."""
 
     def __init__(self, ws: Stream, counted: Counted, allowance: int, budget: int) -> None:
-        loop = asyncio.get_running_loop()
         self.ws = ws
         self.counted = counted
         self.allowance = allowance  # what the relay may send here (it stops after END)
         self.budget = budget
-        self.last_rx = loop.time()
-        self.waiting_since: float | None = None  # sent something that wants an answer
+        self.last_rx = asyncio.get_running_loop().time()
         self.end_received = False  # the relay put everything it will put here
         self.closed = False
-        self.lost = False
         self.reader: asyncio.Task[None] | None = None
-        self.down_at_hello = counted.received
-
-    @property
-    def down_used(self) -> int:
-        return self.counted.received - self.down_at_hello
 
     @property
     def up_room(self) -> int:
         return self.budget - self.counted.sent - WRITE_COST
 
-    def half_spent(self) -> bool:
-        return self.down_used * 2 >= self.allowance or self.up_room * 2 < self.budget
+    @property
+    def can_send(self) -> bool:
+        return not self.closed and self.up_room >= 2 * HEADER.size
+
+    @property
+    def fresh(self) -> bool:
+        """Neither side has used up much of it."""
+        return self.can_send and not self.end_received and self.up_room * 2 >= self.budget
 
     def close(self, *, abort: bool = False) -> None:
         if not self.closed:
@@ -349,7 +350,12 @@ Connect = Callable[[bytes, bool], Awaitable[CarrierLink]]
 class CappedTunnel:
     """The client's side: a session, its stream (`stream`), and the carriers that carry it.
     `connect(session_id, new)` opens one carrier up to the relay's welcome (DialError
-    otherwise)."""
+    otherwise).
+
+    Carriers are used in the order they opened, by each side independently: the client sends
+    on the oldest that has room left for it, the relay on the oldest it has not ended. POOL
+    carriers are kept open ahead (at most PARALLEL opening at once), so the next one is ready
+    when one is spent."""
 
     def __init__(
         self,
@@ -365,13 +371,14 @@ class CappedTunnel:
         self.name = name
         self.session_id = os.urandom(16)
         self.stream = SessionStream(name=name)
-        self.current: CarrierLink | None = None
-        self.retired: list[CarrierLink] = []
-        self._opening: asyncio.Task[CarrierLink] | None = None
+        self.links: list[CarrierLink] = []  # attached, oldest first
+        self._opening: set[asyncio.Task[CarrierLink]] = set()
         self._wake = asyncio.Event()
-        self._rewind_asked = False  # the next write on a carrier asks the relay to rewind
+        self._rewind_asked = False  # the next write asks the relay to rewind
         self._ping = False
         self._failures = 0
+        self.waiting_since: float | None = None  # sent something that wants an answer
+        self.last_rx = asyncio.get_running_loop().time()
         self.carriers_opened = 0
         self.carriers_lost = 0
         self._driver: asyncio.Task[None] | None = None
@@ -388,14 +395,13 @@ class CappedTunnel:
     def _attach(self, link: CarrierLink) -> None:
         self.carriers_opened += 1
         self._failures = 0
-        old, self.current = self.current, link
-        if old is not None:
-            self.retired.append(old)
-            if old.end_received:
-                old.close()
+        self.links.append(link)
         link.reader = asyncio.ensure_future(self._read_loop(link))
         self._wake.set()
         self.stream.sendable.set()
+
+    def _sending_link(self) -> CarrierLink | None:
+        return next((link for link in self.links if link.can_send), None)
 
     async def _read_loop(self, link: CarrierLink) -> None:
         reader = SegmentReader()
@@ -405,15 +411,13 @@ class CappedTunnel:
                 data = await link.ws.read(65536)
                 if not data:
                     break
-                link.last_rx = loop.time()
+                link.last_rx = self.last_rx = loop.time()
                 for segment in reader.feed(data):
                     self.stream.receive(segment)
                     if segment.flags & END:
                         link.end_received = True
-                link.waiting_since = (
-                    loop.time() if self.stream.session.unacked and link is self.current else None
-                )
-                if link is self.current and (link.end_received or link.half_spent()):
+                self.waiting_since = loop.time() if self.stream.session.unacked else None
+                if link.end_received:
                     self._wake.set()  # time for the next carrier
                 if link.counted.received >= link.budget:
                     break  # the relay went over the allowance: never past the budget
@@ -424,26 +428,29 @@ class CappedTunnel:
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            if link.closed:
-                pass
-            elif link.end_received:
-                link.close()
-            else:
-                self._lose(link)
+            if not link.closed:
+                if link.end_received and not link.can_send:
+                    self._retire(link)
+                else:
+                    self._lose(link)
             self._wake.set()
 
+    def _retire(self, link: CarrierLink) -> None:
+        link.close()
+        if link in self.links:
+            self.links.remove(link)
+
     def _lose(self, link: CarrierLink) -> None:
-        """A carrier ended or froze before the relay said it was done with it: whatever was
-        in flight on it either way goes again."""
-        if link.closed and link.lost:
-            return
-        link.lost = True
+        """A carrier ended or froze before both sides were done with it: whatever was in
+        flight on it either way goes again."""
         link.close(abort=True)
+        if link in self.links:
+            self.links.remove(link)
         self.carriers_lost += 1
         self.stream.session.rewind()
-        self._rewind_asked = True
-        if link is self.current:
-            self.current = None
+        if not link.end_received:
+            self._rewind_asked = True
+        self.waiting_since = None
         self._wake.set()
         self.stream.sendable.set()
 
@@ -451,42 +458,32 @@ class CappedTunnel:
         stream = self.stream
         loop = asyncio.get_running_loop()
         while not stream.ended.is_set():
-            link = self.current
-            if link is None or link.closed:
+            link = self._sending_link()
+            if link is None:
+                self._wake.set()
                 stream.sendable.clear()
-                self._wake.clear()
-                await _first(stream.sendable.wait(), self._wake.wait())
-                continue
-            room = min(link.up_room, SEGMENT_WRITE)
-            if room < HEADER.size * 2:
-                self._wake.set()  # the driver opens the next carrier
-                await self._wait_for_new(link)
+                await _first(stream.sendable.wait(), stream.ended.wait())
                 continue
             flags = (REWIND if self._rewind_asked else 0) | (PING if self._ping else 0)
-            out = stream.outgoing(room, flags)
+            out = stream.outgoing(min(link.up_room, SEGMENT_WRITE), flags)
             if not out:
                 stream.sendable.clear()
                 if not stream.session.pending():
-                    await _first(stream.sendable.wait(), self._wake.wait())
-                    self._wake.clear()
+                    await _first(stream.sendable.wait(), stream.ended.wait())
                 continue
             self._rewind_asked = self._ping = False
-            if link.half_spent():
-                self._wake.set()
             try:
                 link.ws.write(out)
-                if link.waiting_since is None and (stream.session.unacked or out[0] & PING):
-                    link.waiting_since = loop.time()
-                await link.ws.drain()
             except (OSError, RuntimeError):
                 self._lose(link)
+                continue
+            if self.waiting_since is None and (stream.session.unacked or out[0] & PING):
+                self.waiting_since = loop.time()
+            if not link.fresh:
+                self._wake.set()
             if stream.session.buffered <= HIGH_WATER:
                 stream._room.set()
-
-    async def _wait_for_new(self, link: CarrierLink) -> None:
-        while self.current is link and not self.stream.ended.is_set():
-            self._wake.clear()
-            await self._wake.wait()
+            await asyncio.sleep(0)
 
     async def _drive(self) -> None:
         """Open carriers ahead of need, find frozen ones, end when the session has."""
@@ -496,65 +493,66 @@ class CappedTunnel:
         try:
             while not stream.ended.is_set():
                 now = loop.time()
-                link = self.current
-                if link is not None and not link.closed:
-                    waiting = link.waiting_since
-                    if waiting is not None and now - waiting > self.deadline:
-                        log.info(
-                            "%s: a carrier froze after %d bytes from the front: the next one",
-                            self.name, link.counted.received,
-                        )  # fmt: skip
-                        self._lose(link)
-                        link = None
-                    elif (
-                        waiting is None
-                        and now - link.last_rx > PROBE_AFTER
-                        and now - stream.last_payload < BUSY
-                    ):
-                        self._ping = True  # no answer to this within the deadline: frozen
-                        stream.sendable.set()
-                need = link is None or link.closed or link.end_received or link.half_spent()
-                if need and self._opening is None:
-                    self._opening = asyncio.ensure_future(self._connect(self.session_id, False))
-                if self._opening is not None and self._opening.done():
-                    opening, self._opening = self._opening, None
+                waiting = self.waiting_since
+                if waiting is not None and now - waiting > self.deadline:
+                    self._frozen()
+                elif (
+                    waiting is None
+                    and now - self.last_rx > PROBE_AFTER
+                    and now - stream.last_payload < BUSY
+                ):
+                    self._ping = True  # no answer to this within the deadline: frozen
+                    stream.sendable.set()
+                for task in [t for t in self._opening if t.done()]:
+                    self._opening.discard(task)
                     try:
-                        self._attach(opening.result())
+                        self._attach(task.result())
                     except DialError as exc:
                         self._failures += 1
                         log.info("%s: a carrier did not open: %s", self.name, exc)
                         if self._failures >= OPEN_TRIES:
                             stream.fail(exc)
-                            break
-                for old in list(self.retired):
-                    if old.closed:
-                        self.retired.remove(old)
-                    elif old.end_received:
-                        old.close()
-                    elif now - old.last_rx > self.deadline:
-                        # No END from the relay: it froze with whatever was on it.
-                        self._lose(old)
+                            return
+                for link in list(self.links):
+                    if link.end_received and not link.can_send:
+                        self._retire(link)
+                fresh = sum(1 for link in self.links if link.fresh)
+                wanted = POOL - fresh - len(self._opening)
+                if stream.closed and fresh:
+                    wanted = 0
+                for _ in range(max(0, min(wanted, PARALLEL - len(self._opening)))):
+                    task = asyncio.ensure_future(self._connect(self.session_id, False))
+                    task.add_done_callback(lambda _: self._wake.set())
+                    self._opening.add(task)
                 if stream.closed:
                     closing_since = closing_since or now
                     if stream.session.finished or now - closing_since > CLOSE_GRACE:
                         break
                 self._wake.clear()
-                waits = [self._wake.wait()]
-                if self._opening is not None:
-                    waits.append(asyncio.shield(self._opening))
-                with contextlib.suppress(TimeoutError, DialError, OSError):
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.25):
-                        await _first(*waits)
+                        await self._wake.wait()
         finally:
             self._shutdown()
 
+    def _frozen(self) -> None:
+        """Nothing came back within the deadline: the carriers in use froze."""
+        sending = self._sending_link()
+        receiving = next((link for link in self.links if not link.end_received), None)
+        for link in {id(x): x for x in (sending, receiving) if x is not None}.values():
+            log.info(
+                "%s: a carrier froze after %d bytes from the front: the next one",
+                self.name, link.counted.received,
+            )  # fmt: skip
+            self._lose(link)
+        self.waiting_since = None
+
     def _shutdown(self) -> None:
-        if self._opening is not None:
-            self._opening.cancel()
-            self._opening.add_done_callback(_retrieved)
-        for link in [*self.retired, self.current]:
-            if link is not None:
-                link.close()
+        for task in self._opening:
+            task.cancel()
+            task.add_done_callback(_retrieved)
+        for link in self.links:
+            link.close()
         if not self.stream.ended.is_set():
             self.stream.finish()
         if self._writer is not None:

@@ -74,6 +74,7 @@ class CarrierMode:
         self.mode = mode
         self.budget = budget
         self.frozen_after: int | None = None  # bytes a long tunnel carried before it froze
+        self.froze = asyncio.Event()  # set with frozen_after
         self._capped_until = 0.0
         self._unsupported_until = 0.0
         self._tls_session: Any = None
@@ -210,8 +211,8 @@ class CarrierMode:
         loop = asyncio.get_running_loop()
         while session.alive and counted.received < FREEZE_SUSPECT:
             await asyncio.sleep(WATCH_EVERY)
-            if not session.streams or loop.time() - session.last_heard < SILENT:
-                continue
+            if loop.time() - session.last_heard < SILENT:
+                continue  # (a tunnel whose connections gave up on the silence is asked too)
             asked = loop.time()
             before = counted.received
             session.send(PING, 0, os.urandom(8))
@@ -227,6 +228,7 @@ class CarrierMode:
     def note_freeze(self, received: int) -> None:
         """A long tunnel froze after `received` bytes: capped from now on (auto)."""
         self.frozen_after = received
+        self.froze.set()
         log.warning(
             "front %s: the tunnel froze after %.1f KB from the front (no reset, no close)%s",
             self.dialer.key.front,

@@ -130,3 +130,50 @@ async def test_auto_finds_the_freeze_on_a_long_tunnel_and_goes_capped(
         stream.close()
     finally:
         await dialer.aclose()
+
+
+@pytest.mark.peer
+async def test_through_nginx_as_the_front_behind_a_freezing_censor(
+    tmp_path, test_ca, integrity_origin
+) -> None:
+    """nginx is the CDN edge (TLS for the front name, routing by Host, WebSocket upgrades
+    passed on with the subprotocol); the censor freezes every flow to it after 16 KB. The
+    carriers resume nginx's TLS sessions (no certificates after the first)."""
+    from helper.relay.config import parse_relay_config
+    from helper.relay.keys import RelayKeys
+    from helper.relay.server import RelayServer
+    from tests.support import peers
+
+    config = parse_relay_config(
+        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
+        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+    )
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, relay_port = await server.start()
+    cert = test_ca.issue("cdn.test", "relay.test")
+    try:
+        with peers.nginx_front(
+            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
+        ) as edge:
+            port = free_port()
+            censor = Censor(
+                {("127.0.0.1", port): ("127.0.0.1", edge.port)},
+                Policy(rules=(Rule("freeze", after=FREEZE_AFTER),), name="freeze"),
+            )
+            await censor.start()
+            key = keys.add_client("bob", Endpoint("127.0.0.1", port), "cdn.test", "relay.test")
+            dialer = parse_chain("front:" + key.encode() + ";carrier=capped").build(
+                DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
+            )
+            try:
+                await _exchange(dialer, integrity_origin.port, 1024 * 1024)
+                tunnel = dialer.sessions[0].capped
+                assert tunnel.carriers_opened > 20
+                assert dialer.carrier.resumed >= tunnel.carriers_opened - 2
+            finally:
+                await dialer.aclose()
+                await censor.stop()
+    finally:
+        await server.stop(grace=0.5)

@@ -78,6 +78,7 @@ class CarrierMode:
         self._capped_until = 0.0
         self._unsupported_until = 0.0
         self._tls_session: Any = None
+        self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
         self._watchers: set[asyncio.Task[None]] = set()
 
     @property
@@ -193,8 +194,10 @@ class CarrierMode:
         if rest:
             ws.unread(rest)
         ssl_object = outer.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.session is not None:
-            self._tls_session = ssl_object.session
+        if ssl_object is not None:
+            self.resumed += ssl_object.session_reused
+            if ssl_object.session is not None:
+                self._tls_session = ssl_object.session
         return CarrierLink(ws, counted, allowance, self.budget)
 
     # --- watching long tunnels (auto) -------------------------------------------------------

@@ -246,3 +246,44 @@ def test_the_property_with_heavy_loss() -> None:
     rng = random.Random(7)
     for _ in range(50):
         _run(bytes(rng.randrange(256) for _ in range(400)))
+
+
+# --- what a carrier's peer may send: never anything but a result, NeedMore or ProtocolError --
+
+
+def _verdict(parse, data: bytes):
+    try:
+        return ("ok", parse(data))
+    except NeedMore:
+        return ("more", None)
+    except ProtocolError:
+        return ("error", None)
+
+
+@given(st.binary(max_size=64), st.binary(max_size=16))
+def test_carrier_parsers_take_any_bytes(data: bytes, more: bytes) -> None:
+    from transports.fronted.capped import parse_hello, parse_welcome
+
+    for parse in (parse_segment, parse_hello, parse_welcome):
+        verdict, value = _verdict(parse, data)
+        later, later_value = _verdict(parse, data + more)
+        if verdict == "ok":
+            assert (later, later_value) == (verdict, value)  # more bytes change nothing
+        elif verdict == "error":
+            assert later == "error"
+
+
+def test_hello_and_welcome_round_trip() -> None:
+    from transports.fronted.capped import (
+        OK,
+        encode_hello,
+        encode_welcome,
+        parse_hello,
+        parse_welcome,
+    )
+
+    ident = bytes(range(16))
+    assert parse_hello(encode_hello(ident, new=True, allowance=9000)) == (22, ident, True, 9000)
+    assert parse_welcome(encode_welcome(OK)) == (2, OK)
+    with pytest.raises(ProtocolError):
+        parse_hello(encode_hello(ident, new=False, allowance=10))  # no room for a segment

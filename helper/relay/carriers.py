@@ -180,6 +180,9 @@ class CarrierHub:
                         session.stream.receive(segment)
                         if segment.flags & REWIND:
                             session.rewound(link)
+                        if segment.flags & END:  # the client is done with this carrier
+                            link.end(session.stream)
+                            session.changed.set()
                 data = await ws.read(65536)
                 if not data:
                     break

@@ -18,7 +18,8 @@ On each carrier the client's first WebSocket message is a hello, the relay's a w
 The allowance is what the relay may send on this carrier (session segments, each write
 counted with WRITE_COST for the front's framing): the budget less what the client has
 already received on the connection (the TLS handshake, the upgrade's answer) and a margin.
-When it is spent the relay sends a segment flagged END and nothing more there. Each side
+When it is spent the relay sends a segment flagged END and nothing more there; so does the
+client when its own budget is spent, and the relay answers with its END. Each side
 uses the carriers in the order they opened: the client sends on the oldest with room left for
 it, the relay on the oldest it has not ended; the client keeps a few fresh carriers open ahead
 of need, so a spent one is replaced without a wait.
@@ -317,6 +318,7 @@ class CarrierLink:
         self.budget = budget
         self.last_rx = asyncio.get_running_loop().time()
         self.end_received = False  # the relay put everything it will put here
+        self.end_sent = False  # so did we (the relay then ends it too)
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
 
@@ -326,7 +328,7 @@ class CarrierLink:
 
     @property
     def can_send(self) -> bool:
-        return not self.closed and self.up_room >= 2 * HEADER.size
+        return not self.closed and not self.end_sent
 
     @property
     def fresh(self) -> bool:
@@ -464,8 +466,16 @@ class CappedTunnel:
                 stream.sendable.clear()
                 await _first(stream.sendable.wait(), stream.ended.wait())
                 continue
+            room = min(link.up_room - HEADER.size, SEGMENT_WRITE)  # room kept for the END
+            if room < 2 * HEADER.size:
+                # Spent: the last segment here says so, and the relay ends it too.
+                link.end_sent = True
+                with contextlib.suppress(OSError, RuntimeError):
+                    link.ws.write(stream.outgoing(HEADER.size, END))
+                self._wake.set()
+                continue
             flags = (REWIND if self._rewind_asked else 0) | (PING if self._ping else 0)
-            out = stream.outgoing(min(link.up_room, SEGMENT_WRITE), flags)
+            out = stream.outgoing(room, flags)
             if not out:
                 stream.sendable.clear()
                 if not stream.session.pending():

@@ -1331,8 +1331,8 @@ def _capped_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             _row(
                 LABELS.get(other, other),
-                _fmt(entry.get("upload"), ".2f", "x"),
-                _fmt(entry.get("download"), ".2f", "x"),
+                _fmt(entry.get("upload"), ".3f", "x"),
+                _fmt(entry.get("download"), ".3f", "x"),
                 _fmt(entry.get("setup_time"), ".2f", "x"),
             )
         )

@@ -84,8 +84,10 @@ async def test_4mib_each_way_intact_through_a_freezing_censor(
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 async def test_64mib_each_way_intact_through_a_freezing_censor(
-    frozen: Frozen, integrity_origin
+    frozen: Frozen, integrity_origin, request: pytest.FixtureRequest
 ) -> None:
+    if not request.config.getoption("--long"):
+        pytest.skip("64 MiB each way through capped carriers takes minutes: run with --long")
     dialer = frozen.dialer()
     try:
         await _exchange(dialer, integrity_origin.port, 64 * 1024 * 1024)

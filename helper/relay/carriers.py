@@ -110,17 +110,16 @@ class _Session:
                 link.end(stream)
                 continue
             out = stream.outgoing(min(link.room, SEGMENT_WRITE))
-            if not out:
+            if not out:  # nothing the window lets out: wait for an acknowledgement or a write
                 stream.sendable.clear()
-                if not stream.session.pending():
-                    self.changed.clear()
-                    waits = [stream.sendable.wait(), self.changed.wait(), stream.ended.wait()]
-                    tasks = [asyncio.ensure_future(w) for w in waits]
-                    try:
-                        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for task in tasks:
-                            task.cancel()
+                self.changed.clear()
+                waits = [stream.sendable.wait(), self.changed.wait(), stream.ended.wait()]
+                tasks = [asyncio.ensure_future(w) for w in waits]
+                try:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in tasks:
+                        task.cancel()
                 continue
             link.send(out)
             await asyncio.sleep(0)  # let the readers in between writes

@@ -112,6 +112,14 @@ def test_the_window_stops_the_sender_until_the_reader_reads() -> None:
     assert len(b.read()) == 100
 
 
+def test_a_fin_past_the_window_waits_and_says_there_is_nothing_to_send() -> None:
+    a = Session()
+    a.write(b"x" * (INITIAL_LIMIT + 10))
+    a.write_eof()
+    a.outgoing(1 << 20)
+    assert not a.pending() and a.outgoing(1 << 20) == b""  # a sender loop would not spin
+
+
 def test_beyond_the_window_is_a_protocol_error() -> None:
     b = Session()
     with pytest.raises(ProtocolError):

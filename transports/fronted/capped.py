@@ -476,10 +476,9 @@ class CappedTunnel:
                 continue
             flags = (REWIND if self._rewind_asked else 0) | (PING if self._ping else 0)
             out = stream.outgoing(room, flags)
-            if not out:
+            if not out:  # nothing the window lets out: wait for an acknowledgement or a write
                 stream.sendable.clear()
-                if not stream.session.pending():
-                    await _first(stream.sendable.wait(), stream.ended.wait())
+                await _first(stream.sendable.wait(), stream.ended.wait())
                 continue
             self._rewind_asked = self._ping = False
             try:

@@ -153,7 +153,8 @@ class Session:
         return max(0, min(self.end, self.peer_limit) - self.sent)
 
     def _fin_due(self) -> bool:
-        return self._fin_wanted and not self.fin_acked and self.sent < self.end + 1
+        # Once every byte before it is out (a FIN past the window waits for the window).
+        return self._fin_wanted and not self.fin_acked and self.sent == self.end
 
     def rewind(self) -> None:
         """Send everything not acknowledged again (its carrier was lost)."""
@@ -165,8 +166,8 @@ class Session:
 
     def outgoing(self, budget: int, *, flags: int = 0) -> bytes:
         """Segments to send on a carrier now, at most `budget` bytes of them (headers
-        included); b"" when there is nothing to send or no room. `flags` (PING, END) go on the
-        last segment, which is sent even without data when flags are given."""
+        included); b"" when there is nothing to send or no room. `flags` (PING, END, REWIND) go
+        on the first segment; with flags a segment is sent even without data."""
         out = bytearray()
         while True:
             room = budget - len(out) - HEADER.size

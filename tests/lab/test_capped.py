@@ -1,5 +1,6 @@
 """The `front:` route against a censor that freezes every flow to the CDN front after 16 KB
-from the server, in both lab modes: the probe names the freeze of the long tunnel, the
+from the server (alone, and with an allow-list that lets only the CDN through), in both
+lab modes: the probe names the freeze of the long tunnel, the
 dialer (carrier=auto) moves to capped carriers, and the next probe finds the route working."""
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ def _carrier_mode(dialer: object) -> CarrierMode | None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("allow_list", [False, True], ids=["freeze", "freeze+allow-list"])
 async def test_the_probe_names_the_freeze_and_the_route_then_works_capped(
-    lab: Lab | NetnsLab,
+    lab: Lab | NetnsLab, allow_list: bool
 ) -> None:
     frozen = parse_scenario(
-        'summary = "flows to the CDN freeze after 16 KB"\n[[rule]]\nname = "cdn"\n'
-        'action = "freeze"\nhosts = ["cdn"]\nafter = "16KiB"\n',
+        'summary = "flows to the CDN freeze after 16 KB"\n'
+        + ('[allow]\nhosts = ["cdn"]\n' if allow_list else "")
+        + '[[rule]]\nname = "cdn"\naction = "freeze"\nhosts = ["cdn"]\nafter = "16KiB"\n',
         "cdn-freeze",
         lab.table,
     )

@@ -1,7 +1,7 @@
 """The `front:` route against a censor that freezes every flow to the CDN front after 16 KB
-from the server (alone, and with an allow-list that lets only the CDN through), in both
-lab modes: the probe names the freeze of the long tunnel, the
-dialer (carrier=auto) moves to capped carriers, and the next probe finds the route working."""
+from the server (alone, and with an allow-list that lets only the CDN through), in both lab
+modes: the probe names the freeze of the long tunnel, the dialer (carrier=auto) moves to
+capped carriers, and the next probe finds the route working."""
 
 from __future__ import annotations
 

@@ -555,6 +555,7 @@ def run_detour_front(
     relay_cpu: int | None = None,
     relay_rtt: float = 0.0,
     root: Path = ROOT,
+    carrier: str | None = None,
 ) -> Iterator[tuple[tuple[str, int], int, dict[str, object]]]:
     """detour with one front: route to a `detour relay` process of its own, both on uvloop:
     the client's bytes cross TLS to the front, WebSocket framing and the inner TLS to the
@@ -563,13 +564,16 @@ def run_detour_front(
     `mux`: many connections in one tunnel (the default) or one tunnel each (`;mux=off`).
     `relay_cpu`: the relay runs on that CPU alone, as on a machine of its own.
     `relay_rtt`: milliseconds of round trip between detour and the relay (a delay line).
-    `root`: the detour source tree both run from (another checkout: a before/after)."""
+    `root`: the detour source tree both run from (another checkout: a before/after).
+    `carrier`: `;carrier=` for the tunnel (capped: many short connections, each under the
+    byte budget)."""
     from helper.lab.ca import LabCA
     from helper.relay.config import load_relay_config
     from helper.relay.keys import RelayKeys
     from transports import Endpoint
 
-    label = ("front" if mux else "front-nomux") + ("" if root == ROOT else "-baseline")
+    label = ("front" if mux else "front-nomux") + (f"-{carrier}" if carrier else "")
+    label += "" if root == ROOT else "-baseline"
     ca = LabCA(tmp / f"{label}-ca")
     cert, key = ca.issue("relay.bench.test")
     port = free_port()
@@ -596,6 +600,8 @@ def run_detour_front(
         # 2.5 a second), and `mux=off`'s set-up would measure the budget's gap, not the tunnel.
         extra += "\n[probe]\nhandshakes = 0\n"
         chain = "front:" + access.encode() + ("" if mux else ";mux=off")
+        if carrier:
+            chain += f";carrier={carrier}"
         with contextlib.ExitStack() as stack:
             if relay_rtt > 0:
                 chain += f";addr={HOST}:{stack.enter_context(delay_line(port, relay_rtt))}"
@@ -853,7 +859,8 @@ class Contestant:
 
 ALL_CONTESTANTS = (
     "direct", "detour", "detour-baseline", "detour-asyncio", "detour-tlsfrag", "detour-front",
-    "detour-front-nomux", "detour-front-baseline", "pproxy", "pproxy-asyncio", "microsocks",
+    "detour-front-nomux", "detour-front-baseline", "detour-front-capped", "pproxy",
+    "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
@@ -864,6 +871,7 @@ LABELS = {
     "detour-front": "detour front: tunnel",
     "detour-front-nomux": "detour front: mux=off",
     "detour-front-baseline": "detour front: baseline",
+    "detour-front-capped": "detour front: carrier=capped",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -979,6 +987,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             relay_cpu=args.relay_cpu,
                             relay_rtt=args.relay_rtt,
                             root=args.baseline if baseline else ROOT,
+                        )
+                    )
+                elif key == "detour-front-capped":
+                    address, pid, info = stack.enter_context(
+                        run_detour_front(
+                            tmp,
+                            relay_cpu=args.relay_cpu,
+                            relay_rtt=args.relay_rtt,
+                            carrier="capped",
                         )
                     )
                 elif key == "pproxy":
@@ -1138,6 +1155,7 @@ def summarize(
                     "per_round": round_ratios(BAR_SUBJECT, other, direction),
                 }
             )
+    ratios.update(_capped_ratios(results, ratio))
     return {
         "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
         "command": command,
@@ -1161,6 +1179,26 @@ def summarize(
 # ------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------
+
+
+def _capped_ratios(
+    results: dict[str, dict[str, Any]], ratio: Callable[[str, str, str], float | None]
+) -> dict[str, Any]:
+    """The capped carrier mode against no proxy and against the long tunnel: throughput
+    ratios each way, and connection set-up as a ratio of median times (higher is slower)."""
+    subject = "detour-front-capped"
+    if subject not in results:
+        return {}
+    out: dict[str, Any] = {}
+    for other in ("direct", "detour-front"):
+        if other not in results:
+            continue
+        entry: dict[str, Any] = {d: ratio(subject, other, d) for d in ("upload", "download")}
+        mine, theirs = results[subject].get("setup"), results[other].get("setup")
+        if mine and theirs and theirs.get("median_us"):
+            entry["setup_time"] = mine["median_us"] / theirs["median_us"]
+        out[other] = entry
+    return {subject: out}
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -1291,7 +1329,26 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for key, why in report["skipped"].items():
         lines.append(f"Skipped {key}: {why}")
+    lines += _capped_lines(report)
     return "\n".join(lines)
+
+
+def _capped_lines(report: dict[str, Any]) -> list[str]:
+    capped = report.get("ratios", {}).get("detour-front-capped")
+    if not capped:
+        return []
+    lines = ["", "front: carrier=capped as a ratio of:", ""]
+    lines += [_row("against", "upload", "download", "set-up time"), "|---|---:|---:|---:|"]
+    for other, entry in capped.items():
+        lines.append(
+            _row(
+                LABELS.get(other, other),
+                _fmt(entry.get("upload"), ".3f", "x"),
+                _fmt(entry.get("download"), ".3f", "x"),
+                _fmt(entry.get("setup_time"), ".2f", "x"),
+            )
+        )
+    return lines
 
 
 # ------------------------------------------------------------------------------------------

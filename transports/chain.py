@@ -263,11 +263,14 @@ def _parse_front(name: str, text: str) -> dict[str, Any]:
         raise ChainError(f"{name}: {exc}") from None
     changes: dict[str, Any] = {}
     mux = True
+    carrier: dict[str, Any] = {}
     for option in options:
         field_name, _, value = option.partition("=")
         field_name, value = field_name.strip().lower(), value.strip()
         if field_name == "mux" and value.lower() in ("on", "off"):
             mux = value.lower() == "on"
+        elif field_name in ("carrier", "budget"):
+            carrier.update(_carrier_option(name, field_name, value))
         elif field_name == "addr" and value:
             try:
                 changes["address"] = Endpoint.parse(value, 443)
@@ -278,9 +281,23 @@ def _parse_front(name: str, text: str) -> dict[str, Any]:
         else:
             raise ChainError(
                 f"{name}: unknown option {option.strip()!r} (valid: addr=HOST:PORT, front=NAME, "
-                "host=NAME, mux=on|off)"
+                "host=NAME, mux=on|off, carrier=auto|long|capped, budget=BYTES)"
             )
-    return {"key": key.with_overrides(**changes), "mux": mux}
+    return {"key": key.with_overrides(**changes), "mux": mux, **carrier}
+
+
+def _carrier_option(name: str, field_name: str, value: str) -> dict[str, Any]:
+    """`carrier=auto|long|capped` and `budget=BYTES` (fronted/modes.py)."""
+    from .fronted.capped import MIN_BUDGET
+    from .fronted.modes import MODES
+
+    if field_name == "carrier":
+        if value.lower() not in MODES:
+            raise ChainError(f"{name}: carrier={value!r}: one of {', '.join(MODES)}")
+        return {"carrier": value.lower()}
+    if not (value.isascii() and value.isdigit()) or not MIN_BUDGET <= int(value) <= 1 << 30:
+        raise ChainError(f"{name}: budget={value!r}: bytes, at least {MIN_BUDGET}")
+    return {"budget": int(value)}
 
 
 def _build_front(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
@@ -292,7 +309,8 @@ def _build_front(inner: Dialer | None, params: dict[str, Any], opts: DialOptions
         tls=opts.tls,
         handshake_timeout=opts.handshake_timeout,
         mux=params["mux"],
-        budget=opts.handshakes,
+        pacer=opts.handshakes,
+        **{k: params[k] for k in ("carrier", "budget") if k in params},
     )
     if opts.resources is not None:
         opts.resources.push_async_callback(dialer.aclose)  # its open tunnels
@@ -465,7 +483,7 @@ _KINDS: dict[str, _LayerKind] = {
     "front": _LayerKind(
         _parse_front,
         _build_front,
-        syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT][;mux=off]",
+        syntax="front:ACCESS_KEY[;front=NAME][;addr=HOST:PORT][;mux=off][;carrier=MODE][;budget=N]",
     ),
     "pt": _LayerKind(
         _parse_pt,

@@ -86,6 +86,7 @@ class TlsStream(Stream):
         server_side: bool,
         server_hostname: str | None = None,
         suppress_ragged_eofs: bool = True,
+        session: ssl.SSLSession | None = None,
     ) -> None:
         self.inner = inner
         self.suppress_ragged_eofs = suppress_ragged_eofs
@@ -96,6 +97,7 @@ class TlsStream(Stream):
             self._outgoing,
             server_side=server_side,
             server_hostname=server_hostname,
+            session=session,
         )
         self._plain = bytearray()  # decrypted, not yet returned: unread(), or set aside
         # Plaintext OpenSSL could not take yet because a renegotiation is waiting for the
@@ -399,15 +401,18 @@ async def tls_connect(
     *,
     timeout: float = 10.0,
     suppress_ragged_eofs: bool = True,
+    session: ssl.SSLSession | None = None,
 ) -> TlsStream:
     """Run a TLS client handshake over `stream` (the certificate checked for
     `server_hostname` as `context` says) and return the TLS stream on top of it.
+    `session`: an earlier connection's (ssl_object.session) to resume, when the server
+    allows (a resumed handshake sends no certificates).
 
     Within `timeout` seconds for the whole handshake. On failure the inner stream is closed
     and DialError(failure, Op.TLS_HANDSHAKE, detail) is raised; a server name the ssl module
     refuses, or a context it cannot use as a client, is a ValueError.
     """
-    tls = _wrap(stream, context, False, server_hostname, timeout, suppress_ragged_eofs)
+    tls = _wrap(stream, context, False, server_hostname, timeout, suppress_ragged_eofs, session)
     await _run_handshake(tls, timeout, "server")
     return tls
 
@@ -432,6 +437,7 @@ def _wrap(
     server_hostname: str | None,
     timeout: float,
     suppress_ragged_eofs: bool,
+    session: ssl.SSLSession | None = None,
 ) -> TlsStream:
     if not timeout > 0:
         stream.abort()
@@ -453,6 +459,7 @@ def _wrap(
             server_side=server_side,
             server_hostname=server_hostname,
             suppress_ragged_eofs=suppress_ragged_eofs,
+            session=session,
         )
     except ValueError as exc:  # a name the ssl module refuses (UnicodeError is one too)
         stream.abort()

@@ -34,6 +34,7 @@ from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import IPAddress
 from transports.direct import DirectDialer
 from transports.fronted.accesskey import TokenCheck, read_access_token
+from transports.fronted.capped import CARRIER_PROTOCOL
 from transports.fronted.client import COOKIE
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
@@ -52,6 +53,7 @@ from ..http_server import HttpServer, Request, Response, Upgrade
 from ..proxy.relay import relay
 from ..services import ServiceTable
 from . import decoy
+from .carriers import CarrierHub
 from .config import RelayConfig
 from .keys import ClientRecord, RelayKeys, RelayKeysError
 from .replay import ReplayCache
@@ -147,6 +149,8 @@ class RelayServer:
         self._watch: asyncio.Task[None] | None = None
         self._http: HttpServer | None = None
         self._stopping = False
+        # Capped sessions (carriers.py): tunnels carried across many short connections.
+        self.carriers = CarrierHub(self._serve_capped, per_client=config.connections_per_client)
 
     # --- the website, and the way in ----------------------------------------------------
 
@@ -157,13 +161,15 @@ class RelayServer:
             return self.decoy(request)
         name = check.name
         try:
-            headers, _ = accept_headers(request)
+            headers, chosen = accept_headers(request, (CARRIER_PROTOCOL,))
         except ProtocolError as exc:
             log.info("relay: %s: not a WebSocket upgrade (%s)", name, exc)
             return self.decoy(request)
         if not self.replays.first_use(check.ident, check.expires + 1):
             log.warning("relay: %s's token came again (a replay): the website", name)
             return self.decoy(request)
+        if chosen == CARRIER_PROTOCOL:
+            return Upgrade(headers, lambda stream: self.carrier(stream, name))
         if self.per_client[name] >= self.config.connections_per_client:
             log.info(
                 "relay: %s is at its limit of %d tunnels", name, self.config.connections_per_client
@@ -215,7 +221,27 @@ class RelayServer:
             self.per_client[name] -= 1
             ws.close()
 
-    async def _serve(self, ws: WebSocketStream, name: str) -> None:
+    async def carrier(self, stream: Stream, name: str) -> None:
+        """After the 101 of a capped session's carrier (carriers.py)."""
+        ws = WebSocketStream(stream, client=False, subprotocol=CARRIER_PROTOCOL)
+        try:
+            await self.carriers.carrier(ws, name)
+        finally:
+            ws.close()
+
+    async def _serve_capped(self, stream: Stream, name: str) -> None:
+        """A capped session's byte stream: served as any tunnel is."""
+        self.per_client[name] += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tunnels.add(task)
+        try:
+            await self._serve(stream, name)
+        finally:
+            self.tunnels.discard(task)
+            self.per_client[name] -= 1
+
+    async def _serve(self, ws: Stream, name: str) -> None:
         try:
             tls = await tls_accept(ws, self.server_tls, timeout=self.config.handshake_timeout)
         except DialError as exc:
@@ -430,6 +456,7 @@ class RelayServer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.carriers.aclose()
         if self._http is not None:
             await self._http.stop()
             self._http = None

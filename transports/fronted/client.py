@@ -10,6 +10,10 @@ A relay that multiplexes (ALPN "detour-mux/1", mux.py) carries many connections 
 tunnel: a dial then costs one round trip to the relay instead of three handshakes. The
 dialer keeps such tunnels open while they carry connections, and a little longer; an older
 relay, or `;mux=off`, gets one tunnel per connection.
+
+Against a censor that freezes flows after ~16 KB, the tunnel can instead run across many
+short connections, none over a byte budget (`;carrier=capped`, or `auto`, the default, after
+a long tunnel froze: modes.py, capped.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
 from ..tls import TlsStream, tls_connect
 from ..websocket import UpgradeRefused, websocket_connect
 from .accesskey import AccessKey, access_token
+from .capped import DEFAULT_BUDGET, Counted
 from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
 
@@ -89,7 +94,9 @@ class FrontDialer:
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
         mux: bool = True,
-        budget: HandshakePacer | None = None,
+        pacer: HandshakePacer | None = None,
+        carrier: str = "auto",
+        budget: int = DEFAULT_BUDGET,
     ) -> None:
         self.inner = inner
         self.key = key
@@ -106,9 +113,13 @@ class FrontDialer:
         self._nonce: bool | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
-        # Every TLS handshake with the front waits for the handshake budget of the front's
-        # name (helper/search/budget.py), shared with probes, searches and races.
-        self.budget = budget
+        # Every TLS handshake with the front (a capped tunnel's carriers too) waits for the
+        # handshake budget of the front's name (helper/search/budget.py), shared with
+        # probes, searches and races.
+        self.pacer = pacer
+        from .modes import CarrierMode
+
+        self.carrier = CarrierMode(self, carrier if mux else "long", budget)
 
     def __repr__(self) -> str:
         return f"FrontDialer(front={self.key.front!r}, relay={self.key.host!r})"
@@ -170,6 +181,10 @@ class FrontDialer:
         return await asyncio.shield(self._opening)
 
     async def _open_session(self) -> MuxSession | None:
+        if self.carrier.capped_now():
+            capped = await self.carrier.open_session(KEEPALIVE)
+            if capped is not None:
+                return self._keep(capped)
         inner = await self._connect(self._inner_context(multiplex=True))
         if inner.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN:
             # A relay from before multiplexing: one tunnel per connection, as it expects.
@@ -180,6 +195,10 @@ class FrontDialer:
             )
             return None
         session = MuxSession(inner, keepalive=KEEPALIVE, name=f"front {self.key.front}")
+        self.carrier.watch_long(session, inner)
+        return self._keep(session)
+
+    def _keep(self, session: MuxSession) -> MuxSession:
         self.sessions.append(session)
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.ensure_future(self._reap())
@@ -207,6 +226,7 @@ class FrontDialer:
             self._opening.cancel()
         sessions, self.sessions = self.sessions, []
         await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
+        await self.carrier.aclose()
 
     async def _dial_plain(self, target: Endpoint) -> Stream:
         """One tunnel for one connection."""
@@ -239,9 +259,9 @@ class FrontDialer:
         return inner
 
     async def _connect_once(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
-        if self.budget is None:
+        if self.pacer is None:
             return await self._connect_paced(inner_tls, nonce)
-        async with self.budget.handshake(self.key.front):
+        async with self.pacer.handshake(self.key.front):
             return await self._connect_paced(inner_tls, nonce)
 
     async def _connect_paced(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
@@ -250,6 +270,8 @@ class FrontDialer:
             stream = await self.inner.dial(key.address)
         except DialError as exc:
             raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        if self.carrier.counting:
+            stream = Counted(stream)  # what the front sent, to tell a freeze
         dial_phase.set(Op.PROXY_HANDSHAKE)
         try:
             async with asyncio.timeout(self.handshake_timeout):
@@ -301,11 +323,7 @@ class FrontDialer:
             outer,
             key.host,
             key.path,
-            headers={
-                "User-Agent": USER_AGENT,
-                "Origin": f"https://{key.host}",
-                "Cookie": f"{COOKIE}={access_token(key, nonce=nonce)}",
-            },
+            headers=self._headers(access_token(key, nonce=nonce)),
             timeout=self.handshake_timeout,
         )
         try:
@@ -314,6 +332,14 @@ class FrontDialer:
             raise DialError(exc.failure, Op.PROXY_HANDSHAKE, f"relay: {exc.detail}") from None
         self._check_pin(inner)
         return inner
+
+    def _headers(self, token: str) -> dict[str, str]:
+        """The upgrade's header fields: what a browser's WebSocket sends, and the token."""
+        return {
+            "User-Agent": USER_AGENT,
+            "Origin": f"https://{self.key.host}",
+            "Cookie": f"{COOKIE}={token}",
+        }
 
     async def _request(self, inner: TlsStream, target: Endpoint) -> Stream:
         inner.write(encode_request(target))

@@ -1,0 +1,270 @@
+"""Which way a `front:` dialer carries its tunnels, and the capped mode's dialing.
+
+    carrier=long     one long-lived WebSocket per tunnel (multiplexed): the fastest, and the
+                     worst case when the censor freezes flows after ~16 KB
+    carrier=capped   many short connections, none over the byte budget (capped.py)
+    carrier=auto     (the default) long, until a long tunnel freezes: then capped, for
+                     STICKY seconds, then long is tried again
+
+A long tunnel freezes when the relay stops answering (not even a PING) while it has carried
+less than FREEZE_SUSPECT bytes from the front: the flow was frozen, not closed. The dialer
+says so in its log and `frozen_after` (bytes), which the probe's diagnosis can name, and the
+connections that were on it fail; the next ones go capped. A relay that does not know the
+capped mode answers its upgrade without the subprotocol: the dialer stays long (and asks
+again after UNSUPPORTED_RETRY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..base import DialError, Failure, Op, Stream
+from ..tls import tls_connect
+from ..websocket import websocket_connect
+from ..wire import NeedMore, ProtocolError
+from .accesskey import access_token
+from .capped import (
+    CARRIER_PROTOCOL,
+    DEFAULT_BUDGET,
+    MARGIN,
+    MIN_BUDGET,
+    OK,
+    UNKNOWN,
+    CappedTunnel,
+    CarrierLink,
+    Counted,
+    encode_hello,
+    parse_welcome,
+)
+from .frames import PING
+from .mux import ALPN, MuxSession
+
+if TYPE_CHECKING:
+    from .client import FrontDialer
+
+__all__ = ["MODES", "CarrierMode", "CarrierUnsupported"]
+
+log = logging.getLogger("detour.transports.front")
+
+MODES = ("auto", "long", "capped")
+STICKY = 3600.0  # after a freeze, capped this long before long is tried again
+UNSUPPORTED_RETRY = 600.0
+FREEZE_SUSPECT = 64 * 1024  # a long tunnel that stops before this many bytes froze
+WATCH_EVERY = 1.0
+SILENT = 4.0  # a long tunnel with connections, silent this long, is asked (PING)
+
+
+class CarrierUnsupported(DialError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, detail)
+
+
+class CarrierMode:
+    """A FrontDialer's choice of carrier, and the capped mode's carriers."""
+
+    def __init__(self, dialer: FrontDialer, mode: str = "auto", budget: int = DEFAULT_BUDGET):
+        if mode not in MODES:
+            raise ValueError(f"carrier={mode!r}: one of {', '.join(MODES)}")
+        if budget < MIN_BUDGET:
+            raise ValueError(f"budget={budget}: at least {MIN_BUDGET} bytes")
+        self.dialer = dialer
+        self.mode = mode
+        self.budget = budget
+        self.frozen_after: int | None = None  # bytes a long tunnel carried before it froze
+        self.froze = asyncio.Event()  # set with frozen_after
+        self._capped_until = 0.0
+        self._unsupported_until = 0.0
+        self._tls_session: Any = None
+        self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def counting(self) -> bool:
+        """Whether long tunnels are watched for a freeze (auto mode)."""
+        return self.mode == "auto"
+
+    def capped_now(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._unsupported_until:
+            return False
+        return self.mode == "capped" or (self.mode == "auto" and loop.time() < self._capped_until)
+
+    # --- the capped mode --------------------------------------------------------------------
+
+    async def open_session(self, keepalive: float) -> MuxSession | None:
+        """A multiplexed tunnel over a capped session; None when the relay has no capped
+        mode (the caller then opens a long one)."""
+        dialer = self.dialer
+        tunnel = CappedTunnel(
+            self._carrier,
+            budget=self.budget,
+            deadline=max(2.0, min(dialer.handshake_timeout, 4.0)),
+            name=f"front {dialer.key.front}",
+        )
+        try:
+            stream = await tunnel.start()
+        except CarrierUnsupported:
+            self._unsupported_until = asyncio.get_running_loop().time() + UNSUPPORTED_RETRY
+            if self.mode == "capped":
+                log.warning(
+                    "front %s: the relay has no capped mode (carrier=capped): long tunnels",
+                    dialer.key.front,
+                )
+            return None
+        try:
+            inner = await tls_connect(
+                stream, dialer._inner_context(multiplex=True), None,
+                timeout=dialer.handshake_timeout,
+            )  # fmt: skip
+        except DialError as exc:
+            tunnel.close()
+            raise DialError(exc.failure, Op.PROXY_HANDSHAKE, f"relay: {exc.detail}") from None
+        dialer._check_pin(inner)
+        if inner.get_extra_info("ssl_object").selected_alpn_protocol() != ALPN:
+            inner.close()
+            tunnel.close()
+            return None
+        log.info("front %s: a capped tunnel (%d-byte carriers)", dialer.key.front, self.budget)
+        session = MuxSession(inner, keepalive=keepalive, name=f"front {dialer.key.front} capped")
+        session.capped = tunnel  # type: ignore[attr-defined]
+        return session
+
+    async def _carrier(self, session_id: bytes, new: bool) -> CarrierLink:
+        dialer = self.dialer
+        key = dialer.key
+        try:
+            raw = await dialer.inner.dial(key.address)
+        except DialError as exc:
+            raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        counted = Counted(raw)
+        timeout = dialer.handshake_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                outer = await tls_connect(
+                    counted, dialer.outer_tls, key.front, timeout=timeout,
+                    session=self._tls_session,
+                )  # fmt: skip
+                ws = await websocket_connect(
+                    outer,
+                    key.host,
+                    key.path,
+                    headers=dialer._headers(access_token(key)),
+                    protocols=[CARRIER_PROTOCOL],
+                    timeout=timeout,
+                )
+                if ws.subprotocol != CARRIER_PROTOCOL:
+                    ws.abort()
+                    raise CarrierUnsupported("the relay has no capped mode")
+                allowance = self.budget - counted.received - MARGIN
+                if allowance < MIN_BUDGET // 4:
+                    ws.abort()
+                    raise DialError(
+                        Failure.PROXY_PROTOCOL_ERROR,
+                        Op.PROXY_HANDSHAKE,
+                        f"the front's handshake took {counted.received} of the {self.budget}-byte "
+                        "budget (carrier budget too small)",
+                    )
+                ws.write(encode_hello(session_id, new=new, allowance=allowance))
+                status, rest = await _read_welcome(ws)
+        except TimeoutError:
+            counted.abort()
+            raise DialError(
+                Failure.TIMEOUT,
+                Op.PROXY_HANDSHAKE,
+                f"a carrier through {key.front} was not open within {timeout:g}s",
+            ) from None
+        except DialError:
+            counted.abort()
+            raise
+        except ProtocolError as exc:
+            counted.abort()
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"relay: {exc}"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            counted.abort()
+            raise dialer._broken(exc) from None
+        if status != OK:
+            ws.abort()
+            said = "does not know this session" if status == UNKNOWN else "refused the session"
+            raise DialError(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, f"the relay {said}")
+        if rest:
+            ws.unread(rest)
+        ssl_object = outer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.resumed += ssl_object.session_reused
+            if ssl_object.session is not None:
+                self._tls_session = ssl_object.session
+        return CarrierLink(ws, counted, allowance, self.budget)
+
+    # --- watching long tunnels (auto) -------------------------------------------------------
+
+    def watch_long(self, session: MuxSession, tunnel: Stream) -> None:
+        counted = _find_counted(tunnel)
+        if counted is None:
+            return
+        task = asyncio.ensure_future(self._watch(session, counted))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, session: MuxSession, counted: Counted) -> None:
+        loop = asyncio.get_running_loop()
+        while session.alive and counted.received < FREEZE_SUSPECT:
+            await asyncio.sleep(WATCH_EVERY)
+            if loop.time() - session.last_heard < SILENT:
+                continue  # (a tunnel whose connections gave up on the silence is asked too)
+            asked = loop.time()
+            before = counted.received
+            session.send(PING, 0, os.urandom(8))
+            while loop.time() - asked < SILENT and session.alive:
+                await asyncio.sleep(0.2)
+                if counted.received != before:
+                    break
+            if session.alive and counted.received == before:
+                self.note_freeze(counted.received)
+                session.close()
+                return
+
+    def note_freeze(self, received: int) -> None:
+        """A long tunnel froze after `received` bytes: capped from now on (auto)."""
+        self.frozen_after = received
+        self.froze.set()
+        log.warning(
+            "front %s: the tunnel froze after %.1f KB from the front (no reset, no close)%s",
+            self.dialer.key.front,
+            received / 1024,
+            ": capped carriers from now on" if self.mode == "auto" else "",
+        )
+        if self.mode == "auto":
+            self._capped_until = asyncio.get_running_loop().time() + STICKY
+
+    async def aclose(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+
+
+def _find_counted(stream: Any) -> Counted | None:
+    for _ in range(8):
+        if isinstance(stream, Counted):
+            return stream
+        stream = getattr(stream, "inner", None)
+        if stream is None:
+            return None
+    return None
+
+
+async def _read_welcome(ws: Stream) -> tuple[int, bytes]:
+    buf = b""
+    while True:
+        try:
+            used, status = parse_welcome(buf)
+            return status, buf[used:]
+        except NeedMore:
+            chunk = await ws.read(64)
+            if not chunk:
+                raise asyncio.IncompleteReadError(buf, None) from None
+            buf += chunk

@@ -20,7 +20,8 @@ problem named by its key path.
 
     [destinations]
     allow = "services"          # or "any"; never loopback, private or link-local addresses
-    # public = ["127.77.0.0/16"]  private ranges that stand for the internet (a lab)
+    # public = ["127.77.0.0/16"]  private or loopback ranges that stand for the internet (a
+    #                             lab); link-local, multicast, unspecified ones are errors
 
     [upstream]                  # two hops: destinations through a chain of the relay's own
     # chain = "front:KEY"       # e.g. another relay's access key (that relay is the exit)
@@ -33,6 +34,7 @@ problem named by its key path.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +53,11 @@ from ..config import (
     domain,
     flag,
     layer_data,
-    network,
     parse_duration,
     parse_listen_address,
     string,
 )
-from ..config.values import ca_file
+from ..config.values import ca_file, public_network
 from ..services import Service
 
 __all__ = ["RelayConfig", "load_relay_config", "parse_relay_config"]
@@ -157,7 +158,11 @@ def parse_relay_config(
         "destinations", top.data.get("destinations", {}), problems, ("allow", "public")
     )
     allow = dest.get("allow", choice(("services", "any")), "services")
-    public_networks = tuple(dest.get_list("public", network))
+    # Link-local, multicast and unspecified ranges never stand for the internet (a cloud
+    # machine's metadata service answers on 169.254.169.254); loopback may, for tests.
+    public_networks = tuple(
+        dest.get_list("public", functools.partial(public_network, loopback=True))
+    )
     dest.finish()
 
     upstream = TableReader(

@@ -322,3 +322,21 @@ def test_the_relays_services_build_on_the_built_in_ones(tmp_path: Path) -> None:
     assert err.value.problems == [
         'service: destinations.allow = "services" needs a [[service]] table'
     ]
+
+
+@pytest.mark.parametrize(
+    "public", ["169.254.0.0/15", "0.0.0.0/0", "224.0.0.0/3", "fe80::/9", "64:ff9b::a9fe:0/112"]
+)
+def test_a_relay_never_lets_link_local_or_multicast_stand_for_the_internet(
+    public: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        relay(f'[destinations]\npublic = ["{public}"]\n', tmp_path)
+    assert "destinations.public" in str(err.value) and "cannot stand for the internet" in str(
+        err.value
+    )
+
+
+def test_a_relay_lets_loopback_and_private_ranges_stand_for_the_internet(tmp_path: Path) -> None:
+    config = relay('[destinations]\npublic = ["127.0.0.0/8", "10.77.0.0/16"]\n', tmp_path)
+    assert [str(n) for n in config.public_networks] == ["127.0.0.0/8", "10.77.0.0/16"]

@@ -92,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _longest_files_first(items)
     timeout = PROPERTY_TIMEOUT.get(settings.get_current_profile_name())
     if timeout is None:
         return
@@ -99,6 +100,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         own = item.get_closest_marker("timeout")  # a property that set its own keeps it
         if isinstance(item, pytest.Function) and is_hypothesis_test(item.obj) and own is None:
             item.add_marker(pytest.mark.timeout(timeout))
+
+
+def _is_property(item: pytest.Item) -> bool:
+    return isinstance(item, pytest.Function) and is_hypothesis_test(item.obj)
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    """Test files with the most property tests first (the longest runs under the ci
+    profile), each file's tests together and in their own order: the test workers
+    (`make test`, one file at a time each) then end on short files instead of one worker
+    finishing a long one alone. Deterministic, as every worker must collect the same order."""
+    files: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    ordered = sorted(
+        enumerate(files.values()),
+        key=lambda pair: (-sum(map(_is_property, pair[1])), pair[0]),
+    )
+    items[:] = [item for _, tests in ordered for item in tests]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from transports import Endpoint
 from transports.base import IPNetwork
@@ -22,6 +22,27 @@ PROBE_KINDS = {"tcp": None, "tls": 443, "https": 443, "http": 80, "mtproto": 443
 
 def normalize_domain(name: str) -> str:
     return name.strip().lower().rstrip(".")
+
+
+def _probe_url(
+    text: str, kinds: dict[str, int | None], what: str
+) -> tuple[SplitResult, str, int | None]:
+    """A probe target's URL, its kind (one of `kinds`) and its port (the kind's default when
+    it names none; None when the kind has no default), or ValueError naming the problem."""
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    kind = url.scheme.lower()
+    if kind not in kinds:
+        known = ", ".join(f"{k}://" for k in kinds)
+        raise ValueError(f"{text!r}: unknown {what} kind '{kind}' (known: {known})")
+    if not url.hostname:
+        raise ValueError(f"{text!r}: missing host")
+    if port == 0:
+        raise ValueError(f"{text!r}: port 0 is not a valid port")
+    return url, kind, port or kinds[kind]
 
 
 @dataclass(frozen=True)
@@ -40,21 +61,7 @@ class ProbeTarget:
 
     @classmethod
     def parse(cls, text: str) -> ProbeTarget:
-        try:
-            url = urlsplit(text)
-            port = url.port
-        except ValueError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
-        kind = url.scheme.lower()
-        if kind not in PROBE_KINDS:
-            known = ", ".join(f"{k}://" for k in PROBE_KINDS)
-            raise ValueError(f"{text!r}: unknown probe kind '{kind}' (known: {known})")
-        if not url.hostname:
-            raise ValueError(f"{text!r}: missing host")
-        if port == 0:
-            raise ValueError(f"{text!r}: port 0 is not a valid port")
-        if port is None:
-            port = PROBE_KINDS[kind]
+        url, kind, port = _probe_url(text, PROBE_KINDS, "probe")
         if port is None:
             raise ValueError(f"{text!r}: tcp:// probes need a port (tcp://HOST:PORT)")
         if kind in ("tcp", "tls", "mtproto") and url.path not in ("", "/"):
@@ -87,20 +94,7 @@ class UdpProbeTarget:
 
     @classmethod
     def parse(cls, text: str) -> UdpProbeTarget:
-        try:
-            url = urlsplit(text)
-            port = url.port
-        except ValueError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
-        kind = url.scheme.lower()
-        if kind not in UDP_PROBE_KINDS:
-            known = ", ".join(f"{k}://" for k in UDP_PROBE_KINDS)
-            raise ValueError(f"{text!r}: unknown UDP probe kind '{kind}' (known: {known})")
-        if not url.hostname:
-            raise ValueError(f"{text!r}: missing host")
-        if port == 0:
-            raise ValueError(f"{text!r}: port 0 is not a valid port")
-        port = port or UDP_PROBE_KINDS[kind]
+        url, kind, port = _probe_url(text, UDP_PROBE_KINDS, "UDP probe")
         if port is None:
             raise ValueError(f"{text!r}: udp-echo:// probes need a port (udp-echo://HOST:PORT)")
         if url.path not in ("", "/") or url.query or url.fragment:

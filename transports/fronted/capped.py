@@ -43,6 +43,7 @@ from typing import Any
 
 from ..base import DialError, Failure, Op, Stream
 from ..wire import NeedMore, ProtocolError
+from ..wrapped import WrappedStream
 from .session import END, HEADER, PING, REWIND, Segment, Session, parse_segment
 
 __all__ = [
@@ -139,11 +140,11 @@ class SegmentReader:
 # --- a stream that counts -------------------------------------------------------------------
 
 
-class Counted(Stream):
+class Counted(WrappedStream):
     """A stream that counts the bytes through it each way (what a censor counts)."""
 
     def __init__(self, inner: Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.received = 0
         self.sent = 0
 
@@ -160,29 +161,8 @@ class Counted(Stream):
         self.sent += len(data)
         self.inner.write(data)
 
-    async def drain(self) -> None:
-        await self.inner.drain()
-
-    def can_write_eof(self) -> bool:
-        return self.inner.can_write_eof()
-
-    def write_eof(self) -> None:
-        self.inner.write_eof()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-    async def wait_closed(self) -> None:
-        await self.inner.wait_closed()
-
-    def is_closing(self) -> bool:
-        return self.inner.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.inner.get_extra_info(name, default)
+    def raw_socket_stream(self) -> Any:
+        return None  # every byte must pass the counts
 
 
 # --- the session's stream -------------------------------------------------------------------

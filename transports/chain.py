@@ -847,7 +847,7 @@ _PT_LAYER = re.compile(
 # Where a URL starts: a scheme (anything but separators; a typo in it is still a URL) and
 # '://', where a layer, a quote or a `key=` value starts. A '://' inside a password is not
 # one (it follows ':' or a letter).
-_URL_START = re.compile(r"(?<![^\s|'\"`(=])[^\s|'\"`(=:/@]*://")
+_URL_START = re.compile(r"(?<![^\s|'\"`(=])[^\s|'\"`(=:/@]+://")
 # Link schemes (transports/links.py) whose userinfo is secret whole: a password, a UUID,
 # base64 of a cipher and password. vmess's base64 JSON and the legacy ss form have no '@'
 # and are secret whole; a dynamic key's path is its secret.

@@ -23,6 +23,7 @@ This module is a leaf: it imports nothing from detour.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -235,16 +236,20 @@ class ResponseHead(_Fields):
         return int(value)
 
 
+_RESPONSE_VERSION = re.compile(r"HTTP/1\.[0-9]")
+
+
 def parse_response_head(head: bytes) -> ResponseHead:
     """Parse a response head ending in CRLF CRLF. Raises ProtocolError when the status line is
     not `HTTP/1.x` and a three-digit status; lines that are no header field are skipped."""
     lines = _lines(head)
     parts = lines[0].split(" ", 2) if lines else []
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+    if len(parts) < 2 or not _RESPONSE_VERSION.fullmatch(parts[0]):
         raise ProtocolError("not an HTTP response")
     version, code = parts[0], parts[1]
-    # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int().
-    if len(code) != 3 or not (code.isascii() and code.isdigit()):
+    # isascii: '\xb2' (superscript two) is a digit to isdigit() but not to int(). A status
+    # is 100 to 999 (RFC 9110 §15: three digits, the first says the class): "000" is none.
+    if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
         raise ProtocolError("not an HTTP status")
     headers = []
     for line in lines[1:]:

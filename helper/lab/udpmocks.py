@@ -27,14 +27,10 @@ __all__ = ["StunServer", "UdpCensor", "UdpEcho", "UdpService", "start_censor", "
 log = logging.getLogger("detour.lab")
 
 
-class UdpService(asyncio.DatagramProtocol):
-    """A datagram server: its address once started, what it received and answered."""
+class _Bound(asyncio.DatagramProtocol):
+    """A datagram socket of the lab's: its address once started."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.received = 0
-        self.answered = 0
-        self.ignored = 0
+    transport: asyncio.DatagramTransport | None = None
 
     @property
     def address(self) -> Endpoint:
@@ -44,6 +40,16 @@ class UdpService(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+
+class UdpService(_Bound):
+    """A datagram server: its address once started, what it received and answered."""
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.received = 0
+        self.answered = 0
+        self.ignored = 0
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.received += 1
@@ -105,7 +111,7 @@ class _Upstream(asyncio.DatagramProtocol):
             self.censor.transport.sendto(data, self.client)
 
 
-class UdpCensor(asyncio.DatagramProtocol):
+class UdpCensor(_Bound):
     """Forwards datagrams to `backend` and its answers back, unless the rule drops them:
     `drop = True` drops every datagram except those from `allowed_sources` (IP addresses as
     text). `passed` and `dropped` count datagrams from clients."""
@@ -126,15 +132,6 @@ class UdpCensor(asyncio.DatagramProtocol):
         self._upstreams: dict[tuple, _Upstream] = {}
         self._pending: dict[tuple, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def address(self) -> Endpoint:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return Endpoint(host, port)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr) -> None:
         if self.drop and addr[0] not in self.allowed_sources:

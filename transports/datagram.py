@@ -17,11 +17,12 @@ Route kinds:
                         resolver), closed after `idle` seconds without traffic
     socks5:// (first)   one UDP ASSOCIATE through the upstream per session; datagrams carry
                         the SOCKS5 UDP header (transports/udp.py) to the upstream's relay
+    front: (last)       one stream per session in the fronted tunnel, datagrams in records
+                        (fronted/datagrams.py); the relay sends them on
 
 Every other kind carries TCP only, and `datagram_dialer` says so naming the route and the
 layer (NoDatagrams): an HTTP CONNECT proxy, SOCKS4a, tgws, the TCP shaping tricks (tlsfrag,
-split, desync), pluggable transports and proxy cores, and for now the fronted tunnel and
-Shadowsocks.
+split, desync), pluggable transports and proxy cores, and for now Shadowsocks.
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ _TCP_ONLY = {
     "tlsfrag": "tlsfrag shapes TLS records over TCP",
     "split": "split shapes TCP segments",
     "pt": "pluggable transports carry TCP streams",
-    "front": "UDP through the fronted tunnel is not supported yet",
+    "front": "UDP goes through the fronted tunnel only as its last layer",
     "ss": "UDP through Shadowsocks is not supported yet",
     "ssconf": "UDP through Shadowsocks is not supported yet",
     "disorder": "desync tricks shape TCP segments",
@@ -351,6 +352,15 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
     def none(why: str) -> NoDatagrams:
         return NoDatagrams(f"route {name!r} ({chain}) carries no UDP: {why}")
 
+    if layers[-1].name == "front":
+        # Datagrams inside the tunnel: what is below it only carries the tunnel (TCP).
+        from .fronted.client import FrontDialer
+        from .fronted.datagrams import FrontDatagrams
+
+        front = _find(dialer, FrontDialer)
+        if front is None:
+            raise none("its fronted layer was not built")
+        return FrontDatagrams(front)
     for layer in layers:
         if layer.name not in ("direct", "resolve", "socks5"):
             raise none(_TCP_ONLY.get(layer.name, f"{layer.name} is a TCP-only layer"))

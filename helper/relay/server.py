@@ -36,6 +36,7 @@ from transports.direct import DirectDialer
 from transports.fronted.accesskey import TokenCheck, read_access_token
 from transports.fronted.capped import CARRIER_PROTOCOL
 from transports.fronted.client import COOKIE
+from transports.fronted.datagrams import ASSOCIATE
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
     NeedMore,
@@ -57,6 +58,7 @@ from .carriers import CarrierHub
 from .config import RelayConfig
 from .keys import ClientRecord, RelayKeys, RelayKeysError
 from .replay import ReplayCache
+from .udp import RelayDatagrams
 from .upstream import Upstream
 
 __all__ = ["RelayServer", "cookie"]
@@ -134,6 +136,7 @@ class RelayServer:
         # Two hops: destinations through a chain of the relay's own (upstream.py).
         self.upstream = Upstream(config.upstream, config, base) if config.upstream else None
         self.services = ServiceTable(config.services)
+        self.udp = RelayDatagrams(self)  # UDP associations in tunnels (udp.py)
         # The website's files date from when this relay's keys were made: its own time,
         # not one every relay would share.
         self.website = decoy.Website(config.decoy_server, int(keys.relay_cert.stat().st_mtime))
@@ -329,6 +332,9 @@ class RelayServer:
             log.warning("relay: %s was revoked: its tunnel is closed", name)
             stream.session.refuse(stream, _REVOKED)
             stream.session.close()
+            return
+        if target == ASSOCIATE:
+            await self.udp.serve(name, stream)
             return
         await self._serve_stream(name, stream, target)
 

@@ -1,0 +1,251 @@
+"""The relay's side of UDP in the fronted tunnel (transports/fronted/datagrams.py): one
+association per stream opened to ASSOCIATE; the relay sends each datagram to its destination
+and what comes back to the client, in records on that stream.
+
+The destination policy is the relay's, as for TCP streams (server.py): never loopback,
+private, link-local or this machine's addresses (names are resolved by the same policy
+resolver), only the configured services unless `destinations.allow = "any"`, and no UDP at
+all when destinations are reached through another relay (`[upstream]`: two hops carry TCP
+only). An association counts as one of the client's connections
+(`limits.connections_per_client`); within it, at most MAX_DESTINATIONS destinations and
+MAX_WAITING datagrams waiting for theirs to become reachable; what the tunnel cannot take
+toward the client beyond BACKLOG bytes is dropped. It ends when the client closes the
+stream, when the tunnel ends, or after `limits.idle_timeout` without a datagram either way.
+What is dropped is counted (`UdpRelayCounters`) and logged at a throttled rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from transports import DialError, Endpoint, Failure, Op
+from transports.datagram import DirectDatagrams, DirectSession
+from transports.fronted.datagrams import BACKLOG, RecordReader, encode_record
+from transports.fronted.protocol import encode_failure
+from transports.wire import ProtocolError
+
+from ..proxy.limits import ThrottledLog
+
+if TYPE_CHECKING:
+    from transports.fronted.mux import MuxStream
+
+__all__ = ["MAX_DESTINATIONS", "MAX_WAITING", "RelayDatagrams", "UdpRelayCounters"]
+
+log = logging.getLogger("detour.relay")
+
+MAX_DESTINATIONS = 1024
+MAX_WAITING = 256
+PREPARE_TIMEOUT = 10.0
+
+
+@dataclass
+class UdpRelayCounters:
+    up: int = 0  # datagrams from clients sent on
+    down: int = 0  # datagrams to clients
+    refused: int = 0  # destinations the policy refuses
+    unreachable: int = 0  # destinations that could not be reached (no address, ...)
+    over_limit: int = 0  # too many destinations or waiting datagrams, or the backlog full
+
+
+class RelayDatagrams:
+    """Every UDP association of one relay."""
+
+    def __init__(self, server: Any) -> None:
+        """`server`: the RelayServer (server.py), whose policy, services, limits and
+        resolver apply."""
+        self.server = server
+        local = server.dialer.local_address
+        self.datagrams = DirectDatagrams(
+            server.dialer.resolver, local_address=str(local) if local else None
+        )
+        self.counters = UdpRelayCounters()
+        self.associations = 0
+        self.throttled = ThrottledLog(log)
+
+    def refusal(self, target: Endpoint) -> str | None:
+        """Why the policy refuses `target` before any name is resolved (server.py's _dial
+        says the same for TCP), or None."""
+        server = self.server
+        if server.upstream is not None:
+            return "this relay reaches destinations through another relay: UDP is not carried"
+        ip = target.ip
+        if ip is not None and server.policy.refusal(ip) is not None:
+            return f"{target} is not reachable here"
+        if server.config.allow == "services" and server.services.match(target) is None:
+            return f"{target} is not a service this relay serves"
+        return None
+
+    async def serve(self, name: str, stream: MuxStream) -> None:
+        """An ASSOCIATE stream of client `name`: accepted (within the client's limit), then
+        datagrams until it ends."""
+        server = self.server
+        session = stream.session
+        limit = server.config.connections_per_client
+        if server.upstream is not None:
+            session.refuse(stream, encode_failure(DialError(
+                Failure.PROXY_REFUSED, Op.CONNECT,
+                "this relay reaches destinations through another relay: UDP is not carried",
+            )))  # fmt: skip
+            return
+        if server.streams_of[name] >= limit:
+            self.throttled.log(
+                "limit", logging.INFO, "relay: %s is at its limit of %d connections", name, limit
+            )
+            session.refuse(stream, encode_failure(DialError(
+                Failure.PROXY_REFUSED, Op.CONNECT,
+                f"this access key has {limit} connections open, the relay's limit",
+            )))  # fmt: skip
+            return
+        server.streams_of[name] += 1
+        self.associations += 1
+        association = _Association(self, name, stream)
+        try:
+            session.accept(stream)
+            await association.run()
+        finally:
+            association.close()
+            self.associations -= 1
+            server.streams_of[name] -= 1
+
+
+class _Association:
+    def __init__(self, owner: RelayDatagrams, name: str, stream: MuxStream) -> None:
+        self.owner = owner
+        self.name = name
+        self.stream = stream
+        self.flows: DirectSession = owner.datagrams.open(self._from_destination)
+        self.waiting: dict[Endpoint, deque[bytes]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refused: set[Endpoint] = set()
+        self.used = time.monotonic()
+        self.counts: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        reader = RecordReader()
+        idle = self.owner.server.config.idle_timeout
+        stream = self.stream
+        started = time.monotonic()
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await stream.read(65536)
+            except TimeoutError:
+                if time.monotonic() - self.used < idle:
+                    continue  # datagrams came back meanwhile: not idle
+                break
+            except OSError:
+                break
+            if not chunk:
+                break
+            try:
+                datagrams = reader.feed(chunk)
+            except ProtocolError as exc:
+                self.owner.throttled.log(
+                    "malformed", logging.WARNING, "relay: %s: UDP: %s; association ended",
+                    self.name, exc,
+                )  # fmt: skip
+                stream.abort()
+                break
+            for target, payload in datagrams:
+                self.up(target, payload)
+        dropped = "".join(
+            f", {n} {kind}" for kind, n in sorted(self.counts.items()) if kind not in ("up", "down")
+        )
+        log.info(
+            "relay: %s: UDP association: %d datagrams up, %d down, %.1fs%s",
+            self.name, self.counts["up"], self.counts["down"], time.monotonic() - started, dropped,
+        )  # fmt: skip
+
+    def up(self, target: Endpoint, payload: bytes) -> None:
+        self.used = time.monotonic()
+        counters = self.owner.counters
+        if self.flows.ready(target):
+            self.flows.send(payload, target)
+            self.counts["up"] += 1
+            counters.up += 1
+            return
+        queue = self.waiting.get(target)
+        if queue is not None:
+            if sum(len(q) for q in self.waiting.values()) >= MAX_WAITING:
+                self._drop("over_limit", f"more than {MAX_WAITING} datagrams waiting")
+                return
+            queue.append(payload)
+            return
+        if target in self.refused:
+            self._drop("refused", f"{target} is refused")
+            return
+        why = self.owner.refusal(target)
+        if why is not None:
+            self.refused.add(target)
+            self._drop("refused", why)
+            return
+        if self.flows.flows + len(self.waiting) >= MAX_DESTINATIONS:
+            self._drop("over_limit", f"more than {MAX_DESTINATIONS} destinations")
+            return
+        self.waiting[target] = deque([payload])
+        task = asyncio.get_running_loop().create_task(
+            self._prepare(target), name="detour-relay-udp-prepare"
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _prepare(self, target: Endpoint) -> None:
+        try:
+            async with asyncio.timeout(PREPARE_TIMEOUT):
+                await self.flows.prepare(target)
+        except (DialError, TimeoutError) as exc:
+            dropped = self.waiting.pop(target, deque())
+            refused = isinstance(exc, DialError) and exc.failure is Failure.PROXY_REFUSED
+            if refused:
+                self.refused.add(target)
+            self.counts["refused" if refused else "unreachable"] += len(dropped)
+            if refused:
+                self.owner.counters.refused += len(dropped)
+            else:
+                self.owner.counters.unreachable += len(dropped)
+            why = (
+                exc.detail
+                if isinstance(exc, DialError)
+                else f"not reachable in {PREPARE_TIMEOUT:g}s"
+            )
+            self.owner.throttled.log(
+                "unreachable", logging.INFO, "relay: %s: UDP to %s: %s", self.name, target, why
+            )
+            return
+        queue = self.waiting.pop(target, deque())
+        for payload in queue:
+            self.flows.send(payload, target)
+        self.counts["up"] += len(queue)
+        self.owner.counters.up += len(queue)
+
+    def _from_destination(self, payload: bytes, source: Endpoint) -> None:
+        self.used = time.monotonic()
+        stream = self.stream
+        if stream.is_closing() or stream.flow.pending > BACKLOG:
+            self.counts["over_limit"] += 1
+            self.owner.counters.over_limit += 1
+            return
+        try:
+            stream.write(encode_record(source, payload))
+        except (OSError, RuntimeError, ValueError):
+            return
+        self.counts["down"] += 1
+        self.owner.counters.down += 1
+
+    def _drop(self, kind: str, why: str) -> None:
+        self.counts[kind] += 1
+        setattr(self.owner.counters, kind, getattr(self.owner.counters, kind) + 1)
+        self.owner.throttled.log(kind, logging.INFO, "relay: %s: UDP dropped: %s", self.name, why)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.flows.close()
+        with contextlib.suppress(Exception):
+            self.stream.close()

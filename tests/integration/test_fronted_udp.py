@@ -1,0 +1,242 @@
+"""UDP through the fronted tunnel (transports/fronted/datagrams.py, helper/relay/udp.py)
+against a real `detour relay` on loopback: a SOCKS5 client's datagrams through detour's
+listener, a `front:` route, the relay and the lab's UDP echo, 10,000 of them with loss and
+reordering counted; the relay's destination policy and limits; an older relay; the idle
+timeout; and the capped carriers behind a censor that freezes flows after 16 KB."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from helper.config import ListenConfig
+from helper.lab.udpmocks import UdpEcho, start_udp
+from helper.proxy import ClientServer, MixedListener
+from helper.proxy.mixed import listen_admission
+from helper.relay import server as relay_server
+from helper.relay.keys import RelayKeys
+from helper.relay.server import RelayServer
+from helper.routing import Route, Router
+from helper.services import ServiceTable
+from tests.integration.test_fronted import Relay, relay, relay_config  # noqa: F401
+from tests.integration.test_fronted_capped import Frozen, frozen  # noqa: F401 (a fixture)
+from tests.support.udp import associate
+from tests.support.udpecho import echo_run
+from tests.support.waiting import until
+from transports import DialError, DialOptions, Endpoint, parse_chain
+from transports.datagram import datagram_dialer
+from transports.fronted.datagrams import FrontDatagrams
+from transports.guard import AddressPolicy
+
+ANY = '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+
+
+@contextlib.asynccontextmanager
+async def running_relay(tmp_path: Path, ca, extra: str = ANY) -> AsyncIterator[Relay]:
+    config = relay_config(tmp_path, ca, extra)
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, port = await server.start()
+    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
+    try:
+        yield Relay(server, keys, port, key, ca)
+    finally:
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def echo():
+    server = await start_udp(UdpEcho())
+    yield server
+    server.close()
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
+
+    def __call__(self, payload: bytes, source: Endpoint) -> None:
+        self.queue.put_nowait((payload, source))
+
+    async def get(self, timeout: float = 5.0) -> tuple[bytes, Endpoint]:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+def front_route(stood: Relay, options: str = "", key=None):
+    chain = parse_chain("front:" + (key or stood.key).encode() + options)
+    dialer = chain.build(DialOptions(tls=stood.ca.client_context(), handshake_timeout=3))
+    return chain, dialer
+
+
+@pytest.mark.slow  # 10,000 round trips: ~10-30 s on a busy machine
+async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, echo) -> None:
+    """client --SOCKS5 UDP--> detour --front:--> relay --UDP--> echo, and back."""
+    async with running_relay(tmp_path, test_ca) as stood:
+        chain, dialer = front_route(stood)
+        router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
+        config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
+        server = ClientServer(router)
+        listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
+        await server.start()
+        client = await associate(("127.0.0.1", listener.sockets[0][1]))
+        try:
+
+            async def receive() -> bytes:
+                payload, source = await client.receive()
+                assert source == echo.address
+                return payload
+
+            result = await echo_run(
+                lambda data: client.send(data, echo.address), receive, 10_000,
+                sizes=(60, 1200, 1472 - 10),
+            )  # fmt: skip
+            assert result.corrupt == 0 and result.duplicates == 0
+            # Loopback UDP on both sides of a reliable tunnel: nothing lost, in order.
+            assert result.lost == 0, result
+            assert result.reordered == 0
+            assert stood.server.udp.counters.up == 10_000
+        finally:
+            await client.close()
+            await server.stop()
+            await dialer.aclose()
+
+
+async def test_datagrams_keep_their_boundaries_up_to_the_path_mtu(tmp_path, test_ca, echo) -> None:
+    async with running_relay(tmp_path, test_ca) as stood:
+        chain, dialer = front_route(stood)
+        datagrams = datagram_dialer("front", chain, dialer)
+        assert isinstance(datagrams, FrontDatagrams)
+        inbox = Inbox()
+        session = datagrams.open(inbox)
+        try:
+            await session.prepare(echo.address)
+            for size in (1, 2, 512, 1400, 1472, 8192, 65000):
+                payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+                session.send(payload, echo.address)
+                assert await inbox.get() == (payload, echo.address)
+            assert len(dialer.sessions) == 1
+        finally:
+            session.close()
+            await dialer.aclose()
+
+
+async def test_the_relay_refuses_what_it_refuses_tcp(tmp_path, test_ca, echo) -> None:
+    """`allow = "services"`: a destination that is no service gets nothing; private and
+    this machine's addresses never (the policy of TCP streams)."""
+    services = f"""
+[[service]]
+name = "calls"
+cidrs = ["127.0.0.1/32"]
+ports = [{echo.address.port}]
+[destinations]
+public = ["127.0.0.0/8"]
+"""
+    async with running_relay(tmp_path, test_ca, services) as stood:
+        chain, dialer = front_route(stood)
+        inbox = Inbox()
+        session = FrontDatagrams(dialer).open(inbox)
+        other = await start_udp(UdpEcho())
+        try:
+            await session.prepare(echo.address)
+            session.send(b"allowed", echo.address)
+            assert await inbox.get() == (b"allowed", echo.address)
+            for target in (other.address, Endpoint("10.1.2.3", 53), Endpoint("192.168.1.1", 9)):
+                session.send(b"refused", target)
+            await until(lambda: stood.server.udp.counters.refused == 3)
+            assert other.received == 0 and inbox.queue.empty()
+            session.send(b"still", echo.address)
+            assert await inbox.get() == (b"still", echo.address)
+        finally:
+            other.close()
+            session.close()
+            await dialer.aclose()
+
+
+async def test_an_older_relay_says_it_carries_no_udp(tmp_path, test_ca, monkeypatch) -> None:
+    """A relay from before UDP sees the association as a destination it refuses: the client
+    says the relay carries no UDP, at once, and the tunnel stays up for TCP."""
+    monkeypatch.setattr(relay_server, "ASSOCIATE", Endpoint("not.this.invalid", 1))
+    async with running_relay(tmp_path, test_ca, '[destinations]\nallow = "any"\n') as stood:
+        chain, dialer = front_route(stood)
+        session = FrontDatagrams(dialer).open(Inbox())
+        try:
+            with pytest.raises(DialError, match="the relay carries no UDP"):
+                async with asyncio.timeout(10):
+                    await session.prepare(Endpoint("127.0.0.1", 9))
+            assert dialer.sessions and dialer.sessions[0].alive
+        finally:
+            session.close()
+            await dialer.aclose()
+
+
+async def test_mux_off_carries_no_udp(tmp_path, test_ca) -> None:
+    async with running_relay(tmp_path, test_ca) as stood:
+        chain, dialer = front_route(stood, ";mux=off")
+        session = FrontDatagrams(dialer).open(Inbox())
+        with pytest.raises(DialError, match="multiplexed"):
+            await session.prepare(Endpoint("127.0.0.1", 9))
+
+
+async def test_idle_association_ends_and_the_next_datagram_opens_one(
+    tmp_path, test_ca, echo
+) -> None:
+    async with running_relay(tmp_path, test_ca, 'idle_timeout = "0.3s"\n' + ANY) as stood:
+        chain, dialer = front_route(stood)
+        inbox = Inbox()
+        session = FrontDatagrams(dialer).open(inbox)
+        try:
+            await session.prepare(echo.address)
+            session.send(b"one", echo.address)
+            assert (await inbox.get())[0] == b"one"
+            await until(lambda: stood.server.udp.associations == 0)
+            await until(lambda: not session.ready(echo.address))
+            await session.prepare(echo.address)
+            session.send(b"two", echo.address)
+            assert (await inbox.get())[0] == b"two"
+        finally:
+            session.close()
+            await dialer.aclose()
+
+
+async def test_associations_count_against_the_client_limit(tmp_path, test_ca, echo) -> None:
+    limits = "connections_per_client = 2\n" + ANY
+    async with running_relay(tmp_path, test_ca, limits) as stood:
+        chain, dialer = front_route(stood)
+        sessions = [FrontDatagrams(dialer).open(Inbox()) for _ in range(3)]
+        try:
+            for session in sessions[:2]:
+                await session.prepare(echo.address)
+            with pytest.raises(DialError, match="2 connections open"):
+                await sessions[2].prepare(echo.address)
+        finally:
+            for session in sessions:
+                session.close()
+            await dialer.aclose()
+
+
+async def test_udp_through_capped_carriers_behind_a_freezing_censor(
+    frozen: Frozen,  # noqa: F811
+    echo,
+) -> None:
+    dialer = frozen.dialer(";carrier=capped")
+    inbox = Inbox()
+    session = FrontDatagrams(dialer).open(inbox)
+    try:
+        await session.prepare(echo.address)
+
+        async def receive() -> bytes:
+            return (await inbox.get())[0]
+
+        result = await echo_run(
+            lambda data: session.send(data, echo.address), receive, 1000, sizes=(200, 1200)
+        )
+        assert result.lost == 0 and result.corrupt == 0 and result.reordered == 0, result
+        assert frozen.carriers() > 20  # ~1.3 MB both ways through 16 KB carriers
+    finally:
+        session.close()
+        await dialer.aclose()

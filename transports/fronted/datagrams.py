@@ -1,0 +1,241 @@
+"""UDP through the fronted tunnel: datagrams inside one stream of a multiplexed tunnel.
+
+How a client asks: it opens a stream (mux.py's OPEN) to the reserved destination
+ASSOCIATE (`udp.detour.invalid` port 9; `.invalid` never resolves, RFC 6761). A relay
+that carries UDP answers REPLY ok and the stream carries datagrams from then on; a relay
+from before UDP treats it as any destination and refuses it (not a service it serves, or no
+such name): the client says "the relay carries no UDP" with the relay's own words, at once,
+and the tunnel's other connections are untouched. This is the negotiation: asked for, and
+an older peer answers without it, as the multiplexing ALPN and the capped subprotocol are.
+
+Inside the stream, both ways, one record per datagram (sans-IO here, fuzzed in tests):
+
+    +------------+------+----------+----------+-----------+
+    | length (2) | ATYP | DST.ADDR | DST.PORT |  payload  |
+    +------------+------+----------+----------+-----------+
+      bytes after the length field    01 v4 (4), 03 name (1 + name), 04 v6 (16)
+
+From the client, DST is where the payload goes; toward it, where the payload came from. The
+stream keeps order and boundaries; the tunnel's flow control applies, and what the window
+cannot take beyond BACKLOG bytes is dropped as UDP would drop it (a call wants fresh
+datagrams, not old ones late). Because the association is a stream of the multiplexed
+session, it rides the capped carriers too (carrier=capped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..base import DialError, Endpoint, Failure, Op
+from ..socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from ..wire import ProtocolError
+
+if TYPE_CHECKING:
+    from .client import FrontDialer
+    from .mux import MuxStream
+
+__all__ = [
+    "ASSOCIATE",
+    "BACKLOG",
+    "MAX_RECORD",
+    "FrontDatagrams",
+    "RecordReader",
+    "encode_record",
+]
+
+log = logging.getLogger("detour.transports.front")
+
+ASSOCIATE = Endpoint("udp.detour.invalid", 9)
+MAX_RECORD = 0xFFFF  # bytes after the length field
+BACKLOG = 256 * 1024  # bytes waiting for the tunnel's window beyond which datagrams drop
+_LENGTH = struct.Struct("!H")
+
+
+def encode_record(address: Endpoint, payload: bytes) -> bytes:
+    """One datagram's record; ValueError when it cannot be one (too large, a bad name)."""
+    body = encode_address(address.host, address.port)
+    size = len(body) + len(payload)
+    if size > MAX_RECORD:
+        raise ValueError(f"a datagram of {len(payload)} bytes is larger than a record")
+    return _LENGTH.pack(size) + body + payload
+
+
+def parse_body(body: bytes) -> tuple[Endpoint, bytes]:
+    """The address and payload of one record's body; ProtocolError says what is wrong."""
+    if not body:
+        raise ProtocolError("an empty datagram record")
+    atyp = body[0]
+    if atyp == ATYP_IPV4:
+        end = 1 + 4
+        host = socket.inet_ntoa(body[1:end]) if len(body) >= end else ""
+    elif atyp == ATYP_IPV6:
+        end = 1 + 16
+        host = str(ipaddress.IPv6Address(body[1:end])) if len(body) >= end else ""
+    elif atyp == ATYP_DOMAIN:
+        if len(body) < 2 or body[1] == 0:
+            raise ProtocolError("a datagram record names no host")
+        end = 2 + body[1]
+        try:
+            host = body[2:end].decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("a datagram record's host name is not ASCII") from None
+        if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in host):
+            raise ProtocolError("a datagram record's host name has characters no name has")
+    else:
+        raise ProtocolError(f"a datagram record with unknown address type {atyp}")
+    if len(body) < end + 2:
+        raise ProtocolError("a datagram record ends inside its address")
+    (port,) = _LENGTH.unpack_from(body, end)
+    if port == 0:
+        raise ProtocolError("a datagram record for port 0")
+    return Endpoint(host, port), body[end + 2 :]
+
+
+class RecordReader:
+    """Splits the stream's bytes into datagrams: `feed` returns those complete so far and
+    keeps the rest; ProtocolError for a record that is no datagram (the stream is then
+    unusable: its framing is lost)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[Endpoint, bytes]]:
+        self._buf += data
+        out: list[tuple[Endpoint, bytes]] = []
+        buf, start = self._buf, 0
+        while len(buf) - start >= 2:
+            (size,) = _LENGTH.unpack_from(buf, start)
+            if len(buf) - start - 2 < size:
+                break
+            out.append(parse_body(bytes(buf[start + 2 : start + 2 + size])))
+            start += 2 + size
+        del buf[:start]
+        return out
+
+
+# --- the client's side ------------------------------------------------------------------------
+
+Receive = Callable[[bytes, Endpoint], None]
+
+
+class FrontDatagrams:
+    """The UDP side of a `front:` route (transports/datagram.py's DatagramDialer)."""
+
+    def __init__(self, dialer: FrontDialer) -> None:
+        self.dialer = dialer
+
+    def open(self, receive: Receive) -> FrontSession:
+        return FrontSession(self.dialer, receive)
+
+    def __repr__(self) -> str:
+        return f"FrontDatagrams({self.dialer.key.front!r})"
+
+
+class FrontSession:
+    """One client association: one stream in a tunnel for all its destinations, opened on
+    the first datagram and again after it ended (the tunnel closed, the relay's idle
+    timeout)."""
+
+    def __init__(self, dialer: FrontDialer, receive: Receive) -> None:
+        self._dialer = dialer
+        self._receive = receive
+        self._stream: MuxStream | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = False
+        self.dropped = 0  # datagrams the tunnel's backlog or size could not take
+        self.malformed = 0  # associations ended by a record that was no datagram
+
+    def ready(self, target: Endpoint) -> bool:
+        stream = self._stream
+        return stream is not None and not stream.is_closing()
+
+    async def prepare(self, target: Endpoint) -> None:
+        if self.ready(target):
+            return
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._associate())
+        await asyncio.shield(self._opening)
+
+    async def _associate(self) -> None:
+        dialer = self._dialer
+        front = dialer.key.front
+        if not dialer.mux:
+            raise DialError(
+                Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE,
+                f"front {front}: UDP goes only through a multiplexed tunnel (mux=off)",
+            )  # fmt: skip
+        session = await dialer._session()
+        if session is None:
+            raise DialError(
+                Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE,
+                f"front {front}: the relay carries no UDP (it does not multiplex)",
+            )  # fmt: skip
+        try:
+            stream = await dialer._open(session, ASSOCIATE)
+        except DialError as exc:
+            if session.alive and exc.failure is not Failure.TIMEOUT:
+                raise DialError(
+                    Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE,
+                    f"front {front}: the relay carries no UDP ({exc.detail}; a relay from "
+                    "before UDP in the tunnel answers so)",
+                ) from None  # fmt: skip
+            raise
+        if self.closed:
+            stream.abort()
+            raise DialError(Failure.UNKNOWN, Op.CONNECT, "the association ended")
+        self._stream = stream
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(stream), name="detour-udp-front-reader"
+        )
+
+    async def _read(self, stream: MuxStream) -> None:
+        reader = RecordReader()
+        try:
+            while chunk := await stream.read(65536):
+                for source, payload in reader.feed(chunk):
+                    self._receive(payload, source)
+        except ProtocolError as exc:
+            self.malformed += 1
+            log.warning("front %s: UDP from the relay: %s", self._dialer.key.front, exc)
+        except (OSError, DialError):
+            pass  # the tunnel ended: the next datagram opens a new association
+        finally:
+            if self._stream is stream:
+                self._stream = None
+            stream.abort()
+
+    def send(self, payload: bytes, target: Endpoint) -> None:
+        stream = self._stream
+        if stream is None or stream.flow.pending > BACKLOG:
+            self.dropped += 1
+            return
+        try:
+            record = encode_record(target, payload)
+        except ValueError:
+            self.dropped += 1
+            return
+        try:
+            stream.write(record)
+        except (OSError, RuntimeError):
+            self.dropped += 1
+
+    def close(self) -> None:
+        self.closed = True
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None

@@ -19,10 +19,11 @@ Route kinds:
                         the SOCKS5 UDP header (transports/udp.py) to the upstream's relay
     front: (last)       one stream per session in the fronted tunnel, datagrams in records
                         (fronted/datagrams.py); the relay sends them on
+    ss:// (only)        Shadowsocks UDP packets to the server's port (shadowsocks/udp.py)
 
 Every other kind carries TCP only, and `datagram_dialer` says so naming the route and the
 layer (NoDatagrams): an HTTP CONNECT proxy, SOCKS4a, tgws, the TCP shaping tricks (tlsfrag,
-split, desync), pluggable transports and proxy cores, and for now Shadowsocks.
+split, desync), pluggable transports and proxy cores, and for now ssconf://.
 """
 
 from __future__ import annotations
@@ -333,8 +334,8 @@ _TCP_ONLY = {
     "split": "split shapes TCP segments",
     "pt": "pluggable transports carry TCP streams",
     "front": "UDP goes through the fronted tunnel only as its last layer",
-    "ss": "UDP through Shadowsocks is not supported yet",
-    "ssconf": "UDP through Shadowsocks is not supported yet",
+    "ss": "Shadowsocks UDP goes straight to the server, not through other layers",
+    "ssconf": "UDP through an Outline dynamic key (ssconf://) is not supported yet",
     "disorder": "desync tricks shape TCP segments",
     "fake": "desync tricks shape TCP segments",
     "oob": "desync tricks shape TCP segments",
@@ -361,6 +362,8 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
         if front is None:
             raise none("its fronted layer was not built")
         return FrontDatagrams(front)
+    if layers[-1].name == "ss":
+        return _shadowsocks(name, chain, dialer, none)
     for layer in layers:
         if layer.name not in ("direct", "resolve", "socks5"):
             raise none(_TCP_ONLY.get(layer.name, f"{layer.name} is a TCP-only layer"))
@@ -377,6 +380,30 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
     if upstream is None:
         raise none("its SOCKS5 layer was not built")
     return Socks5Datagrams(upstream)
+
+
+def _shadowsocks(name: str, chain, dialer, none) -> DatagramDialer:
+    """`ss://` as the only layer over direct or resolve: the server's UDP port."""
+    from .shadowsocks import ShadowsocksDialer
+    from .shadowsocks.datagrams import ShadowsocksDatagrams
+    from .shadowsocks.udp import udp_support
+
+    if any(layer.name not in ("direct", "resolve") for layer in chain.layers[:-1]):
+        raise none(_TCP_ONLY["ss"])
+    ss = _find(dialer, ShadowsocksDialer)
+    if ss is None:
+        raise none("its Shadowsocks layer was not built")
+    why = udp_support(ss.server.key)
+    if why is not None:
+        raise none(why)
+    base = _innermost(dialer)
+    local = getattr(base, "local_address", None)
+    return ShadowsocksDatagrams(
+        ss.server,
+        DirectDatagrams(
+            getattr(base, "resolver", None), local_address=str(local) if local else None
+        ),
+    )
 
 
 def _innermost(dialer):

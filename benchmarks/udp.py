@@ -13,14 +13,20 @@ Paths (all on loopback; the echo server is a separate process):
     detour direct    client -> detour (SOCKS5 UDP ASSOCIATE, route `direct`) -> echo
     dante            client -> danted (UDP ASSOCIATE) -> echo: a real SOCKS5 relay alone
     detour -> dante  client -> detour (route `socks5://dante`) -> danted -> echo
+    detour -> front  client -> detour (route `front:`) -> detour relay (in this process,
+                     datagrams inside the fronted tunnel) -> echo
+    front capped     the same over the byte-capped carriers (`;carrier=capped`)
+    ss-server alone  client -> ss-server (Shadowsocks AEAD UDP, chacha20-ietf-poly1305),
+                     with detour's packet codec as the client: what the server costs
+    detour -> ss     client -> detour (route `ss://`) -> ss-server -> echo
 
 The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
 sends as fast as the window lets, to find the rate), each carrying its sequence number and
 the time it was sent; a datagram not back 2 s after the last was sent is lost. Reordered:
 datagrams that came back after one sent later. Every answer is compared byte for byte.
 detour runs in this process, in the client's event loop (one core for both: the ratios
-matter, not the absolute figures). Needs danted (scripts/install-test-peers) for the dante
-paths; without it they are skipped.
+matter, not the absolute figures). Needs danted and ss-server (scripts/install-test-peers)
+for the dante and Shadowsocks paths; without them they are skipped.
 """
 
 from __future__ import annotations
@@ -197,7 +203,101 @@ async def main(args: argparse.Namespace, echo: Endpoint) -> dict[str, Any]:
         if type(exc).__name__ not in ("Skipped", "PeerStartError"):
             raise
         print(f"dante paths skipped: {exc}", file=sys.stderr)
+    results["detour -> front"] = await _front(echo, run, "")
+    results["front capped"] = await _front(echo, run, ";carrier=capped")
+    try:
+        await _shadowsocks(echo, run, results)
+    except BaseException as exc:  # no ss-server: the Shadowsocks paths are skipped
+        if type(exc).__name__ not in ("Skipped", "PeerStartError"):
+            raise
+        print(f"Shadowsocks paths skipped: {exc}", file=sys.stderr)
     return results
+
+
+async def _front(echo: Endpoint, run: tuple[int, int, int], options: str) -> dict[str, Any]:
+    """A relay on loopback (a test CA's certificates) and a `front:` route to it."""
+    import tempfile
+
+    from helper.config import ListenConfig
+    from helper.proxy import ClientServer, MixedListener
+    from helper.proxy.mixed import listen_admission
+    from helper.relay.keys import RelayKeys
+    from helper.relay.server import RelayServer
+    from helper.routing import Route, Router
+    from helper.services import ServiceTable
+    from tests.integration.test_fronted import relay_config
+    from tests.support.origins import TestCA
+    from transports import DialOptions, parse_chain
+    from transports.guard import AddressPolicy
+
+    with tempfile.TemporaryDirectory(prefix="detour-bench-front-") as tmp:
+        ca = TestCA(Path(tmp) / "ca")
+        config = relay_config(
+            Path(tmp), ca, '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+        )
+        keys = RelayKeys(config.state)
+        keys.generate()
+        relay = RelayServer(config, keys)
+        _, port = await relay.start()
+        key = keys.add_client("bench", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
+        chain = parse_chain("front:" + key.encode() + options)
+        dialer = chain.build(DialOptions(tls=ca.client_context(), handshake_timeout=5))
+        router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
+        listen = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
+        server = ClientServer(router)
+        listener = server.add(MixedListener(listen, listen_admission(listen), AddressPolicy()))
+        await server.start()
+        try:
+            return await _socks(("127.0.0.1", listener.sockets[0][1]), echo, *run)
+        finally:
+            await server.stop()
+            await dialer.aclose()
+            await relay.stop(grace=0.5)
+
+
+async def _ss_alone(server: Endpoint, key, echo: Endpoint, run: tuple[int, int, int]):
+    """Shadowsocks UDP straight to ss-server with detour's codec: the server's share."""
+    from transports.shadowsocks.udp import ClientPackets
+
+    packets = ClientPackets(key)
+    queue: asyncio.Queue = asyncio.Queue()
+
+    class _Opened(_Plain):
+        def datagram_received(self, data: bytes, addr) -> None:
+            self.queue.put_nowait(packets.open(data)[1])
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Opened(queue), remote_addr=(server.host, server.port)
+    )
+    try:
+        transport.sendto(packets.seal(echo, b"warm-up" + bytes(5)))  # the server binds
+        await asyncio.wait_for(queue.get(), 5)
+        return await _run(lambda d: transport.sendto(packets.seal(echo, d)), queue.get, *run)
+    finally:
+        transport.close()
+
+
+async def _shadowsocks(echo: Endpoint, run: tuple[int, int, int], results: dict) -> None:
+    from helper.config import parse_config
+    from helper.engine import Engine
+    from tests.conftest import config_text
+    from tests.support import peers
+    from transports.shadowsocks.server import shadowsocks_server
+
+    method, password = "chacha20-ietf-poly1305", "benchmark-secret"
+    with peers.ss_server(method, password, udp=True) as ss:
+        server = shadowsocks_server("127.0.0.1", ss.port, method, password)
+        results["ss-server alone"] = await _ss_alone(server.address, server.key, echo, run)
+        routes = {"ss": peers.ss_link(ss)}
+        engine = Engine(
+            parse_config(config_text(routes=routes, default="ss"), "b"), probe_on_start=False
+        )
+        await engine.start()
+        try:
+            results["detour -> ss"] = await _socks(engine.mixed_address, echo, *run)
+        finally:
+            await engine.stop()
 
 
 def _table(results: dict[str, Any], args: argparse.Namespace) -> str:

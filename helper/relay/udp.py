@@ -9,7 +9,7 @@ all when destinations are reached through another relay (`[upstream]`: two hops 
 only). An association counts as one of the client's connections
 (`limits.connections_per_client`); within it, at most MAX_DESTINATIONS destinations and
 MAX_WAITING datagrams waiting for theirs to become reachable; what the tunnel cannot take
-toward the client beyond BACKLOG bytes is dropped. It ends when the client closes the
+toward the client beyond datagrams.py's BACKLOG bytes is dropped. It ends when the client closes the
 stream, when the tunnel ends, or after `limits.idle_timeout` without a datagram either way.
 What is dropped is counted (`UdpRelayCounters`) and logged at a throttled rate.
 """
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from transports import DialError, Endpoint, Failure, Op
 from transports.datagram import DirectDatagrams, DirectSession
-from transports.fronted.datagrams import BACKLOG, RecordReader, encode_record
+from transports.fronted.datagrams import RecordReader, RecordWriter
 from transports.fronted.protocol import encode_failure
 from transports.wire import ProtocolError
 
@@ -119,6 +119,7 @@ class _Association:
         self.owner = owner
         self.name = name
         self.stream = stream
+        self.writer = RecordWriter(stream)
         self.flows: DirectSession = owner.datagrams.open(self._from_destination)
         self.waiting: dict[Endpoint, deque[bytes]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -226,14 +227,9 @@ class _Association:
 
     def _from_destination(self, payload: bytes, source: Endpoint) -> None:
         self.used = time.monotonic()
-        stream = self.stream
-        if stream.is_closing() or stream.flow.pending > BACKLOG:
+        if not self.writer.write(source, payload):
             self.counts["over_limit"] += 1
             self.owner.counters.over_limit += 1
-            return
-        try:
-            stream.write(encode_record(source, payload))
-        except (OSError, RuntimeError, ValueError):
             return
         self.counts["down"] += 1
         self.owner.counters.down += 1
@@ -246,6 +242,7 @@ class _Association:
     def close(self) -> None:
         for task in self.tasks:
             task.cancel()
+        self.writer.cancel()
         self.flows.close()
         with contextlib.suppress(Exception):
             self.stream.close()

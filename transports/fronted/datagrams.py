@@ -46,6 +46,7 @@ __all__ = [
     "MAX_RECORD",
     "FrontDatagrams",
     "RecordReader",
+    "RecordWriter",
     "encode_record",
 ]
 
@@ -123,6 +124,46 @@ class RecordReader:
         return out
 
 
+class RecordWriter:
+    """Writes records to the association's stream, those of one turn of the event loop in one
+    write (one frame through the tunnel, not one per datagram); `write` is False when the
+    datagram is dropped instead (the stream is gone, or BACKLOG bytes wait already)."""
+
+    def __init__(self, stream: MuxStream) -> None:
+        self.stream = stream
+        self._records: list[bytes] = []
+        self._size = 0
+        self._flush_soon: asyncio.Handle | None = None
+
+    def write(self, address: Endpoint, payload: bytes) -> bool:
+        stream = self.stream
+        if stream.is_closing() or stream.flow.pending + self._size > BACKLOG:
+            return False
+        try:
+            record = encode_record(address, payload)
+        except ValueError:
+            return False
+        self._records.append(record)
+        self._size += len(record)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        self._flush_soon = None
+        records, self._records, self._size = self._records, [], 0
+        if records and not self.stream.is_closing():
+            try:
+                self.stream.write(b"".join(records))
+            except (OSError, RuntimeError):
+                pass  # the stream ended: its reader ends the association
+
+    def cancel(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+
+
 # --- the client's side ------------------------------------------------------------------------
 
 Receive = Callable[[bytes, Endpoint], None]
@@ -150,6 +191,7 @@ class FrontSession:
         self._dialer = dialer
         self._receive = receive
         self._stream: MuxStream | None = None
+        self._writer: RecordWriter | None = None
         self._opening: asyncio.Future[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
@@ -195,6 +237,7 @@ class FrontSession:
             stream.abort()
             raise DialError(Failure.UNKNOWN, Op.CONNECT, "the association ended")
         self._stream = stream
+        self._writer = RecordWriter(stream)
         self._reader = asyncio.get_running_loop().create_task(
             self._read(stream), name="detour-udp-front-reader"
         )
@@ -213,21 +256,14 @@ class FrontSession:
         finally:
             if self._stream is stream:
                 self._stream = None
+                if self._writer is not None:
+                    self._writer.cancel()
+                self._writer = None
             stream.abort()
 
     def send(self, payload: bytes, target: Endpoint) -> None:
-        stream = self._stream
-        if stream is None or stream.flow.pending > BACKLOG:
-            self.dropped += 1
-            return
-        try:
-            record = encode_record(target, payload)
-        except ValueError:
-            self.dropped += 1
-            return
-        try:
-            stream.write(record)
-        except (OSError, RuntimeError):
+        writer = self._writer
+        if writer is None or not writer.write(target, payload):
             self.dropped += 1
 
     def close(self) -> None:
@@ -236,6 +272,8 @@ class FrontSession:
             self._opening.cancel()
         if self._reader is not None:
             self._reader.cancel()
+        if self._writer is not None:
+            self._writer.flush()
         if self._stream is not None:
             self._stream.close()
             self._stream = None

@@ -240,3 +240,66 @@ async def test_udp_through_capped_carriers_behind_a_freezing_censor(
     finally:
         session.close()
         await dialer.aclose()
+
+
+@pytest.mark.peer
+@pytest.mark.slow  # capped carriers through nginx: ~5-15 s on a busy machine
+async def test_udp_through_nginx_as_the_front(tmp_path, test_ca, echo) -> None:
+    """nginx is the CDN edge (TLS for the front name, WebSocket upgrades passed on by Host):
+    datagrams through it in a long tunnel, and in capped carriers behind a censor that
+    freezes every flow after 16 KB."""
+    from helper.lab.censor import Censor, Policy, Rule
+    from helper.relay.config import parse_relay_config
+    from tests.support import peers
+    from tests.support.peers import free_port
+
+    config = parse_relay_config(
+        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
+        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
+    )
+    keys = RelayKeys(config.state)
+    keys.generate()
+    server = RelayServer(config, keys)
+    _, relay_port = await server.start()
+    cert = test_ca.issue("cdn.test", "relay.test")
+    try:
+        with peers.nginx_front(
+            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
+        ) as edge:
+            port = free_port()
+            censor = Censor(
+                {("127.0.0.1", port): ("127.0.0.1", edge.port)},
+                Policy(rules=(Rule("freeze", after=16 * 1024),), name="freeze"),
+            )
+            await censor.start()
+            try:
+                for address, options in (
+                    (Endpoint("127.0.0.1", edge.port), ""),
+                    (Endpoint("127.0.0.1", port), ";carrier=capped"),
+                ):
+                    key = keys.add_client(f"c{len(options)}", address, "cdn.test", "relay.test")
+                    dialer = parse_chain("front:" + key.encode() + options).build(
+                        DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
+                    )
+                    inbox = Inbox()
+                    session = FrontDatagrams(dialer).open(inbox)
+                    try:
+                        await session.prepare(echo.address)
+
+                        async def receive(inbox=inbox) -> bytes:
+                            return (await inbox.get())[0]
+
+                        result = await echo_run(
+                            lambda data, session=session: session.send(data, echo.address),
+                            receive,
+                            300,
+                            sizes=(200, 1400),
+                        )
+                        assert result.lost == 0 and result.corrupt == 0, (options, result)
+                    finally:
+                        session.close()
+                        await dialer.aclose()
+            finally:
+                await censor.stop()
+    finally:
+        await server.stop(grace=0.5)

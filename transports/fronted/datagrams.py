@@ -207,6 +207,8 @@ class FrontSession:
             return
         if self._opening is None or self._opening.done():
             self._opening = asyncio.ensure_future(self._associate())
+            # Its error is for the callers waiting; one that gave up leaves it unread.
+            self._opening.add_done_callback(lambda done: done.cancelled() or done.exception())
         await asyncio.shield(self._opening)
 
     async def _associate(self) -> None:

@@ -19,11 +19,12 @@ Route kinds:
                         the SOCKS5 UDP header (transports/udp.py) to the upstream's relay
     front: (last)       one stream per session in the fronted tunnel, datagrams in records
                         (fronted/datagrams.py); the relay sends them on
-    ss:// (only)        Shadowsocks UDP packets to the server's port (shadowsocks/udp.py)
+    ss://, ssconf://    Shadowsocks UDP packets to the server's port (shadowsocks/udp.py)
+      (only layer)
 
 Every other kind carries TCP only, and `datagram_dialer` says so naming the route and the
 layer (NoDatagrams): an HTTP CONNECT proxy, SOCKS4a, tgws, the TCP shaping tricks (tlsfrag,
-split, desync), pluggable transports and proxy cores, and for now ssconf://.
+split, desync), pluggable transports and proxy cores.
 """
 
 from __future__ import annotations
@@ -335,7 +336,7 @@ _TCP_ONLY = {
     "pt": "pluggable transports carry TCP streams",
     "front": "UDP goes through the fronted tunnel only as its last layer",
     "ss": "Shadowsocks UDP goes straight to the server, not through other layers",
-    "ssconf": "UDP through an Outline dynamic key (ssconf://) is not supported yet",
+    "ssconf": "Shadowsocks UDP goes straight to the server, not through other layers",
     "disorder": "desync tricks shape TCP segments",
     "fake": "desync tricks shape TCP segments",
     "oob": "desync tricks shape TCP segments",
@@ -362,7 +363,7 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
         if front is None:
             raise none("its fronted layer was not built")
         return FrontDatagrams(front)
-    if layers[-1].name == "ss":
+    if layers[-1].name in ("ss", "ssconf"):
         return _shadowsocks(name, chain, dialer, none)
     for layer in layers:
         if layer.name not in ("direct", "resolve", "socks5"):
@@ -383,23 +384,28 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
 
 
 def _shadowsocks(name: str, chain, dialer, none) -> DatagramDialer:
-    """`ss://` as the only layer over direct or resolve: the server's UDP port."""
-    from .shadowsocks import ShadowsocksDialer
+    """`ss://` or `ssconf://` as the only layer over direct or resolve: the server's UDP
+    port (for ssconf://, the server its config names when an association starts)."""
+    from .shadowsocks import OutlineDialer, ShadowsocksDialer
     from .shadowsocks.datagrams import ShadowsocksDatagrams
     from .shadowsocks.udp import udp_support
 
     if any(layer.name not in ("direct", "resolve") for layer in chain.layers[:-1]):
         raise none(_TCP_ONLY["ss"])
-    ss = _find(dialer, ShadowsocksDialer)
+    ss = _find(dialer, ShadowsocksDialer) or _find(dialer, OutlineDialer)
     if ss is None:
         raise none("its Shadowsocks layer was not built")
-    why = udp_support(ss.server.key)
-    if why is not None:
-        raise none(why)
+    if isinstance(ss, ShadowsocksDialer):
+        source = ss.server
+        why = udp_support(source.key)
+        if why is not None:
+            raise none(why)
+    else:
+        source = ss._current  # the config's server, fetched as for TCP
     base = _innermost(dialer)
     local = getattr(base, "local_address", None)
     return ShadowsocksDatagrams(
-        ss.server,
+        source,
         DirectDatagrams(
             getattr(base, "resolver", None), local_address=str(local) if local else None
         ),

@@ -12,7 +12,11 @@ from urllib.parse import quote
 import pytest
 
 from helper.lab.udpmocks import UdpEcho, start_udp
-from tests.integration.test_shadowsocks import AEAD, ss2022_inbound
+from tests.integration.test_shadowsocks import (  # noqa: F401 (key_server: a fixture)
+    AEAD,
+    key_server,
+    ss2022_inbound,
+)
 from tests.support import peers
 from tests.support.udpecho import echo_run
 from transports import DialOptions, Endpoint, parse_chain
@@ -40,16 +44,16 @@ class Inbox:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
 
-def _datagrams(link: str):
+def _datagrams(link: str, options: DialOptions | None = None):
     chain = parse_chain(link)
-    dialer = datagram_dialer("ss", chain, chain.build(DialOptions()))
+    dialer = datagram_dialer("ss", chain, chain.build(options or DialOptions()))
     assert isinstance(dialer, ShadowsocksDatagrams)
     return dialer
 
 
-async def _exchange(link: str, echo, count: int = 200) -> None:
+async def _exchange(link: str, echo, count: int = 200, options=None) -> None:
     inbox = Inbox()
-    session = _datagrams(link).open(inbox)
+    session = _datagrams(link, options).open(inbox)
     try:
         await session.prepare(echo.address)
         # The first datagrams may meet a server still binding its UDP socket: ask until
@@ -96,6 +100,15 @@ async def test_2022_udp_through_sing_box(method: str, echo) -> None:
         await _exchange(link, echo, 1000 if method.endswith("128-gcm") else 200)
 
 
+async def test_outline_dynamic_key_udp(key_server, test_ca, echo) -> None:  # noqa: F811
+    """ssconf://: UDP to the server the key's config names (fetched over HTTPS)."""
+    port, bodies = key_server
+    with peers.ss_server("chacha20-ietf-poly1305", "outline-pw", udp=True) as server:
+        bodies["/k"] = (peers.ss_link(server) + "#from-the-key").encode()
+        options = DialOptions(tls=test_ca.client_context())
+        await _exchange(f"ssconf://127.0.0.1:{port}/k", echo, 100, options)
+
+
 async def test_a_wrong_key_gets_nothing_through(echo) -> None:
     with peers.ss_server("aes-128-gcm", "right", udp=True) as server:
         inbox = Inbox()
@@ -115,5 +128,8 @@ def test_chacha_2022_and_chains_say_they_carry_no_udp() -> None:
     with pytest.raises(NoDatagrams, match="XChaCha20"):
         datagram_dialer("x", chain, chain.build(DialOptions()))
     chain = parse_chain("socks5://127.0.0.1:1|ss://aes-128-gcm:pw@127.0.0.1:2")
+    with pytest.raises(NoDatagrams, match="straight to the server"):
+        datagram_dialer("y", chain, chain.build(DialOptions()))
+    chain = parse_chain("socks5://127.0.0.1:1|ssconf://127.0.0.1:3/k")
     with pytest.raises(NoDatagrams, match="straight to the server"):
         datagram_dialer("y", chain, chain.build(DialOptions()))

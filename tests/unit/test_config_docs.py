@@ -156,3 +156,11 @@ def test_a_scenarios_problems_name_the_key(text: str, expected: str) -> None:
 def test_every_shipped_scenario_reads_through_the_schema() -> None:
     for name in scenario_names():
         assert load_scenario(name).name
+
+
+def test_the_example_relay_config_reads() -> None:
+    from helper.relay.config import load_relay_config
+    from tests.conftest import ROOT
+
+    config = load_relay_config(ROOT / "config" / "examples" / "relay.toml")
+    assert str(config.listen) == "127.0.0.1:8080" and config.public_front == "cdn.example.net"

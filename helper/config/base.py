@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .schema import setting
-from .values import choice
+from .values import choice, entry_name
 
 BUILT_IN, NONE = "built-in", "none"
 AFTER, BEFORE = "after", "before"
@@ -30,4 +30,19 @@ class BaseTable:
         'Where this file\'s new routes go in the order of preference: `"after"` the built-in '
         'routes, or `"before"` them. A route with a built-in route\'s name stays in the '
         'built-in\'s place. For one service: `"..."` in its `routes` ([Layering](#layering)).',
+    )
+    remove_routes: tuple[str, ...] = setting(
+        [],
+        each=entry_name,
+        doc='Built-in routes this file takes out, by name (`["local-tor", "fake"]`): they are '
+        "not tried, not probed, and dropped from the built-in services' `routes`; a "
+        "`[default] policy` naming one falls back as if unset. A name the built-in config "
+        "does not have is an error ([Layering](#layering)).",
+    )
+    remove_services: tuple[str, ...] = setting(
+        [],
+        each=entry_name,
+        doc='Built-in services this file takes out, by name (`["signal"]`): no probes, no '
+        "routing of its own; its destinations are then treated as `[default] policy` says. "
+        "A name the built-in config does not have is an error ([Layering](#layering)).",
     )

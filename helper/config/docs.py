@@ -7,6 +7,9 @@ code: tests/unit/test_config_docs.py fails when a table is not what this module 
 
     python -m helper.config.docs           rewrite the tables in docs/configuration.md
     python -m helper.config.docs --check   exit 1 if a table is out of date
+
+The other files read through the schema have their tables on their own pages (`pages()`):
+the relay's config in docs/relay.md, the lab's scenarios in docs/lab.md.
 """
 
 from __future__ import annotations
@@ -34,35 +37,53 @@ def default_column(spec: Setting) -> str:
     return f"`{toml_value(spec.default)}`"
 
 
-def key_table(section: str) -> str:
-    schema, _ = SECTIONS[section]
+def key_table(section: str, sections: dict[str, tuple[type, bool]] = SECTIONS) -> str:
+    schema, _ = sections[section]
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, spec in settings_of(schema):
         rows.append(f"| `{key}` | {default_column(spec)} | {spec.doc} |")
     return "\n".join(rows) + "\n"
 
 
-def render(page: str) -> str:
+def render(page: str, sections: dict[str, tuple[type, bool]] = SECTIONS) -> str:
     """`page` with every key table made from the schema."""
-    return _TABLE.sub(lambda m: m.group(1) + key_table(m.group("section")) + m.group(4), page)
+    return _TABLE.sub(
+        lambda m: m.group(1) + key_table(m.group("section"), sections) + m.group(4), page
+    )
 
 
 def tables_in(page: str) -> list[str]:
     return [m.group("section") for m in _TABLE.finditer(page)]
 
 
+def pages() -> dict[Path, dict[str, tuple[type, bool]]]:
+    """Every page with key tables, and the sections its tables are made from."""
+    from ..lab.scenario_keys import SCENARIO_SECTIONS, ScenarioKeys
+    from ..relay.config import RELAY_SECTIONS, RELAYS_OWN
+
+    docs = PAGE.parent
+    return {
+        PAGE: SECTIONS,
+        docs / "relay.md": {name: RELAY_SECTIONS[name] for name in RELAYS_OWN},
+        docs / "lab.md": {"scenario": (ScenarioKeys, False), **SCENARIO_SECTIONS},
+    }
+
+
 def main(argv: list[str]) -> int:
-    text = PAGE.read_text(encoding="utf-8")
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
-            print(f"{PAGE}: key tables are out of date; run python -m helper.config.docs")
-            return 1
-        return 0
-    if new != text:
-        PAGE.write_text(new, encoding="utf-8")
-        print(f"{PAGE}: key tables rewritten")
-    return 0
+    stale = []
+    for page, sections in pages().items():
+        text = page.read_text(encoding="utf-8")
+        new = render(text, sections)
+        if new == text:
+            continue
+        if "--check" in argv:
+            stale.append(page)
+        else:
+            page.write_text(new, encoding="utf-8")
+            print(f"{page}: key tables rewritten")
+    for page in stale:
+        print(f"{page}: key tables are out of date; run python -m helper.config.docs")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ depends on [listen])."""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,7 @@ def parse_config_data(
         return sections.get(name, {})
 
     layering = read_section(BaseTable, "base", section("base"), problems)
+    below = without_removed(below, layering, problems)
     listen = read_listen(section("listen"), problems, base, below and below.listen)
     api = read_api(section("api"), problems, base, below and below.api)
     dns = read_section(DnsConfig, "dns", section("dns"), problems, base, below and below.dns)
@@ -205,3 +207,48 @@ def parse_config_data(
         subscriptions=subscriptions,
     )
     return with_pools(config, stored_nodes) if subscriptions else config
+
+
+def without_removed(below: Config | None, layering: BaseTable, problems: Problems) -> Config | None:
+    """The config below this file, less the routes and services its `[base] remove_routes`
+    and `remove_services` take out (docs/configuration.md "Layering"): the routes are also
+    dropped from the services that list them, and a default policy that named one is chosen
+    again as if nobody had written it."""
+    removes = {"remove_routes": layering.remove_routes, "remove_services": layering.remove_services}
+    if not any(removes.values()):
+        return below
+    if below is None:
+        for key, names in removes.items():
+            if names:
+                problems.add(
+                    f"base.{key}",
+                    'nothing to remove: the file stands alone ([base] config = "none")',
+                )
+        return None
+    for key, names, have in (
+        ("remove_routes", layering.remove_routes, [r.name for r in below.routes]),
+        ("remove_services", layering.remove_services, [s.name for s in below.services]),
+    ):
+        for i, name in enumerate(names):
+            if name not in have:
+                what = key.removeprefix("remove_")
+                problems.add(
+                    f"base.{key}[{i}]",
+                    f"no built-in {what[:-1]} named {name!r} ({what}: {', '.join(have)})",
+                )
+    gone = set(layering.remove_routes)
+    routes = tuple(r for r in below.routes if r.name not in gone)
+    services = []
+    for service in below.services:
+        if service.name in layering.remove_services:
+            continue
+        left = tuple(name for name in service.routes if name not in gone)
+        if service.routes and not left:
+            problems.add("base.remove_routes", f"service {service.name!r} would have no route left")
+        services.append(dataclasses.replace(service, routes=left))
+    policy = below.default_policy
+    if policy in gone:
+        policy = default_policy(None, [r.name for r in routes], problems)
+    return dataclasses.replace(
+        below, routes=routes, services=tuple(services), default_policy=policy
+    )

@@ -16,8 +16,9 @@ thing. `read_table` walks `dataclasses.fields()`: each key's value is converted,
 problem is recorded with its key path (`listen.users[1].name: ...`) and reading goes on, so a
 user sees every problem at once; `TableReader.finish` names unknown keys with a did-you-mean.
 
-`Problems`, `TableReader` and `array_of_tables` are also the building blocks of the files
-read by hand (the lab's scenarios, the relay's config).
+The relay's config (helper/relay/config.py) and the lab's scenarios
+(helper/lab/scenario_keys.py) declare their keys the same way and are read by the same
+reader; their key tables are on docs/relay.md and docs/lab.md (docs.py's `pages()`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ _LINE = 80  # a list longer than this gets one item a line
 def show(loaded: Loaded) -> str:
     config, layers = loaded.config, loaded.layers
     out = [*_header(layers), ""]
+    out += _removed(layers)
     for section, (schema, array) in SECTIONS.items():
         if section == "base" or array:
             continue
@@ -157,3 +158,17 @@ def _aligned(keys: list[tuple[str, Any, str]]) -> list[str]:
         else:
             out.append(f"{text.ljust(width)}  # {origin}")
     return out
+
+
+def _removed(layers: tuple[Layer, ...]) -> list[str]:
+    """A comment for each built-in route or service a file took out ([base] remove_routes,
+    remove_services): not in the config, so not printed, but said where it went."""
+    out = []
+    for layer in layers:
+        table = _table(layer, "base")
+        for key, array in (("remove_routes", "route"), ("remove_services", "service")):
+            names = table.get(key, [])
+            for name in names if isinstance(names, list) else []:
+                what = f"# [[{array}]] {toml_value(name)} (built-in)"
+                out.append(f"{what}: removed by {layer.name} ([base] {key})")
+    return [*out, ""] if out else []

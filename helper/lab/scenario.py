@@ -11,42 +11,35 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from helper.config import (
-    ConfigError,
-    Problems,
-    TableReader,
-    array_of_tables,
-    choice,
-    domain,
-    network,
-    parse_duration,
-    parse_size,
-    port,
-    string,
-)
-from transports import Failure, Op
+from helper.config import ConfigError, Problems, TableReader, string
+from helper.config.file import parse_toml
+from helper.config.schema import complete, keys_of, read_array, read_section, read_table
 
-from . import dns
-from .censor import ACTIONS, MATCH_MODES, AllowList, Policy, Rule
+from .censor import AllowList, Policy, Rule
 from .dns import DnsRule
 from .dpi import Depth
 from .hosts import HostTable
-from .packetcensor import URGENT_MODES, PacketModel, PacketPolicy
+from .packetcensor import PacketModel, PacketPolicy
+from .scenario_keys import (
+    CHECK_KINDS,
+    SCENARIO_SECTIONS,
+    AllowSection,
+    CheckTable,
+    DnsRuleTable,
+    DpiSection,
+    ExpectTable,
+    RuleTable,
+    ScenarioKeys,
+    known,
+)
 
-__all__ = ["Check", "Expectation", "Scenario", "load_scenario", "scenario_names"]
-
-DNS_ACTIONS = tuple(sorted(dns.DNS_ACTIONS))
-CHECK_KINDS = ("tcp", "tls", "http", "https")
-# Where the censor reads: the userland censor reads the stream a TCP endpoint receives; the
-# packet censor (kernel-level lab only) reads packets on the path (packetcensor.py).
-LEVELS = ("stream", "packets")
+__all__ = ["Check", "Expectation", "Scenario", "load_scenario", "parse_scenario", "scenario_names"]
 
 
 @dataclass(frozen=True)
@@ -181,12 +174,6 @@ def _cidrs(entry: dict[str, Any], table: HostTable) -> tuple[Any, ...]:
 # --- parsing --------------------------------------------------------------------------------
 
 
-def _probability(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise ValueError("a probability is a number more than 0 and at most 1")
-    return float(value)
-
-
 def _check_target(table: HostTable) -> Callable[[Any], str]:
     """Targets are URLs; `@KEY` stands for the address of lab host KEY (for IP literals
     that must follow the lab network: `tcp://@telegram-dc2:443`)."""
@@ -209,103 +196,47 @@ def _check_target(table: HostTable) -> Callable[[Any], str]:
     return convert
 
 
-def _failure(value: Any) -> str:
-    text = string(value)
-    known = {f.value for f in Failure}
-    if text not in known:
-        raise ValueError(f"unknown failure {text!r} (known: {', '.join(sorted(known))})")
-    return text
-
-
-def _op(value: Any) -> str:
-    text = string(value)
-    known = [o.value for o in Op]
-    if text not in known:
-        raise ValueError(f"unknown operation {text!r} (known: {', '.join(known)})")
-    return text
-
-
 def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scenario:
-    """Parse and validate a scenario; every problem is reported with its key path."""
+    """Parse and validate a scenario; every problem is reported with its key path. The keys
+    are scenario_keys.py's; what depends on the lab network is checked against `table`."""
     source = f"scenario {name}"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    data = parse_toml(text, source)
     table = table or HostTable()
     problems = Problems()
-    top = TableReader(
-        "", data, problems,
-        ("name", "summary", "models", "source", "dpi", "allow", "dns", "rule", "check", "expect",
-         "best", "cascade", "system_resolver"),
-    )  # fmt: skip
-    dpi = TableReader(
-        "dpi", top.data.get("dpi", {}), problems,
-        ("depth", "residual_ban", "level", "reorder", "urgent", "check_ttl"),
-    )  # fmt: skip
-    depth = Depth(dpi.get("depth", choice(tuple(Depth)), "full"))
-    residual_ban = dpi.get("residual_ban", parse_duration, 0.0)
-    level = dpi.get("level", choice(LEVELS), "stream")
+    top = TableReader("", data, problems, keys_of(ScenarioKeys) + tuple(SCENARIO_SECTIONS))
+    host_keys = tuple(h.key for h in table)
+    services = tuple(sorted({h.service for h in table if h.service}))
+
+    def targets(path: str, values: dict[str, Any]) -> dict[str, Any]:
+        known(problems, f"{path}.hosts", values["hosts"], host_keys)
+        known(problems, f"{path}.services", values["services"], services)
+        return {k: values[k] for k in ("cidrs", "hosts", "services")}
+
+    dpi = read_section(DpiSection, "dpi", top.data.get("dpi", {}), problems)
+    written_dpi = top.data.get("dpi") if isinstance(top.data.get("dpi"), dict) else {}
+    residual_ban = dpi.residual_ban or 0.0
     packet_model = None
-    if level == "packets":
+    if dpi.level == "packets":
         packet_model = PacketModel(
-            depth,
-            reorder=dpi.get("reorder", _bool, True),
-            urgent=dpi.get("urgent", choice(URGENT_MODES), "inline"),
-            check_ttl=dpi.get("check_ttl", _bool, False),
+            dpi.depth, reorder=dpi.reorder, urgent=dpi.urgent, check_ttl=dpi.check_ttl
         )
         if residual_ban:
             problems.add("dpi.residual_ban", 'not with level = "packets" (the stream censor\'s)')
     else:
         for key in ("reorder", "urgent", "check_ttl"):
-            if key in dpi.data:
+            if key in written_dpi:
                 problems.add(f"dpi.{key}", 'only for level = "packets" (a DPI that reads packets)')
-    dpi.finish()
-
-    host_keys = tuple(h.key for h in table)
-    services = tuple(sorted({h.service for h in table if h.service}))
-
-    def host_key(value: Any) -> str:
-        return choice(host_keys)(value)
-
-    def service(value: Any) -> str:
-        return choice(services)(value)
-
-    def targets(reader: TableReader) -> dict[str, Any]:
-        return {
-            "cidrs": tuple(reader.get_list("cidrs", network)),
-            "hosts": tuple(reader.get_list("hosts", host_key)),
-            "services": tuple(reader.get_list("services", service)),
-        }
 
     allow = None
     if "allow" in top.data:
-        reader = TableReader(
-            "allow", top.data["allow"], problems, ("cidrs", "hosts", "services", "names")
-        )
-        allow = {**targets(reader), "names": tuple(reader.get_list("names", domain))}
+        reader = TableReader("allow", top.data["allow"], problems, keys_of(AllowSection))
+        values = read_table(AllowSection, reader)
         reader.finish()
+        allow = {**targets("allow", values), "names": values["names"]}
 
     rules: list[dict[str, Any]] = []
-    for path, item in array_of_tables("rule", top.data.get("rule"), problems):
-        reader = TableReader(
-            path, item, problems,
-            ("name", "action", "cidrs", "hosts", "services", "ports", "sni", "host", "match",
-             "rate", "after", "probability"),
-        )  # fmt: skip
-        rule = {
-            "name": reader.get("name", string, ""),
-            "action": reader.get("action", choice(ACTIONS), required=True),
-            **targets(reader),
-            "ports": tuple(reader.get_list("ports", port)),
-            "sni": reader.get("sni", domain),
-            "host": reader.get("host", domain),
-            "match": reader.get("match", choice(MATCH_MODES), "suffix"),
-            "rate": reader.get("rate", parse_size),
-            "after": reader.get("after", parse_size),
-            "probability": reader.get("probability", _probability, 1.0),
-        }
-        reader.finish()
+    for path, rule, _ in read_array(RuleTable, "rule", top.data.get("rule"), problems):
+        rule.update(targets(path, rule))
         if rule["action"] is None:
             continue
         try:  # the censor's own checks (a throttle needs a rate, ...), with this rule's path
@@ -313,102 +244,89 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
                 action=rule["action"], sni=rule["sni"], host=rule["host"], match=rule["match"],
                 rate=rule["rate"], after=rule["after"], probability=rule["probability"],
             )  # fmt: skip
-            if level == "packets" and checked.content_based:
+            if dpi.level == "packets" and checked.content_based:
                 PacketPolicy((checked,))
         except ValueError as exc:
             problems.add(path, str(exc))
             continue
         rules.append({k: v for k, v in rule.items() if v not in (None, ())})
 
-    dns_rules: list[DnsRule] = []
-    for path, item in array_of_tables("dns", top.data.get("dns"), problems):
-        reader = TableReader(path, item, problems, ("match", "action"))
-        match = reader.get("match", domain, required=True)
-        action = reader.get("action", choice(DNS_ACTIONS), required=True)
-        reader.finish()
-        if match and action:
-            dns_rules.append(DnsRule(match, action))
+    dns_rules = [
+        DnsRule(values["match"], values["action"])
+        for _, values, _ in read_array(DnsRuleTable, "dns", top.data.get("dns"), problems)
+        if complete(DnsRuleTable, values)
+    ]
 
     checks: list[Check] = []
-    for path, item in array_of_tables("check", top.data.get("check"), problems):
-        reader = TableReader(
-            path, item, problems,
-            ("target", "failure", "op", "netns_failure", "netns_op", "download",
-             "stalled_between", "rate"),
-        )  # fmt: skip
-        stalled = reader.get_list("stalled_between", parse_size)
+    convert_target = _check_target(table)
+    for path, values, _ in read_array(CheckTable, "check", top.data.get("check"), problems):
+        stalled = values["stalled_between"]
         if stalled and (len(stalled) != 2 or stalled[0] > stalled[1]):
             problems.add(f"{path}.stalled_between", "expected [LOW, HIGH] in bytes")
+        target = ""
+        if values["target"] is not None:
+            try:
+                target = convert_target(values["target"])
+            except ValueError as exc:
+                problems.add(f"{path}.target", str(exc))
         check = Check(
-            target=reader.get("target", _check_target(table), "", required=True),
-            failure=reader.get("failure", _failure),
-            op=reader.get("op", _op),
-            download=reader.get("download", parse_size),
+            target=target,
+            failure=values["failure"],
+            op=values["op"],
+            download=values["download"],
             stalled_between=(stalled[0], stalled[1]) if len(stalled) == 2 else None,
-            rate=reader.get("rate", parse_size),
-            netns_failure=reader.get("netns_failure", _failure),
-            netns_op=reader.get("netns_op", _op),
+            rate=values["rate"],
+            netns_failure=values["netns_failure"],
+            netns_op=values["netns_op"],
         )
-        reader.finish()
         if (check.failure is None) != (check.op is None):
             problems.add(path, "give both failure and op (or neither, for a working endpoint)")
         checks.append(check)
 
     expectations: list[Expectation] = []
-    for path, item in array_of_tables("expect", top.data.get("expect"), problems):
-        reader = TableReader(
-            path, item, problems,
-            ("service", "route", "routes", "works", "failure", "op", "netns_op", "pending"),
-        )  # fmt: skip
-        works = reader.get("works", _bool, None)
-        failure = reader.get("failure", _failure)
-        routes = reader.get_list("routes", string)
-        if (route := reader.get("route", string)) is not None:
-            routes.insert(0, route)
+    for path, values, _ in read_array(ExpectTable, "expect", top.data.get("expect"), problems):
+        routes = list(values["routes"])
+        if values["route"] is not None:
+            routes.insert(0, values["route"])
         if not routes:
             problems.add(path, "give route = NAME or routes = [NAMES]")
-        what = reader.get("service", service, "", required=True)
+        if values["service"] is not None and values["service"] not in services:
+            problems.add(
+                f"{path}.service", f"{values['service']!r} is not one of: {', '.join(services)}"
+            )
+        works, failure = values["works"], values["failure"]
         for route_name in routes:
             expectations.append(
                 Expectation(
-                    service=what,
+                    service=values["service"] or "",
                     route=route_name,
                     works=works if works is not None else failure is None,
                     failure=failure,
-                    op=reader.get("op", _op),
-                    netns_op=reader.get("netns_op", _op),
-                    pending=reader.get("pending", string),
+                    op=values["op"],
+                    netns_op=values["netns_op"],
+                    pending=values["pending"],
                 )
             )
-        reader.finish()
 
-    best: dict[str, str | None] = {}
-    best_table = TableReader("best", top.data.get("best", {}), problems, services)
-    for key in services:
-        if key in best_table.data:
-            route = best_table.get(key, string)
-            best[key] = None if route == "none" else route
-    best_table.finish()
-    cascade: dict[str, str] = {}
-    cascade_table = TableReader("cascade", top.data.get("cascade", {}), problems, services)
-    for key in services:
-        if key in cascade_table.data:
-            cell = cascade_table.get(key, string)
-            if cell.startswith("none") and not re.fullmatch(r"none: \w+ during \w+", cell):
-                problems.add(f"cascade.{key}", 'expected a route, or "none: FAILURE during OP"')
-            cascade[key] = cell
-    cascade_table.finish()
+    keys = ScenarioKeys(**read_table(ScenarioKeys, top))
+    for what, cells in (("best", keys.best), ("cascade", keys.cascade)):
+        TableReader(what, cells, problems, services).finish()  # names a service not in the lab
+    best = {k: None if v == "none" else v for k, v in keys.best.items() if k in services}
+    cascade = {k: v for k, v in keys.cascade.items() if k in services}
+    for key, cell in cascade.items():
+        if cell.startswith("none") and not re.fullmatch(r"none: \w+ during \w+", cell):
+            problems.add(f"cascade.{key}", 'expected a route, or "none: FAILURE during OP"')
 
     scenario = Scenario(
-        name=top.get("name", string, name),
-        summary=top.get("summary", string, ""),
-        models=top.get("models", string, ""),
-        source=top.get("source", string, ""),
-        depth=depth,
+        name=keys.name if keys.name is not None else name,
+        summary=keys.summary,
+        models=keys.models,
+        source=keys.source,
+        depth=dpi.depth,
         residual_ban=residual_ban,
-        level=level,
+        level=dpi.level,
         packet_model=packet_model,
-        system_resolver=top.get("system_resolver", _bool, False),
+        system_resolver=keys.system_resolver,
         rules=tuple(rules),
         allow=allow,
         dns=tuple(dns_rules),
@@ -422,12 +340,6 @@ def parse_scenario(text: str, name: str, table: HostTable | None = None) -> Scen
     if problems.items:
         raise ConfigError(problems.items, source)
     return scenario
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
 
 
 # --- the shipped scenarios ------------------------------------------------------------------

@@ -9,6 +9,7 @@ detour's probes) to tell "reached the service" from every way of not reaching it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import ssl
@@ -84,9 +85,20 @@ async def _accept_post(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def _digest(request: web.Request) -> web.Response:
+    """POST /digest: a body of any size, read as it streams in; the answer is its length and
+    SHA-256 (`LENGTH HEX`), so a large upload can be checked byte for byte."""
+    digest, length = hashlib.sha256(), 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        length += len(chunk)
+    return web.Response(text=f"{length} {digest.hexdigest()}\n")
+
+
 def web_app(extra: Callable[[web.Application], None] | None = None) -> web.Application:
     app = web.Application(client_max_size=16 << 20)
     app.router.add_get("/bytes/{size:\\d+}", _download)
+    app.router.add_post("/digest", _digest)
     if extra is not None:
         extra(app)
     app.router.add_post("/{tail:.*}", _accept_post)

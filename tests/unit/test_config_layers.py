@@ -199,7 +199,7 @@ def test_a_whole_config_is_parse_configs_meaning() -> None:
         ),
         pytest.param(
             '[base]\nconfg = "none"\n',
-            "base.confg: unknown key (did you mean 'config'? valid: config, routes)",
+            "base.confg: unknown key (did you mean 'config'? valid: config, routes, remove_routes",
             id="base-typo",
         ),
         pytest.param('base = "none"\n', "base: expected a table", id="base-not-a-table"),
@@ -297,6 +297,90 @@ def test_a_copy_of_the_built_in_config_stands_alone(tmp_path: Path) -> None:
     path = tmp_path / "my.toml"
     path.write_text(text[:start])
     assert [s.name for s in load_config(path).services] == ["telegram", "whatsapp"]
+
+
+# --- taking built-in routes and services out: [base] remove_routes, remove_services -----
+
+
+def test_a_file_removes_built_in_routes_and_services() -> None:
+    config = layered(
+        '[base]\nremove_routes = ["local-tor", "fake"]\nremove_services = ["signal"]\n'
+    ).config
+    assert [r.name for r in config.routes] == [
+        name for name in BUILT_IN_ROUTES if name not in ("local-tor", "fake")
+    ]
+    assert [s.name for s in config.services] == [n for n in BUILT_IN_SERVICES if n != "signal"]
+    assert config.default_policy == BUILT_IN.default_policy
+
+
+def test_a_removed_route_leaves_the_services_that_listed_it() -> None:
+    built_in_with_lists = layered(
+        '[[service]]\nname = "telegram"\nroutes = ["tgws", "direct"]\n'
+    ).config
+    loaded = layer_data(
+        tomllib.loads('[base]\nremove_routes = ["tgws"]\n'),
+        "my.toml",
+        built_in=Loaded(built_in_with_lists, ()),
+    )
+    telegram = next(s for s in loaded.config.services if s.name == "telegram")
+    assert telegram.routes == ("direct",)
+
+
+def test_removing_the_default_policys_route_chooses_it_again() -> None:
+    config = layered('[base]\nremove_routes = ["direct"]\n').config
+    assert "direct" not in [r.name for r in config.routes]
+    assert config.default_policy == config.routes[0].name
+
+
+def test_the_files_own_routes_and_services_can_use_what_is_left() -> None:
+    config = layered(
+        '[base]\nremove_services = ["telegram"]\n'
+        '[[service]]\nname = "telegram"\ndomains = ["t.me"]\n'
+    ).config
+    assert [s.name for s in config.services] == ["telegram", "whatsapp", "signal"]
+    assert config.services[0].domains == ("t.me",)  # a new service, nothing built-in kept
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[base]\nremove_routes = ["nope"]\n',
+            "base.remove_routes[0]: no built-in route named 'nope' (routes: direct,",
+        ),
+        (
+            '[base]\nremove_services = ["icq"]\n',
+            "base.remove_services[0]: no built-in service named 'icq' (services: ",
+        ),
+        (
+            '[base]\nremove_routes = ["fake"]\n[[service]]\nname = "x"\n'
+            'domains = ["x.test"]\nroutes = ["fake"]\n',
+            "service[0].routes[0]: no route named 'fake'",
+        ),
+        (
+            '[base]\nconfig = "none"\nremove_routes = ["direct"]\n'
+            '[[route]]\nname = "a"\nchain = "direct"\n',
+            'base.remove_routes: nothing to remove: the file stands alone ([base] config = "none")',
+        ),
+        ('[base]\nremove_routes = "direct"\n', "base.remove_routes: expected a list"),
+    ],
+)
+def test_removing_what_is_not_there_names_the_key(text: str, expected: str) -> None:
+    assert any(problem.startswith(expected) for problem in problems(text)), problems(text)
+
+
+def test_show_says_what_a_file_removed() -> None:
+    from helper.config.show import show
+
+    text = show(layered('[base]\nremove_routes = ["fake"]\nremove_services = ["signal"]\n'))
+    assert '# [[route]] "fake" (built-in): removed by my.toml ([base] remove_routes)' in text
+    assert '# [[service]] "signal" (built-in): removed by my.toml ([base] remove_services)' in text
+    assert 'name = "fake"' not in text and 'name = "signal"' not in text
+
+
+def test_a_relay_can_remove_a_built_in_service(tmp_path: Path) -> None:
+    config = relay('[base]\nremove_services = ["telegram"]\n', tmp_path)
+    assert [s.name for s in config.services] == [n for n in BUILT_IN_SERVICES if n != "telegram"]
 
 
 # --- the relay's [[service]] tables -------------------------------------------------------

@@ -352,11 +352,15 @@ def open_mtproto(c: Contestant, target: tuple[str, int], mode: int, size: int):
     return wrapped, client
 
 
+DC_PID: list[int] = []  # the DC process, once started
+
+
 @dataclass
 class Transfer:
     seconds: float
     proxy_cpu: float | None
     client_cpu: float
+    dc_cpu: float | None = None  # the DC process's (TLS and WebSocket for tgws)
 
     def mbps(self, size: int) -> float:
         return size / self.seconds / MB
@@ -374,6 +378,7 @@ def upload(c: Contestant, target, size: int, timeout: float) -> Transfer:
         sock, client = open_mtproto(c, target, MODE_SINK, wire_size(size))
         with sock:
             cpu0, own0 = process_cpu_seconds(pid), own_cpu_seconds()
+            dc0 = process_cpu_seconds(DC_PID[0]) if DC_PID else None
             t0 = time.perf_counter()
             left = size
             while left:
@@ -383,9 +388,15 @@ def upload(c: Contestant, target, size: int, timeout: float) -> Transfer:
             got = struct.unpack("!Q", client.receive.apply(recv_exact(sock, 8)))[0]
             t1 = time.perf_counter()
             cpu1, own1 = process_cpu_seconds(pid), own_cpu_seconds()
+            dc1 = process_cpu_seconds(DC_PID[0]) if DC_PID else None
     if got != wire_size(size):
         raise RuntimeError(f"upload: the DC received {got} of {wire_size(size)} bytes")
-    return Transfer(t1 - t0, None if cpu0 is None or cpu1 is None else cpu1 - cpu0, own1 - own0)
+    return Transfer(
+        t1 - t0,
+        None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        own1 - own0,
+        None if dc0 is None or dc1 is None else dc1 - dc0,
+    )
 
 
 def download(c: Contestant, target, size: int, timeout: float) -> Transfer:
@@ -395,6 +406,7 @@ def download(c: Contestant, target, size: int, timeout: float) -> Transfer:
         sock, _ = open_mtproto(c, target, MODE_SOURCE, size)
         with sock:
             cpu0, own0 = process_cpu_seconds(pid), own_cpu_seconds()
+            dc0 = process_cpu_seconds(DC_PID[0]) if DC_PID else None
             t0 = time.perf_counter()
             got = 0
             while got < size:
@@ -404,9 +416,15 @@ def download(c: Contestant, target, size: int, timeout: float) -> Transfer:
                 got += n
             t1 = time.perf_counter()
             cpu1, own1 = process_cpu_seconds(pid), own_cpu_seconds()
+            dc1 = process_cpu_seconds(DC_PID[0]) if DC_PID else None
     if got != size:
         raise RuntimeError(f"download: the client received {got} of {size} bytes")
-    return Transfer(t1 - t0, None if cpu0 is None or cpu1 is None else cpu1 - cpu0, own1 - own0)
+    return Transfer(
+        t1 - t0,
+        None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        own1 - own0,
+        None if dc0 is None or dc1 is None else dc1 - dc0,
+    )
 
 
 def setup_latency(c: Contestant, target, count: int, timeout: float) -> list[float]:
@@ -464,6 +482,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not line.startswith("PORTS "):
             raise RuntimeError(f"the DC process did not start: {line!r}")
         tcp_port, wss_port = (int(p) for p in line.split()[1:])
+        DC_PID[:] = [dc.pid]
         target = (HOST, tcp_port)  # the DC's address; tgws goes to its web endpoint instead
         extra = f'[tls]\nextra_ca = ["{ca.ca_path}"]\n'
         contestants = [
@@ -481,7 +500,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.only:
             contestants = [c for c in contestants if c.key == "direct" or c.key in args.only]
         if args.baseline:
-            # The same endpoint contestants run from another source tree: before / after.
+            # The same contestants but direct run from another source tree: before / after.
             contestants += [
                 Contestant(
                     f"{c.key}-before",
@@ -491,7 +510,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     root=args.baseline,
                 )
                 for c in contestants
-                if c.secret is not None
+                if c.key != "direct"
             ]
         for c in contestants:
             more = extra
@@ -531,6 +550,8 @@ def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[
         down = median([t.mbps(size) for t in c.down])
         cpu_up = [t.proxy_cpu / size * (1 << 30) for t in c.up if t.proxy_cpu is not None]
         cpu_down = [t.proxy_cpu / size * (1 << 30) for t in c.down if t.proxy_cpu is not None]
+        dc_up = [t.dc_cpu / size * (1 << 30) for t in c.up if t.dc_cpu is not None]
+        dc_down = [t.dc_cpu / size * (1 << 30) for t in c.down if t.dc_cpu is not None]
         rows[c.key] = {
             "label": c.label,
             "chain": c.chain,
@@ -539,6 +560,10 @@ def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[
             "detour_cpu_s_per_gib": (
                 median(cpu_up) if cpu_up else None,
                 median(cpu_down) if cpu_down else None,
+            ),
+            "dc_cpu_s_per_gib": (
+                median(dc_up) if dc_up else None,
+                median(dc_down) if dc_down else None,
             ),
             "setup_median_us": median(c.latency),
             "setup_p90_us": percentile(c.latency, 0.9),
@@ -570,8 +595,9 @@ def markdown(result: dict[str, Any]) -> str:
     rows = result["contestants"]
     lines = [
         "| contestant | upload MB/s | download MB/s | vs direct (up / down) "
-        "| detour CPU s/GiB (up / down) | set-up median | set-up p90 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| detour CPU s/GiB (up / down) | DC process CPU s/GiB (up / down) "
+        "| set-up median | set-up p90 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = rows["direct"]
     for row in rows.values():
@@ -579,9 +605,12 @@ def markdown(result: dict[str, Any]) -> str:
         down_ratio = row["download_mbps"] / direct["download_mbps"]
         cpu = row["detour_cpu_s_per_gib"]
         cpu_text = " / ".join("n/a" if v is None else f"{v:.2f}" for v in cpu)
+        dc_text = " / ".join(
+            "n/a" if v is None else f"{v:.2f}" for v in row.get("dc_cpu_s_per_gib", (None, None))
+        )
         lines.append(
             f"| {row['label']} | {row['upload_mbps']:.0f} | {row['download_mbps']:.0f} | "
-            f"{up_ratio:.2f}x / {down_ratio:.2f}x | {cpu_text} | "
+            f"{up_ratio:.2f}x / {down_ratio:.2f}x | {cpu_text} | {dc_text} | "
             f"{row['setup_median_us'] / 1000:.2f} ms | {row['setup_p90_us'] / 1000:.2f} ms |"
         )
     lines.append("")

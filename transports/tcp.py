@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 import struct
+from collections import deque
 from typing import Any, cast
 
 from .base import Stream
@@ -30,10 +31,14 @@ class StreamProtocol(asyncio.Protocol):
         """`loop`: the running loop, when the caller has it at hand (else looked up once)."""
         self.transport: asyncio.Transport | None = None
         self.tls = False
-        self.buffer = bytearray()
-        # What one data_received delivered while nothing else was unread, kept as it came:
-        # a read that takes it all returns it without a copy. When set, `buffer` is empty.
-        self.whole: bytes | None = None
+        # What the transport delivered and nobody read yet, each delivery as it came: a read
+        # that takes a whole delivery returns it without a copy, and several are joined
+        # once, by the read that takes them (never appended into one growing buffer, which
+        # copies every byte once more and reallocates as it grows). `offset`: how much of
+        # the first one was read already; `size`: the unread bytes in all of them.
+        self.chunks: deque[bytes] = deque()
+        self.offset = 0
+        self.size = 0
         self.eof = False
         self.exc: BaseException | None = None
         self.lost = False
@@ -56,12 +61,13 @@ class StreamProtocol(asyncio.Protocol):
             self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        if self.whole is None and not self.buffer and type(data) is bytes and data:
-            self.whole = data
-        else:
-            self.merge()
-            self.buffer += data
-        if self.unread_size() > READ_HIGH_WATER and not self.reading_paused:
+        if not data:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)  # kept: a buffer the transport may reuse is copied
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > READ_HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
@@ -101,15 +107,60 @@ class StreamProtocol(asyncio.Protocol):
 
     # helpers for SocketStream ------------------------------------------------------------
 
-    def merge(self) -> None:
-        """Move `whole` into `buffer` (before anything that works on the buffer)."""
-        if self.whole is not None:
-            self.buffer += self.whole
-            self.whole = None
+    def take(self, n: int) -> bytes:
+        """Up to `n` of the unread bytes (at least one is unread): a delivery as it came when
+        it is taken whole, else one copy of what is taken."""
+        chunks = self.chunks
+        first = chunks[0]
+        offset = self.offset
+        left = len(first) - offset
+        if left >= n or len(chunks) == 1:
+            if offset == 0 and left <= n:
+                chunks.popleft()
+                self.size -= left
+                return first
+            take = min(n, left)
+            with memoryview(first) as view:  # one copy (a slice of a slice would be two)
+                data = bytes(view[offset : offset + take])
+            if take == left:
+                chunks.popleft()
+                self.offset = 0
+            else:
+                self.offset = offset + take
+            self.size -= take
+            return data
+        parts: list[bytes | memoryview] = []
+        want = n
+        while chunks and want:
+            first = chunks[0]
+            left = len(first) - self.offset
+            if left <= want:
+                parts.append(memoryview(first)[self.offset :] if self.offset else first)
+                chunks.popleft()
+                self.offset = 0
+                want -= left
+            else:
+                parts.append(memoryview(first)[self.offset : self.offset + want])
+                self.offset += want
+                want = 0
+        self.size -= n - want
+        return b"".join(parts)
+
+    def take_all(self) -> bytes:
+        """Every unread byte, in one buffer."""
+        return self.take(self.size) if self.size else b""
+
+    def put_back(self, data: bytes) -> None:
+        """`data` in front of the unread bytes."""
+        if self.offset:
+            self.chunks[0] = self.chunks[0][self.offset :]
+            self.offset = 0
+        self.chunks.appendleft(bytes(data))
+        self.size += len(data)
 
     def unread_size(self) -> int:
         """Bytes received and not read yet."""
-        return len(self.buffer) if self.whole is None else len(self.whole)
+        return self.size
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -150,7 +201,7 @@ class SocketStream(Stream):
 
     async def read(self, n: int = 65536) -> bytes:
         proto = self.protocol
-        while not proto.buffer and proto.whole is None:
+        while not proto.size:
             if proto.eof:
                 if proto.exc is not None and proto.lost:
                     raise (
@@ -160,26 +211,15 @@ class SocketStream(Stream):
                     )
                 return b""
             await proto.wait_readable()
-        whole = proto.whole
-        if whole is not None and n >= len(whole):
-            data, proto.whole = whole, None  # as the transport delivered it: no copy
-        elif n >= len(proto.buffer) and whole is None:
-            data = bytes(proto.buffer)
-            proto.buffer.clear()
-        else:
-            proto.merge()
-            with memoryview(proto.buffer) as view:  # one copy (a slice would be a second)
-                data = bytes(view[:n])
-            del proto.buffer[:n]  # cheap: a bytearray drops its head without moving the rest
-        if proto.reading_paused and proto.unread_size() <= READ_HIGH_WATER // 2 and not proto.lost:
+        data = proto.take(n)
+        if proto.reading_paused and proto.size <= READ_HIGH_WATER // 2 and not proto.lost:
             proto.reading_paused = False
             self.transport.resume_reading()
         return data
 
     def unread(self, data: bytes) -> None:
         if data:
-            self.protocol.merge()
-            self.protocol.buffer[:0] = data
+            self.protocol.put_back(data)
 
     # writing -----------------------------------------------------------------------------
 
@@ -233,9 +273,7 @@ class SocketStream(Stream):
         """Give up the transport: return it, the unread bytes, and the old protocol (for its
         eof / lost / writing_paused state). The stream must not be used afterwards."""
         self._detached = True
-        self.protocol.merge()
-        data = bytes(self.protocol.buffer)
-        self.protocol.buffer.clear()
+        data = self.protocol.take_all()
         return self.transport, data, self.protocol
 
 

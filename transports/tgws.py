@@ -244,6 +244,7 @@ class TgWsStream(Stream):
 
     def __init__(self, ws: WebSocketStream, dc: DataCentre, endpoint: WebEndpoint) -> None:
         self.ws = ws
+        ws.partial_reads = True  # the client reads a byte stream: no need to wait for messages
         self.dc = dc
         self.endpoint = endpoint
         self._start = bytearray()  # the client's first bytes, until they say what it speaks
@@ -294,12 +295,17 @@ class TgWsStream(Stream):
     def _send(self, data: bytes | bytearray | memoryview) -> None:
         assert self._splitter is not None
         try:
-            packets = self._splitter.feed(data)
+            packets = self._splitter.feed_parts(data)
         except FramingError as exc:
             self._reject(f"the client sent {exc}")
         wrap = self._wrap
-        for packet in packets:
-            self.ws.write_message(wrap.encrypt(packet) if wrap is not None else packet)
+        for parts in packets:
+            if wrap is not None:
+                self.ws.write_message(
+                    wrap.encrypt(parts[0] if len(parts) == 1 else b"".join(parts))
+                )
+            else:  # a packet that spans reads is copied once, into its frame
+                self.ws.write_message_parts(parts)
 
     def _reject(self, why: str) -> NoReturn:
         """Carry nothing more: close the WebSocket, and fail the client's connection."""

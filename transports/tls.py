@@ -72,11 +72,16 @@ class TlsTruncationError(ConnectionResetError):
 class TlsStream(Stream):
     """TLS over an inner Stream (ssl.SSLObject + MemoryBIO). Made by tls_connect/tls_accept.
 
+    Every write is encrypted (or, during a TLS 1.2 renegotiation, copied) before `write`
+    returns, so a writer may reuse its buffer at once (`copies_writes`).
+
     One task may read while another writes (the relay does that). Writes never wait for the
     peer; messages OpenSSL produces while reading (a TLS 1.2 renegotiation's) are written to
     the inner stream before the read returns, in the order OpenSSL produced them. (OpenSSL
     answers a TLS 1.3 KeyUpdate request with the next write, as RFC 8446 §4.6.3 allows.)
     """
+
+    copies_writes = True  # see the class's docstring
 
     def __init__(
         self,

@@ -55,7 +55,9 @@ __all__ = [
     "WebSocketStream",
     "accept_headers",
     "encode_frame",
+    "encode_masked_into",
     "parse_frame",
+    "parse_head",
     "websocket_connect",
 ]
 
@@ -72,6 +74,10 @@ MAX_HEAD = 16 * 1024
 CHUNK = 512 * 1024
 # Asked of the stream below at a time: at least a whole message in one read.
 READ_SIZE = 512 * 1024
+# What `partial_reads` asks of the stream below at least, however small the caller's read.
+PARTIAL_READ_MIN = 16 * 1024
+# Frames from this size on are built in the stream's reused buffer (encode_masked_into).
+SCRATCH_MIN = 4096
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -110,6 +116,29 @@ def parse_frame(
     `expect_masked`: True on the server side (frames from a client are masked), False on
     the client side. `start` lets a reader walk a buffer of several frames without slicing
     it (a copy)."""
+    pos, fin, opcode, mask, length = parse_head(
+        buf, expect_masked=expect_masked, start=start, max_frame=max_frame
+    )
+    if len(buf) < pos + length:
+        raise NeedMore
+    with memoryview(buf) as view:
+        if mask:
+            payload = _apply_mask(view[pos : pos + length], mask)
+        else:
+            payload = bytes(view[pos : pos + length])  # one copy, not a slice and a copy
+    return pos + length - start, Frame(fin, opcode, payload)
+
+
+def parse_head(
+    buf: bytes | bytearray | memoryview,
+    *,
+    expect_masked: bool = False,
+    start: int = 0,
+    max_frame: int = MAX_FRAME,
+) -> tuple[int, bool, int, bytes, int]:
+    """A frame's head at `buf[start:]`: (where its payload starts in `buf`, fin, opcode,
+    masking key or b"", payload length); raises NeedMore or WebSocketError as parse_frame
+    does. The payload need not have arrived."""
     end = len(buf)
     if end < start + 2:
         raise NeedMore
@@ -143,14 +172,7 @@ def parse_frame(
             raise NeedMore
         mask = bytes(buf[pos : pos + 4])
         pos += 4
-    if end < pos + length:
-        raise NeedMore
-    with memoryview(buf) as view:
-        if mask:
-            payload = _apply_mask(view[pos : pos + length], mask)
-        else:
-            payload = bytes(view[pos : pos + length])  # one copy, not a slice and a copy
-    return pos + length - start, Frame(fin, opcode, payload)
+    return pos, fin, opcode, mask, length
 
 
 # --- masking --------------------------------------------------------------------------------
@@ -250,19 +272,23 @@ def _apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes | by
     return buf
 
 
+def _head(opcode: int, length: int, mask: bool, fin: bool) -> bytes:
+    """A frame's first bytes, up to its masking key."""
+    first = (0x80 if fin else 0) | opcode
+    flag = 0x80 if mask else 0
+    if length < 126:
+        return bytes((first, flag | length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, flag | 126, length)
+    return struct.pack("!BBQ", first, flag | 127, length)
+
+
 def encode_frame(
     opcode: int, payload: bytes | bytearray | memoryview, *, mask: bool = True, fin: bool = True
 ) -> bytes | bytearray:
     """One frame; `mask`: True from a client, False from a server."""
     length = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    flag = 0x80 if mask else 0
-    if length < 126:
-        head += bytes([flag | length])
-    elif length < 1 << 16:
-        head += bytes([flag | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([flag | 127]) + struct.pack("!Q", length)
+    head = _head(opcode, length, mask, fin)
     if not mask:
         return b"".join((head, payload))
     key = os.urandom(4)
@@ -278,6 +304,41 @@ def encode_frame(
     _mask_in_place(key[-shift:] + key[:-shift] if shift else key, frame)
     frame[:start] = head + key
     return frame
+
+
+def encode_masked_into(
+    buf: bytearray, opcode: int, parts: Iterable[bytes | bytearray | memoryview], length: int
+) -> bytearray:
+    """One masked frame (a client's) whose payload is `parts` joined (`length` bytes in all),
+    written into `buf`, which is resized to the frame and returned: a writer that hands its
+    frames to a stream that copies them at once (TLS encrypts them) reuses one buffer, so
+    a large frame costs one copy of its payload into warm memory and one masking pass --
+    no join of the parts, no new buffer (and its page faults) per frame."""
+    head = _head(opcode, length, True, True)
+    key = os.urandom(4)
+    start = len(head) + 4
+    size = start + length
+    if len(buf) != size:
+        if len(buf) > size:
+            del buf[size:]
+        else:
+            buf.extend(bytes(size - len(buf)))
+    at = start
+    with memoryview(buf) as view:
+        for part in parts:
+            end = at + len(part)
+            view[at:end] = part
+            at = end
+    if at != size:
+        raise ValueError(f"the parts hold {at - start} bytes, not {length}")
+    if _mask_in_place is None:
+        buf[start:] = _apply_mask_python(bytes(buf[start:]), key)
+        buf[:start] = head + key
+        return buf
+    shift = start % 4
+    _mask_in_place(key[-shift:] + key[:-shift] if shift else key, buf)
+    buf[:start] = head + key
+    return buf
 
 
 # --- the stream -----------------------------------------------------------------------------
@@ -310,22 +371,99 @@ class WebSocketStream(Stream):
         self._fragments: list[bytes] = []
         self._eof = False
         self._closing = False
+        # Hand a data frame's payload out as it arrives, not once the whole message is in
+        # (set before the first read; see `read`). `_left`: the payload of the frame being
+        # handed out that has not arrived yet; `_in_message`: inside a fragmented message.
+        self.partial_reads = False
+        self._left = 0
+        self._in_message = False
+        # One buffer for every large frame, when this end masks and the stream below copies
+        # each write before returning (TLS encrypts it): encode_masked_into.
+        self._scratch: bytearray | None = (
+            bytearray() if client and getattr(inner, "copies_writes", False) else None
+        )
 
     def __repr__(self) -> str:
         return f"WebSocketStream({'client' if self.client else 'server'})"
 
     async def read(self, n: int = 65536) -> bytes:
+        """At most `n` bytes of one message. With `partial_reads` (for a caller that wants a
+        byte stream and no message boundaries: tgws), a large message's payload is handed
+        on piece by piece as it arrives -- a piece the stream below delivered whole (the
+        middle of a large frame) without any copy -- and the stream below is asked for `n`
+        at a time, so a caller's read size flows down to TLS."""
         while not self._ready:
             if self._eof:
                 return b""
-            await self._receive()
+            if self.partial_reads:
+                await self._receive_partial(n)
+            else:
+                await self._receive()
         # Whole messages are handed on as they are (no copy) when they fit.
         data = self._ready[0]
         if len(data) <= n:
             self._ready.popleft()
-            return data
-        self._ready[0] = data[n:]
-        return data[:n]
+            return bytes(data) if type(data) is memoryview else data
+        # The rest stays a view: only what is returned now is copied.
+        view = data if type(data) is memoryview else memoryview(data)
+        self._ready[0] = view[n:]
+        return bytes(view[:n])
+
+    async def _receive_partial(self, n: int) -> None:
+        """_receive for `partial_reads` (client side: the peer's frames are not masked).
+        Returns once some payload bytes are ready or the stream has ended."""
+        while True:
+            chunk = await self.inner.read(max(n, PARTIAL_READ_MIN))
+            if not chunk:
+                if self._buffer or self._left:
+                    raise WebSocketError("the connection ended inside a frame") from None
+                self._eof = True
+                return
+            if not self._buffer and len(chunk) <= self._left:
+                self._left -= len(chunk)  # the middle of a frame's payload: as it came
+                self._ready.append(chunk)
+                return
+            data: bytes | bytearray = self._buffer + chunk if self._buffer else chunk
+            self._buffer = bytearray()
+            view = memoryview(data)
+            end = len(data)
+            start = min(self._left, end)
+            if start:
+                self._ready.append(bytes(view[:start]))
+                self._left -= start
+            try:
+                while start < end and not self._eof:
+                    pos, fin, opcode, mask, length = parse_head(
+                        data, expect_masked=not self.client, start=start, max_frame=self.max_frame
+                    )
+                    if opcode in _CONTROL_OPS or mask:
+                        used, frame = parse_frame(
+                            data,
+                            start=start,
+                            expect_masked=not self.client,
+                            max_frame=self.max_frame,
+                        )
+                        start += used
+                        self._take(frame)
+                        continue
+                    self._begin_data(fin, opcode)
+                    here = min(length, end - pos)
+                    if here:
+                        self._ready.append(bytes(view[pos : pos + here]))
+                    self._left = length - here
+                    start = pos + here
+            except NeedMore:
+                self._buffer = bytearray(view[start:])
+            if self._ready or self._eof:
+                return
+
+    def _begin_data(self, fin: bool, opcode: int) -> None:
+        """The checks _take makes of a data frame, for one handed out as it arrives."""
+        if opcode == OP_TEXT:
+            raise WebSocketError("a text message where bytes were expected")
+        if opcode == OP_CONTINUATION and not self._in_message and not fin:
+            raise WebSocketError("a continuation frame with nothing to continue")
+        self._in_message = not fin
 
     async def _receive(self) -> None:
         """Parse every complete frame received; read more only when none is complete.
@@ -366,7 +504,24 @@ class WebSocketStream(Stream):
                 return
 
     def _send(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
-        self.inner.write(encode_frame(opcode, payload, mask=self.client))
+        if self._scratch is not None and len(payload) >= SCRATCH_MIN:
+            self._send_parts(opcode, (payload,), len(payload))
+        else:
+            self.inner.write(encode_frame(opcode, payload, mask=self.client))
+
+    def _send_parts(
+        self, opcode: int, parts: Iterable[bytes | bytearray | memoryview], length: int
+    ) -> None:
+        scratch = self._scratch
+        if scratch is None:
+            self.inner.write(encode_frame(opcode, b"".join(parts), mask=self.client))
+            return
+        try:
+            frame = encode_masked_into(scratch, opcode, parts, length)
+        except BufferError:  # still exported (a view of the last frame kept below): anew
+            self._scratch = scratch = bytearray()
+            frame = encode_masked_into(scratch, opcode, parts, length)
+        self.inner.write(frame)
 
     def _take(self, frame: Frame) -> None:
         if frame.opcode == OP_PING:
@@ -418,6 +573,16 @@ class WebSocketStream(Stream):
         if self._closing:
             raise ConnectionResetError("the WebSocket is closing")
         self._send(OP_BINARY, data)
+
+    def write_message_parts(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """`parts` joined, as one binary message (the pieces of a packet that spanned
+        several reads: copied once, into the frame)."""
+        if self._closing:
+            raise ConnectionResetError("the WebSocket is closing")
+        if len(parts) == 1:
+            self._send(OP_BINARY, parts[0])
+            return
+        self._send_parts(OP_BINARY, parts, sum(len(p) for p in parts))
 
     def close_write(self, code: int = 1000) -> None:
         """Start the closing handshake and keep reading: the peer may send what it has left

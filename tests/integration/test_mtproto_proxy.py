@@ -362,3 +362,32 @@ async def test_a_route_failing_the_first_packet_is_replaced_by_the_next(
     assert len(breaking.received) == 1 and len(breaking.received[0]) > 64
     assert "via broken" in caplog.text and "trying direct" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_retry_resends_the_same_bytes(start_proxy: StartProxy) -> None:
+    """What docs/telegram.md's reasoning for the retry rests on: every route gets the same
+    bytes (the same init, so the same keys, and the same first packet), so a DC that got the
+    first copy sees the second as a resend of it, never as other bytes under the same
+    keystream."""
+    first, second = BreakingProxy("reset"), BreakingProxy("close")
+    ports = [await first.start(), await second.start()]
+    setup = await start_proxy(
+        routes={
+            "broken": f"socks5://127.0.0.1:{ports[0]}",
+            "broken-too": f"socks5://127.0.0.1:{ports[1]}",
+            "direct": "direct",
+        }
+    )
+    wrapper = await start_proxy_wrapper(setup.proxy, PLAIN)
+    try:
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        result = await asyncio.wait_for(run_integrity(reader, writer, 1000, 1000), 20)
+    finally:
+        await wrapper.stop()
+        for proxy in (first, second):
+            assert proxy.server is not None
+            proxy.server.close()
+    assert result.ok, result
+    assert len(first.received) == len(second.received) == 1
+    assert len(first.received[0]) > 64
+    assert first.received[0] == second.received[0]

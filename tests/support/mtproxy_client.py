@@ -3,9 +3,11 @@ description (core.telegram.org/mtproto/mtproto-transports, Telegram's MTProxy RE
 fake-TLS scheme as MTProxy clients implement it), independently of detour's own code in
 transports/mtproto/faketls.py and secret.py: the fake-TLS tests check detour against it.
 
-Only obfuscated2 and packet framing come from transports.mtproto (main's, tested on their
-own against Telethon); the secret's forms, the ClientHello, its HMAC and timestamp, the
-server's proof and the TLS records are all done here.
+Nothing here comes from transports.mtproto: the secret's forms, the ClientHello, its HMAC
+and timestamp, the server's proof, the TLS records, the obfuscated2 init made with the
+secret (AES-256-CTR from `cryptography`, the keys as the MTProxy README gives them) and the
+packet framing are all done here, so a test of the endpoint with this client checks
+detour's code against a second implementation. (`Tag` is only the tags' byte values.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,102 @@ import struct
 import time
 from dataclasses import dataclass
 
-from transports.mtproto import INIT_LEN, Obfuscation, PacketReader, Tag, encode_packet, initiate
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from transports.mtproto import Tag
+
+INIT_LEN = 64
+# What an init may not start with (it would read as another protocol): abridged's tag,
+# HTTP methods, intermediate's and padded intermediate's tags, a TLS record.
+_FORBIDDEN_STARTS = (
+    b"HEAD",
+    b"POST",
+    b"GET ",
+    b"OPTI",
+    b"\xee" * 4,
+    b"\xdd" * 4,
+    b"\x16\x03\x01\x02",
+)
+
+
+class Obfuscation:
+    """Both directions of an obfuscated2 connection, the client's side."""
+
+    def __init__(self, send_key: bytes, send_iv: bytes, recv_key: bytes, recv_iv: bytes) -> None:
+        self._send = Cipher(algorithms.AES(send_key), modes.CTR(send_iv)).encryptor()
+        self._recv = Cipher(algorithms.AES(recv_key), modes.CTR(recv_iv)).decryptor()
+
+    def encrypt(self, data: bytes) -> bytes:
+        return self._send.update(data)
+
+    def decrypt(self, data: bytes) -> bytes:
+        return self._recv.update(data)
+
+
+def initiate(tag: Tag, dc: int, *, secret: bytes | None = None) -> tuple[bytes, Obfuscation]:
+    """A client's 64-byte init for `tag` and DC `dc` (negative: media), keyed with a proxy's
+    16-byte `secret`: the send key is bytes 8-40 and the IV 40-56, the receive key and IV
+    the same 48 bytes reversed; with a secret each key is SHA-256(key + secret). Bytes
+    56-64 (tag, DC, two random) go out encrypted, the rest as they are."""
+    while True:
+        init = bytearray(os.urandom(INIT_LEN))
+        if init[0] != 0xEF and bytes(init[:4]) not in _FORBIDDEN_STARTS and any(init[4:8]):
+            break
+    init[56:60] = tag.value
+    init[60:62] = struct.pack("<h", dc)
+    send_key, send_iv = bytes(init[8:40]), bytes(init[40:56])
+    back = bytes(init[8:56])[::-1]
+    recv_key, recv_iv = back[:32], back[32:]
+    if secret is not None:
+        send_key = hashlib.sha256(send_key + secret).digest()
+        recv_key = hashlib.sha256(recv_key + secret).digest()
+    ob = Obfuscation(send_key, send_iv, recv_key, recv_iv)
+    encrypted = ob.encrypt(bytes(init))
+    return bytes(init[:56]) + encrypted[56:], ob
+
+
+def encode_packet(tag: Tag, payload: bytes) -> bytes:
+    """One transport packet: abridged (length in words), intermediate, or padded (0-15
+    random bytes after the payload, counted in the length)."""
+    if tag is Tag.ABRIDGED:
+        words = len(payload) // 4
+        head = bytes([words]) if words < 0x7F else b"\x7f" + words.to_bytes(3, "little")
+        return head + payload
+    padding = os.urandom(os.urandom(1)[0] % 16) if tag is Tag.PADDED else b""
+    return struct.pack("<I", len(payload) + len(padding)) + payload + padding
+
+
+class PacketReader:
+    """Packets' payloads from a decrypted stream (padding included, quick-ack bit dropped)."""
+
+    def __init__(self, tag: Tag) -> None:
+        self.tag = tag
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out = []
+        while True:
+            if self.tag is Tag.ABRIDGED:
+                if not self._buf:
+                    break
+                words = self._buf[0] & 0x7F
+                head = 1
+                if words == 0x7F:
+                    if len(self._buf) < 4:
+                        break
+                    words, head = int.from_bytes(self._buf[1:4], "little"), 4
+                length = words * 4
+            else:
+                if len(self._buf) < 4:
+                    break
+                length, head = struct.unpack("<I", self._buf[:4])[0] & 0x7FFFFFFF, 4
+            if len(self._buf) < head + length:
+                break
+            out.append(self._buf[head : head + length])
+            self._buf = self._buf[head + length :]
+        return out
+
 
 TLS_HELLO_SIZE = 517  # what Telegram's clients send
 

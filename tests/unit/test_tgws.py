@@ -128,6 +128,9 @@ class FakeWebSocket:
         assert not self.closed_write and not self.closed
         self.messages.append(bytes(data))
 
+    def write_message_parts(self, parts: list[Any]) -> None:
+        self.write_message(b"".join(parts))
+
     def close_write(self) -> None:
         self.closed_write = True
 

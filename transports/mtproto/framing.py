@@ -103,10 +103,19 @@ class PacketSplitter:
         return held
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        return [
+            parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
+            for parts in self.feed_parts(data)
+        ]
+
+    def feed_parts(self, data: bytes | bytearray | memoryview) -> list[list[memoryview | bytes]]:
+        """As `feed`, each packet as the list of its pieces (one view when it lies within
+        one feed): for a writer that copies them anyway (into a WebSocket frame), so a
+        packet that spans feeds is not joined first."""
         # Views of `data` outlive this call (a packet still incomplete is held): only an
         # immutable buffer is held as it is.
         view = memoryview(data if isinstance(data, bytes) else bytes(data))
-        packets: list[memoryview] = []
+        packets: list[list[memoryview | bytes]] = []
         pos = 0
         if self._held:
             pos = self._complete(view, packets)
@@ -117,7 +126,7 @@ class PacketSplitter:
             size = self._size(view, pos, end, self.offset)
             if size is None or end - pos < size:
                 break
-            packets.append(view[pos : pos + size])
+            packets.append([view[pos : pos + size]])
             pos += size
             self.offset += size
         if pos < end:
@@ -125,7 +134,7 @@ class PacketSplitter:
             self._need = self._size(view, pos, end, self.offset)
         return packets
 
-    def _complete(self, view: memoryview, packets: list[memoryview]) -> int:
+    def _complete(self, view: memoryview, packets: list[list[memoryview | bytes]]) -> int:
         """Add the start of `view` to the held packet; returns how much of it was used."""
         if self._need is None:  # its length field is still incomplete: a few bytes
             head = memoryview(b"".join(self._held) + bytes(view[:4]))
@@ -139,9 +148,8 @@ class PacketSplitter:
             self._held.append(view)
             self._held_size += len(view)
             return len(view)
-        packet = memoryview(b"".join([*self._held, view[:missing]]))
-        packets.append(packet)
-        self.offset += len(packet)
+        packets.append([*self._held, view[:missing]])
+        self.offset += self._need
         self._held, self._held_size, self._need = [], 0, None
         return missing
 

@@ -1,0 +1,112 @@
+"""Property tests for the copy-saving paths of the WebSocket and MTProto layers: a masked
+frame built into a reused buffer from pieces is the frame encode_frame makes of their join
+(parse_frame reads it back), whatever the buffer held before; a packet splitter's pieces
+join to the packets `feed` returns, however the stream is cut; a WebSocket stream that hands
+out payloads as they arrive (`partial_reads`) yields the same bytes as one that waits for
+whole messages, however the frames are cut."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Coroutine
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.unit.scripted import ScriptedStream
+from transports.mtproto import PacketSplitter, Tag, encode_packet
+from transports.websocket import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    WebSocketStream,
+    encode_frame,
+    encode_masked_into,
+    parse_frame,
+)
+
+cuts = st.lists(st.integers(1, 300), max_size=5)
+
+
+def cut(data: bytes, sizes: list[int]) -> list[bytes]:
+    """`data` in pieces of these sizes, the last piece the rest."""
+    pieces, pos = [], 0
+    for size in sizes:
+        pieces.append(data[pos : pos + size])
+        pos += size
+    pieces.append(data[pos:])
+    return pieces
+
+
+def run_now(coro: Coroutine[Any, Any, bytes]) -> bytes:
+    """Run a coroutine that never waits (its stream is scripted) without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise AssertionError("the coroutine waited")
+
+
+@given(st.binary(max_size=400), cuts, st.integers(0, 500))
+def test_a_frame_built_in_a_reused_buffer_reads_back(
+    payload: bytes, sizes: list[int], before: int
+) -> None:
+    buf = bytearray(before)  # what the last frame left
+    frame = encode_masked_into(buf, OP_BINARY, cut(payload, sizes), len(payload))
+    assert frame is buf
+    used, parsed = parse_frame(bytes(frame), expect_masked=True)
+    assert used == len(frame) and parsed.fin and parsed.opcode == OP_BINARY
+    assert bytes(parsed.payload) == payload
+    reference = encode_frame(OP_BINARY, payload)  # the same head (the key is random)
+    head = len(reference) - len(payload) - 4
+    assert frame[:head] == reference[:head]
+
+
+@given(
+    st.lists(st.integers(1, 120), min_size=1, max_size=5),
+    cuts,
+    st.sampled_from([Tag.ABRIDGED, Tag.INTERMEDIATE]),
+)
+def test_pieces_join_to_the_packets(sizes: list[int], feeds: list[int], tag: Tag) -> None:
+    scale = 4 if tag is Tag.ABRIDGED else 1
+    stream = b"".join(
+        encode_packet(tag, bytes([i]) * (size * scale)) for i, size in enumerate(sizes)
+    )
+    whole, parts = PacketSplitter(tag), PacketSplitter(tag)
+    got_whole: list[bytes] = []
+    got_parts: list[bytes] = []
+    for piece in cut(stream, feeds):
+        got_whole += [bytes(p) for p in whole.feed(piece)]
+        got_parts += [b"".join(bytes(x) for x in p) for p in parts.feed_parts(piece)]
+    assert got_whole == got_parts
+    assert b"".join(got_parts) == stream and whole.pending == parts.pending == 0
+
+
+@given(st.binary(min_size=1, max_size=300), cuts, cuts, st.integers(1, 200), st.booleans())
+def test_partial_reads_yield_the_same_bytes(
+    payload: bytes, messages: list[int], wire_cuts: list[int], n: int, ping: bool
+) -> None:
+    wire = b""
+    for i, message in enumerate(m for m in cut(payload, messages) if m):
+        if ping and i == 1:
+            wire += encode_frame(OP_PING, b"hi", mask=False)
+        if len(message) > 3 and i % 2:  # a fragmented message
+            wire += encode_frame(OP_BINARY, message[:3], mask=False, fin=False)
+            wire += encode_frame(OP_CONTINUATION, message[3:], mask=False)
+        else:
+            wire += encode_frame(OP_BINARY, message, mask=False)
+    wire += encode_frame(OP_CLOSE, struct.pack("!H", 1000), mask=False)
+
+    async def read_all(partial: bool) -> bytes:
+        ws = WebSocketStream(ScriptedStream(cut(wire, wire_cuts)), client=True)
+        ws.partial_reads = partial
+        out = b""
+        while data := await ws.read(n):
+            assert len(data) <= n
+            out += data
+        return out
+
+    assert run_now(read_all(True)) == run_now(read_all(False)) == payload

@@ -18,7 +18,7 @@ from typing import Any
 from transports import DialError
 from transports.shadowsocks.outline import fetch_config
 
-from ..config.subscription import SubscriptionConfig, hide_url, with_pools
+from ..config.subscription import SubscriptionConfig, hide_url, pool_notes, with_pools
 from . import store
 from .formats import Parsed, SubscriptionError, parse_list
 
@@ -50,6 +50,7 @@ class SubscriptionRefresher:
 
     def start(self) -> None:
         if self._task is None:
+            self.note_empty_pools()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="detour-subscriptions"
             )
@@ -129,6 +130,12 @@ class SubscriptionRefresher:
             return found.nodes if found is not None else None
 
         await self.engine.reload(with_pools(self.engine.config, stored))
+        self.note_empty_pools()
+
+    def note_empty_pools(self) -> None:
+        """Log each pool without nodes, and the services it leaves on their other routes."""
+        for note in pool_notes(self.engine.config):
+            log.warning(note, extra={"event": "subscription_empty"})
 
     def _failed(self, subscription: SubscriptionConfig, reason: str) -> Refreshed:
         self._due[subscription.name] = self.clock() + max(MIN_RETRY, subscription.refresh / 10)

@@ -137,17 +137,22 @@ async def test_a_pool_from_a_subscription_fails_over_and_survives_a_broken_refre
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         service = next(s for s in engine.router.services if s.name == "local")
         assert service.routes == ("pool.one", "pool.two")
-        await until(lambda: active(engine) == "pool.one")
+        # Ranked by the probes: the faster node is the active one.
+        await until(lambda: active(engine) in ("pool.one", "pool.two"))
+        first = active(engine)
+        (dying, _), (other, other_name) = sorted(
+            [(one, "pool.one"), (two, "pool.two")], key=lambda pair: pair[1] != first
+        )
         await echo(engine, echo_origin.port)
-        assert f"connected to 127.0.0.1:{echo_origin.port}" in one.logs()
+        assert f"connected to 127.0.0.1:{echo_origin.port}" in dying.logs()
 
         # A node dies: within one probe interval (and the probe's own time) the pool's
         # other node is the active one.
-        one.process.kill()
-        one.process.wait()
-        await until(lambda: active(engine) == "pool.two", timeout=INTERVAL + 15)
+        dying.process.kill()
+        dying.process.wait()
+        await until(lambda: active(engine) == other_name, timeout=INTERVAL + 15)
         await echo(engine, echo_origin.port)
-        assert f"connected to 127.0.0.1:{echo_origin.port}" in two.logs()
+        assert f"connected to 127.0.0.1:{echo_origin.port}" in other.logs()
 
         # A refresh that fails (an error answer, then a list that is no list) keeps the
         # last good list, in the router and in the store.
@@ -165,10 +170,11 @@ async def test_a_pool_from_a_subscription_fails_over_and_survives_a_broken_refre
         assert pool_routes(engine) == ["pool.one", "pool.two"] and path.read_bytes() == before
 
         # A good refresh with one node less: the pool follows.
-        server.status, server.body = 200, node_list(("two", two.port, ""))
+        alive = other_name.removeprefix("pool.")
+        server.status, server.body = 200, node_list((alive, other.port, ""))
         result = await engine.subscriptions.refresh("pool")
         assert result.ok and result.nodes == 1
-        await until(lambda: pool_routes(engine) == ["pool.two"])
+        await until(lambda: pool_routes(engine) == [other_name])
 
         # No secret anywhere it could be seen.
         shown = [
@@ -207,3 +213,49 @@ async def test_overrides_survive_a_refresh_and_private_nodes_are_refused(
     # The last good list stays stored, and its private nodes are not used here either.
     assert pool_routes(engine2) == []
     assert len(store.load("pool").nodes) == 3
+
+
+def raced(engine) -> list[str]:
+    service = next(s for s in engine.router.services if s.name == "local")
+    return [r.name for r in engine.router.candidates(service)]
+
+
+async def test_only_the_best_few_nodes_are_raced_and_a_dead_one_is_replaced(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    with peers.microsocks() as one, peers.microsocks() as two, peers.microsocks() as three:
+        nodes = {"one": one, "two": two, "three": three}
+        server.body = node_list(*((name, p.port, "") for name, p in nodes.items()))
+        engine = await start_engine(config(port, ca, echo_origin.port, "keep = 2"))
+        await until(lambda: len(pool_routes(engine)) == 3)
+        # Every node is probed (ranked); two are raced, the fastest first.
+        await until(lambda: active(engine) is not None and len(raced(engine)) == 2)
+        first = active(engine)
+        assert raced(engine)[0] == first
+        standby = next(n for n in pool_routes(engine) if n not in raced(engine))
+        await echo(engine, echo_origin.port)
+        # The active node dies: within one probe interval (and the probe's own time) it is
+        # out of the raced few, and the standby node is in.
+        dead = nodes[first.removeprefix("pool.")]
+        dead.process.kill()
+        dead.process.wait()
+        await until(lambda: first not in raced(engine), timeout=INTERVAL + 15)
+        assert standby in raced(engine) and len(raced(engine)) == 2
+        await until(lambda: active(engine) not in (None, first))
+        await echo(engine, echo_origin.port)
+
+
+async def test_a_pool_without_nodes_leaves_the_service_on_its_other_routes(
+    start_engine, list_server, echo_origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server, port, ca = list_server
+    server.status, server.body = 500, b"down"
+    engine = await start_engine(config(port, ca, echo_origin.port), probe_on_start=False)
+    assert pool_routes(engine) == []
+    # Not every route: the file's own (the pool named alone has no node to give).
+    own = [r.name for r in engine.config.routes]
+    assert raced(engine) == own
+    assert "pool pool has no nodes: local use their other routes" in caplog.text
+    await echo(engine, echo_origin.port)

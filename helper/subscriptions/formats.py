@@ -40,7 +40,7 @@ __all__ = [
     "private_node",
 ]
 
-MAX_LIST = 1024 * 1024  # bytes of a list
+MAX_LIST = 4 * 1024 * 1024  # bytes of a list (a Clash file with its rules can be large)
 MAX_NODES = 500
 NODE_KINDS = ("ss", "ssconf", "vless", "vmess", "trojan", "socks5", "socks4a", "http")
 
@@ -71,7 +71,10 @@ def parse_list(data: bytes, allow_private: bool = False) -> Parsed:
     """The nodes of a subscription's body; SubscriptionError when it is none of the
     formats or holds no usable node."""
     if len(data) > MAX_LIST:
-        raise SubscriptionError(f"the list is larger than {MAX_LIST // 1024} KiB")
+        raise SubscriptionError(
+            f"the list is too large (more than {MAX_LIST // 1024} KiB, the most detour reads); "
+            "nothing of it was used"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:

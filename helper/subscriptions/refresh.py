@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from transports import DialError
-from transports.shadowsocks.outline import fetch_config
 
 from ..config.subscription import SubscriptionConfig, hide_url, pool_notes, with_pools
 from . import store
+from .fetch import fetch_list
 from .formats import Parsed, SubscriptionError, parse_list
 
 __all__ = ["Refreshed", "SubscriptionRefresher"]
@@ -117,7 +117,7 @@ class SubscriptionRefresher:
         errors = []
         for route in routes:
             try:
-                return await fetch_config(route, subscription.url, tls, FETCH_TIMEOUT)
+                return await fetch_list(route, subscription.url, tls, FETCH_TIMEOUT)
             except (DialError, OSError, TimeoutError) as exc:
                 errors.append(f"{route.name}: {_reason(exc)}")
         raise SubscriptionError(

@@ -259,3 +259,20 @@ async def test_a_pool_without_nodes_leaves_the_service_on_its_other_routes(
     assert raced(engine) == own
     assert "pool pool has no nodes: local use their other routes" in caplog.text
     await echo(engine, echo_origin.port)
+
+
+async def test_a_long_list_is_read_whole_and_one_too_large_is_refused(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    # Far more than Outline's 64 KiB (comment lines, as long lists carry), read whole.
+    padding = "".join(f"# {'x' * 100} {i}\n" for i in range(3000)).encode()
+    server.body = padding + b"socks5://u:NODESECRET@127.0.0.1:1081#last\n"
+    engine = await start_engine(config(port, ca, echo_origin.port), probe_on_start=False)
+    await until(lambda: pool_routes(engine) == ["pool.last"])
+    # Over the limit: refused as too large, not read as a shorter list; the last good stays.
+    server.body = b"socks5://127.0.0.1:1082#first\n" + b"#" * (5 * 1024 * 1024)
+    result = await engine.subscriptions.refresh("pool")
+    assert not result.ok and "the list is too large" in result.line
+    assert "keeping the last good list (1 nodes)" in result.line
+    assert pool_routes(engine) == ["pool.last"]

@@ -1,7 +1,8 @@
 """Clash YAML and sing-box JSON lists (helper/subscriptions/clash.py, through
-formats.parse_list) take anything: arbitrary bytes, YAML that is not Clash, proxies with
-any values of any type. Each is nodes (distinct names, chains that parse, shown without the
-secret) or one line saying why not, never a traceback."""
+formats.parse_list), and the HTTP answer a list comes in (fetch.read_answer), take
+anything: arbitrary bytes, YAML that is not Clash, proxies with any values of any type.
+Each is nodes (distinct names, chains that parse, shown without the secret) or one line
+saying why not, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from helper.config.values import entry_name
+from helper.subscriptions.fetch import read_answer
 from helper.subscriptions.formats import SubscriptionError, parse_list
-from transports import parse_chain
+from transports import DialError, parse_chain
 
 SECRET = "Zq9secret"
 KINDS = ("ss", "vmess", "vless", "trojan", "socks5", "http", "shadowsocks", "socks", "x", "")
@@ -78,3 +80,15 @@ def test_any_clash_or_singbox_list_is_nodes_or_one_line_error(body: bytes) -> No
         assert SECRET not in node.shown and SECRET not in repr(node)
     for reason in parsed.refused:
         assert "\n" not in reason and SECRET not in reason
+
+
+@given(st.binary(max_size=200))
+def test_any_answer_is_read_or_refused_in_one_line(data: bytes) -> None:
+    try:
+        status, _, body = read_answer(b"HTTP/1.1 200 OK\r\n" + data, limit=64)
+    except (SubscriptionError, DialError) as exc:
+        message = str(exc)
+    else:
+        assert status == 200 and len(body) <= 64
+        return
+    assert message and "\n" not in message

@@ -37,7 +37,9 @@ __all__ = [
     "Parsed",
     "SubscriptionError",
     "parse_list",
+    "private_address",
     "private_node",
+    "server_address",
 ]
 
 MAX_LIST = 4 * 1024 * 1024  # bytes of a list (a Clash file with its rules can be large)
@@ -209,6 +211,23 @@ def _node(link: str, allow_private: bool) -> Node:
     return Node(suggested_name(found.name, fallback), found.kind, found.chain, found.shown)
 
 
+def server_address(chain: Any) -> Endpoint | None:
+    """The server a node's chain (parsed) connects to first, or None (a dynamic key)."""
+    params = chain.layers[-1].params
+    if "server" in params:
+        return params["server"].address
+    if "link" in params:
+        return params["link"].address
+    if "proxy" in params:
+        return params["proxy"]
+    return None
+
+
+def private_address(address: Any) -> bool:
+    """Whether an IP address is on the user's own networks or this machine."""
+    return _private(str(address))
+
+
 def private_node(chain_text: str) -> bool:
     """Whether a node's server address is on the user's own networks or this machine."""
     address = _address(chain_text)
@@ -216,15 +235,7 @@ def private_node(chain_text: str) -> bool:
 
 
 def _address(chain_text: str) -> Endpoint | None:
-    layer = parse_chain(chain_text).layers[-1]
-    params = layer.params
-    if "server" in params:
-        return params["server"].address
-    if "link" in params:
-        return params["link"].address
-    if "proxy" in params:
-        return params["proxy"]
-    return None  # a dynamic key: its server is known once fetched
+    return server_address(parse_chain(chain_text))  # None: a dynamic key, known once fetched
 
 
 def _private(host: str) -> bool:

@@ -276,3 +276,34 @@ async def test_a_long_list_is_read_whole_and_one_too_large_is_refused(
     assert not result.ok and "the list is too large" in result.line
     assert "keeping the last good list (1 nodes)" in result.line
     assert pool_routes(engine) == ["pool.last"]
+
+
+async def test_a_node_whose_name_resolves_to_this_machine_is_refused_when_dialed(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    with peers.microsocks() as node:
+        # A name, so the list's address check cannot see it; it resolves to loopback.
+        server.body = f"socks5://node.test:{node.port}#sneaky\n".encode()
+        text = (
+            config(port, ca, echo_origin.port)
+            .replace("allow_private = true", "")
+            .replace(
+                '"sub.test" = ["127.0.0.1"]',
+                '"sub.test" = ["127.0.0.1"], "node.test" = ["127.0.0.1"]',
+            )
+        )
+        engine = await start_engine(text)
+        await until(lambda: pool_routes(engine) == ["pool.sneaky"])
+
+        def diagnosis() -> str:
+            result = engine.monitor.results.get(("local", "pool.sneaky"))
+            return result.diagnosis if result is not None else ""
+
+        await until(lambda: "resolves to a private, loopback or link-local" in diagnosis())
+        assert "allow_private = true allows it" in diagnosis()
+        result = engine.monitor.results[("local", "pool.sneaky")]
+        assert "node.test resolves to 127.0.0.1" in result.failed.detail
+        with pytest.raises((OSError, asyncio.IncompleteReadError, ConnectionError)):
+            await echo(engine, echo_origin.port)
+        assert "connected to" not in node.logs()

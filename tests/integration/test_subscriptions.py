@@ -307,3 +307,53 @@ async def test_a_node_whose_name_resolves_to_this_machine_is_refused_when_dialed
         with pytest.raises((OSError, asyncio.IncompleteReadError, ConnectionError)):
             await echo(engine, echo_origin.port)
         assert "connected to" not in node.logs()
+
+
+async def test_no_node_secret_of_any_kind_shows_in_logs_status_or_config_show(
+    start_engine, list_server, echo_origin, caplog: pytest.LogCaptureFixture, tmp_path
+) -> None:
+    from helper.config import load_layers
+    from helper.config.show import show
+
+    caplog.set_level(logging.DEBUG)
+    server, port, ca = list_server
+    uuid = "3b5e2f4c-8a1d-4e6f-9b2a-7c8d9e0f1a2b"
+    vmess = {"v": "2", "ps": "vm", "add": "127.0.0.1", "port": "9", "id": uuid, "net": "tcp"}
+    clash = f"""\
+proxies:
+  - {{name: ss, type: ss, server: 127.0.0.1, port: 9, cipher: aes-256-gcm, password: NODESECRETss}}
+  - {{name: tr, type: trojan, server: 127.0.0.1, port: 9, password: NODESECRETtr, sni: a.test}}
+  - {{name: vl, type: vless, server: 127.0.0.1, port: 9, uuid: {uuid}, tls: true}}
+  - {{name: bad, type: ss, server: 127.0.0.1, port: 9, cipher: aes-999, password: NODESECRETbad}}
+"""
+    server.body = clash.encode()
+    text = config(port, ca, echo_origin.port)
+    engine = await start_engine(text)
+    await until(lambda: pool_routes(engine) == ["pool.ss", "pool.tr", "pool.vl"])
+    # The same nodes as plain links (vmess as v2rayN's base64 JSON) in a refresh.
+    server.body = "\n".join(
+        [
+            "ss://aes-256-gcm:NODESECRETss@127.0.0.1:9#ss",
+            "vmess://" + base64.b64encode(json.dumps(vmess).encode()).decode(),
+            f"vless://{uuid}@127.0.0.1:9?security=tls#vl",
+            "trojan://NODESECRETtr@127.0.0.1:9#tr",
+        ]
+    ).encode()
+    assert (await engine.subscriptions.refresh("pool")).ok
+    await until(lambda: len(pool_routes(engine)) == 4)
+    # Connections through every node fail (nothing listens): their errors are logged.
+    with pytest.raises((OSError, asyncio.IncompleteReadError, ConnectionError)):
+        await echo(engine, echo_origin.port)
+    await until(lambda: len(engine.monitor.results) >= 4)
+    path = tmp_path / "detour.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    shown = [
+        caplog.text,
+        json.dumps(status_document(engine.snapshot())),
+        " ".join(str(r.chain) for r in engine.router.routes),
+        repr(engine.config),
+        show(load_layers(str(path))),
+    ]
+    for seen in shown:
+        assert "NODESECRET" not in seen and uuid not in seen and "TOPSECRETPATH" not in seen

@@ -8,17 +8,22 @@ stood, best first. The ranking is done again on every look (sans-IO, from the he
 so a node that stops working (its probe fails, or connections through it keep failing) is
 out of the active few at once and the next-best node is in.
 
-Ranked: working nodes first, fastest first (the probe's latency); then nodes not yet known,
-in the list's order; then failing ones. A node the user disabled is not counted.
+Ranked: working nodes first, fastest first (the probe's latency, in bands 25% wide: nodes
+whose times are close keep the list's order, so the noise of one probe does not swap them
+back and forth); then nodes not yet known, in the list's order; then failing ones. A node
+the user disabled is not counted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Pool", "active_nodes", "limit", "pools_of", "rank"]
+
+BAND = 1.25  # latencies within this factor of each other rank alike
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,9 @@ def rank(health: Any, service: str, routes: Sequence[str]) -> list[str]:
         index, name = item
         known = health.get(service, name)
         if known.ok:
-            latency = known.latency_ms if known.latency_ms is not None else float("inf")
-            return (0, latency, index)
+            latency = known.latency_ms
+            band = math.floor(math.log(max(latency, 1.0), BAND)) if latency else math.inf
+            return (0, band, index)
         return (1 if known.ok is None else 2, 0.0, index)
 
     return [name for _, name in sorted(enumerate(routes), key=key)]

@@ -41,6 +41,12 @@ def test_ranked_working_fastest_first_then_unknown_then_failing() -> None:
     ]
 
 
+def test_close_times_keep_the_list_order() -> None:
+    # 100 and 104 ms: one band, the list's order; 300 ms is slower whatever its place.
+    health = book(N1=(True, 300.0), N2=(True, 104.0), N3=(True, 100.0))
+    assert rank(health, "telegram", NAMES[:3]) == ["panel.N2", "panel.N3", "panel.N1"]
+
+
 def test_limit_keeps_the_service_order_and_other_routes() -> None:
     pool = Pool("panel", tuple(NAMES), 2)
     health = book(N3=(True, 50.0), N5=(True, 40.0))

@@ -26,7 +26,8 @@ def config_check(path: str) -> int:
         lines = "\n".join(f"  {line}" for line in cannot_run)
         print(f"detour: config problems in {path}:\n{lines}", file=sys.stderr)
         return EXIT_USAGE
-    routes = ", ".join(f"{r.name} ({r.chain})" for r in config.routes)
+    # The file's routes; a subscription's nodes are listed with it.
+    routes = ", ".join(f"{r.name} ({r.chain})" for r in (config.pool_base or config).routes)
     services = ", ".join(s.name for s in config.services) or "none"
     print(f"{path}: ok")
     print(f"  base:     {'built-in config' if len(loaded.layers) > 1 else 'none'}")
@@ -50,6 +51,12 @@ def config_check(path: str) -> int:
     print(f"  routes:   {routes}")
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")
+    if config.subscriptions:
+        from .subscriptions.describe import pool_lines
+
+        print("  subscriptions:")
+        for line in pool_lines(config, comment="    ", check=_node_check(config)):
+            print(line)
     return EXIT_OK
 
 
@@ -59,13 +66,28 @@ def _routes_this_computer_cannot_run(config: Config) -> list[str]:
     from transports.core.check import check_link
 
     problems = []
-    for route in config.routes:
+    for route in (config.pool_base or config).routes:  # a node's problem is said with its pool
         for layer in route.chain.layers:
             if layer.name in ("vless", "vmess", "trojan"):
                 reason = check_link(layer.params["link"], config.core.program or None)
                 if reason is not None:
                     problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
     return problems
+
+
+def _node_check(config: Config):
+    """Why a subscription node's chain cannot run on this computer (a proxy core missing or
+    unable to do it; the core's own test of the config is left to the dial), or None."""
+    from transports.core.check import check_link
+
+    def check(chain) -> str | None:
+        for layer in chain.layers:
+            if layer.name in ("vless", "vmess", "trojan"):
+                # No test run per node (a list may hold hundreds): installed and able.
+                return check_link(layer.params["link"], config.core.program or None, run_test=False)
+        return None
+
+    return check
 
 
 def config_show(path: str | None) -> int:

@@ -14,11 +14,15 @@ log = logging.getLogger("detour.config")
 def secrets_held(config: Config) -> list[str]:
     """What in `config` another user of the machine must not read: listener passwords,
     proxy passwords in chains, front access keys, pluggable-transport bridge lines, the
-    status API's token, the MTProto proxy's secrets."""
+    passwords, user ids and key URLs of ss/ssconf/vless/vmess/trojan links, subscription
+    URLs, the status API's token, the MTProto proxy's secrets."""
     held = ["listen.users passwords"] if config.listen.users else []
-    for route in config.routes:
+    # The file's routes (a subscription's nodes are in the state directory, not the file).
+    for route in (config.pool_base or config).routes:
         for layer in route.chain.layers:
-            if layer.params.get("password") is not None:
+            if layer.name in _LINK_SECRETS:
+                held.append(f"route {route.name!r} {_LINK_SECRETS[layer.name]}")
+            elif layer.params.get("password") is not None:
                 held.append(f"route {route.name!r} proxy password")
             elif layer.name == "front":
                 held.append(f"route {route.name!r} access key")
@@ -26,9 +30,20 @@ def secrets_held(config: Config) -> list[str]:
                 held.append(f"route {route.name!r} bridge line")
     if config.api.token:
         held.append("api.token")
+    held += [f"subscription {s.name!r} url" for s in config.subscriptions]
     if config.mtproto_proxy is not None and config.mtproto_proxy.secrets:
         held.append("mtproto_proxy.secrets")
     return held
+
+
+# The secret each server link layer holds (transports/links.py).
+_LINK_SECRETS = {
+    "ss": "Shadowsocks password",
+    "ssconf": "Outline key URL",
+    "vless": "VLESS user id",
+    "vmess": "VMess user id",
+    "trojan": "Trojan password",
+}
 
 
 def warn_if_readable(file: Path, config: Config) -> None:

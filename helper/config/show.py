@@ -52,11 +52,13 @@ def show(loaded: Loaded) -> str:
                 continue  # not set
             lines.append((key, _hide(spec, value), origin))
         out += [f"[{section}]", *_aligned(lines), ""]
-    for route in config.routes:
+    # The file's routes and services (a subscription's nodes are shown with it, below).
+    for route in (config.pool_base or config).routes:
         out += [*_entry("route", route.name, RouteConfig, layers, {}), ""]
-    for service in config.services:
+    for service in (config.pool_base or config).services:
         effective = {"routes": list(service.routes)}
         out += [*_entry("service", service.name, SECTIONS["service"][0], layers, effective), ""]
+    out += _subscriptions(config, layers)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -172,3 +174,21 @@ def _removed(layers: tuple[Layer, ...]) -> list[str]:
                 what = f"# [[{array}]] {toml_value(name)} (built-in)"
                 out.append(f"{what}: removed by {layer.name} ([base] {key})")
     return [*out, ""] if out else []
+
+
+def _subscriptions(config: Any, layers: tuple[Layer, ...]) -> list[str]:
+    """Each [[subscription]] table, then its pool (helper/subscriptions/describe.py)."""
+    if not config.subscriptions:
+        return []
+    from ..subscriptions.describe import pool_lines
+
+    schema = SECTIONS["subscription"][0]
+    out = []
+    for subscription in config.subscriptions:
+        out += [*_entry("subscription", subscription.name, schema, layers, {}), ""]
+    return [
+        *out,
+        "# The pools, from each subscription's last good list:",
+        *pool_lines(config, comment="#   "),
+        "",
+    ]

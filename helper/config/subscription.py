@@ -21,7 +21,7 @@ from transports import parse_chain
 
 from .routes import RouteConfig
 from .schema import Problems, complete, read_array, setting
-from .values import entry_name, flag, parse_duration, string
+from .values import count, entry_name, flag, parse_duration, string
 
 # A node of a list (helper/subscriptions/formats.Node: .slug, .chain), and the Config: not
 # imported, so that the config package does not depend on the subscriptions one.
@@ -32,6 +32,7 @@ __all__ = [
     "NodeOverride",
     "SubscriptionConfig",
     "hide_url",
+    "pool_notes",
     "pool_routes",
     "read_subscriptions",
     "with_pools",
@@ -127,6 +128,13 @@ class SubscriptionConfig:
         flag,
         "`true`: nodes whose address is private, loopback or link-local are used; by default "
         "they are refused (a list from elsewhere must not point detour at your own network).",
+    )
+    keep: int = setting(
+        3,
+        count,
+        "How many of the pool's nodes are active: the best this many (working, fastest "
+        "first, as the probes rank them) are the ones connections race; the others are "
+        "probed and wait to take a failing node's place.",
     )
     nodes: tuple[NodeOverride, ...] = setting(
         {},
@@ -225,8 +233,30 @@ def with_pools(config: Config, lists: Lists | Mapping[str, tuple[Node, ...]]) ->
             for route in pools[subscription.name]
         ]
         ordered = tuple(dict.fromkeys([*first, *expanded]))
+        if not ordered and service.routes:
+            # Every route it names is a pool without nodes: its other routes are the file's
+            # own (not every route: other pools are not its). pool_notes() says so.
+            ordered = tuple(own)
         services.append(dataclasses.replace(service, routes=ordered))
     return dataclasses.replace(base, routes=tuple(routes), services=tuple(services), pool_base=base)
+
+
+def pool_notes(config: Config) -> list[str]:
+    """One line per pool without nodes (no list yet, or every node disabled or refused),
+    naming the services it leaves on their other routes."""
+    notes = []
+    for subscription in config.subscriptions:
+        if any(r.name.startswith(f"{subscription.name}.") for r in config.routes):
+            continue
+        base = config.pool_base or config
+        users = [
+            s.name
+            for s in base.services
+            if s.name in subscription.services or subscription.name in s.routes
+        ]
+        using = f": {', '.join(users)} use their other routes" if users else ""
+        notes.append(f"pool {subscription.name} has no nodes{using}")
+    return notes
 
 
 def subscription_names(data: Any) -> list[str]:

@@ -105,6 +105,13 @@ _BY_FAILURE = {
     ),
 }
 _BY_FAILURE_AND_OP = {
+    # A subscription's node whose server name resolves into the user's own network
+    # (helper/subscriptions/guard.py): refused before anything is sent to it.
+    (Failure.DNS_BOGON, Op.CONNECT): _Words(
+        "the node's server name resolves to a private, loopback or link-local address: "
+        "refused (allow_private = true allows it)",
+        "private node refused",
+    ),
     (Failure.TIMEOUT, Op.CONNECT): _Words(
         "no answer to the connection attempt: the address is black-holed", "black-holed"
     ),

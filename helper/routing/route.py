@@ -17,6 +17,7 @@ from transports.direct import DirectDialer
 from transports.resolver import Resolver
 
 from ..config import Config, RouteConfig
+from ..subscriptions.guard import guard_nodes
 
 if TYPE_CHECKING:
     import ssl
@@ -117,7 +118,9 @@ def build_routes(
     whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
     """
     base = options or DialOptions()
-    return [build_route(rc.name, rc.chain, rc.timeout, resolver, base) for rc in config.routes]
+    routes = [build_route(rc.name, rc.chain, rc.timeout, resolver, base) for rc in config.routes]
+    # A subscription's nodes may not lead into the user's own network, by name either.
+    return guard_nodes(config, routes, resolver)
 
 
 def build_route(

@@ -36,6 +36,7 @@ from ..events import DialFailed, EventBus, RouteChanged
 from ..search.budget import HandshakeBudget
 from ..services import Service, ServiceTable
 from ..status import RouteView, ServiceView, Tally
+from ..subscriptions.pool import Pool, limit, pools_of
 from .health import HealthBook
 from .route import ROUTE_TIMEOUT, Route, build_route, build_routes, dial_options
 from .udp_health import UdpHealth
@@ -151,6 +152,7 @@ class Router:
         self.options = options or DialOptions()
         self.found: dict[str, list[str]] = {}  # service -> routes a search found for it
         self.udp_health = UdpHealth()  # per (service, route), apart from TCP's
+        self.pools: tuple[Pool, ...] = ()  # subscriptions' pools: only the best few raced
 
     @classmethod
     def from_config(
@@ -168,7 +170,7 @@ class Router:
         """`pluggable` runs the routes' pluggable transport clients (one is made per `pt:`
         layer without it)."""
         options = dial_options(config, tls, resources, pluggable, budget)
-        return cls(
+        router = cls(
             build_routes(config, resolver, options),
             ServiceTable(config.services),
             config.default_policy,
@@ -179,6 +181,8 @@ class Router:
             resolver=resolver,
             options=options,
         )
+        router.pools = pools_of(config)
+        return router
 
     def route(self, name: str) -> Route:
         return self._by_name[name]
@@ -248,7 +252,8 @@ class Router:
         pinned = self._pins.get(service.name)
         if pinned is not None:
             return [self._by_name[pinned]]
-        return [self._by_name[n] for n in self.routes_of(service) if n not in self._disabled]
+        names = [n for n in self.routes_of(service) if n not in self._disabled]
+        return [self._by_name[n] for n in limit(self.pools, self.health, service.name, names)]
 
     def enabled_routes(self, service: Service) -> list[Route]:
         """The routes a probe of `service` goes through: its routes, less disabled ones."""

@@ -5,6 +5,8 @@
     SIP008 JSON                 {"version": 1, "servers": [{"server", "server_port",
                                  "password", "method", "remarks", "plugin"}, ...]}
     Outline's ssconf JSON       {"server", "server_port", "password", "method", "prefix"}
+    Clash / Clash.Meta YAML     proxies: [{name, type, server, port, ...}]   (clash.py)
+    sing-box JSON               {"outbounds": [{type, tag, server, server_port, ...}]}
 
 Pure: bytes in, nodes and refusals out. A line that is not a usable link is refused with
 its position and the reason (never its text: it may hold a secret); so is a node whose
@@ -26,6 +28,8 @@ from urllib.parse import quote
 from transports import Endpoint, parse_chain
 from transports.links import LinkError, recognise_link, suggested_name
 
+from .clash import ListError, clash_links, looks_like_clash, read_yaml, singbox_links
+
 __all__ = [
     "MAX_LIST",
     "MAX_NODES",
@@ -33,10 +37,12 @@ __all__ = [
     "Parsed",
     "SubscriptionError",
     "parse_list",
+    "private_address",
     "private_node",
+    "server_address",
 ]
 
-MAX_LIST = 1024 * 1024  # bytes of a list
+MAX_LIST = 4 * 1024 * 1024  # bytes of a list (a Clash file with its rules can be large)
 MAX_NODES = 500
 NODE_KINDS = ("ss", "ssconf", "vless", "vmess", "trojan", "socks5", "socks4a", "http")
 
@@ -58,7 +64,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Parsed:
-    format: str  # "base64", "lines", "sip008", "outline"
+    format: str  # "base64", "lines", "sip008", "outline", "clash", "sing-box"
     nodes: tuple[Node, ...]
     refused: tuple[str, ...]  # "line 3: ss: unknown cipher ..." (no secret)
 
@@ -67,7 +73,10 @@ def parse_list(data: bytes, allow_private: bool = False) -> Parsed:
     """The nodes of a subscription's body; SubscriptionError when it is none of the
     formats or holds no usable node."""
     if len(data) > MAX_LIST:
-        raise SubscriptionError(f"the list is larger than {MAX_LIST // 1024} KiB")
+        raise SubscriptionError(
+            f"the list is too large (more than {MAX_LIST // 1024} KiB, the most detour reads); "
+            "nothing of it was used"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -77,6 +86,8 @@ def parse_list(data: bytes, allow_private: bool = False) -> Parsed:
         raise SubscriptionError("the list is empty")
     if stripped.startswith("{"):
         form, links = _json(stripped)
+    elif looks_like_clash(stripped):
+        form, links = "clash", _clash(stripped)
     elif "://" in stripped or stripped.split(None, 1)[0].lower().startswith(("dtr1:",)):
         form, links = "lines", _lines(stripped)
     else:
@@ -84,10 +95,13 @@ def parse_list(data: bytes, allow_private: bool = False) -> Parsed:
     nodes: list[Node] = []
     refused: list[str] = []
     taken: set[str] = set()
-    for number, link in links:
+    for number, link, *why in links:
         if len(nodes) >= MAX_NODES:
             refused.append(f"nodes after the first {MAX_NODES} are left out")
             break
+        if link is None:
+            refused.append(f"{number}: {why[0]}")
+            continue
         try:
             node = _node(link, allow_private)
         except LinkError as exc:
@@ -105,6 +119,13 @@ def parse_list(data: bytes, allow_private: bool = False) -> Parsed:
     return Parsed(form, tuple(nodes), tuple(refused))
 
 
+def _clash(text: str) -> list[tuple[str, str | None, str]]:
+    try:
+        return clash_links(read_yaml(text))
+    except ListError as exc:
+        raise SubscriptionError(str(exc)) from None
+
+
 def _lines(text: str) -> list[tuple[str, str]]:
     return [
         (f"line {number}", line.strip())
@@ -117,7 +138,8 @@ def _base64(text: str) -> str:
     cleaned = re.sub(r"\s", "", text)
     if not re.fullmatch(r"[A-Za-z0-9+/_-]*={0,2}", cleaned):
         raise SubscriptionError(
-            "the list is none of the formats (base64 or lines of links, SIP008 or Outline JSON)"
+            "the list is none of the formats (base64 or lines of links, SIP008, Outline or "
+            "sing-box JSON, Clash YAML)"
         )
     cleaned = cleaned.rstrip("=").replace("-", "+").replace("_", "/")
     try:
@@ -127,13 +149,18 @@ def _base64(text: str) -> str:
         raise SubscriptionError("the list is not valid base64 of lines of links") from None
 
 
-def _json(text: str) -> tuple[str, list[tuple[str, str]]]:
+def _json(text: str) -> tuple[str, list[Any]]:
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):
         raise SubscriptionError("the list is not valid JSON") from None
     if not isinstance(document, dict):
         raise SubscriptionError("the JSON list is not an object")
+    if "outbounds" in document:
+        try:
+            return "sing-box", singbox_links(document)
+        except ListError as exc:
+            raise SubscriptionError(str(exc)) from None
     if "servers" in document:
         servers = document["servers"]
         if not isinstance(servers, list):
@@ -141,7 +168,10 @@ def _json(text: str) -> tuple[str, list[tuple[str, str]]]:
         return "sip008", [(f"server {i}", _ss_link(s)) for i, s in enumerate(servers)]
     if "server" in document:
         return "outline", [("the key", _ss_link(document))]
-    raise SubscriptionError("the JSON list has neither 'servers' (SIP008) nor 'server' (Outline)")
+    raise SubscriptionError(
+        "the JSON list has neither 'servers' (SIP008), 'server' (Outline) nor 'outbounds' "
+        "(sing-box)"
+    )
 
 
 def _ss_link(server: Any) -> str:
@@ -181,6 +211,23 @@ def _node(link: str, allow_private: bool) -> Node:
     return Node(suggested_name(found.name, fallback), found.kind, found.chain, found.shown)
 
 
+def server_address(chain: Any) -> Endpoint | None:
+    """The server a node's chain (parsed) connects to first, or None (a dynamic key)."""
+    params = chain.layers[-1].params
+    if "server" in params:
+        return params["server"].address
+    if "link" in params:
+        return params["link"].address
+    if "proxy" in params:
+        return params["proxy"]
+    return None
+
+
+def private_address(address: Any) -> bool:
+    """Whether an IP address is on the user's own networks or this machine."""
+    return _private(str(address))
+
+
 def private_node(chain_text: str) -> bool:
     """Whether a node's server address is on the user's own networks or this machine."""
     address = _address(chain_text)
@@ -188,15 +235,7 @@ def private_node(chain_text: str) -> bool:
 
 
 def _address(chain_text: str) -> Endpoint | None:
-    layer = parse_chain(chain_text).layers[-1]
-    params = layer.params
-    if "server" in params:
-        return params["server"].address
-    if "link" in params:
-        return params["link"].address
-    if "proxy" in params:
-        return params["proxy"]
-    return None  # a dynamic key: its server is known once fetched
+    return server_address(parse_chain(chain_text))  # None: a dynamic key, known once fetched
 
 
 def _private(host: str) -> bool:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from transports import DialError
-from transports.shadowsocks.outline import fetch_config
 
-from ..config.subscription import SubscriptionConfig, hide_url, with_pools
+from ..config.subscription import SubscriptionConfig, hide_url, pool_notes, with_pools
 from . import store
+from .fetch import fetch_list
 from .formats import Parsed, SubscriptionError, parse_list
 
 __all__ = ["Refreshed", "SubscriptionRefresher"]
@@ -50,6 +50,7 @@ class SubscriptionRefresher:
 
     def start(self) -> None:
         if self._task is None:
+            self.note_empty_pools()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="detour-subscriptions"
             )
@@ -116,7 +117,7 @@ class SubscriptionRefresher:
         errors = []
         for route in routes:
             try:
-                return await fetch_config(route, subscription.url, tls, FETCH_TIMEOUT)
+                return await fetch_list(route, subscription.url, tls, FETCH_TIMEOUT)
             except (DialError, OSError, TimeoutError) as exc:
                 errors.append(f"{route.name}: {_reason(exc)}")
         raise SubscriptionError(
@@ -129,6 +130,12 @@ class SubscriptionRefresher:
             return found.nodes if found is not None else None
 
         await self.engine.reload(with_pools(self.engine.config, stored))
+        self.note_empty_pools()
+
+    def note_empty_pools(self) -> None:
+        """Log each pool without nodes, and the services it leaves on their other routes."""
+        for note in pool_notes(self.engine.config):
+            log.warning(note, extra={"event": "subscription_empty"})
 
     def _failed(self, subscription: SubscriptionConfig, reason: str) -> Refreshed:
         self._due[subscription.name] = self.clock() + max(MIN_RETRY, subscription.refresh / 10)

@@ -137,17 +137,22 @@ async def test_a_pool_from_a_subscription_fails_over_and_survives_a_broken_refre
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         service = next(s for s in engine.router.services if s.name == "local")
         assert service.routes == ("pool.one", "pool.two")
-        await until(lambda: active(engine) == "pool.one")
+        # Ranked by the probes: the faster node is the active one.
+        await until(lambda: active(engine) in ("pool.one", "pool.two"))
+        first = active(engine)
+        (dying, _), (other, other_name) = sorted(
+            [(one, "pool.one"), (two, "pool.two")], key=lambda pair: pair[1] != first
+        )
         await echo(engine, echo_origin.port)
-        assert f"connected to 127.0.0.1:{echo_origin.port}" in one.logs()
+        assert f"connected to 127.0.0.1:{echo_origin.port}" in dying.logs()
 
         # A node dies: within one probe interval (and the probe's own time) the pool's
         # other node is the active one.
-        one.process.kill()
-        one.process.wait()
-        await until(lambda: active(engine) == "pool.two", timeout=INTERVAL + 15)
+        dying.process.kill()
+        dying.process.wait()
+        await until(lambda: active(engine) == other_name, timeout=INTERVAL + 15)
         await echo(engine, echo_origin.port)
-        assert f"connected to 127.0.0.1:{echo_origin.port}" in two.logs()
+        assert f"connected to 127.0.0.1:{echo_origin.port}" in other.logs()
 
         # A refresh that fails (an error answer, then a list that is no list) keeps the
         # last good list, in the router and in the store.
@@ -165,10 +170,11 @@ async def test_a_pool_from_a_subscription_fails_over_and_survives_a_broken_refre
         assert pool_routes(engine) == ["pool.one", "pool.two"] and path.read_bytes() == before
 
         # A good refresh with one node less: the pool follows.
-        server.status, server.body = 200, node_list(("two", two.port, ""))
+        alive = other_name.removeprefix("pool.")
+        server.status, server.body = 200, node_list((alive, other.port, ""))
         result = await engine.subscriptions.refresh("pool")
         assert result.ok and result.nodes == 1
-        await until(lambda: pool_routes(engine) == ["pool.two"])
+        await until(lambda: pool_routes(engine) == [other_name])
 
         # No secret anywhere it could be seen.
         shown = [
@@ -207,3 +213,147 @@ async def test_overrides_survive_a_refresh_and_private_nodes_are_refused(
     # The last good list stays stored, and its private nodes are not used here either.
     assert pool_routes(engine2) == []
     assert len(store.load("pool").nodes) == 3
+
+
+def raced(engine) -> list[str]:
+    service = next(s for s in engine.router.services if s.name == "local")
+    return [r.name for r in engine.router.candidates(service)]
+
+
+async def test_only_the_best_few_nodes_are_raced_and_a_dead_one_is_replaced(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    with peers.microsocks() as one, peers.microsocks() as two, peers.microsocks() as three:
+        nodes = {"one": one, "two": two, "three": three}
+        server.body = node_list(*((name, p.port, "") for name, p in nodes.items()))
+        engine = await start_engine(config(port, ca, echo_origin.port, "keep = 2"))
+        await until(lambda: len(pool_routes(engine)) == 3)
+        # Every node is probed (ranked); two are raced, the fastest first.
+        await until(lambda: active(engine) is not None and len(raced(engine)) == 2)
+        first = active(engine)
+        assert raced(engine)[0] == first
+        standby = next(n for n in pool_routes(engine) if n not in raced(engine))
+        await echo(engine, echo_origin.port)
+        # The active node dies: within one probe interval (and the probe's own time) it is
+        # out of the raced few, and the standby node is in.
+        dead = nodes[first.removeprefix("pool.")]
+        dead.process.kill()
+        dead.process.wait()
+        await until(lambda: first not in raced(engine), timeout=INTERVAL + 15)
+        assert standby in raced(engine) and len(raced(engine)) == 2
+        await until(lambda: active(engine) not in (None, first))
+        await echo(engine, echo_origin.port)
+
+
+async def test_a_pool_without_nodes_leaves_the_service_on_its_other_routes(
+    start_engine, list_server, echo_origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server, port, ca = list_server
+    server.status, server.body = 500, b"down"
+    engine = await start_engine(config(port, ca, echo_origin.port), probe_on_start=False)
+    assert pool_routes(engine) == []
+    # Not every route: the file's own (the pool named alone has no node to give).
+    own = [r.name for r in engine.config.routes]
+    assert raced(engine) == own
+    assert "pool pool has no nodes: local use their other routes" in caplog.text
+    await echo(engine, echo_origin.port)
+
+
+async def test_a_long_list_is_read_whole_and_one_too_large_is_refused(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    # Far more than Outline's 64 KiB (comment lines, as long lists carry), read whole.
+    padding = "".join(f"# {'x' * 100} {i}\n" for i in range(3000)).encode()
+    server.body = padding + b"socks5://u:NODESECRET@127.0.0.1:1081#last\n"
+    engine = await start_engine(config(port, ca, echo_origin.port), probe_on_start=False)
+    await until(lambda: pool_routes(engine) == ["pool.last"])
+    # Over the limit: refused as too large, not read as a shorter list; the last good stays.
+    server.body = b"socks5://127.0.0.1:1082#first\n" + b"#" * (5 * 1024 * 1024)
+    result = await engine.subscriptions.refresh("pool")
+    assert not result.ok and "the list is too large" in result.line
+    assert "keeping the last good list (1 nodes)" in result.line
+    assert pool_routes(engine) == ["pool.last"]
+
+
+async def test_a_node_whose_name_resolves_to_this_machine_is_refused_when_dialed(
+    start_engine, list_server, echo_origin
+) -> None:
+    server, port, ca = list_server
+    with peers.microsocks() as node:
+        # A name, so the list's address check cannot see it; it resolves to loopback.
+        server.body = f"socks5://node.test:{node.port}#sneaky\n".encode()
+        text = (
+            config(port, ca, echo_origin.port)
+            .replace("allow_private = true", "")
+            .replace(
+                '"sub.test" = ["127.0.0.1"]',
+                '"sub.test" = ["127.0.0.1"], "node.test" = ["127.0.0.1"]',
+            )
+        )
+        engine = await start_engine(text)
+        await until(lambda: pool_routes(engine) == ["pool.sneaky"])
+
+        def diagnosis() -> str:
+            result = engine.monitor.results.get(("local", "pool.sneaky"))
+            return result.diagnosis if result is not None else ""
+
+        await until(lambda: "resolves to a private, loopback or link-local" in diagnosis())
+        assert "allow_private = true allows it" in diagnosis()
+        result = engine.monitor.results[("local", "pool.sneaky")]
+        assert "node.test resolves to 127.0.0.1" in result.failed.detail
+        with pytest.raises((OSError, asyncio.IncompleteReadError, ConnectionError)):
+            await echo(engine, echo_origin.port)
+        assert "connected to" not in node.logs()
+
+
+async def test_no_node_secret_of_any_kind_shows_in_logs_status_or_config_show(
+    start_engine, list_server, echo_origin, caplog: pytest.LogCaptureFixture, tmp_path
+) -> None:
+    from helper.config import load_layers
+    from helper.config.show import show
+
+    caplog.set_level(logging.DEBUG)
+    server, port, ca = list_server
+    uuid = "3b5e2f4c-8a1d-4e6f-9b2a-7c8d9e0f1a2b"
+    vmess = {"v": "2", "ps": "vm", "add": "127.0.0.1", "port": "9", "id": uuid, "net": "tcp"}
+    clash = f"""\
+proxies:
+  - {{name: ss, type: ss, server: 127.0.0.1, port: 9, cipher: aes-256-gcm, password: NODESECRETss}}
+  - {{name: tr, type: trojan, server: 127.0.0.1, port: 9, password: NODESECRETtr, sni: a.test}}
+  - {{name: vl, type: vless, server: 127.0.0.1, port: 9, uuid: {uuid}, tls: true}}
+  - {{name: bad, type: ss, server: 127.0.0.1, port: 9, cipher: aes-999, password: NODESECRETbad}}
+"""
+    server.body = clash.encode()
+    text = config(port, ca, echo_origin.port)
+    engine = await start_engine(text)
+    await until(lambda: pool_routes(engine) == ["pool.ss", "pool.tr", "pool.vl"])
+    # The same nodes as plain links (vmess as v2rayN's base64 JSON) in a refresh.
+    server.body = "\n".join(
+        [
+            "ss://aes-256-gcm:NODESECRETss@127.0.0.1:9#ss",
+            "vmess://" + base64.b64encode(json.dumps(vmess).encode()).decode(),
+            f"vless://{uuid}@127.0.0.1:9?security=tls#vl",
+            "trojan://NODESECRETtr@127.0.0.1:9#tr",
+        ]
+    ).encode()
+    assert (await engine.subscriptions.refresh("pool")).ok
+    await until(lambda: len(pool_routes(engine)) == 4)
+    # Connections through every node fail (nothing listens): their errors are logged.
+    with pytest.raises((OSError, asyncio.IncompleteReadError, ConnectionError)):
+        await echo(engine, echo_origin.port)
+    await until(lambda: len(engine.monitor.results) >= 4)
+    path = tmp_path / "detour.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    shown = [
+        caplog.text,
+        json.dumps(status_document(engine.snapshot())),
+        " ".join(str(r.chain) for r in engine.router.routes),
+        repr(engine.config),
+        show(load_layers(str(path))),
+    ]
+    for seen in shown:
+        assert "NODESECRET" not in seen and uuid not in seen and "TOPSECRETPATH" not in seen

@@ -108,3 +108,23 @@ def test_the_command_line_shows_the_warning(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"chmod 600 {path}" in done.stdout + done.stderr
+
+
+def test_server_links_and_subscriptions_are_secrets(tmp_path: Path) -> None:
+    links = {
+        "a": "ss://aes-256-gcm:SECRETpw@198.51.100.1:8388",
+        "b": "vless://3b5e2f4c-8a1d-4e6f-9b2a-7c8d9e0f1a2b@198.51.100.2:443?security=tls",
+        "c": "trojan://SECRETpw@198.51.100.3:443",
+        "d": "ssconf://keys.example/SECRETpath",
+    }
+    text = BASE + "".join(f'[[route]]\nname = "{n}"\nchain = "{c}"\n' for n, c in links.items())
+    text += '[[subscription]]\nname = "panel"\nurl = "https://panel.example/SECRETsub"\n'
+    held = secrets_held(load_config(write(tmp_path, text, 0o600)))
+    assert held == [
+        "route 'a' Shadowsocks password",
+        "route 'b' VLESS user id",
+        "route 'c' Trojan password",
+        "route 'd' Outline key URL",
+        "subscription 'panel' url",
+    ]
+    assert not any("SECRET" in line for line in held)

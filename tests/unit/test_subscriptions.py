@@ -93,7 +93,7 @@ def test_sip008_and_outline_json() -> None:
         (b"socks5://localhost:1080\n", "is private"),
         (b"tg://proxy?server=a&port=1&secret=dd\n", "no MTProto client"),
         (b"https://other.example/list\n", "not a server"),
-        (b"x" * (1024 * 1024 + 1), "larger than"),
+        (b"x" * (4 * 1024 * 1024 + 1), "the list is too large (more than 4096 KiB"),
     ],
 )
 def test_what_is_not_a_list_says_why_in_one_line(body: bytes, message: str) -> None:

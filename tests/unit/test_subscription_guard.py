@@ -1,0 +1,74 @@
+"""A subscription's node may not lead into the user's own network by name
+(helper/subscriptions/guard.py): the server's name resolved at dial time, a private answer
+fails the route's dial with the name, the address and the setting; the base dialer's
+check holds on the answer it connects with (a name that answers differently the second
+time); nodes of a list that allows private addresses, and routes of the file, are as
+they were."""
+
+from __future__ import annotations
+
+import pytest
+
+from helper.config.subscription import with_pools
+from helper.routing.route import build_routes
+from helper.subscriptions.formats import parse_list
+from helper.subscriptions.guard import NodeGuard
+from transports import DialError, Endpoint, Failure
+from transports.guard import check_addresses
+from transports.resolver import StaticResolver
+
+from .test_subscriptions import config
+
+
+class Inner:
+    """A dialer that looks its server up again when it connects (as the direct one does)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.dialed: list[Endpoint] = []
+
+    async def dial(self, target: Endpoint):
+        import ipaddress
+
+        check_addresses("node.example", [ipaddress.ip_address(self.answer)])
+        self.dialed.append(target)
+        return "stream"
+
+
+RESOLVER = StaticResolver({"node.example": ["192.168.1.5"], "ok.example": ["198.51.100.7"]})
+
+
+async def test_a_name_that_resolves_into_the_lan_fails_the_dial() -> None:
+    inner = Inner("192.168.1.5")
+    guard = NodeGuard(inner, "panel.x", Endpoint("node.example", 1080), RESOLVER)
+    with pytest.raises(DialError) as caught:
+        await guard.dial(Endpoint("web.telegram.org", 443))
+    error = caught.value
+    assert error.failure is Failure.DNS_BOGON
+    assert "panel.x: node.example resolves to 192.168.1.5" in error.detail
+    assert "allow_private = true" in error.detail
+    assert inner.dialed == []
+
+
+async def test_a_public_name_dials_and_a_rebinding_answer_is_caught() -> None:
+    inner = Inner("198.51.100.7")
+    guard = NodeGuard(inner, "panel.x", Endpoint("ok.example", 1080), RESOLVER)
+    assert await guard.dial(Endpoint("web.telegram.org", 443)) == "stream"
+    # The base dialer's own answer (the second lookup) is private: refused there too.
+    rebinding = NodeGuard(
+        Inner("127.0.0.1"), "panel.x", Endpoint("node.example", 1080),
+        StaticResolver({"node.example": ["198.51.100.7"]}),
+    )  # fmt: skip
+    with pytest.raises(DialError) as caught:
+        await rebinding.dial(Endpoint("web.telegram.org", 443))
+    assert caught.value.failure is Failure.DNS_BOGON
+    assert "node.example resolves to a private, loopback or link-local address" in str(caught.value)
+
+
+def test_only_the_nodes_of_lists_without_allow_private_are_guarded() -> None:
+    nodes = parse_list(b"socks5://node.example:1080#n\n").nodes
+    guarded = build_routes(with_pools(config(), {"panel": nodes}), RESOLVER)
+    kinds = {r.name: type(r.dialer).__name__ for r in guarded}
+    assert kinds["panel.n"] == "NodeGuard" and kinds["direct"] != "NodeGuard"
+    allowed = build_routes(with_pools(config("allow_private = true"), {"panel": nodes}), RESOLVER)
+    assert all(type(r.dialer).__name__ != "NodeGuard" for r in allowed)

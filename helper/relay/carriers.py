@@ -7,7 +7,9 @@ connections: RelayServer._serve); every carrier of it feeds the session the segm
 carries. The relay sends on the oldest carrier it has not ended, within the allowance the
 client gave it; when the allowance is spent it ends the carrier with a segment flagged END.
 A REWIND (the client lost a carrier) ends every carrier older than the one it came on.
-A session with no carrier for LINGER seconds is closed.
+A session with no carrier for LINGER seconds is closed. A carrier beyond the session's
+limit of open carriers (`[limits] carriers_per_session`) is refused: a client keeps about a
+dozen open, and one that opens more would hold the relay's connections without bound.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ LINGER = 60.0  # a session with no carrier is closed after this long
 HELLO_TIMEOUT = 10.0
 CLOSE_GRACE = 5.0
 MAX_SESSIONS = 10_000
+PER_SESSION = 16  # carriers of one session open at once (the config's default)
 
 _ = NEW  # the hello's flag, read by parse_hello
 
@@ -134,10 +137,13 @@ class CarrierHub:
         serve: Callable[[Stream, str], Awaitable[None]],
         *,
         per_client: int,
+        per_session: int = PER_SESSION,
         linger: float = LINGER,
     ) -> None:
         self._serve = serve
         self.per_client = per_client
+        self.per_session = per_session
+        self.refused_carriers = 0  # beyond a session's limit
         self.linger = linger
         self.sessions: dict[bytes, _Session] = {}
         self.of_client: Counter[str] = Counter()
@@ -162,8 +168,14 @@ class CarrierHub:
             else:
                 session = self._start(ident, name)
                 status = OK
+        elif session is None or session.name != name:
+            status = UNKNOWN
+        elif len(session.links) >= self.per_session:
+            self.refused_carriers += 1
+            log.info("relay: %s: a session is at its limit of %d carriers", name, self.per_session)
+            status = REFUSED
         else:
-            status = OK if session is not None and session.name == name else UNKNOWN
+            status = OK
         ws.write(encode_welcome(status))
         if status != OK or session is None:
             ws.close()

@@ -15,6 +15,7 @@ problem named by its key path.
 
     [limits]
     connections_per_client = 64
+    carriers_per_session = 16   # capped mode: a session's carriers open at once
     idle_timeout = "10m"
     handshake_timeout = "10s"
 
@@ -73,6 +74,7 @@ class RelayConfig:
     public_front: str | None = None
     public_host: str | None = None
     connections_per_client: int = 64
+    carriers_per_session: int = 16
     idle_timeout: float = 600.0
     handshake_timeout: float = 10.0
     allow: str = "services"
@@ -90,6 +92,13 @@ class RelayConfig:
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100_000:
         raise ValueError(f"{value!r} is not a count (1-100000)")
+    return value
+
+
+def _carrier_count(value: Any) -> int:
+    # A capped client keeps up to about a dozen carriers open (transports/fronted/capped.py).
+    if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= 1000:
+        raise ValueError(f"{value!r} is not a count of carriers (4-1000)")
     return value
 
 
@@ -147,9 +156,10 @@ def parse_relay_config(
 
     limits = TableReader(
         "limits", top.data.get("limits", {}), problems,
-        ("connections_per_client", "idle_timeout", "handshake_timeout"),
+        ("connections_per_client", "idle_timeout", "handshake_timeout", "carriers_per_session"),
     )  # fmt: skip
     per_client = limits.get("connections_per_client", _positive_int, 64)
+    carriers = limits.get("carriers_per_session", _carrier_count, 16)
     idle = limits.get("idle_timeout", parse_duration, 600.0)
     handshake = limits.get("handshake_timeout", parse_duration, 10.0)
     limits.finish()
@@ -200,6 +210,7 @@ def parse_relay_config(
         public_front=front,
         public_host=host,
         connections_per_client=per_client,
+        carriers_per_session=carriers,
         idle_timeout=idle,
         handshake_timeout=handshake,
         allow=allow,

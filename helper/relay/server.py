@@ -150,7 +150,11 @@ class RelayServer:
         self._http: HttpServer | None = None
         self._stopping = False
         # Capped sessions (carriers.py): tunnels carried across many short connections.
-        self.carriers = CarrierHub(self._serve_capped, per_client=config.connections_per_client)
+        self.carriers = CarrierHub(
+            self._serve_capped,
+            per_client=config.connections_per_client,
+            per_session=config.carriers_per_session,
+        )
 
     # --- the website, and the way in ----------------------------------------------------
 

@@ -319,6 +319,7 @@ class FrontDialer:
     async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         key = self.key
         outer = await tls_connect(stream, self.outer_tls, key.front, timeout=self.handshake_timeout)
+        asked = asyncio.get_running_loop().time()
         ws = await websocket_connect(
             outer,
             key.host,
@@ -326,6 +327,8 @@ class FrontDialer:
             headers=self._headers(access_token(key, nonce=nonce)),
             timeout=self.handshake_timeout,
         )
+        # The upgrade is a round trip to the relay through the front, as a PING is.
+        self.carrier.note_answer(asyncio.get_running_loop().time() - asked)
         try:
             inner = await tls_connect(ws, inner_tls, None, timeout=self.handshake_timeout)
         except DialError as exc:

@@ -107,3 +107,28 @@ async def test_a_frozen_tunnel_is_still_found(quick: None) -> None:
         await mode._watch(session, counted)  # type: ignore[arg-type]
     assert mode.froze.is_set() and mode.frozen_after == 5000
     assert not session.alive and mode.capped_now()
+
+
+async def test_a_probe_that_stalled_has_the_long_tunnels_asked_at_once(quick: None) -> None:
+    mode = _mode()
+    counted = SimpleNamespace(received=16 * 1024)
+    frozen = _Session(counted, delay=None)
+    mode._watched[frozen] = counted  # type: ignore[index]
+    wrapper = SimpleNamespace(inner=SimpleNamespace(adapt_to_freeze=mode.confirm_freeze))
+    async with asyncio.timeout(10):
+        assert await modes.adapt_to_freeze(wrapper)  # found through the dialer it wraps
+    assert mode.frozen_after == 16 * 1024 and mode.capped_now() and not frozen.alive
+    async with asyncio.timeout(10):
+        assert await mode.confirm_freeze()  # a freeze just noted still answers yes
+
+
+async def test_a_tunnel_that_answers_is_no_reason_to_change(quick: None) -> None:
+    mode = _mode()
+    counted = SimpleNamespace(received=5000)
+    mode._watched[_Session(counted, delay=0.01)] = counted  # type: ignore[index]
+    async with asyncio.timeout(10):
+        assert not await mode.confirm_freeze()
+    assert not mode.froze.is_set()
+    long = CarrierMode(mode.dialer, "long")  # never capped: nothing to change
+    assert not await long.confirm_freeze()
+    assert not await modes.adapt_to_freeze(SimpleNamespace(inner=None))

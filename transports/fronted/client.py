@@ -152,6 +152,12 @@ class FrontDialer:
         inner = await self._connect(self._inner_context(multiplex=False))
         inner.close()
 
+    async def adapt_to_freeze(self) -> bool:
+        """A transfer through this route stopped mid-way (a probe's): True when the tunnel has
+        changed how it carries because of it (carrier=auto found a long tunnel frozen and
+        goes capped), so the same transfer may work now. modes.CarrierMode.confirm_freeze."""
+        return await self.carrier.confirm_freeze()
+
     async def _open(self, session: MuxSession, target: Endpoint) -> Stream:
         dial_phase.set(Op.PROXY_HANDSHAKE)
         asked = asyncio.get_running_loop().time()

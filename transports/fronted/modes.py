@@ -52,7 +52,7 @@ from .mux import ALPN, MuxSession
 if TYPE_CHECKING:
     from .client import FrontDialer
 
-__all__ = ["MODES", "CarrierMode", "CarrierUnsupported"]
+__all__ = ["MODES", "CarrierMode", "CarrierUnsupported", "adapt_to_freeze"]
 
 log = logging.getLogger("detour.transports.front")
 
@@ -64,6 +64,7 @@ WATCH_EVERY = 1.0
 SILENT = 4.0  # a long tunnel with connections, silent this long, is asked (PING)
 ANSWER_FACTOR = 4.0  # a PING unanswered this many times the slowest answer seen: frozen
 ANSWERS_KEPT = 8  # the relay's answer times remembered
+RECENT = 30.0  # a freeze noted this recently answers a probe's confirm_freeze()
 
 
 class CarrierUnsupported(DialError):
@@ -91,6 +92,8 @@ class CarrierMode:
         self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
         self._watchers: set[asyncio.Task[None]] = set()
         self._answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # seconds, the relay's
+        self._watched: dict[MuxSession, Counted] = {}  # long tunnels, each with its count
+        self._froze_at: float | None = None
 
     def note_answer(self, seconds: float) -> None:
         """The relay answered a request through the front in `seconds` (an upgrade, a PING)."""
@@ -240,27 +243,53 @@ class CarrierMode:
 
     async def _watch(self, session: MuxSession, counted: Counted) -> None:
         loop = asyncio.get_running_loop()
-        while session.alive and counted.received < FREEZE_SUSPECT:
-            await asyncio.sleep(WATCH_EVERY)
-            if loop.time() - session.last_heard < SILENT:
-                continue  # (a tunnel whose connections gave up on the silence is asked too)
-            asked = loop.time()
-            before = counted.received
-            deadline = self.answer_deadline()
-            session.send(PING, 0, os.urandom(8))
-            while loop.time() - asked < deadline and session.alive:
-                await asyncio.sleep(min(0.2, deadline / 8))
-                if counted.received != before:
-                    self.note_answer(loop.time() - asked)
-                    break
-            if session.alive and counted.received == before:
-                self.note_freeze(counted.received)
-                session.close()
-                return
+        self._watched[session] = counted
+        try:
+            while session.alive and counted.received < FREEZE_SUSPECT:
+                await asyncio.sleep(WATCH_EVERY)
+                if loop.time() - session.last_heard < SILENT:
+                    continue  # (a tunnel whose connections gave up on the silence is asked too)
+                if await self._frozen(session, counted):
+                    return
+        finally:
+            self._watched.pop(session, None)
+
+    async def _frozen(self, session: MuxSession, counted: Counted) -> bool:
+        """Ask the relay (PING); no answer within the deadline is a freeze: noted, and the
+        tunnel closed."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        before = counted.received
+        deadline = self.answer_deadline()
+        session.send(PING, 0, os.urandom(8))
+        while loop.time() - asked < deadline and session.alive:
+            await asyncio.sleep(min(0.2, deadline / 8))
+            if counted.received != before:
+                self.note_answer(loop.time() - asked)
+                return False
+        if session.alive and counted.received == before:
+            self.note_freeze(counted.received)
+            session.close()
+            return True
+        return False
+
+    async def confirm_freeze(self) -> bool:
+        """A probe's transfer through this route stopped: ask every long tunnel now rather than
+        after the watch's silence. True when the dialer has moved to capped carriers for it
+        (a tunnel found frozen now, or by the watch within the last RECENT seconds): the
+        route's next connections go capped, and a probe may try again."""
+        if self.mode != "auto":
+            return False
+        loop = asyncio.get_running_loop()
+        watched = [(s, c) for s, c in self._watched.items() if s.alive]
+        found = await asyncio.gather(*(self._frozen(s, c) for s, c in watched))
+        recent = self._froze_at is not None and loop.time() - self._froze_at < RECENT
+        return (any(found) or recent) and self.capped_now()
 
     def note_freeze(self, received: int) -> None:
         """A long tunnel froze after `received` bytes: capped from now on (auto)."""
         self.frozen_after = received
+        self._froze_at = asyncio.get_running_loop().time()
         self.froze.set()
         log.warning(
             "front %s: the tunnel froze after %.1f KB from the front (no reset, no close)%s",
@@ -275,6 +304,19 @@ class CarrierMode:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+
+
+async def adapt_to_freeze(dialer: Any) -> bool:
+    """Whether `dialer` (or a dialer it wraps) changed how it carries after a transfer through
+    it stopped mid-way (FrontDialer.adapt_to_freeze): the same transfer may work now."""
+    for _ in range(8):
+        adapt = getattr(dialer, "adapt_to_freeze", None)
+        if adapt is not None:
+            return bool(await adapt())
+        dialer = getattr(dialer, "inner", None)
+        if dialer is None:
+            return False
+    return False
 
 
 def _find_counted(stream: Any) -> Counted | None:

@@ -182,7 +182,8 @@ class RelayServer:
         return Upgrade(headers, lambda stream: self.tunnel(stream, name))
 
     def _tunnel_token(self, request: Request) -> TokenCheck | None:
-        if request.method != "GET" or request.path != self.keys.path:
+        path = self.keys.current_path()
+        if request.method != "GET" or request.path != path:
             return None
         if "websocket" not in request.tokens("upgrade"):
             return None
@@ -190,7 +191,7 @@ class RelayServer:
         if not token:
             return None
         tokens = {n: bytes.fromhex(r.token) for n, r in self._clients().items()}
-        return read_access_token(token, tokens, self.keys.path)
+        return read_access_token(token, tokens, path)
 
     def _clients(self) -> dict[str, ClientRecord]:
         """The clients allowed now; none while clients.json cannot be read (said as an error:

@@ -7,9 +7,11 @@ connections: RelayServer._serve); every carrier of it feeds the session the segm
 carries. The relay sends on the oldest carrier it has not ended, within the allowance the
 client gave it; when the allowance is spent it ends the carrier with a segment flagged END.
 A REWIND (the client lost a carrier) ends every carrier older than the one it came on.
-A session with no carrier for LINGER seconds is closed. A carrier beyond the session's
-limit of open carriers (`[limits] carriers_per_session`) is refused: a client keeps about a
-dozen open, and one that opens more would hold the relay's connections without bound.
+A session with no carrier for LINGER seconds is closed. A session has at most
+`[limits] carriers_per_session` carriers open: at the limit the oldest the relay has ended
+are closed to make room (a client from before the limit keeps every carrier open until it
+has spent its own budget there, so in a long download they pile up), and a carrier is
+refused only when every open one is still in use.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ LINGER = 60.0  # a session with no carrier is closed after this long
 HELLO_TIMEOUT = 10.0
 CLOSE_GRACE = 5.0
 MAX_SESSIONS = 10_000
-PER_SESSION = 16  # carriers of one session open at once (the config's default)
+PER_SESSION = 32  # carriers of one session open at once (the config's default)
 
 _ = NEW  # the hello's flag, read by parse_hello
 
@@ -94,6 +96,17 @@ class _Session:
         for old in self.links[: self.links.index(link)] if link in self.links else ():
             old.end(self.stream)
         self.changed.set()
+
+    def make_room(self, limit: int) -> bool:
+        """At the limit of open carriers: close the oldest the relay has ended (the client
+        may still send on them; what was in flight there it sends again, as for any carrier
+        lost) until one more fits. False when every open carrier is still in use."""
+        for old in [link for link in self.links if link.ended]:
+            if len(self.links) < limit:
+                break
+            self.links.remove(old)
+            old.ws.abort()
+        return len(self.links) < limit
 
     def detach(self, link: _Link) -> None:
         if link in self.links:
@@ -170,7 +183,7 @@ class CarrierHub:
                 status = OK
         elif session is None or session.name != name:
             status = UNKNOWN
-        elif len(session.links) >= self.per_session:
+        elif len(session.links) >= self.per_session and not session.make_room(self.per_session):
             self.refused_carriers += 1
             log.info("relay: %s: a session is at its limit of %d carriers", name, self.per_session)
             status = REFUSED

@@ -15,7 +15,7 @@ problem named by its key path.
 
     [limits]
     connections_per_client = 64
-    carriers_per_session = 16   # capped mode: a session's carriers open at once
+    carriers_per_session = 32   # capped mode: a session's carriers open at once
     idle_timeout = "10m"
     handshake_timeout = "10s"
 
@@ -74,7 +74,7 @@ class RelayConfig:
     public_front: str | None = None
     public_host: str | None = None
     connections_per_client: int = 64
-    carriers_per_session: int = 16
+    carriers_per_session: int = 32
     idle_timeout: float = 600.0
     handshake_timeout: float = 10.0
     allow: str = "services"
@@ -96,7 +96,7 @@ def _positive_int(value: Any) -> int:
 
 
 def _carrier_count(value: Any) -> int:
-    # A capped client keeps up to about a dozen carriers open (transports/fronted/capped.py).
+    # A capped client keeps up to 24 carriers open (transports/fronted/capped.py).
     if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= 1000:
         raise ValueError(f"{value!r} is not a count of carriers (4-1000)")
     return value
@@ -159,7 +159,7 @@ def parse_relay_config(
         ("connections_per_client", "idle_timeout", "handshake_timeout", "carriers_per_session"),
     )  # fmt: skip
     per_client = limits.get("connections_per_client", _positive_int, 64)
-    carriers = limits.get("carriers_per_session", _carrier_count, 16)
+    carriers = limits.get("carriers_per_session", _carrier_count, 32)
     idle = limits.get("idle_timeout", parse_duration, 600.0)
     handshake = limits.get("handshake_timeout", parse_duration, 10.0)
     limits.finish()

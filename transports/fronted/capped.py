@@ -85,7 +85,7 @@ SEGMENT_WRITE = 16 * 1024  # at most this many bytes of segments in one write
 POOL = 6  # carriers kept open and fresh, ahead of need
 PARALLEL = 6  # carriers opening at once, at most
 HANDSHAKES = 2  # of those, in their TLS handshake with the front at once (modes.py)
-MOST = 12  # carriers open or opening at once, at most (the relay's default limit is 16)
+MOST = 24  # carriers open or opening at once, at most (the relay's default limit is 32)
 CLOSE_GRACE = 5.0  # a closed session's last bytes and FIN get this long to be acknowledged
 
 
@@ -525,11 +525,11 @@ class CappedTunnel:
                         if self._failures >= OPEN_TRIES:
                             stream.fail(exc)
                             return
-                if len(self.links) + len(self._opening) >= self.most:
-                    # At the limit: give back the carriers the relay has ended.
-                    for link in self.links:
-                        if link.end_received and link.can_send:
-                            self._end(link)
+                # At the limit: give back the oldest carriers the relay has ended (we may
+                # still have sent on them) until one more fits.
+                over = len(self.links) + len(self._opening) - self.most + 1
+                for link in [x for x in self.links if x.end_received and x.can_send][:over]:
+                    self._end(link)
                 for link in list(self.links):
                     if link.end_received and not link.can_send:
                         self._retire(link)

@@ -7,6 +7,7 @@ machine, and py-spy sees the whole path in one profile. The detour tree is the c
 directory's, so a before/after runs the same file from two checkouts:
 
     .venv/bin/python benchmarks/front_cpu.py 256 mux        # MiB each way; mux or nomux
+    .venv/bin/python benchmarks/front_cpu.py 4 capped       # carrier=capped (KiB-sized carriers)
     (cd OTHER && /path/.venv/bin/python /path/benchmarks/front_cpu.py 256 mux)
     py-spy record -r 300 -- .venv/bin/python benchmarks/front_cpu.py 256 mux
 """
@@ -29,7 +30,8 @@ from helper.relay.server import RelayServer
 from transports import DialOptions, Endpoint, parse_chain
 
 SIZE = (int(sys.argv[1]) if len(sys.argv) > 1 else 256) << 20
-MUX = "" if len(sys.argv) < 3 or sys.argv[2] == "mux" else ";mux=off"
+MODE = sys.argv[2] if len(sys.argv) > 2 else "mux"
+MUX = {"mux": "", "nomux": ";mux=off", "capped": ";carrier=capped"}[MODE]
 RELAY = """
 [relay]
 listen = "127.0.0.1:0"
@@ -94,8 +96,12 @@ async def main() -> None:
         wall, cpu = time.monotonic() - began, time.process_time() - cpu
         direction = "up  " if mode == 0 else "down"
         per_gib = cpu / (SIZE / (1 << 30))
-        print(f"{direction} {SIZE / wall / 1e6:7.0f} MB/s  cpu {per_gib:.2f} s/GiB")
+        print(f"{direction} {SIZE / wall / 1e6:7.2f} MB/s  cpu {per_gib:.2f} s/GiB")
         stream.close()
+    for session in getattr(dialer, "sessions", []):
+        capped = getattr(session, "capped", None)
+        if capped is not None:
+            print(f"carriers opened {capped.carriers_opened}, lost {capped.carriers_lost}")
     await relay.stop(grace=0.1)
 
 

@@ -859,8 +859,8 @@ class Contestant:
 
 ALL_CONTESTANTS = (
     "direct", "detour", "detour-baseline", "detour-asyncio", "detour-tlsfrag", "detour-front",
-    "detour-front-nomux", "detour-front-baseline", "detour-front-capped", "pproxy",
-    "pproxy-asyncio", "microsocks",
+    "detour-front-nomux", "detour-front-baseline", "detour-front-capped",
+    "detour-front-capped-baseline", "pproxy", "pproxy-asyncio", "microsocks",
 )  # fmt: skip
 LABELS = {
     "direct": "no proxy",
@@ -872,6 +872,7 @@ LABELS = {
     "detour-front-nomux": "detour front: mux=off",
     "detour-front-baseline": "detour front: baseline",
     "detour-front-capped": "detour front: carrier=capped",
+    "detour-front-capped-baseline": "detour front: carrier=capped, baseline",
     "pproxy": "pproxy (uvloop)",
     "pproxy-asyncio": "pproxy (asyncio)",
     "microsocks": "microsocks",
@@ -989,12 +990,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             root=args.baseline if baseline else ROOT,
                         )
                     )
-                elif key == "detour-front-capped":
+                elif key in ("detour-front-capped", "detour-front-capped-baseline"):
+                    baseline = key.endswith("-baseline")
+                    if baseline and args.baseline is None:
+                        raise RuntimeError("give --baseline DIR (another checkout of detour)")
                     address, pid, info = stack.enter_context(
                         run_detour_front(
                             tmp,
                             relay_cpu=args.relay_cpu,
                             relay_rtt=args.relay_rtt,
+                            root=args.baseline if baseline else ROOT,
                             carrier="capped",
                         )
                     )
@@ -1190,7 +1195,7 @@ def _capped_ratios(
     if subject not in results:
         return {}
     out: dict[str, Any] = {}
-    for other in ("direct", "detour-front"):
+    for other in ("direct", "detour-front", "detour-front-capped-baseline"):
         if other not in results:
             continue
         entry: dict[str, Any] = {d: ratio(subject, other, d) for d in ("upload", "download")}
@@ -1384,8 +1389,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--contestants", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
         default=[c for c in ALL_CONTESTANTS if not c.endswith("-baseline")],
         help=f"comma-separated subset of {','.join(ALL_CONTESTANTS)} (default: all but the "
-        "baselines: --baseline adds detour-baseline; name detour-front-baseline to compare "
-        "the front: tunnel too)",
+        "baselines: --baseline adds detour-baseline; name detour-front-baseline or "
+        "detour-front-capped-baseline to compare the front: tunnel too)",
     )  # fmt: skip
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="FILE",

@@ -15,6 +15,7 @@ reported as DNS spoofing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
+from transports.fronted.modes import adapt_to_freeze
 from transports.mtproto.framing import FramingError
 from transports.resolver import Resolver
 from transports.tls import tls_connect
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Prober", "wait_turn"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("detour.probe")
 
 MAX_BODY = 1 << 20  # read at most this much of a probe's response
 MIN_RATE_SAMPLE = 32 * 1024  # bytes needed before a rate means anything
@@ -116,14 +120,23 @@ class Prober:
         volume = next((t for t in carried if t.kind == "tls"), None)
         if not any(t.kind in ("tls", "https") for t in carried):
             volume = next((t for t in carried if t.kind == "mtproto"), None)
-        targets = list(
-            await asyncio.gather(
-                *(
-                    self._probe_target(route, target, volume=target is volume, service=service.name)
-                    for target in service.probes
+
+        async def run() -> list[TargetResult]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._probe_target(route, t, volume=t is volume, service=service.name)
+                        for t in service.probes
+                    )
                 )
             )
-        )
+
+        targets = await run()
+        stalled = next((t for t in targets if t.failure is Failure.STALLED), None)
+        if stalled is not None and await adapt_to_freeze(route.dialer):
+            # A `front:` route's long tunnel froze: capped carriers now, and their verdict.
+            log.warning("probe %s via %s: %s; again", service.name, route.name, stalled.detail)
+            targets = await run()
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
         result.diagnosis = diagnose(
             result, route.chain.splits_client_hello, web_endpoint=route.chain.telegram_web

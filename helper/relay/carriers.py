@@ -7,7 +7,11 @@ connections: RelayServer._serve); every carrier of it feeds the session the segm
 carries. The relay sends on the oldest carrier it has not ended, within the allowance the
 client gave it; when the allowance is spent it ends the carrier with a segment flagged END.
 A REWIND (the client lost a carrier) ends every carrier older than the one it came on.
-A session with no carrier for LINGER seconds is closed.
+A session with no carrier for LINGER seconds is closed. A session has at most
+`[limits] carriers_per_session` carriers open: at the limit the oldest the relay has ended
+are closed to make room (a client from before the limit keeps every carrier open until it
+has spent its own budget there, so in a long download they pile up), and a carrier is
+refused only when every open one is still in use.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ LINGER = 60.0  # a session with no carrier is closed after this long
 HELLO_TIMEOUT = 10.0
 CLOSE_GRACE = 5.0
 MAX_SESSIONS = 10_000
+PER_SESSION = 32  # carriers of one session open at once (the config's default)
 
 _ = NEW  # the hello's flag, read by parse_hello
 
@@ -92,6 +97,17 @@ class _Session:
             old.end(self.stream)
         self.changed.set()
 
+    def make_room(self, limit: int) -> bool:
+        """At the limit of open carriers: close the oldest the relay has ended (the client
+        may still send on them; what was in flight there it sends again, as for any carrier
+        lost) until one more fits. False when every open carrier is still in use."""
+        for old in [link for link in self.links if link.ended]:
+            if len(self.links) < limit:
+                break
+            self.links.remove(old)
+            old.ws.abort()
+        return len(self.links) < limit
+
     def detach(self, link: _Link) -> None:
         if link in self.links:
             self.links.remove(link)
@@ -134,10 +150,13 @@ class CarrierHub:
         serve: Callable[[Stream, str], Awaitable[None]],
         *,
         per_client: int,
+        per_session: int = PER_SESSION,
         linger: float = LINGER,
     ) -> None:
         self._serve = serve
         self.per_client = per_client
+        self.per_session = per_session
+        self.refused_carriers = 0  # beyond a session's limit
         self.linger = linger
         self.sessions: dict[bytes, _Session] = {}
         self.of_client: Counter[str] = Counter()
@@ -162,8 +181,14 @@ class CarrierHub:
             else:
                 session = self._start(ident, name)
                 status = OK
+        elif session is None or session.name != name:
+            status = UNKNOWN
+        elif len(session.links) >= self.per_session and not session.make_room(self.per_session):
+            self.refused_carriers += 1
+            log.info("relay: %s: a session is at its limit of %d carriers", name, self.per_session)
+            status = REFUSED
         else:
-            status = OK if session is not None and session.name == name else UNKNOWN
+            status = OK
         ws.write(encode_welcome(status))
         if status != OK or session is None:
             ws.close()

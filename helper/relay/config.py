@@ -15,6 +15,7 @@ problem named by its key path.
 
     [limits]
     connections_per_client = 64
+    carriers_per_session = 32   # capped mode: a session's carriers open at once
     idle_timeout = "10m"
     handshake_timeout = "10s"
 
@@ -85,6 +86,13 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _carrier_count(value: Any) -> int:
+    # A capped client keeps up to 24 carriers open (transports/fronted/capped.py).
+    if isinstance(value, bool) or not isinstance(value, int) or not 4 <= value <= 1000:
+        raise ValueError(f"{value!r} is not a count of carriers (4-1000)")
+    return value
+
+
 def _endpoint(value: Any) -> Endpoint:
     try:
         return Endpoint.parse(string(value), 443)
@@ -149,6 +157,13 @@ class LimitsSection:
         _positive_int,
         "Tunnels one client may hold open, and connections it may have open inside "
         "multiplexed tunnels (1-100000).",
+    )
+    carriers_per_session: int = setting(
+        32,
+        _carrier_count,
+        "Capped mode: carriers one session may hold open at once (4-1000). At the limit the "
+        "relay first closes the session's carriers it has already ended, and refuses a new "
+        "one only when every open one is in use.",
     )
     idle_timeout: float = setting(
         "10m", parse_duration, "A tunnel with no traffic either way for this long is closed."
@@ -243,6 +258,7 @@ class RelayConfig:
     public_front: str | None = None
     public_host: str | None = None
     connections_per_client: int = _default(LimitsSection, "connections_per_client")
+    carriers_per_session: int = _default(LimitsSection, "carriers_per_session")
     idle_timeout: float = _default(LimitsSection, "idle_timeout")
     handshake_timeout: float = _default(LimitsSection, "handshake_timeout")
     allow: str = _default(DestinationsSection, "allow")
@@ -302,6 +318,7 @@ def parse_relay_config(
         public_front=public.front,
         public_host=public.host,
         connections_per_client=limits.connections_per_client,
+        carriers_per_session=limits.carriers_per_session,
         idle_timeout=limits.idle_timeout,
         handshake_timeout=limits.handshake_timeout,
         allow=dest.allow,

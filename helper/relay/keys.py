@@ -111,6 +111,7 @@ class RelayKeys:
         self.path_file = directory / "path"
         self.replay_file = directory / "replay.db"
         self._seen: tuple[tuple[int, int, int], dict[str, ClientRecord]] | None = None
+        self._path_seen: tuple[tuple[int, int, int], str] | None = None
 
     def exists(self) -> bool:
         return all(
@@ -268,6 +269,19 @@ class RelayKeys:
         if self._seen is None or self._seen[0] != version:
             self._seen = (version, self.active())
         return self._seen[1]
+
+    def current_path(self) -> str:
+        """`path` as the file says now, read again only when it has changed (one stat per
+        call: the relay asks at every request)."""
+        try:
+            info = os.stat(self.path_file)
+        except FileNotFoundError:
+            self._require()  # says what is missing
+            raise
+        version = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._path_seen is None or self._path_seen[0] != version:
+            self._path_seen = (version, self.path)
+        return self._path_seen[1]
 
     def server_context(self) -> ssl.SSLContext:
         """The inner TLS, relay side: TLS 1.3 only, a client certificate from our CA required."""

@@ -153,7 +153,11 @@ class RelayServer:
         self._http: HttpServer | None = None
         self._stopping = False
         # Capped sessions (carriers.py): tunnels carried across many short connections.
-        self.carriers = CarrierHub(self._serve_capped, per_client=config.connections_per_client)
+        self.carriers = CarrierHub(
+            self._serve_capped,
+            per_client=config.connections_per_client,
+            per_session=config.carriers_per_session,
+        )
 
     # --- the website, and the way in ----------------------------------------------------
 
@@ -181,7 +185,8 @@ class RelayServer:
         return Upgrade(headers, lambda stream: self.tunnel(stream, name))
 
     def _tunnel_token(self, request: Request) -> TokenCheck | None:
-        if request.method != "GET" or request.path != self.keys.path:
+        path = self.keys.current_path()
+        if request.method != "GET" or request.path != path:
             return None
         if "websocket" not in request.tokens("upgrade"):
             return None
@@ -189,7 +194,7 @@ class RelayServer:
         if not token:
             return None
         tokens = {n: bytes.fromhex(r.token) for n, r in self._clients().items()}
-        return read_access_token(token, tokens, self.keys.path)
+        return read_access_token(token, tokens, path)
 
     def _clients(self) -> dict[str, ClientRecord]:
         """The clients allowed now; none while clients.json cannot be read (said as an error:

@@ -70,6 +70,30 @@ async def test_echo_through_a_freezing_censor(frozen: Frozen, echo_origin) -> No
         await dialer.aclose()
 
 
+async def test_carriers_beyond_the_relays_limit_are_refused_and_the_client_keeps_fewer(
+    frozen: Frozen, integrity_origin
+) -> None:
+    hub = frozen.relay.server.carriers
+    hub.per_session = 4  # `[limits] carriers_per_session`, under the client's pool of 6
+    dialer = frozen.dialer()
+    try:
+        await _exchange(dialer, integrity_origin.port, 256 * 1024)
+        assert hub.refused_carriers > 0
+        tunnel = next(s.capped for s in _front(dialer).sessions)
+        assert tunnel.pool < 4 and tunnel.carriers_lost == 0
+        assert all(len(s.links) <= 4 for s in hub.sessions.values())
+    finally:
+        await dialer.aclose()
+
+
+def _front(dialer):
+    for _ in range(8):
+        if hasattr(dialer, "sessions"):
+            return dialer
+        dialer = dialer.inner
+    raise AssertionError("no FrontDialer in the chain")
+
+
 @pytest.mark.slow
 async def test_4mib_each_way_intact_through_a_freezing_censor(
     frozen: Frozen, integrity_origin

@@ -49,7 +49,9 @@ from .session import END, HEADER, PING, REWIND, Segment, Session, parse_segment
 __all__ = [
     "CARRIER_PROTOCOL",
     "DEFAULT_BUDGET",
+    "HANDSHAKES",
     "CappedTunnel",
+    "CarrierLimit",
     "CarrierLink",
     "Counted",
     "SessionStream",
@@ -80,9 +82,19 @@ BUSY = 15.0  # the session counts as busy this long after its last payload eithe
 HIGH_WATER = 256 * 1024  # written and not acknowledged: drain() waits above this
 OPEN_TRIES = 3  # carriers that fail to open in a row before the tunnel fails
 SEGMENT_WRITE = 16 * 1024  # at most this many bytes of segments in one write
-POOL = 3  # carriers kept open and fresh, ahead of need
-PARALLEL = 2  # carriers opening at once, at most
+POOL = 6  # carriers kept open and fresh, ahead of need
+PARALLEL = 6  # carriers opening at once, at most
+HANDSHAKES = 2  # of those, in their TLS handshake with the front at once (modes.py)
+MOST = 24  # carriers open or opening at once, at most (the relay's default limit is 32)
 CLOSE_GRACE = 5.0  # a closed session's last bytes and FIN get this long to be acknowledged
+
+
+class CarrierLimit(DialError):
+    """The relay refused a further carrier of a session it has: the session has as many open
+    as the relay allows (`[limits] carriers_per_session`). Not a failure of the route."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, detail)
 
 
 # --- the hello and the welcome (sans-IO) ----------------------------------------------------
@@ -359,6 +371,8 @@ class CappedTunnel:
         self._rewind_asked = False  # the next write asks the relay to rewind
         self._ping = False
         self._failures = 0
+        self.pool = POOL  # fresh carriers wanted ahead
+        self.most = MOST  # carriers open or opening at once; the relay's limit once it said so
         self.waiting_since: float | None = None  # sent something that wants an answer
         self.last_rx = asyncio.get_running_loop().time()
         self.carriers_opened = 0
@@ -417,6 +431,14 @@ class CappedTunnel:
                     self._lose(link)
             self._wake.set()
 
+    def _end(self, link: CarrierLink) -> None:
+        """Nothing more from us on `link`: the last segment there says so (END), and the
+        relay ends it too."""
+        link.end_sent = True
+        with contextlib.suppress(OSError, RuntimeError):
+            link.ws.write(self.stream.outgoing(HEADER.size, END))
+        self._wake.set()
+
     def _retire(self, link: CarrierLink) -> None:
         link.close()
         if link in self.links:
@@ -448,11 +470,7 @@ class CappedTunnel:
                 continue
             room = min(link.up_room - HEADER.size, SEGMENT_WRITE)  # room kept for the END
             if room < 2 * HEADER.size:
-                # Spent: the last segment here says so, and the relay ends it too.
-                link.end_sent = True
-                with contextlib.suppress(OSError, RuntimeError):
-                    link.ws.write(stream.outgoing(HEADER.size, END))
-                self._wake.set()
+                self._end(link)  # spent
                 continue
             flags = (REWIND if self._rewind_asked else 0) | (PING if self._ping else 0)
             out = stream.outgoing(room, flags)
@@ -496,17 +514,30 @@ class CappedTunnel:
                     self._opening.discard(task)
                     try:
                         self._attach(task.result())
+                    except CarrierLimit as exc:
+                        # As many as are open now is the relay's limit; the session is fine.
+                        self.most = max(2, min(self.most, len(self.links)))
+                        self.pool = min(self.pool, self.most - 1)
+                        log.info("%s: %s: at most %d open", self.name, exc, self.most)
                     except DialError as exc:
                         self._failures += 1
                         log.info("%s: a carrier did not open: %s", self.name, exc)
                         if self._failures >= OPEN_TRIES:
                             stream.fail(exc)
                             return
+                # At the limit: give back the oldest carriers the relay has ended (we may
+                # still have sent on them) until one more fits.
+                over = len(self.links) + len(self._opening) - self.most + 1
+                for link in [x for x in self.links if x.end_received and x.can_send][:over]:
+                    self._end(link)
                 for link in list(self.links):
                     if link.end_received and not link.can_send:
                         self._retire(link)
                 fresh = sum(1 for link in self.links if link.fresh)
-                wanted = POOL - fresh - len(self._opening)
+                wanted = min(
+                    self.pool - fresh - len(self._opening),
+                    self.most - len(self.links) - len(self._opening),
+                )
                 if stream.closed and fresh:
                     wanted = 0
                 for _ in range(max(0, min(wanted, PARALLEL - len(self._opening)))):

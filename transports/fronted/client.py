@@ -152,6 +152,12 @@ class FrontDialer:
         inner = await self._connect(self._inner_context(multiplex=False))
         inner.close()
 
+    async def adapt_to_freeze(self) -> bool:
+        """A transfer through this route stopped mid-way (a probe's): True when the tunnel has
+        changed how it carries because of it (carrier=auto found a long tunnel frozen and
+        goes capped), so the same transfer may work now. modes.CarrierMode.confirm_freeze."""
+        return await self.carrier.confirm_freeze()
+
     async def _open(self, session: MuxSession, target: Endpoint) -> Stream:
         dial_phase.set(Op.PROXY_HANDSHAKE)
         asked = asyncio.get_running_loop().time()
@@ -319,6 +325,7 @@ class FrontDialer:
     async def _tunnel(self, stream: Stream, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         key = self.key
         outer = await tls_connect(stream, self.outer_tls, key.front, timeout=self.handshake_timeout)
+        asked = asyncio.get_running_loop().time()
         ws = await websocket_connect(
             outer,
             key.host,
@@ -326,6 +333,8 @@ class FrontDialer:
             headers=self._headers(access_token(key, nonce=nonce)),
             timeout=self.handshake_timeout,
         )
+        # The upgrade is a round trip to the relay through the front, as a PING is.
+        self.carrier.note_answer(asyncio.get_running_loop().time() - asked)
         try:
             inner = await tls_connect(ws, inner_tls, None, timeout=self.handshake_timeout)
         except DialError as exc:

@@ -7,7 +7,10 @@
                      STICKY seconds, then long is tried again
 
 A long tunnel freezes when the relay stops answering (not even a PING) while it has carried
-less than FREEZE_SUSPECT bytes from the front: the flow was frozen, not closed. The dialer
+less than FREEZE_SUSPECT bytes from the front: the flow was frozen, not closed. How long a
+PING may go unanswered follows what the relay's answers have taken (the WebSocket upgrade's,
+earlier PINGs'): ANSWER_FACTOR x the slowest of the last few, at least SILENT and at most the
+dialer's handshake timeout, so a slow relay or a long path is not taken for a freeze. The dialer
 says so in its log and `frozen_after` (bytes), which the probe's diagnosis can name, and the
 connections that were on it fail; the next ones go capped. A relay that does not know the
 capped mode answers its upgrade without the subprotocol: the dialer stays long (and asks
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..base import DialError, Failure, Op, Stream
@@ -29,11 +33,14 @@ from .accesskey import access_token
 from .capped import (
     CARRIER_PROTOCOL,
     DEFAULT_BUDGET,
+    HANDSHAKES,
     MARGIN,
     MIN_BUDGET,
     OK,
+    REFUSED,
     UNKNOWN,
     CappedTunnel,
+    CarrierLimit,
     CarrierLink,
     Counted,
     encode_hello,
@@ -45,7 +52,7 @@ from .mux import ALPN, MuxSession
 if TYPE_CHECKING:
     from .client import FrontDialer
 
-__all__ = ["MODES", "CarrierMode", "CarrierUnsupported"]
+__all__ = ["MODES", "CarrierMode", "CarrierUnsupported", "adapt_to_freeze"]
 
 log = logging.getLogger("detour.transports.front")
 
@@ -55,6 +62,9 @@ UNSUPPORTED_RETRY = 600.0
 FREEZE_SUSPECT = 64 * 1024  # a long tunnel that stops before this many bytes froze
 WATCH_EVERY = 1.0
 SILENT = 4.0  # a long tunnel with connections, silent this long, is asked (PING)
+ANSWER_FACTOR = 4.0  # a PING unanswered this many times the slowest answer seen: frozen
+ANSWERS_KEPT = 8  # the relay's answer times remembered
+RECENT = 30.0  # a freeze noted this recently answers a probe's confirm_freeze()
 
 
 class CarrierUnsupported(DialError):
@@ -78,8 +88,22 @@ class CarrierMode:
         self._capped_until = 0.0
         self._unsupported_until = 0.0
         self._tls_session: Any = None
+        self._handshaking = asyncio.Semaphore(HANDSHAKES)
         self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
         self._watchers: set[asyncio.Task[None]] = set()
+        self._answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # seconds, the relay's
+        self._watched: dict[MuxSession, Counted] = {}  # long tunnels, each with its count
+        self._froze_at: float | None = None
+
+    def note_answer(self, seconds: float) -> None:
+        """The relay answered a request through the front in `seconds` (an upgrade, a PING)."""
+        self._answers.append(max(0.0, seconds))
+
+    def answer_deadline(self) -> float:
+        """How long a silent long tunnel's PING may go unanswered before it counts as frozen."""
+        slowest = max(self._answers, default=0.0)
+        ceiling = max(SILENT, self.dialer.handshake_timeout)
+        return min(ceiling, max(SILENT, ANSWER_FACTOR * slowest))
 
     @property
     def counting(self) -> bool:
@@ -143,10 +167,13 @@ class CarrierMode:
         timeout = dialer.handshake_timeout
         try:
             async with asyncio.timeout(timeout):
-                outer = await tls_connect(
-                    counted, dialer.outer_tls, key.front, timeout=timeout,
-                    session=self._tls_session,
-                )  # fmt: skip
+                # At most HANDSHAKES TLS handshakes with the front under way at once; the
+                # carriers' upgrades and hellos, after them, overlap freely.
+                async with self._handshaking:
+                    outer = await tls_connect(
+                        counted, dialer.outer_tls, key.front, timeout=timeout,
+                        session=self._tls_session,
+                    )  # fmt: skip
                 ws = await websocket_connect(
                     outer,
                     key.host,
@@ -189,6 +216,8 @@ class CarrierMode:
             raise dialer._broken(exc) from None
         if status != OK:
             ws.abort()
+            if status == REFUSED and not new:
+                raise CarrierLimit("the relay refused one more carrier (its limit per session)")
             said = "does not know this session" if status == UNKNOWN else "refused the session"
             raise DialError(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, f"the relay {said}")
         if rest:
@@ -196,8 +225,10 @@ class CarrierMode:
         ssl_object = outer.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.resumed += ssl_object.session_reused
-            if ssl_object.session is not None:
-                self._tls_session = ssl_object.session
+            # Read once: the ssl module copies the session (certificates and all) each time.
+            session = ssl_object.session
+            if session is not None:
+                self._tls_session = session
         return CarrierLink(ws, counted, allowance, self.budget)
 
     # --- watching long tunnels (auto) -------------------------------------------------------
@@ -212,25 +243,53 @@ class CarrierMode:
 
     async def _watch(self, session: MuxSession, counted: Counted) -> None:
         loop = asyncio.get_running_loop()
-        while session.alive and counted.received < FREEZE_SUSPECT:
-            await asyncio.sleep(WATCH_EVERY)
-            if loop.time() - session.last_heard < SILENT:
-                continue  # (a tunnel whose connections gave up on the silence is asked too)
-            asked = loop.time()
-            before = counted.received
-            session.send(PING, 0, os.urandom(8))
-            while loop.time() - asked < SILENT and session.alive:
-                await asyncio.sleep(0.2)
-                if counted.received != before:
-                    break
-            if session.alive and counted.received == before:
-                self.note_freeze(counted.received)
-                session.close()
-                return
+        self._watched[session] = counted
+        try:
+            while session.alive and counted.received < FREEZE_SUSPECT:
+                await asyncio.sleep(WATCH_EVERY)
+                if loop.time() - session.last_heard < SILENT:
+                    continue  # (a tunnel whose connections gave up on the silence is asked too)
+                if await self._frozen(session, counted):
+                    return
+        finally:
+            self._watched.pop(session, None)
+
+    async def _frozen(self, session: MuxSession, counted: Counted) -> bool:
+        """Ask the relay (PING); no answer within the deadline is a freeze: noted, and the
+        tunnel closed."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        before = counted.received
+        deadline = self.answer_deadline()
+        session.send(PING, 0, os.urandom(8))
+        while loop.time() - asked < deadline and session.alive:
+            await asyncio.sleep(min(0.2, deadline / 8))
+            if counted.received != before:
+                self.note_answer(loop.time() - asked)
+                return False
+        if session.alive and counted.received == before:
+            self.note_freeze(counted.received)
+            session.close()
+            return True
+        return False
+
+    async def confirm_freeze(self) -> bool:
+        """A probe's transfer through this route stopped: ask every long tunnel now rather than
+        after the watch's silence. True when the dialer has moved to capped carriers for it
+        (a tunnel found frozen now, or by the watch within the last RECENT seconds): the
+        route's next connections go capped, and a probe may try again."""
+        if self.mode != "auto":
+            return False
+        loop = asyncio.get_running_loop()
+        watched = [(s, c) for s, c in self._watched.items() if s.alive]
+        found = await asyncio.gather(*(self._frozen(s, c) for s, c in watched))
+        recent = self._froze_at is not None and loop.time() - self._froze_at < RECENT
+        return (any(found) or recent) and self.capped_now()
 
     def note_freeze(self, received: int) -> None:
         """A long tunnel froze after `received` bytes: capped from now on (auto)."""
         self.frozen_after = received
+        self._froze_at = asyncio.get_running_loop().time()
         self.froze.set()
         log.warning(
             "front %s: the tunnel froze after %.1f KB from the front (no reset, no close)%s",
@@ -245,6 +304,19 @@ class CarrierMode:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+
+
+async def adapt_to_freeze(dialer: Any) -> bool:
+    """Whether `dialer` (or a dialer it wraps) changed how it carries after a transfer through
+    it stopped mid-way (FrontDialer.adapt_to_freeze): the same transfer may work now."""
+    for _ in range(8):
+        adapt = getattr(dialer, "adapt_to_freeze", None)
+        if adapt is not None:
+            return bool(await adapt())
+        dialer = getattr(dialer, "inner", None)
+        if dialer is None:
+            return False
+    return False
 
 
 def _find_counted(stream: Any) -> Counted | None:

@@ -1,0 +1,27 @@
+"""RelayKeys.current_path(): the secret path the relay checks at every request, read from its
+file only when the file has changed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helper.relay.keys import RelayKeys, RelayKeysError
+
+
+def test_the_path_is_read_again_only_when_the_file_changes(tmp_path) -> None:
+    keys = RelayKeys(tmp_path / "state")
+    keys.generate()
+    first = keys.current_path()
+    assert first == keys.path and first.startswith("/")
+    keys.path_file.write_text("/elsewhere\n")  # a new size: read again
+    assert keys.current_path() == "/elsewhere"
+    info = os.stat(keys.path_file)
+    keys._path_seen = ((info.st_ino, info.st_mtime_ns, info.st_size), "/cached")
+    assert keys.current_path() == "/cached"  # unchanged file: one stat, no read
+
+
+def test_no_keys_is_said(tmp_path) -> None:
+    with pytest.raises(RelayKeysError, match="keygen"):
+        RelayKeys(tmp_path / "none").current_path()

@@ -123,14 +123,39 @@ async def relay(tmp_path: Path) -> AsyncIterator[tuple[RelayKeys, int]]:
     await server.stop(grace=0.5)
 
 
-def check_budget(handshakes: list[Handshake]) -> None:
+@contextlib.asynccontextmanager
+async def loop_lag() -> AsyncIterator[list[float]]:
+    """The worst lateness of this event loop's wake-ups while the block runs. The tap shares
+    the loop with the engine, so it sees a ClientHello up to that late: on a busy machine two
+    paced handshakes can look closer at the tap than the budget let them go."""
+    loop = asyncio.get_running_loop()
+    worst = [0.0]
+
+    async def tick() -> None:
+        while True:
+            due = loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            worst[0] = max(worst[0], loop.time() - due)
+
+    task = asyncio.ensure_future(tick())
+    try:
+        yield worst
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def check_budget(handshakes: list[Handshake], lag: float = 0.0) -> None:
     starts = sorted(h.started for h in handshakes)
     # Kept at the client; what reaches the front can come a little closer (a loaded loop
-    # between the budget's start and the ClientHello's arrival): JITTER of slack.
+    # between the budget's start and the ClientHello's arrival): JITTER of slack, more when
+    # the loop was seen to wake up later than that.
+    slack = max(JITTER, lag)
     closest = min((b - a for a, b in itertools.pairwise(starts)), default=1.0)
-    assert closest >= GAP - JITTER, starts
+    assert closest >= GAP - slack, (slack, starts)
     for i, first in enumerate(starts):
-        assert len([t for t in starts[i:] if t < first + WINDOW - JITTER]) <= LIMIT, starts
+        assert len([t for t in starts[i:] if t < first + WINDOW - slack]) <= LIMIT, starts
     for handshake in handshakes:
         assert handshake.ended is not None  # every tunnel opened
         during = [
@@ -185,11 +210,12 @@ async def test_a_burst_and_a_probe_keep_the_budget_at_the_front(
             # would run out of its route's time (the price of pacing without multiplexing).
             probe = asyncio.ensure_future(engine.monitor.probe_now(service))
             await asyncio.sleep(0.01)
-            await asyncio.gather(*(one(i) for i in range(burst)), probe)
+            async with loop_lag() as lag:
+                await asyncio.gather(*(one(i) for i in range(burst)), probe)
             (result,) = [r for (s, _), r in engine.monitor.probe_status()[0].items() if s == "echo"]
             assert result.ok, result
 
     handshakes = counter.of("cdn.test")
     assert len(handshakes) >= burst + 3  # one per connection and per probe target: no multiplexing
-    check_budget(handshakes)
+    check_budget(handshakes, lag[0])
     assert engine.budget.held > 0  # it did hold handshakes back

@@ -306,7 +306,7 @@ def detour_process(tmp_path: Path) -> Iterator[Callable[..., DetourProcess]]:
             )
         proc = DetourProcess(process, ("127.0.0.1", port), output_path)
         started.append(proc)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a pause
         while "listening on" not in proc.output:
             if process.poll() is not None or time.monotonic() > deadline:
                 proc.stop(signal.SIGKILL)

@@ -89,6 +89,10 @@ def fuzz_profile(config: pytest.Config | None = None) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # Before hypothesis' own plugin, which then loads --hypothesis-profile when given.
     settings.load_profile(fuzz_profile(config))
+    # pytest-xdist (3.6 and later) hands out files by their number of tests unless told not
+    # to: keep the order _longest_files_first gives, which is by what the tests cost.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -106,17 +110,36 @@ def _is_property(item: pytest.Item) -> bool:
     return isinstance(item, pytest.Function) and is_hypothesis_test(item.obj)
 
 
+# What a test is guessed to cost, in seconds, to order the files: a property test by its
+# number of examples (10,000 take tens of seconds), a test marked slow, a unit test (no
+# sockets), any other test (real sockets, peers, processes, labs).
+SECONDS_PER_EXAMPLE = 1 / 400
+SLOW_TEST = 10.0
+UNIT_TEST = 0.02
+OTHER_TEST = 1.0
+UNIT = ROOT / "tests" / "unit"
+
+
+def _cost(item: pytest.Item) -> float:
+    if _is_property(item):
+        own = getattr(item.obj, "_hypothesis_internal_use_settings", None)  # its @settings
+        return (own or settings.default).max_examples * SECONDS_PER_EXAMPLE
+    if item.get_closest_marker("slow") is not None:
+        return SLOW_TEST
+    return UNIT_TEST if item.path.is_relative_to(UNIT) else OTHER_TEST
+
+
 def _longest_files_first(items: list[pytest.Item]) -> None:
-    """Test files with the most property tests first (the longest runs under the ci
-    profile), each file's tests together and in their own order: the test workers
-    (`make test`, one file at a time each) then end on short files instead of one worker
-    finishing a long one alone. Deterministic, as every worker must collect the same order."""
+    """Test files by what their tests are guessed to cost (_cost), the costliest first, each
+    file's tests together and in their own order: the test workers (`make test`, one file at
+    a time each) then end on short files instead of one worker finishing a long one alone
+    while the other idles. Deterministic, as every worker must collect the same order."""
     files: dict[object, list[pytest.Item]] = {}
     for item in items:
         files.setdefault(item.path, []).append(item)
     ordered = sorted(
         enumerate(files.values()),
-        key=lambda pair: (-sum(map(_is_property, pair[1])), pair[0]),
+        key=lambda pair: (-round(sum(map(_cost, pair[1])), 3), pair[0]),
     )
     items[:] = [item for _, tests in ordered for item in tests]
 
@@ -283,7 +306,7 @@ def detour_process(tmp_path: Path) -> Iterator[Callable[..., DetourProcess]]:
             )
         proc = DetourProcess(process, ("127.0.0.1", port), output_path)
         started.append(proc)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a pause
         while "listening on" not in proc.output:
             if process.poll() is not None or time.monotonic() > deadline:
                 proc.stop(signal.SIGKILL)

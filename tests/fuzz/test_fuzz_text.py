@@ -13,7 +13,7 @@ import math
 import tomllib
 from typing import Any
 
-from hypothesis import example, given, note
+from hypothesis import example, given, note, settings
 
 from helper.config import (
     DENY,
@@ -202,6 +202,11 @@ def shown_layered(text: str) -> tuple[Config | None, str]:
     return None, str(error)
 
 
+# Each example validates five whole documents (the document, alone and on the built-in
+# config, its placeholder twin, its half and the raw text), some 4 ms of work: a quarter of
+# the profile's examples keeps this property near ten seconds on the CI profile (and scales
+# with --long).
+@settings(max_examples=max(50, settings.default.max_examples // 4))
 @given(configs)
 def test_parse_config(case: tuple[dict[str, Any], list[str], str]) -> None:
     """Any document is a Config that keeps the promises validation makes, or a ConfigError

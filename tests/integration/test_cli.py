@@ -19,7 +19,9 @@ from tests.support.peers import free_port
 from transports.chain import known_layers
 
 
-def detour(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def detour(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    # A bound for a loaded machine (a start on the built-in config took over 20 s there),
+    # not a pause: the command returns when detour exits.
     return subprocess.run(
         detour_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )

@@ -27,8 +27,23 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 Observed = dict[str, tuple[str | None, dict[str, tuple[bool, str | None, str | None, str]]]]
 
 
-async def probe_all(lab: Lab) -> dict[str, ServiceReport]:
-    config = parse_config(lab.helper_config(listen="127.0.0.1:0"))
+# The lab's probe timeout, and the one a scenario's probes are run with again when what they
+# report differs from what the scenario says: on a loaded machine (the CPU shared with other
+# work) a working route can miss the lab's short timeout, or pause long enough to look
+# frozen or throttled. The second run, with time to spare, is the one the test asserts on,
+# whole; a timeout a scenario expects then takes longer, which only a mismatch pays for.
+LAB_TIMEOUT = 'timeout = "3s"'
+GENEROUS_TIMEOUT = 'timeout = "12s"'
+
+
+def lab_config(lab: Lab | NetnsLab, generous: bool = False) -> str:
+    text = lab.helper_config(listen="127.0.0.1:0")
+    assert LAB_TIMEOUT in text, "the lab's probe timeout moved: update LAB_TIMEOUT"
+    return text.replace(LAB_TIMEOUT, GENEROUS_TIMEOUT) if generous else text
+
+
+async def probe_all(lab: Lab, generous: bool = False) -> dict[str, ServiceReport]:
+    config = parse_config(lab_config(lab, generous))
     engine = Engine(config, probe_on_start=False)
     try:
         reports = {}
@@ -40,10 +55,10 @@ async def probe_all(lab: Lab) -> dict[str, ServiceReport]:
         await engine.stop()
 
 
-async def observe(lab: Lab | NetnsLab, scenario: Scenario) -> Observed:
+async def observe(lab: Lab | NetnsLab, scenario: Scenario, generous: bool = False) -> Observed:
     """What `detour probe` reports: in this process, or, for a scenario where detour must use
     the network's resolver as its system resolver, `detour probe --json` run in the lab's
-    client namespace."""
+    client namespace. `generous`: with GENEROUS_TIMEOUT."""
     if not scenario.system_resolver:
         return {
             name: (
@@ -58,11 +73,11 @@ async def observe(lab: Lab | NetnsLab, scenario: Scenario) -> Observed:
                     for r in report.results
                 },
             )
-            for name, report in (await probe_all(lab)).items()
+            for name, report in (await probe_all(lab, generous)).items()
         }
     assert isinstance(lab, NetnsLab) and lab.directory is not None
     config = lab.directory / "client.toml"
-    config.write_text(lab.helper_config(listen="127.0.0.1:0"))
+    config.write_text(lab_config(lab, generous))
     probe = (sys.executable, "-m", "helper", "probe", "--json", "-c", str(config))
     command = lab.client_command(*probe)
     process = await asyncio.create_subprocess_exec(
@@ -79,6 +94,7 @@ async def observe(lab: Lab | NetnsLab, scenario: Scenario) -> Observed:
     return observed
 
 
+@pytest.mark.timeout(300)  # a second run with GENEROUS_TIMEOUT on a loaded machine
 @pytest.mark.parametrize("scenario", scenario_names())
 async def test_probe_reports_what_the_scenario_says(lab: Lab, scenario: str) -> None:
     expected = load_scenario(scenario, lab.table)
@@ -86,6 +102,20 @@ async def test_probe_reports_what_the_scenario_says(lab: Lab, scenario: str) -> 
         pytest.skip(f"the userland lab cannot run it: {why}")
     await lab.set_scenario(scenario)
     observed = await observe(lab, expected)
+    problems, _, holds = _differences(expected, observed, lab.netns)
+    if problems or holds:
+        observed = await observe(lab, expected, generous=True)  # see GENEROUS_TIMEOUT
+    problems, pending, holds = _differences(expected, observed, lab.netns)
+    assert not problems and not holds, "\n".join(problems + holds)
+    if pending:
+        pytest.xfail("\n".join(pending))
+
+
+def _differences(
+    expected: Scenario, observed: Observed, netns: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """What differs from the scenario's expectations: (problems, pending, holds); all three
+    empty when the observation is exactly what the scenario says."""
     problems: list[str] = []
     pending: list[str] = []  # what a correct detour says and this one does not yet
     holds: list[str] = []  # pending, yet it holds: the marker must go
@@ -96,7 +126,7 @@ async def test_probe_reports_what_the_scenario_says(lab: Lab, scenario: str) -> 
             line = f"{service}: best route {best}, expected {route}"
             (pending if service in waiting else problems).append(line)
     for expectation in expected.expectations:
-        works, failure, op = expectation.expected(lab.netns)
+        works, failure, op = expectation.expected(netns)
         ok, seen_failure, seen_op, diagnosis = observed[expectation.service][1][expectation.route]
         seen: tuple[object, ...] = (ok, seen_failure, seen_op if seen_failure else None)
         want: tuple[object, ...] = (works, failure, op if failure else None)
@@ -113,9 +143,7 @@ async def test_probe_reports_what_the_scenario_says(lab: Lab, scenario: str) -> 
                 problems.append(line)
         elif expectation.pending:
             holds.append(f"{line}: it holds now; remove its pending marker")
-    assert not problems and not holds, "\n".join(problems + holds)
-    if pending:
-        pytest.xfail("\n".join(pending))
+    return problems, pending, holds
 
 
 async def test_a_split_client_hello_that_is_still_reset_is_diagnosed_as_reassembling(

@@ -116,16 +116,54 @@ def require_peer(binary: str, package: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago.
+    """Return a TCP port on ``host`` that was free a moment ago (for UDP as well).
 
     The peers take their port on the command line or in a config file, so the port has to be
     chosen before they start; the race with other processes is handled by retrying the start
-    (see ``_launch``).
+    (see ``_launch``). The port is drawn from below the kernel's ephemeral range: a port the
+    kernel hands out itself (a bind to port 0) is also what every outgoing connection's
+    local end takes, and on a busy machine one of those can hold it by the time the peer
+    binds it ("Address already in use"). Below that range only another explicit bind can.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    span = _unclaimed_ports()
+    for _ in range(_PORT_DRAWS if span else 0):
+        port = span[0] + secrets.randbelow(span[1] - span[0] + 1)
+        if _bindable(family, host, port):
+            return port
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+#: Ports tried at random below the ephemeral range before falling back on the kernel's choice.
+_PORT_DRAWS = 50
+#: The lowest port drawn: above the well-known and commonly registered ones.
+_LOWEST_DRAWN = 10_000
+
+
+@functools.lru_cache(maxsize=1)
+def _unclaimed_ports() -> tuple[int, int] | None:
+    """The span of ports below the kernel's ephemeral range (Linux: 10000-32767 by default),
+    or None where the range cannot be read or leaves too little room."""
+    try:
+        low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return None
+    if low - 1 - _LOWEST_DRAWN < 1000:
+        return None
+    return _LOWEST_DRAWN, low - 1
+
+
+def _bindable(family: int, host: str, port: int) -> bool:
+    """Whether host:port can be bound now, for TCP and for UDP (some peers take both)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(family, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
 
 
 @dataclasses.dataclass(eq=False)

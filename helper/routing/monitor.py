@@ -291,8 +291,8 @@ class HealthMonitor:
 
     def _commit(self, result: ProbeResult) -> None:
         self.results[(result.service, result.route)] = result
-        self.router.health.record_probe(result)
-        if result.ok:
+        took = self.router.health.record_probe(result)
+        if result.ok and took:
             self.router.note_health_change(f"probed {result.service} via {result.route}")
 
     def _save(self) -> None:

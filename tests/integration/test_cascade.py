@@ -118,3 +118,29 @@ async def test_the_route_that_worked_here_comes_first_after_a_restart(tmp_path: 
         assert engine.router.health.get("signal", late).source == "memory"
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize("service", [s.name for s in BUILT_IN.services])
+@pytest.mark.parametrize(("route", "bound"), [("oob", 1.4), ("fake", 2.4)])
+def test_a_packet_tricks_probe_handshake_is_booked_early(
+    service: str, route: str, bound: float
+) -> None:
+    """On a network where only a packet trick works, its probe's TLS handshake waits for the
+    routes before it in the per-name handshake budget (two background starts a second): the
+    order keeps `oob` the fourth route with a web target and `fake` the sixth (the budget's
+    bookings, without I/O; the `tgws` routes carry no web target)."""
+    from helper.search.budget import HandshakeBudget
+
+    settings = BUILT_IN.probe
+    budget = HandshakeBudget(
+        settings.handshakes, settings.handshake_window, settings.handshake_gap, clock=lambda: 0
+    )
+    probes = next(s for s in BUILT_IN.services if s.name == service).probes
+    web = [t for t in probes if t.kind in ("tls", "https")]
+    assert web
+    booked = {}
+    for name in NAMES:
+        if str(BUILT_IN.route(name).chain).split(" | ")[-1] == "tgws":
+            continue  # skipped for web targets: no handshake
+        booked[name] = budget.book(web[0].endpoint.host, 0.0).at
+    assert booked[route] <= bound

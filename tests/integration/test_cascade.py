@@ -63,7 +63,7 @@ def test_the_cheap_routes_come_first_and_packet_tricks_are_linux_only() -> None:
     # The trick that passes reassembling DPIs early: background probes get two TLS
     # handshakes per server name a second, and a route's place decides when its probe
     # starts (docs/performance.md "Time to a working route on a new network").
-    assert NAMES.index("oob") < NAMES.index("tgws") < NAMES.index("doh-fragment")
+    assert NAMES.index("tgws-fragment") < NAMES.index("oob") < NAMES.index("doh-fragment")
     assert NAMES.index("doh-fragment") < NAMES.index("fake")
     packets = {"fake", "disorder", "oob"}
     for route in BUILT_IN.routes:

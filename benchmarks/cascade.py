@@ -8,6 +8,10 @@ routes one by one in the config's order (each probed to its verdict before the n
     sudo .venv/bin/python benchmarks/cascade.py sni-reset freeze-16k
     sudo .venv/bin/python benchmarks/cascade.py --json out.json   # also the raw numbers
 
+The JSON also has each service's start-up `timeline`: every probe verdict as [seconds, route,
+works, diagnosis, {target: [[step, ms, ok], ...]}], in the order they came (where a cell's
+time went).
+
 Linux and root: it runs in the kernel-level lab standing in for the internet
 (helper/lab/cascade.py, docs/lab.md "The built-in config against the lab"). For each scenario
 this script runs itself with `--inner` in the lab's client namespace (the censored network,
@@ -56,7 +60,7 @@ async def inner() -> dict[str, Any]:
     config = dataclasses.replace(
         config, listen=dataclasses.replace(config.listen, mixed=Endpoint("127.0.0.1", 0))
     )
-    results: dict[str, Any] = {s.name: {} for s in config.services}
+    results: dict[str, Any] = {s.name: {"timeline": []} for s in config.services}
 
     engine = Engine(config)
     events = engine.events.subscribe(limit=100_000)
@@ -73,6 +77,18 @@ async def inner() -> dict[str, Any]:
                     continue
                 service = event.result.service
                 finished[service] += 1
+                results[service]["timeline"].append(
+                    [
+                        round(time.monotonic() - started, 2),
+                        event.result.route,
+                        event.result.ok,
+                        event.result.diagnosis[:80],
+                        {
+                            t.target: [[x.name, round(x.ms), x.ok] for x in t.steps]
+                            for t in event.result.targets
+                        },
+                    ]
+                )
                 if service in pending and event.result.ok:
                     results[service]["startup"] = {
                         "seconds": time.monotonic() - started,

@@ -35,6 +35,7 @@ from .diagnose import diagnose
 from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
 from .slots import Slot as _Slot
+from .turns import turns, wait_turn
 from .volume import (
     FREEZE_WINDOW,
     MAX_MTPROTO_REQUESTS,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ..routing import Route
     from ..search.budget import HandshakeBudget
 
-__all__ = ["Prober", "wait_turn"]
+__all__ = ["Prober", "turns", "wait_turn"]
 
 T = TypeVar("T")
 
@@ -160,14 +161,18 @@ class Prober:
         slots (and the machine) first, as a race gives them the first attempt. `on_result`
         gets each result as soon as it is known, before the slower routes end."""
         routes = list(routes)
-        finished = [asyncio.Event() for _ in routes]
+        order = turns(service, routes)
+        finished = [asyncio.Event() for turn in order if turn is not None]
 
         async def one(index: int, route: Route) -> ProbeResult:
-            await wait_turn(index, finished, stagger)
+            turn = order[index]
+            if turn is not None:
+                await wait_turn(turn, finished, stagger)
             try:
                 result = await self.probe(service, route)
             finally:
-                finished[index].set()
+                if turn is not None:
+                    finished[turn].set()
             if on_result is not None:
                 on_result(result)
             return result
@@ -458,20 +463,6 @@ class Prober:
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
-
-
-async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -> None:
-    """Until route `index`'s probe may start: `index` x `stagger` after the first, or as soon
-    as every route before it has its verdict (`finished[i]` set)."""
-    if not index or stagger <= 0:
-        return
-    # No task per event: a probe cancelled while it waits (the engine stops) leaves nothing.
-    try:
-        async with asyncio.timeout(index * stagger):
-            for event in finished[:index]:
-                await event.wait()
-    except TimeoutError:
-        pass  # its turn came before the earlier routes ended
 
 
 _OPS = {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from transports import DialError
 
 from ..status import Health
+from .stall_hold import StallHold
 
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult
@@ -75,6 +76,8 @@ class HealthBook:
     def __init__(self) -> None:
         self._health: dict[tuple[str, str], RouteHealth] = {}
         self._stall_details: dict[tuple[str, str], str] = {}
+        self._held: dict[tuple[str, str], str] = {}  # why a passing probe did not count
+        self.stall_hold = StallHold()  # a live freeze outweighs the next passing probe
 
     def get(self, service: str, route: str) -> RouteHealth:
         return self._health.get((service, route)) or RouteHealth()
@@ -93,9 +96,23 @@ class HealthBook:
         """Drop what is known about `route`, for every service."""
         for key in [key for key in self._health if key[1] == route]:
             del self._health[key]
+        self.stall_hold.forget(route)
 
-    def record_probe(self, result: ProbeResult) -> None:
-        self._health[(result.service, result.route)] = RouteHealth(
+    def record_probe(self, result: ProbeResult) -> bool:
+        """The probe's verdict becomes the route's health; False when it did not because live
+        connections froze through the route too recently (progress.StallHold): then the stall
+        verdict stays, with the probe's latency and why it was held."""
+        key = (result.service, result.route)
+        if result.ok and key in self.stall_hold:
+            checked = any(target.freeze_checked for target in result.targets)
+            held = self.stall_hold.probe_passed(key, checked, time.monotonic())
+            stall = self._health.get(key)
+            if held and stall is not None and stall.ok is False:
+                stall.latency_ms = result.latency_ms
+                self._held[key] = held
+                return False
+        self._held.pop(key, None)
+        self._health[key] = RouteHealth(
             ok=result.ok,
             failure=result.failure.value if result.failure else None,
             op=result.op.value if result.op else None,
@@ -105,6 +122,7 @@ class HealthBook:
             checked_at=result.checked_at,
             source="probe",
         )
+        return True
 
     def record_dial(self, service: str, route: str, error: DialError | None) -> bool:
         """Account a client connection through a route: `error` if it failed (to dial, or to
@@ -144,11 +162,16 @@ class HealthBook:
             dial_failures=health.dial_failures if health is not None else 0,
         )
         self._stall_details[(service, route)] = detail
+        self._held.pop((service, route), None)
+        self.stall_hold.stalled((service, route), time.monotonic())
         return not was_failing
 
     def stall_detail(self, service: str, route: str) -> str:
-        """The words of the last stall recorded for (service, route), or ""."""
-        return self._stall_details.get((service, route), "")
+        """The words of the last stall recorded for (service, route), and why a passing
+        probe since did not end it; "" when none."""
+        detail = self._stall_details.get((service, route), "")
+        held = self._held.get((service, route))
+        return f"{detail}; {held}" if held and detail else held or detail
 
     def order(self, service: str, routes: Sequence[R]) -> list[R]:
         """Working routes first (in the given order), then unknown, then failing."""

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
-from ..probe.probe import Prober, wait_turn
+from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
@@ -194,10 +194,15 @@ class HealthMonitor:
             # In the routes' order, a stagger apart (or once every earlier route has its
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
-            finished = [asyncio.Event() for _ in routes]
+            # A route that can carry none of the service's targets takes no turn (turns()).
+            order = turns(service, routes)
+            finished = [asyncio.Event() for turn in order if turn is not None]
             held = _Pass()
             results = await asyncio.gather(
-                *(self._probe_route(service, r, i, finished, held) for i, r in enumerate(routes))
+                *(
+                    self._probe_route(service, r, turn, finished, held)
+                    for r, turn in zip(routes, order, strict=True)
+                )
             )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
@@ -237,18 +242,19 @@ class HealthMonitor:
         self,
         service: Service,
         route: Route,
-        index: int = 0,
+        index: int | None = 0,
         finished: list[asyncio.Event] | None = None,
         held: _Pass | None = None,
     ) -> ProbeResult:
-        if finished is not None:
+        """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
+        if finished is not None and index is not None:
             await wait_turn(index, finished, self.router.stagger)
         started = time.monotonic()
         try:
             result = await self.prober.probe(service, route)
         finally:
             self.progress.finish(service.name, route.name)
-            if finished is not None:
+            if finished is not None and index is not None:
                 finished[index].set()
         if self.tally is not None:
             # A route that cannot carry the service at all (tgws) has not failed.
@@ -291,8 +297,8 @@ class HealthMonitor:
 
     def _commit(self, result: ProbeResult) -> None:
         self.results[(result.service, result.route)] = result
-        self.router.health.record_probe(result)
-        if result.ok:
+        took = self.router.health.record_probe(result)
+        if result.ok and took:
             self.router.note_health_change(f"probed {result.service} via {result.route}")
 
     def _save(self) -> None:

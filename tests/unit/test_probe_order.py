@@ -65,3 +65,27 @@ async def test_a_route_starts_at_once_when_every_route_before_has_its_verdict() 
     prober = TimedProber({"a": (0.0, False), "b": (0.0, False), "c": (0.0, True)})
     await prober.probe_service(SERVICE, routes("a", "b", "c"), stagger=5.0)
     assert prober.started["c"] < 1.0
+
+
+class _Route(SimpleNamespace):
+    def not_applicable(self, endpoint):
+        return "not a DC" if self.dc_only and endpoint.host != "149.154.167.51" else None
+
+
+def test_a_route_that_carries_no_target_takes_no_turn() -> None:
+    from helper.probe.probe import turns
+    from helper.services import ProbeTarget
+
+    web = ProbeTarget.parse("tls://web.whatsapp.com:443")
+    dc = ProbeTarget.parse("mtproto://149.154.167.51:443")
+    order = [
+        _Route(name="direct", dc_only=False),
+        _Route(name="tgws", dc_only=True),
+        _Route(name="tgws-doh", dc_only=True),
+        _Route(name="oob", dc_only=False),
+    ]
+    whatsapp = SimpleNamespace(name="whatsapp", probes=(web,))
+    assert turns(whatsapp, order) == [0, None, None, 1]  # oob's turn comes second
+    telegram = SimpleNamespace(name="telegram", probes=(web, dc))
+    assert turns(telegram, order) == [0, 1, 2, 3]  # a DC target: every route has its turn
+    assert turns(SimpleNamespace(name="x", probes=()), order) == [0, 1, 2, 3]

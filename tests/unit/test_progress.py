@@ -7,8 +7,11 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helper.probe.result import ProbeResult, TargetResult
 from helper.routing.health import HealthBook
 from helper.routing.progress import RESEND_GAP, UPLOAD_LIMIT, ProgressWatch, TlsRecords
+from helper.routing.stall_hold import StallHold
+from transports import Failure, Op
 
 
 def record(size: int, content_type: int = 23) -> bytes:
@@ -161,3 +164,100 @@ def test_a_stall_fails_the_route_at_once_for_its_service() -> None:
     assert not book.record_stall("telegram", "direct", "frozen_after_17KB", "again")
     book.record_dial("telegram", "direct", None)  # a later connection's answer: still failing
     assert book.get("telegram", "direct").ok is False
+
+
+# --- hysteresis: a live freeze outweighs the next passing probe ------------------------------
+
+KEY = ("telegram", "direct")
+
+
+def test_a_route_never_stalled_is_not_held() -> None:
+    hold = StallHold(hold=60.0)
+    assert hold.probe_passed(KEY, True, 0.0) == ""
+    assert KEY not in hold
+
+
+def test_a_passing_probe_soon_after_a_live_freeze_is_held() -> None:
+    hold = StallHold(hold=60.0, unchecked_hold=300.0)
+    hold.stalled(KEY, 100.0)
+    why = hold.probe_passed(KEY, True, 130.0)
+    assert "froze 30s ago" in why and "60s" in why
+    assert KEY in hold  # still held: the next probe is judged again
+
+
+def test_a_quiet_hold_and_the_freeze_check_end_it() -> None:
+    hold = StallHold(hold=60.0, unchecked_hold=300.0)
+    hold.stalled(KEY, 100.0)
+    assert hold.probe_passed(KEY, True, 130.0)
+    assert hold.probe_passed(KEY, True, 160.0) == ""
+    assert KEY not in hold  # forgotten: the route is judged by probes alone again
+    hold.stalled(KEY, 500.0)  # ... until it freezes again
+    assert hold.probe_passed(KEY, True, 510.0)
+
+
+def test_each_new_live_freeze_starts_the_wait_again() -> None:
+    hold = StallHold(hold=60.0)
+    for now in (0.0, 50.0, 100.0, 150.0):  # live connections keep freezing between probes
+        hold.stalled(KEY, now)
+        assert hold.probe_passed(KEY, True, now + 40.0)
+    assert hold.probe_passed(KEY, True, 209.0)
+    assert hold.probe_passed(KEY, True, 210.0) == ""
+
+
+def test_a_probe_that_could_not_check_for_a_freeze_needs_the_longer_hold() -> None:
+    hold = StallHold(hold=60.0, unchecked_hold=300.0)
+    hold.stalled(KEY, 0.0)
+    assert "could not check" in hold.probe_passed(KEY, False, 200.0)
+    assert hold.probe_passed(KEY, False, 300.0) == ""
+
+
+def test_holds_are_per_service_and_route_and_forgotten_with_the_route() -> None:
+    hold = StallHold(hold=60.0)
+    hold.stalled(KEY, 0.0)
+    hold.stalled(("whatsapp", "direct"), 0.0)
+    hold.stalled(("telegram", "doh"), 0.0)
+    assert hold.probe_passed(("signal", "direct"), True, 1.0) == ""
+    hold.forget("direct")
+    assert KEY not in hold and ("whatsapp", "direct") not in hold
+    assert ("telegram", "doh") in hold
+
+
+def passing(freeze_checked: bool | None = True) -> ProbeResult:
+    target = TargetResult("tls://web.telegram.org:443", latency_ms=42.0)
+    target.freeze_checked = freeze_checked
+    return ProbeResult("telegram", "direct", "direct", [target])
+
+
+def test_the_health_book_keeps_a_live_stall_over_a_passing_probe() -> None:
+    book = HealthBook()
+    book.record_stall("telegram", "direct", "frozen_after_16KB", "words")
+    assert not book.record_probe(passing())  # right after: held
+    health = book.get("telegram", "direct")
+    assert (health.ok, health.failure, health.source) == (False, "stalled", "connection")
+    assert health.latency_ms == 42.0
+    assert "a probe passed" in book.stall_detail("telegram", "direct")
+    assert book.record_probe(passing()) is False  # the next interval's probe too
+    # A failing probe is taken at once (it fails either way), and the hold stays.
+    failed = passing()
+    failed.targets[0].fail(Failure.TIMEOUT, Op.CONNECT, "no answer")
+    assert book.record_probe(failed)
+    assert book.get("telegram", "direct").failure == Failure.TIMEOUT.value
+    assert not book.record_probe(passing())
+
+
+def test_the_health_book_takes_the_probe_after_a_quiet_hold() -> None:
+    book = HealthBook()
+    book.stall_hold = StallHold(hold=0.0, unchecked_hold=3600.0)
+    book.record_stall("telegram", "direct", "frozen_after_16KB", "words")
+    assert not book.record_probe(passing(freeze_checked=False))  # no freeze check: held
+    assert book.record_probe(passing())
+    health = book.get("telegram", "direct")
+    assert (health.ok, health.source) == (True, "probe")
+    assert book.stall_detail("telegram", "direct") == "words"  # the last stall, for the record
+    assert book.record_probe(passing(freeze_checked=None))  # no longer held
+
+
+def test_a_route_without_a_live_stall_takes_every_probe() -> None:
+    book = HealthBook()
+    assert book.record_probe(passing(freeze_checked=None))
+    assert book.get("telegram", "direct").ok

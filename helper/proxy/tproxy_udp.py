@@ -10,9 +10,9 @@ the service's UDP takes, and the answers go back from the service's own address.
 
 Each LAN device (address and port) gets a `TransparentClient`: an association without a
 TCP connection (udp.py's UdpAssociation, the destination handling and its counters and
-limits), which ends after IDLE seconds without a datagram either way. Who may send is the
-`[listen]` allow-list; where to is the destination policy for LAN clients (the configured
-services only unless `listen.remote_default` says otherwise). IPv4 only.
+limits), which ends after `listen.udp_idle_timeout` without a datagram either way. Who may
+send is the `[listen]` allow-list; where to is the destination policy for LAN clients (the
+configured services only unless `listen.remote_default` says otherwise). IPv4 only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger("detour.udp")
 SOL_IP = getattr(socket, "SOL_IP", 0)
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IP_RECVORIGDSTADDR = 20  # also IP_ORIGDSTADDR, the control message's type (linux/in.h)
-IDLE = 120.0  # a device's flows end after this long without a datagram either way
+IDLE = 120.0  # reply sockets close after this long unused (devices: limits.idle)
 READS_PER_WAKEUP = 64  # datagrams read per readiness event, so one flood cannot hog the loop
 
 
@@ -79,7 +79,9 @@ class TransparentUdp:
         self.address = address
         self.server = server
         self.listener = listener
-        self.budget = UdpBudget()
+        # The mixed listener's UDP limits ([listen] udp_*), counted apart.
+        udp = getattr(listener, "udp", None)
+        self.budget = UdpBudget(udp.limits if isinstance(udp, UdpBudget) else None)
         self.clients: dict[tuple, TransparentClient] = {}
         self._replies: dict[Endpoint, tuple[socket.socket, float]] = {}
         self._socket: socket.socket | None = None
@@ -105,7 +107,7 @@ class TransparentUdp:
         self._socket = sock
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._readable)
-        self._sweeper = loop.call_later(IDLE / 4, self._sweep)
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     @property
     def bound(self) -> Endpoint:
@@ -135,16 +137,25 @@ class TransparentUdp:
         if client.counters.up or client.counters.dropped:
             client._log_end()
 
+    @property
+    def _sweep_every(self) -> float:
+        idle = self.budget.limits.idle
+        return min(idle, IDLE) / 4 if idle else IDLE / 4
+
     def _sweep(self) -> None:
-        cutoff = time.monotonic() - IDLE
-        for client in list(self.clients.values()):
-            if client.used < cutoff:
-                self._end(client)
+        now = time.monotonic()
+        idle = self.budget.limits.idle
+        if idle:
+            for client in list(self.clients.values()):
+                if client.used < now - idle:
+                    self.budget.idle_ended += 1
+                    self._end(client)
+        reply_idle = min(idle, IDLE) if idle else IDLE
         for source, (sock, used) in list(self._replies.items()):
-            if used < cutoff:
+            if used < now - reply_idle:
                 sock.close()
                 del self._replies[source]
-        self._sweeper = asyncio.get_running_loop().call_later(IDLE / 4, self._sweep)
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     # --- device -> service ----------------------------------------------------------------
 
@@ -194,9 +205,19 @@ class TransparentUdp:
             return None
         limit = self.budget.limits.destinations
         if limit and len(self.clients) >= limit:
+            self.budget.refused += 1
             self.listener.admission.throttled.log(
                 "udp-limit", logging.WARNING,
                 "refused UDP from %s: %d devices' flows already", client_text, limit,
+            )  # fmt: skip
+            return None
+        per_client = self.budget.limits.per_client
+        if per_client and self.budget.open_from(host) >= per_client:
+            self.budget.refused += 1
+            self.listener.admission.throttled.log(
+                "udp-per-client", logging.WARNING,
+                "refused UDP from %s: %d flows from %s open already "
+                "(listen.udp_associations_per_client)", client_text, per_client, host,
             )  # fmt: skip
             return None
         conn = ClientConnection(
@@ -210,6 +231,7 @@ class TransparentUdp:
         )
         client = self.clients[addr] = TransparentClient(self, conn, addr)
         self.budget.associations.add(client)
+        self.budget.opened += 1
         return client
 
     # --- service -> device ----------------------------------------------------------------

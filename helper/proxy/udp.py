@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING
 from transports import DialError, Endpoint
 from transports.datagram import DatagramSession, NoDatagrams, datagram_dialer
 from transports.guard import guarded
-from transports.socks import REP_GENERAL_FAILURE, REP_SUCCEEDED
+from transports.socks import REP_GENERAL_FAILURE, REP_NOT_ALLOWED, REP_SUCCEEDED
 from transports.udp import encode_datagram, parse_datagram
 from transports.wire import ProtocolError
 
@@ -51,9 +52,10 @@ from ..routing import Denied
 from . import socks as socks_proto
 
 if TYPE_CHECKING:
+    from ..config.listen import ListenConfig
     from .listener import ClientConnection, Listener
 
-__all__ = ["UdpAssociation", "UdpBudget", "UdpCounters", "UdpLimits"]
+__all__ = ["DROPS", "UdpAssociation", "UdpBudget", "UdpCounters", "UdpLimits"]
 
 log = logging.getLogger("detour.udp")
 
@@ -62,11 +64,26 @@ PREPARE_TIMEOUT = 10.0  # how long a destination may take to become reachable th
 
 @dataclass
 class UdpLimits:
-    """Each 0 for no limit."""
+    """Each 0 for no limit ([listen] udp_* keys, helper/config/listen.py)."""
 
     in_flight: int = 256  # datagrams waiting for their route, per association
     in_flight_total: int = 4096  # ... in all, every association of the listener
     destinations: int = 1024  # destinations one association may send to
+    per_client: int = 32  # associations open at once from one client address
+    idle: float = 120.0  # seconds without a datagram either way before an association ends
+
+    @classmethod
+    def from_listen(cls, listen: ListenConfig) -> UdpLimits:
+        return cls(
+            in_flight=listen.udp_in_flight,
+            in_flight_total=listen.udp_in_flight_total,
+            per_client=listen.udp_associations_per_client,
+            idle=listen.udp_idle_timeout,
+        )
+
+
+# What a datagram can be dropped for (UdpCounters' fields besides the datagrams and bytes).
+DROPS = ("malformed", "fragment", "foreign", "refused", "over_limit", "no_route")
 
 
 @dataclass
@@ -75,6 +92,8 @@ class UdpCounters:
 
     up: int = 0  # client -> destination, sent
     down: int = 0  # destination -> client, sent
+    bytes_up: int = 0  # their payloads' bytes
+    bytes_down: int = 0
     malformed: int = 0
     fragment: int = 0
     foreign: int = 0
@@ -91,7 +110,7 @@ class UdpCounters:
 
     @property
     def dropped(self) -> int:
-        return sum(v for k, v in self.as_dict().items() if k not in ("up", "down"))
+        return sum(getattr(self, kind) for kind in DROPS)
 
 
 class UdpBudget:
@@ -103,6 +122,13 @@ class UdpBudget:
         self.in_flight = 0
         self.associations: set[UdpAssociation] = set()
         self.ended = UdpCounters()
+        self.opened = 0  # associations since start
+        self.idle_ended = 0  # ... of them ended for `limits.idle` without a datagram
+        self.refused = 0  # associations refused: `limits.per_client` reached
+
+    def open_from(self, key: str) -> int:
+        """Associations open now from the client address `key`."""
+        return sum(1 for association in self.associations if association.conn.key == key)
 
     def totals(self) -> UdpCounters:
         total = UdpCounters()
@@ -162,6 +188,7 @@ class UdpAssociation:
         self._in_flight = 0
         self._relay: _RelayProtocol | None = None
         self.closed = False
+        self.used = time.monotonic()  # the last datagram either way (limits.idle)
 
     # --- life -----------------------------------------------------------------------------
 
@@ -175,6 +202,16 @@ class UdpAssociation:
         host = local[0] if local else "127.0.0.1"
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]  # an IPv4 client of a dual-stack listener: answer in IPv4
+        per_client = self.budget.limits.per_client
+        if per_client and self.budget.open_from(conn.key) >= per_client:
+            self.budget.refused += 1
+            self.listener.admission.throttled.log(
+                "udp-per-client", logging.WARNING,
+                "client %s: UDP ASSOCIATE refused: %d associations from %s open already "
+                "(listen.udp_associations_per_client)", conn.client, per_client, conn.key,
+            )  # fmt: skip
+            stream.write(socks_proto.socks5_reply(REP_NOT_ALLOWED))
+            return
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.create_datagram_endpoint(
@@ -189,19 +226,45 @@ class UdpAssociation:
         self._relay = protocol
         bound = transport.get_extra_info("sockname")
         self.budget.associations.add(self)
+        self.budget.opened += 1
+        self.used = time.monotonic()
         try:
             stream.write(socks_proto.socks5_reply(REP_SUCCEEDED, Endpoint(bound[0], bound[1])))
             log.debug("client %s: UDP association on %s port %d", conn.client, bound[0], bound[1])
-            # RFC 1928 §7: the association ends when the TCP connection it came on does.
+            # RFC 1928 §7: the association ends when the TCP connection it came on does, or
+            # here when it went silent for limits.idle (its TCP connection is closed then).
             with contextlib.suppress(OSError, ConnectionError):
-                while await stream.read(4096):
-                    pass
+                await self._hold(stream)
         finally:
             self.close()
             transport.close()
             self.budget.associations.discard(self)
             self.budget.ended.add(self.counters)
             self._log_end()
+
+    async def _hold(self, stream) -> None:
+        """Read the control connection until it ends or the association is idle too long."""
+        while True:
+            idle = self.budget.limits.idle
+            if not idle:
+                if not await stream.read(4096):
+                    return
+                continue
+            remaining = self.used + idle - time.monotonic()
+            if remaining <= 0:
+                self.budget.idle_ended += 1
+                log.info(
+                    "client %s: UDP association ended: no datagram for %gs "
+                    "(listen.udp_idle_timeout)", self.conn.client, idle,
+                )  # fmt: skip
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await stream.read(4096)
+            except TimeoutError:
+                continue
+            if not data:
+                return
 
     def close(self) -> None:
         if self.closed:
@@ -218,7 +281,7 @@ class UdpAssociation:
 
     def _log_end(self) -> None:
         c = self.counters
-        dropped = {k: v for k, v in c.as_dict().items() if v and k not in ("up", "down")}
+        dropped = {k: getattr(c, k) for k in DROPS if getattr(c, k)}
         log.info(
             "client %s: UDP association ended: %d datagrams up, %d down%s",
             self.conn.client,
@@ -251,6 +314,7 @@ class UdpAssociation:
         if self._client_port is None:
             self._client_port = port
         self._client_addr = addr
+        self.used = time.monotonic()
         try:
             datagram = parse_datagram(data)
         except ProtocolError as exc:
@@ -311,6 +375,7 @@ class UdpAssociation:
             log.debug("client %s: UDP to %s: %s", self.conn.client, target, exc)
             return
         self.counters.up += 1
+        self.counters.bytes_up += len(payload)
         self.conn.stats.up += len(payload)
 
     def _forget_pending(self, destination: _Destination) -> int:
@@ -401,7 +466,9 @@ class UdpAssociation:
             except (OSError, ValueError) as exc:
                 log.debug("client %s: UDP back from %s: %s", self.conn.client, source, exc)
                 return
+            self.used = time.monotonic()
             self.counters.down += 1
+            self.counters.bytes_down += len(payload)
             self.conn.stats.down += len(payload)
 
         return receive

@@ -167,5 +167,5 @@ async def probe_udp_routes(
     )
     if health is not None:
         for result in results:
-            health.record(result.service, result.route, result.ok)
+            health.record(result.service, result.route, result.ok, result.to_json())
     return list(results)

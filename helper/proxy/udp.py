@@ -49,6 +49,7 @@ from transports.udp import encode_datagram, parse_datagram
 from transports.wire import ProtocolError
 
 from ..routing import Denied
+from ..status import UdpView, frozen_mapping
 from . import socks as socks_proto
 
 if TYPE_CHECKING:
@@ -136,6 +137,21 @@ class UdpBudget:
         for association in self.associations:
             total.add(association.counters)
         return total
+
+    def view(self, listener: str) -> UdpView:
+        """What the status shows of these associations (helper/status.py)."""
+        total = self.totals()
+        return UdpView(
+            listener=listener,
+            open=len(self.associations),
+            opened=self.opened,
+            refused=self.refused,
+            idle_ended=self.idle_ended,
+            in_flight=self.in_flight,
+            datagrams=frozen_mapping({"up": total.up, "down": total.down}),
+            bytes=frozen_mapping({"up": total.bytes_up, "down": total.bytes_down}),
+            dropped=frozen_mapping({kind: getattr(total, kind) for kind in DROPS}),
+        )
 
 
 class _RelayProtocol(asyncio.DatagramProtocol):

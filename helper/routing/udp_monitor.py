@@ -76,6 +76,8 @@ class UdpMonitor:
         results = await probe_udp_routes(
             service, router.enabled_routes(service), router.udp_health, self.timeout
         )
+        from ..probe.udp import udp_verdict
+
         for result in results:
             log.info(
                 "%s UDP via %s: %s",
@@ -83,6 +85,8 @@ class UdpMonitor:
                 result.route,
                 "works" if result.ok else f"{result.diagnosis} ({result.detail})",
             )
+        diagnosis, detail = udp_verdict(results)
+        log.info("%s UDP: %s: %s", service.name, diagnosis, detail)
         return results
 
     async def _loop(self, probe_now: bool) -> None:

@@ -162,3 +162,29 @@ def test_original_destination_from_ip_origdstaddr() -> None:
     )
     assert original_destination([]) is None
     assert original_destination([(SOL_IP, IP_RECVORIGDSTADDR, b"\x02\x00")]) is None
+
+
+def _result(route: str, diagnosis: str):
+    from helper.probe.udp import UdpProbeResult
+
+    return UdpProbeResult("calls", route, diagnosis == "ok", diagnosis, f"{route} said so")
+
+
+@pytest.mark.parametrize(
+    ("diagnoses", "verdict"),
+    [
+        ({"direct": "udp_dropped", "abroad": "ok"}, "udp_works"),
+        ({"direct": "udp_dropped", "abroad": "udp_dropped", "web": "udp_not_carried"},
+         "udp_dropped_everywhere"),
+        ({"web": "udp_not_carried"}, "udp_not_carried"),
+        ({}, "udp_not_carried"),
+        ({"direct": "udp_dropped", "abroad": "udp_unreachable"}, "udp_unreachable"),
+    ],
+)  # fmt: skip
+def test_udp_verdict_over_a_services_routes(diagnoses: dict[str, str], verdict: str) -> None:
+    from helper.probe.udp import udp_verdict
+
+    found, detail = udp_verdict([_result(r, d) for r, d in diagnoses.items()])
+    assert found == verdict
+    if verdict == "udp_unreachable":
+        assert "abroad: abroad said so" in detail

@@ -123,3 +123,34 @@ async def test_associations_per_client_limit(start_engine, echo) -> None:
         await third.close()
         await first.close()
     assert listener.udp.opened == 3
+
+
+async def test_transparent_flows_limits_and_idle_end(start_engine) -> None:
+    """Transparent UDP (no control connection): flows per device address are limited, and
+    a device's flows end after the idle timeout (driven without the TPROXY socket, which
+    needs root: tests/router/test_udp_tproxy.py runs it whole)."""
+    from helper.proxy.tproxy_udp import TransparentUdp
+    from transports import Endpoint
+
+    engine = await start_engine(config_text())
+    listener = _listener(engine)
+    listener.udp.limits.per_client = 2
+    listener.udp.limits.idle = 30.0
+    transparent = TransparentUdp(Endpoint("127.0.0.1", 0), engine.server, listener)
+    budget = transparent.budget
+    assert budget.limits.per_client == 2  # the listener's limits ([listen] udp_*)
+    try:
+        first = transparent._admit(("192.0.2.7", 4000))
+        second = transparent._admit(("192.0.2.7", 4001))
+        assert first is not None and second is not None
+        assert transparent._admit(("192.0.2.7", 4002)) is None  # a third port: refused
+        assert transparent._admit(("192.0.2.8", 4000)) is not None  # another device
+        assert (budget.opened, budget.refused) == (3, 1)
+        first.used -= 60  # silent for longer than the idle timeout
+        transparent._sweep()
+        assert set(transparent.clients) == {("192.0.2.7", 4001), ("192.0.2.8", 4000)}
+        assert budget.idle_ended == 1
+        view = budget.view("transparent-udp")
+        assert (view.open, view.opened, view.refused, view.idle_ended) == (2, 3, 1, 1)
+    finally:
+        transparent.stop()

@@ -156,8 +156,9 @@ class ListenConfig:
         None,
         _transparent,
         "Linux only: address of the transparent UDP socket, for datagrams nftables redirects "
-        'to detour with TPROXY (calls from LAN devices with no proxy setting): `"0.0.0.0:1091"`. '
-        "IPv4 only; needs root or CAP_NET_ADMIN. See [udp.md](udp.md#router-transparent-udp).",
+        'to detour with TPROXY (calls from LAN devices with no proxy setting): `"[::]:1091"` for '
+        'IPv4 and IPv6 on one socket, `"0.0.0.0:1091"` for IPv4 only. Needs root or '
+        "CAP_NET_ADMIN. See [udp.md](udp.md#router-transparent-udp).",
     )
     # UDP limits (helper/proxy/udp.py's UdpLimits): SOCKS5 UDP ASSOCIATE and transparent UDP.
     udp_idle_timeout: float = setting(

@@ -8,11 +8,16 @@ the service's UDP takes, and the answers go back from the service's own address.
     detour --route's DatagramSession (transports/datagram.py)--> the service
     answer --> a socket bound to 198.51.100.7:3478 (IP_TRANSPARENT) --> phone
 
+IPv6 is the same with IPV6_TRANSPARENT and IPV6_ORIGDSTADDR (nftables `tproxy ip6 to`). An
+IPv6 address (`[::]:1091`) makes one dual-stack socket for both families (IPv4 devices
+appear as ::ffff:a.b.c.d and are treated as the IPv4 addresses they are); an IPv4 address,
+an IPv4-only socket. Answers leave from a socket of the service address's own family.
+
 Each LAN device (address and port) gets a `TransparentClient`: an association without a
 TCP connection (udp.py's UdpAssociation, the destination handling and its counters and
 limits), which ends after `listen.udp_idle_timeout` without a datagram either way. Who may
 send is the `[listen]` allow-list; where to is the destination policy for LAN clients (the
-configured services only unless `listen.remote_default` says otherwise). IPv4 only.
+configured services only unless `listen.remote_default` says otherwise).
 """
 
 from __future__ import annotations
@@ -42,17 +47,37 @@ log = logging.getLogger("detour.udp")
 SOL_IP = getattr(socket, "SOL_IP", 0)
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IP_RECVORIGDSTADDR = 20  # also IP_ORIGDSTADDR, the control message's type (linux/in.h)
+SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
+IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)  # linux/in6.h
+IPV6_RECVORIGDSTADDR = 74  # also IPV6_ORIGDSTADDR, the control message's type
 IDLE = 120.0  # reply sockets close after this long unused (devices: limits.idle)
 READS_PER_WAKEUP = 64  # datagrams read per readiness event, so one flood cannot hog the loop
 
 
 def original_destination(ancillary: list[tuple[int, int, bytes]]) -> Endpoint | None:
-    """The destination a TPROXY'd datagram was sent to (a sockaddr_in in IP_ORIGDSTADDR)."""
+    """The destination a TPROXY'd datagram was sent to: a sockaddr_in in IP_ORIGDSTADDR, or
+    a sockaddr_in6 in IPV6_ORIGDSTADDR.
+
+        sockaddr_in:  family(2) port(2, network order) addr(4) zero(8)
+        sockaddr_in6: family(2) port(2, network order) flowinfo(4) addr(16) scope_id(4)
+    """
     for level, kind, data in ancillary:
         if level == SOL_IP and kind == IP_RECVORIGDSTADDR and len(data) >= 8:
             (port,) = struct.unpack_from("!H", data, 2)
             return Endpoint(socket.inet_ntoa(data[4:8]), port)
+        if level == SOL_IPV6 and kind == IPV6_RECVORIGDSTADDR and len(data) >= 24:
+            (port,) = struct.unpack_from("!H", data, 2)
+            address = ipaddress.IPv6Address(data[8:24])
+            mapped = address.ipv4_mapped
+            return Endpoint(str(mapped) if mapped is not None else str(address), port)
     return None
+
+
+def plain_host(host: str) -> str:
+    """An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as the IPv4 address."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 class TransparentClient(UdpAssociation):
@@ -91,8 +116,14 @@ class TransparentUdp:
     # --- life -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = ":" in self.address.host
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if v6:
+                # One socket for both families: IPv4 TPROXY finds a dual-stack socket too.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
+                sock.setsockopt(SOL_IPV6, IPV6_RECVORIGDSTADDR, 1)
             sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
             sock.setsockopt(SOL_IP, IP_RECVORIGDSTADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,7 +144,7 @@ class TransparentUdp:
     def bound(self) -> Endpoint:
         assert self._socket is not None
         host, port = self._socket.getsockname()[:2]
-        return Endpoint(host, port)
+        return Endpoint(plain_host(host), port)
 
     def stop(self) -> None:
         if self._sweeper is not None:
@@ -190,12 +221,12 @@ class TransparentUdp:
         client.forward(data, target)
 
     def _admit(self, addr: tuple) -> TransparentClient | None:
-        host = addr[0]
+        host = plain_host(addr[0])
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             return None
-        client_text = f"{host}:{addr[1]}"
+        client_text = str(Endpoint(host, addr[1]))
         allow = self.listener.admission.allow
         if allow and not any(ip in net for net in allow if net.version == ip.version):
             self.listener.admission.throttled.log(
@@ -237,12 +268,19 @@ class TransparentUdp:
     # --- service -> device ----------------------------------------------------------------
 
     def reply(self, payload: bytes, source: Endpoint, to: tuple) -> bool:
-        """Send `payload` to the device at `to` from `source` (the service's address)."""
+        """Send `payload` to the device at `to` from `source` (the service's address), from
+        a socket of the source's family."""
+        source = Endpoint(plain_host(source.host), source.port)
+        v6 = ":" in source.host
+        to = (to[0], to[1]) if v6 else (plain_host(to[0]), to[1])
         entry = self._replies.get(source)
         if entry is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
+                if v6:
+                    sock.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
+                else:
+                    sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((source.host, source.port))
             except OSError:

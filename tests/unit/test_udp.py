@@ -4,6 +4,7 @@ exact bytes."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -162,6 +163,31 @@ def test_original_destination_from_ip_origdstaddr() -> None:
     )
     assert original_destination([]) is None
     assert original_destination([(SOL_IP, IP_RECVORIGDSTADDR, b"\x02\x00")]) is None
+
+
+def test_original_destination_from_ipv6_origdstaddr() -> None:
+    from helper.proxy.tproxy_udp import IPV6_RECVORIGDSTADDR, SOL_IPV6, original_destination
+
+    def sockaddr_in6(address: str, port: int) -> bytes:
+        #      family (host order)              port            flowinfo
+        return (
+            (10).to_bytes(2, "little")
+            + port.to_bytes(2, "big")
+            + b"\0" * 4
+            + (
+                socket.inet_pton(socket.AF_INET6, address) + b"\0" * 4  # address, scope id
+            )
+        )
+
+    found = original_destination(
+        [(SOL_IPV6, IPV6_RECVORIGDSTADDR, sockaddr_in6("fd00:82::2", 3478))]
+    )
+    assert found == Endpoint("fd00:82::2", 3478)
+    # An IPv4 datagram's destination seen through a dual-stack socket: the IPv4 address.
+    mapped = sockaddr_in6("::ffff:10.82.0.2", 7000)
+    found = original_destination([(SOL_IPV6, IPV6_RECVORIGDSTADDR, mapped)])
+    assert found == Endpoint("10.82.0.2", 7000)
+    assert original_destination([(SOL_IPV6, IPV6_RECVORIGDSTADDR, mapped[:20])]) is None
 
 
 def _result(route: str, diagnosis: str):

@@ -228,20 +228,25 @@ class UdpAssociation:
             )  # fmt: skip
             stream.write(socks_proto.socks5_reply(REP_NOT_ALLOWED))
             return
+        # Counted from here, before the socket is open: requests at once cannot all pass.
+        self.budget.associations.add(self)
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _RelayProtocol(self), local_addr=(host, 0)
             )
         except OSError as exc:
+            self.budget.associations.discard(self)
             log.warning(
                 "client %s: cannot open a UDP relay socket on %s: %s", conn.client, host, exc
             )
             stream.write(socks_proto.socks5_reply(REP_GENERAL_FAILURE))
             return
+        except BaseException:
+            self.budget.associations.discard(self)
+            raise
         self._relay = protocol
         bound = transport.get_extra_info("sockname")
-        self.budget.associations.add(self)
         self.budget.opened += 1
         self.used = time.monotonic()
         try:

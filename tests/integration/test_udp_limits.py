@@ -154,3 +154,20 @@ async def test_transparent_flows_limits_and_idle_end(start_engine) -> None:
         assert (view.open, view.opened, view.refused, view.idle_ended) == (2, 3, 1, 1)
     finally:
         transparent.stop()
+
+
+async def test_associations_asked_at_once_are_counted_at_once(start_engine) -> None:
+    engine = await start_engine(config_text())
+    listener = _listener(engine)
+    listener.udp.limits.per_client = 2
+    outcomes = await asyncio.gather(
+        *(associate(engine.mixed_address) for _ in range(4)), return_exceptions=True
+    )
+    clients = [c for c in outcomes if not isinstance(c, BaseException)]
+    try:
+        assert len(clients) == 2
+        assert all(isinstance(c, AssertionError) for c in outcomes if c not in clients)
+        assert listener.udp.refused == 2
+    finally:
+        for client in clients:
+            await client.close()

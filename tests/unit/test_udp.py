@@ -105,6 +105,22 @@ def test_udp_health_orders_known_good_first_and_dropped_last() -> None:
     assert [r.name for r in health.order("other", routes)] == ["direct", "web", "abroad"]
 
 
+def test_udp_health_keeps_the_latest_row_and_carries_it_over_a_reload() -> None:
+    health = UdpHealth()
+    row = {"route": "direct", "ok": False, "diagnosis": "udp_dropped", "detail": "x",
+           "rtt_ms": None, "targets": []}  # fmt: skip
+    health.record("calls", "direct", False, row)
+    health.record("calls", "web", False)  # a verdict without a row: not shown
+    (view,) = health.latest().values()
+    assert (view.ok, view.diagnosis) == (False, "udp_dropped")
+    assert view.to_json() == {**row, "checked_at": round(view.checked_at, 3)}
+    fresh = UdpHealth()
+    fresh.record("calls", "direct", True, {**row, "ok": True, "diagnosis": "ok"})
+    fresh.adopt(health)  # what the new router learnt already wins
+    assert fresh.get("calls", "direct") is True and fresh.get("calls", "web") is False
+    assert fresh.latest()[("calls", "direct")].diagnosis == "ok"
+
+
 V4 = Datagram(0, Endpoint("127.0.0.1", 7), b"hi")
 NAME = Datagram(2, Endpoint("a.example", 3478), b"")
 V6 = Datagram(0, Endpoint("::1", 443), b"x")

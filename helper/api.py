@@ -311,6 +311,12 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
         ]
         if snapshot.search is not None and service.name in snapshot.search.services:
             entry["search"] = dict(snapshot.search.services[service.name])
+        if service.service.udp_probes:  # UDP health, apart from TCP's (docs/udp.md)
+            entry["udp"] = [
+                udp.to_json()
+                for name in service.routes
+                if (udp := snapshot.udp_health.get((service.name, name))) is not None
+            ]
         services.append(entry)
     document: dict[str, Any] = {
         "version": __version__,
@@ -344,6 +350,7 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
         "mtproto_proxy": (
             {"users": mtproto_links(snapshot, reveal=False)} if snapshot.mtproto_links else None
         ),
+        "udp": [view.to_json() for view in snapshot.udp],  # UDP associations and drops
     }
     if snapshot.search is not None:  # the latest strategy search (docs/search.md)
         search = snapshot.search

@@ -44,6 +44,7 @@ from .routing import Router
 from .routing.monitor import HealthMonitor
 from .routing.present import present_routes
 from .routing.state import HealthStore, network_id, state_dir
+from .routing.udp_monitor import UdpMonitor
 from .search.budget import HandshakeBudget
 from .search.control import Searches
 from .search.runner import StrategySearch, restore_strategies
@@ -118,6 +119,8 @@ class Engine:
         self._old: list[_Generation] = []  # replaced by a reload, connections still open
         self._reloading = asyncio.Lock()
         self.prober, self.monitor, self.search = self._monitoring(self._generation, store)
+        # UDP health, probed apart from TCP's (docs/udp.md "UDP health and probes").
+        self.udp_monitor = UdpMonitor(lambda: self.router, interval=config.probe.interval)
         self._probe_on_start = probe_on_start
         # Every client connection, whichever listener it came in on (helper/proxy/server.py).
         self.server = ClientServer(
@@ -294,7 +297,16 @@ class Engine:
             search=self.searches.view(),
             mtproto_links=tuple(self.mtproto.links()) if self.mtproto is not None else (),
             links=(self.signal.link_view(),) if self.signal is not None else (),
+            udp=self._udp_views(),
+            udp_health=frozen_mapping(router.udp_health.latest()),
         )
+
+    def _udp_views(self) -> tuple:
+        """The UDP listeners' associations and counters (helper/proxy/udp.py)."""
+        views = [self.listener.udp.view("mixed")]
+        if self.transparent_udp is not None:
+            views.append(self.transparent_udp.budget.view("transparent-udp"))
+        return tuple(views)
 
     async def start(self) -> None:
         if self.api is not None:
@@ -332,6 +344,7 @@ class Engine:
         if self.signal is not None:
             self.signal.announce(self.router.services, self.router.default_policy)
         await self.monitor.start(probe_now=self._probe_on_start)
+        self.udp_monitor.start(probe_now=self._probe_on_start)
         from .subscriptions.refresh import SubscriptionRefresher
 
         # [[subscription]] lists fetched when due (it idles without any).
@@ -362,6 +375,7 @@ class Engine:
                 await resources.aclose()
                 raise
             new.router.adopt(old.router)
+            new.router.udp_health.adopt(old.router.udp_health)
             # The switch itself does not wait for anything: no connection can start between
             # the old router and the new one.
             old_monitor = self.monitor
@@ -386,6 +400,9 @@ class Engine:
             # is fresher than what it remembers.
             await self.monitor.start(probe_now=self._probe_on_start)
             self.monitor.store = self._store
+            self.udp_monitor.interval = config.probe.interval
+            if self._probe_on_start:
+                self.udp_monitor.request()  # the services' UDP probes or routes may be new
             return ReloadResult(tuple(changed), tuple(restart))
 
     def _retire(self, old: _Generation) -> None:
@@ -432,6 +449,7 @@ class Engine:
         if self.api is not None:
             await self.api.stop()
         await self.monitor.stop()
+        await self.udp_monitor.stop()
         await self.network.aclose()
         if self.transparent_udp is not None:
             self.transparent_udp.stop()

@@ -156,6 +156,7 @@ class Metrics:
                 for network in (snapshot.network.state,)
             ),
         )
+        udp_families(snapshot, family)
         family(
             "detour_metrics_events_dropped_total",
             "counter",
@@ -165,6 +166,84 @@ class Metrics:
             [_sample("detour_metrics_events_dropped_total", (), 0)],
         )
         return "\n".join(out) + "\n"
+
+
+def udp_families(snapshot: Snapshot, family) -> None:
+    """UDP (docs/udp.md): associations, datagrams and bytes each way, drops by reason, per
+    UDP listener ("mixed": SOCKS5 UDP ASSOCIATE, "transparent-udp"); UDP health per route."""
+
+    def per_listener(name: str, value) -> Iterator[str]:
+        for view in snapshot.udp:
+            yield _sample(name, (("listener", view.listener),), value(view))
+
+    def each_way(name: str, table) -> Iterator[str]:
+        for view in snapshot.udp:
+            for direction in ("up", "down"):
+                labels = (("listener", view.listener), ("direction", direction))
+                yield _sample(name, labels, table(view).get(direction, 0))
+
+    family(
+        "detour_udp_associations_open",
+        "gauge",
+        "UDP associations open now, by listener (mixed: SOCKS5 UDP ASSOCIATE; "
+        "transparent-udp: a LAN device's flows).",
+        per_listener("detour_udp_associations_open", lambda v: v.open),
+    )
+    family(
+        "detour_udp_associations_total",
+        "counter",
+        "UDP associations opened, by listener.",
+        per_listener("detour_udp_associations_total", lambda v: v.opened),
+    )
+    family(
+        "detour_udp_associations_refused_total",
+        "counter",
+        "UDP associations refused for listen.udp_associations_per_client, by listener.",
+        per_listener("detour_udp_associations_refused_total", lambda v: v.refused),
+    )
+    family(
+        "detour_udp_associations_idle_total",
+        "counter",
+        "UDP associations ended by listen.udp_idle_timeout, by listener.",
+        per_listener("detour_udp_associations_idle_total", lambda v: v.idle_ended),
+    )
+    family(
+        "detour_udp_datagrams_total",
+        "counter",
+        "UDP datagrams relayed, by listener and direction (up: client to destination).",
+        each_way("detour_udp_datagrams_total", lambda v: v.datagrams),
+    )
+    family(
+        "detour_udp_bytes_total",
+        "counter",
+        "Payload bytes of the UDP datagrams relayed, by listener and direction.",
+        each_way("detour_udp_bytes_total", lambda v: v.bytes),
+    )
+    family(
+        "detour_udp_dropped_total",
+        "counter",
+        "UDP datagrams dropped, by listener and reason (malformed, fragment, foreign: no "
+        "association, refused: policy, over_limit, no_route).",
+        (
+            _sample(
+                "detour_udp_dropped_total",
+                (("listener", view.listener), ("reason", reason)),
+                count,
+            )
+            for view in snapshot.udp
+            for reason, count in view.dropped.items()
+        ),
+    )
+    family(
+        "detour_udp_route_healthy",
+        "gauge",
+        "1 when a service's UDP probes answered through a route at the last probe, 0 when "
+        "they were dropped or the route carries no UDP; services with udp_probes only.",
+        (
+            _sample("detour_udp_route_healthy", _sr(key), int(view.ok))
+            for key, view in sorted(snapshot.udp_health.items())
+        ),
+    )
 
 
 def _health(snapshot: Snapshot) -> Iterator[str]:

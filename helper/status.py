@@ -45,6 +45,8 @@ __all__ = [
     "ServiceView",
     "Snapshot",
     "Tally",
+    "UdpHealthView",
+    "UdpView",
     "frozen_mapping",
 ]
 
@@ -204,6 +206,52 @@ class SearchView:
     services: Mapping[str, Mapping[str, object]]  # service -> {winner, verdict, tried}
 
 
+@dataclass(frozen=True, slots=True)
+class UdpView:
+    """The UDP associations of one listener (helper/proxy/udp.py's UdpBudget): "mixed"
+    (SOCKS5 UDP ASSOCIATE) or "transparent-udp" (TPROXY). Totals since start, open ones
+    included."""
+
+    listener: str
+    open: int  # associations open now
+    opened: int  # since start
+    refused: int  # associations refused: listen.udp_associations_per_client
+    idle_ended: int  # associations ended by listen.udp_idle_timeout
+    in_flight: int  # datagrams waiting for their route now
+    datagrams: Mapping[str, int]  # up | down: datagrams sent
+    bytes: Mapping[str, int]  # up | down: their payloads
+    dropped: Mapping[str, int]  # reason -> datagrams (every reason, zeros too)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "listener": self.listener,
+            "associations_open": self.open,
+            "associations_total": self.opened,
+            "associations_refused": self.refused,
+            "associations_idle_ended": self.idle_ended,
+            "in_flight": self.in_flight,
+            "datagrams_up": self.datagrams.get("up", 0),
+            "datagrams_down": self.datagrams.get("down", 0),
+            "bytes_up": self.bytes.get("up", 0),
+            "bytes_down": self.bytes.get("down", 0),
+            "dropped": dict(self.dropped),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UdpHealthView:
+    """The latest UDP probe of a service through a route (helper/probe/udp.py): the
+    `detour probe --json` row, and when."""
+
+    ok: bool
+    diagnosis: str
+    row: Mapping[str, object]  # route, ok, diagnosis, detail, rtt_ms, targets
+    checked_at: float  # wall clock
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.row, "checked_at": round(self.checked_at, 3)}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: float  # time.time()
@@ -223,6 +271,9 @@ class Snapshot:
     # owner asks, helper/api.py); empty when [mtproto_proxy] is off.
     mtproto_links: tuple[ProxyLink, ...] = field(default=(), repr=False)
     links: tuple[LinkView, ...] = ()  # endpoints set up by a link (the Signal proxy)
+    udp: tuple[UdpView, ...] = ()  # per UDP listener: associations, datagrams, drops
+    # The latest UDP probe per (service, route) (docs/udp.md "UDP health and probes").
+    udp_health: Mapping[tuple[str, str], UdpHealthView] = field(default_factory=dict)
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

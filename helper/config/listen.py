@@ -156,8 +156,35 @@ class ListenConfig:
         None,
         _transparent,
         "Linux only: address of the transparent UDP socket, for datagrams nftables redirects "
-        'to detour with TPROXY (calls from LAN devices with no proxy setting): `"0.0.0.0:1091"`. '
-        "IPv4 only; needs root or CAP_NET_ADMIN. See [udp.md](udp.md#router-transparent-udp).",
+        'to detour with TPROXY (calls from LAN devices with no proxy setting): `"[::]:1091"` for '
+        'IPv4 and IPv6 on one socket, `"0.0.0.0:1091"` for IPv4 only. Needs root or '
+        "CAP_NET_ADMIN. See [udp.md](udp.md#router-transparent-udp).",
+    )
+    # UDP limits (helper/proxy/udp.py's UdpLimits): SOCKS5 UDP ASSOCIATE and transparent UDP.
+    udp_idle_timeout: float = setting(
+        "2m",
+        parse_duration,
+        "A UDP association on which no datagram moved either way for this long ends: a "
+        "transparent UDP device's flows (which have no connection to end them), and a SOCKS5 "
+        "UDP ASSOCIATE that went silent (its TCP connection is closed). Calls send a datagram "
+        "every few seconds. See [udp.md](udp.md#limits-and-lifetime).",
+    )
+    udp_in_flight: int = setting(
+        256,
+        limit,
+        "Datagrams of one UDP association waiting for their route (a name being resolved, an "
+        "upstream's UDP ASSOCIATE under way); more are dropped (`over_limit`). `0`: no limit.",
+    )
+    udp_in_flight_total: int = setting(
+        4096,
+        limit,
+        "The same in all, every UDP association of a listener together. `0`: no limit.",
+    )
+    udp_associations_per_client: int = setting(
+        32,
+        limit,
+        "UDP associations open at once from one client address (SOCKS5 UDP ASSOCIATEs, or a "
+        "transparent UDP device's source ports); one more is refused. `0`: no limit.",
     )
 
 

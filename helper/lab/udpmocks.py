@@ -11,18 +11,36 @@
 Both are asyncio datagram servers that count what they got, so a test can tell "the datagram
 never arrived" (a censor dropped it) from "the answer was lost"; `start_udp` opens one on a
 host and port (0: any free port) and returns it running.
+
+    UDP_SCENARIOS  how networks treat UDP, one row each: which of the lab's UDP services
+                   (the resolver, STUN, the call relay) pass, and whether what comes from
+                   abroad passes where the rest is dropped
+    UdpLab         the three services on loopback, each behind a censor set by a scenario
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
 
 from transports import Endpoint
 from transports.stun import BINDING_REQUEST, binding_response, parse_message
 from transports.wire import ProtocolError
 
-__all__ = ["StunServer", "UdpCensor", "UdpEcho", "UdpService", "start_censor", "start_udp"]
+__all__ = [
+    "ABROAD",
+    "UDP_SCENARIOS",
+    "StunServer",
+    "UdpCensor",
+    "UdpEcho",
+    "UdpLab",
+    "UdpScenario",
+    "UdpService",
+    "start_censor",
+    "start_udp",
+]
 
 log = logging.getLogger("detour.lab")
 
@@ -174,3 +192,103 @@ async def start_censor(censor: UdpCensor, host: str = "127.0.0.1", port: int = 0
     loop = asyncio.get_running_loop()
     await loop.create_datagram_endpoint(lambda: censor, local_addr=(host, port))
     return censor
+
+
+# --- scenarios ----------------------------------------------------------------------------
+
+ABROAD = "127.0.0.2"  # where the lab's upstream proxies send from ("abroad")
+LAB_UDP_SERVICES = ("resolver", "stun", "relay")
+
+
+@dataclass(frozen=True)
+class UdpScenario:
+    """How a network treats UDP: `passes`, the lab's UDP services whose datagrams pass from
+    anywhere; `abroad_passes`, whether datagrams from ABROAD (an upstream proxy's relay)
+    pass to the others. What passes neither way is dropped, silently."""
+
+    name: str
+    summary: str
+    passes: frozenset[str]
+    abroad_passes: bool
+
+
+UDP_SCENARIOS: dict[str, UdpScenario] = {}
+
+
+def _add(scenario: UdpScenario) -> None:
+    UDP_SCENARIOS[scenario.name] = scenario
+
+
+# One call per scenario; new ones go at the end.
+_add(
+    UdpScenario(
+        "udp-services-dropped",
+        "UDP to the services' STUN and call relays dropped (Telegram and WhatsApp calls, "
+        "Aug 2025); DNS and UDP from abroad pass",
+        frozenset({"resolver"}),
+        abroad_passes=True,
+    )
+)
+_add(
+    UdpScenario(
+        "udp-all-dropped",
+        "all unknown UDP dropped (mobile networks): only DNS to the network's resolver "
+        "passes; STUN, the services' UDP and an upstream proxy's UDP relay are dropped",
+        frozenset({"resolver"}),
+        abroad_passes=False,
+    )
+)
+
+
+class UdpLab:
+    """The lab's UDP services on loopback (a DNS resolver that knows `names`, a STUN server,
+    a UDP echo "call relay"), each behind a UdpCensor set by `scenario`. `address(name)`
+    is where a client sends to reach one (through its censor); `censors[name]` counts what
+    passed and what was dropped.
+
+    An upstream proxy's UDP relay cannot be put behind a censor on loopback (it answers with
+    its own address), so a network that drops the hop to it is modelled where the datagrams
+    arrive: datagrams from ABROAD are dropped at the services (`abroad_passes = False`);
+    what a client sees is the same, no answer."""
+
+    def __init__(self, scenario: UdpScenario | str, names: dict[str, list[str]] | None = None):
+        self.scenario = UDP_SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+        self.names = names or {"lab.test": ["127.77.0.1"]}
+        self.services: dict[str, object] = {}
+        self.censors: dict[str, UdpCensor] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    def address(self, name: str) -> Endpoint:
+        return self.censors[name].address
+
+    async def __aenter__(self) -> UdpLab:
+        from .dns import LabResolver
+        from .dnsserver import DnsServer
+
+        try:
+            resolver = DnsServer(LabResolver(self.names), "127.0.0.1", 0)
+            await self._stack.enter_async_context(resolver)
+            backends = {"resolver": Endpoint(*resolver.address)}
+            self.services["resolver"] = resolver
+            for name, service in (("stun", StunServer()), ("relay", UdpEcho())):
+                await start_udp(service)
+                self._stack.callback(service.close)
+                self.services[name] = service
+                backends[name] = service.address
+            sources = frozenset({ABROAD}) if self.scenario.abroad_passes else frozenset()
+            for name in LAB_UDP_SERVICES:
+                censor = UdpCensor(
+                    backends[name],
+                    drop=name not in self.scenario.passes,
+                    allowed_sources=sources,
+                )
+                await start_censor(censor)
+                self._stack.callback(censor.close)
+                self.censors[name] = censor
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()

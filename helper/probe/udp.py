@@ -11,6 +11,11 @@ a datagram that must come back as sent) are sent through the route's datagram si
     udp_dropped         sent, never answered: something on the way drops the datagrams
     udp_unreachable     could not even be sent (no address, an upstream refused UDP ASSOCIATE)
 
+Over all of a service's routes (`udp_verdict`): `udp_works` (a route carries its UDP),
+`udp_dropped_everywhere` (every route that carries UDP had its datagrams dropped: the network
+drops UDP, and calls need datagrams carried inside a TCP route), `udp_not_carried` (no route
+carries UDP) or `udp_unreachable`.
+
 The results go into the router's UDP health book (`UdpHealth`), kept apart from TCP health:
 the listener's UDP associations try routes whose UDP is known to work first, and routes
 whose UDP was seen dropped last.
@@ -36,7 +41,7 @@ from ..services import UdpProbeTarget
 if TYPE_CHECKING:
     from ..routing import Route
 
-__all__ = ["UdpHealth", "UdpProbeResult", "probe_udp", "probe_udp_routes"]
+__all__ = ["UdpHealth", "UdpProbeResult", "probe_udp", "probe_udp_routes", "udp_verdict"]
 
 ATTEMPTS = 3  # datagrams sent per target within the timeout (STUN retransmits, RFC 5389 §7.2.1)
 
@@ -167,5 +172,29 @@ async def probe_udp_routes(
     )
     if health is not None:
         for result in results:
-            health.record(result.service, result.route, result.ok)
+            health.record(result.service, result.route, result.ok, result.to_json())
     return list(results)
+
+
+WORKS = "udp_works"
+DROPPED_EVERYWHERE = "udp_dropped_everywhere"
+
+
+def udp_verdict(results: Sequence[UdpProbeResult]) -> tuple[str, str]:
+    """(diagnosis, detail) for a service over all its routes (module docstring)."""
+    working = [r.route for r in results if r.ok]
+    if working:
+        return WORKS, "through " + ", ".join(working)
+    carried = [r for r in results if r.diagnosis != NOT_CARRIED]
+    if not carried:
+        return NOT_CARRIED, "no route carries UDP" if results else "no route"
+    dropped = [r.route for r in carried if r.diagnosis == DROPPED]
+    if len(dropped) == len(carried):
+        return DROPPED_EVERYWHERE, (
+            "datagrams dropped through every route that carries UDP ("
+            + ", ".join(dropped)
+            + "): the network drops this UDP; calls need a route that carries datagrams "
+            "inside TCP"
+        )
+    unreachable = [r for r in carried if r.diagnosis == UNREACHABLE]
+    return UNREACHABLE, "; ".join(f"{r.route}: {r.detail}" for r in unreachable)

@@ -39,7 +39,7 @@ from . import socks as socks_proto
 from .handshake import ProtocolError, read_message
 from .limits import Admission, listen_limits
 from .listener import ClientConnection, Listener, Request
-from .udp import UdpAssociation, UdpBudget
+from .udp import UdpAssociation, UdpBudget, UdpLimits
 
 __all__ = ["MixedListener", "listen_admission"]
 
@@ -81,7 +81,7 @@ class MixedListener(Listener):
         )
         self._users = {user.name: user.password.encode() for user in config.users}
         # Every UDP association of this listener: limits, datagrams in flight, counters.
-        self.udp = UdpBudget()
+        self.udp = UdpBudget(UdpLimits.from_listen(config))
 
     async def handshake(self, conn: ClientConnection) -> Request | None:
         stream = conn.stream

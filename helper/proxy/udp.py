@@ -36,80 +36,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from transports import DialError, Endpoint
 from transports.datagram import DatagramSession, NoDatagrams, datagram_dialer
 from transports.guard import guarded
-from transports.socks import REP_GENERAL_FAILURE, REP_SUCCEEDED
+from transports.socks import REP_GENERAL_FAILURE, REP_NOT_ALLOWED, REP_SUCCEEDED
 from transports.udp import encode_datagram, parse_datagram
 from transports.wire import ProtocolError
 
 from ..routing import Denied
 from . import socks as socks_proto
+from .udp_budget import DROPS, UdpBudget, UdpCounters, UdpLimits
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Listener
 
-__all__ = ["UdpAssociation", "UdpBudget", "UdpCounters", "UdpLimits"]
+__all__ = ["DROPS", "UdpAssociation", "UdpBudget", "UdpCounters", "UdpLimits"]
 
 log = logging.getLogger("detour.udp")
 
 PREPARE_TIMEOUT = 10.0  # how long a destination may take to become reachable through a route
-
-
-@dataclass
-class UdpLimits:
-    """Each 0 for no limit."""
-
-    in_flight: int = 256  # datagrams waiting for their route, per association
-    in_flight_total: int = 4096  # ... in all, every association of the listener
-    destinations: int = 1024  # destinations one association may send to
-
-
-@dataclass
-class UdpCounters:
-    """Datagrams counted by what happened to them."""
-
-    up: int = 0  # client -> destination, sent
-    down: int = 0  # destination -> client, sent
-    malformed: int = 0
-    fragment: int = 0
-    foreign: int = 0
-    refused: int = 0
-    over_limit: int = 0
-    no_route: int = 0
-
-    def add(self, other: UdpCounters) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @property
-    def dropped(self) -> int:
-        return sum(v for k, v in self.as_dict().items() if k not in ("up", "down"))
-
-
-class UdpBudget:
-    """What every association of a listener shares: the limits, the datagrams in flight in
-    all, the associations open and the counters of those that ended plus those still open."""
-
-    def __init__(self, limits: UdpLimits | None = None) -> None:
-        self.limits = limits or UdpLimits()
-        self.in_flight = 0
-        self.associations: set[UdpAssociation] = set()
-        self.ended = UdpCounters()
-
-    def totals(self) -> UdpCounters:
-        total = UdpCounters()
-        total.add(self.ended)
-        for association in self.associations:
-            total.add(association.counters)
-        return total
 
 
 class _RelayProtocol(asyncio.DatagramProtocol):
@@ -162,6 +111,7 @@ class UdpAssociation:
         self._in_flight = 0
         self._relay: _RelayProtocol | None = None
         self.closed = False
+        self.used = time.monotonic()  # the last datagram either way (limits.idle)
 
     # --- life -----------------------------------------------------------------------------
 
@@ -175,33 +125,74 @@ class UdpAssociation:
         host = local[0] if local else "127.0.0.1"
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]  # an IPv4 client of a dual-stack listener: answer in IPv4
+        per_client = self.budget.limits.per_client
+        if per_client and self.budget.open_from(conn.key) >= per_client:
+            self.budget.refused += 1
+            self.listener.admission.throttled.log(
+                "udp-per-client", logging.WARNING,
+                "client %s: UDP ASSOCIATE refused: %d associations from %s open already "
+                "(listen.udp_associations_per_client)", conn.client, per_client, conn.key,
+            )  # fmt: skip
+            stream.write(socks_proto.socks5_reply(REP_NOT_ALLOWED))
+            return
+        # Counted from here, before the socket is open: requests at once cannot all pass.
+        self.budget.associations.add(self)
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _RelayProtocol(self), local_addr=(host, 0)
             )
         except OSError as exc:
+            self.budget.associations.discard(self)
             log.warning(
                 "client %s: cannot open a UDP relay socket on %s: %s", conn.client, host, exc
             )
             stream.write(socks_proto.socks5_reply(REP_GENERAL_FAILURE))
             return
+        except BaseException:
+            self.budget.associations.discard(self)
+            raise
         self._relay = protocol
         bound = transport.get_extra_info("sockname")
-        self.budget.associations.add(self)
+        self.budget.opened += 1
+        self.used = time.monotonic()
         try:
             stream.write(socks_proto.socks5_reply(REP_SUCCEEDED, Endpoint(bound[0], bound[1])))
             log.debug("client %s: UDP association on %s port %d", conn.client, bound[0], bound[1])
-            # RFC 1928 §7: the association ends when the TCP connection it came on does.
+            # RFC 1928 §7: the association ends when the TCP connection it came on does, or
+            # here when it went silent for limits.idle (its TCP connection is closed then).
             with contextlib.suppress(OSError, ConnectionError):
-                while await stream.read(4096):
-                    pass
+                await self._hold(stream)
         finally:
             self.close()
             transport.close()
             self.budget.associations.discard(self)
             self.budget.ended.add(self.counters)
             self._log_end()
+
+    async def _hold(self, stream) -> None:
+        """Read the control connection until it ends or the association is idle too long."""
+        while True:
+            idle = self.budget.limits.idle
+            if not idle:
+                if not await stream.read(4096):
+                    return
+                continue
+            remaining = self.used + idle - time.monotonic()
+            if remaining <= 0:
+                self.budget.idle_ended += 1
+                log.info(
+                    "client %s: UDP association ended: no datagram for %gs "
+                    "(listen.udp_idle_timeout)", self.conn.client, idle,
+                )  # fmt: skip
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await stream.read(4096)
+            except TimeoutError:
+                continue
+            if not data:
+                return
 
     def close(self) -> None:
         if self.closed:
@@ -218,7 +209,7 @@ class UdpAssociation:
 
     def _log_end(self) -> None:
         c = self.counters
-        dropped = {k: v for k, v in c.as_dict().items() if v and k not in ("up", "down")}
+        dropped = {k: getattr(c, k) for k in DROPS if getattr(c, k)}
         log.info(
             "client %s: UDP association ended: %d datagrams up, %d down%s",
             self.conn.client,
@@ -251,6 +242,7 @@ class UdpAssociation:
         if self._client_port is None:
             self._client_port = port
         self._client_addr = addr
+        self.used = time.monotonic()
         try:
             datagram = parse_datagram(data)
         except ProtocolError as exc:
@@ -311,6 +303,7 @@ class UdpAssociation:
             log.debug("client %s: UDP to %s: %s", self.conn.client, target, exc)
             return
         self.counters.up += 1
+        self.counters.bytes_up += len(payload)
         self.conn.stats.up += len(payload)
 
     def _forget_pending(self, destination: _Destination) -> int:
@@ -401,7 +394,9 @@ class UdpAssociation:
             except (OSError, ValueError) as exc:
                 log.debug("client %s: UDP back from %s: %s", self.conn.client, source, exc)
                 return
+            self.used = time.monotonic()
             self.counters.down += 1
+            self.counters.bytes_down += len(payload)
             self.conn.stats.down += len(payload)
 
         return receive

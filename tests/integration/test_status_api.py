@@ -33,6 +33,9 @@ from transports import Endpoint
 DOC = ROOT / "docs" / "status-api.md"
 TOKEN = "api-token-3f9c1a7e5b2d4c6e8a0b"
 
+# A service's UDP health: only for services with udp_probes (tests/integration/test_udp_status.py)
+UDP_HEALTH = "services[].udp"
+
 TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 
 
@@ -103,7 +106,7 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, TYPES[type(value)]
 
 
-def check_schema(document: dict[str, Any], absent: str = "") -> None:
+def check_schema(document: dict[str, Any], absent: str | tuple[str, ...] = "") -> None:
     """`absent`: documented paths under it may be missing (a state the test shows apart)."""
     fields = documented_fields()
     seen: set[str] = set()
@@ -202,7 +205,7 @@ async def test_status_and_metrics_after_real_traffic(
     status, headers, body = await get(engine, "/status")
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     document = parse_json(body)
-    check_schema(document, absent="services[].stalled[]")  # shown below
+    check_schema(document, absent=("services[].stalled[]", UDP_HEALTH))  # shown below
     (entry,) = document["services"]
     assert entry["name"] == "echo" and entry["reachable"] and entry["best_route"] == "direct"
     assert entry["active_route"] == "direct" and entry["routes"][0]["ok"]
@@ -255,7 +258,7 @@ async def test_status_and_metrics_after_real_traffic(
     # a live connection that froze on its route (helper/routing/progress.py)
     record_stall(engine.router, service, engine.router.route("direct"), "frozen_after_16KB", "")
     document = parse_json((await get(engine, "/status"))[2])
-    check_schema(document, absent="connections[]")  # (none open now)
+    check_schema(document, absent=("connections[]", UDP_HEALTH))  # (none open now)
     (stalled,) = document["services"][0]["stalled"]
     assert (stalled["route"], stalled["diagnosis"]) == ("direct", "frozen_after_16KB")
 

@@ -181,3 +181,149 @@ def test_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Pat
                     process.kill()
                     process.wait()
     assert "Traceback" not in detour_log.read_text(), detour_log.read_text()
+
+
+# --- IPv6: nftables `tproxy ip6`, IPV6_TRANSPARENT / IPV6_ORIGDSTADDR ------------------------
+#
+#   phone 10.81.0.2, fd00:81::2 --- router (detour: transparent_udp = "[::]:1091", one
+#   dual-stack socket) --- service 10.82.0.2, fd00:82::2 (and fd00:82::3, not redirected)
+
+SERVICE6 = "fd00:82::2"
+OTHER6 = "fd00:82::3"
+
+SERVERS6 = f"""
+import asyncio
+from helper.lab.udpmocks import StunServer, UdpEcho, start_udp
+async def main():
+    for host in ({SERVICE!r}, {SERVICE6!r}, {OTHER6!r}):
+        await start_udp(StunServer(), host, 3478)
+    await start_udp(UdpEcho(), {SERVICE6!r}, 7000)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+PHONE6 = f"""
+import socket, os
+from transports.stun import binding_request, parse_message
+def stun(family, host):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    request, tid = binding_request()
+    for _ in range(3):
+        s.sendto(request, (host, 3478))
+        try:
+            data, source = s.recvfrom(2048)
+            break
+        except socket.timeout:
+            continue
+    answer = parse_message(data)
+    assert answer.transaction == tid and source[:2] == (host, 3478), (answer, source)
+    print(host, "sees", answer.mapped.host, flush=True)
+stun(socket.AF_INET6, {SERVICE6!r})
+stun(socket.AF_INET6, {OTHER6!r})
+stun(socket.AF_INET, {SERVICE!r})
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+for size in (1, 600, 1400):
+    payload = os.urandom(size)
+    s.sendto(payload, ({SERVICE6!r}, 7000))
+    data, source = s.recvfrom(2048)
+    assert data == payload and source[:2] == ({SERVICE6!r}, 7000), (len(data), source)
+print("echo ok", flush=True)
+"""
+
+CONFIG6 = f"""
+[base]
+config = "none"
+
+[listen]
+mixed = "127.0.0.1:0"
+transparent_udp = "[::]:1091"
+allow = ["10.81.0.0/24", "fd00:81::/64"]
+remote_public = ["10.82.0.0/24", "fd00:82::/64"]
+
+[[route]]
+name = "direct"
+chain = "direct"
+
+[[service]]
+name = "calls"
+cidrs = ["{SERVICE}/32", "{SERVICE6}/128"]
+"""
+
+NFT6 = f"""
+table inet detour_udp_test {{
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+        ip6 daddr {SERVICE6} udp dport {{ 3478, 7000 }} tproxy ip6 to :1091 meta mark set 1 accept
+        ip daddr {SERVICE} udp dport 3478 tproxy ip to :1091 meta mark set 1 accept
+    }}
+}}
+"""
+
+
+def test_ipv6_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
+    _require()
+    processes: list[subprocess.Popen] = []
+    detour_log = tmp_path / "detour.log"
+    with Namespaces() as net:
+        phone = net.namespace("dup6-p")
+        router = net.namespace("dup6-r", forwarding=True)
+        service = net.namespace("dup6-s")
+        phone_end, router_lan = net.veth("d6l", phone, router)
+        router_wan, service_end = net.veth("d6w", router, service)
+        net.address(phone, phone_end, "10.81.0.2/24", "fd00:81::2/64")
+        net.address(router, router_lan, "10.81.0.1/24", "fd00:81::1/64")
+        net.address(router, router_wan, "10.82.0.1/24", "fd00:82::1/64")
+        net.address(service, service_end, f"{SERVICE}/24", f"{SERVICE6}/64", f"{OTHER6}/64")
+        net.route(phone, "default", "via", "10.81.0.1")
+        net.run(phone, "ip", "-6", "route", "add", "default", "via", "fd00:81::1")
+        net.route(service, "default", "via", "10.82.0.1")
+        net.run(service, "ip", "-6", "route", "add", "default", "via", "fd00:82::1")
+        net.run(router, "nft", "-f", "-", stdin=NFT6)
+        for family, everything in (("-4", "0.0.0.0/0"), ("-6", "::/0")):
+            net.run(router, "ip", family, "rule", "add", "fwmark", "1", "lookup", "100")
+            net.run(router, "ip", family, "route", "add", "local", everything, "dev", "lo",
+                    "table", "100")  # fmt: skip
+        try:
+            servers_log = tmp_path / "servers.log"
+            with servers_log.open("w") as out:
+                servers = _in(service, sys.executable, "-c", SERVERS6, stdout=out, stderr=out)
+            processes.append(servers)
+            _wait_for(servers_log, "ready", servers)
+            config = tmp_path / "router.toml"
+            config.write_text(CONFIG6)
+            with detour_log.open("w") as out:
+                detour = _in(
+                    router,
+                    sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
+                    stdout=out, stderr=out,
+                )  # fmt: skip
+            processes.append(detour)
+            _wait_for(detour_log, "transparent UDP on", detour)
+            result = subprocess.run(
+                ["ip", "netns", "exec", phone, sys.executable, "-c", PHONE6],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr + detour_log.read_text()
+            lines = result.stdout.splitlines()
+            # Through detour: the service sees the router; the other address sees the phone.
+            assert f"{SERVICE6} sees fd00:82::1" in lines, result.stdout
+            assert f"{OTHER6} sees fd00:81::2" in lines, result.stdout
+            # IPv4 on the same dual-stack socket.
+            assert f"{SERVICE} sees 10.82.0.1" in lines, result.stdout
+            assert "echo ok" in lines
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()

@@ -4,6 +4,7 @@ exact bytes."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -104,6 +105,22 @@ def test_udp_health_orders_known_good_first_and_dropped_last() -> None:
     assert [r.name for r in health.order("other", routes)] == ["direct", "web", "abroad"]
 
 
+def test_udp_health_keeps_the_latest_row_and_carries_it_over_a_reload() -> None:
+    health = UdpHealth()
+    row = {"route": "direct", "ok": False, "diagnosis": "udp_dropped", "detail": "x",
+           "rtt_ms": None, "targets": []}  # fmt: skip
+    health.record("calls", "direct", False, row)
+    health.record("calls", "web", False)  # a verdict without a row: not shown
+    (view,) = health.latest().values()
+    assert (view.ok, view.diagnosis) == (False, "udp_dropped")
+    assert view.to_json() == {**row, "checked_at": round(view.checked_at, 3)}
+    fresh = UdpHealth()
+    fresh.record("calls", "direct", True, {**row, "ok": True, "diagnosis": "ok"})
+    fresh.adopt(health)  # what the new router learnt already wins
+    assert fresh.get("calls", "direct") is True and fresh.get("calls", "web") is False
+    assert fresh.latest()[("calls", "direct")].diagnosis == "ok"
+
+
 V4 = Datagram(0, Endpoint("127.0.0.1", 7), b"hi")
 NAME = Datagram(2, Endpoint("a.example", 3478), b"")
 V6 = Datagram(0, Endpoint("::1", 443), b"x")
@@ -162,3 +179,54 @@ def test_original_destination_from_ip_origdstaddr() -> None:
     )
     assert original_destination([]) is None
     assert original_destination([(SOL_IP, IP_RECVORIGDSTADDR, b"\x02\x00")]) is None
+
+
+def test_original_destination_from_ipv6_origdstaddr() -> None:
+    from helper.proxy.tproxy_udp import IPV6_RECVORIGDSTADDR, SOL_IPV6, original_destination
+
+    def sockaddr_in6(address: str, port: int) -> bytes:
+        #      family (host order)              port            flowinfo
+        return (
+            (10).to_bytes(2, "little")
+            + port.to_bytes(2, "big")
+            + b"\0" * 4
+            + (
+                socket.inet_pton(socket.AF_INET6, address) + b"\0" * 4  # address, scope id
+            )
+        )
+
+    found = original_destination(
+        [(SOL_IPV6, IPV6_RECVORIGDSTADDR, sockaddr_in6("fd00:82::2", 3478))]
+    )
+    assert found == Endpoint("fd00:82::2", 3478)
+    # An IPv4 datagram's destination seen through a dual-stack socket: the IPv4 address.
+    mapped = sockaddr_in6("::ffff:10.82.0.2", 7000)
+    found = original_destination([(SOL_IPV6, IPV6_RECVORIGDSTADDR, mapped)])
+    assert found == Endpoint("10.82.0.2", 7000)
+    assert original_destination([(SOL_IPV6, IPV6_RECVORIGDSTADDR, mapped[:20])]) is None
+
+
+def _result(route: str, diagnosis: str):
+    from helper.probe.udp import UdpProbeResult
+
+    return UdpProbeResult("calls", route, diagnosis == "ok", diagnosis, f"{route} said so")
+
+
+@pytest.mark.parametrize(
+    ("diagnoses", "verdict"),
+    [
+        ({"direct": "udp_dropped", "abroad": "ok"}, "udp_works"),
+        ({"direct": "udp_dropped", "abroad": "udp_dropped", "web": "udp_not_carried"},
+         "udp_dropped_everywhere"),
+        ({"web": "udp_not_carried"}, "udp_not_carried"),
+        ({}, "udp_not_carried"),
+        ({"direct": "udp_dropped", "abroad": "udp_unreachable"}, "udp_unreachable"),
+    ],
+)  # fmt: skip
+def test_udp_verdict_over_a_services_routes(diagnoses: dict[str, str], verdict: str) -> None:
+    from helper.probe.udp import udp_verdict
+
+    found, detail = udp_verdict([_result(r, d) for r, d in diagnoses.items()])
+    assert found == verdict
+    if verdict == "udp_unreachable":
+        assert "abroad: abroad said so" in detail

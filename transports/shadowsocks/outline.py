@@ -21,7 +21,6 @@ sockets (`parse_outline_config`); `fetch_config` gets it through a Dialer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import Callable
@@ -30,8 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op
-from ..tls import tls_connect
-from ..wire import ProtocolError, parse_response_head
+from ..https_get import https_get, read_answer
 from .methods import MethodError
 from .server import ShadowsocksServer, shadowsocks_server
 
@@ -45,7 +43,6 @@ __all__ = [
 ]
 
 MAX_CONFIG = 64 * 1024
-MAX_REDIRECTS = 3
 
 
 class OutlineKeyError(ValueError):
@@ -236,111 +233,27 @@ def _first(options: Any, where: str, parse: Callable[[Any, str], Any]) -> Any:
 async def fetch_config(
     dialer: Dialer, url: str, tls: ssl.SSLContext | None, timeout: float
 ) -> bytes:
-    """GET `url` (https) through `dialer`; the body of a 200 answer, following a few
-    redirects to other https URLs. DialError names what failed, never the URL's path."""
-    context = tls or ssl.create_default_context()
-    async with asyncio.timeout(timeout):
-        for _ in range(MAX_REDIRECTS + 1):
-            status, location, body = await _get(dialer, url, context, timeout)
-            if status in (301, 302, 303, 307, 308) and location:
-                if not location.startswith("https://"):
-                    raise DialError(
-                        Failure.HTTP_BLOCKPAGE, Op.HTTP_ROUND_TRIP,
-                        "the key's server redirected to a non-HTTPS address",
-                    )  # fmt: skip
-                url = location
-                continue
-            if status != 200:
-                raise DialError(
-                    Failure.PROXY_REFUSED,
-                    Op.HTTP_ROUND_TRIP,
-                    f"the key's server {urlsplit(url).hostname} answered HTTP {status}",
-                )
-            return body
-    raise DialError(
-        Failure.PROXY_PROTOCOL_ERROR, Op.HTTP_ROUND_TRIP, "the key's server redirected too often"
+    """GET `url` (https) through `dialer`; the body of a 200 answer read whole, following a
+    few redirects to other https URLs (transports/https_get.py). DialError names what failed,
+    never the URL's path."""
+    return await https_get(
+        dialer, url, tls, timeout, MAX_CONFIG, who=_the_keys_server, too_large=_too_large
     )
 
 
-async def _get(
-    dialer: Dialer, url: str, context: ssl.SSLContext, timeout: float
-) -> tuple[int, str, bytes]:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise DialError(Failure.UNKNOWN, Op.CONNECT, "the key's URL has an invalid port") from None
-    stream = await dialer.dial(Endpoint(host, port))
-    try:
-        tls = await tls_connect(stream, context, host, timeout=timeout)
-    except ValueError as exc:
-        stream.abort()
-        raise DialError(Failure.SSL_FAILED_HANDSHAKE, Op.TLS_HANDSHAKE, str(exc)) from None
-    try:
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        authority = host if port == 443 else f"{host}:{port}"
-        if ":" in host:
-            authority = f"[{host}]" if port == 443 else f"[{host}]:{port}"
-        tls.write(
-            f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\n"
-            "User-Agent: detour\r\nConnection: close\r\n\r\n".encode()
-        )
-        await tls.drain()
-        data = bytearray()
-        while chunk := await tls.read(65536):
-            data += chunk
-            if len(data) > MAX_CONFIG + 16384:
-                raise DialError(
-                    Failure.PROXY_PROTOCOL_ERROR,
-                    Op.HTTP_ROUND_TRIP,
-                    f"the key's config is larger than {MAX_CONFIG // 1024} KiB",
-                )
-    except OSError as exc:
-        from ..base import classify_os_error
-
-        raise classify_os_error(exc, Op.HTTP_ROUND_TRIP) from None
-    finally:
-        tls.close()
-    return parse_response(bytes(data))
-
-
 def parse_response(data: bytes) -> tuple[int, str, bytes]:
-    """(status, Location, body) of an HTTP/1.1 response read to its end."""
-    head, separator, body = data.partition(b"\r\n\r\n")
-    if not separator:
-        raise DialError(
-            Failure.PROXY_PROTOCOL_ERROR, Op.HTTP_ROUND_TRIP, "the key's server sent no HTTP answer"
-        )
-    try:
-        response = parse_response_head(head + separator)
-    except ProtocolError:
-        raise DialError(
-            Failure.PROXY_PROTOCOL_ERROR, Op.HTTP_ROUND_TRIP, "the key's server sent no HTTP answer"
-        ) from None
-    if "chunked" in (response.header("transfer-encoding") or "").lower():
-        body = _dechunk(body)
-    elif (length := response.content_length) is not None:
-        body = body[:length]
-    return response.status, response.header("location") or "", body
+    """(status, Location, body) of an HTTP/1.1 response read to its end: the body whole (an
+    answer cut short is an error, not a shorter config) and at most MAX_CONFIG."""
+    return read_answer(data, MAX_CONFIG, "the key's server", _too_large)
 
 
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while True:
-        size_line, separator, rest = body.partition(b"\r\n")
-        if not separator:
-            break
-        try:
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        except ValueError:
-            raise DialError(
-                Failure.PROXY_PROTOCOL_ERROR,
-                Op.HTTP_ROUND_TRIP,
-                "the key's server sent a bad chunk",
-            ) from None
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
+def _the_keys_server(host: str) -> str:
+    return f"the key's server {host}"
+
+
+def _too_large(limit: int) -> DialError:
+    return DialError(
+        Failure.PROXY_PROTOCOL_ERROR,
+        Op.HTTP_ROUND_TRIP,
+        f"the key's config is larger than {limit // 1024} KiB",
+    )

@@ -38,3 +38,14 @@ def test_a_framed_body_comes_back_whole(payload: bytes, framing: str) -> None:
         b"HTTP/1.1 302 Found\r\nLocation: https://x.example/k\r\n" + head + b"\r\n" + body
     )
     assert (status, location, got) == (302, "https://x.example/k", payload)
+
+
+def test_an_answer_cut_short_is_no_config() -> None:
+    """A body shorter than its Content-Length (the connection ended early) is an error, not
+    the first part of a config read as the whole of it."""
+    import pytest
+
+    with pytest.raises(DialError, match="ended early"):
+        parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nss://abc")
+    with pytest.raises(DialError, match="ended early"):
+        parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nss://")

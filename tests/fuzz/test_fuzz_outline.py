@@ -3,6 +3,7 @@ status, a Location and a body, or a DialError, never another exception."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -43,8 +44,6 @@ def test_a_framed_body_comes_back_whole(payload: bytes, framing: str) -> None:
 def test_an_answer_cut_short_is_no_config() -> None:
     """A body shorter than its Content-Length (the connection ended early) is an error, not
     the first part of a config read as the whole of it."""
-    import pytest
-
     with pytest.raises(DialError, match="ended early"):
         parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nss://abc")
     with pytest.raises(DialError, match="ended early"):

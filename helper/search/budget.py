@@ -100,13 +100,23 @@ class HandshakeBudget:
     def _prune(self, name: str, now: float) -> list[Booking]:
         starts = self._starts.setdefault(name.lower(), [])
         horizon = now - max(self.window, self.gap)
-        starts[:] = [b for b in starts if b.at > horizon]
+        # Kept in order of `at` (_insert): the expired ones are a prefix.
+        expired = 0
+        while expired < len(starts) and starts[expired].at <= horizon:
+            expired += 1
+        del starts[:expired]
         return starts
 
     def _push_back(self, starts: list[Booking], now: float) -> None:
         """Background starts booked for later that a client start now crowds move later."""
         cap = max(1, self.limit - RESERVE)
-        for booking in [b for b in starts if b.background and b.at > now]:
+        later = []  # the background starts after `now`: at the end, `starts` being in order
+        for booking in reversed(starts):
+            if booking.at <= now:
+                break
+            if booking.background:
+                later.append(booking)
+        for booking in reversed(later):
             others = [b.at for b in starts if b is not booking]
             if not self._fits(others, booking.at, cap):
                 starts.remove(booking)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
-from transports.fronted.modes import adapt_to_freeze
 from transports.mtproto.framing import FramingError
 from transports.resolver import Resolver
 from transports.tls import tls_connect
@@ -134,7 +133,7 @@ class Prober:
 
         targets = await run()
         stalled = next((t for t in targets if t.failure is Failure.STALLED), None)
-        if stalled is not None and await adapt_to_freeze(route.dialer):
+        if stalled is not None and await _adapt_to_freeze(route.dialer):
             # A `front:` route's long tunnel froze: capped carriers now, and their verdict.
             log.warning("probe %s via %s: %s; again", service.name, route.name, stalled.detail)
             targets = await run()
@@ -482,3 +481,11 @@ def _is_block_page(data: bytes) -> bool:
 
 def _block_page() -> DialError:
     return DialError(Failure.HTTP_BLOCKPAGE, Op.HTTP_ROUND_TRIP, "the answer is a block page")
+
+
+async def _adapt_to_freeze(dialer: object) -> bool:
+    # Imported when a transfer stalls: the fronted tunnel's modules (and the compiled
+    # WebSocket mask they load) stay out of a detour that has no `front:` route.
+    from transports.fronted.modes import adapt_to_freeze
+
+    return await adapt_to_freeze(dialer)

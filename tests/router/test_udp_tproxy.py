@@ -122,9 +122,55 @@ def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float =
         time.sleep(0.05)
 
 
+def _run_phone(
+    tmp_path: Path, names: tuple[str, str, str], scripts: tuple[str, str, str]
+) -> list[str]:
+    """The service's servers, then detour on the router (its config), then the phone's script
+    in the phone namespace: the phone's output lines. Everything started is stopped, and
+    detour's log must hold no traceback."""
+    phone, router, service = names
+    servers_script, config_text, phone_script = scripts
+    processes: list[subprocess.Popen] = []
+    detour_log = tmp_path / "detour.log"
+    try:
+        servers_log = tmp_path / "servers.log"
+        with servers_log.open("w") as out:
+            servers = _in(service, sys.executable, "-c", servers_script, stdout=out, stderr=out)
+        processes.append(servers)
+        _wait_for(servers_log, "ready", servers)
+        config = tmp_path / "router.toml"
+        config.write_text(config_text)
+        with detour_log.open("w") as out:
+            detour = _in(
+                router,
+                sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
+                stdout=out, stderr=out,
+            )  # fmt: skip
+        processes.append(detour)
+        _wait_for(detour_log, "transparent UDP on", detour)
+        result = subprocess.run(
+            ["ip", "netns", "exec", phone, sys.executable, "-c", phone_script],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr + detour_log.read_text()
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()
+    return result.stdout.splitlines()
+
+
 def test_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
     _require()
-    processes: list[subprocess.Popen] = []
     with Namespaces() as net:
         phone = net.namespace("dup-p")
         router = net.namespace("dup-r", forwarding=True)
@@ -141,46 +187,11 @@ def test_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Pat
         net.run(router, "nft", "-f", "-", stdin=NFT)
         net.run(router, "ip", "rule", "add", "fwmark", "1", "lookup", "100")
         net.run(router, "ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
-        try:
-            servers_log = tmp_path / "servers.log"
-            with servers_log.open("w") as out:
-                servers = _in(service, sys.executable, "-c", SERVERS, stdout=out, stderr=out)
-            processes.append(servers)
-            _wait_for(servers_log, "ready", servers)
-            config = tmp_path / "router.toml"
-            config.write_text(CONFIG)
-            detour_log = tmp_path / "detour.log"
-            with detour_log.open("w") as out:
-                detour = _in(
-                    router,
-                    sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
-                    stdout=out, stderr=out,
-                )  # fmt: skip
-            processes.append(detour)
-            _wait_for(detour_log, "transparent UDP on", detour)
-            result = subprocess.run(
-                ["ip", "netns", "exec", phone, sys.executable, "-c", PHONE],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            assert result.returncode == 0, result.stderr + detour_log.read_text()
-            lines = result.stdout.splitlines()
-            # Through detour: the service sees the router; the other address sees the phone.
-            assert f"{SERVICE} sees 10.82.0.1" in lines, result.stdout
-            assert f"{OTHER} sees 10.81.0.2" in lines, result.stdout
-            assert "echo ok" in lines
-        finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()
+        lines = _run_phone(tmp_path, (phone, router, service), (SERVERS, CONFIG, PHONE))
+    # Through detour: the service sees the router; the other address sees the phone.
+    assert f"{SERVICE} sees 10.82.0.1" in lines, lines
+    assert f"{OTHER} sees 10.81.0.2" in lines, lines
+    assert "echo ok" in lines
 
 
 # --- IPv6: nftables `tproxy ip6`, IPV6_TRANSPARENT / IPV6_ORIGDSTADDR ------------------------
@@ -265,8 +276,6 @@ table inet detour_udp_test {{
 
 def test_ipv6_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
     _require()
-    processes: list[subprocess.Popen] = []
-    detour_log = tmp_path / "detour.log"
     with Namespaces() as net:
         phone = net.namespace("dup6-p")
         router = net.namespace("dup6-r", forwarding=True)
@@ -286,44 +295,10 @@ def test_ipv6_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path
             net.run(router, "ip", family, "rule", "add", "fwmark", "1", "lookup", "100")
             net.run(router, "ip", family, "route", "add", "local", everything, "dev", "lo",
                     "table", "100")  # fmt: skip
-        try:
-            servers_log = tmp_path / "servers.log"
-            with servers_log.open("w") as out:
-                servers = _in(service, sys.executable, "-c", SERVERS6, stdout=out, stderr=out)
-            processes.append(servers)
-            _wait_for(servers_log, "ready", servers)
-            config = tmp_path / "router.toml"
-            config.write_text(CONFIG6)
-            with detour_log.open("w") as out:
-                detour = _in(
-                    router,
-                    sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
-                    stdout=out, stderr=out,
-                )  # fmt: skip
-            processes.append(detour)
-            _wait_for(detour_log, "transparent UDP on", detour)
-            result = subprocess.run(
-                ["ip", "netns", "exec", phone, sys.executable, "-c", PHONE6],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            assert result.returncode == 0, result.stderr + detour_log.read_text()
-            lines = result.stdout.splitlines()
-            # Through detour: the service sees the router; the other address sees the phone.
-            assert f"{SERVICE6} sees fd00:82::1" in lines, result.stdout
-            assert f"{OTHER6} sees fd00:81::2" in lines, result.stdout
-            # IPv4 on the same dual-stack socket.
-            assert f"{SERVICE} sees 10.82.0.1" in lines, result.stdout
-            assert "echo ok" in lines
-        finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()
+        lines = _run_phone(tmp_path, (phone, router, service), (SERVERS6, CONFIG6, PHONE6))
+    # Through detour: the service sees the router; the other address sees the phone.
+    assert f"{SERVICE6} sees fd00:82::1" in lines, lines
+    assert f"{OTHER6} sees fd00:81::2" in lines, lines
+    # IPv4 on the same dual-stack socket.
+    assert f"{SERVICE} sees 10.82.0.1" in lines, lines
+    assert "echo ok" in lines

@@ -25,7 +25,7 @@ from helper.services import ServiceTable
 from tests.integration.test_fronted import Relay, relay, relay_config  # noqa: F401
 from tests.integration.test_fronted_capped import Frozen, frozen  # noqa: F401 (a fixture)
 from tests.support.udp import associate
-from tests.support.udpecho import echo_run
+from tests.support.udpecho import Inbox, echo_run
 from tests.support.waiting import until
 from transports import DialError, DialOptions, Endpoint, parse_chain
 from transports.datagram import datagram_dialer
@@ -54,17 +54,6 @@ async def echo():
     server = await start_udp(UdpEcho())
     yield server
     server.close()
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
-
-    def __call__(self, payload: bytes, source: Endpoint) -> None:
-        self.queue.put_nowait((payload, source))
-
-    async def get(self, timeout: float = 5.0) -> tuple[bytes, Endpoint]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 def front_route(stood: Relay, options: str = "", key=None):

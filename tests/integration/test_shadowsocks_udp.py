@@ -18,8 +18,8 @@ from tests.integration.test_shadowsocks import (  # noqa: F401 (key_server: a fi
     ss2022_inbound,
 )
 from tests.support import peers
-from tests.support.udpecho import echo_run
-from transports import DialOptions, Endpoint, parse_chain
+from tests.support.udpecho import Inbox, echo_run
+from transports import DialOptions, parse_chain
 from transports.datagram import NoDatagrams, datagram_dialer
 from transports.shadowsocks.datagrams import ShadowsocksDatagrams
 
@@ -31,17 +31,6 @@ async def echo():
     server = await start_udp(UdpEcho())
     yield server
     server.close()
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
-
-    def __call__(self, payload: bytes, source: Endpoint) -> None:
-        self.queue.put_nowait((payload, source))
-
-    async def get(self, timeout: float = 5.0) -> tuple[bytes, Endpoint]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 def _datagrams(link: str, options: DialOptions | None = None):

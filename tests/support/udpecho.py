@@ -1,6 +1,7 @@
 """A UDP echo run for tests and benchmarks: `count` numbered datagrams through any sender,
 at most `window` unanswered at once (as a call paces its media), with loss, reordering,
-corruption and round trips counted."""
+corruption and round trips counted; and an Inbox that collects what a datagram dialer
+delivers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from transports import Endpoint
 
 _HEAD = struct.Struct("!I")
 
@@ -97,3 +100,16 @@ async def echo_run(
             result.rtts.append(time.perf_counter() - at)
     result.seconds = time.perf_counter() - started
     return result
+
+
+class Inbox:
+    """A datagram dialer's receive callback that queues (payload, source) for the test."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
+
+    def __call__(self, payload: bytes, source: Endpoint) -> None:
+        self.queue.put_nowait((payload, source))
+
+    async def get(self, timeout: float = 5.0) -> tuple[bytes, Endpoint]:
+        return await asyncio.wait_for(self.queue.get(), timeout)

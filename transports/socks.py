@@ -28,10 +28,12 @@ SOCKS4a::
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
 from .base import Dialer, DialError, Endpoint, Failure, Op, Stream
 from .upstream import dial_through_proxy
+from .wire import ProtocolError
 
 __all__ = [
     "SOCKS5_REPLY_TEXT",
@@ -39,7 +41,10 @@ __all__ = [
     "Socks5Dialer",
     "encode_address",
     "encode_name",
+    "parse_address",
 ]
+
+_PORT = struct.Struct("!H")
 
 SOCKS5 = 0x05
 SOCKS4 = 0x04
@@ -118,6 +123,35 @@ def encode_address(host: str, port: int) -> bytes:
     if ip.version == 4:
         return bytes([ATYP_IPV4]) + ip.packed + struct.pack("!H", port)
     return bytes([ATYP_IPV6]) + ip.packed + struct.pack("!H", port)
+
+
+def parse_address(data: bytes, start: int, what: str) -> tuple[Endpoint, int]:
+    """ATYP + ADDR + PORT at `data[start:]`, as encode_address writes it: the endpoint and the
+    offset after it. ProtocolError names `what` (a UDP header, a datagram record, a packet)."""
+    if len(data) <= start:
+        raise ProtocolError(f"{what} ends inside its address")
+    atyp = data[start]
+    if atyp == ATYP_IPV4:
+        end = start + 1 + 4
+        host = socket.inet_ntoa(data[start + 1 : end]) if len(data) >= end else ""
+    elif atyp == ATYP_IPV6:
+        end = start + 1 + 16
+        host = str(ipaddress.IPv6Address(data[start + 1 : end])) if len(data) >= end else ""
+    elif atyp == ATYP_DOMAIN:
+        if len(data) < start + 2 or data[start + 1] == 0:
+            raise ProtocolError(f"{what} names no host")
+        end = start + 2 + data[start + 1]
+        try:
+            host = data[start + 2 : end].decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what}'s host name is not ASCII") from None
+        if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in host):
+            raise ProtocolError(f"{what}'s host name has characters no host name has")
+    else:
+        raise ProtocolError(f"{what} has unknown address type {atyp}")
+    if len(data) < end + 2:
+        raise ProtocolError(f"{what} ends inside its address")
+    return Endpoint(host, _PORT.unpack_from(data, end)[0]), end + 2
 
 
 async def _read_socks5_address(stream: Stream, atyp: int) -> Endpoint | None:

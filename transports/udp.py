@@ -19,13 +19,10 @@ a leaf over bytes (no sockets), so it is unit-tested and fuzzed without a networ
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import struct
 from dataclasses import dataclass
 
 from .base import Endpoint
-from .socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from .socks import encode_address, parse_address
 from .wire import ProtocolError
 
 __all__ = ["MAX_HEADER", "Datagram", "encode_datagram", "parse_datagram"]
@@ -50,32 +47,8 @@ def parse_datagram(data: bytes) -> Datagram:
         raise ProtocolError(f"datagram of {len(data)} bytes is shorter than a UDP header")
     if data[0] or data[1]:
         raise ProtocolError("UDP header's reserved bytes are not zero")
-    frag, atyp = data[2], data[3]
-    if atyp == ATYP_IPV4:
-        end = 4 + 4
-        host = socket.inet_ntoa(data[4:end]) if len(data) >= end else ""
-    elif atyp == ATYP_IPV6:
-        end = 4 + 16
-        host = str(ipaddress.IPv6Address(data[4:end])) if len(data) >= end else ""
-    elif atyp == ATYP_DOMAIN:
-        if len(data) < 5:
-            raise ProtocolError("UDP header ends inside its address")
-        length = data[4]
-        end = 5 + length
-        if length == 0:
-            raise ProtocolError("UDP header names an empty host")
-        try:
-            host = data[5:end].decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError("UDP header's host name is not ASCII") from None
-        if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in host):
-            raise ProtocolError("UDP header's host name contains characters no host name has")
-    else:
-        raise ProtocolError(f"UDP header has unknown address type {atyp}")
-    if len(data) < end + 2:
-        raise ProtocolError("UDP header ends inside its address")
-    (port,) = struct.unpack_from("!H", data, end)
-    return Datagram(frag, Endpoint(host, port), data[end + 2 :])
+    address, end = parse_address(data, 3, "UDP header")
+    return Datagram(data[2], address, data[end:])
 
 
 def encode_datagram(address: Endpoint, payload: bytes, frag: int = 0) -> bytes:

@@ -25,15 +25,13 @@ session, it rides the capped carriers too (carrier=capped).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..base import DialError, Endpoint, Failure, Op
-from ..socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from ..socks import encode_address, parse_address
 from ..wire import ProtocolError
 
 if TYPE_CHECKING:
@@ -71,31 +69,10 @@ def parse_body(body: bytes) -> tuple[Endpoint, bytes]:
     """The address and payload of one record's body; ProtocolError says what is wrong."""
     if not body:
         raise ProtocolError("an empty datagram record")
-    atyp = body[0]
-    if atyp == ATYP_IPV4:
-        end = 1 + 4
-        host = socket.inet_ntoa(body[1:end]) if len(body) >= end else ""
-    elif atyp == ATYP_IPV6:
-        end = 1 + 16
-        host = str(ipaddress.IPv6Address(body[1:end])) if len(body) >= end else ""
-    elif atyp == ATYP_DOMAIN:
-        if len(body) < 2 or body[1] == 0:
-            raise ProtocolError("a datagram record names no host")
-        end = 2 + body[1]
-        try:
-            host = body[2:end].decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError("a datagram record's host name is not ASCII") from None
-        if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in host):
-            raise ProtocolError("a datagram record's host name has characters no name has")
-    else:
-        raise ProtocolError(f"a datagram record with unknown address type {atyp}")
-    if len(body) < end + 2:
-        raise ProtocolError("a datagram record ends inside its address")
-    (port,) = _LENGTH.unpack_from(body, end)
-    if port == 0:
+    address, end = parse_address(body, 0, "a datagram record")
+    if address.port == 0:
         raise ProtocolError("a datagram record for port 0")
-    return Endpoint(host, port), body[end + 2 :]
+    return address, body[end:]
 
 
 class RecordReader:

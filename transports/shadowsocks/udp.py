@@ -27,7 +27,6 @@ secrets); the session counts and drops them (dialer side: datagrams.py of transp
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 import time
@@ -37,7 +36,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..base import Endpoint
-from ..socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from ..socks import encode_address
+from ..socks import parse_address as read_address
+from ..wire import ProtocolError
 from .codec import MAX_CLOCK_SKEW, ShadowsocksKey
 from .methods import NONCE, TAG, _derive_key, session_key
 
@@ -72,33 +73,11 @@ def udp_support(key: ShadowsocksKey) -> str | None:
 
 def parse_address(data: bytes) -> tuple[int, Endpoint]:
     """ATYP addr port at the start of `data`: (bytes used, endpoint); PacketError."""
-    if not data:
-        raise PacketError("the packet has no address")
-    atyp = data[0]
-    if atyp == ATYP_IPV4:
-        end = 1 + 4
-        if len(data) < end + 2:
-            raise PacketError("the packet's IPv4 address is cut short")
-        host = str(ipaddress.IPv4Address(data[1:end]))
-    elif atyp == ATYP_IPV6:
-        end = 1 + 16
-        if len(data) < end + 2:
-            raise PacketError("the packet's IPv6 address is cut short")
-        host = str(ipaddress.IPv6Address(data[1:end]))
-    elif atyp == ATYP_DOMAIN:
-        if len(data) < 2 or data[1] == 0 or len(data) < 2 + data[1] + 2:
-            raise PacketError("the packet's host name is cut short")
-        end = 2 + data[1]
-        try:
-            host = data[2:end].decode("ascii")
-        except UnicodeDecodeError:
-            raise PacketError("the packet's host name is not ASCII") from None
-        if any(ord(c) < 0x21 or c in "\x7f/\\@[]:" for c in host):
-            raise PacketError("the packet's host name has characters no name has")
-    else:
-        raise PacketError(f"the packet has address type {atyp} (1, 3 or 4)")
-    (port,) = _U16.unpack_from(data, end)
-    return end + 2, Endpoint(host, port)
+    try:
+        address, end = read_address(data, 0, "the packet")
+    except ProtocolError as exc:
+        raise PacketError(str(exc)) from None
+    return end, address
 
 
 class ReplayWindow:

@@ -389,16 +389,21 @@ class RelayServer:
             tls.unread(buf[used:])
             return target
 
-    async def _dial(self, name: str, target: Endpoint) -> Stream:
+    def destination_refusal(self, target: Endpoint) -> tuple[str, str] | None:
+        """Why the destination policy refuses `target` before any name is resolved, for TCP
+        streams and UDP associations alike: (what the client is told, the log's words)."""
         ip = target.ip
         if ip is not None and self.policy.refusal(ip) is not None:
-            log.warning("relay: %s asked for %s: a private address, refused", name, target)
-            raise DialError(Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not reachable here")
+            return f"{target} is not reachable here", "a private address"
         if self.config.allow == "services" and self.services.match(target) is None:
-            log.warning("relay: %s asked for %s: not a configured service, refused", name, target)
-            raise DialError(
-                Failure.PROXY_REFUSED, Op.CONNECT, f"{target} is not a service this relay serves"
-            )
+            return f"{target} is not a service this relay serves", "not a configured service"
+        return None
+
+    async def _dial(self, name: str, target: Endpoint) -> Stream:
+        refused = self.destination_refusal(target)
+        if refused is not None:
+            log.warning("relay: %s asked for %s: %s, refused", name, target, refused[1])
+            raise DialError(Failure.PROXY_REFUSED, Op.CONNECT, refused[0])
         if self.upstream is not None:
             return await self.upstream.dial(name, target)
         try:

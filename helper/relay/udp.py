@@ -69,17 +69,12 @@ class RelayDatagrams:
         self.throttled = ThrottledLog(log)
 
     def refusal(self, target: Endpoint) -> str | None:
-        """Why the policy refuses `target` before any name is resolved (server.py's _dial
-        says the same for TCP), or None."""
-        server = self.server
-        if server.upstream is not None:
+        """Why the policy refuses `target` before any name is resolved (the same rules as
+        the relay's TCP streams: RelayServer.destination_refusal), or None."""
+        if self.server.upstream is not None:
             return "this relay reaches destinations through another relay: UDP is not carried"
-        ip = target.ip
-        if ip is not None and server.policy.refusal(ip) is not None:
-            return f"{target} is not reachable here"
-        if server.config.allow == "services" and server.services.match(target) is None:
-            return f"{target} is not a service this relay serves"
-        return None
+        refused = self.server.destination_refusal(target)
+        return refused[0] if refused is not None else None
 
     async def serve(self, name: str, stream: MuxStream) -> None:
         """An ASSOCIATE stream of client `name`: accepted (within the client's limit), then

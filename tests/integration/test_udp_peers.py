@@ -108,3 +108,14 @@ async def test_coturn_stun_through_detour(start_engine) -> None:
             assert answer.mapped is not None and answer.mapped.host == "127.0.0.1"
         finally:
             await client.close()
+
+
+async def test_pysocks_client_through_a_shadowsocks_route(start_engine, echo) -> None:
+    """A real SOCKS5 client's datagrams through detour's ss:// route to a real ss-server."""
+    with peers.ss_server("chacha20-ietf-poly1305", "udp-secret", udp=True) as server:
+        engine = await start_engine(config_text(routes={"ss": peers.ss_link(server)}))
+        payloads = [b"one", bytes(range(256)) * 5, b"\0" * 1400]
+        answers = await asyncio.to_thread(
+            _pysocks_echo, engine.mixed_address, echo.address, payloads
+        )
+        assert answers == payloads

@@ -24,7 +24,7 @@ from helper.routing import Route, Router
 from helper.services import ServiceTable
 from tests.integration.test_fronted import Relay, relay, relay_config  # noqa: F401
 from tests.integration.test_fronted_capped import Frozen, frozen  # noqa: F401 (a fixture)
-from tests.support.udp import associate
+from tests.support.udp import associate, pysocks_echo
 from tests.support.udpecho import Inbox, echo_run
 from tests.support.waiting import until
 from transports import DialError, DialOptions, Endpoint, parse_chain
@@ -91,6 +91,26 @@ async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, 
             assert stood.server.udp.counters.up == 10_000
         finally:
             await client.close()
+            await server.stop()
+            await dialer.aclose()
+
+
+async def test_pysocks_client_through_the_tunnel(tmp_path, test_ca, echo) -> None:
+    """A real SOCKS5 client (PySocks' SOCK_DGRAM socket) through detour's front: route."""
+    async with running_relay(tmp_path, test_ca) as stood:
+        chain, dialer = front_route(stood)
+        router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
+        config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
+        server = ClientServer(router)
+        listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
+        await server.start()
+        try:
+            payloads = [b"one", bytes(range(256)) * 5, b"\0" * 1400]
+            address = ("127.0.0.1", listener.sockets[0][1])
+            answers = await asyncio.to_thread(pysocks_echo, address, echo.address, payloads)
+            assert answers == payloads
+            assert stood.server.udp.counters.up == len(payloads)
+        finally:
             await server.stop()
             await dialer.aclose()
 

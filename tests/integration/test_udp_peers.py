@@ -12,11 +12,9 @@ import pytest
 from helper.lab.udpmocks import UdpEcho, start_udp
 from tests.conftest import config_text
 from tests.support import peers
-from tests.support.udp import associate
+from tests.support.udp import associate, pysocks_echo
 from transports import Endpoint
 from transports.stun import binding_request, parse_message
-
-socks = pytest.importorskip("socks")  # PySocks
 
 
 @pytest.fixture
@@ -26,26 +24,10 @@ async def echo():
     server.close()
 
 
-def _pysocks_echo(proxy: tuple[str, int], target: Endpoint, payloads: list[bytes]) -> list[bytes]:
-    """PySocks' socksocket(type=SOCK_DGRAM): UDP ASSOCIATE, then sendto/recvfrom."""
-    s = socks.socksocket(type=__import__("socket").SOCK_DGRAM)
-    s.set_proxy(socks.SOCKS5, proxy[0], proxy[1])
-    s.settimeout(5)
-    try:
-        answers = []
-        for payload in payloads:
-            s.sendto(payload, (target.host, target.port))
-            data, _addr = s.recvfrom(65535)
-            answers.append(data)
-        return answers
-    finally:
-        s.close()
-
-
 async def test_pysocks_client_through_direct(start_engine, echo) -> None:
     engine = await start_engine(config_text())
     payloads = [b"hello", bytes(range(256)) * 5 + b"x" * 120, b"\0" * 1400]
-    answers = await asyncio.to_thread(_pysocks_echo, engine.mixed_address, echo.address, payloads)
+    answers = await asyncio.to_thread(pysocks_echo, engine.mixed_address, echo.address, payloads)
     assert answers == payloads
 
 
@@ -56,7 +38,7 @@ async def test_pysocks_client_through_dante_upstream(start_engine, echo) -> None
         )
         payloads = [b"one", b"\xff" * 1400, b"three"]
         answers = await asyncio.to_thread(
-            _pysocks_echo, engine.mixed_address, echo.address, payloads
+            pysocks_echo, engine.mixed_address, echo.address, payloads
         )
         assert answers == payloads
 
@@ -116,6 +98,6 @@ async def test_pysocks_client_through_a_shadowsocks_route(start_engine, echo) ->
         engine = await start_engine(config_text(routes={"ss": peers.ss_link(server)}))
         payloads = [b"one", bytes(range(256)) * 5, b"\0" * 1400]
         answers = await asyncio.to_thread(
-            _pysocks_echo, engine.mixed_address, echo.address, payloads
+            pysocks_echo, engine.mixed_address, echo.address, payloads
         )
         assert answers == payloads

@@ -7,6 +7,8 @@ import asyncio
 import socket
 import struct
 
+import socks  # PySocks: a real client, a test dependency
+
 from transports import Endpoint
 from transports.udp import encode_datagram, parse_datagram
 
@@ -92,3 +94,19 @@ async def associate(
     raw = await reader.readexactly(6)
     relay = (socket.inet_ntoa(raw[:4]), struct.unpack("!H", raw[4:])[0])
     return UdpClient(reader, writer, relay, inbox, head + raw)
+
+
+def pysocks_echo(proxy: tuple[str, int], target: Endpoint, payloads: list[bytes]) -> list[bytes]:
+    """PySocks' socksocket(type=SOCK_DGRAM): UDP ASSOCIATE, then sendto/recvfrom."""
+    s = socks.socksocket(type=socket.SOCK_DGRAM)
+    s.set_proxy(socks.SOCKS5, proxy[0], proxy[1])
+    s.settimeout(5)
+    try:
+        answers = []
+        for payload in payloads:
+            s.sendto(payload, (target.host, target.port))
+            data, _addr = s.recvfrom(65535)
+            answers.append(data)
+        return answers
+    finally:
+        s.close()

@@ -1,5 +1,6 @@
 """A minimal SOCKS5 UDP client for tests: UDP ASSOCIATE over a TCP control connection, then
-datagrams with the RFC 1928 §7 header to the relay address the proxy answered."""
+datagrams with the RFC 1928 §7 header to the relay address the proxy answered; and an echo
+exchange by PySocks' own UDP socket, a client that is not detour's code."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import socket
 import struct
 
-import socks  # PySocks: a real client, a test dependency
+import socks  # PySocks, a real SOCKS5 client (pysocks_echo)
 
 from transports import Endpoint
 from transports.udp import encode_datagram, parse_datagram

@@ -559,7 +559,7 @@ def _build_core(inner: Dialer | None, params: dict[str, Any], opts: DialOptions)
     )
 
 
-_CORE_LAYERS = ("vless", "vmess", "trojan")
+CORE_LAYERS = ("vless", "vmess", "trojan")
 _KINDS.update(
     {
         "ss": _LayerKind(
@@ -578,17 +578,17 @@ _KINDS.update(
                 syntax=f"{name}://...@HOST:PORT?... (a share link)",
                 show=_show_link_layer,
             )
-            for name in _CORE_LAYERS
+            for name in CORE_LAYERS
         },
     }
 )
-_NAME_TAKING |= {"ss", "ssconf", *_CORE_LAYERS}
+_NAME_TAKING |= {"ss", "ssconf", *CORE_LAYERS}
 
 
 def _place_core(layers: list[Layer]) -> None:
     """A core makes its own connections: only `direct` may come before it."""
     for position, layer in enumerate(layers):
-        if layer.name in _CORE_LAYERS and any(b.name != "direct" for b in layers[:position]):
+        if layer.name in CORE_LAYERS and any(b.name != "direct" for b in layers[:position]):
             raise ChainError(
                 f"{layer.name}: only direct can come before a {layer.name} layer (a proxy "
                 "core makes its own connections); put other layers after it"

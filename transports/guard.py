@@ -65,8 +65,10 @@ class DestinationRefused(DialError):
     """The destination is one detour never connects to for this client. Nothing was dialed;
     it says nothing about the route's health."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, host: str = "", address: IPAddress | None = None) -> None:
         super().__init__(Failure.PROXY_REFUSED, Op.CONNECT, detail)
+        self.host = host  # the name (or address) refused, and the answer that refused it
+        self.address = address
 
 
 def _bits(value: int, start: int, end: int) -> int:
@@ -323,7 +325,11 @@ def check_addresses(host: str, addresses: list[IPAddress]) -> list[IPAddress]:
     allowed = policy.allowed(addresses)
     if not allowed and addresses:
         reason = policy.refusal(addresses[0])
-        raise DestinationRefused(f"{host} is {reason}" if host == str(addresses[0]) else (
-            f"{host} resolves to {reason} ({addresses[0]})"
-        ))  # fmt: skip
+        raise DestinationRefused(
+            f"{host} is {reason}" if host == str(addresses[0]) else (
+                f"{host} resolves to {reason} ({addresses[0]})"
+            ),
+            host=host,
+            address=addresses[0],
+        )  # fmt: skip
     return allowed

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, classify_os_error, dial_phase
+from .guard import DestinationRefused
 
 __all__ = ["dial_through_proxy"]
 
@@ -37,8 +38,8 @@ async def dial_through_proxy(
     try:
         stream = await inner.dial(proxy)
     except DialError as exc:
-        if exc.failure in _ABOUT_A_PROGRAM:
-            raise  # not about reaching the proxy: about a program on this machine
+        if exc.failure in _ABOUT_A_PROGRAM or isinstance(exc, DestinationRefused):
+            raise  # about a program on this machine, or a proxy detour may not dial
         raise DialError(exc.failure, exc.op, f"{who}: {exc.detail}") from None
     dial_phase.set(Op.PROXY_HANDSHAKE)
     try:

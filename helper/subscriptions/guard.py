@@ -2,15 +2,15 @@
 
 A list from elsewhere could name a server `router.example` that resolves to 192.168.1.1:
 the address check on the list (formats.py) sees only addresses written as addresses. So
-each node's route (unless its subscription says `allow_private = true`) is wrapped: at
-dial time the server's name is resolved and a private, loopback, link-local, unspecified or
-multicast answer fails the dial (`dns_bogon_error`, naming the name, the address and the
-setting), as a failure of that route. When detour itself connects to the server (ss,
-SOCKS, HTTP nodes), the base dialer then connects only to addresses the same rule allows,
-checked on the very answer it connects with (transports/guard.py), so a name that
-answers differently the second time (DNS rebinding) gains nothing. A proxy core (vless,
-vmess, trojan nodes) resolves the name again itself: there the check is on detour's
-answer just before the core starts its connection.
+each node's route (unless its subscription says `allow_private = true`) is wrapped, and a
+private, loopback, link-local, unspecified or multicast answer for the server's name fails
+the dial (`dns_bogon_error`, naming the name, the address and the setting), as a failure of
+that route. When detour itself connects to the server (ss, SOCKS, HTTP nodes), the base
+dialer connects only to addresses the same rule allows, checked on the very answer it
+connects with (transports/guard.py): one lookup, and a name that would answer differently
+the second time (DNS rebinding) gains nothing. A proxy core (vless, vmess, trojan nodes)
+resolves the name itself: there detour resolves it first and checks that answer just before
+the core starts its connection.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from transports import DialError, Endpoint, Failure, Op, Stream
+from transports.chain import CORE_LAYERS
 from transports.guard import DestinationRefused, guarded
 from transports.resolver import SystemResolver
 
@@ -40,34 +41,41 @@ class _NodePolicy:
 class NodeGuard:
     """A node route's dialer, with its server's name checked before and while it dials."""
 
-    def __init__(self, inner: Any, route: str, server: Endpoint, resolver: Any) -> None:
+    def __init__(
+        self, inner: Any, route: str, server: Endpoint, resolver: Any, *, resolve_first: bool = True
+    ) -> None:
         self.inner = inner
         self.route = route
         self.server = server
         self.resolver = resolver or SystemResolver()
+        # False where detour's own dialer connects to the server (its check is on that answer).
+        self.resolve_first = resolve_first
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # not_applicable, what the UDP side looks for
 
     async def dial(self, target: Endpoint) -> Stream:
         host = self.server.host
-        if self.server.ip is None:
+        if self.resolve_first and self.server.ip is None:
             addresses = await self.resolver.resolve(host)
             local = [a for a in addresses if private_address(a)]
             if local:
-                raise self._refused(f"{host} resolves to {local[0]}")
+                raise self._refused(host, local[0])
         try:
             with guarded(host, _NodePolicy()):  # type: ignore[arg-type]
                 return await self.inner.dial(target)
         except DestinationRefused as exc:
             # The node's server, not the client's destination: this route's failure.
-            raise self._refused(exc.detail) from None
+            raise self._refused(exc.host or host, exc.address) from None
 
-    def _refused(self, what: str) -> DialError:
+    def _refused(self, host: str, address: Any) -> DialError:
+        what = f"{host} is" if address is None or host == str(address) else (
+            f"{host} resolves to {address},"
+        )  # fmt: skip
         return DialError(
             Failure.DNS_BOGON,
             Op.CONNECT,  # with DNS_BOGON: a node refused (helper/probe/diagnose.py's words)
-            f"{self.route}: {what}, a private, loopback or link-local address: a "
+            f"{self.route}: {what} a private, loopback or link-local address: a "
             "subscription's node may not lead into your own network (allow_private = true "
             "allows it)",
         )
@@ -87,8 +95,8 @@ def guard_nodes(config: Any, routes: list[Any], resolver: Any) -> list[Any]:
     for route in routes:
         server = server_address(route.chain) if route.name.startswith(guarded_pools) else None
         if server is not None:
-            route = dataclasses.replace(
-                route, dialer=NodeGuard(route.dialer, route.name, server, resolver)
-            )
+            core = route.chain.layers[-1].name in CORE_LAYERS  # resolves the name itself
+            guard = NodeGuard(route.dialer, route.name, server, resolver, resolve_first=core)
+            route = dataclasses.replace(route, dialer=guard)
         out.append(route)
     return out

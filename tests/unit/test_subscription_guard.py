@@ -62,7 +62,43 @@ async def test_a_public_name_dials_and_a_rebinding_answer_is_caught() -> None:
     with pytest.raises(DialError) as caught:
         await rebinding.dial(Endpoint("web.telegram.org", 443))
     assert caught.value.failure is Failure.DNS_BOGON
-    assert "node.example resolves to a private, loopback or link-local address" in str(caught.value)
+    assert "node.example resolves to 127.0.0.1, a private, loopback or link-local address" in str(
+        caught.value
+    )
+
+
+class CountingResolver(StaticResolver):
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        super().__init__(table)
+        self.lookups = 0
+
+    async def resolve(self, host: str):
+        self.lookups += 1
+        return await super().resolve(host)
+
+
+async def test_where_detour_connects_itself_the_name_is_looked_up_once() -> None:
+    # The base dialer's answer is checked; no lookup of the guard's own before it.
+    resolver = CountingResolver({"node.example": ["192.168.1.5"]})
+    guard = NodeGuard(
+        Inner("192.168.1.5"), "panel.x", Endpoint("node.example", 1080), resolver,
+        resolve_first=False,
+    )  # fmt: skip
+    with pytest.raises(DialError) as caught:
+        await guard.dial(Endpoint("web.telegram.org", 443))
+    assert resolver.lookups == 0
+    assert caught.value.failure is Failure.DNS_BOGON
+    # The same words as when the guard's own lookup refuses.
+    assert "panel.x: node.example resolves to 192.168.1.5, a private" in caught.value.detail
+
+
+def test_only_core_nodes_are_looked_up_before_the_dial() -> None:
+    nodes = parse_list(
+        b"socks5://node.example:1080#s\ntrojan://secret@node.example:443?security=tls#t\n"
+    ).nodes
+    routes = build_routes(with_pools(config(), {"panel": nodes}), RESOLVER)
+    first = {r.name: r.dialer.resolve_first for r in routes if type(r.dialer) is NodeGuard}
+    assert first == {"panel.s": False, "panel.t": True}
 
 
 def test_only_the_nodes_of_lists_without_allow_private_are_guarded() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream
+from ..guard import DestinationRefused
 from .codec import ClientCodec, SaltPool, StreamError
 from .outline import OutlineKey, OutlineKeyError, fetch_config, parse_outline_config
 from .server import ShadowsocksServer
@@ -56,6 +57,8 @@ class ShadowsocksDialer:
             raise DialError(Failure.PROXY_PROTOCOL_ERROR, Op.CONNECT, str(exc)) from None
         try:
             stream = await self.inner.dial(server.address)
+        except DestinationRefused:
+            raise  # a server detour may not dial: the caller's words
         except DialError as exc:
             raise DialError(
                 exc.failure, exc.op, f"shadowsocks server {server.address}: {exc.detail}"

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 
 from ..base import Endpoint
-from ..socks import ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, encode_address
+from ..socks import encode_address, parse_address
+from ..wire import ProtocolError
 from .methods import NONCE, TAG, Method, identity_headers, session_key
 
 __all__ = [
@@ -57,6 +58,7 @@ SALT_WINDOW = 60.0  # how long salts are remembered (SIP022 3.1.4)
 MAX_PADDING = 900
 REQUEST_TYPE, RESPONSE_TYPE = 0, 1
 _LENGTH = struct.Struct(">H")
+_LONGEST_ADDRESS = 1 + 1 + 255 + 2  # ATYP, length, a name of 255 bytes, port
 _FIXED_REQUEST = struct.Struct(">BQH")  # type, time, length
 
 
@@ -512,35 +514,10 @@ class ServerCodec:
 
 
 def _parse_address(data: bytes | memoryview) -> tuple[int, Endpoint]:
-    """ATYP addr port at the start of `data`: (bytes consumed, endpoint)."""
-    if not data:
-        raise StreamError("the request has no target address")
-    atyp = data[0]
-    if atyp == ATYP_IPV4:
-        end = 1 + 4
-        if len(data) < end + 2:
-            raise StreamError("the request's IPv4 address is cut short")
-        import ipaddress
-
-        host = str(ipaddress.IPv4Address(bytes(data[1:end])))
-    elif atyp == ATYP_IPV6:
-        end = 1 + 16
-        if len(data) < end + 2:
-            raise StreamError("the request's IPv6 address is cut short")
-        import ipaddress
-
-        host = str(ipaddress.IPv6Address(bytes(data[1:end])))
-    elif atyp == ATYP_DOMAIN:
-        if len(data) < 2:
-            raise StreamError("the request's host name is cut short")
-        end = 2 + data[1]
-        if data[1] == 0 or len(data) < end + 2:
-            raise StreamError("the request's host name is cut short")
-        host = bytes(data[2:end]).decode("ascii", errors="replace")
-    else:
-        raise StreamError(f"the request has address type {atyp} (1, 3 or 4)")
-    (port,) = _LENGTH.unpack_from(data, end)
+    """ATYP addr port at the start of `data` (the SOCKS address codec's rules): (bytes
+    consumed, endpoint)."""
     try:
-        return end + 2, Endpoint(host, port)
-    except ValueError as exc:
-        raise StreamError(f"the request's target is not valid: {exc}") from None
+        target, end = parse_address(bytes(data[:_LONGEST_ADDRESS]), 0, "the request")
+    except ProtocolError as exc:
+        raise StreamError(str(exc)) from None
+    return end, target

@@ -6,6 +6,7 @@ and the UDP probe's verdict through the route."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
@@ -16,6 +17,9 @@ from helper.routing.udp_health import UdpHealth
 from helper.services import Service, UdpProbeTarget
 from tests.support import peers
 from tests.support.udp import associate, pysocks_echo
+from tests.support.udpecho import Inbox
+from tests.support.waiting import until
+from transports.datagram import datagram_dialer
 
 from .test_cores import engine_config, server_tls
 
@@ -107,3 +111,31 @@ async def test_the_udp_probe_passes_through_a_vless_route(test_ca, start_engine,
         calls = Service("calls", udp_probes=(UdpProbeTarget.parse(f"udp-echo://{echo.address}"),))
         [result] = await probe_udp_routes(calls, [route], UdpHealth(), 10.0)
         assert result.ok, result.detail
+
+
+async def test_a_restarted_core_takes_the_next_datagram(test_ca, start_engine, echo) -> None:
+    """The core dies: its association with it ends (the control connection closes), and the
+    next datagram associates again through a new core (a new port and login)."""
+    inbound, link = CASES["vless"]
+    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
+    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
+        text = engine_config(link.format(user=USER, port=server.port), test_ca, core="v2ray")
+        engine = await start_engine(text)
+        route = engine.router.route("own")
+        inbox = Inbox()
+        session = datagram_dialer(route.name, route.chain, route.dialer).open(inbox)
+        try:
+            await session.prepare(echo.address)
+            session.send(b"first", echo.address)
+            assert await inbox.get() == (b"first", echo.address)
+            [child] = engine.pluggable.children
+            pid = child.pid
+            assert pid is not None
+            os.kill(pid, 9)
+            await until(lambda: not session.ready(echo.address))
+            await session.prepare(echo.address)
+            session.send(b"second", echo.address)
+            assert await inbox.get() == (b"second", echo.address)
+            assert child.starts == 2 and child.pid not in (None, pid)
+        finally:
+            session.close()

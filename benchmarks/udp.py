@@ -6,6 +6,7 @@ memory one UDP association holds.
     .venv/bin/python benchmarks/udp.py                    # 10,000 datagrams of 1,400 bytes
     .venv/bin/python benchmarks/udp.py --count 2000 --size 200 --window 16
     .venv/bin/python benchmarks/udp.py --json out.json    # also the raw numbers
+    .venv/bin/python benchmarks/udp.py --only direct,front,core   # some paths (and plain)
 
 Paths (all on loopback; the echo server is a separate process):
 
@@ -19,6 +20,9 @@ Paths (all on loopback; the echo server is a separate process):
     ss-server alone  client -> ss-server (Shadowsocks AEAD UDP, chacha20-ietf-poly1305),
                      with detour's packet codec as the client: what the server costs
     detour -> ss     client -> detour (route `ss://`) -> ss-server -> echo
+    v2ray alone      client -> v2ray (the core detour started: its SOCKS5 inbound's UDP
+                     ASSOCIATE) -> VLESS over TLS -> v2ray server -> echo
+    detour -> vless  client -> detour (route `vless://`) -> that core -> v2ray server -> echo
 
 The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
 sends as fast as the window lets, to find the rate), each carrying its sequence number and
@@ -26,7 +30,8 @@ the time it was sent; a datagram not back 2 s after the last was sent is lost. R
 datagrams that came back after one sent later. Every answer is compared byte for byte.
 detour runs in this process, in the client's event loop (one core for both: the ratios
 matter, not the absolute figures). Needs danted and ss-server (scripts/install-test-peers)
-for the dante and Shadowsocks paths; without them they are skipped.
+for the dante and Shadowsocks paths, and Debian's v2ray for the core paths; without them
+they are skipped.
 """
 
 from __future__ import annotations
@@ -173,45 +178,110 @@ async def _memory_per_association(engine, echo: Endpoint, n: int = 200) -> float
     return grown / n
 
 
+PATHS = ("direct", "dante", "front", "ss", "core")  # --only picks among these (plain always)
+
+
 async def main(args: argparse.Namespace, echo: Endpoint) -> dict[str, Any]:
+    from helper.config import parse_config
+    from helper.engine import Engine
+    from tests.conftest import config_text
+
+    only = set(args.only.split(",")) if args.only else set(PATHS)
+    results: dict[str, Any] = {}
+    run = (args.count, args.size, args.window)
+    results["plain"] = await _plain(echo, *run)
+    if "direct" in only:
+        import dataclasses
+
+        config = parse_config(config_text(), "benchmark")
+        # The memory figure opens 200 associations from one client: no per-client limit.
+        listen = dataclasses.replace(config.listen, udp_associations_per_client=0)
+        engine = Engine(dataclasses.replace(config, listen=listen), probe_on_start=False)
+        await engine.start()
+        try:
+            results["detour direct"] = await _socks(engine.mixed_address, echo, *run)
+            results["memory_per_association_bytes"] = round(
+                await _memory_per_association(engine, echo)
+            )
+        finally:
+            await engine.stop()
+    if "dante" in only:
+        await _skipped_without_peer("dante", _dante(echo, run, results))
+    if "front" in only:
+        results["detour -> front"] = await _front(echo, run, "")
+        results["front capped"] = await _front(echo, run, ";carrier=capped")
+    if "ss" in only:
+        await _skipped_without_peer("Shadowsocks", _shadowsocks(echo, run, results))
+    if "core" in only:
+        await _skipped_without_peer("core", _core(echo, run, results))
+    return results
+
+
+async def _skipped_without_peer(what: str, paths) -> None:
+    try:
+        await paths
+    except BaseException as exc:  # the peer is not installed: its paths are skipped
+        if type(exc).__name__ not in ("Skipped", "PeerStartError"):
+            raise
+        print(f"{what} paths skipped: {exc}", file=sys.stderr)
+
+
+async def _dante(echo: Endpoint, run: tuple[int, int, int], results: dict) -> None:
     from helper.config import parse_config
     from helper.engine import Engine
     from tests.conftest import config_text
     from tests.support import peers
 
-    results: dict[str, Any] = {}
-    run = (args.count, args.size, args.window)
-    results["plain"] = await _plain(echo, *run)
-    engine = Engine(parse_config(config_text(), "benchmark"), probe_on_start=False)
-    await engine.start()
-    try:
-        results["detour direct"] = await _socks(engine.mixed_address, echo, *run)
-        results["memory_per_association_bytes"] = round(await _memory_per_association(engine, echo))
-    finally:
-        await engine.stop()
-    try:
-        with peers.danted(udp=True) as dante:
-            results["dante"] = await _socks(("127.0.0.1", dante.port), echo, *run)
-            routes = {"dante": f"socks5://127.0.0.1:{dante.port}"}
-            engine = Engine(parse_config(config_text(routes=routes), "b"), probe_on_start=False)
+    with peers.danted(udp=True) as dante:
+        results["dante"] = await _socks(("127.0.0.1", dante.port), echo, *run)
+        routes = {"dante": f"socks5://127.0.0.1:{dante.port}"}
+        engine = Engine(parse_config(config_text(routes=routes), "b"), probe_on_start=False)
+        await engine.start()
+        try:
+            results["detour -> dante"] = await _socks(engine.mixed_address, echo, *run)
+        finally:
+            await engine.stop()
+
+
+async def _core(echo: Endpoint, run: tuple[int, int, int], results: dict) -> None:
+    """A v2ray VLESS server (TLS) on loopback and a `vless://` route to it, with v2ray as
+    the core; then the same core's SOCKS5 inbound without detour in front."""
+    import tempfile
+
+    from helper.config import parse_config
+    from helper.engine import Engine
+    from tests.integration.test_core_udp import CASES, USER
+    from tests.integration.test_cores import engine_config, server_tls
+    from tests.support import peers
+    from tests.support.origins import TestCA
+
+    inbound, link = CASES["vless"]
+    with tempfile.TemporaryDirectory(prefix="detour-bench-core-") as tmp:
+        ca = TestCA(Path(tmp) / "ca")
+        stream = dict(inbound["streamSettings"], tlsSettings=server_tls(ca))
+        with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
+            text = engine_config(link.format(user=USER, port=server.port), ca, core="v2ray")
+            engine = Engine(parse_config(text, "b"), probe_on_start=False)
             await engine.start()
             try:
-                results["detour -> dante"] = await _socks(engine.mixed_address, echo, *run)
+                results["detour -> vless"] = await _socks(engine.mixed_address, echo, *run)
+                [child] = engine.pluggable.children
+                core = child.program.inbound
+                client = await associate(
+                    ("127.0.0.1", core.port), username=core.username, password=core.password
+                )
+                try:
+
+                    async def receive() -> bytes:
+                        return (await client.receive(10.0))[0]
+
+                    results["v2ray alone"] = await _run(
+                        lambda d: client.send(d, echo), receive, *run
+                    )
+                finally:
+                    await client.close()
             finally:
                 await engine.stop()
-    except BaseException as exc:  # no danted: the dante paths are skipped
-        if type(exc).__name__ not in ("Skipped", "PeerStartError"):
-            raise
-        print(f"dante paths skipped: {exc}", file=sys.stderr)
-    results["detour -> front"] = await _front(echo, run, "")
-    results["front capped"] = await _front(echo, run, ";carrier=capped")
-    try:
-        await _shadowsocks(echo, run, results)
-    except BaseException as exc:  # no ss-server: the Shadowsocks paths are skipped
-        if type(exc).__name__ not in ("Skipped", "PeerStartError"):
-            raise
-        print(f"Shadowsocks paths skipped: {exc}", file=sys.stderr)
-    return results
 
 
 async def _front(echo: Endpoint, run: tuple[int, int, int], options: str) -> dict[str, Any]:
@@ -317,9 +387,10 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{r['datagrams_per_s']:>8} {ratio:>5.2f}x {r['rtt_median_us']:>6}us "
             f"{r['rtt_p99_us']:>6}us {extra:>+5}us"
         )
-    lines.append(
-        f"memory per association (one flow): {results['memory_per_association_bytes']} bytes"
-    )
+    if "memory_per_association_bytes" in results:
+        lines.append(
+            f"memory per association (one flow): {results['memory_per_association_bytes']} bytes"
+        )
     return "\n".join(lines)
 
 
@@ -329,6 +400,7 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=1400)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", help=f"comma-separated paths among {', '.join(PATHS)}")
     arguments = parser.parse_args()
     if arguments.size < 12:
         parser.error("--size must be at least 12 (sequence number and time)")

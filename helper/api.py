@@ -351,6 +351,9 @@ def status_document(snapshot: Snapshot, started: float | None = None) -> dict[st
             {"users": mtproto_links(snapshot, reveal=False)} if snapshot.mtproto_links else None
         ),
         "udp": [view.to_json() for view in snapshot.udp],  # UDP associations and drops
+        # Each route's UDP (carried at all, latest probes), the UDP monitor's rounds.
+        "udp_routes": [view.to_json() for view in snapshot.udp_routes],
+        "udp_probes": None if snapshot.udp_probes is None else snapshot.udp_probes.to_json(),
     }
     if snapshot.search is not None:  # the latest strategy search (docs/search.md)
         search = snapshot.search

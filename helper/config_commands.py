@@ -49,6 +49,7 @@ def config_check(path: str) -> int:
     if config.api.listen is not None:
         print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")
+    print(f"  udp:      {_udp_line(config)}")
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")
     if config.subscriptions:
@@ -73,6 +74,24 @@ def _routes_this_computer_cannot_run(config: Config) -> list[str]:
                 if reason is not None:
                     problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
     return problems
+
+
+def _udp_line(config: Config) -> str:
+    """Which routes carry UDP (docs/udp.md "Which routes carry UDP"), and why the others do
+    not, from the chains alone."""
+    from transports.datagram import udp_refusal
+
+    carried, not_carried = [], []
+    for route in (config.pool_base or config).routes:
+        why = udp_refusal(route.chain)
+        if why is None:
+            carried.append(route.name)
+        else:
+            not_carried.append(f"{route.name} ({why})")
+    line = ", ".join(carried) or "no route"
+    if not_carried:
+        line += "; not: " + ", ".join(not_carried)
+    return line
 
 
 def _node_check(config: Config):

@@ -120,7 +120,9 @@ class Engine:
         self._reloading = asyncio.Lock()
         self.prober, self.monitor, self.search = self._monitoring(self._generation, store)
         # UDP health, probed apart from TCP's (docs/udp.md "UDP health and probes").
-        self.udp_monitor = UdpMonitor(lambda: self.router, interval=config.probe.interval)
+        self.udp_monitor = UdpMonitor(
+            lambda: self.router, interval=config.probe.interval, network=self.network
+        )
         self._probe_on_start = probe_on_start
         # Every client connection, whichever listener it came in on (helper/proxy/server.py).
         self.server = ClientServer(
@@ -299,6 +301,8 @@ class Engine:
             links=(self.signal.link_view(),) if self.signal is not None else (),
             udp=self._udp_views(),
             udp_health=frozen_mapping(router.udp_health.latest()),
+            udp_routes=self.udp_monitor.route_views(),
+            udp_probes=self.udp_monitor.view(),
         )
 
     def _udp_views(self) -> tuple:

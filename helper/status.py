@@ -46,6 +46,8 @@ __all__ = [
     "Snapshot",
     "Tally",
     "UdpHealthView",
+    "UdpProbesView",
+    "UdpRouteView",
     "UdpView",
     "frozen_mapping",
 ]
@@ -252,6 +254,67 @@ class UdpHealthView:
         return {**self.row, "checked_at": round(self.checked_at, 3)}
 
 
+@dataclass(frozen=True, slots=True)
+class UdpRouteView:
+    """One route's UDP: whether its kind carries UDP at all (transports/datagram.py's
+    udp_refusal), and the latest UDP probe through it of each service with `udp_probes`
+    (helper/routing/udp_monitor.py)."""
+
+    route: str
+    why_not: str | None  # None: its kind carries UDP; else why not, in a sentence
+    verdicts: Mapping[str, UdpHealthView]  # service -> its latest UDP probe through it
+
+    @property
+    def ok(self) -> bool | None:
+        """True: every service's latest UDP probe through it passed; False: one did not;
+        None: never probed."""
+        if not self.verdicts:
+            return None
+        return all(view.ok for view in self.verdicts.values())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "route": self.route,
+            "carries_udp": self.why_not is None,
+            "why_not": self.why_not,
+            "ok": self.ok,
+            "services": [
+                {
+                    "service": service,
+                    "ok": view.ok,
+                    "diagnosis": view.diagnosis,
+                    "rtt_ms": view.row.get("rtt_ms"),
+                    "checked_at": round(view.checked_at, 3),
+                }
+                for service, view in sorted(self.verdicts.items())
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UdpProbesView:
+    """The UDP monitor's rounds (helper/routing/udp_monitor.py)."""
+
+    services: int  # services with udp_probes
+    rounds: int  # rounds finished since start
+    running: bool  # a round is under way
+    last_round_at: float | None  # wall clock; None before the first
+    skipped_offline: int  # rounds skipped because the network was down
+    network_back: int  # rounds asked for because the network came back
+    interval_s: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "services": self.services,
+            "rounds": self.rounds,
+            "running": self.running,
+            "last_round_at": None if self.last_round_at is None else round(self.last_round_at, 3),
+            "skipped_offline": self.skipped_offline,
+            "network_back": self.network_back,
+            "interval_s": self.interval_s,
+        }
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: float  # time.time()
@@ -274,6 +337,8 @@ class Snapshot:
     udp: tuple[UdpView, ...] = ()  # per UDP listener: associations, datagrams, drops
     # The latest UDP probe per (service, route) (docs/udp.md "UDP health and probes").
     udp_health: Mapping[tuple[str, str], UdpHealthView] = field(default_factory=dict)
+    udp_routes: tuple[UdpRouteView, ...] = ()  # each route's UDP: carried, latest verdicts
+    udp_probes: UdpProbesView | None = None  # the UDP monitor's rounds (None: no monitor)
     _services: Mapping[str, ServiceView] = field(default_factory=dict, repr=False)
     _routes: Mapping[str, RouteView] = field(default_factory=dict, repr=False)
 

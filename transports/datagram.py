@@ -21,10 +21,13 @@ Route kinds:
                         (fronted/datagrams.py); the relay sends them on
     ss://, ssconf://    Shadowsocks UDP packets to the server's port (shadowsocks/udp.py)
       (only layer)
+    vless, vmess,       UDP ASSOCIATE through the proxy core's SOCKS5 inbound; the core
+    trojan (last)       carries the datagrams inside the link's protocol (core/datagrams.py)
 
 Every other kind carries TCP only, and `datagram_dialer` says so naming the route and the
 layer (NoDatagrams): an HTTP CONNECT proxy, SOCKS4a, tgws, the TCP shaping tricks (tlsfrag,
-split, desync), pluggable transports and proxy cores.
+split, desync) and pluggable transports. `udp_refusal` says the same from a parsed chain
+alone (config check, the status).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
     "Receive",
     "Socks5Datagrams",
     "datagram_dialer",
+    "udp_refusal",
 ]
 
 log = logging.getLogger("detour.udp")
@@ -340,10 +344,40 @@ _TCP_ONLY = {
     "disorder": "desync tricks shape TCP segments",
     "fake": "desync tricks shape TCP segments",
     "oob": "desync tricks shape TCP segments",
-    "vless": "UDP through a proxy core is not supported yet",
-    "vmess": "UDP through a proxy core is not supported yet",
-    "trojan": "UDP through a proxy core is not supported yet",
+    "vless": "UDP goes through a proxy core only as the last layer",
+    "vmess": "UDP goes through a proxy core only as the last layer",
+    "trojan": "UDP goes through a proxy core only as the last layer",
 }
+_CORE_LAYERS = ("vless", "vmess", "trojan")
+
+
+def udp_refusal(chain) -> str | None:
+    """Why a route with this parsed `chain` carries no UDP (a sentence), or None when its
+    kind does: from the chain alone, without building it (`detour config check`, the
+    status). `datagram_dialer` gives the same answer for a built route."""
+    layers = list(chain.layers)  # the first is the base: direct (maybe implicit) or resolve
+    last = layers[-1].name
+    if last == "front":
+        return None  # datagrams inside the tunnel; what is below it carries the tunnel
+    if last in ("ss", "ssconf"):
+        if any(layer.name not in ("direct", "resolve") for layer in layers[:-1]):
+            return _TCP_ONLY["ss"]
+        server = layers[-1].params.get("server") if last == "ss" else None
+        if server is not None:
+            from .shadowsocks.udp import udp_support
+
+            return udp_support(server.key)
+        return None
+    if last in _CORE_LAYERS:
+        if any(layer.name != "direct" for layer in layers[:-1]):
+            return _TCP_ONLY[last]  # (the chain parser allows only direct before it)
+        return None  # the core's SOCKS5 inbound takes UDP ASSOCIATE (core/datagrams.py)
+    for layer in layers:
+        if layer.name not in ("direct", "resolve", "socks5"):
+            return _TCP_ONLY.get(layer.name, f"{layer.name} is a TCP-only layer")
+    if len(layers[1:]) > 1:
+        return "UDP goes through one SOCKS5 upstream at most, not a chain of them"
+    return None
 
 
 def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
@@ -354,8 +388,10 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
     def none(why: str) -> NoDatagrams:
         return NoDatagrams(f"route {name!r} ({chain}) carries no UDP: {why}")
 
+    why = udp_refusal(chain)
+    if why is not None:
+        raise none(why)
     if layers[-1].name == "front":
-        # Datagrams inside the tunnel: what is below it only carries the tunnel (TCP).
         from .fronted.client import FrontDialer
         from .fronted.datagrams import FrontDatagrams
 
@@ -365,18 +401,20 @@ def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
         return FrontDatagrams(front)
     if layers[-1].name in ("ss", "ssconf"):
         return _shadowsocks(name, chain, dialer, none)
-    for layer in layers:
-        if layer.name not in ("direct", "resolve", "socks5"):
-            raise none(_TCP_ONLY.get(layer.name, f"{layer.name} is a TCP-only layer"))
-    rest = layers[1:]
-    if not rest:
+    if layers[-1].name in _CORE_LAYERS:
+        from .core import CoreDialer
+        from .core.datagrams import CoreDatagrams
+
+        core = _find(dialer, CoreDialer)
+        if core is None:
+            raise none(f"its {layers[-1].name} layer was not built")
+        return CoreDatagrams(core)
+    if not layers[1:]:
         base = _innermost(dialer)
         local = getattr(base, "local_address", None)
         return DirectDatagrams(
             getattr(base, "resolver", None), local_address=str(local) if local else None
         )
-    if len(rest) > 1:
-        raise none("UDP goes through one SOCKS5 upstream at most, not a chain of them")
     upstream = _find(dialer, Socks5Dialer)
     if upstream is None:
         raise none("its SOCKS5 layer was not built")

@@ -185,6 +185,8 @@ class NetworkWatch:
         self.poll = poll
         self.state = NetworkView()
         self.on_back: Callable[[NetworkView], None] | None = None
+        # Also told when the network is back, after on_back (the UDP monitor's).
+        self.back_listeners: list[Callable[[NetworkView], None]] = []
         self._lookup = lookup
         self._connect = connect or control_connect  # (looked up now: tests replace it)
         self._checking: asyncio.Task[NetworkView] | None = None
@@ -239,6 +241,8 @@ class NetworkWatch:
             log.info("the network is back: %s", state.reason or state.state)
             if self.on_back is not None:
                 self.on_back(state)
+            for listener in tuple(self.back_listeners):
+                listener(state)
         return state
 
     async def _watch(self) -> None:

@@ -5,6 +5,7 @@ problem named by its key path.
     listen = "127.0.0.1:8080"   # plain HTTP behind a CDN or nginx (they terminate TLS)
     state = "relay-state"       # keys and clients (relative to this file)
     multiplex = true            # many connections per tunnel for clients that offer it
+    udp = true                  # carry clients' UDP (calls) in multiplexed tunnels
     # tls_cert = "..."          # serve HTTPS itself instead (own domain, no CDN)
     # tls_key = "..."
 
@@ -133,6 +134,12 @@ class RelaySection:
         flag,
         "Carry many connections in one tunnel for clients that ask; see "
         "[below](#many-connections-in-one-tunnel).",
+    )
+    udp: bool = setting(
+        True,
+        flag,
+        "Carry clients' UDP (calls) in multiplexed tunnels; `false`: none, and clients are "
+        'told "the relay carries no UDP"; see [UDP in the tunnel](#udp-in-the-tunnel).',
     )
 
 
@@ -271,6 +278,7 @@ class RelayConfig:
     source: str = "relay config"
     upstream: Chain | None = None  # two hops: the chain destinations are reached through
     upstream_ca: tuple[Path, ...] = ()
+    udp: bool = _default(RelaySection, "udp")  # UDP associations in tunnels (udp.py)
 
 
 def parse_relay_config(
@@ -331,6 +339,7 @@ def parse_relay_config(
         source=source,
         upstream=upstream.chain,
         upstream_ca=upstream.extra_ca,
+        udp=relay.udp,
     )
 
 

@@ -439,6 +439,8 @@ class RelayServer:
         log.info(
             "relay listening on %s (%d clients)", Endpoint(host, port), len(self.keys.active())
         )
+        if not self.udp.enabled:
+            log.info("relay: %s", self.udp.summary())
         return host, port
 
     async def _watch_revocations(self) -> None:
@@ -479,6 +481,7 @@ class RelayServer:
         if self.upstream is not None:
             await self.upstream.aclose()  # the second hop's tunnels
         self.replays.close()
+        log.info("relay: %s", self.udp.summary())  # what it carried of UDP (udp.py)
 
 
 _REVOKED = encode_failure(

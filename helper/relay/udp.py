@@ -12,6 +12,10 @@ MAX_WAITING datagrams waiting for theirs to become reachable; what the tunnel ca
 toward the client beyond datagrams.py's BACKLOG bytes is dropped. It ends when the client closes the
 stream, when the tunnel ends, or after `limits.idle_timeout` without a datagram either way.
 What is dropped is counted (`UdpRelayCounters`) and logged at a throttled rate.
+
+`relay.udp = false` turns it off: every association is refused with "UDP is off at this
+relay", which the client reports as "the relay carries no UDP". The counters since start
+are what the relay reports of its UDP (`summary`: a log line when it stops).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class UdpRelayCounters:
     refused: int = 0  # destinations the policy refuses
     unreachable: int = 0  # destinations that could not be reached (no address, ...)
     over_limit: int = 0  # too many destinations or waiting datagrams, or the backlog full
+    associations: int = 0  # associations accepted since start
+    associations_refused: int = 0  # refused: UDP off, two hops, the client's limit
+    malformed: int = 0  # associations ended by a record that could not be read
 
 
 class RelayDatagrams:
@@ -76,29 +83,60 @@ class RelayDatagrams:
         refused = self.server.destination_refusal(target)
         return refused[0] if refused is not None else None
 
+    @property
+    def enabled(self) -> bool:
+        """Whether this relay carries UDP at all (`relay.udp`, and not through two hops)."""
+        return self.server.config.udp and self.server.upstream is None
+
+    def summary(self) -> str:
+        """The UDP counters since start, as a log line says them."""
+        if not self.server.config.udp:
+            state = "off (relay.udp = false)"
+        elif self.server.upstream is not None:
+            state = "not carried (two hops)"
+        else:
+            state = "on"
+        c = self.counters
+        return (
+            f"UDP {state}: {c.associations} associations ({self.associations} open, "
+            f"{c.associations_refused} refused), {c.up} datagrams up, {c.down} down; dropped: "
+            f"{c.refused} refused, {c.unreachable} unreachable, {c.over_limit} over_limit; "
+            f"{c.malformed} associations ended malformed"
+        )
+
+    def _refuse(self, stream: MuxStream, why: str) -> None:
+        self.counters.associations_refused += 1
+        stream.session.refuse(
+            stream, encode_failure(DialError(Failure.PROXY_REFUSED, Op.CONNECT, why))
+        )
+
     async def serve(self, name: str, stream: MuxStream) -> None:
         """An ASSOCIATE stream of client `name`: accepted (within the client's limit), then
         datagrams until it ends."""
         server = self.server
         session = stream.session
         limit = server.config.connections_per_client
+        if not server.config.udp:
+            self.throttled.log(
+                "off", logging.INFO, "relay: %s asked for UDP, which is off (relay.udp)", name
+            )
+            self._refuse(stream, "UDP is off at this relay (relay.udp = false)")
+            return
         if server.upstream is not None:
-            session.refuse(stream, encode_failure(DialError(
-                Failure.PROXY_REFUSED, Op.CONNECT,
+            self._refuse(
+                stream,
                 "this relay reaches destinations through another relay: UDP is not carried",
-            )))  # fmt: skip
+            )
             return
         if server.streams_of[name] >= limit:
             self.throttled.log(
                 "limit", logging.INFO, "relay: %s is at its limit of %d connections", name, limit
             )
-            session.refuse(stream, encode_failure(DialError(
-                Failure.PROXY_REFUSED, Op.CONNECT,
-                f"this access key has {limit} connections open, the relay's limit",
-            )))  # fmt: skip
+            self._refuse(stream, f"this access key has {limit} connections open, the relay's limit")
             return
         server.streams_of[name] += 1
         self.associations += 1
+        self.counters.associations += 1
         association = _Association(self, name, stream)
         try:
             session.accept(stream)
@@ -146,6 +184,7 @@ class _Association:
                     "malformed", logging.WARNING, "relay: %s: UDP: %s; association ended",
                     self.name, exc,
                 )  # fmt: skip
+                self.owner.counters.malformed += 1
                 stream.abort()
                 break
             for target, payload in datagrams:

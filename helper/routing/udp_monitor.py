@@ -7,6 +7,15 @@ enabled routes at once; the verdicts go into the router's UDP health book
 (helper/routing/udp_health.py), which orders the routes of new UDP associations and is what
 the status shows per service and route. Unlike TCP probes, these are not lazy: a call comes
 unannounced, and the probes are a few datagrams per route.
+
+The network watch (helper/probe/network.py) that tells the TCP monitor when the network is
+back tells this monitor too: a round starts at once, so that no route keeps a verdict from
+while the network was down until the next interval. While the watch says the network is
+down, rounds are skipped: every datagram would go unanswered, and "dropped" verdicts would
+put the routes whose UDP works last.
+
+`route_views` and `view` are what the status shows of it (helper/status.py's UdpRouteView,
+UdpProbesView).
 """
 
 from __future__ import annotations
@@ -15,10 +24,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..status import NetworkView, UdpProbesView, UdpRouteView
+
 if TYPE_CHECKING:
+    from ..probe.network import NetworkWatch
     from ..probe.udp import UdpProbeResult
     from ..services import Service
     from .router import Router
@@ -30,14 +43,25 @@ log = logging.getLogger("detour.routing")
 
 class UdpMonitor:
     def __init__(
-        self, router: Callable[[], Router], *, interval: float, timeout: float = 3.0
+        self,
+        router: Callable[[], Router],
+        *,
+        interval: float,
+        timeout: float = 3.0,
+        network: NetworkWatch | None = None,
     ) -> None:
         """`router`: the router in use (it changes on a reload); `interval`: seconds between
-        rounds ([probe] interval); `timeout`: each probe's (3 datagrams within it)."""
+        rounds ([probe] interval); `timeout`: each probe's (3 datagrams within it);
+        `network`: the network watch (a round when the network is back, none while down)."""
         self._router = router
         self.interval = interval
         self.timeout = timeout
+        self.network = network
         self.rounds = 0  # rounds finished (tests wait on it)
+        self.skipped_offline = 0  # rounds skipped: the network was down
+        self.network_back = 0  # rounds asked for: the network came back
+        self.last_round_at: float | None = None
+        self.running = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -51,8 +75,12 @@ class UdpMonitor:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(probe_now), name="detour-udp-monitor"
             )
+            if self.network is not None:
+                self.network.back_listeners.append(self._network_is_back)
 
     async def stop(self) -> None:
+        if self.network is not None and self._network_is_back in self.network.back_listeners:
+            self.network.back_listeners.remove(self._network_is_back)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -61,6 +89,44 @@ class UdpMonitor:
     def request(self) -> None:
         """Probe every service's UDP now (a reload, the network back)."""
         self._wake.set()
+
+    def _network_is_back(self, state: NetworkView) -> None:
+        if not self.services:
+            return
+        log.info("probing every service's UDP again: the network is back (%s)", state.reason)
+        self.network_back += 1
+        self.request()
+
+    def _offline(self) -> bool:
+        return self.network is not None and self.network.state.offline
+
+    # --- status ---------------------------------------------------------------------------
+
+    def view(self) -> UdpProbesView:
+        return UdpProbesView(
+            len(self.services),
+            self.rounds,
+            self.running,
+            self.last_round_at,
+            self.skipped_offline,
+            self.network_back,
+            self.interval,
+        )
+
+    def route_views(self) -> tuple[UdpRouteView, ...]:
+        """Each route of the router in use: whether it carries UDP, and the latest UDP
+        probe through it per service."""
+        from transports.datagram import udp_refusal
+
+        router = self._router()
+        latest = router.udp_health.latest()
+        views = []
+        for route in router.routes:
+            verdicts = {
+                service: view for (service, name), view in latest.items() if name == route.name
+            }
+            views.append(UdpRouteView(route.name, udp_refusal(route.chain), verdicts))
+        return tuple(views)
 
     async def wait_round(self, after: int) -> None:
         """Until more than `after` rounds have finished."""
@@ -94,14 +160,23 @@ class UdpMonitor:
             await self._sleep()
         while True:
             services = self.services
-            if services:
-                outcomes = await asyncio.gather(
-                    *(self.probe_now(s) for s in services), return_exceptions=True
-                )
+            if services and self._offline():
+                # The network watch re-probes when it is back (_network_is_back).
+                log.info("UDP probes skipped: the network is down")
+                self.skipped_offline += 1
+            elif services:
+                self.running = True
+                try:
+                    outcomes = await asyncio.gather(
+                        *(self.probe_now(s) for s in services), return_exceptions=True
+                    )
+                finally:
+                    self.running = False
                 for service, outcome in zip(services, outcomes, strict=True):
                     if isinstance(outcome, Exception):
                         # A bug, not a network condition (those are verdicts): keep going.
                         log.error("probing %s's UDP failed: %r", service.name, outcome)
+                self.last_round_at = time.time()
             self.rounds += 1
             self._done.set()
             await self._sleep()

@@ -13,9 +13,9 @@ from .model import FAILS, WORKS, Cell, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from ..probe.result import ProbeResult, TargetResult
-    from ..status import Health, RouteView
+    from ..status import Health, RouteView, UdpHealthView
 
-__all__ = ["CellDetails", "details_text", "search_text"]
+__all__ = ["CellDetails", "details_text", "search_text", "udp_text"]
 
 _SOURCES = {
     "probe": "probed",
@@ -114,6 +114,29 @@ def search_text(search: Mapping[str, Any], running: bool) -> Text:
         where = "every target" if attempt.get("stage") == "confirm" else attempt.get("target")
         text.append(f"{mark} {attempt.get('chain')}", "")
         text.append(f"  {what} ({where})\n", "dim")
+    return text
+
+
+def udp_text(view: UdpHealthView | None, styles: dict[str, str] | None = None) -> Text:
+    """The latest UDP probe of the service through the route (docs/udp.md), for a
+    service with udp_probes: UDP health is apart from TCP's."""
+    styles = styles or {}
+    text = Text("\nUDP", "bold")
+    if view is None:
+        text.append("  not probed yet\n", "dim")
+        return text
+    if view.ok:
+        rtt = view.row.get("rtt_ms")
+        text.append(f"  {WORKS} works", styles.get("ok", "green"))
+        if rtt is not None:
+            text.append(f"  {rtt} ms", "dim")
+        text.append("\n")
+        return text
+    text.append(f"  {FAILS} {view.diagnosis}", styles.get("fail", "red"))
+    detail = view.row.get("detail")
+    if detail:
+        text.append(f": {detail}", "dim")
+    text.append("\n")
     return text
 
 

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from ..routing.router import CommandRefused
 from . import model
 from .connections import ConnectionsTable
-from .details import CellDetails, details_text, search_text
+from .details import CellDetails, details_text, search_text, udp_text
 from .matrix import RouteMatrix, state_styles
 
 if TYPE_CHECKING:
@@ -133,6 +133,9 @@ class MainScreen(Screen[None]):
             text.append_text(
                 search_text(snapshot.search.services[service_name], snapshot.search.running)
             )
+        if snapshot.service(service_name).service.udp_probes:
+            udp = snapshot.udp_health.get((service_name, route_name))
+            text.append_text(udp_text(udp, state_styles(self.app)))
         widget.show(text)
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:

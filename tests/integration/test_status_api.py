@@ -35,6 +35,7 @@ TOKEN = "api-token-3f9c1a7e5b2d4c6e8a0b"
 
 # A service's UDP health: only for services with udp_probes (tests/integration/test_udp_status.py)
 UDP_HEALTH = "services[].udp"
+UDP_PROBED = "udp_routes[].services[]"  # (test_udp_status.py shows UDP probes)
 
 TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 
@@ -205,7 +206,7 @@ async def test_status_and_metrics_after_real_traffic(
     status, headers, body = await get(engine, "/status")
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     document = parse_json(body)
-    check_schema(document, absent=("services[].stalled[]", UDP_HEALTH))  # shown below
+    check_schema(document, absent=("services[].stalled[]", UDP_HEALTH, UDP_PROBED))  # shown below
     (entry,) = document["services"]
     assert entry["name"] == "echo" and entry["reachable"] and entry["best_route"] == "direct"
     assert entry["active_route"] == "direct" and entry["routes"][0]["ok"]
@@ -258,7 +259,7 @@ async def test_status_and_metrics_after_real_traffic(
     # a live connection that froze on its route (helper/routing/progress.py)
     record_stall(engine.router, service, engine.router.route("direct"), "frozen_after_16KB", "")
     document = parse_json((await get(engine, "/status"))[2])
-    check_schema(document, absent=("connections[]", UDP_HEALTH))  # (none open now)
+    check_schema(document, absent=("connections[]", UDP_HEALTH, UDP_PROBED))  # (none open now)
     (stalled,) = document["services"][0]["stalled"]
     assert (stalled["route"], stalled["diagnosis"]) == ("direct", "frozen_after_16KB")
 

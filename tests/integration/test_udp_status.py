@@ -101,6 +101,19 @@ async def test_udp_health_and_counters_in_status_and_metrics(start_engine, echo)
         half = {row["route"]: row for row in services["half"]["udp"]}
         assert not half["direct"]["ok"]
         assert [t["ok"] for t in half["direct"]["targets"]] == [True, False]
+        # Per route: carried at all, and the latest verdict of each service through it.
+        routes = {row["route"]: row for row in document["udp_routes"]}
+        assert routes["direct"]["carries_udp"] and routes["direct"]["why_not"] is None
+        assert routes["direct"]["ok"] is False  # "half" is not ok through it
+        per_service = {row["service"]: row for row in routes["direct"]["services"]}
+        assert per_service["calls"]["ok"] and per_service["calls"]["diagnosis"] == "ok"
+        assert per_service["half"]["diagnosis"] == "udp_dropped"
+        assert not routes["web"]["carries_udp"]
+        assert "HTTP CONNECT" in routes["web"]["why_not"]
+        assert routes["web"]["services"][0]["diagnosis"] == "udp_not_carried"
+        probes = document["udp_probes"]
+        assert probes["services"] == 2 and probes["rounds"] >= 2
+        assert probes["last_round_at"] is not None and probes["skipped_offline"] == 0
 
         metrics = samples((await get(engine, "/metrics"))[2])
         mixed_label = frozenset({("listener", "mixed")})

@@ -146,3 +146,12 @@ def test_run_and_test_commands_per_core() -> None:
     assert V2RAY_5.run_argv("c.json") == ["/usr/bin/v2ray", "run", "-c", "c.json"]
     assert SING_BOX.test_argv("c.json") == ["/usr/bin/sing-box", "check", "-c", "c.json"]
     assert XRAY.test_argv("c.json") == ["/usr/bin/xray", "run", "-test", "-c", "c.json"]
+
+
+@pytest.mark.parametrize("core", [XRAY, V2RAY_4, V2RAY_5], ids=lambda c: c.label)
+def test_the_socks_inbound_takes_udp_associate_on_loopback(core: CoreProgram) -> None:
+    """UDP through a core route (docs/udp.md): the inbound relays datagrams, and answers
+    UDP ASSOCIATE with a loopback relay address."""
+    [inbound] = json.loads(core_config(core, link(WS_TLS), INBOUND))["inbounds"]
+    assert inbound["settings"]["udp"] is True
+    assert inbound["settings"]["ip"] == "127.0.0.1"

@@ -12,10 +12,19 @@ import pytest
 from helper.routing.udp_health import UdpHealth
 from helper.services import UdpProbeTarget
 from transports import DialOptions, Endpoint, parse_chain
-from transports.datagram import DirectDatagrams, NoDatagrams, Socks5Datagrams, datagram_dialer
+from transports.core.datagrams import CoreDatagrams
+from transports.datagram import (
+    DirectDatagrams,
+    NoDatagrams,
+    Socks5Datagrams,
+    datagram_dialer,
+    udp_refusal,
+)
 from transports.stun import binding_response, parse_message
 from transports.udp import Datagram, encode_datagram, parse_datagram
 from transports.wire import ProtocolError
+
+_UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 
 
 def _dialer(chain: str):
@@ -30,10 +39,15 @@ def _dialer(chain: str):
         ("resolve:doh=https://1.1.1.1/dns-query", DirectDatagrams),
         ("socks5://127.0.0.1:1080", Socks5Datagrams),
         ("socks5://alice:pw@127.0.0.1:1080", Socks5Datagrams),
+        (f"vless://{_UUID}@192.0.2.1:443?type=ws&security=tls&sni=a.example", CoreDatagrams),
+        (f"vmess://{_UUID}@192.0.2.1:443?type=tcp&security=tls", CoreDatagrams),
+        ("trojan://pw@192.0.2.1:443?sni=a.example", CoreDatagrams),
+        (f"direct | vless://{_UUID}@192.0.2.1:443?type=tcp&security=tls", CoreDatagrams),
     ],
 )
 def test_routes_that_carry_udp(chain: str, kind) -> None:
     assert isinstance(_dialer(chain), kind)
+    assert udp_refusal(parse_chain(chain)) is None
 
 
 @pytest.mark.parametrize(
@@ -46,12 +60,16 @@ def test_routes_that_carry_udp(chain: str, kind) -> None:
         ("tlsfrag:sni | tgws", "tlsfrag"),
         ("socks5://127.0.0.1:1 | socks5://127.0.0.1:2", "one SOCKS5 upstream at most"),
         ("socks5://127.0.0.1:1 | tlsfrag:sni", "tlsfrag"),
+        (f"vless://{_UUID}@192.0.2.1:443?security=tls | tlsfrag:sni", "proxy core"),
+        (f"vless://{_UUID}@192.0.2.1:443?security=tls | socks5://127.0.0.1:1", "proxy core"),
     ],
 )
 def test_routes_that_carry_no_udp_say_why(chain: str, why: str) -> None:
     with pytest.raises(NoDatagrams) as err:
         _dialer(chain)
     assert "route 'r'" in str(err.value) and why in str(err.value)
+    refusal = udp_refusal(parse_chain(chain))
+    assert refusal is not None and why in refusal
 
 
 def test_direct_datagrams_keep_the_dialers_source_address() -> None:
@@ -230,3 +248,20 @@ def test_udp_verdict_over_a_services_routes(diagnoses: dict[str, str], verdict: 
     assert found == verdict
     if verdict == "udp_unreachable":
         assert "abroad: abroad said so" in detail
+
+
+def test_config_check_says_which_routes_carry_udp() -> None:
+    from helper.config import parse_config
+    from helper.config_commands import _udp_line
+    from tests.conftest import config_text
+
+    text = config_text(
+        routes={
+            "own": f"vless://{_UUID}@192.0.2.1:443?type=tcp&security=tls&sni=a.example",
+            "web": "http://127.0.0.1:3128",
+        }
+    )
+    line = _udp_line(parse_config(text))
+    carried, _, not_carried = line.partition("; not: ")
+    assert "own" in carried.split(", ")
+    assert "web (an HTTP CONNECT proxy carries TCP only)" in not_carried

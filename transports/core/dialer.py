@@ -158,22 +158,30 @@ class CoreDialer:
         program = CoreChild(self.core(), self.link, self._bundle, self.manager.state_path("core"))
         return self.manager.child(program)
 
-    async def dial(self, target: Endpoint) -> Stream:
-        child = self.client()
+    async def socks(self, child: ManagedChild | None = None) -> tuple[Socks5Dialer, ChildRun]:
+        """The running core's SOCKS5 inbound as an upstream (the core started now if it is
+        not running), and the run it belongs to: a restarted core has a new port and login.
+        The UDP side (transports/core/datagrams.py) associates through it."""
+        child = child if child is not None else self.client()
         program = child.program
         assert isinstance(program, CoreChild)
+        method, run = await child.method()
+        inbound = program.inbound
+        assert inbound is not None
+        socks = Socks5Dialer(
+            DirectDialer(connect_timeout=self._connect_timeout),
+            method.address,
+            inbound.username,
+            inbound.password,
+            handshake_timeout=self._handshake_timeout,
+            label=f"the {child.name}",
+        )
+        return socks, run
+
+    async def dial(self, target: Endpoint) -> Stream:
+        child = self.client()
         for attempt in (1, 2):
-            method, run = await child.method()
-            inbound = program.inbound
-            assert inbound is not None
-            socks = Socks5Dialer(
-                DirectDialer(connect_timeout=self._connect_timeout),
-                method.address,
-                inbound.username,
-                inbound.password,
-                handshake_timeout=self._handshake_timeout,
-                label=f"the {child.name}",
-            )
+            socks, run = await self.socks(child)
             try:
                 stream = await socks.dial(target)
             except DialError as exc:
@@ -236,9 +244,20 @@ def _link_identity(link: CoreLink) -> tuple[object, ...]:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free for TCP and for UDP: the core's inbound takes UDP ASSOCIATE's
+    datagrams on the same port number (xray, v2ray)."""
+    for _ in range(16):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise DialError(
+        Failure.CORE_FAILED, Op.CONNECT, "no loopback port is free for both TCP and UDP"
+    )
 
 
 def _write_private(path: Path, text: str) -> None:

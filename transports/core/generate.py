@@ -1,6 +1,14 @@
 """A core's config for one link: a SOCKS5 inbound on loopback with a random login (so no
 other program on this computer can use it), and one outbound to the link's server.
 
+The inbound takes UDP ASSOCIATE too (docs/udp.md "UDP through a proxy core"): xray and v2ray
+relay the datagrams on the inbound's own port number (`udp`, `ip` below), sing-box on a
+port of its own per association; detour's datagrams then go through the upstream-SOCKS5
+path (transports/datagram.py) to the core, which carries them to the server inside the
+link's protocol. The cores check no login on those datagrams (RFC 1928 has none for them):
+any program on this computer that finds the port can send through it, as it can on any
+SOCKS5 proxy's UDP relay.
+
 xray and v2ray read the same JSON layout (v2ray's "v4" format); sing-box has its own.
 Everything a link carries is written out, including what a core cannot do (REALITY for
 v2ray): programs.cannot() refuses such links before a config is ever written.
@@ -48,7 +56,8 @@ def _v4(core: CoreProgram, link: CoreLink, inbound: Inbound) -> dict[str, Any]:
                 "settings": {
                     "auth": "password",
                     "accounts": [{"user": inbound.username, "pass": inbound.password}],
-                    "udp": False,
+                    "udp": True,
+                    "ip": "127.0.0.1",  # the relay address UDP ASSOCIATE answers
                 },
             }
         ],

@@ -14,7 +14,8 @@ into it. On the relay benchmark the client's end took over 10,000 page faults a 
 `keep_large_buffers` fixes the mmap threshold at 1 MiB and the trim threshold at 8 MiB, so
 those buffers come from the heap and at most 8 MiB of free heap is kept for the next ones.
 Once per process, on glibc only (musl, OpenWrt's C library, has no such knobs), and not
-where the user has set glibc's allocator through the environment.
+where the user has set glibc's allocator through the environment (`MALLOC_MMAP_THRESHOLD_`,
+`MALLOC_TRIM_THRESHOLD_`, or `glibc.malloc` tunables in `GLIBC_TUNABLES`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 20
 TRIM_THRESHOLD = 8 << 20
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 _applied: bool | None = None
 
@@ -42,7 +43,7 @@ def keep_large_buffers() -> bool:
 
 
 def _set_thresholds() -> bool:
-    if not _is_glibc() or any(os.environ.get(name) for name in USER_SETTINGS):
+    if not _is_glibc() or _user_settings():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -54,6 +55,12 @@ def _set_thresholds() -> bool:
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and (
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     )
+
+
+def _user_settings() -> bool:
+    """The environment sets glibc's allocator itself."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(os.environ.get(name) for name in USER_SETTINGS) or "glibc.malloc." in tunables
 
 
 def _is_glibc() -> bool:

@@ -611,6 +611,7 @@ def run_detour_front(
                     relay=shlex.join(["python", *argv[1:]]),
                     relay_cpu=relay_cpu,
                     relay_rtt_ms=relay_rtt,
+                    relay_pid=relay.pid,  # taken out again by run(): not a result
                 )
                 yield address, pid, info
 
@@ -855,6 +856,9 @@ class Contestant:
     latency: list[float] = field(default_factory=list)
     setup_cpu: float = 0.0  # proxy CPU seconds spent during the set-up test
     preamble: bytes = b""  # sent before each transfer (not timed)
+    relay_pid: int | None = None  # a front: contestant's relay process
+    relay_up: list[float | None] = field(default_factory=list)  # its CPU seconds per transfer
+    relay_down: list[float | None] = field(default_factory=list)
 
 
 ALL_CONTESTANTS = (
@@ -1014,7 +1018,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"skipping {key}: {exc}")
                 continue
             preamble = _client_hello() if key == "detour-tlsfrag" else b""
-            contestants.append(Contestant(key, LABELS[key], address, pid, info, preamble=preamble))
+            relay_pid = info.pop("relay_pid", None)
+            contestants.append(
+                Contestant(
+                    key, LABELS[key], address, pid, info, preamble=preamble, relay_pid=relay_pid
+                )
+            )
             if info:
                 log(f"started {LABELS[key]}: {info}")
 
@@ -1028,10 +1037,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         for rnd in range(0 if args.setup_only else args.repeat):
             for c in rotated(contestants, rnd):
+                relay_cpu = [process_cpu_seconds(c.relay_pid)]
                 up = upload(c.address, servers, args.size, c.pid, timeout, c.preamble)
+                relay_cpu.append(process_cpu_seconds(c.relay_pid))
                 down = download(c.address, servers, args.size, c.pid, timeout, c.preamble)
+                relay_cpu.append(process_cpu_seconds(c.relay_pid))
                 c.up.append(up)
                 c.down.append(down)
+                if None not in relay_cpu:  # the relay's CPU (set-up included: a few ms)
+                    c.relay_up.append(relay_cpu[1] - relay_cpu[0])  # type: ignore[operator]
+                    c.relay_down.append(relay_cpu[2] - relay_cpu[1])  # type: ignore[operator]
                 log(
                     f"round {rnd + 1}/{args.repeat} {c.label:17} "
                     f"up {up.mbps(args.size):8.1f} MB/s  down {down.mbps(args.size):8.1f} MB/s"
@@ -1079,9 +1094,13 @@ def summarize(
 
     for c in contestants:
         entry: dict[str, Any] = {"label": c.label, **c.info}
-        for name, runs in (("upload", c.up), ("download", c.down)):
+        for name, runs, relay_runs in (
+            ("upload", c.up, c.relay_up),
+            ("download", c.down, c.relay_down),
+        ):
             rates = [t.mbps(size) for t in runs]
             entry[name] = {
+                "relay_cpu_s_per_gib": per_gib(list(relay_runs)),
                 "median_mbps": median(rates) if rates else None,
                 "runs_mbps": rates,
                 "seconds": [t.seconds for t in runs],
@@ -1240,6 +1259,14 @@ def _transfer_tables(report: dict[str, Any]) -> list[str]:
         lines.append(
             _row(entry["label"], f"{up['median_mbps']:.0f}", f"{down['median_mbps']:.0f}", rel, cpu)
         )
+    relays = [e for e in results.values() if e["upload"].get("relay_cpu_s_per_gib") is not None]
+    if relays:
+        lines += ["", "The front: contestants' relay process, CPU s/GiB (up / down):", ""]
+        lines += [
+            f"- {e['label']}: {e['upload']['relay_cpu_s_per_gib']:.2f} / "
+            f"{e['download']['relay_cpu_s_per_gib']:.2f}"
+            for e in relays
+        ]
     lines += ["", *_setup_table(report)]
     lines += [
         "",

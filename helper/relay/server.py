@@ -37,6 +37,7 @@ from transports.fronted.accesskey import TokenCheck, read_access_token
 from transports.fronted.capped import CARRIER_PROTOCOL
 from transports.fronted.client import COOKIE
 from transports.fronted.datagrams import ASSOCIATE
+from transports.fronted.heap import keep_large_buffers
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
     NeedMore,
@@ -112,6 +113,7 @@ class RelayServer:
         local_address: str | None = None,
         recheck: float = RECHECK,
     ) -> None:
+        keep_large_buffers()  # the tunnels' 256 KiB buffers without page faults
         self.config = config
         self.keys = keys
         keys.secure()  # before anything is read: RelayKeysError for a secret others can read

@@ -25,6 +25,7 @@ from transports.fronted.mux import (
     MuxSession,
     MuxStream,
     encode_frame,
+    encode_frame_into,
     parse_frame,
 )
 from transports.fronted.protocol import NeedMore, ProtocolError, encode_failure, encode_request
@@ -40,6 +41,21 @@ def test_a_frame_round_trips_and_needs_all_its_bytes() -> None:
     for cut in range(len(wire)):
         with pytest.raises(NeedMore):
             parse_frame(wire[:cut])
+
+
+def test_a_frame_built_in_a_reused_buffer_is_the_same_frame() -> None:
+    buf = bytearray()
+    for size in (70_000, 20_000, 5, MAX_DATA, 0, 100_000):
+        payload = bytes([size % 251]) * size
+        frame = encode_frame_into(buf, DATA, 3, payload)
+        assert bytes(frame) == encode_frame(DATA, 3, payload)
+        assert frame.obj is buf  # in the buffer, which only ever grows
+        frame.release()
+    assert len(buf) == 9 + MAX_DATA
+    held = encode_frame_into(buf, DATA, 3, b"x" * 10)
+    with pytest.raises(BufferError):  # the session then takes a new buffer
+        encode_frame_into(buf, DATA, 3, b"x" * (MAX_DATA + 1))
+    held.release()
 
 
 @pytest.mark.parametrize(
@@ -145,6 +161,32 @@ async def test_many_streams_share_the_session_and_a_stalled_one_blocks_none(pair
         WINDOW_SIZE + 100_000
     )
     await asyncio.wait_for(drained, 5)
+
+
+async def test_large_frames_from_a_reused_buffer_arrive_intact() -> None:
+    """Over a stream that copies each write (as TLS does), a session builds its large frames
+    in one buffer: every frame must arrive as written, whatever its size."""
+    a, b = memory_pipe(limit=1 << 20)
+    a.copies_writes = b.copies_writes = True  # type: ignore[attr-defined]  # MemoryStream copies
+    p = Pair(a, b)
+    assert p.client._scratch is not None and p.relay._scratch is not None
+    try:
+        client, relay = await p.connect()
+        sizes = [MAX_DATA, 20_000, 100, MAX_DATA - 7, 70_000, 300_000]
+        sent = b"".join(bytes([i + 1]) * size for i, size in enumerate(sizes))
+
+        async def send() -> None:
+            for i, size in enumerate(sizes):
+                relay.write(bytes([i + 1]) * size)
+                await relay.drain()
+            relay.write_eof()
+
+        sender = asyncio.ensure_future(send())
+        assert await read_all(client) == sent
+        await sender
+    finally:
+        await p.client.aclose()
+        await p.relay.aclose()
 
 
 async def read_all_until(stream: MuxStream, size: int) -> bytes:

@@ -35,6 +35,7 @@ from ..tls import TlsStream, tls_connect
 from ..websocket import UpgradeRefused, websocket_connect
 from .accesskey import AccessKey, access_token
 from .capped import DEFAULT_BUDGET, Counted
+from .heap import keep_large_buffers
 from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
 
@@ -98,6 +99,7 @@ class FrontDialer:
         carrier: str = "auto",
         budget: int = DEFAULT_BUDGET,
     ) -> None:
+        keep_large_buffers()  # the tunnel's 256 KiB buffers without page faults (heap.py)
         self.inner = inner
         self.key = key
         self.outer_tls = tls or ssl.create_default_context()

@@ -44,6 +44,7 @@ __all__ = [
     "WINDOW",
     "Frame",
     "encode_frame",
+    "encode_frame_into",
     "parse_frame",
 ]
 
@@ -67,6 +68,23 @@ class Frame:
 def encode_frame(kind: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
     """One frame, header and payload in one buffer (one TLS write), the payload copied once."""
     return HEADER.pack(kind, stream, len(payload)) + payload
+
+
+def encode_frame_into(
+    buf: bytearray, kind: int, stream: int, payload: bytes | memoryview
+) -> memoryview:
+    """encode_frame written at the start of `buf` (grown when too small): a view of the
+    frame there. For a writer whose stream copies each write before it returns (TLS
+    encrypts it): one buffer reused for every large frame instead of a new one each time,
+    whose fresh pages (a 256 KiB frame is 64 of them) cost more than the copy itself.
+    BufferError when `buf` must grow while a view of it is still held."""
+    size = HEADER.size + len(payload)
+    if len(buf) < size:
+        buf.extend(bytes(size - len(buf)))
+    view = memoryview(buf)[:size]
+    HEADER.pack_into(view, 0, kind, stream, len(payload))
+    view[HEADER.size :] = payload
+    return view
 
 
 def parse_frame(buf: bytes | bytearray, start: int = 0) -> tuple[int, Frame]:

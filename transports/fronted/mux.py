@@ -46,6 +46,7 @@ from .frames import (
     WINDOW,
     Frame,
     encode_frame,
+    encode_frame_into,
     parse_frame,
 )
 from .protocol import encode_failure, encode_request, encode_success, parse_reply, parse_request
@@ -81,6 +82,9 @@ ALPN = "detour-mux/1"
 
 MAX_STREAM_ID = 0xFFFFFFFF
 READ_SIZE = 512 * 1024
+# Frames this large are built in the session's one reused buffer when the tunnel copies each
+# write before returning (TLS does): no new buffer, and its page faults, per frame.
+SCRATCH_MIN = 16 * 1024
 RESET_TEXT = 200
 
 
@@ -310,6 +314,9 @@ class MuxSession:
         name: str = "mux",
     ) -> None:
         self.tunnel = tunnel
+        self._scratch: bytearray | None = (
+            bytearray() if getattr(tunnel, "copies_writes", False) else None
+        )
         self.name = name
         self.client = on_open is None
         self._on_open = on_open
@@ -349,7 +356,15 @@ class MuxSession:
         if not self.alive:
             return
         try:
-            self.tunnel.write(encode_frame(kind, stream, payload))
+            if self._scratch is not None and len(payload) >= SCRATCH_MIN:
+                try:
+                    frame = encode_frame_into(self._scratch, kind, stream, payload)
+                except BufferError:  # a view of the last frame still held below: anew
+                    self._scratch = bytearray()
+                    frame = encode_frame_into(self._scratch, kind, stream, payload)
+                self.tunnel.write(frame)
+            else:
+                self.tunnel.write(encode_frame(kind, stream, payload))
         except (OSError, RuntimeError) as exc:
             self._fail(
                 DialError(Failure.CONNECTION_RESET, Op.WRITE, f"the tunnel broke: {exc}"),

@@ -83,7 +83,7 @@ def _udp_line(config: Config) -> str:
 
     carried, not_carried = [], []
     for route in (config.pool_base or config).routes:
-        why = udp_refusal(route.chain)
+        why = udp_refusal(route.chain, off=not route.udp)
         if why is None:
             carried.append(route.name)
         else:

@@ -351,10 +351,16 @@ _TCP_ONLY = {
 _CORE_LAYERS = ("vless", "vmess", "trojan")
 
 
-def udp_refusal(chain) -> str | None:
+UDP_OFF = "its [[route]] says udp = false"
+
+
+def udp_refusal(chain, *, off: bool = False) -> str | None:
     """Why a route with this parsed `chain` carries no UDP (a sentence), or None when its
     kind does: from the chain alone, without building it (`detour config check`, the
-    status). `datagram_dialer` gives the same answer for a built route."""
+    status). `off`: the route's `udp = false` (its proxy refuses UDP ASSOCIATE).
+    `datagram_dialer` gives the same answer for a built route."""
+    if off:
+        return UDP_OFF
     layers = list(chain.layers)  # the first is the base: direct (maybe implicit) or resolve
     last = layers[-1].name
     if last == "front":
@@ -380,15 +386,15 @@ def udp_refusal(chain) -> str | None:
     return None
 
 
-def datagram_dialer(name: str, chain, dialer) -> DatagramDialer:
+def datagram_dialer(name: str, chain, dialer, *, off: bool = False) -> DatagramDialer:
     """The UDP side of the route `name` (its parsed `chain` and its built `dialer`), or
-    NoDatagrams saying why it has none."""
+    NoDatagrams saying why it has none (`off`: the route's `udp = false`)."""
     layers = list(chain.layers)  # the first is the base: direct (maybe implicit) or resolve
 
     def none(why: str) -> NoDatagrams:
         return NoDatagrams(f"route {name!r} ({chain}) carries no UDP: {why}")
 
-    why = udp_refusal(chain)
+    why = udp_refusal(chain, off=off)
     if why is not None:
         raise none(why)
     if layers[-1].name == "front":

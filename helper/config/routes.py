@@ -21,6 +21,7 @@ from .values import (
     choice,
     domain,
     entry_name,
+    flag,
     network,
     parse_duration,
     port,
@@ -71,6 +72,14 @@ class RouteConfig:
         "`socks5://127.0.0.1:9050`); until then it is left out. See "
         "[routing.md](routing.md#the-built-in-cascade).",
         shown="always",
+    )
+    udp: bool = setting(
+        True,
+        flag,
+        "`false`: the route carries no UDP although its kind could (a SOCKS5 proxy that refuses "
+        "UDP ASSOCIATE, as Tor, microsocks and `ssh -D` do): UDP probes and SOCKS5 clients' "
+        "datagrams skip it instead of failing through it. See "
+        "[udp.md](udp.md#which-routes-carry-udp).",
     )
 
 

@@ -99,7 +99,7 @@ async def probe_udp(
     """Probe `targets` through `route` (module docstring)."""
     targets = list(targets)
     try:
-        dialer = datagram_dialer(route.name, route.chain, route.dialer)
+        dialer = datagram_dialer(route.name, route.chain, route.dialer, off=not route.udp)
     except NoDatagrams as exc:
         return UdpProbeResult(service, route.name, False, NOT_CARRIED, str(exc))
     answers = _Answers()

@@ -354,7 +354,9 @@ class UdpAssociation:
             session = self._sessions.get(route.name)
             if session is None:
                 try:
-                    dialer = datagram_dialer(route.name, route.chain, route.dialer)
+                    dialer = datagram_dialer(
+                        route.name, route.chain, route.dialer, off=not route.udp
+                    )
                 except NoDatagrams as exc:
                     self._no_udp[route.name] = str(exc)
                     reasons.append(str(exc))

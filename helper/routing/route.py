@@ -44,6 +44,8 @@ class Route:
     # The route's `timeout`: how long one dial through the whole chain may take (None: only
     # the layers' own timeouts bound it).
     timeout: float | None = None
+    # The route's `udp`: False when its proxy is known to refuse UDP ASSOCIATE (a local Tor).
+    udp: bool = True
 
     def __str__(self) -> str:
         return f"{self.name} ({self.chain})"
@@ -118,13 +120,22 @@ def build_routes(
     whole dial (Route.dial): the layers' own timeouts are the inner safety nets.
     """
     base = options or DialOptions()
-    routes = [build_route(rc.name, rc.chain, rc.timeout, resolver, base) for rc in config.routes]
+    routes = [
+        build_route(rc.name, rc.chain, rc.timeout, resolver, base, udp=rc.udp)
+        for rc in config.routes
+    ]
     # A subscription's nodes may not lead into the user's own network, by name either.
     return guard_nodes(config, routes, resolver)
 
 
 def build_route(
-    name: str, chain: Chain, timeout: float | None, resolver: Resolver | None, base: DialOptions
+    name: str,
+    chain: Chain,
+    timeout: float | None,
+    resolver: Resolver | None,
+    base: DialOptions,
+    *,
+    udp: bool = True,
 ) -> Route:
     """One route as a Dialer, with the options every route of a config shares (also the
     routes a strategy search finds, helper/search/)."""
@@ -146,4 +157,4 @@ def build_route(
     )
     local = base_dialer(dialer)
     own = local.resolver if chain.resolves_locally and isinstance(local, DirectDialer) else None
-    return Route(name, chain, dialer, own, timeout)
+    return Route(name, chain, dialer, own, timeout, udp)

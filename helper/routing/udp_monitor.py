@@ -125,7 +125,9 @@ class UdpMonitor:
             verdicts = {
                 service: view for (service, name), view in latest.items() if name == route.name
             }
-            views.append(UdpRouteView(route.name, udp_refusal(route.chain), verdicts))
+            views.append(
+                UdpRouteView(route.name, udp_refusal(route.chain, off=not route.udp), verdicts)
+            )
         return tuple(views)
 
     async def wait_round(self, after: int) -> None:

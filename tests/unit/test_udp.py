@@ -265,3 +265,33 @@ def test_config_check_says_which_routes_carry_udp() -> None:
     carried, _, not_carried = line.partition("; not: ")
     assert "own" in carried.split(", ")
     assert "web (an HTTP CONNECT proxy carries TCP only)" in not_carried
+
+
+def test_a_route_that_says_udp_false_carries_none() -> None:
+    # A SOCKS5 proxy that refuses UDP ASSOCIATE (a local Tor): skipped for datagrams, and
+    # config check and the status say why.
+    from helper.config import parse_config
+    from helper.config_commands import _udp_line
+    from helper.routing.route import build_routes
+
+    text = (
+        '[[route]]\nname = "tor"\nchain = "socks5://127.0.0.1:9050"\n'
+        'udp = false\n[[route]]\nname = "other"\nchain = "socks5://127.0.0.1:1081"\n'
+    )
+    config = parse_config(text)
+    assert "tor (its [[route]] says udp = false)" in _udp_line(config)
+    assert "other" in _udp_line(config).partition("; not: ")[0].split(", ")
+    tor, other = build_routes(config, None)
+    assert (tor.udp, other.udp) == (False, True)
+    with pytest.raises(NoDatagrams, match=r"route 'tor' .*udp = false"):
+        datagram_dialer(tor.name, tor.chain, tor.dialer, off=not tor.udp)
+    datagram_dialer(other.name, other.chain, other.dialer, off=not other.udp)
+
+
+def test_the_built_in_tor_routes_carry_no_udp() -> None:
+    from helper.config import parse_config
+    from helper.config.load import default_config_text
+
+    routes = {r.name: r for r in parse_config(default_config_text()).routes}
+    assert not routes["local-tor"].udp and not routes["local-tor-browser"].udp
+    assert routes["direct"].udp

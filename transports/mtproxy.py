@@ -172,6 +172,14 @@ class MTProxyDialer:
             dial_phase.set(Op.PROXY_HANDSHAKE)
             try:
                 leftover = await asyncio.wait_for(self._fake_tls(stream), self.handshake_timeout)
+            except TimeoutError:
+                stream.abort()
+                raise DialError(
+                    Failure.TIMEOUT,
+                    Op.PROXY_HANDSHAKE,
+                    f"MTProto proxy {self.server} did not answer the fake-TLS ClientHello "
+                    f"within {self.handshake_timeout:g}s",
+                ) from None
             except BaseException:
                 stream.abort()
                 raise
@@ -180,38 +188,38 @@ class MTProxyDialer:
     async def _fake_tls(self, stream: Stream) -> bytes:
         assert self.secret.domain is not None
         hello = client_hello(self.secret.key, self.secret.domain, now=self.clock())
-        stream.write(hello)
-        await stream.drain()
         received = bytearray()
-        while True:
-            try:
+        after_hello = (
+            "after the fake-TLS ClientHello: a wrong secret, or a censor that fingerprints fake TLS"
+        )
+        try:
+            stream.write(hello)
+            await stream.drain()
+            while (size := server_flight(self.secret.key, hello, received)) is None:
                 data = await stream.read(65536)
-            except OSError:
-                raise DialError(
-                    Failure.CONNECTION_RESET,
-                    Op.PROXY_HANDSHAKE,
-                    f"MTProto proxy {self.server} reset the connection after the fake-TLS "
-                    "ClientHello: a wrong secret, or a censor that fingerprints fake TLS",
-                ) from None
-            if not data:
-                raise DialError(
-                    Failure.EOF,
-                    Op.PROXY_HANDSHAKE,
-                    f"MTProto proxy {self.server} closed the connection after the fake-TLS "
-                    "ClientHello: a wrong secret, or a censor that fingerprints fake TLS",
-                )
-            received += data
-            try:
-                size = server_flight(self.secret.key, hello, received)
-            except HelloError as exc:
-                raise DialError(
-                    Failure.PROXY_PROTOCOL_ERROR,
-                    Op.PROXY_HANDSHAKE,
-                    f"MTProto proxy {self.server} answered as a website ({exc}): a wrong "
-                    "secret, or no MTProto proxy there",
-                ) from None
-            if size is not None:
-                return bytes(received[size:])
+                if not data:
+                    raise DialError(
+                        Failure.EOF,
+                        Op.PROXY_HANDSHAKE,
+                        f"MTProto proxy {self.server} closed the connection {after_hello}",
+                    )
+                received += data
+        except HelloError as exc:
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR,
+                Op.PROXY_HANDSHAKE,
+                f"MTProto proxy {self.server} answered as a website ({exc}): a wrong "
+                "secret, or no MTProto proxy there",
+            ) from None
+        except DialError:
+            raise
+        except OSError:
+            raise DialError(
+                Failure.CONNECTION_RESET,
+                Op.PROXY_HANDSHAKE,
+                f"MTProto proxy {self.server} reset the connection {after_hello}",
+            ) from None
+        return bytes(received[size:])
 
 
 class MTProxyStream(Stream):

@@ -397,3 +397,22 @@ def test_the_layer_shows_its_kind_never_its_secret() -> None:
         chain = parse_chain(f"socks5://127.0.0.1:1080 | mtproxy:192.0.2.7:443;secret={secret}")
         assert str(chain).endswith(f"mtproxy:192.0.2.7:443;secret={shown}")
         assert KEY.hex() not in repr(chain.layers[-1].params)
+
+
+@pytest.mark.parametrize(
+    ("answer", "failure", "said"),
+    [
+        (b"", Failure.EOF, "closed the connection after the fake-TLS ClientHello"),
+        (None, Failure.TIMEOUT, "did not answer the fake-TLS ClientHello within 0.05s"),
+    ],
+)
+async def test_an_ee_proxy_that_closes_or_stays_silent(answer, failure, said) -> None:
+    pipe = Pipe()
+    if answer is not None:
+        pipe.incoming.put_nowait(answer)
+    options = parse_options(f"192.0.2.9:443;secret={EE}")
+    dialer = MTProxyDialer(Inner(pipe), options, handshake_timeout=0.05)  # type: ignore[arg-type]
+    with pytest.raises(DialError) as caught:
+        await dialer.dial(Endpoint(DC2, 443))
+    assert caught.value.failure is failure and said in caught.value.detail
+    assert pipe.aborted and len(pipe.written) == HELLO_LEN

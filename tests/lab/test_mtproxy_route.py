@@ -22,6 +22,9 @@ from helper.engine import Engine
 from helper.lab.lab import Lab
 from helper.lab.telegram import server_key_fingerprint
 from tests.lab.conftest import free_network
+from tests.lab.test_mtproto_proxy import req_pq
+from tests.support.mtproxy_client import open_proxy
+from transports.mtproto import Tag
 
 telethon = pytest.importorskip("telethon")
 pytest.importorskip("python_socks")
@@ -73,13 +76,15 @@ async def proxy(lab: Lab) -> AsyncIterator[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def detour(lab: Lab, proxy: tuple[str, int], secret: str) -> AsyncIterator[Engine]:
+async def detour(
+    lab: Lab, proxy: tuple[str, int], secret: str, extra: str = ""
+) -> AsyncIterator[Engine]:
     """The user's detour, with the proxy's link as its Telegram route."""
     host, port = proxy
     dcs = ", ".join(f'"{lab.table.address(f"telegram-dc{n}")}" = "{n}"' for n in range(1, 6))
     text = lab.helper_config(listen="127.0.0.1:0") + (
         f'\n[[route]]\nname = "handed"\nchain = "mtproxy:{host}:{port};secret={secret}"\n'
-        f"\n[telegram]\ndcs = {{ {dcs} }}\n"
+        f"\n[telegram]\ndcs = {{ {dcs} }}\n" + extra
     )
     engine = Engine(parse_config(text), probe_on_start=False)
     await engine.start()
@@ -179,3 +184,20 @@ async def test_a_wrong_secret_fails_the_probe_naming_the_proxy(lab: Lab, proxy, 
     }[kind]
     assert result.diagnosis.startswith(f"MTProto proxy {proxy[0]}:{proxy[1]} {said}")
     assert wrong[2:34] not in dc.detail + result.diagnosis
+
+
+async def test_detours_own_endpoint_reaches_telegram_through_the_handed_proxy(
+    lab: Lab, proxy: tuple[str, int]
+) -> None:
+    """A phone -> the user's detour as its MTProto proxy -> the handed proxy -> DC 2."""
+    phone = "dd" + os.urandom(16).hex()
+    endpoint = f'\n[mtproto_proxy]\nlisten = "127.0.0.1:0"\nsecrets = {{ phone = "{phone}" }}\n'
+    start = len(lab.dc_events.events)
+    async with detour(lab, proxy, SECRETS["ee"], endpoint) as engine:
+        assert engine.mtproto is not None
+        connection = await open_proxy(engine.mtproto.address_bound, phone, dc=2, tag=Tag.PADDED)
+        try:
+            await req_pq(connection)
+        finally:
+            connection.close()
+    assert [e.what for e in lab.dc_events.events[start:]][:1] == ["req_pq_multi"]

@@ -69,6 +69,7 @@ async def mtprotoproxy(lab: Lab, *, secure_only: bool) -> AsyncIterator[tuple[st
         await process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(SECRETS))
 async def test_telethon_through_mtprotoproxy(lab: Lab, kind: str, caplog) -> None:
     caplog.set_level(logging.INFO)

@@ -90,6 +90,8 @@ def plan_addition(
         raise AddError(str(exc)) from None
     if link.kind == "subscription":
         return _plan_subscription(text, path, link, name, service)
+    if link.kind == "mtproxy" and service is None:
+        service = "telegram"  # an MTProto proxy carries nothing else
     route_name = name or link.name
     try:
         entry_name(route_name)

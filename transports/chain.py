@@ -448,6 +448,35 @@ def _build_tgws(inner: Dialer | None, params: dict[str, Any], opts: DialOptions)
     )
 
 
+def _parse_mtproxy(name: str, text: str) -> dict[str, Any]:
+    from .mtproxy import SYNTAX, parse_options
+
+    if not text.startswith(f"{name}:"):
+        raise ChainError(f"write {name} layers as {SYNTAX}")
+    try:
+        return {"options": parse_options(text[len(name) + 1 :])}
+    except ValueError as exc:
+        raise ChainError(f"{name}: {exc}") from None
+
+
+def _build_mtproxy(inner: Dialer | None, params: dict[str, Any], opts: DialOptions) -> Dialer:
+    from .mtproto.dcs import DEFAULT_DCS
+    from .mtproxy import MTProxyDialer
+
+    return MTProxyDialer(
+        _require_inner(inner),
+        params["options"],
+        table=opts.telegram_dcs or DEFAULT_DCS,
+        handshake_timeout=opts.handshake_timeout,
+    )
+
+
+def _show_mtproxy(layer: Layer) -> str:
+    from .mtproxy import show
+
+    return show(layer.params["options"])
+
+
 _KINDS: dict[str, _LayerKind] = {
     "direct": _LayerKind(_parse_direct, _build_direct, base=True, syntax="direct"),
     "socks5": _LayerKind(
@@ -492,6 +521,9 @@ _KINDS: dict[str, _LayerKind] = {
     ),
     "tgws": _LayerKind(
         _parse_tgws, _build_tgws, syntax="tgws[:dcN=ADDRESS[,ADDRESS...][;addr=HOST[:PORT]]]"
+    ),
+    "mtproxy": _LayerKind(
+        _parse_mtproxy, _build_mtproxy, syntax="mtproxy:HOST:PORT;secret=SECRET", show=_show_mtproxy
     ),
 }
 # Layers that carry the destination name to something else, which resolves it.
@@ -753,8 +785,15 @@ def _place_pt(layers: list[Layer]) -> None:
 
 
 def _place_tgws(layers: list[Layer]) -> None:
-    """A tgws layer ends its chain: it hands over an MTProto stream to one Telegram DC."""
+    """A tgws layer ends its chain: it hands over an MTProto stream to one Telegram DC (so
+    does an mtproxy layer)."""
     for i, layer in enumerate(layers[:-1]):
+        if layer.name == "mtproxy":
+            raise ChainError(
+                f"mtproxy must be the last layer: it carries MTProto to a Telegram DC, and "
+                f"'{layers[i + 1].name}' cannot run inside that (put it before mtproxy: "
+                "'socks5://... | mtproxy:...' reaches the proxy through another proxy)"
+            )
         if layer.name == "tgws":
             after = layers[i + 1].name
             raise ChainError(

@@ -548,6 +548,7 @@ KINDS = (
     "trojan",
     "socks5/socks4/socks4a/http proxy",
     "tg://socks and t.me/socks",
+    "tg://proxy and t.me/proxy (MTProto proxy)",
     "relay access key (dtr1:...)",
     "obfs4/webtunnel bridge line followed by '| PROXY'",
     "subscription (https://...)",
@@ -699,15 +700,12 @@ def _https(text: str) -> Recognised:
 
 def _telegram(rest: str, prefix: str) -> Recognised:
     """tg://socks?server=..&port=..&user=..&pass=.., t.me/socks?... (a SOCKS5 proxy);
-    tg://proxy and t.me/proxy (an MTProto proxy: for Telegram itself, not a route)."""
+    tg://proxy and t.me/proxy (an MTProto proxy: an `mtproxy:` route, for Telegram only)."""
     action, _, query = rest.partition("?")
     action = action.strip("/").lower()
     params = _query(query, "tg")
     if action == "proxy":
-        raise LinkError(
-            "tg: an MTProto proxy link is for the Telegram app itself (open it there); detour "
-            "has no MTProto client to use one as a route"
-        )
+        return _mtproxy(params)
     if action != "socks":
         raise LinkError(f"tg: {prefix or 't.me/'}{action[:20]}... is not a proxy link (socks)")
     server = params.get("server", "").strip()
@@ -728,6 +726,34 @@ def _telegram(rest: str, prefix: str) -> Recognised:
         chain_text,
         suggested_name("", f"tg-socks-{server}"),
         f"SOCKS5 proxy from a Telegram link: {chain}",
+    )
+
+
+def _mtproxy(params: dict[str, str]) -> Recognised:
+    """tg://proxy?server=..&port=..&secret=.. (and t.me/proxy): an `mtproxy:` route."""
+    server = params.get("server", "").strip().strip("[]")
+    port = params.get("port", "").strip()
+    # A '+' of a base64 secret reads as a space in a query: no secret holds one.
+    secret = params.get("secret", "").strip().replace(" ", "+")
+    if not server:
+        raise LinkError("tg: the link names no server (server=)")
+    if not port:
+        raise LinkError("tg: the port is missing (port=)")
+    if not secret:
+        raise LinkError("tg: the secret is missing (secret=)")
+    if any(ch in server for ch in ";|/@ ") or any(ch in secret for ch in ";| "):
+        raise LinkError("tg: server= or secret= holds characters no address or secret has")
+    host = f"[{server}]" if ":" in server else server
+    chain_text = f"mtproxy:{host}:{port};secret={secret}"
+    chain = _chain_or_error(chain_text, "mtproxy")
+    options = chain.layers[-1].params["options"]
+    kind = {"plain": "plain secret", "dd": "dd secret", "ee": "ee secret, fake TLS"}
+    return Recognised(
+        "mtproxy",
+        chain_text,
+        suggested_name("", f"mtproxy-{server}"),
+        f"MTProto proxy at {options.server} ({kind[options.secret.mode.value]}): {chain}",
+        note="it carries only Telegram (connections to Telegram's data centres)",
     )
 
 

@@ -43,6 +43,7 @@ _LINK_SECRETS = {
     "vless": "VLESS user id",
     "vmess": "VMess user id",
     "trojan": "Trojan password",
+    "mtproxy": "MTProto proxy secret",
 }
 
 

@@ -211,8 +211,15 @@ def phrase(
     text = _words(
         failure, op, splits_client_hello, target.rate_kbps, target.received, web_endpoint
     ).long
+    if target.detail.startswith(MTPROXY):
+        return target.detail  # it names the proxy and what its answer says (a wrong secret?)
     hop = second_hop(target.detail)
     return f"the relay's second hop {hop} failed: {text}" if hop else text
+
+
+# How an `mtproxy:` route's failures at the MTProto proxy read (transports/mtproxy.py): their
+# detail is the diagnosis.
+MTPROXY = "MTProto proxy "
 
 
 SECOND_HOP = "at the relay: second hop "  # how a relay's failure through its own chain reads

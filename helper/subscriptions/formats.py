@@ -44,7 +44,7 @@ __all__ = [
 
 MAX_LIST = 4 * 1024 * 1024  # bytes of a list (a Clash file with its rules can be large)
 MAX_NODES = 500
-NODE_KINDS = ("ss", "ssconf", "vless", "vmess", "trojan", "socks5", "socks4a", "http")
+NODE_KINDS = ("ss", "ssconf", "vless", "vmess", "trojan", "socks5", "socks4a", "http", "mtproxy")
 
 
 class SubscriptionError(ValueError):
@@ -220,7 +220,7 @@ def server_address(chain: Any) -> Endpoint | None:
         return params["link"].address
     if "proxy" in params:
         return params["proxy"]
-    return None
+    return getattr(params.get("options"), "server", None)  # an MTProto proxy (mtproxy:)
 
 
 def private_address(address: Any) -> bool:

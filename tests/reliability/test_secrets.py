@@ -96,6 +96,7 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
     ss_pw, trojan_pw, ssconf_path = token("ss-"), token("tro-"), token("ssc-")
     ss22_key = base64.b64encode(secrets.token_bytes(16)).decode()
     vless_id = str(uuid.uuid4())
+    mtproxy_key = secrets.token_hex(16)
     keys = RelayKeys(tmp_path / "relay-state")
     keys.generate()
     key = keys.add_client("alice", Endpoint("127.0.0.1", dead_port()), "cdn.test", "relay.test")
@@ -123,6 +124,7 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
         "vless user id": vless_id,
         "trojan password": trojan_pw,
         "outline dynamic key path": ssconf_path,
+        "MTProto proxy secret": mtproxy_key,
     }
 
     with (
@@ -149,6 +151,8 @@ def test_no_secret_in_any_output(tmp_path: Path, log_format: str) -> None:
                 # through the proxy core on PATH (v2ray in CI), which runs and fails
                 "vless": f"vless://{vless_id}@127.0.0.1:{dead_port()}?security=tls&sni=v.test",
                 "trojan": f"trojan://{trojan_pw}@127.0.0.1:{dead_port()}?sni=t.test",
+                # Telegram's DCs only: shown and probed (not applicable), never dialed here
+                "mtproxy": f"mtproxy:127.0.0.1:{dead_port()};secret=dd{mtproxy_key}",
             }
             good = {"good": f"socks5://bob:{good_pw}@{socks.host}:{socks.port}"}
             routes = {**failing, **links, **good}
@@ -326,6 +330,8 @@ routes = [{link_list}]
         "ss://2022-blake3-aes-128-gcm:{pw}@127.0.0.1:8388",
         "vless://{pw}@127.0.0.1:443",  # not a UUID
         "trojan://{pw}@127.0.0.1:443?security=none",
+        "mtproxy:127.0.0.1:notaport;secret={pw}",
+        "mtproxy:127.0.0.1:443;secret={pw}",  # no secret of any form
         "socks5://127.0.0.1:1080 | vless://b831381d-6324-4d53-ad4f-8cda48b30811@h:1?sid={pw}",
     ],
 )

@@ -71,7 +71,7 @@ async def test_a_bad_link_says_why_and_writes_nothing(start_engine, tmp_path) ->
         await _paste(pilot, "ss://YWVzLTk5OS1nY206cHc@example.com:1")
         await shows(pilot, "unknown cipher")
         await _paste(pilot, "tg://proxy?server=x.example&port=443&secret=dd00")
-        text = await shows(pilot, "no MTProto client")
+        text = await shows(pilot, "is no proxy secret")
         assert "dd00" not in text
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)

@@ -91,7 +91,7 @@ def test_sip008_and_outline_json() -> None:
         (b"socks5://10.1.2.3:1080\n", "is private, loopback or link-local"),
         (b"socks5://[fe80::1]:1080\n", "is private"),
         (b"socks5://localhost:1080\n", "is private"),
-        (b"tg://proxy?server=a&port=1&secret=dd\n", "no MTProto client"),
+        (b"tg://proxy?server=a&port=1&secret=dd\n", "is no proxy secret"),
         (b"https://other.example/list\n", "not a server"),
         (b"x" * (4 * 1024 * 1024 + 1), "the list is too large (more than 4096 KiB"),
     ],

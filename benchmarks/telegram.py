@@ -195,11 +195,48 @@ async def _serve_ws(request: Any) -> Any:
     return ws
 
 
-def serve_main(cert: str, key: str) -> None:
+def _serve_ws_threads(ws: Any) -> None:
+    """_serve_ws for `--endpoint threads` (benchmarks/tg_endpoint.py)."""
+    init, first = ws.message(), ws.message()
+    if init is None or first is None:
+        return
+    mode, size, obfuscation = _first_packet(init, first)
+    if mode == MODE_ECHO:
+        while (message := ws.message()) is not None:
+            ws.send(message)
+        return
+    if mode == MODE_SOURCE:
+        block = memoryview(os.urandom(PACKET))
+        left = size
+        while left:
+            n = min(left, PACKET)
+            ws.send(block[:n])
+            left -= n
+        ws.drain_until_close()
+        return
+    got = 0
+    while got < size and (n := ws.skip_message()) is not None:
+        got += n
+    ws.send(obfuscation.encrypt(struct.pack("!Q", got)))
+    ws.drain_until_close()
+
+
+def serve_main(cert: str, key: str, endpoint: str = "aiohttp") -> None:
     """`telegram.py --serve CERT KEY`: print "PORTS TCP WSS", serve until stdin closes."""
     import ssl
 
     from aiohttp import web
+
+    if endpoint == "threads":
+        from benchmarks import tg_endpoint
+
+        tcp = socket.create_server((HOST, 0), backlog=1024)
+        threading.Thread(target=_accept_forever, args=(tcp,), daemon=True).start()
+        wss = tg_endpoint.serve(HOST, cert, key, _serve_ws_threads)
+        sys.stdout.write(f"PORTS {tcp.getsockname()[1]} {wss.getsockname()[1]}\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+        os._exit(0)
 
     with contextlib.suppress(ImportError):
         import uvloop  # type: ignore[import-not-found]
@@ -475,6 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ca = LabCA(tmp / "ca")
         cert, key = ca.issue(WEB_NAME)
         argv = [sys.executable, str(Path(__file__).resolve()), "--serve", str(cert), str(key)]
+        argv += ["--endpoint", args.endpoint]
         dc = stack.enter_context(started(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         assert dc.stdout is not None
         with Timeout(START_TIMEOUT, "starting the DC process"):
@@ -526,6 +564,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if c.secret is not None:
                 c.address = (HOST, port)
                 wait_listening(c.address)
+        if args.pin:
+            pin(dc.pid, {0})  # the stand-ins and this client on one core,
+            for c in contestants:
+                pin(c.pid, {1})  # detour alone on the other
+            os.sched_setaffinity(0, {0})
         for round_ in range(args.repeat):
             order = contestants[round_ % 2 :] + contestants[: round_ % 2]
             for c in order:
@@ -540,6 +583,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert dc.stdin is not None
             dc.stdin.close()
     return report(args, machine, contestants)
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` (and those it starts later) on `cpus`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cpus)
 
 
 def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[Contestant]):
@@ -584,6 +634,8 @@ def report(args: argparse.Namespace, machine: dict[str, Any], contestants: list[
     return {
         "machine": machine,
         "command": shlex.join(["python", "benchmarks/telegram.py", *sys.argv[1:]]),
+        "endpoint": args.endpoint,
+        "pinned": args.pin,
         "size": size,
         "repeat": args.repeat,
         "contestants": rows,
@@ -641,6 +693,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the MTProto endpoint contestants from this source tree (e.g. "
         "`git archive main | tar -x -C DIR`): before and after in one run",
     )
+    parser.add_argument(
+        "--endpoint",
+        choices=("aiohttp", "threads"),
+        default="aiohttp",
+        help="the stand-in web endpoint: aiohttp's WebSocket server on uvloop (the default), "
+        "or threads with blocking TLS sockets that count an upload's frames without "
+        "unmasking them (benchmarks/tg_endpoint.py: about the TLS's cost alone)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the DC process and the client on CPU 0, every detour on CPU 1 (two cores at "
+        "least): detour's speed without the stand-ins taking its core",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("CERT", "KEY"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -648,7 +714,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        serve_main(*args.serve)
+        serve_main(*args.serve, endpoint=args.endpoint)
         return 0
     result = run(args)
     print(f"machine: {json.dumps(result['machine'])}")

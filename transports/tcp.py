@@ -22,6 +22,8 @@ __all__ = ["SocketStream", "StreamProtocol", "connect_tcp", "reset_transport"]
 # Stop reading from the socket once this much is buffered and unread; the kernel buffer and
 # the peer's TCP window then hold the rest. Bounded memory per connection.
 READ_HIGH_WATER = 256 * 1024
+# A delivery at least this large is handed out alone rather than joined with the next.
+WHOLE_DELIVERY = 32 * 1024
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -107,14 +109,16 @@ class StreamProtocol(asyncio.Protocol):
 
     # helpers for SocketStream ------------------------------------------------------------
 
-    def take(self, n: int) -> bytes:
+    def take(self, n: int, *, join: bool = False) -> bytes:
         """Up to `n` of the unread bytes (at least one is unread): a delivery as it came when
-        it is taken whole, else one copy of what is taken."""
+        it is taken whole, else one copy of what is taken. A large delivery is returned by
+        itself even when more follow (one more read, instead of a copy of every byte);
+        small ones are joined up to `n`. `join`: exactly min(n, unread) bytes, always."""
         chunks = self.chunks
         first = chunks[0]
         offset = self.offset
         left = len(first) - offset
-        if left >= n or len(chunks) == 1:
+        if left >= n or len(chunks) == 1 or (left >= WHOLE_DELIVERY and not join):
             if offset == 0 and left <= n:
                 chunks.popleft()
                 self.size -= left
@@ -148,7 +152,7 @@ class StreamProtocol(asyncio.Protocol):
 
     def take_all(self) -> bytes:
         """Every unread byte, in one buffer."""
-        return self.take(self.size) if self.size else b""
+        return self.take(self.size, join=True) if self.size else b""
 
     def put_back(self, data: bytes) -> None:
         """`data` in front of the unread bytes."""
@@ -196,6 +200,21 @@ class SocketStream(Stream):
         self.transport = transport
         self.protocol = protocol
         self._detached = False
+
+    @property
+    def copies_writes(self) -> bool:
+        """True when every write is taken in before `write` returns, so a writer may reuse
+        its buffer at once (transports/websocket.py's frame buffer): the event loop's TLS
+        transport over TLS 1.3 after its handshake, which encrypts each write into OpenSSL's
+        outgoing buffer at once. (It sets a write aside, by reference, only while OpenSSL
+        cannot take it: during a handshake, which TLS 1.3 has none of after the first
+        without a post-handshake authentication this side never offers, or a TLS 1.2
+        renegotiation.) A plain socket's transport may keep a reference to what it could
+        not send yet: False."""
+        if not self.protocol.tls:
+            return False
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        return ssl_object is not None and ssl_object.version() == "TLSv1.3"
 
     # reading -----------------------------------------------------------------------------
 
@@ -268,6 +287,39 @@ class SocketStream(Stream):
         if self._detached or self.protocol.tls:
             return None
         return self
+
+    def loop_tls_applies(self) -> bool:
+        """True when TLS may run on the event loop's own transport over this stream
+        (start_tls): a plain socket with nothing unread, not yet detached."""
+        return not self._detached and not self.protocol.tls and not self.protocol.size
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, *, timeout: float
+    ) -> SocketStream:
+        """A TLS client handshake on the event loop's own TLS transport (uvloop's, or
+        asyncio's: OpenSSL driven from compiled code, records read and written with no
+        Python per record) over this stream's socket; the TLS stream on top of it. This
+        stream must not be used afterwards. Raises what the loop raises (ssl.SSLError,
+        ConnectionError, TimeoutError after `timeout`); see transports/tls.py's
+        tls_connect_fast for the translation into a DialError."""
+        if not self.loop_tls_applies():
+            raise RuntimeError("start_tls needs a plain socket stream with nothing unread")
+        loop = asyncio.get_running_loop()
+        protocol = self.protocol
+        self._detached = True
+        tls_transport = await loop.start_tls(
+            self.transport,
+            protocol,
+            context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout,
+        )
+        if tls_transport is None:  # the transport closed during the handshake
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        tls_transport = cast(asyncio.Transport, tls_transport)  # uvloop's: no subclass
+        protocol.transport = tls_transport
+        protocol.tls = True
+        return SocketStream(tls_transport, protocol)
 
     def detach(self) -> tuple[asyncio.Transport, bytes, StreamProtocol]:
         """Give up the transport: return it, the unread bytes, and the old protocol (for its

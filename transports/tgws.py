@@ -63,7 +63,7 @@ from .mtproto.obfuscated2 import (
     dc_field,
     initiate,
 )
-from .tls import tls_connect
+from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
 
 __all__ = ["TgWsDialer", "TgWsOptions", "TgWsStream", "parse_options"]
@@ -210,7 +210,11 @@ class TgWsDialer:
             raise DialError(exc.failure, exc.op, f"{endpoint.host}: {exc.detail}") from None
         try:
             dial_phase.set(Op.TLS_HANDSHAKE)
-            tls = await tls_connect(stream, self.tls, endpoint.host, timeout=self.handshake_timeout)
+            # On the loop's own TLS transport when the route below is a bare socket; over
+            # anything that must see the ClientHello (`tlsfrag`), in Python as before.
+            tls = await tls_connect_fast(
+                stream, self.tls, endpoint.host, timeout=self.handshake_timeout
+            )
             dial_phase.set(Op.PROXY_HANDSHAKE)
             return await websocket_connect(
                 tls,

@@ -43,7 +43,14 @@ from typing import Any
 
 from .base import DialError, Failure, Op, Stream, classify_os_error
 
-__all__ = ["TlsStream", "TlsTruncationError", "tls_accept", "tls_connect"]
+__all__ = [
+    "TlsStream",
+    "TlsTruncationError",
+    "loop_tls_applies",
+    "tls_accept",
+    "tls_connect",
+    "tls_connect_fast",
+]
 
 # Ciphertext asked of the inner stream at a time. Reads happen only when OpenSSL has used up
 # what it was given, so the incoming BIO never holds much more than this. Larger than what a
@@ -433,6 +440,63 @@ async def tls_accept(
     tls = _wrap(stream, context, True, None, timeout, suppress_ragged_eofs)
     await _run_handshake(tls, timeout, "client")
     return tls
+
+
+def loop_tls_applies(stream: Stream) -> bool:
+    """Whether TLS over `stream` may run on the event loop's own TLS transport: only when
+    the stream is a bare socket (a SocketStream itself, not wrapped by anything) with
+    nothing unread. Any layer that wraps it -- `tlsfrag` and the other evasion layers,
+    which must see and rewrite the ClientHello as written, a proxy's or a tunnel's stream --
+    is a different type, and then TLS runs here, in Python, on top of it."""
+    from .tcp import SocketStream  # here: tcp does not need this module
+
+    return type(stream) is SocketStream and stream.loop_tls_applies()
+
+
+async def tls_connect_fast(
+    stream: Stream,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    *,
+    timeout: float = 10.0,
+) -> Stream:
+    """tls_connect, on the event loop's own TLS transport when `loop_tls_applies(stream)`
+    (the same ssl context, so the same ClientHello; OpenSSL's records read and written by
+    the loop's compiled code instead of a TlsStream's Python). The stream returned is then
+    a SocketStream over the loop's TLS transport: `get_extra_info("ssl_object")` works as
+    on a TlsStream, and it has no half-close (`can_write_eof()` is False: the loop's TLS
+    transport closes both ways on close_notify). Otherwise, and for what the loop cannot
+    check (no server name with a context that checks it), this is tls_connect. Failures
+    are the same DialError(failure, Op.TLS_HANDSHAKE, detail) as tls_connect's."""
+    if not loop_tls_applies(stream) or (context.check_hostname and server_hostname is None):
+        return await tls_connect(stream, context, server_hostname, timeout=timeout)
+    if not timeout > 0:
+        stream.abort()
+        raise ValueError(f"the TLS handshake timeout must be positive (got {timeout!r})")
+    if context.protocol == ssl.PROTOCOL_TLS_SERVER:
+        stream.abort()
+        raise ValueError("cannot start TLS: a server context cannot be used here")
+    try:
+        async with asyncio.timeout(timeout):
+            # The loop's own timeout would only be a second, later one.
+            return await stream.start_tls(context, server_hostname, timeout=timeout + 60)  # type: ignore[attr-defined]
+    except TimeoutError:  # before OSError: TimeoutError is one
+        stream.abort()
+        raise DialError(
+            Failure.TIMEOUT, Op.TLS_HANDSHAKE, f"no TLS handshake within {timeout:g}s"
+        ) from None
+    except OSError as exc:  # ssl.SSLError included
+        stream.abort()
+        failure = classify_os_error(exc, Op.TLS_HANDSHAKE).failure
+        raise DialError(
+            failure, Op.TLS_HANDSHAKE, _handshake_detail(exc, failure, "server")
+        ) from None
+    except ValueError as exc:  # a name the ssl module refuses (UnicodeError is one too)
+        stream.abort()
+        raise ValueError(f"cannot start TLS: {exc}") from None
+    except BaseException:
+        stream.abort()
+        raise
 
 
 def _wrap(

@@ -199,3 +199,41 @@ async def test_an_oversized_frame_from_the_endpoint_ends_the_connection(
     finally:
         await runner.cleanup()
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "layers", ["", "tlsfrag:sni | "], ids=["loop-tls", "python-tls-under-tlsfrag"]
+)
+async def test_both_tls_paths_carry_the_stream_intact(
+    tmp_path, start_engine, monkeypatch, layers
+) -> None:
+    """A bare `tgws` runs its TLS on the loop's transport; under `tlsfrag` (which must
+    rewrite the ClientHello) in Python: both carry 1 MiB each way intact."""
+    import transports.tls
+
+    decided: list[bool] = []
+    real = transports.tls.loop_tls_applies
+
+    def spy(stream):
+        decided.append(real(stream))
+        return decided[-1]
+
+    monkeypatch.setattr(transports.tls, "loop_tls_applies", spy)
+    ca = TestCA(tmp_path / "ca")
+    origin = await start_integrity()
+    unwrapper = await start_unwrapper(origin.address)
+    runner, port = await serve_endpoint(web_endpoint_app({2: unwrapper.address}), ca)
+    config = tgws_config(ca, port).replace('"tgws:', f'"{layers}tgws:')
+    assert layers in config
+    engine = await start_engine(config, probe_on_start=False)
+    wrapper = await start_wrapper(engine.mixed_address, (DC2, 443))
+    try:
+        reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
+        result = await asyncio.wait_for(run_integrity(reader, writer, 1 << 20, 1 << 20), 60)
+    finally:
+        await wrapper.stop()
+        await runner.cleanup()
+        await unwrapper.stop()
+        origin.server.close()
+    assert result.ok, result
+    assert decided and all(decided) is (not layers)  # the loop's TLS only over a bare socket

@@ -9,7 +9,7 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports.tcp import READ_HIGH_WATER, SocketStream, StreamProtocol
+from transports.tcp import READ_HIGH_WATER, WHOLE_DELIVERY, SocketStream, StreamProtocol
 
 
 class FakeTransport:
@@ -61,6 +61,26 @@ def test_partial_reads_unread_and_detach_keep_the_order() -> None:
     protocol.data_received(b"ij")
     _, rest, _ = s.detach()  # type: ignore[misc]
     assert rest == b"defghij"
+
+
+def test_a_large_delivery_is_read_alone_and_detach_takes_everything() -> None:
+    s, protocol, _ = stream()
+    first, second = b"a" * WHOLE_DELIVERY, b"b" * WHOLE_DELIVERY
+    protocol.data_received(first)
+    protocol.data_received(second)
+    assert read_now(s, 1 << 20) is first  # not joined with what follows: no copy
+    protocol.data_received(b"c")
+    protocol.data_received(b"d")
+    _, rest, _ = s.detach()  # type: ignore[misc]
+    assert rest == second + b"cd"
+
+
+def test_small_deliveries_are_joined_up_to_the_read_size() -> None:
+    s, protocol, _ = stream()
+    for part in (b"ab", b"cd", b"ef"):
+        protocol.data_received(part)
+    assert read_now(s, 5) == b"abcde"
+    assert read_now(s, 5) == b"f"
 
 
 def test_reading_pauses_and_resumes_on_what_is_unread() -> None:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from helper.lab.telegram import DcLog, _MTProtoSession, web_dc
 from helper.probe.mtproto import request_pq
-from tests.fuzz.strategies import Choices, mutate
+from tests.fuzz.loops import example_loop, run_example  # noqa: F401 - a fixture
+from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.unit.scripted import ScriptedStream
 from tests.unit.test_tgws import FakeWebSocket, stream_for
 from transports import DialError, Op
@@ -183,7 +184,9 @@ def test_the_mock_dc_answers_anything_without_failing(payload: bytes) -> None:
 
 @CRYPTO
 @given(st.binary(max_size=300))
-def test_the_probe_reads_any_answer_as_respq_or_a_failure(raw: bytes) -> None:
+def test_the_probe_reads_any_answer_as_respq_or_a_failure(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     chunk, answer = 1 + (raw[0] if raw else 0) % 64, raw[1:]
     chunks = [answer[i : i + chunk] for i in range(0, len(answer), chunk)]
 
@@ -196,17 +199,13 @@ def test_the_probe_reads_any_answer_as_respq_or_a_failure(raw: bytes) -> None:
         else:
             raise AssertionError("random bytes made a valid resPQ for a fresh nonce")
 
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(probe())
-    finally:
-        loop.close()
+    run_example(example_loop, probe())
 
 
 # --- tgws --------------------------------------------------------------------------------------
 
 
-@given(st.text(max_size=80))
+@given(st.binary(max_size=80).map(text_from))
 def test_any_text_is_tgws_options_or_an_error(text: str) -> None:
     try:
         options = parse_options(text)
@@ -232,7 +231,7 @@ def test_options_from_grammar(data: bytes) -> None:
         assert message
 
 
-@given(st.text(max_size=60))
+@given(st.binary(max_size=60).map(text_from))
 def test_any_host_is_a_web_dc_or_none(host: str) -> None:
     dc = web_dc(host)
     assert dc is None or 1 <= dc <= 5

@@ -26,9 +26,10 @@ def run_example(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, T]) -
             loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 
-@pytest.fixture(scope="module")
-def example_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """An event loop the module's properties share across their examples."""
+@pytest.fixture(scope="module", name="example_loop")
+def example_loop_fixture() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop the module's properties share across their examples (import this into
+    a test module; its tests ask for `example_loop`)."""
     loop = asyncio.new_event_loop()
     yield loop
     loop.run_until_complete(loop.shutdown_asyncgens())

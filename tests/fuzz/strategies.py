@@ -882,4 +882,3 @@ def split_tail(raw: bytes, limit: int) -> tuple[bytes, bytes]:
     n = raw[-1] % (limit + 1)
     start = max(0, len(raw) - 1 - n)
     return raw[:start], raw[start:-1]
-

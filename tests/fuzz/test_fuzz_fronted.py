@@ -21,7 +21,7 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.loops import example_loop, run_example  # noqa: F401 - a fixture
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate, split_tail, text_from
 from transports import DialError, Endpoint, Failure, Op
 from transports.fronted import mux

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from helper.lab.telegram import DcLog, _MTProtoSession, web_dc
 from helper.probe.mtproto import request_pq
-from tests.fuzz.loops import example_loop, run_example  # noqa: F401 - a fixture
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.unit.scripted import ScriptedStream
 from tests.unit.test_tgws import FakeWebSocket, stream_for

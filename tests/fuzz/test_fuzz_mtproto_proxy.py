@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helper.proxy.mtproto import Accepted, MTProtoHandshake, ReencryptedStream, Refused
-from tests.fuzz.loops import example_loop, run_example  # noqa: F401 - a fixture
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.support.mtproxy_client import application_records, client_hello
 from tests.unit.scripted import ScriptedStream

@@ -85,10 +85,8 @@ def _valid_frame(data: bytes) -> tuple[bytes, int, bytes, bool, bool]:
     return encode_frame(opcode, payload, mask=masked, fin=fin), opcode, payload, fin, masked
 
 
-# Several inputs decoded from one st.binary() each (tests/fuzz/strategies.py says why): here
-# the last byte's low bit says whether the frame is expected masked.
-@given(st.binary(max_size=201))
-def test_any_bytes_are_a_frame_needmore_or_an_error(raw: bytes) -> None:
+def any_bytes_are_a_frame_needmore_or_an_error(raw: bytes) -> None:
+    # The last byte's low bit says whether the frame is expected masked.
     data, masked = raw[:-1], bool(raw[-1:] and raw[-1] & 1)
     first = _frame_verdict(data, masked)
     if isinstance(first, tuple):
@@ -100,8 +98,7 @@ def test_any_bytes_are_a_frame_needmore_or_an_error(raw: bytes) -> None:
         assert _frame_verdict(data + b"\x00\xff" * 8, masked) == first
 
 
-@given(st.binary(max_size=90))
-def test_valid_frames_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
+def valid_frames_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
     data, edits = split_tail(raw, 30)
     wire, opcode, payload, fin, masked = _valid_frame(data)
     used, frame = parse_frame(wire + b"rest", expect_masked=masked)
@@ -113,6 +110,15 @@ def test_valid_frames_round_trip_and_mutations_stay_contained(raw: bytes) -> Non
     # The other side's framing is refused, not misread.
     assert _frame_verdict(wire, not masked) is WebSocketError
     _frame_verdict(mutate(wire[:300], edits), masked)
+
+
+# Each parser's properties share one draw (tests/fuzz/strategies.py: a draw costs more than
+# the checks): the bytes are any input as they are, and decode a valid message (and its
+# edits) too.
+@given(st.binary(max_size=201))
+def test_frames_from_any_bytes_and_valid_frames(raw: bytes) -> None:
+    any_bytes_are_a_frame_needmore_or_an_error(raw)
+    valid_frames_round_trip_and_mutations_stay_contained(raw)
 
 
 @given(st.binary(max_size=304))
@@ -154,8 +160,7 @@ def _reply_verdict(buf: bytes) -> object:
     return used, None
 
 
-@given(st.binary(max_size=300))
-def test_any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
+def any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
     first = _request_verdict(data)
     if isinstance(first, tuple):
         used, target = first
@@ -164,8 +169,7 @@ def test_any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
         assert _request_verdict(data + b"\x01" * 300) == first
 
 
-@given(st.binary(max_size=110))
-def test_valid_requests_round_trip(raw: bytes) -> None:
+def valid_requests_round_trip(raw: bytes) -> None:
     data, edits = split_tail(raw, 30)
     c = Choices(data)
     target = Endpoint(c.hostname(255), c.port())
@@ -176,15 +180,19 @@ def test_valid_requests_round_trip(raw: bytes) -> None:
     _request_verdict(mutate(wire, edits))
 
 
-@given(st.binary(max_size=600))
-def test_any_bytes_are_a_reply_needmore_or_an_error(data: bytes) -> None:
+@given(st.binary(max_size=300))
+def test_requests_from_any_bytes_and_valid_requests(raw: bytes) -> None:
+    any_bytes_are_a_request_needmore_or_an_error(raw)
+    valid_requests_round_trip(raw)
+
+
+def any_bytes_are_a_reply_needmore_or_an_error(data: bytes) -> None:
     first = _reply_verdict(data)
     if first is not NeedMore:
         assert _reply_verdict(data + b"\x00" * 600) == first
 
 
-@given(st.binary(max_size=110))
-def test_valid_replies_round_trip(raw: bytes) -> None:
+def valid_replies_round_trip(raw: bytes) -> None:
     data, edits = split_tail(raw, 30)
     c = Choices(data)
     if c.chance(30):
@@ -205,6 +213,12 @@ def test_valid_replies_round_trip(raw: bytes) -> None:
     for cut in range(len(wire)):
         assert _reply_verdict(wire[:cut]) is NeedMore
     _reply_verdict(mutate(wire, edits))
+
+
+@given(st.binary(max_size=600))
+def test_replies_from_any_bytes_and_valid_replies(raw: bytes) -> None:
+    any_bytes_are_a_reply_needmore_or_an_error(raw)
+    valid_replies_round_trip(raw)
 
 
 # --- access keys and tokens ---------------------------------------------------------------

@@ -19,8 +19,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.strategies import (
-    _pt_lines,
     _kv_pairs,
+    _pt_lines,
     _pt_output,
     bridge_texts,
     cmethod_lines,

@@ -40,10 +40,7 @@ def _pieces(data: bytes, cuts: bytes) -> list[bytes]:
     return pieces
 
 
-# The bytes and where they are cut in one draw: its last byte says how many of the bytes
-# before it are the cuts (tests/fuzz/strategies.py says why one draw).
-@given(st.binary(max_size=309))
-def test_any_bytes_give_datagrams_or_protocol_error(raw: bytes) -> None:
+def any_bytes_give_datagrams_or_protocol_error(raw: bytes) -> None:
     data, cuts = split_tail(raw, 8)
     reader = RecordReader()
     fed = 0
@@ -68,8 +65,7 @@ def test_any_bytes_give_datagrams_or_protocol_error(raw: bytes) -> None:
     assert error is None or str(error)
 
 
-@given(st.binary(max_size=209))
-def test_records_parse_back_whatever_the_cuts(raw: bytes) -> None:
+def records_parse_back_whatever_the_cuts(raw: bytes) -> None:
     data, cuts = split_tail(raw, 8)
     c = Choices(data)
     datagrams = []
@@ -82,3 +78,12 @@ def test_records_parse_back_whatever_the_cuts(raw: bytes) -> None:
         got.extend(reader.feed(piece))
     assert got == datagrams
     assert reader.buffered == 0
+
+
+# Both properties share each draw (tests/fuzz/strategies.py: a draw costs more than the
+# checks): its last byte says how many of the bytes before it are where the stream is cut;
+# the rest is the stream as it is, and decodes the datagrams of a valid one.
+@given(st.binary(max_size=309))
+def test_any_bytes_and_valid_records_whatever_the_cuts(raw: bytes) -> None:
+    any_bytes_give_datagrams_or_protocol_error(raw)
+    records_parse_back_whatever_the_cuts(raw)

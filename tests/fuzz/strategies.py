@@ -845,3 +845,40 @@ def _bridge_line(data: bytes) -> tuple[str, str]:
 
 
 bridge_texts = st.binary(min_size=40, max_size=200).map(_bridge_line)
+
+
+# --- cheap decoders for properties that drew several strategies ---------------------------
+
+
+def text_from(raw: bytes) -> str:
+    """Any text st.text() could draw (every code point but surrogates), from bytes at a
+    fraction of its cost: a byte below 0xC0 is that character (ASCII, C0 and C1 controls,
+    Latin-1); a byte from 0xC0 and the two after it name a character of the BMP (up to
+    0xEF) or of one of the 16 other planes (0xF0 + plane - 1)."""
+    if max(raw, default=0) < 0xC0:
+        return raw.decode("latin-1")
+    out, i = [], 0
+    while i < len(raw):
+        b = raw[i]
+        if b < 0xC0:
+            out.append(chr(b))
+            i += 1
+            continue
+        point = int.from_bytes(raw[i + 1 : i + 3].ljust(2, NUL))
+        if b >= 0xF0:
+            point |= (b - 0xEF) << 16
+        elif 0xD800 <= point < 0xE000:
+            point += 0x800  # surrogates: st.text() draws none
+        out.append(chr(point))
+        i += 3
+    return "".join(out)
+
+
+def split_tail(raw: bytes, limit: int) -> tuple[bytes, bytes]:
+    """(body, tail): the last byte says how many bytes before it (at most `limit`) are the
+    tail, e.g. the cuts of a stream drawn with it in one st.binary()."""
+    if not raw:
+        return b"", b""
+    n = raw[-1] % (limit + 1)
+    start = max(0, len(raw) - 1 - n)
+    return raw[:start], raw[start:-1]

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.strategies import Choices, mutate
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
+from tests.fuzz.strategies import Choices, mutate, split_tail, text_from
 from transports import DialError, Endpoint, Failure, Op
 from transports.fronted import mux
 from transports.fronted.accesskey import (
@@ -84,8 +85,9 @@ def _valid_frame(data: bytes) -> tuple[bytes, int, bytes, bool, bool]:
     return encode_frame(opcode, payload, mask=masked, fin=fin), opcode, payload, fin, masked
 
 
-@given(st.binary(max_size=200), st.booleans())
-def test_any_bytes_are_a_frame_needmore_or_an_error(data: bytes, masked: bool) -> None:
+def any_bytes_are_a_frame_needmore_or_an_error(raw: bytes) -> None:
+    # The last byte's low bit says whether the frame is expected masked.
+    data, masked = raw[:-1], bool(raw[-1:] and raw[-1] & 1)
     first = _frame_verdict(data, masked)
     if isinstance(first, tuple):
         used, frame = first
@@ -96,8 +98,8 @@ def test_any_bytes_are_a_frame_needmore_or_an_error(data: bytes, masked: bool) -
         assert _frame_verdict(data + b"\x00\xff" * 8, masked) == first
 
 
-@given(st.binary(max_size=60), st.binary(max_size=30))
-def test_valid_frames_round_trip_and_mutations_stay_contained(data: bytes, edits: bytes) -> None:
+def valid_frames_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
+    data, edits = split_tail(raw, 30)
     wire, opcode, payload, fin, masked = _valid_frame(data)
     used, frame = parse_frame(wire + b"rest", expect_masked=masked)
     assert used == len(wire)
@@ -110,8 +112,18 @@ def test_valid_frames_round_trip_and_mutations_stay_contained(data: bytes, edits
     _frame_verdict(mutate(wire[:300], edits), masked)
 
 
-@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
-def test_compiled_and_python_masking_agree(data: bytes, key: bytes) -> None:
+# Each parser's properties share one draw (tests/fuzz/strategies.py: a draw costs more than
+# the checks): the bytes are any input as they are, and decode a valid message (and its
+# edits) too.
+@given(st.binary(max_size=201))
+def test_frames_from_any_bytes_and_valid_frames(raw: bytes) -> None:
+    any_bytes_are_a_frame_needmore_or_an_error(raw)
+    valid_frames_round_trip_and_mutations_stay_contained(raw)
+
+
+@given(st.binary(max_size=304))
+def test_compiled_and_python_masking_agree(raw: bytes) -> None:
+    key, data = raw[:4].ljust(4, b"\0"), raw[4:]
     assert _apply_mask(data, key) == _apply_mask_python(data, key)
     assert _apply_mask(_apply_mask(data, key), key) == data
 
@@ -148,8 +160,7 @@ def _reply_verdict(buf: bytes) -> object:
     return used, None
 
 
-@given(st.binary(max_size=300))
-def test_any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
+def any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
     first = _request_verdict(data)
     if isinstance(first, tuple):
         used, target = first
@@ -158,8 +169,8 @@ def test_any_bytes_are_a_request_needmore_or_an_error(data: bytes) -> None:
         assert _request_verdict(data + b"\x01" * 300) == first
 
 
-@given(st.binary(max_size=80), st.binary(max_size=30))
-def test_valid_requests_round_trip(data: bytes, edits: bytes) -> None:
+def valid_requests_round_trip(raw: bytes) -> None:
+    data, edits = split_tail(raw, 30)
     c = Choices(data)
     target = Endpoint(c.hostname(255), c.port())
     wire = encode_request(target)
@@ -169,15 +180,20 @@ def test_valid_requests_round_trip(data: bytes, edits: bytes) -> None:
     _request_verdict(mutate(wire, edits))
 
 
-@given(st.binary(max_size=600))
-def test_any_bytes_are_a_reply_needmore_or_an_error(data: bytes) -> None:
+@given(st.binary(max_size=300))
+def test_requests_from_any_bytes_and_valid_requests(raw: bytes) -> None:
+    any_bytes_are_a_request_needmore_or_an_error(raw)
+    valid_requests_round_trip(raw)
+
+
+def any_bytes_are_a_reply_needmore_or_an_error(data: bytes) -> None:
     first = _reply_verdict(data)
     if first is not NeedMore:
         assert _reply_verdict(data + b"\x00" * 600) == first
 
 
-@given(st.binary(max_size=80), st.binary(max_size=30))
-def test_valid_replies_round_trip(data: bytes, edits: bytes) -> None:
+def valid_replies_round_trip(raw: bytes) -> None:
+    data, edits = split_tail(raw, 30)
     c = Choices(data)
     if c.chance(30):
         wire, expected = encode_success(), None
@@ -197,6 +213,12 @@ def test_valid_replies_round_trip(data: bytes, edits: bytes) -> None:
     for cut in range(len(wire)):
         assert _reply_verdict(wire[:cut]) is NeedMore
     _reply_verdict(mutate(wire, edits))
+
+
+@given(st.binary(max_size=600))
+def test_replies_from_any_bytes_and_valid_replies(raw: bytes) -> None:
+    any_bytes_are_a_reply_needmore_or_an_error(raw)
+    valid_replies_round_trip(raw)
 
 
 # --- access keys and tokens ---------------------------------------------------------------
@@ -233,7 +255,7 @@ def _decode_verdict(text: str) -> object:
     return key
 
 
-@given(st.text(max_size=200))
+@given(st.binary(max_size=200).map(text_from))
 def test_any_text_is_a_key_or_a_clear_error(text: str) -> None:
     _decode_verdict(text)
     _decode_verdict(PREFIX + text)
@@ -283,8 +305,19 @@ def test_damaged_keys_are_refused_clearly(data: bytes) -> None:
         _decode_verdict(_packed(json.dumps(c.pick(_ODD_VALUES))))
 
 
-@given(st.text(max_size=120), st.integers(min_value=-(10**12), max_value=10**12))
-def test_any_cookie_value_is_a_name_or_none(value: str, skew: int) -> None:
+def _skew(raw: bytes) -> int:
+    """A clock skew from 2 bytes: mostly within 310 s (the 300 s window's edges, both
+    sides), else anywhere within 10**12 s."""
+    n = int.from_bytes(raw.rjust(2, b"\0"))
+    if n >> 14 < 3:
+        k = n % 621  # 0, -1, 1, -2, 2, ... -310, 310
+        return -(k + 1) // 2 if k & 1 else k // 2
+    return (n & 0x3FFF) * (2 * 10**12 // 0x3FFF) - 10**12
+
+
+@given(st.binary(max_size=122))
+def test_any_cookie_value_is_a_name_or_none(raw: bytes) -> None:
+    value, skew = text_from(raw[:-2]), _skew(raw[-2:])
     tokens = {"alice": b"t" * 32, "": b"e" * 32, "a.b": b"d" * 32}
     now = float(int(time.time()))  # a whole second: the stamp has no fraction
     assert check_access_token(value, tokens, "/t/abc", now) is None
@@ -321,12 +354,19 @@ def test_any_bytes_are_a_mux_frame_needmore_or_an_error(data: bytes) -> None:
         assert _mux_verdict(data + b"\x00\xff" * 8) == first
 
 
-@given(st.binary(max_size=600), st.integers(min_value=1, max_value=600))
-def test_a_relay_session_fed_any_bytes_ends_cleanly(data: bytes, cut: int) -> None:
+@given(st.binary(max_size=601))
+def test_a_relay_session_fed_any_bytes_ends_cleanly(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     """Whatever an authenticated client sends (the relay's only untrusted input inside the
     inner TLS): streams open and close, or the session ends with a protocol error -- no
     other exception, no hang, nothing left running."""
     from tests.support.memory import memory_pipe
+
+    # The last byte cuts the rest in two writes, anywhere from after its first byte to
+    # after its last (the whole in the first write).
+    data = raw[:-1]
+    cut = 1 + (raw[-1] * len(data) // 255 if raw else 0)
 
     async def run() -> None:
         client_end, relay_end = memory_pipe()
@@ -352,4 +392,4 @@ def test_a_relay_session_fed_any_bytes_ends_cleanly(data: bytes, cut: int) -> No
         await session.aclose()
         assert not session.handlers or all(t.done() for t in session.handlers)
 
-    asyncio.run(run())
+    run_example(example_loop, run())

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.fuzz.strategies import Choices, split_tail, text_from
 from transports import Endpoint
 from transports.links import LINK_SCHEMES, LinkError, link_text, parse_link, parse_ss
 from transports.shadowsocks import (
@@ -38,22 +39,30 @@ NOW = 1_700_000_000.0
 TARGET = Endpoint("example.com", 443)
 SECRET = "Zq9-secret"
 
-link_texts = st.one_of(
-    st.text(max_size=300),
-    st.builds(
-        lambda scheme, body: f"{scheme}://{body}",
-        st.sampled_from(LINK_SCHEMES),
-        st.text(max_size=200),
-    ),
-    st.builds(
-        lambda scheme, user, host, port, query: f"{scheme}://{user}@{host}:{port}?{query}",
-        st.sampled_from(LINK_SCHEMES),
-        st.text(max_size=60),
-        st.sampled_from(["example.com", "[::1]", "192.0.2.1", "", "a:b", "ex ample"]),
-        st.one_of(st.integers(-5, 70000).map(str), st.text(max_size=6)),
-        st.text(max_size=80),
-    ),
-)
+LINK_HOSTS = ["example.com", "[::1]", "192.0.2.1", "", "a:b", "ex ample"]
+
+
+def _link_text(raw: bytes) -> str:
+    """Pasted text, decoded from one draw (tests/fuzz/strategies.py says why): any text, a
+    link scheme and any text, or a scheme with userinfo, host, port (a number from -5 to
+    69999, or any text) and query."""
+    c = Choices(raw)
+    form, scheme = c.byte() % 3, c.pick(LINK_SCHEMES)
+    if form == 0:
+        return text_from(raw[1:])
+    if form == 1:
+        return f"{scheme}://{text_from(raw[2:])}"
+    host = c.pick(LINK_HOSTS)
+    port = str((c.byte() << 16 | c.byte() << 8 | c.byte()) % 70005 - 5)
+    if c.chance(30):
+        port = text_from(c.take(c.size(6)))
+    rest = raw[c.pos :]
+    split = c.byte() * len(rest) // 256
+    user, query = text_from(rest[:split]), text_from(rest[split:])
+    return f"{scheme}://{user}@{host}:{port}?{query}"
+
+
+link_texts = st.binary(max_size=302).map(_link_text)
 
 
 @FEWER
@@ -77,32 +86,38 @@ def test_any_text_is_a_layer_or_one_line_error(text: str) -> None:
     assert link_text(again) == link_text(layer)
 
 
-methods = st.sampled_from(sorted(METHODS))
+METHOD_NAMES = sorted(METHODS)
 
 
-@st.composite
-def ss_links(draw) -> tuple[str, str]:
-    name = draw(methods)
+SS_HOSTS = ["example.com", "192.0.2.5", "[2001:db8::1]", "xn--e1afmkfd.xn--p1ai"]
+
+
+def _ss_link(raw: bytes) -> tuple[str, str]:
+    """A valid ss:// link and its password, from one fixed-size draw: a method, a password
+    (a 2022 key of the method's size, or text after a marker), host, port, the userinfo's
+    form and any fragment."""
+    c = Choices(raw)
+    name = c.pick(METHOD_NAMES)
     method = METHODS[name]
     if method.edition == 2022:
-        password = base64.b64encode(
-            draw(st.binary(min_size=method.key_size, max_size=method.key_size))
-        ).decode()
+        password = base64.b64encode(c.take(method.key_size).ljust(method.key_size, b"\0"))
+        password = password.decode()
     else:
-        password = SECRET + draw(st.text(min_size=0, max_size=20))
-    host = draw(
-        st.sampled_from(["example.com", "192.0.2.5", "[2001:db8::1]", "xn--e1afmkfd.xn--p1ai"])
-    )
-    port = draw(st.integers(1, 65535))
+        password = SECRET + text_from(c.take(c.size(20)))
+    host = c.pick(SS_HOSTS)
+    port = 1 + (c.byte() << 8 | c.byte()) % 65535
     userinfo = f"{quote(name)}:{quote(password, safe='')}"
-    if method.edition == 2017 and draw(st.booleans()):
+    if method.edition == 2017 and c.chance(50):
         userinfo = base64.urlsafe_b64encode(f"{name}:{password}".encode()).decode().rstrip("=")
-    fragment = draw(st.text(max_size=20))
+    fragment = text_from(c.take(c.size(20)))
     return f"ss://{userinfo}@{host}:{port}#{quote(fragment)}", password
 
 
+ss_links = st.binary(min_size=128, max_size=128).map(_ss_link)
+
+
 @FEWER
-@given(ss_links())
+@given(ss_links)
 def test_valid_ss_links_parse_to_their_parts_and_hide_the_password(case) -> None:
     text, password = case
     layer = parse_link(text)
@@ -123,11 +138,12 @@ def key(name: str) -> ShadowsocksKey:
     return ShadowsocksKey(method, (password_key(method, "pw"),))
 
 
-@FEWER
-@given(methods, st.binary(max_size=400), st.lists(st.integers(1, 100), max_size=8))
-def test_any_bytes_from_the_server_decode_or_raise_stream_error(
-    name: str, data: bytes, cuts: list[int]
-) -> None:
+def any_bytes_from_the_server_decode_or_raise_stream_error(raw: bytes) -> None:
+    # The method is the first byte, the rest what the server sent, and the sizes of its
+    # reads: the last byte says how many of the bytes before it, each a size from 1 to 100.
+    name = METHOD_NAMES[raw[0] % len(METHOD_NAMES)] if raw else METHOD_NAMES[0]
+    data, tail = split_tail(raw[1:], 8)
+    cuts = [1 + b % 100 for b in tail]
     client = ClientCodec(key(name), TARGET, clock=lambda: NOW)
     client.request(b"hello")
     position = 0
@@ -141,9 +157,8 @@ def test_any_bytes_from_the_server_decode_or_raise_stream_error(
     client.truncated()
 
 
-@FEWER
-@given(methods, st.binary(max_size=400))
-def test_any_bytes_from_a_client_decode_or_raise_stream_error(name: str, data: bytes) -> None:
+def any_bytes_from_a_client_decode_or_raise_stream_error(raw: bytes) -> None:
+    name, data = METHOD_NAMES[raw[0] % len(METHOD_NAMES)] if raw else METHOD_NAMES[0], raw[1:]
     server = ServerCodec(key(name), clock=lambda: NOW)
     try:
         server.open(data)
@@ -152,11 +167,29 @@ def test_any_bytes_from_a_client_decode_or_raise_stream_error(name: str, data: b
         assert reason
 
 
+# Both decoders' properties share each draw (tests/fuzz/strategies.py: a draw costs more
+# than a check): the same method and bytes, from the server (in reads) and from a client.
 @FEWER
-@given(methods, st.binary(max_size=1500), st.lists(st.integers(1, 1200), min_size=1, max_size=6))
+@given(st.binary(max_size=410))
+def test_any_bytes_from_either_side_decode_or_raise_stream_error(raw: bytes) -> None:
+    any_bytes_from_the_server_decode_or_raise_stream_error(raw)
+    any_bytes_from_a_client_decode_or_raise_stream_error(raw)
+
+
+def _stream_case(raw: bytes) -> tuple[str, bytes, list[int]]:
+    """A method, a payload of any length up to 1500 (its bytes a repeated pattern: what the
+    codecs care about is where chunks and reads end), and 1 to 6 read sizes up to 1200."""
+    c = Choices(raw)
+    name, payload = c.pick(METHOD_NAMES), c.stretch(1500)
+    return name, payload, [1 + c.size(1199) for _ in range(1 + c.byte() % 6)]
+
+
+@FEWER
+@given(st.binary(min_size=32, max_size=32).map(_stream_case))
 def test_a_valid_stream_decodes_the_same_however_it_is_cut(
-    name: str, payload: bytes, cuts: list[int]
+    case: tuple[str, bytes, list[int]],
 ) -> None:
+    name, payload, cuts = case
     client = ClientCodec(key(name), TARGET, clock=lambda: NOW)
     server = ServerCodec(key(name), clock=lambda: NOW)
     server.open(client.request(b"x"))
@@ -170,8 +203,13 @@ def test_a_valid_stream_decodes_the_same_however_it_is_cut(
     assert not client.truncated()
 
 
+def _outline_body(raw: bytes) -> bytes:
+    """Any bytes, or (first byte odd) any text in UTF-8."""
+    return text_from(raw[1:]).encode() if raw[:1] and raw[0] & 1 else raw[1:]
+
+
 @FEWER
-@given(st.one_of(st.binary(max_size=500), st.text(max_size=500).map(str.encode)))
+@given(st.binary(max_size=501).map(_outline_body))
 @example(b"error: {message: quota}")
 @example(b"transport: {$type: tcpudp, tcp: {$type: shadowsocks, endpoint: [1,2]}}")
 @example(b'{"server": "h", "server_port": 1, "method": "aes-256-gcm", "password": 5}')

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from helper.lab.telegram import DcLog, _MTProtoSession, web_dc
 from helper.probe.mtproto import request_pq
-from tests.fuzz.strategies import Choices, mutate
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
+from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.unit.scripted import ScriptedStream
 from tests.unit.test_tgws import FakeWebSocket, stream_for
 from transports import DialError, Op
@@ -143,8 +144,7 @@ def test_valid_packets_come_back_whole(raw: bytes) -> None:
 # --- messages --------------------------------------------------------------------------------
 
 
-@given(st.binary(max_size=200))
-def test_any_bytes_are_a_message_or_an_error(data: bytes) -> None:
+def any_bytes_are_a_message_or_an_error(data: bytes) -> None:
     for parse in (
         tl.parse_unencrypted,
         tl.parse_res_pq,
@@ -160,10 +160,10 @@ def test_any_bytes_are_a_message_or_an_error(data: bytes) -> None:
     assert code is None or code < 0
 
 
-@given(st.binary(min_size=16, max_size=100))
-def test_res_pq_round_trips_and_mutations_stay_contained(raw: bytes) -> None:
-    c = Choices(raw[16:])
-    nonce, pq, edits = raw[:16], c.stretch(300), c.take(30)
+def res_pq_round_trips_and_mutations_stay_contained(raw: bytes) -> None:
+    # pq and the edits from the front; the nonce (any 16 bytes) from the last ones.
+    c = Choices(raw)
+    nonce, pq, edits = raw[-16:].rjust(16, b"\0"), c.stretch(300), c.take(30)
     answer = tl.ResPQ(nonce, nonce[::-1], pq, (1, -2, 3))
     body = tl.res_pq(answer)
     assert tl.parse_res_pq(body) == answer
@@ -171,6 +171,14 @@ def test_res_pq_round_trips_and_mutations_stay_contained(raw: bytes) -> None:
         tl.parse_res_pq(mutate(body, edits))
     except tl.MessageError:
         pass
+
+
+# The message parsers' two properties share each draw (tests/fuzz/strategies.py: a draw
+# costs more than the checks): the bytes as they are, and a resPQ built from them.
+@given(st.binary(max_size=200))
+def test_messages_from_any_bytes_and_valid_res_pq(raw: bytes) -> None:
+    any_bytes_are_a_message_or_an_error(raw)
+    res_pq_round_trips_and_mutations_stay_contained(raw)
 
 
 @given(st.binary(max_size=120))
@@ -183,7 +191,9 @@ def test_the_mock_dc_answers_anything_without_failing(payload: bytes) -> None:
 
 @CRYPTO
 @given(st.binary(max_size=300))
-def test_the_probe_reads_any_answer_as_respq_or_a_failure(raw: bytes) -> None:
+def test_the_probe_reads_any_answer_as_respq_or_a_failure(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     chunk, answer = 1 + (raw[0] if raw else 0) % 64, raw[1:]
     chunks = [answer[i : i + chunk] for i in range(0, len(answer), chunk)]
 
@@ -196,18 +206,13 @@ def test_the_probe_reads_any_answer_as_respq_or_a_failure(raw: bytes) -> None:
         else:
             raise AssertionError("random bytes made a valid resPQ for a fresh nonce")
 
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(probe())
-    finally:
-        loop.close()
+    run_example(example_loop, probe())
 
 
 # --- tgws --------------------------------------------------------------------------------------
 
 
-@given(st.text(max_size=80))
-def test_any_text_is_tgws_options_or_an_error(text: str) -> None:
+def any_text_is_tgws_options_or_an_error(text: str) -> None:
     try:
         options = parse_options(text)
     except ValueError as exc:
@@ -217,8 +222,7 @@ def test_any_text_is_tgws_options_or_an_error(text: str) -> None:
     assert isinstance(options, TgWsOptions)
 
 
-@given(st.binary(max_size=40))
-def test_options_from_grammar(data: bytes) -> None:
+def options_from_grammar(data: bytes) -> None:
     c = Choices(data)
     parts = []
     for _ in range(c.size(3)):
@@ -232,7 +236,15 @@ def test_options_from_grammar(data: bytes) -> None:
         assert message
 
 
-@given(st.text(max_size=60))
+# parse_options' two properties share each draw: the bytes as any text, and as choices in
+# its grammar.
+@given(st.binary(max_size=80))
+def test_tgws_options_from_any_text_and_from_grammar(raw: bytes) -> None:
+    any_text_is_tgws_options_or_an_error(text_from(raw))
+    options_from_grammar(raw)
+
+
+@given(st.binary(max_size=60).map(text_from))
 def test_any_host_is_a_web_dc_or_none(host: str) -> None:
     dc = web_dc(host)
     assert dc is None or 1 <= dc <= 5

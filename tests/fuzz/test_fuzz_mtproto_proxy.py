@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helper.proxy.mtproto import Accepted, MTProtoHandshake, ReencryptedStream, Refused
-from tests.fuzz.strategies import Choices, mutate
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
+from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.support.mtproxy_client import application_records, client_hello
 from tests.unit.scripted import ScriptedStream
 from transports.mtproto import DEFAULT_DCS, FramingError, InitError, PacketSplitter, Tag, faketls
@@ -37,7 +38,12 @@ def _cuts(data: bytes, c: Choices) -> list[int]:
     return sorted(c.byte() * len(data) // 255 for _ in range(c.size(5)))
 
 
-@given(st.text(max_size=80) | st.binary(max_size=60).map(bytes.hex))
+def _secret_text(raw: bytes) -> str:
+    """Any text, or (when the first byte is odd) the hex of any bytes: one draw."""
+    return raw[1:61].hex() if raw[:1] and raw[0] & 1 else text_from(raw[1:])
+
+
+@given(st.binary(max_size=81).map(_secret_text))
 def test_any_text_is_a_secret_or_a_reason(text: str) -> None:
     try:
         secret = parse_secret(text)
@@ -146,8 +152,18 @@ def test_any_init_is_a_user_or_an_init_error(raw: bytes) -> None:
         assert header.tag is Tag.PADDED
 
 
-@given(st.integers(-(1 << 15), (1 << 15) - 1), st.sampled_from(list(Tag)))
-def test_any_dc_field_has_an_address_or_none(field: int, tag: Tag) -> None:
+def _dc_field(raw: bytes) -> tuple[int, Tag]:
+    """A tag and a DC field (any 16-bit value; a quarter of them near 0, near 10000 (test
+    DCs) and near -10000 each) from 3 bytes."""
+    b0, b1, b2 = raw.ljust(3, b"\0")
+    near = b1 - 128 if b1 & 0x80 else b1
+    field = [int.from_bytes(bytes([b1, b2]), signed=True), near, 10000 + near, -10000 + near]
+    return field[b0 % 4], list(Tag)[b0 // 4 % len(Tag)]
+
+
+@given(st.binary(max_size=3).map(_dc_field))
+def test_any_dc_field_has_an_address_or_none(case: tuple[int, Tag]) -> None:
+    field, tag = case
     address = dc_address(Header(tag, field), DEFAULT_DCS)
     assert address is None or DEFAULT_DCS.lookup(address) is not None
 
@@ -165,7 +181,9 @@ def _chunks(data: bytes, c: Choices) -> list[bytes]:
 
 @CRYPTO
 @given(st.binary(max_size=700))
-def test_the_handshake_accepts_or_refuses_with_every_byte(raw: bytes) -> None:
+def test_the_handshake_accepts_or_refuses_with_every_byte(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     """Any bytes: accepted (and then only for a real init), or refused with all of them."""
     c = Choices(raw[:8])
     data = raw[8:]
@@ -174,7 +192,7 @@ def test_the_handshake_accepts_or_refuses_with_every_byte(raw: bytes) -> None:
         return await _handshake().accept(ScriptedStream(_chunks(data, c)), 5)
 
     try:
-        outcome = asyncio.run(run())
+        outcome = run_example(example_loop, run())
     except ConnectionResetError:
         return  # a valid hello (impossible here) followed by a bad init
     if isinstance(outcome, Refused):
@@ -184,7 +202,9 @@ def test_the_handshake_accepts_or_refuses_with_every_byte(raw: bytes) -> None:
 
 @CRYPTO
 @given(st.binary(max_size=64))
-def test_real_clients_after_any_cutting_and_damage(raw: bytes) -> None:
+def test_real_clients_after_any_cutting_and_damage(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     """A real client (plain, dd or fake TLS), its bytes cut anywhere and maybe damaged or
     replayed: accepted with the right user, or refused; a damaged one never gets through
     as another user, and a replay never twice."""
@@ -223,7 +243,7 @@ def test_real_clients_after_any_cutting_and_damage(raw: bytes) -> None:
             return [first]
         return [first, await run([data])]
 
-    outcomes = asyncio.run(both())
+    outcomes = run_example(example_loop, both())
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     assert len(accepted) <= 1
     for outcome in accepted:
@@ -239,7 +259,9 @@ def test_real_clients_after_any_cutting_and_damage(raw: bytes) -> None:
 
 @CRYPTO
 @given(st.binary(max_size=64))
-def test_oversized_or_empty_frames_stop_the_client(raw: bytes) -> None:
+def test_oversized_or_empty_frames_stop_the_client(
+    example_loop: asyncio.AbstractEventLoop, raw: bytes
+) -> None:
     c = Choices(raw)
     tag = c.pick(list(Tag))
     init, client = initiate(tag, 2, secret=PLAIN.key)
@@ -263,4 +285,4 @@ def test_oversized_or_empty_frames_stop_the_client(raw: bytes) -> None:
             return True
         return False
 
-    assert asyncio.run(run())
+    assert run_example(example_loop, run())

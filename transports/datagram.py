@@ -445,7 +445,7 @@ def _shadowsocks(name: str, chain, dialer, none) -> DatagramDialer:
         if why is not None:
             raise none(why)
     else:
-        source = ss._current  # the config's server, fetched as for TCP
+        source = ss.current_udp  # the config's UDP server, fetched as for TCP
     base = _innermost(dialer)
     local = getattr(base, "local_address", None)
     return ShadowsocksDatagrams(

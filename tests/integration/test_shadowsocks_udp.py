@@ -19,7 +19,7 @@ from tests.integration.test_shadowsocks import (  # noqa: F401 (key_server: a fi
 )
 from tests.support import peers
 from tests.support.udpecho import Inbox, echo_run
-from transports import DialOptions, parse_chain
+from transports import DialError, DialOptions, parse_chain
 from transports.datagram import NoDatagrams, datagram_dialer
 from transports.shadowsocks.datagrams import ShadowsocksDatagrams
 
@@ -96,6 +96,37 @@ async def test_outline_dynamic_key_udp(key_server, test_ca, echo) -> None:  # no
         bodies["/k"] = (peers.ss_link(server) + "#from-the-key").encode()
         options = DialOptions(tls=test_ca.client_context())
         await _exchange(f"ssconf://127.0.0.1:{port}/k", echo, 100, options)
+
+
+async def test_outline_config_with_its_own_udp_part(key_server, test_ca, echo) -> None:  # noqa: F811
+    """An Outline YAML config whose `udp` part names another server (another key): the
+    datagrams go there, and a part detour cannot use refuses UDP with its reason."""
+    port, bodies = key_server
+    with (
+        peers.ss_server("chacha20-ietf-poly1305", "tcp-pw") as tcp,
+        peers.ss_server("aes-256-gcm", "udp-pw", udp=True) as udp,
+    ):
+        bodies["/k"] = (
+            "transport:\n  $type: tcpudp\n"
+            f"  tcp: {{$type: shadowsocks, endpoint: '127.0.0.1:{tcp.port}', "
+            "cipher: chacha20-ietf-poly1305, secret: tcp-pw}\n"
+            f"  udp: {{$type: shadowsocks, endpoint: '127.0.0.1:{udp.port}', "
+            "cipher: aes-256-gcm, secret: udp-pw}\n"
+        ).encode()
+        options = DialOptions(tls=test_ca.client_context())
+        await _exchange(f"ssconf://127.0.0.1:{port}/k", echo, 100, options)
+        bodies["/bad"] = (
+            "transport:\n  $type: tcpudp\n"
+            f"  tcp: {{$type: shadowsocks, endpoint: '127.0.0.1:{tcp.port}', "
+            "cipher: chacha20-ietf-poly1305, secret: tcp-pw}\n"
+            "  udp: {$type: websocket, url: 'wss://cdn.example/udp'}\n"
+        ).encode()
+        session = _datagrams(f"ssconf://127.0.0.1:{port}/bad", options).open(Inbox())
+        try:
+            with pytest.raises(DialError, match=r"transport\.udp: \$type 'websocket'"):
+                await session.prepare(echo.address)
+        finally:
+            session.close()
 
 
 async def test_a_wrong_key_gets_nothing_through(echo) -> None:

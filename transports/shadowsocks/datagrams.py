@@ -6,9 +6,9 @@ wrong key, damage, a replay) are counted and dropped, as a server's silence woul
     client datagram --seal--> [packet] --UDP--> server's port --> destination
                     <-open--- [packet] <--UDP-- server        <--
 
-For `ssconf://` the server is the one the Outline key's config names now (fetched as for
-TCP, by the route's OutlineDialer), looked up when an association starts. (A YAML config's
-separate `udp` part is not read: UDP goes to the server of its `tcp` part.)
+For `ssconf://` the server is the one the Outline key's config names for UDP now (its `udp`
+part, else the `tcp` part's server; fetched as for TCP, by the route's OutlineDialer),
+looked up when an association starts.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream
 from ..guard import DestinationRefused
 from .codec import ClientCodec, SaltPool, StreamError
-from .outline import OutlineKey, OutlineKeyError, fetch_config, parse_outline_config
+from .outline import OutlineConfig, OutlineKey, OutlineKeyError, fetch_config, read_outline_config
 from .server import ShadowsocksServer
 
 __all__ = ["FIRST_DATA_WAIT", "OutlineDialer", "ShadowsocksDialer", "ShadowsocksStream"]
@@ -198,6 +198,7 @@ class OutlineDialer:
         self._parse_ss = parse_ss
         self._salts = SaltPool()
         self._server: ShadowsocksServer | None = None
+        self._config: OutlineConfig | None = None
         self._fetched_at = -float("inf")
         self._lock = asyncio.Lock()
 
@@ -214,7 +215,7 @@ class OutlineDialer:
                 return self._server
             try:
                 body = await fetch_config(self.inner, self.key.url, self._tls, self._timeout)
-                server = parse_outline_config(body, self._parse_ss)
+                config = read_outline_config(body, self._parse_ss)
             except (DialError, OutlineKeyError, TimeoutError) as exc:
                 self._fetched_at = time.monotonic()  # not again before `retry` / `refresh`
                 if self._server is not None:
@@ -223,10 +224,24 @@ class OutlineDialer:
                     )
                     return self._server
                 raise _fetch_failed(self.key, exc) from None
+            server = config.tcp
             if self._server is not None and server != self._server:
                 log.info("ssconf %s: the key now names %s", self.key.host, server)
-            self._server, self._fetched_at = server, time.monotonic()
+            self._server, self._config, self._fetched_at = server, config, time.monotonic()
             return server
+
+    async def current_udp(self) -> ShadowsocksServer:
+        """The server the key's config names for UDP now (its `udp` part, else the TCP
+        server); DialError when that part cannot be used."""
+        await self._current()
+        config = self._config
+        assert config is not None
+        try:
+            return config.udp_server
+        except OutlineKeyError as exc:
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR, Op.CONNECT, f"ssconf {self.key.host}: {exc}"
+            ) from None
 
     async def dial(self, target: Endpoint) -> Stream:
         server = await self._current()

@@ -13,6 +13,11 @@ The answer comes in one of the formats Outline documents (its "Config Reference"
                 secret: ..., prefix: ...}, udp: ...}           YAML (ExplicitTunnelConfig)
     error: {message: ..., details: ...}          the provider's refusal (quota, expiry)
 
+The explicit form's `udp` part (a Shadowsocks packet listener: endpoint, cipher, secret; a
+prefix there is not used) says where UDP goes; without one, UDP goes to the `tcp` part's
+server. A `udp` part detour cannot use leaves TCP working and UDP refused with the reason
+(OutlineConfig).
+
 Within the explicit form, `endpoint` may be HOST:PORT, a `dial` endpoint with an address,
 or `first-supported` options (the first usable one wins); endpoints over WebSocket and
 multi-hop dialers are refused with a message saying so. The body is parsed without
@@ -35,11 +40,13 @@ from .server import ShadowsocksServer, shadowsocks_server
 
 __all__ = [
     "MAX_CONFIG",
+    "OutlineConfig",
     "OutlineKey",
     "OutlineKeyError",
     "fetch_config",
     "parse_outline_config",
     "prefix_bytes",
+    "read_outline_config",
 ]
 
 MAX_CONFIG = 64 * 1024
@@ -77,10 +84,32 @@ def prefix_bytes(text: str, where: str = "prefix") -> bytes:
         ) from None
 
 
+@dataclass(frozen=True)
+class OutlineConfig:
+    """What an Outline config says: the server for TCP, and for UDP a server of its own
+    (`udp`), or the TCP one (None), or the reason its `udp` part cannot be used."""
+
+    tcp: ShadowsocksServer
+    udp: ShadowsocksServer | None = None
+    udp_refusal: str | None = None
+
+    @property
+    def udp_server(self) -> ShadowsocksServer:
+        """Where UDP goes; OutlineKeyError when the config's `udp` part cannot be used."""
+        if self.udp_refusal is not None:
+            raise OutlineKeyError(self.udp_refusal)
+        return self.udp or self.tcp
+
+
 def parse_outline_config(
     body: bytes, parse_ss: Callable[[str], ShadowsocksServer]
 ) -> ShadowsocksServer:
-    """The server an Outline config names. `parse_ss` parses an ss:// link (links.py)."""
+    """The server an Outline config names for TCP. `parse_ss` parses an ss:// link (links.py)."""
+    return read_outline_config(body, parse_ss).tcp
+
+
+def read_outline_config(body: bytes, parse_ss: Callable[[str], ShadowsocksServer]) -> OutlineConfig:
+    """What an Outline config names, for TCP and for UDP. `parse_ss` parses an ss:// link."""
     if len(body) > MAX_CONFIG:
         raise OutlineKeyError(f"the config is larger than {MAX_CONFIG // 1024} KiB")
     try:
@@ -90,7 +119,7 @@ def parse_outline_config(
     if not text:
         raise OutlineKeyError("the config is empty")
     if text.lower().startswith("ss://"):
-        return parse_ss(text.split()[0])
+        return OutlineConfig(parse_ss(text.split()[0]))
     document = _load(text)
     if not isinstance(document, dict):
         raise OutlineKeyError(
@@ -102,7 +131,7 @@ def parse_outline_config(
     if "transport" in document:
         return _explicit(document["transport"])
     if "server" in document or "method" in document:
-        return _legacy(document)
+        return OutlineConfig(_legacy(document))
     raise OutlineKeyError(
         "the config has neither transport nor server/method keys (the formats Outline documents)"
     )
@@ -170,11 +199,32 @@ def _legacy(document: dict[str, Any]) -> ShadowsocksServer:
     )
 
 
-def _explicit(transport: Any) -> ShadowsocksServer:
+def _explicit(transport: Any) -> OutlineConfig:
     if not isinstance(transport, dict) or transport.get("$type") != "tcpudp":
         kind = transport.get("$type") if isinstance(transport, dict) else None
         raise OutlineKeyError(f"transport $type {kind!r} is not supported (tcpudp)")
-    return _dialer(transport.get("tcp"), "transport.tcp")
+    tcp = _dialer(transport.get("tcp"), "transport.tcp")
+    if transport.get("udp") is None:
+        return OutlineConfig(tcp)
+    try:
+        return OutlineConfig(tcp, _listener(transport["udp"], "transport.udp"))
+    except OutlineKeyError as exc:
+        return OutlineConfig(tcp, udp_refusal=str(exc))
+
+
+def _listener(config: Any, where: str) -> ShadowsocksServer:
+    """A packet listener (the `udp` part): Shadowsocks UDP, which has no prefix."""
+    if not isinstance(config, dict):
+        raise OutlineKeyError(f"{where}: no UDP packet listener is given")
+    kind = config.get("$type")
+    if kind == "first-supported":
+        return _first(config.get("options"), where, _listener)
+    if kind != "shadowsocks":
+        raise OutlineKeyError(f"{where}: $type {kind!r} is not supported (shadowsocks)")
+    # A prefix disguises a TCP stream's first bytes; UDP packets have none (a `udp: *shared`
+    # anchor that carries the tcp part's prefix is common), so it is not read here.
+    address = _endpoint(config.get("endpoint"), f"{where}.endpoint")
+    return _server(address, config.get("cipher"), config.get("secret"), None, where)
 
 
 def _dialer(config: Any, where: str) -> ShadowsocksServer:

@@ -12,17 +12,26 @@ with a page, a redirect or a 404 -- so this works with the services' real endpoi
 `ResponseCounter` is the sans-IO part: it counts whole HTTP/1.1 responses in the bytes it is
 fed (Content-Length, chunked, or until the close), so the prober knows whether the server
 still owes it bytes when the bytes stop coming -- a freeze -- or has answered everything.
+`freeze_verdict` decides what a read that stopped with answers still owed means: a freeze,
+or, when the probe's time ran out while bytes were still coming (a loaded machine or a slow
+path), "unsure" -- which the prober checks once more with a longer deadline, and which never
+counts as a pass of the check.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "FREEZE_WINDOW",
+    "FROZEN",
     "MAX_MTPROTO_REQUESTS",
     "MAX_REQUESTS",
+    "PASSED",
+    "UNSURE",
     "NotHttp",
     "ResponseCounter",
+    "freeze_verdict",
     "requests_needed",
+    "unsure_detail",
 ]
 
 # Bytes from the server after the TLS handshake that a probe asks for. Freezes seen in the
@@ -35,6 +44,32 @@ MAX_REQUESTS = 200
 # req_pq_multi answers are about 90 bytes: a DC needs more requests to fill the window.
 MAX_MTPROTO_REQUESTS = 300
 MAX_HEAD = 65536
+
+
+# What a freeze check concludes (freeze_verdict).
+PASSED = "passed"  # the window's bytes came back
+FROZEN = "frozen"  # the bytes stopped while answers were owed: "stalled" during "read"
+UNSURE = "unsure"  # time ran out while bytes were still coming: neither
+
+
+def freeze_verdict(received: int, silent: float, quiet: float) -> str:
+    """What a freeze check whose read ended -- its time ran out, or no byte came for a
+    while -- with answers still owed concludes, from the bytes of answers `received`, the
+    seconds `silent` since the last byte and the silence `quiet` that makes a freeze: PASSED
+    once the window is full, FROZEN after `quiet` seconds without a byte, otherwise UNSURE
+    (the probe's time ran out while bytes were still coming: a loaded machine or a slow path
+    can look like that, and so can a freeze that struck just before the end)."""
+    if received >= FREEZE_WINDOW:
+        return PASSED
+    return FROZEN if silent >= quiet else UNSURE
+
+
+def unsure_detail(received: int, silent: float) -> str:
+    """The words of an UNSURE freeze check, for the probe's diagnosis."""
+    return (
+        f"freeze check unsure: out of time after {received} of {FREEZE_WINDOW} bytes of "
+        f"answers, the last {silent:.1f}s before"
+    )
 
 
 class NotHttp(ValueError):

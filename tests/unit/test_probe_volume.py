@@ -93,3 +93,17 @@ def test_requests_needed_fills_the_window() -> None:
     assert requests_needed(FREEZE_WINDOW, 10) == 0
     assert requests_needed(100, 1) == MAX_REQUESTS  # tiny answers: bounded
     assert requests_needed(100, 0) == 0
+
+
+def test_freeze_verdict_tells_a_freeze_from_running_out_of_time() -> None:
+    from helper.probe.volume import FROZEN, PASSED, UNSURE, freeze_verdict, unsure_detail
+
+    assert freeze_verdict(FREEZE_WINDOW, silent=5.0, quiet=1.0) == PASSED  # the window is full
+    assert freeze_verdict(16_000, silent=1.0, quiet=1.0) == FROZEN  # the bytes stopped
+    assert freeze_verdict(16_000, silent=3.0, quiet=1.0) == FROZEN
+    # Out of time while the bytes still came: a loaded machine, or a freeze just before the
+    # end -- neither a pass nor a freeze.
+    assert freeze_verdict(16_000, silent=0.2, quiet=1.0) == UNSURE
+    assert freeze_verdict(0, silent=0.0, quiet=1.0) == UNSURE
+    words = unsure_detail(16_000, 0.2)
+    assert words.startswith("freeze check unsure: out of time after 16000 of 24576 bytes")

@@ -46,6 +46,7 @@ from .volume import (
     ResponseCounter,
     freeze_verdict,
     requests_needed,
+    settle,
     unsure_detail,
 )
 
@@ -134,12 +135,11 @@ class Prober:
             log.warning("probe %s via %s: %s; again", service.name, route.name, stalled.detail)
             targets = await run()
         unsure = next((t for t in targets if t.ok and t.freeze_unsure), None)
-        if unsure is not None and volume is not None:
-            # Out of time while the answers still came: once more, with twice the time (a
-            # verdict that stays unsure passes, ranked below routes that passed the check).
-            targets[targets.index(unsure)] = await self._probe_target(
+        if unsure is not None and volume is not None:  # once more, with twice the time
+            again = await self._probe_target(
                 route, volume, volume=True, service=service.name, timeout=2 * self.timeout
             )
+            targets[targets.index(unsure)] = settle(unsure, again)
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
         result.diagnosis = diagnose(
             result, route.chain.splits_client_hello, web_endpoint=route.chain.telegram_web

@@ -20,6 +20,13 @@ counts as a pass of the check.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from transports import Failure
+
+if TYPE_CHECKING:
+    from .result import TargetResult
+
 __all__ = [
     "FREEZE_WINDOW",
     "FROZEN",
@@ -31,6 +38,7 @@ __all__ = [
     "ResponseCounter",
     "freeze_verdict",
     "requests_needed",
+    "settle",
     "unsure_detail",
 ]
 
@@ -70,6 +78,15 @@ def unsure_detail(received: int, silent: float) -> str:
         f"freeze check unsure: out of time after {received} of {FREEZE_WINDOW} bytes of "
         f"answers, the last {silent:.1f}s before"
     )
+
+
+def settle(first: TargetResult, again: TargetResult) -> TargetResult:
+    """Which of a target's two probes stands when the first passed with its freeze check
+    UNSURE and `again` checked once more with more time: `again` when it passed (sure, or
+    still unsure) or saw the freeze (STALLED); otherwise -- it failed for another reason, a
+    timeout on a loaded machine most often -- the first, still unsure: a second connection
+    that failed says nothing about a freeze, and the first did carry the service."""
+    return again if again.ok or again.failure is Failure.STALLED else first
 
 
 class NotHttp(ValueError):

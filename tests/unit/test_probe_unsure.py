@@ -13,7 +13,7 @@ import pytest
 
 from helper.probe.probe import Prober, _Failed
 from helper.probe.result import TargetResult
-from helper.probe.volume import ResponseCounter
+from helper.probe.volume import ResponseCounter, settle
 from helper.routing import Route
 from helper.services import ProbeTarget
 from transports import Failure, parse_chain
@@ -93,6 +93,26 @@ async def test_a_freeze_seen_the_second_time_fails_the_route() -> None:
     )
     result = await Scripted([unsure(), frozen]).probe(SERVICE, ROUTE)  # type: ignore[arg-type]
     assert not result.ok and result.failure is Failure.STALLED
+
+
+async def test_a_second_check_that_fails_otherwise_leaves_the_first_unsure_pass() -> None:
+    timeout = TargetResult("tls://web.whatsapp.com:443").fail(
+        Failure.TIMEOUT, parse_op("tls_handshake"), "nothing more within 10.0s"
+    )
+    result = await Scripted([unsure(), timeout]).probe(SERVICE, ROUTE)  # type: ignore[arg-type]
+    assert result.ok and result.freeze_unsure == "why"  # a loaded machine: still unsure
+
+
+def test_settle_which_check_stands() -> None:
+    first = unsure()
+    sure = TargetResult("x", freeze_checked=True)
+    frozen = TargetResult("x").fail(Failure.STALLED, parse_op("read"), "")
+    reset = TargetResult("x").fail(Failure.CONNECTION_RESET, parse_op("tls_handshake"), "")
+    again = unsure()
+    assert settle(first, sure) is sure  # the window filled: a sure pass
+    assert settle(first, frozen) is frozen  # the freeze seen: the route fails
+    assert settle(first, again) is again  # unsure twice: passes, unsure
+    assert settle(first, reset) is first  # says nothing of a freeze: the first stands
 
 
 async def test_unsure_twice_passes_and_says_so() -> None:

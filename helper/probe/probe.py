@@ -200,7 +200,7 @@ class Prober:
         if self.budget is not None and target.kind in ("tls", "https"):
             await self.budget.take(target.endpoint.host)
         slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
-        async with _Slot(slots, step):
+        async with _Slot(slots, step, result):
             started = time.monotonic()
             timeout = timeout or self.timeout
             try:

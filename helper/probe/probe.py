@@ -435,7 +435,7 @@ class Prober:
                     chunk = await stream.read(65536)
             except TimeoutError:
                 silent = time.monotonic() - last_byte
-                verdict = freeze_verdict(counter.received, silent, min(self.stall, 1.0))
+                verdict = freeze_verdict(counter.received, silent, self.stall)
                 if verdict is not FROZEN:
                     if verdict is UNSURE:
                         result.freeze_unsure = unsure_detail(counter.received, silent)

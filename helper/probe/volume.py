@@ -57,19 +57,22 @@ MAX_HEAD = 65536
 # What a freeze check concludes (freeze_verdict).
 PASSED = "passed"  # the window's bytes came back
 FROZEN = "frozen"  # the bytes stopped while answers were owed: "stalled" during "read"
-UNSURE = "unsure"  # time ran out while bytes were still coming: neither
+UNSURE = "unsure"  # time ran out before the silence that makes a freeze: neither
+TIMER_SLACK = 0.01  # seconds: a timer may fire this much before the silence it waits for
 
 
 def freeze_verdict(received: int, silent: float, quiet: float) -> str:
     """What a freeze check whose read ended -- its time ran out, or no byte came for a
     while -- with answers still owed concludes, from the bytes of answers `received`, the
-    seconds `silent` since the last byte and the silence `quiet` that makes a freeze: PASSED
-    once the window is full, FROZEN after `quiet` seconds without a byte, otherwise UNSURE
-    (the probe's time ran out while bytes were still coming: a loaded machine or a slow path
-    can look like that, and so can a freeze that struck just before the end)."""
+    seconds `silent` since the last byte (or since the request, before the first) and the
+    silence `quiet` that makes a freeze (the prober's stall time): PASSED once the window is
+    full, FROZEN after `quiet` seconds without a byte, otherwise UNSURE (the probe's time ran
+    out before that silence was seen: a loaded machine or a slow path can look like that --
+    the first answer late, or bytes still coming -- and so can a freeze that struck just
+    before the end)."""
     if received >= FREEZE_WINDOW:
         return PASSED
-    return FROZEN if silent >= quiet else UNSURE
+    return FROZEN if silent >= quiet - TIMER_SLACK else UNSURE
 
 
 def unsure_detail(received: int, silent: float) -> str:

@@ -243,7 +243,7 @@ def diagnose(
         return f"not applicable: {result.targets[0].skipped}"
     failed = result.failed
     if failed is None:
-        return ""
+        return result.freeze_unsure  # "" for a pass without doubt
     text = phrase(failed, splits_client_hello, web_endpoint=web_endpoint)
     return f"{text} ({failed.target})" if len(result.targets) > 1 else text
 

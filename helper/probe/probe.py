@@ -30,6 +30,8 @@ from transports.wire import ProtocolError, parse_response_head
 
 from ..events import EventBus, ProbeFinished, ProbeStarted
 from ..services import ProbeTarget, Service
+from .blockpage import block_page as _block_page
+from .blockpage import is_block_page as _is_block_page
 from .diagnose import diagnose
 from .mtproto import PqExchange
 from .result import ProbeResult, Step, TargetResult
@@ -37,10 +39,15 @@ from .slots import Slot as _Slot
 from .turns import turns, wait_turn
 from .volume import (
     FREEZE_WINDOW,
+    FROZEN,
     MAX_MTPROTO_REQUESTS,
+    UNSURE,
     NotHttp,
     ResponseCounter,
+    freeze_verdict,
     requests_needed,
+    settle,
+    unsure_detail,
 )
 
 if TYPE_CHECKING:
@@ -61,16 +68,6 @@ MIN_RATE_SAMPLE = 32 * 1024  # bytes needed before a rate means anything
 STALL = 2.0
 STALL_SHARE = 0.4
 USER_AGENT = "detour-probe"
-
-# Marks of block pages seen in the wild (and the lab's own), matched in a response's first
-# bytes. A probe of a service's endpoint that gets one of these has met the censor, not the
-# service.
-BLOCK_PAGE_MARKS = (
-    b"Access to this resource is restricted",  # the lab's
-    b"eais.rkn.gov.ru",
-    "Доступ к информационному ресурсу ограничен".encode(),
-    "доступ ограничен".encode(),
-)
 
 
 class _Failed(Exception):
@@ -137,6 +134,12 @@ class Prober:
             # A `front:` route's long tunnel froze: capped carriers now, and their verdict.
             log.warning("probe %s via %s: %s; again", service.name, route.name, stalled.detail)
             targets = await run()
+        unsure = next((t for t in targets if t.ok and t.freeze_unsure), None)
+        if unsure is not None and volume is not None:  # once more, with twice the time
+            again = await self._probe_target(
+                route, volume, volume=True, service=service.name, timeout=2 * self.timeout
+            )
+            targets[targets.index(unsure)] = settle(unsure, again)
         result = ProbeResult(service.name, route.name, str(route.chain), targets)
         result.diagnosis = diagnose(
             result, route.chain.splits_client_hello, web_endpoint=route.chain.telegram_web
@@ -181,7 +184,13 @@ class Prober:
     # --- one target -----------------------------------------------------------------------
 
     async def _probe_target(
-        self, route: Route, target: ProbeTarget, *, volume: bool = False, service: str = ""
+        self,
+        route: Route,
+        target: ProbeTarget,
+        *,
+        volume: bool = False,
+        service: str = "",
+        timeout: float | None = None,
     ) -> TargetResult:
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
@@ -191,11 +200,12 @@ class Prober:
         if self.budget is not None and target.kind in ("tls", "https"):
             await self.budget.take(target.endpoint.host)
         slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
-        async with _Slot(slots, step):
+        async with _Slot(slots, step, result):
             started = time.monotonic()
+            timeout = timeout or self.timeout
             try:
-                async with asyncio.timeout(self.timeout):
-                    await self._run(route, target, result, step, volume)
+                async with asyncio.timeout(timeout):
+                    await self._run(route, target, result, step, volume, timeout)
             except TimeoutError:
                 op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
@@ -215,8 +225,10 @@ class Prober:
         result: TargetResult,
         step: list[str],
         volume: bool = False,
+        timeout: float = 0.0,
     ) -> None:
         endpoint = target.endpoint
+        timeout = timeout or self.timeout
         began = time.monotonic()
 
         async def timed(name: str, work: Awaitable[T], op: Op) -> T:
@@ -246,7 +258,7 @@ class Prober:
                 context = self.tls if target.verify else self._no_verify
                 stream = await timed(
                     "tls_handshake",
-                    tls_connect(stream, context, endpoint.host, timeout=self.timeout),
+                    tls_connect(stream, context, endpoint.host, timeout=timeout),
                     Op.TLS_HANDSHAKE,
                 )
             result.latency_ms = (time.monotonic() - began) * 1000
@@ -254,17 +266,17 @@ class Prober:
                 return
             if target.kind == "tls" and volume:
                 step[0] = "volume"
-                await self._volume(target, stream, result, began + self.timeout)
+                await self._volume(target, stream, result, began + timeout)
                 return
             if target.kind == "mtproto":
                 exchange = PqExchange(stream, endpoint.host)
                 await timed("mtproto_round_trip", exchange.first(), Op.MTPROTO_ROUND_TRIP)
                 if volume:
                     step[0] = "volume"
-                    await self._volume_mtproto(exchange, result, began + self.timeout)
+                    await self._volume_mtproto(exchange, result, began + timeout)
                 return
             if target.kind in ("http", "https"):
-                await self._request(target, stream, result, timed, step, began + self.timeout)
+                await self._request(target, stream, result, timed, step, began + timeout)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         finally:
@@ -410,19 +422,24 @@ class Prober:
         deadline: float,
     ) -> bool:
         """Read until `owed` answers are whole, the window is full or the server closes (then
-        True). Raises STALLED when the bytes stop while answers are still owed."""
+        True). Raises STALLED when the bytes stop while answers are still owed; out of time
+        while they still came, the check is unsure (`freeze_unsure`, volume.freeze_verdict)."""
         budget_end = deadline - 0.25
         last_byte = time.monotonic()
         while counter.complete < owed and counter.received < FREEZE_WINDOW:
             remaining = budget_end - time.monotonic()
-            if remaining <= 0:
-                return True  # out of time with bytes still coming: not a freeze
             try:
+                if remaining <= 0:
+                    raise TimeoutError
                 async with asyncio.timeout(min(self.stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
-                if time.monotonic() - last_byte < min(self.stall, 1.0):
-                    return True  # out of time with bytes still coming: not a freeze
+                silent = time.monotonic() - last_byte
+                verdict = freeze_verdict(counter.received, silent, self.stall)
+                if verdict is not FROZEN:
+                    if verdict is UNSURE:
+                        result.freeze_unsure = unsure_detail(counter.received, silent)
+                    return True
                 result.received = counter.received
                 raise _Failed(
                     DialError(
@@ -473,14 +490,6 @@ _OPS = {
     "download": Op.READ,
     "volume": Op.READ,
 }
-
-
-def _is_block_page(data: bytes) -> bool:
-    return any(mark in data for mark in BLOCK_PAGE_MARKS)
-
-
-def _block_page() -> DialError:
-    return DialError(Failure.HTTP_BLOCKPAGE, Op.HTTP_ROUND_TRIP, "the answer is a block page")
 
 
 async def _adapt_to_freeze(dialer: object) -> bool:

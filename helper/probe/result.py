@@ -45,6 +45,9 @@ class TargetResult:
     # A tls:// probe's freeze check (volume.py): True when FREEZE_WINDOW bytes came back, False
     # when the server's answers could not show a freeze; None for kinds that do no check.
     freeze_checked: bool | None = None
+    # Why the freeze check is unsure (volume.freeze_verdict: out of time while the answers
+    # still came, twice); "" when it is not. The target passes, ranked below a sure pass.
+    freeze_unsure: str = ""
     skipped: str = ""  # why the route cannot carry this target (then it was not probed)
 
     def fail(self, failure: Failure, op: Op, detail: str) -> TargetResult:
@@ -67,6 +70,7 @@ class TargetResult:
             "rate_kbps": _round(self.rate_kbps),
             "received": self.received,
             "freeze_checked": self.freeze_checked,
+            "freeze_unsure": bool(self.freeze_unsure),
             "steps": [step.to_json() for step in self.steps],
         }
 
@@ -109,6 +113,13 @@ class ProbeResult:
             return Op.CONNECT
         failed = self.failed
         return failed.op if failed else None
+
+    @property
+    def freeze_unsure(self) -> str:
+        """Why the route passed with its freeze check unsure; "" when it did not."""
+        if not self.ok:
+            return ""
+        return next((t.freeze_unsure for t in self.targets if t.freeze_unsure), "")
 
     @property
     def latency_ms(self) -> float | None:

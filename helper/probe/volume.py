@@ -12,17 +12,34 @@ with a page, a redirect or a 404 -- so this works with the services' real endpoi
 `ResponseCounter` is the sans-IO part: it counts whole HTTP/1.1 responses in the bytes it is
 fed (Content-Length, chunked, or until the close), so the prober knows whether the server
 still owes it bytes when the bytes stop coming -- a freeze -- or has answered everything.
+`freeze_verdict` decides what a read that stopped with answers still owed means: a freeze,
+or, when the probe's time ran out while bytes were still coming (a loaded machine or a slow
+path), "unsure" -- which the prober checks once more with a longer deadline, and which never
+counts as a pass of the check.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from transports import Failure
+
+if TYPE_CHECKING:
+    from .result import TargetResult
+
 __all__ = [
     "FREEZE_WINDOW",
+    "FROZEN",
     "MAX_MTPROTO_REQUESTS",
     "MAX_REQUESTS",
+    "PASSED",
+    "UNSURE",
     "NotHttp",
     "ResponseCounter",
+    "freeze_verdict",
     "requests_needed",
+    "settle",
+    "unsure_detail",
 ]
 
 # Bytes from the server after the TLS handshake that a probe asks for. Freezes seen in the
@@ -35,6 +52,44 @@ MAX_REQUESTS = 200
 # req_pq_multi answers are about 90 bytes: a DC needs more requests to fill the window.
 MAX_MTPROTO_REQUESTS = 300
 MAX_HEAD = 65536
+
+
+# What a freeze check concludes (freeze_verdict).
+PASSED = "passed"  # the window's bytes came back
+FROZEN = "frozen"  # the bytes stopped while answers were owed: "stalled" during "read"
+UNSURE = "unsure"  # time ran out before the silence that makes a freeze: neither
+TIMER_SLACK = 0.01  # seconds: a timer may fire this much before the silence it waits for
+
+
+def freeze_verdict(received: int, silent: float, quiet: float) -> str:
+    """What a freeze check whose read ended -- its time ran out, or no byte came for a
+    while -- with answers still owed concludes, from the bytes of answers `received`, the
+    seconds `silent` since the last byte (or since the request, before the first) and the
+    silence `quiet` that makes a freeze (the prober's stall time): PASSED once the window is
+    full, FROZEN after `quiet` seconds without a byte, otherwise UNSURE (the probe's time ran
+    out before that silence was seen: a loaded machine or a slow path can look like that --
+    the first answer late, or bytes still coming -- and so can a freeze that struck just
+    before the end)."""
+    if received >= FREEZE_WINDOW:
+        return PASSED
+    return FROZEN if silent >= quiet - TIMER_SLACK else UNSURE
+
+
+def unsure_detail(received: int, silent: float) -> str:
+    """The words of an UNSURE freeze check, for the probe's diagnosis."""
+    return (
+        f"freeze check unsure: out of time after {received} of {FREEZE_WINDOW} bytes of "
+        f"answers, the last {silent:.1f}s before"
+    )
+
+
+def settle(first: TargetResult, again: TargetResult) -> TargetResult:
+    """Which of a target's two probes stands when the first passed with its freeze check
+    UNSURE and `again` checked once more with more time: `again` when it passed (sure, or
+    still unsure) or saw the freeze (STALLED); otherwise -- it failed for another reason, a
+    timeout on a loaded machine most often -- the first, still unsure: a second connection
+    that failed says nothing about a freeze, and the first did carry the service."""
+    return again if again.ok or again.failure is Failure.STALLED else first
 
 
 class NotHttp(ValueError):

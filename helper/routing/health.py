@@ -2,8 +2,9 @@
 through it have done since, and the order that follows from it.
 
 Health only orders routes, it never forbids one: working routes first (in the service's
-order), then routes not yet known, then failing ones -- so a network where nothing is known
-to work still gets every route tried.
+order), those whose probe could not be sure there is no freeze after the sure ones, then
+routes not yet known, then failing ones -- so a network where nothing is known to work
+still gets every route tried.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class RouteHealth:
     checked_at: float = 0.0  # wall-clock time of what this is based on
     source: str = ""  # "probe", "dial" or "memory" (a previous run on this network)
     dial_failures: int = 0  # consecutive, since the last success
+    # The probe passed with its freeze check unsure (out of time while the answers still
+    # came, probe/volume.py): it ranks after routes that passed the check.
+    freeze_unsure: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +125,7 @@ class HealthBook:
             rate_kbps=result.rate_kbps,
             checked_at=result.checked_at,
             source="probe",
+            freeze_unsure=bool(result.freeze_unsure),
         )
         return True
 
@@ -174,17 +179,18 @@ class HealthBook:
         return f"{detail}; {held}" if held and detail else held or detail
 
     def order(self, service: str, routes: Sequence[R]) -> list[R]:
-        """Working routes first (in the given order), then unknown, then failing."""
-
-        def rank(route: R) -> int:
-            ok = self.get(service, route.name).ok
-            return 0 if ok else (1 if ok is None else 2)
-
-        return sorted(routes, key=rank)  # stable: the given order within each rank
+        """Working routes first (in the given order; those whose freeze check was unsure
+        after the sure ones), then unknown, then failing."""
+        return sorted(routes, key=lambda route: self._rank(service, route.name))  # stable
 
     def active(self, service: str, routes: Sequence[R]) -> R | None:
-        """The route new connections of this service go to first, if one is known to work."""
-        for route in routes:
-            if self.get(service, route.name).ok:
-                return route
-        return None
+        """The route new connections of this service go to first, if one is known to work
+        (one whose freeze check was unsure only when no other is)."""
+        working = [route for route in routes if self._rank(service, route.name) < 2]
+        return min(working, key=lambda route: self._rank(service, route.name), default=None)
+
+    def _rank(self, service: str, route: str) -> int:
+        health = self.get(service, route)
+        if health.ok:
+            return 1 if health.freeze_unsure else 0
+        return 2 if health.ok is None else 3

@@ -109,3 +109,21 @@ def test_no_network_no_memory(tmp_path) -> None:
 
 def test_network_id_is_stable() -> None:
     assert network_id() == network_id()
+
+
+def test_a_pass_with_an_unsure_freeze_check_ranks_after_sure_passes() -> None:
+    from helper.probe.result import ProbeResult, TargetResult
+
+    book = HealthBook()
+    unsure = TargetResult("tls://x:443", freeze_checked=False, freeze_unsure="out of time")
+    book.record_probe(ProbeResult("telegram", "a", "direct", [unsure]))
+    assert book.get("telegram", "a").ok and book.get("telegram", "a").freeze_unsure
+    assert book.active("telegram", [A, B, C]) is A  # the only one known to work: used
+    book.set("telegram", "c", RouteHealth(ok=True))
+    assert book.order("telegram", [A, B, C]) == [C, A, B]  # sure, unsure, unknown
+    assert book.active("telegram", [A, B, C]) is C
+    book.set("telegram", "b", RouteHealth(ok=False))
+    assert book.order("telegram", [A, B, C]) == [C, A, B]  # failing last
+    sure = TargetResult("tls://x:443", freeze_checked=True)
+    book.record_probe(ProbeResult("telegram", "a", "direct", [sure]))
+    assert book.active("telegram", [A, B, C]) is A  # a sure pass: config order again

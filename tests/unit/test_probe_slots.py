@@ -32,3 +32,31 @@ async def test_a_target_moving_bytes_keeps_its_slot() -> None:
         slot._check()  # (what the timer does after SLOT_HOLD)
         assert slots.locked()
     assert not slots.locked() and slots._value == 1
+
+
+def test_the_hold_follows_the_fastest_connect() -> None:
+    assert probe.hold_for(None) == probe.SLOT_HOLD  # nothing measured yet
+    assert probe.hold_for(0.01) == probe.HOLD_FLOOR
+    assert probe.hold_for(0.1) == pytest.approx(0.1 * probe.HOLD_RTTS)
+    assert probe.hold_for(2.0) == probe.SLOT_HOLD  # never longer than without a measure
+
+
+async def test_once_a_connect_succeeded_a_hanging_one_gives_its_slot_up_sooner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from helper.probe.result import Step, TargetResult
+
+    monkeypatch.setattr(probe, "SLOT_HOLD", 60.0)  # what it would wait without a measure
+    monkeypatch.setattr(probe, "HOLD_FLOOR", 0.05)
+    slots = asyncio.Semaphore(1)
+    fast = TargetResult("tcp://a:1")
+    fast.steps.append(Step("connect", 5.0, True))  # 5 ms: this network's round trip
+    async with probe.Slot(slots, ["tls_handshake"], fast):
+        pass
+    async with probe.Slot(slots, ["connect"], TargetResult("tcp://b:1")):
+        await asyncio.wait_for(slots.acquire(), 10)  # given up after the floor, not 60 s
+        slots.release()
+    assert slots._value == 1
+    other = asyncio.Semaphore(1)  # another service's pool learnt nothing
+    slot = probe.Slot(other, ["connect"])
+    assert slot._hold() == 60.0

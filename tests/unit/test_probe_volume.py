@@ -93,3 +93,21 @@ def test_requests_needed_fills_the_window() -> None:
     assert requests_needed(FREEZE_WINDOW, 10) == 0
     assert requests_needed(100, 1) == MAX_REQUESTS  # tiny answers: bounded
     assert requests_needed(100, 0) == 0
+
+
+def test_freeze_verdict_tells_a_freeze_from_running_out_of_time() -> None:
+    from helper.probe.volume import FROZEN, PASSED, UNSURE, freeze_verdict, unsure_detail
+
+    assert freeze_verdict(FREEZE_WINDOW, silent=5.0, quiet=2.0) == PASSED  # the window is full
+    assert freeze_verdict(16_000, silent=2.0, quiet=2.0) == FROZEN  # the bytes stopped
+    assert freeze_verdict(16_000, silent=1.995, quiet=2.0) == FROZEN  # (a timer a bit early)
+    assert freeze_verdict(16_000, silent=3.0, quiet=2.0) == FROZEN
+    # Out of time before the silence that makes a freeze: a loaded machine, or a freeze just
+    # before the end -- neither a pass nor a freeze.
+    assert freeze_verdict(16_000, silent=0.2, quiet=2.0) == UNSURE
+    assert freeze_verdict(0, silent=0.0, quiet=2.0) == UNSURE
+    # The first answer still not there when the time ran out, 1.2 s after the request (seen
+    # as "froze after 0 bytes" on a machine with a load of 20): unsure, not a freeze.
+    assert freeze_verdict(0, silent=1.2, quiet=2.0) == UNSURE
+    words = unsure_detail(16_000, 0.2)
+    assert words.startswith("freeze check unsure: out of time after 16000 of 24576 bytes")

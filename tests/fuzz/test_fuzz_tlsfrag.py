@@ -61,7 +61,7 @@ def _case(draw: bytes) -> tuple[bytes, Fragmenting, list[int]]:
     return data, how, cuts
 
 
-cases = st.binary(max_size=HEAD + 120).map(_case)
+cases = st.binary(min_size=HEAD, max_size=HEAD + 120).map(_case)
 
 
 @given(st.binary(max_size=64).map(_mutated_hello))

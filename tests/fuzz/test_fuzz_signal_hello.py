@@ -16,9 +16,9 @@ from transports.tlsfrag import MAX_RECORD, read_client_hello, server_name
 
 STATES = {"incomplete", "complete", "not-tls", "malformed", "too-large"}
 
-# Names and cut points are each drawn as one byte string and read as what they stand for:
-# drawing a character or an integer at a time costs hypothesis far more than the reader it
-# feeds, and CI runs 10,000 examples of each property.
+# Each property's input is one byte string read as what it stands for (names, cut points,
+# sizes): drawing a character, an integer or a field at a time costs hypothesis far more
+# than the reader it feeds, and CI runs 10,000 examples of each property.
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789."
 
 
@@ -33,29 +33,23 @@ def _cuts(raw: bytes) -> list[int]:
     return [int.from_bytes(raw[i : i + 2], "big") % 10_000 + 1 for i in range(0, len(raw) - 1, 2)]
 
 
-names = st.binary(min_size=1, max_size=60).map(_name)
-
-
-def cut_points(most: int) -> st.SearchStrategy[list[int]]:
-    return st.binary(max_size=2 * most).map(_cuts)
-
-
-padding = st.integers(0, 3000).map(
-    lambda n: b"\x00\x15" + n.to_bytes(2, "big") + bytes(n) if n else b""
-)
-
-
 def split(message: bytes, cuts: list[int]) -> bytes:
     points = sorted({c % len(message) for c in cuts} - {0})
     bounds = [0, *points, len(message)]
     return b"".join(record(message[a:b]) for a, b in itertools.pairwise(bounds))
 
 
-@given(
-    st.one_of(st.binary(max_size=200), st.binary(max_size=64).map(_mutated_hello)),
-    st.integers(1, 1 << 16),
-)
-def test_any_bytes_give_a_state(data: bytes, limit: int) -> None:
+def _bytes_and_limit(draw: bytes) -> tuple[bytes, int]:
+    """Raw bytes (up to 200) or a mutated ClientHello (from up to 64), and a limit of
+    1-65536: one draw, its first three bytes the choice and the limit."""
+    limit = 1 + (draw[1] << 8 | draw[2])
+    data = _mutated_hello(draw[3 : 3 + 64]) if draw[0] % 2 else draw[3:]
+    return data, limit
+
+
+@given(st.binary(min_size=3, max_size=3 + 200).map(_bytes_and_limit))
+def test_any_bytes_give_a_state(case: tuple[bytes, int]) -> None:
+    data, limit = case
     read = read_client_hello(data, limit)
     assert read.state in STATES
     if read.state == "complete":
@@ -64,10 +58,21 @@ def test_any_bytes_give_a_state(data: bytes, limit: int) -> None:
         server_name(read.message)  # never raises either
 
 
-@given(names, padding, cut_points(6), st.binary(max_size=20))
-def test_a_hello_in_any_records_reads_back(
-    name: str, pad: bytes, cuts: list[int], after: bytes
-) -> None:
+def _hello_case(draw: bytes) -> tuple[str, bytes, list[int], bytes]:
+    """(a name from up to 60 bytes, padding of 0-3000 bytes, up to 6 cuts, up to 20 bytes
+    after), from one draw: lengths in a head of fixed size (2 + 1 + 1 + 12), then the
+    name's bytes and the bytes after, as the head says."""
+    n = (draw[0] << 8 | draw[1]) % 3001
+    pad = b"\x00\x15" + n.to_bytes(2, "big") + bytes(n) if n else b""
+    name_size, cut_count = 1 + draw[2] % 60, draw[3] % 7
+    cuts = _cuts(draw[4 : 4 + 2 * cut_count])
+    rest = draw[16:]
+    return _name(rest[:name_size]), pad, cuts, rest[name_size : name_size + 20]
+
+
+@given(st.binary(min_size=17, max_size=16 + 80).map(_hello_case))
+def test_a_hello_in_any_records_reads_back(case: tuple[str, bytes, list[int], bytes]) -> None:
+    name, pad, cuts, after = case
     message = client_hello(name.encode(), pad)
     data = split(message, cuts)
     read = read_client_hello(data + after, MAX_RECORD)
@@ -77,8 +82,11 @@ def test_a_hello_in_any_records_reads_back(
         assert read_client_hello(data[:end], MAX_RECORD).state == "incomplete"
 
 
-@given(names, st.integers(200, 3000), cut_points(4))
-def test_the_limit_is_kept(name: str, pad: int, cuts: list[int]) -> None:
+@given(st.binary(min_size=12, max_size=11 + 60))
+def test_the_limit_is_kept(draw: bytes) -> None:
+    # One draw: padding of 200-3000 bytes, up to 4 cuts, then the name's bytes.
+    pad = 200 + (draw[0] << 8 | draw[1]) % 2801
+    cuts, name = _cuts(draw[3 : 3 + 2 * (draw[2] % 5)]), _name(draw[11:])
     message = client_hello(name.encode(), b"\x00\x15" + pad.to_bytes(2, "big") + bytes(pad))
     limit = len(message) - 1
     data = split(message, cuts)

@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from helper.http_server import HttpServer, Request, read_request_head
 from helper.relay import decoy
 from helper.relay.server import cookie
-from tests.fuzz.strategies import Choices, mutate, request_heads, server_heads
+from tests.fuzz.strategies import (
+    Choices,
+    _http_head,
+    _server_head,
+    mutate,
+    request_heads,
+)
 from tests.unit.scripted import ScriptedStream, run_without_loop
 from transports.websocket import accept_headers
 from transports.wire import (
@@ -31,6 +37,14 @@ from transports.wire import (
     parse_request_head,
     parse_response_head,
 )
+
+
+def offsets(c: Choices, high: int, most: int = 8) -> list[int]:
+    """0 to `most` offsets in [0, high] (either end reachable), from 1 + 2 * most bytes: the
+    count does not move the bytes after it. Several properties below decode their input
+    from one st.binary() draw this way (a list of integers cost as much as the rest)."""
+    count = c.byte() % (most + 1)
+    return [(c.byte() << 8 | c.byte()) % (high + 1) for _ in range(most)][:count]
 
 
 def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -119,15 +133,17 @@ def _skip(body: bytes, cuts: list[int]) -> tuple[int, int, bool] | type[Protocol
     return used, skipper.size, skipper.done
 
 
-@given(st.binary(min_size=8, max_size=200), st.lists(st.integers(0, 700), max_size=8))
-def test_a_chunked_body_ends_where_it_ends_however_it_is_cut(data: bytes, cuts: list[int]) -> None:
-    body, size = _chunked(data)
+@given(st.binary(min_size=17 + 8, max_size=17 + 200))
+def test_a_chunked_body_ends_where_it_ends_however_it_is_cut(draw: bytes) -> None:
+    cuts = offsets(Choices(draw[:17]), 700)
+    body, size = _chunked(draw[17:])
     assert _skip(body + b"GET / HTTP/1.1\r\n", cuts) == (len(body), size, True)
     assert _skip(body + b"GET / HTTP/1.1\r\n", []) == (len(body), size, True)
 
 
-@given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=8))
-def test_any_bytes_are_a_chunked_body_not_one_or_more_to_come(data: bytes, cuts: list[int]) -> None:
+@given(st.binary(min_size=17, max_size=17 + 300))
+def test_any_bytes_are_a_chunked_body_not_one_or_more_to_come(draw: bytes) -> None:
+    cuts, data = offsets(Choices(draw[:17]), 300), draw[17:]
     whole = _skip(data, [])
     assert _skip(data, cuts) == whole  # the verdict does not depend on the reads
     if whole is not ProtocolError:
@@ -155,17 +171,27 @@ def _read(chunks: list[bytes], **options: object) -> object:
     return run_without_loop(read())
 
 
-@given(
-    st.one_of(request_heads, server_heads, st.binary(max_size=300)),
-    st.lists(st.integers(0, 500), max_size=6),
-    st.booleans(),
-)
-def test_a_request_head_is_read_the_same_however_it_arrives(
-    data: bytes, cuts: list[int], lenient: bool
-) -> None:
+def _any_head(draw: bytes) -> bytes:
+    """A listener's head (as request_heads, from 400 bytes), a server's (as server_heads) or
+    raw bytes (0-300 of them), the first byte choosing; the second, raw bytes' length."""
+    kind, rest = draw[0] % 3, draw[2:]
+    if kind == 0:
+        return _http_head(rest[:400])
+    if kind == 1:
+        return _server_head(rest[:300])
+    return rest[: (draw[1] << 8 | draw[2]) % 301]
+
+
+READ_HEAD = 14  # the read's cuts 13, lenient 1
+
+
+@given(st.binary(min_size=READ_HEAD + 402, max_size=READ_HEAD + 402))
+def test_a_request_head_is_read_the_same_however_it_arrives(draw: bytes) -> None:
     """Early refusals (junk, a request line too long) and the head itself come out the same
     whether the bytes arrive at once or in pieces; a head that is read parses or gets an
     HTTP error, and what followed it stays unread."""
+    c = Choices(draw[:READ_HEAD])
+    cuts, lenient, data = offsets(c, 500, most=6), c.chance(50), _any_head(draw[READ_HEAD:])
     whole = _read([data + b"rest"], line_limit=200, lenient=lenient)
     assert _read(pieces(data + b"rest", cuts), line_limit=200, lenient=lenient) == whole
     if isinstance(whole, tuple) and whole[0] == "head":
@@ -200,10 +226,10 @@ def _upgrade(data: bytes) -> bytes:
     return mutate(text.encode(), c.take(24))
 
 
-@given(st.binary(max_size=120).map(_upgrade), st.sampled_from([(), ("binary",), ("x", "chat")]))
-def test_any_upgrade_request_is_accepted_or_refused_with_a_reason(
-    data: bytes, protocols: tuple[str, ...]
-) -> None:
+@given(st.binary(min_size=1, max_size=121))
+def test_any_upgrade_request_is_accepted_or_refused_with_a_reason(draw: bytes) -> None:
+    protocols: tuple[str, ...] = [(), ("binary",), ("x", "chat")][draw[0] % 3]
+    data = _upgrade(draw[1:])
     try:
         request = parse_request_head(data)
     except HeadError:
@@ -248,14 +274,23 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-@given(st.one_of(request_heads, server_heads), st.integers(1, 400))
-@example(b"GET \x00\x1c\x00\n HTTP/1.1\r\nHost: \r\n\r\n", 1)  # \x1c: str.split() cuts there
+def _website_case(draw: bytes) -> tuple[bytes, int]:
+    """(a listener's or a server's head, the size of the pieces it comes in: 1-400)."""
+    chunk = 1 + (draw[1] << 8 | draw[2]) % 400
+    if draw[0] % 2:
+        return _server_head(draw[3 : 3 + 300]), chunk
+    return _http_head(draw[3:]), chunk
+
+
+@given(st.binary(min_size=403, max_size=403).map(_website_case))
+@example((b"GET \x00\x1c\x00\n HTTP/1.1\r\nHost: \r\n\r\n", 1))  # \x1c: str.split() cuts there
 def test_any_request_gets_an_answer_as_nginx_gives_it(
-    loop: asyncio.AbstractEventLoop, head: bytes, chunk: int
+    loop: asyncio.AbstractEventLoop, case: tuple[bytes, int]
 ) -> None:
     """Whatever reaches the relay that is not a tunnel (in pieces of any size), the answer
     is one complete HTTP/1.1 response in nginx's form, nothing of what serves it shows, and
     only the website's statuses occur."""
+    head, chunk = case
     stream = ScriptedStream([head[i : i + chunk] for i in range(0, len(head), chunk)])
     wire = loop.run_until_complete(_WEBSITE.answer(stream))
     if wire is None:
@@ -289,13 +324,15 @@ def test_any_request_gets_an_answer_as_nginx_gives_it(
 
 # --- the website's readings of a path, ranges and validators ---------------------------------
 
-_PATH_PIECES = st.sampled_from(
-    ["/", "//", ".", "..", "%", "%2e", "%2F", "%00", "%zz", "a", "?", "#", "é", "%41"]
-)
+_PATH_PIECES = ["/", "//", ".", "..", "%", "%2e", "%2F", "%00", "%zz", "a", "?", "#", "é", "%41"]
 
 
-@given(st.lists(_PATH_PIECES, max_size=12).map("".join), st.booleans())
-def test_any_target_is_a_clean_path_or_refused(text: str, absolute: bool) -> None:
+@given(st.binary(min_size=14, max_size=14))
+def test_any_target_is_a_clean_path_or_refused(draw: bytes) -> None:
+    # 0-12 pieces, whether absolute: one fixed-size draw (a list strategy cost twice as much).
+    c = Choices(draw)
+    count, absolute = c.byte() % 13, c.chance(50)
+    text = "".join([c.pick(_PATH_PIECES) for _ in range(12)][:count])
     target = ("http://h" if absolute else "") + "/" + text
     path = decoy.nginx_path(target)
     if path is None:
@@ -306,14 +343,15 @@ def test_any_target_is_a_clean_path_or_refused(text: str, absolute: bool) -> Non
     assert "\0" not in path
 
 
-@given(
-    st.lists(
-        st.sampled_from(["0", "1", "9", "669", "99999", "-", ",", " ", "a", "-5", "5-"]),
-        max_size=10,
-    ).map("".join),
-    st.integers(0, 2000),
-)
-def test_any_range_set_is_whole_ranges_inside_the_file_or_a_refusal(spec: str, size: int) -> None:
+_RANGE_PIECES = ["0", "1", "9", "669", "99999", "-", ",", " ", "a", "-5", "5-"]
+
+
+@given(st.binary(min_size=13, max_size=13))
+def test_any_range_set_is_whole_ranges_inside_the_file_or_a_refusal(draw: bytes) -> None:
+    # 0-10 pieces and a file size of 0-2000, from one fixed-size draw.
+    c = Choices(draw)
+    count, size = c.byte() % 11, (c.byte() << 8 | c.byte()) % 2001
+    spec = "".join([c.pick(_RANGE_PIECES) for _ in range(10)][:count])
     ranges = decoy.parse_ranges(spec, size)
     if ranges is None or ranges == []:
         return
@@ -322,8 +360,23 @@ def test_any_range_set_is_whole_ranges_inside_the_file_or_a_refusal(spec: str, s
         assert 0 <= start < end <= size
 
 
-@given(st.text(max_size=60), st.booleans())
-def test_any_etag_list_is_read_without_error(header: str, weak: bool) -> None:
+_ETAG_PIECES = ['"6b167312-29d"', "W/", '"x"', ",", ", ", " ", "\t", "*", '"', "GMT",
+                "Thu, 01 Jan 1970 00:00:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                "Sun Nov  6 08:49:37 1994", "99", ":", "-0500"]  # fmt: skip
+
+
+def _header(draw: bytes) -> str:
+    """Any text of up to 60 characters (the bytes read as UTF-16), or (one time in two) the
+    pieces of ETag lists and HTTP dates put together: one draw instead of st.text(), which
+    cost twice as much and never came near a list that matches."""
+    if draw[0] % 2:
+        return draw[1:].decode("utf-16-le", "ignore")[:60]
+    return "".join(_ETAG_PIECES[x % len(_ETAG_PIECES)] for x in draw[1:9])
+
+
+@given(st.binary(min_size=2, max_size=2 + 120))
+def test_any_etag_list_is_read_without_error(draw: bytes) -> None:
+    header, weak = _header(draw[1:]), bool(draw[0] & 1)
     etag = '"6b167312-29d"'
     verdict = decoy._etag_matches(header, etag, weak=weak)
     assert verdict in (True, False)

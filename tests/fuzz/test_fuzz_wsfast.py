@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.strategies import Choices
 from tests.unit.scripted import ScriptedStream
 from transports.mtproto import PacketSplitter, Tag, encode_packet
 from transports.websocket import (
@@ -27,7 +28,27 @@ from transports.websocket import (
     parse_frame,
 )
 
-cuts = st.lists(st.integers(1, 300), max_size=5)
+# Each property decodes its whole input from one st.binary() draw (a strategy per field
+# cost twice as much): counts and sizes from a head of fixed length (so that a count does
+# not move the bytes after it), the payload from the rest.
+
+
+def numbers(c: Choices, low: int, high: int, most: int = 5) -> list[int]:
+    """0 to `most` integers in [low, high] (either end reachable), from 1 + 2 * most bytes."""
+    count = c.byte() % (most + 1)
+    return [low + (c.byte() << 8 | c.byte()) % (high - low + 1) for _ in range(most)][:count]
+
+
+def stretched(c: Choices, rest: bytes, limit: int) -> bytes:
+    """The payload: the draw's remaining bytes as they are, or (one time in four) repeated to
+    a length up to `limit` read from the head, so that long payloads and the frame header's
+    length boundaries (125/126 bytes) come up as often as short ones."""
+    if c.byte() % 4:
+        c.byte(), c.byte()
+        return rest
+    n = (c.byte() << 8 | c.byte()) % (limit + 1)
+    rest = rest or b"\0"
+    return (rest * (n // len(rest) + 1))[:n]
 
 
 def cut(data: bytes, sizes: list[int]) -> list[bytes]:
@@ -50,10 +71,15 @@ def run_now(coro: Coroutine[Any, Any, bytes]) -> bytes:
     raise AssertionError("the coroutine waited")
 
 
-@given(st.binary(max_size=400), cuts, st.integers(0, 500))
-def test_a_frame_built_in_a_reused_buffer_reads_back(
-    payload: bytes, sizes: list[int], before: int
-) -> None:
+FRAME_HEAD = 16  # cuts 11, the buffer's previous size 2, the payload's length 3
+
+
+@given(st.binary(min_size=FRAME_HEAD, max_size=FRAME_HEAD + 400))
+def test_a_frame_built_in_a_reused_buffer_reads_back(draw: bytes) -> None:
+    c = Choices(draw[:FRAME_HEAD])
+    sizes = numbers(c, 1, 300)
+    before = (c.byte() << 8 | c.byte()) % 501
+    payload = stretched(c, draw[FRAME_HEAD:], 400)
     buf = bytearray(before)  # what the last frame left
     frame = encode_masked_into(buf, OP_BINARY, cut(payload, sizes), len(payload))
     assert frame is buf
@@ -65,12 +91,13 @@ def test_a_frame_built_in_a_reused_buffer_reads_back(
     assert frame[:head] == reference[:head]
 
 
-@given(
-    st.lists(st.integers(1, 120), min_size=1, max_size=5),
-    cuts,
-    st.sampled_from([Tag.ABRIDGED, Tag.INTERMEDIATE]),
-)
-def test_pieces_join_to_the_packets(sizes: list[int], feeds: list[int], tag: Tag) -> None:
+@given(st.binary(min_size=18, max_size=18))
+def test_pieces_join_to_the_packets(draw: bytes) -> None:
+    c = Choices(draw)
+    tag = c.pick([Tag.ABRIDGED, Tag.INTERMEDIATE])
+    count = 1 + c.byte() % 5
+    sizes = [1 + c.byte() % 120 for _ in range(5)][:count]  # 1-5 packets of 1-120 bytes
+    feeds = numbers(c, 1, 300)
     scale = 4 if tag is Tag.ABRIDGED else 1
     stream = b"".join(
         encode_packet(tag, bytes([i]) * (size * scale)) for i, size in enumerate(sizes)
@@ -85,10 +112,15 @@ def test_pieces_join_to_the_packets(sizes: list[int], feeds: list[int], tag: Tag
     assert b"".join(got_parts) == stream and whole.pending == parts.pending == 0
 
 
-@given(st.binary(min_size=1, max_size=300), cuts, cuts, st.integers(1, 200), st.booleans())
-def test_partial_reads_yield_the_same_bytes(
-    payload: bytes, messages: list[int], wire_cuts: list[int], n: int, ping: bool
-) -> None:
+READ_HEAD = 27  # message cuts 11, wire cuts 11, the read size, ping, the payload's length 3
+
+
+@given(st.binary(min_size=READ_HEAD + 1, max_size=READ_HEAD + 300))
+def test_partial_reads_yield_the_same_bytes(draw: bytes) -> None:
+    c = Choices(draw[:READ_HEAD])
+    messages, wire_cuts = numbers(c, 1, 300), numbers(c, 1, 300)
+    n, ping = 1 + c.byte() % 200, c.chance(50)
+    payload = stretched(c, draw[READ_HEAD:], 300) or b"x"
     wire = b""
     for i, message in enumerate(m for m in cut(payload, messages) if m):
         if ping and i == 1:

@@ -16,6 +16,7 @@ from helper.probe.volume import (
     ResponseCounter,
     requests_needed,
 )
+from tests.fuzz.strategies import Choices
 
 WITH_LENGTH = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
 CHUNKED = (
@@ -32,13 +33,21 @@ def cuts(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
-@given(
-    st.lists(st.sampled_from([WITH_LENGTH, CHUNKED, NO_BODY, INTERIM]), min_size=1, max_size=8),
-    st.lists(st.integers(min_value=0), max_size=20),
-)
-def test_counts_whole_responses_however_the_bytes_arrive(
-    responses: list[bytes], points: list[int]
-) -> None:
+def points_from(c: Choices, most: int) -> list[int]:
+    """0 to `most` cut points (each 0-65535, taken modulo the length), from 1 + 2 * most
+    bytes: the count does not move the bytes after it."""
+    count = c.byte() % (most + 1)
+    return [c.byte() << 8 | c.byte() for _ in range(most)][:count]
+
+
+# Decoded from one fixed-size draw (two list strategies cost twice as much): the number of
+# responses (1-8), each one's kind, and up to 20 cut points.
+@given(st.binary(min_size=50, max_size=50))
+def test_counts_whole_responses_however_the_bytes_arrive(draw: bytes) -> None:
+    c = Choices(draw)
+    count = 1 + c.byte() % 8
+    kinds = [c.pick([WITH_LENGTH, CHUNKED, NO_BODY, INTERIM]) for _ in range(8)]
+    responses, points = kinds[:count], points_from(c, 20)
     data = b"".join(responses)
     counter = ResponseCounter()
     for piece in cuts(data, points):
@@ -77,8 +86,9 @@ def test_what_is_not_http_says_so(data: bytes) -> None:
         ResponseCounter().feed(data)
 
 
-@given(st.binary(max_size=2048), st.lists(st.integers(min_value=0), max_size=8))
-def test_any_bytes_are_counted_or_refused(data: bytes, points: list[int]) -> None:
+@given(st.binary(min_size=17, max_size=17 + 2048))
+def test_any_bytes_are_counted_or_refused(draw: bytes) -> None:
+    points, data = points_from(Choices(draw[:17]), 8), draw[17:]
     counter = ResponseCounter()
     try:
         for piece in cuts(data, points):

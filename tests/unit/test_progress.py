@@ -11,6 +11,7 @@ from helper.probe.result import ProbeResult, TargetResult
 from helper.routing.health import HealthBook
 from helper.routing.progress import RESEND_GAP, UPLOAD_LIMIT, ProgressWatch, TlsRecords
 from helper.routing.stall_hold import StallHold
+from tests.fuzz.strategies import Choices
 from transports import Failure, Op
 
 
@@ -29,11 +30,19 @@ SERVER_HELLO = record(90, 22) + record(1, 20) + record(3000, 23)
 # --- TLS record boundaries ----------------------------------------------------------------
 
 
-@given(
-    st.lists(st.integers(0, 300), min_size=1, max_size=4),
-    st.lists(st.integers(0, 1300), max_size=6),
-)
-def test_records_cut_anywhere_end_at_a_boundary(sizes: list[int], points: list[int]) -> None:
+def numbers(c: Choices, low: int, high: int, most: int, least: int = 0) -> list[int]:
+    """`least` to `most` integers in [low, high] (either end reachable), from 1 + 2 * most
+    bytes: the count does not move the bytes after it."""
+    count = least + c.byte() % (most - least + 1)
+    return [low + (c.byte() << 8 | c.byte()) % (high - low + 1) for _ in range(most)][:count]
+
+
+# Each property decodes its input from one fixed-size draw (lists of integers cost twice
+# as much to generate).
+@given(st.binary(min_size=22, max_size=22))
+def test_records_cut_anywhere_end_at_a_boundary(draw: bytes) -> None:
+    c = Choices(draw)
+    sizes, points = numbers(c, 0, 300, 4, least=1), numbers(c, 0, 1300, 6)
     stream = b"".join(record(size) for size in sizes)
     records = TlsRecords()
     for chunk in cut(stream, points):
@@ -41,17 +50,13 @@ def test_records_cut_anywhere_end_at_a_boundary(sizes: list[int], points: list[i
     assert records.tls is True and not records.mid_record
 
 
-@given(
-    st.lists(st.integers(1, 300), min_size=1, max_size=4),
-    st.integers(0, 3),
-    st.integers(1, 304),
-    st.lists(st.integers(0, 1300), max_size=4),
-)
-def test_a_stream_cut_inside_a_record_is_mid_record(
-    sizes: list[int], which: int, into: int, points: list[int]
-) -> None:
+@given(st.binary(min_size=21, max_size=21))
+def test_a_stream_cut_inside_a_record_is_mid_record(draw: bytes) -> None:
     """Cut after the first header (which tells whether it is TLS at all) and inside a record:
     its header or its body."""
+    c = Choices(draw)
+    sizes, which = numbers(c, 1, 300, 4, least=1), c.byte() % 4
+    into, points = 1 + (c.byte() << 8 | c.byte()) % 304, numbers(c, 0, 1300, 4)
     which %= len(sizes)
     start = sum(5 + size for size in sizes[:which])
     end = start + into % (5 + sizes[which])
@@ -64,8 +69,14 @@ def test_a_stream_cut_inside_a_record_is_mid_record(
     assert records.mid_record
 
 
-@given(st.lists(st.binary(max_size=64), max_size=8))
-def test_any_bytes_are_read_without_error(chunks: list[bytes]) -> None:
+@given(st.binary(min_size=9, max_size=9 + 8 * 64))
+def test_any_bytes_are_read_without_error(draw: bytes) -> None:
+    # 0-8 chunks of 0-64 bytes each, cut from the bytes after a head of 9.
+    c, rest = Choices(draw[:9]), draw[9:]
+    count, lengths, chunks = c.byte() % 9, [c.byte() % 65 for _ in range(8)], []
+    for length in lengths[:count]:
+        chunks.append(rest[:length])
+        rest = rest[length:]
     records = TlsRecords()
     for chunk in chunks:
         records.feed(chunk)

@@ -82,8 +82,9 @@ async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, 
 
             result = await echo_run(
                 lambda data: client.send(data, echo.address), receive, 10_000,
-                sizes=(60, 1200, 1472 - 10),
+                sizes=(60, 1200, 1472 - 10), patience=15.0,
             )  # fmt: skip
+            # (patience: a datagram late behind a busy machine's pause is not a lost one.)
             assert result.corrupt == 0 and result.duplicates == 0
             # Loopback UDP on both sides of a reliable tunnel: nothing lost, in order.
             assert result.lost == 0, result

@@ -20,6 +20,7 @@ from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.conftest import config_text
 from tests.support import origins, peers
+from tests.support.waiting import loop_lag
 from transports import Endpoint
 from transports.tlsfrag import server_name
 
@@ -121,29 +122,6 @@ async def relay(tmp_path: Path) -> AsyncIterator[tuple[RelayKeys, int]]:
     _, port = await server.start()
     yield keys, port
     await server.stop(grace=0.5)
-
-
-@contextlib.asynccontextmanager
-async def loop_lag() -> AsyncIterator[list[float]]:
-    """The worst lateness of this event loop's wake-ups while the block runs. The tap shares
-    the loop with the engine, so it sees a ClientHello up to that late: on a busy machine two
-    paced handshakes can look closer at the tap than the budget let them go."""
-    loop = asyncio.get_running_loop()
-    worst = [0.0]
-
-    async def tick() -> None:
-        while True:
-            due = loop.time() + 0.005
-            await asyncio.sleep(0.005)
-            worst[0] = max(worst[0], loop.time() - due)
-
-    task = asyncio.ensure_future(tick())
-    try:
-        yield worst
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def check_budget(handshakes: list[Handshake], lag: float = 0.0) -> None:

@@ -28,7 +28,7 @@ from helper.lab.netns import NetnsLab
 from helper.routing.state import HealthStore, network_id
 from helper.search.budget import Booking
 from tests.lab.conftest import free_network, require_netns
-from tests.support.waiting import until
+from tests.support.waiting import loop_lag, until
 from transports import Endpoint
 from transports.tls import tls_connect
 
@@ -90,7 +90,8 @@ async def test_nothing_serverless_works_one_verdict_and_the_budget_held(
     await userland.set_scenario("sni-reset-reassembling")
     assert userland.censor is not None
     began = time.monotonic()
-    report, found, kept = await search(userland, tmp_path, budget=True)
+    async with loop_lag() as lag:
+        report, found, kept = await search(userland, tmp_path, budget=True)
     for name in SERVICES:
         searched = report.services[name]
         assert searched.winner is None and searched.done
@@ -113,9 +114,10 @@ async def test_nothing_serverless_works_one_verdict_and_the_budget_held(
     assert arrivals["web.telegram.org"] and arrivals["chat.signal.org"]
     for name, times in arrivals.items():
         times.sort()
-        # 0.4 s apart at the client; what reaches the censor can be a little closer
+        # 0.4 s apart at the client; what reaches the censor (on the same loop) can be closer
+        # by a little, or by the loop's worst lateness on a busy machine
         closest = min((b - a for a, b in itertools.pairwise(times)), default=1.0)
-        assert closest >= 0.25, (name, times)
+        assert closest >= 0.4 - max(0.15, lag[0]), (name, times, lag[0])
         for i, first in enumerate(times):
             assert len([t for t in times[i:] if t < first + 1.0]) <= 3, (name, times)
 

@@ -19,19 +19,23 @@ Three kinds of start, so that background work never makes a connection slower:
 event by event); `take` is the one coroutine, sleeping until the booked time (which a client
 start may move while it sleeps).
 
-`handshake` is `take` for a handshake whose end detour sees (the fronted tunnel's TLS to its
-front, transports/fronted/client.py): besides the start times, at most `limit` such handshakes
-to one name are under way at once, however long each takes. A front's handshakes are all paced
-(a connection's first route included): without multiplexing every connection is one.
+`handshake` is for a handshake whose end detour sees (the fronted tunnel's TLS to its front,
+transports/fronted/client.py): besides the start times, at most `limit` such handshakes to one
+name are under way at once (TCP connect included), however long each takes; its start is
+taken after the connect, just before the ClientHello goes out, so the times a censor counts
+are the ones kept (a connect that took longer does not bunch hellos together). A front's
+handshakes are all paced (a connection's first route included): without multiplexing every
+connection is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["Booking", "HandshakeBudget"]
@@ -165,10 +169,11 @@ class HandshakeBudget:
             await asyncio.sleep(delay)  # a client start may have moved the booking later
 
     @contextlib.asynccontextmanager
-    async def handshake(self, name: str) -> AsyncIterator[None]:
-        """Hold a handshake towards `name` for as long as the block runs: it starts when fewer
-        than `limit` are under way to that name and the start times allow (as a race's later
-        route: never behind background work booked for later)."""
+    async def handshake(self, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """Hold a handshake towards `name` for as long as the block runs: it is entered when
+        fewer than `limit` are under way to that name. The block awaits what it is given just
+        before its ClientHello goes out: that waits until the start times allow (as a race's
+        later route: never behind background work booked for later)."""
         key = name.lower()
         while self.enabled and self._under_way[key] >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
@@ -180,8 +185,7 @@ class HandshakeBudget:
                     self._waiting.get(key, []).remove(waiter)
         self._under_way[key] += 1
         try:
-            await self.take(name, client=True)
-            yield
+            yield functools.partial(self.take, name, client=True)
         finally:
             self._under_way[key] -= 1
             if not self._under_way[key]:

@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
@@ -55,10 +56,13 @@ PLAIN_RETRY = 600.0  # after a relay declined multiplexing, ask again after this
 
 class HandshakePacer(Protocol):
     """What paces the TLS handshakes with a front (helper/search/budget.py's
-    HandshakeBudget): the block runs when a handshake to `name` may start, and while it runs
-    the handshake counts as under way."""
+    HandshakeBudget): the block runs when a handshake to `name` may be under way (its TCP
+    connect included), and awaits what it is given just before the ClientHello goes out
+    (the hellos' times are the ones kept apart)."""
 
-    def handshake(self, name: str) -> AbstractAsyncContextManager[None]: ...
+    def handshake(
+        self, name: str
+    ) -> AbstractAsyncContextManager[Callable[[], Awaitable[None]]]: ...
 
 
 def inner_client_context(key: AccessKey) -> ssl.SSLContext:
@@ -268,16 +272,24 @@ class FrontDialer:
 
     async def _connect_once(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
         if self.pacer is None:
-            return await self._connect_paced(inner_tls, nonce)
-        async with self.pacer.handshake(self.key.front):
-            return await self._connect_paced(inner_tls, nonce)
+            return await self._connect_paced(inner_tls, nonce, None)
+        async with self.pacer.handshake(self.key.front) as start:
+            return await self._connect_paced(inner_tls, nonce, start)
 
-    async def _connect_paced(self, inner_tls: ssl.SSLContext, nonce: bool) -> TlsStream:
+    async def _connect_paced(
+        self, inner_tls: ssl.SSLContext, nonce: bool, start: Callable[[], Awaitable[None]] | None
+    ) -> TlsStream:
         key = self.key
         try:
             stream = await self.inner.dial(key.address)
         except DialError as exc:
             raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        if start is not None:
+            try:
+                await start()  # the ClientHello's turn (the budget keeps the hellos' times)
+            except BaseException:
+                stream.abort()
+                raise
         if self.carrier.counting:
             stream = Counted(stream)  # what the front sent, to tell a freeze
         dial_phase.set(Op.PROXY_HANDSHAKE)

@@ -38,7 +38,7 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "detour"
     if not script.exists():
         pytest.skip("detour is not installed as a console script in this environment")
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=100)
     assert result.stdout.strip() == f"detour {__version__}"
 
 

@@ -80,6 +80,7 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
     async def start(
         secrets: str = f'al = "{PLAIN}", bob = "{DD}", carol = "{EE}"',
         routes: dict[str, str] | None = None,
+        handshake_timeout: str = "2s",
         **extra,
     ) -> Setup:
         mask = MaskSite()
@@ -99,7 +100,7 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
             secrets = {{ {secrets} }}
             mask = "{mask_address[0]}:{mask_address[1]}"
             dcs = {{ 2 = "{dc_host}:{dc_port}" }}
-            handshake_timeout = "2s"
+            handshake_timeout = "{handshake_timeout}"
             max_per_client = 0
             """
             + more,
@@ -144,7 +145,11 @@ async def test_a_small_reply_after_the_clients_half_close(start_proxy: StartProx
 
 @pytest.mark.slow
 async def test_200_connections_at_once_intact(start_proxy: StartProxy) -> None:
-    setup = await start_proxy()
+    # The 200 handshakes queue behind each other and behind the relaying in this one event
+    # loop: on a loaded machine every fake-TLS (ee) handshake, which takes a round trip more,
+    # ran past a 2 s handshake_timeout, and such a client is passed to the mask site (100 of
+    # 200 failed, none of their bytes reaching the DC). The timeout is not what is tested here.
+    setup = await start_proxy(handshake_timeout="120s")
     wrappers = [
         await start_proxy_wrapper(setup.proxy, secret, chunk=16 << 10) for secret in (PLAIN, EE)
     ]

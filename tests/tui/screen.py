@@ -20,8 +20,10 @@ from helper.tui.app import REFRESH
 __all__ = ["eventually", "screen_text", "settled_screenshot", "shows", "svg_text"]
 
 CHAR_WIDTH = 12.2  # Rich's SVG export: 0.61 x its 20 px font, per terminal cell
-# A safety net for a machine far busier than any test expects, not a measurement.
-TIMEOUT = 30.0
+# A safety net for a machine far busier than any test expects, not a measurement (a check
+# passes as soon as the screen shows its state; twenty processes on two cores made a frame
+# take seconds).
+TIMEOUT = 120.0
 POLL = 0.05
 
 _TEXT = re.compile(

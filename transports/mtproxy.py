@@ -54,6 +54,7 @@ from .mtproto.obfuscated2 import (
     initiate,
 )
 from .mtproto.secret import ProxySecret, SecretMode, parse_secret
+from .wrapped import WrappedStream
 
 __all__ = ["MTProxyDialer", "MTProxyOptions", "MTProxyStream", "parse_options"]
 
@@ -222,8 +223,9 @@ class MTProxyDialer:
         return bytes(received[size:])
 
 
-class MTProxyStream(Stream):
-    """A client's MTProto stream through an MTProto proxy (see the module's docstring)."""
+class MTProxyStream(WrappedStream):
+    """A client's MTProto stream through an MTProto proxy (see the module's docstring);
+    the stream to the proxy is `inner`."""
 
     def __init__(
         self,
@@ -233,7 +235,7 @@ class MTProxyStream(Stream):
         secret: ProxySecret,
         leftover: bytes = b"",
     ) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.dc = dc
         self.server = server
         self._secret = secret
@@ -286,9 +288,9 @@ class MTProxyStream(Stream):
         field = dc_field(self.dc.id, media=self.dc.media, test=self.dc.test)
         init, self._ours = initiate(upstream, field, secret=self._secret.key)
         if self._records is not None:
-            self.stream.write(_CCS_RECORD + wrap_records(init))
+            self.inner.write(_CCS_RECORD + wrap_records(init))
         else:
-            self.stream.write(init)
+            self.inner.write(init)
         return True
 
     def _send(self, data: bytes | bytearray | memoryview) -> None:
@@ -303,23 +305,17 @@ class MTProxyStream(Stream):
             if not data:
                 return
         data = self._ours.encrypt(data)
-        self.stream.write(wrap_records(data) if self._records is not None else data)
+        self.inner.write(wrap_records(data) if self._records is not None else data)
 
     def _reject(self, why: str) -> NoReturn:
         self._rejected = f"MTProto proxy {self.server}: {why}"
         log.info("%s; closing the connection", self._rejected)
-        self.stream.abort()
+        self.inner.abort()
         raise ConnectionResetError(self._rejected)
-
-    async def drain(self) -> None:
-        await self.stream.drain()
-
-    def can_write_eof(self) -> bool:
-        return self.stream.can_write_eof()
 
     def write_eof(self) -> None:
         if self._rejected is None:
-            self.stream.write_eof()
+            self.inner.write_eof()
 
     # --- toward the client ----------------------------------------------------------------
 
@@ -331,7 +327,7 @@ class MTProxyStream(Stream):
                 data = data[:n]
             return data
         while True:
-            raw = self._held.popleft() if self._held else await self.stream.read(n)
+            raw = self._held.popleft() if self._held else await self.inner.read(n)
             if not raw:
                 if not self._answered and self._ours is not None:
                     # Said here, naming the proxy, rather than as a bare end of stream: what
@@ -380,19 +376,13 @@ class MTProxyStream(Stream):
 
     # --- the rest -----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self.stream.close()
-
-    def abort(self) -> None:
-        self.stream.abort()
-
-    async def wait_closed(self) -> None:
-        await self.stream.wait_closed()
+    def shaping(self) -> bool:
+        return True  # every byte is re-encrypted: the relay never takes the raw socket
 
     def is_closing(self) -> bool:
-        return self._rejected is not None or self.stream.is_closing()
+        return self._rejected is not None or self.inner.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "mtproxy_server":
             return str(self.server)
-        return self.stream.get_extra_info(name, default)
+        return self.inner.get_extra_info(name, default)

@@ -62,17 +62,27 @@ def front_route(stood: Relay, options: str = "", key=None):
     return chain, dialer
 
 
+@contextlib.asynccontextmanager
+async def listening_through(stood: Relay) -> AsyncIterator[int]:
+    """detour's mixed listener with the relay's front: route as its only route: its port."""
+    chain, dialer = front_route(stood)
+    router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
+    config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
+    server = ClientServer(router)
+    listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
+    await server.start()
+    try:
+        yield listener.sockets[0][1]
+    finally:
+        await server.stop()
+        await dialer.aclose()
+
+
 @pytest.mark.slow  # 10,000 round trips: ~10-30 s on a busy machine
 async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, echo) -> None:
     """client --SOCKS5 UDP--> detour --front:--> relay --UDP--> echo, and back."""
-    async with running_relay(tmp_path, test_ca) as stood:
-        chain, dialer = front_route(stood)
-        router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
-        config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
-        server = ClientServer(router)
-        listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
-        await server.start()
-        client = await associate(("127.0.0.1", listener.sockets[0][1]))
+    async with running_relay(tmp_path, test_ca) as stood, listening_through(stood) as port:
+        client = await associate(("127.0.0.1", port))
         try:
 
             async def receive() -> bytes:
@@ -92,28 +102,16 @@ async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, 
             assert stood.server.udp.counters.up == 10_000
         finally:
             await client.close()
-            await server.stop()
-            await dialer.aclose()
 
 
 async def test_pysocks_client_through_the_tunnel(tmp_path, test_ca, echo) -> None:
     """A real SOCKS5 client (PySocks' SOCK_DGRAM socket) through detour's front: route."""
-    async with running_relay(tmp_path, test_ca) as stood:
-        chain, dialer = front_route(stood)
-        router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
-        config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
-        server = ClientServer(router)
-        listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
-        await server.start()
-        try:
-            payloads = [b"one", bytes(range(256)) * 5, b"\0" * 1400]
-            address = ("127.0.0.1", listener.sockets[0][1])
-            answers = await asyncio.to_thread(pysocks_echo, address, echo.address, payloads)
-            assert answers == payloads
-            assert stood.server.udp.counters.up == len(payloads)
-        finally:
-            await server.stop()
-            await dialer.aclose()
+    async with running_relay(tmp_path, test_ca) as stood, listening_through(stood) as port:
+        payloads = [b"one", bytes(range(256)) * 5, b"\0" * 1400]
+        address = ("127.0.0.1", port)
+        answers = await asyncio.to_thread(pysocks_echo, address, echo.address, payloads)
+        assert answers == payloads
+        assert stood.server.udp.counters.up == len(payloads)
 
 
 async def test_datagrams_keep_their_boundaries_up_to_the_path_mtu(tmp_path, test_ca, echo) -> None:

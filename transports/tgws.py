@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
+from .base import Dialer, DialError, Endpoint, Failure, Op, dial_phase
 from .mtproto import dcs as _dcs
 from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable, WebEndpoint
 from .mtproto.framing import MAX_PACKET, FramingError, PacketSplitter
@@ -65,6 +65,7 @@ from .mtproto.obfuscated2 import (
 )
 from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
+from .wrapped import WrappedStream
 
 __all__ = ["TgWsDialer", "TgWsOptions", "TgWsStream", "parse_options"]
 
@@ -242,11 +243,13 @@ class TgWsDialer:
             ) from None
 
 
-class TgWsStream(Stream):
+class TgWsStream(WrappedStream):
     """A client's MTProto stream over a web endpoint's WebSocket (see the module's
-    docstring). Not a plain socket underneath: the relay copies it on its generic path."""
+    docstring); the WebSocket is `inner` (and `ws`, for its message calls). Not a plain
+    socket underneath: the relay copies it on its generic path."""
 
     def __init__(self, ws: WebSocketStream, dc: DataCentre, endpoint: WebEndpoint) -> None:
+        super().__init__(ws)
         self.ws = ws
         ws.partial_reads = True  # the client reads a byte stream: no need to wait for messages
         self.dc = dc
@@ -318,11 +321,8 @@ class TgWsStream(Stream):
         self.ws.close()
         raise ConnectionResetError(self._rejected)
 
-    async def drain(self) -> None:
-        await self.ws.drain()
-
     def can_write_eof(self) -> bool:
-        return True
+        return True  # the client's end is sent as a Close frame; reading goes on (close_write)
 
     def write_eof(self) -> None:
         if self._rejected is not None:
@@ -358,22 +358,16 @@ class TgWsStream(Stream):
 
     # --- the rest ---------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self.ws.close()
-
-    def abort(self) -> None:
-        self.ws.abort()
-
-    async def wait_closed(self) -> None:
-        await self.ws.wait_closed()
+    def shaping(self) -> bool:
+        return True  # every byte is framed into messages: the relay never takes a raw socket
 
     def is_closing(self) -> bool:
-        return self._rejected is not None or self.ws.is_closing()
+        return self._rejected is not None or self.inner.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "tgws_endpoint":
             return str(self.endpoint)
-        return self.ws.get_extra_info(name, default)
+        return self.inner.get_extra_info(name, default)
 
 
 def _revealer(keystream: Keystream, start: int):

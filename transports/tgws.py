@@ -51,18 +51,8 @@ from .base import Dialer, DialError, Endpoint, Failure, Op, dial_phase
 from .mtproto import dcs as _dcs
 from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable, WebEndpoint
 from .mtproto.framing import MAX_PACKET, FramingError, PacketSplitter
-from .mtproto.obfuscated2 import (
-    INIT_LEN,
-    InitError,
-    Keystream,
-    Obfuscation,
-    Tag,
-    TransportKind,
-    accept,
-    classify,
-    dc_field,
-    initiate,
-)
+from .mtproto.obfuscated2 import INIT_LEN, Keystream, Obfuscation, TransportKind, dc_field, initiate
+from .mtproto.start import StartRefused, read_start
 from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
 from .wrapped import WrappedStream
@@ -89,11 +79,6 @@ _UNCARRIED = {
     TransportKind.HTTP: "HTTP (MTProto over HTTP, or not MTProto), which the web endpoints "
     "do not take over WebSocket",
     TransportKind.TLS: "TLS (a fake-TLS MTProto proxy client, or not MTProto)",
-}
-_CLEAR_TAGS = {
-    TransportKind.ABRIDGED: (Tag.ABRIDGED, 1),
-    TransportKind.INTERMEDIATE: (Tag.INTERMEDIATE, 4),
-    TransportKind.PADDED: (Tag.PADDED, 4),
 }
 
 
@@ -275,27 +260,20 @@ class TgWsStream(WrappedStream):
     def _begin(self) -> bool:
         """Decide from the client's first bytes how to carry its stream; False until there
         are enough of them. Sends the init; leaves in _start what follows it."""
-        kind = classify(self._start)
-        if kind is None:
+        try:
+            start = read_start(self._start, _UNCARRIED)
+        except StartRefused as exc:
+            self._reject(str(exc))
+        if start is None:
             return False
-        if kind in _UNCARRIED:
-            self._reject(f"the client speaks {_UNCARRIED[kind]}")
-        if kind is TransportKind.OBFUSCATED2:
-            if len(self._start) < INIT_LEN:
-                return False
+        if start.obfuscation is not None:  # the client's own init goes on as it is
             init = bytes(self._start[:INIT_LEN])
-            try:
-                header, obfuscation = accept(init)
-            except InitError as exc:
-                self._reject(f"the client's first bytes are no MTProto: {exc}")
-            up = obfuscation.receive  # the client's keystream; only peeked at
-            self._splitter = PacketSplitter(header.tag, reveal=_revealer(up, INIT_LEN))
-            del self._start[:INIT_LEN]
+            up = start.obfuscation.receive  # the client's keystream; only peeked at
+            self._splitter = PacketSplitter(start.tag, reveal=_revealer(up, INIT_LEN))
         else:
-            tag, marker = _CLEAR_TAGS[kind]
-            init, self._wrap = initiate(tag, dc_field(self.dc.id, media=self.dc.media))
-            self._splitter = PacketSplitter(tag)
-            del self._start[:marker]
+            init, self._wrap = initiate(start.tag, dc_field(self.dc.id, media=self.dc.media))
+            self._splitter = PacketSplitter(start.tag)
+        del self._start[: start.size]
         self.ws.write_message(init)
         return True
 

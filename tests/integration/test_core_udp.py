@@ -16,13 +16,12 @@ from helper.lab.udpmocks import UdpEcho, start_udp
 from helper.probe.udp import probe_udp_routes
 from helper.routing.udp_health import UdpHealth
 from helper.services import Service, UdpProbeTarget
-from tests.support import peers
 from tests.support.udp import associate, pysocks_echo
 from tests.support.udpecho import Inbox
 from tests.support.waiting import until
 from transports.datagram import datagram_dialer
 
-from .test_cores import CORES, core_program, engine_config, server_tls
+from .test_cores import CORES, core_program, engine_config, v2ray_serving
 
 pytestmark = pytest.mark.peer
 
@@ -68,10 +67,8 @@ async def echo():
 
 @pytest.fixture(params=list(CASES))
 def server_link(request, test_ca):
-    inbound, link = CASES[request.param]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        yield link.format(user=USER, port=server.port)
+    with v2ray_serving(CASES[request.param], test_ca, USER) as link:
+        yield link
 
 
 async def test_datagrams_echo_intact_through_the_core(
@@ -94,10 +91,8 @@ async def test_datagrams_echo_intact_through_the_core(
 
 
 async def test_pysocks_client_through_a_vmess_route(test_ca, start_engine, echo) -> None:
-    inbound, link = CASES["vmess"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core="v2ray")
+    with v2ray_serving(CASES["vmess"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core="v2ray")
         engine = await start_engine(text)
         payloads = [b"one", b"\xff" * 1400, b"three"]
         answers = await asyncio.to_thread(
@@ -109,10 +104,8 @@ async def test_pysocks_client_through_a_vmess_route(test_ca, start_engine, echo)
 async def test_the_udp_probe_passes_through_a_vless_route(
     core, test_ca, start_engine, echo
 ) -> None:
-    inbound, link = CASES["vless"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core=core)
+    with v2ray_serving(CASES["vless"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core=core)
         engine = await start_engine(text)
         route = engine.router.route("own")
         calls = Service("calls", udp_probes=(UdpProbeTarget.parse(f"udp-echo://{echo.address}"),))
@@ -123,10 +116,8 @@ async def test_the_udp_probe_passes_through_a_vless_route(
 async def test_a_restarted_core_takes_the_next_datagram(core, test_ca, start_engine, echo) -> None:
     """The core dies: its association with it ends (the control connection closes), and the
     next datagram associates again through a new core (a new port and login)."""
-    inbound, link = CASES["vless"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core=core)
+    with v2ray_serving(CASES["vless"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core=core)
         engine = await start_engine(text)
         route = engine.router.route("own")
         inbox = Inbox()

@@ -78,6 +78,7 @@ from benchmarks.relay import (  # noqa: E402
     socks5_connect,
     started,
 )
+from tests.support.mtprotoproxy_run import script as mtprotoproxy_script  # noqa: E402
 from tests.support.mtproxy_client import (  # noqa: E402
     application_records,
     client_hello,
@@ -557,6 +558,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         if args.only:
             contestants = [c for c in contestants if c.key == "direct" or c.key in args.only]
+        if mtprotoproxy_script() is None and any(c.key in MTPROTOPROXY_USERS for c in contestants):
+            if args.only and args.only & set(MTPROTOPROXY_USERS):
+                raise SystemExit("mtprotoproxy is not installed (pip install mtprotoproxy)")
+            print("mtprotoproxy is not installed: no mtproxy contestants", file=sys.stderr)
+            contestants = [c for c in contestants if c.key not in MTPROTOPROXY_USERS]
         if any(c.key in MTPROTOPROXY_USERS for c in contestants):
             proxy = stack.enter_context(run_mtprotoproxy(tcp_port, tmp))
             for c in contestants:
@@ -569,6 +575,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{c.label} (baseline)",
                     c.chain,
                     c.secret,
+                    socks=c.socks,
+                    target=c.target,
                     root=args.baseline,
                 )
                 for c in contestants

@@ -7,6 +7,7 @@ memory one UDP association holds.
     .venv/bin/python benchmarks/udp.py --count 2000 --size 200 --window 16
     .venv/bin/python benchmarks/udp.py --json out.json    # also the raw numbers
     .venv/bin/python benchmarks/udp.py --only direct,front,core   # some paths (and plain)
+    .venv/bin/python benchmarks/udp.py --only front --burst 8 --unbatched  # the tunnel's batching
 
 Paths (all on loopback; the echo server is a separate process):
 
@@ -23,6 +24,11 @@ Paths (all on loopback; the echo server is a separate process):
     v2ray alone      client -> v2ray (the core detour started: its SOCKS5 inbound's UDP
                      ASSOCIATE) -> VLESS over TLS -> v2ray server -> echo
     detour -> vless  client -> detour (route `vless://`) -> that core -> v2ray server -> echo
+
+With `--unbatched`, the fronted paths run twice: first with the tunnel's records written each
+turn of the event loop as they come (COALESCE_TURNS = 0, as before batching across turns),
+then as detour runs them (transports/fronted/datagrams.py's RecordBatch). `--burst N` sends
+the datagrams N at a time, back to back, as a video call sends the packets of one frame.
 
 The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
 sends as fast as the window lets, to find the rate), each carrying its sequence number and
@@ -80,8 +86,12 @@ class _Plain(asyncio.DatagramProtocol):
         self.queue.put_nowait(data)
 
 
+BURST = 1  # datagrams sent back to back (--burst)
+
+
 async def _run(send, receive, count: int, size: int, window: int) -> dict[str, Any]:
-    """Echo `count` datagrams of `size` bytes, `window` in flight; the figures."""
+    """Echo `count` datagrams of `size` bytes, `window` in flight, BURST at a time; the
+    figures."""
     filler = bytes(range(256)) * (size // 256 + 1)
     rtts: list[float] = []
     arrived: set[int] = set()
@@ -110,12 +120,15 @@ async def _run(send, receive, count: int, size: int, window: int) -> dict[str, A
 
     task = asyncio.get_running_loop().create_task(reader())
     started = time.perf_counter()
+    burst = max(1, min(BURST, window))
     for seq in range(count):
-        try:
-            async with asyncio.timeout(0.5):  # a lost datagram gives its credit back late
-                await credit.acquire()
-        except TimeoutError:
-            pass
+        if seq % burst == 0:
+            for _ in range(min(burst, count - seq)):
+                try:
+                    async with asyncio.timeout(0.5):  # a lost datagram gives its credit back late
+                        await credit.acquire()
+                except TimeoutError:
+                    pass
         send(struct.pack("!Id", seq, time.perf_counter()) + filler[: size - 12])
     try:
         async with asyncio.timeout(2.0):
@@ -207,6 +220,15 @@ async def main(args: argparse.Namespace, echo: Endpoint) -> dict[str, Any]:
             await engine.stop()
     if "dante" in only:
         await _skipped_without_peer("dante", _dante(echo, run, results))
+    if "front" in only and args.unbatched:
+        from transports.fronted import datagrams
+
+        batching, datagrams.COALESCE_TURNS = datagrams.COALESCE_TURNS, 0
+        try:
+            results["front unbatched"] = await _front(echo, run, "")
+            results["capped unbatched"] = await _front(echo, run, ";carrier=capped")
+        finally:
+            datagrams.COALESCE_TURNS = batching
     if "front" in only:
         results["detour -> front"] = await _front(echo, run, "")
         results["front capped"] = await _front(echo, run, ";carrier=capped")
@@ -373,7 +395,8 @@ async def _shadowsocks(echo: Endpoint, run: tuple[int, int, int], results: dict)
 def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
     base = results["plain"]
     lines = [
-        f"UDP echo: {args.count} datagrams of {args.size} bytes, {args.window} in flight",
+        f"UDP echo: {args.count} datagrams of {args.size} bytes, {args.window} in flight"
+        + (f", {args.burst} at a time" if args.burst > 1 else ""),
         f"{'path':16} {'lost':>6} {'reord':>6} {'bad':>4} {'dgram/s':>8} {'rate':>6} "
         f"{'rtt med':>8} {'p99':>8} {'+rtt':>7}",
     ]
@@ -399,11 +422,18 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=1400)
     parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=1, help="datagrams sent back to back")
+    parser.add_argument(
+        "--unbatched", action="store_true", help="the fronted paths without batching too"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", help=f"comma-separated paths among {', '.join(PATHS)}")
     arguments = parser.parse_args()
     if arguments.size < 12:
         parser.error("--size must be at least 12 (sequence number and time)")
+    if arguments.burst < 1:
+        parser.error("--burst must be at least 1")
+    BURST = arguments.burst
     os.environ.setdefault("DETOUR_STATE_DIR", "/tmp/detour-benchmark-udp")
     echo_process = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
     assert echo_process.stdout is not None

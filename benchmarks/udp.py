@@ -27,7 +27,8 @@ Paths (all on loopback; the echo server is a separate process):
 
 With `--unbatched`, the fronted paths run twice: first with the tunnel's records written each
 turn of the event loop as they come (COALESCE_TURNS = 0, as before batching across turns),
-then as detour runs them (transports/fronted/datagrams.py's RecordBatch). `--burst N` sends
+then as detour runs them (transports/fronted/datagrams.py's RecordBatch); each fronted row
+ends with the datagrams per write the relay sent back (`/write`). `--burst N` sends
 the datagrams N at a time, back to back, as a video call sends the packets of one frame.
 
 The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
@@ -348,7 +349,10 @@ async def _front(echo: Endpoint, run: tuple[int, int, int], options: str) -> dic
         listener = server.add(MixedListener(listen, listen_admission(listen), AddressPolicy()))
         await server.start()
         try:
-            return await _socks(("127.0.0.1", listener.sockets[0][1]), echo, *run)
+            result = await _socks(("127.0.0.1", listener.sockets[0][1]), echo, *run)
+            counters = relay.udp.counters  # the relay's writes toward the client: batching
+            result["datagrams_per_write_down"] = round(counters.down / counters.writes_down, 2)
+            return result
         finally:
             await server.stop()
             await dialer.aclose()
@@ -417,6 +421,11 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{name:16} {r['lost']:>6} {r['reordered']:>6} {r['corrupt']:>4} "
             f"{r['datagrams_per_s']:>8} {ratio:>5.2f}x {r['rtt_median_us']:>6}us "
             f"{r['rtt_p99_us']:>6}us {extra:>+5}us"
+            + (
+                f"  {r['datagrams_per_write_down']:.2f}/write"
+                if "datagrams_per_write_down" in r
+                else ""
+            )
         )
     if "memory_per_association_bytes" in results:
         lines.append(

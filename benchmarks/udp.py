@@ -7,6 +7,7 @@ memory one UDP association holds.
     .venv/bin/python benchmarks/udp.py --count 2000 --size 200 --window 16
     .venv/bin/python benchmarks/udp.py --json out.json    # also the raw numbers
     .venv/bin/python benchmarks/udp.py --only direct,front,core   # some paths (and plain)
+    .venv/bin/python benchmarks/udp.py --only front --burst 8 --unbatched  # the tunnel's batching
 
 Paths (all on loopback; the echo server is a separate process):
 
@@ -23,6 +24,12 @@ Paths (all on loopback; the echo server is a separate process):
     v2ray alone      client -> v2ray (the core detour started: its SOCKS5 inbound's UDP
                      ASSOCIATE) -> VLESS over TLS -> v2ray server -> echo
     detour -> vless  client -> detour (route `vless://`) -> that core -> v2ray server -> echo
+
+With `--unbatched`, the fronted paths run twice: first with the tunnel's records written each
+turn of the event loop as they come (COALESCE_TURNS = 0, as before batching across turns),
+then as detour runs them (transports/fronted/datagrams.py's RecordBatch); each fronted row
+ends with the datagrams per write the relay sent back (`/write`). `--burst N` sends
+the datagrams N at a time, back to back, as a video call sends the packets of one frame.
 
 The client keeps `--window` datagrams in flight (a call sends a few dozen a second; this
 sends as fast as the window lets, to find the rate), each carrying its sequence number and
@@ -80,8 +87,12 @@ class _Plain(asyncio.DatagramProtocol):
         self.queue.put_nowait(data)
 
 
+BURST = 1  # datagrams sent back to back (--burst)
+
+
 async def _run(send, receive, count: int, size: int, window: int) -> dict[str, Any]:
-    """Echo `count` datagrams of `size` bytes, `window` in flight; the figures."""
+    """Echo `count` datagrams of `size` bytes, `window` in flight, BURST at a time; the
+    figures."""
     filler = bytes(range(256)) * (size // 256 + 1)
     rtts: list[float] = []
     arrived: set[int] = set()
@@ -110,12 +121,15 @@ async def _run(send, receive, count: int, size: int, window: int) -> dict[str, A
 
     task = asyncio.get_running_loop().create_task(reader())
     started = time.perf_counter()
+    burst = max(1, min(BURST, window))
     for seq in range(count):
-        try:
-            async with asyncio.timeout(0.5):  # a lost datagram gives its credit back late
-                await credit.acquire()
-        except TimeoutError:
-            pass
+        if seq % burst == 0:
+            for _ in range(min(burst, count - seq)):
+                try:
+                    async with asyncio.timeout(0.5):  # a lost datagram gives its credit back late
+                        await credit.acquire()
+                except TimeoutError:
+                    pass
         send(struct.pack("!Id", seq, time.perf_counter()) + filler[: size - 12])
     try:
         async with asyncio.timeout(2.0):
@@ -208,13 +222,30 @@ async def main(args: argparse.Namespace, echo: Endpoint) -> dict[str, Any]:
     if "dante" in only:
         await _skipped_without_peer("dante", _dante(echo, run, results))
     if "front" in only:
-        results["detour -> front"] = await _front(echo, run, "")
-        results["front capped"] = await _front(echo, run, ";carrier=capped")
+        fronted = (
+            ("detour -> front", "front unbatched", ""),
+            ("front capped", "capped unbatched", ";carrier=capped"),
+        )
+        for name, unbatched, options in fronted:
+            if args.unbatched:  # right before its batched run: the same load for both
+                results[unbatched] = await _unbatched(echo, run, options)
+            results[name] = await _front(echo, run, options)
     if "ss" in only:
         await _skipped_without_peer("Shadowsocks", _shadowsocks(echo, run, results))
     if "core" in only:
         await _skipped_without_peer("core", _core(echo, run, results))
     return results
+
+
+async def _unbatched(echo: Endpoint, run: tuple[int, int, int], options: str) -> dict[str, Any]:
+    """_front with the tunnel's records written each turn as they come (no batching)."""
+    from transports.fronted import datagrams
+
+    batching, datagrams.COALESCE_TURNS = datagrams.COALESCE_TURNS, 0
+    try:
+        return await _front(echo, run, options)
+    finally:
+        datagrams.COALESCE_TURNS = batching
 
 
 async def _skipped_without_peer(what: str, paths) -> None:
@@ -318,7 +349,10 @@ async def _front(echo: Endpoint, run: tuple[int, int, int], options: str) -> dic
         listener = server.add(MixedListener(listen, listen_admission(listen), AddressPolicy()))
         await server.start()
         try:
-            return await _socks(("127.0.0.1", listener.sockets[0][1]), echo, *run)
+            result = await _socks(("127.0.0.1", listener.sockets[0][1]), echo, *run)
+            counters = relay.udp.counters  # the relay's writes toward the client: batching
+            result["datagrams_per_write_down"] = round(counters.down / counters.writes_down, 2)
+            return result
         finally:
             await server.stop()
             await dialer.aclose()
@@ -373,7 +407,8 @@ async def _shadowsocks(echo: Endpoint, run: tuple[int, int, int], results: dict)
 def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
     base = results["plain"]
     lines = [
-        f"UDP echo: {args.count} datagrams of {args.size} bytes, {args.window} in flight",
+        f"UDP echo: {args.count} datagrams of {args.size} bytes, {args.window} in flight"
+        + (f", {args.burst} at a time" if args.burst > 1 else ""),
         f"{'path':16} {'lost':>6} {'reord':>6} {'bad':>4} {'dgram/s':>8} {'rate':>6} "
         f"{'rtt med':>8} {'p99':>8} {'+rtt':>7}",
     ]
@@ -386,6 +421,11 @@ def _table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{name:16} {r['lost']:>6} {r['reordered']:>6} {r['corrupt']:>4} "
             f"{r['datagrams_per_s']:>8} {ratio:>5.2f}x {r['rtt_median_us']:>6}us "
             f"{r['rtt_p99_us']:>6}us {extra:>+5}us"
+            + (
+                f"  {r['datagrams_per_write_down']:.2f}/write"
+                if "datagrams_per_write_down" in r
+                else ""
+            )
         )
     if "memory_per_association_bytes" in results:
         lines.append(
@@ -399,11 +439,18 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=1400)
     parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=1, help="datagrams sent back to back")
+    parser.add_argument(
+        "--unbatched", action="store_true", help="the fronted paths without batching too"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", help=f"comma-separated paths among {', '.join(PATHS)}")
     arguments = parser.parse_args()
     if arguments.size < 12:
         parser.error("--size must be at least 12 (sequence number and time)")
+    if arguments.burst < 1:
+        parser.error("--burst must be at least 1")
+    BURST = arguments.burst
     os.environ.setdefault("DETOUR_STATE_DIR", "/tmp/detour-benchmark-udp")
     echo_process = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
     assert echo_process.stdout is not None

@@ -441,8 +441,7 @@ class RelayServer:
         log.info(
             "relay listening on %s (%d clients)", Endpoint(host, port), len(self.keys.active())
         )
-        if not self.udp.enabled:
-            log.info("relay: %s", self.udp.summary())
+        self.udp.started()  # its UDP counters in the log while they change (udp.py)
         return host, port
 
     async def _watch_revocations(self) -> None:
@@ -483,7 +482,7 @@ class RelayServer:
         if self.upstream is not None:
             await self.upstream.aclose()  # the second hop's tunnels
         self.replays.close()
-        log.info("relay: %s", self.udp.summary())  # what it carried of UDP (udp.py)
+        await self.udp.stopped()  # the log line of what it carried of UDP (udp.py)
 
 
 _REVOKED = encode_failure(

@@ -15,13 +15,20 @@ What is dropped is counted (`UdpRelayCounters`) and logged at a throttled rate.
 
 `relay.udp = false` turns it off: every association is refused with "UDP is off at this
 relay", which the client reports as "the relay carries no UDP". The counters since start
-are what the relay reports of its UDP (`summary`: a log line when it stops).
+are what the relay reports of its UDP (`summary`): the relay has no status page (it
+answers as a website), so they go to its log, every REPORT_INTERVAL while they change
+(`report`, none while nothing happens) and once when it stops.
+
+Toward the client, the records of datagrams arriving over consecutive turns of the event
+loop go out in one write (datagrams.py's RecordWriter), as the client's do: `writes_down`
+counts those writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -39,13 +46,20 @@ from ..proxy.limits import ThrottledLog
 if TYPE_CHECKING:
     from transports.fronted.mux import MuxStream
 
-__all__ = ["MAX_DESTINATIONS", "MAX_WAITING", "RelayDatagrams", "UdpRelayCounters"]
+__all__ = [
+    "MAX_DESTINATIONS",
+    "MAX_WAITING",
+    "REPORT_INTERVAL",
+    "RelayDatagrams",
+    "UdpRelayCounters",
+]
 
 log = logging.getLogger("detour.relay")
 
 MAX_DESTINATIONS = 1024
 MAX_WAITING = 256
 PREPARE_TIMEOUT = 10.0
+REPORT_INTERVAL = 300.0  # seconds between the counters' log lines, while they change
 
 
 @dataclass
@@ -58,6 +72,7 @@ class UdpRelayCounters:
     associations: int = 0  # associations accepted since start
     associations_refused: int = 0  # refused: UDP off, two hops, the client's limit
     malformed: int = 0  # associations ended by a record that could not be read
+    writes_down: int = 0  # writes of records to clients (one frame each, one or more datagrams)
 
 
 class RelayDatagrams:
@@ -74,6 +89,9 @@ class RelayDatagrams:
         self.counters = UdpRelayCounters()
         self.associations = 0
         self.throttled = ThrottledLog(log)
+        self.report_interval = REPORT_INTERVAL
+        self._reported: tuple[int, ...] | None = None  # the counters at the last line
+        self._reporter: asyncio.Task[None] | None = None
 
     def refusal(self, target: Endpoint) -> str | None:
         """Why the policy refuses `target` before any name is resolved (the same rules as
@@ -99,10 +117,45 @@ class RelayDatagrams:
         c = self.counters
         return (
             f"UDP {state}: {c.associations} associations ({self.associations} open, "
-            f"{c.associations_refused} refused), {c.up} datagrams up, {c.down} down; dropped: "
+            f"{c.associations_refused} refused), {c.up} datagrams up, {c.down} down "
+            f"in {c.writes_down} writes; dropped: "
             f"{c.refused} refused, {c.unreachable} unreachable, {c.over_limit} over_limit; "
             f"{c.malformed} associations ended malformed"
         )
+
+    def report(self) -> bool:
+        """Log the counters if they changed since the last line; whether it did."""
+        snapshot = (*dataclasses.astuple(self.counters), self.associations)
+        if snapshot == self._reported:
+            return False
+        self._reported = snapshot
+        log.info("relay: %s", self.summary())
+        return True
+
+    def started(self) -> None:
+        """At the relay's start: the counters' log line every `report_interval` while they
+        change; when it carries no UDP, one line that says so instead."""
+        if not self.enabled:
+            log.info("relay: %s", self.summary())
+        elif self._reporter is None:
+            self._reported = (*dataclasses.astuple(self.counters), self.associations)
+            self._reporter = asyncio.ensure_future(self._report_loop())
+
+    async def stopped(self) -> None:
+        """At the relay's stop: no more periodic lines; one with the totals."""
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+            self._reporter = None
+        log.info("relay: %s", self.summary())
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            self.report()
+
+    def _count_write(self, records: int) -> None:
+        self.counters.writes_down += 1
 
     def _refuse(self, stream: MuxStream, why: str) -> None:
         self.counters.associations_refused += 1
@@ -152,7 +205,7 @@ class _Association:
         self.owner = owner
         self.name = name
         self.stream = stream
-        self.writer = RecordWriter(stream)
+        self.writer = RecordWriter(stream, on_write=owner._count_write)
         self.flows: DirectSession = owner.datagrams.open(self._from_destination)
         self.waiting: dict[Endpoint, deque[bytes]] = {}
         self.tasks: set[asyncio.Task[None]] = set()

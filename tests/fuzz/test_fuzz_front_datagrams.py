@@ -4,7 +4,8 @@ its relay:
 
 - any bytes, fed in any pieces, give datagrams or ProtocolError; nothing else, and never
   more bytes kept than were fed;
-- records of any datagrams, cut anywhere, parse back to the same datagrams in order.
+- records of any datagrams, cut anywhere, parse back to the same datagrams in order (and a
+  batch of them, as the writers send it, is those records back to back).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.strategies import Choices, split_tail
 from transports import Endpoint
-from transports.fronted.datagrams import RecordReader, encode_record, parse_body
+from transports.fronted.datagrams import RecordBatch, RecordReader, encode_record, parse_body
 from transports.wire import ProtocolError
 
 
@@ -72,6 +73,10 @@ def records_parse_back_whatever_the_cuts(raw: bytes) -> None:
     for _ in range(c.byte() % 5):
         datagrams.append((_address(c), c.take(c.byte())))
     stream = b"".join(encode_record(a, p) for a, p in datagrams)
+    batch = RecordBatch()  # what the writers send: the same records back to back
+    for address, payload in datagrams:
+        batch.add(address, payload)
+    assert batch.take() == stream
     reader = RecordReader()
     got = []
     for piece in _pieces(stream, cuts):

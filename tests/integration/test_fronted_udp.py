@@ -1,8 +1,9 @@
 """UDP through the fronted tunnel (transports/fronted/datagrams.py, helper/relay/udp.py)
 against a real `detour relay` on loopback: a SOCKS5 client's datagrams through detour's
 listener, a `front:` route, the relay and the lab's UDP echo, 10,000 of them with loss and
-reordering counted; the relay's destination policy and limits; an older relay; the idle
-timeout; and the capped carriers behind a censor that freezes flows after 16 KB."""
+reordering counted; datagrams batched into the tunnel's writes; the relay's destination
+policy and limits; an older relay; the idle timeout; and the capped carriers behind a
+censor that freezes flows after 16 KB."""
 
 from __future__ import annotations
 
@@ -128,6 +129,32 @@ async def test_datagrams_keep_their_boundaries_up_to_the_path_mtu(tmp_path, test
                 session.send(payload, echo.address)
                 assert await inbox.get() == (payload, echo.address)
             assert len(dialer.sessions) == 1
+        finally:
+            session.close()
+            await dialer.aclose()
+
+
+async def test_datagrams_of_consecutive_turns_share_a_write(tmp_path, test_ca, echo) -> None:
+    """A datagram per turn of the event loop (a burst as the listener reads it, one a turn):
+    the records go into the tunnel a batch per write, every datagram back intact, in order;
+    the relay batches toward the client the same way."""
+    async with running_relay(tmp_path, test_ca) as stood:
+        chain, dialer = front_route(stood)
+        datagrams = datagram_dialer("front", chain, dialer)
+        inbox = Inbox()
+        session = datagrams.open(inbox)
+        try:
+            await session.prepare(echo.address)
+            sent = [bytes([i % 256]) * (1 + i * 7 % 1400) for i in range(200)]
+            for payload in sent:
+                session.send(payload, echo.address)
+                await asyncio.sleep(0)  # the next one a turn later
+            got = [(await inbox.get())[0] for _ in sent]
+            assert got == sent
+            writer = session._writer
+            assert writer is not None and writer.writes <= len(sent) // 4, writer.writes
+            counters = stood.server.udp.counters
+            assert counters.down == 200 and 1 <= counters.writes_down <= 200
         finally:
             session.close()
             await dialer.aclose()

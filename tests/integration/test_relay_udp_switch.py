@@ -1,7 +1,7 @@
 """The relay's UDP switch (`[relay] udp`, helper/relay/config.py) and its UDP counters
 (helper/relay/udp.py): off, a client's association is refused with the relay's reason and the
 tunnel stays up for TCP; on, the counters count associations and datagrams, and the relay's
-summary line says them."""
+summary line says them, while they change and when it stops."""
 
 from __future__ import annotations
 
@@ -38,11 +38,13 @@ def test_a_bad_value_names_the_key() -> None:
         parse_relay_config(text)
 
 
-async def _relay(tmp_path, ca, *, udp: bool) -> Relay:
+async def _relay(tmp_path, ca, *, udp: bool, report: float | None = None) -> Relay:
     config = dataclasses.replace(relay_config(tmp_path, ca, ANY), udp=udp)
     keys = RelayKeys(config.state)
     keys.generate()
     server = RelayServer(config, keys)
+    if report is not None:
+        server.udp.report_interval = report
     _, port = await server.start()
     key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
     return Relay(server, keys, port, key, ca)
@@ -101,3 +103,39 @@ async def test_the_counters_and_the_summary(tmp_path, test_ca, echo, caplog) -> 
         await stood.server.stop(grace=0.5)
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "relay: UDP on: 1 associations" in said and "5 datagrams up, 5 down" in said
+
+
+async def test_the_counters_go_to_the_log_while_they_change(
+    tmp_path, test_ca, echo, caplog
+) -> None:
+    """The relay has no status page: its UDP counters are a log line every report interval,
+    none while nothing changed, and the last one when it stops."""
+    caplog.set_level(logging.INFO, "detour.relay")
+    stood = await _relay(tmp_path, test_ca, udp=True, report=0.05)
+    udp = stood.server.udp
+    chain, dialer = front_route(stood)
+    inbox = Inbox()
+    session = FrontDatagrams(dialer).open(inbox)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "datagrams up" in r.getMessage()]
+
+    try:
+        await session.prepare(echo.address)
+        for i in range(3):
+            session.send(b"%d" % i, echo.address)
+            assert (await inbox.get())[0] == b"%d" % i
+        # All three came back: their writes are done, and the counters stay as they are.
+        writes = udp.counters.writes_down
+        assert 1 <= writes <= 3  # records toward the client, batched
+        said = f"3 datagrams up, 3 down in {writes} writes"
+        await until(lambda: bool(lines()) and said in lines()[-1])
+        assert not udp.report()  # nothing new since the last line: no line
+        session.send(b"more", echo.address)
+        await inbox.get()
+        await until(lambda: any("4 datagrams up, 4 down" in line for line in lines()))
+    finally:
+        session.close()
+        await dialer.aclose()
+        await stood.server.stop(grace=0.5)
+    assert udp._reporter is None and "4 datagrams up, 4 down" in lines()[-1]

@@ -23,12 +23,19 @@ What runs, each in its own process:
   twice its MTProto proxy endpoint (`[mtproto_proxy]`, DC 2 at the DC process's plain port,
   the `direct` route), reached as Telegram's apps reach a proxy: with a plain secret (the
   client's obfuscated2 init made with it), and with an `ee` secret (fake TLS: the client's
-  ClientHello, then TLS records; tests/support/mtproxy_client.py makes the hello).
+  ClientHello, then TLS records; tests/support/mtproxy_client.py makes the hello);
+* for the `mtproxy:` route (an MTProto proxy someone was handed), mtprotoproxy (PyPI, in the
+  test extra; run by tests/support/mtprotoproxy_run.py with its DC table pointed at the DC
+  process, plain secret, asyncio) and three contestants: detour's SOCKS5 port with the route
+  `mtproxy:` to it (`mtproxy`), the client talking to mtprotoproxy itself with the secret
+  (`mtprotoproxy`: what detour's layer adds is the ratio of the two), and the client
+  talking to the DC process with no proxy at all (`dc`: what any hop costs).
 
-The ratios to direct are the figures: the same client and the same DC process, only the
-path differs -- TLS and WebSocket framing in detour and in the DC process (as Telegram's own
-web endpoint adds them) for tgws; for the proxy endpoint, detour decrypting the client's
-obfuscated2 and encrypting it again toward the DC (and the records, with fake TLS).
+The ratios to direct (detour's `direct` route) are the figures: the same client and the
+same DC process, only the path differs -- TLS and WebSocket framing in detour and in the DC
+process (as Telegram's own web endpoint adds them) for tgws; for the proxy endpoint, detour
+decrypting the client's obfuscated2 and encrypting it again toward the DC (and the
+records, with fake TLS).
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from benchmarks.relay import (  # noqa: E402
     socks5_connect,
     started,
 )
+from tests.support.mtprotoproxy_run import script as mtprotoproxy_script  # noqa: E402
 from tests.support.mtproxy_client import (  # noqa: E402
     application_records,
     client_hello,
@@ -364,7 +372,8 @@ def open_mtproto(c: Contestant, target: tuple[str, int], mode: int, size: int):
     sock = socket.create_connection(c.address)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if c.secret is None:
-        socks5_connect(sock, target)
+        if c.socks:
+            socks5_connect(sock, c.target or target)
         client = MTProtoClient()
         sock.sendall(client.first(mode, size))
         return sock, client
@@ -491,6 +500,8 @@ class Contestant:
     label: str
     chain: str
     secret: str | None = None  # through the MTProto proxy endpoint with this secret
+    socks: bool = True  # through detour's SOCKS5 port (False: to `address` itself)
+    target: tuple[str, int] | None = None  # what to ask SOCKS5 for, when not the DC's port
     root: Path = ROOT  # the source tree detour runs from
     address: tuple[str, int] = ("", 0)
     pid: int = 0
@@ -535,8 +546,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 PLAIN,
             ),
         ]
+        contestants += [
+            Contestant("dc", "no proxy: the DC process itself", "", socks=False),
+            Contestant(
+                "mtproxy",
+                "detour, mtproxy: route to mtprotoproxy",
+                "mtproxy:{proxy};secret=" + PLAIN,
+                target=DC2,
+            ),
+            Contestant("mtprotoproxy", "mtprotoproxy alone, plain secret", "", PLAIN),
+        ]
         if args.only:
             contestants = [c for c in contestants if c.key == "direct" or c.key in args.only]
+        if mtprotoproxy_script() is None and any(c.key in MTPROTOPROXY_USERS for c in contestants):
+            if args.only and args.only & set(MTPROTOPROXY_USERS):
+                raise SystemExit("mtprotoproxy is not installed (pip install mtprotoproxy)")
+            print("mtprotoproxy is not installed: no mtproxy contestants", file=sys.stderr)
+            contestants = [c for c in contestants if c.key not in MTPROTOPROXY_USERS]
+        if any(c.key in MTPROTOPROXY_USERS for c in contestants):
+            proxy = stack.enter_context(run_mtprotoproxy(tcp_port, tmp))
+            for c in contestants:
+                c.chain = c.chain.replace("{proxy}", f"{HOST}:{proxy[0][1]}")
         if args.baseline:
             # The same contestants but direct run from another source tree: before / after.
             contestants += [
@@ -545,12 +575,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{c.label} (baseline)",
                     c.chain,
                     c.secret,
+                    socks=c.socks,
+                    target=c.target,
                     root=args.baseline,
                 )
                 for c in contestants
-                if c.key != "direct"
+                if c.key not in ("direct", "dc", "mtprotoproxy")
             ]
         for c in contestants:
+            if c.key == "dc":
+                c.address, c.pid = target, 0
+                continue
+            if c.key == "mtprotoproxy":
+                c.address, c.pid = proxy
+                continue
             more = extra
             port = 0
             if c.secret is not None:
@@ -567,7 +605,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.pin:
             pin(dc.pid, {0})  # the stand-ins and this client on one core,
             for c in contestants:
-                pin(c.pid, {1})  # detour alone on the other
+                if c.pid:
+                    pin(c.pid, {1})  # detour (and mtprotoproxy) alone on the other
             os.sched_setaffinity(0, {0})
         for round_ in range(args.repeat):
             order = contestants[round_ % 2 :] + contestants[: round_ % 2]
@@ -583,6 +622,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert dc.stdin is not None
             dc.stdin.close()
     return report(args, machine, contestants)
+
+
+DC2 = ("149.154.167.51", 443)  # DC 2's address in detour's table: what an app asks for
+MTPROTOPROXY_USERS = ("mtproxy", "mtprotoproxy")
+
+
+@contextlib.contextmanager
+def run_mtprotoproxy(dc_port: int, tmp: Path):
+    """mtprotoproxy with the plain secret, every DC at the DC process's plain port: yields
+    ((host, port), pid). Its stderr goes to a file in `tmp` (on Python 3.11 it prints a
+    traceback of its own when a client closes: it names asyncio.streams.IncompleteReadError)."""
+    options = {
+        "port": 0,
+        "key": PLAIN,
+        "dcs": [HOST] * 5,
+        "dc_port": dc_port,
+        "tls_domain": "www.example.org",
+        "mask": [HOST, 9],
+        "secure_only": False,
+    }
+    argv = [sys.executable, "-m", "tests.support.mtprotoproxy_run", json.dumps(options)]
+    with (
+        (tmp / "mtprotoproxy.log").open("wb") as log,
+        started(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log) as process,
+    ):
+        assert process.stdout is not None
+        with Timeout(START_TIMEOUT, "starting mtprotoproxy"):
+            line = process.stdout.readline().decode()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"mtprotoproxy did not start (pip install mtprotoproxy): {line!r}")
+        yield (HOST, int(line.split()[1])), process.pid
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -667,9 +737,18 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines.append("")
     for key, r in result["vs_direct"].items():
+        goal = "" if key in ("dc", "mtprotoproxy") else " Goal: at least 0.5x."
         lines.append(
             f"{key} / direct: {r['upload']:.2f}x up, {r['download']:.2f}x down; connection "
-            f"set-up {r['setup_added_us'] / 1000:+.2f} ms (median). Goal: at least 0.5x."
+            f"set-up {r['setup_added_us'] / 1000:+.2f} ms (median).{goal}"
+        )
+    if "mtproxy" in rows and "mtprotoproxy" in rows:
+        ours, alone = rows["mtproxy"], rows["mtprotoproxy"]
+        lines.append(
+            f"mtproxy / mtprotoproxy alone: {ours['upload_mbps'] / alone['upload_mbps']:.2f}x "
+            f"up, {ours['download_mbps'] / alone['download_mbps']:.2f}x down; connection "
+            f"set-up {(ours['setup_median_us'] - alone['setup_median_us']) / 1000:+.2f} ms "
+            "(median): what detour's SOCKS5 port and `mtproxy:` layer add to the same proxy."
         )
     return "\n".join(lines)
 
@@ -685,7 +764,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         type=lambda text: set(text.split(",")),
         help="these contestants (comma-separated keys: tgws, mtproto, mtproto-ee, "
-        "mtproto-tgws) besides direct",
+        "mtproto-tgws, dc, mtproxy, mtprotoproxy) besides direct",
     )
     parser.add_argument(
         "--baseline",

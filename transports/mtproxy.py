@@ -42,18 +42,9 @@ from .mtproto.client import Reframer, client_hello, server_flight
 from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable
 from .mtproto.faketls import HelloError, RecordError, RecordReader, wrap_records
 from .mtproto.framing import FramingError
-from .mtproto.obfuscated2 import (
-    INIT_LEN,
-    InitError,
-    Obfuscation,
-    Tag,
-    TransportKind,
-    accept,
-    classify,
-    dc_field,
-    initiate,
-)
+from .mtproto.obfuscated2 import Obfuscation, Tag, TransportKind, dc_field, initiate
 from .mtproto.secret import ProxySecret, SecretMode, parse_secret
+from .mtproto.start import StartRefused, read_start
 from .wrapped import WrappedStream
 
 __all__ = ["MTProxyDialer", "MTProxyOptions", "MTProxyStream", "parse_options"]
@@ -65,11 +56,6 @@ _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 # The largest record taken from the proxy (TLS 1.3 ciphertext may be 2^14 + 256; proxies
 # send no more, but a looser bound costs nothing here).
 _MAX_RECORD = (1 << 16) - 1
-_CLEAR_TAGS = {
-    TransportKind.ABRIDGED: (Tag.ABRIDGED, 1),
-    TransportKind.INTERMEDIATE: (Tag.INTERMEDIATE, 4),
-    TransportKind.PADDED: (Tag.PADDED, 4),
-}
 _UNCARRIED = {
     TransportKind.FULL: "MTProto's full transport, which MTProto proxies do not take: use an "
     "obfuscated, abridged or intermediate connection",
@@ -265,23 +251,14 @@ class MTProxyStream(WrappedStream):
         self._send(data)
 
     def _begin(self) -> bool:
-        kind = classify(self._start)
-        if kind is None:
+        try:
+            start = read_start(self._start, _UNCARRIED)
+        except StartRefused as exc:
+            self._reject(str(exc))
+        if start is None:
             return False
-        if kind in _UNCARRIED:
-            self._reject(f"the client speaks {_UNCARRIED[kind]}")
-        if kind is TransportKind.OBFUSCATED2:
-            if len(self._start) < INIT_LEN:
-                return False
-            try:
-                header, self._client = accept(bytes(self._start[:INIT_LEN]))
-            except InitError as exc:
-                self._reject(f"the client's first bytes are no MTProto: {exc}")
-            tag = header.tag
-            del self._start[:INIT_LEN]
-        else:
-            tag, marker = _CLEAR_TAGS[kind]
-            del self._start[:marker]
+        self._client, tag = start.obfuscation, start.tag
+        del self._start[: start.size]
         upstream = tag if self._secret.mode is SecretMode.PLAIN else Tag.PADDED
         if upstream is not tag:
             self._up, self._down = Reframer(tag, upstream), Reframer(upstream, tag)

@@ -47,24 +47,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from .base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
+from .base import Dialer, DialError, Endpoint, Failure, Op, dial_phase
 from .mtproto import dcs as _dcs
 from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable, WebEndpoint
 from .mtproto.framing import MAX_PACKET, FramingError, PacketSplitter
-from .mtproto.obfuscated2 import (
-    INIT_LEN,
-    InitError,
-    Keystream,
-    Obfuscation,
-    Tag,
-    TransportKind,
-    accept,
-    classify,
-    dc_field,
-    initiate,
-)
+from .mtproto.obfuscated2 import INIT_LEN, Keystream, Obfuscation, TransportKind, dc_field, initiate
+from .mtproto.start import StartRefused, read_start
 from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
+from .wrapped import WrappedStream
 
 __all__ = ["TgWsDialer", "TgWsOptions", "TgWsStream", "parse_options"]
 
@@ -88,11 +79,6 @@ _UNCARRIED = {
     TransportKind.HTTP: "HTTP (MTProto over HTTP, or not MTProto), which the web endpoints "
     "do not take over WebSocket",
     TransportKind.TLS: "TLS (a fake-TLS MTProto proxy client, or not MTProto)",
-}
-_CLEAR_TAGS = {
-    TransportKind.ABRIDGED: (Tag.ABRIDGED, 1),
-    TransportKind.INTERMEDIATE: (Tag.INTERMEDIATE, 4),
-    TransportKind.PADDED: (Tag.PADDED, 4),
 }
 
 
@@ -242,11 +228,13 @@ class TgWsDialer:
             ) from None
 
 
-class TgWsStream(Stream):
+class TgWsStream(WrappedStream):
     """A client's MTProto stream over a web endpoint's WebSocket (see the module's
-    docstring). Not a plain socket underneath: the relay copies it on its generic path."""
+    docstring); the WebSocket is `inner` (and `ws`, for its message calls). Not a plain
+    socket underneath: the relay copies it on its generic path."""
 
     def __init__(self, ws: WebSocketStream, dc: DataCentre, endpoint: WebEndpoint) -> None:
+        super().__init__(ws)
         self.ws = ws
         ws.partial_reads = True  # the client reads a byte stream: no need to wait for messages
         self.dc = dc
@@ -272,27 +260,20 @@ class TgWsStream(Stream):
     def _begin(self) -> bool:
         """Decide from the client's first bytes how to carry its stream; False until there
         are enough of them. Sends the init; leaves in _start what follows it."""
-        kind = classify(self._start)
-        if kind is None:
+        try:
+            start = read_start(self._start, _UNCARRIED)
+        except StartRefused as exc:
+            self._reject(str(exc))
+        if start is None:
             return False
-        if kind in _UNCARRIED:
-            self._reject(f"the client speaks {_UNCARRIED[kind]}")
-        if kind is TransportKind.OBFUSCATED2:
-            if len(self._start) < INIT_LEN:
-                return False
+        if start.obfuscation is not None:  # the client's own init goes on as it is
             init = bytes(self._start[:INIT_LEN])
-            try:
-                header, obfuscation = accept(init)
-            except InitError as exc:
-                self._reject(f"the client's first bytes are no MTProto: {exc}")
-            up = obfuscation.receive  # the client's keystream; only peeked at
-            self._splitter = PacketSplitter(header.tag, reveal=_revealer(up, INIT_LEN))
-            del self._start[:INIT_LEN]
+            up = start.obfuscation.receive  # the client's keystream; only peeked at
+            self._splitter = PacketSplitter(start.tag, reveal=_revealer(up, INIT_LEN))
         else:
-            tag, marker = _CLEAR_TAGS[kind]
-            init, self._wrap = initiate(tag, dc_field(self.dc.id, media=self.dc.media))
-            self._splitter = PacketSplitter(tag)
-            del self._start[:marker]
+            init, self._wrap = initiate(start.tag, dc_field(self.dc.id, media=self.dc.media))
+            self._splitter = PacketSplitter(start.tag)
+        del self._start[: start.size]
         self.ws.write_message(init)
         return True
 
@@ -318,11 +299,8 @@ class TgWsStream(Stream):
         self.ws.close()
         raise ConnectionResetError(self._rejected)
 
-    async def drain(self) -> None:
-        await self.ws.drain()
-
     def can_write_eof(self) -> bool:
-        return True
+        return True  # the client's end is sent as a Close frame; reading goes on (close_write)
 
     def write_eof(self) -> None:
         if self._rejected is not None:
@@ -358,22 +336,16 @@ class TgWsStream(Stream):
 
     # --- the rest ---------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self.ws.close()
-
-    def abort(self) -> None:
-        self.ws.abort()
-
-    async def wait_closed(self) -> None:
-        await self.ws.wait_closed()
+    def shaping(self) -> bool:
+        return True  # every byte is framed into messages: the relay never takes a raw socket
 
     def is_closing(self) -> bool:
-        return self._rejected is not None or self.ws.is_closing()
+        return self._rejected is not None or self.inner.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "tgws_endpoint":
             return str(self.endpoint)
-        return self.ws.get_extra_info(name, default)
+        return self.inner.get_extra_info(name, default)
 
 
 def _revealer(keystream: Keystream, start: int):

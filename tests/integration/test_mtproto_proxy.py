@@ -22,7 +22,7 @@ import pytest_asyncio
 from helper.engine import Engine
 from tests.conftest import config_text
 from tests.support.integrity import IntegrityResult, run_integrity
-from tests.support.mtproto import start_unwrapper
+from tests.support.mtproto import endpoint_section, start_unwrapper
 from tests.support.mtproxy_client import client_hello, open_proxy, start_proxy_wrapper
 from tests.support.origins import start_integrity
 from transports.mtproto import Tag, initiate
@@ -87,25 +87,14 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
         mask = MaskSite()
         mask_address = await mask.start()
         masks.append(mask)
-        dc_host, dc_port = unwrapper.address
-        more = "".join(f"{key} = {value}\n" for key, value in extra.items())
-        text = config_text(
-            routes=routes,
-            extra=f"""
-            [[service]]
-            name = "telegram"
-            cidrs = ["127.0.0.0/8"]
-
-            [mtproto_proxy]
-            listen = "127.0.0.1:0"
-            secrets = {{ {secrets} }}
-            mask = "{mask_address[0]}:{mask_address[1]}"
-            dcs = {{ 2 = "{dc_host}:{dc_port}" }}
-            handshake_timeout = "{handshake_timeout}"
-            max_per_client = 0
-            """
-            + more,
+        section = endpoint_section(
+            secrets,
+            unwrapper.address,
+            mask_address,
+            handshake_timeout=f'"{handshake_timeout}"',
+            **extra,
         )
+        text = config_text(routes=routes, extra=section)
         engine = await start_engine(text, probe_on_start=False)
         return Setup(engine, mask, origin.server.received)
 

@@ -19,19 +19,20 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from helper.config import parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
-from helper.lab.telegram import server_key_fingerprint
 from tests.lab.conftest import free_network
 from tests.support.mtproxy_client import client_hello, open_proxy
 from transports.mtproto import Tag
 from transports.mtproto import messages as tl
 
 telethon = pytest.importorskip("telethon")
-from telethon import TelegramClient  # noqa: E402
-from telethon.network import connection as telethon_connection  # noqa: E402
-from telethon.sessions import MemorySession  # noqa: E402
+from tests.support.telegram_client import (  # noqa: E402
+    MTPROXY,
+    assert_res_pq_accepted,
+    running_engine,
+    telethon_connects,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -61,14 +62,8 @@ def proxy_section(lab: Lab) -> str:
 @contextlib.asynccontextmanager
 async def detour(lab: Lab, route: str | None = "tgws") -> AsyncIterator[Engine]:
     text = lab.helper_config(listen="127.0.0.1:0") + proxy_section(lab)
-    engine = Engine(parse_config(text), probe_on_start=False)
-    await engine.start()
-    if route is not None:
-        engine.router.pin("telegram", route)
-    try:
+    async with running_engine(text, pin=route) as engine:
         yield engine
-    finally:
-        await engine.stop()
 
 
 def events_since(lab: Lab, start: int) -> list:
@@ -83,35 +78,8 @@ async def test_telethon_through_the_proxy_with_a_dd_secret(
     async with detour(lab) as engine:
         assert engine.mtproto is not None
         host, port = engine.mtproto.address_bound
-        session = MemorySession()
-        session.set_dc(2, lab.table.address("telegram-dc2"), 443)  # the proxy reads the DC id
-        client = TelegramClient(
-            session,
-            api_id=1,
-            api_hash="0" * 32,
-            connection=telethon_connection.ConnectionTcpMTProxyRandomizedIntermediate,
-            proxy=(host, port, DD),
-            connection_retries=0,
-            retry_delay=0,
-            timeout=5,
-            receive_updates=False,
-        )
-        try:
-            with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
-                await asyncio.wait_for(client.connect(), 30)
-        finally:
-            await client.disconnect()
-    seen = events_since(lab, start)
-    assert [e.what for e in seen][:2] == ["req_pq_multi", "req_DH_params"], seen
-    pq, dh = seen[0], seen[1]
-    assert pq.dc == dh.dc == 2
-    request, answered = dh.detail["request"], dh.detail["answered"]
-    # Telethon accepted the resPQ: same nonces, pq factored, our key chosen, data encrypted.
-    assert request.nonce == answered.nonce == pq.detail["nonce"]
-    assert request.server_nonce == answered.server_nonce
-    p, q = (int.from_bytes(x, "big") for x in (request.p, request.q))
-    assert (p, q) == dh.detail["primes"] and p * q == answered.pq_value
-    assert request.fingerprint == server_key_fingerprint()
+        await telethon_connects(lab, MTPROXY, (host, port, DD))
+    assert_res_pq_accepted(events_since(lab, start))
     assert "mtproto (alice, DC 2)" in caplog.text and "via tgws" in caplog.text
     assert "Traceback" not in caplog.text
 

@@ -23,8 +23,9 @@ import pytest_asyncio
 
 from helper.lab.lab import Lab
 from tests.lab.conftest import free_network
-from tests.lab.test_mtproxy_route import CONNECTIONS, MASK_NAME, detour, telethon_connects
+from tests.lab.test_mtproxy_route import MASK_NAME, detour, telethon_connects
 from tests.support.mtprotoproxy_run import script
+from tests.support.telegram_client import CONNECTIONS
 
 if script() is None:
     pytest.skip("mtprotoproxy is not installed", allow_module_level=True)

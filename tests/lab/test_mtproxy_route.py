@@ -8,7 +8,6 @@ pq). A wrong secret is reported naming the proxy; nothing reaches the DC."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -17,10 +16,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from helper.config import parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
-from helper.lab.telegram import server_key_fingerprint
 from tests.lab.conftest import free_network
 from tests.lab.test_mtproto_proxy import req_pq
 from tests.support.mtproxy_client import open_proxy
@@ -28,9 +25,13 @@ from transports.mtproto import Tag
 
 telethon = pytest.importorskip("telethon")
 pytest.importorskip("python_socks")
-from telethon import TelegramClient  # noqa: E402
-from telethon.network import connection as telethon_connection  # noqa: E402
-from telethon.sessions import MemorySession  # noqa: E402
+from tests.support.telegram_client import (  # noqa: E402
+    CONNECTIONS,  # abridged is re-framed for dd and ee
+    assert_res_pq_accepted,
+    running_engine,
+    through_socks,
+)
+from tests.support.telegram_client import telethon_connects as _connects  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,11 +40,6 @@ SECRETS = {
     "plain": os.urandom(16).hex(),
     "dd": "dd" + os.urandom(16).hex(),
     "ee": "ee" + os.urandom(16).hex() + MASK_NAME.encode().hex(),
-}
-CONNECTIONS = {
-    "obfuscated": telethon_connection.ConnectionTcpObfuscated,  # what Telegram's apps send
-    "abridged": telethon_connection.ConnectionTcpAbridged,  # re-framed for dd and ee
-    "intermediate": telethon_connection.ConnectionTcpIntermediate,
 }
 
 
@@ -65,14 +61,9 @@ async def proxy(lab: Lab) -> AsyncIterator[tuple[str, int]]:
         f'mask = "{lab.table.address("control")}:443"\n'
         f"dcs = {{ {dcs} }}\n"
     )
-    engine = Engine(parse_config(text), probe_on_start=False)
-    await engine.start()
-    engine.router.pin("telegram", "tgws")
-    try:
+    async with running_engine(text, pin="tgws") as engine:
         assert engine.mtproto is not None
         yield engine.mtproto.address_bound
-    finally:
-        await engine.stop()
 
 
 @contextlib.asynccontextmanager
@@ -86,35 +77,13 @@ async def detour(
         f'\n[[route]]\nname = "handed"\nchain = "mtproxy:{host}:{port};secret={secret}"\n'
         f"\n[telegram]\ndcs = {{ {dcs} }}\n" + extra
     )
-    engine = Engine(parse_config(text), probe_on_start=False)
-    await engine.start()
-    engine.router.pin("telegram", "handed")
-    try:
+    async with running_engine(text, pin="handed") as engine:
         yield engine
-    finally:
-        await engine.stop()
 
 
 async def telethon_connects(lab: Lab, engine: Engine, connection: type) -> None:
-    session = MemorySession()
-    session.set_dc(2, lab.table.address("telegram-dc2"), 443)
-    host, port = engine.mixed_address
-    client = TelegramClient(
-        session,
-        api_id=1,
-        api_hash="0" * 32,
-        connection=connection,
-        proxy=("socks5", host, port),
-        connection_retries=0,
-        retry_delay=0,
-        timeout=5,
-        receive_updates=False,
-    )
-    try:
-        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
-            await asyncio.wait_for(client.connect(), 30)
-    finally:
-        await client.disconnect()
+    """Telethon through detour's SOCKS5 port to the lab's DC 2."""
+    await _connects(lab, connection, through_socks(engine))
 
 
 @pytest.mark.parametrize("kind", list(SECRETS))
@@ -126,17 +95,7 @@ async def test_telethon_through_a_handed_proxy(
     start = len(lab.dc_events.events)
     async with detour(lab, proxy, SECRETS[kind]) as engine:
         await telethon_connects(lab, engine, CONNECTIONS[connection])
-    seen = lab.dc_events.events[start:]
-    assert [e.what for e in seen][:2] == ["req_pq_multi", "req_DH_params"], seen
-    pq, dh = seen[0], seen[1]
-    assert pq.dc == dh.dc == 2
-    request, answered = dh.detail["request"], dh.detail["answered"]
-    # Telethon accepted the resPQ: same nonces, pq factored, our key chosen.
-    assert request.nonce == answered.nonce == pq.detail["nonce"]
-    assert request.server_nonce == answered.server_nonce
-    p, q = (int.from_bytes(x, "big") for x in (request.p, request.q))
-    assert (p, q) == dh.detail["primes"] and p * q == answered.pq_value
-    assert request.fingerprint == server_key_fingerprint()
+    assert_res_pq_accepted(lab.dc_events.events[start:])
     assert "via handed" in caplog.text
     assert "Traceback" not in caplog.text
     for secret in SECRETS.values():

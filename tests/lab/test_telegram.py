@@ -6,7 +6,6 @@ factored pq -- goes on to req_DH_params, which the mock records."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,25 +13,23 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from helper.config import parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
-from helper.lab.telegram import server_key_fingerprint
 from tests.lab.conftest import free_network
 
 telethon = pytest.importorskip("telethon")
 pytest.importorskip("python_socks")
-from telethon import TelegramClient  # noqa: E402
 from telethon.network import connection as telethon_connection  # noqa: E402
-from telethon.sessions import MemorySession  # noqa: E402
+
+from tests.support.telegram_client import (  # noqa: E402
+    CONNECTIONS,  # abridged and intermediate are in the clear: tgws obfuscates them
+    assert_res_pq_accepted,
+    running_engine,
+    through_socks,
+)
+from tests.support.telegram_client import telethon_connects as _connects  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-CONNECTIONS = {
-    "obfuscated": telethon_connection.ConnectionTcpObfuscated,  # what Telegram's apps send
-    "abridged": telethon_connection.ConnectionTcpAbridged,  # in the clear: tgws obfuscates
-    "intermediate": telethon_connection.ConnectionTcpIntermediate,
-}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -43,38 +40,13 @@ async def lab() -> AsyncIterator[Lab]:
 
 @contextlib.asynccontextmanager
 async def detour(lab: Lab, route: str | None) -> AsyncIterator[Engine]:
-    engine = Engine(parse_config(lab.helper_config(listen="127.0.0.1:0")), probe_on_start=False)
-    await engine.start()
-    if route is not None:
-        engine.router.pin("telegram", route)  # as the terminal UI's "p" does
-    try:
+    async with running_engine(lab.helper_config(listen="127.0.0.1:0"), pin=route) as engine:
         yield engine
-    finally:
-        await engine.stop()
 
 
 async def telethon_connects(lab: Lab, engine: Engine, connection: type) -> None:
-    """Telethon's connect() against the lab's DC 2 through detour; it ends when the mock
-    DC closes after req_DH_params (the mock holds no private key to go on)."""
-    session = MemorySession()
-    session.set_dc(2, lab.table.address("telegram-dc2"), 443)
-    host, port = engine.mixed_address
-    client = TelegramClient(
-        session,
-        api_id=1,
-        api_hash="0" * 32,
-        connection=connection,
-        proxy=("socks5", host, port),
-        connection_retries=0,
-        retry_delay=0,
-        timeout=5,
-        receive_updates=False,
-    )
-    try:
-        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
-            await asyncio.wait_for(client.connect(), 30)
-    finally:
-        await client.disconnect()
+    """Telethon through detour's SOCKS5 port to the lab's DC 2."""
+    await _connects(lab, connection, through_socks(engine))
 
 
 def events_since(lab: Lab, start: int) -> list:
@@ -89,18 +61,10 @@ async def test_telethon_reaches_a_black_holed_dc_through_tgws(
     start = len(lab.dc_events.events)
     async with detour(lab, "tgws") as engine:
         await telethon_connects(lab, engine, CONNECTIONS[kind])
-    seen = events_since(lab, start)
-    assert [e.what for e in seen][:2] == ["req_pq_multi", "req_DH_params"], seen
-    pq, dh = seen[0], seen[1]
-    assert pq.dc == dh.dc == 2
-    request, answered = dh.detail["request"], dh.detail["answered"]
-    # Telethon accepted the resPQ: same nonces, pq factored, our key chosen, data encrypted.
-    assert request.nonce == answered.nonce == pq.detail["nonce"]
-    assert request.server_nonce == answered.server_nonce
-    p, q = (int.from_bytes(x, "big") for x in (request.p, request.q))
-    assert (p, q) == dh.detail["primes"] and p * q == answered.pq_value
-    assert request.fingerprint == server_key_fingerprint() == dh.detail["fingerprint"]
-    assert len(request.encrypted_data) == 256
+    dh = assert_res_pq_accepted(events_since(lab, start))
+    request = dh.detail["request"]
+    assert request.fingerprint == dh.detail["fingerprint"]
+    assert len(request.encrypted_data) == 256  # data encrypted
     assert "via tgws" in caplog.text and "Traceback" not in caplog.text
 
 

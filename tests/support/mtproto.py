@@ -1,12 +1,15 @@
-"""Carrying test traffic as MTProto, for the tgws tests: the tgws layer passes only streams
-that begin with an obfuscated2 init and consist of whole MTProto packets, so an integrity
-exchange (tests/support/integrity.py) goes through two adapters that speak it:
+"""Carrying test traffic as MTProto, for the tgws, MTProto endpoint and `mtproxy:` tests:
+the layers pass only streams that begin with an obfuscated2 init and consist of whole
+MTProto packets, so an integrity exchange (tests/support/integrity.py) goes through two
+adapters that speak it:
 
     integrity client --plain--> Wrapper --SOCKS5 via detour, obfuscated2 + intermediate-->
-        ... web endpoint --> Unwrapper --plain--> integrity origin
+        ... web endpoint, MTProto proxy ... --> Unwrapper (the "DC") --plain--> integrity origin
 
 Each adapter pumps both ways and passes a half-close on: a plain end of stream becomes the
-end of the MTProto stream (which tgws turns into the WebSocket's Close) and back.
+end of the MTProto stream (which tgws turns into the WebSocket's Close) and back. Packets
+carry no padding (with padded intermediate too), so the bytes come through unchanged.
+`endpoint_section` is the config of detour's MTProto endpoint with such a DC behind it.
 """
 
 from __future__ import annotations
@@ -31,11 +34,21 @@ PACKET = 256 * 1024  # plain bytes per MTProto packet
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
 
 
-async def _wrap(src: asyncio.StreamReader, dst: asyncio.StreamWriter, ob: Obfuscation) -> None:
-    """Plain bytes -> encrypted intermediate packets, then the end of stream."""
+def _no_padding(n: int) -> bytes:
+    return bytes(n)
+
+
+def _packet(tag: Tag, data: bytes) -> bytes:
+    return encode_packet(tag, data, urandom=_no_padding)
+
+
+async def _wrap(
+    src: asyncio.StreamReader, dst: asyncio.StreamWriter, ob: Obfuscation, tag: Tag
+) -> None:
+    """Plain bytes -> encrypted packets, then the end of stream."""
     with contextlib.suppress(ConnectionError):
         while data := await src.read(PACKET):
-            dst.write(ob.encrypt(encode_packet(Tag.INTERMEDIATE, data)))
+            dst.write(ob.encrypt(_packet(tag, data)))
             await dst.drain()
         if dst.can_write_eof():
             dst.write_eof()
@@ -101,7 +114,7 @@ async def start_unwrapper(origin: tuple[str, int]) -> Adapter:
         async def back() -> None:
             with contextlib.suppress(ConnectionError):
                 while data := await up_reader.read(PACKET):
-                    writer.write(ob.encrypt(encode_packet(header.tag, data)))
+                    writer.write(ob.encrypt(_packet(header.tag, data)))
                     await writer.drain()
                 if writer.can_write_eof():
                     writer.write_eof()  # the origin ended: so does the DC's side
@@ -115,9 +128,11 @@ async def start_unwrapper(origin: tuple[str, int]) -> Adapter:
     return Adapter(await asyncio.start_server(_kept(handle), "127.0.0.1", 0, limit=1 << 20))
 
 
-async def start_wrapper(socks: tuple[str, int], dc: tuple[str, int], dc_id: int = 2) -> Adapter:
+async def start_wrapper(
+    socks: tuple[str, int], dc: tuple[str, int], dc_id: int = 2, tag: Tag = Tag.INTERMEDIATE
+) -> Adapter:
     """The client side: takes plain connections, carries each to `dc` through the SOCKS5
-    proxy at `socks` as an obfuscated MTProto stream."""
+    proxy at `socks` as an obfuscated MTProto stream framed as `tag` says."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -125,14 +140,31 @@ async def start_wrapper(socks: tuple[str, int], dc: tuple[str, int], dc_id: int 
         except (OSError, ConnectionError):
             writer.close()
             return
-        init, ob = initiate(Tag.INTERMEDIATE, dc_id)
+        init, ob = initiate(tag, dc_id)
         mt_writer.write(init)
         try:
-            await _pump_both(
-                _wrap(reader, mt_writer, ob), _unwrap(mt_reader, writer, ob, Tag.INTERMEDIATE)
-            )
+            await _pump_both(_wrap(reader, mt_writer, ob, tag), _unwrap(mt_reader, writer, ob, tag))
         finally:
             mt_writer.close()
             writer.close()
 
     return Adapter(await asyncio.start_server(_kept(handle), "127.0.0.1", 0, limit=1 << 20))
+
+
+def endpoint_section(
+    secrets: str, dc: tuple[str, int], mask: tuple[str, int] | str, **keys: str
+) -> str:
+    """Config text for detour's MTProto endpoint on a free loopback port (with the telegram
+    service on loopback addresses): `secrets` as TOML's inline table's inside, `dc` for DC 2
+    (an unwrapper's address), `mask` the site an `ee` secret imitates; `keys`: more of the
+    section's keys, their values as TOML (`handshake_timeout='"2s"'`)."""
+    mask_text = mask if isinstance(mask, str) else f"{mask[0]}:{mask[1]}"
+    more = "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return (
+        '[[service]]\nname = "telegram"\ncidrs = ["127.0.0.0/8"]\n\n'
+        '[mtproto_proxy]\nlisten = "127.0.0.1:0"\n'
+        f"secrets = {{ {secrets} }}\n"
+        f'mask = "{mask_text}"\n'
+        f'dcs = {{ 2 = "{dc[0]}:{dc[1]}" }}\n'
+        "max_per_client = 0\n" + more
+    )

@@ -144,24 +144,56 @@ async def first_exchange(
 async def _answer_unless_more(client: Stream, upstream: Stream) -> bytes | None:
     """The upstream's first answer, or None when the client sends more first (it is not
     waiting for an answer; what it sent is put back for the relay). A client that ends its
-    side is still waiting. Both reads may be cut short at their await, where they have taken
-    nothing."""
+    side is still waiting.
+
+    This wait may be cut short (the answer's deadline) in the same turn of the event loop
+    as a read finishes, before or while the other read is reaped: what a finished read took
+    is then put back into its stream, for the relay. (The client's bytes are re-encrypted
+    as they are read: dropped, the stream would go on without them, and when they were the
+    last, end cleanly with its tail missing.) A read cut short at its await takes nothing."""
     answer = asyncio.ensure_future(upstream.read(65536))
     more = asyncio.ensure_future(client.read(65536))
+    cut_short = True
     try:
         await asyncio.wait({answer, more}, return_when=asyncio.FIRST_COMPLETED)
         if not answer.done() and more.exception() is None and not more.result():
-            return await answer  # the client has ended its side: the answer is all to come
+            # The client has ended its side: the answer is all to come. (asyncio.wait:
+            # awaiting the task itself would cancel it with this one, taken bytes and all.)
+            await asyncio.wait({answer})
+        cut_short = False
     finally:
         for task in (answer, more):
-            task.cancel()
-        await asyncio.gather(answer, more, return_exceptions=True)
-    if more.done() and not more.cancelled():
-        if more.exception() is None and (data := more.result()):
+            task.cancel()  # one that has not finished now takes nothing
+        if data := _taken(more):
             client.unread(data)
-        if answer.cancelled():
-            return None
+        interrupted = await _reap(answer, more)
+        if (cut_short or interrupted is not None) and (data := _taken(answer)):
+            upstream.unread(data)
+        if interrupted is not None:
+            raise interrupted
+    if answer.cancelled():
+        return None
     return answer.result()  # the answer, or what the upstream raised
+
+
+def _taken(read: asyncio.Future[bytes]) -> bytes:
+    """What a finished read returned; b"" if it was cancelled, failed or hit the end."""
+    if not read.done() or read.cancelled() or read.exception() is not None:
+        return b""
+    return read.result()
+
+
+async def _reap(*tasks: asyncio.Future[bytes]) -> asyncio.CancelledError | None:
+    """Wait until the cancelled `tasks` have finished (a stream allows one read at a time:
+    the relay's must come after), also when this task is cancelled meanwhile: that
+    cancellation is returned, for the caller to raise once it has put back what they took."""
+    interrupted: asyncio.CancelledError | None = None
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(set(tasks))
+        except asyncio.CancelledError as exc:
+            interrupted = exc
+    return interrupted
 
 
 def _sent(progress: Progress | None, first: bytes) -> None:

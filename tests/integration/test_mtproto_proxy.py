@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from helper.engine import Engine
 from tests.conftest import config_text
-from tests.support.integrity import run_integrity
+from tests.support.integrity import IntegrityResult, run_integrity
 from tests.support.mtproto import endpoint_section, start_unwrapper
 from tests.support.mtproxy_client import client_hello, open_proxy, start_proxy_wrapper
 from tests.support.origins import start_integrity
@@ -41,6 +41,7 @@ EE = "ee" + EE_KEY.hex() + DOMAIN.encode().hex()
 class Setup:
     engine: Engine
     mask: MaskSite
+    uploads: dict[int, int]  # what the origin received from each client, by its seed + 1
 
     @property
     def proxy(self) -> tuple[str, int]:
@@ -95,7 +96,7 @@ async def start_proxy(start_engine) -> AsyncIterator[StartProxy]:
         )
         text = config_text(routes=routes, extra=section)
         engine = await start_engine(text, probe_on_start=False)
-        return Setup(engine, mask)
+        return Setup(engine, mask, origin.server.received)
 
     try:
         yield start
@@ -143,21 +144,25 @@ async def test_200_connections_at_once_intact(start_proxy: StartProxy) -> None:
         await start_proxy_wrapper(setup.proxy, secret, chunk=16 << 10) for secret in (PLAIN, EE)
     ]
 
-    async def one(i: int) -> bool:
+    async def one(i: int) -> IntegrityResult:
         wrapper = wrappers[i % 2]
         reader, writer = await asyncio.open_connection(*wrapper.address, limit=1 << 20)
         try:
-            result = await run_integrity(reader, writer, 64 << 10, 64 << 10, seed=i)
+            return await run_integrity(reader, writer, 64 << 10, 64 << 10, seed=i)
         finally:
             writer.close()
-        return result.ok
 
     try:
         results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 240)
     finally:
         for wrapper in wrappers:
             await wrapper.stop()
-    assert results.count(True) == 200
+    failed = {
+        f"{i} ({'plain' if i % 2 == 0 else 'ee'})": (result, setup.uploads.get(i + 1))
+        for i, result in enumerate(results)
+        if not result.ok
+    }
+    assert not failed, f"(result, payload bytes the origin received) by connection: {failed}"
 
 
 # --- bad input --------------------------------------------------------------------------------

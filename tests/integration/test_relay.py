@@ -73,10 +73,13 @@ async def relayed(
     writers: list[asyncio.StreamWriter] = []
 
     async def start(
-        idle_timeout: float | None = None,
+        idle_timeout: float | None = None, ours: list[SocketStream] | None = None
     ) -> tuple[Pair, Pair, asyncio.Task[RelayStats]]:
+        """`ours`: given a list, the relay's own two sockets are put in it."""
         a, client = await stream_pair()
         b, server = await stream_pair()
+        if ours is not None:
+            ours.extend([a, b])
         left: Stream = a if path == "fast" else PassThrough(a)
         right: Stream = b if path == "fast" else PassThrough(b)
         task = asyncio.ensure_future(relay(left, right, idle_timeout=idle_timeout))
@@ -113,6 +116,36 @@ async def test_counts_bytes_and_carries_half_close(relayed) -> None:
     stats = await asyncio.wait_for(task, 5)
     assert (stats.up, stats.down) == (100_000, 300_000)
     assert not stats.reset and not stats.idle_timed_out
+
+
+async def test_a_half_close_behind_a_held_up_upload_comes_after_all_of_it(relayed) -> None:
+    """The client sends far more than the buffers on the way hold and ends its side at once,
+    while the server reads nothing: the relay is held up (its write buffer toward the server
+    full, the client's reads paused) with the end of stream queued behind the bytes. Once
+    the server reads, slowly, every byte comes before the end of stream, and the answer after
+    it still reaches the client."""
+    ours: list[SocketStream] = []
+    (cr, cw), (sr, sw), task = await relayed(ours=ours)
+    toward_server = ours[1].transport
+    payload = bytes(range(256)) * (128 << 10)  # 32 MiB: more than every buffer on the way
+    cw.write(payload)
+    cw.write_eof()
+    for _ in range(1000):  # until the relay holds bytes it cannot send yet
+        if toward_server.get_write_buffer_size() > 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the relay was never held up")
+    got = bytearray()
+    while data := await sr.read(16 << 10):
+        got += data
+    assert len(got) == len(payload) and got == payload
+    sw.write(b"all there")
+    sw.write_eof()
+    assert await cr.read() == b"all there"
+    stats = await asyncio.wait_for(task, 10)
+    assert (stats.up, stats.down) == (len(payload), 9)
+    assert not stats.reset
 
 
 async def test_reset_on_one_side_becomes_reset_on_the_other(relayed) -> None:

@@ -34,7 +34,14 @@ def seeded_chunks(size: int, seed: int):
         left -= n
 
 
-async def serve_integrity(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve_integrity(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    received: dict[int, int] | None = None,
+) -> None:
+    """`received`: given, how many payload bytes each connection's client sent, by the
+    request's seed (the client's seed + 1), once its payload has ended -- so a failed
+    exchange can say how much of the upload arrived."""
     try:
         want, seed, expect = struct.unpack("!QQQ", await reader.readexactly(24))
 
@@ -45,14 +52,17 @@ async def serve_integrity(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
         async def receive() -> bytes:
             digest = hashlib.sha256()
-            left = expect
+            left, size = expect, 0
             while left:
                 data = await reader.read(min(CHUNK, left))
                 if not data:
                     break
                 digest.update(data)
+                size += len(data)
                 if expect != UNTIL_EOF:
                     left -= len(data)
+            if received is not None:
+                received[seed] = size
             return digest.digest()
 
         _, received = await asyncio.gather(send(), receive())

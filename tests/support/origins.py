@@ -128,10 +128,17 @@ async def start_echo(host: str = "127.0.0.1") -> Origin:
 
 
 async def start_integrity(host: str = "127.0.0.1") -> Origin:
-    """See tests/support/integrity.py for the exchange this server takes part in."""
+    """See tests/support/integrity.py for the exchange this server takes part in.
+    `server.received`: how many payload bytes each client sent, by its seed + 1."""
     from .integrity import serve_integrity
 
-    server = await asyncio.start_server(serve_integrity, host, 0, limit=1 << 20)
+    received: dict[int, int] = {}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_integrity(reader, writer, received)
+
+    server = await asyncio.start_server(serve, host, 0, limit=1 << 20)
+    server.received = received  # type: ignore[attr-defined]
     return Origin(host, server.sockets[0].getsockname()[1], server)
 
 

@@ -7,14 +7,16 @@ untouched; when no route answers, the client learns it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 from helper.proxy.relay import RelayStats
 from helper.proxy.retry import FirstFlight, first_exchange
 from helper.routing import AllRoutesFailed, Connection, Route
 from tests.support.memory import memory_pipe
-from transports import DialError, Endpoint, parse_chain
-from transports.deadlines import Deadlines
+from transports import DialError, Endpoint, Stream, parse_chain
+from transports.deadlines import Deadline, Deadlines
+from transports.wrapped import WrappedStream
 
 TARGET = Endpoint("web.telegram.org", 443)
 HELLO = b"\x16\x03\x01\x00\x05hello"
@@ -155,3 +157,109 @@ async def test_a_client_that_sends_more_is_not_kept_waiting_for_an_answer() -> N
     await helper
     assert chosen is first and book.failed == []
     assert await held.read() == b"upload-part-2"  # put back for the relay
+
+
+class ManualDeadlines(Deadlines):
+    """Deadlines that pass only when the test says so (`expire`), at an exact point."""
+
+    def after(self, seconds: float) -> Deadline:
+        return Deadline(self, float("inf"))
+
+    def expire(self) -> None:
+        for deadline in self._pending:
+            deadline.when = float("-inf")
+        self._check()
+
+
+class CancelHook(WrappedStream):
+    """A stream that calls `on_cancel` when a read of it is cancelled (the deadline can then
+    pass exactly while that read is reaped)."""
+
+    def __init__(self, inner: Stream, on_cancel: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.on_cancel = on_cancel
+
+    async def read(self, n: int = 65536) -> bytes:
+        try:
+            return await self.inner.read(n)
+        except asyncio.CancelledError:
+            self.on_cancel()
+            raise
+
+
+async def _waiting_for_an_answer(
+    flight: FirstFlight, deadlines: ManualDeadlines, hook: str | None = None
+):
+    """A first exchange whose first flight is out and whose route is silent: it waits for
+    the route's answer and for more from the client, both at once. `hook`: "client" or
+    "route", whose read, once cancelled, lets the deadline pass."""
+    client, held = memory_pipe()
+    first, first_far = connection("first")
+    if hook == "client":
+        held = CancelHook(held, deadlines.expire)
+    elif hook == "route":
+        first = dataclasses.replace(first, stream=CancelHook(first.stream, deadlines.expire))
+    client.write(b"init+upload-part-1")
+    exchange = asyncio.ensure_future(
+        first_exchange(
+            held, first, Book(), TARGET, 30, RelayStats(), deadlines=deadlines, flight=flight
+        )
+    )
+    assert await first_far.read() == b"init+upload-part-1"
+    for _ in range(5):
+        await asyncio.sleep(0)  # both reads are under way
+    assert not exchange.done()
+    return client, held, first, first_far, exchange
+
+
+async def test_what_the_client_sends_as_the_answer_wait_ends_is_kept() -> None:
+    # The deadline passes in the same turn of the event loop as the client's next bytes
+    # arrive: the read that took them has finished, the wait for it is cut short. Those bytes
+    # are the relay's to send (they were lost: an upload that ended there lost its tail).
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    deadlines = ManualDeadlines()
+    client, held, first, _, exchange = await _waiting_for_an_answer(flight, deadlines)
+    client.write(b"upload-part-2")
+    client.write_eof()
+    deadlines.expire()
+    assert await exchange is first
+    assert await held.read() == b"upload-part-2"
+    assert await held.read() == b""
+
+
+async def test_an_answer_arriving_as_the_wait_ends_is_kept() -> None:
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    deadlines = ManualDeadlines()
+    client, _, first, first_far, exchange = await _waiting_for_an_answer(flight, deadlines)
+    first_far.write(b"resPQ")
+    deadlines.expire()
+    assert await exchange is first
+    async with asyncio.timeout(5):  # (it was lost: the relay would wait for it for ever)
+        assert await first.stream.read() == b"resPQ"  # left for the relay to pass on
+
+
+async def test_what_the_client_sends_is_kept_when_the_deadline_passes_as_the_answer_is_reaped() -> (
+    None
+):
+    # The wait for more has ended normally; the deadline passes while the answer's read is
+    # being cancelled.
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    deadlines = ManualDeadlines()
+    client, held, first, _, exchange = await _waiting_for_an_answer(flight, deadlines, "route")
+    client.write(b"upload-part-2")
+    client.write_eof()
+    assert await exchange is first
+    assert await held.read() == b"upload-part-2"
+    assert await held.read() == b""
+
+
+async def test_an_answer_is_kept_when_the_deadline_passes_as_the_clients_read_is_reaped() -> None:
+    flight = FirstFlight("the first packet", any_bytes=True, silence_fails=False)
+    deadlines = ManualDeadlines()
+    client, _, first, first_far, exchange = await _waiting_for_an_answer(
+        flight, deadlines, "client"
+    )
+    first_far.write(b"resPQ")
+    assert await exchange is first
+    async with asyncio.timeout(5):
+        assert await first.stream.read() == b"resPQ"  # left for the relay to pass on

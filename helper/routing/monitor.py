@@ -36,8 +36,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
-from ..probe.probe import Prober, turns, wait_turn
+from ..probe.probe import Prober
 from ..probe.result import ProbeResult
+from ..probe.turns import Turns
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
 from .route import Route
@@ -112,6 +113,10 @@ class HealthMonitor:
             if probe_now:
                 self._requested.add(service.name)
             self._next[service.name] = now + self._jittered()
+        if probe_now:
+            # The first pass starts at once, not a tick later: on a network detour has not
+            # seen, the time to a working route counts from here.
+            self._wake.set()
         self._loop_task = asyncio.ensure_future(self._loop())
         if self.watch is not None:
             self.watch.on_back = self._network_back
@@ -194,15 +199,12 @@ class HealthMonitor:
             # In the routes' order, a stagger apart (or once every earlier route has its
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
-            # A route that can carry none of the service's targets takes no turn (turns()).
-            order = turns(service, routes)
-            finished = [asyncio.Event() for turn in order if turn is not None]
+            # A route that can carry none of the service's targets takes no turn, and routes
+            # that carry another set of them take turns of their own (probe/turns.py).
+            order = Turns(service, routes)
             held = _Pass()
             results = await asyncio.gather(
-                *(
-                    self._probe_route(service, r, turn, finished, held)
-                    for r, turn in zip(routes, order, strict=True)
-                )
+                *(self._probe_route(service, r, (order, i), held) for i, r in enumerate(routes))
             )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
@@ -242,20 +244,21 @@ class HealthMonitor:
         self,
         service: Service,
         route: Route,
-        index: int | None = 0,
-        finished: list[asyncio.Event] | None = None,
+        turn: tuple[Turns, int] | None = None,
         held: _Pass | None = None,
     ) -> ProbeResult:
-        """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
-        if finished is not None and index is not None:
-            await wait_turn(index, finished, self.router.stagger)
+        """`turn`: the probe's turns and the route's index in them (None: no waiting)."""
+        if turn is not None:
+            await turn[0].wait(turn[1], self.router.stagger)
         started = time.monotonic()
         try:
-            result = await self.prober.probe(service, route)
+            result = await self.prober.probe(
+                service, route, passed=lambda early: self._passed(early, held)
+            )
         finally:
             self.progress.finish(service.name, route.name)
-            if finished is not None and index is not None:
-                finished[index].set()
+            if turn is not None:
+                turn[0].done(turn[1])
         if self.tally is not None:
             # A route that cannot carry the service at all (tgws) has not failed.
             failed = result.applicable and result.failure is not None
@@ -294,6 +297,22 @@ class HealthMonitor:
             await self.watch.check_route()
         if self.watch.state.offline and not held.answered:
             self.results[(result.service, result.route)] = offline_result(result, self.watch.state)
+
+    def _passed(self, result: ProbeResult, held: _Pass | None) -> None:
+        """A route's probe passed all but its freeze check (probe/passing.py). On a route not
+        yet known on this network (a network detour has not seen), that verdict counts at
+        once: ranked as a pass whose freeze check is unsure -- after every sure pass, before
+        the routes not yet known -- until the full verdict replaces it (a freeze seen then
+        fails the route). A route already known keeps what it has until the full verdict: a
+        working one is not ranked down, a failing one not up, for the check's second."""
+        if self.router.health.get(result.service, result.route).ok is not None:
+            return
+        if held is not None:
+            held.answered = True
+            for earlier in held.results:
+                self._commit(earlier)
+            held.results.clear()
+        self._commit(result)
 
     def _commit(self, result: ProbeResult) -> None:
         self.results[(result.service, result.route)] = result

@@ -36,14 +36,14 @@ from .result import ProbeResult, Step, TargetResult
 from .slots import Slot as _Slot
 from .transfer import USER_AGENT, Transfers
 from .transfer import Failed as _Failed
-from .turns import Turns, turns, wait_turn
+from .turns import turns, wait_turn
 from .volume import settle
 
 if TYPE_CHECKING:
     from ..routing import Route
     from ..search.budget import HandshakeBudget
 
-__all__ = ["Prober", "Turns", "turns", "wait_turn"]
+__all__ = ["Prober", "turns", "wait_turn"]
 
 T = TypeVar("T")
 
@@ -169,14 +169,18 @@ class Prober(Transfers):
         slots (and the machine) first, as a race gives them the first attempt. `on_result`
         gets each result as soon as it is known, before the slower routes end."""
         routes = list(routes)
-        order = Turns(service, routes)
+        order = turns(service, routes)
+        finished = [asyncio.Event() for turn in order if turn is not None]
 
         async def one(index: int, route: Route) -> ProbeResult:
-            await order.wait(index, stagger)
+            turn = order[index]
+            if turn is not None:
+                await wait_turn(turn, finished, stagger)
             try:
                 result = await self.probe(service, route)
             finally:
-                order.done(index)
+                if turn is not None:
+                    finished[turn].set()
             if on_result is not None:
                 on_result(result)
             return result

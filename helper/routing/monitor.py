@@ -36,9 +36,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
-from ..probe.probe import Prober
+from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
-from ..probe.turns import Turns
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
 from .route import Route
@@ -199,12 +198,15 @@ class HealthMonitor:
             # In the routes' order, a stagger apart (or once every earlier route has its
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
-            # A route that can carry none of the service's targets takes no turn, and routes
-            # that carry another set of them take turns of their own (probe/turns.py).
-            order = Turns(service, routes)
+            # A route that can carry none of the service's targets takes no turn (turns()).
+            order = turns(service, routes)
+            finished = [asyncio.Event() for turn in order if turn is not None]
             held = _Pass()
             results = await asyncio.gather(
-                *(self._probe_route(service, r, (order, i), held) for i, r in enumerate(routes))
+                *(
+                    self._probe_route(service, r, turn, finished, held)
+                    for r, turn in zip(routes, order, strict=True)
+                )
             )
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
@@ -244,12 +246,13 @@ class HealthMonitor:
         self,
         service: Service,
         route: Route,
-        turn: tuple[Turns, int] | None = None,
+        index: int | None = 0,
+        finished: list[asyncio.Event] | None = None,
         held: _Pass | None = None,
     ) -> ProbeResult:
-        """`turn`: the probe's turns and the route's index in them (None: no waiting)."""
-        if turn is not None:
-            await turn[0].wait(turn[1], self.router.stagger)
+        """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
+        if finished is not None and index is not None:
+            await wait_turn(index, finished, self.router.stagger)
         started = time.monotonic()
         try:
             result = await self.prober.probe(
@@ -257,8 +260,8 @@ class HealthMonitor:
             )
         finally:
             self.progress.finish(service.name, route.name)
-            if turn is not None:
-                turn[0].done(turn[1])
+            if finished is not None and index is not None:
+                finished[index].set()
         if self.tally is not None:
             # A route that cannot carry the service at all (tgws) has not failed.
             failed = result.applicable and result.failure is not None

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from helper.probe.probe import Prober
 from helper.probe.result import ProbeResult
-from helper.probe.turns import lanes, turns
+from helper.probe.turns import turns
 from helper.services import ProbeTarget
 
 SERVICE = SimpleNamespace(name="telegram", probes=())
@@ -86,30 +86,8 @@ def test_a_route_that_carries_no_target_takes_no_turn() -> None:
     whatsapp = SimpleNamespace(name="whatsapp", probes=(web,))
     assert turns(whatsapp, order) == [0, None, None, 1]  # oob's turn comes second
     telegram = SimpleNamespace(name="telegram", probes=(web, dc))
-    # A DC target: every route has its turn; the DC-only routes in a lane of their own.
-    assert turns(telegram, order) == [0, 0, 1, 1]
-    assert lanes(telegram, order) == [(0, 0), (1, 0), (1, 1), (0, 1)]
+    assert turns(telegram, order) == [0, 1, 2, 3]  # a DC target: every route has its turn
     assert turns(SimpleNamespace(name="x", probes=()), order) == [0, 1, 2, 3]
-
-
-async def test_routes_that_carry_other_targets_start_beside_the_first() -> None:
-    web = ProbeTarget.parse("tls://web.telegram.org:443")
-    dc = ProbeTarget.parse("mtproto://149.154.167.51:443")
-    telegram = SimpleNamespace(name="telegram", probes=(web, dc))
-    order = [
-        _Route(name="direct", dc_only=False),
-        _Route(name="tls-fragment", dc_only=False),
-        _Route(name="tgws", dc_only=True),
-        _Route(name="tgws-fragment", dc_only=True),
-    ]
-    prober = TimedProber(
-        {"direct": (1.0, False), "tls-fragment": (1.0, False), "tgws": (1.0, False)}
-        | {"tgws-fragment": (0.05, True)}
-    )
-    await prober.probe_service(telegram, order, stagger=0.3)
-    assert prober.started["tgws"] < 0.2  # at once, beside direct
-    assert 0.2 < prober.started["tls-fragment"] < 0.8
-    assert 0.2 < prober.started["tgws-fragment"] < 0.8  # second in its lane
 
 
 async def test_the_first_pass_starts_with_the_monitor_not_a_tick_later() -> None:

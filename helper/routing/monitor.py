@@ -40,6 +40,7 @@ from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
+from .health import RouteHealth
 from .route import Route
 from .router import Router
 from .state import HealthStore
@@ -92,6 +93,7 @@ class HealthMonitor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._early: set[tuple[str, str]] = set()  # (service, route): early verdicts in use
         # Told about each service's results once they are in the health book (the engine
         # starts strategy searches from here).
         self.on_probed: Callable[[Service, list[ProbeResult]], None] | None = None
@@ -129,6 +131,10 @@ class HealthMonitor:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
         self.router.unobserve(self)
+        for service, route in self._early:
+            # Its pass was cut short before the full verdict: nothing known, nothing kept.
+            self.router.health.set(service, route, RouteHealth())
+        self._early.clear()
         self._save()
 
     # --- what the router tells (RouterObserver) -------------------------------------------
@@ -316,8 +322,10 @@ class HealthMonitor:
                 self._commit(earlier)
             held.results.clear()
         self._commit(result)
+        self._early.add((result.service, result.route))
 
     def _commit(self, result: ProbeResult) -> None:
+        self._early.discard((result.service, result.route))
         self.results[(result.service, result.route)] = result
         took = self.router.health.record_probe(result)
         if result.ok and took:

@@ -150,3 +150,19 @@ async def test_an_early_pass_ranks_an_unknown_route_but_not_a_known_one() -> Non
         assert [r.name for r in health.order("telegram", routes)] == ["a", "c", "b"]
     finally:
         await engine.stop()
+
+
+async def test_an_early_pass_whose_check_never_ended_is_not_remembered(tmp_path) -> None:
+    from helper.routing.state import HealthStore
+
+    text = config_text(routes={"a": "direct"}, extra=TELEGRAM)
+    store = HealthStore(tmp_path / "health.json")
+    engine = Engine(parse_config(text), probe_on_start=False, store=store, network="net")
+    try:
+        engine.monitor._passed(passed("a"), None)  # the engine stops before the full verdict
+        assert engine.router.health.get("telegram", "a").ok
+        await engine.monitor.stop()
+        assert engine.router.health.get("telegram", "a").ok is None
+        assert "a" not in (store._read().get("net", {}).get("routes", {}).get("telegram") or {})
+    finally:
+        await engine.stop()

@@ -7,6 +7,7 @@ routes one by one in the config's order (each probed to its verdict before the n
     sudo .venv/bin/python benchmarks/cascade.py                   # every scenario
     sudo .venv/bin/python benchmarks/cascade.py sni-reset freeze-16k
     sudo .venv/bin/python benchmarks/cascade.py --json out.json   # also the raw numbers
+    sudo .venv/bin/python benchmarks/cascade.py --startup-only telegram-web-sni  # no one by one
 
 The JSON also has each service's start-up `timeline`: every probe verdict as [seconds, route,
 works, diagnosis, {target: [[step, ms, ok], ...]}], in the order they came (where a cell's
@@ -19,8 +20,13 @@ with the lab's resolver as the system resolver and the lab's CA trusted), with a
 state directory: no memory of the network.
 
 * start-up (detour): an Engine with the built-in config (its listener on 127.0.0.1:0), started
-  with its start-up probes; the time from `start()` to the first ProbeFinished that works for
-  each service (the route the router puts first from then on);
+  with its start-up probes; the time from `start()` until a route that works is in use for
+  each service: its early verdict (ProbePassed: every target passed all but the freeze
+  check, docs/routing.md "Health"), when its full verdict (ProbeFinished) then says it
+  works, else the full verdict's time; the earliest such route (a route whose early verdict
+  the freeze check then overturned does not count). The JSON also has `first_full` (the
+  first full verdict that works), `first_probe` (the first probe's start) and
+  `engine_start` (the seconds `start()` took);
 * one by one: a Prober with the same settings, probing each route of the service in config
   order until one works (a dead route costs its probe's verdict, up to `[probe] timeout`).
 
@@ -49,13 +55,17 @@ LIMIT = 60.0  # seconds: a service without a working route by then is "none"
 SEQUENTIAL_LIMIT = 30.0  # one by one: stop trying after this long ("> 30 s")
 
 
-async def inner() -> dict[str, Any]:
-    """In the client namespace: both ways, for every built-in service."""
+async def inner(startup_only: bool = False) -> dict[str, Any]:
+    """In the client namespace: both ways, for every built-in service (`startup_only`: the
+    start-up way alone)."""
+    from helper import events as bus
     from helper.config import load_config
     from helper.engine import Engine
-    from helper.events import ProbeFinished
+    from helper.events import ProbeFinished, ProbeStarted
     from transports import Endpoint
 
+    # (A version of detour without early verdicts, to compare with: none come.)
+    early_kind: Any = getattr(bus, "ProbePassed", ())
     config = load_config()
     config = dataclasses.replace(
         config, listen=dataclasses.replace(config.listen, mixed=Endpoint("127.0.0.1", 0))
@@ -66,46 +76,74 @@ async def inner() -> dict[str, Any]:
     events = engine.events.subscribe(limit=100_000)
     started = time.monotonic()
     await engine.start()
+    started_in = time.monotonic() - started  # the engine's start, before any probe runs
     pending = set(results)
     finished: dict[str, int] = {name: 0 for name in results}
+    # service -> route -> when its probe passed all but the freeze check (ProbePassed)
+    passed: dict[str, dict[str, float]] = {name: {} for name in results}
+    confirmed: dict[str, dict[str, float]] = {name: {} for name in results}  # -> working since
     routes = len(engine.router.routes)
     try:
         async with asyncio.timeout(LIMIT):
             while pending:
                 event = await events.get()
-                if not isinstance(event, ProbeFinished):
+                now = time.monotonic() - started
+                if isinstance(event, ProbeStarted):
+                    results[event.service].setdefault("first_probe", round(now, 2))
                     continue
-                service = event.result.service
-                finished[service] += 1
+                if not isinstance(event, (ProbeFinished, early_kind)):
+                    continue
+                result = event.result
+                service = result.service
+                early = not isinstance(event, ProbeFinished)
                 results[service]["timeline"].append(
                     [
-                        round(time.monotonic() - started, 2),
-                        event.result.route,
-                        event.result.ok,
-                        event.result.diagnosis[:80],
+                        round(now, 2),
+                        result.route + (" (passed)" if early else ""),
+                        result.ok,
+                        result.diagnosis[:80],
                         {
                             t.target: [[x.name, round(x.ms), x.ok] for x in t.steps]
-                            for t in event.result.targets
+                            for t in result.targets
                         },
                     ]
                 )
-                if service in pending and event.result.ok:
-                    results[service]["startup"] = {
-                        "seconds": time.monotonic() - started,
-                        "route": event.result.route,
-                    }
-                    pending.discard(service)
-                elif service in pending and finished[service] == routes:
-                    results[service]["startup"] = {
-                        "seconds": time.monotonic() - started,
-                        "route": None,
-                    }
+                if early:
+                    passed[service][result.route] = now
+                    continue
+                finished[service] += 1
+                if result.ok:
+                    # Working since its early verdict, when it had one (used from then on).
+                    confirmed[service][result.route] = passed[service].get(result.route, now)
+                    results[service].setdefault("first_full", round(now, 2))
+                if service not in pending:
+                    continue
+                if confirmed[service]:
+                    # Done once no route that passed before the first full verdict is open.
+                    first_full = results[service]["first_full"]
+                    open_early = [
+                        r
+                        for r, at in passed[service].items()
+                        if at <= first_full and r not in confirmed[service]
+                        and not _ended(results[service]["timeline"], r)
+                    ]  # fmt: skip
+                    if not open_early:
+                        route = min(confirmed[service], key=confirmed[service].__getitem__)
+                        seconds = confirmed[service][route]
+                        results[service]["startup"] = {"seconds": seconds, "route": route}
+                        pending.discard(service)
+                elif finished[service] == routes:
+                    results[service]["startup"] = {"seconds": now, "route": None}
                     pending.discard(service)
     except TimeoutError:
         pass
     finally:
         await engine.stop()
 
+    for entry in results.values():
+        entry["engine_start"] = round(started_in, 2)
+    if startup_only:
+        return results
     engine = Engine(config, probe_on_start=False)
     await engine.start()
     try:
@@ -128,7 +166,7 @@ async def inner() -> dict[str, Any]:
     return results
 
 
-async def outer(names: list[str], network: str) -> dict[str, Any]:
+async def outer(names: list[str], network: str, startup_only: bool = False) -> dict[str, Any]:
     from helper.lab.netns import NetnsLab
     from helper.lab.scenario import load_scenario
 
@@ -143,7 +181,8 @@ async def outer(names: list[str], network: str) -> dict[str, Any]:
                     "DETOUR_STATE_DIR": state,
                     "PYTHONPATH": str(ROOT),
                 }
-                command = lab.client_command(sys.executable, str(Path(__file__)), "--inner")
+                inner_args = ["--inner", *(["--startup-only"] if startup_only else [])]
+                command = lab.client_command(sys.executable, str(Path(__file__)), *inner_args)
                 process = await asyncio.create_subprocess_exec(
                     *command,
                     stdout=asyncio.subprocess.PIPE,
@@ -154,6 +193,11 @@ async def outer(names: list[str], network: str) -> dict[str, Any]:
             out[name] = json.loads(stdout)
             print(_row(name, out[name]), flush=True)
     return out
+
+
+def _ended(timeline: list[Any], route: str) -> bool:
+    """Whether `route`'s full verdict is in `timeline` (not only its early one)."""
+    return any(entry[1] == route for entry in timeline)
 
 
 def _cell(entry: dict[str, Any] | None) -> str:
@@ -177,9 +221,12 @@ def main() -> int:
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--network", default="11.78.0.0/16")
     parser.add_argument("--json")
+    parser.add_argument(
+        "--startup-only", action="store_true", help="only the start-up column (no one by one)"
+    )
     args = parser.parse_args()
     if args.inner:
-        print(json.dumps(asyncio.run(inner())))
+        print(json.dumps(asyncio.run(inner(args.startup_only))))
         return 0
     from helper.lab.scenario import scenario_names
 
@@ -187,7 +234,7 @@ def main() -> int:
     print("| scenario | telegram: start-up | one by one | whatsapp: start-up | one by one "
           "| signal: start-up | one by one |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    results = asyncio.run(outer(names, args.network))
+    results = asyncio.run(outer(names, args.network, args.startup_only))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

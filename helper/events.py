@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "EventBus",
     "ProbeFinished",
+    "ProbePassed",
     "ProbeStarted",
     "RouteChanged",
     "Subscription",
@@ -41,6 +42,14 @@ class ProbeStarted(Event):
 
 @dataclass(frozen=True)
 class ProbeFinished(Event):
+    result: ProbeResult
+
+
+@dataclass(frozen=True)
+class ProbePassed(Event):
+    """A route's probe passed all but its freeze check, which still runs: the route may
+    carry the service from now on (probe/passing.py); a ProbeFinished follows."""
+
     result: ProbeResult
 
 

@@ -23,32 +23,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
-from transports.mtproto.framing import FramingError
 from transports.resolver import Resolver
 from transports.tls import tls_connect
 from transports.wire import ProtocolError, parse_response_head
 
-from ..events import EventBus, ProbeFinished, ProbeStarted
+from ..events import EventBus, ProbeFinished, ProbePassed, ProbeStarted
 from ..services import ProbeTarget, Service
-from .blockpage import block_page as _block_page
-from .blockpage import is_block_page as _is_block_page
 from .diagnose import diagnose
 from .mtproto import PqExchange
+from .passing import CHECKING, Passing
 from .result import ProbeResult, Step, TargetResult
 from .slots import Slot as _Slot
+from .transfer import USER_AGENT, Transfers
+from .transfer import Failed as _Failed
 from .turns import turns, wait_turn
-from .volume import (
-    FREEZE_WINDOW,
-    FROZEN,
-    MAX_MTPROTO_REQUESTS,
-    UNSURE,
-    NotHttp,
-    ResponseCounter,
-    freeze_verdict,
-    requests_needed,
-    settle,
-    unsure_detail,
-)
+from .volume import settle
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -60,23 +49,16 @@ T = TypeVar("T")
 
 log = logging.getLogger("detour.probe")
 
-MAX_BODY = 1 << 20  # read at most this much of a probe's response
-MIN_RATE_SAMPLE = 32 * 1024  # bytes needed before a rate means anything
 # Seconds without a byte, mid-download, that make a transfer "stalled": STALL, or a share of
 # the probe's timeout when that is longer (a probe given long for a slow network waits longer
 # before it calls the bytes stopped).
 STALL = 2.0
 STALL_SHARE = 0.4
-USER_AGENT = "detour-probe"
 
 
-class _Failed(Exception):
-    def __init__(self, error: DialError) -> None:
-        self.error = error
-
-
-class Prober:
-    """Probes services through routes; publishes ProbeStarted/ProbeFinished events."""
+class Prober(Transfers):
+    """Probes services through routes; publishes ProbeStarted/ProbeFinished events (and
+    ProbePassed, a route's early verdict, where the caller asks for it)."""
 
     def __init__(
         self,
@@ -105,8 +87,16 @@ class Prober:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.budget = budget
 
-    async def probe(self, service: Service, route: Route) -> ProbeResult:
-        """Every probe target of `service` through `route`, concurrently."""
+    async def probe(
+        self,
+        service: Service,
+        route: Route,
+        *,
+        passed: Callable[[ProbeResult], None] | None = None,
+    ) -> ProbeResult:
+        """Every probe target of `service` through `route`, concurrently. `passed`, when
+        given, gets the route's verdict as soon as every target passed all but the freeze
+        check (passing.py; published as ProbePassed), before the full verdict."""
         if self.events is not None:
             self.events.publish(ProbeStarted(service.name, route.name))
         # One target per service carries the freeze check: the first tls:// target the route
@@ -118,17 +108,33 @@ class Prober:
         if not any(t.kind in ("tls", "https") for t in carried):
             volume = next((t for t in carried if t.kind == "mtproto"), None)
 
-        async def run() -> list[TargetResult]:
+        def early(targets: list[TargetResult]) -> None:
+            result = ProbeResult(service.name, route.name, str(route.chain), targets)
+            result.diagnosis = CHECKING
+            if self.events is not None:
+                self.events.publish(ProbePassed(result))
+            if passed is not None:
+                passed(result)
+
+        async def run(passing: Passing | None = None) -> list[TargetResult]:
             return list(
                 await asyncio.gather(
                     *(
-                        self._probe_target(route, t, volume=t is volume, service=service.name)
-                        for t in service.probes
+                        self._probe_target(
+                            route,
+                            t,
+                            volume=t is volume,
+                            service=service.name,
+                            passing=(passing, i) if passing is not None else None,
+                        )
+                        for i, t in enumerate(service.probes)
                     )
                 )
             )
 
-        targets = await run()
+        # With `passed`: only where a freeze check runs (else the full verdict is as soon).
+        first = Passing(len(service.probes), early) if passed and volume is not None else None
+        targets = await run(first)
         stalled = next((t for t in targets if t.failure is Failure.STALLED), None)
         if stalled is not None and await _adapt_to_freeze(route.dialer):
             # A `front:` route's long tunnel froze: capped carriers now, and their verdict.
@@ -191,10 +197,14 @@ class Prober:
         volume: bool = False,
         service: str = "",
         timeout: float | None = None,
+        passing: tuple[Passing, int] | None = None,
     ) -> TargetResult:
+        """`passing`: where to report that the target passed (passing.py), and its index."""
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
         if reason is not None:
+            if passing is not None:
+                passing[0].passed(passing[1], result)
             return result.skip(reason)
         step = ["resolve"]  # what is running now, for a timeout's report
         if self.budget is not None and target.kind in ("tls", "https"):
@@ -205,7 +215,7 @@ class Prober:
             timeout = timeout or self.timeout
             try:
                 async with asyncio.timeout(timeout):
-                    await self._run(route, target, result, step, volume, timeout)
+                    await self._run(route, target, result, step, volume, timeout, passing)
             except TimeoutError:
                 op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
@@ -216,6 +226,11 @@ class Prober:
             except _Failed as failed:
                 error = failed.error
                 result.fail(error.failure, error.op, error.detail)
+        if passing is not None:
+            if result.freeze_checked is not None:
+                passing[0].checked()  # its freeze check ended: the full verdict follows
+            elif result.ok:
+                passing[0].passed(passing[1], result)
         return result
 
     async def _run(
@@ -226,6 +241,7 @@ class Prober:
         step: list[str],
         volume: bool = False,
         timeout: float = 0.0,
+        passing: tuple[Passing, int] | None = None,
     ) -> None:
         endpoint = target.endpoint
         timeout = timeout or self.timeout
@@ -265,14 +281,14 @@ class Prober:
             if target.kind == "tcp":
                 return
             if target.kind == "tls" and volume:
-                step[0] = "volume"
+                _checking(step, result, passing)
                 await self._volume(target, stream, result, began + timeout)
                 return
             if target.kind == "mtproto":
                 exchange = PqExchange(stream, endpoint.host)
                 await timed("mtproto_round_trip", exchange.first(), Op.MTPROTO_ROUND_TRIP)
                 if volume:
-                    step[0] = "volume"
+                    _checking(step, result, passing)
                     await self._volume_mtproto(exchange, result, began + timeout)
                 return
             if target.kind in ("http", "https"):
@@ -308,158 +324,6 @@ class Prober:
         step[0] = "download"
         await self._download(stream, head, length, result, deadline)
 
-    async def _download(
-        self, stream: Any, head: bytes, length: int | None, result: TargetResult, deadline: float
-    ) -> None:
-        """Read the body until it ends, or until the probe's time is nearly up (enough to
-        measure a rate): a body that stops arriving is "stalled", one that crawls is
-        "throttled"."""
-        body = bytearray()
-        wanted = min(MAX_BODY, length if length is not None else MAX_BODY)
-        t0 = last_byte = time.monotonic()
-        budget_end = deadline - 0.25  # leave time to report before the probe's timeout
-        ended = False
-        while len(body) < wanted:
-            remaining = budget_end - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(min(self.stall, remaining)):
-                    chunk = await stream.read(65536)
-            except TimeoutError:
-                break
-            except (OSError, EOFError) as exc:
-                raise _Failed(classify_os_error(exc, Op.READ)) from None
-            if not chunk:
-                ended = True
-                break
-            body += chunk
-            last_byte = time.monotonic()
-            if len(body) <= 4096 and _is_block_page(head + body):
-                raise _Failed(_block_page())
-        now = time.monotonic()
-        elapsed = now - t0
-        result.received = len(body)
-        complete = len(body) >= wanted
-        result.steps.append(Step("download", elapsed * 1000, complete))
-        if _is_block_page(head + body[:4096]):
-            raise _Failed(_block_page())
-        if ended and length is not None and not complete:
-            raise _Failed(
-                DialError(Failure.EOF, Op.READ, f"body ended after {len(body)} of {length} bytes")
-            )
-        if not complete and not ended and now - last_byte >= min(self.stall, 1.0):
-            raise _Failed(DialError(Failure.STALLED, Op.READ, f"stopped after {len(body)} bytes"))
-        if elapsed > 0 and (len(body) >= MIN_RATE_SAMPLE or not complete):
-            rate = len(body) / elapsed
-            result.rate_kbps = rate / 1000
-            if self.min_rate and rate < self.min_rate:
-                raise _Failed(DialError(Failure.THROTTLED, Op.READ, f"{rate / 1000:.1f} KB/s"))
-
-    async def _volume(
-        self, target: ProbeTarget, stream: Any, result: TargetResult, deadline: float
-    ) -> None:
-        """After a `tls://` probe's handshake: pages from the server until FREEZE_WINDOW bytes
-        came back (volume.py). Bytes that stop while answers are still owed are a freeze
-        ("stalled" during "read"); a server that answers no HTTP, or closes, or whose answers
-        are too small to reach the window leaves the check inconclusive
-        (`freeze_checked` false), not failed."""
-        host = target.endpoint.host
-        request = f"GET {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-        counter = ResponseCounter()
-        t0 = time.monotonic()
-        result.freeze_checked = False
-        stream.write((request + "\r\n").encode())
-        owed = 1
-        try:
-            ended = await self._read_answers(stream, counter, owed, result, deadline)
-            more = 0 if ended else requests_needed(counter.received, counter.first_size)
-            if more:
-                batch = (request + "\r\n").encode() * (more - 1)
-                batch += (request + "Connection: close\r\n\r\n").encode()
-                stream.write(batch)
-                owed += more
-                await self._read_answers(stream, counter, owed, result, deadline)
-        except NotHttp:
-            pass  # not a web server: nothing to ask it for
-        except _Failed:
-            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
-            raise
-        result.received = counter.received
-        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
-        result.freeze_checked = counter.received >= FREEZE_WINDOW
-
-    async def _volume_mtproto(
-        self, exchange: PqExchange, result: TargetResult, deadline: float
-    ) -> None:
-        """After an `mtproto://` probe's first exchange: more req_pq_multi in one write, until
-        the DC's answers (about 90 bytes each) reach FREEZE_WINDOW -- the check for a route
-        whose only probes are DCs (a `tgws` route, whose web endpoint may be frozen)."""
-        t0 = time.monotonic()
-        result.freeze_checked = False
-        more = requests_needed(exchange.received, exchange.first_size, MAX_MTPROTO_REQUESTS)
-        try:
-            if more:
-                exchange.stream.write(exchange.more(more))
-                await self._read_answers(
-                    exchange.stream, exchange, exchange.complete + more, result, deadline
-                )
-        except FramingError:
-            pass  # not MTProto any more: nothing to conclude
-        except _Failed:
-            result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, False))
-            raise
-        result.received = exchange.received
-        result.steps.append(Step("volume", (time.monotonic() - t0) * 1000, True))
-        result.freeze_checked = exchange.received >= FREEZE_WINDOW
-
-    async def _read_answers(
-        self,
-        stream: Any,
-        counter: ResponseCounter | PqExchange,
-        owed: int,
-        result: TargetResult,
-        deadline: float,
-    ) -> bool:
-        """Read until `owed` answers are whole, the window is full or the server closes (then
-        True). Raises STALLED when the bytes stop while answers are still owed; out of time
-        while they still came, the check is unsure (`freeze_unsure`, volume.freeze_verdict)."""
-        budget_end = deadline - 0.25
-        last_byte = time.monotonic()
-        while counter.complete < owed and counter.received < FREEZE_WINDOW:
-            remaining = budget_end - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(min(self.stall, remaining)):
-                    chunk = await stream.read(65536)
-            except TimeoutError:
-                silent = time.monotonic() - last_byte
-                verdict = freeze_verdict(counter.received, silent, self.stall)
-                if verdict is not FROZEN:
-                    if verdict is UNSURE:
-                        result.freeze_unsure = unsure_detail(counter.received, silent)
-                    return True
-                result.received = counter.received
-                raise _Failed(
-                    DialError(
-                        Failure.STALLED,
-                        Op.READ,
-                        f"stopped after {counter.received} bytes of answers (of {FREEZE_WINDOW})",
-                    )
-                ) from None
-            except (OSError, EOFError) as exc:
-                result.received = counter.received
-                raise _Failed(classify_os_error(exc, Op.READ)) from None
-            if not chunk:
-                return True
-            last_byte = time.monotonic()
-            if counter.received < 4096 and _is_block_page(chunk):
-                raise _Failed(_block_page())
-            counter.feed(chunk)
-            result.received = counter.received
-        return counter.received >= FREEZE_WINDOW
-
     async def _maybe_spoofed(self, failed: _Failed, host: str, answer: list[IPAddress]) -> _Failed:
         """A failure after a DNS answer that an encrypted resolver contradicts is spoofing."""
         if not answer or self.compare_resolver is None or failed.error.op is Op.RESOLVE:
@@ -479,6 +343,13 @@ class Prober:
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
+
+
+def _checking(step: list[str], result: TargetResult, passing: tuple[Passing, int] | None) -> None:
+    """A target's freeze check starts: all but it has passed (passing.py)."""
+    step[0] = "volume"
+    if passing is not None:
+        passing[0].passed(passing[1], result, checking=True)
 
 
 _OPS = {

@@ -40,6 +40,7 @@ from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
+from .health import RouteHealth
 from .route import Route
 from .router import Router
 from .state import HealthStore
@@ -92,6 +93,7 @@ class HealthMonitor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._early: set[tuple[str, str]] = set()  # (service, route): early verdicts in use
         # Told about each service's results once they are in the health book (the engine
         # starts strategy searches from here).
         self.on_probed: Callable[[Service, list[ProbeResult]], None] | None = None
@@ -112,6 +114,10 @@ class HealthMonitor:
             if probe_now:
                 self._requested.add(service.name)
             self._next[service.name] = now + self._jittered()
+        if probe_now:
+            # The first pass starts at once, not a tick later: on a network detour has not
+            # seen, the time to a working route counts from here.
+            self._wake.set()
         self._loop_task = asyncio.ensure_future(self._loop())
         if self.watch is not None:
             self.watch.on_back = self._network_back
@@ -125,6 +131,10 @@ class HealthMonitor:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
         self.router.unobserve(self)
+        for service, route in self._early:
+            # Its pass was cut short before the full verdict: nothing known, nothing kept.
+            self.router.health.set(service, route, RouteHealth())
+        self._early.clear()
         self._save()
 
     # --- what the router tells (RouterObserver) -------------------------------------------
@@ -251,7 +261,9 @@ class HealthMonitor:
             await wait_turn(index, finished, self.router.stagger)
         started = time.monotonic()
         try:
-            result = await self.prober.probe(service, route)
+            result = await self.prober.probe(
+                service, route, passed=lambda early: self._passed(early, held)
+            )
         finally:
             self.progress.finish(service.name, route.name)
             if finished is not None and index is not None:
@@ -295,7 +307,25 @@ class HealthMonitor:
         if self.watch.state.offline and not held.answered:
             self.results[(result.service, result.route)] = offline_result(result, self.watch.state)
 
+    def _passed(self, result: ProbeResult, held: _Pass | None) -> None:
+        """A route's probe passed all but its freeze check (probe/passing.py). On a route not
+        yet known on this network (a network detour has not seen), that verdict counts at
+        once: ranked as a pass whose freeze check is unsure -- after every sure pass, before
+        the routes not yet known -- until the full verdict replaces it (a freeze seen then
+        fails the route). A route already known keeps what it has until the full verdict: a
+        working one is not ranked down, a failing one not up, for the check's second."""
+        if self.router.health.get(result.service, result.route).ok is not None:
+            return
+        if held is not None:
+            held.answered = True
+            for earlier in held.results:
+                self._commit(earlier)
+            held.results.clear()
+        self._commit(result)
+        self._early.add((result.service, result.route))
+
     def _commit(self, result: ProbeResult) -> None:
+        self._early.discard((result.service, result.route))
         self.results[(result.service, result.route)] = result
         took = self.router.health.record_probe(result)
         if result.ok and took:

@@ -328,7 +328,7 @@ class ScriptedProber:
             gate.set()
         self.done: dict[str, asyncio.Event] = {name: asyncio.Event() for name in outcomes}
 
-    async def probe(self, service, route) -> ProbeResult:
+    async def probe(self, service, route, *, passed=None) -> ProbeResult:
         await self.gates[route.name].wait()
         self.done[route.name].set()
         return dataclasses.replace(self.outcomes[route.name], route=route.name)

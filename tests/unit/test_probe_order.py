@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 from helper.probe.probe import Prober
 from helper.probe.result import ProbeResult
+from helper.probe.turns import turns
+from helper.services import ProbeTarget
 
 SERVICE = SimpleNamespace(name="telegram", probes=())
 
@@ -24,7 +26,7 @@ class TimedProber(Prober):
         self.started: dict[str, float] = {}
         self.t0 = time.monotonic()
 
-    async def probe(self, service, route) -> ProbeResult:  # type: ignore[override]
+    async def probe(self, service, route, *, passed=None) -> ProbeResult:  # type: ignore[override]
         self.started[route.name] = time.monotonic() - self.t0
         seconds, ok = self.script[route.name]
         await asyncio.sleep(seconds)
@@ -73,9 +75,6 @@ class _Route(SimpleNamespace):
 
 
 def test_a_route_that_carries_no_target_takes_no_turn() -> None:
-    from helper.probe.probe import turns
-    from helper.services import ProbeTarget
-
     web = ProbeTarget.parse("tls://web.whatsapp.com:443")
     dc = ProbeTarget.parse("mtproto://149.154.167.51:443")
     order = [
@@ -89,3 +88,30 @@ def test_a_route_that_carries_no_target_takes_no_turn() -> None:
     telegram = SimpleNamespace(name="telegram", probes=(web, dc))
     assert turns(telegram, order) == [0, 1, 2, 3]  # a DC target: every route has its turn
     assert turns(SimpleNamespace(name="x", probes=()), order) == [0, 1, 2, 3]
+
+
+async def test_the_first_pass_starts_with_the_monitor_not_a_tick_later() -> None:
+    from helper.config import parse_config
+    from helper.engine import Engine
+    from tests.conftest import config_text
+
+    service = '[[service]]\nname = "telegram"\ndomains = ["t.me"]\nprobes = ["tcp://t.me:443"]\n'
+    engine = Engine(parse_config(config_text(extra=service)), probe_on_start=False)
+    started = asyncio.Event()
+
+    class Recording:
+        async def probe(self, service, route, *, passed=None) -> ProbeResult:
+            started.set()
+            return ProbeResult(service.name, route.name, route.name, [])
+
+    engine.monitor.prober = Recording()
+    try:
+        await engine.monitor.start(probe_now=True)
+        for _ in range(50):  # a few turns of the loop: far less than the monitor's tick
+            if started.is_set():
+                break
+            await asyncio.sleep(0)
+        assert started.is_set()
+    finally:
+        await engine.monitor.stop()
+        await engine.stop()

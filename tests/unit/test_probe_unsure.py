@@ -65,7 +65,7 @@ class Scripted(Prober):
         self.timeouts: list[float | None] = []
 
     async def _probe_target(  # type: ignore[override]
-        self, route, target, *, volume=False, service="", timeout=None
+        self, route, target, *, volume=False, service="", timeout=None, passing=None
     ) -> TargetResult:
         self.timeouts.append(timeout)
         return self.script.pop(0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -532,3 +533,22 @@ def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
             return runner.run(main())
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _no_broken_pipe(command: Callable[[list[str] | None], int]) -> Callable[..., int]:
+    """`detour config show | head`: the reader going away ends the command quietly (exit 1),
+    not with a traceback."""
+
+    @functools.wraps(command)
+    def guarded(argv: list[str] | None = None) -> int:
+        try:
+            return command(argv)
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError):  # nothing more to flush at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILURE
+
+    return guarded
+
+
+main = _no_broken_pipe(main)

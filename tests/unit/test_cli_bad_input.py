@@ -1,9 +1,13 @@
-"""The command line with odd input: one line naming the problem, never a traceback."""
+"""The command line and config files with odd input: one line naming the problem (the key,
+the argument), never a traceback."""
 
 from __future__ import annotations
 
 import subprocess
 
+import pytest
+
+from helper.config import ConfigError, load_config, parse_config
 from tests.conftest import ROOT, detour_command
 
 
@@ -20,3 +24,47 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     err = process.stderr.read().decode()
     assert process.wait(60) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            '[mtproto_proxy]\nsecrets = { a = "dd000102030405060708090a0b0c0d0e0f" }\n'
+            'listen = "127.0.0.1:1080"\n',
+            "mtproto_proxy.listen: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+        ('[api]\nlisten = "127.0.0.1:1080"\n', "api.listen: port 1080 on 127.0.0.1 is also"),
+        (
+            '[listen]\nmixed = "0.0.0.0:9000"\nallow = ["192.168.1.0/24"]\n'
+            '[api]\nlisten = "127.0.0.1:9000"\n',
+            "api.listen: port 9000 on 127.0.0.1 is also listen.mixed's",
+        ),
+        (
+            '[whatsapp_proxy]\nlisten = "localhost"\ntls_port = 1080\n',
+            "whatsapp_proxy.tls_port: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+        (
+            '[listen]\ntransparent = "127.0.0.1:1080"\n',
+            "listen.transparent: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+    ],
+)
+def test_two_listeners_on_one_address_are_a_config_problem_naming_both(
+    text: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert any(says in problem for problem in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[api]\nlisten = "127.0.0.1:0"\n[listen]\nmixed = "127.0.0.1:0"\n',  # any free port
+        '[api]\nlisten = "127.0.0.2:1080"\n',  # another address
+        '[api]\nlisten = "[::1]:1080"\n',  # another family
+    ],
+)
+def test_listeners_apart_are_fine(text: str) -> None:
+    parse_config(text, "test.toml", below=load_config(None))

@@ -68,3 +68,21 @@ def test_two_listeners_on_one_address_are_a_config_problem_naming_both(
 )
 def test_listeners_apart_are_fine(text: str) -> None:
     parse_config(text, "test.toml", below=load_config(None))
+
+
+def test_a_route_listed_twice_for_a_service_is_named() -> None:
+    text = (
+        '[[service]]\nname = "s"\ndomains = ["a.example"]\nroutes = ["direct", "doh", "direct"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == ["service[0].routes[2]: route 'direct' is listed twice"]
+
+
+def test_a_subscription_url_without_a_host_says_so() -> None:
+    text = '[[subscription]]\nname = "p"\nurl = "https:///list"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == [
+        "subscription[0].url: the URL names no host (https://HOST/PATH)"
+    ]

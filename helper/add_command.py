@@ -297,12 +297,12 @@ def add_command(
         return EXIT_USAGE
     file = Path(path)
     try:
-        if file.exists() and not file.is_file():  # a device, FIFO or directory: never replaced
+        if os.path.exists(file) and not os.path.isfile(file):  # a device, FIFO, directory
             raise AddError(f"{file} is not a regular file (detour add appends to a config file)")
         try:
             expected: str | None = read_config_file(file)
         except ConfigError as exc:
-            if file.exists():
+            if os.path.exists(file):  # (False too where it cannot be looked up)
                 raise AddError(_first(exc)) from None
             expected = None
         addition = plan_addition(expected or "", file, link_text, name, service)

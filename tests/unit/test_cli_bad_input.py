@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from helper.cli import main
 from helper.config import ConfigError, load_config, parse_config
 from tests.conftest import ROOT, detour_command
 
@@ -86,3 +87,31 @@ def test_a_subscription_url_without_a_host_says_so() -> None:
     assert caught.value.problems == [
         "subscription[0].url: the URL names no host (https://HOST/PATH)"
     ]
+
+
+def test_a_file_name_too_long_is_a_problem_naming_the_key() -> None:
+    name = "x" * 5000
+    text = f'[whatsapp_proxy]\nlisten = "127.0.0.1"\ncertificate = "{name}"\nkey = "{name}"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    problems = caught.value.problems
+    assert any(p.startswith("whatsapp_proxy.certificate: ") for p in problems), problems
+    assert all("File name too long" in p for p in problems), problems
+
+
+def test_a_config_name_too_long_for_detour_add_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["add", "-c", "x" * 5000, "--no-reload", "socks5://192.0.2.1:1080"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("detour add: cannot write x") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "not-text.toml"])
+def test_a_lab_scenario_that_cannot_be_read_is_a_config_error(tmp_path, name: str) -> None:
+    from helper.lab.scenario import load_scenario
+
+    path = tmp_path / "not-text.toml"
+    path.write_bytes(b"\x8a\xff garbage")
+    with pytest.raises(ConfigError):
+        load_scenario(str(path) if name == "not-text.toml" else name)

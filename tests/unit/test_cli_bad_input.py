@@ -115,3 +115,12 @@ def test_a_lab_scenario_that_cannot_be_read_is_a_config_error(tmp_path, name: st
     path.write_bytes(b"\x8a\xff garbage")
     with pytest.raises(ConfigError):
         load_scenario(str(path) if name == "not-text.toml" else name)
+
+
+def test_a_user_name_with_a_colon_is_refused() -> None:
+    text = '[listen]\nusers = [{ name = "a:b", password = "secret" }]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == [
+        "listen.users[0].name: a ':' in a user name makes HTTP proxy logins fail; drop it"
+    ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -238,7 +239,12 @@ def _service_block(lines: list[str], service: str) -> int | None:
 def write_atomically(path: Path, text: str, expected: str | None) -> None:
     """Replace `path` with `text` through a new file in its directory (mode and owner
     kept; 0600 for a new file). `expected`: the text it had when read (None: it did not
-    exist); a file changed meanwhile is left alone."""
+    exist); a file changed meanwhile is left alone. A symbolic link's target is the file
+    written (the link stays); a device, FIFO or directory is refused, never replaced."""
+    path = Path(os.path.realpath(path))
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AddError(f"{path} is not a regular file; nothing written")
     try:
         now = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -291,10 +297,12 @@ def add_command(
         return EXIT_USAGE
     file = Path(path)
     try:
+        if os.path.exists(file) and not os.path.isfile(file):  # a device, FIFO, directory
+            raise AddError(f"{file} is not a regular file (detour add appends to a config file)")
         try:
             expected: str | None = read_config_file(file)
         except ConfigError as exc:
-            if file.exists():
+            if os.path.exists(file):  # (False too where it cannot be looked up)
                 raise AddError(_first(exc)) from None
             expected = None
         addition = plan_addition(expected or "", file, link_text, name, service)

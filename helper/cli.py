@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import os
 import signal
@@ -54,6 +56,22 @@ def _listen_arg(text: str) -> Endpoint:
         return parse_listen_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _listen_text(text: str) -> str:
+    """A listen address checked as --listen's, kept as written (the lab writes it out)."""
+    _listen_arg(text)
+    return text
+
+
+def _lab_network(text: str) -> str:
+    try:
+        ipaddress.IPv4Network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IPv4 network (CIDR, e.g. 127.77.0.0/16): {exc}"
+        ) from None
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -214,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument(
         "--listen",
         metavar="HOST:PORT",
+        type=_listen_text,
         default="127.0.0.1:1080",
         help="detour's listener in the written config (default: 127.0.0.1:1080)",
     )
@@ -225,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _lab_arguments(demo)
     demo.add_argument(
-        "--listen", metavar="HOST:PORT", default="127.0.0.1:1080", help="detour's listener"
+        "--listen",
+        metavar="HOST:PORT",
+        type=_listen_text,
+        default="127.0.0.1:1080",
+        help="detour's listener",
     )
     demo.add_argument("--headless", action="store_true", help="no terminal UI; log to stdout")
     return parser
@@ -241,6 +264,7 @@ def _lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network",
         metavar="CIDR",
+        type=_lab_network,
         help="network for the lab's addresses (default: 127.77.0.0/16, or 10.77.0.0/16 with "
         "--netns)",
     )
@@ -509,3 +533,22 @@ def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
             return runner.run(main())
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _no_broken_pipe(command: Callable[[list[str] | None], int]) -> Callable[..., int]:
+    """`detour config show | head`: the reader going away ends the command quietly (exit 1),
+    not with a traceback."""
+
+    @functools.wraps(command)
+    def guarded(argv: list[str] | None = None) -> int:
+        try:
+            return command(argv)
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError):  # nothing more to flush at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILURE
+
+    return guarded
+
+
+main = _no_broken_pipe(main)

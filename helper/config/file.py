@@ -17,6 +17,7 @@ from .core import CoreConfig
 from .dns import DnsConfig
 from .listen import ListenConfig, read_listen
 from .mtproto_proxy import MTProtoProxyConfig, read_mtproto_proxy
+from .ports import check_ports
 from .probe import ProbeConfig
 from .routes import (
     DefaultTable,
@@ -183,6 +184,16 @@ def parse_config_data(
         )
     telegram = read_section(
         TelegramConfig, "telegram", section("telegram"), problems, base, below and below.telegram
+    )
+    check_ports(
+        {
+            "listen": listen,
+            "api": api,
+            "whatsapp_proxy": whatsapp_proxy,
+            "mtproto_proxy": mtproto_proxy,
+            "signal_proxy": signal_proxy,
+        },
+        problems,
     )
     top.finish()
 

@@ -41,6 +41,10 @@ def _read_users(path: str, data: Any, problems: Problems, base: Path | None) -> 
             continue
         if any(u.name == values["name"] for u in users):
             problems.add(f"{entry}.name", f"user {values['name']!r} is listed twice")
+        if ":" in values["name"]:  # RFC 7617: an HTTP client's login splits at the first ':'
+            problems.add(
+                f"{entry}.name", "a ':' in a user name makes HTTP proxy logins fail; drop it"
+            )
         users.append(User(**values))
     return tuple(users)
 
@@ -82,7 +86,8 @@ class ListenConfig:
         doc='Logins: `[{ name = "alice", password = "..." }, ...]`. When set, SOCKS5 clients '
         "must log in with user/password (RFC 1929) and HTTP clients with "
         "`Proxy-Authorization: Basic`; SOCKS4 clients, which cannot send a password, are "
-        "refused. Names and passwords are 1-255 bytes.",
+        "refused. Names and passwords are 1-255 bytes; a name has no `:` (HTTP logins split "
+        "at it).",
     )
     allow: tuple[IPNetwork, ...] = setting(
         [],

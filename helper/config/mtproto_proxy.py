@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from .schema import Problems, read_section, setting
 from .values import (
     count,
     credential,
+    domain,
     limit,
     parse_duration,
     parse_listen_address,
@@ -68,6 +70,20 @@ def _read_dcs(path: str, data: Any, problems: Problems, base: Path | None) -> di
     return found
 
 
+def _link_host(value: Any) -> str:
+    # What a phone dials: an IP address or a host name (an empty or odd one made links that
+    # name no server, and `detour links --json` failed on it).
+    text = string(value).strip()
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        return domain(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or a host name") from None
+
+
 def _mask(value: Any) -> Endpoint:
     return Endpoint.parse(string(value), 443)
 
@@ -92,7 +108,7 @@ class MTProtoProxyConfig:
     )
     host: str | None = setting(
         None,
-        string,
+        _link_host,
         "The address the links tell apps to connect to (this machine's LAN address or public "
         "name). Unset: the listen address, or this machine's first LAN address when it "
         "listens on every address.",

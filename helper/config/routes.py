@@ -268,6 +268,8 @@ def check_service_routes(
                 f"{path}.routes[{i}]",
                 f"no route named {route!r} (routes: {', '.join(route_names) or 'none'})",
             )
+        elif routes.index(route) != i:
+            problems.add(f"{path}.routes[{i}]", f"route {route!r} is listed twice")
 
 
 def expand_routes(

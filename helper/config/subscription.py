@@ -48,6 +48,8 @@ def subscription_url(value: Any) -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError("not a valid URL (https://HOST/PATH)") from None
+    if parts.scheme == "https" and not parts.hostname:
+        raise ValueError("the URL names no host (https://HOST/PATH)")
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(
             "a subscription is fetched over https:// (over http:// anyone on the way could "

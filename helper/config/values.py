@@ -323,6 +323,10 @@ def ca_file(path: Path) -> Path:
 
 
 def existing_file(path: Path) -> Path:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a directory on the way not searchable, ...
+        raise ValueError(f"{str(path)[:200]!r}: cannot be read ({exc.strerror})") from None
+    if not found:
         raise ValueError(f"{str(path)!r}: no such file")
     return path

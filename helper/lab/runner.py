@@ -118,7 +118,14 @@ async def serve_lab(
     try:
         text = lab.helper_config(listen=listen)
         if write_config is not None:
-            write_private(write_config, text)  # it holds the lab front's access key
+            try:
+                write_private(write_config, text)  # it holds the lab front's access key
+            except OSError as exc:
+                print(
+                    f"detour lab: cannot write {write_config}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return 1
         else:
             print(text)
         print(_usage(lab, write_config, listen), file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ Rules name lab hosts by key (`hosts = ["telegram-web"]`) or by service
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -361,11 +362,12 @@ def load_scenario(name_or_path: str, table: HostTable | None = None) -> Scenario
     path = Path(name_or_path)
     if not path.suffix:
         path = _scenario_dir() / f"{name_or_path}.toml"
-        if not path.exists():
+        if not os.path.isfile(path):  # (False too for a name too long to look up)
             known = ", ".join(scenario_names())
             raise ConfigError([f"no scenario named {name_or_path!r} (known: {known})"], "lab")
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read {path}: {exc.strerror or exc}"], "lab") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise ConfigError([f"cannot read {path}: {why or exc}"], "lab") from None
     return parse_scenario(text, path.stem, table)

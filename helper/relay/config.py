@@ -349,6 +349,6 @@ def load_relay_config(path: str | Path) -> RelayConfig:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"no such file: {file}"], str(file)) from None
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:  # not text either: one line, no traceback
         raise ConfigError([f"cannot read: {exc}"], str(file)) from None
     return parse_relay_config(text, str(file), file.parent)

@@ -200,7 +200,12 @@ class RelayKeys:
             return {}
         except ValueError as exc:
             raise RelayKeysError(f"{self.clients_file} is damaged: {exc}") from None
-        return {name: ClientRecord(**record) for name, record in data.items()}
+        try:
+            return {name: ClientRecord(**record) for name, record in data.items()}
+        except (AttributeError, TypeError):  # JSON, but not {name: {fingerprint, token, ...}}
+            raise RelayKeysError(
+                f"{self.clients_file} is damaged: not a table of clients"
+            ) from None
 
     def _save(self, clients: dict[str, ClientRecord]) -> None:
         data = {name: record.__dict__ for name, record in sorted(clients.items())}

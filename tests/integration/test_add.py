@@ -5,7 +5,9 @@ proxy (microsocks)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 
 import pytest
 
@@ -18,6 +20,14 @@ from .test_operations import echo_through, ops_config, start_detour  # noqa: F40
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+async def registered(config, bound: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + bound
+    # (another process's file in the state directory: no event to wait on)
+    while not (pids := [i.pid for i in running(config)]) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return pids
+
+
 async def test_an_added_route_is_used_without_a_restart(
     start_detour,  # noqa: F811
     echo_origin,
@@ -26,7 +36,8 @@ async def test_an_added_route_is_used_without_a_restart(
     with peers.microsocks() as proxy:
         detour = start_detour(ops_config({"a": "direct"}))
         text = detour.config.read_text()
-        assert [i.pid for i in running(detour.config)] == [detour.process.pid]
+        # The process records itself just after its listeners are up: wait for the record.
+        assert await registered(detour.config) == [detour.process.pid]
         await echo_through(detour.address, echo_origin.port)
         assert main(["add", "-c", str(detour.config), "--service", "local", proxy.url]) == 0
         out = capsys.readouterr().out

@@ -81,6 +81,31 @@ def test_unknown_scenario_is_a_usage_error() -> None:
     assert "no scenario named 'nope' (known: allow-list, baseline" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--network", "10.0.0.1/16"), "argument --network: '10.0.0.1/16' is not an IPv4 network"),
+        (("--network", "nope"), "argument --network: 'nope' is not an IPv4 network"),
+        (("--listen", "nope"), "argument --listen: 'nope': expected HOST:PORT"),
+    ],
+)
+def test_bad_lab_arguments_are_usage_errors_naming_the_option(args, says: str) -> None:
+    result = subprocess.run(
+        detour_command("lab", *args), capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+
+
+def test_a_config_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        detour_command("lab", "--network", free_network(), "--write-config", str(tmp_path)),
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"detour lab: cannot write {tmp_path}: Is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_lab_writes_a_config_detour_accepts_and_stops_cleanly(tmp_path: Path) -> None:
     config_path, log = tmp_path / "lab.toml", tmp_path / "lab.log"
     network = free_network()

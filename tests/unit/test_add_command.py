@@ -239,6 +239,26 @@ def test_the_write_is_atomic_keeps_the_mode_and_notices_a_change(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["detour.toml", "new.toml"]
 
 
+def test_a_symlinked_config_is_written_through_the_link_and_a_fifo_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = tmp_path / "real.toml"
+    real.write_text("a = 1\n")
+    link = tmp_path / "link.toml"
+    link.symlink_to(real.name)
+    write_atomically(link, "a = 2\n", "a = 1\n")
+    assert link.is_symlink() and real.read_text() == "a = 2\n"
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(AddError, match="not a regular file"):
+        write_atomically(fifo, "a = 3\n", None)
+    socks = "socks5://u:p@192.0.2.1:1080"
+    for odd in (fifo, tmp_path):  # neither read (a FIFO would block) nor replaced
+        assert main(["add", "-c", str(odd), "--no-reload", socks]) == 2
+        assert "is not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo() and tmp_path.is_dir()
+
+
 def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     monkeypatch.setenv("DETOUR_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / "detour.toml"

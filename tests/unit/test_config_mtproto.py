@@ -76,6 +76,14 @@ def test_dcs_and_mask() -> None:
             "mtproto_proxy.listen",
         ),
         (f'[mtproto_proxy]\nsecrets = {{ a = "{DD}" }}\nsecret = 1\n', "unknown key"),
+        (
+            f'[mtproto_proxy]\nsecrets = {{ a = "{DD}" }}\nhost = ""\n',
+            "mtproto_proxy.host: '' is not an IP address or a host name",
+        ),
+        (
+            f'[mtproto_proxy]\nsecrets = {{ a = "{DD}" }}\nhost = "my proxy"\n',
+            "mtproto_proxy.host: 'my proxy' is not an IP address or a host name",
+        ),
     ],
 )
 def test_problems_name_the_key(text: str, says: str) -> None:
@@ -87,3 +95,14 @@ def test_config_show_hides_the_secrets() -> None:
     text = show(layered(f'[mtproto_proxy]\nsecrets = {{ alice = "{DD}" }}\n'))
     assert "[mtproto_proxy]" in text and DD not in text and 'secrets = "***"' in text
     assert "# [mtproto_proxy]: off" in show(layered(""))
+
+
+def test_the_links_host_is_an_address_or_a_name() -> None:
+    for given, kept in (
+        ("Proxy.Example.org", "proxy.example.org"),
+        ("[2001:db8::1]", "2001:db8::1"),
+    ):
+        mt = config(
+            f'[mtproto_proxy]\nsecrets = {{ a = "{DD}" }}\nhost = "{given}"\n'
+        ).mtproto_proxy
+        assert mt is not None and mt.host == kept

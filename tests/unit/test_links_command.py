@@ -27,7 +27,7 @@ http_port = false
 listen = "127.0.0.1:8443"
 secrets = {{ alice = "dd{"5a" * 16}" }}
 [signal_proxy]
-listen = "127.0.0.1:443"
+listen = "127.0.0.2:443"  # the WhatsApp proxy's TLS port has 127.0.0.1:443
 certificate = "{cert}"
 key = "{key}"
 [api]

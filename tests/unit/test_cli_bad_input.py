@@ -1,0 +1,126 @@
+"""The command line and config files with odd input: one line naming the problem (the key,
+the argument), never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from helper.cli import main
+from helper.config import ConfigError, load_config, parse_config
+from tests.conftest import ROOT, detour_command
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `detour config default | head -1`: the pipe closes before the text is all written.
+    process = subprocess.Popen(
+        detour_command("config", "default"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            '[mtproto_proxy]\nsecrets = { a = "dd000102030405060708090a0b0c0d0e0f" }\n'
+            'listen = "127.0.0.1:1080"\n',
+            "mtproto_proxy.listen: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+        ('[api]\nlisten = "127.0.0.1:1080"\n', "api.listen: port 1080 on 127.0.0.1 is also"),
+        (
+            '[listen]\nmixed = "0.0.0.0:9000"\nallow = ["192.168.1.0/24"]\n'
+            '[api]\nlisten = "127.0.0.1:9000"\n',
+            "api.listen: port 9000 on 127.0.0.1 is also listen.mixed's",
+        ),
+        (
+            '[whatsapp_proxy]\nlisten = "localhost"\ntls_port = 1080\n',
+            "whatsapp_proxy.tls_port: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+        (
+            '[listen]\ntransparent = "127.0.0.1:1080"\n',
+            "listen.transparent: port 1080 on 127.0.0.1 is also listen.mixed's",
+        ),
+    ],
+)
+def test_two_listeners_on_one_address_are_a_config_problem_naming_both(
+    text: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert any(says in problem for problem in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[api]\nlisten = "127.0.0.1:0"\n[listen]\nmixed = "127.0.0.1:0"\n',  # any free port
+        '[api]\nlisten = "127.0.0.2:1080"\n',  # another address
+        '[api]\nlisten = "[::1]:1080"\n',  # another family
+    ],
+)
+def test_listeners_apart_are_fine(text: str) -> None:
+    parse_config(text, "test.toml", below=load_config(None))
+
+
+def test_a_route_listed_twice_for_a_service_is_named() -> None:
+    text = (
+        '[[service]]\nname = "s"\ndomains = ["a.example"]\nroutes = ["direct", "doh", "direct"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == ["service[0].routes[2]: route 'direct' is listed twice"]
+
+
+def test_a_subscription_url_without_a_host_says_so() -> None:
+    text = '[[subscription]]\nname = "p"\nurl = "https:///list"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == [
+        "subscription[0].url: the URL names no host (https://HOST/PATH)"
+    ]
+
+
+def test_a_file_name_too_long_is_a_problem_naming_the_key() -> None:
+    name = "x" * 5000
+    text = f'[whatsapp_proxy]\nlisten = "127.0.0.1"\ncertificate = "{name}"\nkey = "{name}"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    problems = caught.value.problems
+    assert any(p.startswith("whatsapp_proxy.certificate: ") for p in problems), problems
+    assert all("File name too long" in p for p in problems), problems
+
+
+def test_a_config_name_too_long_for_detour_add_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["add", "-c", "x" * 5000, "--no-reload", "socks5://192.0.2.1:1080"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("detour add: cannot write x") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "not-text.toml"])
+def test_a_lab_scenario_that_cannot_be_read_is_a_config_error(tmp_path, name: str) -> None:
+    from helper.lab.scenario import load_scenario
+
+    path = tmp_path / "not-text.toml"
+    path.write_bytes(b"\x8a\xff garbage")
+    with pytest.raises(ConfigError):
+        load_scenario(str(path) if name == "not-text.toml" else name)
+
+
+def test_a_user_name_with_a_colon_is_refused() -> None:
+    text = '[listen]\nusers = [{ name = "a:b", password = "secret" }]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", below=load_config(None))
+    assert caught.value.problems == [
+        "listen.users[0].name: a ':' in a user name makes HTTP proxy logins fail; drop it"
+    ]

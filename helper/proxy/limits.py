@@ -102,21 +102,22 @@ class ConnectionBook:
         total, per_client, handshakes, handshakes_per_client = limits.keys
         if limits.connections and self.open_total >= limits.connections:
             return f"{limits.connections} connections in all ({total})"
-        if limits.connections_per_client and self.open[client] >= limits.connections_per_client:
+        # (Counter's own item lookup and deletion are Python code: the book reads and
+        # writes its entries as a dict's, one lookup each, on every connection.)
+        open_now = self.open.get(client, 0)
+        if limits.connections_per_client and open_now >= limits.connections_per_client:
             return f"{limits.connections_per_client} connections from one client ({per_client})"
         if limits.handshakes and self.handshaking_total >= limits.handshakes:
             return f"{limits.handshakes} pending handshakes in all ({handshakes})"
-        if (
-            limits.handshakes_per_client
-            and self.handshaking[client] >= limits.handshakes_per_client
-        ):
+        handshaking_now = self.handshaking.get(client, 0)
+        if limits.handshakes_per_client and handshaking_now >= limits.handshakes_per_client:
             return (
                 f"{limits.handshakes_per_client} pending handshakes from one client "
                 f"({handshakes_per_client})"
             )
-        self.open[client] += 1
+        self.open[client] = open_now + 1
         self.open_total += 1
-        self.handshaking[client] += 1
+        self.handshaking[client] = handshaking_now + 1
         self.handshaking_total += 1
         return None
 
@@ -136,9 +137,11 @@ class ConnectionBook:
     def _drop(counter: Counter[str], client: str) -> None:
         # Entries at zero are removed: the book's size follows the clients connected now,
         # not every address ever seen.
-        counter[client] -= 1
-        if counter[client] <= 0:
-            del counter[client]
+        left = counter.get(client, 0) - 1
+        if left > 0:
+            counter[client] = left
+        else:
+            counter.pop(client, None)
 
 
 class ThrottledLog:

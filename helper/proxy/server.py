@@ -50,6 +50,7 @@ from .handshake import ProtocolError
 from .listener import ClientConnection, Listener, Request
 from .relay import relay
 from .retry import CLIENT_HELLO, first_exchange
+from .stalls import StallWatches
 
 __all__ = ["ClientServer"]
 
@@ -116,6 +117,10 @@ class ClientServer:
         self._waiters: list[asyncio.Future[None]] = []
         # The handshakes' and first flights' timeouts, on one timer (deadlines.py).
         self._deadlines = Deadlines()
+        # The relaying connections' freeze checks, on one timer (stalls.py).
+        self._stalls: StallWatches[tuple[ClientConnection, Connection]] = StallWatches(
+            self._stalled
+        )
 
     def add(self, listener: L) -> L:
         """Serve `listener`'s connections (from start() on)."""
@@ -331,7 +336,7 @@ class ClientServer:
             client.write(request.success)
         watch = None
         if self.stall_timeout > 0:
-            watch = ProgressWatch(self.stall_timeout, asyncio.get_running_loop().time())
+            watch = ProgressWatch(self.stall_timeout, self._deadlines.loop.time())
         if request.retry_client_hello and not request.first_upstream:
             retried = await first_exchange(
                 client,
@@ -369,7 +374,7 @@ class ClientServer:
         route = connection.route.name
         conn.service, conn.route = service, route
         upstream = connection.stream
-        loop = asyncio.get_running_loop()
+        loop = self._deadlines.loop
         if request.first_upstream:
             upstream.write(request.first_upstream)
             conn.stats.up += len(request.first_upstream)
@@ -388,44 +393,24 @@ class ClientServer:
             stats=stats,
             progress=watch,
         )
-        closed_stalled = False
-        ticking: asyncio.TimerHandle | None = None
-        if watch is None:
-            await_pump = pump
-        else:
-            pumping = asyncio.ensure_future(pump)
-            await_pump = pumping
-            period = self.stall_timeout / 2
-
-            def tick() -> None:
-                nonlocal ticking, closed_stalled
-                stall = watch.check(loop.time())
-                if stall is None:
-                    ticking = loop.call_later(period, tick)
-                    return
-                ticking = None
-                record_stall(
-                    conn.router, connection.service, connection.route, stall.diagnosis, stall.detail
-                )
-                if self.stall_close and not pumping.done():
-                    closed_stalled = True
-                    pumping.cancel()
-
-            ticking = loop.call_later(period, tick)
+        if watch is not None:
+            self._stalls.add(conn.id, watch, (conn, connection), loop)
         try:
-            await await_pump
+            await pump
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not closed_stalled or (task is not None and task.cancelling()):
+            # Closed for its stall (_stalled) is an end like another; a cancellation from
+            # elsewhere (detour stopping) stays one.
+            task = conn.task
+            if watch is None or not watch.closed or task is None or task.uncancel() > 0:
                 raise
         finally:
-            if ticking is not None:
-                ticking.cancel()
+            if watch is not None:
+                self._stalls.discard(conn.id)
             if stats.down:
                 conn.router.record_success(connection.service, connection.route)
             how = "idle timeout" if stats.idle_timed_out else ("reset" if stats.reset else "closed")
             if watch is not None and watch.stalled is not None:
-                how = f"{'closed, ' if closed_stalled else ''}stalled ({watch.stalled.diagnosis})"
+                how = f"{'closed, ' if watch.closed else ''}stalled ({watch.stalled.diagnosis})"
             duration = time.monotonic() - conn.started
             if tally is not None:
                 tally.connection_closed(service, route, stats.up, stats.down)
@@ -455,3 +440,18 @@ class ClientServer:
                         "end": how,
                     },
                 )
+
+    def _stalled(self, item: tuple[ClientConnection, Connection], watch: ProgressWatch) -> None:
+        """A relaying connection froze (stalls.py): it counts against its route, and with
+        `stall_close` its relay is cut (its task is cancelled, which _relay takes as the
+        connection's end)."""
+        conn, connection = item
+        stall = watch.stalled
+        assert stall is not None
+        record_stall(
+            conn.router, connection.service, connection.route, stall.diagnosis, stall.detail
+        )
+        task = conn.task
+        if self.stall_close and task is not None and not task.done():
+            watch.closed = True
+            task.cancel()

@@ -122,6 +122,7 @@ class ProgressWatch:
         self._unanswered_bytes = 0
         self._resent = False  # the client wrote again, RESEND_GAP later, still unanswered
         self.stalled: Stall | None = None
+        self.closed = False  # the connection was closed for its stall ([probe] stall_close)
 
     def sent(self, size: int, now: float) -> None:
         if size <= 0:

@@ -434,9 +434,10 @@ class Router:
 
         def attempt(route: Route, first: bool):
             async def dial() -> Stream:
-                if self.budget is not None:
-                    # The first route goes at once; later ones keep the handshake budget.
-                    await self.budget.take(target.host, client=True, first=first)
+                if self.budget is not None and first:  # at once: booked, no await
+                    self.budget.book(target.host, self.budget.clock(), client=True, first=True)
+                elif self.budget is not None:  # later routes keep the handshake budget
+                    await self.budget.take(target.host, client=True)
                 try:
                     stream = await route.dial(target, self.deadlines)
                 except DialError as exc:

@@ -115,9 +115,11 @@ async def test_nothing_serverless_works_one_verdict_and_the_budget_held(
     for name, times in arrivals.items():
         times.sort()
         # 0.4 s apart at the client; what reaches the censor (on the same loop) can be closer
-        # by a little, or by the loop's worst lateness on a busy machine
+        # by a little, or on a busy machine by twice the loop's worst lateness: the first
+        # handshake's dial can resume late after its grant and its arrival be read late,
+        # each by up to that lateness, while the next one is on time
         closest = min((b - a for a, b in itertools.pairwise(times)), default=1.0)
-        assert closest >= 0.4 - max(0.15, lag[0]), (name, times, lag[0])
+        assert closest >= 0.4 - max(0.15, 2 * lag[0]), (name, times, lag[0])
         for i, first in enumerate(times):
             assert len([t for t in times[i:] if t < first + 1.0]) <= 3, (name, times)
 

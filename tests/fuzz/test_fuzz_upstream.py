@@ -8,8 +8,10 @@ answer anything; for every answer, however it is chunked:
 - a valid reply gives a Stream positioned at the first byte after the reply;
 - a valid reply mutated byte by byte still gives one of the two.
 
-Each dial runs against a scripted inner stream on one event loop (dial_through_proxy needs
-one for its timeout), so 10,000 examples take seconds.
+Each dial runs against a scripted inner stream on one event loop the module's properties
+share (dial_through_proxy needs one for its timeout), all of an example's dials in one run
+of it; an example is two draws (a fixed-size one for the valid reply, the bytes after it,
+the split points and the edits; one for the random bytes), so 10,000 examples take seconds.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable
 from itertools import pairwise
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate
 from tests.unit.scripted import ScriptedStream
 from transports.base import DialError, Endpoint, Stream
@@ -44,12 +46,6 @@ class ScriptedDialer:
 
     async def dial(self, target: Endpoint) -> Stream:
         return self.stream
-
-
-@pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
-        yield runner
 
 
 def chunked(data: bytes, cuts: bytes) -> list[bytes]:
@@ -73,8 +69,8 @@ def checked(result: Stream | DialError) -> Stream | DialError:
     return result
 
 
-def outcome(runner: asyncio.Runner, coro) -> Stream | DialError:
-    return checked(runner.run(settle(coro)))
+def outcome(loop: asyncio.AbstractEventLoop, coro) -> Stream | DialError:
+    return checked(run_example(loop, settle(coro)))
 
 
 # --- valid replies, written from the RFCs -------------------------------------------------
@@ -99,18 +95,46 @@ def http_reply(c: Choices) -> bytes:
     return b"HTTP/1." + c.pick([b"1", b"0"]) + b" " + status + b"\r\n" + header + b"\r\n"
 
 
-def replies(build) -> st.SearchStrategy[tuple[bytes, bytes, bytes, bytes, bytes]]:
-    """(valid reply, bytes after it, split points, random bytes, edits)."""
+def parts(head: bytes, limits: tuple[int, ...]) -> list[bytes]:
+    """Pieces of a fixed-size draw: one length byte per piece, then room for each piece at
+    its limit; a piece is any bytes up to its limit."""
+    pieces, at = [], len(limits)
+    for i, limit in enumerate(limits):
+        pieces.append(head[at : at + head[i] % (limit + 1)])
+        at += limit
+    return pieces
+
+
+def fixed_size(limits: tuple[int, ...]) -> int:
+    return len(limits) + sum(limits)
+
+
+def with_junk(limits: tuple[int, ...], junk: int) -> st.SearchStrategy[tuple[list[bytes], bytes]]:
+    """(the pieces of a fixed-size draw, random bytes up to `junk` long): two draws per
+    example, where one draw per piece made hypothesis most of a property's time."""
+    size = fixed_size(limits)
     return st.tuples(
-        st.binary(max_size=8).map(lambda data: build(Choices(data))),
-        st.binary(max_size=16),
-        st.binary(max_size=6),
-        st.binary(max_size=300),
-        st.binary(min_size=3, max_size=15),
+        st.binary(min_size=size, max_size=size).map(lambda head: parts(head, limits)),
+        st.binary(max_size=junk),
     )
 
 
-def check_dialer(runner: asyncio.Runner, make, example) -> None:
+REPLY_PARTS = (8, 16, 6, 15)  # reply choices, bytes after it, split points, edits
+
+
+def replies(build) -> st.SearchStrategy[tuple[bytes, bytes, bytes, bytes, bytes]]:
+    """(valid reply, bytes after it, split points, random bytes up to 300, edits: 3 to 15
+    bytes). The reply is built from its 8 choice bytes (Choices reads zeros past the end,
+    so fewer bytes are a reply these make too)."""
+
+    def example(drawn: tuple[list[bytes], bytes]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        (choices, trailing, cuts, edits), junk = drawn
+        return build(Choices(choices)), trailing, cuts, junk, edits.ljust(3, b"\0")
+
+    return with_junk(REPLY_PARTS, 300).map(example)
+
+
+def check_dialer(loop: asyncio.AbstractEventLoop, make: Callable, example) -> None:
     """The valid reply gives a Stream with the bytes after the reply left on it; random
     bytes and the mutated reply give a Stream or a DialError. One loop run for all four."""
     valid, trailing, cuts, junk, edits = example
@@ -124,36 +148,38 @@ def check_dialer(runner: asyncio.Runner, make, example) -> None:
     async def dials() -> list[Stream | DialError]:
         return [await settle(make(ScriptedDialer(script)).dial(TARGET)) for script in scripts]
 
-    first, *_ = [checked(result) for result in runner.run(dials())]
+    first, *_ = [checked(result) for result in run_example(loop, dials())]
     assert isinstance(first, Stream), first
     assert stream.remaining() == trailing
 
 
 @given(replies(socks5_reply))
-def test_socks5_replies(runner, example) -> None:
+def test_socks5_replies(example_loop, example) -> None:
     auth = example[0][1] == 0x02  # the proxy chose user/password: the dialer has a login
     login = ("alice", "s3cret") if auth else (None, None)
-    check_dialer(runner, lambda inner: Socks5Dialer(inner, PROXY, *login), example)
+    check_dialer(example_loop, lambda inner: Socks5Dialer(inner, PROXY, *login), example)
 
 
 @given(replies(lambda c: b"\x00\x5a" + bytes(6)))  # VN=0 CD=granted DSTPORT DSTIP
-def test_socks4a_replies(runner, example) -> None:
-    check_dialer(runner, lambda inner: Socks4aDialer(inner, PROXY), example)
+def test_socks4a_replies(example_loop, example) -> None:
+    check_dialer(example_loop, lambda inner: Socks4aDialer(inner, PROXY), example)
 
 
 @given(replies(http_reply))
-def test_http_connect_replies(runner, example) -> None:
-    check_dialer(runner, lambda inner: HttpConnectDialer(inner, PROXY, "alice", "s3cret"), example)
+def test_http_connect_replies(example_loop, example) -> None:
+    check_dialer(
+        example_loop, lambda inner: HttpConnectDialer(inner, PROXY, "alice", "s3cret"), example
+    )
 
 
-def test_http_status_in_other_scripts_is_a_dial_error(runner) -> None:
+def test_http_status_in_other_scripts_is_a_dial_error(example_loop) -> None:
     """Regression: the head is read as latin-1, where b'\\xb2' is '²', a digit to
     str.isdigit() but not to int(): a proxy answering 'HTTP/1.1 \\xb2 x' made int() raise
     ValueError out of the dialer."""
     for status in (b"\xb2", b"\xb9\xb3", b"20\xb3"):
         reply = b"HTTP/1.1 " + status + b" x\r\n\r\n"
         dialer = HttpConnectDialer(ScriptedDialer(ScriptedStream([reply])), PROXY)
-        assert isinstance(outcome(runner, dialer.dial(TARGET)), DialError)
+        assert isinstance(outcome(example_loop, dialer.dial(TARGET)), DialError)
 
 
 # --- the WebSocket upgrade answer ---------------------------------------------------------
@@ -187,19 +213,24 @@ async def upgrade(server: UpgradeServer) -> Stream:
     return await websocket_connect(server, "relay.test", "/ws", timeout=5)
 
 
-@given(
-    st.binary(max_size=16), st.binary(max_size=6), st.binary(max_size=300), st.binary(max_size=30)
-)
-def test_websocket_upgrade_answers(runner, trailing, cuts, junk, edits) -> None:
+async def upgrades(servers: list[UpgradeServer]) -> list[Stream | DialError]:
+    return [checked(await settle(upgrade(server))) for server in servers]
+
+
+@given(with_junk((16, 6, 30), 300))  # bytes after the answer, split points, edits; random bytes
+def test_websocket_upgrade_answers(example_loop, drawn) -> None:
+    """The valid answer gives a WebSocketStream with the bytes after it left on the stream;
+    random bytes and the mutated answer give a stream or a DialError. One loop run for the
+    three."""
+    (trailing, cuts, edits), junk = drawn
     server = UpgradeServer(UPGRADE + trailing, cuts)
-    result = outcome(runner, upgrade(server))
+    others = [UpgradeServer(template or b"x", cuts) for template in (junk, mutate(UPGRADE, edits))]
+    result, *_ = run_example(example_loop, upgrades([server, *others]))
     assert isinstance(result, WebSocketStream), result
     assert server.remaining() == trailing
-    for template in (junk, mutate(UPGRADE, edits)):
-        outcome(runner, upgrade(UpgradeServer(template or b"x", cuts)))
 
 
-def test_websocket_status_in_other_scripts_is_a_dial_error(runner) -> None:
+def test_websocket_status_in_other_scripts_is_a_dial_error(example_loop) -> None:
     """Regression: as for HTTP CONNECT, a status of '²' made int() raise ValueError."""
-    result = outcome(runner, upgrade(UpgradeServer(b"HTTP/1.1 \xb2 x\r\n\r\n", b"")))
+    result = outcome(example_loop, upgrade(UpgradeServer(b"HTTP/1.1 \xb2 x\r\n\r\n", b"")))
     assert isinstance(result, DialError)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import math
 import struct
 from collections.abc import Sequence
 from typing import TypeVar
@@ -890,11 +889,8 @@ def split_tail(raw: bytes, limit: int) -> tuple[bytes, bytes]:
 # Hypothesis draws a st.binary() a byte at a time (for a length that is not fixed, a "one
 # more?" decision before each byte): at 400 bytes that is 0.6 ms an example more than the
 # whole of a 16-byte draw, which is about hypothesis' own floor (0.8 ms). One integer of
-# 8 * n bits is the same n uniform bytes for the cost of one draw. The two strategies below
-# give every byte string st.binary(min_size, max_size) gives; shrinking an integer towards 0
-# still zeroes the bytes from the front, so shrunk examples read as they did.
-
-_GEOMETRIC_BITS = 24
+# 8 * n bits is the same n uniform bytes for the cost of one draw; shrinking an integer
+# towards 0 still zeroes the bytes from the front, so shrunk examples read as they did.
 
 
 def fixed_bytes(size: int) -> st.SearchStrategy[bytes]:
@@ -908,25 +904,3 @@ def _uniform(size: int) -> st.SearchStrategy[bytes]:
     small numbers); a wider range, uniformly: so never fewer than 129 bytes."""
     width = max(size, 129)
     return st.integers(0, 256**width - 1).map(lambda n: n.to_bytes(width, "big"))
-
-
-def some_bytes(min_size: int, max_size: int) -> st.SearchStrategy[bytes]:
-    """Any min_size to max_size bytes, as st.binary(min_size, max_size): lengths as
-    hypothesis chooses a binary's (geometric, averaging min_size + max(min_size, 5), at most
-    half-way) fifteen times in sixteen, uniform over the range the sixteenth, so that every
-    length comes up however long the range. One draw of 4 + max_size bytes: the choice of
-    distribution, 3 bytes for the length, then the bytes (as many as the length says)."""
-    span = max_size - min_size
-    average = min(max(min_size * 2, min_size + 5), (min_size + max_size) / 2) - min_size
-    keep = average / (1 + average)  # a geometric length of mean `average`
-    log_keep = math.log(keep) if 0 < keep < 1 else None
-
-    def decode(raw: bytes) -> bytes:
-        u = int.from_bytes(raw[1:4], "big")
-        if raw[0] >= 240 or log_keep is None:
-            extra = u % (span + 1)
-        else:
-            extra = min(span, int(math.log1p(-u / (1 << _GEOMETRIC_BITS)) / log_keep))
-        return raw[4 : 4 + min_size + extra]
-
-    return _uniform(4 + max_size).map(decode)

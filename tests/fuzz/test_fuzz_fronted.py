@@ -115,14 +115,12 @@ def valid_frames_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
 # Each parser's properties share one draw (tests/fuzz/strategies.py: a draw costs more than
 # the checks): the bytes are any input as they are, and decode a valid message (and its
 # edits) too.
-@given(st.binary(max_size=201))
-def test_frames_from_any_bytes_and_valid_frames(raw: bytes) -> None:
+def frames_from_any_bytes_and_valid_frames(raw: bytes) -> None:
     any_bytes_are_a_frame_needmore_or_an_error(raw)
     valid_frames_round_trip_and_mutations_stay_contained(raw)
 
 
-@given(st.binary(max_size=304))
-def test_compiled_and_python_masking_agree(raw: bytes) -> None:
+def compiled_and_python_masking_agree(raw: bytes) -> None:
     key, data = raw[:4].ljust(4, b"\0"), raw[4:]
     assert _apply_mask(data, key) == _apply_mask_python(data, key)
     assert _apply_mask(_apply_mask(data, key), key) == data
@@ -180,8 +178,7 @@ def valid_requests_round_trip(raw: bytes) -> None:
     _request_verdict(mutate(wire, edits))
 
 
-@given(st.binary(max_size=300))
-def test_requests_from_any_bytes_and_valid_requests(raw: bytes) -> None:
+def requests_from_any_bytes_and_valid_requests(raw: bytes) -> None:
     any_bytes_are_a_request_needmore_or_an_error(raw)
     valid_requests_round_trip(raw)
 
@@ -215,8 +212,7 @@ def valid_replies_round_trip(raw: bytes) -> None:
     _reply_verdict(mutate(wire, edits))
 
 
-@given(st.binary(max_size=600))
-def test_replies_from_any_bytes_and_valid_replies(raw: bytes) -> None:
+def replies_from_any_bytes_and_valid_replies(raw: bytes) -> None:
     any_bytes_are_a_reply_needmore_or_an_error(raw)
     valid_replies_round_trip(raw)
 
@@ -255,8 +251,7 @@ def _decode_verdict(text: str) -> object:
     return key
 
 
-@given(st.binary(max_size=200).map(text_from))
-def test_any_text_is_a_key_or_a_clear_error(text: str) -> None:
+def any_text_is_a_key_or_a_clear_error(text: str) -> None:
     _decode_verdict(text)
     _decode_verdict(PREFIX + text)
 
@@ -277,8 +272,7 @@ def _bomb(blocks: int) -> bytes:
     return zlib.compress(b" " * (blocks << 12) + b"{}")
 
 
-@given(st.binary(max_size=60))
-def test_damaged_keys_are_refused_clearly(data: bytes) -> None:
+def damaged_keys_are_refused_clearly(data: bytes) -> None:
     c = Choices(data)
     encoded, document = _encoded_key()
     doc = json.loads(document)
@@ -315,8 +309,7 @@ def _skew(raw: bytes) -> int:
     return (n & 0x3FFF) * (2 * 10**12 // 0x3FFF) - 10**12
 
 
-@given(st.binary(max_size=122))
-def test_any_cookie_value_is_a_name_or_none(raw: bytes) -> None:
+def any_cookie_value_is_a_name_or_none(raw: bytes) -> None:
     value, skew = text_from(raw[:-2]), _skew(raw[-2:])
     tokens = {"alice": b"t" * 32, "": b"e" * 32, "a.b": b"d" * 32}
     now = float(int(time.time()))  # a whole second: the stamp has no fraction
@@ -341,8 +334,7 @@ def _mux_verdict(buf: bytes) -> object:
     return _tunnel_verdict(mux.parse_frame, buf)
 
 
-@given(st.binary(max_size=120))
-def test_any_bytes_are_a_mux_frame_needmore_or_an_error(data: bytes) -> None:
+def any_bytes_are_a_mux_frame_needmore_or_an_error(data: bytes) -> None:
     first = _mux_verdict(data)
     if isinstance(first, tuple):
         used, frame = first
@@ -354,8 +346,7 @@ def test_any_bytes_are_a_mux_frame_needmore_or_an_error(data: bytes) -> None:
         assert _mux_verdict(data + b"\x00\xff" * 8) == first
 
 
-@given(st.binary(max_size=601))
-def test_a_relay_session_fed_any_bytes_ends_cleanly(
+def a_relay_session_fed_any_bytes_ends_cleanly(
     example_loop: asyncio.AbstractEventLoop, raw: bytes
 ) -> None:
     """Whatever an authenticated client sends (the relay's only untrusted input inside the
@@ -393,3 +384,43 @@ def test_a_relay_session_fed_any_bytes_ends_cleanly(
         assert not session.handlers or all(t.done() for t in session.handlers)
 
     run_example(example_loop, run())
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    raw=st.binary(max_size=201),
+    raw_1=st.binary(max_size=304),
+    data=st.binary(max_size=120),
+)
+def test_frames_masking_and_mux_frames(raw, raw_1, data) -> None:
+    frames_from_any_bytes_and_valid_frames(raw)
+    compiled_and_python_masking_agree(raw_1)
+    any_bytes_are_a_mux_frame_needmore_or_an_error(data)
+
+
+@given(
+    raw=st.binary(max_size=300),
+    raw_1=st.binary(max_size=600),
+    raw_2=st.binary(max_size=122),
+)
+def test_requests_replies_and_cookies(raw, raw_1, raw_2) -> None:
+    requests_from_any_bytes_and_valid_requests(raw)
+    replies_from_any_bytes_and_valid_replies(raw_1)
+    any_cookie_value_is_a_name_or_none(raw_2)
+
+
+@given(
+    text=st.binary(max_size=200).map(text_from),
+    data=st.binary(max_size=60),
+    raw=st.binary(max_size=601),
+)
+def test_keys_and_a_relay_session(example_loop, text, data, raw) -> None:
+    any_text_is_a_key_or_a_clear_error(text)
+    damaged_keys_are_refused_clearly(data)
+    a_relay_session_fed_any_bytes_ends_cleanly(example_loop, raw)

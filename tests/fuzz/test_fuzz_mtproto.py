@@ -53,8 +53,7 @@ def _cuts(data: bytes, c: Choices) -> list[int]:
 # --- first bytes and the init ---------------------------------------------------------------
 
 
-@given(st.binary(max_size=12))
-def test_classify_decides_once(data: bytes) -> None:
+def classify_decides_once(data: bytes) -> None:
     kind = classify(data)
     assert kind is None or isinstance(kind, TransportKind)
     if len(data) >= 8:
@@ -63,9 +62,7 @@ def test_classify_decides_once(data: bytes) -> None:
         assert classify(data + b"\x00\xff\x10") is kind
 
 
-@CRYPTO
-@given(st.binary(min_size=INIT_LEN + 17, max_size=INIT_LEN + 17))
-def test_any_64_bytes_are_an_init_or_an_error(raw: bytes) -> None:
+def any_64_bytes_are_an_init_or_an_error(raw: bytes) -> None:
     data, secret = raw[:INIT_LEN], raw[INIT_LEN + 1 :] if raw[INIT_LEN] & 1 else None
     try:
         header, _ = accept(data, secret=secret)
@@ -77,9 +74,7 @@ def test_any_64_bytes_are_an_init_or_an_error(raw: bytes) -> None:
     assert classify(data) is TransportKind.OBFUSCATED2
 
 
-@CRYPTO
-@given(st.binary(min_size=3, max_size=33))
-def test_inits_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
+def inits_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
     tag, dc, edits = list(Tag)[raw[0] % 3], int.from_bytes(raw[1:3], "little", signed=True), raw[3:]
     init, _ = initiate(tag, dc)
     header, _ = accept(init)
@@ -112,16 +107,14 @@ def _split_all(tag: Tag, data: bytes, cuts: list[int], limit: int) -> object:
     return out, splitter.pending
 
 
-@given(st.binary(max_size=600))
-def test_any_bytes_split_the_same_however_they_are_cut(raw: bytes) -> None:
+def any_bytes_split_the_same_however_they_are_cut(raw: bytes) -> None:
     c = Choices(raw[:8])
     tag, data = c.pick(list(Tag)), raw[8:]
     whole = _split_all(tag, data, [], 256)
     assert _split_all(tag, data, _cuts(data, c), 256) == whole
 
 
-@given(st.binary(min_size=3, max_size=80))
-def test_valid_packets_come_back_whole(raw: bytes) -> None:
+def valid_packets_come_back_whole(raw: bytes) -> None:
     c = Choices(raw)
     tag = c.pick(list(Tag))
     # 127 words and more take abridged's long length field; small steps cut fields apart.
@@ -175,23 +168,19 @@ def res_pq_round_trips_and_mutations_stay_contained(raw: bytes) -> None:
 
 # The message parsers' two properties share each draw (tests/fuzz/strategies.py: a draw
 # costs more than the checks): the bytes as they are, and a resPQ built from them.
-@given(st.binary(max_size=200))
-def test_messages_from_any_bytes_and_valid_res_pq(raw: bytes) -> None:
+def messages_from_any_bytes_and_valid_res_pq(raw: bytes) -> None:
     any_bytes_are_a_message_or_an_error(raw)
     res_pq_round_trips_and_mutations_stay_contained(raw)
 
 
-@given(st.binary(max_size=120))
-def test_the_mock_dc_answers_anything_without_failing(payload: bytes) -> None:
+def the_mock_dc_answers_anything_without_failing(payload: bytes) -> None:
     session = _MTProtoSession(2, DcLog(), 12345)
     reply, _ = session.answer(payload)
     if reply is not None:
         assert tl.parse_res_pq(reply).fingerprints == (12345,)
 
 
-@CRYPTO
-@given(st.binary(max_size=300))
-def test_the_probe_reads_any_answer_as_respq_or_a_failure(
+def the_probe_reads_any_answer_as_respq_or_a_failure(
     example_loop: asyncio.AbstractEventLoop, raw: bytes
 ) -> None:
     chunk, answer = 1 + (raw[0] if raw else 0) % 64, raw[1:]
@@ -238,21 +227,17 @@ def options_from_grammar(data: bytes) -> None:
 
 # parse_options' two properties share each draw: the bytes as any text, and as choices in
 # its grammar.
-@given(st.binary(max_size=80))
-def test_tgws_options_from_any_text_and_from_grammar(raw: bytes) -> None:
+def tgws_options_from_any_text_and_from_grammar(raw: bytes) -> None:
     any_text_is_tgws_options_or_an_error(text_from(raw))
     options_from_grammar(raw)
 
 
-@given(st.binary(max_size=60).map(text_from))
-def test_any_host_is_a_web_dc_or_none(host: str) -> None:
+def any_host_is_a_web_dc_or_none(host: str) -> None:
     dc = web_dc(host)
     assert dc is None or 1 <= dc <= 5
 
 
-@CRYPTO
-@given(st.binary(max_size=400))
-def test_the_tgws_stream_carries_or_refuses_any_client(raw: bytes) -> None:
+def the_tgws_stream_carries_or_refuses_any_client(raw: bytes) -> None:
     c = Choices(raw[:7])
     obfuscate, data = c.chance(50), raw[7:]
     cuts = _cuts(data, c)
@@ -275,3 +260,48 @@ def test_the_tgws_stream_carries_or_refuses_any_client(raw: bytes) -> None:
     assert b"".join(ws.messages) == data[: len(b"".join(ws.messages))] or not obfuscate
     if ws.messages and obfuscate:
         assert ws.messages[0] == data[:INIT_LEN]
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    data=st.binary(max_size=12),
+    raw=st.binary(max_size=600),
+    raw_2=st.binary(min_size=3, max_size=80),
+)
+def test_first_bytes_and_packets(data, raw, raw_2) -> None:
+    classify_decides_once(data)
+    any_bytes_split_the_same_however_they_are_cut(raw)
+    valid_packets_come_back_whole(raw_2)
+
+
+@given(
+    raw=st.binary(max_size=200),
+    payload=st.binary(max_size=120),
+    raw_2=st.binary(max_size=80),
+    host=st.binary(max_size=60).map(text_from),
+)
+def test_messages_the_mock_dc_and_tgws_text(raw, payload, raw_2, host) -> None:
+    messages_from_any_bytes_and_valid_res_pq(raw)
+    the_mock_dc_answers_anything_without_failing(payload)
+    tgws_options_from_any_text_and_from_grammar(raw_2)
+    any_host_is_a_web_dc_or_none(host)
+
+
+@CRYPTO
+@given(
+    raw=st.binary(min_size=INIT_LEN + 17, max_size=INIT_LEN + 17),
+    raw_1=st.binary(min_size=3, max_size=33),
+    raw_2=st.binary(max_size=300),
+    raw_3=st.binary(max_size=400),
+)
+def test_inits_the_probe_and_the_tgws_stream(example_loop, raw, raw_1, raw_2, raw_3) -> None:
+    any_64_bytes_are_an_init_or_an_error(raw)
+    inits_round_trip_and_mutations_stay_contained(raw_1)
+    the_probe_reads_any_answer_as_respq_or_a_failure(example_loop, raw_2)
+    the_tgws_stream_carries_or_refuses_any_client(raw_3)

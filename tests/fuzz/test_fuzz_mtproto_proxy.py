@@ -43,8 +43,7 @@ def _secret_text(raw: bytes) -> str:
     return raw[1:61].hex() if raw[:1] and raw[0] & 1 else text_from(raw[1:])
 
 
-@given(st.binary(max_size=81).map(_secret_text))
-def test_any_text_is_a_secret_or_a_reason(text: str) -> None:
+def any_text_is_a_secret_or_a_reason(text: str) -> None:
     try:
         secret = parse_secret(text)
     except ValueError as exc:
@@ -54,8 +53,7 @@ def test_any_text_is_a_secret_or_a_reason(text: str) -> None:
     assert parse_secret(secret.hex()) == secret == parse_secret(secret.base64url())
 
 
-@given(st.binary(max_size=700))
-def test_any_bytes_are_a_hello_or_a_hello_error(raw: bytes) -> None:
+def any_bytes_are_a_hello_or_a_hello_error(raw: bytes) -> None:
     try:
         size = faketls.hello_length(raw)
     except faketls.HelloError:
@@ -71,9 +69,7 @@ def test_any_bytes_are_a_hello_or_a_hello_error(raw: bytes) -> None:
         assert message
 
 
-@CRYPTO
-@given(st.binary(max_size=40))
-def test_mutated_hellos_are_refused(edits: bytes) -> None:
+def mutated_hellos_are_refused(edits: bytes) -> None:
     hello = client_hello(KEY, "www.example.org", timestamp=NOW)
     mutated = mutate(hello, edits)
     try:
@@ -91,8 +87,7 @@ def test_mutated_hellos_are_refused(edits: bytes) -> None:
     assert abs(parsed.timestamp - NOW) <= 1200
 
 
-@given(st.binary(max_size=400))
-def test_records_read_the_same_however_cut(raw: bytes) -> None:
+def records_read_the_same_however_cut(raw: bytes) -> None:
     c = Choices(raw[:8])
     data = raw[8:]
     wire = b"\x14\x03\x03\x00\x01\x01" + faketls.wrap_records(data) if c.byte() & 1 else data
@@ -114,8 +109,7 @@ def test_records_read_the_same_however_cut(raw: bytes) -> None:
         assert whole == (data, 0)
 
 
-@given(st.binary(max_size=300))
-def test_the_length_guard_agrees_with_the_splitter(raw: bytes) -> None:
+def the_length_guard_agrees_with_the_splitter(raw: bytes) -> None:
     c = Choices(raw[:8])
     tag, data = c.pick(list(Tag)), raw[8:]
 
@@ -138,9 +132,7 @@ def test_the_length_guard_agrees_with_the_splitter(raw: bytes) -> None:
     assert verdict(feed_guard) == verdict(lambda: splitter.feed(data))
 
 
-@CRYPTO
-@given(st.binary(min_size=INIT_LEN, max_size=INIT_LEN + 8))
-def test_any_init_is_a_user_or_an_init_error(raw: bytes) -> None:
+def any_init_is_a_user_or_an_init_error(raw: bytes) -> None:
     try:
         user, secret, header, _ = identify(raw[:INIT_LEN], [("bob", PADDED), ("al", PLAIN)])
     except InitError as exc:
@@ -161,8 +153,7 @@ def _dc_field(raw: bytes) -> tuple[int, Tag]:
     return field[b0 % 4], list(Tag)[b0 // 4 % len(Tag)]
 
 
-@given(st.binary(max_size=3).map(_dc_field))
-def test_any_dc_field_has_an_address_or_none(case: tuple[int, Tag]) -> None:
+def any_dc_field_has_an_address_or_none(case: tuple[int, Tag]) -> None:
     field, tag = case
     address = dc_address(Header(tag, field), DEFAULT_DCS)
     assert address is None or DEFAULT_DCS.lookup(address) is not None
@@ -179,9 +170,7 @@ def _chunks(data: bytes, c: Choices) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(cuts)]
 
 
-@CRYPTO
-@given(st.binary(max_size=700))
-def test_the_handshake_accepts_or_refuses_with_every_byte(
+def the_handshake_accepts_or_refuses_with_every_byte(
     example_loop: asyncio.AbstractEventLoop, raw: bytes
 ) -> None:
     """Any bytes: accepted (and then only for a real init), or refused with all of them."""
@@ -200,9 +189,7 @@ def test_the_handshake_accepts_or_refuses_with_every_byte(
         assert len(outcome.seen) >= min(len(data), 1)
 
 
-@CRYPTO
-@given(st.binary(max_size=64))
-def test_real_clients_after_any_cutting_and_damage(
+def real_clients_after_any_cutting_and_damage(
     example_loop: asyncio.AbstractEventLoop, raw: bytes
 ) -> None:
     """A real client (plain, dd or fake TLS), its bytes cut anywhere and maybe damaged or
@@ -257,9 +244,7 @@ def test_real_clients_after_any_cutting_and_damage(
         assert isinstance(outcomes[1], Refused) and "replayed" in outcomes[1].reason
 
 
-@CRYPTO
-@given(st.binary(max_size=64))
-def test_oversized_or_empty_frames_stop_the_client(
+def oversized_or_empty_frames_stop_the_client(
     example_loop: asyncio.AbstractEventLoop, raw: bytes
 ) -> None:
     c = Choices(raw)
@@ -286,3 +271,41 @@ def test_oversized_or_empty_frames_stop_the_client(
         return False
 
     assert run_example(example_loop, run())
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    text=st.binary(max_size=81).map(_secret_text),
+    raw=st.binary(max_size=700),
+    raw_2=st.binary(max_size=400),
+    raw_3=st.binary(max_size=300),
+    case=st.binary(max_size=3).map(_dc_field),
+)
+def test_secrets_hellos_records_and_dc_fields(text, raw, raw_2, raw_3, case) -> None:
+    any_text_is_a_secret_or_a_reason(text)
+    any_bytes_are_a_hello_or_a_hello_error(raw)
+    records_read_the_same_however_cut(raw_2)
+    the_length_guard_agrees_with_the_splitter(raw_3)
+    any_dc_field_has_an_address_or_none(case)
+
+
+@CRYPTO
+@given(
+    edits=st.binary(max_size=40),
+    raw=st.binary(min_size=INIT_LEN, max_size=INIT_LEN + 8),
+    raw_2=st.binary(max_size=700),
+    raw_3=st.binary(max_size=64),
+    raw_4=st.binary(max_size=64),
+)
+def test_inits_handshakes_and_clients(example_loop, edits, raw, raw_2, raw_3, raw_4) -> None:
+    mutated_hellos_are_refused(edits)
+    any_init_is_a_user_or_an_init_error(raw)
+    the_handshake_accepts_or_refuses_with_every_byte(example_loop, raw_2)
+    real_clients_after_any_cutting_and_damage(example_loop, raw_3)
+    oversized_or_empty_frames_stop_the_client(example_loop, raw_4)

@@ -39,8 +39,7 @@ DD = "dd" + KEY.hex()
 CRYPTO = settings(max_examples=max(20, settings().max_examples // 10))
 
 
-@given(st.binary(max_size=300))
-def test_any_first_flight_is_read_refused_or_awaited(raw: bytes) -> None:
+def any_first_flight_is_read_refused_or_awaited(raw: bytes) -> None:
     c = Choices(raw)
     # Half the examples start from the real flight, cut and changed where the bytes say.
     if c.byte() & 1:
@@ -59,8 +58,7 @@ def test_any_first_flight_is_read_refused_or_awaited(raw: bytes) -> None:
     assert size is None or (size == len(FLIGHT) and bytes(data[:size]) == FLIGHT)
 
 
-@given(st.binary(max_size=400))
-def test_any_bytes_from_the_proxy_reframe_or_raise(raw: bytes) -> None:
+def any_bytes_from_the_proxy_reframe_or_raise(raw: bytes) -> None:
     c = Choices(raw)
     target = (Tag.ABRIDGED, Tag.INTERMEDIATE)[c.byte() & 1]
     cuts = sorted({c.byte() * len(raw) // 255 for _ in range(3)})
@@ -75,8 +73,7 @@ def test_any_bytes_from_the_proxy_reframe_or_raise(raw: bytes) -> None:
     PacketReader(target).feed(out)  # the client reads whole packets of its own framing
 
 
-@given(st.binary(max_size=400))
-def test_valid_padded_packets_reach_the_client_without_their_padding(raw: bytes) -> None:
+def valid_padded_packets_reach_the_client_without_their_padding(raw: bytes) -> None:
     c = Choices(raw)
     messages = []
     for _ in range(1 + c.byte() % 4):
@@ -110,8 +107,7 @@ def test_anything_the_proxy_sends_is_converted_or_resets(raw: bytes) -> None:
     assert isinstance(data, bytes)
 
 
-@given(st.binary(max_size=120))
-def test_any_proxy_link_is_a_route_or_one_line(raw: bytes) -> None:
+def any_proxy_link_is_a_route_or_one_line(raw: bytes) -> None:
     text = raw.decode("utf-8", "replace")
     for link in (f"tg://proxy?{text}", f"tg://proxy?server=h.example&port=443&secret={DD}{text}"):
         try:
@@ -126,3 +122,23 @@ def test_any_proxy_link_is_a_route_or_one_line(raw: bytes) -> None:
 def test_the_fixtures_are_what_they_say() -> None:
     assert server_flight(KEY, HELLO, FLIGHT) == len(FLIGHT)
     assert struct.unpack(">H", HELLO[3:5]) == (512,)
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    raw=st.binary(max_size=300),
+    raw_1=st.binary(max_size=400),
+    raw_2=st.binary(max_size=400),
+    raw_3=st.binary(max_size=120),
+)
+def test_first_flights_frames_and_links(raw, raw_1, raw_2, raw_3) -> None:
+    any_first_flight_is_read_refused_or_awaited(raw)
+    any_bytes_from_the_proxy_reframe_or_raise(raw_1)
+    valid_padded_packets_reach_the_client_without_their_padding(raw_2)
+    any_proxy_link_is_a_route_or_one_line(raw_3)

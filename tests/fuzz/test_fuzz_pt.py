@@ -68,8 +68,7 @@ def texts_of(message: object) -> list[str]:
 
 # Output as strategies.pt_outputs makes it from at least 16 bytes, and where it is cut: the
 # last byte of the same draw says how many of the bytes before it are cut points.
-@given(st.binary(min_size=25, max_size=309))
-def test_any_output_parses_the_same_however_chunked(raw: bytes) -> None:
+def any_output_parses_the_same_however_chunked(raw: bytes) -> None:
     body, cuts = split_tail(raw, 8)
     output = _pt_output(body)
     whole = LineReader()
@@ -88,15 +87,13 @@ def test_any_output_parses_the_same_however_chunked(raw: bytes) -> None:
     assert got == expected
 
 
-@given(st.binary(max_size=MAX_LINE + 20))
-def test_any_line_is_a_message(line: bytes) -> None:
+def any_line_is_a_message(line: bytes) -> None:
     message = parse_line(line)
     for text in texts_of(message):
         assert not CONTROL.search(text)
 
 
-@given(cmethod_lines)
-def test_valid_cmethod_lines(case: tuple) -> None:
+def valid_cmethod_lines(case: tuple) -> None:
     line, transport, protocol, address = case
     assert parse_line(line) == CMethod(transport, protocol, address)
     assert parse_line(line + b" ARGS:cert=abc,iat-mode=0\r") == CMethod(
@@ -106,8 +103,7 @@ def test_valid_cmethod_lines(case: tuple) -> None:
 
 # The first byte picks the transport asked for and whether a proxy is; the rest is lines
 # as strategies.pt_line_lists makes them.
-@given(st.binary(min_size=25, max_size=301))
-def test_launch_decides_once_and_only_on_what_the_pt_said(raw: bytes) -> None:
+def launch_decides_once_and_only_on_what_the_pt_said(raw: bytes) -> None:
     transport, proxy = ["obfs4", "snowflake", "x"][raw[0] % 3], bool(raw[0] & 4)
     lines = _pt_lines(raw[1:])
     launch = Launch(transport, proxy=proxy)
@@ -149,8 +145,7 @@ def kvline_quoted_values_round_trip(pairs: list[tuple[str, str]]) -> None:
 
 # parse_kvline's two properties share each draw (tests/fuzz/strategies.py: a draw costs more
 # than the checks): the bytes as any text, and as pairs (strategies.kv_pairs) to quote.
-@given(st.binary(max_size=200))
-def test_kvline_takes_any_text_and_quoted_values_round_trip(raw: bytes) -> None:
+def kvline_takes_any_text_and_quoted_values_round_trip(raw: bytes) -> None:
     kvline_takes_any_text(text_from(raw))
     kvline_quoted_values_round_trip(_kv_pairs(raw[:160]))
 
@@ -206,8 +201,7 @@ def decode_args(encoded: str) -> list[tuple[str, str]]:
     return pairs
 
 
-@given(pt_args)
-def test_arguments_survive_escaping_and_the_login_split(args: list[tuple[str, str]]) -> None:
+def arguments_survive_escaping_and_the_login_split(args: list[tuple[str, str]]) -> None:
     encoded = encode_args(args)
     assert decode_args(encoded) == args
     raw = encoded.encode()
@@ -221,3 +215,32 @@ def test_arguments_survive_escaping_and_the_login_split(args: list[tuple[str, st
     username, password = login
     assert 0 < len(username) <= 255 and 0 < len(password) <= 255
     assert username + (b"" if password == b"\0" else password) == raw
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    raw=st.binary(min_size=25, max_size=309),
+    raw_1=st.binary(min_size=25, max_size=301),
+)
+def test_pt_output_and_the_launch(raw, raw_1) -> None:
+    any_output_parses_the_same_however_chunked(raw)
+    launch_decides_once_and_only_on_what_the_pt_said(raw_1)
+
+
+@given(
+    line=st.binary(max_size=MAX_LINE + 20),
+    case=cmethod_lines,
+    raw=st.binary(max_size=200),
+    args=pt_args,
+)
+def test_pt_lines_and_kvlines(line, case, raw, args) -> None:
+    any_line_is_a_message(line)
+    valid_cmethod_lines(case)
+    kvline_takes_any_text_and_quoted_values_round_trip(raw)
+    arguments_survive_escaping_and_the_login_split(args)

@@ -42,8 +42,7 @@ def points_from(c: Choices, most: int) -> list[int]:
 
 # Decoded from one fixed-size draw (two list strategies cost twice as much): the number of
 # responses (1-8), each one's kind, and up to 20 cut points.
-@given(st.binary(min_size=50, max_size=50))
-def test_counts_whole_responses_however_the_bytes_arrive(draw: bytes) -> None:
+def counts_whole_responses_however_the_bytes_arrive(draw: bytes) -> None:
     c = Choices(draw)
     count = 1 + c.byte() % 8
     kinds = [c.pick([WITH_LENGTH, CHUNKED, NO_BODY, INTERIM]) for _ in range(8)]
@@ -86,8 +85,7 @@ def test_what_is_not_http_says_so(data: bytes) -> None:
         ResponseCounter().feed(data)
 
 
-@given(st.binary(min_size=17, max_size=17 + 2048))
-def test_any_bytes_are_counted_or_refused(draw: bytes) -> None:
+def any_bytes_are_counted_or_refused(draw: bytes) -> None:
     points, data = points_from(Choices(draw[:17]), 8), draw[17:]
     counter = ResponseCounter()
     try:
@@ -121,3 +119,19 @@ def test_freeze_verdict_tells_a_freeze_from_running_out_of_time() -> None:
     assert freeze_verdict(0, silent=1.2, quiet=2.0) == UNSURE
     words = unsure_detail(16_000, 0.2)
     assert words.startswith("freeze check unsure: out of time after 16000 of 24576 bytes")
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    draw=st.binary(min_size=50, max_size=50),
+    draw_1=st.binary(min_size=17, max_size=17 + 2048),
+)
+def test_responses_however_they_arrive_and_any_bytes(draw, draw_1) -> None:
+    counts_whole_responses_however_the_bytes_arrive(draw)
+    any_bytes_are_counted_or_refused(draw_1)

@@ -39,8 +39,7 @@ def numbers(c: Choices, low: int, high: int, most: int, least: int = 0) -> list[
 
 # Each property decodes its input from one fixed-size draw (lists of integers cost twice
 # as much to generate).
-@given(st.binary(min_size=22, max_size=22))
-def test_records_cut_anywhere_end_at_a_boundary(draw: bytes) -> None:
+def records_cut_anywhere_end_at_a_boundary(draw: bytes) -> None:
     c = Choices(draw)
     sizes, points = numbers(c, 0, 300, 4, least=1), numbers(c, 0, 1300, 6)
     stream = b"".join(record(size) for size in sizes)
@@ -50,8 +49,7 @@ def test_records_cut_anywhere_end_at_a_boundary(draw: bytes) -> None:
     assert records.tls is True and not records.mid_record
 
 
-@given(st.binary(min_size=21, max_size=21))
-def test_a_stream_cut_inside_a_record_is_mid_record(draw: bytes) -> None:
+def a_stream_cut_inside_a_record_is_mid_record(draw: bytes) -> None:
     """Cut after the first header (which tells whether it is TLS at all) and inside a record:
     its header or its body."""
     c = Choices(draw)
@@ -69,8 +67,7 @@ def test_a_stream_cut_inside_a_record_is_mid_record(draw: bytes) -> None:
     assert records.mid_record
 
 
-@given(st.binary(min_size=9, max_size=9 + 8 * 64))
-def test_any_bytes_are_read_without_error(draw: bytes) -> None:
+def any_bytes_are_read_without_error(draw: bytes) -> None:
     # 0-8 chunks of 0-64 bytes each, cut from the bytes after a head of 9.
     c, rest = Choices(draw[:9]), draw[9:]
     count, lengths, chunks = c.byte() % 9, [c.byte() % 65 for _ in range(8)], []
@@ -272,3 +269,21 @@ def test_a_route_without_a_live_stall_takes_every_probe() -> None:
     book = HealthBook()
     assert book.record_probe(passing(freeze_checked=None))
     assert book.get("telegram", "direct").ok
+
+
+# --- the properties above, several to a test -----------------------------------------------
+#
+# Hypothesis' own work for an example (about 0.8 ms) costs more than most of these checks,
+# and CI runs 10,000 examples of each test: properties share a test, and so hypothesis' work,
+# each with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    draw=st.binary(min_size=22, max_size=22),
+    draw_1=st.binary(min_size=21, max_size=21),
+    draw_2=st.binary(min_size=9, max_size=9 + 8 * 64),
+)
+def test_record_streams_cut_anywhere_and_any_bytes(draw, draw_1, draw_2) -> None:
+    records_cut_anywhere_end_at_a_boundary(draw)
+    a_stream_cut_inside_a_record_is_mid_record(draw_1)
+    any_bytes_are_read_without_error(draw_2)

@@ -1,0 +1,42 @@
+"""A pytest plugin that writes each test's CPU time (time.process_time, set-up, call and
+tear-down) and wall time to $CPUTIME_OUT (one file per xdist worker), most costly first; and
+a hypothesis profile of 1,000 examples, `m1000`, for comparing property tests' costs
+(docs/testing.md "What a property test costs"):
+
+    CPUTIME_OUT=/tmp/cost .venv/bin/python -m pytest -p tests.support.cputime \\
+        --hypothesis-profile m1000 tests/fuzz/test_fuzz_wire.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "m1000",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+
+_rows: list[tuple[float, float, str]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    cpu, wall = time.process_time(), time.monotonic()
+    yield
+    _rows.append((time.process_time() - cpu, time.monotonic() - wall, item.nodeid))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = os.environ.get("CPUTIME_OUT")
+    if not out:
+        return
+    with open(f"{out}.{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", "w") as f:
+        for cpu, wall, nodeid in sorted(_rows, reverse=True):
+            f.write(f"{cpu:8.2f} {wall:8.2f} {nodeid}\n")

@@ -123,7 +123,11 @@ UNIT = ROOT / "tests" / "unit"
 def _cost(item: pytest.Item) -> float:
     if _is_property(item):
         own = getattr(item.obj, "_hypothesis_internal_use_settings", None)  # its @settings
-        return (own or settings.default).max_examples * SECONDS_PER_EXAMPLE
+        # Properties of a kind share a test, each drawing its own argument: every draw adds
+        # to an example's cost, though less than a test of its own would.
+        handle = getattr(item.obj, "hypothesis", None)
+        drawn = len(getattr(handle, "_given_kwargs", None) or ()) or 1
+        return (own or settings.default).max_examples * SECONDS_PER_EXAMPLE * (1 + drawn) / 2
     if item.get_closest_marker("slow") is not None:
         return SLOW_TEST
     return UNIT_TEST if item.path.is_relative_to(UNIT) else OTHER_TEST

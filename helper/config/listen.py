@@ -101,7 +101,8 @@ class ListenConfig:
     handshake_timeout: float = setting(
         "10s",
         parse_duration,
-        "A client that has not finished its SOCKS or HTTP request in this time is disconnected.",
+        "A client that has not finished its SOCKS or HTTP request in this time is disconnected "
+        "(an HTTP client mid-head is answered `408 Request Timeout` first).",
     )
     idle_timeout: float = setting(
         "10m",

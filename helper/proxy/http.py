@@ -30,6 +30,7 @@ __all__ = [
     "MAX_HEAD",
     "MAX_HEADERS",
     "REASONS",
+    "REQUEST_TIMEOUT",
     "BadRequest",
     "HttpRequest",
     "RequestHead",
@@ -88,6 +89,7 @@ def error_response(status: int, message: str, extra_headers: str = "") -> bytes:
 
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+REQUEST_TIMEOUT = error_response(408, "the request head did not arrive in time")
 AUTH_REQUIRED = error_response(
     407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="detour"\r\n'
 )
@@ -109,7 +111,13 @@ def parse_head(head: bytes) -> RequestHead:
 
 def parse_request_head(head: bytes) -> HttpRequest:
     """Parse a proxy request head ending in CRLF CRLF (as read by the listener): CONNECT
-    with an authority, or an absolute-form http:// request."""
+    with an authority, or an absolute-form http:// request whose body's framing is clear
+    (RFC 9112 §6.3, `wire.body_length`: 400 for both framings, Content-Length twice or not
+    a number; 501 for a transfer coding other than chunked), as the origin must not read it
+    otherwise than detour passes it on. Lines end in CRLF: a bare LF (which RFC 9112 §2.2
+    lets a recipient accept) is refused, 400."""
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise _bad("a line ends in a bare LF: request lines must end in CRLF")
     request = parse_head(head)
     method, target, version, headers = (
         request.method,
@@ -134,6 +142,10 @@ def parse_request_head(head: bytes) -> HttpRequest:
         raise _bad("the request target has no host")
     if "@" in url.netloc:
         raise _bad("credentials in the request target are not forwarded")
+    try:
+        wire.body_length(request)
+    except HeadError as exc:
+        raise _bad(str(exc), exc.status) from None
     dest = _authority(url.netloc, 80)
     path = url.path or "/"
     if url.query:

@@ -31,7 +31,9 @@ from transports.socks import (
     REP_SUCCEEDED,
     SOCKS5,
 )
+from transports.wire import HeadError
 
+from .. import http_server  # (a module: it imports .http, whose package is this one)
 from ..config import ListenConfig
 from ..routing import AllRoutesFailed, Denied
 from . import http as http_proto
@@ -177,13 +179,23 @@ class MixedListener(Listener):
 
     async def _http(self, conn: ClientConnection, stream: Stream) -> Request:
         try:
-            head = await stream.readuntil(b"\r\n\r\n", http_proto.MAX_HEAD)
+            # Up to the empty line, CRLF or bare LF (RFC 9112 §2.2 lets a recipient accept a
+            # bare LF; detour's proxy does not, but answers it at once: 400, not silence).
+            head = await http_server.read_request_head(stream, http_proto.MAX_HEAD)
+        except asyncio.CancelledError:
+            # The handshake's deadline (or the server's stopping) met a client mid-head: say
+            # so before the connection closes (RFC 9110 §15.5.9), as the status API does.
+            if not stream.is_closing():
+                stream.write(http_proto.REQUEST_TIMEOUT)
+            raise
         except asyncio.LimitOverrunError:
             raise ProtocolError(
                 "request head too large", http_proto.error_response(431, "request head too large")
             ) from None
         except asyncio.IncompleteReadError:
             raise ProtocolError("client closed the connection mid-request") from None
+        except HeadError as exc:  # a request line that cannot be one, seen early
+            raise http_proto.BadRequest(str(exc), exc.status) from None
         request = http_proto.parse_request_head(head)
         if self._users:
             login = http_proto.check_basic_auth(request)

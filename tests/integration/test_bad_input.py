@@ -104,6 +104,34 @@ CASES = [
     ),
     ("http-endless-line", b"GET http://x/ " + b"a" * 70000, b"HTTP/1.1 431"),
     ("http-truncated-head", b"CONNECT example.org:443 HTTP/1.1\r\nHost: exa", b""),
+    # RFC 9112 §2.2: a bare LF is refused at once (not waited out as no end of the head)
+    ("http-bare-lf", b"GET http://x/ HTTP/1.1\nHost: x\n\n", b"HTTP/1.1 400"),
+    # RFC 9112 §6.3: a forwarded request whose body length is unclear is not passed on
+    (
+        "http-te-and-cl",
+        b"POST http://x/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
+    (
+        "http-two-lengths",
+        b"POST http://x/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        b"HTTP/1.1 400",
+    ),
+    (
+        "http-negative-length",
+        b"POST http://x/ HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
+    (
+        "http-length-not-a-number",
+        b"POST http://x/ HTTP/1.1\r\nContent-Length: ab\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
+    (
+        "http-chunked-not-last",
+        b"POST http://x/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"HTTP/1.1 501",
+    ),
 ]
 
 
@@ -176,7 +204,10 @@ async def test_silent_client_is_closed_within_handshake_timeout(
     elapsed = loop.time() - started
     writer.close()
     assert elapsed >= HANDSHAKE_TIMEOUT * 0.9
-    assert rest in (b"", b"\x05\x00")  # the method choice may already have been sent
+    if payload.startswith(b"CONNECT"):  # an HTTP client mid-head is told why (RFC 9110)
+        assert rest.startswith(b"HTTP/1.1 408 "), rest[:80]
+    else:
+        assert rest in (b"", b"\x05\x00")  # the method choice may already have been sent
     await _still_serves(address, http_origin)
     _assert_clean_log(caplog)
 

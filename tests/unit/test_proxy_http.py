@@ -145,6 +145,34 @@ def test_http_target_without_host_is_a_bad_request() -> None:
     assert status_of(err) == 400
 
 
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [
+        pytest.param(("Transfer-Encoding: chunked", "Content-Length: 3"), 400, id="te-and-cl"),
+        pytest.param(("Content-Length: 3", "Content-Length: 4"), 400, id="two-lengths"),
+        pytest.param(("Content-Length: -1",), 400, id="negative-length"),
+        pytest.param(("Content-Length: 0x10",), 400, id="non-numeric-length"),
+        pytest.param(("Transfer-Encoding: chunked, gzip",), 501, id="chunked-not-last"),
+        pytest.param(("Transfer-Encoding: gzip",), 501, id="unknown-coding"),
+    ],
+)
+def test_a_forwarded_request_of_unclear_framing_is_refused(
+    framing: tuple[str, ...], status: int
+) -> None:
+    """RFC 9112 §6.3: a request whose body length cannot be told for sure is answered, never
+    passed on for the origin to read differently."""
+    with pytest.raises(ProtocolError) as err:
+        parse_request_head(head("POST http://example.com/ HTTP/1.1", "Host: x", *framing))
+    assert status_of(err) == status
+    assert err.value.reply.startswith(f"HTTP/1.1 {status} ".encode())
+
+
+@pytest.mark.parametrize("framing", [(), ("Content-Length: 12",), ("Transfer-Encoding: chunked",)])
+def test_a_forwarded_request_of_clear_framing_passes(framing: tuple[str, ...]) -> None:
+    request = parse_request_head(head("POST http://example.com/ HTTP/1.1", "Host: x", *framing))
+    assert request.destination == Endpoint("example.com", 80)
+
+
 # --- request line -------------------------------------------------------------------------
 
 

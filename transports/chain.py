@@ -926,7 +926,13 @@ def _redact_url(url: str) -> str:
 
 def _open_userinfo(rest: str) -> bool:
     """Whether what follows a URL's '://' (no '@' in it) looks like a user name and part of
-    a password cut short, not HOST[:PORT]: `alice:pa` of `socks5://alice:pa|ss@host:1`."""
+    a password cut short, not HOST[:PORT]: `alice:pa` of `socks5://alice:pa|ss@host:1`.
+    A '[' starts an IP literal, never a user name (RFC 3986 §3.2.1 has no '[' in userinfo):
+    `[::1:3128`, its ']' missing, is a broken host, shown as it is."""
+    if rest.startswith("["):
+        authority = re.match(r"[^\s|/?#'\"`]*", rest)
+        if authority is None or "]" not in authority.group(0):
+            return False
     host = rest.find("]") + 1 if rest.startswith("[") else 0
     authority = re.match(r"[^\s|/?#'\"`]*", rest[host:])
     colon = authority.group(0).find(":") if authority else -1

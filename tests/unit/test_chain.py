@@ -334,6 +334,9 @@ def test_layer_scheme_is_case_insensitive(text: str) -> None:
         pytest.param("socks5://h:0", "port 0 is not a valid proxy port", id="port-0"),
         pytest.param("socks5://h:99999", "out of range", id="port-too-big"),
         pytest.param("socks5://h:port", "socks5://h:***", id="port-not-a-number"),  # or a password
+        # an unclosed IPv6 literal is a broken host, no user name: shown, not hidden whole
+        pytest.param("http://[::1:3128", "'http://[::1:3128' is not a valid", id="ipv6-unclosed"),
+        pytest.param("socks5://[::1]:pw", "socks5://[::1]:***", id="ipv6-port-not-a-number"),
         pytest.param("socks5://h:1080/path", "takes no path or query", id="path"),
         pytest.param("socks5://h:1080?timeout=5", "takes no path or query", id="query"),
         pytest.param("http://h:3128#x", "takes no path or query", id="fragment"),

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="check or print configurations", description="Configuration tools."
     )
     config_sub = config.add_subparsers(
-        dest="config_command", metavar="ACTION", parser_class=_Parser
+        dest="config_command", metavar="ACTION", parser_class=_Parser, required=True
     )
     check = config_sub.add_parser(
         "check",
@@ -304,13 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.config_command == "show":
             return config_show(args.show_config or args.config)
-        parser.parse_args(["config", "--help"])
     if args.command == "mtproto":
         if args.mtproto_command == "links":
             return mtproto_links(args.mtproto_config or args.config, args.show_secrets)
         if args.mtproto_command == "secret":
             return mtproto_secret(args.plain, args.tls)
-        parser.parse_args(["mtproto", "--help"])
     if args.command in ("lab", "demo"):
         return _lab(args)
     if args.command == "relay":

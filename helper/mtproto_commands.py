@@ -67,7 +67,7 @@ def add_mtproto_parser(sub: Any, parser_class: type) -> None:
         "Telegram's apps add it with, and new secrets.",
     )
     mtproto_sub = mtproto.add_subparsers(
-        dest="mtproto_command", metavar="ACTION", parser_class=parser_class
+        dest="mtproto_command", metavar="ACTION", parser_class=parser_class, required=True
     )
     mtproto_links = mtproto_sub.add_parser(
         "links",

@@ -107,6 +107,19 @@ def test_a_config_name_too_long_for_detour_add_is_one_line(
     assert err.startswith("detour add: cannot write x") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["config", "mtproto"])
+def test_a_command_without_its_action_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As argparse's other usage errors: exit 2, the usage and the error on stderr."""
+    with pytest.raises(SystemExit) as caught:
+        main([command])
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"usage: detour {command} ") and "error:" in err and "ACTION" in err
+
+
 @pytest.mark.parametrize("name", ["x" * 5000, "not-text.toml"])
 def test_a_lab_scenario_that_cannot_be_read_is_a_config_error(tmp_path, name: str) -> None:
     from helper.lab.scenario import load_scenario

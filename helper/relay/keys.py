@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -187,8 +188,42 @@ class RelayKeys:
     @property
     def pin(self) -> str:
         self._require()
-        cert = x509.load_pem_x509_certificate(self.relay_cert.read_bytes())
+        cert = self._certificate_file(self.relay_cert)
         return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def _damaged(self, path: Path, what: str) -> RelayKeysError:
+        """A key or certificate that cannot be read. Not made anew here: the clients' access
+        keys pin the relay's certificate and carry certificates from the clients' CA, so new
+        ones would lock every client out."""
+        return RelayKeysError(
+            f"{path} is damaged ({what}): restore it from a backup of {self.directory}, or "
+            "run `detour relay keygen --force` to make new keys (every access key issued so "
+            "far then stops working: issue new ones with add-client)"
+        )
+
+    def _certificate_file(self, path: Path) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except ValueError:
+            raise self._damaged(path, "not a PEM certificate") from None
+
+    def _key_file(self, path: Path) -> ec.EllipticCurvePrivateKey:
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), None)
+        except (ValueError, TypeError):  # TypeError: encrypted, with no password to give
+            raise self._damaged(path, "not an unencrypted PEM private key") from None
+        except UnsupportedAlgorithm:
+            raise self._damaged(path, "a key of a kind detour does not make") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise self._damaged(path, "not an EC private key")
+        return key
+
+    def _check_pair(self, key_file: Path, cert_file: Path) -> None:
+        """RelayKeysError naming the file unless the key and certificate read and match."""
+        cert = self._certificate_file(cert_file)
+        key = self._key_file(key_file)
+        if cert.public_key() != key.public_key():
+            raise self._damaged(key_file, f"it is not the key of {cert_file.name}")
 
     # --- clients --------------------------------------------------------------------------
 
@@ -221,8 +256,12 @@ class RelayKeys:
         clients = self.clients()
         if name in clients and clients[name].revoked is None:
             raise RelayKeysError(f"there is already a client {name!r} (revoke it first)")
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        # Everything the access key needs is read before the client is recorded: a damaged
+        # file leaves no client behind that nobody has the key of.
+        path, pin = self.path, self.pin
+        self._check_pair(self.relay_key, self.relay_cert)
+        self._check_pair(self.ca_key, self.ca_cert)
+        ca_key = self._key_file(self.ca_key)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _certificate(
             name,
@@ -239,8 +278,8 @@ class RelayKeys:
             address=address,
             front=front,
             host=host,
-            path=self.path,
-            pin=self.pin,
+            path=path,
+            pin=pin,
             name=name,
             token=token,
             cert=der,
@@ -291,9 +330,17 @@ class RelayKeys:
     def server_context(self) -> ssl.SSLContext:
         """The inner TLS, relay side: TLS 1.3 only, a client certificate from our CA required."""
         self._require()
+        self._check_pair(self.relay_key, self.relay_cert)
+        self._certificate_file(self.ca_cert)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
-        context.load_cert_chain(self.relay_cert, self.relay_key)
+        try:
+            context.load_cert_chain(self.relay_cert, self.relay_key)
+        except ssl.SSLError as exc:  # read above, yet not for OpenSSL
+            raise self._damaged(self.relay_key, exc.reason or str(exc)) from None
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=str(self.ca_cert))
+        try:
+            context.load_verify_locations(cafile=str(self.ca_cert))
+        except ssl.SSLError as exc:
+            raise self._damaged(self.ca_cert, exc.reason or str(exc)) from None
         return context

@@ -491,3 +491,16 @@ def test_error_response_unknown_status_and_extra_headers() -> None:
 def test_auth_required_asks_for_basic() -> None:
     assert AUTH_REQUIRED.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
     assert b'\r\nProxy-Authenticate: Basic realm="detour"\r\n' in AUTH_REQUIRED
+
+
+@pytest.mark.parametrize("module", ["helper.http_server", "helper.proxy", "helper.relay.run"])
+def test_each_entry_point_imports_on_its_own(module: str) -> None:
+    """The proxy's listener reads heads with helper/http_server.py, which imports this
+    package's http.py: whichever is imported first, no circular-import error."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

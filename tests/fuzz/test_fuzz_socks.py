@@ -1,7 +1,7 @@
 """Property tests for the SOCKS parsers, which read bytes from anyone who can connect.
 
-One property per parser (so each parser gets the profile's full example count), checking for
-every example:
+One property per parser (so each parser gets the profile's full example count; the four
+share one test, each on its own input), checking for every example:
 
 - any bytes (random, or a valid message mutated) give a result, NeedMore, or ProtocolError
   whose reply is bytes; nothing else;
@@ -96,18 +96,18 @@ def check_read_message(
 
 
 def _property(
-    name: str, parse: Parser, valid: Callable[[bytes], tuple[bytes, Any]], size: int, limit: int
-) -> Any:
-    def test(example: tuple[tuple[bytes, Any], bytes, bytes, bytes, bytes]) -> None:
+    name: str, parse: Parser, valid: Callable[[bytes], tuple[bytes, Any]], limit: int
+) -> Callable[[Any], None]:
+    def prop(example: tuple[tuple[bytes, Any], bytes, bytes, bytes, bytes]) -> None:
         (wire, expected), trailing, cuts, junk, edits = example
         check_valid(parse, wire, expected, trailing)
         check_read_message(parse, limit, wire + trailing, cuts, expected, trailing)
         check_any_bytes(parse, junk, trailing)
         check_any_bytes(parse, mutate(wire, edits), trailing)
 
-    test.__name__ = test.__qualname__ = f"test_{name}"
-    test.__doc__ = f"{parse.__name__}: the properties in this module's docstring."
-    return given(_examples(valid, size))(test)
+    prop.__name__ = prop.__qualname__ = f"_prop_{name}"
+    prop.__doc__ = f"{parse.__name__}: the properties in this module's docstring."
+    return prop
 
 
 def _examples(decode: Callable[[bytes], tuple[bytes, Any]], size: int) -> st.SearchStrategy[Any]:
@@ -131,13 +131,35 @@ def _examples(decode: Callable[[bytes], tuple[bytes, Any]], size: int) -> st.Sea
 
 # The valid messages are decoded as strategies.socks5_greetings etc. decode them, from the
 # same number of bytes.
-test_socks5_greeting = _property(
-    "socks5_greeting", parse_socks5_greeting, _greeting_from, 40, SOCKS5_GREETING_LIMIT
+_prop_socks5_greeting = _property(
+    "socks5_greeting", parse_socks5_greeting, _greeting_from, SOCKS5_GREETING_LIMIT
 )
-test_socks5_auth = _property("socks5_auth", parse_socks5_auth, _login, 48, SOCKS5_AUTH_LIMIT)
-test_socks5_request = _property(
-    "socks5_request", parse_socks5_request, _socks5_request, 40, SOCKS5_REQUEST_LIMIT
+_prop_socks5_auth = _property("socks5_auth", parse_socks5_auth, _login, SOCKS5_AUTH_LIMIT)
+_prop_socks5_request = _property(
+    "socks5_request", parse_socks5_request, _socks5_request, SOCKS5_REQUEST_LIMIT
 )
-test_socks4_request = _property(
-    "socks4_request", parse_socks4_request, _socks4_request, 48, SOCKS4_REQUEST_LIMIT
+_prop_socks4_request = _property(
+    "socks4_request", parse_socks4_request, _socks4_request, SOCKS4_REQUEST_LIMIT
 )
+
+
+# --- the properties above, in one test ------------------------------------------------------
+#
+# Hypothesis' own work for an example costs more than most of these checks, and CI runs
+# 10,000 examples of each test: the four parsers share a test, and so hypothesis' work, each
+# with its own input drawn as it was when it had a test of its own.
+
+
+@given(
+    greeting=_examples(_greeting_from, 40),
+    auth=_examples(_login, 48),
+    request5=_examples(_socks5_request, 40),
+    request4=_examples(_socks4_request, 48),
+)
+def test_socks5_and_socks4_parsers(greeting, auth, request5, request4) -> None:
+    """parse_socks5_greeting, parse_socks5_auth, parse_socks5_request and
+    parse_socks4_request, each on its own input: the properties in this module's docstring."""
+    _prop_socks5_greeting(greeting)
+    _prop_socks5_auth(auth)
+    _prop_socks5_request(request5)
+    _prop_socks4_request(request4)

@@ -28,6 +28,9 @@ from helper.config import (
 from helper.config.file import parse_config_data, parse_toml
 from helper.config.show import show
 from tests.fuzz.strategies import (
+    _chain,
+    _duration,
+    _redact_case,
     blank_chains,
     chains,
     configs,
@@ -74,8 +77,7 @@ def shown_chain(text: str) -> tuple[Chain | None, str]:
     return None, message
 
 
-@given(chains)
-def test_parse_chain(case: tuple[str, list[str]]) -> None:
+def _prop_parse_chain(case: tuple[str, list[str]]) -> None:
     """Any text is a Chain or a ChainError (nothing else); a Chain starts with its base and
     its str() parses back to the same layers (passwords shown as ***; a pt layer's bridge is
     hidden whole); neither str() nor the error shows a password."""
@@ -93,8 +95,8 @@ def test_parse_chain(case: tuple[str, list[str]]) -> None:
         assert_no_leak(shown, shown_placeholder, passwords)
 
 
-@given(redact_cases)
-def test_redact_hides_userinfo_passwords(case: tuple[str, str, str]) -> None:
+def _prop_redact_hides_userinfo_passwords(case: tuple[str, str, str]) -> None:
+    """redact() shows scheme://user:***@ for a userinfo password, and never the password."""
     text, pw, expected = case
     redacted = redact(text)
     assert expected in redacted
@@ -116,14 +118,7 @@ def shown_every_way(text: str) -> str:
     return "\n".join([redact(text), shown, *extra])
 
 
-@given(blank_chains)
-@example(  # a password starting "//" right after the user name's ':' (found at 10,000)
-    (
-        "socks5://u: pw1@10.0.0.2:1080 | socks5://aaaa=:// aaaaaaaaaa@7:1080",
-        [" pw1", "// aaaaaaaaaa"],
-    )
-)
-def test_blank_passwords_are_never_shown(case: tuple[str, list[str]]) -> None:
+def _prop_blank_passwords_are_never_shown(case: tuple[str, list[str]]) -> None:
     """Passwords holding spaces, tabs and '|' (issue: the words after a blank, and the part
     before a '|', were shown): no piece of WINDOW characters of one appears in anything
     shown, unless it also appears when the passwords are placeholders (a coincidence)."""
@@ -144,8 +139,7 @@ def test_blank_passwords_are_never_shown(case: tuple[str, list[str]]) -> None:
 # --- durations ----------------------------------------------------------------------------
 
 
-@given(durations)
-def test_parse_duration_raises_only_value_error(value: Any) -> None:
+def _prop_parse_duration_raises_only_value_error(value: Any) -> None:
     """Whatever TOML hands over: seconds in (0, a week], or ValueError."""
     try:
         seconds = parse_duration(value)
@@ -153,6 +147,35 @@ def test_parse_duration_raises_only_value_error(value: Any) -> None:
         return
     assert isinstance(seconds, float)
     assert 0 < seconds <= 7 * 86400 and not math.isnan(seconds)
+
+
+# --- the properties above, in one test -----------------------------------------------------
+#
+# Hypothesis' own work for an example costs more than most of these checks, and CI runs
+# 10,000 examples of each test: the chain and duration properties share a test, and so
+# hypothesis' work, each with its own input drawn as it was when it had a test of its own.
+
+
+@given(chain=chains, redacted=redact_cases, blank=blank_chains, duration=durations)
+@example(  # a password starting "//" right after the user name's ':' (found at 10,000)
+    chain=_chain(bytes(48)),
+    redacted=_redact_case(bytes(40)),
+    blank=(
+        "socks5://u: pw1@10.0.0.2:1080 | socks5://aaaa=:// aaaaaaaaaa@7:1080",
+        [" pw1", "// aaaaaaaaaa"],
+    ),
+    duration=_duration(bytes(16)),
+)
+def test_chains_redaction_blank_passwords_and_durations(
+    chain: tuple[str, list[str]],
+    redacted: tuple[str, str, str],
+    blank: tuple[str, list[str]],
+    duration: Any,
+) -> None:
+    _prop_parse_chain(chain)
+    _prop_redact_hides_userinfo_passwords(redacted)
+    _prop_blank_passwords_are_never_shown(blank)
+    _prop_parse_duration_raises_only_value_error(duration)
 
 
 # --- whole config files -------------------------------------------------------------------

@@ -153,23 +153,21 @@ def check_dialer(loop: asyncio.AbstractEventLoop, make: Callable, example) -> No
     assert stream.remaining() == trailing
 
 
-@given(replies(socks5_reply))
-def test_socks5_replies(example_loop, example) -> None:
+def _prop_socks5_replies(loop: asyncio.AbstractEventLoop, example) -> None:
+    """A SOCKS5 proxy's replies (with and without a login): check_dialer's properties."""
     auth = example[0][1] == 0x02  # the proxy chose user/password: the dialer has a login
     login = ("alice", "s3cret") if auth else (None, None)
-    check_dialer(example_loop, lambda inner: Socks5Dialer(inner, PROXY, *login), example)
+    check_dialer(loop, lambda inner: Socks5Dialer(inner, PROXY, *login), example)
 
 
-@given(replies(lambda c: b"\x00\x5a" + bytes(6)))  # VN=0 CD=granted DSTPORT DSTIP
-def test_socks4a_replies(example_loop, example) -> None:
-    check_dialer(example_loop, lambda inner: Socks4aDialer(inner, PROXY), example)
+def _prop_socks4a_replies(loop: asyncio.AbstractEventLoop, example) -> None:
+    """A SOCKS4a proxy's replies: check_dialer's properties."""
+    check_dialer(loop, lambda inner: Socks4aDialer(inner, PROXY), example)
 
 
-@given(replies(http_reply))
-def test_http_connect_replies(example_loop, example) -> None:
-    check_dialer(
-        example_loop, lambda inner: HttpConnectDialer(inner, PROXY, "alice", "s3cret"), example
-    )
+def _prop_http_connect_replies(loop: asyncio.AbstractEventLoop, example) -> None:
+    """An HTTP CONNECT proxy's replies: check_dialer's properties."""
+    check_dialer(loop, lambda inner: HttpConnectDialer(inner, PROXY, "alice", "s3cret"), example)
 
 
 def test_http_status_in_other_scripts_is_a_dial_error(example_loop) -> None:
@@ -217,17 +215,40 @@ async def upgrades(servers: list[UpgradeServer]) -> list[Stream | DialError]:
     return [checked(await settle(upgrade(server))) for server in servers]
 
 
-@given(with_junk((16, 6, 30), 300))  # bytes after the answer, split points, edits; random bytes
-def test_websocket_upgrade_answers(example_loop, drawn) -> None:
+def _prop_websocket_upgrade_answers(loop: asyncio.AbstractEventLoop, drawn) -> None:
     """The valid answer gives a WebSocketStream with the bytes after it left on the stream;
     random bytes and the mutated answer give a stream or a DialError. One loop run for the
     three."""
     (trailing, cuts, edits), junk = drawn
     server = UpgradeServer(UPGRADE + trailing, cuts)
     others = [UpgradeServer(template or b"x", cuts) for template in (junk, mutate(UPGRADE, edits))]
-    result, *_ = run_example(example_loop, upgrades([server, *others]))
+    result, *_ = run_example(loop, upgrades([server, *others]))
     assert isinstance(result, WebSocketStream), result
     assert server.remaining() == trailing
+
+
+# --- the properties above, in one test ------------------------------------------------------
+#
+# Hypothesis' own work for an example costs more than most of these checks, and CI runs
+# 10,000 examples of each test: the three proxies' replies and the upgrade answer share a
+# test, and so hypothesis' work, each with its own input drawn as it was when it had a test
+# of its own, on the module's one loop as before.
+
+
+@given(
+    socks5=replies(socks5_reply),
+    socks4a=replies(lambda c: b"\x00\x5a" + bytes(6)),  # VN=0 CD=granted DSTPORT DSTIP
+    http=replies(http_reply),
+    # bytes after the answer, split points, edits; random bytes
+    upgrade=with_junk((16, 6, 30), 300),
+)
+def test_proxy_replies_and_websocket_upgrade_answers(
+    example_loop, socks5, socks4a, http, upgrade
+) -> None:
+    _prop_socks5_replies(example_loop, socks5)
+    _prop_socks4a_replies(example_loop, socks4a)
+    _prop_http_connect_replies(example_loop, http)
+    _prop_websocket_upgrade_answers(example_loop, upgrade)
 
 
 def test_websocket_status_in_other_scripts_is_a_dial_error(example_loop) -> None:

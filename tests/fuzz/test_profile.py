@@ -30,7 +30,7 @@ def test_profile_is_active(pytestconfig: pytest.Config) -> None:
     assert settings.get_current_profile_name() == name
     assert (settings.default.max_examples, settings.default.deadline) == (examples, None)
     for test in (
-        test_fuzz_socks.test_socks5_request,
+        test_fuzz_socks.test_socks5_and_socks4_parsers,
         test_guard.test_ipv4_and_ipv6_addresses_are_judged_as_the_kernel_routes,
         test_metrics.test_any_label_value_reads_back,
     ):

@@ -45,7 +45,7 @@ from .mtproto.framing import FramingError
 from .mtproto.obfuscated2 import Obfuscation, Tag, TransportKind, dc_field, initiate
 from .mtproto.secret import ProxySecret, SecretMode, parse_secret
 from .mtproto.start import StartRefused, read_start
-from .wrapped import WrappedStream
+from .wrapped import HeldBytes, WrappedStream
 
 __all__ = ["MTProxyDialer", "MTProxyOptions", "MTProxyStream", "parse_options"]
 
@@ -234,7 +234,7 @@ class MTProxyStream(WrappedStream):
         self._rejected: str | None = None
         self._answered = False
         self._held: deque[bytes] = deque([leftover] if leftover else [])  # raw, from the proxy
-        self._unread: deque[bytes] = deque()  # for the client, already converted
+        self._unread = HeldBytes()  # for the client, already converted
 
     # --- toward the proxy -----------------------------------------------------------------
 
@@ -298,11 +298,7 @@ class MTProxyStream(WrappedStream):
 
     async def read(self, n: int = 65536) -> bytes:
         if self._unread:
-            data = self._unread.popleft()
-            if len(data) > n:
-                self._unread.appendleft(data[n:])
-                data = data[:n]
-            return data
+            return self._unread.take(n)
         while True:
             raw = self._held.popleft() if self._held else await self.inner.read(n)
             if not raw:
@@ -321,7 +317,7 @@ class MTProxyStream(WrappedStream):
             if data:
                 self._answered = True
                 if len(data) > n:
-                    self._unread.append(data[n:])
+                    self._unread.add(data[n:])
                     data = data[:n]
                 return data
 
@@ -348,8 +344,7 @@ class MTProxyStream(WrappedStream):
         return data
 
     def unread(self, data: bytes) -> None:
-        if data:
-            self._unread.appendleft(bytes(data))
+        self._unread.put_back(data)
 
     # --- the rest -----------------------------------------------------------------------------
 

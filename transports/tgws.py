@@ -42,7 +42,6 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -55,7 +54,7 @@ from .mtproto.obfuscated2 import INIT_LEN, Keystream, Obfuscation, TransportKind
 from .mtproto.start import StartRefused, read_start
 from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
-from .wrapped import WrappedStream
+from .wrapped import HeldBytes, WrappedStream
 
 __all__ = ["TgWsDialer", "TgWsOptions", "TgWsStream", "parse_options"]
 
@@ -243,7 +242,7 @@ class TgWsStream(WrappedStream):
         self._splitter: PacketSplitter | None = None
         self._wrap: Obfuscation | None = None  # ours, for a client that does not obfuscate
         self._rejected: str | None = None
-        self._held: deque[bytes] = deque()  # unread() bytes, already decrypted
+        self._held = HeldBytes()  # unread() bytes, already decrypted
 
     # --- toward Telegram ------------------------------------------------------------------
 
@@ -322,17 +321,12 @@ class TgWsStream(WrappedStream):
 
     async def read(self, n: int = 65536) -> bytes:
         if self._held:
-            data = self._held.popleft()
-            if len(data) > n:
-                self._held.appendleft(data[n:])
-                data = data[:n]
-            return data
+            return self._held.take(n)
         data = await self.ws.read(n)
         return self._wrap.decrypt(data) if self._wrap is not None and data else data
 
     def unread(self, data: bytes) -> None:
-        if data:
-            self._held.appendleft(bytes(data))
+        self._held.put_back(data)
 
     # --- the rest ---------------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ stream's socket and the relay can move the rest transport-to-transport."""
 from __future__ import annotations
 
 import socket
+from collections import deque
 from typing import Any
 
 from .base import Stream
 
-__all__ = ["WrappedStream", "set_no_delay"]
+__all__ = ["HeldBytes", "WrappedStream", "set_no_delay"]
 
 
 class WrappedStream(Stream):
@@ -56,6 +57,37 @@ class WrappedStream(Stream):
 
     def raw_socket_stream(self) -> Any:
         return None if self.shaping() else self.inner.raw_socket_stream()
+
+
+class HeldBytes:
+    """Bytes a stream hands out before reading on (given back with unread(), or converted
+    beyond what a read asked for): in order, at most `n` per take."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def put_back(self, data: bytes | bytearray | memoryview) -> None:
+        """`data` in front of what is held."""
+        if data:
+            self._chunks.appendleft(bytes(data))
+
+    def add(self, data: bytes) -> None:
+        """`data` after what is held."""
+        if data:
+            self._chunks.append(data)
+
+    def take(self, n: int) -> bytes:
+        """Up to `n` bytes of the first held chunk (something is held)."""
+        data = self._chunks.popleft()
+        if len(data) > n:
+            self._chunks.appendleft(data[n:])
+            data = data[:n]
+        return data
 
 
 def set_no_delay(stream: Stream) -> None:

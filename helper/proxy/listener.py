@@ -207,6 +207,11 @@ class Listener:
         error reply) for what cannot be accepted; OSError when the client is gone."""
         raise NotImplementedError
 
+    def timeout_reply(self, conn: ClientConnection) -> bytes | None:
+        """What a client still in its handshake when `handshake_timeout` runs out is told
+        before the close (None: nothing, the default)."""
+        return None
+
     @property
     def local_clients(self) -> tuple[IPNetwork, ...]:
         """Clients from these addresses are this machine's own user (tests narrow it to tell

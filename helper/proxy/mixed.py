@@ -99,6 +99,11 @@ class MixedListener(Listener):
             return await self._http(conn, stream)
         raise ProtocolError(f"not SOCKS or HTTP (first byte {first[0]:#04x})")
 
+    def timeout_reply(self, conn: ClientConnection) -> bytes | None:
+        # A client mid-head when the handshake's deadline ran out is told so before the
+        # close (RFC 9110 §15.5.9), as the status API does; SOCKS has no such reply.
+        return http_proto.REQUEST_TIMEOUT if conn.protocol == "http" else None
+
     def _check_user(self, username: str, password: str) -> bool:
         expected = self._users.get(username)
         # compare_digest on equal-length inputs only avoids a timing hint about the length
@@ -178,16 +183,11 @@ class MixedListener(Listener):
         return Request(protocol, request.target, _SOCKS4_SUCCESS, _socks4_error)
 
     async def _http(self, conn: ClientConnection, stream: Stream) -> Request:
+        conn.protocol = "http"  # until the head says which (timeout_reply reads it)
         try:
             # Up to the empty line, CRLF or bare LF (RFC 9112 §2.2 lets a recipient accept a
             # bare LF; detour's proxy does not, but answers it at once: 400, not silence).
             head = await http_server.read_request_head(stream, http_proto.MAX_HEAD)
-        except asyncio.CancelledError:
-            # The handshake's deadline (or the server's stopping) met a client mid-head: say
-            # so before the connection closes (RFC 9110 §15.5.9), as the status API does.
-            if not stream.is_closing():
-                stream.write(http_proto.REQUEST_TIMEOUT)
-            raise
         except asyncio.LimitOverrunError:
             raise ProtocolError(
                 "request head too large", http_proto.error_response(431, "request head too large")

@@ -265,6 +265,9 @@ class ClientServer:
                 listener.admission.handshake_over(conn.key)
         except TimeoutError:
             log.info("client %s: no complete request within %gs; closed", conn.client, timeout)
+            reply = listener.timeout_reply(conn)
+            if reply and not stream.is_closing():
+                stream.write(reply)
             stream.close()
             return
         except ProtocolError as exc:

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_mtproto_parser(sub, _Parser)
     add_links_parser(sub)
     add_parser(sub)
+    from .router_rules import add_router_rules_parser
+
+    add_router_rules_parser(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -330,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return links_command(args.links_config or args.config, args.json, args.qr)
     if args.command == "probe":
         return _probe(args)
+    if args.command == "router-rules":
+        from .router_rules import router_rules_command
+
+        return router_rules_command(args, args.rules_config or args.config)
     parser.print_help()
     return EXIT_USAGE
 

@@ -203,8 +203,10 @@ class RouterRules:
     # --- pieces ---------------------------------------------------------------------------
 
     def header(self, what: str) -> list[str]:
+        # The file's name as a comment: nothing in it may end the comment line.
+        source = "".join(c if c.isprintable() else "?" for c in self.source)
         return [
-            f"# {what}, written by detour {__version__} (detour router-rules) from {self.source}.",
+            f"# {what}, written by detour {__version__} (detour router-rules) from {source}.",
             "# Written again when the config's services or [listen] change; edits here are lost.",
         ]
 

@@ -303,6 +303,14 @@ def test_bad_options_exit_2_with_one_line(tmp_path, capsys, argv, says) -> None:
     assert captured.err.count("\n") == 1 and says in captured.err
 
 
+def test_the_config_name_stays_in_its_comment(tmp_path, capsys) -> None:
+    path = tmp_path / "a\nflush ruleset\n.toml"
+    path.write_text(LISTEN)
+    assert main(["router-rules", "-c", str(path), "--lan", "br-lan"]) == 0
+    out = capsys.readouterr().out
+    assert "\nflush ruleset" not in out and "a?flush ruleset?.toml." in out.splitlines()[0]
+
+
 def test_the_built_in_config_has_no_transparent_listener(capsys) -> None:
     assert main(["router-rules", "--lan", "br-lan"]) == 2
     err = capsys.readouterr().err

@@ -127,3 +127,33 @@ def test_the_openwrt_init_script_starts_detour_and_reloads_with_hup(tmp_path: Pa
     assert float(settings["term_timeout"][0]) > DRAIN_TIMEOUT
     assert (tmp_path / "state").is_dir()
     assert run_init(tmp_path, "reload_service") == ["send_signal detour * HUP"]
+
+
+def test_the_openwrt_init_script_writes_the_firewall_rules_when_asked(tmp_path: Path) -> None:
+    """With LAN_IFACE set, each start writes `detour router-rules --flavour openwrt` into
+    fw4's include directory, reloads fw4 only when the rules changed, and sets TPROXY's
+    policy routing (fw4 and ip are stubs here: the host's firewall is not touched)."""
+    config = tmp_path / "detour.toml"
+    config.write_text(
+        '[listen]\ntransparent = "[::]:1090"\ntransparent_udp = "[::]:1091"\n'
+        'allow = ["192.168.1.0/24"]\n'
+    )
+    prog = tmp_path / "detour"
+    prog.write_text(
+        f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT))} "
+        f'exec {shlex.quote(sys.executable)} -m helper "$@"\n'
+    )
+    prog.chmod(0o755)
+    rules = tmp_path / "20-detour.nft"
+    settings = {"PROG": prog, "CONF": config, "RULES": rules, "RUN": tmp_path / "run"}
+    overrides = "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items())
+    stubs = 'fw4() { echo "fw4 $*"; }\nip() { echo "ip $*"; }\nlogger() { echo "logger $*"; }\n'
+    calls = run_init(tmp_path, f"{stubs}{overrides}LAN_IFACE=br-lan\nstart_service\nstart_service")
+    assert calls.count("fw4 reload") == 1, calls  # the second start found them unchanged
+    assert calls.count("ip -4 rule add fwmark 1 lookup 100") == 2, calls
+    assert "chain detour_redirect {" in rules.read_text()
+    assert sum(c.startswith("open_instance") for c in calls) == 2
+    # Without LAN_IFACE (the default) the firewall is left alone.
+    rules.unlink()
+    calls = run_init(tmp_path, f"{stubs}{overrides}start_service")
+    assert not any(c.startswith(("fw4", "ip ")) for c in calls) and not rules.exists()

@@ -147,12 +147,21 @@ def test_the_openwrt_init_script_writes_the_firewall_rules_when_asked(tmp_path: 
     rules = tmp_path / "20-detour.nft"
     settings = {"PROG": prog, "CONF": config, "RULES": rules, "RUN": tmp_path / "run"}
     overrides = "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items())
-    stubs = 'fw4() { echo "fw4 $*"; }\nip() { echo "ip $*"; }\nlogger() { echo "logger $*"; }\n'
+    stubs = (
+        'fw4() { echo "fw4 $*"; }\nip() { echo "ip $*"; }\nlogger() { echo "logger $* $(cat)"; }\n'
+    )
     calls = run_init(tmp_path, f"{stubs}{overrides}LAN_IFACE=br-lan\nstart_service\nstart_service")
     assert calls.count("fw4 reload") == 1, calls  # the second start found them unchanged
     assert calls.count("ip -4 rule add fwmark 1 lookup 100") == 2, calls
     assert "chain detour_redirect {" in rules.read_text()
     assert sum(c.startswith("open_instance") for c in calls) == 2
+    # A config that gives no rules: the reason is logged, the rules and fw4 left alone.
+    config.write_text("[listen]\n")
+    calls = run_init(tmp_path, f"{stubs}{overrides}LAN_IFACE=br-lan\nstart_service")
+    assert not any(c.startswith(("fw4", "ip ")) for c in calls), calls
+    assert "chain detour_redirect {" in rules.read_text()
+    assert "listen.transparent: not set" in (tmp_path / "run" / "rules.err").read_text()
+    assert any(c.startswith("logger -t detour detour router-rules: listen.") for c in calls)
     # Without LAN_IFACE (the default) the firewall is left alone.
     rules.unlink()
     calls = run_init(tmp_path, f"{stubs}{overrides}start_service")

@@ -22,7 +22,10 @@ from helper.probe.patience import (
     allowed,
     median,
 )
-from helper.probe.probe import Prober
+from helper.probe.probe import Prober, _Failed
+from helper.probe.result import TargetResult
+from helper.probe.volume import ResponseCounter
+from transports import Failure
 
 
 def test_nothing_measured_leaves_the_deadline_as_configured() -> None:
@@ -192,3 +195,48 @@ def test_the_config_key() -> None:
     for bad in ("0.5", "11", '"3"', "true"):
         with pytest.raises(ConfigError, match="patience"):
             parse_config(f"[probe]\npatience = {bad}\n" + ROUTE)
+
+
+PART = b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n" + b"x" * 16_000
+REST = b"x" * 14_000
+
+
+class Late:
+    """Sends PART, then REST only once `go` is set (a read cancelled meanwhile loses
+    nothing), then nothing."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.parts = [PART, REST]
+
+    async def read(self, n: int) -> bytes:
+        if len(self.parts) == 1:
+            await self.go.wait()
+        if not self.parts:
+            await asyncio.Event().wait()
+        return self.parts.pop(0)
+
+
+async def test_a_silence_while_the_loop_lost_time_is_no_freeze() -> None:
+    prober = Prober(timeout=5.0)
+    prober.stall = 0.1
+    prober.patience = Measured()
+    stream = Late()
+    loop = asyncio.get_running_loop()
+    # The loop "loses" the silence's time (what a blocked loop's meter reports), then the
+    # rest of the answer comes: the check goes on reading and sees it whole.
+    loop.call_later(0.02, lambda: setattr(prober.patience, "lost_now", 10.0))
+    loop.call_later(0.3, stream.go.set)
+    result = TargetResult("tls://x:443")
+    await prober._read_answers(stream, ResponseCounter(), 1, result, time.monotonic() + 30)
+    assert result.received == len(PART) + len(REST) and not result.freeze_unsure
+
+    # The same silence with no time lost: a freeze, as before.
+    prober.patience = Measured()
+    stream = Late()
+    loop.call_later(0.3, stream.go.set)
+    with pytest.raises(_Failed) as failed:
+        await prober._read_answers(
+            stream, ResponseCounter(), 1, TargetResult("x"), time.monotonic() + 30
+        )
+    assert failed.value.error.failure is Failure.STALLED

@@ -51,12 +51,17 @@ class Server:
             self.accepted += 1
             self.open.append(conn)
             if self.answer:
-                conn.recv(65536)
-                time.sleep(DELAY)  # the loop is held by then
-                conn.sendall(ANSWER)
+                try:
+                    conn.recv(65536)
+                    time.sleep(DELAY)  # the loop is held by then
+                    conn.sendall(ANSWER)
+                except OSError:
+                    pass  # the probe gave up and closed first
 
     def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept (Linux)
         self.listener.close()
+        self.thread.join(5)
         for conn in self.open:
             conn.close()
 

@@ -241,6 +241,7 @@ class Engine:
             compare_resolver=_encrypted_resolver(generation.router),
             events=self.events,
             budget=self.budget,
+            patience=config.probe.patience,
         )
         monitor = HealthMonitor(
             generation.router,
@@ -257,6 +258,7 @@ class Engine:
             tls=generation.tls,
             min_rate=config.probe.min_rate,
             budget=self.budget,
+            patience=config.probe.patience,
         )
         monitor.on_probed = self.searches.after_probe
         search = StrategySearch(

@@ -30,6 +30,15 @@ def control_target(value: Any) -> Endpoint:
     return endpoint
 
 
+def patience(value: Any) -> float:
+    """How many times its deadlines a probe may take on a slow machine: a number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number of times the deadlines, 1 to 10 (1: never more)")
+    if not 1 <= value <= 10:
+        raise ValueError(f"{value}: from 1 (deadlines never stretch) to 10")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     interval: float = setting(
@@ -94,4 +103,13 @@ class ProbeConfig:
         flag,
         "Also close a connection once it is seen frozen (its application then reconnects, "
         "through another route); by default it is left open.",
+    )
+    patience: float = setting(
+        3,
+        patience,
+        "At most this many times `timeout` a probe target may take, and its freeze check's "
+        "silence may last, on a machine or network measured slow: the time the event loop "
+        "lost while the target ran, and connects and handshakes that take long, stretch "
+        "them (a quiet machine's deadlines are the configured ones). `1` turns it off. See "
+        "[routing.md](routing.md#a-slow-machine).",
     )

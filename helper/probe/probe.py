@@ -32,6 +32,7 @@ from ..services import ProbeTarget, Service
 from .diagnose import diagnose
 from .mtproto import PqExchange
 from .passing import CHECKING, Passing
+from .patience import LAGGED, MAX_PATIENCE, Deadline, Patience
 from .result import ProbeResult, Step, TargetResult
 from .slots import Slot as _Slot
 from .transfer import USER_AGENT, Transfers
@@ -70,9 +71,13 @@ class Prober(Transfers):
         events: EventBus | None = None,
         concurrency: int = 16,
         budget: HandshakeBudget | None = None,
+        patience: float = MAX_PATIENCE,
     ) -> None:
-        """`budget`: the handshake budget a TLS target waits for before its dial."""
+        """`budget`: the handshake budget a TLS target waits for before its dial.
+        `patience`: at most this many times `timeout` (and the stall time) a target may take
+        on a machine or network measured slow (patience.py; 1: never more)."""
         self.timeout = timeout
+        self.patience = Patience(patience)
         self.stall = max(STALL, timeout * STALL_SHARE)
         self.tls = tls or ssl.create_default_context()
         self._no_verify = ssl.create_default_context()
@@ -199,30 +204,56 @@ class Prober(Transfers):
         timeout: float | None = None,
         passing: tuple[Passing, int] | None = None,
     ) -> TargetResult:
-        """`passing`: where to report that the target passed (passing.py), and its index."""
+        """`passing`: where to report that the target passed (passing.py), and its index.
+
+        A target that timed out while the event loop lagged (patience.py: it lost LAGGED of
+        the timeout or more) is probed once more before that verdict stands: its timeout
+        says more about the machine than about the route."""
+        result, lagged = await self._probe_once(route, target, volume, service, timeout, passing)
+        if lagged:
+            log.info("probe %s via %s: %s; once more", target, route.name, result.detail)
+            result, _ = await self._probe_once(route, target, volume, service, timeout, passing)
+        return result
+
+    async def _probe_once(
+        self,
+        route: Route,
+        target: ProbeTarget,
+        volume: bool,
+        service: str,
+        timeout: float | None,
+        passing: tuple[Passing, int] | None,
+    ) -> tuple[TargetResult, bool]:
+        """One try at a target; and whether it timed out while the loop lagged."""
         result = TargetResult(str(target))
         reason = route.not_applicable(target.endpoint)
         if reason is not None:
             if passing is not None:
                 passing[0].passed(passing[1], result)
-            return result.skip(reason)
+            return result.skip(reason), False
         step = ["resolve"]  # what is running now, for a timeout's report
         if self.budget is not None and target.kind in ("tls", "https"):
             await self.budget.take(target.endpoint.host)
         slots = self._slots.setdefault(service, asyncio.Semaphore(self.concurrency))
+        lagged = False
         async with _Slot(slots, step, result):
             started = time.monotonic()
-            timeout = timeout or self.timeout
+            deadline = self.patience.deadline(timeout or self.timeout, lambda: _done(result))
             try:
-                async with asyncio.timeout(timeout):
-                    await self._run(route, target, result, step, volume, timeout, passing)
+                async with deadline:
+                    await self._run(route, target, result, step, volume, deadline, passing)
             except TimeoutError:
                 op = dial_phase.get() if step[0] == "connect" else _OPS.get(step[0], Op.CONNECT)
                 waited = time.monotonic() - started
                 failure = Failure.TIMEOUT
                 if step[0] in ("download", "volume") and result.received:
                     failure = Failure.STALLED
-                result.fail(failure, op, f"nothing more within {waited:.1f}s")
+                detail = f"nothing more within {waited:.1f}s"
+                lost = deadline.lost()
+                if lost >= LAGGED * deadline.base:
+                    detail += f" (the machine lost {lost:.1f}s of it)"
+                    lagged = failure is Failure.TIMEOUT
+                result.fail(failure, op, detail)
             except _Failed as failed:
                 error = failed.error
                 result.fail(error.failure, error.op, error.detail)
@@ -231,7 +262,7 @@ class Prober(Transfers):
                 passing[0].checked()  # its freeze check ended: the full verdict follows
             elif result.ok:
                 passing[0].passed(passing[1], result)
-        return result
+        return result, lagged
 
     async def _run(
         self,
@@ -239,13 +270,11 @@ class Prober(Transfers):
         target: ProbeTarget,
         result: TargetResult,
         step: list[str],
-        volume: bool = False,
-        timeout: float = 0.0,
+        volume: bool,
+        deadline: Deadline,
         passing: tuple[Passing, int] | None = None,
     ) -> None:
         endpoint = target.endpoint
-        timeout = timeout or self.timeout
-        began = time.monotonic()
 
         async def timed(name: str, work: Awaitable[T], op: Op) -> T:
             step[0] = name
@@ -258,7 +287,10 @@ class Prober(Transfers):
             except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
                 result.steps.append(Step(name, (time.monotonic() - t0) * 1000, False))
                 raise _Failed(classify_os_error(exc, op)) from None
-            result.steps.append(Step(name, (time.monotonic() - t0) * 1000, True))
+            took = time.monotonic() - t0
+            result.steps.append(Step(name, took * 1000, True))
+            if name in ("connect", "tls_handshake"):
+                self.patience.step(took)
             return value
 
         answer: list[IPAddress] = []
@@ -274,25 +306,28 @@ class Prober(Transfers):
                 context = self.tls if target.verify else self._no_verify
                 stream = await timed(
                     "tls_handshake",
-                    tls_connect(stream, context, endpoint.host, timeout=timeout),
+                    # The target's deadline bounds it (stretched, when the machine is slow).
+                    tls_connect(
+                        stream, context, endpoint.host, timeout=self.patience.most(deadline.base)
+                    ),
                     Op.TLS_HANDSHAKE,
                 )
-            result.latency_ms = (time.monotonic() - began) * 1000
+            result.latency_ms = (loop_time() - deadline.start) * 1000
             if target.kind == "tcp":
                 return
             if target.kind == "tls" and volume:
                 _checking(step, result, passing)
-                await self._volume(target, stream, result, began + timeout)
+                await self._volume(target, stream, result, deadline)
                 return
             if target.kind == "mtproto":
                 exchange = PqExchange(stream, endpoint.host)
                 await timed("mtproto_round_trip", exchange.first(), Op.MTPROTO_ROUND_TRIP)
                 if volume:
                     _checking(step, result, passing)
-                    await self._volume_mtproto(exchange, result, began + timeout)
+                    await self._volume_mtproto(exchange, result, deadline)
                 return
             if target.kind in ("http", "https"):
-                await self._request(target, stream, result, timed, step, began + timeout)
+                await self._request(target, stream, result, timed, step, deadline)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         finally:
@@ -305,7 +340,7 @@ class Prober(Transfers):
         result: TargetResult,
         timed: Callable[..., Awaitable[Any]],
         step: list[str],
-        deadline: float,
+        deadline: Deadline,
     ) -> None:
         host = target.endpoint.host
         stream.write(
@@ -343,6 +378,15 @@ class Prober(Transfers):
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
+
+
+def _done(result: TargetResult) -> float:
+    """Seconds the target's completed steps took (patience.py: its own progress)."""
+    return sum(step.ms for step in result.steps if step.ok) / 1000
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _checking(step: list[str], result: TargetResult, passing: tuple[Passing, int] | None) -> None:

@@ -4,7 +4,10 @@ freeze check (volume.py) of a `tls://` or `mtproto://` one, with what their sile
 A transfer that stops while the peer still owes bytes -- none for the prober's whole stall
 time -- is a freeze (`stalled` during `read`). One whose time runs out sooner is not: the
 bytes were still moving (a slow path, a loaded machine), and a download's rate, a freeze
-check's second try (volume.freeze_verdict), decides instead.
+check's second try (volume.freeze_verdict), decides instead. A silence counts only the time
+the event loop could run (patience.py): on a machine that is losing time, the seconds the
+loop lost are no silence of the route, and the transfer's time is its target's deadline,
+stretched with the same measurements.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from transports.mtproto.framing import FramingError
 from .blockpage import block_page as _block_page
 from .blockpage import is_block_page as _is_block_page
 from .mtproto import PqExchange
+from .patience import Deadline, Patience
 from .result import Step, TargetResult
 from .volume import (
     FREEZE_WINDOW,
@@ -58,9 +62,20 @@ class Transfers:
 
     stall: float
     min_rate: float
+    patience: Patience
+
+    def _silence(self, last_byte: float, mark: float) -> float:
+        """Seconds since `last_byte` (time.monotonic) less the loop time lost since then
+        (`mark`: Patience.lost() at that byte)."""
+        return max(0.0, time.monotonic() - last_byte - (self.patience.lost() - mark))
 
     async def _download(
-        self, stream: Any, head: bytes, length: int | None, result: TargetResult, deadline: float
+        self,
+        stream: Any,
+        head: bytes,
+        length: int | None,
+        result: TargetResult,
+        deadline: Deadline | float,
     ) -> None:
         """Read the body until it ends, or until the probe's time is nearly up (enough to
         measure a rate): a body that stops arriving is "stalled", one that crawls is
@@ -68,16 +83,19 @@ class Transfers:
         body = bytearray()
         wanted = min(MAX_BODY, length if length is not None else MAX_BODY)
         t0 = last_byte = time.monotonic()
-        budget_end = deadline - 0.25  # leave time to report before the probe's timeout
+        mark = self.patience.lost()
         ended = False
         while len(body) < wanted:
-            remaining = budget_end - time.monotonic()
+            remaining = _left(deadline)
             if remaining <= 0:
                 break
             try:
                 async with asyncio.timeout(min(self.stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
+                silent = self._silence(last_byte, mark)
+                if silent < self.stall - TIMER_SLACK and _left(deadline) > 0:
+                    continue  # the loop lost time: the silence is not whole yet
                 break
             except (OSError, EOFError) as exc:
                 raise Failed(classify_os_error(exc, Op.READ)) from None
@@ -85,7 +103,7 @@ class Transfers:
                 ended = True
                 break
             body += chunk
-            last_byte = time.monotonic()
+            last_byte, mark = time.monotonic(), self.patience.lost()
             if len(body) <= 4096 and _is_block_page(head + body):
                 raise Failed(_block_page())
         now = time.monotonic()
@@ -99,7 +117,8 @@ class Transfers:
             raise Failed(
                 DialError(Failure.EOF, Op.READ, f"body ended after {len(body)} of {length} bytes")
             )
-        if not complete and not ended and now - last_byte >= self.stall - TIMER_SLACK:
+        silent = self._silence(last_byte, mark)
+        if not complete and not ended and silent >= self.stall - TIMER_SLACK:
             # The body still owed bytes and none came for the whole stall time. Out of time
             # sooner -- the last byte less than that before -- is a transfer that was still
             # moving (slowly, on a loaded machine or path): its rate decides, not a freeze.
@@ -111,7 +130,7 @@ class Transfers:
                 raise Failed(DialError(Failure.THROTTLED, Op.READ, f"{rate / 1000:.1f} KB/s"))
 
     async def _volume(
-        self, target: ProbeTarget, stream: Any, result: TargetResult, deadline: float
+        self, target: ProbeTarget, stream: Any, result: TargetResult, deadline: Deadline | float
     ) -> None:
         """After a `tls://` probe's handshake: pages from the server until FREEZE_WINDOW bytes
         came back (volume.py). Bytes that stop while answers are still owed are a freeze
@@ -144,7 +163,7 @@ class Transfers:
         result.freeze_checked = counter.received >= FREEZE_WINDOW
 
     async def _volume_mtproto(
-        self, exchange: PqExchange, result: TargetResult, deadline: float
+        self, exchange: PqExchange, result: TargetResult, deadline: Deadline | float
     ) -> None:
         """After an `mtproto://` probe's first exchange: more req_pq_multi in one write, until
         the DC's answers (about 90 bytes each) reach FREEZE_WINDOW -- the check for a route
@@ -173,22 +192,24 @@ class Transfers:
         counter: ResponseCounter | PqExchange,
         owed: int,
         result: TargetResult,
-        deadline: float,
+        deadline: Deadline | float,
     ) -> bool:
         """Read until `owed` answers are whole, the window is full or the server closes (then
         True). Raises STALLED when the bytes stop while answers are still owed; out of time
         while they still came, the check is unsure (`freeze_unsure`, volume.freeze_verdict)."""
-        budget_end = deadline - 0.25
         last_byte = time.monotonic()
+        mark = self.patience.lost()
         while counter.complete < owed and counter.received < FREEZE_WINDOW:
-            remaining = budget_end - time.monotonic()
+            remaining = _left(deadline)
             try:
                 if remaining <= 0:
                     raise TimeoutError
                 async with asyncio.timeout(min(self.stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
-                silent = time.monotonic() - last_byte
+                silent = self._silence(last_byte, mark)
+                if silent < self.stall - TIMER_SLACK and _left(deadline) > 0:
+                    continue  # the loop lost time: the silence is not whole yet
                 verdict = freeze_verdict(counter.received, silent, self.stall)
                 if verdict is not FROZEN:
                     if verdict is UNSURE:
@@ -207,9 +228,16 @@ class Transfers:
                 raise Failed(classify_os_error(exc, Op.READ)) from None
             if not chunk:
                 return True
-            last_byte = time.monotonic()
+            last_byte, mark = time.monotonic(), self.patience.lost()
             if counter.received < 4096 and _is_block_page(chunk):
                 raise Failed(_block_page())
             counter.feed(chunk)
             result.received = counter.received
         return counter.received >= FREEZE_WINDOW
+
+
+def _left(deadline: Deadline | float) -> float:
+    """Seconds left for a transfer before its target's deadline (time.monotonic; a
+    Deadline's end as measured now), less a quarter second to report before the timeout."""
+    end = deadline if isinstance(deadline, (int, float)) else deadline.end
+    return end - 0.25 - time.monotonic()

@@ -307,14 +307,10 @@ class MTProxyStream(WrappedStream):
         while True:
             raw = self._held.popleft() if self._held else await self.inner.read(n)
             if not raw:
-                if not self._answered and self._ours is not None:
+                why = self._unanswered()
+                if why is not None:
                     # Said here, naming the proxy, rather than as a bare end of stream: what
                     # a probe reports, and the client's connection is reset.
-                    why = (
-                        f"MTProto proxy {self.server} closed the connection without "
-                        f"answering: a wrong secret, or the proxy cannot reach Telegram's "
-                        f"{self.dc}"
-                    )
                     log.info("%s", why)
                     raise DialError(Failure.EOF, Op.MTPROTO_ROUND_TRIP, why)
                 return b""
@@ -325,6 +321,16 @@ class MTProxyStream(WrappedStream):
                     self._unread.add(data[n:])
                     data = data[:n]
                 return data
+
+    def _unanswered(self) -> str | None:
+        """What a proxy's end of stream means while it has not answered (None once it has,
+        or before the client's init)."""
+        if self._answered or self._ours is None:
+            return None
+        return (
+            f"MTProto proxy {self.server} closed the connection without answering: a wrong "
+            f"secret, or the proxy cannot reach Telegram's {self.dc}"
+        )
 
     def _convert(self, raw: bytes) -> bytes:
         if self._records is not None:
@@ -360,16 +366,10 @@ class MTProxyStream(WrappedStream):
         return True  # every byte is re-encrypted
 
     def raw_socket_stream(self) -> PipedSocket | None:
-        """For the relay's fast path (mtproto/pipe.py), once the proxy has answered, over a
-        plain socket, when no packet needs re-framing: a stand-in for the socket that
+        """For the relay's fast path (mtproto/pipe.py), once the client's init is out, over
+        a plain socket, when no packet needs re-framing: a stand-in for the socket that
         re-encrypts both ways in the transport's callbacks."""
-        if (
-            self._ours is None
-            or not self._answered
-            or self._rejected is not None
-            or self._up is not None
-            or self._unread
-        ):
+        if self._ours is None or self._rejected is not None or self._up is not None or self._unread:
             return None
         inner = self.inner.raw_socket_stream()
         if inner is None:
@@ -384,7 +384,8 @@ class MTProxyStream(WrappedStream):
                 to_app=client.send if client is not None else None,
                 records=records,
             )
-            self._piped = PipedSocket(inner, ciphers, self._convert_held)
+            name = f"MTProto proxy {self.server}"
+            self._piped = PipedSocket(inner, ciphers, self._convert_held, self._unanswered, name)
         return self._piped
 
     def _convert_held(self, raw: bytes) -> bytes:

@@ -106,7 +106,7 @@ async def started(secret: str, tag: Tag = Tag.INTERMEDIATE, *, clear: bool = Fal
     else:
         init, client = initiate(tag, 2)
         stream.write(init + client.encrypt(first))
-    assert stream.raw_socket_stream() is None  # the proxy has not answered yet
+    assert isinstance(stream.raw_socket_stream(), PipedSocket)  # the init is out
     _, _, _, ob = proxy_side(pipe, secret)
     answer = encode_packet(tag, os.urandom(40))
     down = ob.encrypt(answer)  # type: ignore[attr-defined]
@@ -222,6 +222,24 @@ async def test_what_no_ee_proxy_sends_resets_the_fast_path(
     assert not relay.eof
     deliver(protocol, b"more", random.Random(1))
     assert relay.got == b"" or said == ""
+
+
+@pytest.mark.parametrize("secret", [PLAIN, EE], ids=["plain", "ee"])
+async def test_a_proxy_that_ends_unanswered_resets_the_client_naming_it(
+    secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="detour")
+    stream, plain_pipe = await open_stream(secret)
+    stream.inner = pipe = FastPipe()
+    init, client = initiate(Tag.PADDED, 2)
+    stream.write(init + client.encrypt(encode_packet(Tag.PADDED, os.urandom(40))))
+    assert stream.raw_socket_stream() is not None and pipe.transport.protocol is None
+    transport, pending, _ = stream.raw_socket_stream().detach()  # type: ignore[union-attr]
+    relay = Relay()
+    transport.set_protocol(relay)
+    assert pending == b"" and pipe.transport.protocol.eof_received() is None
+    assert pipe.transport.aborted and not relay.eof  # a reset, not a clean end
+    assert "MTProto proxy 192.0.2.9:443 closed the connection without answering" in caplog.text
 
 
 async def test_the_stream_offers_one_stand_in_per_socket() -> None:

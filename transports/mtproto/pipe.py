@@ -48,12 +48,23 @@ class Ciphers:
 class PipedSocket:
     """What the relay's fast path takes instead of the far side's socket stream (`inner`):
     `detach` returns the re-encrypting transport, what `convert_held` makes of the bytes
-    that arrived before (for the app), and the stream protocol's state."""
+    that arrived before (for the app), and the stream protocol's state. `unanswered`: what
+    to log when the far side ends before it has sent a byte (then the app is reset, not
+    given a clean end); None once it has answered. `name`: the far side, in log lines."""
 
-    def __init__(self, inner: Any, ciphers: Ciphers, convert_held: Callable[[bytes], bytes]):
+    def __init__(
+        self,
+        inner: Any,
+        ciphers: Ciphers,
+        convert_held: Callable[[bytes], bytes],
+        unanswered: Callable[[], str | None] = lambda: None,
+        name: str = "MTProto proxy",
+    ) -> None:
         self.inner = inner
+        self.name = name
         self.ciphers = ciphers
         self.convert_held = convert_held
+        self.unanswered = unanswered
 
     def detach(self) -> tuple[Any, bytes, Any]:
         transport, held, state = self.inner.detach()
@@ -61,7 +72,9 @@ class PipedSocket:
             pending = self.convert_held(held)
         except ConnectionResetError:
             pending = b""  # said and logged by the stream, which reset the transport
-        return _PipedTransport(transport, self.ciphers), pending, state
+        unanswered = None if pending else self.unanswered()
+        piped = _PipedTransport(transport, self.ciphers, unanswered, self.name)
+        return piped, pending, state
 
 
 class _PipedTransport:
@@ -70,15 +83,25 @@ class _PipedTransport:
     goes out, so none of the relay's buffer is ever held here. Everything else is the
     transport's own."""
 
-    def __init__(self, transport: asyncio.Transport, ciphers: Ciphers) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        ciphers: Ciphers,
+        unanswered: str | None = None,
+        name: str = "MTProto proxy",
+    ) -> None:
         self._transport = transport
         self._ciphers = ciphers
+        self._unanswered = unanswered
+        self._name = name
         self._protocol: asyncio.BaseProtocol | None = None
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.BufferedProtocol)
         self._protocol = protocol
-        self._transport.set_protocol(_PipedProtocol(protocol, self._transport, self._ciphers))
+        self._transport.set_protocol(
+            _PipedProtocol(protocol, self._transport, self._ciphers, self._unanswered, self._name)
+        )
 
     def get_protocol(self) -> asyncio.BaseProtocol | None:
         return self._protocol
@@ -118,11 +141,18 @@ class _PipedProtocol(asyncio.BufferedProtocol):
     own, then tells the relay: one callback per read."""
 
     def __init__(
-        self, relay: asyncio.BufferedProtocol, transport: asyncio.Transport, ciphers: Ciphers
+        self,
+        relay: asyncio.BufferedProtocol,
+        transport: asyncio.Transport,
+        ciphers: Ciphers,
+        unanswered: str | None = None,
+        name: str = "MTProto proxy",
     ) -> None:
         self.relay = relay
         self.transport = transport
         self.ciphers = ciphers
+        self.unanswered = unanswered
+        self.name = name
         self.failed = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -140,7 +170,7 @@ class _PipedProtocol(asyncio.BufferedProtocol):
             try:
                 pieces = ciphers.records.feed(received)
             except RecordError as exc:
-                self._fail(f"the proxy sent {exc}")
+                self._fail(f"{self.name}: the proxy sent {exc}")
                 return
             if not pieces:
                 return  # record headers only, so far
@@ -155,11 +185,12 @@ class _PipedProtocol(asyncio.BufferedProtocol):
             at += len(ciphers.from_far.apply_into(piece, plain[at:]))  # type: ignore[arg-type]
         if ciphers.to_app is not None:
             ciphers.to_app.apply_into(plain[:size], target)  # type: ignore[arg-type]
+        self.unanswered = None
         self.relay.buffer_updated(size)
 
     def _fail(self, why: str) -> None:
         self.failed = True
-        log.info("MTProto proxy: %s; closing the connection", why)
+        log.info("%s; closing the connection", why)
         from ..tcp import reset_transport
 
         reset_transport(self.transport)
@@ -169,7 +200,10 @@ class _PipedProtocol(asyncio.BufferedProtocol):
             return None
         records = self.ciphers.records
         if records is not None and records.pending:
-            self._fail("the proxy ended inside a TLS record")
+            self._fail(f"{self.name}: the proxy ended inside a TLS record")
+            return None
+        if self.unanswered is not None:
+            self._fail(self.unanswered)  # as the stream's read says it: a reset, not an end
             return None
         return self.relay.eof_received()
 

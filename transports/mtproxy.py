@@ -374,6 +374,8 @@ class MTProxyStream(WrappedStream):
         inner = self.inner.raw_socket_stream()
         if inner is None:
             return None
+        if not self._answered and getattr(getattr(inner, "protocol", None), "eof", False):
+            return None  # the proxy ended unanswered: read() says so and the client is reset
         if self._piped is None or self._piped.inner is not inner:
             records = self._records.splitter if self._records is not None else None
             client = self._client

@@ -242,6 +242,15 @@ async def test_a_proxy_that_ends_unanswered_resets_the_client_naming_it(
     assert "MTProto proxy 192.0.2.9:443 closed the connection without answering" in caplog.text
 
 
+async def test_no_fast_path_once_the_proxy_ended_unanswered() -> None:
+    stream, _ = await open_stream(PLAIN)
+    stream.inner = pipe = FastPipe()
+    pipe.protocol = type("Seen", (), {"eof": True})()  # the socket's end of stream, unread
+    init, client = initiate(Tag.INTERMEDIATE, 2)
+    stream.write(init + client.encrypt(encode_packet(Tag.INTERMEDIATE, os.urandom(40))))
+    assert stream.raw_socket_stream() is None  # left to read(), which names the proxy
+
+
 async def test_the_stream_offers_one_stand_in_per_socket() -> None:
     stream, pipe, _, _ = await started(PLAIN)
     assert isinstance(stream, MTProxyStream)

@@ -43,6 +43,7 @@ from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable
 from .mtproto.faketls import HelloError, RecordError, RecordReader, wrap_records
 from .mtproto.framing import FramingError
 from .mtproto.obfuscated2 import Obfuscation, Tag, TransportKind, dc_field, initiate
+from .mtproto.pipe import Ciphers, PipedSocket, scratch
 from .mtproto.secret import ProxySecret, SecretMode, parse_secret
 from .mtproto.start import StartRefused, read_start
 from .wrapped import HeldBytes, WrappedStream
@@ -235,6 +236,7 @@ class MTProxyStream(WrappedStream):
         self._answered = False
         self._held: deque[bytes] = deque([leftover] if leftover else [])  # raw, from the proxy
         self._unread = HeldBytes()  # for the client, already converted
+        self._piped: PipedSocket | None = None
 
     # --- toward the proxy -----------------------------------------------------------------
 
@@ -273,7 +275,10 @@ class MTProxyStream(WrappedStream):
     def _send(self, data: bytes | bytearray | memoryview) -> None:
         assert self._ours is not None
         if self._client is not None:
-            data = self._client.decrypt(data)
+            if self._up is None:  # decrypted into a reused buffer: one new one per write
+                data = self._client.receive.apply_into(data, scratch(len(data)))
+            else:
+                data = self._client.decrypt(data)
         if self._up is not None:
             try:
                 data = self._up.feed(data)
@@ -302,14 +307,10 @@ class MTProxyStream(WrappedStream):
         while True:
             raw = self._held.popleft() if self._held else await self.inner.read(n)
             if not raw:
-                if not self._answered and self._ours is not None:
+                why = self._unanswered()
+                if why is not None:
                     # Said here, naming the proxy, rather than as a bare end of stream: what
                     # a probe reports, and the client's connection is reset.
-                    why = (
-                        f"MTProto proxy {self.server} closed the connection without "
-                        f"answering: a wrong secret, or the proxy cannot reach Telegram's "
-                        f"{self.dc}"
-                    )
                     log.info("%s", why)
                     raise DialError(Failure.EOF, Op.MTPROTO_ROUND_TRIP, why)
                 return b""
@@ -321,6 +322,16 @@ class MTProxyStream(WrappedStream):
                     data = data[:n]
                 return data
 
+    def _unanswered(self) -> str | None:
+        """What a proxy's end of stream means while it has not answered (None once it has,
+        or before the client's init)."""
+        if self._answered or self._ours is None:
+            return None
+        return (
+            f"MTProto proxy {self.server} closed the connection without answering: a wrong "
+            f"secret, or the proxy cannot reach Telegram's {self.dc}"
+        )
+
     def _convert(self, raw: bytes) -> bytes:
         if self._records is not None:
             try:
@@ -331,6 +342,9 @@ class MTProxyStream(WrappedStream):
                 return b""
         if self._ours is None:
             self._reject("the proxy sent data before the client's init")
+        if self._client is not None and self._down is None:
+            plain = self._ours.receive.apply_into(raw, scratch(len(raw)))
+            return self._client.encrypt(plain)  # one new buffer per read, not two
         data = self._ours.decrypt(raw)
         if self._down is not None:
             try:
@@ -349,7 +363,39 @@ class MTProxyStream(WrappedStream):
     # --- the rest -----------------------------------------------------------------------------
 
     def shaping(self) -> bool:
-        return True  # every byte is re-encrypted: the relay never takes the raw socket
+        return True  # every byte is re-encrypted
+
+    def raw_socket_stream(self) -> PipedSocket | None:
+        """For the relay's fast path (mtproto/pipe.py), once the client's init is out, over
+        a plain socket, when no packet needs re-framing: a stand-in for the socket that
+        re-encrypts both ways in the transport's callbacks."""
+        if self._ours is None or self._rejected is not None or self._up is not None or self._unread:
+            return None
+        inner = self.inner.raw_socket_stream()
+        if inner is None:
+            return None
+        if not self._answered and getattr(getattr(inner, "protocol", None), "eof", False):
+            return None  # the proxy ended unanswered: read() says so and the client is reset
+        if self._piped is None or self._piped.inner is not inner:
+            records = self._records.splitter if self._records is not None else None
+            client = self._client
+            ciphers = Ciphers(
+                from_app=client.receive if client is not None else None,
+                to_far=self._ours.send,
+                from_far=self._ours.receive,
+                to_app=client.send if client is not None else None,
+                records=records,
+            )
+            name = f"MTProto proxy {self.server}"
+            self._piped = PipedSocket(inner, ciphers, self._convert_held, self._unanswered, name)
+        return self._piped
+
+    def _convert_held(self, raw: bytes) -> bytes:
+        """What arrived from the proxy and was not read yet (`raw`: the socket's part),
+        converted for the client, when the relay takes the socket over."""
+        held = b"".join([*self._held, raw])
+        self._held.clear()
+        return self._convert(held) if held else b""
 
     def is_closing(self) -> bool:
         return self._rejected is not None or self.inner.is_closing()

@@ -8,6 +8,7 @@ pieces reads the same as whole; the secret never appears in an error."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from hypothesis import given, settings
@@ -21,7 +22,8 @@ from transports.mtproto import faketls
 from transports.mtproto.client import Reframer, client_hello, server_flight
 from transports.mtproto.dcs import DataCentre
 from transports.mtproto.framing import FramingError, PacketReader, encode_packet
-from transports.mtproto.obfuscated2 import Tag, initiate
+from transports.mtproto.obfuscated2 import Keystream, Tag, initiate
+from transports.mtproto.pipe import Ciphers, PipedSocket
 from transports.mtproto.secret import parse_secret
 from transports.mtproxy import MTProxyStream
 
@@ -107,6 +109,66 @@ def test_anything_the_proxy_sends_is_converted_or_resets(raw: bytes) -> None:
     assert isinstance(data, bytes)
 
 
+class _Transport:
+    def __init__(self) -> None:
+        self.protocol = None
+        self.aborted = False
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+    def detach(self):
+        return self.transport, b"", None
+
+
+class _Relay(asyncio.BufferedProtocol):
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(1024))
+        self.got = bytearray()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got += self.buffer[:nbytes]
+
+
+def the_fast_path_reads_any_records_as_the_stream_does(raw: bytes) -> None:
+    c = Choices(raw)
+    data = raw[1:]
+    if c.byte() & 1:  # half the examples: records around the bytes
+        data = faketls.wrap_records(data[:200]) + data[200:]
+    cuts = sorted({c.byte() * len(data) // 255 for _ in range(3)})
+    socket, relay = _Socket(), _Relay()
+    key_iv = (KEY * 2, KEY)
+    ciphers = Ciphers(None, Keystream(*key_iv), Keystream(*key_iv), None, faketls.RecordSplitter())
+    transport, _, _ = PipedSocket(socket, ciphers, lambda held: held).detach()
+    transport.set_protocol(relay)
+    protocol = socket.transport.protocol
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        buffer = protocol.get_buffer(-1)
+        buffer[: b - a] = data[a:b]
+        protocol.buffer_updated(b - a)
+    try:
+        expected = faketls.RecordReader().feed(data)
+    except faketls.RecordError:
+        assert socket.transport.aborted
+        return
+    assert not socket.transport.aborted
+    assert bytes(relay.got) == Keystream(*key_iv).apply(expected)
+
+
 def any_proxy_link_is_a_route_or_one_line(raw: bytes) -> None:
     text = raw.decode("utf-8", "replace")
     for link in (f"tg://proxy?{text}", f"tg://proxy?server=h.example&port=443&secret={DD}{text}"):
@@ -136,9 +198,11 @@ def test_the_fixtures_are_what_they_say() -> None:
     raw_1=st.binary(max_size=400),
     raw_2=st.binary(max_size=400),
     raw_3=st.binary(max_size=120),
+    raw_4=st.binary(max_size=400),
 )
-def test_first_flights_frames_and_links(raw, raw_1, raw_2, raw_3) -> None:
+def test_first_flights_frames_and_links(raw, raw_1, raw_2, raw_3, raw_4) -> None:
     any_first_flight_is_read_refused_or_awaited(raw)
     any_bytes_from_the_proxy_reframe_or_raise(raw_1)
     valid_padded_packets_reach_the_client_without_their_padding(raw_2)
     any_proxy_link_is_a_route_or_one_line(raw_3)
+    the_fast_path_reads_any_records_as_the_stream_does(raw_4)

@@ -235,7 +235,14 @@ class WhatsAppPort(Listener):
             try:
                 client = await tls_accept(conn.stream, self.proxy.tls, timeout=timeout)
             except (OSError, ValueError) as exc:
-                log.info("WhatsApp proxy: client %s: TLS handshake failed: %s", conn.client, exc)
+                # Throttled: a scanner's junk on the port must not flood the log.
+                self.admission.throttled.log(
+                    "whatsapp-tls",
+                    logging.INFO,
+                    "WhatsApp proxy: client %s: TLS handshake failed: %s",
+                    conn.client,
+                    exc,
+                )
                 conn.stream.abort()
                 return None
         return Request(self.kind, self.endpoint.upstream, client=client)

@@ -468,8 +468,8 @@ def _proxy_address(snapshot: Snapshot, request: Request) -> tuple[str, int]:
     # The listener and this request use different IP versions (asyncio's "::" listeners are
     # IPv6 only): the name the requester used for this host, when it is a plain name.
     name = request.host
-    if _HOST_NAME.fullmatch(name):
-        return name, port
+    if _HOST_NAME.fullmatch(name) and (":" not in name or _parse_ip(name) is not None):
+        return name, port  # (a ':' only in an IPv6 address: "[evil:::]" is no host)
     return ("127.0.0.1" if ip.version == 4 else "::1"), port
 
 

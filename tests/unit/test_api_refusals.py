@@ -85,3 +85,29 @@ async def test_refusals_are_throttled(caplog: pytest.LogCaptureFixture) -> None:
         assert (await server.handle(request("/status"))).status == 401
     lines = [r.getMessage() for r in caplog.records if r.name == "detour.api"]
     assert len(lines) == 20  # ThrottledLog's burst per 10 s; the rest told with the next
+
+
+@pytest.mark.parametrize(
+    ("host", "named"),
+    [
+        ("router.lan", "router.lan"),
+        ("fd00::1", "fd00::1"),
+        ("evil:::", "::1"),  # from Host: [evil:::]
+        ('a"b', "::1"),
+        ("", "::1"),
+    ],
+)
+def test_the_pac_takes_the_host_header_only_when_it_is_a_name_or_an_address(
+    host: str, named: str
+) -> None:
+    """A mixed listener on "::" asked over IPv4: the PAC names the host the request used,
+    when that is a host name or an IP address; anything else gets loopback (::1, as the
+    listener is IPv6)."""
+    from types import SimpleNamespace
+
+    from helper.api import _proxy_address
+
+    mixed = SimpleNamespace(host="::", port=1080)
+    snapshot = SimpleNamespace(listening=lambda kind: [mixed])
+    sent = Request("GET", "/proxy.pac", "HTTP/1.1", [], "/proxy.pac", "", host, None, None)
+    assert _proxy_address(snapshot, sent) == (named, 1080)

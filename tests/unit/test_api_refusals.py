@@ -1,6 +1,7 @@
 """The status API's refused requests in the log (helper/api.py, StatusApi.handle): 401, 404
 and 405 each leave one line naming the client, the method, the path and why, throttled, and
-never a token, a query or a header -- without sockets (the handler is called directly)."""
+never a token, a query or a header; and the PAC's proxy address from a Host header --
+without sockets (the handler is called directly)."""
 
 from __future__ import annotations
 

@@ -165,7 +165,8 @@ def read_signal_proxy(
                     f"({shown}): the apps check the certificate against it and would refuse "
                     "the proxy",
                 )
-    if config.hosts == ():
+    said = any(item.startswith("signal_proxy.hosts") for item in problems.items)
+    if config.hosts == () and not said:  # (not again after "expected a list")
         problems.add("signal_proxy.hosts", "is empty: no Signal host could be reached")
     address = config.listen
     if address is not None and not is_loopback(address) and not listen.allow:

@@ -149,7 +149,7 @@ def test_certificate_and_key_are_required_and_must_match(
     other = LabCA(tmp_path).issue("other.example.org")
     with pytest.raises(ConfigError) as err:
         parse_config(section(pair[0], other[1]))
-    assert "signal_proxy.certificate: cannot use" in str(err.value)
+    assert f"signal_proxy.certificate: '{other[1]}' is not the private key of the" in str(err.value)
 
 
 def test_a_lan_address_needs_an_allow_list(pair: tuple[Path, Path]) -> None:

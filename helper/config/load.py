@@ -67,7 +67,7 @@ def read_config_file(file: Path) -> str:
         limit = MAX_CONFIG_FILE // (1024 * 1024)
         raise ConfigError([f"larger than {limit} MiB: not a config file"], str(file))
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         byte = data[exc.start]
@@ -75,6 +75,8 @@ def read_config_file(file: Path) -> str:
             [f"not UTF-8 text (byte 0x{byte:02x} on line {line}): not a TOML config file"],
             str(file),
         ) from None
+    # Line ends as a text read has them (CRLF and CR as LF), as `detour add` compares them.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_layers(path: str | Path | None = None) -> Loaded:

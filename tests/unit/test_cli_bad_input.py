@@ -178,8 +178,12 @@ def test_a_config_file_that_is_no_config_is_one_problem(
     ],
 )
 def test_an_empty_a_bom_or_a_crlf_config_is_read(tmp_path, data: bytes) -> None:
-    """A byte order mark (Notepad writes one) and CRLF line ends are read as TOML."""
+    """A byte order mark (Notepad writes one) and CRLF line ends are read as TOML, and
+    `detour add` adds to such a file."""
     path = tmp_path / "c.toml"
     path.write_bytes(data)
     config = load_config(str(path))
     assert str(config.listen.mixed) == ("127.0.0.1:1080" if not data else "127.0.0.1:1081")
+    argv = ["add", "-c", str(path), "--no-reload", "socks5://192.0.2.1:1080"]
+    assert main(argv) == 0
+    assert "socks5-192.0.2.1" in [route.name for route in load_config(str(path)).routes]

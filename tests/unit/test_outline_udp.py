@@ -98,5 +98,5 @@ def test_first_supported_options_keep_the_tcp_prefix_and_drop_the_udp_one() -> N
     config = read_outline_config(body, _parse_ss)
     assert config.tcp.prefix == b"GET " and config.udp_server.prefix == b""
     assert str(config.tcp.address) == str(config.udp_server.address) == "o.example:2"
-    with pytest.raises(OutlineKeyError, match="transport.tcp: no TCP dialer is given"):
+    with pytest.raises(OutlineKeyError, match=r"transport\.tcp: no TCP dialer is given"):
         read_outline_config(b"transport:\n  $type: tcpudp\n  tcp: 5\n", _parse_ss)

@@ -36,6 +36,8 @@ from typing import Any
 
 from transports import Endpoint, Stream
 from transports.base import IPNetwork
+from transports.children import printable
+from transports.wire import format_hostport
 
 from . import __version__
 from .config import ApiConfig
@@ -51,7 +53,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .pac import proxy_pac
 from .probe.report import ServiceReport
-from .proxy.limits import Admission, ConnectionBook, Limits
+from .proxy.limits import Admission, ConnectionBook, Limits, ThrottledLog
 from .proxy.listener import LOOPBACK_NETWORKS, ClientConnection, Listener
 from .proxy.server import ClientServer
 from .status import Snapshot
@@ -159,6 +161,7 @@ class StatusApi:
         self.allow = (*allow, *LOOPBACK_NETWORKS) if allow else ()
         self._allow_key = allow_key
         self.metrics = Metrics()
+        self.throttled = ThrottledLog(log)  # refused requests (401, 404, 405)
         self.started = time.time()
         self._token_digest = (
             hashlib.sha256(config.token.encode()).digest() if config.token is not None else None
@@ -219,22 +222,55 @@ class StatusApi:
         """Authentication first (an unknown path asks for the token too, so that without it
         nobody learns which paths exist), then the endpoint. A bug answers 500 with a plain
         sentence; the traceback goes to the log only."""
+        endpoint = self._endpoints.get(request.path)
         if self._needs_token(request) and not self._token_ok(request):
+            self._refused(request, logging.WARNING, self._token_problem(request), endpoint)
             return Response.text(
                 401,
                 "a bearer token is required (Authorization: Bearer TOKEN)\n",
                 (("WWW-Authenticate", 'Bearer realm="detour"'),),
             )
-        endpoint = self._endpoints.get(request.path)
         if endpoint is None:
+            self._refused(request, logging.INFO, "no such endpoint", endpoint)
             return Response.text(404, f"no such endpoint; there are {', '.join(self._endpoints)}\n")
         if request.method not in ("GET", "HEAD"):
+            self._refused(request, logging.INFO, "only GET and HEAD are served", endpoint)
             return Response.text(405, "only GET and HEAD\n", (("Allow", _ALLOWED),))
         try:
             return await endpoint(request)
         except Exception:
             log.exception("status API: %s %s failed", request.method, request.path)
             return Response.text(500, "internal error; see detour's log\n")
+
+    def _refused(self, request: Request, level: int, why: str, endpoint: object) -> None:
+        """A refused request in the log, at most 20 lines per 10 s per status: the client,
+        the method and the path (escaped, shortened; an unknown path is not shown to a
+        client without the token), never the query or a header (a token may be there)."""
+        client = format_hostport(*request.peer) if request.peer else "?"
+        if level == logging.WARNING and endpoint is None:
+            path = "an unknown path"
+        else:
+            path = printable(request.path, 80)
+        self.throttled.log(
+            "unauthorized" if level == logging.WARNING else "not-served",
+            level,
+            "status API: refused client %s: %s %s: %s",
+            client,
+            printable(request.method, 20),
+            path,
+            why,
+        )
+
+    def _token_problem(self, request: Request) -> str:
+        """Why a request's token is not taken, without a word of what it sent."""
+        if self._token_digest is None:
+            return "no api.token is set, so only loopback clients are served"
+        given = request.header("Authorization")
+        if given is None:
+            return "no token (Authorization: Bearer TOKEN)"
+        if given.partition(" ")[0].lower() != "bearer":
+            return "an Authorization header that is not Bearer"
+        return "a wrong token"
 
     def _needs_token(self, request: Request) -> bool:
         if request.path in self.config.public:
@@ -432,8 +468,8 @@ def _proxy_address(snapshot: Snapshot, request: Request) -> tuple[str, int]:
     # The listener and this request use different IP versions (asyncio's "::" listeners are
     # IPv6 only): the name the requester used for this host, when it is a plain name.
     name = request.host
-    if _HOST_NAME.fullmatch(name):
-        return name, port
+    if _HOST_NAME.fullmatch(name) and (":" not in name or _parse_ip(name) is not None):
+        return name, port  # (a ':' only in an IPv6 address: "[evil:::]" is no host)
     return ("127.0.0.1" if ip.version == 4 else "::1"), port
 
 

@@ -742,18 +742,31 @@ def _check_bar_in_userinfo(parts: list[str]) -> None:
     `socks5://alice:pa|ss@host:1080`. Say so without quoting either half (both are secret):
     after a URL, a part with an '@' before any '://' of its own (no layer has one there), or
     after a URL cut short ("alice:pa", no HOST:PORT), any part with an '@'."""
-    url, cut = None, False
-    for part in parts:
+    url, cut, first = None, False, 0
+    for at, part in enumerate(parts):
         head, sep, _ = part.partition("://")
         if url is not None and ("@" in head or (cut and "@" in part)):
-            shown = url if _LAYER_NAME.fullmatch(url) else "..."
             raise ChainError(
-                f"{shown}://***: not a proxy address; if a user name or password holds '|', "
-                "write it %7C ('|' separates layers; percent-encode '@', ':', '/' and '|' there)"
+                f"{_cut_url_shown(url, parts[first:])}: not a proxy address; if a "
+                "user name or password holds '|', write it %7C ('|' separates layers; "
+                "percent-encode '@', ':', '/' and '|' there)"
             )
         if sep:
-            url, rest = head, part[len(head) + 3 :]
+            url, rest, first = head, part[len(head) + 3 :], at
             cut = "@" not in rest and _open_userinfo(rest)  # "alice:pa" of alice:pa|...@
+
+
+def _cut_url_shown(scheme: str, parts: list[str]) -> str:
+    """A URL a '|' cut, as a message may show it: the chain from it on, redacted as a whole
+    (its userinfo runs to the last '@': `socks5://alice:***@host:1080`, the user name and
+    never a part of the password), up to the next layer; just its scheme when the redaction
+    finds no password to hide in it."""
+    shown = redact("|".join(parts))
+    hidden = shown.find("***")
+    if hidden < 0 or "\n" in shown:
+        return f"{scheme if _LAYER_NAME.fullmatch(scheme) else '...'}://***"
+    end = shown.find("|", hidden)
+    return shown if end < 0 else shown[:end]
 
 
 def _place_pt(layers: list[Layer]) -> None:

@@ -93,8 +93,10 @@ SECTIONS: dict[str, tuple[type, bool]] = {
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """A TOML document; one that starts with a byte order mark (Windows editors write one)
+    is read without it."""
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source) from None
     except RecursionError:

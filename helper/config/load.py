@@ -47,13 +47,36 @@ def default_config_text() -> str:
     return source.read_text(encoding="utf-8")
 
 
+# A config is a few KiB; what is larger is no config (`-c /dev/zero` would fill the memory).
+MAX_CONFIG_FILE = 4 * 1024 * 1024
+
+
 def read_config_file(file: Path) -> str:
+    """The text of a config file: UTF-8, at most MAX_CONFIG_FILE bytes (a pipe, as `-c
+    <(...)` gives, and /dev/null are read too); ConfigError says why not."""
     try:
-        return file.read_text(encoding="utf-8")
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_CONFIG_FILE + 1)
     except FileNotFoundError:
         raise ConfigError([f"no such file: {file}"], str(file)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(["is a directory, not a config file"], str(file)) from None
+    except OSError as exc:
         raise ConfigError([f"cannot read: {exc}"], str(file)) from None
+    if len(data) > MAX_CONFIG_FILE:
+        limit = MAX_CONFIG_FILE // (1024 * 1024)
+        raise ConfigError([f"larger than {limit} MiB: not a config file"], str(file))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start]
+        raise ConfigError(
+            [f"not UTF-8 text (byte 0x{byte:02x} on line {line}): not a TOML config file"],
+            str(file),
+        ) from None
+    # Line ends as a text read has them (CRLF and CR as LF), as `detour add` compares them.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_layers(path: str | Path | None = None) -> Loaded:
@@ -63,6 +86,8 @@ def load_layers(path: str | Path | None = None) -> Loaded:
     below = parse_config_data(built_in.data, BUILT_IN_SOURCE)
     if path is None:
         return Loaded(below, (built_in,))
+    if not str(path).strip():
+        raise ConfigError(["the config file's name is empty"], "-c")
     file = Path(path)
     return layer_data(parse_toml(read_config_file(file), str(file)), str(file), file.parent)
 

@@ -17,6 +17,7 @@ from .values import (
     domain,
     existing_file,
     is_loopback,
+    load_certificate,
     parse_duration,
     parse_listen_address,
     parse_size,
@@ -147,14 +148,11 @@ def read_signal_proxy(
     )
     if config.certificate is not None and config.key is not None:
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                config.certificate, config.key
+            load_certificate(
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), config.certificate, config.key
             )
-        except (ssl.SSLError, OSError) as exc:
-            problems.add(
-                "signal_proxy.certificate",
-                f"cannot use {str(config.certificate)!r} with key {str(config.key)!r} ({exc})",
-            )
+        except ValueError as exc:
+            problems.add("signal_proxy.certificate", str(exc))
         else:
             names = certificate_names(config.certificate)
             if config.name and names and not any(certificate_covers(n, config.name) for n in names):
@@ -165,7 +163,8 @@ def read_signal_proxy(
                     f"({shown}): the apps check the certificate against it and would refuse "
                     "the proxy",
                 )
-    if config.hosts == ():
+    said = any(item.startswith("signal_proxy.hosts") for item in problems.items)
+    if config.hosts == () and not said:  # (not again after "expected a list")
         problems.add("signal_proxy.hosts", "is empty: no Signal host could be reached")
     address = config.listen
     if address is not None and not is_loopback(address) and not listen.allow:

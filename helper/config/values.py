@@ -328,5 +328,45 @@ def existing_file(path: Path) -> Path:
     except OSError as exc:  # a name too long, a directory on the way not searchable, ...
         raise ValueError(f"{str(path)[:200]!r}: cannot be read ({exc.strerror})") from None
     if not found:
+        if path.exists():  # a directory, a device, a pipe: never a certificate or a key
+            raise ValueError(f"{str(path)!r}: not a regular file")
         raise ValueError(f"{str(path)!r}: no such file")
     return path
+
+
+def _no_pass_phrase() -> bytes:
+    # Given as load_cert_chain's password, so that OpenSSL never asks for one on the
+    # terminal (an encrypted key then fails, and says so, instead of waiting for input).
+    return b""
+
+
+def load_certificate(context: ssl.SSLContext, certificate: Path, key: Path) -> None:
+    """context.load_cert_chain(certificate, key), never prompting for a pass phrase; raises
+    ValueError saying which file is wrong and how (OpenSSL's own "PEM lib" names neither)."""
+    try:
+        context.load_cert_chain(certificate, key, password=_no_pass_phrase)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(certificate_problem(certificate, key, exc)) from None
+
+
+def certificate_problem(certificate: Path, key: Path, exc: Exception) -> str:
+    """Why a certificate and key could not be loaded together (`exc`: what OpenSSL said)."""
+    cert, private = repr(str(certificate)), repr(str(key))
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+        return f"cannot read {cert} or {private} ({exc.strerror or exc})"
+    try:
+        ssl.create_default_context(cafile=str(certificate))
+    except (ssl.SSLError, OSError, ValueError):
+        return f"{cert} is not a PEM certificate"
+    if "KEY_VALUES_MISMATCH" in str(exc):
+        return f"{private} is not the private key of the certificate {cert}"
+    try:
+        head = key.read_bytes()[:4096]
+    except OSError as error:
+        return f"cannot read {private} ({error.strerror or error})"
+    if b"ENCRYPTED" in head:
+        return (
+            f"{private} is encrypted with a pass phrase; detour needs the key unencrypted "
+            "(openssl pkey -in KEY -out PLAIN-KEY, then chmod 600 PLAIN-KEY)"
+        )
+    return f"{private} is not a PEM private key"

@@ -12,7 +12,15 @@ from transports import Endpoint
 
 from .listen import ListenConfig, check_allow_width, listeners_without_login
 from .schema import Problems, read_section, setting
-from .values import count, existing_file, is_loopback, listen_ip, parse_duration, port_or_off
+from .values import (
+    count,
+    existing_file,
+    is_loopback,
+    listen_ip,
+    load_certificate,
+    parse_duration,
+    port_or_off,
+)
 
 _PORTS = ("tls_port", "chat_port", "http_port")
 
@@ -101,14 +109,11 @@ def read_whatsapp_proxy(
         )
     elif config.certificate is not None and config.key is not None:
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                config.certificate, config.key
+            load_certificate(
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), config.certificate, config.key
             )
-        except (ssl.SSLError, OSError) as exc:
-            problems.add(
-                "whatsapp_proxy.certificate",
-                f"cannot use {str(config.certificate)!r} with key {str(config.key)!r} ({exc})",
-            )
+        except ValueError as exc:
+            problems.add("whatsapp_proxy.certificate", str(exc))
     ports = [(key, getattr(config, key)) for key in _PORTS]
     used: dict[int, str] = {}
     for key, number in [*ports, *(("media_ports", p) for p in config.media_ports)]:

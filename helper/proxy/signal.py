@@ -32,6 +32,7 @@ import logging
 import os
 import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transports import Endpoint, Stream
@@ -40,6 +41,7 @@ from transports.tls import tls_accept
 from transports.tlsfrag import read_client_hello, server_name
 
 from ..config import SignalProxyConfig
+from ..config.values import load_certificate
 from ..status import LinkView
 from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
@@ -66,7 +68,10 @@ def links(host: str, port: int = 443) -> tuple[str, str]:
 def server_context(certificate: os.PathLike[str], key: os.PathLike[str]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certificate, key)
+    try:  # never a pass phrase prompt; a message naming the file that is wrong
+        load_certificate(context, Path(certificate), Path(key))
+    except ValueError as exc:
+        raise OSError(str(exc)) from None
     return context
 
 
@@ -110,10 +115,7 @@ class SignalProxy(Listener):
         try:
             context = server_context(self.config.certificate, self.config.key)
         except (ssl.SSLError, OSError) as exc:
-            raise OSError(
-                f"signal_proxy.certificate: cannot use {str(self.config.certificate)!r} with "
-                f"key {str(self.config.key)!r} ({exc})"
-            ) from None
+            raise OSError(f"signal_proxy.certificate: {exc}") from None
         self._tls, self._files, self._checked = context, self._stamp(), time.monotonic()
         return context
 

@@ -44,6 +44,7 @@ from transports.base import IPNetwork
 from transports.tls import tls_accept
 
 from ..config import WhatsAppProxyConfig
+from ..config.values import load_certificate
 from ..files import write_private
 from .limits import endpoint_admission
 from .listener import ClientConnection, Listener, Request
@@ -114,8 +115,10 @@ def kept_certificate(directory: Path) -> tuple[Path, Path] | None:
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if cert_path.is_file() and key_path.is_file():
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
-        except (ssl.SSLError, OSError) as exc:
+            load_certificate(
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), cert_path, key_path
+            )
+        except ValueError as exc:
             log.warning("WhatsApp proxy: replacing unusable certificate in %s (%s)", directory, exc)
         else:
             return cert_path, key_path
@@ -200,7 +203,10 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 def server_context(certificate: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certificate, key)
+    try:  # never a pass phrase prompt; a message naming the file that is wrong
+        load_certificate(context, certificate, key)
+    except ValueError as exc:
+        raise OSError(str(exc)) from None
     return context
 
 
@@ -235,7 +241,14 @@ class WhatsAppPort(Listener):
             try:
                 client = await tls_accept(conn.stream, self.proxy.tls, timeout=timeout)
             except (OSError, ValueError) as exc:
-                log.info("WhatsApp proxy: client %s: TLS handshake failed: %s", conn.client, exc)
+                # Throttled: a scanner's junk on the port must not flood the log.
+                self.admission.throttled.log(
+                    "whatsapp-tls",
+                    logging.INFO,
+                    "WhatsApp proxy: client %s: TLS handshake failed: %s",
+                    conn.client,
+                    exc,
+                )
                 conn.stream.abort()
                 return None
         return Request(self.kind, self.endpoint.upstream, client=client)

@@ -5,7 +5,9 @@ and the status API server's, which shares its head parser and takes origin-form 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -24,6 +26,7 @@ from helper.proxy.http import (
     parse_head,
     parse_request_head,
 )
+from helper.proxy.limits import ThrottledLog
 from tests.conftest import config_text
 from tests.fuzz.strategies import _server_head, auth_values, request_heads
 from tests.unit.scripted import ScriptedStream
@@ -156,12 +159,26 @@ def api_server() -> Iterator[tuple[asyncio.AbstractEventLoop, HttpServer]]:
     """
     engine = Engine(parse_config(config_text(extra=extra)))
     assert engine.api is not None
+    # Refusals go to a logger of the test's own, unthrottled: each example's line is checked.
+    refusals = logging.getLogger("tests.fuzz.api_refusals")
+    refusals.propagate, refusals.level = False, logging.DEBUG
+    refusals.handlers = [_Lines()]
+    engine.api.throttled = ThrottledLog(refusals, burst=10**9)
     server = HttpServer(
         engine.api.handle, "0.0.0.0", 9080, headers=(("Cache-Control", "no-store"),)
     )
     loop = asyncio.new_event_loop()
     yield loop, server
     loop.close()
+
+
+class _Lines(logging.Handler):
+    """The messages logged, kept for the example that logged them."""
+
+    lines: ClassVar[list[str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _Lines.lines.append(record.getMessage())
 
 
 def _api_case(raw: bytes) -> tuple[bytes, tuple[str, int], bool, int]:
@@ -187,6 +204,7 @@ def _prop_any_request_to_the_status_api_gets_an_http_answer(
         line = f"\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n".encode()
         head = head.removesuffix(b"\r\n\r\n") + line
     stream = ClientStream([head[i : i + chunk] for i in range(0, len(head), chunk)], peer)
+    _Lines.lines.clear()
     wire = loop.run_until_complete(server.answer(stream))
     assert wire is not None  # the head is complete: it gets an answer
     # The server reads up to the first blank line: what follows is a body, or junk.
@@ -209,6 +227,14 @@ def _prop_any_request_to_the_status_api_gets_an_http_answer(
         assert headers["allow"] == "GET, HEAD"
     if status == 401:
         assert headers["www-authenticate"] == 'Bearer realm="detour"'
+    # A refused request is one log line of its own (an escaped path cannot start another),
+    # without the token; what is served is not logged.
+    if status in (401, 404, 405):
+        assert len(_Lines.lines) == 1, _Lines.lines
+        line = _Lines.lines[0]
+        assert "\n" not in line and "\r" not in line and API_TOKEN not in line, line
+    else:
+        assert _Lines.lines == [], _Lines.lines
 
 
 # --- the properties above, in one test ------------------------------------------------------

@@ -241,3 +241,35 @@ async def test_client_reset_mid_handshake_is_quiet(listener, http_origin, caplog
     await asyncio.sleep(0.2)
     await _still_serves(address, http_origin)
     _assert_clean_log(caplog)
+
+
+@pytest.mark.parametrize(
+    "junk", [b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\xff\xff\x01"], ids=["http", "huge-record"]
+)
+async def test_junk_on_the_whatsapp_tls_port_is_logged_throttled(
+    start_engine, tmp_path, monkeypatch, caplog, junk: bytes
+) -> None:
+    """What is not a TLS client on the WhatsApp proxy's TLS port gets OpenSSL's alert and a
+    close; a scanner's flood of it leaves at most 20 log lines per 10 s, not one each."""
+    monkeypatch.setenv("DETOUR_STATE_DIR", str(tmp_path / "state"))
+    section = (
+        '\n[whatsapp_proxy]\nlisten = "127.0.0.1"\ntls_port = 0\nchat_port = false\n'
+        "http_port = false\nmedia_ports = []\n"
+    )
+    caplog.set_level(logging.INFO, "detour")
+    engine = await start_engine(config_text(extra=section), probe_on_start=False)
+    port = engine.whatsapp.port("tls")
+    for _ in range(30):
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(junk)
+            answer = b""
+            try:
+                answer = await reader.read()  # to the close: the handshake has ended
+            except ConnectionResetError:
+                pass
+            writer.close()
+        assert answer == b"" or answer.startswith(b"\x15\x03"), answer  # an alert or nothing
+    failed = [r for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert len(failed) == 20, len(failed)
+    _assert_clean_log(caplog)

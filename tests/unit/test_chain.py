@@ -528,6 +528,23 @@ def test_a_bar_in_a_password_is_explained_without_either_half(text: str) -> None
     assert "UPW9" not in redact(text) and "s3cr3t" not in redact(text), redact(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("socks5://alice:UPW9|s3cr3t@10.0.0.2:1080", "socks5://alice:***@10.0.0.2:1080"),
+        ("tlsfrag:sni | http://bob:UPW9 |s3cr3t@h:1 | split:1", "http://bob:***@h:1"),
+        ("socks5://alice:UPW9@x|s3cr3t@10.0.0.2:1080", "socks5://alice:***@10.0.0.2:1080"),
+        ("socks5://al|ice:UPW9s3cr3t@h:1", "socks5://al|ice:***@h:1"),
+    ],
+)
+def test_a_bar_in_a_password_shows_the_user_name(text: str, shown: str) -> None:
+    """The message names the URL as redact() shows it: the user name and the host, so that
+    the owner sees which proxy is meant; never a half of the password."""
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert str(err.value).startswith(f"{shown}: not a proxy address;"), str(err.value)
+
+
 def test_userinfo_shown_parses_back() -> None:
     """str(layer) is built from what was parsed; user names are percent-encoded where they
     must be, so what is shown is a chain again (with *** for the password)."""

@@ -137,3 +137,53 @@ def test_a_user_name_with_a_colon_is_refused() -> None:
     assert caught.value.problems == [
         "listen.users[0].name: a ':' in a user name makes HTTP proxy logins fail; drop it"
     ]
+
+
+@pytest.mark.parametrize(
+    ("what", "says"),
+    [
+        ("a directory", "is a directory, not a config file"),
+        ("an empty name", "the config file's name is empty"),
+        ("endless bytes", "larger than 4 MiB: not a config file"),
+        ("binary", "not UTF-8 text (byte 0x8a on line 1): not a TOML config file"),
+        ("wrong type", "listen.mixed: expected"),
+    ],
+)
+def test_a_config_file_that_is_no_config_is_one_problem(
+    tmp_path, what: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config check`, `run` and `probe` read the file alike (helper/config/load.py): one
+    problem naming why, exit 2, never a traceback or a memory filled by /dev/zero."""
+    path = {
+        "a directory": str(tmp_path),
+        "an empty name": "",
+        "endless bytes": "/dev/zero",
+        "binary": str(tmp_path / "binary.toml"),
+        "wrong type": str(tmp_path / "type.toml"),
+    }[what]
+    (tmp_path / "binary.toml").write_bytes(b"\x8a\xff garbage")
+    (tmp_path / "type.toml").write_text("[listen]\nmixed = 1080\n")
+    for argv in (["config", "check", path], ["-c", path, "probe", "--json"]):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and f"\n  {says}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'\xef\xbb\xbf[listen]\nmixed = "127.0.0.1:1081"\n', id="bom"),
+        pytest.param(b'[listen]\r\nmixed = "127.0.0.1:1081"\r\n', id="crlf"),
+    ],
+)
+def test_an_empty_a_bom_or_a_crlf_config_is_read(tmp_path, data: bytes) -> None:
+    """A byte order mark (Notepad writes one) and CRLF line ends are read as TOML, and
+    `detour add` adds to such a file."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(data)
+    config = load_config(str(path))
+    assert str(config.listen.mixed) == ("127.0.0.1:1080" if not data else "127.0.0.1:1081")
+    argv = ["add", "-c", str(path), "--no-reload", "socks5://192.0.2.1:1080"]
+    assert main(argv) == 0
+    assert "socks5-192.0.2.1" in [route.name for route in load_config(str(path)).routes]

@@ -70,7 +70,7 @@ def test_load_config_missing_file(tmp_path) -> None:
 def test_load_config_not_utf8(tmp_path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'[listen]\nmixed = "\xff"\n')
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xff on line 2\)"):
         load_config(path)
 
 

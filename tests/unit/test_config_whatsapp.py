@@ -145,7 +145,7 @@ def test_certificate_and_key_come_together_and_must_load(tmp_path: Path) -> None
     found = problems(
         f'[whatsapp_proxy]\nlisten = "127.0.0.1"\ncertificate = "{key}"\nkey = "{cert}"\n'
     )
-    assert len(found) == 1 and found[0].startswith("whatsapp_proxy.certificate: cannot use")
+    assert found == [f"whatsapp_proxy.certificate: '{key}' is not a PEM certificate"]
     found = problems('[whatsapp_proxy]\nlisten = "127.0.0.1"\nkey = "nope.pem"\n')
     assert any(p.startswith("whatsapp_proxy.key: 'nope.pem': no such file") for p in found)
 
@@ -177,3 +177,29 @@ async def test_a_certificate_that_cannot_be_made_is_a_clear_error(tmp_path: Path
     (tmp_path / "taken").write_text("a file where the directory should be")
     with pytest.raises(OSError, match=r"whatsapp_proxy: cannot make a certificate in .*taken"):
         await ensure_certificate(tmp_path / "taken")
+
+
+def test_a_key_with_a_pass_phrase_or_a_directory_is_named_without_a_prompt(tmp_path) -> None:
+    """OpenSSL asks for an encrypted key's pass phrase on the terminal (`config check`
+    waited there); detour says what is wrong instead, and a directory is not a file."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = TestCA(tmp_path / "ca").issue("router.lan")
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass phrase"),
+        )
+    )
+    found = problems(
+        f'[whatsapp_proxy]\nlisten = "127.0.0.1"\ncertificate = "{cert}"\nkey = "{locked}"\n'
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith(f"whatsapp_proxy.certificate: '{locked}' is encrypted with a pass")
+    found = problems(
+        f'[whatsapp_proxy]\nlisten = "127.0.0.1"\ncertificate = "{tmp_path}"\nkey = "{key}"\n'
+    )
+    assert found == [f"whatsapp_proxy.certificate: '{tmp_path}': not a regular file"]

@@ -85,3 +85,18 @@ def test_a_udp_part_detour_cannot_use_leaves_tcp_and_refuses_udp(udp: str, reaso
     with pytest.raises(OutlineKeyError, match=reason) as caught:
         config.udp_server  # noqa: B018
     assert "secret" not in str(caught.value)
+
+
+def test_first_supported_options_keep_the_tcp_prefix_and_drop_the_udp_one() -> None:
+    """The tcp and udp parts are read by one function (outline.py, _shadowsocks): an
+    option chosen among first-supported ones still keeps its prefix for TCP only."""
+    option = (
+        "    $type: first-supported\n    options:\n      - {$type: shadowsocks, "
+        'endpoint: o.example:2, cipher: aes-128-gcm, secret: s, prefix: "GET "}\n'
+    )
+    body = ("transport:\n  $type: tcpudp\n  tcp:\n" + option + "  udp:\n" + option).encode()
+    config = read_outline_config(body, _parse_ss)
+    assert config.tcp.prefix == b"GET " and config.udp_server.prefix == b""
+    assert str(config.tcp.address) == str(config.udp_server.address) == "o.example:2"
+    with pytest.raises(OutlineKeyError, match=r"transport\.tcp: no TCP dialer is given"):
+        read_outline_config(b"transport:\n  $type: tcpudp\n  tcp: 5\n", _parse_ss)

@@ -131,6 +131,15 @@ def test_bad_values_name_the_key(pair: tuple[Path, Path], extra: str, problem: s
     assert problem in str(err.value)
 
 
+@pytest.mark.parametrize("hosts", ['"chat.signal.org"', '["not a name"]'])
+def test_hosts_of_the_wrong_kind_are_one_problem(pair: tuple[Path, Path], hosts: str) -> None:
+    """Not "expected a list" and then "is empty" as well: the second is the first's echo."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(section(*pair, f"hosts = {hosts}"))
+    said = [p for p in err.value.problems if p.startswith("signal_proxy.hosts")]
+    assert len(said) == 1 and "is empty" not in said[0], said
+
+
 def test_certificate_and_key_are_required_and_must_match(
     pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -140,7 +149,7 @@ def test_certificate_and_key_are_required_and_must_match(
     other = LabCA(tmp_path).issue("other.example.org")
     with pytest.raises(ConfigError) as err:
         parse_config(section(pair[0], other[1]))
-    assert "signal_proxy.certificate: cannot use" in str(err.value)
+    assert f"signal_proxy.certificate: '{other[1]}' is not the private key of the" in str(err.value)
 
 
 def test_a_lan_address_needs_an_allow_list(pair: tuple[Path, Path]) -> None:

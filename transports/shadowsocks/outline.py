@@ -213,30 +213,32 @@ def _explicit(transport: Any) -> OutlineConfig:
 
 
 def _listener(config: Any, where: str) -> ShadowsocksServer:
-    """A packet listener (the `udp` part): Shadowsocks UDP, which has no prefix."""
-    if not isinstance(config, dict):
-        raise OutlineKeyError(f"{where}: no UDP packet listener is given")
-    kind = config.get("$type")
-    if kind == "first-supported":
-        return _first(config.get("options"), where, _listener)
-    if kind != "shadowsocks":
-        raise OutlineKeyError(f"{where}: $type {kind!r} is not supported (shadowsocks)")
-    # A prefix disguises a TCP stream's first bytes; UDP packets have none (a `udp: *shared`
-    # anchor that carries the tcp part's prefix is common), so it is not read here.
-    address = _endpoint(config.get("endpoint"), f"{where}.endpoint")
-    return _server(address, config.get("cipher"), config.get("secret"), None, where)
+    """A packet listener (the `udp` part): Shadowsocks UDP, which has no prefix. A prefix
+    disguises a TCP stream's first bytes; UDP packets have none (a `udp: *shared` anchor
+    that carries the tcp part's prefix is common), so it is not read here."""
+    return _shadowsocks(config, where, "UDP packet listener", prefix=False)
 
 
 def _dialer(config: Any, where: str) -> ShadowsocksServer:
+    """A stream dialer (the `tcp` part), its prefix included."""
+    return _shadowsocks(config, where, "TCP dialer", prefix=True)
+
+
+def _shadowsocks(config: Any, where: str, what: str, *, prefix: bool) -> ShadowsocksServer:
     if not isinstance(config, dict):
-        raise OutlineKeyError(f"{where}: no TCP dialer is given")
+        raise OutlineKeyError(f"{where}: no {what} is given")
     kind = config.get("$type")
     if kind == "first-supported":
-        return _first(config.get("options"), where, _dialer)
+        return _first(
+            config.get("options"),
+            where,
+            lambda option, at: _shadowsocks(option, at, what, prefix=prefix),
+        )
     if kind != "shadowsocks":
         raise OutlineKeyError(f"{where}: $type {kind!r} is not supported (shadowsocks)")
     address = _endpoint(config.get("endpoint"), f"{where}.endpoint")
-    return _server(address, config.get("cipher"), config.get("secret"), config.get("prefix"), where)
+    raw_prefix = config.get("prefix") if prefix else None
+    return _server(address, config.get("cipher"), config.get("secret"), raw_prefix, where)
 
 
 def _endpoint(config: Any, where: str) -> Endpoint:

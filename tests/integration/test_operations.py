@@ -74,7 +74,13 @@ class Detour:
                 cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
-        self.wait_log_sync("listening on")
+        try:
+            # A bound for a loaded machine, not a pause (a start took more than 20 s there).
+            self.wait_log_sync("listening on", timeout=120)
+        except AssertionError:
+            self.process.kill()  # not left running behind the failed test
+            self.process.wait()
+            raise
         # Port 0 in the config: the system picks a free port, and the log says which.
         found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.output)
         assert found, self.output

@@ -46,10 +46,13 @@ run: $(VENV)/.installed
 # compileall first: the suite starts detour as a process some hundreds of times, and where
 # PYTHONDONTWRITEBYTECODE is set each start would compile detour's modules again (importing
 # them took 3.3 s of CPU without .pyc files, 1.1 s with); once they are current it only
-# checks them.
+# checks them. pytest keeps the test modules it rewrote (their asserts) as .pyc files too,
+# unless PYTHONDONTWRITEBYTECODE is set: every worker collects the whole suite, and rewriting
+# was half of a worker's collection (docs/testing.md), so it is unset for the run and a
+# second `make test` finds them.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m compileall -q helper transports
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/relay.py $(ARGS)

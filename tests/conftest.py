@@ -289,6 +289,12 @@ def detour_command(*args: str) -> list[str]:
 @pytest.fixture
 def detour_process(tmp_path: Path) -> Iterator[Callable[..., DetourProcess]]:
     """Run `detour run --headless` as a real process on a free port."""
+    yield from detour_processes(tmp_path)
+
+
+def detour_processes(tmp_path: Path) -> Iterator[Callable[..., DetourProcess]]:
+    """detour_process for a fixture of any scope (its files in `tmp_path`): yields the
+    starter once, then stops what it started and checks their output."""
     started: list[DetourProcess] = []
 
     def start(text: str | None = None, *args: str) -> DetourProcess:

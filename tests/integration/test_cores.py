@@ -23,12 +23,13 @@ from tests.conftest import config_text
 from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
+from tests.support.sizes import transfer_size
 from transports import DialError, DialOptions, Endpoint, Failure, parse_chain
 from transports.pt import PtManager
 
 pytestmark = pytest.mark.peer
 
-SIZE = 64 * 1024 * 1024
+SIZE = transfer_size(64 << 20)  # 16 MiB in make test: tests/support/sizes.py
 USER = str(uuid.uuid4())
 TROJAN_PASSWORD = "tr0jan pass@word"
 ROOT = Path(__file__).resolve().parents[2]

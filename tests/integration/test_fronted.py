@@ -21,6 +21,7 @@ from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.support import origins
 from tests.support.integrity import run_integrity
+from tests.support.sizes import transfer_size
 from transports import DialError, DialOptions, Endpoint, Failure, Op, parse_chain
 from transports.fronted.accesskey import AccessKey, access_token
 from transports.guard import LocalAddresses
@@ -90,7 +91,7 @@ async def test_64mib_each_way_and_half_close(relay: Relay, start_engine, integri
     text += f'\n[tls]\nextra_ca = ["{relay.ca.ca_path}"]\n'
     engine = await start_engine(text)
     reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", integrity_origin.port)
-    size = 64 * 1024 * 1024
+    size = transfer_size(64 << 20)  # 16 MiB in make test: tests/support/sizes.py
     result = await run_integrity(reader, writer, up=size, down=size, half_close=True)
     assert result.received == size
     assert result.ok_down and result.ok_up

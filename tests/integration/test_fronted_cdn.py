@@ -17,6 +17,7 @@ from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.support import origins, peers
 from tests.support.integrity import run_integrity
+from tests.support.sizes import transfer_size
 from transports import DialOptions, Endpoint, Stream, parse_chain
 from transports.tcp import SocketStream, StreamProtocol
 
@@ -58,7 +59,7 @@ async def test_tunnel_through_nginx(
         # passes on; the exchange announces its length).
         stream = await dialer.dial(Endpoint("127.0.0.1", integrity_origin.port))
         reader, writer = await _as_asyncio_streams(stream)
-        size = 16 * 1024 * 1024
+        size = transfer_size(16 << 20)  # 4 MiB in make test: tests/support/sizes.py
         result = await run_integrity(reader, writer, up=size, down=size, half_close=False)
         assert result.ok_up and result.ok_down
 

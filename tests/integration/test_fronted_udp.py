@@ -25,6 +25,7 @@ from helper.routing import Route, Router
 from helper.services import ServiceTable
 from tests.integration.test_fronted import Relay, relay, relay_config  # noqa: F401
 from tests.integration.test_fronted_capped import Frozen, frozen  # noqa: F401 (a fixture)
+from tests.support.sizes import count
 from tests.support.udp import associate, pysocks_echo
 from tests.support.udpecho import Inbox, echo_run
 from tests.support.waiting import until
@@ -81,7 +82,9 @@ async def listening_through(stood: Relay) -> AsyncIterator[int]:
 
 @pytest.mark.slow  # 10,000 round trips: ~10-30 s on a busy machine
 async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, echo) -> None:
-    """client --SOCKS5 UDP--> detour --front:--> relay --UDP--> echo, and back."""
+    """client --SOCKS5 UDP--> detour --front:--> relay --UDP--> echo, and back: 10,000
+    datagrams (2,500 in make test: tests/support/sizes.py)."""
+    datagrams = count(10_000, dev=2_500)
     async with running_relay(tmp_path, test_ca) as stood, listening_through(stood) as port:
         client = await associate(("127.0.0.1", port))
         try:
@@ -92,7 +95,7 @@ async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, 
                 return payload
 
             result = await echo_run(
-                lambda data: client.send(data, echo.address), receive, 10_000,
+                lambda data: client.send(data, echo.address), receive, datagrams,
                 sizes=(60, 1200, 1472 - 10), patience=15.0,
             )  # fmt: skip
             # (patience: a datagram late behind a busy machine's pause is not a lost one.)
@@ -100,7 +103,7 @@ async def test_socks5_udp_through_the_tunnel_10000_datagrams(tmp_path, test_ca, 
             # Loopback UDP on both sides of a reliable tunnel: nothing lost, in order.
             assert result.lost == 0, result
             assert result.reordered == 0
-            assert stood.server.udp.counters.up == 10_000
+            assert stood.server.udp.counters.up == datagrams
         finally:
             await client.close()
 

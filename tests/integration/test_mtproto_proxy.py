@@ -25,10 +25,10 @@ from tests.support.integrity import IntegrityResult, run_integrity
 from tests.support.mtproto import endpoint_section, start_unwrapper
 from tests.support.mtproxy_client import client_hello, open_proxy, start_proxy_wrapper
 from tests.support.origins import start_integrity
+from tests.support.sizes import transfer_size
 from transports.mtproto import Tag, initiate
 
-FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
-SIZE = (64 if FULL_LOAD else 16) << 20
+SIZE = transfer_size(16 << 20)  # 4 MiB in make test, 64 with DETOUR_FULL_LOAD=1
 KEY = os.urandom(16)
 PLAIN = KEY.hex()
 DD = "dd" + os.urandom(16).hex()

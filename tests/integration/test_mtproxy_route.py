@@ -2,9 +2,9 @@
 (tests/support/integrity.py) whose bytes a wrapper carries as MTProto packets -> detour's
 SOCKS5 port -> `mtproxy:` route -> detour's own MTProto endpoint (a second engine, `direct`
 to the DC) -> the unwrapper of tests/support/mtproto.py (the "DC") that passes the
-packets' payloads to the integrity origin. SIZE each way (64 MiB with DETOUR_FULL_LOAD=1),
-sha256-checked, with the client's half-close carried through, for a plain secret (the
-client's intermediate framing kept) and an `ee` secret (the client speaks padded
+packets' payloads to the integrity origin. SIZE each way (64 MiB with DETOUR_FULL_LOAD=1,
+4 MiB in make test), sha256-checked, with the client's half-close carried through, for a
+plain secret (the client's intermediate framing kept) and an `ee` secret (the client speaks padded
 intermediate itself, without padding, so no re-framing touches the raw bytes: re-framing is
 for MTProto messages, tests/unit/test_mtproxy.py)."""
 
@@ -21,10 +21,10 @@ from tests.conftest import config_text
 from tests.support.integrity import run_integrity
 from tests.support.mtproto import endpoint_section, start_unwrapper, start_wrapper
 from tests.support.origins import start_integrity
+from tests.support.sizes import transfer_size
 from transports.mtproto import Tag
 
-FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
-SIZE = (64 if FULL_LOAD else 16) << 20
+SIZE = transfer_size(16 << 20)  # 4 MiB in make test, 64 with DETOUR_FULL_LOAD=1
 SECRETS = {
     "plain": os.urandom(16).hex(),
     "ee": "ee" + os.urandom(16).hex() + b"mask.test".hex(),

@@ -2,9 +2,10 @@
 established connections, SIGTERM drains them, and the exit codes scripts rely on. A real
 detour process, real clients and real upstream SOCKS proxies (microsocks).
 
-The transfers are 16 MiB each way, sha256-checked (64 MiB with DETOUR_FULL_LOAD=1;
-DETOUR_TEST_OPS_SIZE sets another size in bytes). Each is held half-way by its client while
-the signal is delivered, so it is in flight for certain, whatever the machine's speed.
+The transfers are 16 MiB each way, sha256-checked (64 MiB with DETOUR_FULL_LOAD=1, 4 MiB in
+make test: tests/support/sizes.py; DETOUR_TEST_OPS_SIZE sets another size in bytes). Each is
+held half-way by its client while the signal is delivered, so it is in flight for certain,
+whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from tests.conftest import ROOT, detour_command
 from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import CHUNK, seeded_chunks
+from tests.support.sizes import transfer_size
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
-SIZE = int(os.environ.get("DETOUR_TEST_OPS_SIZE", (64 if FULL_LOAD else 16) << 20))
+SIZE = int(os.environ.get("DETOUR_TEST_OPS_SIZE", transfer_size(16 << 20)))
 HALFWAY = min(4 * CHUNK, SIZE // 2)  # where the client holds the transfer
 SEED = 11
 
@@ -73,7 +74,13 @@ class Detour:
                 cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
-        self.wait_log_sync("listening on")
+        try:
+            # A bound for a loaded machine, not a pause (a start took more than 20 s there).
+            self.wait_log_sync("listening on", timeout=120)
+        except AssertionError:
+            self.process.kill()  # not left running behind the failed test
+            self.process.wait()
+            raise
         # Port 0 in the config: the system picks a free port, and the log says which.
         found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.output)
         assert found, self.output

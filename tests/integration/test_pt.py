@@ -36,6 +36,7 @@ from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
 from tests.support.networks import free_network
+from tests.support.sizes import transfer_size
 from transports import DialError, Endpoint, Failure, Op, parse_chain
 from transports.chain import DialOptions
 from transports.pt import PtManager
@@ -44,8 +45,8 @@ from transports.pt.process import _exiting
 pytestmark = pytest.mark.peer
 
 # sha256-checked each way through both obfs4proxy ends: 16 MiB, far past every buffer on the
-# way (64 MiB with DETOUR_FULL_LOAD=1, as in test_integrity.py).
-SIZE = (64 if os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0") else 16) << 20
+# way (64 MiB with DETOUR_FULL_LOAD=1, 4 MiB in make test: tests/support/sizes.py).
+SIZE = transfer_size(16 << 20)
 CERT = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 

@@ -4,11 +4,12 @@ protocol it speaks, and PySocks."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 import socks  # PySocks
 
-from tests.conftest import config_text
+from tests.conftest import DetourProcess, config_text, detour_processes
 from tests.support.peers import require_peer
 
 
@@ -22,9 +23,15 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def detour(detour_process):
-    return detour_process(config_text())
+@pytest.fixture(scope="module")
+def detour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DetourProcess]:
+    """One detour process for the module: its tests only send requests through it, and each
+    start (importing detour) is about a second of CPU. Its state directory is its own, as a
+    test's would be (tests/conftest.py's own_state_directory comes after module fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETOUR_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        for start in detour_processes(tmp_path_factory.mktemp("detour")):
+            yield start(config_text())
 
 
 @pytest.mark.parametrize(

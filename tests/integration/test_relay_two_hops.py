@@ -20,6 +20,7 @@ from tests.conftest import config_text
 from tests.integration.test_fronted_cdn import _as_asyncio_streams
 from tests.support import origins, peers
 from tests.support.integrity import run_integrity
+from tests.support.sizes import transfer_size
 from transports import DialError, DialOptions, Endpoint, parse_chain
 from transports.fronted.accesskey import AccessKey
 
@@ -119,7 +120,8 @@ async def test_two_hops_carry_64_mib_intact(
     tmp_path: Path, test_ca: origins.TestCA, integrity_origin
 ) -> None:
     async with two_hops(tmp_path, test_ca) as hops:
-        await through(hops, test_ca, 64 << 20, integrity_origin)
+        # 16 MiB in make test: tests/support/sizes.py
+        await through(hops, test_ca, transfer_size(64 << 20), integrity_origin)
 
 
 async def test_without_the_exit_the_diagnosis_names_the_second_hop(

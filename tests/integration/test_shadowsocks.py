@@ -21,13 +21,14 @@ from tests.conftest import config_text
 from tests.support import peers
 from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
+from tests.support.sizes import transfer_size
 from transports import DialOptions, Endpoint, parse_chain
 from transports.shadowsocks import ServerCodec, StreamError
 from transports.shadowsocks.server import shadowsocks_server
 
 pytestmark = pytest.mark.peer
 
-SIZE = 64 * 1024 * 1024
+SIZE = transfer_size(64 << 20)  # 16 MiB in make test: tests/support/sizes.py
 AEAD = ["chacha20-ietf-poly1305", "aes-256-gcm", "aes-192-gcm", "aes-128-gcm"]
 EDITION_2022 = {
     "2022-blake3-aes-128-gcm": 16,

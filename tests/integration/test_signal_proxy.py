@@ -27,12 +27,12 @@ from helper.lab.ca import LabCA
 from tests.conftest import config_text
 from tests.support.integrity import run_integrity, serve_integrity
 from tests.support.networks import free_network
+from tests.support.sizes import transfer_size
 from tests.support.tls import client_hello, record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
-SIZE = (64 if FULL_LOAD else 16) << 20
+SIZE = transfer_size(16 << 20)  # 4 MiB in make test, 64 with DETOUR_FULL_LOAD=1
 PROXY_NAME = "proxy.signal-test.example"
 
 

@@ -24,12 +24,13 @@ from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
 from tests.support.mtproto import start_unwrapper, start_wrapper
 from tests.support.origins import TestCA, start_integrity
+from tests.support.sizes import transfer_size
 from transports import Endpoint
 from transports.mtproto import Tag, encode_packet, initiate
 
 DC2 = "127.0.0.2"  # stands for DC 2's address (a route option says so)
 DC3 = "127.0.0.3"  # DC 3: the endpoint has nothing behind it and answers 302
-SIZE = 64 * 1024 * 1024
+SIZE = transfer_size(64 << 20)  # 16 MiB in make test: tests/support/sizes.py
 
 
 @dataclass

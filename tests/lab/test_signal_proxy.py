@@ -24,13 +24,13 @@ from helper.engine import Engine
 from helper.events import ConnectionOpened, Subscription
 from helper.lab.lab import Lab
 from tests.lab.conftest import free_network
+from tests.support.sizes import transfer_size
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROUTES = ("direct", "tls-fragment")
 PROXY_NAME = "signal-proxy.lab.test"
-FULL_LOAD = os.environ.get("DETOUR_FULL_LOAD", "").strip() not in ("", "0")
-SIZE = (64 if FULL_LOAD else 16) << 20
+SIZE = transfer_size(16 << 20)  # 4 MiB in make test, 64 with DETOUR_FULL_LOAD=1
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -138,8 +138,9 @@ async def test_a_reset_on_the_first_route_is_carried_through_the_next(
 
 
 async def test_large_transfers_both_ways_are_intact(lab: Lab, engine: Engine) -> None:
-    """SIZE each way (16 MiB; 64 MiB with DETOUR_FULL_LOAD=1) through the endpoint and the
-    route that evades the DPI (tls-fragment: direct is reset), every byte checked."""
+    """SIZE each way (16 MiB; 64 MiB with DETOUR_FULL_LOAD=1, 4 MiB in make test) through
+    the endpoint and the route that evades the DPI (tls-fragment: direct is reset), every
+    byte checked."""
     signal = next(s for s in engine.router.services if s.name == "signal")
     await engine.monitor.probe_now(signal)
     active = engine.router.active_route(signal)

@@ -1,15 +1,21 @@
 """A pytest plugin that writes each test's CPU time (time.process_time, set-up, call and
-tear-down) and wall time to $CPUTIME_OUT (one file per xdist worker), most costly first; and
-a hypothesis profile of 1,000 examples, `m1000`, for comparing property tests' costs
-(docs/testing.md "What a property test costs"):
+tear-down), the CPU time of the processes it started and waited for (detour, the peers:
+resource.getrusage(RUSAGE_CHILDREN), user and system) and wall time to $CPUTIME_OUT (one
+file per xdist worker), most costly first; and a hypothesis profile of 1,000 examples,
+`m1000`, for comparing property tests' costs (docs/testing.md "What a property test costs"):
 
     CPUTIME_OUT=/tmp/cost .venv/bin/python -m pytest -p tests.support.cputime \\
         --hypothesis-profile m1000 tests/fuzz/test_fuzz_wire.py
+
+Columns: own CPU + children's CPU, own CPU, children's CPU, wall, test id. A child's time
+counts for the test during which it was waited for (a module fixture's processes: the
+file's last test).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import pytest
@@ -23,14 +29,20 @@ settings.register_profile(
     print_blob=True,
 )
 
-_rows: list[tuple[float, float, str]] = []
+_rows: list[tuple[float, float, float, float, str]] = []
+
+
+def _children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    cpu, wall = time.process_time(), time.monotonic()
+    cpu, children, wall = time.process_time(), _children(), time.monotonic()
     yield
-    _rows.append((time.process_time() - cpu, time.monotonic() - wall, item.nodeid))
+    own, child = time.process_time() - cpu, _children() - children
+    _rows.append((own + child, own, child, time.monotonic() - wall, item.nodeid))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -38,5 +50,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not out:
         return
     with open(f"{out}.{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", "w") as f:
-        for cpu, wall, nodeid in sorted(_rows, reverse=True):
-            f.write(f"{cpu:8.2f} {wall:8.2f} {nodeid}\n")
+        for total, own, child, wall, nodeid in sorted(_rows, reverse=True):
+            f.write(f"{total:8.2f} {own:8.2f} {child:8.2f} {wall:8.2f} {nodeid}\n")

@@ -12,8 +12,20 @@ top of the session's stream, unchanged.
 
 On each carrier the client's first WebSocket message is a hello, the relay's a welcome:
 
-    hello   | version 1 (1) | flags (1): 01 a new session | session id (16) | allowance (4) |
+    hello   | version 1 (1) | flags (1): 01 a new session, 02 early | session id (16) |
+            | allowance (4) |
     welcome | version 1 (1) | status (1): 00 ok, 01 no such session, 02 refused |
+    confirm | allowance (4) |     (after an early hello only)
+
+A relay that offers `detour-carrier/2` also takes an *early* hello: one sent right behind the
+upgrade request, before the front's answer (one round trip less per carrier). The client
+cannot know then how large the front's answer will be, so the early hello's allowance is
+provisional: the budget less the TLS handshake, the largest answer seen on this front's
+earlier carriers (learned on carriers with the hello after the answer), SLACK and the margin,
+less HOLD. Once the answer is in, the client sends the confirm: the allowance for the
+answer it got (smaller where the answer grew; the next carrier then measures again). The
+relay sends no more than the provisional allowance on the carrier until the confirm, so an
+answer that grows by up to HOLD bytes keeps the budget.
 
 The allowance is what the relay may send on this carrier (session segments, each write
 counted with WRITE_COST for the front's framing): the budget less what the client has
@@ -48,6 +60,7 @@ from .session import END, HEADER, PING, REWIND, Segment, Session, parse_segment
 
 __all__ = [
     "CARRIER_PROTOCOL",
+    "CARRIER_PROTOCOL_EARLY",
     "DEFAULT_BUDGET",
     "HANDSHAKES",
     "CappedTunnel",
@@ -55,8 +68,10 @@ __all__ = [
     "CarrierLink",
     "Counted",
     "SessionStream",
+    "encode_confirm",
     "encode_hello",
     "encode_welcome",
+    "parse_confirm",
     "parse_hello",
     "parse_welcome",
 ]
@@ -64,11 +79,13 @@ __all__ = [
 log = logging.getLogger("detour.transports.front")
 
 CARRIER_PROTOCOL = "detour-carrier/1"
+CARRIER_PROTOCOL_EARLY = "detour-carrier/2"  # the relay also takes an early hello
 VERSION = 1
-NEW = 1
+NEW, EARLY = 1, 2
 OK, UNKNOWN, REFUSED = 0, 1, 2
 HELLO = struct.Struct("!BB16sI")
 WELCOME = struct.Struct("!BB")
+CONFIRM = struct.Struct("!I")
 
 # Bytes a carrier may carry each way, counted on the TCP connection (TLS handshake included):
 # safely under the ~16 KB after which flows freeze.
@@ -87,6 +104,9 @@ PARALLEL = 6  # carriers opening at once, at most
 HANDSHAKES = 2  # of those, in their TLS handshake with the front at once (modes.py)
 MOST = 24  # carriers open or opening at once, at most (the relay's default limit is 32)
 CLOSE_GRACE = 5.0  # a closed session's last bytes and FIN get this long to be acknowledged
+SLACK = 256  # an early hello's allowance also keeps this back beyond the largest answer seen
+HOLD = 2048  # ... and this, which the relay may send only after the confirm
+REMEASURE = 32  # carriers with an early hello before one measures the front's answer again
 
 
 class CarrierLimit(DialError):
@@ -100,20 +120,42 @@ class CarrierLimit(DialError):
 # --- the hello and the welcome (sans-IO) ----------------------------------------------------
 
 
-def encode_hello(session_id: bytes, *, new: bool, allowance: int) -> bytes:
-    return HELLO.pack(VERSION, NEW if new else 0, session_id, allowance)
+def encode_hello(session_id: bytes, *, new: bool, allowance: int, early: bool = False) -> bytes:
+    return HELLO.pack(VERSION, (NEW if new else 0) | (EARLY if early else 0), session_id, allowance)
 
 
 def parse_hello(buf: bytes) -> tuple[int, bytes, bool, int]:
-    """(consumed, session id, new, allowance); NeedMore or ProtocolError."""
+    """(consumed, session id, new, allowance) of a `detour-carrier/1` hello; NeedMore or
+    ProtocolError."""
+    used, session_id, new, allowance, early = parse_hello_early(buf)
+    if early:
+        raise ProtocolError("not a carrier hello")
+    return used, session_id, new, allowance
+
+
+def parse_hello_early(buf: bytes) -> tuple[int, bytes, bool, int, bool]:
+    """(consumed, session id, new, allowance, early) of a `detour-carrier/2` hello: `early`
+    says a confirm follows, and the allowance is what may be sent before it."""
     if len(buf) < HELLO.size:
         raise NeedMore
     version, flags, session_id, allowance = HELLO.unpack_from(buf)
-    if version != VERSION or flags & ~NEW:
+    if version != VERSION or flags & ~(NEW | EARLY):
         raise ProtocolError("not a carrier hello")
     if allowance < HEADER.size + WRITE_COST:
         raise ProtocolError(f"an allowance of {allowance} bytes")
-    return HELLO.size, session_id, bool(flags & NEW), allowance
+    return HELLO.size, session_id, bool(flags & NEW), allowance, bool(flags & EARLY)
+
+
+def encode_confirm(allowance: int) -> bytes:
+    return CONFIRM.pack(allowance)
+
+
+def parse_confirm(buf: bytes | bytearray) -> tuple[int, int]:
+    """(consumed, allowance); NeedMore. Any allowance is valid: below what was sent already,
+    the carrier just ends."""
+    if len(buf) < CONFIRM.size:
+        raise NeedMore
+    return CONFIRM.size, CONFIRM.unpack_from(buf)[0]
 
 
 def encode_welcome(status: int) -> bytes:
@@ -313,6 +355,8 @@ class CarrierLink:
         self.end_sent = False  # so did we (the relay then ends it too)
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
+        self.early = False  # its hello went with the upgrade
+        self.timings: dict[str, float] = {}  # seconds from the start to each step's end
 
     @property
     def up_room(self) -> int:

@@ -32,17 +32,22 @@ from ..wire import NeedMore, ProtocolError
 from .accesskey import access_token
 from .capped import (
     CARRIER_PROTOCOL,
+    CARRIER_PROTOCOL_EARLY,
     DEFAULT_BUDGET,
     HANDSHAKES,
+    HOLD,
     MARGIN,
     MIN_BUDGET,
     OK,
     REFUSED,
+    REMEASURE,
+    SLACK,
     UNKNOWN,
     CappedTunnel,
     CarrierLimit,
     CarrierLink,
     Counted,
+    encode_confirm,
     encode_hello,
     parse_welcome,
 )
@@ -90,6 +95,17 @@ class CarrierMode:
         self._tls_session: Any = None
         self._handshaking = asyncio.Semaphore(HANDSHAKES)
         self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
+        # The early hello (capped.py): whether the relay takes it (None: not known yet), and
+        # what the front sent on recent carriers between the TLS handshake and its answer's
+        # end (tickets, the answer, their records), with the answers' head sizes.
+        self.relay_early: bool | None = None
+        self._after_tls: deque[int] = deque(maxlen=ANSWERS_KEPT)
+        self._heads: deque[int] = deque(maxlen=ANSWERS_KEPT)
+        self._early_left = 0  # early hellos before the answer is measured again
+        self._early_off_until = 0.0  # after an answer grew by more than HOLD
+        self.offer_early = True  # False: offer `detour-carrier/1` only (as before /2)
+        self.early_carriers = 0
+        self.timings: deque[dict[str, float]] = deque(maxlen=256)  # the last carriers' steps
         self._watchers: set[asyncio.Task[None]] = set()
         self._answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # seconds, the relay's
         self._watched: dict[MuxSession, Counted] = {}  # long tunnels, each with its count
@@ -156,46 +172,64 @@ class CarrierMode:
         session.capped = tunnel  # type: ignore[attr-defined]
         return session
 
+    def _early_allowance(self, tls_bytes: int) -> int | None:
+        """The provisional allowance of an early hello after a TLS handshake of `tls_bytes`
+        (capped.py), or None when this carrier is to measure the front's answer (the hello
+        after it): the relay's support not known yet, no answer measured, or one grew."""
+        if not self.relay_early or not self._after_tls or self._early_left <= 0:
+            return None
+        if asyncio.get_running_loop().time() < self._early_off_until:
+            return None
+        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - MARGIN - HOLD
+        return allowance if allowance >= MIN_BUDGET // 4 else None
+
     async def _carrier(self, session_id: bytes, new: bool) -> CarrierLink:
         dialer = self.dialer
         key = dialer.key
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        timings: dict[str, float] = {}
         try:
             raw = await dialer.inner.dial(key.address)
         except DialError as exc:
             raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        timings["tcp"] = loop.time() - began
         counted = Counted(raw)
         timeout = dialer.handshake_timeout
+        early: int | None = None
         try:
             async with asyncio.timeout(timeout):
                 # At most HANDSHAKES TLS handshakes with the front under way at once; the
                 # carriers' upgrades and hellos, after them, overlap freely.
                 async with self._handshaking:
+                    timings["tls_turn"] = loop.time() - began
                     outer = await tls_connect(
                         counted, dialer.outer_tls, key.front, timeout=timeout,
                         session=self._tls_session,
                     )  # fmt: skip
+                timings["tls"] = loop.time() - began
+                tls_bytes = counted.received
+                early = self._early_allowance(tls_bytes)
+                hello = None
+                if early is not None:
+                    hello = encode_hello(session_id, new=new, allowance=early, early=True)
                 ws = await websocket_connect(
                     outer,
                     key.host,
                     key.path,
                     headers=dialer._headers(access_token(key)),
-                    protocols=[CARRIER_PROTOCOL],
+                    protocols=self._offer(early is not None),
                     timeout=timeout,
+                    first_message=hello,
                 )
-                if ws.subprotocol != CARRIER_PROTOCOL:
-                    ws.abort()
-                    raise CarrierUnsupported("the relay has no capped mode")
-                allowance = self.budget - counted.received - MARGIN
-                if allowance < MIN_BUDGET // 4:
-                    ws.abort()
-                    raise DialError(
-                        Failure.PROXY_PROTOCOL_ERROR,
-                        Op.PROXY_HANDSHAKE,
-                        f"the front's handshake took {counted.received} of the {self.budget}-byte "
-                        "budget (carrier budget too small)",
-                    )
-                ws.write(encode_hello(session_id, new=new, allowance=allowance))
+                timings["upgrade"] = loop.time() - began
+                if early is not None:
+                    allowance = self._confirm(ws, early)
+                else:
+                    allowance = self._measure(ws, counted, tls_bytes)
+                    ws.write(encode_hello(session_id, new=new, allowance=allowance))
                 status, rest = await _read_welcome(ws)
+                timings["welcome"] = loop.time() - began
         except TimeoutError:
             counted.abort()
             raise DialError(
@@ -213,6 +247,8 @@ class CarrierMode:
             ) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             counted.abort()
+            if early is not None:
+                self.relay_early = None  # the relay behind the front may have changed: ask
             raise dialer._broken(exc) from None
         if status != OK:
             ws.abort()
@@ -225,11 +261,78 @@ class CarrierMode:
         ssl_object = outer.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.resumed += ssl_object.session_reused
+            timings["resumed"] = float(ssl_object.session_reused)
             # Read once: the ssl module copies the session (certificates and all) each time.
             session = ssl_object.session
             if session is not None:
                 self._tls_session = session
-        return CarrierLink(ws, counted, allowance, self.budget)
+        link = CarrierLink(ws, counted, allowance, self.budget)
+        link.early = early is not None
+        self.early_carriers += link.early
+        link.timings = timings
+        self.timings.append(timings)
+        return link
+
+    def _offer(self, early: bool) -> list[str]:
+        if early:
+            return [CARRIER_PROTOCOL_EARLY]
+        if not self.offer_early:
+            return [CARRIER_PROTOCOL]
+        return [CARRIER_PROTOCOL_EARLY, CARRIER_PROTOCOL]
+
+    def _measure(self, ws: Any, counted: Counted, tls_bytes: int) -> int:
+        """A carrier with its hello after the answer: what the front sent is known exactly
+        (the relay has sent nothing yet). Noted for the early hellos of the next carriers."""
+        if ws.subprotocol not in (CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY):
+            ws.abort()
+            raise CarrierUnsupported("the relay has no capped mode")
+        self.relay_early = ws.subprotocol == CARRIER_PROTOCOL_EARLY
+        allowance = self.budget - counted.received - MARGIN
+        if allowance < MIN_BUDGET // 4:
+            ws.abort()
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR,
+                Op.PROXY_HANDSHAKE,
+                f"the front's handshake took {counted.received} of the {self.budget}-byte "
+                "budget (carrier budget too small)",
+            )
+        self._after_tls.append(counted.received - tls_bytes)
+        self._heads.append(ws.answer_size)
+        self._early_left = REMEASURE
+        return allowance
+
+    def _confirm(self, ws: Any, early: int) -> int:
+        """An early hello's carrier, its answer in: the allowance for the answer that came
+        (the confirm, sent now). An answer larger than the largest seen takes its growth off,
+        and the next carrier measures again."""
+        if ws.subprotocol != CARRIER_PROTOCOL_EARLY:
+            ws.abort()
+            self.relay_early = None  # another relay behind the front: the next one asks
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR,
+                Op.PROXY_HANDSHAKE,
+                "the relay did not take the early hello (it changed?): asking again",
+            )
+        self._early_left -= 1
+        growth = ws.answer_size - max(self._heads, default=0)
+        if growth > HOLD:
+            # The relay may have sent more than this carrier should carry: no early hellos
+            # through this front for a while (its answers are not steady enough).
+            log.warning(
+                "front %s: its answer grew by %d bytes, more than the %d an early hello "
+                "allows for: hellos after the answer for %.0f s",
+                self.dialer.key.front, growth, HOLD, UNSUPPORTED_RETRY,
+            )  # fmt: skip
+            self._early_off_until = asyncio.get_running_loop().time() + UNSUPPORTED_RETRY
+        if growth > 0:
+            log.info(
+                "front %s: its answer grew by %d bytes: measured again on the next carrier",
+                self.dialer.key.front, growth,
+            )  # fmt: skip
+            self._early_left = 0
+        allowance = early + HOLD - max(0, growth)
+        ws.write(encode_confirm(allowance))
+        return allowance
 
     # --- watching long tunnels (auto) -------------------------------------------------------
 

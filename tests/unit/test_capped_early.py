@@ -125,3 +125,29 @@ def test_the_relay_waits_for_the_confirm_with_its_provisional_allowance_spent() 
     assert link.usable and link.room > 0
     link.confirm(500)  # less than it sent already: it ends (the END fits in the margin)
     assert link.usable and link.room < HEADER.size + 1
+
+
+def _filled(mode: CarrierMode, excess: int) -> None:
+    margin = mode.margin()
+    link = SimpleNamespace(
+        budget=DEFAULT_BUDGET, margin=margin, counted=SimpleNamespace(received=0)
+    )
+    link.counted.received = DEFAULT_BUDGET - margin + excess
+    mode._retired(link)  # type: ignore[arg-type]
+
+
+async def test_the_margin_follows_the_framing_seen_on_filled_carriers() -> None:
+    from transports.fronted.capped import MARGIN_FLOOR, MEASURED
+
+    mode = _mode()
+    for _ in range(MEASURED - 1):
+        _filled(mode, -300)
+    assert mode.margin() == MARGIN  # not enough seen yet
+    _filled(mode, -5000)  # one the relay did not fill (the client ended it): not counted
+    assert mode.margin() == MARGIN
+    _filled(mode, -300)
+    assert mode.margin() == MARGIN_FLOOR  # the relay's own count covered the framing
+    _filled(mode, 200)  # a front that framed more: its excess, and the floor, kept back
+    assert mode.margin() == 200 + MARGIN_FLOOR
+    _filled(mode, 5000)
+    assert mode.margin() == MARGIN  # never more than MARGIN

@@ -92,6 +92,10 @@ CONFIRM = struct.Struct("!I")
 DEFAULT_BUDGET = 12 * 1024
 MIN_BUDGET = 4 * 1024
 MARGIN = 1024  # kept back from the relay's allowance: the front frames what it passes on
+# ... at least this much once carriers the relay filled showed what the front's framing adds
+# beyond the relay's own count (WRITE_COST per write); MEASURED of them are needed
+MARGIN_FLOOR = 256
+MEASURED = 4
 WRITE_COST = 64  # counted per write on top of its bytes (a WebSocket head, a TLS record's)
 DEADLINE = 4.0  # seconds without an answer after which a carrier counts as frozen
 PROBE_AFTER = 1.0  # a carrier silent this long while the session is busy is asked (PING)
@@ -356,6 +360,7 @@ class CarrierLink:
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
         self.early = False  # its hello went with the upgrade
+        self.margin = MARGIN  # what its allowance kept back for the front's framing
         self.timings: dict[str, float] = {}  # seconds from the start to each step's end
 
     @property
@@ -402,8 +407,10 @@ class CappedTunnel:
         budget: int = DEFAULT_BUDGET,
         deadline: float = DEADLINE,
         name: str = "capped",
+        retired: Callable[[CarrierLink], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._retired = retired  # told of every carrier both sides ended
         self.budget = budget
         self.deadline = deadline
         self.name = name
@@ -484,6 +491,8 @@ class CappedTunnel:
         self._wake.set()
 
     def _retire(self, link: CarrierLink) -> None:
+        if self._retired is not None and not link.closed:
+            self._retired(link)
         link.close()
         if link in self.links:
             self.links.remove(link)

@@ -37,6 +37,8 @@ from .capped import (
     HANDSHAKES,
     HOLD,
     MARGIN,
+    MARGIN_FLOOR,
+    MEASURED,
     MIN_BUDGET,
     OK,
     REFUSED,
@@ -70,6 +72,7 @@ SILENT = 4.0  # a long tunnel with connections, silent this long, is asked (PING
 ANSWER_FACTOR = 4.0  # a PING unanswered this many times the slowest answer seen: frozen
 ANSWERS_KEPT = 8  # the relay's answer times remembered
 RECENT = 30.0  # a freeze noted this recently answers a probe's confirm_freeze()
+FILLED = 512  # a carrier that received this close to its line was filled by the relay
 
 
 class CarrierUnsupported(DialError):
@@ -105,6 +108,9 @@ class CarrierMode:
         self._early_off_until = 0.0  # after an answer grew by more than HOLD
         self.offer_early = True  # False: offer `detour-carrier/1` only (as before /2)
         self.early_carriers = 0
+        # How far past the line of no margin (budget less margin) the carriers the relay
+        # filled went: the front's framing beyond the relay's own count (capped.py, MARGIN).
+        self._framing: deque[int] = deque(maxlen=4 * ANSWERS_KEPT)
         self.timings: deque[dict[str, float]] = deque(maxlen=256)  # the last carriers' steps
         self._watchers: set[asyncio.Task[None]] = set()
         self._answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # seconds, the relay's
@@ -140,6 +146,7 @@ class CarrierMode:
         dialer = self.dialer
         tunnel = CappedTunnel(
             self._carrier,
+            retired=self._retired,
             budget=self.budget,
             deadline=max(2.0, min(dialer.handshake_timeout, 4.0)),
             name=f"front {dialer.key.front}",
@@ -172,6 +179,22 @@ class CarrierMode:
         session.capped = tunnel  # type: ignore[attr-defined]
         return session
 
+    def margin(self) -> int:
+        """What an allowance keeps back for the front's framing: MARGIN until MEASURED
+        carriers the relay filled were seen, then what the most framing seen on the recent
+        ones needed, plus MARGIN_FLOOR (never more than MARGIN)."""
+        if len(self._framing) < MEASURED:
+            return MARGIN
+        return max(MARGIN_FLOOR, min(MARGIN, max(self._framing) + MARGIN_FLOOR))
+
+    def _retired(self, link: CarrierLink) -> None:
+        """A carrier both sides ended: if the relay filled it (within what an END and a last
+        segment leave), what it received against the line of no margin."""
+        line = link.budget - link.margin
+        received = link.counted.received
+        if received >= line - FILLED:
+            self._framing.append(received - line)
+
     def _early_allowance(self, tls_bytes: int) -> int | None:
         """The provisional allowance of an early hello after a TLS handshake of `tls_bytes`
         (capped.py), or None when this carrier is to measure the front's answer (the hello
@@ -180,7 +203,7 @@ class CarrierMode:
             return None
         if asyncio.get_running_loop().time() < self._early_off_until:
             return None
-        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - MARGIN - HOLD
+        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - self.margin() - HOLD
         return allowance if allowance >= MIN_BUDGET // 4 else None
 
     async def _carrier(self, session_id: bytes, new: bool) -> CarrierLink:
@@ -209,6 +232,7 @@ class CarrierMode:
                     )  # fmt: skip
                 timings["tls"] = loop.time() - began
                 tls_bytes = counted.received
+                margin = self.margin()
                 early = self._early_allowance(tls_bytes)
                 hello = None
                 if early is not None:
@@ -267,6 +291,7 @@ class CarrierMode:
             if session is not None:
                 self._tls_session = session
         link = CarrierLink(ws, counted, allowance, self.budget)
+        link.margin = margin
         link.early = early is not None
         self.early_carriers += link.early
         link.timings = timings
@@ -287,7 +312,7 @@ class CarrierMode:
             ws.abort()
             raise CarrierUnsupported("the relay has no capped mode")
         self.relay_early = ws.subprotocol == CARRIER_PROTOCOL_EARLY
-        allowance = self.budget - counted.received - MARGIN
+        allowance = self.budget - counted.received - self.margin()
         if allowance < MIN_BUDGET // 4:
             ws.abort()
             raise DialError(

@@ -104,8 +104,7 @@ def cookie(request: Request, name: str) -> str | None:
 
 
 class RelayServer:
-    # The capped mode's subprotocols it answers, the first the client offers of them wins:
-    # /2 also takes a hello sent with the upgrade (transports/fronted/capped.py).
+    # The capped mode's subprotocols, /2 first (it also takes a hello sent with the upgrade).
     carrier_protocols: tuple[str, ...] = (CARRIER_PROTOCOL_EARLY, CARRIER_PROTOCOL)
 
     def __init__(

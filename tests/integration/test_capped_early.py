@@ -24,7 +24,7 @@ from tests.integration.test_fronted import relay  # noqa: F401 (a fixture)
 from tests.integration.test_fronted_capped import Frozen, _exchange, _front, frozen  # noqa: F401
 from tests.support import peers
 from transports import DialOptions, Endpoint, parse_chain
-from transports.fronted.capped import CARRIER_PROTOCOL, DEFAULT_BUDGET, HANDSHAKES
+from transports.fronted.capped import CARRIER_PROTOCOL, DEFAULT_BUDGET, HANDSHAKES, HOLD
 
 JITTER = 0.05
 
@@ -106,8 +106,9 @@ async def tap(upstream: int) -> AsyncIterator[Tap]:
 
 
 def pad_answers(server: RelayServer, pads: list[int]) -> None:
-    """The relay's 101 answers carry a padding field of pads[i % len(pads)] bytes (i: the
-    carrier's number): the answer the client gets through the front grows and shrinks."""
+    """The relay's 101 answers carry a field of pads[i % len(pads)] bytes (i: the carrier's
+    number): the answer the client gets through the front grows and shrinks. (Not X-Pad:
+    nginx drops that one from what it passes on.)"""
     handle, count = server.handle, 0
 
     async def padded(request):  # type: ignore[no-untyped-def]
@@ -117,7 +118,7 @@ def pad_answers(server: RelayServer, pads: list[int]) -> None:
             pad = pads[count % len(pads)]
             count += 1
             if pad:
-                answer = Upgrade([*answer.headers, ("X-Pad", "p" * pad)], answer.run)
+                answer = Upgrade([*answer.headers, ("X-Filler", "p" * pad)], answer.run)
         return answer
 
     server.handle = padded  # type: ignore[method-assign]
@@ -146,7 +147,7 @@ async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[i
                     DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
                 )
                 try:
-                    await _exchange(dialer, integrity_origin.port, 512 * 1024)
+                    await _exchange(dialer, integrity_origin.port, 256 * 1024)
                     return counter, dialer.carrier, dialer.sessions[0].capped
                 finally:
                     await dialer.aclose()
@@ -160,7 +161,7 @@ async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[i
     [
         pytest.param([0], id="steady"),
         pytest.param([0, 0, 0, 900, 0, 400, 1500, 0], id="grows-and-shrinks"),
-        pytest.param([0] * 8 + [2600] * 40, id="grows-past-hold"),
+        pytest.param([0] * 6 + [2600] * 40, id="grows-past-hold"),
     ],
 )
 async def test_early_hellos_through_nginx_never_take_a_carrier_past_its_budget(
@@ -172,6 +173,9 @@ async def test_early_hellos_through_nginx_never_take_a_carrier_past_its_budget(
     assert mode.early_carriers > 0
     assert counter.most_at_once() <= HANDSHAKES  # the carriers' handshakes, at the front
     assert mode.resumed >= tunnel.carriers_opened - 2
+    # An answer that grew past what the relay holds back until the confirm: no early
+    # hellos through this front for a while; one that grew less: measured again.
+    assert (mode._early_off_until > 0) == (max(pads) > HOLD)
 
 
 async def test_a_new_client_with_a_relay_from_before_the_early_hello(

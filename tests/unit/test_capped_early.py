@@ -151,3 +151,61 @@ async def test_the_margin_follows_the_framing_seen_on_filled_carriers() -> None:
     assert mode.margin() == 200 + MARGIN_FLOOR
     _filled(mode, 5000)
     assert mode.margin() == MARGIN  # never more than MARGIN
+
+
+class ScriptedWs:
+    """A relay's side of a carrier: reads what the test feeds, records what is written."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self.writes: list[bytes] = []
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self.incoming.get()
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.incoming.put_nowait(b"")
+
+    def abort(self) -> None:
+        self.close()
+
+
+async def test_the_relay_sends_no_more_than_the_provisional_allowance_before_the_confirm() -> None:
+    import asyncio
+
+    from helper.relay.carriers import CarrierHub
+    from tests.support.waiting import until
+    from transports.fronted.capped import (
+        WRITE_COST,
+        encode_confirm,
+        encode_hello,
+    )
+
+    async def serve(stream, name) -> None:  # type: ignore[no-untyped-def]
+        stream.write(bytes(48 * 1024))  # more than any carrier may carry
+        await stream.ended.wait()
+
+    hub = CarrierHub(serve, per_client=4)
+    ws = ScriptedWs()
+    ident = bytes(range(16))
+    ws.incoming.put_nowait(encode_hello(ident, new=True, allowance=3000, early=True))
+    task = asyncio.ensure_future(hub.carrier(ws, "bob", CARRIER_PROTOCOL_EARLY))  # type: ignore[arg-type]
+    try:
+        await until(lambda: ident in hub.sessions and hub.sessions[ident].links)
+        link = hub.sessions[ident].links[0]
+        await until(lambda: not link.usable)  # it filled the provisional allowance: it waits
+        sent = sum(len(w) + WRITE_COST for w in ws.writes[1:])  # after the welcome
+        assert 2000 < sent <= 3000 and not link.ended
+        ws.incoming.put_nowait(encode_confirm(9000))
+        await until(lambda: link.ended)
+        sent = sum(len(w) + WRITE_COST for w in ws.writes[1:])
+        assert 8000 < sent <= 9000
+    finally:
+        ws.close()
+        await task
+        await hub.aclose()

@@ -195,7 +195,7 @@ class CarrierMode:
         if received >= line - FILLED:
             self._framing.append(received - line)
 
-    def _early_allowance(self, tls_bytes: int) -> int | None:
+    def _early_allowance(self, tls_bytes: int, margin: int | None = None) -> int | None:
         """The provisional allowance of an early hello after a TLS handshake of `tls_bytes`
         (capped.py), or None when this carrier is to measure the front's answer (the hello
         after it): the relay's support not known yet, no answer measured, or one grew."""
@@ -203,7 +203,8 @@ class CarrierMode:
             return None
         if asyncio.get_running_loop().time() < self._early_off_until:
             return None
-        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - self.margin() - HOLD
+        margin = self.margin() if margin is None else margin
+        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - margin - HOLD
         return allowance if allowance >= MIN_BUDGET // 4 else None
 
     async def _carrier(self, session_id: bytes, new: bool) -> CarrierLink:
@@ -233,7 +234,7 @@ class CarrierMode:
                 timings["tls"] = loop.time() - began
                 tls_bytes = counted.received
                 margin = self.margin()
-                early = self._early_allowance(tls_bytes)
+                early = self._early_allowance(tls_bytes, margin)
                 hello = None
                 if early is not None:
                     hello = encode_hello(session_id, new=new, allowance=early, early=True)
@@ -250,7 +251,7 @@ class CarrierMode:
                 if early is not None:
                     allowance = self._confirm(ws, early)
                 else:
-                    allowance = self._measure(ws, counted, tls_bytes)
+                    allowance = self._measure(ws, counted, tls_bytes, margin)
                     ws.write(encode_hello(session_id, new=new, allowance=allowance))
                 status, rest = await _read_welcome(ws)
                 timings["welcome"] = loop.time() - began
@@ -305,14 +306,14 @@ class CarrierMode:
             return [CARRIER_PROTOCOL]
         return [CARRIER_PROTOCOL_EARLY, CARRIER_PROTOCOL]
 
-    def _measure(self, ws: Any, counted: Counted, tls_bytes: int) -> int:
+    def _measure(self, ws: Any, counted: Counted, tls_bytes: int, margin: int = MARGIN) -> int:
         """A carrier with its hello after the answer: what the front sent is known exactly
         (the relay has sent nothing yet). Noted for the early hellos of the next carriers."""
         if ws.subprotocol not in (CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY):
             ws.abort()
             raise CarrierUnsupported("the relay has no capped mode")
         self.relay_early = ws.subprotocol == CARRIER_PROTOCOL_EARLY
-        allowance = self.budget - counted.received - self.margin()
+        allowance = self.budget - counted.received - margin
         if allowance < MIN_BUDGET // 4:
             ws.abort()
             raise DialError(

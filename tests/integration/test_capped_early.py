@@ -25,6 +25,7 @@ from tests.integration.test_fronted_capped import Frozen, _exchange, _front, fro
 from tests.support import peers
 from transports import DialOptions, Endpoint, parse_chain
 from transports.fronted.capped import CARRIER_PROTOCOL, DEFAULT_BUDGET, HANDSHAKES, HOLD
+from transports.wire import ProtocolError
 
 JITTER = 0.05
 
@@ -220,5 +221,34 @@ async def test_the_relay_changed_behind_the_front_mid_session(
         frozen.relay.server.carrier_protocols = (CARRIER_PROTOCOL,)
         await _exchange(dialer, integrity_origin.port, 128 * 1024)
         assert mode.relay_early is False
+    finally:
+        await dialer.aclose()
+
+
+async def test_a_front_that_drops_what_comes_before_its_answer(
+    frozen: Frozen,  # noqa: F811
+    integrity_origin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Early hellos never reach the relay (here the relay drops every carrier whose hello
+    was early, as a front that does not pass on early bytes would end it): those carriers
+    fail, the tunnel does not, and the next carriers send their hello after the answer."""
+    from helper.relay import carriers
+
+    read_hello = carriers._read_hello
+
+    async def dropping(ws, early_ok):  # type: ignore[no-untyped-def]
+        hello = await read_hello(ws, early_ok)
+        if hello[4]:  # early
+            raise ProtocolError("no hello")
+        return hello
+
+    monkeypatch.setattr(carriers, "_read_hello", dropping)
+    dialer = frozen.dialer()
+    mode = _front(dialer).carrier
+    try:
+        await _exchange(dialer, integrity_origin.port, 128 * 1024)
+        assert mode.early_carriers == 0 and mode._early_off_until > 0
+        await _exchange(dialer, integrity_origin.port, 128 * 1024)
     finally:
         await dialer.aclose()

@@ -67,6 +67,7 @@ __all__ = [
     "CarrierLimit",
     "CarrierLink",
     "Counted",
+    "EarlyHelloFailed",
     "SessionStream",
     "encode_confirm",
     "encode_hello",
@@ -119,6 +120,15 @@ class CarrierLimit(DialError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, detail)
+
+
+class EarlyHelloFailed(DialError):
+    """A carrier whose hello went with the upgrade did not open (the dialer then sends the
+    hello after the answer for a while): not counted among the carriers that failed in a
+    row, since the next one, with its hello after the answer, may well open."""
+
+    def __init__(self, cause: DialError) -> None:
+        super().__init__(cause.failure, cause.op, cause.detail)
 
 
 # --- the hello and the welcome (sans-IO) ----------------------------------------------------
@@ -408,9 +418,11 @@ class CappedTunnel:
         deadline: float = DEADLINE,
         name: str = "capped",
         retired: Callable[[CarrierLink], None] | None = None,
+        early_failed: Callable[[DialError], None] | None = None,
     ) -> None:
         self._connect = connect
         self._retired = retired  # told of every carrier both sides ended
+        self._early_failed = early_failed  # told of an EarlyHelloFailed while in use
         self.budget = budget
         self.deadline = deadline
         self.name = name
@@ -572,6 +584,10 @@ class CappedTunnel:
                         self.most = max(2, min(self.most, len(self.links)))
                         self.pool = min(self.pool, self.most - 1)
                         log.info("%s: %s: at most %d open", self.name, exc, self.most)
+                    except EarlyHelloFailed as exc:
+                        log.info("%s: a carrier did not open: %s", self.name, exc)
+                        if not stream.closed and self._early_failed is not None:
+                            self._early_failed(exc)
                     except DialError as exc:
                         self._failures += 1
                         log.info("%s: a carrier did not open: %s", self.name, exc)

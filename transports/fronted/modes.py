@@ -49,6 +49,7 @@ from .capped import (
     CarrierLimit,
     CarrierLink,
     Counted,
+    EarlyHelloFailed,
     encode_confirm,
     encode_hello,
     parse_welcome,
@@ -147,6 +148,7 @@ class CarrierMode:
         tunnel = CappedTunnel(
             self._carrier,
             retired=self._retired,
+            early_failed=self.early_hello_failed,
             budget=self.budget,
             deadline=max(2.0, min(dialer.handshake_timeout, 4.0)),
             name=f"front {dialer.key.front}",
@@ -257,24 +259,26 @@ class CarrierMode:
                 timings["welcome"] = loop.time() - began
         except TimeoutError:
             counted.abort()
-            raise DialError(
-                Failure.TIMEOUT,
-                Op.PROXY_HANDSHAKE,
-                f"a carrier through {key.front} was not open within {timeout:g}s",
+            raise self._failed(
+                early,
+                DialError(
+                    Failure.TIMEOUT,
+                    Op.PROXY_HANDSHAKE,
+                    f"a carrier through {key.front} was not open within {timeout:g}s",
+                ),
             ) from None
-        except DialError:
+        except DialError as exc:
             counted.abort()
-            raise
+            raise self._failed(early, exc) from None
         except ProtocolError as exc:
             counted.abort()
-            raise DialError(
-                Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"relay: {exc}"
-            ) from None
+            error = DialError(Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"relay: {exc}")
+            raise self._failed(early, error) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             counted.abort()
             if early is not None:
                 self.relay_early = None  # the relay behind the front may have changed: ask
-            raise dialer._broken(exc) from None
+            raise self._failed(early, dialer._broken(exc)) from None
         if status != OK:
             ws.abort()
             if status == REFUSED and not new:
@@ -298,6 +302,25 @@ class CarrierMode:
         link.timings = timings
         self.timings.append(timings)
         return link
+
+    def _failed(self, early: int | None, error: DialError) -> DialError:
+        """What a carrier that did not open raises: EarlyHelloFailed for one whose hello
+        went with the upgrade (the tunnel then calls early_hello_failed, unless it is
+        closing: carriers still opening then fail as the relay ends the session)."""
+        if early is None or isinstance(error, CarrierUnsupported):
+            return error
+        return EarlyHelloFailed(error)
+
+    def early_hello_failed(self, error: DialError) -> None:
+        """A carrier whose hello went with the upgrade did not open while its tunnel was in
+        use: perhaps the front does not pass on what comes before its answer. Hellos after
+        the answer for a while (such a front costs a carrier every UNSUPPORTED_RETRY s)."""
+        self._early_off_until = asyncio.get_running_loop().time() + UNSUPPORTED_RETRY
+        log.info(
+            "front %s: a carrier with its hello sent with the upgrade did not open (%s): "
+            "hellos after the answer for %.0f s",
+            self.dialer.key.front, error, UNSUPPORTED_RETRY,
+        )  # fmt: skip
 
     def _offer(self, early: bool) -> list[str]:
         if early:

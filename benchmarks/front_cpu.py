@@ -102,6 +102,17 @@ async def main() -> None:
         capped = getattr(session, "capped", None)
         if capped is not None:
             print(f"carriers opened {capped.carriers_opened}, lost {capped.carriers_lost}")
+    carrier = getattr(dialer, "carrier", None)
+    timings = list(getattr(carrier, "timings", ()))
+    if timings:
+        # Where a carrier's time goes: the median of each step's end, from its start.
+        steps = ("tcp", "tls_turn", "tls", "upgrade", "welcome")
+        medians = {s: sorted(t.get(s, 0.0) for t in timings)[len(timings) // 2] for s in steps}
+        print(
+            "carrier steps (median ms from the start): "
+            + ", ".join(f"{s} {medians[s] * 1000:.1f}" for s in steps)
+            + f"; resumed {carrier.resumed}, early hellos {carrier.early_carriers}"
+        )
     await relay.stop(grace=0.1)
 
 

@@ -366,6 +366,7 @@ class WebSocketStream(Stream):
         self.client = client
         self.subprotocol = subprotocol
         self.max_frame = max_frame
+        self.answer_size = 0  # the client's: the bytes of the server's 101 answer head
         self._buffer = bytearray()  # received frame bytes not yet parsed
         self._ready: deque[bytes] = deque()  # message bytes not yet read, in order
         self._fragments: list[bytes] = []
@@ -683,6 +684,7 @@ async def websocket_connect(
     protocols: Iterable[str] = (),
     timeout: float = 10.0,
     max_frame: int = MAX_FRAME,
+    first_message: bytes | None = None,
 ) -> WebSocketStream:
     """Run the client's opening handshake over `stream` (§4.1); returns the WebSocketStream.
 
@@ -693,7 +695,11 @@ async def websocket_connect(
 
     Raises UpgradeRefused, a DialError(proxy_refused, proxy_handshake), when the server
     answers with anything but a switch to this WebSocket (a relay's decoy site answers 404
-    or 200)."""
+    or 200).
+
+    `first_message`: a binary message sent right behind the request, before the answer (one
+    round trip less; the server must expect it: it is the upgraded connection's first data).
+    The answer head's size is the stream's `answer_size`."""
     key = base64.b64encode(os.urandom(16)).decode()
     extra = dict(headers or {})
     offer = list(protocols)
@@ -711,7 +717,10 @@ async def websocket_connect(
         "Sec-WebSocket-Version: 13",
         *(f"{name}: {value}" for name, value in extra.items()),
     ]
-    stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if first_message is not None:
+        request += bytes(encode_frame(OP_BINARY, first_message, mask=True))
+    stream.write(request)
     try:
         async with asyncio.timeout(timeout):
             await stream.drain()
@@ -752,4 +761,6 @@ async def websocket_connect(
             Op.PROXY_HANDSHAKE,
             "the WebSocket upgrade answer is wrong",
         )
-    return WebSocketStream(stream, client=True, subprotocol=chosen, max_frame=max_frame)
+    ws = WebSocketStream(stream, client=True, subprotocol=chosen, max_frame=max_frame)
+    ws.answer_size = len(head)
+    return ws

@@ -7,6 +7,9 @@ connections: RelayServer._serve); every carrier of it feeds the session the segm
 carries. The relay sends on the oldest carrier it has not ended, within the allowance the
 client gave it; when the allowance is spent it ends the carrier with a segment flagged END.
 A REWIND (the client lost a carrier) ends every carrier older than the one it came on.
+On a `detour-carrier/2` carrier the hello may be early (it came with the upgrade): the relay
+then sends no more than its provisional allowance there until the client's confirm says
+what the carrier may carry, and meanwhile sends on the next carrier.
 A session with no carrier for LINGER seconds is closed. A session has at most
 `[limits] carriers_per_session` carriers open: at the limit the oldest the relay has ended
 are closed to make room (a client from before the limit keeps every carrier open until it
@@ -24,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from transports.base import Stream
 from transports.fronted.capped import (
+    CARRIER_PROTOCOL_EARLY,
     NEW,
     OK,
     REFUSED,
@@ -33,7 +37,9 @@ from transports.fronted.capped import (
     SegmentReader,
     SessionStream,
     encode_welcome,
+    parse_confirm,
     parse_hello,
+    parse_hello_early,
 )
 from transports.fronted.session import END, HEADER, REWIND
 from transports.wire import NeedMore, ProtocolError
@@ -52,9 +58,10 @@ _ = NEW  # the hello's flag, read by parse_hello
 
 
 class _Link:
-    def __init__(self, ws: Stream, allowance: int) -> None:
+    def __init__(self, ws: Stream, allowance: int, *, confirmed: bool = True) -> None:
         self.ws = ws
-        self.allowance = allowance
+        self.allowance = allowance  # until confirmed: the provisional one
+        self.confirmed = confirmed
         self.used = 0
         self.ended = False  # END sent: nothing more goes here
 
@@ -62,6 +69,15 @@ class _Link:
     def room(self) -> int:
         # What a segment may take now, keeping room for the END segment.
         return self.allowance - self.used - 2 * (HEADER.size + WRITE_COST)
+
+    @property
+    def usable(self) -> bool:
+        """Not ended, and not waiting for a confirm with its provisional allowance spent."""
+        return not self.ended and (self.confirmed or self.room >= HEADER.size + 1)
+
+    def confirm(self, allowance: int) -> None:
+        self.allowance = allowance
+        self.confirmed = True
 
     def send(self, data: bytes) -> None:
         self.used += len(data) + WRITE_COST
@@ -117,7 +133,7 @@ class _Session:
     async def _write_loop(self) -> None:
         stream = self.stream
         while not stream.ended.is_set():
-            link = next((x for x in self.links if not x.ended), None)
+            link = next((x for x in self.links if x.usable), None)
             if link is None:
                 self.changed.clear()
                 await self.changed.wait()
@@ -162,11 +178,13 @@ class CarrierHub:
         self.of_client: Counter[str] = Counter()
         self._reaper: asyncio.Task[None] | None = None
 
-    async def carrier(self, ws: Stream, name: str) -> None:
-        """One carrier, from its hello to its end."""
+    async def carrier(self, ws: Stream, name: str, protocol: str = "") -> None:
+        """One carrier, from its hello to its end; `protocol`: the subprotocol agreed."""
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
-                _, ident, new, allowance, rest = await _read_hello(ws)
+                _, ident, new, allowance, early, rest = await _read_hello(
+                    ws, protocol == CARRIER_PROTOCOL_EARLY
+                )
         except (TimeoutError, ProtocolError, OSError, asyncio.IncompleteReadError) as exc:
             log.info("relay: %s: no valid carrier hello (%s)", name, type(exc).__name__)
             ws.abort()
@@ -193,12 +211,23 @@ class CarrierHub:
         if status != OK or session is None:
             ws.close()
             return
-        link = _Link(ws, allowance)
+        link = _Link(ws, allowance, confirmed=not early)
         session.attach(link)
         reader = SegmentReader()
+        pending = b""  # an early hello's confirm, until it is whole
         try:
             data = rest
             while True:
+                if data and not link.confirmed:
+                    pending += data
+                    try:
+                        used, final = parse_confirm(pending)
+                    except NeedMore:
+                        data = b""
+                    else:
+                        link.confirm(final)
+                        session.changed.set()
+                        data, pending = pending[used:], b""
                 if data:
                     for segment in reader.feed(data):
                         session.stream.receive(segment)
@@ -273,12 +302,15 @@ class CarrierHub:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _read_hello(ws: Stream) -> tuple[int, bytes, bool, int, bytes]:
+async def _read_hello(ws: Stream, early_ok: bool) -> tuple[int, bytes, bool, int, bool, bytes]:
     buf = b""
     while True:
         try:
-            used, ident, new, allowance = parse_hello(buf)
-            return used, ident, new, allowance, buf[used:]
+            if early_ok:
+                used, ident, new, allowance, early = parse_hello_early(buf)
+            else:
+                (used, ident, new, allowance), early = parse_hello(buf), False
+            return used, ident, new, allowance, early, buf[used:]
         except NeedMore:
             chunk = await ws.read(64)
             if not chunk:

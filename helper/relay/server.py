@@ -34,7 +34,7 @@ from transports import DialError, Endpoint, Failure, Op, Stream
 from transports.base import IPAddress
 from transports.direct import DirectDialer
 from transports.fronted.accesskey import TokenCheck, read_access_token
-from transports.fronted.capped import CARRIER_PROTOCOL
+from transports.fronted.capped import CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY
 from transports.fronted.client import COOKIE
 from transports.fronted.datagrams import ASSOCIATE
 from transports.fronted.heap import keep_large_buffers
@@ -104,6 +104,9 @@ def cookie(request: Request, name: str) -> str | None:
 
 
 class RelayServer:
+    # The capped mode's subprotocols, /2 first (it also takes a hello sent with the upgrade).
+    carrier_protocols: tuple[str, ...] = (CARRIER_PROTOCOL_EARLY, CARRIER_PROTOCOL)
+
     def __init__(
         self,
         config: RelayConfig,
@@ -170,15 +173,15 @@ class RelayServer:
             return self.decoy(request)
         name = check.name
         try:
-            headers, chosen = accept_headers(request, (CARRIER_PROTOCOL,))
+            headers, chosen = accept_headers(request, self.carrier_protocols)
         except ProtocolError as exc:
             log.info("relay: %s: not a WebSocket upgrade (%s)", name, exc)
             return self.decoy(request)
         if not self.replays.first_use(check.ident, check.expires + 1):
             log.warning("relay: %s's token came again (a replay): the website", name)
             return self.decoy(request)
-        if chosen == CARRIER_PROTOCOL:
-            return Upgrade(headers, lambda stream: self.carrier(stream, name))
+        if chosen in (CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY):
+            return Upgrade(headers, lambda stream: self.carrier(stream, name, chosen))
         if self.per_client[name] >= self.config.connections_per_client:
             log.info(
                 "relay: %s is at its limit of %d tunnels", name, self.config.connections_per_client
@@ -231,11 +234,11 @@ class RelayServer:
             self.per_client[name] -= 1
             ws.close()
 
-    async def carrier(self, stream: Stream, name: str) -> None:
+    async def carrier(self, stream: Stream, name: str, protocol: str = CARRIER_PROTOCOL) -> None:
         """After the 101 of a capped session's carrier (carriers.py)."""
-        ws = WebSocketStream(stream, client=False, subprotocol=CARRIER_PROTOCOL)
+        ws = WebSocketStream(stream, client=False, subprotocol=protocol)
         try:
-            await self.carriers.carrier(ws, name)
+            await self.carriers.carrier(ws, name, protocol)
         finally:
             ws.close()
 

@@ -268,12 +268,17 @@ def _verdict(parse, data: bytes):
 
 
 def carrier_parsers_take_any_bytes(raw: bytes) -> None:
-    from transports.fronted.capped import parse_hello, parse_welcome
+    from transports.fronted.capped import (
+        parse_confirm,
+        parse_hello,
+        parse_hello_early,
+        parse_welcome,
+    )
 
     cut = raw[0] % len(raw) if raw else 0  # one draw: the bytes, and where more start
     data, more = raw[:cut], raw[cut:]
 
-    for parse in (parse_segment, parse_hello, parse_welcome):
+    for parse in (parse_segment, parse_hello, parse_hello_early, parse_welcome, parse_confirm):
         verdict, value = _verdict(parse, data)
         later, later_value = _verdict(parse, data + more)
         if verdict == "ok":
@@ -312,3 +317,24 @@ def test_hello_and_welcome_round_trip() -> None:
 def test_delivery_under_loss_and_carrier_parsers(data, raw) -> None:
     loss_reorder_and_duplication_deliver_exactly_the_bytes_in_order(data)
     carrier_parsers_take_any_bytes(raw)
+
+
+def test_an_early_hello_and_its_confirm_round_trip() -> None:
+    from transports.fronted.capped import (
+        encode_confirm,
+        encode_hello,
+        parse_confirm,
+        parse_hello,
+        parse_hello_early,
+    )
+
+    ident = bytes(range(16))
+    early = encode_hello(ident, new=False, allowance=7000, early=True)
+    assert parse_hello_early(early) == (22, ident, False, 7000, True)
+    plain = encode_hello(ident, new=True, allowance=9000)
+    assert parse_hello_early(plain) == (22, ident, True, 9000, False)
+    with pytest.raises(ProtocolError):
+        parse_hello(early)  # a detour-carrier/1 relay never gets one; were it sent: refused
+    assert parse_confirm(encode_confirm(9300) + b"more") == (4, 9300)
+    with pytest.raises(NeedMore):
+        parse_confirm(encode_confirm(9300)[:3])

@@ -12,8 +12,20 @@ top of the session's stream, unchanged.
 
 On each carrier the client's first WebSocket message is a hello, the relay's a welcome:
 
-    hello   | version 1 (1) | flags (1): 01 a new session | session id (16) | allowance (4) |
+    hello   | version 1 (1) | flags (1): 01 a new session, 02 early | session id (16) |
+            | allowance (4) |
     welcome | version 1 (1) | status (1): 00 ok, 01 no such session, 02 refused |
+    confirm | allowance (4) |     (after an early hello only)
+
+A relay that offers `detour-carrier/2` also takes an *early* hello: one sent right behind the
+upgrade request, before the front's answer (one round trip less per carrier). The client
+cannot know then how large the front's answer will be, so the early hello's allowance is
+provisional: the budget less the TLS handshake, the largest answer seen on this front's
+earlier carriers (learned on carriers with the hello after the answer), SLACK and the margin,
+less HOLD. Once the answer is in, the client sends the confirm: the allowance for the
+answer it got (smaller where the answer grew; the next carrier then measures again). The
+relay sends no more than the provisional allowance on the carrier until the confirm, so an
+answer that grows by up to HOLD bytes keeps the budget.
 
 The allowance is what the relay may send on this carrier (session segments, each write
 counted with WRITE_COST for the front's framing): the budget less what the client has
@@ -48,15 +60,19 @@ from .session import END, HEADER, PING, REWIND, Segment, Session, parse_segment
 
 __all__ = [
     "CARRIER_PROTOCOL",
+    "CARRIER_PROTOCOL_EARLY",
     "DEFAULT_BUDGET",
     "HANDSHAKES",
     "CappedTunnel",
     "CarrierLimit",
     "CarrierLink",
     "Counted",
+    "EarlyHelloFailed",
     "SessionStream",
+    "encode_confirm",
     "encode_hello",
     "encode_welcome",
+    "parse_confirm",
     "parse_hello",
     "parse_welcome",
 ]
@@ -64,17 +80,23 @@ __all__ = [
 log = logging.getLogger("detour.transports.front")
 
 CARRIER_PROTOCOL = "detour-carrier/1"
+CARRIER_PROTOCOL_EARLY = "detour-carrier/2"  # the relay also takes an early hello
 VERSION = 1
-NEW = 1
+NEW, EARLY = 1, 2
 OK, UNKNOWN, REFUSED = 0, 1, 2
 HELLO = struct.Struct("!BB16sI")
 WELCOME = struct.Struct("!BB")
+CONFIRM = struct.Struct("!I")
 
 # Bytes a carrier may carry each way, counted on the TCP connection (TLS handshake included):
 # safely under the ~16 KB after which flows freeze.
 DEFAULT_BUDGET = 12 * 1024
 MIN_BUDGET = 4 * 1024
 MARGIN = 1024  # kept back from the relay's allowance: the front frames what it passes on
+# ... at least this much once carriers the relay filled showed what the front's framing adds
+# beyond the relay's own count (WRITE_COST per write); MEASURED of them are needed
+MARGIN_FLOOR = 256
+MEASURED = 4
 WRITE_COST = 64  # counted per write on top of its bytes (a WebSocket head, a TLS record's)
 DEADLINE = 4.0  # seconds without an answer after which a carrier counts as frozen
 PROBE_AFTER = 1.0  # a carrier silent this long while the session is busy is asked (PING)
@@ -87,6 +109,9 @@ PARALLEL = 6  # carriers opening at once, at most
 HANDSHAKES = 2  # of those, in their TLS handshake with the front at once (modes.py)
 MOST = 24  # carriers open or opening at once, at most (the relay's default limit is 32)
 CLOSE_GRACE = 5.0  # a closed session's last bytes and FIN get this long to be acknowledged
+SLACK = 256  # an early hello's allowance also keeps this back beyond the largest answer seen
+HOLD = 2048  # ... and this, which the relay may send only after the confirm
+REMEASURE = 32  # carriers with an early hello before one measures the front's answer again
 
 
 class CarrierLimit(DialError):
@@ -97,23 +122,54 @@ class CarrierLimit(DialError):
         super().__init__(Failure.PROXY_REFUSED, Op.PROXY_HANDSHAKE, detail)
 
 
+class EarlyHelloFailed(DialError):
+    """A carrier whose hello went with the upgrade did not open (the dialer then sends the
+    hello after the answer for a while): not counted among the carriers that failed in a
+    row, since the next one, with its hello after the answer, may well open."""
+
+    def __init__(self, cause: DialError) -> None:
+        super().__init__(cause.failure, cause.op, cause.detail)
+
+
 # --- the hello and the welcome (sans-IO) ----------------------------------------------------
 
 
-def encode_hello(session_id: bytes, *, new: bool, allowance: int) -> bytes:
-    return HELLO.pack(VERSION, NEW if new else 0, session_id, allowance)
+def encode_hello(session_id: bytes, *, new: bool, allowance: int, early: bool = False) -> bytes:
+    return HELLO.pack(VERSION, (NEW if new else 0) | (EARLY if early else 0), session_id, allowance)
 
 
 def parse_hello(buf: bytes) -> tuple[int, bytes, bool, int]:
-    """(consumed, session id, new, allowance); NeedMore or ProtocolError."""
+    """(consumed, session id, new, allowance) of a `detour-carrier/1` hello; NeedMore or
+    ProtocolError."""
+    used, session_id, new, allowance, early = parse_hello_early(buf)
+    if early:
+        raise ProtocolError("not a carrier hello")
+    return used, session_id, new, allowance
+
+
+def parse_hello_early(buf: bytes) -> tuple[int, bytes, bool, int, bool]:
+    """(consumed, session id, new, allowance, early) of a `detour-carrier/2` hello: `early`
+    says a confirm follows, and the allowance is what may be sent before it."""
     if len(buf) < HELLO.size:
         raise NeedMore
     version, flags, session_id, allowance = HELLO.unpack_from(buf)
-    if version != VERSION or flags & ~NEW:
+    if version != VERSION or flags & ~(NEW | EARLY):
         raise ProtocolError("not a carrier hello")
     if allowance < HEADER.size + WRITE_COST:
         raise ProtocolError(f"an allowance of {allowance} bytes")
-    return HELLO.size, session_id, bool(flags & NEW), allowance
+    return HELLO.size, session_id, bool(flags & NEW), allowance, bool(flags & EARLY)
+
+
+def encode_confirm(allowance: int) -> bytes:
+    return CONFIRM.pack(allowance)
+
+
+def parse_confirm(buf: bytes | bytearray) -> tuple[int, int]:
+    """(consumed, allowance); NeedMore. Any allowance is valid: below what was sent already,
+    the carrier just ends."""
+    if len(buf) < CONFIRM.size:
+        raise NeedMore
+    return CONFIRM.size, CONFIRM.unpack_from(buf)[0]
 
 
 def encode_welcome(status: int) -> bytes:
@@ -313,6 +369,9 @@ class CarrierLink:
         self.end_sent = False  # so did we (the relay then ends it too)
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
+        self.early = False  # its hello went with the upgrade
+        self.margin = MARGIN  # what its allowance kept back for the front's framing
+        self.timings: dict[str, float] = {}  # seconds from the start to each step's end
 
     @property
     def up_room(self) -> int:
@@ -358,8 +417,12 @@ class CappedTunnel:
         budget: int = DEFAULT_BUDGET,
         deadline: float = DEADLINE,
         name: str = "capped",
+        retired: Callable[[CarrierLink], None] | None = None,
+        early_failed: Callable[[DialError], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._retired = retired  # told of every carrier both sides ended
+        self._early_failed = early_failed  # told of an EarlyHelloFailed while in use
         self.budget = budget
         self.deadline = deadline
         self.name = name
@@ -440,6 +503,8 @@ class CappedTunnel:
         self._wake.set()
 
     def _retire(self, link: CarrierLink) -> None:
+        if self._retired is not None and not link.closed:
+            self._retired(link)
         link.close()
         if link in self.links:
             self.links.remove(link)
@@ -519,6 +584,10 @@ class CappedTunnel:
                         self.most = max(2, min(self.most, len(self.links)))
                         self.pool = min(self.pool, self.most - 1)
                         log.info("%s: %s: at most %d open", self.name, exc, self.most)
+                    except EarlyHelloFailed as exc:
+                        log.info("%s: a carrier did not open: %s", self.name, exc)
+                        if not stream.closed and self._early_failed is not None:
+                            self._early_failed(exc)
                     except DialError as exc:
                         self._failures += 1
                         log.info("%s: a carrier did not open: %s", self.name, exc)

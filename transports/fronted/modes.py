@@ -32,17 +32,25 @@ from ..wire import NeedMore, ProtocolError
 from .accesskey import access_token
 from .capped import (
     CARRIER_PROTOCOL,
+    CARRIER_PROTOCOL_EARLY,
     DEFAULT_BUDGET,
     HANDSHAKES,
+    HOLD,
     MARGIN,
+    MARGIN_FLOOR,
+    MEASURED,
     MIN_BUDGET,
     OK,
     REFUSED,
+    REMEASURE,
+    SLACK,
     UNKNOWN,
     CappedTunnel,
     CarrierLimit,
     CarrierLink,
     Counted,
+    EarlyHelloFailed,
+    encode_confirm,
     encode_hello,
     parse_welcome,
 )
@@ -65,6 +73,7 @@ SILENT = 4.0  # a long tunnel with connections, silent this long, is asked (PING
 ANSWER_FACTOR = 4.0  # a PING unanswered this many times the slowest answer seen: frozen
 ANSWERS_KEPT = 8  # the relay's answer times remembered
 RECENT = 30.0  # a freeze noted this recently answers a probe's confirm_freeze()
+FILLED = 512  # a carrier that received this close to its line was filled by the relay
 
 
 class CarrierUnsupported(DialError):
@@ -90,6 +99,20 @@ class CarrierMode:
         self._tls_session: Any = None
         self._handshaking = asyncio.Semaphore(HANDSHAKES)
         self.resumed = 0  # carriers whose TLS with the front was resumed (no certificates)
+        # The early hello (capped.py): whether the relay takes it (None: not known yet), and
+        # what the front sent on recent carriers between the TLS handshake and its answer's
+        # end (tickets, the answer, their records), with the answers' head sizes.
+        self.relay_early: bool | None = None
+        self._after_tls: deque[int] = deque(maxlen=ANSWERS_KEPT)
+        self._heads: deque[int] = deque(maxlen=ANSWERS_KEPT)
+        self._early_left = 0  # early hellos before the answer is measured again
+        self._early_off_until = 0.0  # after an answer grew by more than HOLD
+        self.offer_early = True  # False: offer `detour-carrier/1` only (as before /2)
+        self.early_carriers = 0
+        # How far past the line of no margin (budget less margin) the carriers the relay
+        # filled went: the front's framing beyond the relay's own count (capped.py, MARGIN).
+        self._framing: deque[int] = deque(maxlen=4 * ANSWERS_KEPT)
+        self.timings: deque[dict[str, float]] = deque(maxlen=256)  # the last carriers' steps
         self._watchers: set[asyncio.Task[None]] = set()
         self._answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # seconds, the relay's
         self._watched: dict[MuxSession, Counted] = {}  # long tunnels, each with its count
@@ -124,6 +147,8 @@ class CarrierMode:
         dialer = self.dialer
         tunnel = CappedTunnel(
             self._carrier,
+            retired=self._retired,
+            early_failed=self.early_hello_failed,
             budget=self.budget,
             deadline=max(2.0, min(dialer.handshake_timeout, 4.0)),
             name=f"front {dialer.key.front}",
@@ -156,64 +181,104 @@ class CarrierMode:
         session.capped = tunnel  # type: ignore[attr-defined]
         return session
 
+    def margin(self) -> int:
+        """What an allowance keeps back for the front's framing: MARGIN until MEASURED
+        carriers the relay filled were seen, then what the most framing seen on the recent
+        ones needed, plus MARGIN_FLOOR (never more than MARGIN)."""
+        if len(self._framing) < MEASURED:
+            return MARGIN
+        return max(MARGIN_FLOOR, min(MARGIN, max(self._framing) + MARGIN_FLOOR))
+
+    def _retired(self, link: CarrierLink) -> None:
+        """A carrier both sides ended: if the relay filled it (within what an END and a last
+        segment leave), what it received against the line of no margin."""
+        line = link.budget - link.margin
+        received = link.counted.received
+        if received >= line - FILLED:
+            self._framing.append(received - line)
+
+    def _early_allowance(self, tls_bytes: int, margin: int | None = None) -> int | None:
+        """The provisional allowance of an early hello after a TLS handshake of `tls_bytes`
+        (capped.py), or None when this carrier is to measure the front's answer (the hello
+        after it): the relay's support not known yet, no answer measured, or one grew."""
+        if not self.relay_early or not self._after_tls or self._early_left <= 0:
+            return None
+        if asyncio.get_running_loop().time() < self._early_off_until:
+            return None
+        margin = self.margin() if margin is None else margin
+        allowance = self.budget - tls_bytes - max(self._after_tls) - SLACK - margin - HOLD
+        return allowance if allowance >= MIN_BUDGET // 4 else None
+
     async def _carrier(self, session_id: bytes, new: bool) -> CarrierLink:
         dialer = self.dialer
         key = dialer.key
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        timings: dict[str, float] = {}
         try:
             raw = await dialer.inner.dial(key.address)
         except DialError as exc:
             raise DialError(exc.failure, exc.op, f"front {key.address}: {exc.detail}") from None
+        timings["tcp"] = loop.time() - began
         counted = Counted(raw)
         timeout = dialer.handshake_timeout
+        early: int | None = None
         try:
             async with asyncio.timeout(timeout):
                 # At most HANDSHAKES TLS handshakes with the front under way at once; the
                 # carriers' upgrades and hellos, after them, overlap freely.
                 async with self._handshaking:
+                    timings["tls_turn"] = loop.time() - began
                     outer = await tls_connect(
                         counted, dialer.outer_tls, key.front, timeout=timeout,
                         session=self._tls_session,
                     )  # fmt: skip
+                timings["tls"] = loop.time() - began
+                tls_bytes = counted.received
+                margin = self.margin()
+                early = self._early_allowance(tls_bytes, margin)
+                hello = None
+                if early is not None:
+                    hello = encode_hello(session_id, new=new, allowance=early, early=True)
                 ws = await websocket_connect(
                     outer,
                     key.host,
                     key.path,
                     headers=dialer._headers(access_token(key)),
-                    protocols=[CARRIER_PROTOCOL],
+                    protocols=self._offer(early is not None),
                     timeout=timeout,
+                    first_message=hello,
                 )
-                if ws.subprotocol != CARRIER_PROTOCOL:
-                    ws.abort()
-                    raise CarrierUnsupported("the relay has no capped mode")
-                allowance = self.budget - counted.received - MARGIN
-                if allowance < MIN_BUDGET // 4:
-                    ws.abort()
-                    raise DialError(
-                        Failure.PROXY_PROTOCOL_ERROR,
-                        Op.PROXY_HANDSHAKE,
-                        f"the front's handshake took {counted.received} of the {self.budget}-byte "
-                        "budget (carrier budget too small)",
-                    )
-                ws.write(encode_hello(session_id, new=new, allowance=allowance))
+                timings["upgrade"] = loop.time() - began
+                if early is not None:
+                    allowance = self._confirm(ws, early)
+                else:
+                    allowance = self._measure(ws, counted, tls_bytes, margin)
+                    ws.write(encode_hello(session_id, new=new, allowance=allowance))
                 status, rest = await _read_welcome(ws)
+                timings["welcome"] = loop.time() - began
         except TimeoutError:
             counted.abort()
-            raise DialError(
-                Failure.TIMEOUT,
-                Op.PROXY_HANDSHAKE,
-                f"a carrier through {key.front} was not open within {timeout:g}s",
+            raise self._failed(
+                early,
+                DialError(
+                    Failure.TIMEOUT,
+                    Op.PROXY_HANDSHAKE,
+                    f"a carrier through {key.front} was not open within {timeout:g}s",
+                ),
             ) from None
-        except DialError:
+        except DialError as exc:
             counted.abort()
-            raise
+            raise self._failed(early, exc) from None
         except ProtocolError as exc:
             counted.abort()
-            raise DialError(
-                Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"relay: {exc}"
-            ) from None
+            error = DialError(Failure.PROXY_PROTOCOL_ERROR, Op.PROXY_HANDSHAKE, f"relay: {exc}")
+            raise self._failed(early, error) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             counted.abort()
-            raise dialer._broken(exc) from None
+            if early is not None:
+                self.relay_early = None  # the relay behind the front may have changed: ask
+            raise self._failed(early, dialer._broken(exc)) from None
         if status != OK:
             ws.abort()
             if status == REFUSED and not new:
@@ -225,11 +290,98 @@ class CarrierMode:
         ssl_object = outer.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.resumed += ssl_object.session_reused
+            timings["resumed"] = float(ssl_object.session_reused)
             # Read once: the ssl module copies the session (certificates and all) each time.
             session = ssl_object.session
             if session is not None:
                 self._tls_session = session
-        return CarrierLink(ws, counted, allowance, self.budget)
+        link = CarrierLink(ws, counted, allowance, self.budget)
+        link.margin = margin
+        link.early = early is not None
+        self.early_carriers += link.early
+        link.timings = timings
+        self.timings.append(timings)
+        return link
+
+    def _failed(self, early: int | None, error: DialError) -> DialError:
+        """What a carrier that did not open raises: EarlyHelloFailed for one whose hello
+        went with the upgrade (the tunnel then calls early_hello_failed, unless it is
+        closing: carriers still opening then fail as the relay ends the session)."""
+        if early is None or isinstance(error, CarrierUnsupported):
+            return error
+        return EarlyHelloFailed(error)
+
+    def early_hello_failed(self, error: DialError) -> None:
+        """A carrier whose hello went with the upgrade did not open while its tunnel was in
+        use: perhaps the front does not pass on what comes before its answer. Hellos after
+        the answer for a while (such a front costs a carrier every UNSUPPORTED_RETRY s)."""
+        self._early_off_until = asyncio.get_running_loop().time() + UNSUPPORTED_RETRY
+        log.info(
+            "front %s: a carrier with its hello sent with the upgrade did not open (%s): "
+            "hellos after the answer for %.0f s",
+            self.dialer.key.front, error, UNSUPPORTED_RETRY,
+        )  # fmt: skip
+
+    def _offer(self, early: bool) -> list[str]:
+        if early:
+            return [CARRIER_PROTOCOL_EARLY]
+        if not self.offer_early:
+            return [CARRIER_PROTOCOL]
+        return [CARRIER_PROTOCOL_EARLY, CARRIER_PROTOCOL]
+
+    def _measure(self, ws: Any, counted: Counted, tls_bytes: int, margin: int = MARGIN) -> int:
+        """A carrier with its hello after the answer: what the front sent is known exactly
+        (the relay has sent nothing yet). Noted for the early hellos of the next carriers."""
+        if ws.subprotocol not in (CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY):
+            ws.abort()
+            raise CarrierUnsupported("the relay has no capped mode")
+        self.relay_early = ws.subprotocol == CARRIER_PROTOCOL_EARLY
+        allowance = self.budget - counted.received - margin
+        if allowance < MIN_BUDGET // 4:
+            ws.abort()
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR,
+                Op.PROXY_HANDSHAKE,
+                f"the front's handshake took {counted.received} of the {self.budget}-byte "
+                "budget (carrier budget too small)",
+            )
+        self._after_tls.append(counted.received - tls_bytes)
+        self._heads.append(ws.answer_size)
+        self._early_left = REMEASURE
+        return allowance
+
+    def _confirm(self, ws: Any, early: int) -> int:
+        """An early hello's carrier, its answer in: the allowance for the answer that came
+        (the confirm, sent now). An answer larger than the largest seen takes its growth off,
+        and the next carrier measures again."""
+        if ws.subprotocol != CARRIER_PROTOCOL_EARLY:
+            ws.abort()
+            self.relay_early = None  # another relay behind the front: the next one asks
+            raise DialError(
+                Failure.PROXY_PROTOCOL_ERROR,
+                Op.PROXY_HANDSHAKE,
+                "the relay did not take the early hello (it changed?): asking again",
+            )
+        self._early_left -= 1
+        growth = ws.answer_size - max(self._heads, default=0)
+        if growth > HOLD:
+            # The relay may have sent more than this carrier should carry: no early hellos
+            # through this front for a while (its answers are not steady enough).
+            log.warning(
+                "front %s: its answer grew by %d bytes, more than the %d an early hello "
+                "allows for: hellos after the answer for %.0f s",
+                self.dialer.key.front, growth, HOLD, UNSUPPORTED_RETRY,
+            )  # fmt: skip
+            self._early_off_until = asyncio.get_running_loop().time() + UNSUPPORTED_RETRY
+        if growth > 0:
+            log.info(
+                "front %s: its answer grew by %d bytes: measured again on the next carrier",
+                self.dialer.key.front, growth,
+            )  # fmt: skip
+            self._early_left = 0
+        allowance = early + HOLD - max(0, growth)
+        ws.write(encode_confirm(allowance))
+        return allowance
 
     # --- watching long tunnels (auto) -------------------------------------------------------
 

@@ -61,7 +61,9 @@ NAMESPACE_PREFIX = "detour-lab"
 GATEWAY_PREFIX, ISP_PREFIX, CLIENT_PREFIX = (
     f"{NAMESPACE_PREFIX}-{r}" for r in ("gw", "isp", "client")
 )
-START_TIMEOUT = 30.0
+# A safety net on a lab process starting (one that exits is seen at once): importing the
+# lab alone took 33 s on two cores with a load average of 16 (1.2 s of CPU).
+START_TIMEOUT = 120.0
 
 
 def nft_ruleset(policy: Policy) -> str:

@@ -28,6 +28,7 @@ from helper.lab.netns import NetnsLab
 from helper.routing.state import HealthStore, network_id
 from helper.search.budget import Booking
 from tests.lab.conftest import free_network, require_netns
+from tests.support.unhurried import SLOW, unhurried
 from tests.support.waiting import loop_lag, until
 from transports import Endpoint
 from transports.tls import tls_connect
@@ -133,7 +134,7 @@ async def test_connections_keep_their_route_while_a_search_runs(
     search's attempts, so they interleave with its handshakes. (A search of 5 attempts, not
     the built-in 30: how many it makes is not what this shows.)"""
     await userland.set_scenario("sni-reset-reassembling")
-    config = lab_config(userland, budget=True)
+    config = unhurried(lab_config(userland, budget=True))
     config = dataclasses.replace(config, search=dataclasses.replace(config.search, attempts=5))
     engine = Engine(config, store=HealthStore(tmp_path), network="lab")
     waits: list[tuple[str, bool, float]] = []  # (name, a client's, how long it waits)
@@ -150,14 +151,33 @@ async def test_connections_keep_their_route_while_a_search_runs(
         return len(searched.tried) if searched is not None else 0
 
     engine.budget.book = spy  # type: ignore[method-assign]
+    # Each of the search's attempts starts once a connection of the loop below has started,
+    # so that they interleave however slow the machine: unheld, a search on a busy machine
+    # made its attempts while one connection was under way, and fewer of the connections
+    # fell within it.
+    turns = asyncio.Semaphore(0)
+    probe = engine.search.prober.probe
+
+    async def held(service, route, **kwargs):
+        if route.name != "direct":  # the search's direct probe is its first verdict
+            await turns.acquire()
+        return await probe(service, route, **kwargs)
+
+    engine.search.prober.probe = held  # type: ignore[method-assign]
     async with engine:
         telegram = next(s for s in engine.router.services if s.name == "telegram")
-        await until(lambda: engine.router.active_route(telegram) is not None)
+        # Once the lab's SOCKS proxy has its full verdict, not an early pass (which ranks
+        # after a sure one): on a busy machine the lab's HTTP proxy can pass first, and the
+        # route would then move while the connections below are made.
+        health = engine.router.health
+        await until(
+            lambda: (h := health.get("telegram", "lab-socks")).ok and not h.freeze_unsure, SLOW
+        )
         best = engine.router.active_route(telegram)
         assert best is not None and best.name == "lab-socks"
         # A race starts its next route when the first is slower than the stagger: on a
         # loaded machine the lab's SOCKS proxy can be. The search's effect is what is shown.
-        engine.router.stagger = 3.0
+        engine.router.stagger = SLOW
         task = engine.searches.start(["telegram"])
         assert engine.searches.start(["telegram"]) is task  # one search at a time
         context = ssl.create_default_context(cafile=str(userland.ca.ca_path))
@@ -165,17 +185,18 @@ async def test_connections_keep_their_route_while_a_search_runs(
         while engine.searches.running or made == 0:
             waits.clear()
             searching = engine.searches.running
+            seen = tried()
+            turns.release()  # the search's next attempt, alongside this connection
             connection = await engine.router.connect(Endpoint("web.telegram.org", 443))
             assert connection.route.name == best.name
-            tls = await tls_connect(connection.stream, context, "web.telegram.org", timeout=3)
+            tls = await tls_connect(connection.stream, context, "web.telegram.org", timeout=SLOW)
             tls.close()
             client = [w for w in waits if w[1]]
             assert client == [("web.telegram.org", True, 0.0)]  # first and only attempt
             made += 1
             during += searching and engine.searches.running  # began and ended in the search
             # The next once the search has made one more attempt (or ended).
-            seen = tried()
-            await until(lambda seen=seen: tried() > seen or not engine.searches.running, 60)
+            await until(lambda seen=seen: tried() > seen or not engine.searches.running, SLOW)
         report = await task
         assert report.services["telegram"].verdict.startswith(NOTHING_WORKS)
         assert len(report.services["telegram"].tried) == 5  # it did search

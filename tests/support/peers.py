@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: How long a peer may take to accept its first TCP connection.
-START_TIMEOUT = 10.0
+START_TIMEOUT = 60.0  # a safety net (a peer that exits is seen at once), for a busy machine
 #: How long stop() waits after SIGTERM before it sends SIGKILL.
 STOP_TIMEOUT = 5.0
 #: Load tests open hundreds of tunnels: two sockets each in the client, more in the peer.

@@ -18,7 +18,7 @@ from telethon import TelegramClient
 from telethon.network import connection as telethon_connection
 from telethon.sessions import MemorySession
 
-from helper.config import parse_config
+from helper.config import Config, parse_config
 from helper.engine import Engine
 from helper.lab.lab import Lab
 from helper.lab.telegram import server_key_fingerprint
@@ -32,10 +32,11 @@ MTPROXY = telethon_connection.ConnectionTcpMTProxyRandomizedIntermediate  # a `d
 
 
 @contextlib.asynccontextmanager
-async def running_engine(text: str, pin: str | None = None) -> AsyncIterator[Engine]:
-    """detour from config `text`, no probes at start; `pin`: the route the telegram service
-    takes (as the terminal UI's "p" does)."""
-    engine = Engine(parse_config(text), probe_on_start=False)
+async def running_engine(text: str | Config, pin: str | None = None) -> AsyncIterator[Engine]:
+    """detour from config `text` (or a parsed config), no probes at start; `pin`: the route
+    the telegram service takes (as the terminal UI's "p" does)."""
+    config = parse_config(text) if isinstance(text, str) else text
+    engine = Engine(config, probe_on_start=False)
     await engine.start()
     if pin is not None:
         engine.router.pin("telegram", pin)

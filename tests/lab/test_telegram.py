@@ -6,6 +6,7 @@ factored pq -- goes on to req_DH_params, which the mock records."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -19,6 +20,7 @@ from helper.engine import Engine
 from helper.lab.lab import Lab
 from tests.lab.conftest import free_network
 from tests.support.unhurried import unhurried
+from tests.support.waiting import until
 
 telethon = pytest.importorskip("telethon")
 pytest.importorskip("python_socks")
@@ -74,18 +76,27 @@ async def test_telethon_reaches_a_black_holed_dc_through_tgws(
 # The probe timeout of the test whose verdicts need one (the routes to the black-holed DC
 # fail by it): ten times the lab's, as a working route through tgws (TLS, WebSocket and an
 # MTProto round trip, the lab's servers in this test's event loop) took longer than the
-# lab's 3 s on two cores with a load average of 20.
+# lab's 3 s on two cores with a load average of 20. The test waits for tgws's full verdict,
+# not for the black-holed routes' timeouts.
 PATIENT = 30.0
 
 
-@pytest.mark.slow  # the black-holed routes wait PATIENT
 async def test_without_a_pin_the_probes_send_telegram_to_tgws(lab: Lab) -> None:
     config = unhurried(parse_config(lab.helper_config(listen="127.0.0.1:0")))
     config = dataclasses.replace(config, probe=dataclasses.replace(config.probe, timeout=PATIENT))
     async with running_engine(config) as engine:
         telegram = next(s for s in engine.router.services if s.name == "telegram")
-        await engine.monitor.probe_now(telegram)
-        assert engine.router.active_route(telegram).name == "tgws"
+        probing = asyncio.ensure_future(engine.monitor.probe_now(telegram))
+        try:
+            health = engine.router.health
+            await until(
+                lambda: (h := health.get("telegram", "tgws")).ok and not h.freeze_unsure, 240
+            )
+            assert engine.router.active_route(telegram).name == "tgws"
+        finally:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
         start = len(lab.dc_events.events)
         await telethon_connects(lab, engine, CONNECTIONS["obfuscated"])
     assert "req_DH_params" in [e.what for e in events_since(lab, start)]

@@ -2,15 +2,15 @@
 
 Several of detour's paths make buffers of 128-256 KiB that are new and freed again within
 one turn of the event loop: the fronted tunnel's (a TLS write's ciphertext, a WebSocket
-frame, a batch of decrypted records), a TLS-wrapped stream's reads and writes (`tgws`, the
-MTProto endpoint's `wss:`), a cipher's output per read. glibc serves blocks over its mmap
-threshold with a mapping of their own, and hands the top of its heap back to the kernel once
-more than its trim threshold is free there; the threshold adapts to the blocks freed, but
-with blocks of several sizes freed in turn it still gives memory back and takes it again
-many times a second. Memory new from the kernel costs a page fault per 4 KiB on first
-touch (the kernel zero-fills the page): 64 for a 256 KiB buffer, more CPU than copying
-into it (docs/performance.md, "Where the tunnel's time goes" and "Large buffers kept in
-every detour process").
+frame, a batch of decrypted records), a cipher's output per read (`ss://`: 0.6-0.7 page
+faults per 4 KiB carried without this), a TLS stream's reads. glibc serves blocks over its
+mmap threshold with a mapping of their own, and hands the top of its heap back to the
+kernel once more than its trim threshold is free there; the threshold adapts to the blocks
+freed, but with blocks of several sizes freed in turn it still gives memory back and takes
+it again many times a second. Memory new from the kernel costs a page fault per 4 KiB on
+first touch (the kernel zero-fills the page): 64 for a 256 KiB buffer, more CPU than
+copying into it (docs/performance.md, "Where the tunnel's time goes" and "Large buffers
+kept in every detour process").
 
 `keep_large_buffers` fixes the mmap threshold at 1 MiB and the trim threshold at 8 MiB, so
 those buffers come from the heap and at most 8 MiB of free heap is kept for the next ones.

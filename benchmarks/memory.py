@@ -140,6 +140,8 @@ def router_config(port: int) -> str:
         'mixed = "127.0.0.1:1080"',
         f'mixed = "{HOST}:{port}"\nmax_connections = 10000\nmax_connections_per_client = 10000',
     )
+    if 'name = "tls-fragment"' in text:  # the built-in config has it since 2026-12
+        return text
     return text + '\n[[route]]\nname = "tls-fragment"\nchain = "tlsfrag:sni"\n'
 
 

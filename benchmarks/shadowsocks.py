@@ -149,6 +149,13 @@ def main() -> int:
     parser.add_argument("--cipher", default="chacha20-ietf-poly1305")
     parser.add_argument("--no-core", action="store_true", help="skip the vless:// contestant")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run the ss:// contestant from the source tree DIR (e.g. `git archive main "
+        "| tar -x -C DIR`): before and after in one run",
+    )
     args = parser.parse_args()
     for program in ("ss-server", "ss-local"):
         if shutil.which(program) is None:
@@ -169,6 +176,10 @@ def main() -> int:
                 ),
                 "ss-local": stack.enter_context(ss_local(tmp, server_port, args.cipher)),
             }
+            if args.baseline:
+                contestants["detour ss:// (baseline)"] = stack.enter_context(
+                    bench.run_detour(tmp, "uvloop", chain=link, label="ss-b", root=args.baseline)
+                )
             if with_core:
                 contestants["detour vless:// (v2ray core)"] = stack.enter_context(v2ray_vless(tmp))
             names = list(contestants)
@@ -182,9 +193,7 @@ def main() -> int:
     report(results, args)
     if args.json:
         args.json.write_text(
-            json.dumps(
-                {"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
-            )
+            json.dumps({"args": vars(args), "results": results}, indent=2, default=str)
         )
     return 0
 

@@ -28,6 +28,7 @@ from transports import DialError, Endpoint
 from transports.chain import base_dialer
 from transports.core import CoreDialer
 from transports.guard import AddressPolicy, LocalAddresses
+from transports.heap import keep_large_buffers
 from transports.pt import ManagedClient, PtDialer, PtManager
 from transports.resolver import Resolver, StaticResolver
 
@@ -315,6 +316,7 @@ class Engine:
         return tuple(views)
 
     async def start(self) -> None:
+        keep_large_buffers()  # relayed streams' 128-256 KiB buffers without page faults
         if self.api is not None:
             await self.api.start()
         try:

@@ -1,10 +1,10 @@
-"""transports/fronted/heap.py: glibc's allocator thresholds for the tunnel's large buffers."""
+"""transports/heap.py: glibc's allocator thresholds for large short-lived buffers."""
 
 import os
 
 import pytest
 
-from transports.fronted import heap
+from transports import heap
 
 
 def test_set_once_on_glibc_and_the_answer_kept() -> None:
@@ -44,3 +44,34 @@ def test_another_c_library_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(heap.os, "confstr", musl)
     assert heap._is_glibc() is False
     assert heap._set_thresholds() is False
+
+
+async def test_the_engine_keeps_large_buffers_when_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every detour that serves (run, headless or the terminal UI) starts an Engine."""
+    from helper import engine as engine_module
+    from helper.config import parse_config
+    from tests.conftest import config_text
+
+    calls: list[str] = []
+    monkeypatch.setattr(engine_module, "keep_large_buffers", lambda: calls.append("kept"))
+    engine = engine_module.Engine(parse_config(config_text()), probe_on_start=False)
+
+    async def no_listener() -> None:  # the call comes first: no socket needed to see it
+        assert calls == ["kept"]
+        raise OSError("no listener in a unit test")
+
+    monkeypatch.setattr(engine.server, "start", no_listener)
+    try:
+        with pytest.raises(OSError, match="no listener"):
+            await engine.start()
+    finally:
+        await engine.stop()
+    assert calls == ["kept"]
+
+
+def test_the_fronted_tunnels_import_still_works() -> None:
+    from transports.fronted import heap as fronted_heap
+
+    assert fronted_heap.keep_large_buffers is heap.keep_large_buffers

@@ -90,14 +90,14 @@ class Detour:
     def output(self) -> str:
         return self.log_path.read_text()
 
-    def wait_log_sync(self, text: str, count: int = 1, timeout: float = 20) -> None:
+    def wait_log_sync(self, text: str, count: int = 1, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while self.output.count(text) < count:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"no {text!r} from detour:\n{self.output}")
             time.sleep(0.05)
 
-    async def wait_log(self, text: str, count: int = 1, timeout: float = 20) -> None:
+    async def wait_log(self, text: str, count: int = 1, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while self.output.count(text) < count:
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -31,7 +31,7 @@ HOST = "127.0.0.1"
 # A bound for a loaded machine, not a pause (start() returns once the ready line is out):
 # detour took over 20 s to start on a machine with both cores busy, as the fixtures in
 # tests/conftest.py allow for.
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # a safety net (an exit is seen at once); an import took 33 s at load 15
 
 
 @dataclass

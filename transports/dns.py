@@ -27,21 +27,21 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
-
-import aiohttp
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
 from .resolver import bogons_in, is_bogon  # is_bogon: re-exported
 from .tcp import SocketStream, connect_tcp
+
+if TYPE_CHECKING:
+    import aiohttp
+    import dns.message
+    import dns.rdatatype
+
+# aiohttp and dnspython are imported when a resolver first asks (the functions below): a
+# process whose config has resolvers it does not use yet -- a router's, without probes --
+# does not hold their modules (some 20 MB resident, docs/performance.md "Memory").
 
 __all__ = [
     "DnsResolver",
@@ -56,6 +56,7 @@ __all__ = [
 MAX_MESSAGE = 65535
 # DNS Flag Day 2020: answers that fit in a datagram without IP fragmentation.
 EDNS_PAYLOAD = 1232
+TRUNCATED = 0x0200  # the header's TC flag (dnspython's dns.flags.TC)
 MIN_TTL, MAX_TTL, NEGATIVE_TTL = 30.0, 3600.0, 10.0
 CACHE_SIZE = 4096
 
@@ -70,6 +71,10 @@ def read_answer(
     Raises DialError(op=resolve) for a failure answer, an empty one, or bytes that are not an
     answer to `query`.
     """
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
     host = query.question[0].name.to_text(omit_final_dot=True)
     try:
         response = dns.message.from_wire(wire)
@@ -143,7 +148,7 @@ class UdpTransport:
             response = answer.result()
         finally:
             transport.close()
-        if len(response) > 2 and response[2] & (dns.flags.TC >> 8):
+        if len(response) > 2 and response[2] & (TRUNCATED >> 8):
             return await TcpTransport(self.server).exchange(query)
         return response
 
@@ -204,32 +209,32 @@ class TlsTransport:
         return f"DoT {self.server}"
 
 
-class _Bootstrap(AbstractResolver):
+def _bootstrap(host: str, addresses: Sequence[IPAddress]) -> aiohttp.abc.AbstractResolver:
     """aiohttp's name lookup for the DoH server: its bootstrap addresses, and nothing else."""
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
-    def __init__(self, host: str, addresses: Sequence[IPAddress]) -> None:
-        self.host = host
-        self.addresses = addresses
+    class Bootstrap(AbstractResolver):
+        async def resolve(
+            self, name: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            if name != host:
+                raise OSError(f"{name} is not the DoH server {host}")
+            return [
+                ResolveResult(
+                    hostname=name,
+                    host=str(address),
+                    port=port,
+                    family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+                for address in addresses
+            ]
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != self.host:
-            raise OSError(f"{host} is not the DoH server {self.host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=str(address),
-                port=port,
-                family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.addresses
-        ]
+        async def close(self) -> None:
+            return None
 
-    async def close(self) -> None:
-        return None
+    return Bootstrap()
 
 
 class HttpsTransport:
@@ -244,11 +249,13 @@ class HttpsTransport:
         self._session: aiohttp.ClientSession | None = None
 
     async def exchange(self, query: bytes) -> bytes:
+        import aiohttp
+
         if self._session is None:
             # Created on first use: an aiohttp session belongs to the running loop.
             connector = aiohttp.TCPConnector(
                 ssl=self.context,
-                resolver=_Bootstrap(self.host, self.bootstrap) if self.bootstrap else None,
+                resolver=_bootstrap(self.host, self.bootstrap) if self.bootstrap else None,
             )
             self._session = aiohttp.ClientSession(connector=connector)
         try:
@@ -342,6 +349,8 @@ class DnsResolver:
             task.exception()  # retrieved: the waiters (if any are left) got it
 
     async def _lookup(self, name: str) -> list[IPAddress]:
+        import dns.rdatatype
+
         try:
             async with asyncio.timeout(self.timeout):
                 answers = await asyncio.gather(
@@ -391,6 +400,9 @@ class DnsResolver:
     async def _ask(
         self, name: str, rdtype: dns.rdatatype.RdataType
     ) -> tuple[list[IPAddress], float]:
+        import dns.exception
+        import dns.message
+
         try:
             query = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         except (dns.exception.DNSException, ValueError, UnicodeError):

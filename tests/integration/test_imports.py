@@ -61,6 +61,18 @@ def test_a_front_route_does_not_load_aiohttp() -> None:
     assert "aiohttp._websocket.mask" in modules
 
 
+def test_resolvers_load_aiohttp_and_dnspython_only_when_they_ask() -> None:
+    """The built-in config's `resolve:` routes (DoH, DoT) are built with the engine; aiohttp
+    and dnspython (some 20 MB resident together) load with a resolver's first question."""
+    modules = loaded_after(
+        "from helper.config import load_config\n"
+        "from helper.engine import Engine\n"
+        "Engine(load_config())"
+    )
+    assert not {"aiohttp", "yarl", "multidict"} & modules  # its masking loop loads by itself
+    assert not {m for m in modules if m == "dns" or m.startswith("dns.")}
+
+
 def test_the_status_api_loads_no_aiohttp() -> None:
     # (The built-in config's encrypted-DNS routes load aiohttp for DoH: not the API's doing.)
     text = config_text(extra='[api]\nlisten = "127.0.0.1:0"\n')

@@ -61,9 +61,11 @@ def test_a_front_route_does_not_load_aiohttp() -> None:
     assert "aiohttp._websocket.mask" in modules
 
 
-def test_resolvers_load_aiohttp_and_dnspython_only_when_they_ask() -> None:
+def test_resolvers_and_links_load_their_libraries_only_when_used() -> None:
     """The built-in config's `resolve:` routes (DoH, DoT) are built with the engine; aiohttp
-    and dnspython (some 20 MB resident together) load with a resolver's first question."""
+    and dnspython (some 20 MB resident together) load with a resolver's first question. The
+    link parser (subscriptions) loads no cipher: cryptography (6.6 MB) comes with the first
+    stream that needs it."""
     modules = loaded_after(
         "from helper.config import load_config\n"
         "from helper.engine import Engine\n"
@@ -71,6 +73,7 @@ def test_resolvers_load_aiohttp_and_dnspython_only_when_they_ask() -> None:
     )
     assert not {"aiohttp", "yarl", "multidict"} & modules  # its masking loop loads by itself
     assert not {m for m in modules if m == "dns" or m.startswith("dns.")}
+    assert "cryptography" not in modules
 
 
 def test_the_status_api_loads_no_aiohttp() -> None:

@@ -34,13 +34,13 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
 from ..base import Endpoint
 from ..socks import encode_address, parse_address
 from ..wire import ProtocolError
+from .key import ShadowsocksKey
 from .methods import NONCE, TAG, Method, identity_headers, session_key
 
 __all__ = [
@@ -69,31 +69,6 @@ class StreamError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ShadowsocksKey:
-    """A method and its key material: for 2017 the key derived from the password, for 2022
-    the pre-shared keys (identity keys first, the user's last). `prefix` replaces the
-    first bytes of every salt we send (Outline's disguise)."""
-
-    method: Method
-    keys: tuple[bytes, ...]
-    prefix: bytes = b""
-
-    def __post_init__(self) -> None:
-        if len(self.prefix) > self.method.salt_size:
-            raise ValueError("the prefix is longer than the salt")
-
-    @property
-    def key(self) -> bytes:
-        """The key the streams are encrypted with (the user's)."""
-        return self.keys[-1]
-
-    def __repr__(self) -> str:
-        return f"ShadowsocksKey({self.method.name}, ***)"
-
-    __str__ = __repr__
 
 
 class SaltPool:

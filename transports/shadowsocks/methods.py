@@ -21,11 +21,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 __all__ = [
     "METHODS",
     "Method",
@@ -49,9 +44,16 @@ class MethodError(ValueError):
 class Method:
     name: str
     key_size: int  # = salt size for every method here
-    aead: Callable[[bytes], Any]  # AESGCM or ChaCha20Poly1305
     edition: int  # 2017 (AEAD) or 2022
     aes: bool
+
+    @property
+    def aead(self) -> Callable[[bytes], Any]:
+        """The AEAD's class (cryptography's AESGCM or ChaCha20Poly1305), loaded on first use:
+        reading a link needs no cipher."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+        return AESGCM if self.aes else ChaCha20Poly1305
 
     @property
     def salt_size(self) -> int:
@@ -66,13 +68,13 @@ class Method:
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("chacha20-ietf-poly1305", 32, ChaCha20Poly1305, 2017, aes=False),
-        Method("aes-256-gcm", 32, AESGCM, 2017, aes=True),
-        Method("aes-192-gcm", 24, AESGCM, 2017, aes=True),
-        Method("aes-128-gcm", 16, AESGCM, 2017, aes=True),
-        Method("2022-blake3-aes-128-gcm", 16, AESGCM, 2022, aes=True),
-        Method("2022-blake3-aes-256-gcm", 32, AESGCM, 2022, aes=True),
-        Method("2022-blake3-chacha20-poly1305", 32, ChaCha20Poly1305, 2022, aes=False),
+        Method("chacha20-ietf-poly1305", 32, 2017, aes=False),
+        Method("aes-256-gcm", 32, 2017, aes=True),
+        Method("aes-192-gcm", 24, 2017, aes=True),
+        Method("aes-128-gcm", 16, 2017, aes=True),
+        Method("2022-blake3-aes-128-gcm", 16, 2022, aes=True),
+        Method("2022-blake3-aes-256-gcm", 32, 2022, aes=True),
+        Method("2022-blake3-chacha20-poly1305", 32, 2022, aes=False),
     )
 }
 # Names clients write for the same cipher.
@@ -162,6 +164,9 @@ def session_key(method: Method, key: bytes, salt: bytes) -> bytes:
     """One stream's key from the key and that stream's salt."""
     if method.edition == 2022:
         return _derive_key("shadowsocks 2022 session subkey", key + salt, method.key_size)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(
         algorithm=hashes.SHA1(), length=method.key_size, salt=salt, info=b"ss-subkey"
     ).derive(key)
@@ -172,6 +177,7 @@ def identity_headers(keys: tuple[bytes, ...], salt: bytes) -> bytes:
     but the last, which is the user's): AES-encrypted, under a key derived from the identity
     key and the salt, the first 16 bytes of the BLAKE3 hash of the next key."""
     from blake3 import blake3
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     headers = []
     for current, following in pairwise(keys):

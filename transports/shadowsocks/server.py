@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..base import Endpoint
-from .codec import ShadowsocksKey
+from .key import ShadowsocksKey
 from .methods import Method, MethodError, method_named, parse_psks, password_key
 
 __all__ = ["MIN_RANDOM_SALT", "ShadowsocksServer", "shadowsocks_server"]

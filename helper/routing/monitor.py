@@ -4,7 +4,8 @@
   service, in the background.
 - Every `[probe] interval` (jittered by 10%, so many detours do not probe in step): a
   re-probe of each service that clients used since the last one ("lazy": an idle service
-  costs no traffic).
+  costs no traffic). A subscription's standby nodes are left out of a pass until their
+  `standby_probe` is due (subscriptions/pool.py, probe_due).
 - At once, when a route keeps failing client connections.
 
 Each probe result updates the health book, which orders routes for new connections: when a

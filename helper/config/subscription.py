@@ -138,6 +138,15 @@ class SubscriptionConfig:
         "first, as the probes rank them) are the ones connections race; the others are "
         "probed and wait to take a failing node's place.",
     )
+    standby_probe: float = setting(
+        "30m",
+        parse_duration,
+        "How often a standby node (one not among the `keep` active) is probed: on the "
+        "probe pass nearest to the time its last probe is this old. Active nodes, pinned "
+        "ones and nodes not yet known are probed every `[probe] interval`; a standby node "
+        "that takes a failing node's place is probed at once when its verdict is older than that. "
+        "`[probe] interval` or less: every node on every pass.",
+    )
     nodes: tuple[NodeOverride, ...] = setting(
         {},
         node_overrides,

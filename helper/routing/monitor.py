@@ -4,7 +4,8 @@
   service, in the background.
 - Every `[probe] interval` (jittered by 10%, so many detours do not probe in step): a
   re-probe of each service that clients used since the last one ("lazy": an idle service
-  costs no traffic).
+  costs no traffic). A subscription's standby nodes are left out of a pass until their
+  `standby_probe` is due (subscriptions/pool.py, probe_due).
 - At once, when a route keeps failing client connections.
 
 Each probe result updates the health book, which orders routes for new connections: when a
@@ -40,6 +41,7 @@ from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
+from ..subscriptions.pool import probe_due, stale_active
 from .health import RouteHealth
 from .route import Route
 from .router import Router
@@ -165,7 +167,7 @@ class HealthMonitor:
 
     async def probe_now(self, service: Service) -> None:
         """Probe `service` and wait for the result (used by the UI and tests)."""
-        await self._probe(service)
+        await self._probe(service, full=True)
 
     def _jittered(self) -> float:
         return self.interval * random.uniform(0.9, 1.1)
@@ -195,9 +197,33 @@ class HealthMonitor:
                     self._running[name] = task
                     task.add_done_callback(lambda _t, n=name: self._running.pop(n, None))
 
-    async def _probe(self, service: Service) -> None:
-        self.probing.add(service.name)
+    async def _probe(self, service: Service, full: bool = False) -> None:
+        """A probe pass of `service`: its routes less the pools' standby nodes not due
+        (`full`: every route); then, at once, any node a failure moved into a pool's active
+        few whose verdict is older than an interval (subscriptions/pool.py)."""
         routes = self.probe_routes(service)
+        router = self.router
+        if not full:
+            pin = router.pins.get(service.name)
+            due = probe_due(
+                router.pools, router.health, service.name, _names(routes), time.time(), pin,
+                self.interval / 2,
+            )  # fmt: skip
+            routes = [r for r in routes if r.name in due]
+        done: set[str] = set()
+        while routes and await self._pass(service, routes):
+            done.update(_names(routes))
+            again = stale_active(
+                router.pools, router.health, service.name, _names(self.probe_routes(service)),
+                time.time(), self.interval, done,
+            )  # fmt: skip
+            routes = [
+                r for r in self.probe_routes(service) if r.name in again and r.name not in done
+            ]
+
+    async def _pass(self, service: Service, routes: list[Route]) -> bool:
+        """Probe `routes`; False when the pass failed or the network is down."""
+        self.probing.add(service.name)
         for route in routes:
             self.progress.start(service.name, route.name)
         try:
@@ -217,7 +243,7 @@ class HealthMonitor:
         except Exception:
             # A bug, not a network condition (those are results): report it, keep monitoring.
             log.exception("probing %s failed", service.name)
-            return
+            return False
         finally:
             self.probing.discard(service.name)
             for route in routes:
@@ -247,6 +273,7 @@ class HealthMonitor:
         if self.on_probed is not None and not offline:
             # (Offline: a search would find nothing, and learn nothing about the routes.)
             self.on_probed(service, results)
+        return not offline
 
     async def _probe_route(
         self,
@@ -334,3 +361,7 @@ class HealthMonitor:
     def _save(self) -> None:
         if self.store is not None:
             self.store.save(self.network, self.router.health)
+
+
+def _names(routes: list[Route]) -> list[str]:
+    return [route.name for route in routes]

@@ -151,6 +151,8 @@ def test_the_url_is_a_secret() -> None:
          "expected a table"),
         ('[[subscription]]\nname = "x"\nurl = "https://a.example/s"\n'
          'nodes = { a = { colour = 1 } }\n', "unknown key 'colour'"),
+        ('[[subscription]]\nname = "x"\nurl = "https://a.example/s"\nstandby_probe = "soon"\n',
+         "standby_probe"),
     ],
 )  # fmt: skip
 def test_config_problems_name_the_key(extra: str, message: str) -> None:

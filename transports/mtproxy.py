@@ -159,7 +159,8 @@ class MTProxyDialer:
         if self.secret.mode is SecretMode.FAKE_TLS:
             dial_phase.set(Op.PROXY_HANDSHAKE)
             try:
-                leftover = await asyncio.wait_for(self._fake_tls(stream), self.handshake_timeout)
+                async with asyncio.timeout(self.handshake_timeout):  # a cancel is never lost
+                    leftover = await self._fake_tls(stream)
             except TimeoutError:
                 stream.abort()
                 raise DialError(

@@ -179,8 +179,12 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when
+            # the event is set in the turn the task is cancelled, and the loop (and stop(),
+            # and a reload or shutdown waiting on it) would go on for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                async with asyncio.timeout(TICK):
+                    await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
             for service in self.services:

@@ -185,5 +185,6 @@ class UdpMonitor:
 
     async def _sleep(self) -> None:
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.interval * random.uniform(0.9, 1.1))
+        with contextlib.suppress(TimeoutError):  # not wait_for: see Monitor._loop
+            async with asyncio.timeout(self.interval * random.uniform(0.9, 1.1)):
+                await self._wake.wait()

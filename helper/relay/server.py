@@ -37,7 +37,6 @@ from transports.fronted.accesskey import TokenCheck, read_access_token
 from transports.fronted.capped import CARRIER_PROTOCOL, CARRIER_PROTOCOL_EARLY
 from transports.fronted.client import COOKIE
 from transports.fronted.datagrams import ASSOCIATE
-from transports.fronted.heap import keep_large_buffers
 from transports.fronted.mux import ALPN, MuxSession, MuxStream
 from transports.fronted.protocol import (
     NeedMore,
@@ -47,6 +46,7 @@ from transports.fronted.protocol import (
     parse_request,
 )
 from transports.guard import AddressPolicy, LocalAddresses
+from transports.heap import keep_large_buffers
 from transports.resolver import Resolver, StaticResolver
 from transports.tls import tls_accept
 from transports.websocket import WebSocketStream, accept_headers

@@ -69,9 +69,3 @@ async def test_the_engine_keeps_large_buffers_when_it_starts(
     finally:
         await engine.stop()
     assert calls == ["kept"]
-
-
-def test_the_fronted_tunnels_import_still_works() -> None:
-    from transports.fronted import heap as fronted_heap
-
-    assert fronted_heap.keep_large_buffers is heap.keep_large_buffers

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Protocol
 
 from ..base import Dialer, DialError, Endpoint, Failure, Op, Stream, dial_phase
+from ..heap import keep_large_buffers
 from ..tls import TlsStream, tls_connect
 from ..websocket import UpgradeRefused, websocket_connect
 from .accesskey import AccessKey, access_token
 from .capped import DEFAULT_BUDGET, Counted
-from .heap import keep_large_buffers
 from .mux import ALPN, MuxSession
 from .protocol import NeedMore, ProtocolError, encode_request, parse_reply
 

@@ -93,6 +93,9 @@ def test_an_init_never_starts_like_another_transport() -> None:
         b"\xee\xee\xee\xee" + bytes(60),
         b"\xdd\xdd\xdd\xdd" + bytes(60),
         b"\x16\x03\x01\x02" + bytes(60),
+        b"\x16\x03\x95\x00" + bytes(60),  # any TLS record start, not only 16 03 01 02
+        b"PUT /" + bytes(59),
+        b"CONNECT " + bytes(56),
         b"abcd\0\0\0\0" + bytes(56),
     ]
     good = b"\x01" * 64

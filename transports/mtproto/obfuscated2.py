@@ -276,9 +276,11 @@ def initiate_relayed(
 
 
 def _random_init(urandom: Callable[[int], bytes]) -> bytearray:
+    # Stricter than accept(): a new init never starts like anything classify() names,
+    # TLS's 16 03 and every HTTP verb included, so no peer can take it for another transport.
     while True:
         init = bytearray(urandom(INIT_LEN))
-        if _acceptable_start(init):
+        if classify(bytes(init[:8])) is TransportKind.OBFUSCATED2:
             return init
 
 

@@ -5,7 +5,8 @@ and served by subscriptions, the server's bytes arrive from the network.
   a layer it gives round-trips through link_text and never shows its secret;
 - valid links built from parts parse to those parts;
 - any bytes fed to either side's Shadowsocks decoder give plaintext or a StreamError, and a
-  valid stream decodes the same however it is cut into reads;
+  valid stream decodes the same however it is cut into reads; a stream with one byte
+  changed fails in the read that completes the changed chunk and releases nothing from it on;
 - an Outline config body of any bytes gives a server or an OutlineKeyError.
 """
 
@@ -197,6 +198,46 @@ def a_valid_stream_decodes_the_same_however_it_is_cut(
     assert not client.truncated()
 
 
+def an_altered_stream_fails_and_releases_only_what_came_before_the_change(
+    case: tuple[str, bytes, list[int]],
+) -> None:
+    """One byte of the server's stream changed (where the read sizes say): a StreamError in
+    the read that completes the changed chunk, nothing of that read or after it released,
+    and the stream stays failed."""
+    name, payload, cuts = case
+    client = ClientCodec(key(name), TARGET, clock=lambda: NOW)
+    server = ServerCodec(key(name), clock=lambda: NOW)
+    server.open(client.request(b"x"))
+    half = len(payload) // 2
+    pieces = [payload[:half], payload[half:], b"end"]
+    sealed = [server.seal(piece) for piece in pieces]  # under 1500 bytes: one chunk each
+    wire = b"".join(sealed)
+    at = sum(cuts) * 7919 % len(wire)
+    altered = bytearray(wire)
+    altered[at] ^= 1 + cuts[0] % 255
+    before, end = b"", 0  # the plaintext of the seals that end before the change
+    for piece, chunk in zip(pieces, sealed, strict=True):
+        end += len(chunk)
+        if end <= at:
+            before += piece
+    got, position, failed = b"", 0, False
+    for size in [*cuts, len(altered)]:
+        try:
+            got += client.open(altered[position : position + size])
+        except StreamError:
+            failed = True
+            break
+        position += size
+    assert failed
+    assert before.startswith(got)
+    try:
+        client.open(wire[position:])
+    except StreamError:
+        pass
+    else:
+        raise AssertionError("a failed stream opened what came after")
+
+
 def _outline_body(raw: bytes) -> bytes:
     """Any bytes, or (first byte odd) any text in UTF-8."""
     return text_from(raw[1:]).encode() if raw[:1] and raw[0] & 1 else raw[1:]
@@ -240,3 +281,4 @@ def test_ss_links_and_streams(case, raw, case_2) -> None:
     valid_ss_links_parse_to_their_parts_and_hide_the_password(case)
     any_bytes_from_either_side_decode_or_raise_stream_error(raw)
     a_valid_stream_decodes_the_same_however_it_is_cut(case_2)
+    an_altered_stream_fails_and_releases_only_what_came_before_the_change(case_2)

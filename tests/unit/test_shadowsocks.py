@@ -22,7 +22,13 @@ from transports.shadowsocks import (
     shadowsocks_server,
 )
 from transports.shadowsocks.codec import MAX_CLOCK_SKEW
-from transports.shadowsocks.methods import _derive_key, parse_psks, password_key, session_key
+from transports.shadowsocks.methods import (
+    TAG,
+    _derive_key,
+    parse_psks,
+    password_key,
+    session_key,
+)
 
 AEAD = ["chacha20-ietf-poly1305", "aes-256-gcm", "aes-192-gcm", "aes-128-gcm"]
 EDITION_2022 = [
@@ -319,3 +325,127 @@ def test_length_chunk_of_zero_is_rejected() -> None:
     zero = server._sender.aead.seal(struct.pack(">H", 0))
     with pytest.raises(StreamError, match="announces 0 bytes"):
         client.open(zero)
+
+
+# --- reads that cut chunks anywhere (the receiver opens each read where it lies) -----------
+
+
+def _response(name: str, pieces: list[bytes]) -> tuple[ClientCodec, bytes]:
+    client, server = pair(name)
+    server.open(client.request(b"a"))
+    return client, b"".join(server.seal(piece) for piece in pieces)
+
+
+PIECES = [b"first", bytes(range(40)), b"x", b"the fourth chunk", b"last"]
+
+
+@pytest.mark.parametrize("name", ["aes-128-gcm", "chacha20-ietf-poly1305", *EDITION_2022])
+def test_chunks_cut_anywhere_across_reads_decode_the_same(name: str) -> None:
+    _, wire = _response(name, PIECES)
+    for cut in range(len(wire) + 1):
+        client, again = _response(name, PIECES)
+        assert len(again) == len(wire)  # random salts: the same layout, other bytes
+        got = client.open(again[:cut])
+        got += client.open(again[cut:])
+        assert got == b"".join(PIECES), cut
+        assert not client.truncated()
+    # Three reads, the middle one inside a chunk or across several.
+    for cuts in ((1, 2), (30, 31), (20, 90), (len(wire) - 1, len(wire))):
+        client, wire = _response(name, PIECES)
+        parts = (wire[: cuts[0]], wire[cuts[0] : cuts[1]], wire[cuts[1] :])
+        assert b"".join(client.open(part) for part in parts) == b"".join(PIECES)
+
+
+@pytest.mark.parametrize("name", ["aes-256-gcm", "2022-blake3-chacha20-poly1305"])
+def test_many_chunks_in_one_read_come_out_in_one_buffer(name: str) -> None:
+    pieces = [bytes([n]) * (1 + n) for n in range(200)]
+    client, wire = _response(name, pieces)
+    got = client.open(wire)
+    assert got == b"".join(pieces)
+    kept = bytes(got)
+    more = client.open(wire[:0])
+    assert more == b"" and got == kept  # what was returned is never written again
+
+
+def test_a_chunk_cut_across_many_reads_is_completed_from_each() -> None:
+    client, wire = _response("aes-128-gcm", [bytes(range(256)) * 63])  # one 16128-byte chunk
+    got = b"".join(client.open(wire[i : i + 7]) for i in range(0, len(wire), 7))
+    assert got == bytes(range(256)) * 63 and not client.truncated()
+
+
+@pytest.mark.parametrize("name", ["chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm"])
+def test_a_failed_tag_in_a_run_releases_nothing_after_it(name: str) -> None:
+    client, wire = _response(name, PIECES)
+    # Where the third piece's payload chunk lies: the end of the wire holds the last two
+    # pieces' chunks (2+16 + n+16 each).
+    tail = sum(2 + TAG + len(piece) + TAG for piece in PIECES[2:])
+    third = len(wire) - tail + 2 + TAG  # its payload's first byte
+    altered = bytearray(wire)
+    altered[third] ^= 1
+    got = client.open(altered[:10])  # the salt's start: nothing yet
+    with pytest.raises(StreamError, match="failed authentication"):
+        got += client.open(altered[10:])  # chunks 1-2 good, 3 altered, 4-5 good: one read
+    assert got == b""  # nothing of that read, not even the good chunks before the bad one
+    # The stream stays failed: later reads release nothing, whatever they hold.
+    with pytest.raises(StreamError, match="failed authentication"):
+        client.open(wire[len(wire) - tail :])
+
+
+@pytest.mark.parametrize("name", ["aes-128-gcm", "2022-blake3-aes-128-gcm"])
+def test_a_failed_tag_in_a_chunk_completed_from_the_last_read(name: str) -> None:
+    client, wire = _response(name, PIECES)
+    altered = bytearray(wire)
+    altered[-3] ^= 1  # inside the last chunk's tag
+    got = client.open(altered[:-10])  # every chunk but the last released
+    assert got == b"".join(PIECES[:-1])
+    with pytest.raises(StreamError):
+        client.open(altered[-10:])
+
+
+def test_codecs_work_with_an_aead_that_returns_new_bytes(monkeypatch) -> None:
+    """cryptography before 45 has no encrypt_into/decrypt_into: the codec copies instead."""
+    from transports.shadowsocks import codec
+
+    class Plain:  # an AEAD with only encrypt and decrypt
+        def __init__(self, key: bytes, aes: bool) -> None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+            self._aead = (AESGCM if aes else ChaCha20Poly1305)(key)
+            self.encrypt, self.decrypt = self._aead.encrypt, self._aead.decrypt
+
+    def make(method, key):
+        return Plain(key, method.aes)
+
+    monkeypatch.setattr(
+        codec._Aead,
+        "__init__",
+        lambda self, method, key: _plain_init(self, make(method, key)),
+    )
+    for name in ("chacha20-ietf-poly1305", "2022-blake3-aes-256-gcm"):
+        client, server = pair(name)
+        big = bytes(range(256)) * 300
+        assert server.open(client.request(b"x") + client.seal(big)) == b"x" + big
+        wire = server.seal(big)
+        assert client.open(wire[:999]) + client.open(wire[999:]) == big
+        altered = bytearray(server.seal(b"abc"))
+        altered[-1] ^= 1
+        with pytest.raises(StreamError):
+            client.open(altered)
+
+
+def _plain_init(aead, inner) -> None:
+    aead._aead = inner
+    aead._counter = 0
+    aead._encrypt_into = getattr(inner, "encrypt_into", None)
+    aead._decrypt_into = getattr(inner, "decrypt_into", None)
+    assert aead._encrypt_into is None and aead._decrypt_into is None
+
+
+def test_sealed_buffers_are_the_callers() -> None:
+    client, server = pair("aes-128-gcm")
+    first = client.request(b"x")
+    one = client.seal(b"a" * 100)
+    kept = bytes(one)
+    two = client.seal(b"b" * 100)
+    assert one == kept and one is not two
+    assert server.open(first + one + two) == b"x" + b"a" * 100 + b"b" * 100

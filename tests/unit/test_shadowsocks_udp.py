@@ -121,3 +121,24 @@ def test_which_keys_carry_no_udp() -> None:
     assert udp_support(_server("aes-128-gcm", "pw").key) is None
     with pytest.raises(ValueError, match="XChaCha20"):
         ClientPackets(chacha.key)
+
+
+def test_2022_peer_sessions_kept_open_many_packets_and_stay_bounded() -> None:
+    """The body key of a server session is derived once and kept (64 sessions at most);
+    a kept session's packets are still checked: altered ones fail, replays are refused."""
+    key = _server("2022-blake3-aes-128-gcm", KEY_2022).key
+    now = 1_700_000_000
+    client = ClientPackets(key, clock=lambda: now)
+    servers = [ServerPackets(key, clock=lambda: now) for _ in range(70)]
+    session, _, _ = servers[0].open(client.seal(STUN, b"q"))
+    for n in range(5):
+        assert client.open(servers[0].seal(session, STUN, bytes([n]))) == (STUN, bytes([n]))
+    altered = bytearray(servers[0].seal(session, STUN, b"z"))
+    altered[-1] ^= 1
+    with pytest.raises(PacketError, match="authentication"):
+        client.open(bytes(altered))
+    for server in servers[1:]:
+        assert client.open(server.seal(session, STUN, b"s")) == (STUN, b"s")
+    sessions = client._2022
+    assert sessions is not None and len(sessions._peers) <= 64
+    assert client.open(servers[0].seal(session, STUN, b"back")) == (STUN, b"back")

@@ -105,13 +105,18 @@ class SaltPool:
 
 
 class _Aead:
-    """One stream's AEAD with its counter nonce."""
+    """One stream's AEAD with its counter nonce, which goes up by one per call, whatever the
+    call's outcome: no nonce is used twice."""
 
-    __slots__ = ("_aead", "_counter")
+    __slots__ = ("_aead", "_counter", "_decrypt_into", "_encrypt_into")
 
     def __init__(self, method: Method, key: bytes) -> None:
-        self._aead = method.aead(key)
+        aead = method.aead(key)
+        self._aead = aead
         self._counter = 0
+        # cryptography >= 45 seals and opens into a buffer given; older ones return bytes.
+        self._encrypt_into = getattr(aead, "encrypt_into", None)
+        self._decrypt_into = getattr(aead, "decrypt_into", None)
 
     def _nonce(self) -> bytes:
         nonce = self._counter.to_bytes(NONCE, "little")
@@ -121,13 +126,36 @@ class _Aead:
     def seal(self, data: bytes | memoryview) -> bytes:
         return self._aead.encrypt(self._nonce(), data, None)
 
+    def seal_into(self, data: bytes | memoryview, out: memoryview) -> None:
+        """`data` sealed into `out`, which is exactly len(data) + TAG bytes."""
+        if self._encrypt_into is not None:
+            self._encrypt_into(self._nonce(), data, None, out)
+        else:
+            out[:] = self._aead.encrypt(self._nonce(), data, None)
+
     def open(self, data: bytes | memoryview, what: str) -> bytes:
         try:
             return self._aead.decrypt(self._nonce(), data, None)
         except InvalidTag:
-            raise StreamError(
-                f"{what} failed authentication (a wrong key, or the stream was altered)"
-            ) from None
+            raise _failed(what) from None
+
+    def open_into(self, data: bytes | memoryview, out: memoryview, what: str) -> None:
+        """`data` opened into `out` (exactly len(data) - TAG bytes); StreamError when its tag
+        is wrong, and then what `out` holds is not plaintext to release."""
+        try:
+            if self._decrypt_into is not None:
+                self._decrypt_into(self._nonce(), data, None, out)
+            else:
+                out[:] = self._aead.decrypt(self._nonce(), data, None)
+        except InvalidTag:
+            raise _failed(what) from None
+
+
+def _failed(what: str) -> StreamError:
+    return StreamError(f"{what} failed authentication (a wrong key, or the stream was altered)")
+
+
+_CHUNK_OVERHEAD = 2 + TAG + TAG  # a sealed length, and the payload's tag
 
 
 class _Sender:
@@ -137,68 +165,114 @@ class _Sender:
         self.max_payload = method.max_payload
         self.aead = _Aead(method, session_key(method, key, salt))
 
-    def chunks(self, data: bytes) -> bytes:
-        if not data:
+    def chunks(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """`data` as sealed chunks, in one new buffer: each chunk is sealed in place (no
+        piece per chunk, no join). The buffer is the caller's: never written again."""
+        size = len(data)
+        if not size:
             return b""
-        seal = self.aead.seal
-        view = memoryview(data)
-        size = self.max_payload
-        if len(data) <= size:
-            return seal(_LENGTH.pack(len(data))) + seal(view)
-        out = []
-        for start in range(0, len(data), size):
-            piece = view[start : start + size]
-            out.append(seal(_LENGTH.pack(len(piece))))
-            out.append(seal(piece))
-        return b"".join(out)
+        biggest = self.max_payload
+        out = bytearray(size + -(-size // biggest) * _CHUNK_OVERHEAD)
+        seal_into = self.aead.seal_into
+        pack = _LENGTH.pack
+        with memoryview(data) as view, memoryview(out) as sealed:
+            at = 0
+            for start in range(0, size, biggest):
+                piece = view[start : start + biggest]
+                length = len(piece)
+                seal_into(pack(length), sealed[at : at + 2 + TAG])
+                at += 2 + TAG
+                seal_into(piece, sealed[at : at + length + TAG])
+                at += length + TAG
+        return out
 
 
 class _Receiver:
-    """Length and payload chunks of one incoming stream, after its headers."""
+    """Length and payload chunks of one incoming stream, after its headers.
 
-    def __init__(self, aead: _Aead, max_payload: int) -> None:
+    Each read is opened where it lies: every complete chunk in it straight into one output
+    buffer. Only a chunk cut by the read's end is copied: its start is kept (`rest`, under
+    one chunk) and completed with as many bytes of the next read as it lacks. A chunk that
+    fails authentication ends the stream: nothing of that read is released (the output
+    buffer is dropped), and every later read raises the same StreamError.
+    """
+
+    def __init__(self, aead: _Aead, max_payload: int, want: int | None = None) -> None:
         self.aead = aead
         self.max_payload = max_payload
-        self.buffer = bytearray()
-        self.want: int | None = None  # payload length announced, its chunk not yet complete
+        self.rest = bytearray()  # the start of a chunk the last read cut
+        # The payload length announced (by a length chunk, or a 2022 response header) whose
+        # chunk is not yet opened; None while a length chunk is next.
+        self.want = want
+        self.failed: str | None = None
 
-    def feed(self, out: list[bytes], data: bytes = b"") -> None:
-        """Decrypt the complete chunks in what is buffered plus `data` into `out`. When
-        nothing is buffered, `data` is read in place and only its incomplete tail kept."""
-        if self.buffer:
-            self.buffer += data
-            source: bytes | bytearray = self.buffer
-        else:
-            source = data
-        view = memoryview(source)
-        size = len(source)
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """The plaintext of the chunks `data` completes (b"" while none is complete)."""
+        if self.failed is not None:
+            raise StreamError(self.failed)
+        try:
+            return self._feed(data)
+        except StreamError as exc:
+            self.failed = exc.reason
+            self.rest = bytearray()
+            raise
+
+    def _next_size(self) -> int:
+        return 2 + TAG if self.want is None else self.want + TAG
+
+    def _length(self, sealed: bytes | bytearray | memoryview) -> None:
+        (length,) = _LENGTH.unpack(self.aead.open(sealed, "a length"))
+        if length == 0 or length > self.max_payload:
+            raise StreamError(f"a chunk announces {length} bytes (1-{self.max_payload})")
+        self.want = length
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        rest = self.rest
+        size = len(data)
+        if len(rest) + size < self._next_size():
+            rest += data
+            return b""
+        aead = self.aead
+        out = bytearray(len(rest) + size)  # plaintext is never longer than what it came in
+        produced = 0
         start = 0
-        while True:
-            if self.want is None:
-                if size - start < 2 + TAG:
+        with memoryview(data) as view, memoryview(out) as plain:
+            if rest:  # complete the chunk the last read cut, from the start of this one
+                start = self._next_size() - len(rest)
+                rest += view[:start]
+                if self.want is None:
+                    self._length(rest)
+                else:
+                    produced = self.want
+                    aead.open_into(rest, plain[:produced], "a data chunk")
+                    self.want = None
+                self.rest = bytearray()
+            want = self.want
+            while True:
+                if want is None:
+                    if size - start < 2 + TAG:
+                        break
+                    self._length(view[start : start + 2 + TAG])
+                    start += 2 + TAG
+                    want = self.want
+                    assert want is not None
+                end = start + want + TAG
+                if size < end:
                     break
-                plain = self.aead.open(view[start : start + 2 + TAG], "a length")
-                start += 2 + TAG
-                (length,) = _LENGTH.unpack(plain)
-                if length == 0 or length > self.max_payload:
-                    raise StreamError(f"a chunk announces {length} bytes (1-{self.max_payload})")
-                self.want = length
-            end = start + self.want + TAG
-            if size < end:
-                break
-            out.append(self.aead.open(view[start:end], "a data chunk"))
-            start = end
-            self.want = None
-        del view  # a bytearray cannot change size while a view of it exists
-        if source is self.buffer:
-            if start:
-                del self.buffer[:start]
-        elif start < size:
-            self.buffer = bytearray(source[start:])
+                aead.open_into(view[start:end], plain[produced : produced + want], "a data chunk")
+                produced += want
+                start = end
+                want = self.want = None
+            if start < size:
+                self.rest = bytearray(view[start:])
+        if not produced:
+            return b""
+        del out[produced:]
+        return out
 
     def pending(self) -> bool:
         """Whether the stream has stopped inside a chunk (truncated)."""
-        return bool(self.buffer) or self.want is not None
+        return bool(self.rest) or self.want is not None
 
 
 def _check_time(stamp: int, now: float) -> None:
@@ -238,7 +312,6 @@ class ClientCodec:
         self._sent = False
         self._incoming = bytearray()  # until the response's salt and header are in
         self._receiver: _Receiver | None = None
-        self._first_length: int | None = None  # 2022: the first chunk's length, from the header
 
     @property
     def sent_request(self) -> bool:
@@ -270,49 +343,36 @@ class ClientCodec:
             )
         )
 
-    def seal(self, data: bytes) -> bytes:
+    def seal(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """`data` as chunks, in a new buffer of its own."""
         return self._sender.chunks(data)
 
-    def open(self, data: bytes) -> bytes:
-        """The plaintext in `data` (may be b"" while a chunk is incomplete)."""
+    def open(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """The plaintext of the chunks `data` completes (b"" while none is complete), in a
+        new buffer of its own."""
         receiver = self._receiver
-        out: list[bytes] = []
-        if receiver is not None and self._first_length is None:
-            receiver.feed(out, data)  # the usual case: chunks after the first
-            return out[0] if len(out) == 1 else b"".join(out)
-        if receiver is None:
-            self._incoming += data
-            receiver = self._start_response()
-            if receiver is None:
-                return b""
-        else:
-            receiver.buffer += data
-        if self._first_length is not None:
-            end = self._first_length + TAG
-            if len(receiver.buffer) < end:
-                return b""
-            out.append(receiver.aead.open(memoryview(receiver.buffer)[:end], "the first chunk"))
-            del receiver.buffer[:end]
-            self._first_length = None
-        receiver.feed(out)
-        return out[0] if len(out) == 1 else b"".join(out)
+        if receiver is not None:
+            return receiver.feed(data)
+        self._incoming += data
+        return self._start_response()
 
     def truncated(self) -> bool:
         """Whether the server's stream ended inside a chunk or its header."""
         if self._receiver is None:
             return bool(self._incoming)
-        return self._receiver.pending() or self._first_length is not None
+        return self._receiver.pending()
 
-    def _start_response(self) -> _Receiver | None:
+    def _start_response(self) -> bytes | bytearray:
         method = self._method
         size = method.salt_size
         header = 1 + 8 + size + 2 if method.edition == 2022 else 0
         need = size + (header + TAG if header else 0)
         incoming = self._incoming
         if len(incoming) < need:
-            return None
+            return b""
         salt = bytes(incoming[:size])
         aead = _Aead(method, session_key(method, self._key.key, salt))
+        first_length = None
         if method.edition == 2022:
             plain = aead.open(memoryview(incoming)[size:need], "the response header")
             kind, stamp = struct.unpack_from(">BQ", plain)
@@ -324,16 +384,15 @@ class ClientCodec:
                     "the response is not for this request (its request salt "
                     "differs: a replayed response)"
                 )
-            (self._first_length,) = _LENGTH.unpack_from(plain, 9 + size)
-            if self._first_length == 0:
-                self._first_length = None  # no data with the header: chunks follow
+            # The first data chunk's length is in the header (0: none, chunks follow).
+            first_length = _LENGTH.unpack_from(plain, 9 + size)[0] or None
         if self._salts is not None and not self._salts.add(salt):
             raise StreamError("the server's salt was seen before (a replayed response)")
-        receiver = _Receiver(aead, method.max_payload)
-        receiver.buffer = bytearray(incoming[need:])
+        self._receiver = _Receiver(aead, method.max_payload, first_length)
+        with memoryview(incoming) as view:
+            rest = bytes(view[need:])
         self._incoming = bytearray()
-        self._receiver = receiver
-        return receiver
+        return self._receiver.feed(rest)
 
 
 class ServerCodec:
@@ -364,42 +423,39 @@ class ServerCodec:
         self._user_key = key.key
         self._sender: _Sender | None = None
 
-    def open(self, data: bytes) -> bytes:
+    def open(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Request data after the target; `target` is set once the header is in."""
-        if self._receiver is None:
-            self._incoming += data
-            if not self._start_request():
-                return b""
-            data = b""
-        receiver = self._receiver
-        assert receiver is not None
-        receiver.buffer += data
-        out: list[bytes] = []
-        if self._first:
-            out.append(self._first)
-            self._first = b""
-        receiver.feed(out)
-        return b"".join(out)
+        if self._receiver is not None:
+            return self._receiver.feed(data)
+        self._incoming += data
+        rest = self._start_request()
+        if rest is None:
+            return b""
+        assert self._receiver is not None
+        plain = self._receiver.feed(rest)
+        first, self._first = self._first, b""
+        return first + plain if first else plain
 
     _first = b""
 
-    def _start_request(self) -> bool:
+    def _start_request(self) -> bytes | None:
+        """The bytes after the request's header once it is in (None before)."""
         method = self._method
         size = method.salt_size
         incoming = self._incoming
         if len(incoming) < size:
-            return False
+            return None
         salt = bytes(incoming[:size])
         at = size
         if method.edition == 2022 and self._users:
             if len(incoming) < at + 16:
-                return False
+                return None
             self._user_key = self._identify(salt, bytes(incoming[at : at + 16]))
             at += 16
         aead = _Aead(method, session_key(method, self._user_key, salt))
         if method.edition == 2022:
             if len(incoming) < at + _FIXED_REQUEST.size + TAG:
-                return False
+                return None
             # Peek: decrypt with a throw-away copy so a partial request can be retried.
             probe = _Aead(method, session_key(method, self._user_key, salt))
             fixed = probe.open(
@@ -411,7 +467,7 @@ class ServerCodec:
             _check_time(stamp, self._clock())
             end = at + _FIXED_REQUEST.size + TAG + length + TAG
             if len(incoming) < end:
-                return False
+                return None
             aead.open(memoryview(incoming)[at : at + _FIXED_REQUEST.size + TAG], "header")
             variable = aead.open(
                 memoryview(incoming)[at + _FIXED_REQUEST.size + TAG : end], "the request header"
@@ -428,14 +484,14 @@ class ServerCodec:
             self._first = bytes(first)
         else:
             if len(incoming) < at + 2 + TAG:
-                return False
+                return None
             probe = _Aead(method, session_key(method, self._user_key, salt))
             (length,) = _LENGTH.unpack(
                 probe.open(memoryview(incoming)[at : at + 2 + TAG], "the request's length")
             )
             end = at + 2 + TAG + length + TAG
             if len(incoming) < end:
-                return False
+                return None
             aead.open(memoryview(incoming)[at : at + 2 + TAG], "length")
             plain = aead.open(memoryview(incoming)[at + 2 + TAG : end], "the request")
             consumed, self.target = _parse_address(plain)
@@ -444,9 +500,10 @@ class ServerCodec:
             raise StreamError("the request's salt was seen before (a replay)")
         self.request_salt = salt
         self._receiver = _Receiver(aead, method.max_payload)
-        self._receiver.buffer = bytearray(incoming[end:])
+        with memoryview(incoming) as view:
+            rest = bytes(view[end:])
         self._incoming = bytearray()
-        return True
+        return rest
 
     def _identify(self, salt: bytes, header: bytes) -> bytes:
         from blake3 import blake3

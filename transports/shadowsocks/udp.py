@@ -31,6 +31,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -109,12 +110,6 @@ class ReplayWindow:
             self._bits |= 1 << (self.highest - packet)
 
 
-def _ecb(key: bytes, block: bytes, encrypt: bool) -> bytes:
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    worker = cipher.encryptor() if encrypt else cipher.decryptor()
-    return worker.update(block) + worker.finalize()
-
-
 def _seal_2017(key: ShadowsocksKey, body: bytes, random: Callable[[int], bytes]) -> bytes:
     method = key.method
     salt = key.prefix + random(method.salt_size - len(key.prefix))
@@ -145,30 +140,43 @@ class _Sessions2022:
         self.packet = 0
         self._body_key = key.method.aead(_subkey(key, self.session))
         self.windows: dict[bytes, ReplayWindow] = {}
+        # The separate header's AES block, both ways: ECB keeps no state between blocks, so
+        # one encryptor and one decryptor serve every packet.
+        cipher = Cipher(algorithms.AES(key.key), modes.ECB())
+        self._header_out, self._header_in = cipher.encryptor(), cipher.decryptor()
+        # The body AEADs of the last 64 peer sessions with an authentic packet, so that a
+        # packet costs no key derivation.
+        self._peers: dict[bytes, Any] = {}
 
     def seal(self, main: bytes) -> bytes:
         header = self.session + _U64.pack(self.packet)
         self.packet += 1
         sealed = self._body_key.encrypt(header[4:], main, None)
-        return _ecb(self.key.key, header, True) + sealed
+        return self._header_out.update(header) + sealed
 
     def open(self, packet: bytes) -> tuple[bytes, bytes, int]:
         """(the sender's session id, the main header and payload, packet id); the packet id
         must be accepted (`accept`) once the body checks out."""
         if len(packet) < 16 + TAG + 1:
             raise PacketError(f"a packet of {len(packet)} bytes is too short for 2022")
-        header = _ecb(self.key.key, packet[:16], False)
+        header = self._header_in.update(packet[:16])
         session, (packet_id,) = header[:8], _U64.unpack_from(header, 8)
         window = self.windows.get(session)
         if window is not None and not window.check(packet_id):
             raise PacketError("a packet seen before (a replay)")
-        aead = self.key.method.aead(_subkey(self.key, session))
+        aead: Any = self._peers.get(session)
+        if aead is None:
+            aead = self.key.method.aead(_subkey(self.key, session))
         try:
             body = aead.decrypt(header[4:], packet[16:], None)
         except InvalidTag:
             raise PacketError(
                 "the packet failed authentication (a wrong key, or altered)"
             ) from None
+        if session not in self._peers:  # authentic: only a holder of the key seals it
+            if len(self._peers) >= 64:
+                self._peers.pop(next(iter(self._peers)))
+            self._peers[session] = aead
         return session, body, packet_id
 
     def accept(self, session: bytes, packet_id: int) -> None:

@@ -21,6 +21,14 @@ own process, rounds interleaved. What differs:
 Reported per direction: median MB/s, the ratio of detour's ss:// to ss-local, and CPU
 seconds per GiB of each client-side proxy (ss-server's and v2ray server's CPU are not in
 it). The goal for detour's Shadowsocks is at least 0.8x of ss-local's throughput.
+
+`--codec` measures the client's stream codec alone, without sockets or other processes, for
+every cipher (the 2022 ones too, which Debian's ss-server does not speak): CPU seconds per
+GiB to seal 256 KiB writes and to open a server's stream (chunks of the method's largest
+size) read in 256 KiB pieces, in child processes from this tree and from `--baseline`,
+alternating, best of `--rounds` each:
+
+    .venv/bin/python benchmarks/shadowsocks.py --codec --baseline /tmp/before --rounds 5
 """
 
 from __future__ import annotations
@@ -156,7 +164,12 @@ def main() -> int:
         help="also run the ss:// contestant from the source tree DIR (e.g. `git archive main "
         "| tar -x -C DIR`): before and after in one run",
     )
+    parser.add_argument(
+        "--codec", action="store_true", help="the client's codec alone, for every cipher"
+    )
     args = parser.parse_args()
+    if args.codec:
+        return codec_main(args)
     for program in ("ss-server", "ss-local"):
         if shutil.which(program) is None:
             print(f"{program} is not installed (Debian package shadowsocks-libev)")
@@ -222,8 +235,106 @@ def report(results: dict[str, list[dict[str, float]]], args) -> None:
             print(f"detour ss:// / ss-local, {direction}: {ours / theirs:.2f}x (goal: >= 0.8x)")
 
 
+CODEC_READ = 256 * 1024
+CODEC_BYTES = 32 << 20
+CODEC_CIPHERS = (
+    "chacha20-ietf-poly1305",
+    "aes-256-gcm",
+    "aes-128-gcm",
+    "2022-blake3-aes-128-gcm",
+    "2022-blake3-aes-256-gcm",
+    "2022-blake3-chacha20-poly1305",
+)
+
+
+def codec_main(args) -> int:
+    roots = {"detour": HERE.parent}
+    if args.baseline:
+        roots["baseline"] = args.baseline.resolve()
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    for _ in range(args.rounds):
+        for cipher in CODEC_CIPHERS:
+            for label, root in roots.items():
+                out = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--codec-child", str(root),
+                     cipher],
+                    check=True, capture_output=True, text=True, cwd=root,
+                )  # fmt: skip
+                got = json.loads(out.stdout)
+                kept = best.setdefault((cipher, label), got)
+                for key in ("seal", "open"):
+                    kept[key] = min(kept[key], got[key])
+    print(f"\nThe client's codec alone, CPU s/GiB, best of {args.rounds}\n")
+    print(
+        f"{'cipher':32} {'seal':>7} {'open':>7}" + ("  baseline seal   open" * bool(args.baseline))
+    )
+    for cipher in CODEC_CIPHERS:
+        ours = best[(cipher, "detour")]
+        line = f"{cipher:32} {ours['seal']:7.3f} {ours['open']:7.3f}"
+        if args.baseline:
+            theirs = best[(cipher, "baseline")]
+            line += f"  {theirs['seal']:13.3f} {theirs['open']:6.3f}"
+        print(line)
+    if args.json:
+        rows = [{"cipher": c, "tree": t, **v} for (c, t), v in best.items()]
+        args.json.write_text(json.dumps({"args": vars(args), "codec": rows}, indent=2, default=str))
+    return 0
+
+
+def codec_child(root: str, cipher: str) -> None:
+    """One cipher's codec from the tree `root`: prints {"seal": s/GiB, "open": s/GiB}."""
+    import base64
+    import time
+
+    sys.path.insert(0, root)
+    for name in [m for m in sys.modules if m == "transports" or m.startswith("transports.")]:
+        del sys.modules[name]
+    from transports import Endpoint
+    from transports.heap import keep_large_buffers
+    from transports.shadowsocks import METHODS, ClientCodec, ServerCodec, ShadowsocksKey
+    from transports.shadowsocks.methods import parse_psks, password_key
+
+    assert Path(sys.modules["transports"].__file__).is_relative_to(root)
+    keep_large_buffers()  # as every detour process does
+    method = METHODS[cipher]
+    if method.edition == 2022:
+        psk = base64.b64encode(bytes(range(method.key_size))).decode()
+        key = ShadowsocksKey(method, parse_psks(method, psk))
+    else:
+        key = ShadowsocksKey(method, (password_key(method, PASSWORD),))
+
+    def client() -> ClientCodec:  # the same salt each time: the server's response fits all
+        codec = ClientCodec(
+            key, Endpoint("example.com", 443), random=lambda n: bytes(n), clock=lambda: 1e9
+        )
+        codec.request(b"x")
+        return codec
+
+    server = ServerCodec(key, clock=lambda: 1e9)
+    server.open(ClientCodec(key, Endpoint("example.com", 443), random=lambda n: bytes(n),
+                            clock=lambda: 1e9).request(b"x"))  # fmt: skip
+    block = bytes(range(256)) * (CODEC_READ // 256)
+    piece = block[: method.max_payload]
+    wire = b"".join(server.seal(piece) for _ in range(CODEC_BYTES // len(piece)))
+    reads = [wire[i : i + CODEC_READ] for i in range(0, len(wire), CODEC_READ)]
+    plain = len(piece) * (CODEC_BYTES // len(piece))
+    sealer = client()
+    started = time.process_time()
+    for _ in range(CODEC_BYTES // CODEC_READ):
+        sealer.seal(block)
+    seal = time.process_time() - started
+    opener = client()
+    started = time.process_time()
+    got = sum(len(opener.open(read)) for read in reads)
+    opened = time.process_time() - started
+    assert got == plain, (got, plain)
+    print(json.dumps({"seal": seal * GIB / CODEC_BYTES, "open": opened * GIB / plain}))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         bench.serve_main()
+    elif sys.argv[1:2] == ["--codec-child"]:
+        codec_child(sys.argv[2], sys.argv[3])
     else:
         sys.exit(main())

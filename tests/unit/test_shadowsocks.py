@@ -403,7 +403,7 @@ def test_a_failed_tag_in_a_chunk_completed_from_the_last_read(name: str) -> None
 
 
 def test_codecs_work_with_an_aead_that_returns_new_bytes(monkeypatch) -> None:
-    """cryptography before 45 has no encrypt_into/decrypt_into: the codec copies instead."""
+    """Older cryptography releases have no encrypt_into/decrypt_into: the codec copies."""
     from transports.shadowsocks import codec
 
     class Plain:  # an AEAD with only encrypt and decrypt

@@ -114,7 +114,8 @@ class _Aead:
         aead = method.aead(key)
         self._aead = aead
         self._counter = 0
-        # cryptography >= 45 seals and opens into a buffer given; older ones return bytes.
+        # Newer cryptography releases seal and open into a buffer given (encrypt_into,
+        # decrypt_into); older ones, which pyproject.toml still allows, return new bytes.
         self._encrypt_into = getattr(aead, "encrypt_into", None)
         self._decrypt_into = getattr(aead, "decrypt_into", None)
 

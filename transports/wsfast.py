@@ -152,15 +152,18 @@ class FrameBuilder:
     """A client's obfuscated MTProto stream cut into one masked WebSocket frame per
     packet, built in one buffer per connection: `feed(data, write)` copies `data` into the
     frames of the packets it continues or begins, and calls `write(frame)` for each that
-    is complete (`write` must take the frame in before it returns: the buffer is reused).
+    is complete (`write` must take the frame in before it returns: the buffer is reused;
+    `frame`, a buffer to start with).
     `splitter` reads the packets' length fields (its keystream at their offsets); `offset`
     is the stream offset of the next packet. Raises FramingError on a length no packet
     can have; the builder is not to be fed after that."""
 
-    def __init__(self, splitter: PacketSplitter, offset: int) -> None:
+    def __init__(
+        self, splitter: PacketSplitter, offset: int, frame: bytearray | None = None
+    ) -> None:
         self.splitter = splitter
         self.offset = offset  # stream offset of the packet being built (or the next)
-        self._frame = bytearray()
+        self._frame = frame if frame is not None else bytearray()  # (a buffer to reuse)
         self._start = 0  # where the payload begins in the frame (its head's size)
         self._need = 0  # the packet's size; 0: no packet open
         self._have = 0
@@ -297,7 +300,12 @@ class _TgWsTransport:
         splitter = stream._splitter
         offset = splitter.offset
         held = splitter.take_pending()  # the start of a packet the stream held
-        self.builder = FrameBuilder(splitter, offset)
+        # The WebSocket's own frame buffer, if it made one, becomes the builder's.
+        ws = getattr(stream, "ws", None)
+        frame = getattr(ws, "_scratch", None)
+        if ws is not None:
+            ws._scratch = None
+        self.builder = FrameBuilder(splitter, offset, frame)
         self.closing = closing  # our close frame is out: nothing may follow it
         self.error: ConnectionResetError | None = None
         self._protocol: asyncio.BaseProtocol | None = None

@@ -410,13 +410,14 @@ class _TgWsProtocol(asyncio.BufferedProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
+        view, self._view = self._view, None  # an idle connection keeps no relay buffer
         owner = self.owner
         if self.ended or owner.error is not None:
             return
         cutter = owner.cutter
-        assert self._view is not None
+        assert view is not None
         try:
-            size = cutter.feed(self._view, nbytes)
+            size = cutter.feed(view, nbytes)
         except WebSocketError as exc:
             owner.fail(f"the endpoint broke the WebSocket protocol: {exc}")
             return

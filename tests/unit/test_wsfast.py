@@ -319,6 +319,7 @@ def test_payload_reaches_the_relay_and_pings_are_answered() -> None:
     deliver(transport, wire[:5])
     deliver(transport, wire[5:])
     assert relay.received == b"onetwo"
+    assert transport.protocol._view is None  # no relay buffer kept between reads
     assert transport.frames() == [(OP_PONG, b"p")]
     assert wrapper.get_protocol() is relay
 

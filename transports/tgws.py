@@ -52,9 +52,11 @@ from .mtproto.dcs import DEFAULT_DCS, DataCentre, DcTable, WebEndpoint
 from .mtproto.framing import MAX_PACKET, FramingError, PacketSplitter
 from .mtproto.obfuscated2 import INIT_LEN, Keystream, Obfuscation, TransportKind, dc_field, initiate
 from .mtproto.start import StartRefused, read_start
+from .tcp import SocketStream
 from .tls import tls_connect_fast
 from .websocket import UpgradeRefused, WebSocketStream, websocket_connect
 from .wrapped import HeldBytes, WrappedStream
+from .wsfast import TgWsPipe
 
 __all__ = ["TgWsDialer", "TgWsOptions", "TgWsStream", "parse_options"]
 
@@ -243,6 +245,7 @@ class TgWsStream(WrappedStream):
         self._wrap: Obfuscation | None = None  # ours, for a client that does not obfuscate
         self._rejected: str | None = None
         self._held = HeldBytes()  # unread() bytes, already decrypted
+        self._pipe: TgWsPipe | None = None
 
     # --- toward Telegram ------------------------------------------------------------------
 
@@ -332,6 +335,32 @@ class TgWsStream(WrappedStream):
 
     def shaping(self) -> bool:
         return True  # every byte is framed into messages: the relay never takes a raw socket
+
+    def raw_socket_stream(self) -> TgWsPipe | None:
+        """For the relay's fast path (transports/wsfast.py): once the client's init has gone
+        out, when the client obfuscates its stream itself and the TLS runs on the event
+        loop's transport in TLS 1.3 (which encrypts each write before returning). Otherwise
+        None, and the relay copies with tasks. Depends only on what does not change while
+        the relay switches paths."""
+        ws = self.ws
+        if type(ws) is not WebSocketStream:
+            return None
+        inner = ws.inner
+        if (
+            self._splitter is None
+            or self._wrap is not None
+            or self._rejected is not None
+            or self._held
+            or not ws.partial_reads
+            or ws._fragments
+            or type(inner) is not SocketStream
+            or inner._detached
+            or not inner.copies_writes
+        ):
+            return None
+        if self._pipe is None:
+            self._pipe = TgWsPipe(self)
+        return self._pipe
 
     def is_closing(self) -> bool:
         return self._rejected is not None or self.inner.is_closing()

@@ -56,8 +56,10 @@ __all__ = [
     "accept_headers",
     "encode_frame",
     "encode_masked_into",
+    "masked_head_size",
     "parse_frame",
     "parse_head",
+    "seal_masked",
     "websocket_connect",
 ]
 
@@ -314,9 +316,7 @@ def encode_masked_into(
     frames to a stream that copies them at once (TLS encrypts them) reuses one buffer, so
     a large frame costs one copy of its payload into warm memory and one masking pass --
     no join of the parts, no new buffer (and its page faults) per frame."""
-    head = _head(opcode, length, True, True)
-    key = os.urandom(4)
-    start = len(head) + 4
+    start = masked_head_size(length)
     size = start + length
     if len(buf) != size:
         if len(buf) > size:
@@ -331,12 +331,37 @@ def encode_masked_into(
             at = end
     if at != size:
         raise ValueError(f"the parts hold {at - start} bytes, not {length}")
+    return seal_masked(buf, opcode)
+
+
+def masked_head_size(length: int) -> int:
+    """The bytes in front of a client frame's payload of `length` bytes: its head and its
+    masking key."""
+    return (2 if length < 126 else 4 if length < 1 << 16 else 10) + 4
+
+
+def seal_masked(buf: bytearray, opcode: int) -> bytearray:
+    """Make `buf` one masked frame (a client's, final) in place: `buf` holds room for the
+    head and key (masked_head_size of the payload's length) and then the payload, nothing
+    else. The payload is masked with a new key and the head and key written in front;
+    returns `buf`."""
+    length = len(buf) - 6
+    if length >= 126:
+        length -= 2
+        if length >= 1 << 16:
+            length -= 6
+    start = len(buf) - length
+    if length < 0 or masked_head_size(length) != start:
+        raise ValueError(f"a buffer of {len(buf)} bytes holds no masked frame")
+    head = _head(opcode, length, True, True)
+    key = os.urandom(4)
     if _mask_in_place is None:
         buf[start:] = _apply_mask_python(bytes(buf[start:]), key)
-        buf[:start] = head + key
-        return buf
-    shift = start % 4
-    _mask_in_place(key[-shift:] + key[:-shift] if shift else key, buf)
+    else:
+        # The masking helper starts at the buffer's first byte, so it gets the key rotated
+        # to line up with the payload's start; the head it garbles is written after.
+        shift = start % 4
+        _mask_in_place(key[-shift:] + key[:-shift] if shift else key, buf)
     buf[:start] = head + key
     return buf
 

@@ -3,7 +3,9 @@ frame built into a reused buffer from pieces is the frame encode_frame makes of 
 (parse_frame reads it back), whatever the buffer held before; a packet splitter's pieces
 join to the packets `feed` returns, however the stream is cut; a WebSocket stream that hands
 out payloads as they arrive (`partial_reads`) yields the same bytes as one that waits for
-whole messages, however the frames are cut."""
+whole messages, however the frames are cut; the relay's fast path for `tgws`
+(transports/wsfast.py) cuts the same payload out of the frames in place, and builds one
+frame per packet that reads back as the packet, however reads and writes are cut."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from transports.websocket import (
     encode_masked_into,
     parse_frame,
 )
+from transports.wsfast import FrameBuilder, FrameCutter
 
 # Each property decodes its whole input from one st.binary() draw (a strategy per field
 # cost twice as much): counts and sizes from a head of fixed length (so that a count does
@@ -140,6 +143,40 @@ def partial_reads_yield_the_same_bytes(draw: bytes) -> None:
 
     assert run_now(read_all(True)) == run_now(read_all(False)) == payload
 
+    # The fast path's cutter, each read in a buffer of its own with room after it (as the
+    # relay's): the same payload, the ping seen, the close frame ending it.
+    cutter = FrameCutter(max_frame=1 << 20)
+    out = b""
+    for piece in cut(wire, wire_cuts):
+        buf = bytearray(piece) + bytes(16)
+        size = cutter.feed(memoryview(buf), len(piece))
+        out += bytes(buf[:size])
+    assert out == payload and cutter.closed and not cutter.inside
+    assert cutter.controls[-1] == (OP_CLOSE, struct.pack("!H", 1000))
+    assert all(control == (OP_PING, b"hi") for control in cutter.controls[:-1])
+
+
+def frames_built_per_packet_read_back(draw: bytes) -> None:
+    c = Choices(draw)
+    tag = c.pick([Tag.ABRIDGED, Tag.INTERMEDIATE, Tag.PADDED])
+    count = 1 + c.byte() % 5
+    sizes = [1 + c.byte() % 120 for _ in range(5)][:count]
+    writes = numbers(c, 1, 300)
+    scale = 4 if tag is Tag.ABRIDGED else 1
+    sent = [encode_packet(tag, bytes([i]) * (size * scale)) for i, size in enumerate(sizes)]
+    builder = FrameBuilder(PacketSplitter(tag), 0)
+    frames: list[bytes] = []
+    for piece in cut(b"".join(sent), writes):
+        buf = bytearray(piece)  # the relay's buffer, overwritten once the write returns
+        builder.feed(memoryview(buf), lambda frame: frames.append(bytes(frame)))
+        buf[:] = bytes(len(buf))
+    got = []
+    for frame in frames:
+        used, parsed = parse_frame(frame, expect_masked=True)
+        assert used == len(frame) and parsed.fin and parsed.opcode == OP_BINARY
+        got.append(bytes(parsed.payload))
+    assert got == sent and builder.pending == 0
+
 
 # --- the properties above, several to a test -----------------------------------------------
 #
@@ -152,8 +189,10 @@ def partial_reads_yield_the_same_bytes(draw: bytes) -> None:
     draw=st.binary(min_size=FRAME_HEAD, max_size=FRAME_HEAD + 400),
     draw_1=st.binary(min_size=18, max_size=18),
     draw_2=st.binary(min_size=READ_HEAD + 1, max_size=READ_HEAD + 300),
+    draw_3=st.binary(min_size=18, max_size=18),
 )
-def test_frames_packets_and_partial_reads(draw, draw_1, draw_2) -> None:
+def test_frames_packets_and_partial_reads(draw, draw_1, draw_2, draw_3) -> None:
     a_frame_built_in_a_reused_buffer_reads_back(draw)
     pieces_join_to_the_packets(draw_1)
     partial_reads_yield_the_same_bytes(draw_2)
+    frames_built_per_packet_read_back(draw_3)

@@ -4,7 +4,8 @@ the origin reads nothing until the client can push no more (the relay's reads pa
 backpressure, the end of stream behind the bytes). The origin then reads slowly; it must get
 every byte, then the end of stream, and its answer must still reach the client. Through
 detour in-process: SOCKS5 and HTTP CONNECT on a `direct` route (the relay's fast path),
-SOCKS5 on a `tgws` route (its generic path, MTProto over a WebSocket), and the MTProto proxy
+SOCKS5 on a `tgws` route (MTProto over a WebSocket: the relay's fast path for it,
+transports/wsfast.py, once the init is out), and the MTProto proxy
 endpoint with a plain and an `ee` secret (its re-encrypting fast path)."""
 
 from __future__ import annotations

@@ -208,9 +208,12 @@ async def test_an_oversized_frame_from_the_endpoint_ends_the_connection(
 async def test_both_tls_paths_carry_the_stream_intact(
     tmp_path, start_engine, monkeypatch, layers
 ) -> None:
-    """A bare `tgws` runs its TLS on the loop's transport; under `tlsfrag` (which must
-    rewrite the ClientHello) in Python: both carry 1 MiB each way intact."""
+    """A bare `tgws` runs its TLS on the loop's transport, and the relay then pipes it to
+    the client on its fast path (transports/wsfast.py); under `tlsfrag` (which must
+    rewrite the ClientHello) in Python, copied by the relay's tasks: both carry 1 MiB each
+    way intact."""
     import transports.tls
+    import transports.wsfast
 
     decided: list[bool] = []
     real = transports.tls.loop_tls_applies
@@ -219,7 +222,15 @@ async def test_both_tls_paths_carry_the_stream_intact(
         decided.append(real(stream))
         return decided[-1]
 
+    piped: list[object] = []
+    real_detach = transports.wsfast.TgWsPipe.detach
+
+    def detach_spy(self):
+        piped.append(self)
+        return real_detach(self)
+
     monkeypatch.setattr(transports.tls, "loop_tls_applies", spy)
+    monkeypatch.setattr(transports.wsfast.TgWsPipe, "detach", detach_spy)
     ca = TestCA(tmp_path / "ca")
     origin = await start_integrity()
     unwrapper = await start_unwrapper(origin.address)
@@ -238,3 +249,4 @@ async def test_both_tls_paths_carry_the_stream_intact(
         origin.server.close()
     assert result.ok, result
     assert decided and all(decided) is (not layers)  # the loop's TLS only over a bare socket
+    assert bool(piped) is (not layers)  # and the relay's fast path only on it

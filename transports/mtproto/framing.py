@@ -153,6 +153,13 @@ class PacketSplitter:
         self._held, self._held_size, self._need = [], 0, None
         return missing
 
+    def packet_size(self, data: bytes | bytearray | memoryview, pos: int, at: int) -> int | None:
+        """The whole size (length field included) of the packet whose first bytes are
+        `data[pos:]`, at stream offset `at`; None until its length field is all there.
+        Raises FramingError as `feed` does. For a writer that cuts the stream itself."""
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        return self._size(view, pos, len(view), at)
+
     def _size(self, view: memoryview, pos: int, end: int, at: int) -> int | None:
         """The whole packet's size (length field included) starting at `pos` (stream offset
         `at`), or None until its length field has arrived."""

@@ -226,7 +226,8 @@ async def test_two_proxy_authorization_fields_are_refused_whichever_comes_first(
         writer.close()
         assert answer.startswith(b"HTTP/1.1 400 "), answer
         assert b"more than one Proxy-Authorization field" in answer
-    lines = [r.getMessage() for r in caplog.records if "Proxy-Authorization fields" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records]
+    lines = [line for line in lines if "Proxy-Authorization fields" in line]
     assert len(lines) == 3 and all(LAN_A in line for line in lines), lines
     assert engine.listener.admission.logins.checked(LAN_A) == 0  # none was checked
 

@@ -59,8 +59,8 @@ def usable_state_dir(directory: Path) -> bool:
         return True
     except NotADirectoryError:
         why = "cannot be made: a part of its path is a file"
-    except OSError:
-        return True  # (unreadable, ...: the read or write that follows says why)
+    except OSError as exc:  # a name too long, a directory on the way that cannot be searched
+        why = f"cannot be used ({exc.strerror or exc})"
     if str(directory) not in _SAID:
         _SAID.add(str(directory))
         log.warning(
@@ -216,5 +216,13 @@ class HealthStore:
             ) as tmp:
                 json.dump(data, tmp, indent=1, sort_keys=True)
             os.replace(tmp.name, self.path)  # never a half-written state file
-        except OSError as exc:
-            log.warning("cannot save the state file %s: %s", self.path, exc)
+        except OSError as exc:  # said once per process (a save follows every probe round)
+            said = f"save {self.path}" in _SAID
+            _SAID.add(f"save {self.path}")
+            log.log(
+                logging.DEBUG if said else logging.WARNING,
+                "cannot save the state file %s: %s%s",
+                self.path,
+                exc,
+                "" if said else " (said once; detour runs on without remembering)",
+            )

@@ -117,6 +117,13 @@ def test_a_file_where_the_state_directory_should_be_is_said_once(tmp_path, caplo
         assert lines[0].startswith(f"the state directory {state} ")
         assert "detour runs without remembering what worked per network" in lines[0]
     assert (tmp_path / "file").read_text() == "not a directory"
+    caplog.clear()
+    long = tmp_path / ("a" * 5000)  # ENAMETOOLONG: said once too
+    for _ in range(3):
+        assert HealthStore(long).load("home", HealthBook()) == 0
+        HealthStore(long).save("home", book)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert len(lines) == 1 and "cannot be used (File name too long)" in lines[0], lines
 
 
 def test_no_network_no_memory(tmp_path) -> None:

@@ -93,7 +93,8 @@ def _read_at_most(file: Path, limit: int) -> bytes:
     program to write to it, which may never come. A pipe without a writer, or one whose writer
     ended having written nothing (a reload of `-c <(...)`), is refused rather than read as an
     empty config; a terminal is refused rather than waited on."""
-    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # (not on Windows, which has no named pipes)
+    fd = os.open(file, os.O_RDONLY | nonblocking | getattr(os, "O_CLOEXEC", 0))
     with open(fd, "rb", buffering=0, closefd=True) as handle:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -101,7 +102,7 @@ def _read_at_most(file: Path, limit: int) -> bytes:
         if os.isatty(fd):
             raise _NotAConfig("is a terminal, not a config file")
         first = b""
-        if stat.S_ISFIFO(mode):
+        if stat.S_ISFIFO(mode) and nonblocking:
             try:
                 first = os.read(fd, min(limit, 65536))
             except BlockingIOError:  # a program writes to it, not yet: wait for it
@@ -112,7 +113,8 @@ def _read_at_most(file: Path, limit: int) -> bytes:
                         "is a pipe that nothing writes to: not a config file (a program "
                         "must be writing to it already, as with -c <(...))"
                     )
-        os.set_blocking(fd, True)
+        if nonblocking:
+            os.set_blocking(fd, True)
         chunks = [first]
         size = len(first)
         while size < limit:

@@ -223,6 +223,10 @@ class StatusApi:
         nobody learns which paths exist), then the endpoint. A bug answers 500 with a plain
         sentence; the traceback goes to the log only."""
         endpoint = self._endpoints.get(request.path)
+        if request.header_count("Authorization") > 1:  # which one would be meant?
+            why = "more than one Authorization field"
+            self._refused(request, logging.WARNING, why, endpoint)
+            return Response.text(400, why + "\n")
         if self._needs_token(request) and not self._token_ok(request):
             self._refused(request, logging.WARNING, self._token_problem(request), endpoint)
             return Response.text(

@@ -145,7 +145,9 @@ _URL_DROPPED = {"\t": "%09", "\r": "%0D", "\n": "%0A"}
 
 
 def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
-    shown = redact(text)
+    # One URL (a layer): its userinfo to its last '@' is hidden whole, whatever it holds (a
+    # blank and a '://' in a user name made redact() see a second URL in its password).
+    shown = _redact_url(text) if text.startswith(f"{name}://") else redact(text)
     if not text.startswith(f"{name}://"):
         raise ChainError(f"write {name} layers as {_KINDS[name].syntax} (got {shown!r})")
     for raw, encoded in _URL_DROPPED.items():
@@ -157,23 +159,32 @@ def _parse_proxy_url(name: str, text: str) -> dict[str, Any]:
         shown = f"{name}://{host}:***"
     invalid = ChainError(
         f"{shown!r} is not a valid proxy address ({_KINDS[name].syntax}; "
-        "percent-encode '@', ':', '/' and '|' in user names and passwords)"
+        "percent-encode '@', ':', '/', '?', '#' and '|' in user names and passwords)"
     )  # (not urlsplit's own message: it may quote part of a password)
     try:
         url = urlsplit(text)
     except ValueError:
         raise invalid from None
+    if "@" in f"{url.path}{url.query}{url.fragment}":  # a userinfo cut at a '/', '?', '#'
+        raise ChainError(
+            f"{shown!r}: an '@' after the proxy address; percent-encode '/' (%2F), '?' "
+            "(%3F) and '#' (%23) in user names and passwords"
+        )
     try:
         port = url.port
     except ValueError:
         port_text = url.netloc.rpartition(":")[2]
-        if port_text.isascii() and port_text.isdigit():
+        if port_text.isascii() and port_text.isdigit() and int(port_text) > 65535:
             raise ChainError(f"{shown!r}: port {port_text} is out of range (1-65535)") from None
         raise invalid from None
     if url.path not in ("", "/") or url.query or url.fragment:
         raise ChainError(f"{shown!r}: a proxy address takes no path or query")
     if not url.hostname:
         raise ChainError(f"{shown!r}: missing proxy host ({_KINDS[name].syntax})")
+    if any(ch.isspace() or ord(ch) < 32 or ch in '"<>\\^`{}' for ch in url.hostname) or (
+        "%" in url.hostname and ":" not in url.hostname  # (an IPv6 zone: [fe80::1%25eth0])
+    ):
+        raise ChainError(f"{shown!r}: the proxy host is not a host name or IP address")
     if port is None:
         raise ChainError(f"{shown!r}: missing proxy port ({_KINDS[name].syntax})")
     if port == 0:
@@ -719,6 +730,7 @@ def parse_chain(text: str) -> Chain:
         raise ChainError(f"empty chain (known layers: {', '.join(known_layers())})")
     parts = [part.strip() for part in text.split("|")]
     if any(not part for part in parts):
+        _check_bar_in_userinfo([part for part in parts if part])  # `alice:a||b@host`
         raise ChainError("empty layer between '|' separators")
     _check_bar_in_userinfo(parts)
     layers = [_parse_layer(part) for part in parts]
@@ -751,7 +763,7 @@ def _check_bar_in_userinfo(parts: list[str]) -> None:
                 "user name or password holds '|', write it %7C ('|' separates layers; "
                 "percent-encode '@', ':', '/' and '|' there)"
             )
-        if sep:
+        if sep and _URL_START.match(part):
             url, rest, first = head, part[len(head) + 3 :], at
             cut = "@" not in rest and _open_userinfo(rest)  # "alice:pa" of alice:pa|...@
 
@@ -896,10 +908,11 @@ _PT_LAYER = re.compile(
     r"(?<![^\s|'\"`(])pt:(?!//)(?![A-Za-z0-9_]+:)(?:bridge\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)?[^|\n]*",
     re.I,
 )
-# Where a URL starts: a scheme (anything but separators; a typo in it is still a URL) and
-# '://', where a layer, a quote or a `key=` value starts. A '://' inside a password is not
-# one (it follows ':' or a letter).
-_URL_START = re.compile(r"(?<![^\s|'\"`(=])[^\s|'\"`(=:/@]+://")
+# Where a URL starts: a scheme (a letter, then anything but separators; a typo in it is
+# still a URL) and '://', where a layer, a quote or a `key=` value starts. A '://' inside a
+# password is not one (it follows ':' or a letter), nor one after '?', '#' or '%' (a user
+# name's `a?#://`: no scheme starts or holds those).
+_URL_START = re.compile(r"(?<![^\s|'\"`(=])[A-Za-z][^\s|'\"`(=:/@?#%]*://")
 # Link schemes (transports/links.py) whose userinfo is secret whole: a password, a UUID,
 # base64 of a cipher and password. vmess's base64 JSON and the legacy ss form have no '@'
 # and are secret whole; a dynamic key's path is its secret.

@@ -147,10 +147,15 @@ def _host_port(netloc: str, where: str) -> Endpoint:
 
 def _split(text: str, scheme: str) -> tuple[str, str, str, str]:
     """(userinfo, host:port, query, fragment) of scheme://userinfo@host:port/?query#fragment.
-    The userinfo runs to the last '@' (passwords in sloppy links hold '@' unescaped)."""
+    The userinfo runs to the last '@' of the authority (passwords in sloppy links hold '@'
+    unescaped), as transports/chain.py reads proxy URLs (urlsplit)."""
     body = text.strip()[len(scheme) + 3 :]
     body, _, fragment = body.partition("#")
-    at = body.rfind("@")
+    # RFC 3986: the authority ends at the first '/' or '?', its userinfo at its last '@'
+    # (a query's `path=/ws@x` is no userinfo). With no '@' there, one further on ends a
+    # userinfo holding '/' or '?' unescaped (standard base64 in ss:// links has '/').
+    authority = re.match(r"[^/?]*", body).group(0)  # type: ignore[union-attr]
+    at = authority.rfind("@") if "@" in authority else body.rfind("@")
     userinfo, rest = (body[:at], body[at + 1 :]) if at >= 0 else ("", body)
     end = len(rest)
     for mark in "/?":
@@ -158,6 +163,14 @@ def _split(text: str, scheme: str) -> tuple[str, str, str, str]:
         if position >= 0:
             end = min(end, position)
     netloc, tail = rest[:end], rest[end:]
+    if "@" in fragment or (at >= 0 and "@" in tail):  # a password cut at a '/', '?', '#'?
+        try:
+            _host_port(netloc, scheme)
+        except LinkError:
+            raise LinkError(
+                f"{scheme}: no server address before the first '/', '?' or '#' (an '@' comes "
+                "after it); percent-encode '/' (%2F), '?' (%3F) and '#' (%23) in a password"
+            ) from None
     query = tail.partition("?")[2]
     return userinfo, netloc, query, unquote(fragment)
 
@@ -572,7 +585,9 @@ def recognise_link(text: str) -> Recognised:
     scheme = scheme.lower()
     if sep and scheme in LINK_SCHEMES:
         return _from_layer(stripped)
-    if sep and scheme == "http" and _url_path(stripped) not in ("", "/"):
+    path = _url_path(stripped) if sep and scheme == "http" else ""
+    after = re.sub(r"^[^/?#]*", "", stripped.partition("://")[2])
+    if path not in ("", "/") and "@" not in after:  # (an '@' there: a login cut at a '/')
         raise LinkError(
             "http: a URL with a path is read as a subscription, and a subscription over plain "
             "http:// can be read and changed on the way: use its https:// URL"
@@ -656,7 +671,19 @@ def _proxy(scheme: str, text: str) -> Recognised:
     layer_name = {"socks5h": "socks5", "socks": "socks5", "socks4": "socks4a"}.get(scheme, scheme)
     text, _, label = text.partition("#")  # a name, as lists of proxies give them
     chain_text = layer_name + text[len(scheme) :]
-    chain = _chain_or_error(chain_text, layer_name)
+    cut = LinkError(
+        f"{scheme}: an '@' after the '#' that starts the link's name: percent-encode a "
+        "'#' in the user name or password as %23"
+    )
+    if "@" in label and "@" not in text:  # `socks5://alice:12#34@host:1`: a password cut at
+        # its '#' (read as RFC 3986 says: host alice, port 12, no login, named "34@host:1")
+        raise cut
+    try:
+        chain = _chain_or_error(chain_text, layer_name)
+    except LinkError:
+        if "@" in label:
+            raise cut from None
+        raise
     if len(chain.layers) != 2:
         raise LinkError(f"{scheme}: give one proxy address ({scheme}://[USER:PASS@]HOST:PORT)")
     proxy: Endpoint = chain.layers[-1].params["proxy"]
@@ -717,6 +744,8 @@ def _telegram(rest: str, prefix: str) -> Recognised:
     user, password = params.get("user", ""), params.get("pass", "")
     if bool(user) != bool(password):
         raise LinkError("tg: give both user= and pass=, or neither")
+    if any(ch.isspace() or ch in "/?#@\\|" or ord(ch) < 32 for ch in server):
+        raise LinkError("tg: server= is not a host name or address")
     host = f"[{server}]" if ":" in server and not server.startswith("[") else server
     userinfo = f"{_quote(user)}:{_quote(password)}@" if user else ""
     chain_text = f"socks5://{userinfo}{host}:{port}"

@@ -8,6 +8,8 @@ a reload (SIGHUP, ctrl+r) layers the edited file on the built-in config again.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -52,15 +54,18 @@ MAX_CONFIG_FILE = 4 * 1024 * 1024
 
 
 def read_config_file(file: Path) -> str:
-    """The text of a config file: UTF-8, at most MAX_CONFIG_FILE bytes (a pipe, as `-c
-    <(...)` gives, and /dev/null are read too); ConfigError says why not."""
+    """The text of a config file: UTF-8, at most MAX_CONFIG_FILE bytes; ConfigError says why
+    not. A pipe a program writes to (`-c <(...)`) and a device such as /dev/null are read
+    too; a named pipe nothing writes to and a terminal, which would wait for ever, are not.
+    """
     try:
-        with open(file, "rb") as handle:
-            data = handle.read(MAX_CONFIG_FILE + 1)
+        data = _read_at_most(file, MAX_CONFIG_FILE + 1)
     except FileNotFoundError:
         raise ConfigError([f"no such file: {file}"], str(file)) from None
     except IsADirectoryError:
         raise ConfigError(["is a directory, not a config file"], str(file)) from None
+    except _NotAConfig as exc:
+        raise ConfigError([str(exc)], str(file)) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc}"], str(file)) from None
     if len(data) > MAX_CONFIG_FILE:
@@ -77,6 +82,48 @@ def read_config_file(file: Path) -> str:
         ) from None
     # Line ends as a text read has them (CRLF and CR as LF), as `detour add` compares them.
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class _NotAConfig(OSError):
+    """A file that is no config whatever it holds (the message says what it is)."""
+
+
+def _read_at_most(file: Path, limit: int) -> bytes:
+    """Up to `limit` bytes of `file`. Opened without waiting: opening a named pipe waits for a
+    program to write to it, which may never come. A pipe without a writer, or one whose writer
+    ended having written nothing (a reload of `-c <(...)`), is refused rather than read as an
+    empty config; a terminal is refused rather than waited on."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # (not on Windows, which has no named pipes)
+    fd = os.open(file, os.O_RDONLY | nonblocking | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", buffering=0, closefd=True) as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(file)
+        if os.isatty(fd):
+            raise _NotAConfig("is a terminal, not a config file")
+        first = b""
+        if stat.S_ISFIFO(mode) and nonblocking:
+            try:
+                first = os.read(fd, min(limit, 65536))
+            except BlockingIOError:  # a program writes to it, not yet: wait for it
+                pass
+            else:
+                if not first:
+                    raise _NotAConfig(
+                        "is a pipe that nothing writes to: not a config file (a program "
+                        "must be writing to it already, as with -c <(...))"
+                    )
+        if nonblocking:
+            os.set_blocking(fd, True)
+        chunks = [first]
+        size = len(first)
+        while size < limit:
+            chunk = handle.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
 
 def load_layers(path: str | Path | None = None) -> Loaded:

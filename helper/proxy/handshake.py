@@ -41,6 +41,11 @@ def destination(host: str, port: int) -> Endpoint:
         raise ValueError("host name contains characters no host name has")
     if any(not label or len(label.encode()) > 63 for label in name.split(".")):
         raise ValueError("host name has an empty or over-long label")
+    if not name.isascii():  # an international name: the resolver writes it in IDNA
+        try:
+            name.encode("idna")
+        except UnicodeError:
+            raise ValueError("host name is not a valid international (IDNA) name") from None
     return Endpoint(name, port)
 
 

@@ -154,6 +154,11 @@ def parse_request_head(head: bytes) -> HttpRequest:
 
 
 def _authority(text: str, default_port: int | None) -> Endpoint:
+    if not text.isascii():  # the head was read as latin-1: a name in UTF-8, as clients send
+        try:
+            text = text.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("the destination's host name is not UTF-8") from None
     try:
         endpoint = Endpoint.parse(text, default_port)
         return destination(endpoint.host, endpoint.port)
@@ -207,6 +212,8 @@ def forwarded_head(request: HttpRequest) -> bytes:
 
 
 def _host_header(dest: Endpoint) -> str:
+    if not dest.host.isascii():  # an international name (destination() checked it encodes)
+        dest = Endpoint(dest.host.encode("idna").decode("ascii"), dest.port)
     return format_host(dest.host) if dest.port == 80 else str(dest)
 
 

@@ -198,6 +198,18 @@ class MixedListener(Listener):
             raise http_proto.BadRequest(str(exc), exc.status) from None
         request = http_proto.parse_request_head(head)
         if self._users:
+            if request.header_count("proxy-authorization") > 1:  # which one would be meant?
+                self.admission.throttled.log(
+                    "login",
+                    logging.WARNING,
+                    self.admission.prefix + "refused client %s: HTTP proxy login not checked: "
+                    "%d Proxy-Authorization fields in one request",
+                    conn.client,
+                    request.header_count("proxy-authorization"),
+                )
+                refusal = http_proto.BadRequest("more than one Proxy-Authorization field")
+                refusal.logged = True
+                raise refusal
             login = http_proto.check_basic_auth(request)
             if login is None:  # (a client asking without one first, as browsers do: no try)
                 raise ProtocolError("HTTP proxy login missing", http_proto.AUTH_REQUIRED)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .health import HealthBook, RouteHealth
 
-__all__ = ["HealthStore", "network_id", "state_dir"]
+__all__ = ["HealthStore", "network_id", "state_dir", "usable_state_dir"]
 
 log = logging.getLogger("detour.routing")
 
@@ -41,6 +42,34 @@ def state_dir() -> Path:
     if sys.platform == "darwin":
         return home / "Library" / "Application Support" / "detour"
     return Path(os.environ.get("XDG_STATE_HOME", home / ".local" / "state")) / "detour"
+
+
+_SAID: set[str] = set()  # state directories already said to be unusable, in this process
+
+
+def usable_state_dir(directory: Path) -> bool:
+    """Whether `directory` can hold detour's state: a directory, or nothing yet (made when
+    first written). Anything else (a file where it should be, or in its path) is said once
+    per process, naming the path and what detour does instead; False then."""
+    try:
+        if stat.S_ISDIR(os.stat(directory).st_mode):
+            return True
+        why = "is not a directory"
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        why = "cannot be made: a part of its path is a file"
+    except OSError as exc:  # a name too long, a directory on the way that cannot be searched
+        why = f"cannot be used ({exc.strerror or exc})"
+    if str(directory) not in _SAID:
+        _SAID.add(str(directory))
+        log.warning(
+            "the state directory %s %s; detour runs without remembering what worked per "
+            "network (set DETOUR_STATE_DIR to a directory, or move the file away)",
+            directory,
+            why,
+        )
+    return False
 
 
 def _default_gateway() -> str | None:
@@ -84,6 +113,8 @@ class HealthStore:
         self.path = (directory or state_dir()) / STATE_FILE
 
     def _read(self) -> dict:
+        if not usable_state_dir(self.path.parent):
+            return {}
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -176,6 +207,8 @@ class HealthStore:
                 : len(data) - MAX_NETWORKS
             ]:
                 del data[old]
+        if not usable_state_dir(self.path.parent):
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
@@ -183,5 +216,13 @@ class HealthStore:
             ) as tmp:
                 json.dump(data, tmp, indent=1, sort_keys=True)
             os.replace(tmp.name, self.path)  # never a half-written state file
-        except OSError as exc:
-            log.warning("cannot save the state file %s: %s", self.path, exc)
+        except OSError as exc:  # said once per process (a save follows every probe round)
+            said = f"save {self.path}" in _SAID
+            _SAID.add(f"save {self.path}")
+            log.log(
+                logging.DEBUG if said else logging.WARNING,
+                "cannot save the state file %s: %s%s",
+                self.path,
+                exc,
+                "" if said else " (said once; detour runs on without remembering)",
+            )

@@ -10,10 +10,13 @@ the placeholder's is a leak; one that shows up in both is just a coincidence of 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from typing import Any
+from urllib.parse import unquote
 
 from hypothesis import example, given, note, settings
+from hypothesis import strategies as st
 
 from helper.config import (
     DENY,
@@ -27,7 +30,9 @@ from helper.config import (
 )
 from helper.config.file import parse_config_data, parse_toml
 from helper.config.show import show
+from helper.subscriptions.formats import SubscriptionError, parse_list
 from tests.fuzz.strategies import (
+    Choices,
     _chain,
     _duration,
     _redact_case,
@@ -39,6 +44,7 @@ from tests.fuzz.strategies import (
     toml_document,
 )
 from transports.chain import Chain, ChainError, parse_chain, redact
+from transports.links import LinkError, recognise_link
 
 
 def placeholders(text: str, passwords: list[str]) -> str:
@@ -149,6 +155,89 @@ def _prop_parse_duration_raises_only_value_error(value: Any) -> None:
     assert 0 < seconds <= 7 * 86400 and not math.isnan(seconds)
 
 
+# --- proxy URLs with '@', ':', '/', '?', '#' in their logins --------------------------------
+
+_LOGIN_CHARS = "@:/?#%|ab7 "
+_PROXY_HOSTS = ["10.0.0.1", "h", "[::1]", "proxy.example"]
+
+
+def _proxy_url(raw: bytes) -> tuple[str, str]:
+    """`SCHEME://USER:PASS@HOST:PORT` written as users paste it (nothing percent-encoded),
+    and its password: the logins drawn from characters that are special in URLs."""
+    c = Choices(raw)
+    scheme = c.pick(["socks5", "http"])
+    user = "".join(c.pick(_LOGIN_CHARS) for _ in range(c.size(4))) or "u"
+    password = "".join(c.pick(_LOGIN_CHARS) for _ in range(1 + c.size(9)))
+    host, port = c.pick(_PROXY_HOSTS), 1 + c.byte()
+    return f"{scheme}://{user}:{password}@{host}:{port}", password
+
+
+proxy_urls = st.binary(max_size=24).map(_proxy_url)
+
+
+def _rfc3986(text: str) -> tuple[str, int, str | None, str | None] | None:
+    """What RFC 3986 reads in a proxy URL: the authority ends at the first '/', '?' or '#',
+    its userinfo at its last '@', the user name at the userinfo's first ':'. None: it holds
+    more than an authority."""
+    rest = text.partition("://")[2]
+    authority = re.match(r"[^/?#]*", rest).group(0)  # type: ignore[union-attr]
+    if authority != rest.rstrip("/"):
+        return None
+    userinfo, at, hostport = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        return None
+    return (
+        host.strip("[]"),
+        int(port),
+        unquote(user) if at else None,
+        unquote(password) if colon else None,
+    )
+
+
+def _read_as(kind: str, text: str) -> tuple[str, tuple | str]:
+    """("ok", (host, port, user, password)) or ("error", message), read as a config route's
+    chain, a link given to `detour add`, or a line of a subscription's list."""
+    try:
+        if kind == "link":
+            text = recognise_link(text).chain
+        elif kind == "subscription":
+            parsed = parse_list((text + "\n").encode(), allow_private=True)
+            text = parsed.nodes[0].chain
+        params = parse_chain(text).layers[-1].params
+    except (ChainError, LinkError, SubscriptionError) as exc:
+        return "error", str(exc)
+    proxy = params["proxy"]
+    return "ok", (proxy.host, proxy.port, params.get("username"), params.get("password"))
+
+
+def _prop_proxy_urls_read_alike(case: tuple[str, str]) -> None:
+    """A proxy URL whose login holds '@', ':', '/', '?' or '#' unescaped is read the same by
+    every parser (`detour add`, a config route, a subscription): as RFC 3986 reads it, or
+    refused by all; a refusal where an '@' follows a '/', '?' or '#' says to percent-encode,
+    and none shows the password."""
+    text, password = case
+    results = {kind: _read_as(kind, text) for kind in ("chain", "link", "subscription")}
+    note(repr(results))
+    assert results["link"] == results["subscription"] or (
+        results["link"][0] == results["subscription"][0] == "error"
+    )
+    if "#" not in text:  # (a link's '#' starts its name; a chain has none)
+        assert results["chain"][0] == results["link"][0]
+    expected = _rfc3986(text.partition("#")[0])  # (a link's name, after '#', is no address)
+    for outcome, value in results.values():
+        if outcome == "ok":
+            assert value == expected
+            continue
+        rest = text.partition("://")[2]
+        after = rest[re.match(r"[^/?#]*", rest).end() :]  # type: ignore[union-attr]
+        if "@" in after and "|" not in text:  # ('|' cuts the chain first: _prop_blank_...)
+            assert "percent-encode" in value, value
+        if len(password) >= 4 and password.strip():
+            assert password not in value, value
+
+
 # --- the properties above, in one test -----------------------------------------------------
 #
 # Hypothesis' own work for an example costs more than most of these checks, and CI runs
@@ -156,7 +245,13 @@ def _prop_parse_duration_raises_only_value_error(value: Any) -> None:
 # hypothesis' work, each with its own input drawn as it was when it had a test of its own.
 
 
-@given(chain=chains, redacted=redact_cases, blank=blank_chains, duration=durations)
+@given(
+    chain=chains,
+    redacted=redact_cases,
+    blank=blank_chains,
+    duration=durations,
+    proxy_url=proxy_urls,
+)
 @example(  # a password starting "//" right after the user name's ':' (found at 10,000)
     chain=_chain(bytes(48)),
     redacted=_redact_case(bytes(40)),
@@ -165,17 +260,20 @@ def _prop_parse_duration_raises_only_value_error(value: Any) -> None:
         [" pw1", "// aaaaaaaaaa"],
     ),
     duration=_duration(bytes(16)),
+    proxy_url=_proxy_url(bytes(24)),
 )
 def test_chains_redaction_blank_passwords_and_durations(
     chain: tuple[str, list[str]],
     redacted: tuple[str, str, str],
     blank: tuple[str, list[str]],
     duration: Any,
+    proxy_url: tuple[str, str],
 ) -> None:
     _prop_parse_chain(chain)
     _prop_redact_hides_userinfo_passwords(redacted)
     _prop_blank_passwords_are_never_shown(blank)
     _prop_parse_duration_raises_only_value_error(duration)
+    _prop_proxy_urls_read_alike(proxy_url)
 
 
 # --- whole config files -------------------------------------------------------------------

@@ -208,6 +208,30 @@ async def test_a_burst_of_wrong_logins_is_slowed_and_its_log_bounded(
     assert "s3cret-pw" not in caplog.text
 
 
+async def test_two_proxy_authorization_fields_are_refused_whichever_comes_first(
+    start_engine, http_origin, caplog
+) -> None:
+    """A request with two logins is a 400, not a login with the first of them (which a
+    front that appends its own field, or a client's bug, would make the wrong one)."""
+    caplog.set_level(logging.INFO, "detour")
+    engine = await start_engine(_login_config())
+    right = b"Proxy-Authorization: Basic YWxpY2U6czNjcmV0LXB3\r\n"  # alice:s3cret-pw
+    wrong = b"Proxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n"
+    for fields in (right + wrong, wrong + right, right + right):
+        reader, writer = await _open(engine.mixed_address, LAN_A)
+        writer.write(
+            f"CONNECT 127.0.0.1:{http_origin.port} HTTP/1.1\r\n".encode() + fields + b"\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"more than one Proxy-Authorization field" in answer
+    lines = [r.getMessage() for r in caplog.records]
+    lines = [line for line in lines if "Proxy-Authorization fields" in line]
+    assert len(lines) == 3 and all(LAN_A in line for line in lines), lines
+    assert engine.listener.admission.logins.checked(LAN_A) == 0  # none was checked
+
+
 async def test_a_right_login_clears_the_back_off(start_engine, http_origin) -> None:
     engine = await start_engine(_login_config())
     address = engine.mixed_address

@@ -64,6 +64,14 @@ def request(path: str, method: str = "GET", headers=(), query: str = "") -> Requ
             405,
             "POST /status: only GET and HEAD are served",
         ),
+        (  # two logins: neither is taken, whichever is right
+            request(
+                "/status",
+                headers=[("Authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer x")],
+            ),
+            400,
+            "GET /status: more than one Authorization field",
+        ),
     ],
 )
 async def test_a_refused_request_is_logged_without_secrets(
@@ -75,7 +83,7 @@ async def test_a_refused_request_is_logged_without_secrets(
     lines = [r.getMessage() for r in caplog.records if r.name == "detour.api"]
     assert lines == [f"status API: refused client 192.0.2.7:4321: {says}"], lines
     assert TOKEN not in caplog.text and TOKEN[:12] not in caplog.text
-    level = logging.WARNING if status == 401 else logging.INFO
+    level = logging.WARNING if status in (400, 401) else logging.INFO
     assert caplog.records[-1].levelno == level
 
 

@@ -787,3 +787,33 @@ async def test_build_pt_shares_the_engines_manager_or_makes_its_own() -> None:
         )
         assert isinstance(own.inner, PtDialer)
         assert len(resources._exit_callbacks) == 1  # its children stop with the stack
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("socks5://u:12#34@10.0.0.1:1", "an '@' after the proxy address; percent-encode"),
+        ("socks5://u::7/x@10.0.0.1:1", "an '@' after the proxy address; percent-encode"),
+        ("socks5://u:a||b@10.0.0.1:1", "write it %7C"),  # (was "empty layer")
+        ("socks5://u:p@a b:1", "the proxy host is not a host name or IP address"),
+        ("http://u:p@%20:1", "the proxy host is not a host name or IP address"),
+        ("socks5://h:7:8", "is not a valid proxy address"),  # (was "port 7 is out of range")
+    ],
+)
+def test_proxy_url_mistakes_are_named(text: str, says: str) -> None:
+    with pytest.raises(ChainError) as err:
+        parse_chain(text)
+    assert says in str(err.value)
+    for secret in ("34", "x@", "a||b"):
+        assert secret not in str(err.value)
+
+
+def test_a_user_name_with_a_blank_and_a_scheme_does_not_show_the_password() -> None:
+    """`a? b://` in a user name is no URL: redaction took it for one and showed the password
+    after it."""
+    with pytest.raises(ChainError) as err:
+        parse_chain("socks5://7? a://s3cr3t/@h:24")
+    assert "s3cr3t" not in str(err.value)
+    with pytest.raises(ChainError) as err:
+        parse_chain("socks5://@|?#://|s3cr3t:@10.0.0.1:149")
+    assert "s3cr3t" not in str(err.value)

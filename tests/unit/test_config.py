@@ -618,3 +618,44 @@ def test_extra_ca_that_is_not_a_certificate(tmp_path) -> None:
     path.write_text("not a certificate")
     [problem] = problems(f'[tls]\nextra_ca = ["{path}"]\n')
     assert problem.startswith(f"tls.extra_ca[0]: '{path}' is not a PEM CA certificate file")
+
+
+def test_a_pipe_without_a_writer_and_a_terminal_are_refused_not_waited_on(tmp_path) -> None:
+    """A named pipe nothing writes to made `detour run -c FIFO` (and `config check`, and a
+    reload) wait for ever; a pipe a program writes to is read as before."""
+    import os
+    import pty
+    import threading
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is a pipe that nothing writes to") as err:
+        load_config(fifo)
+    assert err.value.source == str(fifo)
+    controller, terminal = pty.openpty()
+    try:
+        with pytest.raises(ConfigError, match="is a terminal, not a config file"):
+            load_config(os.ttyname(terminal))
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    # a pipe with its writer running, its first bytes not yet written (`-c <(slow)`)
+    read, write = os.pipe()
+    go = threading.Event()
+
+    def writer() -> None:
+        go.wait(10)
+        os.write(write, b'[probe]\ninterval = "1m"\n' + ROUTE.encode())
+        os.close(write)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        timer = threading.Timer(0.2, go.set)
+        timer.start()
+        cfg = load_config(f"/proc/self/fd/{read}")
+        assert cfg.probe.interval == 60.0
+    finally:
+        go.set()
+        thread.join()
+        os.close(read)

@@ -99,6 +99,33 @@ def test_store_forgets_old_results_and_survives_a_broken_file(tmp_path) -> None:
     assert "home" in json.loads(store.path.read_text())
 
 
+def test_a_file_where_the_state_directory_should_be_is_said_once(tmp_path, caplog) -> None:
+    """A file as the state directory (or in its path): one warning naming the path and what
+    detour does instead, however many reads and saves follow (it was one per read and per
+    save, from each of them)."""
+    book = HealthBook()
+    book.set("t", "a", RouteHealth(ok=True, checked_at=time.time()))
+    for state in (tmp_path / "file", tmp_path / "file" / "below"):
+        (tmp_path / "file").write_text("not a directory")
+        caplog.clear()
+        for store in (HealthStore(state), HealthStore(state)):  # a reload makes another
+            assert store.load("home", HealthBook()) == 0
+            store.save("home", book)
+            assert not store.knows("home")
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"the state directory {state} ")
+        assert "detour runs without remembering what worked per network" in lines[0]
+    assert (tmp_path / "file").read_text() == "not a directory"
+    caplog.clear()
+    long = tmp_path / ("a" * 5000)  # ENAMETOOLONG: said once too
+    for _ in range(3):
+        assert HealthStore(long).load("home", HealthBook()) == 0
+        HealthStore(long).save("home", book)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert len(lines) == 1 and "cannot be used (File name too long)" in lines[0], lines
+
+
 def test_no_network_no_memory(tmp_path) -> None:
     store = HealthStore(tmp_path)
     book = HealthBook()

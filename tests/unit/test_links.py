@@ -248,3 +248,61 @@ def test_link_layers_take_names_and_need_direct_before_a_core() -> None:
 def test_link_text_of_other_layers_is_refused() -> None:
     with pytest.raises(LinkError, match="not a link"):
         link_text(parse_chain("direct").layers[0])
+
+
+# --- logins holding '@', '/', '?', '#' unescaped: read as RFC 3986 reads them -------------
+
+
+def test_a_password_with_an_at_reads_to_the_last_at_everywhere() -> None:
+    from helper.subscriptions.formats import parse_list
+    from transports.links import recognise_link
+
+    text = "socks5://alice:p@ss@10.0.0.1:1080"
+    for chain in (
+        text,
+        recognise_link(text).chain,
+        parse_list((text + "\n").encode(), allow_private=True).nodes[0].chain,
+    ):
+        params = parse_chain(chain).layers[-1].params
+        assert (params["username"], params["password"]) == ("alice", "p@ss")
+        assert params["proxy"] == parse_chain("socks5://10.0.0.1:1080").layers[-1].params["proxy"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # RFC 3986 reads host "alice", port 12, no login, and a name "Zq9@10.0.0.1:1080": the
+        # '#' of a password, not a proxy at alice:12 named after the rest of the password
+        "socks5://alice:12#Zq9@10.0.0.1:1080",
+        "socks5://alice:p@Zq9#word@10.0.0.1:1080",
+        "http://alice:12/Zq9@10.0.0.1:3128",  # (not "a URL with a path is a subscription")
+        "socks5://alice:12?Zq9@10.0.0.1:1080",
+        "trojan://p#Zq9@10.0.0.1:443",
+        "trojan://p@s/Zq9@10.0.0.1:443",
+    ],
+)
+def test_a_login_cut_at_a_slash_query_or_hash_is_refused_with_percent_encoding(text) -> None:
+    from transports.links import recognise_link
+
+    with pytest.raises(LinkError, match="percent-encode") as err:
+        recognise_link(text)
+    assert "Zq9" not in str(err.value)
+
+
+def test_an_at_in_a_query_is_not_the_end_of_the_userinfo() -> None:
+    """`path=/ws@x` in a query: the userinfo is the authority's (it read to the last '@' of
+    the whole link, and the link had "no port")."""
+    layer = parse_link("trojan://secret@10.0.0.1:443?type=ws&path=/ws@x#name")
+    link = layer.params["link"]
+    assert (link.address.host, link.address.port, link.name) == ("10.0.0.1", 443, "name")
+    # a password with '/' unescaped (standard base64) and nothing else to read: still read
+    layer = parse_link("trojan://p/ss@10.0.0.1:443")
+    assert layer.params["link"].address.host == "10.0.0.1"
+
+
+def test_a_telegram_socks_link_server_is_a_host_only() -> None:
+    from transports.links import recognise_link
+
+    for server in ("alice%3Apw%4010.0.0.1", "a%4010.0.0.1", "10.0.0.1%2Fx", "a%7Cb"):
+        with pytest.raises(LinkError, match="server= is not a host name or address"):
+            recognise_link(f"tg://socks?server={server}&port=1080")

@@ -504,3 +504,19 @@ def test_each_entry_point_imports_on_its_own(module: str) -> None:
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_international_name_in_utf8_is_its_name_and_goes_on_in_idna() -> None:
+    """The head is read as latin-1: a UTF-8 name became bytes no resolver can encode, and
+    the dial ended in an internal error (UnicodeError from getaddrinfo) and a reset."""
+    name = "пример.рф"
+    raw = f"CONNECT {name}:443 HTTP/1.1\r\n\r\n".encode()
+    assert parse_request_head(raw).destination == Endpoint(name, 443)
+    raw = f"GET http://{name}/x HTTP/1.1\r\nHost: {name}\r\n\r\n".encode()
+    request = parse_request_head(raw)
+    assert request.destination == Endpoint(name, 80)
+    assert b"\r\nHost: xn--e1afmkfd.xn--p1ai\r\n" in forwarded_head(request)
+    for bad in (b"\xff\xfe.example", "a\u0080b.example".encode()):  # not UTF-8; not IDNA
+        with pytest.raises(ProtocolError) as err:
+            parse_request_head(b"CONNECT " + bad + b":443 HTTP/1.1\r\n\r\n")
+        assert status_of(err) == 400

@@ -1,5 +1,6 @@
 """The messages README.md's "If nothing works" tells people to act on: a listener that cannot
-start says what to do about it (helper/headless.py start_problem)."""
+start says what to do about it (helper/headless.py start_problem); a command a message
+suggests is one that parses."""
 
 from __future__ import annotations
 
@@ -33,3 +34,22 @@ def test_privileged_port_and_foreign_address() -> None:
 def test_other_errors_are_left_as_they_are() -> None:
     assert start_problem(OSError(errno.EMFILE, "Too many open files")) == "Too many open files"
     assert start_problem(OSError("no errno")) == "no errno"
+
+
+def test_relay_keygen_suggests_a_command_that_parses(tmp_path, capsys) -> None:
+    import shlex
+    from pathlib import Path
+
+    from helper.cli import build_parser
+    from helper.relay.run import keygen
+
+    example = Path(__file__).resolve().parents[2] / "config" / "examples" / "relay.toml"
+    text = example.read_text(encoding="utf-8").replace("/var/lib/detour-relay", str(tmp_path / "s"))
+    path = tmp_path / "relay.toml"
+    path.write_text(text, encoding="utf-8")
+    assert keygen(str(path), force=False) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "next:" in x)
+    words = shlex.split(line.split("next:", 1)[1])
+    assert words[0] == "detour"
+    args = build_parser().parse_args([w if w != "NAME" else "alice" for w in words[1:]])
+    assert (args.relay_config, args.relay_command, args.name) == (str(path), "add-client", "alice")

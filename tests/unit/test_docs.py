@@ -1,7 +1,8 @@
 """The docs a newcomer reads hold together: every relative link and #anchor in README.md and
 docs/*.md leads somewhere; README.md's "Command line" lists every subcommand and option that
-`detour --help` has, and nothing it does not have; docs/design.md's map names files that
-exist and every module that exists."""
+`detour --help` has, and nothing it does not have; every `detour ...` command in a docs/*.md
+code block parses; docs/design.md's map names files that exist and every module that
+exists."""
 
 from __future__ import annotations
 
@@ -185,3 +186,42 @@ def test_design_map_lists_every_module() -> None:
         if p.name not in ("__init__.py", "__main__.py")
     }
     assert sorted(modules - mentioned) == []
+
+
+# every `detour ...` command in the docs' code blocks
+
+CODE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1", re.M | re.S)
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    """(page, command line) for each line of a docs/*.md code block that runs detour: its
+    words up to a comment, pipe, redirection or the next command."""
+    found = []
+    for page in PAGES[1:]:  # README.md's "Command line" is a synopsis, checked above
+        for block in CODE.finditer(page.read_text(encoding="utf-8")):
+            for line in block.group(2).splitlines():
+                text = re.sub(r"^\s*(\$ |sudo )?(\S*/bin/)?", "", line)
+                words = text.split()
+                if not words or words[0] != "detour":
+                    continue
+                if len(words) > 1 and (words[1].endswith(":") or not words[1].isascii()):
+                    continue  # a message (`detour add: ss: ...`) or a diagram
+                text = re.split(r"\s(?:#|\||>|&|;|2>)", text)[0].rstrip("\\ ")
+                found.append((page.name, text))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(("page", "command"), _doc_commands())
+def test_documented_command_parses(page: str, command: str) -> None:
+    import contextlib
+    import io
+    import shlex
+
+    err = io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit as exc:  # --help, --version: 0
+        code = exc.code
+    assert not code, f"{page}: {command}: {err.getvalue().strip()}"

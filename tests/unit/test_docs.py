@@ -228,3 +228,11 @@ def test_documented_command_parses(page: str, command: str) -> None:
     except SystemExit as exc:  # --help, --version: 0
         code = exc.code
     assert not code, f"{page}: {command}: {err.getvalue().strip()}"
+
+
+def test_design_map_names_every_test_directory() -> None:
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    tests = block.split("\ntests/", 1)[1].split("\nbenchmarks/", 1)[0]
+    dirs = sorted(p.name for p in (ROOT / "tests").iterdir() if (p / "__init__.py").exists())
+    assert [d for d in dirs if f"{d}/" not in tests] == []

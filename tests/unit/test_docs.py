@@ -236,3 +236,9 @@ def test_design_map_names_every_test_directory() -> None:
     tests = block.split("\ntests/", 1)[1].split("\nbenchmarks/", 1)[0]
     dirs = sorted(p.name for p in (ROOT / "tests").iterdir() if (p / "__init__.py").exists())
     assert [d for d in dirs if f"{d}/" not in tests] == []
+
+
+def test_readme_links_every_page() -> None:
+    linked = {target.partition("#")[0] for page, target in _links() if page == "README.md"}
+    pages = {f"docs/{p.name}" for p in PAGES[1:]}
+    assert sorted(pages - linked) == []

@@ -1,5 +1,6 @@
 """The docs a newcomer reads hold together: every relative link and #anchor in README.md and
-docs/*.md leads somewhere; README.md's "Command line" lists every subcommand and option that
+docs/*.md leads somewhere, and so does a section named in quotes (`routing.md "Health"`);
+README.md links every page; its "Command line" lists every subcommand and option that
 `detour --help` has, and nothing it does not have; every `detour ...` command in a docs/*.md
 code block parses; docs/design.md's map names files that exist and every module that
 exists."""
@@ -242,3 +243,27 @@ def test_readme_links_every_page() -> None:
     linked = {target.partition("#")[0] for page, target in _links() if page == "README.md"}
     pages = {f"docs/{p.name}" for p in PAGES[1:]}
     assert sorted(pages - linked) == []
+
+
+QUOTED = re.compile(r"(?<![\w/])(?:docs/)?([a-z-]+\.md),? [\"“]([^\"”]+)[\"”]")
+
+
+def _quoted_sections() -> list[tuple[str, str, str]]:
+    """(page, the page it names, the section title in quotes): `routing.md "Health"`."""
+    found = []
+    for page in PAGES:
+        text = " ".join(_prose(page.read_text(encoding="utf-8")).split())
+        for name, title in QUOTED.findall(text):
+            if (ROOT / "docs" / name).exists():
+                found.append((page.name, name, title))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(("page", "name", "title"), _quoted_sections())
+def test_quoted_section_exists(page: str, name: str, title: str) -> None:
+    text = (ROOT / "docs" / name).read_text(encoding="utf-8")
+    # a heading, or a paragraph's bold label (`- **Batching** (...)`)
+    labels = HEADING.findall(_prose(text)) + re.findall(r"\*\*([^*]+)\*\*", text)
+    headings = [h.replace("`", "") for h in labels]
+    wanted = title.replace("`", "")
+    assert any(h.startswith(wanted) for h in headings), f'{page}: {name} "{title}"'

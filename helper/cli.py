@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="probe_config",
         help="config file (default: built-in)",
     )
-    probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
+    probe.add_argument(
+        "--service", metavar="NAME", action="append", help="only this service (repeat for several)"
+    )
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
     probe.add_argument(
         "--search", action="store_true", help="then search strategies (docs/search.md)"

@@ -36,7 +36,7 @@ from .config import (
     parse_listen_address,
 )
 from .config_commands import config_check, config_show
-from .headless import reload_config, serve, with_listen
+from .headless import reload_config, serve, start_problem, with_listen
 from .mtproto_commands import mtproto_links, mtproto_secret
 
 log = logging.getLogger("detour")
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check every service through every route, once",
         description="Probe every service through every route and say which work and why the "
         "others fail. Exit 0 if every service has a working route, 1 if any has none, 2 on a "
-        "bad config or usage.",
+        "bad config or usage, 3 if the network is down (nothing answered, not even the control "
+        "targets).",
     )
     probe.add_argument(
         "-c",
@@ -190,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="probe_config",
         help="config file (default: built-in)",
     )
-    probe.add_argument("--service", metavar="NAME", action="append", help="only this service")
+    probe.add_argument(
+        "--service", metavar="NAME", action="append", help="only this service (repeat for several)"
+    )
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
-    probe.add_argument("--search", action="store_true", help="then search strategies (search.md)")
+    probe.add_argument(
+        "--search", action="store_true", help="then search strategies (docs/search.md)"
+    )
     probe.add_argument("--forget", action="store_true", help="forget what searches found here")
 
     relay = sub.add_parser(
@@ -492,7 +497,7 @@ async def _serve_tui(
         await engine.start()
     except OSError as exc:
         print(
-            f"detour: cannot start: {exc.strerror or exc}",
+            f"detour: cannot start: {start_problem(exc)}",
             file=sys.stderr,
         )
         return EXIT_FAILURE

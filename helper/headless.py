@@ -105,7 +105,7 @@ async def serve(
         except OSError as exc:
             # Which listener and why, in a sentence: "listen.mixed 127.0.0.1:1080: Address
             # already in use", "status API on ...", "whatsapp_proxy.tls_port ...".
-            log.error("cannot start: %s", exc.strerror or exc)
+            log.error("cannot start: %s", start_problem(exc))
             return EXIT_FAILURE
         started.set()
         record.enter_context(serving(path, "SIGHUP"))
@@ -233,3 +233,21 @@ class _Reloads:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def start_problem(exc: OSError) -> str:
+    """Why a listener could not start, and what to do: "listen.mixed 127.0.0.1:1080: Address
+    already in use (another program, or another detour, listens there: ...)"."""
+    import errno
+
+    text = str(exc.strerror or exc)
+    if exc.errno == errno.EADDRINUSE:
+        hint = "another program, or another detour, listens there: stop it or choose another port"
+        if text.startswith("listen.mixed "):
+            hint += ", e.g. --listen 127.0.0.1:1081"
+        return f"{text} ({hint})"
+    if exc.errno == errno.EACCES:
+        return f"{text} (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{text} (no interface of this machine has that address)"
+    return text

@@ -33,7 +33,7 @@ def keygen(path: str, force: bool) -> int:
         return 2
     print(f"relay keys written to {config.state}")
     print(f"  certificate pin  {keys.pin}")
-    print("  next: detour relay add-client NAME -c " + path)
+    print(f"  next: detour relay -c {path} add-client NAME")
     return 0
 
 

@@ -11,6 +11,7 @@ import contextlib
 import ssl
 import struct
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from tests.support.integrity import run_integrity
 from tests.support.sizes import transfer_size
 from tests.support.xray import reality_keys, xray_program, xray_server
 from transports import DialError, DialOptions, Endpoint, parse_chain
-from transports.core.programs import find_core
+from transports.core.check import check_link
+from transports.core.programs import MODULE_PROGRAM, find_core
+from transports.links import parse_link
 from transports.pt import PtManager
 
 pytestmark = pytest.mark.peer
@@ -34,6 +37,7 @@ SIZE = transfer_size(64 << 20)  # 16 MiB in make test: tests/support/sizes.py
 USER = str(uuid.UUID(int=0x6A2F_0C51_9E2B_4D7A_8F10_3B5C_2E71_9D44))
 SHORT_ID = "6ba85179e30d4fc2"
 DEST_PAGE = b"the dest site\n"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +160,35 @@ def test_the_module_is_found_as_an_xray_core_that_tests_configs(xray, tmp_path: 
     assert done.returncode == 23 and "is not JSON" in done.stderr, done
 
 
+def test_the_module_is_found_after_path_and_by_name(xray) -> None:
+    """With no core on PATH, detour runs Xray from the module; `python:xray` names it."""
+    named = find_core(MODULE_PROGRAM)
+    assert named.kind == "xray" and named.command and named.command[0] == sys.executable
+    assert named.path.endswith("xray") and "from the Python module" in named.origin
+    assert find_core(None, path="/nonexistent") == named
+
+
+def test_config_check_says_which_core_runs_and_runs_its_test(reality, tmp_path: Path) -> None:
+    assert check_link(parse_link(reality).params["link"], MODULE_PROGRAM) is None
+    path = tmp_path / "links.toml"
+    path.write_text(
+        f'[base]\nconfig = "none"\n[core]\nprogram = "{MODULE_PROGRAM}"\n'
+        f'[[route]]\nname = "reality"\nchain = "{reality}"\n'
+    )
+    path.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "helper", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  core:     xray " in done.stdout
+    assert "from the Python module" in done.stdout and "(python:xray)" in done.stdout
+
+
 # --- REALITY --------------------------------------------------------------------------------
 
 
@@ -202,13 +235,16 @@ async def test_64mib_each_way_through_reality_vision(
 # --- XHTTP ----------------------------------------------------------------------------------
 
 
-async def test_vless_over_xhttp_through_the_managed_xray(
+async def test_vless_over_xhttp_through_xray_named_as_the_python_module(
     xhttp, xray, test_ca, integrity_origin
 ) -> None:
-    async with Engine(parse_config(engine_config(xhttp, test_ca, xray))) as engine:
+    """`[core] program = "python:xray"`: detour runs the module with its own Python."""
+    async with Engine(parse_config(engine_config(xhttp, test_ca, MODULE_PROGRAM))) as engine:
         reader, writer = await open_socks5(engine.mixed_address, "127.0.0.1", integrity_origin.port)
         result = await run_integrity(reader, writer, up=4 << 20, down=4 << 20, half_close=False)
         assert result.ok
+        [child] = engine.pluggable.children
+        assert child.name == "vless core (xray from the Python module)"
 
 
 # --- half-close -----------------------------------------------------------------------------

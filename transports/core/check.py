@@ -14,9 +14,18 @@ from .generate import Inbound, core_config
 from .programs import cannot, find_core
 from .spec import CoreLink
 
-__all__ = ["check_link"]
+__all__ = ["check_link", "which_core"]
 
 _TEST_TIMEOUT = 15.0
+
+
+def which_core(program: str | None = None) -> str:
+    """The core vless/vmess/trojan routes run, and from where (`xray 26.10.10 at
+    /usr/local/bin/xray`), or why there is none: for `config check`."""
+    try:
+        return find_core(program).origin
+    except DialError as exc:
+        return f"none ({exc.detail})"
 
 
 def check_link(link: CoreLink, program: str | None = None, *, run_test: bool = True) -> str | None:

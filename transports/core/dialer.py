@@ -81,7 +81,8 @@ class CoreChild(Program):
         self.bundle = bundle
         self.extra = extra
         self.key = ("core", core.path, digest)
-        self.name = f"{link.protocol} core ({os.path.basename(core.path)})"
+        where = " from the Python module" if core.command else ""
+        self.name = f"{link.protocol} core ({os.path.basename(core.path)}{where})"
         self.state = state / digest
         self.inbound: Inbound | None = None
 

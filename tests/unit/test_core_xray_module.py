@@ -49,3 +49,22 @@ def test_another_module_named_xray_is_not_taken_for_xray(monkeypatch, tmp_path: 
     monkeypatch.delitem(__import__("sys").modules, "xray", raising=False)
     with pytest.raises(RuntimeError, match=r"is not Xray-core .*pip install xray-core"):
         xray_module.load()
+
+
+def test_config_check_says_the_modules_silent_status_23_is_a_config_error(monkeypatch) -> None:
+    import sys
+
+    from transports.core import check
+    from transports.core.programs import CoreProgram
+    from transports.links import parse_link
+
+    silent = CoreProgram(
+        "xray", "/site-packages/xray", (26, 10, 10), command=(sys.executable, "-c", "exit(23)")
+    )
+    monkeypatch.setattr(check, "find_core", lambda program: silent)
+    link = parse_link("vless://b831381d-6324-4d53-ad4f-8cda48b30811@example.com:443?security=tls")
+    said = check.check_link(link.params["link"], "python:xray")
+    assert said == (
+        "xray 26.10.10 rejects the config detour generates for this link: exit status 23 "
+        "(a config error; the Python module does not say which)"
+    )

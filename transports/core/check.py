@@ -59,5 +59,7 @@ def check_link(link: CoreLink, program: str | None = None, *, run_test: bool = T
     if done.returncode != 0:
         lines = TextLines().feed(done.stdout + b"\n" + done.stderr + b"\n")
         said = " / ".join(lines[-3:]) or f"exit status {done.returncode}"
+        if not lines and core.command and done.returncode == 23:
+            said += " (a config error; the Python module does not say which)"
         return f"{core.label} rejects the config detour generates for this link: {said}"
     return None

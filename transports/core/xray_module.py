@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import importlib.util
 import json
 import os
+import queue
 import re
-import select
 import signal
 import socket
 import stat
@@ -42,21 +41,12 @@ import time
 from types import ModuleType
 from typing import Any
 
-__all__ = ["DISTRIBUTION", "available", "load", "main"]
+__all__ = ["DISTRIBUTION", "MODULE", "load", "main"]
 
 DISTRIBUTION = "xray-core"
 MODULE = "xray"
-_START_TIMEOUT = 10.0
+_START_TIMEOUT = 8.0  # within the 10 s detour gives `version` (programs.py)
 _STARTED = re.compile(rb"Xray (\d+(?:\.\d+)+) started")
-
-
-def available() -> bool:
-    """Whether a module named xray can be imported (without importing it: the extension
-    is 40 MB; `load` says whether it is the right one)."""
-    try:
-        return importlib.util.find_spec(MODULE) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def load() -> ModuleType:
@@ -123,15 +113,23 @@ def _start_and_see(module: ModuleType, document: dict[str, Any]) -> str | None:
     os.dup2(writing, 1)
     os.close(writing)
     sys.stdout = os.fdopen(kept, "w", encoding="utf-8", closefd=False)
+    chunks: queue.Queue[bytes] = queue.Queue()
+
+    def read() -> None:  # a thread, not select(): Windows cannot select on a pipe
+        while chunk := os.read(reading, 65536):
+            chunks.put(chunk)
+        chunks.put(b"")
+
+    threading.Thread(target=read, daemon=True, name="log").start()
     text = json.dumps(document)
     threading.Thread(target=module.startFromJSON, args=(text,), daemon=True).start()
     seen = b""
     deadline = time.monotonic() + _START_TIMEOUT
     while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([reading], [], [], left)
-        if not ready:
+        try:
+            chunk = chunks.get(timeout=left)
+        except queue.Empty:
             break
-        chunk = os.read(reading, 65536)
         if not chunk:
             break
         seen = (seen + chunk)[-4096:]
@@ -147,7 +145,7 @@ def _version(module: ModuleType) -> int:
         return _fail(f"Xray from the Python module {MODULE} did not start", 1)
     print(
         f"Xray {version} (from the Python module {MODULE} of {DISTRIBUTION} "
-        f"{_wheel_version()}, {module.__file__})",
+        f"{_wheel_version()}, {os.path.dirname(module.__file__ or '')})",
         flush=True,
     )
     return 0

@@ -215,7 +215,7 @@ async def test_a_dead_server_resets_instead_of_answering_nothing(core, test_ca) 
         stream.write(b"hello")
         said = "before the server sent anything" if "v2ray" in core else None
         with pytest.raises(ConnectionResetError, match=said):
-            # A bound: xray tries the server 5 times, 3 s of backoff, before it resets.
+            # A bound: xray tries the server 5 times (2 s of backoff) before it resets.
             async with asyncio.timeout(30):
                 await stream.read()
     finally:

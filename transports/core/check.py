@@ -14,9 +14,18 @@ from .generate import Inbound, core_config
 from .programs import cannot, find_core
 from .spec import CoreLink
 
-__all__ = ["check_link"]
+__all__ = ["check_link", "which_core"]
 
 _TEST_TIMEOUT = 15.0
+
+
+def which_core(program: str | None = None) -> str:
+    """The core vless/vmess/trojan routes run, and from where (`xray 26.10.10 at
+    /usr/local/bin/xray`), or why there is none: for `config check`."""
+    try:
+        return find_core(program).origin
+    except DialError as exc:
+        return f"none ({exc.detail})"
 
 
 def check_link(link: CoreLink, program: str | None = None, *, run_test: bool = True) -> str | None:
@@ -50,5 +59,7 @@ def check_link(link: CoreLink, program: str | None = None, *, run_test: bool = T
     if done.returncode != 0:
         lines = TextLines().feed(done.stdout + b"\n" + done.stderr + b"\n")
         said = " / ".join(lines[-3:]) or f"exit status {done.returncode}"
+        if not lines and core.command and done.returncode == 23:
+            said += " (a config error; the Python module does not say which)"
         return f"{core.label} rejects the config detour generates for this link: {said}"
     return None

@@ -12,6 +12,7 @@ the last of them into the message when it fails (a config it rejects, a port in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,7 +38,7 @@ from .generate import Inbound, core_config
 from .programs import CoreProgram, cannot, find_core
 from .spec import CoreLink
 
-__all__ = ["CoreChild", "CoreDialer", "CoreStream", "ca_bundle"]
+__all__ = ["CoreChild", "CoreDialer", "CoreStream", "ca_bundle", "extra_cas"]
 
 log = logging.getLogger("detour.core")
 
@@ -52,6 +53,24 @@ def ca_bundle(tls: ssl.SSLContext | None) -> bytes:
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates).encode()
 
 
+def extra_cas(tls: ssl.SSLContext | None) -> bytes:
+    """The CA certificates `tls` trusts beyond the system's bundle ([tls] extra_ca), as PEM:
+    xray is given them in its config (generate.py), as builds with their own root store
+    (PyPI's xray-core) read no SSL_CERT_FILE."""
+    if tls is None:
+        return b""
+    system = _system_cas()
+    extra = [der for der in tls.get_ca_certs(binary_form=True) if der not in system]
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in extra).encode()
+
+
+@functools.cache
+def _system_cas() -> frozenset[bytes]:
+    """The system bundle's CA certificates (DER), read once: a subscription builds a
+    dialer per node."""
+    return frozenset(ssl.create_default_context().get_ca_certs(binary_form=True))
+
+
 class CoreChild(Program):
     """One core run for one link."""
 
@@ -59,15 +78,19 @@ class CoreChild(Program):
     not_installed = Failure.CORE_NOT_INSTALLED
     failed = Failure.CORE_FAILED
 
-    def __init__(self, core: CoreProgram, link: CoreLink, bundle: bytes, state: Path) -> None:
+    def __init__(
+        self, core: CoreProgram, link: CoreLink, bundle: bytes, state: Path, extra: bytes = b""
+    ) -> None:
         digest = hashlib.sha256(
-            repr((core.path, core.version, _link_identity(link), bundle)).encode()
+            repr((core.path, core.version, _link_identity(link), bundle, extra)).encode()
         ).hexdigest()[:16]
         self.core = core
         self.link = link
         self.bundle = bundle
+        self.extra = extra
         self.key = ("core", core.path, digest)
-        self.name = f"{link.protocol} core ({os.path.basename(core.path)})"
+        where = " from the Python module" if core.command else ""
+        self.name = f"{link.protocol} core ({os.path.basename(core.path)}{where})"
         self.state = state / digest
         self.inbound: Inbound | None = None
 
@@ -81,7 +104,12 @@ class CoreChild(Program):
         self.inbound = Inbound(_free_port(), secrets.token_hex(8), secrets.token_hex(16))
         try:
             self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(self.config_path, core_config(self.core, self.link, self.inbound))
+            ca_file = None
+            if self.extra and self.core.kind == "xray":
+                ca_file = str(self.state / "extra-ca.pem")
+                _write_private(Path(ca_file), self.extra.decode())
+            text = core_config(self.core, self.link, self.inbound, ca_file)
+            _write_private(self.config_path, text)
             if self.bundle:
                 _write_private(self.state / "ca.pem", self.bundle.decode())
         except OSError as exc:
@@ -142,6 +170,7 @@ class CoreDialer:
         self.manager = manager
         self._program = program
         self._bundle = ca_bundle(tls)
+        self._extra = extra_cas(tls)
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
 
@@ -155,7 +184,9 @@ class CoreDialer:
 
     def client(self) -> ManagedChild:
         """The child this layer dials through (made now if new, started on first use)."""
-        program = CoreChild(self.core(), self.link, self._bundle, self.manager.state_path("core"))
+        program = CoreChild(
+            self.core(), self.link, self._bundle, self.manager.state_path("core"), self._extra
+        )
         return self.manager.child(program)
 
     async def socks(self, child: ManagedChild | None = None) -> tuple[Socks5Dialer, ChildRun]:

@@ -35,16 +35,23 @@ class Inbound:
     password: str = field(repr=False)
 
 
-def core_config(core: CoreProgram, link: CoreLink, inbound: Inbound) -> str:
-    """The config file's text (JSON)."""
-    document = _sing_box(link, inbound) if core.kind == "sing-box" else _v4(core, link, inbound)
+def core_config(
+    core: CoreProgram, link: CoreLink, inbound: Inbound, ca_file: str | None = None
+) -> str:
+    """The config file's text (JSON). `ca_file`: certificates xray is to trust besides its
+    own roots (detour's [tls] extra_ca): xray is told in its TLS settings, since the builds
+    that carry their own root store read no SSL_CERT_FILE (docs/cores.md)."""
+    if core.kind == "sing-box":
+        document = _sing_box(link, inbound)
+    else:
+        document = _v4(core, link, inbound, ca_file if core.kind == "xray" else None)
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 # --- xray / v2ray -------------------------------------------------------------------------
 
 
-def _v4(core: CoreProgram, link: CoreLink, inbound: Inbound) -> dict[str, Any]:
+def _v4(core: CoreProgram, link: CoreLink, inbound: Inbound, ca_file: str | None) -> dict[str, Any]:
     return {
         "log": {"loglevel": "warning"},
         "inbounds": [
@@ -66,7 +73,7 @@ def _v4(core: CoreProgram, link: CoreLink, inbound: Inbound) -> dict[str, Any]:
                 "tag": "server",
                 "protocol": link.protocol,
                 "settings": _v4_settings(link),
-                "streamSettings": _v4_stream(core, link),
+                "streamSettings": _v4_stream(core, link, ca_file),
             }
         ],
     }
@@ -89,7 +96,7 @@ def _v4_settings(link: CoreLink) -> dict[str, Any]:
     return {"vnext": [server]}
 
 
-def _v4_stream(core: CoreProgram, link: CoreLink) -> dict[str, Any]:
+def _v4_stream(core: CoreProgram, link: CoreLink, ca_file: str | None) -> dict[str, Any]:
     network = {"h2": "http"}.get(link.network, link.network)
     stream: dict[str, Any] = {"network": network, "security": link.security}
     if link.security == "tls":
@@ -98,6 +105,9 @@ def _v4_stream(core: CoreProgram, link: CoreLink) -> dict[str, Any]:
             tls["alpn"] = list(link.alpn)
         if link.fingerprint:
             tls["fingerprint"] = link.fingerprint
+        if ca_file:
+            # Added to xray's roots, not in their place.
+            tls["certificates"] = [{"usage": "verify", "certificateFile": ca_file}]
         stream["tlsSettings"] = tls
     elif link.security == "reality":
         stream["realitySettings"] = {

@@ -1,8 +1,10 @@
 """Which proxy core is installed, its version, and what it can do.
 
 detour looks for xray, sing-box and v2ray on PATH, in that order (the first does the most),
-unless a program is named (`[core] program`, a name or a path). The program is asked for
-its version once (`-version`, then `version`), and the answer decides:
+then for Xray in a Python module (PyPI's xray-core, run by xray_module.py with this
+Python), unless a program is named (`[core] program`: a name, a path, or `python:xray` for
+the module). The program is asked for its version once (`-version`, then `version`), and
+the answer decides:
 
     core       protocols             transports                         TLS extras
     xray       vless vmess trojan    tcp ws grpc httpupgrade xhttp h2   uTLS fp, REALITY, vision
@@ -17,22 +19,28 @@ every dial ask it before anything runs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 from ..base import DialError, Failure, Op
+from . import xray_module
 from .spec import CoreLink
 
-__all__ = ["CORE_NAMES", "CoreProgram", "cannot", "find_core", "identify"]
+__all__ = ["CORE_NAMES", "MODULE_PROGRAM", "CoreProgram", "cannot", "find_core", "identify"]
 
 CORE_NAMES = ("xray", "sing-box", "v2ray")
-_VERSION_TIMEOUT = 5.0
+#: `[core] program` naming Xray in the Python module (xray_module.py).
+MODULE_PROGRAM = "python:xray"
+_VERSION_TIMEOUT = 10.0  # the module's answer starts Xray once
 _INSTALL = (
     "install xray or sing-box (they can do every link kind), or Debian's v2ray package, or "
-    "name the program in [core] program"
+    "Xray as a Python module (pip install xray-core, or detour[xray]), or name the program "
+    "in [core] program"
 )
 
 
@@ -42,24 +50,36 @@ class CoreProgram:
     path: str
     version: tuple[int, ...]
     tags: frozenset[str] = field(default_factory=frozenset)  # sing-box build tags
+    # How it is run when that is not `path` itself: Xray in a Python module is run by this
+    # Python with xray_module.py (`path` is then the module's directory).
+    command: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         return f"{self.kind} {'.'.join(map(str, self.version))}"
 
+    @property
+    def origin(self) -> str:
+        """Which program this is, and from where, for `config check` and messages."""
+        if self.command:
+            return f"{self.label} from the Python module {self.path} ({MODULE_PROGRAM})"
+        return f"{self.label} at {self.path}"
+
     def run_argv(self, config: str) -> list[str]:
+        start = list(self.command or (self.path,))
         if self.kind == "v2ray" and self.version < (5,):
-            return [self.path, "-config", config]
-        return [self.path, "run", "-c", config]
+            return [*start, "-config", config]
+        return [*start, "run", "-c", config]
 
     def test_argv(self, config: str) -> list[str]:
+        start = list(self.command or (self.path,))
         if self.kind == "sing-box":
-            return [self.path, "check", "-c", config]
+            return [*start, "check", "-c", config]
         if self.kind == "v2ray" and self.version < (5,):
-            return [self.path, "-test", "-config", config]
+            return [*start, "-test", "-config", config]
         if self.kind == "v2ray":
-            return [self.path, "test", "-c", config]
-        return [self.path, "run", "-test", "-c", config]
+            return [*start, "test", "-c", config]
+        return [*start, "run", "-test", "-c", config]
 
 
 _IDENTITIES = (
@@ -87,7 +107,7 @@ def identify(path: str, output: str) -> CoreProgram | None:
 _cache: dict[tuple[str, float], CoreProgram | None] = {}
 
 
-def _ask(path: str) -> CoreProgram | None:
+def _ask(path: str, command: tuple[str, ...] = ()) -> CoreProgram | None:
     try:
         stamp = os.stat(path).st_mtime
     except OSError:
@@ -97,10 +117,10 @@ def _ask(path: str) -> CoreProgram | None:
     found = None
     # v2ray 4 knows only `-version` (a bare `version` would start it); the others know
     # `version`, and xray both.
-    for flag in ("-version", "version"):
+    for flag in ("version",) if command else ("-version", "version"):
         try:
             done = subprocess.run(
-                [path, flag],
+                [*(command or (path,)), flag],
                 capture_output=True,
                 text=True,
                 errors="replace",
@@ -112,14 +132,40 @@ def _ask(path: str) -> CoreProgram | None:
             continue
         found = identify(path, done.stdout + done.stderr)
         if found is not None:
+            if command:
+                found = CoreProgram(found.kind, path, found.version, found.tags, command)
             break
     _cache[(path, stamp)] = found
     return found
 
 
+def module_core() -> CoreProgram | None:
+    """Xray in the Python module (PyPI's xray-core) that this Python can import, run by
+    xray_module.py; None when there is none (or the module named xray is another one)."""
+    try:
+        spec = importlib.util.find_spec(xray_module.MODULE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    directory = os.path.dirname(spec.origin)
+    command = (sys.executable, "-P", os.path.abspath(xray_module.__file__))
+    return _ask(directory, command)
+
+
 def find_core(program: str | None = None, path: str | None = None) -> CoreProgram:
     """The core to run: `program` (a name on PATH or a path) or the first known core on
     PATH. DialError(core_not_installed) says what to install."""
+    if program == MODULE_PROGRAM:
+        core = module_core()
+        if core is None:
+            raise DialError(
+                Failure.CORE_NOT_INSTALLED,
+                Op.CONNECT,
+                f"[core] program {MODULE_PROGRAM}: this Python ({sys.executable}) has no Xray "
+                "module; pip install xray-core (or detour[xray])",
+            )
+        return core
     if program:
         if os.sep in program:
             located: str | None = os.path.abspath(program)
@@ -148,11 +194,14 @@ def find_core(program: str | None = None, path: str | None = None) -> CoreProgra
             core = _ask(located)
             if core is not None:
                 return core
+    core = module_core()
+    if core is not None:
+        return core
     raise DialError(
         Failure.CORE_NOT_INSTALLED,
         Op.CONNECT,
         f"no proxy core for vless/vmess/trojan links: none of {', '.join(CORE_NAMES)} is on "
-        f"PATH; {_INSTALL}",
+        f"PATH and this Python has no Xray module; {_INSTALL}",
     )
 
 

@@ -266,3 +266,54 @@ async def test_stays_on_the_generic_path_if_a_direction_already_ended() -> None:
     assert not stats.fast_path
     cw.close()
     sw.close()
+
+
+def _pattern(seed: int, size: int) -> bytes:
+    """Deterministic bytes that differ at every offset and between connections."""
+    return bytes((i * 7 + seed + (i >> 8)) & 0xFF for i in range(size))
+
+
+async def _slow_readers_get_every_byte() -> None:
+    """Downloads to clients that read in small, irregular bites: the relay's writes to them
+    come up short over and over, so read buffers are lent out and (once let go) reused."""
+    size = 3 << 20
+    pairs = []
+    tasks = []
+    for seed in range(3):
+        a, client = await stream_pair()
+        b, server = await stream_pair()
+        pairs.append((client, server, _pattern(seed, size)))
+        # Small socket buffers toward the client: the relay's writes there come up short.
+        a.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        client[1].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        tasks.append(asyncio.ensure_future(relay(a, b)))
+
+    async def download(client: Pair, server: Pair, data: bytes) -> bytes:
+        server[1].write(data)
+        server[1].write_eof()
+        got = bytearray()
+        bite = 1
+        while chunk := await client[0].read(4096 + bite * 997 % 60000):
+            got += chunk
+            bite += 1
+            if bite % 16 == 0:
+                await asyncio.sleep(0)  # let the other downloads fill their buffers
+        client[1].close()
+        server[1].close()
+        return bytes(got)
+
+    got = await asyncio.wait_for(asyncio.gather(*(download(*p) for p in pairs)), 60)
+    for (_, _, data), received in zip(pairs, got, strict=True):
+        assert len(received) == len(data)
+        assert received == data
+    stats = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert all(s.fast_path and s.down == size for s in stats)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_reused_read_buffers_never_corrupt_a_download(loop: str) -> None:
+    factory = None
+    if loop == "uvloop":
+        factory = pytest.importorskip("uvloop").new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_slow_readers_get_every_byte())

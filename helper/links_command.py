@@ -7,15 +7,18 @@ config, as `detour config check` is: a port written as 0 ("any") is shown as 0.
     mtproto    the MTProto proxy endpoint: each user's tg://proxy and t.me links, the secret
                hidden (`detour mtproto links --show-secrets` prints them whole)
     signal     the Signal proxy: https://signal.tube/#HOST and sgnl://signal.tube/#HOST
-    api        the status API's /status
+    api        the status API's /status (listening on 0.0.0.0: at each of this machine's
+               LAN addresses, as the mixed proxy's link is)
 
 `--json` prints the same as a list of objects; `--qr` draws each link as a QR code in text.
 A listener with users gets its link with the password hidden, as the set-up screen does."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -100,9 +103,37 @@ def entries(config: Config) -> list[Entry]:
             )
         )
     if config.api.listen is not None:
-        api = config.api.listen
-        found.append(Entry("api", str(api), (f"http://{api}/status",), "the status API"))
+        found.append(api_entry(config.api.listen))
     return found
+
+
+def api_entry(api: Endpoint, addresses: Callable[[], list[str]] | None = None) -> Entry:
+    """The status API's link. 0.0.0.0 or :: is where it listens, not an address another
+    machine can open: 0.0.0.0 is shown as this machine's LAN addresses (found as the mixed
+    proxy's link finds its own); where there are none, or for :: (IPv6 only), the note says
+    what to put in its place."""
+    if not _is_unspecified(api.host):
+        return Entry("api", str(api), (f"http://{api}/status",), "the status API")
+    if addresses is None:
+        from .tui.appsetup import lan_addresses as addresses
+    found = addresses() if ":" not in api.host else []
+    if found:
+        urls = tuple(f"http://{Endpoint(host, api.port)}/status" for host in found)
+        return Entry("api", str(api), urls, "the status API, at this machine's LAN addresses")
+    return Entry(
+        "api",
+        str(api),
+        (f"http://{api}/status",),
+        f"the status API; {api.host} means every address of this machine, which no other "
+        f"machine can open: replace {api.host} with this machine's LAN address",
+    )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def links_command(path: str | None, as_json: bool, qr: bool) -> int:

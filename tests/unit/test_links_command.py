@@ -74,3 +74,19 @@ def test_a_bad_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text('[signal_proxy]\nlisten = "127.0.0.1:443"\n')
     assert main(["links", "-c", str(bad)]) == 2
     assert "signal_proxy.certificate" in capsys.readouterr().err
+
+
+def test_an_api_on_every_address_is_shown_at_the_lan_addresses() -> None:
+    from helper.links_command import api_entry
+    from transports import Endpoint
+
+    entry = api_entry(Endpoint("0.0.0.0", 9080), lambda: ["192.168.1.1", "10.0.0.1"])
+    assert entry.address == "0.0.0.0:9080"
+    assert entry.urls == ("http://192.168.1.1:9080/status", "http://10.0.0.1:9080/status")
+    # None found (or ::, which listens on IPv6 only): say what to replace.
+    for host, shown in (("0.0.0.0", "0.0.0.0:9080"), ("::", "[::]:9080")):
+        entry = api_entry(Endpoint(host, 9080), lambda: [])
+        assert entry.urls == (f"http://{shown}/status",)
+        assert f"replace {host} with this machine's LAN address" in entry.note
+    entry = api_entry(Endpoint("192.168.1.1", 9080), lambda: ["10.9.9.9"])
+    assert entry.urls == ("http://192.168.1.1:9080/status",)

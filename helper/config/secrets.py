@@ -54,16 +54,48 @@ def warn_if_readable(file: Path, config: Config) -> None:
         return  # Windows has ACLs, not mode bits
     held = secrets_held(config)
     try:
-        mode = file.stat().st_mode
+        status = file.stat()
     except OSError:
         return
+    mode = status.st_mode
     if held and mode & 0o044:
         who = "everyone" if mode & 0o004 else "its group"
         log.warning(
-            "%s holds secrets (%s) and %s can read it (mode %03o); fix it with: chmod 600 %s",
+            "%s holds secrets (%s) and %s can read it (mode %03o); %s",
             file,
             ", ".join(dict.fromkeys(held)),
             who,
             mode & 0o777,
-            file,
+            _permission_advice(file, status),
         )
+
+
+def _permission_advice(file: Path, status: os.stat_result) -> str:
+    """How to close the file. A group other than its owner's own is one given on purpose (a
+    service's user let in by it: docs/router.md, chgrp + 0640): chmod 600 would lock that
+    user out, so the advice keeps the group."""
+    group = _shared_group(status)
+    if group is None:
+        return (
+            f"fix it with: chmod 600 {file} (or, when another user runs detour, "
+            f"chgrp GROUP {file} && chmod 640 {file} with the group that user has)"
+        )
+    if status.st_mode & 0o004:
+        return f"fix it with: chmod 640 {file} (its group, {group}, keeps reading it)"
+    return (
+        f"right if only the user detour runs as is in group {group} (docs/router.md); "
+        f"else fix it with: chmod 600 {file}"
+    )
+
+
+def _shared_group(status: os.stat_result) -> str | None:
+    """The file's group's name when it is not its owner's own (primary) group, else None."""
+    try:
+        import grp
+        import pwd
+
+        if pwd.getpwuid(status.st_uid).pw_gid == status.st_gid:
+            return None
+        return grp.getgrgid(status.st_gid).gr_name
+    except (ImportError, KeyError):
+        return None

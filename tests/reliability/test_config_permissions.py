@@ -128,3 +128,42 @@ def test_server_links_and_subscriptions_are_secrets(tmp_path: Path) -> None:
         "subscription 'panel' url",
     ]
     assert not any("SECRET" in line for line in held)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o644])
+def test_a_group_given_on_purpose_is_kept_in_the_advice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
+) -> None:
+    """docs/router.md: root owns the file, a group of its own lets the service's user read it
+    (0640). chmod 600 would lock that user out: the advice keeps the group."""
+    import grp
+    import os
+    import pwd
+
+    owner = pwd.getpwuid(os.getuid())
+    others = sorted(g.gr_gid for g in grp.getgrall() if g.gr_gid != owner.pw_gid)
+    if os.getuid() != 0 or not others:
+        pytest.skip("needs root and a group other than the owner's own")
+    caplog.set_level(logging.WARNING)
+    path = write(tmp_path, USERS + BASE, mode)
+    os.chown(path, os.getuid(), others[0])
+    name = grp.getgrgid(others[0]).gr_name
+    load_config(path)
+    (message,) = warnings(caplog)
+    if mode & 0o004:
+        assert f"chmod 640 {path} (its group, {name}, keeps reading it)" in message
+        assert "chmod 600" not in message
+    else:
+        assert f"only the user detour runs as is in group {name}" in message
+        assert f"chmod 600 {path}" in message
+
+
+def test_the_owners_own_group_gets_600_and_the_group_alternative(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    path = write(tmp_path, USERS + BASE, 0o640)
+    load_config(path)
+    (message,) = warnings(caplog)
+    assert f"fix it with: chmod 600 {path} (or, when another user runs detour" in message
+    assert f"chmod 640 {path} with the group that user has" in message

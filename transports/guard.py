@@ -43,6 +43,22 @@ __all__ = [
 
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# What Python's `is_private` lumps together, told apart for the refusal's wording (the
+# verdict is the same): RFC 1918 and unique local (RFC 4193) are private proper; the
+# documentation (RFC 5737, 3849, 9637), benchmarking (RFC 2544, 5180) and reserved (RFC 1112)
+# ranges are not anyone's network; the rest of the non-global ones are special-use (RFC 6890).
+_KINDS: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = tuple(
+    (kind, tuple(ipaddress.ip_network(net) for net in nets))
+    for kind, nets in (
+        ("a private address", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")),
+        (
+            "a documentation address",
+            ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20"),
+        ),
+        ("a benchmarking address", ("198.18.0.0/15", "2001:2::/48")),
+        ("a reserved address", ("240.0.0.0/4",)),
+    )
+)
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056: a v4 address in bits 16-48
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: a v4 address in the last 32 bits
 # IPv6 addresses that carry an IPv4 address in their last 32 bits to a translator (SIIT,
@@ -288,10 +304,11 @@ def _kind_refused(address: IPAddress) -> str | None:
             if inner is not None:
                 return f"{inner} inside an IPv6 address"
         return None
-    if address.is_private:
-        return "a private address"
-    if not address.is_global:
-        return "a reserved address"
+    for kind, nets in _KINDS:
+        if any(address in net for net in nets if net.version == address.version):
+            return kind
+    if address.is_private or not address.is_global:
+        return "a special-use address"
     return None
 
 

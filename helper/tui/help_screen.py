@@ -36,7 +36,11 @@ MARKS = (
     (model.FAILS, "it fails, and the words say why (details: the full diagnosis)"),
     (model.NOT_TRIED, "not tried yet"),
     (model.PROBING, "a probe is running"),
-    (model.OFF, "disabled by you, or not one of the service's routes"),
+    (
+        model.OFF,
+        "disabled by you, not one of the service's routes, or not applicable: the route "
+        "cannot carry the service (tgws carries only Telegram's data centres)",
+    ),
     (model.ACTIVE, "the route new connections of the service take first"),
     (model.PINNED, "pinned by you: the only route the service takes"),
 )

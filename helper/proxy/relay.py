@@ -34,8 +34,6 @@ __all__ = ["Progress", "RelayStats", "relay"]
 CHUNK = 256 * 1024
 # Per-direction write buffer limit on the fast path: past it the other side stops reading.
 WRITE_HIGH_WATER = 512 * 1024
-# Read buffers lent to transports that are remembered for reuse once they let go (_Scratch).
-LENT_KEPT = 8
 
 
 @dataclass(slots=True)
@@ -94,50 +92,14 @@ class _Scratch(threading.local):
     A read is forwarded before the next one starts, so one buffer serves all connections
     and an idle connection holds none. When the receiving transport cannot send a chunk at
     once it may keep a reference to it (a memoryview: Python 3.12+ and uvloop do), so that
-    buffer is lent out and the next read gets another one: a lent buffer the transports
-    have let go of, else a new one (zero-filling 256 KiB per short write cost ~3% of the
-    CPU of a busy download).
-
-    When a transport has let go is not guessed from its write buffer: anything that keeps
-    a view of a bytearray holds an export of it (the buffer protocol), and a bytearray
-    refuses to change size while exported, so `_in_use` asks the buffer itself. At most
-    `LENT_KEPT` lent buffers are remembered (more are left to the garbage collector, as
-    before), and free ones beyond the one taken are dropped, so an idle process keeps at
-    most that many besides the current one.
+    buffer is handed over and the next read gets a fresh one.
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray(CHUNK)
-        self.view = memoryview(self._buffer)
-        self._lent: list[bytearray] = []
+        self.view = memoryview(bytearray(CHUNK))
 
     def retire(self) -> None:
-        lent = self._buffer
-        self.view = None  # type: ignore[assignment]  # (our own view of it goes first)
-        buffer: bytearray | None = None
-        busy: list[bytearray] = []
-        for candidate in self._lent:
-            if _in_use(candidate):
-                busy.append(candidate)
-            elif buffer is None:
-                buffer = candidate
-        if len(busy) < LENT_KEPT:
-            busy.append(lent)  # (else it is freed when its transport lets go, as before)
-        self._lent = busy
-        self._buffer = buffer if buffer is not None else bytearray(CHUNK)
-        self.view = memoryview(self._buffer)
-
-
-def _in_use(buffer: bytearray) -> bool:
-    """True while something holds a view of `buffer` (a transport that has not sent it).
-    Resizing a bytearray raises BufferError while it is exported; shrinking by one byte and
-    growing back stays within its allocation (no copy)."""
-    try:
-        del buffer[-1]
-    except BufferError:
-        return True
-    buffer.append(0)
-    return False
+        self.view = memoryview(bytearray(CHUNK))
 
 
 _scratch = _Scratch()

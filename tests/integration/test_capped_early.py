@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from helper.http_server import Upgrade
-from helper.relay.config import parse_relay_config
-from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.integration.test_fronted import relay  # noqa: F401 (a fixture)
 from tests.integration.test_fronted_capped import Frozen, _exchange, _front, frozen  # noqa: F401
-from tests.support import peers
+from tests.support.relays import nginx_front, relay_behind_a_front, serving
 from transports import DialOptions, Endpoint, parse_chain
 from transports.fronted.capped import CARRIER_PROTOCOL, DEFAULT_BUDGET, HANDSHAKES, HOLD
 from transports.wire import ProtocolError
@@ -98,12 +97,8 @@ class Tap:
 @contextlib.asynccontextmanager
 async def tap(upstream: int) -> AsyncIterator[Tap]:
     counter = Tap(upstream)
-    server = await asyncio.start_server(counter.handle, "127.0.0.1", 0)
-    counter.port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(counter.handle) as counter.port:
         yield counter
-    finally:
-        server.close()
 
 
 def pad_answers(server: RelayServer, pads: list[int]) -> None:
@@ -126,20 +121,9 @@ def pad_answers(server: RelayServer, pads: list[int]) -> None:
 
 
 async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[int]):  # type: ignore[no-untyped-def]
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    pad_answers(server, pads)
-    _, relay_port = await server.start()
-    cert = test_ca.issue("cdn.test", "relay.test")
-    try:
-        with peers.nginx_front(
-            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
-        ) as edge:
+    padded = functools.partial(pad_answers, pads=pads)
+    async with relay_behind_a_front(tmp_path, before_start=padded) as (_, keys, relay_port):
+        with nginx_front(test_ca, relay_port) as edge:
             async with tap(edge.port) as counter:
                 key = keys.add_client(
                     "bob", Endpoint("127.0.0.1", counter.port), "cdn.test", "relay.test"
@@ -152,8 +136,6 @@ async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[i
                     return counter, dialer.carrier, dialer.sessions[0].capped
                 finally:
                     await dialer.aclose()
-    finally:
-        await server.stop(grace=0.5)
 
 
 @pytest.mark.peer

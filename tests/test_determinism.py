@@ -4,10 +4,11 @@ Hypothesis replays a failing example to shrink it; when the replay ends otherwis
 FlakyFailure, and the failure it found is lost. So inside a `@given` test, and the functions
 of its module it calls (the `_prop_*` functions of a grouped test, their helpers), this reads
 the source for calls of os.urandom, secrets, the random module (a `random.Random(seed)` is
-seeded and allowed), the clock (time.time, time.monotonic, datetime.now ...) and uuid, and
-for an obfuscated2 `initiate()` without `urandom=` (the init that 1 time in 65,536 began like
-TLS). Bytes an example needs come from its draw (tests/support/seeded.py: `seeded_urandom`
-for code that takes `urandom=` or `random=`); a clock is a constant passed as `clock=`/`now=`.
+seeded and allowed), the clock (time.time, time.monotonic, datetime.now ...) and uuid; for an
+obfuscated2 `initiate()` without `urandom=` (the init that 1 time in 65,536 began like TLS);
+and for a dnspython `make_query()` without `id=`. Bytes an example needs come from its draw
+(tests/support/seeded.py: `seeded_urandom` for code that takes `urandom=` or `random=`); a
+clock is a constant passed as `clock=`/`now=`.
 
 Only the test's own source is read: randomness inside the code under test that a test cannot
 pass in is listed in docs/testing.md ("Property tests are deterministic")."""
@@ -30,8 +31,9 @@ _CLOCK = {
     "time.perf_counter_ns", "datetime.now", "datetime.utcnow", "datetime.today",
     "datetime.datetime.now", "datetime.datetime.utcnow", "date.today",
 }  # fmt: skip
-# Functions whose random bytes come from `urandom=` (os.urandom when it is left out).
-_TAKES_URANDOM = {"initiate", "initiate_relayed"}
+# Functions that draw at random unless a keyword gives what they would draw: obfuscated2's
+# inits (`urandom=`, else os.urandom), dnspython's queries (`id=`, else a random ID).
+_FIXED_BY = {"initiate": "urandom", "initiate_relayed": "urandom", "make_query": "id"}
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -75,10 +77,9 @@ def _why_random(call: ast.Call, imported: dict[str, str]) -> str | None:
         return full + ("() without a seed" if full == "random.Random" else "")
     if full in _CLOCK:
         return full
-    if full.rpartition(".")[2] in _TAKES_URANDOM and not any(
-        k.arg == "urandom" for k in call.keywords
-    ):
-        return f"{full}() without urandom="
+    keyword = _FIXED_BY.get(full.rpartition(".")[2])
+    if keyword and not any(k.arg == keyword for k in call.keywords):
+        return f"{full}() without {keyword}="
     return None
 
 
@@ -147,12 +148,14 @@ def test_grouped(data):
     helper()
     initiate(Tag.PADDED)
     initiate(Tag.PADDED, urandom=bytes)
+    dns.message.make_query("a.test", "A")
 
 def test_plain():
     os.urandom(4)
 """
     got = sorted(line.partition(" (")[0].partition(": ")[2] for line in findings(source, "t.py"))
     assert got == [
+        "dns.message.make_query() without id=",
         "initiate() without urandom=",
         "os.urandom",
         "os.urandom",

@@ -18,7 +18,12 @@ import pytest
 from helper.relay.keys import RelayKeys
 from tests.conftest import config_text
 from tests.support import origins
-from tests.support.relays import nginx_front, relay_behind_a_front, serving
+from tests.support.relays import (
+    forward_reading_tls,
+    nginx_front,
+    relay_behind_a_front,
+    serving,
+)
 from tests.support.waiting import loop_lag
 from transports import Endpoint
 from transports.tlsfrag import server_name
@@ -46,45 +51,19 @@ class Tap:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
         handshake: Handshake | None = None
-        buffered = b""
 
-        async def client_to_edge() -> None:
-            nonlocal handshake, buffered
-            while data := await reader.read(65536):
-                if handshake is None or handshake.ended is None:
-                    buffered += data
-                    while len(buffered) >= 5:
-                        length = int.from_bytes(buffered[3:5], "big")
-                        if len(buffered) < 5 + length:
-                            break
-                        record, buffered = buffered[: 5 + length], buffered[5 + length :]
-                        if handshake is None and record[0] == 0x16:
-                            handshake = Handshake(server_name(record[5:]), loop.time())
-                            self.handshakes.append(handshake)
-                        elif handshake is not None and record[0] == 0x17:
-                            handshake.ended = loop.time()  # TLS 1.3: the client's Finished
-                            buffered = b""
-                            break
-                up_writer.write(data)
-                await up_writer.drain()
-            up_writer.close()
+        def on_record(record: bytes) -> bool:
+            nonlocal handshake
+            if handshake is None and record[0] == 0x16:
+                handshake = Handshake(server_name(record[5:]), loop.time())
+                self.handshakes.append(handshake)
+            elif handshake is not None and record[0] == 0x17:
+                handshake.ended = loop.time()  # TLS 1.3: the client's Finished
+                return True
+            return False
 
-        async def edge_to_client() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.close()
-
-        with contextlib.suppress(OSError):
-            await asyncio.gather(client_to_edge(), edge_to_client())
-        writer.close()
-        up_writer.close()
+        await forward_reading_tls(reader, writer, self.upstream, on_record)
 
     def of(self, name: str) -> list[Handshake]:
         return [h for h in self.handshakes if h.name == name]

@@ -176,3 +176,53 @@ async def serving(handle: Callable[[Any, Any], Awaitable[None]]) -> AsyncIterato
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+
+
+async def forward_reading_tls(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    upstream: int,
+    on_record: Callable[[bytes], bool],
+    on_answer: Callable[[bytes], None] | None = None,
+) -> None:
+    """A connection's handler for a TCP forwarder to 127.0.0.1:`upstream` that watches the
+    client's TLS: each whole record the client sends goes to `on_record` (the record with
+    its header) until it returns True (the handshake seen: the rest is only forwarded);
+    each chunk upstream answers, to `on_answer`."""
+    try:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+    except OSError:
+        writer.close()
+        return
+    watching = True
+
+    async def client_to_upstream() -> None:
+        nonlocal watching
+        buffered = b""
+        while data := await reader.read(65536):
+            if watching:
+                buffered += data
+                while len(buffered) >= 5:
+                    length = int.from_bytes(buffered[3:5], "big")
+                    if len(buffered) < 5 + length:
+                        break
+                    record, buffered = buffered[: 5 + length], buffered[5 + length :]
+                    if on_record(record):
+                        watching, buffered = False, b""
+                        break
+            up_writer.write(data)
+            await up_writer.drain()
+        up_writer.close()
+
+    async def upstream_to_client() -> None:
+        while data := await up_reader.read(65536):
+            if on_answer is not None:
+                on_answer(data)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    with contextlib.suppress(OSError):
+        await asyncio.gather(client_to_upstream(), upstream_to_client())
+    writer.close()
+    up_writer.close()

@@ -528,25 +528,6 @@ def run_detour(
                 print(f"warning: detour ({loop}) logged a traceback:\n{text}", file=sys.stderr)
 
 
-RELAY_CONFIG = """\
-# written by benchmarks/relay.py: a relay that serves HTTPS itself (no CDN in between)
-[relay]
-listen = "{host}:{port}"
-state = "{state}"
-tls_cert = "{cert}"
-tls_key = "{key}"
-
-[public]
-address = "{host}:{port}"
-front = "relay.bench.test"
-host = "relay.bench.test"
-
-[destinations]
-allow = "any"
-public = ["127.0.0.0/8"]  # the benchmark's servers stand for the internet
-"""
-
-
 @contextlib.contextmanager
 def run_detour_front(
     tmp: Path,
@@ -567,25 +548,22 @@ def run_detour_front(
     `root`: the detour source tree both run from (another checkout: a before/after).
     `carrier`: `;carrier=` for the tunnel (capped: many short connections, each under the
     byte budget)."""
-    from helper.lab.ca import LabCA
-    from helper.relay.config import load_relay_config
-    from helper.relay.keys import RelayKeys
-    from transports import Endpoint
+    from tests.support.relay_process import write_relay
 
     label = ("front" if mux else "front-nomux") + (f"-{carrier}" if carrier else "")
     label += "" if root == ROOT else "-baseline"
-    ca = LabCA(tmp / f"{label}-ca")
-    cert, key = ca.issue("relay.bench.test")
     port = free_port()
     config = tmp / f"relay-{label}.toml"
-    config.write_text(
-        RELAY_CONFIG.format(
-            host=HOST, port=port, state=tmp / f"relay-{label}-state", cert=cert, key=key
-        )
+    written = write_relay(
+        config,
+        ca_dir=tmp / f"{label}-ca",
+        state=tmp / f"relay-{label}-state",
+        name="relay.bench.test",
+        host=HOST,
+        port=port,
+        client="bench",
+        heading="# written by benchmarks/relay.py: a relay that serves HTTPS itself (no CDN)\n",
     )
-    keys = RelayKeys(load_relay_config(config).state)
-    keys.generate()
-    access = keys.add_client("bench", Endpoint(HOST, port), "relay.bench.test", "relay.bench.test")
     argv = [sys.executable, "-m", "helper", "relay", "-c", str(config)]
     log_path = tmp / f"relay-{label}.log"
     with (
@@ -595,11 +573,11 @@ def run_detour_front(
         if relay_cpu is not None:
             os.sched_setaffinity(relay.pid, {relay_cpu})
         wait_accepting(relay, (HOST, port), "detour relay", log_path)
-        extra = f'\n[tls]\nextra_ca = ["{ca.ca_path}"]\n'
+        extra = f'\n[tls]\nextra_ca = ["{written.ca_path}"]\n'
         # The handshake budget off: with it a new tunnel to one front waits its turn (about
         # 2.5 a second), and `mux=off`'s set-up would measure the budget's gap, not the tunnel.
         extra += "\n[probe]\nhandshakes = 0\n"
-        chain = "front:" + access.encode() + ("" if mux else ";mux=off")
+        chain = "front:" + written.access_key + ("" if mux else ";mux=off")
         if carrier:
             chain += f";carrier={carrier}"
         with contextlib.ExitStack() as stack:
@@ -736,6 +714,15 @@ class Transfer:
         return size / self.seconds / MB
 
 
+def _cpu_now(pid: int | None, servers: Servers) -> tuple[float | None, float, float | None]:
+    """CPU seconds so far of the proxy (pid), of this process and of the servers' process."""
+    return (
+        process_cpu_seconds(pid),
+        own_cpu_seconds(),
+        process_cpu_seconds(servers.process.pid),
+    )
+
+
 def upload(
     proxy: tuple[str, int] | None,
     servers: Servers,
@@ -748,11 +735,7 @@ def upload(
     with Timeout(timeout, "upload"):
         sock = open_tunnel(proxy, servers.sink, preamble)
         with sock:
-            cpu0 = (
-                process_cpu_seconds(pid),
-                own_cpu_seconds(),
-                process_cpu_seconds(servers.process.pid),
-            )
+            cpu0 = _cpu_now(pid, servers)
             t0 = time.perf_counter()
             sock.sendall(struct.pack("!Q", size))
             remaining = size
@@ -763,11 +746,7 @@ def upload(
                 sock.sendall(data[:remaining])
             got = struct.unpack("!Q", recv_exact(sock, 8))[0]
             t1 = time.perf_counter()
-            cpu1 = (
-                process_cpu_seconds(pid),
-                own_cpu_seconds(),
-                process_cpu_seconds(servers.process.pid),
-            )
+            cpu1 = _cpu_now(pid, servers)
     if got != size:
         raise RuntimeError(f"upload: the sink received {got} of {size} bytes")
     return _transfer(t1 - t0, cpu0, cpu1)
@@ -785,11 +764,7 @@ def download(
     with Timeout(timeout, "download"):
         sock = open_tunnel(proxy, servers.source, preamble)
         with sock:
-            cpu0 = (
-                process_cpu_seconds(pid),
-                own_cpu_seconds(),
-                process_cpu_seconds(servers.process.pid),
-            )
+            cpu0 = _cpu_now(pid, servers)
             t0 = time.perf_counter()
             sock.sendall(struct.pack("!Q", size))
             got = 0
@@ -800,11 +775,7 @@ def download(
                     break
                 got += n
             t1 = time.perf_counter()
-            cpu1 = (
-                process_cpu_seconds(pid),
-                own_cpu_seconds(),
-                process_cpu_seconds(servers.process.pid),
-            )
+            cpu1 = _cpu_now(pid, servers)
     if got != size:
         raise RuntimeError(f"download: the client received {got} of {size} bytes")
     return _transfer(t1 - t0, cpu0, cpu1)

@@ -904,3 +904,25 @@ def _uniform(size: int) -> st.SearchStrategy[bytes]:
     small numbers); a wider range, uniformly: so never fewer than 129 bytes."""
     width = max(size, 129)
     return st.integers(0, 256**width - 1).map(lambda n: n.to_bytes(width, "big"))
+
+
+# --- a valid message damaged -------------------------------------------------------------
+
+
+def edit_bytes(c: Choices, wire: bytearray, count: int, *, wide: bool = False) -> bytearray:
+    """`wire` (changed in place, and returned) after up to `count` edits read from `c`: a
+    byte set, a byte inserted, or everything from a place on cut (no more edits once
+    nothing is left). The place is one byte of `c`, two with `wide` (messages over 256
+    bytes)."""
+    for _ in range(count):
+        if not wire:
+            break
+        where = ((c.byte() << 8 | c.byte()) if wide else c.byte()) % len(wire)
+        action = c.pick(["set", "insert", "cut"])
+        if action == "set":
+            wire[where] = c.byte()
+        elif action == "insert":
+            wire.insert(where, c.byte())
+        else:
+            del wire[where:]
+    return wire

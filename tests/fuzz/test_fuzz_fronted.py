@@ -14,7 +14,6 @@ import asyncio
 import base64
 import functools
 import json
-import time
 import zlib
 from collections.abc import Callable
 
@@ -219,6 +218,7 @@ def replies_from_any_bytes_and_valid_replies(raw: bytes) -> None:
 
 # --- access keys and tokens ---------------------------------------------------------------
 
+NOW = 1_765_000_000.0
 _KEY = AccessKey(
     address=Endpoint("cdn.example.net", 443),
     front="cdn.example.net",
@@ -312,7 +312,7 @@ def _skew(raw: bytes) -> int:
 def any_cookie_value_is_a_name_or_none(raw: bytes) -> None:
     value, skew = text_from(raw[:-2]), _skew(raw[-2:])
     tokens = {"alice": b"t" * 32, "": b"e" * 32, "a.b": b"d" * 32}
-    now = float(int(time.time()))  # a whole second: the stamp has no fraction
+    now = NOW  # a whole second (the stamp has no fraction), the same in every example
     assert check_access_token(value, tokens, "/t/abc", now) is None
     good = access_token(_KEY, now=now + skew)
     verdict = check_access_token(good, {"alice": _KEY.token}, _KEY.path, now)

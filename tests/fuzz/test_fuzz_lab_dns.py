@@ -51,13 +51,15 @@ TYPES = ["A", "AAAA", "MX", "TXT", "HTTPS", "ANY", "AXFR", "OPT"]
 
 
 def _query(data: bytes) -> bytes:
-    """A valid query decoded from fuzz bytes: name, type, EDNS or not, and its payload size."""
+    """A valid query decoded from fuzz bytes: name, type, EDNS or not, its payload size and
+    its ID."""
     c = Choices(data)
     name = c.pick(NAMES) if c.byte() < 200 else c.hostname(60)
     rdtype = c.pick(TYPES) if c.byte() < 220 else dns.rdatatype.RdataType.make(c.port())
     edns = c.pick([None, 0, 0, 1])
     payload = c.port()
-    query = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload)
+    ident = c.byte() << 8 | c.byte()  # drawn: make_query would draw one at random
+    query = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, id=ident)
     return query.to_wire()
 
 

@@ -20,6 +20,7 @@ from helper.lab.telegram import DcLog, _MTProtoSession, web_dc
 from helper.probe.mtproto import request_pq
 from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate, text_from
+from tests.support.seeded import seeded_urandom
 from tests.unit.scripted import ScriptedStream
 from tests.unit.test_tgws import FakeWebSocket, stream_for
 from transports import DialError, Op
@@ -76,7 +77,7 @@ def any_64_bytes_are_an_init_or_an_error(raw: bytes) -> None:
 
 def inits_round_trip_and_mutations_stay_contained(raw: bytes) -> None:
     tag, dc, edits = list(Tag)[raw[0] % 3], int.from_bytes(raw[1:3], "little", signed=True), raw[3:]
-    init, _ = initiate(tag, dc)
+    init, _ = initiate(tag, dc, urandom=seeded_urandom(raw))
     header, _ = accept(init)
     assert (header.tag, header.dc_field) == (tag, dc)
     mutated = mutate(init, edits)[:INIT_LEN]
@@ -242,7 +243,7 @@ def the_tgws_stream_carries_or_refuses_any_client(raw: bytes) -> None:
     obfuscate, data = c.chance(50), raw[7:]
     cuts = _cuts(data, c)
     if obfuscate:  # a valid start, then anything: reaches the packet splitter's checks
-        init, client = initiate(Tag.INTERMEDIATE)
+        init, client = initiate(Tag.INTERMEDIATE, urandom=seeded_urandom(raw))
         data = init + client.encrypt(data)
     ws = FakeWebSocket()
     stream = stream_for(ws)

@@ -20,6 +20,7 @@ from helper.proxy.mtproto import Accepted, MTProtoHandshake, ReencryptedStream, 
 from tests.fuzz.loops import example_loop_fixture, run_example  # noqa: F401 - a fixture
 from tests.fuzz.strategies import Choices, mutate, text_from
 from tests.support.mtproxy_client import application_records, client_hello
+from tests.support.seeded import seeded_urandom
 from tests.unit.scripted import ScriptedStream
 from transports.mtproto import DEFAULT_DCS, FramingError, InitError, PacketSplitter, Tag, faketls
 from transports.mtproto.obfuscated2 import INIT_LEN, Header, initiate
@@ -32,6 +33,8 @@ NOW = 1_765_000_000
 FAKE = ProxySecret(KEY, SecretMode.FAKE_TLS, "www.example.org")
 PADDED = ProxySecret(bytes(range(16, 32)), SecretMode.PADDED)
 PLAIN = ProxySecret(bytes(range(32, 48)), SecretMode.PLAIN)
+# A hello's session id and key share: fixed, so an example's bytes are all drawn.
+SESSION, SHARE = bytes(range(64, 96)), bytes(range(96, 128))
 
 
 def _cuts(data: bytes, c: Choices) -> list[int]:
@@ -70,7 +73,7 @@ def any_bytes_are_a_hello_or_a_hello_error(raw: bytes) -> None:
 
 
 def mutated_hellos_are_refused(edits: bytes) -> None:
-    hello = client_hello(KEY, "www.example.org", timestamp=NOW)
+    hello = client_hello(KEY, "www.example.org", timestamp=NOW, session_id=SESSION, key_share=SHARE)
     mutated = mutate(hello, edits)
     try:
         size = faketls.hello_length(mutated)
@@ -200,14 +203,14 @@ def real_clients_after_any_cutting_and_damage(
     secret = {"fake": FAKE, "padded": PADDED, "plain": PLAIN}[kind]
     tag = Tag.PADDED if kind != "plain" else c.pick(list(Tag))
     dc = c.pick([2, -4, 10002, 0, 999])
-    init, client = initiate(tag, dc, secret=secret.key)
-    while (
-        init[:2] == b"\x16\x03"
-    ):  # taken for TLS beside an ee secret (docs/telegram.md, 1 in 65536)
-        init, client = initiate(tag, dc, secret=secret.key)
+    # The init's random bytes from the example (never like TLS: initiate() sees to that).
+    init, client = initiate(tag, dc, secret=secret.key, urandom=seeded_urandom(raw))
     body = init + client.encrypt(b"\x10\x00\x00\x00" + bytes(16))
     if kind == "fake":
-        data = client_hello(KEY, "www.example.org", timestamp=NOW) + application_records(body)
+        hello = client_hello(
+            KEY, "www.example.org", timestamp=NOW, session_id=SESSION, key_share=SHARE
+        )
+        data = hello + application_records(body)
     else:
         data = body
     damage = c.pick(["none", "flip", "truncate", "replay"])
@@ -249,9 +252,7 @@ def oversized_or_empty_frames_stop_the_client(
 ) -> None:
     c = Choices(raw)
     tag = c.pick(list(Tag))
-    init, client = initiate(tag, 2, secret=PLAIN.key)
-    while init[:2] == b"\x16\x03":
-        init, client = initiate(tag, 2, secret=PLAIN.key)
+    init, client = initiate(tag, 2, secret=PLAIN.key, urandom=seeded_urandom(raw))
     size = c.pick([0, (2 << 20) + 4, 1 << 25])
     head = (
         bytes([0x7F]) + (size // 4).to_bytes(3, "little")

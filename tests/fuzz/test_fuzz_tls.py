@@ -19,7 +19,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.strategies import Choices
+from tests.fuzz.strategies import Choices, edit_bytes
 from tests.support.memory import memory_pipe
 from tests.support.origins import TestCA
 from transports.base import DialError, Failure, Op
@@ -63,18 +63,7 @@ def answer_pieces(data: bytes, flights: list[bytes]) -> list[bytes]:
     if c.chance(25):
         wire = bytearray(c.take(c.size(400)))
     else:
-        wire = bytearray(c.pick(flights))
-        for _ in range(c.size(4)):
-            if not wire:
-                break
-            where = (c.byte() << 8 | c.byte()) % len(wire)
-            action = c.pick(["set", "insert", "cut"])
-            if action == "set":
-                wire[where] = c.byte()
-            elif action == "insert":
-                wire.insert(where, c.byte())
-            else:
-                del wire[where:]
+        wire = edit_bytes(c, bytearray(c.pick(flights)), c.size(4), wide=True)
     cuts = sorted({(c.byte() << 8 | c.byte()) % (len(wire) + 1) for _ in range(c.size(3))})
     bounds = [0, *cuts, len(wire)]
     return [bytes(wire[a:b]) for a, b in pairwise(bounds) if b > a]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.strategies import Choices
+from tests.fuzz.strategies import Choices, edit_bytes
 from tests.support.tls import client_hello, read_records, record
 from tests.unit.scripted import ScriptedStream
 from transports.tlsfrag import Fragmenting, TlsFragStream, fragment_client_hello, server_name_span
@@ -24,18 +24,7 @@ def _mutated_hello(data: bytes) -> bytes:
     wire = bytearray(
         record(client_hello(host, extra)) + (c.take(c.size(8)) if c.chance(20) else b"")
     )
-    for _ in range(c.size(3)):
-        where = (c.byte() << 8 | c.byte()) % len(wire)
-        action = c.pick(["set", "insert", "cut"])
-        if action == "set":
-            wire[where] = c.byte()
-        elif action == "insert":
-            wire.insert(where, c.byte())
-        else:
-            del wire[where:]
-            if not wire:
-                break
-    return bytes(wire)
+    return bytes(edit_bytes(c, wire, c.size(3), wide=True))
 
 
 # How to cut, how the client writes, and its first bytes, all decoded from one draw (a

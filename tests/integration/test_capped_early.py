@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from helper.http_server import Upgrade
-from helper.relay.config import parse_relay_config
-from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.integration.test_fronted import relay  # noqa: F401 (a fixture)
 from tests.integration.test_fronted_capped import Frozen, _exchange, _front, frozen  # noqa: F401
-from tests.support import peers
+from tests.support.relays import (
+    forward_reading_tls,
+    nginx_front,
+    relay_behind_a_front,
+    serving,
+)
 from transports import DialOptions, Endpoint, parse_chain
 from transports.fronted.capped import CARRIER_PROTOCOL, DEFAULT_BUDGET, HANDSHAKES, HOLD
 from transports.wire import ProtocolError
@@ -50,42 +54,18 @@ class Tap:
         loop = asyncio.get_running_loop()
         conn = Connection()
         self.connections.append(conn)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
 
-        async def client_to_edge() -> None:
-            buffered = b""
-            while data := await reader.read(65536):
-                if conn.finished_at is None:
-                    buffered += data
-                    while len(buffered) >= 5:
-                        length = int.from_bytes(buffered[3:5], "big")
-                        if len(buffered) < 5 + length:
-                            break
-                        kind, buffered = buffered[0], buffered[5 + length :]
-                        if conn.hello_at is None and kind == 0x16:
-                            conn.hello_at = loop.time()
-                        elif conn.hello_at is not None and kind == 0x17:
-                            conn.finished_at = loop.time()
-                            break
-                up_writer.write(data)
-                await up_writer.drain()
-            up_writer.close()
+        def on_record(record: bytes) -> bool:
+            if conn.hello_at is None and record[0] == 0x16:
+                conn.hello_at = loop.time()
+            elif conn.hello_at is not None and record[0] == 0x17:
+                conn.finished_at = loop.time()
+            return conn.finished_at is not None
 
-        async def edge_to_client() -> None:
-            while data := await up_reader.read(65536):
-                conn.from_front += len(data)
-                writer.write(data)
-                await writer.drain()
-            writer.close()
+        def on_answer(data: bytes) -> None:
+            conn.from_front += len(data)
 
-        with contextlib.suppress(OSError):
-            await asyncio.gather(client_to_edge(), edge_to_client())
-        writer.close()
-        up_writer.close()
+        await forward_reading_tls(reader, writer, self.upstream, on_record, on_answer)
 
     def most_at_once(self, slack: float = JITTER) -> int:
         """The most handshakes under way at once (seen here a little after the client: a
@@ -98,12 +78,8 @@ class Tap:
 @contextlib.asynccontextmanager
 async def tap(upstream: int) -> AsyncIterator[Tap]:
     counter = Tap(upstream)
-    server = await asyncio.start_server(counter.handle, "127.0.0.1", 0)
-    counter.port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(counter.handle) as counter.port:
         yield counter
-    finally:
-        server.close()
 
 
 def pad_answers(server: RelayServer, pads: list[int]) -> None:
@@ -126,20 +102,9 @@ def pad_answers(server: RelayServer, pads: list[int]) -> None:
 
 
 async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[int]):  # type: ignore[no-untyped-def]
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    pad_answers(server, pads)
-    _, relay_port = await server.start()
-    cert = test_ca.issue("cdn.test", "relay.test")
-    try:
-        with peers.nginx_front(
-            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
-        ) as edge:
+    padded = functools.partial(pad_answers, pads=pads)
+    async with relay_behind_a_front(tmp_path, before_start=padded) as (_, keys, relay_port):
+        with nginx_front(test_ca, relay_port) as edge:
             async with tap(edge.port) as counter:
                 key = keys.add_client(
                     "bob", Endpoint("127.0.0.1", counter.port), "cdn.test", "relay.test"
@@ -152,8 +117,6 @@ async def _through_nginx(tmp_path: Path, test_ca, integrity_origin, pads: list[i
                     return counter, dialer.carrier, dialer.sessions[0].capped
                 finally:
                     await dialer.aclose()
-    finally:
-        await server.stop(grace=0.5)
 
 
 @pytest.mark.peer

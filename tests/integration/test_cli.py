@@ -187,22 +187,27 @@ def test_config_check_says_what_the_file_builds_on(tmp_path: Path) -> None:
     assert "  base:     none" in detour("config", "check", str(path)).stdout
 
 
-def test_a_file_with_only_listen_runs(detour_process, echo_origin) -> None:
-    """A file with nothing but [listen] is a whole config: the built-in routes and services
-    under it, connections relayed."""
-    proc = detour_process('[listen]\nhandshake_timeout = "3s"\nidle_timeout = "1m"\n')
-    client = socket.create_connection(proc.address)
+def _ping_through(proxy: tuple[str, int], echo_port: int) -> socket.socket:
+    """A SOCKS5 connection through detour to the echo origin, "ping" echoed through it: the
+    open client socket."""
+    client = socket.create_connection(proxy)
     client.settimeout(5)
     # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
-    client.sendall(
-        b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big")
-    )
+    client.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_port.to_bytes(2, "big"))
     reply = b""
     while len(reply) < 12:
         reply += client.recv(12 - len(reply))
     assert reply[:4] == b"\x05\x00\x05\x00"
     client.sendall(b"ping")
     assert client.recv(4) == b"ping"
+    return client
+
+
+def test_a_file_with_only_listen_runs(detour_process, echo_origin) -> None:
+    """A file with nothing but [listen] is a whole config: the built-in routes and services
+    under it, connections relayed."""
+    proc = detour_process('[listen]\nhandshake_timeout = "3s"\nidle_timeout = "1m"\n')
+    client = _ping_through(proc.address, echo_origin.port)
     client.close()
     assert proc.stop() == 0
     assert "problems" not in proc.output
@@ -257,18 +262,7 @@ def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
 def test_signals_shut_down_cleanly_with_a_connection_open(detour_process, echo_origin, sig) -> None:
     # Without a drain, the open connection is cut at once (draining: test_operations.py).
     proc = detour_process(config_text(), "--drain-timeout", "0")
-    client = socket.create_connection(proc.address)
-    client.settimeout(5)
-    # v5 1 method: no auth | v5 CONNECT rsv IPv4 127.0.0.1 port
-    client.sendall(
-        b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_origin.port.to_bytes(2, "big")
-    )
-    reply = b""
-    while len(reply) < 12:
-        reply += client.recv(12 - len(reply))
-    assert reply[:4] == b"\x05\x00\x05\x00"
-    client.sendall(b"ping")
-    assert client.recv(4) == b"ping"
+    client = _ping_through(proc.address, echo_origin.port)
     assert proc.stop(sig) == 0
     assert "shutting down" in proc.output
     assert "Traceback" not in proc.output

@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from helper.relay.config import parse_relay_config
 from helper.relay.keys import RelayKeys
-from helper.relay.server import RelayServer
 from tests.conftest import config_text
-from tests.support import origins, peers
+from tests.support import origins
+from tests.support.relays import (
+    forward_reading_tls,
+    nginx_front,
+    relay_behind_a_front,
+    serving,
+)
 from tests.support.waiting import loop_lag
 from transports import Endpoint
 from transports.tlsfrag import server_name
@@ -47,45 +51,19 @@ class Tap:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
         handshake: Handshake | None = None
-        buffered = b""
 
-        async def client_to_edge() -> None:
-            nonlocal handshake, buffered
-            while data := await reader.read(65536):
-                if handshake is None or handshake.ended is None:
-                    buffered += data
-                    while len(buffered) >= 5:
-                        length = int.from_bytes(buffered[3:5], "big")
-                        if len(buffered) < 5 + length:
-                            break
-                        record, buffered = buffered[: 5 + length], buffered[5 + length :]
-                        if handshake is None and record[0] == 0x16:
-                            handshake = Handshake(server_name(record[5:]), loop.time())
-                            self.handshakes.append(handshake)
-                        elif handshake is not None and record[0] == 0x17:
-                            handshake.ended = loop.time()  # TLS 1.3: the client's Finished
-                            buffered = b""
-                            break
-                up_writer.write(data)
-                await up_writer.drain()
-            up_writer.close()
+        def on_record(record: bytes) -> bool:
+            nonlocal handshake
+            if handshake is None and record[0] == 0x16:
+                handshake = Handshake(server_name(record[5:]), loop.time())
+                self.handshakes.append(handshake)
+            elif handshake is not None and record[0] == 0x17:
+                handshake.ended = loop.time()  # TLS 1.3: the client's Finished
+                return True
+            return False
 
-        async def edge_to_client() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.close()
-
-        with contextlib.suppress(OSError):
-            await asyncio.gather(client_to_edge(), edge_to_client())
-        writer.close()
-        up_writer.close()
+        await forward_reading_tls(reader, writer, self.upstream, on_record)
 
     def of(self, name: str) -> list[Handshake]:
         return [h for h in self.handshakes if h.name == name]
@@ -94,34 +72,15 @@ class Tap:
 @contextlib.asynccontextmanager
 async def tap(upstream: int) -> AsyncIterator[Tap]:
     counter = Tap(upstream)
-    server = await asyncio.start_server(counter.handle, "127.0.0.1", 0)
-    counter.port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(counter.handle) as counter.port:
         yield counter
-    finally:
-        server.close()
-
-
-@contextlib.contextmanager
-def front(test_ca: origins.TestCA, relay_port: int) -> Iterator[peers.Peer]:
-    cert = test_ca.issue("cdn.test", "relay.test")
-    with peers.nginx_front(["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}) as edge:
-        yield edge
 
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[tuple[RelayKeys, int]]:
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-        '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    yield keys, port
-    await server.stop(grace=0.5)
+    hosts = '[dns]\nhosts = { "origin.test" = ["127.0.0.1"] }\n'
+    async with relay_behind_a_front(tmp_path, hosts) as (_, keys, port):
+        yield keys, port
 
 
 def check_budget(handshakes: list[Handshake], lag: float = 0.0) -> None:
@@ -151,7 +110,7 @@ async def test_a_burst_and_a_probe_keep_the_budget_at_the_front(
     relay, test_ca: origins.TestCA, echo_origin, integrity_origin, start_engine, burst: int
 ) -> None:
     keys, relay_port = relay
-    with front(test_ca, relay_port) as edge:
+    with nginx_front(test_ca, relay_port) as edge:
         async with tap(edge.port) as counter:
             key = keys.add_client("alice", Endpoint("127.0.0.1", counter.port), "cdn.test",
                                   "relay.test")  # fmt: skip

@@ -16,63 +16,21 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from helper.relay.config import RelayConfig, parse_relay_config
 from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.support import origins
 from tests.support.integrity import run_integrity
+from tests.support.relays import Relay, relay_config, running_relay
 from tests.support.sizes import transfer_size
 from transports import DialError, DialOptions, Endpoint, Failure, Op, parse_chain
-from transports.fronted.accesskey import AccessKey, access_token
+from transports.fronted.accesskey import access_token
 from transports.guard import LocalAddresses
-
-
-@dataclasses.dataclass
-class Relay:
-    server: RelayServer
-    keys: RelayKeys
-    port: int
-    key: AccessKey
-    ca: origins.TestCA
-
-    def dialer(self, key: AccessKey | None = None):
-        chain = parse_chain("front:" + (key or self.key).encode())
-        return chain.build(DialOptions(tls=self.ca.client_context(), handshake_timeout=5))
-
-
-def relay_config(directory: Path, ca: origins.TestCA, extra: str = "") -> RelayConfig:
-    cert, key = ca.issue("relay.test", "127.0.0.1")
-    return parse_relay_config(
-        f"""
-[relay]
-listen = "127.0.0.1:0"
-state = "{directory}/state"
-tls_cert = "{cert}"
-tls_key = "{key}"
-[public]
-address = "127.0.0.1:1"
-front = "relay.test"
-host = "relay.test"
-[limits]
-handshake_timeout = "3s"
-{extra}
-""",
-        "test relay config",
-    )
 
 
 @pytest.fixture
 async def relay(tmp_path: Path, test_ca: origins.TestCA) -> AsyncIterator[Relay]:
-    config = relay_config(
-        tmp_path, test_ca, '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
-    yield Relay(server, keys, port, key, test_ca)
-    await server.stop(grace=0.5)
+    async with running_relay(tmp_path, test_ca) as relay:
+        yield relay
 
 
 async def test_echo_through_the_tunnel(relay: Relay, echo_origin) -> None:

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from helper.lab.censor import Censor, Policy, Rule
-from tests.integration.test_fronted import Relay, relay  # noqa: F401 (a fixture)
+from tests.integration.test_fronted import relay  # noqa: F401 (a fixture)
 from tests.integration.test_fronted_cdn import _as_asyncio_streams
 from tests.support.integrity import run_integrity
 from tests.support.peers import free_port
+from tests.support.relays import Relay, censored_front, relay_behind_a_front
 from transports import DialOptions, Endpoint, parse_chain
 
 FREEZE_AFTER = 16 * 1024
@@ -165,41 +166,18 @@ async def test_through_nginx_as_the_front_behind_a_freezing_censor(
     """nginx is the CDN edge (TLS for the front name, routing by Host, WebSocket upgrades
     passed on with the subprotocol); the censor freezes every flow to it after 16 KB. The
     carriers resume nginx's TLS sessions (no certificates after the first)."""
-    from helper.relay.config import parse_relay_config
-    from helper.relay.keys import RelayKeys
-    from helper.relay.server import RelayServer
-    from tests.support import peers
-
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, relay_port = await server.start()
-    cert = test_ca.issue("cdn.test", "relay.test")
-    try:
-        with peers.nginx_front(
-            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
-        ) as edge:
-            port = free_port()
-            censor = Censor(
-                {("127.0.0.1", port): ("127.0.0.1", edge.port)},
-                Policy(rules=(Rule("freeze", after=FREEZE_AFTER),), name="freeze"),
-            )
-            await censor.start()
-            key = keys.add_client("bob", Endpoint("127.0.0.1", port), "cdn.test", "relay.test")
-            dialer = parse_chain("front:" + key.encode() + ";carrier=capped").build(
-                DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
-            )
-            try:
-                await _exchange(dialer, integrity_origin.port, 1024 * 1024)
-                tunnel = dialer.sessions[0].capped
-                assert tunnel.carriers_opened > 20
-                assert dialer.carrier.resumed >= tunnel.carriers_opened - 2
-            finally:
-                await dialer.aclose()
-                await censor.stop()
-    finally:
-        await server.stop(grace=0.5)
+    async with (
+        relay_behind_a_front(tmp_path) as (_, keys, relay_port),
+        censored_front(test_ca, relay_port, FREEZE_AFTER) as (_, port),
+    ):
+        key = keys.add_client("bob", Endpoint("127.0.0.1", port), "cdn.test", "relay.test")
+        dialer = parse_chain("front:" + key.encode() + ";carrier=capped").build(
+            DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
+        )
+        try:
+            await _exchange(dialer, integrity_origin.port, 1024 * 1024)
+            tunnel = dialer.sessions[0].capped
+            assert tunnel.carriers_opened > 20
+            assert dialer.carrier.resumed >= tunnel.carriers_opened - 2
+        finally:
+            await dialer.aclose()

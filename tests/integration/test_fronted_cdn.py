@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from helper.proxy.relay import relay as relay_pump
-from helper.relay.config import parse_relay_config
 from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
 from tests.support import origins, peers
 from tests.support.integrity import run_integrity
+from tests.support.relays import relay_behind_a_front
 from tests.support.sizes import transfer_size
 from transports import DialOptions, Endpoint, Stream, parse_chain
 from transports.tcp import SocketStream, StreamProtocol
@@ -26,16 +26,8 @@ pytestmark = pytest.mark.peer
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[tuple[RelayServer, RelayKeys, int]]:
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    yield server, keys, port
-    await server.stop(grace=0.5)
+    async with relay_behind_a_front(tmp_path) as stood:
+        yield stood
 
 
 async def test_tunnel_through_nginx(

@@ -6,61 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from helper.relay.keys import RelayKeys
-from helper.relay.server import RelayServer
-from tests.integration.test_fronted import Relay, relay_config
-from tests.support import origins
 from tests.support.integrity import run_integrity
+from tests.support.relays import ANY, echo, front_dialer, running_relay
 from tests.support.waiting import until
-from transports import DialError, DialOptions, Endpoint, Failure, parse_chain
+from transports import DialError, Endpoint, Failure
 from transports.fronted import client as front_client
-from transports.fronted.accesskey import AccessKey
-
-ANY = '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-
-
-@contextlib.asynccontextmanager
-async def running_relay(
-    tmp_path: Path, ca: origins.TestCA, extra: str = "", *, multiplex: bool = True
-) -> AsyncIterator[Relay]:
-    """A relay that takes any loopback destination; `extra`: more [limits] keys;
-    `multiplex=False`: one that does not multiplex (as one from before multiplexing)."""
-    config = relay_config(tmp_path, ca, extra + ANY)
-    config = dataclasses.replace(config, multiplex=multiplex)
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
-    try:
-        yield Relay(server, keys, port, key, ca)
-    finally:
-        await server.stop(grace=0.5)
-
-
-@contextlib.asynccontextmanager
-async def front_dialer(
-    relay: Relay, key: AccessKey | None = None, options: str = ""
-) -> AsyncIterator[front_client.FrontDialer]:
-    async with contextlib.AsyncExitStack() as resources:
-        chain = parse_chain("front:" + (key or relay.key).encode() + options)
-        dialer = chain.build(
-            DialOptions(tls=relay.ca.client_context(), handshake_timeout=3, resources=resources)
-        )
-        assert isinstance(dialer, front_client.FrontDialer)
-        yield dialer
-
-
-async def echo(stream, data: bytes) -> bytes:
-    stream.write(data)
-    await stream.drain()
-    return await stream.readexactly(len(data))
 
 
 async def test_connections_share_one_tunnel(tmp_path: Path, test_ca, echo_origin) -> None:
@@ -106,7 +60,7 @@ async def test_the_connection_limit_is_a_clear_refusal(
     tmp_path: Path, test_ca, echo_origin
 ) -> None:
     async with (
-        running_relay(tmp_path, test_ca, "connections_per_client = 3\n") as relay,
+        running_relay(tmp_path, test_ca, "connections_per_client = 3\n" + ANY) as relay,
         front_dialer(relay) as dialer,
     ):
         target = Endpoint("127.0.0.1", echo_origin.port)

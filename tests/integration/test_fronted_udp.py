@@ -10,21 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from helper.config import ListenConfig
 from helper.lab.udpmocks import UdpEcho, start_udp
-from helper.proxy import ClientServer, MixedListener
-from helper.proxy.mixed import listen_admission
 from helper.relay import server as relay_server
-from helper.relay.keys import RelayKeys
-from helper.relay.server import RelayServer
 from helper.routing import Route, Router
 from helper.services import ServiceTable
-from tests.integration.test_fronted import Relay, relay, relay_config  # noqa: F401
+from tests.integration.test_fronted import relay  # noqa: F401 (a fixture)
 from tests.integration.test_fronted_capped import Frozen, frozen  # noqa: F401 (a fixture)
+from tests.support.listeners import mixed_listener
+from tests.support.relays import ANY, Relay, censored_front, relay_behind_a_front, running_relay
 from tests.support.sizes import count
 from tests.support.udp import associate, pysocks_echo
 from tests.support.udpecho import Inbox, echo_run
@@ -32,23 +28,6 @@ from tests.support.waiting import until
 from transports import DialError, DialOptions, Endpoint, parse_chain
 from transports.datagram import datagram_dialer
 from transports.fronted.datagrams import FrontDatagrams
-from transports.guard import AddressPolicy
-
-ANY = '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-
-
-@contextlib.asynccontextmanager
-async def running_relay(tmp_path: Path, ca, extra: str = ANY) -> AsyncIterator[Relay]:
-    config = relay_config(tmp_path, ca, extra)
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, port = await server.start()
-    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
-    try:
-        yield Relay(server, keys, port, key, ca)
-    finally:
-        await server.stop(grace=0.5)
 
 
 @pytest.fixture
@@ -69,14 +48,10 @@ async def listening_through(stood: Relay) -> AsyncIterator[int]:
     """detour's mixed listener with the relay's front: route as its only route: its port."""
     chain, dialer = front_route(stood)
     router = Router([Route("front", chain, dialer)], ServiceTable([]), "front")
-    config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
-    server = ClientServer(router)
-    listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
-    await server.start()
     try:
-        yield listener.sockets[0][1]
+        async with mixed_listener(router) as port:
+            yield port
     finally:
-        await server.stop()
         await dialer.aclose()
 
 
@@ -286,58 +261,33 @@ async def test_udp_through_nginx_as_the_front(tmp_path, test_ca, echo) -> None:
     """nginx is the CDN edge (TLS for the front name, WebSocket upgrades passed on by Host):
     datagrams through it in a long tunnel, and in capped carriers behind a censor that
     freezes every flow after 16 KB."""
-    from helper.lab.censor import Censor, Policy, Rule
-    from helper.relay.config import parse_relay_config
-    from tests.support import peers
-    from tests.support.peers import free_port
-
-    config = parse_relay_config(
-        f'[relay]\nlisten = "127.0.0.1:0"\nstate = "{tmp_path}/state"\n'
-        '[destinations]\nallow = "any"\npublic = ["127.0.0.0/8"]\n'
-    )
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys)
-    _, relay_port = await server.start()
-    cert = test_ca.issue("cdn.test", "relay.test")
-    try:
-        with peers.nginx_front(
-            ["cdn.test"], cert, {"relay.test": ("127.0.0.1", relay_port)}
-        ) as edge:
-            port = free_port()
-            censor = Censor(
-                {("127.0.0.1", port): ("127.0.0.1", edge.port)},
-                Policy(rules=(Rule("freeze", after=16 * 1024),), name="freeze"),
+    async with (
+        relay_behind_a_front(tmp_path) as (_, keys, relay_port),
+        censored_front(test_ca, relay_port, 16 * 1024) as (edge, port),
+    ):
+        for address, options in (
+            (Endpoint("127.0.0.1", edge.port), ""),
+            (Endpoint("127.0.0.1", port), ";carrier=capped"),
+        ):
+            key = keys.add_client(f"c{len(options)}", address, "cdn.test", "relay.test")
+            dialer = parse_chain("front:" + key.encode() + options).build(
+                DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
             )
-            await censor.start()
+            inbox = Inbox()
+            session = FrontDatagrams(dialer).open(inbox)
             try:
-                for address, options in (
-                    (Endpoint("127.0.0.1", edge.port), ""),
-                    (Endpoint("127.0.0.1", port), ";carrier=capped"),
-                ):
-                    key = keys.add_client(f"c{len(options)}", address, "cdn.test", "relay.test")
-                    dialer = parse_chain("front:" + key.encode() + options).build(
-                        DialOptions(tls=test_ca.client_context(), handshake_timeout=5)
-                    )
-                    inbox = Inbox()
-                    session = FrontDatagrams(dialer).open(inbox)
-                    try:
-                        await session.prepare(echo.address)
+                await session.prepare(echo.address)
 
-                        async def receive(inbox=inbox) -> bytes:
-                            return (await inbox.get())[0]
+                async def receive(inbox=inbox) -> bytes:
+                    return (await inbox.get())[0]
 
-                        result = await echo_run(
-                            lambda data, session=session: session.send(data, echo.address),
-                            receive,
-                            300,
-                            sizes=(200, 1400),
-                        )
-                        assert result.lost == 0 and result.corrupt == 0, (options, result)
-                    finally:
-                        session.close()
-                        await dialer.aclose()
+                result = await echo_run(
+                    lambda data, session=session: session.send(data, echo.address),
+                    receive,
+                    300,
+                    sizes=(200, 1400),
+                )
+                assert result.lost == 0 and result.corrupt == 0, (options, result)
             finally:
-                await censor.stop()
-    finally:
-        await server.stop(grace=0.5)
+                session.close()
+                await dialer.aclose()

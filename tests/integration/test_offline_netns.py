@@ -25,7 +25,8 @@ import pytest
 
 from helper.lab.namespaces import Namespaces
 from tests.conftest import ROOT
-from tests.support.peers import require_peer, skip_or_fail, terminate
+from tests.support.netns import require_root_ip_and_curl, start_detour
+from tests.support.peers import terminate
 
 API_PORT = 9080  # the namespace is new: every port is free
 CONTROL = "198.18.0.53"  # the control target, on the far namespace's loopback
@@ -107,10 +108,7 @@ def _offline(document: dict[str, Any]) -> bool:
 
 @pytest.fixture
 def offline(tmp_path: Path) -> Iterator[Offline]:
-    require_peer("ip", "iproute2")
-    require_peer("curl", "curl")
-    if os.geteuid() != 0:
-        skip_or_fail("network namespaces need root")
+    require_root_ip_and_curl()
     config = tmp_path / "detour.toml"
     config.write_text(
         textwrap.dedent(
@@ -161,22 +159,7 @@ def offline(tmp_path: Path) -> Iterator[Offline]:
             )
             processes.append(answering)
             assert answering.stdout is not None and answering.stdout.readline() == "ready\n"
-            detour = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)]
-            with log.open("w") as out:
-                process = subprocess.Popen(
-                    net.exec(client, *detour),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    cwd=ROOT,
-                    env=env,
-                )
-            processes.append(process)
-            deadline = time.monotonic() + 20
-            while "listening on" not in log.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"detour did not start:\n{log.read_text()}")
-                time.sleep(0.05)
+            processes.append(start_detour(net, client, config, log, env))
             yield Offline(net, client, far, config, log, env)
         finally:
             for process in reversed(processes):

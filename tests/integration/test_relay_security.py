@@ -12,35 +12,24 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from helper.relay.keys import RelayKeys, RelayKeysError
 from helper.relay.server import RelayServer
-from tests.integration.test_fronted import Relay, relay_config
-from tests.integration.test_fronted_mux import ANY, echo, front_dialer
-from tests.support import origins
+from tests.support import origins, relays
+from tests.support.relays import ANY, Relay, echo, front_dialer, relay_config
 from tests.support.waiting import until
 from transports import DialError, Endpoint
 from transports.fronted.accesskey import access_token
 
 
-@contextlib.asynccontextmanager
-async def running_relay(
+def running_relay(
     tmp_path: Path, ca: origins.TestCA, *, multiplex: bool = True, recheck: float = 30
-) -> AsyncIterator[Relay]:
-    config = dataclasses.replace(relay_config(tmp_path, ca, ANY), multiplex=multiplex)
-    keys = RelayKeys(config.state)
-    keys.generate()
-    server = RelayServer(config, keys, recheck=recheck)
-    _, port = await server.start()
-    key = keys.add_client("alice", Endpoint("127.0.0.1", port), "relay.test", "relay.test")
-    try:
-        yield Relay(server, keys, port, key, ca)
-    finally:
-        await server.stop(grace=0.5)
+) -> contextlib.AbstractAsyncContextManager[Relay]:
+    """The relay of tests/support/relays.py, its clients rechecked every `recheck` s."""
+    return relays.running_relay(tmp_path, ca, multiplex=multiplex, recheck=recheck)
 
 
 class Busy:

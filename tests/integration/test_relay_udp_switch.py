@@ -16,8 +16,8 @@ from helper.lab.udpmocks import UdpEcho, start_udp
 from helper.relay.config import parse_relay_config
 from helper.relay.keys import RelayKeys
 from helper.relay.server import RelayServer
-from tests.integration.test_fronted import Relay, relay_config
-from tests.integration.test_fronted_udp import ANY, front_route
+from tests.integration.test_fronted_udp import front_route
+from tests.support.relays import ANY, Relay, relay_config
 from tests.support.udpecho import Inbox
 from tests.support.waiting import until
 from transports import DialError, Endpoint

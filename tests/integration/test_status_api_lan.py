@@ -11,7 +11,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from helper.lab.namespaces import Namespaces
-from tests.conftest import ROOT
-from tests.support.peers import require_peer, skip_or_fail, terminate
+from tests.support.netns import require_root_ip_and_curl, start_detour
+from tests.support.peers import terminate
 
 TOKEN = "lan-token-" + secrets.token_hex(12)
 MIXED_PORT, API_PORT = 1080, 9080  # the namespace is new: every port is free
@@ -57,10 +56,7 @@ class Router:
 
 @pytest.fixture
 def router(tmp_path: Path) -> Iterator[Router]:
-    require_peer("ip", "iproute2")
-    require_peer("curl", "curl")
-    if os.geteuid() != 0:
-        skip_or_fail("network namespaces need root")
+    require_root_ip_and_curl()
     third = secrets.randbelow(200) + 20
     fourth = secrets.randbelow(30) * 8
     root_address, address = f"169.254.{third}.{fourth + 1}", f"169.254.{third}.{fourth + 2}"
@@ -99,22 +95,9 @@ def router(tmp_path: Path) -> Iterator[Router]:
         outer, inner = net.veth("dta", None, namespace)
         net.address(None, outer, f"{root_address}/29", f"{stranger}/29")
         net.address(namespace, inner, f"{address}/29")
-        detour = [sys.executable, "-m", "helper", "run", "--headless", "-c", str(config)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path)}
         try:
-            with log.open("w") as out:
-                process = subprocess.Popen(
-                    net.exec(namespace, *detour),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", "DETOUR_STATE_DIR": str(tmp_path)},
-                )
-            deadline = time.monotonic() + 60  # a bound for a loaded machine, not a pause
-            while "listening on" not in log.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"detour did not start:\n{log.read_text()}")
-                time.sleep(0.05)
+            process = start_detour(net, namespace, config, log, env)
             yield Router(namespace, address, process, log, root_address, stranger)
         finally:
             if process is not None:

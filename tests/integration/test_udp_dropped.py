@@ -11,18 +11,12 @@ import asyncio
 
 import pytest
 
-from helper.config import ListenConfig
 from helper.lab.udpmocks import StunServer, UdpCensor, UdpEcho, start_censor, start_udp
 from helper.probe.udp import probe_udp_routes
-from helper.proxy import ClientServer, MixedListener
-from helper.proxy.mixed import listen_admission
-from helper.routing import Route, Router
-from helper.services import ServiceTable
 from tests.conftest import config_text
+from tests.support.listeners import proxy_leaving_from
 from tests.support.udp import associate
-from transports import Endpoint, parse_chain
-from transports.direct import DirectDialer
-from transports.guard import AddressPolicy
+from transports import Endpoint
 
 ABROAD = "127.0.0.2"
 
@@ -44,17 +38,8 @@ async def censored():
 async def abroad():
     """An upstream SOCKS5 proxy whose datagrams leave from ABROAD: detour's own listener, as
     the lab's upstream is."""
-    router = Router(
-        [Route("direct", parse_chain("direct"), DirectDialer(local_address=ABROAD))],
-        ServiceTable([]),
-        "direct",
-    )
-    config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
-    server = ClientServer(router)
-    listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
-    await server.start()
-    yield listener.sockets[0][1]
-    await server.stop()
+    async with proxy_leaving_from(ABROAD) as port:
+        yield port
 
 
 def _config(stun: Endpoint, echo: Endpoint, abroad_port: int) -> str:

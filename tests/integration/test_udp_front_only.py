@@ -20,8 +20,8 @@ from helper.relay.server import RelayServer
 from helper.routing import Route, Router
 from helper.services import ServiceTable
 from tests.conftest import config_text
-from tests.integration.test_fronted import relay_config
 from tests.support.peers import free_port
+from tests.support.relays import relay_config
 from tests.support.udp import associate
 from tests.support.waiting import until
 from transports import DialOptions, Endpoint, parse_chain

@@ -11,18 +11,12 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from helper.config import ListenConfig
 from helper.lab.udpmocks import ABROAD, UDP_SCENARIOS, UdpLab
 from helper.probe.udp import probe_udp_routes, udp_verdict
-from helper.proxy import ClientServer, MixedListener
-from helper.proxy.mixed import listen_admission
-from helper.routing import Route, Router
-from helper.services import ServiceTable
 from tests.conftest import config_text
+from tests.support.listeners import proxy_leaving_from
 from tests.support.udp import associate
-from transports import Endpoint, parse_chain
-from transports.direct import DirectDialer
-from transports.guard import AddressPolicy
+from transports import Endpoint
 from transports.stun import BINDING_SUCCESS, binding_request, parse_message
 
 # scenario -> (each route's UDP diagnosis, the service's verdict)
@@ -45,17 +39,8 @@ def test_every_scenario_has_its_expectations() -> None:
 @pytest.fixture
 async def abroad():
     """An upstream SOCKS5 proxy whose datagrams leave from ABROAD (detour's own listener)."""
-    router = Router(
-        [Route("direct", parse_chain("direct"), DirectDialer(local_address=ABROAD))],
-        ServiceTable([]),
-        "direct",
-    )
-    config = ListenConfig(mixed=Endpoint("127.0.0.1", 0))
-    server = ClientServer(router)
-    listener = server.add(MixedListener(config, listen_admission(config), AddressPolicy()))
-    await server.start()
-    yield listener.sockets[0][1]
-    await server.stop()
+    async with proxy_leaving_from(ABROAD) as port:
+        yield port
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

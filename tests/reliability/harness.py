@@ -25,6 +25,7 @@ from pathlib import Path
 from tests.support.clients import open_socks5
 from tests.support.integrity import run_integrity
 from tests.support.peers import free_port
+from tests.support.relay_process import write_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -164,27 +165,6 @@ def origin(tmp: Path, name: str = "origin", mode: str = "integrity") -> Process:
     return Process(name, argv, (HOST, port), tmp / f"{name}.log", "origin ready")
 
 
-RELAY_CONFIG = """\
-[relay]
-listen = "{host}:{port}"
-state = "{state}"
-tls_cert = "{cert}"
-tls_key = "{key}"
-
-[public]
-address = "{host}:{port}"
-front = "relay.reliability.test"
-host = "relay.reliability.test"
-
-[limits]
-connections_per_client = 4000  # the load test's 1,000 at once are one client's
-
-[destinations]
-allow = "any"
-public = ["127.0.0.0/8"]  # the test's origins stand for the internet
-"""
-
-
 @dataclass
 class Relay:
     """A `detour relay` serving TLS itself (no CDN in between), and what a front: route
@@ -209,25 +189,21 @@ class Relay:
 
 
 def relay(tmp: Path) -> Relay:
-    from helper.lab.ca import LabCA
-    from helper.relay.config import load_relay_config
-    from helper.relay.keys import RelayKeys
-    from transports import Endpoint
-
-    ca = LabCA(tmp / "relay-ca")
-    cert, key = ca.issue("relay.reliability.test")
     port = free_port()
-    config = tmp / "relay.toml"
-    state = tmp / "relay-state"
-    config.write_text(RELAY_CONFIG.format(host=HOST, port=port, state=state, cert=cert, key=key))
-    keys = RelayKeys(load_relay_config(config).state)
-    keys.generate()
-    access = keys.add_client(
-        "reliability", Endpoint(HOST, port), "relay.reliability.test", "relay.reliability.test"
+    written = write_relay(
+        tmp / "relay.toml",
+        ca_dir=tmp / "relay-ca",
+        state=tmp / "relay-state",
+        name="relay.reliability.test",
+        host=HOST,
+        port=port,
+        client="reliability",
+        # the load test's 1,000 at once are one client's
+        extra="\n[limits]\nconnections_per_client = 4000\n",
     )
-    argv = [sys.executable, "-m", "helper", "relay", "-c", str(config)]
+    argv = [sys.executable, "-m", "helper", "relay", "-c", str(written.config)]
     process = Process("relay", argv, (HOST, port), tmp / "relay.log", "relay listening on")
-    return Relay(process, access.encode(), ca.ca_path)
+    return Relay(process, written.access_key, written.ca_path)
 
 
 # --- load -----------------------------------------------------------------------------------

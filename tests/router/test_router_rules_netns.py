@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from helper.lab.namespaces import Namespaces
-from tests.router.test_udp_tproxy import ROOT, _in, _require, _wait_for
-from tests.support.peers import terminate
+from tests.support.netns import ROOT, require_namespaces, run_phone
 
 pytestmark = [pytest.mark.timeout(90)]
 
@@ -112,11 +111,9 @@ def _detour(*argv: str) -> str:
 
 @pytest.mark.slow  # about 5-10 s: three namespaces, detour's start, a dozen exchanges
 def test_generated_rules_hand_the_service_to_detour_and_leave_the_rest(tmp_path: Path) -> None:
-    _require()
+    require_namespaces()
     config = tmp_path / "router.toml"
     config.write_text(CONFIG)
-    processes: list[subprocess.Popen] = []
-    detour_log = tmp_path / "detour.log"
     with Namespaces() as net:
         phone = net.namespace("drr-p")
         router = net.namespace("drr-r", forwarding=True)
@@ -137,27 +134,12 @@ def test_generated_rules_hand_the_service_to_detour_and_leave_the_rest(tmp_path:
                          "--policy-routing")  # fmt: skip
         net.run(router, "nft", "-f", "-", stdin=rules)
         net.run(router, "sh", "-e", "-s", stdin=policy)
-        try:
-            servers_log = tmp_path / "servers.log"
-            with servers_log.open("w") as out:
-                processes.append(_in(service, sys.executable, "-c", SERVERS,
-                                     stdout=out, stderr=out))  # fmt: skip
-            _wait_for(servers_log, "ready", processes[-1])
-            with detour_log.open("w") as out:
-                processes.append(_in(router, sys.executable, "-m", "helper", "run",
-                                     "--headless", "-c", str(config),
-                                     stdout=out, stderr=out))  # fmt: skip
-            _wait_for(detour_log, "transparent UDP on", processes[-1])
-            _wait_for(detour_log, "transparent listener on", processes[-1])
-            result = subprocess.run(
-                ["ip", "netns", "exec", phone, sys.executable, "-c", PHONE_SCRIPT],
-                cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
-        finally:
-            for process in processes:
-                terminate(process)
-        assert result.returncode == 0, result.stderr + detour_log.read_text()
-    lines = result.stdout.splitlines()
+        lines = run_phone(
+            tmp_path,
+            (phone, router, service),
+            (SERVERS, config, PHONE_SCRIPT),
+            ("transparent UDP on", "transparent listener on"),
+        )
     # The service, over both families and both protocols: through detour (the router's
     # address); QUIC to it is refused, so apps fall back to TCP.
     for host, router_address in ((SERVICE, ROUTER_WAN), (SERVICE6, ROUTER_WAN6)):
@@ -169,8 +151,7 @@ def test_generated_rules_hand_the_service_to_detour_and_leave_the_rest(tmp_path:
         assert f"tcp {host} sees {phone_address}" in lines, lines
         assert f"stun {host} sees {phone_address}" in lines, lines
         assert f"quic {host} answered" in lines, lines
-    log = detour_log.read_text()
-    assert "Traceback" not in log, log
+    log = (tmp_path / "detour.log").read_text()  # run_phone checked it for tracebacks
     assert f"transparent {SERVICE}:5222" in log, log
 
 
@@ -178,7 +159,7 @@ def test_both_flavours_load_into_nftables(tmp_path: Path) -> None:
     """The built-in services' rules (with a transparent config) load: the nftables flavour
     twice (the second replaces the first: no rule doubles), the OpenWrt flavour inside a
     table as fw4 includes it."""
-    _require()
+    require_namespaces()
     config = tmp_path / "router.toml"
     config.write_text(
         '[listen]\ntransparent = "[::]:1090"\ntransparent_udp = "[::]:1091"\n'

@@ -12,19 +12,12 @@ echo comes back intact, from the service's own address, up to 1,400 bytes.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from helper.lab.namespaces import Namespaces
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.support.netns import STUN_CLIENT, require_namespaces, run_phone
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
@@ -43,30 +36,15 @@ async def main():
 asyncio.run(main())
 """
 
-PHONE = f"""
-import socket, os
-from transports.stun import binding_request, parse_message
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
+PHONE = (
+    STUN_CLIENT
+    + f"""
+s = udp_socket()
 for host in ({SERVICE!r}, {OTHER!r}):
-    request, tid = binding_request()
-    for _ in range(3):
-        s.sendto(request, (host, 3478))
-        try:
-            data, source = s.recvfrom(2048)
-            break
-        except socket.timeout:
-            continue
-    answer = parse_message(data)
-    assert answer.transaction == tid and source == (host, 3478), (answer, source)
-    print(host, "sees", answer.mapped.host, flush=True)
-for size in (1, 600, 1400):
-    payload = os.urandom(size)
-    s.sendto(payload, ({SERVICE!r}, 7000))
-    data, source = s.recvfrom(2048)
-    assert data == payload and source == ({SERVICE!r}, 7000), (len(data), source)
-print("echo ok", flush=True)
+    stun(s, host)
+echo(s, {SERVICE!r})
 """
+)
 
 CONFIG = f"""
 [base]
@@ -97,80 +75,18 @@ table ip detour_udp_test {{
 """
 
 
-def _require() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, TPROXY)")
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool}")
-
-
-def _in(namespace: str, *argv: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["ip", "netns", "exec", namespace, *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-        **kwargs,
-    )
-
-
-def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r}:\n{path.read_text()}")
-        time.sleep(0.05)
-
-
 def _run_phone(
     tmp_path: Path, names: tuple[str, str, str], scripts: tuple[str, str, str]
 ) -> list[str]:
-    """The service's servers, then detour on the router (its config), then the phone's script
-    in the phone namespace: the phone's output lines. Everything started is stopped, and
-    detour's log must hold no traceback."""
-    phone, router, service = names
+    """tests/support/netns.py's run_phone, with the config's text written to a file."""
     servers_script, config_text, phone_script = scripts
-    processes: list[subprocess.Popen] = []
-    detour_log = tmp_path / "detour.log"
-    try:
-        servers_log = tmp_path / "servers.log"
-        with servers_log.open("w") as out:
-            servers = _in(service, sys.executable, "-c", servers_script, stdout=out, stderr=out)
-        processes.append(servers)
-        _wait_for(servers_log, "ready", servers)
-        config = tmp_path / "router.toml"
-        config.write_text(config_text)
-        with detour_log.open("w") as out:
-            detour = _in(
-                router,
-                sys.executable, "-m", "helper", "run", "--headless", "-c", str(config),
-                stdout=out, stderr=out,
-            )  # fmt: skip
-        processes.append(detour)
-        _wait_for(detour_log, "transparent UDP on", detour)
-        result = subprocess.run(
-            ["ip", "netns", "exec", phone, sys.executable, "-c", phone_script],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr + detour_log.read_text()
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    assert "Traceback" not in detour_log.read_text(), detour_log.read_text()
-    return result.stdout.splitlines()
+    config = tmp_path / "router.toml"
+    config.write_text(config_text)
+    return run_phone(tmp_path, names, (servers_script, config, phone_script))
 
 
 def test_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
-    _require()
+    require_namespaces()
     with Namespaces() as net:
         phone = net.namespace("dup-p")
         router = net.namespace("dup-r", forwarding=True)
@@ -214,35 +130,15 @@ async def main():
 asyncio.run(main())
 """
 
-PHONE6 = f"""
-import socket, os
-from transports.stun import binding_request, parse_message
-def stun(family, host):
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    s.settimeout(3)
-    request, tid = binding_request()
-    for _ in range(3):
-        s.sendto(request, (host, 3478))
-        try:
-            data, source = s.recvfrom(2048)
-            break
-        except socket.timeout:
-            continue
-    answer = parse_message(data)
-    assert answer.transaction == tid and source[:2] == (host, 3478), (answer, source)
-    print(host, "sees", answer.mapped.host, flush=True)
-stun(socket.AF_INET6, {SERVICE6!r})
-stun(socket.AF_INET6, {OTHER6!r})
-stun(socket.AF_INET, {SERVICE!r})
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(3)
-for size in (1, 600, 1400):
-    payload = os.urandom(size)
-    s.sendto(payload, ({SERVICE6!r}, 7000))
-    data, source = s.recvfrom(2048)
-    assert data == payload and source[:2] == ({SERVICE6!r}, 7000), (len(data), source)
-print("echo ok", flush=True)
+PHONE6 = (
+    STUN_CLIENT
+    + f"""
+stun(udp_socket(socket.AF_INET6), {SERVICE6!r})
+stun(udp_socket(socket.AF_INET6), {OTHER6!r})
+stun(udp_socket(socket.AF_INET), {SERVICE!r})
+echo(udp_socket(socket.AF_INET6), {SERVICE6!r})
 """
+)
 
 CONFIG6 = f"""
 [base]
@@ -275,7 +171,7 @@ table inet detour_udp_test {{
 
 
 def test_ipv6_phone_calls_go_through_the_route_and_others_are_untouched(tmp_path: Path) -> None:
-    _require()
+    require_namespaces()
     with Namespaces() as net:
         phone = net.namespace("dup6-p")
         router = net.namespace("dup6-r", forwarding=True)

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from tests.support.tls import client_hello, openssl_client_hello, record
+from tests.support.waiting import until
 from tests.unit.scripted import ScriptedStream
 from transports.base import Stream
 from transports.chain import ChainError, parse_chain
@@ -372,7 +373,8 @@ async def test_abort_while_waiting_stops_the_trick() -> None:
     stream, log = playing(Desync(Trick.FAKE, None, 2), unsent=(1,))
     stream.write(HELLO)
     stream.abort()
-    await asyncio.sleep(0.01)
+    await until(lambda: ("abort",) in log)
+    await asyncio.sleep(0.01)  # time for a wrong overwrite to show
     assert log[-3:] == [("pages closed",), ("socket closed",), ("abort",)]
     assert not any(event[0] == "overwrite" for event in log)
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.memory import MemoryStream, memory_pipe
+from tests.support.waiting import until
 from transports import DialError, Endpoint, Failure, Op
 from transports.fronted import mux
 from transports.fronted.mux import (
@@ -146,7 +147,7 @@ async def test_many_streams_share_the_session_and_a_stalled_one_blocks_none(pair
     # The relay sends the stalled stream more than its window: the rest waits at the relay.
     stalled_relay.write(b"x" * (WINDOW_SIZE + 100_000))
     drained = asyncio.ensure_future(stalled_relay.drain())
-    await asyncio.sleep(0.05)
+    await until(lambda: stalled_client.flow.buffered >= WINDOW_SIZE)  # the window arrived
     assert not drained.done()
     assert stalled_client.flow.buffered == WINDOW_SIZE  # never more than the window in flight
     assert stalled_client.flow.window == WINDOW_SIZE  # a reader that falls behind never grows it
@@ -305,8 +306,7 @@ async def test_an_id_opened_twice_ends_the_session(pair: Pair) -> None:
 async def test_goaway_refuses_new_streams_and_keeps_open_ones(pair: Pair) -> None:
     client, relay = await pair.connect()
     pair.relay.go_away()
-    await asyncio.sleep(0.05)
-    assert pair.client.going_away
+    await until(lambda: pair.client.going_away)
     assert not pair.client.usable(100)
     relay.write(b"still here")
     relay.write_eof()

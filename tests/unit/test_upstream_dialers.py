@@ -137,6 +137,12 @@ def socks5(proxy: ScriptedProxy, **kwargs: Any) -> Socks5Dialer:
 # --- SOCKS5 -------------------------------------------------------------------------------
 
 
+def _login(login: bytes, answer: bytes = LOGIN_OK) -> tuple[Read | Send, ...]:
+    """A SOCKS5 proxy's side of a greeting offering a login and RFC 1929's exchange for
+    `login`, answered `answer`."""
+    return Read(4), Send(CHOOSE_USERPASS), Read(len(login)), Send(answer)
+
+
 async def test_socks5_without_auth_sends_name_unresolved() -> None:
     async with ScriptedProxy(
         Read(3), Send(CHOOSE_NOAUTH), Read(len(REQUEST_NAME)), Send(REPLY_OK)
@@ -147,14 +153,7 @@ async def test_socks5_without_auth_sends_name_unresolved() -> None:
 
 
 async def test_socks5_with_rfc1929_login() -> None:
-    async with ScriptedProxy(
-        Read(4),
-        Send(CHOOSE_USERPASS),
-        Read(len(LOGIN)),
-        Send(LOGIN_OK),
-        Read(len(REQUEST_NAME)),
-        Send(REPLY_OK),
-    ) as proxy:
+    async with ScriptedProxy(*_login(LOGIN), Read(len(REQUEST_NAME)), Send(REPLY_OK)) as proxy:
         stream = await dial(socks5(proxy, username="alice", password="secret"), TARGET)
         await finish(stream)
     assert proxy.received == GREETING_AUTH + LOGIN + REQUEST_NAME
@@ -163,14 +162,7 @@ async def test_socks5_with_rfc1929_login() -> None:
 async def test_socks5_login_as_bytes_goes_out_unchanged() -> None:
     """A pluggable transport's arguments: any bytes, and a password of one NUL."""
     login = b"\x01\x0acert=a;b\\=\x01\x00"  # VER=1 ULEN=10 cert=a;b\= PLEN=1 NUL
-    async with ScriptedProxy(
-        Read(4),
-        Send(CHOOSE_USERPASS),
-        Read(len(login)),
-        Send(LOGIN_OK),
-        Read(len(REQUEST_NAME)),
-        Send(REPLY_OK),
-    ) as proxy:
+    async with ScriptedProxy(*_login(login), Read(len(REQUEST_NAME)), Send(REPLY_OK)) as proxy:
         dialer = socks5(proxy, username=b"cert=a;b\\=", password=b"\x00")
         stream = await dial(dialer, TARGET)
         await finish(stream)
@@ -249,9 +241,7 @@ async def test_socks5_payload_right_after_the_reply_is_readable(reply: bytes) ->
 
 
 async def test_socks5_login_rejected_is_proxy_auth_failed() -> None:
-    async with ScriptedProxy(
-        Read(4), Send(CHOOSE_USERPASS), Read(len(LOGIN)), Send(LOGIN_FAILED)
-    ) as proxy:
+    async with ScriptedProxy(*_login(LOGIN, LOGIN_FAILED)) as proxy:
         err = await dial_error(socks5(proxy, username="alice", password="secret"), TARGET)
     assert (err.failure, err.op) == (Failure.PROXY_AUTH_FAILED, Op.PROXY_HANDSHAKE)
     assert "secret" not in str(err)

@@ -33,8 +33,11 @@ re-reckoned when it falls due.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable, Iterable
+
+from transports.deadlines import Growing, LostTime, machine
 
 __all__ = [
     "LAGGED",
@@ -60,7 +63,6 @@ NET_STEPS = 4.0  # a target may take NET_STEPS x the median step that other targ
 SAMPLES = 16  # the successful steps that median is taken over
 LAGGED = 0.1  # a timeout after the loop lost this share of the timeout: probe once more
 MAX_PATIENCE = 3.0  # the default bound: at most this many times the configured deadline
-AHEAD = 0.001  # a deadline is reckoned again this long before it falls due
 
 
 def allowed(
@@ -186,22 +188,23 @@ class Patience:
         return Deadline(self, base, done)
 
 
-class Deadline:
+class Deadline(Growing):
     """One target's deadline, as an async context manager around its work: an asyncio
     timeout due after `base` seconds, reckoned again (`allowed`) just before it falls due
-    and moved when the measurements say so; the work is cancelled (a TimeoutError out of
-    the context) when the deadline, stretched or not, has passed."""
+    and moved when the measurements say so (transports/deadlines.py's Growing); the work is
+    cancelled (a TimeoutError out of the context) when the deadline, stretched or not, has
+    passed. While it runs, the prober's measure is the context's (transports.deadlines.
+    machine), so the timeouts inside the target's dial grow with the loop time lost too."""
 
     def __init__(self, patience: Patience, base: float, done: Callable[[], float]) -> None:
+        super().__init__(base)
         self.patience = patience
-        self.base = base
         self.done = done
-        self.start = 0.0
         self.mark = 0.0  # the loop time lost before the target started
-        self.stretched = False  # the deadline was moved past `base`
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timeout: asyncio.Timeout | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._token: contextvars.Token[LostTime | None] | None = None
+
+    def grows(self) -> bool:
+        return self.patience.enabled
 
     def lost(self) -> float:
         """The loop time lost since the target started."""
@@ -225,31 +228,16 @@ class Deadline:
         return self.start + self.total()
 
     async def __aenter__(self) -> Deadline:
-        self._loop = asyncio.get_running_loop()
-        self.start = self._loop.time()
         self.patience.acquire()
         self.mark = self.patience.lost()
-        # The loop's own timeout, due as configured: without lag it fires as it always did.
-        # The reckoning runs just before it (and first, when a blocked loop finds both due).
-        self._timeout = asyncio.timeout_at(self.start + self.base)
-        await self._timeout.__aenter__()
         if self.patience.enabled:
-            self._handle = self._loop.call_at(self.start + self.base - AHEAD, self._due)
+            self._token = machine.set(self.patience)
+        await super().__aenter__()
         return self
 
-    def _due(self) -> None:
-        assert self._loop is not None and self._timeout is not None
-        self._handle = None
-        end = self.end
-        if end > (self._timeout.when() or 0.0):
-            self.stretched = True
-            self._timeout.reschedule(end)
-            self._handle = self._loop.call_at(end - AHEAD, self._due)
-
     async def __aexit__(self, *exc: object) -> bool | None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._token is not None:
+            machine.reset(self._token)
+            self._token = None
         self.patience.release()
-        assert self._timeout is not None
-        return await self._timeout.__aexit__(*exc)  # type: ignore[arg-type]
+        return await super().__aexit__(*exc)

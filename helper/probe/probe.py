@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
-from transports.resolver import Resolver
+from transports.chain import base_dialer
+from transports.deadlines import PatientDeadlines
+from transports.resolver import Resolver, StaticResolver
 from transports.tls import tls_connect
 from transports.wire import ProtocolError, parse_response_head
 
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from ..routing import Route
     from ..search.budget import HandshakeBudget
 
-__all__ = ["Prober", "turns", "wait_turn"]
+__all__ = ["Prober", "turns", "wait_turn", "warm"]
 
 T = TypeVar("T")
 
@@ -55,6 +57,7 @@ log = logging.getLogger("detour.probe")
 # before it calls the bytes stopped).
 STALL = 2.0
 STALL_SHARE = 0.4
+_PATIENT = PatientDeadlines()
 
 
 class Prober(Transfers):
@@ -174,13 +177,14 @@ class Prober(Transfers):
         slots (and the machine) first, as a race gives them the first attempt. `on_result`
         gets each result as soon as it is known, before the slower routes end."""
         routes = list(routes)
+        warm(routes)
         order = turns(service, routes)
         finished = [asyncio.Event() for turn in order if turn is not None]
 
         async def one(index: int, route: Route) -> ProbeResult:
             turn = order[index]
             if turn is not None:
-                await wait_turn(turn, finished, stagger)
+                await wait_turn(turn, finished, stagger, self.patience)
             try:
                 result = await self.probe(service, route)
             finally:
@@ -298,7 +302,9 @@ class Prober(Transfers):
             answer = await timed("resolve", route.resolver.resolve(endpoint.host), Op.RESOLVE)
         dial_phase.set(Op.CONNECT)
         try:
-            stream = await timed("connect", route.dial(endpoint), Op.CONNECT)
+            # The route's timeout for its whole chain grows with the loop time lost, as the
+            # target's own deadline does (transports/deadlines.py, patient).
+            stream = await timed("connect", route.dial(endpoint, _PATIENT), Op.CONNECT)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         try:
@@ -378,6 +384,21 @@ class Prober(Transfers):
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
+
+
+def warm(routes: Iterable[Route]) -> None:
+    """Before a probe pass: the modules the routes' resolvers need start loading, in a
+    thread (transports/dns.py), so that the first lookup of a `resolve:doh=...` route finds
+    them there instead of stopping the event loop for their import."""
+    for route in routes:
+        resolver: object = getattr(route, "resolver", None) or getattr(
+            base_dialer(getattr(route, "dialer", None)), "resolver", None
+        )
+        while isinstance(resolver, StaticResolver):  # [dns] hosts in front of the resolver
+            resolver = resolver.fallback
+        start = getattr(resolver, "warm", None)
+        if start is not None:
+            start()
 
 
 def _done(result: TargetResult) -> float:

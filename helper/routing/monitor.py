@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
-from ..probe.probe import Prober, turns, wait_turn
+from ..probe.probe import Prober, turns, wait_turn, warm
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
@@ -235,6 +235,7 @@ class HealthMonitor:
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
             # A route that can carry none of the service's targets takes no turn (turns()).
+            warm(routes)  # the modules of their resolvers load meanwhile (probe.py)
             order = turns(service, routes)
             finished = [asyncio.Event() for turn in order if turn is not None]
             held = _Pass()
@@ -289,7 +290,8 @@ class HealthMonitor:
     ) -> ProbeResult:
         """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
         if finished is not None and index is not None:
-            await wait_turn(index, finished, self.router.stagger)
+            lost = getattr(self.prober, "patience", None)  # (a test's stand-in may have none)
+            await wait_turn(index, finished, self.router.stagger, lost)
         started = time.monotonic()
         try:
             result = await self.prober.probe(

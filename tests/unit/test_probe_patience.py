@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,10 +23,15 @@ from helper.probe.patience import (
     allowed,
     median,
 )
-from helper.probe.probe import Prober, _Failed
+from helper.probe.probe import Prober, _Failed, wait_turn, warm
 from helper.probe.result import TargetResult
 from helper.probe.volume import ResponseCounter
-from transports import Failure
+from helper.routing.route import Route
+from helper.services import ProbeTarget
+from transports import DialError, Endpoint, Failure, Op
+from transports.chain import parse_chain
+from transports.deadlines import machine
+from transports.resolver import StaticResolver
 
 
 def test_nothing_measured_leaves_the_deadline_as_configured() -> None:
@@ -240,3 +246,70 @@ async def test_a_silence_while_the_loop_lost_time_is_no_freeze() -> None:
             stream, ResponseCounter(), 1, TargetResult("x"), time.monotonic() + 30
         )
     assert failed.value.error.failure is Failure.STALLED
+
+
+# --- the timeouts inside a target's dial, and the turns, grow from the same measure -------
+
+
+class Recording:
+    """A dialer that records the measure in its context (transports.deadlines.machine)
+    and then fails its dial."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    async def dial(self, target: Endpoint) -> None:
+        self.seen.append(machine.get())
+        raise DialError(Failure.CONNECTION_REFUSED, Op.CONNECT, "refused")
+
+
+async def test_a_targets_dial_runs_with_the_probers_measure_and_only_it() -> None:
+    prober = Prober(timeout=5.0)
+    dialer = Recording()
+    route = Route("r", parse_chain("direct"), dialer, timeout=10.0)  # type: ignore[arg-type]
+    result = await prober._probe_target(route, ProbeTarget.parse("tcp://192.0.2.1:443"))
+    assert result.failure is Failure.CONNECTION_REFUSED
+    assert dialer.seen == [prober.patience]
+    assert machine.get() is None  # the caller's context is left as it was
+    off = Prober(timeout=5.0, patience=1.0)  # patience 1: timeouts stay as configured
+    await off._probe_target(route, ProbeTarget.parse("tcp://192.0.2.1:443"))
+    assert dialer.seen[-1] is None
+
+
+async def test_a_turn_grows_with_the_time_the_loop_lost_while_it_waited() -> None:
+    patience = Measured(patience=100.0)  # (a wide margin: the test's loop may be slow too)
+    loop = asyncio.get_running_loop()
+    finished = [asyncio.Event(), asyncio.Event()]
+    loop.call_later(0.01, lambda: setattr(patience, "lost_now", 1.0))
+    later = asyncio.ensure_future(wait_turn(1, finished, 0.05, patience))
+    await asyncio.sleep(0.15)  # the stagger (50 ms) has passed: the loop lost 1 s of it
+    assert not later.done()
+    finished[0].set()  # every route before it has its verdict: its turn, at once
+    await later
+    # Nothing lost: a stagger after the first, as configured.
+    started = loop.time()
+    await wait_turn(1, [asyncio.Event()], 0.05, Measured())
+    assert loop.time() - started >= 0.05 - 0.01
+
+
+class Warmed:
+    def __init__(self) -> None:
+        self.warmed = 0
+
+    def warm(self) -> None:
+        self.warmed += 1
+
+
+def test_a_pass_warms_the_resolvers_of_its_routes() -> None:
+    doh, hosts_first, chained = Warmed(), Warmed(), Warmed()
+    routes = [
+        SimpleNamespace(resolver=doh, dialer=None),
+        SimpleNamespace(resolver=StaticResolver({}, fallback=hosts_first), dialer=None),
+        # A tgws chain: no resolver of its own for destinations; its base's is warmed.
+        SimpleNamespace(
+            resolver=None, dialer=SimpleNamespace(inner=SimpleNamespace(resolver=chained))
+        ),
+        SimpleNamespace(resolver=None, dialer=None),
+    ]
+    warm(routes)  # type: ignore[arg-type]
+    assert (doh.warmed, hosts_first.warmed, chained.warmed) == (1, 1, 1)

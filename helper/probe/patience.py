@@ -19,6 +19,14 @@ deadline, each bounded by `[probe] patience` (at most that many times the timeou
   and TLS handshakes, times NET_STEPS (the steps of a probe), is the least time a target
   gets -- on a network (or machine) where a connect takes 2 s, 5 s is not a probe's time.
 
+The freeze check's silence grows with the third measurement too (`quiet`): where other
+targets' connects take a second, a server's pause of two is no freeze.
+
+The same measure, in the context while a target runs (transports.deadlines.machine), makes
+the timeouts inside its dial grow with the loop time lost (transports/deadlines.py's
+`patient`: a resolver's lookup, the route's timeout for its whole chain), and a route's turn
+in a probe pass (turns.py).
+
 On a quiet machine and network none of them stretches anything (no tick is LAG_FLOOR late,
 steps take a fraction of the timeout): the deadlines are the configured ones. A target that
 timed out while the loop lagged by more than LAGGED of its timeout is probed once more
@@ -52,6 +60,7 @@ __all__ = [
     "Patience",
     "allowed",
     "median",
+    "quiet",
 ]
 
 PERIOD = 0.1  # seconds between the meter's ticks, while probes run
@@ -79,6 +88,14 @@ def allowed(
     `patience` x `base`."""
     wanted = max(base + lost, PROGRESS * done, NET_STEPS * typical)
     return max(base, min(wanted, patience * base))
+
+
+def quiet(base: float, *, typical: float = 0.0, patience: float = MAX_PATIENCE) -> float:
+    """The silence that makes a freeze, for a configured stall of `base` seconds, given the
+    median step other targets completed (`typical`): NET_STEPS x that step where it is
+    longer -- where a connect takes 2 s, a 2 s pause of the server is no freeze -- never less
+    than `base`, never more than `patience` x `base`."""
+    return max(base, min(NET_STEPS * typical, patience * base))
 
 
 def median(values: Iterable[float]) -> float:
@@ -155,6 +172,12 @@ class Patience:
 
     def typical(self) -> float:
         return median(self.steps)
+
+    def silence(self, stall: float) -> float:
+        """The silence that makes a freeze now, for a configured `stall` (`quiet`)."""
+        if not self.enabled:
+            return stall
+        return quiet(stall, typical=self.typical(), patience=self.patience)
 
     def lost(self) -> float:
         """The loop time lost so far (a mark to subtract from later)."""

@@ -22,6 +22,7 @@ from helper.probe.patience import (
     Patience,
     allowed,
     median,
+    quiet,
 )
 from helper.probe.probe import Prober, _Failed, wait_turn, warm
 from helper.probe.result import TargetResult
@@ -313,3 +314,18 @@ def test_a_pass_warms_the_resolvers_of_its_routes() -> None:
     ]
     warm(routes)  # type: ignore[arg-type]
     assert (doh.warmed, hosts_first.warmed, chained.warmed) == (1, 1, 1)
+
+
+def test_a_freezes_silence_grows_with_the_steps_other_targets_took() -> None:
+    assert quiet(2.0) == 2.0  # nothing measured: as configured
+    assert quiet(2.0, typical=0.1) == 2.0  # a quick network's connects
+    assert quiet(2.0, typical=1.0) == NET_STEPS * 1.0  # connects of 1 s: 4 s of silence
+    assert quiet(2.0, typical=30.0) == MAX_PATIENCE * 2.0  # bounded
+    assert quiet(2.0, typical=30.0, patience=1.0) == 2.0
+    patience = Measured()
+    assert patience.silence(2.0) == 2.0
+    patience.typical_now = 1.0
+    assert patience.silence(2.0) == NET_STEPS * 1.0
+    off = Measured(patience=1.0)
+    off.typical_now = 1.0
+    assert off.silence(2.0) == 2.0

@@ -177,7 +177,6 @@ class Prober(Transfers):
         slots (and the machine) first, as a race gives them the first attempt. `on_result`
         gets each result as soon as it is known, before the slower routes end."""
         routes = list(routes)
-        warm(routes)
         order = turns(service, routes)
         finished = [asyncio.Event() for turn in order if turn is not None]
 
@@ -185,6 +184,7 @@ class Prober(Transfers):
             turn = order[index]
             if turn is not None:
                 await wait_turn(turn, finished, stagger, self.patience)
+            warm(routes[index + 1 : index + 2])  # the next route's resolver, meanwhile
             try:
                 result = await self.probe(service, route)
             finally:
@@ -387,9 +387,10 @@ class Prober(Transfers):
 
 
 def warm(routes: Iterable[Route]) -> None:
-    """Before a probe pass: the modules the routes' resolvers need start loading, in a
-    thread (transports/dns.py), so that the first lookup of a `resolve:doh=...` route finds
-    them there instead of stopping the event loop for their import."""
+    """The modules the routes' resolvers need start loading, in a thread (transports/dns.py):
+    a probe pass calls it for the next route in its order when a route's probe starts, so
+    that the first lookup of a `resolve:doh=...` route finds them there (or nearly) -- not
+    sooner, where they would take the CPU from the routes first in the order."""
     for route in routes:
         resolver: object = getattr(route, "resolver", None) or getattr(
             base_dialer(getattr(route, "dialer", None)), "resolver", None

@@ -235,14 +235,14 @@ class HealthMonitor:
             # verdict): the first routes get the probe slots first, as a race gives them the
             # first attempt; each verdict is recorded as soon as it is known.
             # A route that can carry none of the service's targets takes no turn (turns()).
-            warm(routes)  # the modules of their resolvers load meanwhile (probe.py)
             order = turns(service, routes)
             finished = [asyncio.Event() for turn in order if turn is not None]
             held = _Pass()
+            ahead: list[Route | None] = [*routes[1:], None]
             results = await asyncio.gather(
                 *(
-                    self._probe_route(service, r, turn, finished, held)
-                    for r, turn in zip(routes, order, strict=True)
+                    self._probe_route(service, r, turn, finished, held, after)
+                    for r, turn, after in zip(routes, order, ahead, strict=True)
                 )
             )
         except Exception:
@@ -287,11 +287,15 @@ class HealthMonitor:
         index: int | None = 0,
         finished: list[asyncio.Event] | None = None,
         held: _Pass | None = None,
+        ahead: Route | None = None,
     ) -> ProbeResult:
-        """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
+        """`index`: the route's turn among `finished` (None: it takes none, no waiting).
+        `ahead`: the next route in the order, whose resolver's modules load meanwhile."""
         if finished is not None and index is not None:
             lost = getattr(self.prober, "patience", None)  # (a test's stand-in may have none)
             await wait_turn(index, finished, self.router.stagger, lost)
+        if ahead is not None:
+            warm([ahead])
         started = time.monotonic()
         try:
             result = await self.prober.probe(

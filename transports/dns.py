@@ -371,11 +371,6 @@ class DnsResolver:
         self._cache: dict[str, tuple[float, list[IPAddress] | DialError]] = {}
         self._inflight: dict[str, asyncio.Task[list[IPAddress]]] = {}
 
-    def warm(self) -> None:
-        """Start importing what a lookup needs (in a thread), without waiting: a probe pass
-        about to use this resolver calls it, so that its first lookup finds them there."""
-        _importing(self._needs())
-
     def _needs(self) -> tuple[str, ...]:
         return _DNSPYTHON + getattr(self.transport, "modules", ())
 

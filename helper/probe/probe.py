@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
-from transports.chain import base_dialer
 from transports.deadlines import PatientDeadlines
-from transports.resolver import Resolver, StaticResolver
+from transports.resolver import Resolver
 from transports.tls import tls_connect
 from transports.wire import ProtocolError, parse_response_head
 
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from ..routing import Route
     from ..search.budget import HandshakeBudget
 
-__all__ = ["Prober", "turns", "wait_turn", "warm"]
+__all__ = ["Prober", "turns", "wait_turn"]
 
 T = TypeVar("T")
 
@@ -184,7 +183,6 @@ class Prober(Transfers):
             turn = order[index]
             if turn is not None:
                 await wait_turn(turn, finished, stagger, self.patience)
-            warm(routes[index + 1 : index + 2])  # the next route's resolver, meanwhile
             try:
                 result = await self.probe(service, route)
             finally:
@@ -384,22 +382,6 @@ class Prober(Transfers):
                 f"{', '.join(map(str, honest[:3]))}; then {failed.error}",
             )
         )
-
-
-def warm(routes: Iterable[Route]) -> None:
-    """The modules the routes' resolvers need start loading, in a thread (transports/dns.py):
-    a probe pass calls it for the next route in its order when a route's probe starts, so
-    that the first lookup of a `resolve:doh=...` route finds them there (or nearly) -- not
-    sooner, where they would take the CPU from the routes first in the order."""
-    for route in routes:
-        resolver: object = getattr(route, "resolver", None) or getattr(
-            base_dialer(getattr(route, "dialer", None)), "resolver", None
-        )
-        while isinstance(resolver, StaticResolver):  # [dns] hosts in front of the resolver
-            resolver = resolver.fallback
-        start = getattr(resolver, "warm", None)
-        if start is not None:
-            start()
 
 
 def _done(result: TargetResult) -> float:

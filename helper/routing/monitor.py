@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..probe.network import NetworkView, NetworkWatch, answered, offline_result
-from ..probe.probe import Prober, turns, wait_turn, warm
+from ..probe.probe import Prober, turns, wait_turn
 from ..probe.result import ProbeResult
 from ..services import Service
 from ..status import ProbeRound, ProbeTally, Tally
@@ -238,11 +238,10 @@ class HealthMonitor:
             order = turns(service, routes)
             finished = [asyncio.Event() for turn in order if turn is not None]
             held = _Pass()
-            ahead: list[Route | None] = [*routes[1:], None]
             results = await asyncio.gather(
                 *(
-                    self._probe_route(service, r, turn, finished, held, after)
-                    for r, turn, after in zip(routes, order, ahead, strict=True)
+                    self._probe_route(service, r, turn, finished, held)
+                    for r, turn in zip(routes, order, strict=True)
                 )
             )
         except Exception:
@@ -287,15 +286,11 @@ class HealthMonitor:
         index: int | None = 0,
         finished: list[asyncio.Event] | None = None,
         held: _Pass | None = None,
-        ahead: Route | None = None,
     ) -> ProbeResult:
-        """`index`: the route's turn among `finished` (None: it takes none, no waiting).
-        `ahead`: the next route in the order, whose resolver's modules load meanwhile."""
+        """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
         if finished is not None and index is not None:
             lost = getattr(self.prober, "patience", None)  # (a test's stand-in may have none)
             await wait_turn(index, finished, self.router.stagger, lost)
-        if ahead is not None:
-            warm([ahead])
         started = time.monotonic()
         try:
             result = await self.prober.probe(

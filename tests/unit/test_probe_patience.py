@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +23,7 @@ from helper.probe.patience import (
     median,
     quiet,
 )
-from helper.probe.probe import Prober, _Failed, wait_turn, warm
+from helper.probe.probe import Prober, _Failed, wait_turn
 from helper.probe.result import TargetResult
 from helper.probe.volume import ResponseCounter
 from helper.routing.route import Route
@@ -32,7 +31,6 @@ from helper.services import ProbeTarget
 from transports import DialError, Endpoint, Failure, Op
 from transports.chain import parse_chain
 from transports.deadlines import machine
-from transports.resolver import StaticResolver
 
 
 def test_nothing_measured_leaves_the_deadline_as_configured() -> None:
@@ -291,29 +289,6 @@ async def test_a_turn_grows_with_the_time_the_loop_lost_while_it_waited() -> Non
     started = loop.time()
     await wait_turn(1, [asyncio.Event()], 0.05, Measured())
     assert loop.time() - started >= 0.05 - 0.01
-
-
-class Warmed:
-    def __init__(self) -> None:
-        self.warmed = 0
-
-    def warm(self) -> None:
-        self.warmed += 1
-
-
-def test_a_pass_warms_the_resolvers_of_its_routes() -> None:
-    doh, hosts_first, chained = Warmed(), Warmed(), Warmed()
-    routes = [
-        SimpleNamespace(resolver=doh, dialer=None),
-        SimpleNamespace(resolver=StaticResolver({}, fallback=hosts_first), dialer=None),
-        # A tgws chain: no resolver of its own for destinations; its base's is warmed.
-        SimpleNamespace(
-            resolver=None, dialer=SimpleNamespace(inner=SimpleNamespace(resolver=chained))
-        ),
-        SimpleNamespace(resolver=None, dialer=None),
-    ]
-    warm(routes)  # type: ignore[arg-type]
-    assert (doh.warmed, hosts_first.warmed, chained.warmed) == (1, 1, 1)
 
 
 def test_a_freezes_silence_grows_with_the_steps_other_targets_took() -> None:

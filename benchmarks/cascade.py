@@ -11,7 +11,11 @@ routes one by one in the config's order (each probed to its verdict before the n
 
 The JSON also has each service's start-up `timeline`: every probe verdict as [seconds, route,
 works, diagnosis, {target: [[step, ms, ok], ...]}], in the order they came (where a cell's
-time went).
+time went), and with each start-up time the machine's share of it: `lost`, the seconds the
+event loop could not run (a timer's lateness beyond 20 ms, ticking every 100 ms, as the
+probes' own measure: helper/probe/patience.py), and `cpu`, the seconds of CPU detour's
+process had used by then (`time.process_time()`). On a loaded machine most of a cell's
+time is `lost`: the process waits for the CPU, its routes do not.
 
 Linux and root: it runs in the kernel-level lab standing in for the internet
 (helper/lab/cascade.py, docs/lab.md "The built-in config against the lab"). For each scenario
@@ -74,7 +78,9 @@ async def inner(startup_only: bool = False) -> dict[str, Any]:
 
     engine = Engine(config)
     events = engine.events.subscribe(limit=100_000)
+    meter = _Meter()
     started = time.monotonic()
+    meter.start()
     await engine.start()
     started_in = time.monotonic() - started  # the engine's start, before any probe runs
     pending = set(results)
@@ -83,6 +89,7 @@ async def inner(startup_only: bool = False) -> dict[str, Any]:
     passed: dict[str, dict[str, float]] = {name: {} for name in results}
     confirmed: dict[str, dict[str, float]] = {name: {} for name in results}  # -> working since
     routes = len(engine.router.routes)
+    machine: dict[tuple[str, str], dict[str, float]] = {}  # (service, route) -> lost, cpu
     try:
         async with asyncio.timeout(LIMIT):
             while pending:
@@ -110,11 +117,13 @@ async def inner(startup_only: bool = False) -> dict[str, Any]:
                 )
                 if early:
                     passed[service][result.route] = now
+                    machine[(service, result.route)] = meter.now()
                     continue
                 finished[service] += 1
                 if result.ok:
                     # Working since its early verdict, when it had one (used from then on).
                     confirmed[service][result.route] = passed[service].get(result.route, now)
+                    machine.setdefault((service, result.route), meter.now())
                     results[service].setdefault("first_full", round(now, 2))
                 if service not in pending:
                     continue
@@ -130,14 +139,19 @@ async def inner(startup_only: bool = False) -> dict[str, Any]:
                     if not open_early:
                         route = min(confirmed[service], key=confirmed[service].__getitem__)
                         seconds = confirmed[service][route]
-                        results[service]["startup"] = {"seconds": seconds, "route": route}
+                        results[service]["startup"] = {
+                            "seconds": seconds,
+                            "route": route,
+                            **machine[(service, route)],
+                        }
                         pending.discard(service)
                 elif finished[service] == routes:
-                    results[service]["startup"] = {"seconds": now, "route": None}
+                    results[service]["startup"] = {"seconds": now, "route": None, **meter.now()}
                     pending.discard(service)
     except TimeoutError:
         pass
     finally:
+        meter.stop()
         await engine.stop()
 
     for entry in results.values():
@@ -193,6 +207,38 @@ async def outer(names: list[str], network: str, startup_only: bool = False) -> d
             out[name] = json.loads(stdout)
             print(_row(name, out[name]), flush=True)
     return out
+
+
+class _Meter:
+    """The event loop's lost time since `start()` (helper/probe/patience.py's LagMeter, its
+    timer running throughout) and the process's CPU time."""
+
+    def __init__(self) -> None:
+        from helper.probe.patience import LagMeter
+
+        self.meter = LagMeter()
+        self.cpu = time.process_time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_at(self.meter.start(self._loop.time()), self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_at(self.meter.tick(self._loop.time()), self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def now(self) -> dict[str, float]:
+        assert self._loop is not None
+        return {
+            "lost": round(self.meter.lost_at(self._loop.time()), 2),
+            "cpu": round(time.process_time() - self.cpu, 2),
+        }
 
 
 def _ended(timeline: list[Any], route: str) -> bool:

@@ -22,15 +22,20 @@ addresses). The wire format is dnspython's; the network code is asyncio's and ai
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import importlib
 import ipaddress
 import socket
 import ssl
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
+from .deadlines import patient
 from .resolver import bogons_in, is_bogon  # is_bogon: re-exported
 from .tcp import SocketStream, connect_tcp
 
@@ -41,7 +46,48 @@ if TYPE_CHECKING:
 
 # aiohttp and dnspython are imported when a resolver first asks (the functions below): a
 # process whose config has resolvers it does not use yet -- a router's, without probes --
-# does not hold their modules (some 20 MB resident, docs/performance.md "Memory").
+# does not hold their modules (some 20 MB resident, docs/performance.md "Memory"). That first
+# import runs in a thread of its own (`_modules`), not on the event loop: it takes 0.5 s of
+# CPU (aiohttp 0.4, dnspython 0.15), several seconds on a loaded machine, during which every
+# other connection and probe of the loop would stand still.
+_DNSPYTHON = ("dns.exception", "dns.message", "dns.rcode", "dns.rdatatype")
+_AIOHTTP = ("aiohttp", "aiohttp.abc")
+_imports: dict[tuple[str, ...], concurrent.futures.Future[None]] = {}
+_imports_lock = threading.Lock()
+
+
+def _import(names: tuple[str, ...], done: concurrent.futures.Future[None]) -> None:
+    try:
+        for name in names:
+            importlib.import_module(name)
+    except BaseException as exc:  # an ImportError (a missing extra) goes to every waiter
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
+
+
+def _importing(names: tuple[str, ...]) -> concurrent.futures.Future[None] | None:
+    """The import of `names` under way in its thread (started now if need be); None when
+    they are imported already."""
+    if all(name in sys.modules for name in names):
+        return None
+    with _imports_lock:
+        done = _imports.get(names)
+        if done is None:
+            done = _imports[names] = concurrent.futures.Future()
+            threading.Thread(
+                target=_import, args=(names, done), name="detour-dns-imports", daemon=True
+            ).start()
+    return done
+
+
+async def _modules(names: tuple[str, ...]) -> None:
+    """Until `names` are imported: at once when they are; else imported in one thread, the
+    first caller's, that later callers wait for too."""
+    done = _importing(names)
+    if done is not None:
+        await asyncio.wrap_future(done)
+
 
 __all__ = [
     "DnsResolver",
@@ -248,7 +294,10 @@ class HttpsTransport:
         self.context = context
         self._session: aiohttp.ClientSession | None = None
 
+    modules = _AIOHTTP  # what DnsResolver imports before it asks (off the loop)
+
     async def exchange(self, query: bytes) -> bytes:
+        await _modules(_AIOHTTP)
         import aiohttp
 
         if self._session is None:
@@ -322,6 +371,9 @@ class DnsResolver:
         self._cache: dict[str, tuple[float, list[IPAddress] | DialError]] = {}
         self._inflight: dict[str, asyncio.Task[list[IPAddress]]] = {}
 
+    def _needs(self) -> tuple[str, ...]:
+        return _DNSPYTHON + getattr(self.transport, "modules", ())
+
     async def resolve(self, host: str) -> list[IPAddress]:
         key = host.lower().rstrip(".")
         # Letters (IDN too), digits, '-', '_', '.': nothing a server could misread.
@@ -349,10 +401,13 @@ class DnsResolver:
             task.exception()  # retrieved: the waiters (if any are left) got it
 
     async def _lookup(self, name: str) -> list[IPAddress]:
+        # The modules first, outside the lookup's time: their import is the machine's time.
+        await _modules(self._needs())
         import dns.rdatatype
 
         try:
-            async with asyncio.timeout(self.timeout):
+            # Within a probe target, it grows with the loop time lost (deadlines.patient).
+            async with patient(self.timeout):
                 answers = await asyncio.gather(
                     self._ask(name, dns.rdatatype.A),
                     self._ask(name, dns.rdatatype.AAAA),

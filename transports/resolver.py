@@ -19,6 +19,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from .base import DialError, Endpoint, Failure, IPAddress, IPNetwork, Op, classify_os_error
+from .deadlines import patient
 
 __all__ = [
     "Resolver",
@@ -115,7 +116,8 @@ class SystemResolver:
     async def resolve(self, host: str) -> list[IPAddress]:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.timeout):
+            # Within a probe target, it grows with the loop time lost (deadlines.patient).
+            async with patient(self.timeout):
                 infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except TimeoutError:
             raise DialError(

@@ -19,6 +19,14 @@ deadline, each bounded by `[probe] patience` (at most that many times the timeou
   and TLS handshakes, times NET_STEPS (the steps of a probe), is the least time a target
   gets -- on a network (or machine) where a connect takes 2 s, 5 s is not a probe's time.
 
+The freeze check's silence grows with the third measurement too (`quiet`): where other
+targets' connects take a second, a server's pause of two is no freeze.
+
+The same measure, in the context while a target runs (transports.deadlines.machine), makes
+the timeouts inside its dial grow with the loop time lost (transports/deadlines.py's
+`patient`: a resolver's lookup, the route's timeout for its whole chain), and a route's turn
+in a probe pass (turns.py).
+
 On a quiet machine and network none of them stretches anything (no tick is LAG_FLOOR late,
 steps take a fraction of the timeout): the deadlines are the configured ones. A target that
 timed out while the loop lagged by more than LAGGED of its timeout is probed once more
@@ -33,8 +41,11 @@ re-reckoned when it falls due.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable, Iterable
+
+from transports.deadlines import Growing, LostTime, machine
 
 __all__ = [
     "LAGGED",
@@ -49,6 +60,7 @@ __all__ = [
     "Patience",
     "allowed",
     "median",
+    "quiet",
 ]
 
 PERIOD = 0.1  # seconds between the meter's ticks, while probes run
@@ -60,7 +72,6 @@ NET_STEPS = 4.0  # a target may take NET_STEPS x the median step that other targ
 SAMPLES = 16  # the successful steps that median is taken over
 LAGGED = 0.1  # a timeout after the loop lost this share of the timeout: probe once more
 MAX_PATIENCE = 3.0  # the default bound: at most this many times the configured deadline
-AHEAD = 0.001  # a deadline is reckoned again this long before it falls due
 
 
 def allowed(
@@ -77,6 +88,14 @@ def allowed(
     `patience` x `base`."""
     wanted = max(base + lost, PROGRESS * done, NET_STEPS * typical)
     return max(base, min(wanted, patience * base))
+
+
+def quiet(base: float, *, typical: float = 0.0, patience: float = MAX_PATIENCE) -> float:
+    """The silence that makes a freeze, for a configured stall of `base` seconds, given the
+    median step other targets completed (`typical`): NET_STEPS x that step where it is
+    longer -- where a connect takes 2 s, a 2 s pause of the server is no freeze -- never less
+    than `base`, never more than `patience` x `base`."""
+    return max(base, min(NET_STEPS * typical, patience * base))
 
 
 def median(values: Iterable[float]) -> float:
@@ -154,6 +173,12 @@ class Patience:
     def typical(self) -> float:
         return median(self.steps)
 
+    def silence(self, stall: float) -> float:
+        """The silence that makes a freeze now, for a configured `stall` (`quiet`)."""
+        if not self.enabled:
+            return stall
+        return quiet(stall, typical=self.typical(), patience=self.patience)
+
     def lost(self) -> float:
         """The loop time lost so far (a mark to subtract from later)."""
         if self._loop is None:
@@ -186,22 +211,23 @@ class Patience:
         return Deadline(self, base, done)
 
 
-class Deadline:
+class Deadline(Growing):
     """One target's deadline, as an async context manager around its work: an asyncio
     timeout due after `base` seconds, reckoned again (`allowed`) just before it falls due
-    and moved when the measurements say so; the work is cancelled (a TimeoutError out of
-    the context) when the deadline, stretched or not, has passed."""
+    and moved when the measurements say so (transports/deadlines.py's Growing); the work is
+    cancelled (a TimeoutError out of the context) when the deadline, stretched or not, has
+    passed. While it runs, the prober's measure is the context's (transports.deadlines.
+    machine), so the timeouts inside the target's dial grow with the loop time lost too."""
 
     def __init__(self, patience: Patience, base: float, done: Callable[[], float]) -> None:
+        super().__init__(base)
         self.patience = patience
-        self.base = base
         self.done = done
-        self.start = 0.0
         self.mark = 0.0  # the loop time lost before the target started
-        self.stretched = False  # the deadline was moved past `base`
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timeout: asyncio.Timeout | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._token: contextvars.Token[LostTime | None] | None = None
+
+    def grows(self) -> bool:
+        return self.patience.enabled
 
     def lost(self) -> float:
         """The loop time lost since the target started."""
@@ -225,31 +251,16 @@ class Deadline:
         return self.start + self.total()
 
     async def __aenter__(self) -> Deadline:
-        self._loop = asyncio.get_running_loop()
-        self.start = self._loop.time()
         self.patience.acquire()
         self.mark = self.patience.lost()
-        # The loop's own timeout, due as configured: without lag it fires as it always did.
-        # The reckoning runs just before it (and first, when a blocked loop finds both due).
-        self._timeout = asyncio.timeout_at(self.start + self.base)
-        await self._timeout.__aenter__()
         if self.patience.enabled:
-            self._handle = self._loop.call_at(self.start + self.base - AHEAD, self._due)
+            self._token = machine.set(self.patience)
+        await super().__aenter__()
         return self
 
-    def _due(self) -> None:
-        assert self._loop is not None and self._timeout is not None
-        self._handle = None
-        end = self.end
-        if end > (self._timeout.when() or 0.0):
-            self.stretched = True
-            self._timeout.reschedule(end)
-            self._handle = self._loop.call_at(end - AHEAD, self._due)
-
     async def __aexit__(self, *exc: object) -> bool | None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._token is not None:
+            machine.reset(self._token)
+            self._token = None
         self.patience.release()
-        assert self._timeout is not None
-        return await self._timeout.__aexit__(*exc)  # type: ignore[arg-type]
+        return await super().__aexit__(*exc)

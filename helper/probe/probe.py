@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from transports import DialError, Failure, Op
 from transports.base import IPAddress, classify_os_error, dial_phase
+from transports.deadlines import PatientDeadlines
 from transports.resolver import Resolver
 from transports.tls import tls_connect
 from transports.wire import ProtocolError, parse_response_head
@@ -55,6 +56,7 @@ log = logging.getLogger("detour.probe")
 # before it calls the bytes stopped).
 STALL = 2.0
 STALL_SHARE = 0.4
+_PATIENT = PatientDeadlines()
 
 
 class Prober(Transfers):
@@ -180,7 +182,7 @@ class Prober(Transfers):
         async def one(index: int, route: Route) -> ProbeResult:
             turn = order[index]
             if turn is not None:
-                await wait_turn(turn, finished, stagger)
+                await wait_turn(turn, finished, stagger, self.patience)
             try:
                 result = await self.probe(service, route)
             finally:
@@ -298,7 +300,9 @@ class Prober(Transfers):
             answer = await timed("resolve", route.resolver.resolve(endpoint.host), Op.RESOLVE)
         dial_phase.set(Op.CONNECT)
         try:
-            stream = await timed("connect", route.dial(endpoint), Op.CONNECT)
+            # The route's timeout for its whole chain grows with the loop time lost, as the
+            # target's own deadline does (transports/deadlines.py, patient).
+            stream = await timed("connect", route.dial(endpoint, _PATIENT), Op.CONNECT)
         except _Failed as failed:
             raise await self._maybe_spoofed(failed, endpoint.host, answer) from None
         try:

@@ -84,17 +84,18 @@ class Transfers:
         wanted = min(MAX_BODY, length if length is not None else MAX_BODY)
         t0 = last_byte = time.monotonic()
         mark = self.patience.lost()
+        stall = self.patience.silence(self.stall)
         ended = False
         while len(body) < wanted:
             remaining = _left(deadline)
             if remaining <= 0:
                 break
             try:
-                async with asyncio.timeout(min(self.stall, remaining)):
+                async with asyncio.timeout(min(stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
                 silent = self._silence(last_byte, mark)
-                if silent < self.stall - TIMER_SLACK and _left(deadline) > 0:
+                if silent < stall - TIMER_SLACK and _left(deadline) > 0:
                     continue  # the loop lost time: the silence is not whole yet
                 break
             except (OSError, EOFError) as exc:
@@ -118,7 +119,7 @@ class Transfers:
                 DialError(Failure.EOF, Op.READ, f"body ended after {len(body)} of {length} bytes")
             )
         silent = self._silence(last_byte, mark)
-        if not complete and not ended and silent >= self.stall - TIMER_SLACK:
+        if not complete and not ended and silent >= stall - TIMER_SLACK:
             # The body still owed bytes and none came for the whole stall time. Out of time
             # sooner -- the last byte less than that before -- is a transfer that was still
             # moving (slowly, on a loaded machine or path): its rate decides, not a freeze.
@@ -199,18 +200,19 @@ class Transfers:
         while they still came, the check is unsure (`freeze_unsure`, volume.freeze_verdict)."""
         last_byte = time.monotonic()
         mark = self.patience.lost()
+        stall = self.patience.silence(self.stall)
         while counter.complete < owed and counter.received < FREEZE_WINDOW:
             remaining = _left(deadline)
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                async with asyncio.timeout(min(self.stall, remaining)):
+                async with asyncio.timeout(min(stall, remaining)):
                     chunk = await stream.read(65536)
             except TimeoutError:
                 silent = self._silence(last_byte, mark)
-                if silent < self.stall - TIMER_SLACK and _left(deadline) > 0:
+                if silent < stall - TIMER_SLACK and _left(deadline) > 0:
                     continue  # the loop lost time: the silence is not whole yet
-                verdict = freeze_verdict(counter.received, silent, self.stall)
+                verdict = freeze_verdict(counter.received, silent, stall)
                 if verdict is not FROZEN:
                     if verdict is UNSURE:
                         result.freeze_unsure = unsure_detail(counter.received, silent)

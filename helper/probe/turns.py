@@ -1,12 +1,19 @@
 """When each route's probe of a service starts, on a network detour has not seen: in the
 routes' order, a stagger apart, or at once when every route before has its verdict -- as a
-race gives the first routes the first attempt (docs/routing.md "The built-in cascade")."""
+race gives the first routes the first attempt (docs/routing.md "The built-in cascade").
+
+On a machine that is losing time, the stagger grows with the event loop time lost while a
+route waits for its turn (transports/deadlines.py's Patient, the prober's measure): a loop
+that could not run while the earlier routes' probes started has not given them their
+stagger, and the routes after them start later instead of all at once."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from transports.deadlines import LostTime, Patient
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -33,14 +40,18 @@ def turns(service: Service, routes: Sequence[Route]) -> list[int | None]:
     return order
 
 
-async def wait_turn(index: int, finished: list[asyncio.Event], stagger: float) -> None:
+async def wait_turn(
+    index: int, finished: list[asyncio.Event], stagger: float, lost: LostTime | None = None
+) -> None:
     """Until route `index`'s probe may start: `index` x `stagger` after the first, or as soon
-    as every route before it has its verdict (`finished[i]` set)."""
+    as every route before it has its verdict (`finished[i]` set). `lost`: the prober's
+    measure of the loop time lost, which the wait grows by (at most its `patience` times)."""
     if not index or stagger <= 0:
         return
+    wait = index * stagger
     # No task per event: a probe cancelled while it waits (the engine stops) leaves nothing.
     try:
-        async with asyncio.timeout(index * stagger):
+        async with asyncio.timeout(wait) if lost is None else Patient(wait, lost):
             for event in finished[:index]:
                 await event.wait()
     except TimeoutError:

@@ -289,7 +289,8 @@ class HealthMonitor:
     ) -> ProbeResult:
         """`index`: the route's turn among `finished` (None: it takes none, no waiting)."""
         if finished is not None and index is not None:
-            await wait_turn(index, finished, self.router.stagger)
+            lost = getattr(self.prober, "patience", None)  # (a test's stand-in may have none)
+            await wait_turn(index, finished, self.router.stagger, lost)
         started = time.monotonic()
         try:
             result = await self.prober.probe(

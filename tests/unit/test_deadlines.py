@@ -8,7 +8,14 @@ import asyncio
 
 import pytest
 
-from transports.deadlines import Deadlines
+from transports.deadlines import (
+    Deadlines,
+    Patient,
+    PatientDeadlines,
+    machine,
+    patient,
+    stretched,
+)
 
 TICK = 0.02
 
@@ -114,3 +121,89 @@ def test_a_deadline_needs_a_task() -> None:
         assert "inside one" in await future
 
     asyncio.run(outside())
+
+
+# --- timeouts that grow with the time the machine lost (patient) -------------------------
+
+
+class Lost:
+    """A measure of the loop's lost time that the test sets."""
+
+    def __init__(self, patience: float = 3.0) -> None:
+        self.patience = patience
+        self.now = 0.0
+
+    def lost(self) -> float:
+        return self.now
+
+
+def test_stretched_adds_the_lost_time_within_its_bounds() -> None:
+    assert stretched(5.0, 0.0, 3.0) == 5.0  # nothing lost: as configured
+    assert stretched(5.0, 1.5, 3.0) == 6.5
+    assert stretched(5.0, 100.0, 3.0) == 15.0  # at most patience x
+    assert stretched(5.0, 100.0, 1.0) == 5.0  # patience 1: never more
+    assert stretched(5.0, -2.0, 3.0) == 5.0  # never less
+
+
+async def test_without_a_measure_in_the_context_a_patient_timeout_is_asyncios() -> None:
+    assert machine.get() is None
+    assert isinstance(patient(1.0), asyncio.Timeout)
+    token = machine.set(Lost(patience=1.0))
+    try:
+        assert isinstance(patient(1.0), asyncio.Timeout)  # patience 1: nothing grows
+    finally:
+        machine.reset(token)
+    with pytest.raises(TimeoutError):
+        async with patient(0.02):
+            await asyncio.Event().wait()
+
+
+async def test_a_patient_timeout_grows_by_the_time_lost_while_it_ran() -> None:
+    source = Lost(patience=100.0)  # (a wide margin: the test's loop may be slow too)
+    source.now = 7.0  # lost before it started: not its own
+    token = machine.set(source)
+    try:
+        timeout = patient(0.05)
+    finally:
+        machine.reset(token)
+    assert isinstance(timeout, Patient)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, lambda: setattr(source, "now", 8.0))  # the loop lost 1 s
+    done = asyncio.Event()
+    loop.call_later(0.08, done.set)  # after the 50 ms configured, within the 1.05 s grown
+    async with timeout:
+        await done.wait()
+    assert timeout.stretched and not timeout.expired()
+    assert timeout.total() == pytest.approx(1.05)
+
+
+async def test_a_patient_timeout_still_ends_and_no_later_than_patience_allows() -> None:
+    source = Lost(patience=2.0)
+    timeout = Patient(0.05, source)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, lambda: setattr(source, "now", 10.0))
+    with pytest.raises(TimeoutError):
+        async with timeout:
+            await asyncio.Event().wait()
+    assert timeout.expired()
+    assert timeout.total() == pytest.approx(0.1)  # 2 x 0.05, not 10.05
+    assert loop.time() - timeout.start >= 0.1 - 0.01
+
+
+async def test_nothing_lost_falls_due_as_configured() -> None:
+    timeout = Patient(0.05, Lost())
+    with pytest.raises(TimeoutError):
+        async with timeout:
+            await asyncio.Event().wait()
+    assert not timeout.stretched and timeout.expired()
+
+
+async def test_patient_deadlines_give_a_routes_timeout_the_same_growth() -> None:
+    # Route.dial's `deadlines`: after(seconds) is patient(seconds).
+    source = Lost()
+    token = machine.set(source)
+    try:
+        assert isinstance(PatientDeadlines().after(1.0), Patient)
+    finally:
+        machine.reset(token)
+    assert isinstance(PatientDeadlines().after(1.0), asyncio.Timeout)

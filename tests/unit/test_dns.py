@@ -299,3 +299,44 @@ def test_read_answer_refuses_a_query_echoed_back() -> None:
     assert not query.flags & dns.flags.QR
     with pytest.raises(DialError, match="answer to another question"):
         read_answer(query, query.to_wire(), "fake")
+
+
+class _Lost:
+    """A probe's measure of the loop's lost time (transports.deadlines.machine), set by the
+    test."""
+
+    patience = 100.0  # (a wide margin: the test's loop may be slow too)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def lost(self) -> float:
+        return self.now
+
+
+async def test_within_a_probe_the_lookups_timeout_grows_with_the_time_the_loop_lost() -> None:
+    from transports.deadlines import machine
+
+    res, _ = resolver(TELEGRAM, delay=0.08, timeout=0.05)
+    source = _Lost()
+    asyncio.get_running_loop().call_later(0.01, lambda: setattr(source, "now", 1.0))
+    token = machine.set(source)
+    try:
+        assert await res.resolve("web.telegram.org")  # 80 ms: within 50 ms + 1 s lost
+    finally:
+        machine.reset(token)
+    # The same lookup outside a probe (or with nothing lost) times out as configured.
+    slow, _ = resolver(TELEGRAM, delay=0.08, timeout=0.05)
+    with pytest.raises(DialError) as error:
+        await slow.resolve("web.telegram.org")
+    assert error.value.failure is Failure.DNS_TIMEOUT
+
+
+async def test_modules_are_imported_off_the_loop_once_and_errors_reach_the_caller() -> None:
+    from transports.dns import _modules
+
+    await _modules(("dns.message",))  # imported already: at once
+    with pytest.raises(ImportError):
+        await _modules(("detour_test_no_such_module",))
+    with pytest.raises(ImportError):  # the same failure for a later caller
+        await _modules(("detour_test_no_such_module",))

@@ -21,11 +21,16 @@ from helper.probe.patience import (
     Patience,
     allowed,
     median,
+    quiet,
 )
-from helper.probe.probe import Prober, _Failed
+from helper.probe.probe import Prober, _Failed, wait_turn
 from helper.probe.result import TargetResult
 from helper.probe.volume import ResponseCounter
-from transports import Failure
+from helper.routing.route import Route
+from helper.services import ProbeTarget
+from transports import DialError, Endpoint, Failure, Op
+from transports.chain import parse_chain
+from transports.deadlines import machine
 
 
 def test_nothing_measured_leaves_the_deadline_as_configured() -> None:
@@ -240,3 +245,62 @@ async def test_a_silence_while_the_loop_lost_time_is_no_freeze() -> None:
             stream, ResponseCounter(), 1, TargetResult("x"), time.monotonic() + 30
         )
     assert failed.value.error.failure is Failure.STALLED
+
+
+# --- the timeouts inside a target's dial, and the turns, grow from the same measure -------
+
+
+class Recording:
+    """A dialer that records the measure in its context (transports.deadlines.machine)
+    and then fails its dial."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    async def dial(self, target: Endpoint) -> None:
+        self.seen.append(machine.get())
+        raise DialError(Failure.CONNECTION_REFUSED, Op.CONNECT, "refused")
+
+
+async def test_a_targets_dial_runs_with_the_probers_measure_and_only_it() -> None:
+    prober = Prober(timeout=5.0)
+    dialer = Recording()
+    route = Route("r", parse_chain("direct"), dialer, timeout=10.0)  # type: ignore[arg-type]
+    result = await prober._probe_target(route, ProbeTarget.parse("tcp://192.0.2.1:443"))
+    assert result.failure is Failure.CONNECTION_REFUSED
+    assert dialer.seen == [prober.patience]
+    assert machine.get() is None  # the caller's context is left as it was
+    off = Prober(timeout=5.0, patience=1.0)  # patience 1: timeouts stay as configured
+    await off._probe_target(route, ProbeTarget.parse("tcp://192.0.2.1:443"))
+    assert dialer.seen[-1] is None
+
+
+async def test_a_turn_grows_with_the_time_the_loop_lost_while_it_waited() -> None:
+    patience = Measured(patience=100.0)  # (a wide margin: the test's loop may be slow too)
+    loop = asyncio.get_running_loop()
+    finished = [asyncio.Event(), asyncio.Event()]
+    loop.call_later(0.01, lambda: setattr(patience, "lost_now", 1.0))
+    later = asyncio.ensure_future(wait_turn(1, finished, 0.05, patience))
+    await asyncio.sleep(0.15)  # the stagger (50 ms) has passed: the loop lost 1 s of it
+    assert not later.done()
+    finished[0].set()  # every route before it has its verdict: its turn, at once
+    await later
+    # Nothing lost: a stagger after the first, as configured.
+    started = loop.time()
+    await wait_turn(1, [asyncio.Event()], 0.05, Measured())
+    assert loop.time() - started >= 0.05 - 0.01
+
+
+def test_a_freezes_silence_grows_with_the_steps_other_targets_took() -> None:
+    assert quiet(2.0) == 2.0  # nothing measured: as configured
+    assert quiet(2.0, typical=0.1) == 2.0  # a quick network's connects
+    assert quiet(2.0, typical=1.0) == NET_STEPS * 1.0  # connects of 1 s: 4 s of silence
+    assert quiet(2.0, typical=30.0) == MAX_PATIENCE * 2.0  # bounded
+    assert quiet(2.0, typical=30.0, patience=1.0) == 2.0
+    patience = Measured()
+    assert patience.silence(2.0) == 2.0
+    patience.typical_now = 1.0
+    assert patience.silence(2.0) == NET_STEPS * 1.0
+    off = Measured(patience=1.0)
+    off.typical_now = 1.0
+    assert off.silence(2.0) == 2.0

@@ -42,6 +42,7 @@ from collections import deque
 from typing import Any
 
 from .base import DialError, Failure, Op, Stream, classify_os_error
+from .deadlines import patient
 
 __all__ = [
     "TlsStream",
@@ -477,9 +478,10 @@ async def tls_connect_fast(
         stream.abort()
         raise ValueError("cannot start TLS: a server context cannot be used here")
     try:
-        async with asyncio.timeout(timeout):
-            # The loop's own timeout would only be a second, later one.
-            return await stream.start_tls(context, server_hostname, timeout=timeout + 60)  # type: ignore[attr-defined]
+        async with patient(timeout):
+            # The loop's own timeout would only be a second, later one (past what a probe's
+            # patience, at most 10 times, can stretch ours to).
+            return await stream.start_tls(context, server_hostname, timeout=timeout * 10 + 60)  # type: ignore[attr-defined]
     except TimeoutError:  # before OSError: TimeoutError is one
         stream.abort()
         raise DialError(
@@ -540,7 +542,7 @@ def _wrap(
 
 async def _run_handshake(tls: TlsStream, timeout: float, peer: str) -> None:
     try:
-        async with asyncio.timeout(timeout):
+        async with patient(timeout):
             await tls._handshake()
     except TimeoutError:  # before OSError: TimeoutError is one
         tls.abort()

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import DialError, Failure, Op, Stream
+from .deadlines import patient
 from .wire import NeedMore, ProtocolError, RequestHead, parse_response_head
 
 __all__ = [
@@ -747,7 +748,7 @@ async def websocket_connect(
         request += bytes(encode_frame(OP_BINARY, first_message, mask=True))
     stream.write(request)
     try:
-        async with asyncio.timeout(timeout):
+        async with patient(timeout):
             await stream.drain()
             head = await stream.readuntil(b"\r\n\r\n", MAX_HEAD)
     except TimeoutError:
